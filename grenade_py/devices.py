@@ -1,0 +1,31 @@
+"""`python -m grenade_py.devices`: list OpenCL platforms and devices with their index strings,
+as accepted by `--device`, `Device(spec)` and the PYOPENCL_CTX variable."""
+from __future__ import annotations
+
+import click
+import pyopencl as cl
+
+from grenade_py.device import _default_cl_device, _platforms
+from grenade_py.errors import DeviceError
+
+
+@click.command()
+def main() -> None:
+    """List OpenCL devices; '*' marks the one grenade_py picks by default."""
+    try:
+        platforms = _platforms()
+        default = _default_cl_device()
+    except DeviceError as e:
+        raise click.ClickException(str(e)) from None
+    for p_index, platform in enumerate(platforms):
+        click.echo(f"platform {p_index}: {platform.name.strip()} ({platform.version.strip()})")
+        for d_index, device in enumerate(platform.get_devices()):
+            mark = "*" if device == default else " "
+            kind = cl.device_type.to_string(device.type)
+            fp64 = "float64" if device.double_fp_config else "float32 only"
+            click.echo(f" {mark} {p_index}:{d_index}  {device.name.strip()}  [{kind}, "
+                       f"{device.max_compute_units} compute units, {fp64}]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Grenade's feedforward example: learn two circles from random points, then draw them in ASCII.
+
+    python -m grenade_py.feedforward [-e EXAMPLES] [-r RATE] [--load FILE] [--save FILE] ...
+
+Network (as Grenade's examples/main/feedforward.hs): FC 2->40, Tanh, FC 40->10, Relu,
+FC 10->1, Logit. Data: points uniform in [-1, 1)^2, target 1 inside either circle of radius 0.33
+centred at (0.33, 0.33) and (-0.33, -0.33), else 0; one pass, one example at a time by default.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+import numpy as np
+
+from grenade_py.device import Device
+from grenade_py.errors import GrenadeError
+from grenade_py.layers import FullyConnected, Logit, Relu, Tanh
+from grenade_py.learning import LearningParameters
+from grenade_py.network import Network
+from grenade_py.runner import run_net, train
+from grenade_py.shapes import D1
+
+CENTRES = np.array([[0.33, 0.33], [-0.33, -0.33]])
+RADIUS = 0.33
+
+
+def feedforward_network(device: Device | None = None, seed: int | None = None,
+                        init: str = "scaled") -> Network:
+    """Grenade's feedforward example network: D1 2 -> D1 1."""
+    return Network([FullyConnected(2, 40), Tanh(), FullyConnected(40, 10), Relu(),
+                    FullyConnected(10, 1), Logit()], input=D1(2), device=device, seed=seed,
+                   init=init)
+
+
+def circles(points: np.ndarray) -> np.ndarray:
+    """Targets (N, 1): 1.0 where a point (N, 2) lies in either circle, else 0.0."""
+    dist = np.linalg.norm(points[:, None, :] - CENTRES[None], axis=2)
+    return (dist <= RADIUS).any(axis=1, keepdims=True).astype(np.float64)
+
+
+def sample(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n training examples: points uniform in [-1, 1)^2 and their circle targets."""
+    points = rng.uniform(-1.0, 1.0, size=(n, 2))
+    return points, circles(points)
+
+
+def grid() -> np.ndarray:
+    """Grenade's 21 x 51 map inputs (1071, 2): (x / 25 - 1, y / 10 - 1), rows y, columns x."""
+    ys, xs = np.mgrid[0:21, 0:51]
+    return np.stack([xs.ravel() / 25 - 1, ys.ravel() / 10 - 1], axis=1)
+
+
+def render(values: np.ndarray) -> str:
+    """The ASCII map of 1071 outputs, by Grenade's thresholds 0.2/0.4/0.6/0.8."""
+    chars = np.array([" ", ".", "-", "=", "#"])
+    index = np.searchsorted([0.2, 0.4, 0.6, 0.8], values.ravel(), side="left")
+    rows = chars[index].reshape(21, 51)
+    return "\n".join("".join(row) for row in rows)
+
+
+def train_circles(net: Network, params: LearningParameters, examples: int, batch_size: int,
+                  rng: np.random.Generator, progress: bool) -> None:
+    """One pass over `examples` fresh examples, per example (batch_size 1) or in minibatches."""
+    if examples == 0:
+        return
+    xs, ys = sample(examples, rng)
+    bar = click.progressbar(length=examples, label="training", file=sys.stderr) if progress else None
+    done = 0
+
+    def report(count: int) -> None:
+        nonlocal done
+        if bar is not None:
+            bar.update(count - done)
+        done = count
+
+    if batch_size == 1:
+        train(net, params, xs, ys, per_example=True, progress=report)
+    else:
+        for start in range(0, examples, batch_size):
+            train(net, params, xs[start:start + batch_size], ys[start:start + batch_size])
+            if start // batch_size % 100 == 0:
+                net.device.queue.finish()
+                report(min(start + batch_size, examples))
+    net.device.queue.finish()
+    if bar is not None:
+        bar.update(examples - done)
+        bar.render_finish()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-e", "--examples", default=100000, show_default=True,
+              type=click.IntRange(min=0), help="Training examples (one pass).")
+@click.option("-r", "--train_rate", "--train-rate", "rate", default=0.01, show_default=True,
+              type=float, help="Learning rate.")
+@click.option("--momentum", default=0.9, show_default=True, type=float)
+@click.option("--l2", default=0.0005, show_default=True, type=float, help="L2 regulariser.")
+@click.option("--load", type=click.Path(dir_okay=False), help="Start from this model file.")
+@click.option("--save", type=click.Path(dir_okay=False), help="Write the trained model here.")
+@click.option("--seed", type=int, default=None, help="Seed for initial weights and data.")
+@click.option("--device", "device_spec", default=None,
+              help="PLATFORM:DEVICE (see `python -m grenade_py.devices`).")
+@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="1 = Grenade's per-example training; more = averaged minibatch steps.")
+def main(examples: int, rate: float, momentum: float, l2: float, load: str | None,
+         save: str | None, seed: int | None, device_spec: str | None, precision: str,
+         batch_size: int) -> None:
+    """Learn two circles and draw them, as Grenade's feedforward example does."""
+    try:
+        params = LearningParameters(rate, momentum, l2)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    try:
+        device = Device(device_spec, precision=precision)
+        click.echo(f"device: {device.name}", err=True)
+        rng = np.random.default_rng(seed)
+        fresh = feedforward_network(device, seed=seed)
+        net = Network.load(load, device=device, like=fresh) if load else fresh
+        train_circles(net, params, examples, batch_size, rng, progress=sys.stderr.isatty())
+        click.echo(render(run_net(net, grid())))
+        if save:
+            net.save(save)
+    except GrenadeError as e:
+        raise click.ClickException(str(e)) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""What every layer is: Grenade's `Layer` and `UpdateLayer` classes, on an OpenCL device.
+
+A layer says which input shape it takes and what it gives (`out_shape`). Once a Network places it,
+it owns its device buffers (parameters, momentum, gradients) and hands the runner `Launch`es:
+kernels with their arguments set once, for a given batch size and the activation buffers around it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyopencl.array as cl_array
+
+from grenade_py.device import Device, Launch
+from grenade_py.shapes import Shape, size
+
+
+class Layer:
+    """A layer without parameters; subclasses with parameters fill `parameters`.
+
+    Tape: the runner keeps every activation of a batch on the device, so a layer's tape is the
+    input or output buffer it chooses (`tape`), never a copy.
+    """
+
+    #: Which activation the backward pass reads: "input" or "output".
+    tape = "input"
+
+    def __init__(self) -> None:
+        self.device: Device | None = None
+        self.in_shape: Shape | None = None
+        self.parameters: dict[str, cl_array.Array] = {}
+        self.momentum: dict[str, cl_array.Array] = {}
+        self.gradients: dict[str, cl_array.Array] = {}
+        self._updates: list[Launch] = []
+        self._learning: Any = None
+
+    # -- shapes and description ------------------------------------------------------------
+    def out_shape(self, in_shape: Shape) -> Shape:
+        """The output shape for `in_shape`; raises ShapeError saying what the layer takes."""
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        """The layer's type and constructor arguments, as stored in model files."""
+        return {"type": type(self).__name__}
+
+    def __repr__(self) -> str:
+        return type(self).__name__
+
+    # -- device side --------------------------------------------------------------------
+    def place(self, device: Device, in_shape: Shape, rng: np.random.Generator, init: str) -> None:
+        """Allocate the layer's buffers on `device` for inputs of `in_shape`."""
+        if self.device is not None:
+            raise ValueError(f"{self!r} already belongs to a network; create a new layer")
+        self.device, self.in_shape = device, in_shape
+        for name, value in self.initial_parameters(rng, init).items():
+            self.parameters[name] = device.to_device(value)
+            self.momentum[name] = device.zeros(value.shape)
+            self.gradients[name] = device.zeros(value.shape)
+        self._updates = [
+            device.launch("sgd_momentum_l2", (w.size,), w.size, device.dtype(0), device.dtype(0),
+                          device.dtype(0), w, self.momentum[name], self.gradients[name])
+            for name, w in self.parameters.items()
+        ]
+
+    def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
+        return {}
+
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array) -> list[Launch]:
+        """Launches computing y (n, *out) from x (n, *in)."""
+        raise NotImplementedError
+
+    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
+                 dx: cl_array.Array | None) -> list[Launch]:
+        """Launches computing the gradients (summed over the batch) and, unless `dx` is None,
+        the input delta dx from the output delta dy."""
+        raise NotImplementedError
+
+    def update(self, learning: Any) -> list[Launch]:
+        """Launches applying one momentum + L2 descent step to every parameter."""
+        if learning != self._learning:
+            for launch in self._updates:
+                launch.set_arg(1, self.device.dtype(learning.rate))
+                launch.set_arg(2, self.device.dtype(learning.momentum))
+                launch.set_arg(3, self.device.dtype(learning.l2))
+            self._learning = learning
+        return self._updates
+
+
+class Activation(Layer):
+    """An element-wise layer of any shape whose kernels are `<family>_forward/_backward`."""
+
+    family = ""
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        return in_shape
+
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array) -> list[Launch]:
+        count = n * size(self.in_shape)
+        return [self.device.launch(f"{self.family}_forward", (count,), count, x, y)]
+
+    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
+                 dx: cl_array.Array | None) -> list[Launch]:
+        if dx is None:
+            return []
+        count = n * size(self.in_shape)
+        tape = x if self.tape == "input" else y
+        return [self.device.launch(f"{self.family}_backward", (count,), count, tape, dy, dx)]

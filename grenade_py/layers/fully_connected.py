@@ -1,0 +1,68 @@
+"""FullyConnected: y = W x + b, from D1 i to D1 o. Ports Grenade.Layers.FullyConnected."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyopencl.array as cl_array
+
+from grenade_py.device import Launch
+from grenade_py.errors import ShapeError
+from grenade_py.layers.base import Layer
+from grenade_py.shapes import D1, Shape
+
+INITS = ("scaled", "grenade")
+
+
+class FullyConnected(Layer):
+    """A dense layer.
+
+    Shape: D1 i -> D1 o; a batch (n, i) -> (n, o).
+    Parameters: `weights` (o, i) and `bias` (o,), each with its momentum and gradient.
+    Initialisation: "scaled" (default) draws both uniformly from [-1/sqrt(i), 1/sqrt(i)], as
+        PyTorch's nn.Linear does; "grenade" draws both from [-1, 1], as Grenade does.
+    Tape: the input (dW = dy x^T).
+    Kernels: fc_forward, fc_backward_input, fc_backward_weights (kernels/fully_connected.cl).
+    """
+
+    def __init__(self, i: int, o: int) -> None:
+        super().__init__()
+        for name, value in (("i", i), ("o", o)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"FullyConnected {name} must be a positive int, got {value!r}")
+        self.i, self.o = int(i), int(o)
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        if in_shape != D1(self.i):
+            raise ShapeError(f"takes D1 {self.i}")
+        return D1(self.o)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "FullyConnected", "i": self.i, "o": self.o}
+
+    def __repr__(self) -> str:
+        return f"FullyConnected {self.i} {self.o}"
+
+    def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        bound = 1.0 if init == "grenade" else 1.0 / np.sqrt(self.i)
+        return {
+            "weights": rng.uniform(-bound, bound, size=(self.o, self.i)),
+            "bias": rng.uniform(-bound, bound, size=(self.o,)),
+        }
+
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array) -> list[Launch]:
+        p = self.parameters
+        return [self.device.launch("fc_forward", (self.o, n), n, self.i, self.o,
+                                   p["weights"], p["bias"], x, y)]
+
+    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
+                 dx: cl_array.Array | None) -> list[Launch]:
+        g = self.gradients
+        launches = [self.device.launch("fc_backward_weights", (self.i + 1, self.o), n, self.i,
+                                       self.o, x, dy, g["weights"], g["bias"])]
+        if dx is not None:
+            launches.append(self.device.launch("fc_backward_input", (self.i, n), n, self.i,
+                                               self.o, self.parameters["weights"], dy, dx))
+        return launches

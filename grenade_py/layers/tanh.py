@@ -1,0 +1,10 @@
+"""Tanh: y = tanh x, element-wise, any shape. Tape: the input. Kernels: tanh_forward,
+tanh_backward (kernels/activations.cl). Ports Grenade.Layers.Tanh."""
+from grenade_py.layers.base import Activation
+
+
+class Tanh(Activation):
+    """Hyperbolic tangent, element-wise; backward multiplies by 1 - tanh(x)^2."""
+
+    family = "tanh"
+    tape = "input"

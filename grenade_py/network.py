@@ -1,0 +1,157 @@
+"""Network: Grenade's typed list of layers with the shapes between them, placed on a device."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pyopencl.array as cl_array
+
+from grenade_py.device import Device, Launch
+from grenade_py.errors import ShapeError
+from grenade_py.layers import Layer
+from grenade_py.shapes import Shape, size
+
+MAX_PLANS = 4
+
+
+class Plan:
+    """The device buffers and launches for batches of `n` samples: every activation between
+    layers (which the layers use as their tapes), every delta, the target, and the launches of a
+    forward pass, the loss gradient and a backward pass. Built once per batch size and reused."""
+
+    def __init__(self, net: Network, n: int) -> None:
+        device = net.device
+        self.n = n
+        self.acts = [device.zeros((n, *s.dims)) for s in net.shapes]
+        # deltas[0] (the input's gradient) is never needed for training, so never computed.
+        self.deltas: list[cl_array.Array | None] = [None] + [
+            device.zeros((n, *s.dims)) for s in net.shapes[1:]
+        ]
+        self.target = device.zeros((n, *net.shapes[-1].dims))
+        self.forward: list[Launch] = []
+        for i, layer in enumerate(net.layers):
+            self.forward += layer.forward(n, self.acts[i], self.acts[i + 1])
+        count = n * size(net.shapes[-1])
+        self.loss = device.launch("loss_output_minus_target", (count,), count,
+                                  device.dtype(1.0 / n), self.acts[-1], self.target,
+                                  self.deltas[-1])
+        self.backward: list[Launch] = []
+        for i in reversed(range(len(net.layers))):
+            self.backward += net.layers[i].backward(n, self.acts[i], self.acts[i + 1],
+                                                    self.deltas[i + 1], self.deltas[i])
+
+
+class Network:
+    """A list of layers checked against the shapes between them, placed on an OpenCL device.
+
+    Parameters:
+        layers: the layers, input first. Each layer object belongs to one network.
+        input: the shape of one input sample, e.g. `D1(2)`.
+        device: where the network lives; default `Device()` (see `grenade_py.device`).
+        seed: seeds the initial parameters; None draws fresh ones.
+        init: "scaled" (default, uniform +-1/sqrt(fan_in)) or "grenade" (uniform +-1).
+
+    Raises ShapeError naming the layer's index, the layer, the shape it takes and the shape it
+    was given, when a layer cannot take its input.
+
+    `net.shapes` is Grenade's shape list: input shape, then every layer's output shape.
+    """
+
+    def __init__(self, layers: Sequence[Layer], input: Shape, device: Device | None = None,
+                 seed: int | None = None, init: str = "scaled") -> None:
+        self.layers = list(layers)
+        if not self.layers:
+            raise ShapeError("a network needs at least one layer")
+        self.shapes: list[Shape] = [input]
+        for index, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {index} is {layer!r}, not a grenade_py layer")
+            try:
+                self.shapes.append(layer.out_shape(self.shapes[-1]))
+            except ShapeError as e:
+                raise ShapeError(
+                    f"layer {index} ({layer!r}) {e}, but its input is {self.shapes[-1]!r}"
+                ) from None
+        self.device = device if device is not None else Device()
+        rng = np.random.default_rng(seed)
+        for layer, shape in zip(self.layers, self.shapes):
+            layer.place(self.device, shape, rng, init)
+        self._plans: dict[int, Plan] = {}
+
+    @property
+    def input_shape(self) -> Shape:
+        return self.shapes[0]
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.shapes[-1]
+
+    def __repr__(self) -> str:
+        layers = ", ".join(repr(layer) for layer in self.layers)
+        shapes = ", ".join(repr(shape) for shape in self.shapes)
+        return f"Network '[{layers}] '[{shapes}]"
+
+    def plan(self, n: int) -> Plan:
+        """The buffers and launches for batches of `n` samples (built on first use)."""
+        plan = self._plans.get(n)
+        if plan is None:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.pop(next(iter(self._plans)))
+            plan = self._plans[n] = Plan(self, n)
+        return plan
+
+    # -- parameters as numpy -----------------------------------------------------------------
+    def get_parameters(self) -> list[dict[str, np.ndarray]]:
+        """Host copies of every layer's parameters: one dict per layer (empty for activations),
+        e.g. `{"weights": (o, i), "bias": (o,)}` for FullyConnected."""
+        return [{k: v.get() for k, v in layer.parameters.items()} for layer in self.layers]
+
+    def set_parameters(self, parameters: Sequence[dict[str, np.ndarray]]) -> None:
+        """Replace every layer's parameters with host arrays shaped as `get_parameters` gives."""
+        self._set("parameters", parameters)
+
+    def get_momentum(self) -> list[dict[str, np.ndarray]]:
+        """Host copies of every layer's momentum, shaped as `get_parameters`."""
+        return [{k: v.get() for k, v in layer.momentum.items()} for layer in self.layers]
+
+    def set_momentum(self, momentum: Sequence[dict[str, np.ndarray]]) -> None:
+        """Replace every layer's momentum (zero it to restart descent from rest)."""
+        self._set("momentum", momentum)
+
+    def _set(self, role: str, values: Sequence[dict[str, np.ndarray]]) -> None:
+        if len(values) != len(self.layers):
+            raise ValueError(f"expected {role} for {len(self.layers)} layers, got {len(values)}")
+        checked = []
+        for index, (layer, given) in enumerate(zip(self.layers, values)):
+            buffers = getattr(layer, role)
+            if set(given) != set(buffers):
+                raise ValueError(f"layer {index} ({layer!r}) has {role} {sorted(buffers)}, "
+                                 f"got {sorted(given)}")
+            for name, buffer in buffers.items():
+                array = np.asarray(given[name])
+                if array.shape != buffer.shape:
+                    raise ValueError(f"layer {index} ({layer!r}) {name} must have shape "
+                                     f"{buffer.shape}, got {array.shape}")
+                if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+                    raise ValueError(f"layer {index} ({layer!r}) {name} must be finite numbers")
+                checked.append((buffer, array.astype(self.device.dtype)))
+        for buffer, array in checked:  # only once everything is valid: never half-set
+            buffer.set(array)
+
+    # -- model files -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the network (layers, shapes, parameters and momentum) to `path`, atomically.
+        The format is described in `grenade_py.model_file`."""
+        from grenade_py.model_file import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: Device | None = None,
+             like: Network | None = None) -> Network:
+        """Read a network written by `save`. With `like`, the file must hold that network's
+        architecture (layers and shapes), else ModelFileError says how they differ."""
+        from grenade_py.model_file import load
+
+        return load(path, device=device, like=like)

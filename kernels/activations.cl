@@ -1,0 +1,26 @@
+// Element-wise activations over a batch flattened to n values. Each one's tape is chosen so its
+// derivative is cheap: Tanh and Relu keep their input, Logit keeps its output (s' = s (1 - s)).
+
+REAL tanh_forward_at(REAL x) { return tanh(x); }
+REAL tanh_backward_at(REAL x, REAL dy) { REAL s = tanh(x); return (1 - s * s) * dy; }
+
+REAL relu_forward_at(REAL x) { return x > 0 ? x : (REAL)0; }
+REAL relu_backward_at(REAL x, REAL dy) { return x > 0 ? dy : (REAL)0; }  // slope 0 at x <= 0
+
+REAL logit_forward_at(REAL x) { return 1 / (1 + exp(-x)); }
+REAL logit_backward_at(REAL y, REAL dy) { return y * (1 - y) * dy; }
+
+#define ACTIVATION_KERNELS(NAME)                                                              \
+    kernel void NAME##_forward(int n, global const REAL *x, global REAL *y) {                \
+        int i = get_global_id(0);                                                             \
+        if (i < n) y[i] = NAME##_forward_at(x[i]);                                            \
+    }                                                                                         \
+    kernel void NAME##_backward(int n, global const REAL *tape, global const REAL *dy,       \
+                                global REAL *dx) {                                            \
+        int i = get_global_id(0);                                                             \
+        if (i < n) dx[i] = NAME##_backward_at(tape[i], dy[i]);                                \
+    }
+
+ACTIVATION_KERNELS(tanh)
+ACTIVATION_KERNELS(relu)
+ACTIVATION_KERNELS(logit)

@@ -1,0 +1,51 @@
+// FullyConnected: W is (out, in) row-major, b is (out); a batch is rows x (n, in) -> y (n, out).
+// y = W x + b;  dx = W^T dy;  dW = sum over the batch of dy x^T;  db = sum over the batch of dy.
+
+REAL fc_forward_at(global const REAL *w, global const REAL *b, global const REAL *x,
+                   int in, int o) {
+    global const REAL *row = w + (size_t)o * in;
+    REAL acc = 0;
+    for (int j = 0; j < in; ++j) acc += row[j] * x[j];
+    return acc + b[o];
+}
+
+REAL fc_backward_input_at(global const REAL *w, global const REAL *dy, int in, int out, int j) {
+    REAL acc = 0;
+    for (int o = 0; o < out; ++o) acc += w[(size_t)o * in + j] * dy[o];
+    return acc;
+}
+
+// dW[o, j] summed over n batch rows; column j == in is the bias gradient db[o].
+REAL fc_weight_grad_at(global const REAL *x, global const REAL *dy, int n, int in, int out,
+                       int o, int j) {
+    REAL acc = 0;
+    for (int r = 0; r < n; ++r)
+        acc += dy[(size_t)r * out + o] * (j < in ? x[(size_t)r * in + j] : (REAL)1);
+    return acc;
+}
+
+// global size (out, n)
+kernel void fc_forward(int n, int in, int out, global const REAL *w, global const REAL *b,
+                       global const REAL *x, global REAL *y) {
+    int o = get_global_id(0), r = get_global_id(1);
+    if (o >= out || r >= n) return;
+    y[(size_t)r * out + o] = fc_forward_at(w, b, x + (size_t)r * in, in, o);
+}
+
+// global size (in, n)
+kernel void fc_backward_input(int n, int in, int out, global const REAL *w,
+                              global const REAL *dy, global REAL *dx) {
+    int j = get_global_id(0), r = get_global_id(1);
+    if (j >= in || r >= n) return;
+    dx[(size_t)r * in + j] = fc_backward_input_at(w, dy + (size_t)r * out, in, out, j);
+}
+
+// global size (in + 1, out)
+kernel void fc_backward_weights(int n, int in, int out, global const REAL *x,
+                                global const REAL *dy, global REAL *dw, global REAL *db) {
+    int j = get_global_id(0), o = get_global_id(1);
+    if (j > in || o >= out) return;
+    REAL g = fc_weight_grad_at(x, dy, n, in, out, o, j);
+    if (j < in) dw[(size_t)o * in + j] = g;
+    else db[o] = g;
+}

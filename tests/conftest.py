@@ -1,0 +1,41 @@
+"""Shared fixtures: one Device per precision for the whole session (builds are cached)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grenade_py.device import Device
+
+MNIST_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
+
+_devices: dict[str, Device] = {}
+
+
+def get_device(precision: str) -> Device:
+    if precision not in _devices:
+        _devices[precision] = Device(precision=precision)
+    return _devices[precision]
+
+
+@pytest.fixture(params=["float32", "float64"])
+def device(request: pytest.FixtureRequest) -> Device:
+    """The default OpenCL device, once in each precision."""
+    return get_device(request.param)
+
+
+@pytest.fixture
+def device64() -> Device:
+    return get_device("float64")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def tolerance(device: Device) -> dict[str, float]:
+    """assert_allclose tolerances for results of sums of O(100) terms in the device precision."""
+    return {"rtol": 1e-4, "atol": 1e-5} if device.precision == "float32" else {"rtol": 1e-11,
+                                                                             "atol": 1e-12}

@@ -1,0 +1,105 @@
+"""Every kernel against a numpy reference, at odd sizes and batch sizes, in both precisions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tolerance
+
+from grenade_py.learning import LearningParameters
+from grenade_py.numpy_reference import _backward, _forward, descend
+
+SIZES = [1, 3, 17, 257]
+BATCHES = [1, 5]
+
+
+def run(device, name, size, *args):
+    """Launch `name` once over `size` and wait."""
+    device.launch(name, size, *args)()
+    device.queue.finish()
+
+
+@pytest.mark.parametrize("i", SIZES)
+@pytest.mark.parametrize("o", [1, 17, 257])
+@pytest.mark.parametrize("n", BATCHES)
+def test_fc_forward(device, rng, i, o, n):
+    w, b, x = rng.normal(size=(o, i)), rng.normal(size=o), rng.normal(size=(n, i))
+    y = device.zeros((n, o))
+    run(device, "fc_forward", (o, n), n, i, o, device.to_device(w), device.to_device(b),
+        device.to_device(x), y)
+    np.testing.assert_allclose(y.get(), x @ w.T + b, **tolerance(device))
+
+
+@pytest.mark.parametrize("i", SIZES)
+@pytest.mark.parametrize("o", [1, 17, 257])
+@pytest.mark.parametrize("n", BATCHES)
+def test_fc_backward_input(device, rng, i, o, n):
+    w, dy = rng.normal(size=(o, i)), rng.normal(size=(n, o))
+    dx = device.zeros((n, i))
+    run(device, "fc_backward_input", (i, n), n, i, o, device.to_device(w), device.to_device(dy),
+        dx)
+    np.testing.assert_allclose(dx.get(), dy @ w, **tolerance(device))
+
+
+@pytest.mark.parametrize("i", SIZES)
+@pytest.mark.parametrize("o", [1, 17, 257])
+@pytest.mark.parametrize("n", BATCHES)
+def test_fc_backward_weights(device, rng, i, o, n):
+    x, dy = rng.normal(size=(n, i)), rng.normal(size=(n, o))
+    dw, db = device.zeros((o, i)), device.zeros((o,))
+    run(device, "fc_backward_weights", (i + 1, o), n, i, o, device.to_device(x),
+        device.to_device(dy), dw, db)
+    np.testing.assert_allclose(dw.get(), dy.T @ x, **tolerance(device))
+    np.testing.assert_allclose(db.get(), dy.sum(axis=0), **tolerance(device))
+
+
+ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu", "logit": "Logit"}
+
+
+@pytest.mark.parametrize("family", ACTIVATIONS)
+@pytest.mark.parametrize("count", SIZES + [5 * 257])
+def test_activation_kernels(device, rng, family, count):
+    kind = ACTIVATIONS[family]
+    x = rng.normal(scale=3, size=count)
+    x[0] = 0.0  # Relu's slope at exactly 0 must be 0
+    dy = rng.normal(size=count)
+    y, dx = device.zeros((count,)), device.zeros((count,))
+    x_dev = device.to_device(x)
+    run(device, f"{family}_forward", (count,), count, x_dev, y)
+    expected_y = _forward(kind, x[None])[0]
+    np.testing.assert_allclose(y.get(), expected_y, **tolerance(device))
+    tape = x_dev if family != "logit" else y  # Logit's tape is its output
+    run(device, f"{family}_backward", (count,), count, tape, device.to_device(dy), dx)
+    expected_dx = _backward(kind, x[None], expected_y[None], dy[None])[0]
+    np.testing.assert_allclose(dx.get(), expected_dx, **tolerance(device))
+    if family == "relu":
+        assert dx.get()[0] == 0.0
+
+
+@pytest.mark.parametrize("count", SIZES)
+def test_loss_output_minus_target(device, rng, count):
+    y, t = rng.normal(size=count), rng.normal(size=count)
+    dy = device.zeros((count,))
+    run(device, "loss_output_minus_target", (count,), count, device.dtype(0.25),
+        device.to_device(y), device.to_device(t), dy)
+    np.testing.assert_allclose(dy.get(), (y.astype(device.dtype) - t.astype(device.dtype))
+                               * device.dtype(0.25), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("count", SIZES)
+def test_sgd_momentum_l2_is_grenades_descend(device, rng, count):
+    """Rounded exactly as Grenade's descend loop, so at most 1 ulp from numpy (0 in practice)."""
+    lp = LearningParameters(rate=0.01, momentum=0.9, l2=0.0005)
+    dt = device.dtype
+    w, m, g = (rng.normal(size=count).astype(dt) for _ in range(3))
+    w_dev, m_dev = device.to_device(w), device.to_device(m)
+    run(device, "sgd_momentum_l2", (count,), count, dt(lp.rate), dt(lp.momentum), dt(lp.l2),
+        w_dev, m_dev, device.to_device(g))
+    lp_typed = LearningParameters(float(dt(lp.rate)), float(dt(lp.momentum)), float(dt(lp.l2)))
+    m2 = dt(lp_typed.momentum) * m - dt(lp_typed.rate) * g
+    w2 = w + m2 - (dt(lp_typed.rate) * dt(lp_typed.l2)) * w
+    np.testing.assert_array_max_ulp(m_dev.get(), m2, maxulp=1)
+    np.testing.assert_array_max_ulp(w_dev.get(), w2, maxulp=1)
+    if device.precision == "float64":
+        expected_w, expected_m = descend(w, m, g, lp)
+        np.testing.assert_array_max_ulp(w_dev.get(), expected_w, maxulp=1)
+        np.testing.assert_array_max_ulp(m_dev.get(), expected_m, maxulp=1)

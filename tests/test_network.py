@@ -1,0 +1,76 @@
+"""Building networks: shape checks, the shape list, repr, parameters as numpy."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from grenade_py import (D1, D2, FullyConnected, Logit, Network, Relu, ShapeError, Tanh,
+                        run_net)
+
+
+def test_shapes_and_repr(device):
+    net = Network([FullyConnected(2, 4), Tanh(), FullyConnected(4, 1), Logit()], input=D1(2),
+                  device=device)
+    assert net.shapes == [D1(2), D1(4), D1(4), D1(1), D1(1)]
+    assert repr(net) == ("Network '[FullyConnected 2 4, Tanh, FullyConnected 4 1, Logit] "
+                         "'[D1 2, D1 4, D1 4, D1 1, D1 1]")
+
+
+def test_shape_error_names_layer_and_both_shapes(device):
+    with pytest.raises(ShapeError) as e:
+        Network([FullyConnected(2, 40), Tanh(), FullyConnected(10, 1)], input=D1(2),
+                device=device)
+    message = str(e.value)
+    assert "layer 2" in message and "FullyConnected 10 1" in message
+    assert "D1 10" in message and "D1 40" in message
+
+
+def test_fully_connected_rejects_2d_input(device):
+    with pytest.raises(ShapeError, match="layer 0 .*D1 6.*D2 2 3"):
+        Network([FullyConnected(6, 1)], input=D2(2, 3), device=device)
+
+
+def test_activations_keep_any_shape(device, rng):
+    net = Network([Relu()], input=D2(2, 3), device=device)
+    x = rng.normal(size=(4, 2, 3))
+    np.testing.assert_allclose(run_net(net, x), np.maximum(x, 0), rtol=1e-6)
+
+
+def test_layer_belongs_to_one_network(device):
+    layer = FullyConnected(2, 2)
+    Network([layer], input=D1(2), device=device)
+    with pytest.raises(ValueError, match="already belongs"):
+        Network([layer], input=D1(2), device=device)
+
+
+def test_parameters_round_trip_and_validate(device):
+    net = Network([FullyConnected(2, 3), Tanh()], input=D1(2), device=device, seed=5)
+    params = net.get_parameters()
+    assert params[0]["weights"].shape == (3, 2) and params[0]["bias"].shape == (3,)
+    assert params[1] == {}
+    params[0]["weights"] = np.arange(6.0).reshape(3, 2)
+    net.set_parameters(params)
+    np.testing.assert_array_equal(net.get_parameters()[0]["weights"], params[0]["weights"])
+    bad = [{"weights": np.zeros((2, 3)), "bias": np.zeros(3)}, {}]
+    with pytest.raises(ValueError, match=r"weights must have shape \(3, 2\)"):
+        net.set_parameters(bad)
+    nan = [{"weights": np.full((3, 2), np.nan), "bias": np.zeros(3)}, {}]
+    with pytest.raises(ValueError, match="finite"):
+        net.set_parameters(nan)
+    # a failed set changes nothing
+    np.testing.assert_array_equal(net.get_parameters()[0]["weights"], params[0]["weights"])
+
+
+def test_seeded_initialisation(device):
+    def weights(seed, init="scaled"):
+        net = Network([FullyConnected(100, 3)], input=D1(100), device=device, seed=seed,
+                      init=init)
+        return net.get_parameters()[0]["weights"]
+
+    np.testing.assert_array_equal(weights(1), weights(1))
+    assert not np.array_equal(weights(1), weights(2))
+    assert np.abs(weights(1)).max() <= 0.1  # 1/sqrt(100)
+    grenade = weights(1, "grenade")
+    assert 0.9 < np.abs(grenade).max() <= 1.0
+    with pytest.raises(ValueError, match="init"):
+        weights(1, "glorot")

@@ -1,0 +1,34 @@
+"""The wheel carries the kernels; the Nix files parse."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_contains_kernels(tmp_path):
+    pytest.importorskip("build", reason="the test extra installs `build`")
+    source = tmp_path / "src"  # build from a copy: never write build/ into the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build",
+                                                                "*.egg-info", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "-o",
+                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("grenade_py-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    kernels = {Path(n).name for n in names if n.startswith("grenade_py/kernels/")}
+    assert {p.name for p in (ROOT / "kernels").glob("*.cl")} <= kernels
+    assert "grenade_py/layers/fully_connected.py" in names
+
+
+@pytest.mark.parametrize("path", ["flake.nix", "nix/package.nix", "nix/shell.nix"])
+def test_nix_files_parse(path):
+    nix = shutil.which("nix-instantiate")
+    if nix is None:
+        pytest.skip("nix-instantiate is not installed (Debian: apt install nix-bin)")
+    subprocess.run([nix, "--parse", str(ROOT / path)], check=True, capture_output=True)

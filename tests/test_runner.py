@@ -1,0 +1,106 @@
+"""train / run_net / back_propagate / apply_update, against numpy, and their input checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from grenade_py import (D1, FullyConnected, LearningParameters, Network, Relu, Tanh,
+                        apply_update, back_propagate, run_net, train)
+from grenade_py.feedforward import feedforward_network, sample
+from grenade_py.numpy_reference import NumpyNetwork
+
+KINDS = ["FullyConnected", "Tanh", "FullyConnected", "Relu", "FullyConnected", "Logit"]
+LP = LearningParameters(rate=0.01, momentum=0.9, l2=0.0005)
+
+
+def test_per_example_training_equals_numpy_grenade(device64):
+    """2,000 of Grenade's per-example steps equal a float64 numpy transcription to 1e-9."""
+    net = feedforward_network(device64, seed=11, init="grenade")
+    reference = NumpyNetwork(KINDS, net.get_parameters())
+    xs, ys = sample(2000, np.random.default_rng(12))
+    train(net, LP, xs, ys, per_example=True)
+    reference.train_per_example(xs, ys, LP)
+    for got, expected in zip(net.get_parameters(), reference.parameters):
+        for name in expected:
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, atol=1e-12)
+    for got, expected in zip(net.get_momentum(), reference.momentum):
+        for name in expected:
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, atol=1e-12)
+
+
+def test_batch_step_averages_per_example_gradients(device64, rng):
+    net = Network([FullyConnected(3, 4), Tanh(), FullyConnected(4, 2)], input=D1(3),
+                  device=device64, seed=4)
+    x, y = rng.normal(size=(7, 3)), rng.normal(size=(7, 2))
+    batch = back_propagate(net, x, y)
+    singles = [back_propagate(net, x[i], y[i]) for i in range(7)]
+    for index, layer_grads in enumerate(batch):
+        for name, value in layer_grads.items():
+            mean = np.mean([s[index][name] for s in singles], axis=0)
+            np.testing.assert_allclose(value, mean, rtol=1e-12, atol=1e-14)
+
+
+def test_back_propagate_then_apply_update_is_train(device64, rng):
+    def make():
+        return Network([FullyConnected(2, 3), Relu(), FullyConnected(3, 1)], input=D1(2),
+                       device=device64, seed=9)
+
+    x, y = rng.normal(size=(5, 2)), rng.normal(size=(5, 1))
+    a, b = make(), make()
+    train(a, LP, x, y)
+    back_propagate(b, x, y)
+    apply_update(b, LP)
+    for pa, pb in zip(a.get_parameters(), b.get_parameters()):
+        for name in pa:
+            np.testing.assert_array_equal(pa[name], pb[name])
+
+
+def test_run_net_single_sample_and_chunks(device, rng, monkeypatch):
+    net = Network([FullyConnected(2, 3), Tanh()], input=D1(2), device=device, seed=1)
+    x = rng.normal(size=(10, 2))
+    whole = run_net(net, x)
+    assert whole.shape == (10, 3) and run_net(net, x[0]).shape == (3,)
+    np.testing.assert_allclose(run_net(net, x[3]), whole[3], rtol=1e-6)
+    monkeypatch.setattr("grenade_py.runner.RUN_CHUNK", 3)
+    np.testing.assert_allclose(run_net(net, x), whole, rtol=1e-6)
+
+
+@pytest.mark.parametrize("x, message", [
+    (np.zeros((4, 3)), r"shape \(4, 3\).*D1 2"),
+    (np.zeros((0, 2)), r"N >= 1"),
+    (np.array([[0.0, np.nan]]), "NaN or Inf"),
+    (np.array([[np.inf, 0.0]]), "NaN or Inf"),
+    (np.array([["a", "b"]]), "real numbers"),
+    (np.array([[1 + 1j, 0]]), "real numbers"),
+])
+def test_bad_inputs_are_value_errors(device, x, message):
+    net = Network([FullyConnected(2, 1)], input=D1(2), device=device)
+    with pytest.raises(ValueError, match=message):
+        run_net(net, x)
+    with pytest.raises(ValueError, match=message):
+        train(net, LP, x, np.zeros((len(x), 1)))
+
+
+def test_mismatched_targets(device):
+    net = Network([FullyConnected(2, 1)], input=D1(2), device=device)
+    with pytest.raises(ValueError, match="y has shape"):
+        train(net, LP, np.zeros((3, 2)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="3 samples but y has 2"):
+        train(net, LP, np.zeros((3, 2)), np.zeros((2, 1)))
+    with pytest.raises(TypeError, match="LearningParameters"):
+        train(net, 0.1, np.zeros((3, 2)), np.zeros((3, 1)))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rate": 0}, "rate must be > 0"),
+    ({"rate": -1}, "rate must be > 0"),
+    ({"rate": float("nan")}, "rate must be finite"),
+    ({"rate": 0.1, "momentum": 1.0}, r"momentum must be in \[0, 1\)"),
+    ({"rate": 0.1, "momentum": -0.1}, "momentum"),
+    ({"rate": 0.1, "l2": -1e-3}, "l2 must be >= 0"),
+    ({"rate": 0.1, "l2": float("inf")}, "l2 must be finite"),
+    ({"rate": "0.1"}, "must be a number"),
+])
+def test_bad_learning_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LearningParameters(**kwargs)
