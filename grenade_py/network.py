@@ -78,6 +78,8 @@ class Network:
         for layer, shape in zip(self.layers, self.shapes):
             layer.place(self.device, shape, rng, init)
         self._plans: dict[int, Plan] = {}
+        #: Things built once per network on first use (the fused training loop).
+        self.cache: dict[str, object] = {}
 
     @property
     def input_shape(self) -> Shape:

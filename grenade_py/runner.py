@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 import numpy as np
 import pyopencl as cl
+import pyopencl.array as cl_array
 
+from grenade_py.fused import fused_trainer
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network, Plan
 from grenade_py.shapes import Shape
@@ -83,7 +85,9 @@ def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray
     Shape: x is one sample (input.dims) or a batch (N, *input.dims); y likewise with
     output.dims. With a batch, one step on the gradient averaged over the batch (N = 1 is
     exactly Grenade's step); with `per_example=True`, N of Grenade's steps, one per example in
-    order, each moving the weights before the next example is seen.
+    order, each moving the weights before the next example is seen, run by one kernel that loops
+    over the examples on the device (`grenade_py.fused`) where every layer has a device-side
+    form, else layer by layer with identical results.
     The gradient pushed back from the output is `output - target`.
     `progress(done)` is called now and then with the number of examples done (per_example only).
     Nothing is read back to the host.
@@ -100,20 +104,33 @@ def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray
         cl.enqueue_copy(queue, plan.target.data, ys, is_blocking=False)
         _step(net, plan, params)
         return net
-    plan = net.plan(1)
     xs_dev, ys_dev = net.device.to_device(xs), net.device.to_device(ys)
-    x_bytes, y_bytes = xs[0].nbytes, ys[0].nbytes
-    report = max(1, len(xs) // 100)
-    for i in range(len(xs)):
-        cl.enqueue_copy(queue, plan.acts[0].data, xs_dev.data, byte_count=x_bytes,
+    chunk = max(1, len(xs) // 100) if progress is not None else len(xs)
+    trainer = fused_trainer(net)
+    for start in range(0, len(xs), chunk):
+        count = min(chunk, len(xs) - start)
+        if trainer is not None:
+            trainer(xs_dev, ys_dev, start, count, params)
+        else:
+            _train_layer_by_layer(net, params, xs_dev, ys_dev, start, count)
+        if progress is not None:
+            queue.finish()
+            progress(start + count)
+    return net
+
+
+def _train_layer_by_layer(net: Network, params: LearningParameters, xs: cl_array.Array,
+                          ys: cl_array.Array, start: int, count: int) -> None:
+    """Grenade steps for examples start .. start + count - 1, a few launches per layer each."""
+    plan, queue = net.plan(1), net.device.queue
+    x_bytes = plan.acts[0].nbytes
+    y_bytes = plan.target.nbytes
+    for i in range(start, start + count):
+        cl.enqueue_copy(queue, plan.acts[0].data, xs.data, byte_count=x_bytes,
                         src_offset=i * x_bytes)
-        cl.enqueue_copy(queue, plan.target.data, ys_dev.data, byte_count=y_bytes,
+        cl.enqueue_copy(queue, plan.target.data, ys.data, byte_count=y_bytes,
                         src_offset=i * y_bytes)
         _step(net, plan, params)
-        if progress is not None and ((i + 1) % report == 0 or i + 1 == len(xs)):
-            queue.finish()
-            progress(i + 1)
-    return net
 
 
 def back_propagate(net: Network, x: np.ndarray, y: np.ndarray) -> list[dict[str, np.ndarray]]:

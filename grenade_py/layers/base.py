@@ -75,6 +75,27 @@ class Layer:
         the input delta dx from the output delta dy."""
         raise NotImplementedError
 
+    # -- device-side form, for the fused per-example loop (grenade_py.fused) -------------------
+    # The loop's code names activations a{k}, deltas d{k} and sizes n{k} at boundary k (layer i
+    # reads boundary i, writes i + 1); `lid` and `nl` are the lane index and lane count, and
+    # `rate`, `momentum`, `l2` the learning parameters. A layer without these (None) makes the
+    # runner fall back to the layer-by-layer path.
+    def fused_args(self, i: int) -> list[tuple[str, object]]:
+        """Extra kernel arguments as (C declaration, value), e.g. the layer's buffers."""
+        return [(f"global REAL *{name}{i}", buffer) for name, buffer in self._fused_buffers()]
+
+    def _fused_buffers(self) -> list[tuple[str, cl_array.Array]]:
+        return []
+
+    def fused_forward(self, i: int) -> str | None:
+        """OpenCL statements computing a{i+1} from a{i} for one example."""
+        return None
+
+    def fused_backward(self, i: int, input_delta: bool) -> str | None:
+        """OpenCL statements computing d{i} (if input_delta) from d{i+1}, then updating the
+        layer's parameters, for one example. Each statement group ends at a barrier."""
+        return None
+
     def update(self, learning: Any) -> list[Launch]:
         """Launches applying one momentum + L2 descent step to every parameter."""
         if learning != self._learning:
@@ -105,3 +126,14 @@ class Activation(Layer):
         count = n * size(self.in_shape)
         tape = x if self.tape == "input" else y
         return [self.device.launch(f"{self.family}_backward", (count,), count, tape, dy, dx)]
+
+    def fused_forward(self, i: int) -> str:
+        return (f"for (int k = lid; k < n{i}; k += nl) "
+                f"a{i + 1}[k] = {self.family}_forward_at(a{i}[k]);")
+
+    def fused_backward(self, i: int, input_delta: bool) -> str:
+        if not input_delta:
+            return ""
+        tape = f"a{i}" if self.tape == "input" else f"a{i + 1}"
+        return (f"for (int k = lid; k < n{i}; k += nl) "
+                f"d{i}[k] = {self.family}_backward_at({tape}[k], d{i + 1}[k]);")

@@ -66,3 +66,24 @@ class FullyConnected(Layer):
             launches.append(self.device.launch("fc_backward_input", (self.i, n), n, self.i,
                                                self.o, self.parameters["weights"], dy, dx))
         return launches
+
+    def _fused_buffers(self) -> list[tuple[str, cl_array.Array]]:
+        p, m = self.parameters, self.momentum
+        return [("w", p["weights"]), ("b", p["bias"]), ("mw", m["weights"]), ("mb", m["bias"])]
+
+    def fused_forward(self, i: int) -> str:
+        return (f"for (int o = lid; o < n{i + 1}; o += nl) "
+                f"a{i + 1}[o] = fc_forward_at(w{i}, b{i}, a{i}, n{i}, o);")
+
+    def fused_backward(self, i: int, input_delta: bool) -> str:
+        # dx from the weights before this example's update, as Grenade's backward pass does.
+        dx = (f"for (int j = lid; j < n{i}; j += nl) "
+              f"d{i}[j] = fc_backward_input_at(w{i}, d{i + 1}, n{i}, n{i + 1}, j);\n"
+              "barrier(CLK_GLOBAL_MEM_FENCE);\n") if input_delta else ""
+        return dx + f"""for (int o = lid; o < n{i + 1}; o += nl) {{
+    for (int j = 0; j < n{i}; ++j)
+        sgd_momentum_l2_at(w{i}, mw{i}, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1}, o, j),
+                           rate, momentum, l2, (size_t)o * n{i} + j);
+    sgd_momentum_l2_at(b{i}, mb{i}, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1}, o, n{i}),
+                       rate, momentum, l2, o);
+}}"""

@@ -1,0 +1,128 @@
+"""Grenade's per-example training as one kernel: the device loops over the examples.
+
+For each example in order: forward through every layer, `output - target`, backward, then the
+momentum + L2 update of every layer — exactly the sequence Grenade's `train` folds — with no
+launch or host round trip per example. The loop is assembled from each layer's device-side form
+(`Layer.fused_forward` / `fused_backward`), which calls the same OpenCL functions as the layer's
+standalone kernels, so the maths exists once. The generated source depends only on the layer
+types (sizes are kernel arguments), so networks of the same structure share one build.
+
+It runs as one work-group: layers are separated by barriers, and lanes share the elements of a
+layer. Activations and deltas live in the network's batch-1 buffers in global memory.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyopencl as cl
+import pyopencl.array as cl_array
+
+from grenade_py.device import Device, kernel_source
+from grenade_py.learning import LearningParameters
+from grenade_py.network import Network
+from grenade_py.shapes import size
+
+log = logging.getLogger("grenade_py")
+
+BARRIER = "barrier(CLK_GLOBAL_MEM_FENCE);"
+
+
+def fused_source(net: Network) -> str | None:
+    """The fused loop's OpenCL source for `net`'s layer types, or None if a layer has no
+    device-side form."""
+    layers = net.layers
+    count = len(layers)
+    forward, backward = [], []
+    for i, layer in enumerate(layers):
+        code = layer.fused_forward(i)
+        if code is None:
+            return None
+        forward.append(code)
+    for i in reversed(range(count)):
+        code = layers[i].fused_backward(i, input_delta=i > 0)
+        if code is None:
+            return None
+        backward.append(code)
+    params = ["int start", "int count", "global const REAL *xs", "global const REAL *ys",
+              "REAL rate", "REAL momentum", "REAL l2"]
+    params += [f"int n{k}" for k in range(count + 1)]
+    params += [f"global REAL *{v}{k}" for k in range(1, count + 1) for v in ("a", "d")]
+    params += [decl for i, layer in enumerate(layers) for decl, _ in layer.fused_args(i)]
+    body = f"\n{BARRIER}\n".join(forward + [
+        f"for (int k = lid; k < n{count}; k += nl) "
+        f"d{count}[k] = loss_output_minus_target_at(a{count}[k], t[k], 1);"
+    ] + [code for code in backward if code])
+    return f"""
+kernel void fused_train({", ".join(params)}) {{
+    const int lid = get_local_id(0), nl = get_local_size(0);
+    for (int e = start; e < start + count; ++e) {{
+        global const REAL *a0 = xs + (size_t)e * n0;
+        global const REAL *t = ys + (size_t)e * n{count};
+{body}
+{BARRIER}
+    }}
+}}
+"""
+
+
+def lanes(device: Device) -> int:
+    """Work-items in the loop's one work-group: 1 on CPUs (each layer's loops then run as plain
+    vectorisable code), up to 256 on GPUs."""
+    if device.cl_device.type & cl.device_type.CPU:
+        return 1
+    return int(min(256, device.cl_device.max_work_group_size))
+
+
+class FusedTrainer:
+    """The fused per-example loop of one network, its arguments set once."""
+
+    def __init__(self, net: Network, source: str) -> None:
+        device = net.device
+        self.device = device
+        self.lanes = lanes(device)
+        program = device.build(kernel_source() + source)
+        self.kernel = device.kernel("fused_train", program)
+        plan = net.plan(1)
+        args: list[object] = [np.int32(0), np.int32(0), None, None, device.dtype(0),
+                              device.dtype(0), device.dtype(0)]
+        args += [np.int32(size(s)) for s in net.shapes]
+        for k in range(1, len(net.shapes)):
+            args += [plan.acts[k].data, plan.deltas[k].data]
+        for i, layer in enumerate(net.layers):
+            args += [value.data for _, value in layer.fused_args(i)]
+        self.fixed_from = 7
+        for index, value in enumerate(args):
+            if index >= self.fixed_from:
+                self.kernel.set_arg(index, value)
+        self._learning: LearningParameters | None = None
+
+    def __call__(self, xs: cl_array.Array, ys: cl_array.Array, start: int, count: int,
+                 learning: LearningParameters) -> None:
+        """Enqueue Grenade steps for examples start .. start + count - 1 of xs/ys."""
+        k = self.kernel
+        k.set_arg(2, xs.data)
+        k.set_arg(3, ys.data)
+        if learning != self._learning:
+            for index, value in enumerate((learning.rate, learning.momentum, learning.l2)):
+                k.set_arg(4 + index, self.device.dtype(value))
+            self._learning = learning
+        k.set_arg(0, np.int32(start))
+        k.set_arg(1, np.int32(count))
+        cl.enqueue_nd_range_kernel(self.device.queue, k, (self.lanes,), (self.lanes,))
+
+
+def fused_trainer(net: Network) -> FusedTrainer | None:
+    """The network's fused loop (built on first use), or None where a layer lacks a
+    device-side form: the runner then trains layer by layer, with identical results."""
+    if "fused" not in net.cache:
+        source = fused_source(net)
+        if source is None:
+            missing = [repr(layer) for i, layer in enumerate(net.layers)
+                       if layer.fused_forward(i) is None]
+            log.debug("no fused per-example loop for %r (no device-side form: %s); training "
+                      "layer by layer", net, ", ".join(missing))
+            net.cache["fused"] = None
+        else:
+            net.cache["fused"] = FusedTrainer(net, source)
+    return net.cache["fused"]

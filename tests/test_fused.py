@@ -1,0 +1,129 @@
+"""The fused per-example loop against the layer-by-layer path and against numpy."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from grenade_py import (D1, FullyConnected, LearningParameters, Logit, Network, Relu, Tanh,
+                        train)
+from grenade_py.feedforward import feedforward_network, sample
+from grenade_py.fused import fused_trainer
+from grenade_py.numpy_reference import NumpyNetwork
+
+LP = LearningParameters(rate=0.01, momentum=0.9, l2=0.0005)
+
+# Each activation first, in the middle and last; 1-wide and 257-wide layers.
+NETWORKS = {
+    "relu-logit-tanh": (3, lambda: [FullyConnected(3, 1), Relu(), FullyConnected(1, 257),
+                                    Logit(), FullyConnected(257, 2), Tanh()]),
+    "tanh-first": (4, lambda: [Tanh(), FullyConnected(4, 17), Logit(), FullyConnected(17, 1)]),
+    "logit-first": (5, lambda: [Logit(), FullyConnected(5, 5), Tanh(), FullyConnected(5, 3),
+                                Relu()]),
+    "relu-first": (2, lambda: [Relu(), FullyConnected(2, 3), Tanh(), FullyConnected(3, 2),
+                               Logit()]),
+}
+
+
+def build(device, name, seed=5):
+    width, layers = NETWORKS[name]
+    return Network(layers(), input=D1(width), device=device, seed=seed, init="grenade")
+
+
+def data(net, count, seed=6):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(count, *net.input_shape.dims))
+    y = rng.uniform(0, 1, size=(count, *net.output_shape.dims))
+    return x, y
+
+
+def layer_by_layer(monkeypatch):
+    monkeypatch.setattr("grenade_py.runner.fused_trainer", lambda net: None)
+
+
+def assert_same_state(a, b, rtol):
+    for pa, pb in zip(a.get_parameters() + a.get_momentum(),
+                      b.get_parameters() + b.get_momentum()):
+        for name in pa:
+            np.testing.assert_allclose(pa[name], pb[name], rtol=rtol, atol=rtol * 1e-3,
+                                       err_msg=name)
+
+
+def test_feedforward_fused_equals_layer_by_layer_10k(device64, monkeypatch):
+    fused, plain = (feedforward_network(device64, seed=3, init="grenade") for _ in range(2))
+    assert fused_trainer(fused) is not None
+    xs, ys = sample(10_000, np.random.default_rng(4))
+    train(fused, LP, xs, ys, per_example=True)
+    layer_by_layer(monkeypatch)
+    train(plain, LP, xs, ys, per_example=True)
+    assert_same_state(fused, plain, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_fused_equals_layer_by_layer(device, monkeypatch, name):
+    """float64 to 1e-12. float32 to 1e-4: both paths call the same functions in the same order,
+    so they agree to the last bit in practice; the tolerance only allows a compiler to contract
+    an expression differently in the two contexts (one float32 rounding, 6e-8, per operation,
+    over 2,000 steps of a contracting descent)."""
+    fused, plain = build(device, name), build(device, name)
+    assert fused_trainer(fused) is not None
+    x, y = data(fused, 2000)
+    train(fused, LP, x, y, per_example=True)
+    layer_by_layer(monkeypatch)
+    train(plain, LP, x, y, per_example=True)
+    assert_same_state(fused, plain, rtol=1e-12 if device.precision == "float64" else 1e-4)
+
+
+@pytest.mark.parametrize("name", ["relu-logit-tanh", "logit-first"])
+def test_fused_equals_numpy_grenade(device64, name):
+    net = build(device64, name)
+    reference = NumpyNetwork([type(layer).__name__ for layer in net.layers],
+                             net.get_parameters())
+    x, y = data(net, 2000)
+    train(net, LP, x, y, per_example=True)
+    reference.train_per_example(x, y, LP)
+    for got, expected in zip(net.get_parameters(), reference.parameters):
+        for name_, value in expected.items():  # 1e-9 relative to the array's scale
+            np.testing.assert_allclose(got[name_], value, rtol=1e-9,
+                                       atol=1e-9 * np.abs(value).max())
+
+
+class OpaqueRelu(Relu):
+    """A Relu without a device-side form, standing in for a layer that has none."""
+
+    def fused_forward(self, i):
+        return None
+
+
+def test_fallback_for_layer_without_device_form(device64, caplog):
+    def make(relu):
+        return Network([FullyConnected(2, 6), relu(), FullyConnected(6, 1), Logit()],
+                       input=D1(2), device=device64, seed=8)
+
+    fused, fallback = make(Relu), make(OpaqueRelu)
+    with caplog.at_level(logging.DEBUG, logger="grenade_py"):
+        assert fused_trainer(fallback) is None
+    assert "layer by layer" in caplog.text and "OpaqueRelu" in caplog.text
+    xs, ys = sample(500, np.random.default_rng(9))
+    train(fused, LP, xs, ys, per_example=True)
+    train(fallback, LP, xs, ys, per_example=True)
+    assert_same_state(fused, fallback, rtol=1e-12)
+
+
+def test_same_seed_same_weights(device):
+    xs, ys = sample(3000, np.random.default_rng(10))
+    a, b = (feedforward_network(device, seed=12) for _ in range(2))
+    train(a, LP, xs, ys, per_example=True)
+    train(b, LP, xs, ys, per_example=True)
+    for pa, pb in zip(a.get_parameters(), b.get_parameters()):
+        for name in pa:
+            np.testing.assert_array_equal(pa[name], pb[name])
+
+
+def test_progress_reports_in_chunks(device):
+    net = feedforward_network(device, seed=1)
+    seen = []
+    xs, ys = sample(1000, np.random.default_rng(2))
+    train(net, LP, xs, ys, per_example=True, progress=seen.append)
+    assert seen[-1] == 1000 and seen == sorted(seen) and len(seen) == 100
