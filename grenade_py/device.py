@@ -6,6 +6,7 @@ keeps it, together with programs generated from it (the fused training loop).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -40,6 +41,7 @@ def kernel_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "kernels"
 
 
+@functools.lru_cache(maxsize=1)
 def kernel_source() -> str:
     """All `.cl` files of the kernel library, concatenated in name order."""
     files = sorted(kernel_dir().glob("*.cl"))
@@ -113,6 +115,7 @@ class Device:
         self.context = cl.Context([self.cl_device])
         self.queue = cl.CommandQueue(self.context)
         self._programs: dict[str, cl.Program] = {}
+        self._library: cl.Program | None = None
 
     @property
     def name(self) -> str:
@@ -142,12 +145,15 @@ class Device:
                             "(`python -m grenade_py.devices`).")
                 raise KernelBuildError(f"OpenCL build failed on {self.name}:\n{e}{hint}") from None
             self._programs[key] = program
+            if self._library is None and source.startswith(kernel_source()):
+                self._library = program  # it holds every library kernel: no second build
         return program
 
     @property
     def library(self) -> cl.Program:
-        """The kernel library: every `kernels/*.cl` file, built once."""
-        return self.build(kernel_source())
+        """The kernel library: every `kernels/*.cl` file, built once (or any program built
+        from the whole library plus more, such as a fused training loop)."""
+        return self._library or self.build(kernel_source())
 
     def kernel(self, name: str, program: cl.Program | None = None) -> cl.Kernel:
         """A new kernel object for `name`. Each user keeps its own, so its arguments can be set

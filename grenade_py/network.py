@@ -1,6 +1,7 @@
 """Network: Grenade's typed list of layers with the shapes between them, placed on a device."""
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 
@@ -10,7 +11,7 @@ import pyopencl.array as cl_array
 from grenade_py.device import Device, Launch
 from grenade_py.errors import ShapeError
 from grenade_py.layers import Layer
-from grenade_py.shapes import Shape, size
+from grenade_py.shapes import Shape
 
 MAX_PLANS = 4
 
@@ -18,28 +19,40 @@ MAX_PLANS = 4
 class Plan:
     """The device buffers and launches for batches of `n` samples: every activation between
     layers (which the layers use as their tapes), every delta, the target, and the launches of a
-    forward pass, the loss gradient and a backward pass. Built once per batch size and reused."""
+    forward pass, the loss gradient and a backward pass. Built once per batch size and reused;
+    the launches on first use (the fused loop needs only the buffers)."""
 
     def __init__(self, net: Network, n: int) -> None:
         device = net.device
-        self.n = n
+        self.net, self.n = net, n
         self.acts = [device.zeros((n, *s.dims)) for s in net.shapes]
         # deltas[0] (the input's gradient) is never needed for training, so never computed.
         self.deltas: list[cl_array.Array | None] = [None] + [
             device.zeros((n, *s.dims)) for s in net.shapes[1:]
         ]
         self.target = device.zeros((n, *net.shapes[-1].dims))
-        self.forward: list[Launch] = []
-        for i, layer in enumerate(net.layers):
-            self.forward += layer.forward(n, self.acts[i], self.acts[i + 1])
-        count = n * size(net.shapes[-1])
-        self.loss = device.launch("loss_output_minus_target", (count,), count,
-                                  device.dtype(1.0 / n), self.acts[-1], self.target,
-                                  self.deltas[-1])
-        self.backward: list[Launch] = []
-        for i in reversed(range(len(net.layers))):
-            self.backward += net.layers[i].backward(n, self.acts[i], self.acts[i + 1],
+
+    @functools.cached_property
+    def forward(self) -> list[Launch]:
+        launches = []
+        for i, layer in enumerate(self.net.layers):
+            launches += layer.forward(self.n, self.acts[i], self.acts[i + 1])
+        return launches
+
+    @functools.cached_property
+    def loss(self) -> Launch:
+        device, count = self.net.device, self.target.size
+        return device.launch("loss_output_minus_target", (count,), count,
+                             device.dtype(1.0 / self.n), self.acts[-1], self.target,
+                             self.deltas[-1])
+
+    @functools.cached_property
+    def backward(self) -> list[Launch]:
+        launches = []
+        for i in reversed(range(len(self.net.layers))):
+            launches += self.net.layers[i].backward(self.n, self.acts[i], self.acts[i + 1],
                                                     self.deltas[i + 1], self.deltas[i])
+        return launches
 
 
 class Network:

@@ -56,11 +56,6 @@ class Layer:
             self.parameters[name] = device.to_device(value)
             self.momentum[name] = device.zeros(value.shape)
             self.gradients[name] = device.zeros(value.shape)
-        self._updates = [
-            device.launch("sgd_momentum_l2", (w.size,), w.size, device.dtype(0), device.dtype(0),
-                          device.dtype(0), w, self.momentum[name], self.gradients[name])
-            for name, w in self.parameters.items()
-        ]
 
     def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
         return {}
@@ -99,6 +94,14 @@ class Layer:
     def update(self, learning: Any) -> list[Launch]:
         """Launches applying one momentum + L2 descent step to every parameter."""
         if learning != self._learning:
+            if not self._updates:  # built on first use: fused training never needs them
+                device = self.device
+                self._updates = [
+                    device.launch("sgd_momentum_l2", (w.size,), w.size, device.dtype(0),
+                                  device.dtype(0), device.dtype(0), w, self.momentum[name],
+                                  self.gradients[name])
+                    for name, w in self.parameters.items()
+                ]
             for launch in self._updates:
                 launch.set_arg(1, self.device.dtype(learning.rate))
                 launch.set_arg(2, self.device.dtype(learning.momentum))
