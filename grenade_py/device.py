@@ -130,7 +130,9 @@ class Device:
         key = hashlib.sha1(source.encode()).hexdigest()
         program = self._programs.get(key)
         if program is None:
-            prelude = "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n" if self.c_type == "double" else ""
+            prelude = (f"#define REAL2 {self.c_type}2\n" + (
+                "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n#define REAL_IS_DOUBLE 1\n"
+                if self.c_type == "double" else ""))
             try:
                 with warnings.catch_warnings():  # PoCL prints harmless build notes as warnings
                     warnings.simplefilter("ignore", cl.CompilerWarning)
@@ -189,16 +191,18 @@ class Launch:
     """One kernel over a fixed global size, arguments set at construction (≈2 µs to enqueue on
     PoCL, against ≈12 µs when they are passed on every call)."""
 
-    __slots__ = ("queue", "kernel", "global_size")
+    __slots__ = ("queue", "kernel", "global_size", "args")
 
     def __init__(self, device: Device, kernel: cl.Kernel, global_size: tuple[int, ...],
                  args: tuple[object, ...]) -> None:
         self.queue = device.queue
         self.kernel = kernel
         self.global_size = global_size
+        self.args = list(args)  # keeps the buffers alive as long as the launch can run
         kernel.set_args(*(_arg(a) for a in args))
 
     def set_arg(self, index: int, value: object) -> None:
+        self.args[index] = value
         self.kernel.set_arg(index, _arg(value))
 
     def __call__(self) -> None:

@@ -25,12 +25,17 @@ REAL fc_backward_input_at(global const REAL *w, global const REAL *dy, int in, i
     return fc_dot(w + j, in, dy, out);
 }
 
-// dW[o, j] summed over n batch rows; column j == in is the bias gradient db[o].
+// dW[o, j] and db[o], summed over n batch rows.
 REAL fc_weight_grad_at(global const REAL *x, global const REAL *dy, int n, int in, int out,
                        int o, int j) {
     REAL acc = 0;
-    for (int r = 0; r < n; ++r)
-        acc += dy[(size_t)r * out + o] * (j < in ? x[(size_t)r * in + j] : (REAL)1);
+    for (int r = 0; r < n; ++r) acc += dy[(size_t)r * out + o] * x[(size_t)r * in + j];
+    return acc;
+}
+
+REAL fc_bias_grad_at(global const REAL *dy, int n, int out, int o) {
+    REAL acc = 0;
+    for (int r = 0; r < n; ++r) acc += dy[(size_t)r * out + o];
     return acc;
 }
 
@@ -55,7 +60,12 @@ kernel void fc_backward_weights(int n, int in, int out, global const REAL *x,
                                 global const REAL *dy, global REAL *dw, global REAL *db) {
     int j = get_global_id(0), o = get_global_id(1);
     if (j > in || o >= out) return;
-    REAL g = fc_weight_grad_at(x, dy, n, in, out, o, j);
-    if (j < in) dw[(size_t)o * in + j] = g;
-    else db[o] = g;
+    if (j < in) dw[(size_t)o * in + j] = fc_weight_grad_at(x, dy, n, in, out, o, j);
+    else db[o] = fc_bias_grad_at(dy, n, out, o);
+}
+
+// global size (out)
+kernel void fc_backward_bias(int n, int out, global const REAL *dy, global REAL *db) {
+    int o = get_global_id(0);
+    if (o < out) db[o] = fc_bias_grad_at(dy, n, out, o);
 }

@@ -8,6 +8,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
+from grenade_py.gemm import gemm_dot, gemm_outer
 from grenade_py.layers.base import Layer
 from grenade_py.shapes import D1, Shape
 
@@ -22,7 +23,10 @@ class FullyConnected(Layer):
     Initialisation: "scaled" (default) draws both uniformly from [-1/sqrt(i), 1/sqrt(i)], as
         PyTorch's nn.Linear does; "grenade" draws both from [-1, 1], as Grenade does.
     Tape: the input (dW = dy x^T).
-    Kernels: fc_forward, fc_backward_input, fc_backward_weights (kernels/fully_connected.cl).
+    Kernels: one example at a time (per-example training, as the fused loop): fc_forward,
+        fc_backward_input, fc_backward_weights (kernels/fully_connected.cl); batches: the
+        register-blocked GEMMs gemm_dot (y = x W^T + b) and gemm_outer (dW = dy^T x,
+        dx = dy W) of kernels/gemm.cl, and fc_backward_bias.
     """
 
     def __init__(self, i: int, o: int) -> None:
@@ -53,18 +57,26 @@ class FullyConnected(Layer):
         }
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array) -> list[Launch]:
-        p = self.parameters
-        return [self.device.launch("fc_forward", (self.o, n), n, self.i, self.o,
-                                   p["weights"], p["bias"], x, y)]
+        p, device = self.parameters, self.device
+        if n == 1:
+            return [device.launch("fc_forward", (self.o, n), n, self.i, self.o,
+                                  p["weights"], p["bias"], x, y)]
+        return [gemm_dot(device, n, self.o, self.i, x, p["weights"], p["bias"], y)]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None) -> list[Launch]:
-        g = self.gradients
-        launches = [self.device.launch("fc_backward_weights", (self.i + 1, self.o), n, self.i,
-                                       self.o, x, dy, g["weights"], g["bias"])]
+        g, w, device = self.gradients, self.parameters["weights"], self.device
+        if n == 1:
+            launches = [device.launch("fc_backward_weights", (self.i + 1, self.o), n, self.i,
+                                      self.o, x, dy, g["weights"], g["bias"])]
+            if dx is not None:
+                launches.append(device.launch("fc_backward_input", (self.i, n), n, self.i,
+                                              self.o, w, dy, dx))
+            return launches
+        launches = [gemm_outer(device, self.o, self.i, n, dy, 1, self.o, x, g["weights"]),
+                    device.launch("fc_backward_bias", (self.o,), n, self.o, dy, g["bias"])]
         if dx is not None:
-            launches.append(self.device.launch("fc_backward_input", (self.i, n), n, self.i,
-                                               self.o, self.parameters["weights"], dy, dx))
+            launches.append(gemm_outer(device, n, self.i, self.o, dy, self.o, 1, w, dx))
         return launches
 
     def _fused_buffers(self) -> list[tuple[str, cl_array.Array]]:
@@ -84,6 +96,6 @@ class FullyConnected(Layer):
     for (int j = 0; j < n{i}; ++j)
         sgd_momentum_l2_at(w{i}, mw{i}, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1}, o, j),
                            rate, momentum, l2, (size_t)o * n{i} + j);
-    sgd_momentum_l2_at(b{i}, mb{i}, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1}, o, n{i}),
-                       rate, momentum, l2, o);
+    sgd_momentum_l2_at(b{i}, mb{i}, fc_bias_grad_at(d{i + 1}, 1, n{i + 1}, o), rate, momentum,
+                       l2, o);
 }}"""

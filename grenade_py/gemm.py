@@ -1,0 +1,38 @@
+"""Launches of the register-blocked GEMM kernels (kernels/gemm.cl) with their global sizes.
+
+The block sizes here must match the kernel file's macros: DOT_RM x DOT_RN outputs per work-item
+for gemm_dot, OUT_RM rows x one vector of VW lanes for gemm_outer.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyopencl.array as cl_array
+
+from grenade_py.device import Device, Launch
+
+DOT_RM = DOT_RN = 4
+OUT_RM = 16
+
+
+def vector_width(device: Device) -> int:
+    """Lanes of one 512-bit vector in the device's precision (VW in gemm.cl)."""
+    return 16 if device.dtype == np.float32 else 8
+
+
+def _blocks(size: int, block: int) -> int:
+    return -(-size // block)
+
+
+def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_array.Array,
+             bias: cl_array.Array, c: cl_array.Array) -> Launch:
+    """C (m, n) = A (m, k) B(n, k)^T + bias (n,)."""
+    return device.launch("gemm_dot", (_blocks(n, DOT_RN), _blocks(m, DOT_RM)), m, n, k, a, b,
+                         bias, c)
+
+
+def gemm_outer(device: Device, m: int, n: int, k: int, a: cl_array.Array, a_m: int, a_k: int,
+               b: cl_array.Array, c: cl_array.Array) -> Launch:
+    """C (m, n) = sum over k of A[i * a_m + k * a_k] B (k, n): A is read through strides, so
+    either operand of a transposed product fits."""
+    return device.launch("gemm_outer", (_blocks(n, vector_width(device)), _blocks(m, OUT_RM)),
+                         m, n, k, a, a_m, a_k, b, c)
