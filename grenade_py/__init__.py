@@ -2,10 +2,10 @@
 from grenade_py.device import Device
 from grenade_py.errors import (DeviceError, GrenadeError, KernelBuildError, ModelFileError,
                                ShapeError)
-from grenade_py.layers import FullyConnected, Layer, Logit, Relu, Tanh
+from grenade_py.layers import FullyConnected, Layer, Logit, Relu, Softmax, Tanh
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
-from grenade_py.runner import apply_update, back_propagate, run_net, train
+from grenade_py.runner import apply_update, back_propagate, fit, run_net, train
 from grenade_py.shapes import D1, D2, D3
 
 __version__ = "0.1.0"
@@ -13,5 +13,6 @@ __version__ = "0.1.0"
 __all__ = [
     "D1", "D2", "D3", "Device", "DeviceError", "FullyConnected", "GrenadeError",
     "KernelBuildError", "Layer", "LearningParameters", "Logit", "ModelFileError", "Network",
-    "Relu", "ShapeError", "Tanh", "apply_update", "back_propagate", "run_net", "train",
+    "Relu", "ShapeError", "Softmax", "Tanh", "apply_update", "back_propagate", "fit", "run_net",
+    "train",
 ]

@@ -19,8 +19,8 @@ MAX_PLANS = 4
 class Plan:
     """The device buffers and launches for batches of `n` samples: every activation between
     layers (which the layers use as their tapes), every delta, the target, and the launches of a
-    forward pass, the loss gradient and a backward pass. Built once per batch size and reused;
-    the launches on first use (the fused loop needs only the buffers)."""
+    forward pass, a loss gradient with the backward pass, and loss metrics. Built once per batch
+    size and reused; the launches on first use (the fused loop needs only the buffers)."""
 
     def __init__(self, net: Network, n: int) -> None:
         device = net.device
@@ -31,6 +31,8 @@ class Plan:
             device.zeros((n, *s.dims)) for s in net.shapes[1:]
         ]
         self.target = device.zeros((n, *net.shapes[-1].dims))
+        self._gradients: dict[str, list[Launch]] = {}
+        self._metrics: dict[tuple[str, int], list[Launch]] = {}
 
     @functools.cached_property
     def forward(self) -> list[Launch]:
@@ -39,20 +41,48 @@ class Plan:
             launches += layer.forward(self.n, self.acts[i], self.acts[i + 1])
         return launches
 
-    @functools.cached_property
-    def loss(self) -> Launch:
-        device, count = self.net.device, self.target.size
-        return device.launch("loss_output_minus_target", (count,), count,
-                             device.dtype(1.0 / self.n), self.acts[-1], self.target,
-                             self.deltas[-1])
+    def gradient(self, loss: str) -> list[Launch]:
+        """The launches of the loss gradient and the backward pass, for data already in
+        acts[0] and target. "squared_error" pushes Grenade's output - target back through every
+        layer; "cross_entropy" (last layer Softmax) pushes the fused p - t to the logits and
+        skips Softmax's own backward pass. Both are averaged over the batch."""
+        launches = self._gradients.get(loss)
+        if launches is None:
+            net, device, count = self.net, self.net.device, self.target.size
+            layers = len(net.layers) - (1 if loss == "cross_entropy" else 0)
+            launches = [device.launch("loss_output_minus_target", (count,), count,
+                                      device.dtype(1.0 / self.n), self.acts[-1], self.target,
+                                      self.deltas[layers])]
+            for i in reversed(range(layers)):
+                launches += net.layers[i].backward(self.n, self.acts[i], self.acts[i + 1],
+                                                   self.deltas[i + 1], self.deltas[i])
+            self._gradients[loss] = launches
+        return launches
+
+    def metrics(self, loss: str, acc: cl_array.Array) -> list[Launch]:
+        """Launches adding this batch's summed loss to acc[0] and its correct rows to acc[1]."""
+        key = (loss, acc.data.int_ptr)
+        launches = self._metrics.get(key)
+        if launches is None:
+            device, n = self.net.device, self.n
+            width = self.target.size // n
+            logits = self.acts[-2] if loss == "cross_entropy" else self.acts[-1]
+            launches = [
+                device.launch("loss_rows", (n,), n, width, int(loss == "cross_entropy"),
+                              self.acts[-1], logits, self.target, self.row_loss,
+                              self.row_correct),
+                device.launch("loss_accumulate", (1,), n, self.row_loss, self.row_correct, acc),
+            ]
+            self._metrics = {key: launches}  # one accumulator at a time
+        return launches
 
     @functools.cached_property
-    def backward(self) -> list[Launch]:
-        launches = []
-        for i in reversed(range(len(self.net.layers))):
-            launches += self.net.layers[i].backward(self.n, self.acts[i], self.acts[i + 1],
-                                                    self.deltas[i + 1], self.deltas[i])
-        return launches
+    def row_loss(self) -> cl_array.Array:
+        return self.net.device.zeros((self.n,))
+
+    @functools.cached_property
+    def row_correct(self) -> cl_array.Array:
+        return self.net.device.zeros((self.n,))
 
 
 class Network:

@@ -1,20 +1,31 @@
 """Running and training networks, in Grenade's words: run_net, train, back_propagate,
-apply_update. numpy in, numpy out; within a step everything stays on the device."""
+apply_update; and fit, for epochs of minibatches over a dataset kept on the device.
+numpy in, numpy out; within a step everything stays on the device."""
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py.fused import fused_trainer
+from grenade_py.layers import Softmax
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network, Plan
 from grenade_py.shapes import Shape
 
+log = logging.getLogger("grenade_py")
+
 #: run_net splits larger inputs into chunks of this many samples.
 RUN_CHUNK = 4096
+
+#: "squared_error": Grenade's gradient output - target (loss 0.5 |output - target|^2);
+#: "cross_entropy": after a Softmax layer, the fused gradient p - t at the logits.
+LOSSES = ("squared_error", "cross_entropy")
 
 
 def _batch(x: object, shape: Shape, what: str, dtype: type) -> tuple[np.ndarray, bool]:
@@ -38,10 +49,27 @@ def _batch(x: object, shape: Shape, what: str, dtype: type) -> tuple[np.ndarray,
     return np.ascontiguousarray(array, dtype=dtype), single
 
 
-def _check_params(params: object) -> LearningParameters:
+def _examples(net: Network, x: object, y: object) -> tuple[np.ndarray, np.ndarray]:
+    xs, _ = _batch(x, net.input_shape, "x", net.device.dtype)
+    ys, _ = _batch(y, net.output_shape, "y", net.device.dtype)
+    if len(xs) != len(ys):
+        raise ValueError(f"x has {len(xs)} samples but y has {len(ys)}")
+    return xs, ys
+
+
+def _check(net: Network, params: object, loss: str) -> LearningParameters:
     if not isinstance(params, LearningParameters):
         raise TypeError(f"expected LearningParameters, got {params!r}")
+    _check_loss(net, loss)
     return params
+
+
+def _check_loss(net: Network, loss: str) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss == "cross_entropy" and (len(net.layers) < 2 or not isinstance(net.layers[-1], Softmax)):
+        raise ValueError("loss='cross_entropy' needs a network ending in a Softmax layer after "
+                         "at least one other layer")
 
 
 def _enqueue(launches: list) -> None:
@@ -49,14 +77,18 @@ def _enqueue(launches: list) -> None:
         launch()
 
 
-def _step(net: Network, plan: Plan, params: LearningParameters | None) -> None:
+def _step(net: Network, plan: Plan, params: LearningParameters | None, loss: str) -> None:
     """Forward, loss gradient, backward and (with params) the update, for data already in
     plan.acts[0] and plan.target."""
     _enqueue(plan.forward)
-    plan.loss()
-    _enqueue(plan.backward)
+    _enqueue(plan.gradient(loss))
     if params is not None:
         apply_update(net, params)
+
+
+def _upload(queue: cl.CommandQueue, plan: Plan, xs: np.ndarray, ys: np.ndarray) -> None:
+    cl.enqueue_copy(queue, plan.acts[0].data, xs, is_blocking=False)
+    cl.enqueue_copy(queue, plan.target.data, ys, is_blocking=False)
 
 
 def run_net(net: Network, x: np.ndarray) -> np.ndarray:
@@ -78,7 +110,7 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
 
 
 def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
-          per_example: bool = False,
+          per_example: bool = False, loss: str = "squared_error",
           progress: Callable[[int], None] | None = None) -> Network:
     """Grenade's train: update `net` in place from inputs `x` and targets `y`; returns `net`.
 
@@ -88,31 +120,28 @@ def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray
     order, each moving the weights before the next example is seen, run by one kernel that loops
     over the examples on the device (`grenade_py.fused`) where every layer has a device-side
     form, else layer by layer with identical results.
-    The gradient pushed back from the output is `output - target`.
+    `loss`: "squared_error" (Grenade's gradient output - target) or "cross_entropy" (network
+    ending in Softmax; gradient p - t at the logits).
     `progress(done)` is called now and then with the number of examples done (per_example only).
     Nothing is read back to the host.
     """
-    params = _check_params(params)
-    xs, _ = _batch(x, net.input_shape, "x", net.device.dtype)
-    ys, _ = _batch(y, net.output_shape, "y", net.device.dtype)
-    if len(xs) != len(ys):
-        raise ValueError(f"x has {len(xs)} samples but y has {len(ys)}")
+    params = _check(net, params, loss)
+    xs, ys = _examples(net, x, y)
     queue = net.device.queue
     if not per_example:
         plan = net.plan(len(xs))
-        cl.enqueue_copy(queue, plan.acts[0].data, xs, is_blocking=False)
-        cl.enqueue_copy(queue, plan.target.data, ys, is_blocking=False)
-        _step(net, plan, params)
+        _upload(queue, plan, xs, ys)
+        _step(net, plan, params, loss)
         return net
     xs_dev, ys_dev = net.device.to_device(xs), net.device.to_device(ys)
     chunk = max(1, len(xs) // 100) if progress is not None else len(xs)
-    trainer = fused_trainer(net)
+    trainer = fused_trainer(net) if loss == "squared_error" else None
     for start in range(0, len(xs), chunk):
         count = min(chunk, len(xs) - start)
         if trainer is not None:
             trainer(xs_dev, ys_dev, start, count, params)
         else:
-            _train_layer_by_layer(net, params, xs_dev, ys_dev, start, count)
+            _train_layer_by_layer(net, params, xs_dev, ys_dev, start, count, loss)
         if progress is not None:
             queue.finish()
             progress(start + count)
@@ -120,7 +149,7 @@ def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray
 
 
 def _train_layer_by_layer(net: Network, params: LearningParameters, xs: cl_array.Array,
-                          ys: cl_array.Array, start: int, count: int) -> None:
+                          ys: cl_array.Array, start: int, count: int, loss: str) -> None:
     """Grenade steps for examples start .. start + count - 1, a few launches per layer each."""
     plan, queue = net.plan(1), net.device.queue
     x_bytes = plan.acts[0].nbytes
@@ -130,28 +159,120 @@ def _train_layer_by_layer(net: Network, params: LearningParameters, xs: cl_array
                         src_offset=i * x_bytes)
         cl.enqueue_copy(queue, plan.target.data, ys.data, byte_count=y_bytes,
                         src_offset=i * y_bytes)
-        _step(net, plan, params)
+        _step(net, plan, params, loss)
 
 
-def back_propagate(net: Network, x: np.ndarray, y: np.ndarray) -> list[dict[str, np.ndarray]]:
+def back_propagate(net: Network, x: np.ndarray, y: np.ndarray,
+                   loss: str = "squared_error") -> list[dict[str, np.ndarray]]:
     """Grenade's backPropagate: every layer's gradient for inputs `x` and targets `y`, averaged
     over the batch, as host copies shaped as `net.get_parameters()`. Leaves the gradients on the
     device, where `apply_update` uses them."""
-    xs, _ = _batch(x, net.input_shape, "x", net.device.dtype)
-    ys, _ = _batch(y, net.output_shape, "y", net.device.dtype)
-    if len(xs) != len(ys):
-        raise ValueError(f"x has {len(xs)} samples but y has {len(ys)}")
+    _check_loss(net, loss)
+    xs, ys = _examples(net, x, y)
     plan = net.plan(len(xs))
-    queue = net.device.queue
-    cl.enqueue_copy(queue, plan.acts[0].data, xs, is_blocking=False)
-    cl.enqueue_copy(queue, plan.target.data, ys, is_blocking=False)
-    _step(net, plan, None)
+    _upload(net.device.queue, plan, xs, ys)
+    _step(net, plan, None, loss)
     return [{k: v.get() for k, v in layer.gradients.items()} for layer in net.layers]
 
 
 def apply_update(net: Network, params: LearningParameters) -> None:
     """Grenade's applyUpdate: one momentum + L2 descent step of every layer, from the gradients
     left on the device by the last backward pass."""
-    params = _check_params(params)
+    if not isinstance(params, LearningParameters):
+        raise TypeError(f"expected LearningParameters, got {params!r}")
     for layer in net.layers:
         _enqueue(layer.update(params))
+
+
+def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
+             loss: str = "squared_error") -> dict[str, float]:
+    """Mean loss and accuracy (argmax match; width 1: same side of 0.5) of `net` on (x, y)."""
+    _check_loss(net, loss)
+    xs, ys = _examples(net, x, y)
+    out = run_net(net, xs).reshape(len(xs), -1).astype(np.float64)
+    t = ys.reshape(len(ys), -1).astype(np.float64)
+    if loss == "cross_entropy":
+        value = float(-np.sum(t * np.log(np.maximum(out, np.finfo(np.float64).tiny))) / len(t))
+    else:
+        value = float(0.5 * np.sum((out - t) ** 2) / len(t))
+    if t.shape[1] == 1:
+        correct = (out[:, 0] > 0.5) == (t[:, 0] > 0.5)
+    else:
+        correct = out.argmax(axis=1) == t.argmax(axis=1)
+    return {"loss": value, "accuracy": float(np.mean(correct))}
+
+
+def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
+        batch_size: int = 32, epochs: int = 1, shuffle: bool = True, seed: int | None = None,
+        loss: str = "squared_error", progress: Callable[[int, int], None] | None = None,
+        validation: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict[str, Any]]:
+    """Train for `epochs` passes over (x, y) in minibatches of `batch_size` (the last one of an
+    epoch may be smaller), each step on the batch's averaged gradient.
+
+    The dataset is uploaded once. Each epoch's order is a seeded permutation (drawn on the host,
+    uploaded once per epoch), and every batch is gathered from it on the device; no step waits
+    for the host. Loss and accuracy are summed on the device and read once per epoch.
+
+    Shape: x (N, *input.dims), y (N, *output.dims).
+    `progress(step, steps)` is called about 50 times an epoch (it waits for the device then).
+    Returns one dict per epoch: epoch, loss (mean training loss, measured on each batch before
+    its update), accuracy, examples_per_s, seconds, and with `validation=(xv, yv)`, val_loss and
+    val_accuracy.
+    """
+    params = _check(net, params, loss)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    xs, ys = _examples(net, x, y)
+    if validation is not None:
+        _examples(net, *validation)  # fail before training, not after the first epoch
+    device, queue, count = net.device, net.device.queue, len(xs)
+    xs_dev, ys_dev = device.to_device(xs.reshape(count, -1)), device.to_device(ys.reshape(count, -1))
+    order = cl_array.to_device(queue, np.arange(count, dtype=np.int32))
+    acc = device.zeros((2,))
+    rng = np.random.default_rng(seed)
+    steps = -(-count // batch_size)
+    report = max(1, steps // 50)
+    gathers: dict[int, tuple[Any, Any]] = {}
+    history = []
+    for epoch in range(epochs):
+        if shuffle:  # the host array must live until the copy is done: the epoch's end
+            permutation = rng.permutation(count).astype(np.int32)
+            order.set(permutation, async_=True)
+        acc.set(np.zeros(2, dtype=device.dtype))
+        start_time = time.perf_counter()
+        for step in range(steps):
+            start = step * batch_size
+            n = min(batch_size, count - start)
+            plan = net.plan(n)
+            if n not in gathers:
+                gathers[n] = tuple(
+                    device.launch("gather_rows", (src.shape[1], n), n, src.shape[1], 0, order,
+                                  src, dst)
+                    for src, dst in ((xs_dev, plan.acts[0]), (ys_dev, plan.target)))
+            for gather in gathers[n]:
+                gather.set_arg(2, start)
+                gather()
+            _enqueue(plan.forward)
+            _enqueue(plan.metrics(loss, acc))
+            _enqueue(plan.gradient(loss))
+            apply_update(net, params)
+            if progress is not None and ((step + 1) % report == 0 or step + 1 == steps):
+                queue.finish()
+                progress(step + 1, steps)
+        totals = acc.get()  # waits for the epoch's last step
+        seconds = time.perf_counter() - start_time
+        record: dict[str, Any] = {
+            "epoch": epoch + 1, "loss": float(totals[0]) / count,
+            "accuracy": float(totals[1]) / count, "examples_per_s": count / seconds,
+            "seconds": seconds,
+        }
+        if not np.isfinite(record["loss"]):
+            log.warning("training loss is %s in epoch %d: lower the learning rate",
+                        record["loss"], epoch + 1)
+        if validation is not None:
+            scores = evaluate(net, *validation, loss=loss)
+            record["val_loss"], record["val_accuracy"] = scores["loss"], scores["accuracy"]
+        history.append(record)
+    return history

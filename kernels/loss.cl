@@ -8,3 +8,54 @@ kernel void loss_output_minus_target(int n, REAL scale, global const REAL *y,
     int i = get_global_id(0);
     if (i < n) dy[i] = loss_output_minus_target_at(y[i], t[i], scale);
 }
+
+// Per-row loss and correctness of a batch (n rows of width w), for reporting:
+//   squared error: 0.5 sum (y - t)^2;  cross entropy: -sum t log softmax(logits), computed from
+//   the logits as t . (log sum exp(logits - max) - (logits - max)), finite for any logits.
+// A row is correct when argmax y == argmax t (width 1: both on the same side of 0.5).
+kernel void loss_rows(int n, int w, int cross_entropy, global const REAL *y,
+                      global const REAL *logits, global const REAL *t, global REAL *loss,
+                      global REAL *correct) {
+    int r = get_global_id(0);
+    if (r >= n) return;
+    size_t base = (size_t)r * w;
+    REAL value = 0;
+    if (cross_entropy) {
+        REAL top = logits[base];
+        for (int k = 1; k < w; ++k) top = fmax(top, logits[base + k]);
+        REAL sum = 0;
+        for (int k = 0; k < w; ++k) sum += exp(logits[base + k] - top);
+        REAL lse = log(sum);
+        for (int k = 0; k < w; ++k) value += t[base + k] * (lse - (logits[base + k] - top));
+    } else {
+        for (int k = 0; k < w; ++k) {
+            REAL e = y[base + k] - t[base + k];
+            value += e * e;
+        }
+        value *= (REAL)0.5;
+    }
+    loss[r] = value;
+    if (w == 1) {
+        correct[r] = (y[base] > (REAL)0.5) == (t[base] > (REAL)0.5);
+    } else {
+        int best_y = 0, best_t = 0;
+        for (int k = 1; k < w; ++k) {
+            if (y[base + k] > y[base + best_y]) best_y = k;
+            if (t[base + k] > t[base + best_t]) best_t = k;
+        }
+        correct[r] = best_y == best_t;
+    }
+}
+
+// acc[0] += sum of loss[0 .. n), acc[1] += sum of correct[0 .. n); one work-item.
+kernel void loss_accumulate(int n, global const REAL *loss, global const REAL *correct,
+                            global REAL *acc) {
+    if (get_global_id(0) != 0) return;
+    REAL l = 0, c = 0;
+    for (int r = 0; r < n; ++r) {
+        l += loss[r];
+        c += correct[r];
+    }
+    acc[0] += l;
+    acc[1] += c;
+}

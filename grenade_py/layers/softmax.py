@@ -1,0 +1,35 @@
+"""Softmax: y = exp(x - max x) / sum exp(x - max x) over a D1 vector. Tape: the output.
+Kernels: softmax_forward, softmax_backward (kernels/softmax.cl). Ports Grenade.Layers.Softmax.
+
+Trained with loss="cross_entropy", its backward pass is replaced by the fused, numerically stable
+gradient p - t at the logits."""
+from __future__ import annotations
+
+import pyopencl.array as cl_array
+
+from grenade_py.device import Launch
+from grenade_py.errors import ShapeError
+from grenade_py.layers.base import Layer
+from grenade_py.shapes import D1, Shape
+
+
+class Softmax(Layer):
+    """Softmax over a vector; max-subtracted, so no overflow for large logits."""
+
+    tape = "output"
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        if not isinstance(in_shape, D1):
+            raise ShapeError("takes a D1 vector")
+        return in_shape
+
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array) -> list[Launch]:
+        width = self.in_shape.n
+        return [self.device.launch("softmax_forward", (n,), n, width, x, y)]
+
+    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
+                 dx: cl_array.Array | None) -> list[Launch]:
+        if dx is None:
+            return []
+        width = self.in_shape.n
+        return [self.device.launch("softmax_backward", (n,), n, width, y, dy, dx)]
