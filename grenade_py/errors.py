@@ -19,3 +19,7 @@ class KernelBuildError(GrenadeError):
 
 class ModelFileError(GrenadeError):
     """A model file is truncated, corrupted, of another format version or another architecture."""
+
+
+class DataError(GrenadeError, ValueError):
+    """A data file (e.g. MNIST IDX) is missing, truncated or not what its header says."""

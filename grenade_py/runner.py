@@ -205,7 +205,8 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
 def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
         batch_size: int = 32, epochs: int = 1, shuffle: bool = True, seed: int | None = None,
         loss: str = "squared_error", progress: Callable[[int, int], None] | None = None,
-        validation: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict[str, Any]]:
+        validation: tuple[np.ndarray, np.ndarray] | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Train for `epochs` passes over (x, y) in minibatches of `batch_size` (the last one of an
     epoch may be smaller), each step on the batch's averaged gradient.
 
@@ -214,8 +215,8 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
     for the host. Loss and accuracy are summed on the device and read once per epoch.
 
     Shape: x (N, *input.dims), y (N, *output.dims).
-    `progress(step, steps)` is called about 50 times an epoch (it waits for the device then).
-    Returns one dict per epoch: epoch, loss (mean training loss, measured on each batch before
+    `progress(step, steps)` is called about 50 times an epoch (it waits for the device then),
+    `on_epoch(record)` after each epoch. Returns one dict per epoch: epoch, loss (mean training loss, measured on each batch before
     its update), accuracy, examples_per_s, seconds, and with `validation=(xv, yv)`, val_loss and
     val_accuracy.
     """
@@ -275,4 +276,6 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
             scores = evaluate(net, *validation, loss=loss)
             record["val_loss"], record["val_accuracy"] = scores["loss"], scores["accuracy"]
         history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
     return history

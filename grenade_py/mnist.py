@@ -1,0 +1,166 @@
+"""MNIST: the IDX file reader and `python -m grenade_py.mnist`, minibatch training of an MLP.
+
+    python -m grenade_py.mnist --data ../shared/data/mnist [--arch mlp|mlp3] [--epochs 10] ...
+
+IDX (big-endian): images have magic 2051, count, rows, cols, then count*rows*cols bytes;
+labels have magic 2049, count, then count bytes. Files may be gzipped.
+"""
+from __future__ import annotations
+
+import gzip
+import struct
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from grenade_py.device import Device
+from grenade_py.errors import DataError, GrenadeError
+from grenade_py.layers import FullyConnected, Logit, Relu, Softmax
+from grenade_py.learning import LearningParameters
+from grenade_py.network import Network
+from grenade_py.runner import fit
+from grenade_py.shapes import D1
+
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (gzipped or not) of unsigned bytes: images (count, rows, cols) for magic
+    2051, labels (count,) for magic 2049. Raises DataError naming what is wrong."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except OSError as e:  # gzip.BadGzipFile and EOFError-free truncation land here or below
+        raise DataError(f"cannot read {path}: {e}") from None
+    except EOFError:
+        raise DataError(f"{path} is a truncated gzip file") from None
+    if len(raw) < 8:
+        raise DataError(f"{path} is too short to be an IDX file ({len(raw)} bytes)")
+    magic, count = struct.unpack(">II", raw[:8])
+    if magic == IMAGES_MAGIC:
+        if len(raw) < 16:
+            raise DataError(f"{path}: image header cut short")
+        rows, cols = struct.unpack(">II", raw[8:16])
+        shape, offset = (count, rows, cols), 16
+    elif magic == LABELS_MAGIC:
+        shape, offset = (count,), 8
+    else:
+        raise DataError(f"{path} has magic number {magic}, not an IDX image ({IMAGES_MAGIC}) or "
+                        f"label ({LABELS_MAGIC}) file")
+    expected = offset + int(np.prod(shape))
+    if len(raw) != expected:
+        raise DataError(f"{path}: header says {count} items ({expected} bytes) but the file has "
+                        f"{len(raw)} bytes{' (truncated)' if len(raw) < expected else ''}")
+    return np.frombuffer(raw, np.uint8, offset=offset).reshape(shape)
+
+
+def _find(directory: Path, pattern: str) -> Path:
+    matches = sorted(directory.glob(pattern))
+    if not matches:
+        raise DataError(f"no file matching {pattern!r} in {directory}")
+    return matches[0]
+
+
+def load_mnist(directory: str | Path) -> tuple[np.ndarray, ...]:
+    """(train_x, train_y, test_x, test_y) from a folder of MNIST IDX files: x (N, 784) float in
+    [0, 1], y (N, 10) one-hot. Training files match `*train*-images-idx3-ubyte*` and
+    `*train*-labels-idx1-ubyte*`, test files `t10k-*`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"MNIST folder {directory} does not exist")
+    sets = []
+    for kind in ("*train*", "t10k"):
+        images = read_idx(_find(directory, f"{kind}-images-idx3-ubyte*"))
+        labels = read_idx(_find(directory, f"{kind}-labels-idx1-ubyte*"))
+        if images.ndim != 3 or labels.ndim != 1:
+            raise DataError(f"{directory}: {kind} images and labels files are swapped")
+        if len(images) != len(labels):
+            raise DataError(f"{directory}: {len(images)} {kind} images but {len(labels)} labels")
+        if labels.max(initial=0) > 9:
+            raise DataError(f"{directory}: {kind} labels go up to {labels.max()}, not 0-9")
+        sets += [images.reshape(len(images), -1) / 255.0, np.eye(10)[labels]]
+    return tuple(sets)
+
+
+ARCHS = {
+    # The LHask thesis's MLP.
+    "mlp": lambda: [FullyConnected(784, 512), Relu(), FullyConnected(512, 10), Softmax()],
+    # The backprop tutorial's network.
+    "mlp3": lambda: [FullyConnected(784, 300), Logit(), FullyConnected(300, 100), Logit(),
+                     FullyConnected(100, 10), Softmax()],
+}
+
+DEFAULT_RATES = {"mlp": 0.05, "mlp3": 0.1}
+
+
+def mnist_network(arch: str, device: Device | None = None, seed: int | None = None) -> Network:
+    """One of ARCHS on D1 784, ending in Softmax (train it with loss="cross_entropy")."""
+    return Network(ARCHS[arch](), input=D1(784), device=device, seed=seed)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder holding the MNIST IDX files (gzipped or not).")
+@click.option("--arch", type=click.Choice(sorted(ARCHS)), default="mlp", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("-r", "--rate", "--train_rate", "--train-rate", "rate", type=float, default=None,
+              help="Learning rate  [default: 0.05 for mlp, 0.1 for mlp3]")
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--l2", type=float, default=0.0001, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--device", "device_spec", default=None, help="PLATFORM:DEVICE.")
+@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Train on the first LIMIT training images only.")
+@click.option("--save", type=click.Path(dir_okay=False), help="Write the trained model here.")
+def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | None, momentum: float,
+         l2: float, seed: int, device_spec: str | None, precision: str, limit: int | None,
+         save: str | None) -> None:
+    """Train an MLP on MNIST; print train loss, test accuracy and examples/s per epoch."""
+    try:
+        params = LearningParameters(rate if rate is not None else DEFAULT_RATES[arch], momentum, l2)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    try:
+        train_x, train_y, test_x, test_y = load_mnist(data_dir)
+        if limit is not None:
+            train_x, train_y = train_x[:limit], train_y[:limit]
+        device = Device(device_spec, precision=precision)
+        click.echo(f"device: {device.name}", err=True)
+        net = mnist_network(arch, device, seed=seed)
+        click.echo(f"{net}\n{len(train_x)} training images, {len(test_x)} test images", err=True)
+        click.echo("epoch  train loss  train acc  test acc  examples/s")
+        steps = -(-len(train_x) // batch_size)
+        bar = (click.progressbar(length=epochs * steps, file=sys.stderr, label="training")
+               if sys.stderr.isatty() else None)
+        done = 0
+
+        def progress(step: int, _steps: int) -> None:
+            assert bar is not None
+            bar.update(done + step - bar.pos)
+
+        def report(record: dict) -> None:
+            nonlocal done
+            done += steps
+            click.echo(f"{record['epoch']:5d}  {record['loss']:10.4f}  {record['accuracy']:9.4f}"
+                       f"  {record['val_accuracy']:8.4f}  {record['examples_per_s']:10.0f}")
+
+        fit(net, params, train_x, train_y, batch_size=batch_size, epochs=epochs, seed=seed,
+            loss="cross_entropy", validation=(test_x, test_y), on_epoch=report,
+            progress=progress if bar is not None else None)
+        if bar is not None:
+            bar.render_finish()
+        if save:
+            net.save(save)
+    except GrenadeError as e:
+        raise click.ClickException(str(e)) from None
+
+
+if __name__ == "__main__":
+    main()

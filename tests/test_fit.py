@@ -1,0 +1,69 @@
+"""fit: minibatch epochs over a device-resident dataset."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from grenade_py import (D1, FullyConnected, LearningParameters, Network, Relu, Softmax, fit,
+                        train)
+from grenade_py.feedforward import feedforward_network, sample
+
+LP = LearningParameters(0.05, 0.9, 0.0)
+
+
+def test_fit_without_shuffle_equals_train_steps(device64, rng):
+    """One epoch in order is the same sequence of averaged steps as calling train per batch."""
+    a, b = (feedforward_network(device64, seed=2) for _ in range(2))
+    x, y = sample(50, rng)
+    history = fit(a, LP, x, y, batch_size=8, epochs=1, shuffle=False)
+    for start in range(0, 50, 8):  # the last batch has 2 examples
+        train(b, LP, x[start:start + 8], y[start:start + 8])
+    for pa, pb in zip(a.get_parameters(), b.get_parameters()):
+        for name in pa:
+            np.testing.assert_allclose(pa[name], pb[name], rtol=1e-12, atol=1e-14)
+    assert history[0]["epoch"] == 1 and history[0]["examples_per_s"] > 0
+
+
+def test_fit_is_seeded_and_learns(device):
+    x, y = sample(4000, np.random.default_rng(3))
+    runs = []
+    for _ in range(2):
+        net = feedforward_network(device, seed=4)
+        runs.append(fit(net, LP, x, y, batch_size=16, epochs=4, seed=5, validation=(x, y)))
+    assert [r["loss"] for r in runs[0]] == [r["loss"] for r in runs[1]]
+    losses = [r["loss"] for r in runs[0]]
+    assert losses[-1] < losses[0]
+    assert runs[0][-1]["val_accuracy"] > 0.8
+
+
+def test_fit_reports_the_loss_it_computes(device64, rng):
+    """The device-side loss sum equals the loss of the batches as numpy sees them (one batch
+    holding everything: measured before its single update)."""
+    net = Network([FullyConnected(3, 4), Softmax()], input=D1(3), device=device64, seed=1)
+    x = rng.normal(size=(10, 3))
+    y = np.eye(4)[rng.integers(0, 4, size=10)]
+    from grenade_py import run_net
+
+    p = run_net(net, x)
+    expected = -np.sum(y * np.log(p)) / 10
+    accuracy = np.mean(p.argmax(axis=1) == y.argmax(axis=1))
+    (record,) = fit(net, LP, x, y, batch_size=10, epochs=1, loss="cross_entropy")
+    assert record["loss"] == pytest.approx(expected, rel=1e-12)
+    assert record["accuracy"] == pytest.approx(accuracy)
+
+
+def test_fit_input_errors(device):
+    net = Network([FullyConnected(2, 3), Relu(), FullyConnected(3, 2), Softmax()], input=D1(2),
+                  device=device)
+    x, y = np.zeros((4, 2)), np.eye(2)[[0, 1, 0, 1]]
+    with pytest.raises(ValueError, match="batch_size"):
+        fit(net, LP, x, y, batch_size=0)
+    with pytest.raises(ValueError, match="epochs"):
+        fit(net, LP, x, y, epochs=-1)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        fit(net, LP, x, y, loss="hinge")
+    with pytest.raises(ValueError, match="NaN"):
+        fit(net, LP, x, y, validation=(np.full((2, 2), np.nan), y[:2]))
+    plain = Network([FullyConnected(2, 2)], input=D1(2), device=device)
+    with pytest.raises(ValueError, match="ending in a Softmax"):
+        fit(plain, LP, x, y, loss="cross_entropy")

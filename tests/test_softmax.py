@@ -1,0 +1,133 @@
+"""Softmax and the cross-entropy loss: kernels, gradients, overflow, reported loss values."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tolerance
+
+from grenade_py import (D1, D2, FullyConnected, Network, ShapeError, Softmax, Tanh,
+                        back_propagate, run_net)
+from grenade_py.numpy_reference import _backward, _forward
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+@pytest.mark.parametrize("w", [1, 3, 17, 257])
+def test_softmax_kernels(device, rng, n, w):
+    x, dy = rng.normal(scale=5, size=(n, w)), rng.normal(size=(n, w))
+    y, dx = device.zeros((n, w)), device.zeros((n, w))
+    device.launch("softmax_forward", (n,), n, w, device.to_device(x), y)()
+    np.testing.assert_allclose(y.get(), _forward("Softmax", x), **tolerance(device))
+    device.launch("softmax_backward", (n,), n, w, y, device.to_device(dy), dx)()
+    expected = _backward("Softmax", x, softmax(x), dy)
+    np.testing.assert_allclose(dx.get(), expected, **tolerance(device))
+
+
+def test_softmax_only_takes_vectors(device):
+    with pytest.raises(ShapeError, match="layer 0 .Softmax. takes a D1 vector"):
+        Network([Softmax()], input=D2(2, 2), device=device)
+
+
+def cross_entropy(net, x, t):
+    return -np.sum(t * np.log(run_net(net, x))) / len(x)
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_cross_entropy_gradient_matches_finite_differences(device64, rng, n):
+    net = Network([FullyConnected(4, 3), Tanh(), FullyConnected(3, 6), Softmax()], input=D1(4),
+                  device=device64, seed=3)
+    x = rng.normal(size=(n, 4))
+    t = np.eye(6)[rng.integers(0, 6, size=n)]
+    grads = back_propagate(net, x, t, loss="cross_entropy")
+    params = net.get_parameters()
+    eps = 1e-6
+    for index in (0, 2):
+        for name, value in params[index].items():
+            numeric = np.zeros_like(value)
+            for k in np.ndindex(value.shape):
+                original = value[k]
+                value[k] = original + eps
+                net.set_parameters(params)
+                up = cross_entropy(net, x, t)
+                value[k] = original - eps
+                net.set_parameters(params)
+                down = cross_entropy(net, x, t)
+                value[k] = original
+                numeric[k] = (up - down) / (2 * eps)
+            net.set_parameters(params)
+            np.testing.assert_allclose(grads[index][name], numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_squared_error_through_softmax_matches_finite_differences(device64, rng):
+    """Without cross-entropy, Softmax's own backward pass carries the gradient."""
+    net = Network([FullyConnected(3, 4), Softmax()], input=D1(3), device=device64, seed=4)
+    x, t = rng.normal(size=(2, 3)), rng.uniform(size=(2, 4))
+    grads = back_propagate(net, x, t)
+    params = net.get_parameters()
+    w = params[0]["weights"]
+    numeric = np.zeros_like(w)
+    for k in np.ndindex(w.shape):
+        original = w[k]
+        losses = []
+        for delta in (1e-6, -1e-6):
+            w[k] = original + delta
+            net.set_parameters(params)
+            losses.append(0.5 * np.sum((run_net(net, x) - t) ** 2) / 2)
+        w[k] = original
+        numeric[k] = (losses[0] - losses[1]) / 2e-6
+    np.testing.assert_allclose(grads[0]["weights"], numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_large_logits_give_finite_results(device):
+    """Logits ~1e4 overflow exp() unless the maximum is subtracted first."""
+    net = Network([FullyConnected(2, 3), Softmax()], input=D1(2), device=device)
+    net.set_parameters([{"weights": np.array([[1e4, 0.0], [0.0, 1e4], [-1e4, -1e4]]),
+                         "bias": np.zeros(3)}, {}])
+    x = np.array([[1.0, 0.5], [0.2, 1.0]])
+    t = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    p = run_net(net, x)
+    assert np.all(np.isfinite(p))
+    np.testing.assert_allclose(p, [[1, 0, 0], [0, 1, 0]], atol=1e-6)
+    grads = back_propagate(net, x, t, loss="cross_entropy")
+    assert all(np.all(np.isfinite(g)) for g in grads[0].values())
+    # p - t at the logits, averaged: dW = (p - t)^T x / 2
+    np.testing.assert_allclose(grads[0]["weights"], (p - t).T @ x / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_rows_kernel(device, rng):
+    """Reported loss values: cross-entropy from the logits (finite at 1e4), squared error."""
+    n, w = 5, 4
+    logits = rng.normal(size=(n, w))
+    logits[0] = [1e4, -1e4, 0, 3]
+    p = softmax(logits)
+    t = np.eye(w)[rng.integers(0, w, size=n)]
+    t[0] = [0, 1, 0, 0]  # the -1e4 logit: loss 2e4, not inf
+    loss, correct, acc = device.zeros((n,)), device.zeros((n,)), device.zeros((2,))
+    p_dev, t_dev = device.to_device(p), device.to_device(t)
+    device.launch("loss_rows", (n,), n, w, 1, p_dev, device.to_device(logits), t_dev, loss,
+                  correct)()
+    device.launch("loss_accumulate", (1,), n, loss, correct, acc)()
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    expected = -(t * log_p).sum(axis=1)
+    np.testing.assert_allclose(loss.get(), expected, rtol=1e-5)
+    right = p.argmax(axis=1) == t.argmax(axis=1)
+    np.testing.assert_array_equal(correct.get(), right)
+    np.testing.assert_allclose(acc.get(), [expected.sum(), right.sum()], rtol=1e-5)
+    device.launch("loss_rows", (n,), n, w, 0, p_dev, p_dev, t_dev, loss, correct)()
+    np.testing.assert_allclose(loss.get(), 0.5 * ((p - t) ** 2).sum(axis=1), rtol=1e-5)
+
+
+def test_gather_rows(device, rng):
+    src = rng.normal(size=(11, 3))
+    order = np.array([4, 0, 10, 7, 7, 1], dtype=np.int32)
+    import pyopencl.array as cl_array
+
+    dst = device.zeros((3, 3))
+    device.launch("gather_rows", (3, 3), 3, 3, 2, cl_array.to_device(device.queue, order),
+                  device.to_device(src), dst)()
+    np.testing.assert_array_equal(dst.get(), src[order[2:5]].astype(device.dtype))
