@@ -60,13 +60,15 @@ class NumpyNetwork:
             acts.append(x)
         return acts
 
-    def gradients(self, x: np.ndarray, y: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """Gradients of every layer for the loss gradient output - target, averaged over the
-        batch."""
+    def gradients(self, x: np.ndarray, y: np.ndarray,
+                  loss: str = "squared_error") -> list[dict[str, np.ndarray]]:
+        """Gradients of every layer, averaged over the batch, for Grenade's output - target, or
+        with "cross_entropy" (last layer Softmax) for p - t at the logits."""
         acts = self.forward(x)
         delta = (acts[-1] - y) * (1.0 / len(x))
         grads: list[dict[str, np.ndarray]] = [{} for _ in self.kinds]
-        for i in reversed(range(len(self.kinds))):
+        last = len(self.kinds) - (1 if loss == "cross_entropy" else 0)
+        for i in reversed(range(last)):
             kind = self.kinds[i]
             if kind == "FullyConnected":
                 grads[i] = {"weights": delta.T @ acts[i], "bias": delta.sum(axis=0)}
@@ -77,12 +79,13 @@ class NumpyNetwork:
 
     def update(self, grads: list[dict[str, np.ndarray]], lp: LearningParameters) -> None:
         for p, m, g in zip(self.parameters, self.momentum, grads):
-            for name in p:
+            for name in g:
                 p[name], m[name] = descend(p[name], m[name], g[name], lp)
 
-    def train(self, x: np.ndarray, y: np.ndarray, lp: LearningParameters) -> None:
+    def train(self, x: np.ndarray, y: np.ndarray, lp: LearningParameters,
+              loss: str = "squared_error") -> None:
         """One step on the batch's averaged gradient."""
-        self.update(self.gradients(x, y), lp)
+        self.update(self.gradients(x, y, loss), lp)
 
     def train_per_example(self, xs: np.ndarray, ys: np.ndarray, lp: LearningParameters) -> None:
         """Grenade's foldl' train: one step per example, in order."""

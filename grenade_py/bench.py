@@ -1,0 +1,227 @@
+"""`python -m grenade_py.bench`: grenade_py against numpy and PyTorch on the same work, in one run.
+
+1. Grenade's feedforward example trained per example (batch 1): microseconds per example.
+2. One epoch of MNIST 784-512-10 (Relu, Softmax, cross-entropy, momentum SGD) at batch 32, 64
+   and 128 over 24,000 examples: seconds per epoch, grenade_py's GFLOP/s.
+3. The FullyConnected GEMMs alone at 64x784x512 against numpy's sgemm on the same product.
+
+Every figure is the median of several runs after a warm-up. PyTorch (CPU) is timed when it is
+installed (`pip install torch`); it is never a dependency. Real MNIST is used when --data points
+at it; otherwise random data of the same shape (timings do not depend on the values).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import numpy as np
+
+from grenade_py.device import Device
+from grenade_py.feedforward import feedforward_network, sample
+from grenade_py.gemm import gemm_dot, gemm_outer
+from grenade_py.learning import LearningParameters
+from grenade_py.mnist import load_mnist, mnist_network
+from grenade_py.numpy_reference import NumpyNetwork
+from grenade_py.runner import fit, train
+
+FF_KINDS = ["FullyConnected", "Tanh", "FullyConnected", "Relu", "FullyConnected", "Logit"]
+MLP_KINDS = ["FullyConnected", "Relu", "FullyConnected", "Softmax"]
+FF_LP = LearningParameters(0.01, 0.9, 0.0005)
+MLP_LP = LearningParameters(0.05, 0.9, 0.0001)
+MLP_FLOPS_PER_EXAMPLE = 2 * (2 * 784 * 512 + 3 * 512 * 10)  # forward + dW (+ dX of layer 2)
+
+
+def median_time(run: Callable[[], None], repeats: int) -> float:
+    """Median wall seconds of `run` over `repeats` calls, after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _torch_net(torch, sizes_and_acts, params):
+    """A torch.nn.Sequential with the given grenade_py parameters (float32)."""
+    layers = []
+    for kind, p in zip(sizes_and_acts, params):
+        if kind == "FullyConnected":
+            linear = torch.nn.Linear(p["weights"].shape[1], p["weights"].shape[0])
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(p["weights"].astype(np.float32)))
+                linear.bias.copy_(torch.from_numpy(p["bias"].astype(np.float32)))
+            layers.append(linear)
+        else:
+            layers.append({"Tanh": torch.nn.Tanh, "Relu": torch.nn.ReLU,
+                           "Logit": torch.nn.Sigmoid, "Softmax": torch.nn.Identity}[kind]())
+    return torch.nn.Sequential(*layers)
+
+
+def _torch_descend(torch, model, momenta, lp):
+    """Grenade's rule on every parameter: m' = mu m - rate g; w' = w + m' - rate l2 w."""
+    with torch.no_grad():
+        for p, m in zip(model.parameters(), momenta):
+            m.mul_(lp.momentum).add_(p.grad, alpha=-lp.rate)
+            p.mul_(1 - lp.rate * lp.l2).add_(m)
+            p.grad = None
+
+
+def bench_feedforward(device: Device, examples: int, repeats: int) -> list[tuple[str, float]]:
+    """Microseconds per example of per-example training of the feedforward network."""
+    xs, ys = sample(examples, np.random.default_rng(0))
+    net = feedforward_network(device, seed=1)
+
+    def ours() -> None:
+        train(net, FF_LP, xs, ys, per_example=True)
+        device.queue.finish()
+
+    rows = [("grenade_py (fused loop)", median_time(ours, repeats) / examples * 1e6)]
+    few = min(examples, 3000)
+    reference = NumpyNetwork(FF_KINDS, net.get_parameters(), dtype=np.float32)
+    rows.append(("numpy", median_time(
+        lambda: reference.train_per_example(xs[:few], ys[:few], FF_LP), 3) / few * 1e6))
+    torch = _torch()
+    if torch is not None:
+        model = _torch_net(torch, FF_KINDS, net.get_parameters())
+        momenta = [torch.zeros_like(p) for p in model.parameters()]
+        tx, ty = torch.from_numpy(xs[:few].astype(np.float32)), torch.from_numpy(
+            ys[:few].astype(np.float32))
+
+        def torch_run() -> None:
+            for i in range(few):
+                out = model(tx[i])
+                out.backward(out.detach() - ty[i])
+                _torch_descend(torch, model, momenta, FF_LP)
+
+        rows.append(("pytorch", median_time(torch_run, 3) / few * 1e6))
+    return rows
+
+
+def bench_mnist(device: Device, data: tuple[np.ndarray, np.ndarray], batch: int,
+                repeats: int) -> list[tuple[str, float]]:
+    """Seconds per epoch of MNIST-MLP minibatch training."""
+    x, y = data
+    net = mnist_network("mlp", device, seed=1)
+    rows = [("grenade_py", median_time(
+        lambda: fit(net, MLP_LP, x, y, batch_size=batch, epochs=1, seed=1,
+                    loss="cross_entropy"), repeats))]
+    reference = NumpyNetwork(MLP_KINDS, net.get_parameters(), dtype=np.float32)
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+
+    def numpy_epoch() -> None:
+        order = np.random.default_rng(1).permutation(len(x32))
+        for start in range(0, len(x32), batch):
+            idx = order[start:start + batch]
+            reference.train(x32[idx], y32[idx], MLP_LP, loss="cross_entropy")
+
+    rows.append(("numpy", median_time(numpy_epoch, max(1, repeats // 2))))
+    torch = _torch()
+    if torch is not None:
+        model = _torch_net(torch, MLP_KINDS, net.get_parameters())
+        momenta = [torch.zeros_like(p) for p in model.parameters()]
+        tx, ty = torch.from_numpy(x32), torch.from_numpy(y32.argmax(axis=1))
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def torch_epoch() -> None:
+            order = torch.randperm(len(tx))
+            for start in range(0, len(tx), batch):
+                idx = order[start:start + batch]
+                loss_fn(model(tx[idx]), ty[idx]).backward()
+                _torch_descend(torch, model, momenta, MLP_LP)
+
+        rows.append(("pytorch", median_time(torch_epoch, repeats)))
+    return rows
+
+
+def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
+    """GFLOP/s of the FullyConnected GEMMs at 64x784x512 and of numpy's sgemm."""
+    n, i, o = 64, 784, 512
+    rng = np.random.default_rng(0)
+    x, w, b, dy = (rng.normal(size=s).astype(np.float32) for s in [(n, i), (o, i), (o,), (n, o)])
+    xd, wd, bd, dyd = map(device.to_device, (x, w, b, dy))
+    y, dw = device.zeros((n, o)), device.zeros((o, i))
+    forward = gemm_dot(device, n, o, i, xd, wd, bd, y)
+    weights = gemm_outer(device, o, i, n, dyd, 1, o, xd, dw)
+    flops = 2 * n * i * o
+    rows = []
+    for name, launch in (("grenade_py gemm_dot (y = x W^T + b)", forward),
+                         ("grenade_py gemm_outer (dW = dy^T x)", weights)):
+        def run(launch=launch) -> None:
+            for _ in range(20):
+                launch()
+            device.queue.finish()
+
+        rows.append((name, 20 * flops / median_time(run, repeats) / 1e9))
+    rows.append(("numpy sgemm x @ W.T", 20 * flops / median_time(
+        lambda: [x @ w.T for _ in range(20)], repeats) / 1e9))
+    big = rng.normal(size=(1024, 1024)).astype(np.float32)
+    rows.append(("numpy sgemm 1024^3 (peak)", 2 * 1024**3 / median_time(
+        lambda: big @ big, repeats) / 1e9))
+    return rows
+
+
+def mnist_data(directory: str | None) -> tuple[tuple[np.ndarray, np.ndarray], str]:
+    candidates = [directory] if directory else [
+        str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist")]
+    for folder in candidates:
+        if folder and Path(folder).is_dir():
+            train_x, train_y, _, _ = load_mnist(folder)
+            return (train_x, train_y), f"MNIST, 24k-train subset ({folder})"
+    rng = np.random.default_rng(0)
+    return ((rng.uniform(size=(24000, 784)), np.eye(10)[rng.integers(0, 10, 24000)]),
+            "random data shaped as MNIST (no --data given)")
+
+
+@click.command()
+@click.option("--data", "data_dir", default=None, help="MNIST folder (default ../shared/...).")
+@click.option("--device", "device_spec", default=None, help="PLATFORM:DEVICE.")
+@click.option("--examples", default=100_000, show_default=True,
+              help="Examples per per-example training run.")
+@click.option("--repeats", default=5, show_default=True, help="Timed runs per figure.")
+def main(data_dir: str | None, device_spec: str | None, examples: int, repeats: int) -> None:
+    """Time grenade_py, numpy and PyTorch on the same work; print one table."""
+    device = Device(device_spec)
+    torch = _torch()
+    click.echo(f"device: {device.name}")
+    click.echo(f"pytorch: {torch.__version__ + f' ({torch.get_num_threads()} threads)' if torch else 'not installed'}")
+
+    click.echo(f"\n1. feedforward 2-40-10-1, per-example training, {examples:,} examples "
+               "(numpy, pytorch: 3,000)")
+    ff = bench_feedforward(device, examples, repeats)
+    ours = ff[0][1]
+    click.echo(f"   {'':32s} {'us/example':>10s} {'x grenade_py':>13s}")
+    for name, us in ff:
+        click.echo(f"   {name:32s} {us:10.3f} {us / ours:13.1f}")
+    click.echo("   (Grenade itself, native Haskell, ~10 us/example on this machine per the "
+               "project's notes; not run here)")
+
+    data, label = mnist_data(data_dir)
+    click.echo(f"\n2. MNIST 784-512-10, one epoch of {len(data[0]):,} examples; {label}")
+    click.echo(f"   {'batch':>5s} {'':12s} {'s/epoch':>9s} {'x grenade_py':>13s} {'GFLOP/s':>8s}")
+    for batch in (32, 64, 128):
+        rows = bench_mnist(device, data, batch, repeats)
+        ours = rows[0][1]
+        for name, seconds in rows:
+            gflops = len(data[0]) * MLP_FLOPS_PER_EXAMPLE / seconds / 1e9
+            click.echo(f"   {batch:5d} {name:12s} {seconds:9.3f} {seconds / ours:13.2f} "
+                       f"{gflops:8.1f}")
+
+    click.echo("\n3. FullyConnected GEMMs, 64x784x512, float32")
+    for name, gflops in bench_gemm(device, repeats):
+        click.echo(f"   {name:38s} {gflops:7.1f} GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()
