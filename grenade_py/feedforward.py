@@ -18,7 +18,7 @@ from grenade_py.errors import GrenadeError
 from grenade_py.layers import FullyConnected, Logit, Relu, Tanh
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
-from grenade_py.runner import run_net, train
+from grenade_py.runner import fit, run_net, train
 from grenade_py.shapes import D1
 
 CENTRES = np.array([[0.33, 0.33], [-0.33, -0.33]])
@@ -61,30 +61,24 @@ def render(values: np.ndarray) -> str:
 
 def train_circles(net: Network, params: LearningParameters, examples: int, batch_size: int,
                   rng: np.random.Generator, progress: bool) -> None:
-    """One pass over `examples` fresh examples, per example (batch_size 1) or in minibatches."""
+    """One pass over `examples` fresh examples: Grenade's per-example steps (batch_size 1) or
+    averaged minibatch steps, in order."""
     if examples == 0:
         return
     xs, ys = sample(examples, rng)
     bar = click.progressbar(length=examples, label="training", file=sys.stderr) if progress else None
-    done = 0
 
-    def report(count: int) -> None:
-        nonlocal done
-        if bar is not None:
-            bar.update(count - done)
-        done = count
+    def report(done: int, total: int = examples) -> None:
+        assert bar is not None
+        bar.update(done * examples // total - bar.pos)
 
     if batch_size == 1:
-        train(net, params, xs, ys, per_example=True, progress=report)
+        train(net, params, xs, ys, per_example=True, progress=report if bar else None)
     else:
-        for start in range(0, examples, batch_size):
-            train(net, params, xs[start:start + batch_size], ys[start:start + batch_size])
-            if start // batch_size % 100 == 0:
-                net.device.queue.finish()
-                report(min(start + batch_size, examples))
+        fit(net, params, xs, ys, batch_size=batch_size, epochs=1, shuffle=False,
+            progress=report if bar else None)
     net.device.queue.finish()
     if bar is not None:
-        bar.update(examples - done)
         bar.render_finish()
 
 
