@@ -4,8 +4,17 @@
 """
 import numpy as np
 
-from grenade_py import (D1, FullyConnected, LearningParameters, Logit, Network, Relu, Tanh,
-                        run_net, train)
+from grenade_py import (
+    D1,
+    FullyConnected,
+    LearningParameters,
+    Logit,
+    Network,
+    Relu,
+    Tanh,
+    run_net,
+    train,
+)
 
 
 def main(examples: int = 100_000, seed: int = 1) -> float:

@@ -21,7 +21,7 @@ def main(seed: int = 0, steps: int = 2000) -> float:
         train(net, params, X, Y)  # one step on all four points
     out = run_net(net, X)
     error = float(np.mean((out - Y) ** 2))
-    for x, y in zip(X, out):
+    for x, y in zip(X, out, strict=True):
         print(f"{x[0]:.0f} xor {x[1]:.0f} = {y[0]:.4f}")
     print(f"mean squared error: {error:.2e}")
     return error

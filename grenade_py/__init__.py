@@ -1,7 +1,13 @@
 """grenade_py: Grenade's networks of typed layers, every layer running as OpenCL kernels."""
 from grenade_py.device import Device
-from grenade_py.errors import (DataError, DeviceError, GrenadeError, KernelBuildError, ModelFileError,
-                               ShapeError)
+from grenade_py.errors import (
+                               DataError,
+                               DeviceError,
+                               GrenadeError,
+                               KernelBuildError,
+                               ModelFileError,
+                               ShapeError,
+)
 from grenade_py.layers import FullyConnected, Layer, Logit, Relu, Softmax, Tanh
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network

@@ -56,7 +56,7 @@ def _torch():
 def _torch_net(torch, sizes_and_acts, params):
     """A torch.nn.Sequential with the given grenade_py parameters (float32)."""
     layers = []
-    for kind, p in zip(sizes_and_acts, params):
+    for kind, p in zip(sizes_and_acts, params, strict=True):
         if kind == "FullyConnected":
             linear = torch.nn.Linear(p["weights"].shape[1], p["weights"].shape[0])
             with torch.no_grad():
@@ -72,7 +72,7 @@ def _torch_net(torch, sizes_and_acts, params):
 def _torch_descend(torch, model, momenta, lp):
     """Grenade's rule on every parameter: m' = mu m - rate g; w' = w + m' - rate l2 w."""
     with torch.no_grad():
-        for p, m in zip(model.parameters(), momenta):
+        for p, m in zip(model.parameters(), momenta, strict=True):
             m.mul_(lp.momentum).add_(p.grad, alpha=-lp.rate)
             p.mul_(1 - lp.rate * lp.l2).add_(m)
             p.grad = None
@@ -195,7 +195,8 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, repeats: 
     device = Device(device_spec)
     torch = _torch()
     click.echo(f"device: {device.name}")
-    click.echo(f"pytorch: {torch.__version__ + f' ({torch.get_num_threads()} threads)' if torch else 'not installed'}")
+    threads = f" ({torch.get_num_threads()} threads)" if torch else ""
+    click.echo(f"pytorch: {torch.__version__ if torch else 'not installed'}{threads}")
 
     click.echo(f"\n1. feedforward 2-40-10-1, per-example training, {examples:,} examples "
                "(numpy, pytorch: 3,000)")

@@ -174,7 +174,7 @@ class Device:
         return cl_array.zeros(self.queue, shape, self.dtype)
 
     def launch(self, name: str, global_size: tuple[int, ...], *args: object,
-               program: cl.Program | None = None) -> "Launch":
+               program: cl.Program | None = None) -> Launch:
         """A kernel with its arguments set once, ready to enqueue many times."""
         return Launch(self, self.kernel(name, program), global_size, args)
 

@@ -66,7 +66,8 @@ def train_circles(net: Network, params: LearningParameters, examples: int, batch
     if examples == 0:
         return
     xs, ys = sample(examples, rng)
-    bar = click.progressbar(length=examples, label="training", file=sys.stderr) if progress else None
+    bar = (click.progressbar(length=examples, label="training", file=sys.stderr)
+           if progress else None)
 
     def report(done: int, total: int = examples) -> None:
         assert bar is not None

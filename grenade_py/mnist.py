@@ -119,9 +119,9 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on the first LIMIT training images only.")
 @click.option("--save", type=click.Path(dir_okay=False), help="Write the trained model here.")
-def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | None, momentum: float,
-         l2: float, seed: int, device_spec: str | None, precision: str, limit: int | None,
-         save: str | None) -> None:
+def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | None,
+         momentum: float, l2: float, seed: int, device_spec: str | None, precision: str,
+         limit: int | None, save: str | None) -> None:
     """Train an MLP on MNIST; print train loss, test accuracy and examples/s per epoch."""
     try:
         params = LearningParameters(rate if rate is not None else DEFAULT_RATES[arch], momentum, l2)

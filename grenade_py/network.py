@@ -118,7 +118,7 @@ class Network:
                 ) from None
         self.device = device if device is not None else Device()
         rng = np.random.default_rng(seed)
-        for layer, shape in zip(self.layers, self.shapes):
+        for layer, shape in zip(self.layers, self.shapes[:-1], strict=True):
             layer.place(self.device, shape, rng, init)
         self._plans: dict[int, Plan] = {}
         #: Things built once per network on first use (the fused training loop).
@@ -168,7 +168,7 @@ class Network:
         if len(values) != len(self.layers):
             raise ValueError(f"expected {role} for {len(self.layers)} layers, got {len(values)}")
         checked = []
-        for index, (layer, given) in enumerate(zip(self.layers, values)):
+        for index, (layer, given) in enumerate(zip(self.layers, values, strict=True)):
             buffers = getattr(layer, role)
             if set(given) != set(buffers):
                 raise ValueError(f"layer {index} ({layer!r}) has {role} {sorted(buffers)}, "

@@ -55,7 +55,7 @@ class NumpyNetwork:
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
         """Every activation, input first."""
         acts = [x]
-        for kind, p in zip(self.kinds, self.parameters):
+        for kind, p in zip(self.kinds, self.parameters, strict=True):
             x = x @ p["weights"].T + p["bias"] if kind == "FullyConnected" else _forward(kind, x)
             acts.append(x)
         return acts
@@ -78,7 +78,7 @@ class NumpyNetwork:
         return grads
 
     def update(self, grads: list[dict[str, np.ndarray]], lp: LearningParameters) -> None:
-        for p, m, g in zip(self.parameters, self.momentum, grads):
+        for p, m, g in zip(self.parameters, self.momentum, grads, strict=True):
             for name in g:
                 p[name], m[name] = descend(p[name], m[name], g[name], lp)
 

@@ -216,9 +216,9 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
 
     Shape: x (N, *input.dims), y (N, *output.dims).
     `progress(step, steps)` is called about 50 times an epoch (it waits for the device then),
-    `on_epoch(record)` after each epoch. Returns one dict per epoch: epoch, loss (mean training loss, measured on each batch before
-    its update), accuracy, examples_per_s, seconds, and with `validation=(xv, yv)`, val_loss and
-    val_accuracy.
+    `on_epoch(record)` after each epoch. Returns one dict per epoch: epoch, loss (mean
+    training loss, measured on each batch before its update), accuracy, examples_per_s,
+    seconds, and with `validation=(xv, yv)`, val_loss and val_accuracy.
     """
     params = _check(net, params, loss)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -229,7 +229,8 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
     if validation is not None:
         _examples(net, *validation)  # fail before training, not after the first epoch
     device, queue, count = net.device, net.device.queue, len(xs)
-    xs_dev, ys_dev = device.to_device(xs.reshape(count, -1)), device.to_device(ys.reshape(count, -1))
+    xs_dev = device.to_device(xs.reshape(count, -1))
+    ys_dev = device.to_device(ys.reshape(count, -1))
     order = cl_array.to_device(queue, np.arange(count, dtype=np.int32))
     acc = device.zeros((2,))
     rng = np.random.default_rng(seed)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Union
 
 
-def _check_dims(shape: "Shape") -> None:
+def _check_dims(shape: Shape) -> None:
     for d in shape.dims:
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise ValueError(f"{type(shape).__name__} sizes must be positive ints, got {shape.dims}")
+            raise ValueError(
+                f"{type(shape).__name__} sizes must be positive ints, got {shape.dims}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class D3:
         return f"D3 {self.rows} {self.cols} {self.channels}"
 
 
-Shape = Union[D1, D2, D3]
+Shape = D1 | D2 | D3
 
 
 def size(shape: Shape) -> int:

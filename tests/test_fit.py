@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grenade_py import (D1, FullyConnected, LearningParameters, Network, Relu, Softmax, fit,
-                        train)
+from grenade_py import D1, FullyConnected, LearningParameters, Network, Relu, Softmax, fit, train
 from grenade_py.feedforward import feedforward_network, sample
 
 LP = LearningParameters(0.05, 0.9, 0.0)
@@ -18,7 +17,7 @@ def test_fit_without_shuffle_equals_train_steps(device64, rng):
     history = fit(a, LP, x, y, batch_size=8, epochs=1, shuffle=False)
     for start in range(0, 50, 8):  # the last batch has 2 examples
         train(b, LP, x[start:start + 8], y[start:start + 8])
-    for pa, pb in zip(a.get_parameters(), b.get_parameters()):
+    for pa, pb in zip(a.get_parameters(), b.get_parameters(), strict=True):
         for name in pa:
             np.testing.assert_allclose(pa[name], pb[name], rtol=1e-12, atol=1e-14)
     assert history[0]["epoch"] == 1 and history[0]["examples_per_s"] > 0

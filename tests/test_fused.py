@@ -6,8 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from grenade_py import (D1, FullyConnected, LearningParameters, Logit, Network, Relu, Tanh,
-                        train)
+from grenade_py import D1, FullyConnected, LearningParameters, Logit, Network, Relu, Tanh, train
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.fused import fused_trainer
 from grenade_py.numpy_reference import NumpyNetwork
@@ -44,7 +43,7 @@ def layer_by_layer(monkeypatch):
 
 def assert_same_state(a, b, rtol):
     for pa, pb in zip(a.get_parameters() + a.get_momentum(),
-                      b.get_parameters() + b.get_momentum()):
+                      b.get_parameters() + b.get_momentum(), strict=True):
         for name in pa:
             np.testing.assert_allclose(pa[name], pb[name], rtol=rtol, atol=rtol * 1e-3,
                                        err_msg=name)
@@ -83,7 +82,7 @@ def test_fused_equals_numpy_grenade(device64, name):
     x, y = data(net, 2000)
     train(net, LP, x, y, per_example=True)
     reference.train_per_example(x, y, LP)
-    for got, expected in zip(net.get_parameters(), reference.parameters):
+    for got, expected in zip(net.get_parameters(), reference.parameters, strict=True):
         for name_, value in expected.items():  # 1e-9 relative to the array's scale
             np.testing.assert_allclose(got[name_], value, rtol=1e-9,
                                        atol=1e-9 * np.abs(value).max())
@@ -116,7 +115,7 @@ def test_same_seed_same_weights(device):
     a, b = (feedforward_network(device, seed=12) for _ in range(2))
     train(a, LP, xs, ys, per_example=True)
     train(b, LP, xs, ys, per_example=True)
-    for pa, pb in zip(a.get_parameters(), b.get_parameters()):
+    for pa, pb in zip(a.get_parameters(), b.get_parameters(), strict=True):
         for name in pa:
             np.testing.assert_array_equal(pa[name], pb[name])
 

@@ -7,8 +7,16 @@ import struct
 import numpy as np
 import pytest
 
-from grenade_py import (D1, FullyConnected, LearningParameters, ModelFileError, Network, Relu,
-                        Tanh, train)
+from grenade_py import (
+    D1,
+    FullyConnected,
+    LearningParameters,
+    ModelFileError,
+    Network,
+    Relu,
+    Tanh,
+    train,
+)
 from grenade_py.model_file import MAGIC
 
 LP = LearningParameters(0.05, 0.9, 0.001)
@@ -30,7 +38,7 @@ def test_round_trip_resumes_training_exactly(device, tmp_path, rng):
     train(net, LP, x[10:], y[10:], per_example=True)
     train(loaded, LP, x[10:], y[10:], per_example=True)
     for a, b in zip(net.get_parameters() + net.get_momentum(),
-                    loaded.get_parameters() + loaded.get_momentum()):
+                    loaded.get_parameters() + loaded.get_momentum(), strict=True):
         for name in a:
             np.testing.assert_array_equal(a[name], b[name])
 

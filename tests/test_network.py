@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grenade_py import (D1, D2, FullyConnected, Logit, Network, Relu, ShapeError, Tanh,
-                        run_net)
+from grenade_py import D1, D2, FullyConnected, Logit, Network, Relu, ShapeError, Tanh, run_net
 
 
 def test_shapes_and_repr(device):

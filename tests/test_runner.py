@@ -4,8 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grenade_py import (D1, FullyConnected, LearningParameters, Network, Relu, Tanh,
-                        apply_update, back_propagate, run_net, train)
+from grenade_py import (
+    D1,
+    FullyConnected,
+    LearningParameters,
+    Network,
+    Relu,
+    Tanh,
+    apply_update,
+    back_propagate,
+    run_net,
+    train,
+)
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.numpy_reference import NumpyNetwork
 
@@ -20,10 +30,10 @@ def test_per_example_training_equals_numpy_grenade(device64):
     xs, ys = sample(2000, np.random.default_rng(12))
     train(net, LP, xs, ys, per_example=True)
     reference.train_per_example(xs, ys, LP)
-    for got, expected in zip(net.get_parameters(), reference.parameters):
+    for got, expected in zip(net.get_parameters(), reference.parameters, strict=True):
         for name in expected:
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, atol=1e-12)
-    for got, expected in zip(net.get_momentum(), reference.momentum):
+    for got, expected in zip(net.get_momentum(), reference.momentum, strict=True):
         for name in expected:
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, atol=1e-12)
 
@@ -50,7 +60,7 @@ def test_back_propagate_then_apply_update_is_train(device64, rng):
     train(a, LP, x, y)
     back_propagate(b, x, y)
     apply_update(b, LP)
-    for pa, pb in zip(a.get_parameters(), b.get_parameters()):
+    for pa, pb in zip(a.get_parameters(), b.get_parameters(), strict=True):
         for name in pa:
             np.testing.assert_array_equal(pa[name], pb[name])
 

@@ -5,8 +5,17 @@ import numpy as np
 import pytest
 from conftest import tolerance
 
-from grenade_py import (D1, D2, FullyConnected, Network, ShapeError, Softmax, Tanh,
-                        back_propagate, run_net)
+from grenade_py import (
+    D1,
+    D2,
+    FullyConnected,
+    Network,
+    ShapeError,
+    Softmax,
+    Tanh,
+    back_propagate,
+    run_net,
+)
 from grenade_py.numpy_reference import _backward, _forward
 
 

@@ -11,4 +11,5 @@ LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls for cls in (FullyConnected, Tanh, Relu, Logit, Softmax)
 }
 
-__all__ = ["Activation", "FullyConnected", "LAYER_TYPES", "Layer", "Logit", "Relu", "Softmax", "Tanh"]
+__all__ = ["LAYER_TYPES", "Activation", "FullyConnected", "Layer", "Logit", "Relu", "Softmax",
+           "Tanh"]
