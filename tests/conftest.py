@@ -40,3 +40,26 @@ def tolerance(device: Device, terms: int = 257) -> dict[str, float]:
     device precision: rounding grows with the number of terms, so atol does too."""
     eps = float(np.finfo(device.dtype).eps)
     return {"rtol": 1e-4 if device.precision == "float32" else 1e-11, "atol": 4 * eps * terms}
+
+
+def numeric_gradients(net, loss, eps: float = 1e-6) -> list[dict[str, np.ndarray]]:
+    """Central differences of `loss(net)` for every parameter of `net`, shaped as
+    `net.get_parameters()`; leaves the parameters as they were."""
+    params = net.get_parameters()
+    result: list[dict[str, np.ndarray]] = []
+    for layer_params in params:
+        result.append({})
+        for name, value in layer_params.items():
+            numeric = np.zeros_like(value)
+            for k in np.ndindex(value.shape):
+                original = value[k]
+                value[k] = original + eps
+                net.set_parameters(params)
+                up = loss(net)
+                value[k] = original - eps
+                net.set_parameters(params)
+                numeric[k] = (up - loss(net)) / (2 * eps)
+                value[k] = original
+            result[-1][name] = numeric
+    net.set_parameters(params)
+    return result
