@@ -52,9 +52,12 @@ def kernel_source() -> str:
 
 def _platforms() -> list[cl.Platform]:
     try:
-        return cl.get_platforms()
+        platforms = cl.get_platforms()
     except cl.Error as e:  # the ICD loader raises when it finds no platform at all
         raise DeviceError(f"no OpenCL platform found ({e}). {INSTALL_HINT}") from None
+    if not platforms:
+        raise DeviceError(f"no OpenCL platform found. {INSTALL_HINT}")
+    return platforms
 
 
 def _pocl_version(device: cl.Device) -> tuple[int, ...]:

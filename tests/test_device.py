@@ -1,0 +1,64 @@
+"""Device choice, precision, program builds and their errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pyopencl as cl
+import pytest
+
+from grenade_py import DeviceError, KernelBuildError
+from grenade_py.device import Device, kernel_dir
+
+
+def test_no_platform_says_what_to_install(monkeypatch):
+    def none():
+        raise cl.LogicError("clGetPlatformIDs", cl.status_code.PLATFORM_NOT_FOUND_KHR, "none")
+
+    monkeypatch.delenv("PYOPENCL_CTX", raising=False)
+    monkeypatch.setattr(cl, "get_platforms", none)
+    with pytest.raises(DeviceError, match="no OpenCL platform.*pocl-binary-distribution"):
+        Device()
+    monkeypatch.setattr(cl, "get_platforms", lambda: [])
+    with pytest.raises(DeviceError, match="no OpenCL platform.*apt install pocl-opencl-icd"):
+        Device()
+
+
+def test_bad_spec_and_precision():
+    with pytest.raises(DeviceError, match="no OpenCL device '7:3'.*grenade_py.devices"):
+        Device("7:3")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Device(precision="float16")
+
+
+def test_pyopencl_ctx_is_honoured(monkeypatch):
+    monkeypatch.setenv("PYOPENCL_CTX", "0:0")
+    assert Device().cl_device == cl.get_platforms()[0].get_devices()[0]
+
+
+def test_precision_sets_dtype(device):
+    assert device.dtype == {"float32": np.float32, "float64": np.float64}[device.precision]
+    assert device.precision in device.name
+
+
+def test_build_error_carries_the_compiler_log(device):
+    with pytest.raises(KernelBuildError, match="(?s)OpenCL build failed.*undeclared"):
+        device.build("kernel void broken(global REAL *x) { x[0] = undeclared_name; }")
+
+
+def test_programs_are_built_once(device):
+    source = "kernel void k(global REAL *x) { x[0] = 1; }"
+    assert device.build(source) is device.build(source)
+    assert device.library is device.library
+
+
+def test_kernel_sources_are_found():
+    assert {"fully_connected.cl", "gemm.cl", "update.cl"} <= {
+        p.name for p in kernel_dir().glob("*.cl")}
+
+
+def test_devices_cli_lists_the_default():
+    result = subprocess.run([sys.executable, "-m", "grenade_py.devices"], capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert "platform 0:" in result.stdout and " * " in result.stdout
