@@ -34,7 +34,7 @@ MLP_LP = LearningParameters(0.05, 0.9, 0.0001)
 MLP_FLOPS_PER_EXAMPLE = 2 * (2 * 784 * 512 + 3 * 512 * 10)  # forward + dW (+ dX of layer 2)
 
 
-def median_time(run: Callable[[], None], repeats: int) -> float:
+def median_time(run: Callable[[], object], repeats: int) -> float:
     """Median wall seconds of `run` over `repeats` calls, after one warm-up call."""
     run()
     times = []

@@ -13,6 +13,7 @@ import re
 import warnings
 from importlib import resources
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyopencl as cl
@@ -176,16 +177,21 @@ class Device:
         """A new device array of zeros in this device's precision."""
         return cl_array.zeros(self.queue, shape, self.dtype)
 
-    def launch(self, name: str, global_size: tuple[int, ...], *args: object,
+    def launch(self, name: str, global_size: tuple[int, ...], *args: Any,
                program: cl.Program | None = None) -> Launch:
         """A kernel with its arguments set once, ready to enqueue many times."""
         return Launch(self, self.kernel(name, program), global_size, args)
 
 
-def _arg(value: object) -> object:
+def buffer(array: cl_array.Array) -> cl.Buffer:
+    """The OpenCL buffer behind a device array (pyopencl's stubs type `.data` as optional)."""
+    return cast(cl.Buffer, array.data)
+
+
+def _arg(value: Any) -> Any:
     if isinstance(value, cl_array.Array):
-        return value.data
-    if isinstance(value, bool) or isinstance(value, int):
+        return buffer(value)
+    if isinstance(value, (bool, int)):
         return np.int32(value)
     return value
 
@@ -197,14 +203,14 @@ class Launch:
     __slots__ = ("queue", "kernel", "global_size", "args")
 
     def __init__(self, device: Device, kernel: cl.Kernel, global_size: tuple[int, ...],
-                 args: tuple[object, ...]) -> None:
+                 args: tuple[Any, ...]) -> None:
         self.queue = device.queue
         self.kernel = kernel
         self.global_size = global_size
         self.args = list(args)  # keeps the buffers alive as long as the launch can run
         kernel.set_args(*(_arg(a) for a in args))
 
-    def set_arg(self, index: int, value: object) -> None:
+    def set_arg(self, index: int, value: Any) -> None:
         self.args[index] = value
         self.kernel.set_arg(index, _arg(value))
 

@@ -21,7 +21,8 @@ def main() -> None:
         click.echo(f"platform {p_index}: {platform.name.strip()} ({platform.version.strip()})")
         for d_index, device in enumerate(platform.get_devices()):
             mark = "*" if device == default else " "
-            kind = cl.device_type.to_string(device.type)
+            kind = "GPU" if device.type & cl.device_type.GPU else (
+                "CPU" if device.type & cl.device_type.CPU else "other")
             fp64 = "float64" if device.double_fp_config else "float32 only"
             click.echo(f" {mark} {p_index}:{d_index}  {device.name.strip()}  [{kind}, "
                        f"{device.max_compute_units} compute units, {fp64}]")

@@ -13,12 +13,13 @@ layer. Activations and deltas live in the network's batch-1 buffers in global me
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import Device, kernel_source
+from grenade_py.device import Device, buffer, kernel_source
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
 from grenade_py.shapes import size
@@ -84,13 +85,13 @@ class FusedTrainer:
         program = device.build(kernel_source() + source)
         self.kernel = device.kernel("fused_train", program)
         plan = net.plan(1)
-        args: list[object] = [np.int32(0), np.int32(0), None, None, device.dtype(0),
+        args: list[Any] = [np.int32(0), np.int32(0), None, None, device.dtype(0),
                               device.dtype(0), device.dtype(0)]
         args += [np.int32(size(s)) for s in net.shapes]
         for k in range(1, len(net.shapes)):
-            args += [plan.acts[k].data, plan.deltas[k].data]
+            args += [buffer(plan.acts[k]), buffer(plan.deltas[k])]  # type: ignore[arg-type]
         for i, layer in enumerate(net.layers):
-            args += [value.data for _, value in layer.fused_args(i)]
+            args += [buffer(value) for _, value in layer.fused_args(i)]
         self.fixed_from = 7
         for index, value in enumerate(args):
             if index >= self.fixed_from:
@@ -101,11 +102,11 @@ class FusedTrainer:
                  learning: LearningParameters) -> None:
         """Enqueue Grenade steps for examples start .. start + count - 1 of xs/ys."""
         k = self.kernel
-        k.set_arg(2, xs.data)
-        k.set_arg(3, ys.data)
+        k.set_arg(2, buffer(xs))
+        k.set_arg(3, buffer(ys))
         if learning != self._learning:
             for index, value in enumerate((learning.rate, learning.momentum, learning.l2)):
-                k.set_arg(4 + index, self.device.dtype(value))
+                k.set_arg(4 + index, np.dtype(self.device.dtype).type(value))
             self._learning = learning
         k.set_arg(0, np.int32(start))
         k.set_arg(1, np.int32(count))

@@ -41,6 +41,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < 8:
         raise DataError(f"{path} is too short to be an IDX file ({len(raw)} bytes)")
     magic, count = struct.unpack(">II", raw[:8])
+    shape: tuple[int, ...]
     if magic == IMAGES_MAGIC:
         if len(raw) < 16:
             raise DataError(f"{path}: image header cut short")

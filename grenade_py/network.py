@@ -4,11 +4,12 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyopencl.array as cl_array
 
-from grenade_py.device import Device, Launch
+from grenade_py.device import Device, Launch, buffer
 from grenade_py.errors import ShapeError
 from grenade_py.layers import Layer
 from grenade_py.shapes import Shape
@@ -54,14 +55,16 @@ class Plan:
                                       device.dtype(1.0 / self.n), self.acts[-1], self.target,
                                       self.deltas[layers])]
             for i in reversed(range(layers)):
-                launches += net.layers[i].backward(self.n, self.acts[i], self.acts[i + 1],
-                                                   self.deltas[i + 1], self.deltas[i])
+                dy = self.deltas[i + 1]
+                assert dy is not None  # only deltas[0] is None
+                launches += net.layers[i].backward(self.n, self.acts[i], self.acts[i + 1], dy,
+                                                   self.deltas[i])
             self._gradients[loss] = launches
         return launches
 
     def metrics(self, loss: str, acc: cl_array.Array) -> list[Launch]:
         """Launches adding this batch's summed loss to acc[0] and its correct rows to acc[1]."""
-        key = (loss, acc.data.int_ptr)
+        key = (loss, buffer(acc).int_ptr)
         launches = self._metrics.get(key)
         if launches is None:
             device, n = self.net.device, self.n
@@ -122,7 +125,7 @@ class Network:
             layer.place(self.device, shape, rng, init)
         self._plans: dict[int, Plan] = {}
         #: Things built once per network on first use (the fused training loop).
-        self.cache: dict[str, object] = {}
+        self.cache: dict[str, Any] = {}
 
     @property
     def input_shape(self) -> Shape:
@@ -173,16 +176,16 @@ class Network:
             if set(given) != set(buffers):
                 raise ValueError(f"layer {index} ({layer!r}) has {role} {sorted(buffers)}, "
                                  f"got {sorted(given)}")
-            for name, buffer in buffers.items():
+            for name, target in buffers.items():
                 array = np.asarray(given[name])
-                if array.shape != buffer.shape:
+                if array.shape != target.shape:
                     raise ValueError(f"layer {index} ({layer!r}) {name} must have shape "
-                                     f"{buffer.shape}, got {array.shape}")
+                                     f"{target.shape}, got {array.shape}")
                 if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
                     raise ValueError(f"layer {index} ({layer!r}) {name} must be finite numbers")
-                checked.append((buffer, array.astype(self.device.dtype)))
-        for buffer, array in checked:  # only once everything is valid: never half-set
-            buffer.set(array)
+                checked.append((target, array.astype(self.device.dtype)))
+        for target, array in checked:  # only once everything is valid: never half-set
+            target.set(array)
 
     # -- model files -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -49,7 +49,8 @@ class NumpyNetwork:
     def __init__(self, kinds: Sequence[str], parameters: Sequence[dict[str, np.ndarray]],
                  dtype: type = np.float64) -> None:
         self.kinds = list(kinds)
-        self.parameters = [{k: np.array(v, dtype=dtype) for k, v in p.items()} for p in parameters]
+        self.parameters: list[dict[str, np.ndarray]] = [
+            {k: np.array(v, dtype=dtype) for k, v in p.items()} for p in parameters]
         self.momentum = [{k: np.zeros_like(v) for k, v in p.items()} for p in self.parameters]
 
     def forward(self, x: np.ndarray) -> list[np.ndarray]:

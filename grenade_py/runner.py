@@ -12,6 +12,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
+from grenade_py.device import Launch, buffer
 from grenade_py.fused import fused_trainer
 from grenade_py.layers import Softmax
 from grenade_py.learning import LearningParameters
@@ -87,8 +88,8 @@ def _step(net: Network, plan: Plan, params: LearningParameters | None, loss: str
 
 
 def _upload(queue: cl.CommandQueue, plan: Plan, xs: np.ndarray, ys: np.ndarray) -> None:
-    cl.enqueue_copy(queue, plan.acts[0].data, xs, is_blocking=False)
-    cl.enqueue_copy(queue, plan.target.data, ys, is_blocking=False)
+    cl.enqueue_copy(queue, buffer(plan.acts[0]), xs, is_blocking=False)
+    cl.enqueue_copy(queue, buffer(plan.target), ys, is_blocking=False)
 
 
 def run_net(net: Network, x: np.ndarray) -> np.ndarray:
@@ -103,9 +104,9 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
     for start in range(0, len(batch), RUN_CHUNK):
         chunk = batch[start:start + RUN_CHUNK]
         plan = net.plan(len(chunk))
-        cl.enqueue_copy(queue, plan.acts[0].data, chunk, is_blocking=False)
+        cl.enqueue_copy(queue, buffer(plan.acts[0]), chunk, is_blocking=False)
         _enqueue(plan.forward)
-        cl.enqueue_copy(queue, out[start:start + len(chunk)], plan.acts[-1].data)
+        cl.enqueue_copy(queue, out[start:start + len(chunk)], buffer(plan.acts[-1]))
     return out[0] if single else out
 
 
@@ -155,9 +156,9 @@ def _train_layer_by_layer(net: Network, params: LearningParameters, xs: cl_array
     x_bytes = plan.acts[0].nbytes
     y_bytes = plan.target.nbytes
     for i in range(start, start + count):
-        cl.enqueue_copy(queue, plan.acts[0].data, xs.data, byte_count=x_bytes,
+        cl.enqueue_copy(queue, buffer(plan.acts[0]), buffer(xs), byte_count=x_bytes,
                         src_offset=i * x_bytes)
-        cl.enqueue_copy(queue, plan.target.data, ys.data, byte_count=y_bytes,
+        cl.enqueue_copy(queue, buffer(plan.target), buffer(ys), byte_count=y_bytes,
                         src_offset=i * y_bytes)
         _step(net, plan, params, loss)
 
@@ -236,7 +237,7 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
     rng = np.random.default_rng(seed)
     steps = -(-count // batch_size)
     report = max(1, steps // 50)
-    gathers: dict[int, tuple[Any, Any]] = {}
+    gathers: dict[int, tuple[Launch, ...]] = {}
     history = []
     for epoch in range(epochs):
         if shuffle:  # the host array must live until the copy is done: the epoch's end

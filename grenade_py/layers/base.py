@@ -26,8 +26,8 @@ class Layer:
     tape = "input"
 
     def __init__(self) -> None:
-        self.device: Device | None = None
-        self.in_shape: Shape | None = None
+        self._device: Device | None = None
+        self._in_shape: Shape | None = None
         self.parameters: dict[str, cl_array.Array] = {}
         self.momentum: dict[str, cl_array.Array] = {}
         self.gradients: dict[str, cl_array.Array] = {}
@@ -47,11 +47,25 @@ class Layer:
         return type(self).__name__
 
     # -- device side --------------------------------------------------------------------
+    @property
+    def device(self) -> Device:
+        """The device of the network the layer was placed in."""
+        if self._device is None:
+            raise RuntimeError(f"{self!r} is not part of a network yet")
+        return self._device
+
+    @property
+    def in_shape(self) -> Shape:
+        """The shape of one input sample, known once the layer is placed in a network."""
+        if self._in_shape is None:
+            raise RuntimeError(f"{self!r} is not part of a network yet")
+        return self._in_shape
+
     def place(self, device: Device, in_shape: Shape, rng: np.random.Generator, init: str) -> None:
         """Allocate the layer's buffers on `device` for inputs of `in_shape`."""
-        if self.device is not None:
+        if self._device is not None:
             raise ValueError(f"{self!r} already belongs to a network; create a new layer")
-        self.device, self.in_shape = device, in_shape
+        self._device, self._in_shape = device, in_shape
         for name, value in self.initial_parameters(rng, init).items():
             self.parameters[name] = device.to_device(value)
             self.momentum[name] = device.zeros(value.shape)
@@ -75,7 +89,7 @@ class Layer:
     # reads boundary i, writes i + 1); `lid` and `nl` are the lane index and lane count, and
     # `rate`, `momentum`, `l2` the learning parameters. A layer without these (None) makes the
     # runner fall back to the layer-by-layer path.
-    def fused_args(self, i: int) -> list[tuple[str, object]]:
+    def fused_args(self, i: int) -> list[tuple[str, cl_array.Array]]:
         """Extra kernel arguments as (C declaration, value), e.g. the layer's buffers."""
         return [(f"global REAL *{name}{i}", buffer) for name, buffer in self._fused_buffers()]
 

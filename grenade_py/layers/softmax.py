@@ -10,7 +10,7 @@ import pyopencl.array as cl_array
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
 from grenade_py.layers.base import Layer
-from grenade_py.shapes import D1, Shape
+from grenade_py.shapes import D1, Shape, size
 
 
 class Softmax(Layer):
@@ -24,12 +24,12 @@ class Softmax(Layer):
         return in_shape
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array) -> list[Launch]:
-        width = self.in_shape.n
+        width = size(self.in_shape)
         return [self.device.launch("softmax_forward", (n,), n, width, x, y)]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None) -> list[Launch]:
         if dx is None:
             return []
-        width = self.in_shape.n
+        width = size(self.in_shape)
         return [self.device.launch("softmax_backward", (n,), n, width, y, dy, dx)]
