@@ -173,8 +173,7 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
 
 
 def mnist_data(directory: str | None) -> tuple[tuple[np.ndarray, np.ndarray], str]:
-    candidates = [directory] if directory else [
-        str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist")]
+    candidates = [directory] if directory else [str(Path("..") / "shared" / "data" / "mnist")]
     for folder in candidates:
         if folder and Path(folder).is_dir():
             train_x, train_y, _, _ = load_mnist(folder)
@@ -185,7 +184,8 @@ def mnist_data(directory: str | None) -> tuple[tuple[np.ndarray, np.ndarray], st
 
 
 @click.command()
-@click.option("--data", "data_dir", default=None, help="MNIST folder (default ../shared/...).")
+@click.option("--data", "data_dir", default=None,
+              help="MNIST folder  [default: ../shared/data/mnist if it exists]")
 @click.option("--device", "device_spec", default=None, help="PLATFORM:DEVICE.")
 @click.option("--examples", default=100_000, show_default=True,
               help="Examples per per-example training run.")

@@ -85,17 +85,14 @@ class FusedTrainer:
         program = device.build(kernel_source() + source)
         self.kernel = device.kernel("fused_train", program)
         plan = net.plan(1)
-        args: list[Any] = [np.int32(0), np.int32(0), None, None, device.dtype(0),
-                              device.dtype(0), device.dtype(0)]
-        args += [np.int32(size(s)) for s in net.shapes]
+        # Arguments 0-6 (range, data, learning parameters) are set per call; the rest once.
+        fixed: list[Any] = [np.int32(size(s)) for s in net.shapes]
         for k in range(1, len(net.shapes)):
-            args += [buffer(plan.acts[k]), buffer(plan.deltas[k])]  # type: ignore[arg-type]
+            fixed += [buffer(plan.acts[k]), buffer(plan.deltas[k])]  # type: ignore[arg-type]
         for i, layer in enumerate(net.layers):
-            args += [buffer(value) for _, value in layer.fused_args(i)]
-        self.fixed_from = 7
-        for index, value in enumerate(args):
-            if index >= self.fixed_from:
-                self.kernel.set_arg(index, value)
+            fixed += [buffer(value) for _, value in layer.fused_args(i)]
+        for index, value in enumerate(fixed, start=7):
+            self.kernel.set_arg(index, value)
         self._learning: LearningParameters | None = None
 
     def __call__(self, xs: cl_array.Array, ys: cl_array.Array, start: int, count: int,
@@ -120,7 +117,8 @@ def fused_trainer(net: Network) -> FusedTrainer | None:
         source = fused_source(net)
         if source is None:
             missing = [repr(layer) for i, layer in enumerate(net.layers)
-                       if layer.fused_forward(i) is None]
+                       if layer.fused_forward(i) is None
+                       or layer.fused_backward(i, input_delta=i > 0) is None]
             log.debug("no fused per-example loop for %r (no device-side form: %s); training "
                       "layer by layer", net, ", ".join(missing))
             net.cache["fused"] = None
