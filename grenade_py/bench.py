@@ -189,8 +189,11 @@ def mnist_data(directory: str | None) -> tuple[tuple[np.ndarray, np.ndarray], st
 @click.option("--device", "device_spec", default=None, help="PLATFORM:DEVICE.")
 @click.option("--examples", default=100_000, show_default=True,
               help="Examples per per-example training run.")
+@click.option("--epoch-examples", default=24_000, show_default=True,
+              help="Examples per MNIST epoch.")
 @click.option("--repeats", default=5, show_default=True, help="Timed runs per figure.")
-def main(data_dir: str | None, device_spec: str | None, examples: int, repeats: int) -> None:
+def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_examples: int,
+         repeats: int) -> None:
     """Time grenade_py, numpy and PyTorch on the same work; print one table."""
     device = Device(device_spec)
     torch = _torch()
@@ -208,7 +211,8 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, repeats: 
     click.echo("   (Grenade itself, native Haskell, ~10 us/example on this machine per the "
                "project's notes; not run here)")
 
-    data, label = mnist_data(data_dir)
+    (x, y), label = mnist_data(data_dir)
+    data = (x[:epoch_examples], y[:epoch_examples])
     click.echo(f"\n2. MNIST 784-512-10, one epoch of {len(data[0]):,} examples; {label}")
     click.echo(f"   {'batch':>5s} {'':12s} {'s/epoch':>9s} {'x grenade_py':>13s} {'GFLOP/s':>8s}")
     for batch in (32, 64, 128):
