@@ -30,6 +30,12 @@ def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_ar
                          bias, c)
 
 
+def gemm_column_sums(device: Device, k: int, n: int, a: cl_array.Array,
+                     c: cl_array.Array) -> Launch:
+    """C (n,) = sum over rows of A (k, n)."""
+    return device.launch("gemm_column_sums", (_blocks(n, vector_width(device)),), k, n, a, c)
+
+
 def gemm_outer(device: Device, m: int, n: int, k: int, a: cl_array.Array, a_m: int, a_k: int,
                b: cl_array.Array, c: cl_array.Array) -> Launch:
     """C (m, n) = sum over k of A[i * a_m + k * a_k] B (k, n): A is read through strides, so

@@ -63,9 +63,3 @@ kernel void fc_backward_weights(int n, int in, int out, global const REAL *x,
     if (j < in) dw[(size_t)o * in + j] = fc_weight_grad_at(x, dy, n, in, out, o, j);
     else db[o] = fc_bias_grad_at(dy, n, out, o);
 }
-
-// global size (out)
-kernel void fc_backward_bias(int n, int out, global const REAL *dy, global REAL *db) {
-    int o = get_global_id(0);
-    if (o < out) db[o] = fc_bias_grad_at(dy, n, out, o);
-}

@@ -8,7 +8,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
-from grenade_py.gemm import gemm_dot, gemm_outer
+from grenade_py.gemm import gemm_column_sums, gemm_dot, gemm_outer
 from grenade_py.layers.base import Layer
 from grenade_py.shapes import D1, Shape
 
@@ -26,7 +26,7 @@ class FullyConnected(Layer):
     Kernels: one example at a time (per-example training, as the fused loop): fc_forward,
         fc_backward_input, fc_backward_weights (kernels/fully_connected.cl); batches: the
         register-blocked GEMMs gemm_dot (y = x W^T + b) and gemm_outer (dW = dy^T x,
-        dx = dy W) of kernels/gemm.cl, and fc_backward_bias.
+        dx = dy W) and gemm_column_sums (db) of kernels/gemm.cl.
     """
 
     def __init__(self, i: int, o: int) -> None:
@@ -74,7 +74,7 @@ class FullyConnected(Layer):
                                               self.o, w, dy, dx))
             return launches
         launches = [gemm_outer(device, self.o, self.i, n, dy, 1, self.o, x, g["weights"]),
-                    device.launch("fc_backward_bias", (self.o,), n, self.o, dy, g["bias"])]
+                    gemm_column_sums(device, n, self.o, dy, g["bias"])]
         if dx is not None:
             launches.append(gemm_outer(device, n, self.i, self.o, dy, self.o, 1, w, dx))
         return launches
