@@ -84,7 +84,9 @@ class FusedTrainer:
         self.lanes = lanes(device)
         program = device.build(kernel_source() + source)
         self.kernel = device.kernel("fused_train", program)
-        plan = net.plan(1)
+        # The loop works in the batch-1 plan's buffers; holding the plan keeps them alive even
+        # if the network evicts it from its cache of plans.
+        self.plan = plan = net.plan(1)
         # Arguments 0-6 (range, data, learning parameters) are set per call; the rest once.
         fixed: list[Any] = [np.int32(size(s)) for s in net.shapes]
         for k in range(1, len(net.shapes)):

@@ -237,7 +237,14 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
     rng = np.random.default_rng(seed)
     steps = -(-count // batch_size)
     report = max(1, steps // 50)
-    gathers: dict[int, tuple[Launch, ...]] = {}
+    # The plans are taken once and held: validation between epochs may evict them from the
+    # network's cache, and the gathers must keep writing where the steps read.
+    plans = {n: net.plan(n) for n in {min(batch_size, count), count - (steps - 1) * batch_size}}
+    gathers = {
+        n: [device.launch("gather_rows", (src.shape[1], n), n, src.shape[1], 0, order, src, dst)
+            for src, dst in ((xs_dev, plan.acts[0]), (ys_dev, plan.target))]
+        for n, plan in plans.items()
+    }
     history = []
     for epoch in range(epochs):
         if shuffle:  # the host array must live until the copy is done: the epoch's end
@@ -248,12 +255,7 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
         for step in range(steps):
             start = step * batch_size
             n = min(batch_size, count - start)
-            plan = net.plan(n)
-            if n not in gathers:
-                gathers[n] = tuple(
-                    device.launch("gather_rows", (src.shape[1], n), n, src.shape[1], 0, order,
-                                  src, dst)
-                    for src, dst in ((xs_dev, plan.acts[0]), (ys_dev, plan.target)))
+            plan = plans[n]
             for gather in gathers[n]:
                 gather.set_arg(2, start)
                 gather()

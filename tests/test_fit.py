@@ -66,3 +66,17 @@ def test_fit_input_errors(device):
     plain = Network([FullyConnected(2, 2)], input=D1(2), device=device)
     with pytest.raises(ValueError, match="ending in a Softmax"):
         fit(plain, LP, x, y, loss="cross_entropy")
+
+
+def test_validation_cannot_disturb_training(device64, rng, monkeypatch):
+    """Validation runs between epochs may evict the network's cached batch plans; training
+    must go on in the same buffers regardless."""
+    x, y = sample(50, rng)
+    a, b = (feedforward_network(device64, seed=6) for _ in range(2))
+    fit(a, LP, x, y, batch_size=8, epochs=3, seed=1)
+    monkeypatch.setattr("grenade_py.network.MAX_PLANS", 1)
+    monkeypatch.setattr("grenade_py.runner.RUN_CHUNK", 3)
+    fit(b, LP, x, y, batch_size=8, epochs=3, seed=1, validation=(x[:7], y[:7]))
+    for pa, pb in zip(a.get_parameters(), b.get_parameters(), strict=True):
+        for name in pa:
+            np.testing.assert_array_equal(pa[name], pb[name])
