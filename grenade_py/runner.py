@@ -12,7 +12,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import Launch, buffer
+from grenade_py.device import buffer
 from grenade_py.fused import fused_trainer
 from grenade_py.layers import Softmax
 from grenade_py.learning import LearningParameters
