@@ -10,7 +10,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Device, Launch
 
-DOT_RM = DOT_RN = 4
+DOT_RM, DOT_RN = 8, 2
 OUT_RM = 16
 
 

@@ -27,8 +27,8 @@ REAL gemm_hsum(realv v) {
     return c.x + c.y;
 }
 
-#define DOT_RM 4
-#define DOT_RN 4
+#define DOT_RM 8
+#define DOT_RN 2
 
 // global size (ceil(N / DOT_RN), ceil(M / DOT_RM)). Rows past the edge of A or B repeat the
 // last row (clamped index) and are not stored, so every block takes the vector path.
