@@ -149,3 +149,16 @@ def test_fused_loop_survives_plan_eviction(device64):
     for net in (a, b):
         train(net, LP, xs[100:], ys[100:], per_example=True)
     assert_same_state(a, b, rtol=0)
+
+
+@pytest.mark.parametrize("lanes", [3, 16])
+def test_fused_loop_with_many_lanes(device64, monkeypatch, lanes):
+    """The loop's GPU form (lanes share each layer, barriers between layers), run on PoCL."""
+    monkeypatch.setattr("grenade_py.fused.lanes", lambda device: lanes)
+    fused, plain = build(device64, "relu-logit-tanh"), build(device64, "relu-logit-tanh")
+    assert fused_trainer(fused).lanes == lanes
+    x, y = data(fused, 500)
+    train(fused, LP, x, y, per_example=True)
+    layer_by_layer(monkeypatch)
+    train(plain, LP, x, y, per_example=True)
+    assert_same_state(fused, plain, rtol=1e-12)
