@@ -25,7 +25,7 @@ def softmax(x):
 
 
 @pytest.mark.parametrize("n", [1, 7, 64])
-@pytest.mark.parametrize("w", [1, 3, 17, 257])
+@pytest.mark.parametrize("w", [1, 3, 17, 257, 784])
 def test_softmax_kernels(device, rng, n, w):
     x, dy = rng.normal(scale=5, size=(n, w)), rng.normal(size=(n, w))
     y, dx = device.zeros((n, w)), device.zeros((n, w))
