@@ -114,7 +114,11 @@ def main(examples: int, rate: float, momentum: float, l2: float, load: str | Non
         fresh = feedforward_network(device, seed=seed)
         net = Network.load(load, device=device, like=fresh) if load else fresh
         train_circles(net, params, examples, batch_size, rng, progress=sys.stderr.isatty())
-        click.echo(render(run_net(net, grid())))
+        values = run_net(net, grid())
+        if not np.all(np.isfinite(values)):
+            raise click.ClickException("training diverged: the network outputs NaN or Inf; "
+                                       "lower --train_rate")
+        click.echo(render(values))
         if save:
             net.save(save)
     except GrenadeError as e:

@@ -151,6 +151,9 @@ def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | N
             done += steps
             click.echo(f"{record['epoch']:5d}  {record['loss']:10.4f}  {record['accuracy']:9.4f}"
                        f"  {record['val_accuracy']:8.4f}  {record['examples_per_s']:10.0f}")
+            if not np.isfinite(record["loss"]):
+                raise click.ClickException("training diverged (loss is not finite); lower "
+                                           "--rate")
 
         fit(net, params, train_x, train_y, batch_size=batch_size, epochs=epochs, seed=seed,
             loss="cross_entropy", validation=(test_x, test_y), on_epoch=report,

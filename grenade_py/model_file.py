@@ -47,6 +47,9 @@ def save(net: Network, path: str | os.PathLike[str]) -> None:
     for role, values in (("parameters", net.get_parameters()), ("momentum", net.get_momentum())):
         for index, layer_values in enumerate(values):
             for name, value in layer_values.items():
+                if not np.all(np.isfinite(value)):
+                    raise ValueError(f"layer {index} {name} {role} hold NaN or Inf (training "
+                                     f"diverged?); nothing was written to {path}")
                 raw = np.ascontiguousarray(value, dtype=dtype).tobytes()
                 arrays.append({"layer": index, "role": role, "name": name,
                                "shape": list(value.shape), "offset": offset})

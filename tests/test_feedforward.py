@@ -58,3 +58,9 @@ def test_cli_errors_are_clear(tmp_path):
     assert result.returncode != 0 and "rate must be > 0" in result.stderr
     result = feedforward("--device", "9:9")
     assert result.returncode != 0 and "no OpenCL device '9:9'" in result.stderr
+
+
+def test_cli_says_when_training_diverges():
+    result = feedforward("--seed", "1", "-e", "2000", "-r", "1e30", "--momentum", "0.99")
+    assert result.returncode != 0, result.stdout
+    assert "training diverged" in result.stderr and "Traceback" not in result.stderr

@@ -120,3 +120,14 @@ def test_failed_save_leaves_old_file_and_no_temp(device64, tmp_path, monkeypatch
         make(device64, seed=7).save(path)
     assert path.read_bytes() == blob
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_diverged_network_is_not_saved(device64, tmp_path):
+    net = make(device64)
+    params = net.get_parameters()
+    params[0]["weights"][0, 0] = np.inf
+    net.layers[0].parameters["weights"].set(params[0]["weights"])  # as a diverged run leaves it
+    path = tmp_path / "net.gnpy"
+    with pytest.raises(ValueError, match="NaN or Inf .*nothing was written"):
+        net.save(path)
+    assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,7 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Device, Launch
+from grenade_py.learning import LearningParameters
 from grenade_py.shapes import Shape, size
 
 
@@ -32,7 +33,7 @@ class Layer:
         self.momentum: dict[str, cl_array.Array] = {}
         self.gradients: dict[str, cl_array.Array] = {}
         self._updates: list[Launch] = []
-        self._learning: Any = None
+        self._learning: LearningParameters | None = None
 
     # -- shapes and description ------------------------------------------------------------
     def out_shape(self, in_shape: Shape) -> Shape:
@@ -105,7 +106,7 @@ class Layer:
         layer's parameters, for one example. Each statement group ends at a barrier."""
         return None
 
-    def update(self, learning: Any) -> list[Launch]:
+    def update(self, learning: LearningParameters) -> list[Launch]:
         """Launches applying one momentum + L2 descent step to every parameter."""
         if learning != self._learning:
             if not self._updates:  # built on first use: fused training never needs them
