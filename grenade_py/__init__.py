@@ -11,7 +11,7 @@ from grenade_py.errors import (
 from grenade_py.layers import FullyConnected, Layer, Logit, Relu, Softmax, Tanh
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
-from grenade_py.runner import apply_update, back_propagate, fit, run_net, train
+from grenade_py.runner import apply_update, back_propagate, evaluate, fit, run_net, train
 from grenade_py.shapes import D1, D2, D3
 
 __version__ = "0.1.0"
@@ -19,6 +19,6 @@ __version__ = "0.1.0"
 __all__ = [
     "D1", "D2", "D3", "DataError", "Device", "DeviceError", "FullyConnected", "GrenadeError",
     "KernelBuildError", "Layer", "LearningParameters", "Logit", "ModelFileError", "Network",
-    "Relu", "ShapeError", "Softmax", "Tanh", "apply_update", "back_propagate", "fit", "run_net",
-    "train",
+    "Relu", "ShapeError", "Softmax", "Tanh", "apply_update", "back_propagate", "evaluate", "fit",
+    "run_net", "train",
 ]

@@ -80,3 +80,14 @@ def test_validation_cannot_disturb_training(device64, rng, monkeypatch):
     for pa, pb in zip(a.get_parameters(), b.get_parameters(), strict=True):
         for name in pa:
             np.testing.assert_array_equal(pa[name], pb[name])
+
+
+def test_evaluate(device64, rng):
+    net = Network([FullyConnected(3, 4), Softmax()], input=D1(3), device=device64, seed=1)
+    from grenade_py import evaluate, run_net
+
+    x, y = rng.normal(size=(9, 3)), np.eye(4)[rng.integers(0, 4, size=9)]
+    p = run_net(net, x)
+    scores = evaluate(net, x, y, loss="cross_entropy")
+    assert scores["loss"] == pytest.approx(-np.sum(y * np.log(p)) / 9, rel=1e-12)
+    assert scores["accuracy"] == pytest.approx(np.mean(p.argmax(1) == y.argmax(1)))

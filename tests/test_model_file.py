@@ -131,3 +131,16 @@ def test_diverged_network_is_not_saved(device64, tmp_path):
     with pytest.raises(ValueError, match="NaN or Inf .*nothing was written"):
         net.save(path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_load_into_other_precision(tmp_path):
+    from conftest import get_device
+
+    net = make(get_device("float64"))
+    net.save(tmp_path / "m")
+    loaded = Network.load(tmp_path / "m", device=get_device("float32"))
+    assert loaded.device.precision == "float32"
+    for a, b in zip(net.get_parameters(), loaded.get_parameters(), strict=True):
+        for name in a:
+            assert b[name].dtype == np.float32
+            np.testing.assert_allclose(b[name], a[name], rtol=1e-7)
