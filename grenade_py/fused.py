@@ -84,9 +84,11 @@ class FusedTrainer:
     def __init__(self, net: Network, source: str) -> None:
         device = net.device
         self.device = device
-        self.lanes = lanes(device)
         program = device.build(kernel_source() + source)
         self.kernel = device.kernel("fused_train", program)
+        # One work-group: no more lanes than this kernel may have on this device.
+        self.lanes = min(lanes(device), self.kernel.get_work_group_info(
+            cl.kernel_work_group_info.WORK_GROUP_SIZE, device.cl_device))
         # The loop works in the batch-1 plan's buffers; holding the plan keeps them alive even
         # if the network evicts it from its cache of plans.
         self.plan = plan = net.plan(1)
