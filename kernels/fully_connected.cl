@@ -1,5 +1,7 @@
 // FullyConnected: W is (out, in) row-major, b is (out); a batch is rows x (n, in) -> y (n, out).
 // y = W x + b;  dx = W^T dy;  dW = sum over the batch of dy x^T;  db = sum over the batch of dy.
+// The *_at functions are the maths of one element, shared by these kernels (one example at a
+// time) and the fused per-example loop; batches go through the GEMMs of gemm.cl.
 
 // sum over k < n of a[k * stride] * b[k], in four interleaved partial sums: independent chains
 // keep a CPU's FMA units busy where one chain would wait on each add's latency.
