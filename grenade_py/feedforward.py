@@ -13,8 +13,8 @@ import sys
 import click
 import numpy as np
 
+from grenade_py.cli import learning_parameters, open_device, user_errors
 from grenade_py.device import Device
-from grenade_py.errors import GrenadeError
 from grenade_py.layers import FullyConnected, Logit, Relu, Tanh
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
@@ -103,13 +103,9 @@ def main(examples: int, rate: float, momentum: float, l2: float, load: str | Non
          save: str | None, seed: int | None, device_spec: str | None, precision: str,
          batch_size: int) -> None:
     """Learn two circles and draw them, as Grenade's feedforward example does."""
-    try:
-        params = LearningParameters(rate, momentum, l2)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-    try:
-        device = Device(device_spec, precision=precision)
-        click.echo(f"device: {device.name}", err=True)
+    params = learning_parameters(rate, momentum, l2)
+    with user_errors():
+        device = open_device(device_spec, precision)
         rng = np.random.default_rng(seed)
         fresh = feedforward_network(device, seed=seed)
         net = Network.load(load, device=device, like=fresh) if load else fresh
@@ -121,8 +117,6 @@ def main(examples: int, rate: float, momentum: float, l2: float, load: str | Non
         click.echo(render(values))
         if save:
             net.save(save)
-    except GrenadeError as e:
-        raise click.ClickException(str(e)) from None
 
 
 if __name__ == "__main__":

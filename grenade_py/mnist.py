@@ -15,10 +15,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+from grenade_py.cli import learning_parameters, open_device, user_errors
 from grenade_py.device import Device
-from grenade_py.errors import DataError, GrenadeError
+from grenade_py.errors import DataError
 from grenade_py.layers import FullyConnected, Logit, Relu, Softmax
-from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
 from grenade_py.runner import fit
 from grenade_py.shapes import D1
@@ -124,16 +124,12 @@ def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | N
          momentum: float, l2: float, seed: int, device_spec: str | None, precision: str,
          limit: int | None, save: str | None) -> None:
     """Train an MLP on MNIST; print train loss, test accuracy and examples/s per epoch."""
-    try:
-        params = LearningParameters(rate if rate is not None else DEFAULT_RATES[arch], momentum, l2)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-    try:
+    params = learning_parameters(rate if rate is not None else DEFAULT_RATES[arch], momentum, l2)
+    with user_errors():
         train_x, train_y, test_x, test_y = load_mnist(data_dir)
         if limit is not None:
             train_x, train_y = train_x[:limit], train_y[:limit]
-        device = Device(device_spec, precision=precision)
-        click.echo(f"device: {device.name}", err=True)
+        device = open_device(device_spec, precision)
         net = mnist_network(arch, device, seed=seed)
         click.echo(f"{net}\n{len(train_x)} training images, {len(test_x)} test images", err=True)
         click.echo("epoch  train loss  train acc  test acc  examples/s")
@@ -162,8 +158,6 @@ def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | N
             bar.render_finish()
         if save:
             net.save(save)
-    except GrenadeError as e:
-        raise click.ClickException(str(e)) from None
 
 
 if __name__ == "__main__":

@@ -63,16 +63,19 @@ def save(net: Network, path: str | os.PathLike[str]) -> None:
         "data_bytes": len(data), "crc32": zlib.crc32(data),
     }).encode()
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".",
-                               prefix=f".{target.name}.", suffix=".tmp")
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(MAGIC + bytes([VERSION]) + struct.pack("<Q", len(header)) + header + data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise ModelFileError(f"cannot write {target}: {e.strerror or e}") from e
         raise
 
 

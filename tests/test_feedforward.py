@@ -64,3 +64,9 @@ def test_cli_says_when_training_diverges():
     result = feedforward("--seed", "1", "-e", "2000", "-r", "1e30", "--momentum", "0.99")
     assert result.returncode != 0, result.stdout
     assert "training diverged" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_save_to_missing_folder_is_a_clear_error(tmp_path):
+    result = feedforward("--seed", "1", "-e", "100", "--save", str(tmp_path / "no" / "m.gnpy"))
+    assert result.returncode != 0 and "cannot write" in result.stderr
+    assert "Traceback" not in result.stderr

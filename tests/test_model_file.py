@@ -116,7 +116,7 @@ def test_failed_save_leaves_old_file_and_no_temp(device64, tmp_path, monkeypatch
         raise OSError("disk full")
 
     monkeypatch.setattr("grenade_py.model_file.os.fsync", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ModelFileError, match="cannot write .*disk full"):
         make(device64, seed=7).save(path)
     assert path.read_bytes() == blob
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
@@ -144,3 +144,9 @@ def test_load_into_other_precision(tmp_path):
         for name in a:
             assert b[name].dtype == np.float32
             np.testing.assert_allclose(b[name], a[name], rtol=1e-7)
+
+
+def test_unwritable_path_is_a_model_file_error(device64, tmp_path):
+    with pytest.raises(ModelFileError, match="cannot write .*missing"):
+        make(device64).save(tmp_path / "missing" / "net.gnpy")
+    assert list(tmp_path.iterdir()) == []
