@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyopencl.array as cl_array
 
-from grenade_py.device import Device, Launch, buffer
+from grenade_py.device import Device, Launch
 from grenade_py.errors import ShapeError
 from grenade_py.layers import Layer
 from grenade_py.shapes import Shape
@@ -33,7 +33,6 @@ class Plan:
         ]
         self.target = device.zeros((n, *net.shapes[-1].dims))
         self._gradients: dict[str, list[Launch]] = {}
-        self._metrics: dict[tuple[str, int], list[Launch]] = {}
 
     @functools.cached_property
     def forward(self) -> list[Launch]:
@@ -63,29 +62,17 @@ class Plan:
         return launches
 
     def metrics(self, loss: str, acc: cl_array.Array) -> list[Launch]:
-        """Launches adding this batch's summed loss to acc[0] and its correct rows to acc[1]."""
-        key = (loss, buffer(acc).int_ptr)
-        launches = self._metrics.get(key)
-        if launches is None:
-            device, n = self.net.device, self.n
-            width = self.target.size // n
-            logits = self.acts[-2] if loss == "cross_entropy" else self.acts[-1]
-            launches = [
-                device.launch("loss_rows", (n,), n, width, int(loss == "cross_entropy"),
-                              self.acts[-1], logits, self.target, self.row_loss,
-                              self.row_correct),
-                device.launch("loss_accumulate", (1,), n, self.row_loss, self.row_correct, acc),
-            ]
-            self._metrics = {key: launches}  # one accumulator at a time
-        return launches
-
-    @functools.cached_property
-    def row_loss(self) -> cl_array.Array:
-        return self.net.device.zeros((self.n,))
-
-    @functools.cached_property
-    def row_correct(self) -> cl_array.Array:
-        return self.net.device.zeros((self.n,))
+        """New launches adding this batch's summed loss to acc[0] and its correct rows to
+        acc[1]; the caller keeps them for as long as it sums into `acc`."""
+        device, n = self.net.device, self.n
+        width = self.target.size // n
+        logits = self.acts[-2] if loss == "cross_entropy" else self.acts[-1]
+        row_loss, row_correct = device.zeros((n,)), device.zeros((n,))
+        return [
+            device.launch("loss_rows", (n,), n, width, int(loss == "cross_entropy"),
+                          self.acts[-1], logits, self.target, row_loss, row_correct),
+            device.launch("loss_accumulate", (1,), n, row_loss, row_correct, acc),
+        ]
 
 
 class Network:

@@ -245,6 +245,7 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
             for src, dst in ((xs_dev, plan.acts[0]), (ys_dev, plan.target))]
         for n, plan in plans.items()
     }
+    metrics = {n: plan.metrics(loss, acc) for n, plan in plans.items()}
     history = []
     for epoch in range(epochs):
         if shuffle:  # the host array must live until the copy is done: the epoch's end
@@ -260,7 +261,7 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
                 gather.set_arg(2, start)
                 gather()
             _enqueue(plan.forward)
-            _enqueue(plan.metrics(loss, acc))
+            _enqueue(metrics[n])
             _enqueue(plan.gradient(loss))
             apply_update(net, params)
             if progress is not None and ((step + 1) % report == 0 or step + 1 == steps):
