@@ -18,9 +18,10 @@ from grenade_py import (
 
 
 def main(examples: int = 100_000, seed: int = 1) -> float:
-    rng = np.random.default_rng(seed)
+    data_seed, weights_seed = np.random.SeedSequence(seed).spawn(2)  # independent streams
+    rng = np.random.default_rng(data_seed)
     net = Network([FullyConnected(2, 40), Tanh(), FullyConnected(40, 10), Relu(),
-                   FullyConnected(10, 1), Logit()], input=D1(2), seed=seed)
+                   FullyConnected(10, 1), Logit()], input=D1(2), seed=weights_seed)
     x = rng.uniform(-1, 1, size=(examples, 2))
     centres = np.array([[0.33, 0.33], [-0.33, -0.33]])
     y = (np.linalg.norm(x[:, None] - centres, axis=2) <= 0.33).any(axis=1, keepdims=True)

@@ -8,7 +8,18 @@ from grenade_py.errors import (
                                ModelFileError,
                                ShapeError,
 )
-from grenade_py.layers import FullyConnected, Layer, Logit, Relu, Softmax, Tanh
+from grenade_py.layers import (
+    Concat,
+    FullyConnected,
+    Layer,
+    Logit,
+    Merge,
+    Relu,
+    Series,
+    Softmax,
+    Tanh,
+    Trivial,
+)
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
 from grenade_py.runner import apply_update, back_propagate, evaluate, fit, run_net, train
@@ -17,8 +28,8 @@ from grenade_py.shapes import D1, D2, D3
 __version__ = "0.1.0"
 
 __all__ = [
-    "D1", "D2", "D3", "DataError", "Device", "DeviceError", "FullyConnected", "GrenadeError",
-    "KernelBuildError", "Layer", "LearningParameters", "Logit", "ModelFileError", "Network",
-    "Relu", "ShapeError", "Softmax", "Tanh", "apply_update", "back_propagate", "evaluate", "fit",
-    "run_net", "train",
+    "D1", "D2", "D3", "Concat", "DataError", "Device", "DeviceError", "FullyConnected",
+    "GrenadeError", "KernelBuildError", "Layer", "LearningParameters", "Logit", "Merge",
+    "ModelFileError", "Network", "Relu", "Series", "ShapeError", "Softmax", "Tanh", "Trivial",
+    "apply_update", "back_propagate", "evaluate", "fit", "run_net", "train",
 ]

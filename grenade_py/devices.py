@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pyopencl as cl
 
-from grenade_py.device import _default_cl_device, _platforms
+from grenade_py.device import _platforms, choose_cl_device
 from grenade_py.errors import DeviceError
 
 
@@ -14,7 +14,7 @@ def main() -> None:
     """List OpenCL devices; '*' marks the one grenade_py picks by default."""
     try:
         platforms = _platforms()
-        default = _default_cl_device()
+        default = choose_cl_device()
     except DeviceError as e:
         raise click.ClickException(str(e)) from None
     for p_index, platform in enumerate(platforms):

@@ -6,7 +6,14 @@ class GrenadeError(Exception):
 
 
 class ShapeError(GrenadeError, ValueError):
-    """A layer was given an input shape it cannot take (raised when a Network is built)."""
+    """A layer was given an input shape it cannot take (raised when a Network is built).
+
+    `located` says the message already names where in the network (and the input shape): an
+    enclosing network then only prefixes its own place."""
+
+    def __init__(self, message: str, located: bool = False) -> None:
+        super().__init__(message)
+        self.located = located
 
 
 class DeviceError(GrenadeError):

@@ -23,9 +23,12 @@ from grenade_py.shapes import D1
 
 CENTRES = np.array([[0.33, 0.33], [-0.33, -0.33]])
 RADIUS = 0.33
+#: Examples generated, uploaded and trained at a time, so memory stays flat at any --examples.
+CHUNK = 1 << 16
 
 
-def feedforward_network(device: Device | None = None, seed: int | None = None,
+def feedforward_network(device: Device | None = None,
+                        seed: int | np.random.SeedSequence | None = None,
                         init: str = "scaled") -> Network:
     """Grenade's feedforward example network: D1 2 -> D1 1."""
     return Network([FullyConnected(2, 40), Tanh(), FullyConnected(40, 10), Relu(),
@@ -59,25 +62,31 @@ def render(values: np.ndarray) -> str:
     return "\n".join("".join(row) for row in rows)
 
 
+def seeds(seed: int | None) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+    """Independent seeds for the data and for the initial weights, both from `seed`."""
+    data, weights = np.random.SeedSequence(seed).spawn(2)
+    return data, weights
+
+
 def train_circles(net: Network, params: LearningParameters, examples: int, batch_size: int,
                   rng: np.random.Generator, progress: bool) -> None:
-    """One pass over `examples` fresh examples: Grenade's per-example steps (batch_size 1) or
-    averaged minibatch steps, in order."""
-    if examples == 0:
-        return
-    xs, ys = sample(examples, rng)
+    """One pass over `examples` fresh examples, drawn from `rng` and trained CHUNK at a time:
+    Grenade's per-example steps (batch_size 1) or averaged minibatch steps, in order."""
     bar = (click.progressbar(length=examples, label="training", file=sys.stderr)
-           if progress else None)
+           if progress and examples else None)
+    chunk = -(-CHUNK // batch_size) * batch_size  # no minibatch straddles two chunks
+    for start in range(0, examples, chunk):
+        xs, ys = sample(min(chunk, examples - start), rng)
 
-    def report(done: int, total: int = examples) -> None:
-        assert bar is not None
-        bar.update(done * examples // total - bar.pos)
+        def report(done: int, total: int = 0, start: int = start, count: int = len(xs)) -> None:
+            assert bar is not None  # fit reports (step, steps); train reports examples done
+            bar.update(start + (done * count // total if total else done) - bar.pos)
 
-    if batch_size == 1:
-        train(net, params, xs, ys, per_example=True, progress=report if bar else None)
-    else:
-        fit(net, params, xs, ys, batch_size=batch_size, epochs=1, shuffle=False,
-            progress=report if bar else None)
+        if batch_size == 1:
+            train(net, params, xs, ys, per_example=True, progress=report if bar else None)
+        else:
+            fit(net, params, xs, ys, batch_size=batch_size, epochs=1, shuffle=False,
+                progress=report if bar else None)
     net.device.queue.finish()
     if bar is not None:
         bar.render_finish()
@@ -106,8 +115,9 @@ def main(examples: int, rate: float, momentum: float, l2: float, load: str | Non
     params = learning_parameters(rate, momentum, l2)
     with user_errors():
         device = open_device(device_spec, precision)
-        rng = np.random.default_rng(seed)
-        fresh = feedforward_network(device, seed=seed)
+        data_seed, weights_seed = seeds(seed)
+        rng = np.random.default_rng(data_seed)
+        fresh = feedforward_network(device, seed=weights_seed)
         net = Network.load(load, device=device, like=fresh) if load else fresh
         train_circles(net, params, examples, batch_size, rng, progress=sys.stderr.isatty())
         values = run_net(net, grid())

@@ -8,7 +8,9 @@ standalone kernels, so the maths exists once. The generated source depends only 
 types (sizes are kernel arguments), so networks of the same structure share one build.
 
 It runs as one work-group: layers are separated by barriers, and lanes share the elements of a
-layer. Activations and deltas live in the network's batch-1 buffers in global memory.
+layer. Activations and deltas live in buffers of the loop's own, in global memory. Nested
+networks and lists of layers are unrolled into one chain; a branching layer (Concat, Merge) has no
+device-side form, so such networks train layer by layer.
 """
 from __future__ import annotations
 
@@ -20,19 +22,26 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py.device import Device, buffer, kernel_source
+from grenade_py.layers import Layer, Series
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
-from grenade_py.shapes import size
+from grenade_py.shapes import Shape, size
 
 log = logging.getLogger("grenade_py")
 
 BARRIER = "barrier(CLK_GLOBAL_MEM_FENCE);"
 
 
-def fused_source(net: Network) -> str | None:
-    """The fused loop's OpenCL source for `net`'s layer types, or None if a layer has no
+def chain(layer: Layer, in_shape: Shape) -> list[tuple[Layer, Shape]]:
+    """The layers run one after another, nested series unrolled, each with its input shape."""
+    if not isinstance(layer, Series):
+        return [(layer, in_shape)]
+    return [item for _, child, shape in layer.children(in_shape) for item in chain(child, shape)]
+
+
+def fused_source(layers: list[Layer]) -> str | None:
+    """The fused loop's OpenCL source for a chain of layers, or None if a layer has no
     device-side form."""
-    layers = net.layers
     count = len(layers)
     forward, backward = [], []
     for i, layer in enumerate(layers):
@@ -81,7 +90,8 @@ def lanes(device: Device) -> int:
 class FusedTrainer:
     """The fused per-example loop of one network, its arguments set once."""
 
-    def __init__(self, net: Network, source: str) -> None:
+    def __init__(self, net: Network, layers: list[Layer], shapes: list[Shape],
+                 source: str) -> None:
         device = net.device
         self.device = device
         program = device.build(kernel_source() + source)
@@ -89,15 +99,15 @@ class FusedTrainer:
         # One work-group: no more lanes than this kernel may have on this device.
         self.lanes = min(lanes(device), self.kernel.get_work_group_info(
             cl.kernel_work_group_info.WORK_GROUP_SIZE, device.cl_device))
-        # The loop works in the batch-1 plan's buffers; holding the plan keeps them alive even
-        # if the network evicts it from its cache of plans.
-        self.plan = plan = net.plan(1)
         # Arguments 0-6 (range, data, learning parameters) are set per call; the rest once.
-        fixed: list[Any] = [np.int32(size(s)) for s in net.shapes]
-        for k in range(1, len(net.shapes)):
-            fixed += [buffer(plan.acts[k]), buffer(plan.deltas[k])]  # type: ignore[arg-type]
-        for i, layer in enumerate(net.layers):
-            fixed += [buffer(value) for _, value in layer.fused_args(i)]
+        # The loop's activations and deltas are its own; `self.held` keeps every buffer the
+        # kernel uses alive as long as the loop.
+        self.held: list[cl_array.Array] = []
+        for shape in shapes[1:]:
+            self.held += [device.zeros((size(shape),)), device.zeros((size(shape),))]
+        for i, layer in enumerate(layers):
+            self.held += [value for _, value in layer.fused_args(i)]
+        fixed: list[Any] = [np.int32(size(s)) for s in shapes] + [buffer(a) for a in self.held]
         for index, value in enumerate(fixed, start=7):
             self.kernel.set_arg(index, value)
         self._learning: LearningParameters | None = None
@@ -118,17 +128,16 @@ class FusedTrainer:
 
 
 def fused_trainer(net: Network) -> FusedTrainer | None:
-    """The network's fused loop (built on first use), or None where a layer lacks a
-    device-side form: the runner then trains layer by layer, with identical results."""
-    if "fused" not in net.cache:
-        source = fused_source(net)
-        if source is None:
-            missing = [repr(layer) for i, layer in enumerate(net.layers)
-                       if layer.fused_forward(i) is None
-                       or layer.fused_backward(i, input_delta=i > 0) is None]
-            log.debug("no fused per-example loop for %r (no device-side form: %s); training "
-                      "layer by layer", net, ", ".join(missing))
-            net.cache["fused"] = None
-        else:
-            net.cache["fused"] = FusedTrainer(net, source)
-    return net.cache["fused"]
+    """A fused loop for `net`, or None where a layer lacks a device-side form: the runner then
+    trains layer by layer, with identical results."""
+    links = chain(net, net.input_shape)
+    layers = [layer for layer, _ in links]
+    source = fused_source(layers)
+    if source is None:
+        missing = [repr(layer) for i, layer in enumerate(layers)
+                   if layer.fused_forward(i) is None
+                   or layer.fused_backward(i, input_delta=i > 0) is None]
+        log.debug("no fused per-example loop for %r (no device-side form: %s); training "
+                  "layer by layer", net, ", ".join(missing))
+        return None
+    return FusedTrainer(net, layers, [shape for _, shape in links] + [net.output_shape], source)

@@ -1,75 +1,82 @@
-"""Model files: a network's layers, shapes, parameters and momentum, in one versioned file.
+"""The model file format: a JSON header and raw arrays in one checksummed, versioned file.
 
-Format version 1, all integers little-endian:
+Format version 2, all integers little-endian:
 
-    8 bytes   magic  b"GRNDPY\\x00\\x01"  (the last two bytes: format version 1)
+    8 bytes   magic  b"GRNDPY\\x00\\x02"  (the last byte: format version 2)
     8 bytes   uint64 length H of the header
-    H bytes   UTF-8 JSON header:
-              {"format": "grenade_py", "version": 1, "precision": "float32" | "float64",
-               "input": [dims], "shapes": [[dims], ...], "layers": [{"type": ..., args}, ...],
-               "arrays": [{"layer": i, "role": "parameters" | "momentum", "name": "weights",
-                           "shape": [...], "offset": bytes into the data}, ...],
-               "data_bytes": D, "crc32": CRC-32 of the data}
-    D bytes   the arrays, raw little-endian values of the header's precision, in header order
+    H bytes   UTF-8 JSON header: what the caller stores (for a Network: its precision and
+              structure, see `grenade_py.network`), plus
+              "arrays": [{...what the caller says of the array..., "shape": [...],
+                          "offset": bytes into the data}, ...], "data_bytes": D
+    D bytes   the arrays, raw little-endian values of the header's "precision", in header order,
+              each starting where the one before ends
+    4 bytes   uint32 CRC-32 of every byte before it (header included)
 
-The momentum is stored so that training resumed from a file continues exactly. Files are written
-to a temporary file beside the target and renamed over it, so a crash never leaves half a file.
-No pickle: loading never runs code from the file.
+Files are written to a temporary file beside the target and renamed over it, so a crash never
+leaves half a file; a save removes temporary files that an earlier, killed save of the same target
+left. No pickle: reading never runs code from the file. This module knows nothing of networks.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
 import tempfile
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from grenade_py.device import PRECISIONS, Device
 from grenade_py.errors import ModelFileError
-from grenade_py.shapes import shape_from_dims
 
-if TYPE_CHECKING:
-    from grenade_py.network import Network
-
-VERSION = 1
+VERSION = 2
 MAGIC = b"GRNDPY\x00"
-ROLES = ("parameters", "momentum")
+DTYPES: dict[str, np.dtype] = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
+#: No header of ours comes near this; a larger claim is a corrupted length.
+MAX_HEADER = 1 << 26
 
 
-def save(net: Network, path: str | os.PathLike[str]) -> None:
-    """Write `net` to `path` atomically (temporary file, then rename)."""
-    dtype = np.dtype(net.device.dtype).newbyteorder("<")
-    arrays, chunks, offset = [], [], 0
-    for role, values in (("parameters", net.get_parameters()), ("momentum", net.get_momentum())):
-        for index, layer_values in enumerate(values):
-            for name, value in layer_values.items():
-                if not np.all(np.isfinite(value)):
-                    raise ValueError(f"layer {index} {name} {role} hold NaN or Inf (training "
-                                     f"diverged?); nothing was written to {path}")
-                raw = np.ascontiguousarray(value, dtype=dtype).tobytes()
-                arrays.append({"layer": index, "role": role, "name": name,
-                               "shape": list(value.shape), "offset": offset})
-                chunks.append(raw)
-                offset += len(raw)
-    data = b"".join(chunks)
-    header = json.dumps({
-        "format": "grenade_py", "version": VERSION, "precision": net.device.precision,
-        "input": list(net.input_shape.dims), "shapes": [list(s.dims) for s in net.shapes],
-        "layers": [layer.spec() for layer in net.layers], "arrays": arrays,
-        "data_bytes": len(data), "crc32": zlib.crc32(data),
-    }).encode()
+def _temp_prefix(target: Path) -> str:
+    """Temporary files of saves to `target`: short (valid beside any valid file name) and
+    recognisable, so a later save can remove what a killed one left."""
+    return f".{hashlib.sha1(target.name.encode()).hexdigest()[:12]}.gnpy-partial."
+
+
+def write(path: str | os.PathLike[str], header: dict[str, Any],
+          arrays: list[tuple[dict[str, Any], np.ndarray]]) -> None:
+    """Write `header` and `arrays` (each with what the header says of it) to `path`, atomically.
+    The arrays are stored in the header's "precision". A new file gets the mode the umask
+    gives; an existing file keeps its mode."""
+    dtype = DTYPES[header["precision"]]
+    entries, chunks, offset = [], [], 0
+    for meta, value in arrays:
+        raw = np.ascontiguousarray(value, dtype=dtype).tobytes()
+        entries.append(meta | {"shape": list(value.shape), "offset": offset})
+        chunks.append(raw)
+        offset += len(raw)
+    head = json.dumps(header | {"arrays": entries, "data_bytes": offset}).encode()
+    body = MAGIC + bytes([VERSION]) + struct.pack("<Q", len(head)) + head + b"".join(chunks)
+    body += struct.pack("<I", zlib.crc32(body))
     target = Path(path)
+    prefix = _temp_prefix(target)
     tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        for stale in target.parent.glob(prefix + "*"):
+            stale.unlink(missing_ok=True)
+        try:
+            mode = target.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix)
         with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + bytes([VERSION]) + struct.pack("<Q", len(header)) + header + data)
+            f.write(body)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException as e:
         if tmp is not None:
@@ -79,86 +86,67 @@ def save(net: Network, path: str | os.PathLike[str]) -> None:
         raise
 
 
-def _read_header(path: Path, blob: bytes) -> tuple[dict[str, Any], bytes]:
-    if len(blob) < 16 or not blob.startswith(MAGIC):
-        raise ModelFileError(f"{path} is not a grenade_py model file (bad magic bytes)")
-    if blob[7] != VERSION:
-        raise ModelFileError(f"{path} is model format version {blob[7]}; this grenade_py reads "
-                             f"version {VERSION}")
-    (length,) = struct.unpack("<Q", blob[8:16])
-    if 16 + length > len(blob):
-        raise ModelFileError(f"{path} is truncated (header cut short)")
-    try:
-        header = json.loads(blob[16:16 + length])
-        data = blob[16 + length:]
-        if len(data) < header["data_bytes"]:
-            raise ModelFileError(f"{path} is truncated: {len(data)} of {header['data_bytes']} "
-                                 "data bytes")
-        if len(data) > header["data_bytes"]:
-            raise ModelFileError(f"{path} has {len(data) - header['data_bytes']} bytes of "
-                                 "trailing garbage")
-        if zlib.crc32(data) != header["crc32"]:
-            raise ModelFileError(f"{path} is corrupted: its data fails the CRC-32 check")
-        if header.get("format") != "grenade_py" or header.get("precision") not in PRECISIONS:
-            raise ModelFileError(f"{path} has a header of the wrong format")
-    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
-        raise ModelFileError(f"{path} has a corrupted header ({e})") from None
-    return header, data
-
-
-def load(path: str | os.PathLike[str], device: Device | None = None,
-         like: Network | None = None) -> Network:
-    """Read a network written by `save`. Arrays are cast to `device`'s precision (default: a new
-    Device of the file's precision). With `like`, the architecture must equal like's."""
-    from grenade_py.layers import LAYER_TYPES
-    from grenade_py.network import Network
-
+def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[tuple[dict[str, Any],
+                                                                           np.ndarray]]]:
+    """The header and arrays of a file written by `write`. Raises ModelFileError for a file
+    that is not one, is of another version, truncated, too long, or fails its checksum; reads
+    no more than the file's header says it holds."""
     path = Path(path)
     try:
-        blob = path.read_bytes()
+        with open(path, "rb") as f:
+            start = f.read(16)
+            if len(start) < 16 or not start.startswith(MAGIC):
+                raise ModelFileError(f"{path} is not a grenade_py model file (bad magic bytes)")
+            if start[7] != VERSION:
+                raise ModelFileError(f"{path} is model format version {start[7]}; this "
+                                     f"grenade_py reads version {VERSION}")
+            (length,) = struct.unpack("<Q", start[8:16])
+            if length > MAX_HEADER:
+                raise ModelFileError(f"{path} is corrupted: it claims a {length}-byte header")
+            head = f.read(length)
+            if len(head) < length:
+                raise ModelFileError(f"{path} is truncated (header cut short)")
+            header = _parse(path, head)
+            rest = f.read(header["data_bytes"] + 4)
+            if len(rest) < header["data_bytes"] + 4:
+                raise ModelFileError(f"{path} is truncated: {len(rest)} of "
+                                     f"{header['data_bytes'] + 4} bytes after the header")
+            if f.read(1):
+                raise ModelFileError(f"{path} has trailing bytes after its checksum")
     except OSError as e:
-        raise ModelFileError(f"cannot read model file {path}: {e.strerror}") from None
-    header, data = _read_header(path, blob)
+        raise ModelFileError(f"cannot read {path}: {e.strerror or e}") from None
+    (crc,) = struct.unpack("<I", rest[-4:])
+    if zlib.crc32(rest[:-4], zlib.crc32(start + head)) != crc:
+        raise ModelFileError(f"{path} is corrupted: it fails its CRC-32 check")
+    dtype = DTYPES[header["precision"]]
+    arrays = []
+    for entry in header["arrays"]:
+        count = int(np.prod(entry["shape"], dtype=np.int64))
+        value = np.frombuffer(rest, dtype, count, entry["offset"]).reshape(entry["shape"])
+        meta = {k: v for k, v in entry.items() if k not in ("shape", "offset")}
+        arrays.append((meta, value))
+    return header, arrays
+
+
+def _parse(path: Path, head: bytes) -> dict[str, Any]:
+    """The JSON header, its arrays checked to tile the data exactly."""
     try:
-        layers = []
-        for spec in header["layers"]:
-            spec = dict(spec)
-            layers.append(LAYER_TYPES[spec.pop("type")](**spec))
-        shapes = [shape_from_dims(dims) for dims in header["shapes"]]
-        dtype = np.dtype(PRECISIONS[header["precision"]][1]).newbyteorder("<")
-        values: dict[str, list[dict[str, np.ndarray]]] = {
-            role: [{} for _ in layers] for role in ROLES
-        }
+        header = json.loads(head)
+        if (not isinstance(header, dict) or header.get("precision") not in DTYPES
+                or not isinstance(header.get("arrays"), list)):
+            raise ValueError("no precision or arrays")
+        itemsize = DTYPES[header["precision"]].itemsize
+        offset = 0
         for entry in header["arrays"]:
-            count = int(np.prod(entry["shape"], dtype=np.int64))
-            end = entry["offset"] + count * dtype.itemsize
-            if entry["offset"] < 0 or end > len(data) or entry["role"] not in ROLES:
-                raise ValueError(f"array entry {entry} out of range")
-            values[entry["role"]][entry["layer"]][entry["name"]] = np.frombuffer(
-                data, dtype, count, entry["offset"]).reshape(entry["shape"])
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise ModelFileError(f"{path} has a corrupted header ({type(e).__name__}: {e})") from None
-    if like is not None:
-        mine = [layer.spec() for layer in like.layers], like.shapes
-        if mine != (header["layers"], shapes):
-            raise ModelFileError(
-                f"{path} holds another architecture: {_describe(header['layers'], shapes)}, "
-                f"expected {_describe(*mine)}"
-            )
-    if device is None:
-        device = like.device if like is not None else Device(precision=header["precision"])
-    try:
-        net = Network(layers, input=shapes[0], device=device, seed=0)
-        if net.shapes != shapes:
-            raise ValueError(f"stored shapes {shapes} differ from the layers' {net.shapes}")
-        net.set_parameters(values["parameters"])
-        net.set_momentum(values["momentum"])
-    except (ValueError, TypeError) as e:
-        raise ModelFileError(f"{path} is inconsistent: {e}") from None
-    return net
-
-
-def _describe(layers: list[dict[str, Any]], shapes: list[Any]) -> str:
-    names = [" ".join([spec["type"], *(str(v) for k, v in spec.items() if k != "type")])
-             for spec in layers]
-    return f"[{', '.join(names)}] on {shapes[0]!r}"
+            shape = entry["shape"]
+            if (not isinstance(shape, list) or
+                    not all(type(d) is int and 0 < d < 1 << 40 for d in shape)):
+                raise ValueError(f"bad array shape {shape!r}")
+            if type(entry["offset"]) is not int or entry["offset"] != offset:
+                raise ValueError(f"array offset {entry['offset']!r} is not {offset}")
+            offset += int(np.prod(shape, dtype=object)) * itemsize
+        if type(header.get("data_bytes")) is not int or header["data_bytes"] != offset:
+            raise ValueError(f"data_bytes is not {offset}, the arrays' total")
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise ModelFileError(f"{path} has a corrupted header ({e})") from None
+    return header

@@ -1,118 +1,63 @@
-"""Network: Grenade's typed list of layers with the shapes between them, placed on a device."""
+"""Network: Grenade's typed list of layers with the shapes between them, placed on a device.
+
+A Network is a Series of layers with an input shape and three flat device buffers — parameters,
+momentum and gradients — whose views the layers use, so one launch updates the whole network.
+It is itself a layer: a Network inside another (directly, or as a branch of Concat or Merge)
+becomes part of the outer network's flat buffers, keeping the values it had. It is data: whoever
+runs it (`grenade_py.execution`) owns the batch buffers and launches.
+"""
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import Device, Launch
-from grenade_py.errors import ShapeError
-from grenade_py.layers import Layer
-from grenade_py.shapes import Shape
+from grenade_py import model_file
+from grenade_py.device import Device
+from grenade_py.errors import ModelFileError, ShapeError
+from grenade_py.layers import INITS, LAYER_TYPES, Concat, Layer, Merge, Series
+from grenade_py.shapes import Shape, check_shape, parse_shape
 
-MAX_PLANS = 4
-
-
-class Plan:
-    """The device buffers and launches for batches of `n` samples: every activation between
-    layers (which the layers use as their tapes), every delta, the target, and the launches of a
-    forward pass, a loss gradient with the backward pass, and loss metrics. Built once per batch
-    size and reused; the launches on first use (the fused loop needs only the buffers)."""
-
-    def __init__(self, net: Network, n: int) -> None:
-        device = net.device
-        self.net, self.n = net, n
-        self.acts = [device.zeros((n, *s.dims)) for s in net.shapes]
-        # deltas[0] (the input's gradient) is never needed for training, so never computed.
-        self.deltas: list[cl_array.Array | None] = [None] + [
-            device.zeros((n, *s.dims)) for s in net.shapes[1:]
-        ]
-        self.target = device.zeros((n, *net.shapes[-1].dims))
-        self._gradients: dict[str, list[Launch]] = {}
-
-    @functools.cached_property
-    def forward(self) -> list[Launch]:
-        launches = []
-        for i, layer in enumerate(self.net.layers):
-            launches += layer.forward(self.n, self.acts[i], self.acts[i + 1])
-        return launches
-
-    def gradient(self, loss: str) -> list[Launch]:
-        """The launches of the loss gradient and the backward pass, for data already in
-        acts[0] and target. "squared_error" pushes Grenade's output - target back through every
-        layer; "cross_entropy" (last layer Softmax) pushes the fused p - t to the logits and
-        skips Softmax's own backward pass. Both are averaged over the batch."""
-        launches = self._gradients.get(loss)
-        if launches is None:
-            net, device, count = self.net, self.net.device, self.target.size
-            layers = len(net.layers) - (1 if loss == "cross_entropy" else 0)
-            launches = [device.launch("loss_output_minus_target", (count,), count,
-                                      device.dtype(1.0 / self.n), self.acts[-1], self.target,
-                                      self.deltas[layers])]
-            for i in reversed(range(layers)):
-                dy = self.deltas[i + 1]
-                assert dy is not None  # only deltas[0] is None
-                launches += net.layers[i].backward(self.n, self.acts[i], self.acts[i + 1], dy,
-                                                   self.deltas[i])
-            self._gradients[loss] = launches
-        return launches
-
-    def metrics(self, loss: str, acc: cl_array.Array) -> list[Launch]:
-        """New launches adding this batch's summed loss to acc[0] and its correct rows to
-        acc[1]; the caller keeps them for as long as it sums into `acc`."""
-        device, n = self.net.device, self.n
-        width = self.target.size // n
-        logits = self.acts[-2] if loss == "cross_entropy" else self.acts[-1]
-        row_loss, row_correct = device.zeros((n,)), device.zeros((n,))
-        return [
-            device.launch("loss_rows", (n,), n, width, int(loss == "cross_entropy"),
-                          self.acts[-1], logits, self.target, row_loss, row_correct),
-            device.launch("loss_accumulate", (1,), n, row_loss, row_correct, acc),
-        ]
+ROLES = ("parameters", "momentum")
 
 
-class Network:
+class Network(Series):
     """A list of layers checked against the shapes between them, placed on an OpenCL device.
 
     Parameters:
-        layers: the layers, input first. Each layer object belongs to one network.
+        layers: the layers, input first. Each layer object belongs to one network; a Network
+            among them (or in a branch) is nested, keeping its parameters.
         input: the shape of one input sample, e.g. `D1(2)`.
-        device: where the network lives; default `Device()` (see `grenade_py.device`).
+        device: where the network lives: a Device, a "PLATFORM:DEVICE" string, or None for
+            `Device()` (see `grenade_py.device`).
         seed: seeds the initial parameters; None draws fresh ones.
         init: "scaled" (default, uniform +-1/sqrt(fan_in)) or "grenade" (uniform +-1).
 
-    Raises ShapeError naming the layer's index, the layer, the shape it takes and the shape it
-    was given, when a layer cannot take its input.
+    Raises ShapeError naming the layer's index (and its path through branches), the layer, the
+    shape it takes and the shape it was given, when a layer cannot take its input.
 
-    `net.shapes` is Grenade's shape list: input shape, then every layer's output shape.
+    `net.shapes` is Grenade's shape list: input shape, then every layer's output shape. A batch
+    of samples of shape S is an array (N, *S.dims); D3 is channel-major (N, C, H, W).
     """
 
-    def __init__(self, layers: Sequence[Layer], input: Shape, device: Device | None = None,
-                 seed: int | None = None, init: str = "scaled") -> None:
-        self.layers = list(layers)
-        if not self.layers:
-            raise ShapeError("a network needs at least one layer")
-        self.shapes: list[Shape] = [input]
-        for index, layer in enumerate(self.layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(f"layer {index} is {layer!r}, not a grenade_py layer")
-            try:
-                self.shapes.append(layer.out_shape(self.shapes[-1]))
-            except ShapeError as e:
-                raise ShapeError(
-                    f"layer {index} ({layer!r}) {e}, but its input is {self.shapes[-1]!r}"
-                ) from None
-        self.device = device if device is not None else Device()
-        rng = np.random.default_rng(seed)
-        for layer, shape in zip(self.layers, self.shapes[:-1], strict=True):
-            layer.place(self.device, shape, rng, init)
-        self._plans: dict[int, Plan] = {}
-        #: Things built once per network on first use (the fused training loop).
-        self.cache: dict[str, Any] = {}
+    def __init__(self, layers: Sequence[Layer], input: Shape,
+                 device: Device | str | None = None,
+                 seed: int | np.random.SeedSequence | None = None, init: str = "scaled") -> None:
+        super().__init__(layers)
+        check_shape(input, "input")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if device is not None and not isinstance(device, (Device, str)):
+            raise TypeError(f"device must be a Device or a 'PLATFORM:DEVICE' string, got "
+                            f"{device!r}")
+        self.shapes = self.shape_list(input)
+        #: The flat device buffers by role: "parameters", "momentum", "gradients".
+        self.flat: dict[str, cl_array.Array] = {}
+        _place(self, device if isinstance(device, Device) else Device(device), seed, init)
 
     @property
     def input_shape(self) -> Shape:
@@ -122,24 +67,34 @@ class Network:
     def output_shape(self) -> Shape:
         return self.shapes[-1]
 
+    def out_shape(self, in_shape: Shape) -> Shape:
+        if in_shape != self.input_shape:
+            raise ShapeError(f"takes {self.input_shape!r}")
+        return self.output_shape
+
+    def bind(self, device: Device, in_shape: Shape, network: Any) -> None:
+        super().bind(device, in_shape, network)
+        if network is not self:
+            self.flat = {}  # its values now live in the outer network's buffers
+
     def __repr__(self) -> str:
         layers = ", ".join(repr(layer) for layer in self.layers)
         shapes = ", ".join(repr(shape) for shape in self.shapes)
         return f"Network '[{layers}] '[{shapes}]"
 
-    def plan(self, n: int) -> Plan:
-        """The buffers and launches for batches of `n` samples (built on first use)."""
-        plan = self._plans.get(n)
-        if plan is None:
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.pop(next(iter(self._plans)))
-            plan = self._plans[n] = Plan(self, n)
-        return plan
+    def spec(self) -> dict[str, Any]:
+        return super().spec() | {"input": repr(self.input_shape)}
+
+    def check_runnable(self) -> None:
+        """ValueError unless this network runs on its own (it is not nested in another)."""
+        if self._network is not self:
+            raise ValueError("this network is part of another network now; run that one")
 
     # -- parameters as numpy -----------------------------------------------------------------
     def get_parameters(self) -> list[dict[str, np.ndarray]]:
         """Host copies of every layer's parameters: one dict per layer (empty for activations),
-        e.g. `{"weights": (o, i), "bias": (o,)}` for FullyConnected."""
+        e.g. `{"weights": (o, i), "bias": (o,)}` for FullyConnected; a composite layer's are
+        keyed by path, e.g. `{"a.0.weights": ..., "b.bias": ...}`."""
         return [{k: v.get() for k, v in layer.parameters.items()} for layer in self.layers]
 
     def set_parameters(self, parameters: Sequence[dict[str, np.ndarray]]) -> None:
@@ -160,33 +115,201 @@ class Network:
         checked = []
         for index, (layer, given) in enumerate(zip(self.layers, values, strict=True)):
             buffers = getattr(layer, role)
-            if set(given) != set(buffers):
+            if not isinstance(given, dict) or set(given) != set(buffers):
                 raise ValueError(f"layer {index} ({layer!r}) has {role} {sorted(buffers)}, "
-                                 f"got {sorted(given)}")
+                                 f"got {sorted(given) if isinstance(given, dict) else given!r}")
             for name, target in buffers.items():
                 array = np.asarray(given[name])
                 if array.shape != target.shape:
                     raise ValueError(f"layer {index} ({layer!r}) {name} must have shape "
                                      f"{target.shape}, got {array.shape}")
-                if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
-                    raise ValueError(f"layer {index} ({layer!r}) {name} must be finite numbers")
-                checked.append((target, array.astype(self.device.dtype)))
+                if not (np.issubdtype(array.dtype, np.floating)
+                        or np.issubdtype(array.dtype, np.integer)):
+                    raise ValueError(f"layer {index} ({layer!r}) {name} must be real numbers, "
+                                     f"got dtype {array.dtype}")
+                with np.errstate(over="ignore"):
+                    cast = array.astype(self.device.dtype)
+                if not np.all(np.isfinite(cast)):
+                    raise ValueError(f"layer {index} ({layer!r}) {name} must be finite numbers "
+                                     f"in {self.device.precision}")
+                checked.append((target, cast))
         for target, array in checked:  # only once everything is valid: never half-set
             target.set(array)
 
     # -- model files -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the network (layers, shapes, parameters and momentum) to `path`, atomically.
-        The format is described in `grenade_py.model_file`."""
-        from grenade_py.model_file import save
-
-        save(self, path)
+        """Write the network (structure, shapes, parameters and momentum) to `path`,
+        atomically, in the format of `grenade_py.model_file`. Raises ModelFileError, writing
+        nothing, if a parameter is NaN or Inf."""
+        arrays = []
+        for role, values in zip(ROLES, (self.get_parameters(), self.get_momentum()),
+                                strict=True):
+            for index, layer_values in enumerate(values):
+                for name, value in layer_values.items():
+                    if not np.all(np.isfinite(value)):
+                        raise ModelFileError(
+                            f"layer {index} {name} {role} hold NaN or Inf (training diverged?); "
+                            f"nothing was written to {path}")
+                    arrays.append(({"layer": index, "role": role, "name": name}, value))
+        header = {"format": "grenade_py", "precision": self.device.precision,
+                  "network": self.spec(), "shapes": [repr(s) for s in self.shapes]}
+        model_file.write(path, header, arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], device: Device | None = None,
+    def load(cls, path: str | os.PathLike[str], device: Device | str | None = None,
              like: Network | None = None) -> Network:
-        """Read a network written by `save`. With `like`, the file must hold that network's
-        architecture (layers and shapes), else ModelFileError says how they differ."""
-        from grenade_py.model_file import load
+        """Read a network written by `save`. Arrays are cast to `device`'s precision (default:
+        like's device, else a new Device of the file's precision). With `like`, the file must
+        hold that network's structure, else ModelFileError says how they differ."""
+        if like is not None and not isinstance(like, Network):
+            raise TypeError(f"like must be a Network, got {like!r}")
+        header, arrays = model_file.read(path)
+        try:
+            spec = header["network"]
+            if header.get("format") != "grenade_py" or spec.get("type") != "Network":
+                raise ValueError("it holds no grenade_py network")
+            input_shape = parse_shape(spec["input"])
+            structure = layer_from_spec(spec)  # nothing on a device yet
+            assert isinstance(structure, Series)
+            shapes = [repr(s) for s in structure.shape_list(input_shape)]
+            if shapes != header["shapes"]:
+                raise ValueError(f"stored shapes {header['shapes']} differ from the layers' "
+                                 f"{shapes}")
+            values = _values(structure, input_shape, arrays)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            raise ModelFileError(f"{path} has a corrupted header ({e})") from None
+        if like is not None and like.spec() != spec:
+            raise ModelFileError(f"{path} holds another architecture: {structure!r} on "
+                                 f"{input_shape!r}, expected {like!r}")
+        if device is None:
+            device = like.device if like is not None else Device(precision=header["precision"])
+        device = device if isinstance(device, Device) else Device(device)
+        layers = [layer_from_spec(s, device) for s in spec["layers"]]
+        loaded = cls(layers, input=input_shape, device=device, seed=0)
+        try:
+            loaded.set_parameters(values["parameters"])
+            loaded.set_momentum(values["momentum"])
+        except ValueError as e:
+            raise ModelFileError(f"{path} does not fit this {device.precision} device: {e}"
+                                 ) from None
+        return loaded
 
-        return load(path, device=device, like=like)
+
+def layer_from_spec(spec: dict[str, Any], device: Device | None = None) -> Layer:
+    """The unplaced layer a model file's spec describes. A nested network becomes a Network
+    placed on `device`, or without a device a Series of the same layers."""
+    kind = spec["type"]
+    if kind in LAYER_TYPES:
+        return LAYER_TYPES[kind](**{k: v for k, v in spec.items() if k != "type"})
+    if kind in ("Series", "Network"):
+        layers = [layer_from_spec(s, device) for s in spec["layers"]]
+        if kind == "Network" and device is not None:
+            return Network(layers, input=parse_shape(spec["input"]), device=device, seed=0)
+        return Series(layers)
+    if kind in ("Concat", "Merge"):
+        a, b = layer_from_spec(spec["a"], device), layer_from_spec(spec["b"], device)
+        return Concat(a, b, stacked=spec["stacked"]) if kind == "Concat" else Merge(a, b)
+    raise ValueError(f"unknown layer type {kind!r}")
+
+
+def _values(net: Series, input_shape: Shape, arrays: list[tuple[dict[str, Any], np.ndarray]]
+            ) -> dict[str, list[dict[str, np.ndarray]]]:
+    """The file's arrays as get_parameters/get_momentum lists for `net`, checked against the
+    shapes its layers need, before anything is allocated on a device."""
+    expected = [_parameter_shapes(layer, shape) for _, layer, shape in net.children(input_shape)]
+    values: dict[str, list[dict[str, np.ndarray]]] = {r: [{} for _ in expected] for r in ROLES}
+    for meta, value in arrays:
+        index, role, name = meta["layer"], meta["role"], meta["name"]
+        if role not in ROLES or type(index) is not int or not 0 <= index < len(expected):
+            raise ValueError(f"array {meta} belongs to no layer")
+        if expected[index].get(name) != value.shape or name in values[role][index]:
+            raise ValueError(f"layer {index} has no {role} {name!r} of shape {value.shape}")
+        values[role][index][name] = value
+    for role in ROLES:
+        for index, shapes in enumerate(expected):
+            if set(values[role][index]) != set(shapes):
+                raise ValueError(f"layer {index} {role} missing")
+    return values
+
+
+def _parameter_shapes(layer: Layer, in_shape: Shape) -> dict[str, tuple[int, ...]]:
+    """Every parameter of `layer` (a composite's keyed by path) with its shape."""
+    shapes = {}
+    for path, node, _ in layer.nodes(in_shape):
+        for name, shape in node.parameter_shapes().items():
+            shapes[f"{path}.{name}" if path else name] = shape
+    return shapes
+
+
+def _view(flat: cl_array.Array, offset: int, shape: tuple[int, ...]) -> cl_array.Array:
+    """A device array over `flat`'s values offset .. offset + size (an aligned sub-buffer, so
+    kernels take it as a buffer of its own)."""
+    itemsize = flat.dtype.itemsize
+    count = int(np.prod(shape))
+    base = cast(cl.Buffer, flat.base_data)
+    region = base.get_sub_region(offset * itemsize, count * itemsize)
+    return cl_array.Array(flat.queue, shape, flat.dtype, data=region)
+
+
+def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | None,
+           init: str) -> None:
+    """Lay out every parameter of `net`'s layers in flat buffers on `device` and bind the
+    layers to views of them. Nothing is marked placed unless everything succeeds."""
+    nodes = list(net.nodes(net.input_shape))
+    nested = {id(layer) for _, layer, _ in nodes[1:]
+              if isinstance(layer, Network) and layer._network is layer}
+    seen: set[int] = set()
+    for _, layer, _ in nodes:
+        if id(layer) in seen:
+            raise ValueError(f"{layer!r} appears twice in the network; create a layer for each "
+                             "place")
+        seen.add(id(layer))
+        owner = layer._network
+        if owner is not None and owner is not net and id(owner) not in nested:
+            raise ValueError(f"{layer!r} already belongs to a network; create a new layer")
+    rng = np.random.default_rng(seed)
+    itemsize = np.dtype(device.dtype).itemsize
+    align = max(1, device.cl_device.mem_base_addr_align // 8 // itemsize)
+    layout, chunks, total = [], [], 0  # layout: (layer, name, offset, shape)
+    for _, layer, in_shape in nodes:
+        if layer.children(in_shape) or not layer.parameter_shapes():
+            continue
+        if layer._network is not None:  # inside a nested network: keep what it has
+            values = {role: {k: v.get() for k, v in getattr(layer, role).items()}
+                      for role in ROLES}
+        else:
+            fresh = layer.initial_parameters(rng, init)
+            values = {"parameters": fresh,
+                      "momentum": {k: np.zeros_like(v) for k, v in fresh.items()}}
+        for name, value in values["parameters"].items():
+            layout.append((layer, name, total, value.shape))
+            chunks.append((total, {role: values[role][name] for role in ROLES}))
+            total += -(-value.size // align) * align
+    host = {role: np.zeros(max(total, 1), device.dtype) for role in ROLES}
+    for offset, by_role in chunks:
+        for role, value in by_role.items():
+            host[role][offset:offset + value.size] = np.ravel(value)
+    try:
+        flat = {role: device.to_device(host[role]) for role in ROLES}
+        flat["gradients"] = device.zeros((max(total, 1),))
+        views = [(layer, name, {role: _view(flat[role], offset, shape) for role in flat})
+                 for layer, name, offset, shape in layout]
+    except cl.Error as e:
+        raise ValueError(f"cannot allocate the network's {total} parameters on {device.name}: "
+                         f"{e}") from None
+    # Everything is allocated: only now bind the layers.
+    for layer, _, _, _ in layout:
+        layer.parameters, layer.momentum, layer.gradients = {}, {}, {}
+    for layer, name, by_role in views:
+        layer.parameters[name] = by_role["parameters"]
+        layer.momentum[name] = by_role["momentum"]
+        layer.gradients[name] = by_role["gradients"]
+    for _, layer, in_shape in nodes:
+        layer.bind(device, in_shape, net)
+    for _, layer, in_shape in reversed(nodes):  # children before their parents
+        parts = layer.children(in_shape)
+        if parts:
+            for role in ("parameters", "momentum", "gradients"):
+                setattr(layer, role, {f"{key}.{name}": value for key, child, _ in parts
+                                      for name, value in getattr(child, role).items()})
+    net.flat = flat

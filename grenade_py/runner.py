@@ -12,21 +12,18 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
+from grenade_py import execution
 from grenade_py.device import buffer
-from grenade_py.fused import fused_trainer
-from grenade_py.layers import Softmax
+from grenade_py.execution import Plan, enqueue
 from grenade_py.learning import LearningParameters
-from grenade_py.network import Network, Plan
+from grenade_py.losses import check_loss, check_targets, metric_launches
+from grenade_py.network import Network
 from grenade_py.shapes import Shape
 
 log = logging.getLogger("grenade_py")
 
 #: run_net splits larger inputs into chunks of this many samples.
 RUN_CHUNK = 4096
-
-#: "squared_error": Grenade's gradient output - target (loss 0.5 |output - target|^2);
-#: "cross_entropy": after a Softmax layer, the fused gradient p - t at the logits.
-LOSSES = ("squared_error", "cross_entropy")
 
 
 def _batch(x: object, shape: Shape, what: str, dtype: type) -> tuple[np.ndarray, bool]:
@@ -44,51 +41,43 @@ def _batch(x: object, shape: Shape, what: str, dtype: type) -> tuple[np.ndarray,
             f"{what} has shape {array.shape}, but the network takes {shape!r}: pass one sample "
             f"of shape {dims} or a batch of shape (N, {', '.join(map(str, dims))}) with N >= 1"
         )
-    if not np.all(np.isfinite(array)):
-        bad = np.argwhere(~np.isfinite(array.reshape(len(array), -1)))[0][0]
-        raise ValueError(f"{what} holds NaN or Inf (first in sample {bad})")
-    return np.ascontiguousarray(array, dtype=dtype), single
+    with np.errstate(over="ignore"):
+        cast: np.ndarray = np.ascontiguousarray(array, dtype=dtype)
+    if not np.all(np.isfinite(cast)):
+        bad = np.argwhere(~np.isfinite(cast.reshape(len(cast), -1)))[0][0]
+        raise ValueError(f"{what} holds NaN or Inf in {np.dtype(dtype).name} (first in sample "
+                         f"{bad})")
+    return cast, single
 
 
-def _examples(net: Network, x: object, y: object) -> tuple[np.ndarray, np.ndarray]:
+def _examples(net: Network, x: object, y: object,
+              loss: str = "squared_error") -> tuple[np.ndarray, np.ndarray]:
     xs, _ = _batch(x, net.input_shape, "x", net.device.dtype)
     ys, _ = _batch(y, net.output_shape, "y", net.device.dtype)
     if len(xs) != len(ys):
         raise ValueError(f"x has {len(xs)} samples but y has {len(ys)}")
+    check_targets(loss, ys)
     return xs, ys
 
 
 def _check(net: Network, params: object, loss: str) -> LearningParameters:
     if not isinstance(params, LearningParameters):
         raise TypeError(f"expected LearningParameters, got {params!r}")
-    _check_loss(net, loss)
+    check_loss(net, loss)
     return params
-
-
-def _check_loss(net: Network, loss: str) -> None:
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if loss == "cross_entropy" and (len(net.layers) < 2 or not isinstance(net.layers[-1], Softmax)):
-        raise ValueError("loss='cross_entropy' needs a network ending in a Softmax layer after "
-                         "at least one other layer")
-
-
-def _enqueue(launches: list) -> None:
-    for launch in launches:
-        launch()
 
 
 def _step(net: Network, plan: Plan, params: LearningParameters | None, loss: str) -> None:
     """Forward, loss gradient, backward and (with params) the update, for data already in
-    plan.acts[0] and plan.target."""
-    _enqueue(plan.forward)
-    _enqueue(plan.gradient(loss))
+    plan.input and plan.target."""
+    enqueue(plan.forward(net, training=True))
+    enqueue(plan.gradient(net, loss))
     if params is not None:
-        apply_update(net, params)
+        execution.update(net, params)()
 
 
 def _upload(queue: cl.CommandQueue, plan: Plan, xs: np.ndarray, ys: np.ndarray) -> None:
-    cl.enqueue_copy(queue, buffer(plan.acts[0]), xs, is_blocking=False)
+    cl.enqueue_copy(queue, buffer(plan.input), xs, is_blocking=False)
     cl.enqueue_copy(queue, buffer(plan.target), ys, is_blocking=False)
 
 
@@ -98,15 +87,16 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
     Shape: one sample `input.dims` -> `output.dims`, or a batch (N, *input.dims) ->
     (N, *output.dims), computed in chunks of up to RUN_CHUNK samples.
     """
+    net.check_runnable()
     batch, single = _batch(x, net.input_shape, "x", net.device.dtype)
     out = np.empty((len(batch), *net.output_shape.dims), dtype=net.device.dtype)
     queue = net.device.queue
     for start in range(0, len(batch), RUN_CHUNK):
         chunk = batch[start:start + RUN_CHUNK]
-        plan = net.plan(len(chunk))
-        cl.enqueue_copy(queue, buffer(plan.acts[0]), chunk, is_blocking=False)
-        _enqueue(plan.forward)
-        cl.enqueue_copy(queue, out[start:start + len(chunk)], buffer(plan.acts[-1]))
+        plan = execution.plan(net, len(chunk))
+        cl.enqueue_copy(queue, buffer(plan.input), chunk, is_blocking=False)
+        enqueue(plan.forward(net, training=False))
+        cl.enqueue_copy(queue, out[start:start + len(chunk)], buffer(plan.output))
     return out[0] if single else out
 
 
@@ -127,16 +117,16 @@ def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray
     Nothing is read back to the host.
     """
     params = _check(net, params, loss)
-    xs, ys = _examples(net, x, y)
+    xs, ys = _examples(net, x, y, loss)
     queue = net.device.queue
     if not per_example:
-        plan = net.plan(len(xs))
+        plan = execution.plan(net, len(xs))
         _upload(queue, plan, xs, ys)
         _step(net, plan, params, loss)
         return net
     xs_dev, ys_dev = net.device.to_device(xs), net.device.to_device(ys)
     chunk = max(1, len(xs) // 100) if progress is not None else len(xs)
-    trainer = fused_trainer(net) if loss == "squared_error" else None
+    trainer = execution.fused(net) if loss == "squared_error" else None
     for start in range(0, len(xs), chunk):
         count = min(chunk, len(xs) - start)
         if trainer is not None:
@@ -152,11 +142,11 @@ def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray
 def _train_layer_by_layer(net: Network, params: LearningParameters, xs: cl_array.Array,
                           ys: cl_array.Array, start: int, count: int, loss: str) -> None:
     """Grenade steps for examples start .. start + count - 1, a few launches per layer each."""
-    plan, queue = net.plan(1), net.device.queue
-    x_bytes = plan.acts[0].nbytes
+    plan, queue = execution.plan(net, 1), net.device.queue
+    x_bytes = plan.input.nbytes
     y_bytes = plan.target.nbytes
     for i in range(start, start + count):
-        cl.enqueue_copy(queue, buffer(plan.acts[0]), buffer(xs), byte_count=x_bytes,
+        cl.enqueue_copy(queue, buffer(plan.input), buffer(xs), byte_count=x_bytes,
                         src_offset=i * x_bytes)
         cl.enqueue_copy(queue, buffer(plan.target), buffer(ys), byte_count=y_bytes,
                         src_offset=i * y_bytes)
@@ -168,9 +158,9 @@ def back_propagate(net: Network, x: np.ndarray, y: np.ndarray,
     """Grenade's backPropagate: every layer's gradient for inputs `x` and targets `y`, averaged
     over the batch, as host copies shaped as `net.get_parameters()`. Leaves the gradients on the
     device, where `apply_update` uses them."""
-    _check_loss(net, loss)
-    xs, ys = _examples(net, x, y)
-    plan = net.plan(len(xs))
+    check_loss(net, loss)
+    xs, ys = _examples(net, x, y, loss)
+    plan = execution.plan(net, len(xs))
     _upload(net.device.queue, plan, xs, ys)
     _step(net, plan, None, loss)
     return [{k: v.get() for k, v in layer.gradients.items()} for layer in net.layers]
@@ -181,26 +171,25 @@ def apply_update(net: Network, params: LearningParameters) -> None:
     left on the device by the last backward pass."""
     if not isinstance(params, LearningParameters):
         raise TypeError(f"expected LearningParameters, got {params!r}")
-    for layer in net.layers:
-        _enqueue(layer.update(params))
+    execution.update(net, params)()
 
 
 def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
              loss: str = "squared_error") -> dict[str, float]:
-    """Mean loss and accuracy (argmax match; width 1: same side of 0.5) of `net` on (x, y)."""
-    _check_loss(net, loss)
-    xs, ys = _examples(net, x, y)
-    out = run_net(net, xs).reshape(len(xs), -1).astype(np.float64)
-    t = ys.reshape(len(ys), -1).astype(np.float64)
-    if loss == "cross_entropy":
-        value = float(-np.sum(t * np.log(np.maximum(out, np.finfo(np.float64).tiny))) / len(t))
-    else:
-        value = float(0.5 * np.sum((out - t) ** 2) / len(t))
-    if t.shape[1] == 1:
-        correct = (out[:, 0] > 0.5) == (t[:, 0] > 0.5)
-    else:
-        correct = out.argmax(axis=1) == t.argmax(axis=1)
-    return {"loss": value, "accuracy": float(np.mean(correct))}
+    """Mean loss and accuracy of `net` on (x, y), as `fit` reports them (see
+    `grenade_py.losses`), computed on the device in chunks of up to RUN_CHUNK samples."""
+    check_loss(net, loss)
+    xs, ys = _examples(net, x, y, loss)
+    device = net.device
+    acc = device.zeros((2,))
+    for start in range(0, len(xs), RUN_CHUNK):
+        plan = execution.plan(net, min(RUN_CHUNK, len(xs) - start))
+        _upload(device.queue, plan, xs[start:start + plan.n], ys[start:start + plan.n])
+        enqueue(plan.forward(net, training=False))
+        enqueue(metric_launches(net, plan, loss, acc))
+        device.queue.finish()  # the chunk's host arrays must outlive their copies
+    totals = acc.get()
+    return {"loss": float(totals[0]) / len(xs), "accuracy": float(totals[1]) / len(xs)}
 
 
 def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
@@ -226,9 +215,9 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    xs, ys = _examples(net, x, y)
+    xs, ys = _examples(net, x, y, loss)
     if validation is not None:
-        _examples(net, *validation)  # fail before training, not after the first epoch
+        _examples(net, *validation, loss)  # fail before training, not after the first epoch
     device, queue, count = net.device, net.device.queue, len(xs)
     xs_dev = device.to_device(xs.reshape(count, -1))
     ys_dev = device.to_device(ys.reshape(count, -1))
@@ -237,15 +226,15 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
     rng = np.random.default_rng(seed)
     steps = -(-count // batch_size)
     report = max(1, steps // 50)
-    # The plans are taken once and held: validation between epochs may evict them from the
-    # network's cache, and the gathers must keep writing where the steps read.
-    plans = {n: net.plan(n) for n in {min(batch_size, count), count - (steps - 1) * batch_size}}
+    plans = {n: execution.plan(net, n)
+             for n in {min(batch_size, count), count - (steps - 1) * batch_size}}
     gathers = {
         n: [device.launch("gather_rows", (src.shape[1], n), n, src.shape[1], 0, order, src, dst)
-            for src, dst in ((xs_dev, plan.acts[0]), (ys_dev, plan.target))]
+            for src, dst in ((xs_dev, plan.input), (ys_dev, plan.target))]
         for n, plan in plans.items()
     }
-    metrics = {n: plan.metrics(loss, acc) for n, plan in plans.items()}
+    metrics = {n: metric_launches(net, plan, loss, acc) for n, plan in plans.items()}
+    update = execution.update(net, params)
     history = []
     for epoch in range(epochs):
         if shuffle:  # the host array must live until the copy is done: the epoch's end
@@ -260,10 +249,10 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
             for gather in gathers[n]:
                 gather.set_arg(2, start)
                 gather()
-            _enqueue(plan.forward)
-            _enqueue(metrics[n])
-            _enqueue(plan.gradient(loss))
-            apply_update(net, params)
+            enqueue(plan.forward(net, training=True))
+            enqueue(metrics[n])
+            enqueue(plan.gradient(net, loss))
+            update()
             if progress is not None and ((step + 1) % report == 0 or step + 1 == steps):
                 queue.finish()
                 progress(step + 1, steps)

@@ -1,6 +1,9 @@
 """Shapes of one sample, as in Grenade's `Shape` kind: D1, D2 and D3.
 
 The batch is never part of a shape: a batch of N samples of shape S is an array `(N, *S.dims)`.
+D3 is channel-major, as Grenade stores it: `D3(rows, cols, channels)` keeps Grenade's order of
+type parameters, but its `dims` are `(channels, rows, cols)`, so a batch is `(N, C, H, W)` —
+Grenade's `(rows * channels) x cols` matrix per sample, and PyTorch's NCHW.
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ class D2:
 
 @dataclass(frozen=True)
 class D3:
-    """`rows` x `cols` x `channels` values, row-major."""
+    """`channels` planes of `rows` x `cols` values; `dims` is `(channels, rows, cols)`."""
 
     rows: int
     cols: int
@@ -63,7 +66,7 @@ class D3:
 
     @property
     def dims(self) -> tuple[int, ...]:
-        return (self.rows, self.cols, self.channels)
+        return (self.channels, self.rows, self.cols)
 
     def __repr__(self) -> str:
         return f"D3 {self.rows} {self.cols} {self.channels}"
@@ -77,9 +80,20 @@ def size(shape: Shape) -> int:
     return math.prod(shape.dims)
 
 
-def shape_from_dims(dims: tuple[int, ...] | list[int]) -> Shape:
-    """The shape whose `dims` are `dims` (used by model files)."""
-    kinds = {1: D1, 2: D2, 3: D3}
-    if len(dims) not in kinds or any(int(d) < 1 for d in dims):
-        raise ValueError(f"no shape has dims {list(dims)}: expected 1 to 3 positive sizes")
-    return kinds[len(dims)](*(int(d) for d in dims))
+def parse_shape(text: str) -> Shape:
+    """The shape written as its repr, e.g. "D3 28 28 1" (used by model files)."""
+    kinds = {"D1": D1, "D2": D2, "D3": D3}
+    words = text.split() if isinstance(text, str) else []
+    if not words or words[0] not in kinds or not all(w.isdigit() for w in words[1:]):
+        raise ValueError(f"not a shape: {text!r}; expected e.g. 'D1 10' or 'D3 28 28 1'")
+    try:
+        return kinds[words[0]](*(int(w) for w in words[1:]))
+    except TypeError:
+        raise ValueError(f"not a shape: {text!r}: wrong number of sizes") from None
+
+
+def check_shape(shape: object, what: str) -> Shape:
+    """`shape` if it is a D1, D2 or D3, else TypeError naming `what`."""
+    if not isinstance(shape, (D1, D2, D3)):
+        raise TypeError(f"{what} must be a shape such as D1(2), got {shape!r}")
+    return shape

@@ -17,8 +17,8 @@ from grenade_py import (
     run_net,
     train,
 )
+from grenade_py.execution import fused as fused_trainer
 from grenade_py.feedforward import feedforward_network, sample
-from grenade_py.fused import fused_trainer
 from grenade_py.numpy_reference import NumpyNetwork
 
 LP = LearningParameters(rate=0.01, momentum=0.9, l2=0.0005)
@@ -48,7 +48,7 @@ def data(net, count, seed=6):
 
 
 def layer_by_layer(monkeypatch):
-    monkeypatch.setattr("grenade_py.runner.fused_trainer", lambda net: None)
+    monkeypatch.setattr("grenade_py.execution.fused", lambda net: None)
 
 
 def assert_same_state(a, b, rtol):

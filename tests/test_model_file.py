@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -72,18 +73,83 @@ def test_corrupted_data(device64, tmp_path):
         Network.load(path)
 
 
+def rewrite(blob, edit):
+    """The file with its JSON header changed by `edit` and a valid checksum: a crafted file."""
+    (length,) = struct.unpack("<Q", blob[8:16])
+    header = json.loads(blob[16:16 + length])
+    edit(header)
+    raw = json.dumps(header).encode()
+    body = blob[:8] + struct.pack("<Q", len(raw)) + raw + blob[16 + length:-4]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
 def test_corrupted_header(device64, tmp_path):
     path, blob = saved(device64, tmp_path)
     (length,) = struct.unpack("<Q", blob[8:16])
-    header = json.loads(blob[16:16 + length])
-    header["layers"][0]["type"] = "Convolution"
-    raw = json.dumps(header).encode()
-    path.write_bytes(blob[:8] + struct.pack("<Q", len(raw)) + raw + blob[16 + length:])
-    with pytest.raises(ModelFileError, match="corrupted header.*Convolution"):
+    digit = blob.index(b'"offset": ', 16) + len(b'"offset": ')  # the checksum covers the header
+    path.write_bytes(blob[:digit] + b"9" + blob[digit + 1:])
+    with pytest.raises(ModelFileError, match="corrupted"):
+        Network.load(path)
+    path.write_bytes(rewrite(blob, lambda h: h["network"]["layers"][0].update(type="Conv")))
+    with pytest.raises(ModelFileError, match="corrupted header.*Conv"):
         Network.load(path)
     path.write_bytes(blob[:16] + b"{" * length + blob[16 + length:])
     with pytest.raises(ModelFileError, match="corrupted header"):
         Network.load(path)
+
+
+def huge(header):
+    """FullyConnected 2 30000000, Tanh, FullyConnected 30000000 1: a consistent network whose
+    parameters the file's arrays do not hold."""
+    layers = header["network"]["layers"]
+    layers[0]["o"] = layers[2]["i"] = 30_000_000
+    header["shapes"] = ["D1 2", "D1 30000000", "D1 30000000", "D1 1"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h["arrays"][1].update(offset=0), "offset 0 is not"),
+    (lambda h: h["arrays"][0].update(shape=[10**30]), "bad array shape"),
+    (lambda h: h["network"]["layers"][0].update(o=30_000_000), "takes D1 3, but its input is"),
+    (huge, "no parameters 'weights' of shape"),
+    (lambda h: h["arrays"][0].update(name="bias"), "no parameters 'bias'"),
+])
+def test_crafted_headers_are_refused_before_building(device64, tmp_path, edit, message):
+    """A header whose arrays do not tile the data, or do not fit the layers, is refused before
+    anything is allocated (a claimed FullyConnected 2 30000000 allocates nothing)."""
+    path, blob = saved(device64, tmp_path)
+    path.write_bytes(rewrite(blob, edit))
+    with pytest.raises(ModelFileError, match=message):
+        Network.load(path, device=device64)
+
+
+def test_mutated_files_fail_or_load_identically(device64, tmp_path):
+    """Bit flips, byte edits and cuts of a saved file: each raises ModelFileError or loads the
+    very network that was saved."""
+    net = make(device64)
+    path = tmp_path / "net.gnpy"
+    net.save(path)
+    blob = path.read_bytes()
+    rng = np.random.default_rng(0)
+    loaded = 0
+    for trial in range(400):
+        mutated = bytearray(blob)
+        if trial % 4 == 0:
+            mutated = mutated[:rng.integers(len(blob))]
+        else:
+            at = rng.integers(len(blob))
+            mutated[at] = mutated[at] ^ (1 << rng.integers(8)) if trial % 2 else ord(
+                "0123456789"[rng.integers(10)])
+        path.write_bytes(bytes(mutated))
+        try:
+            other = Network.load(path, device=device64)
+        except ModelFileError:
+            continue
+        loaded += 1
+        assert bytes(mutated) == blob or repr(other) == repr(net)
+        for a, b in zip(net.get_parameters(), other.get_parameters(), strict=True):
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name])
+    assert loaded < 40  # nearly every mutation changes something the file checks
 
 
 def test_other_version_and_not_a_model(device64, tmp_path):
@@ -128,7 +194,7 @@ def test_diverged_network_is_not_saved(device64, tmp_path):
     params[0]["weights"][0, 0] = np.inf
     net.layers[0].parameters["weights"].set(params[0]["weights"])  # as a diverged run leaves it
     path = tmp_path / "net.gnpy"
-    with pytest.raises(ValueError, match="NaN or Inf .*nothing was written"):
+    with pytest.raises(ModelFileError, match="NaN or Inf .*nothing was written"):
         net.save(path)
     assert list(tmp_path.iterdir()) == []
 

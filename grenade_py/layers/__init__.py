@@ -1,15 +1,17 @@
-"""The layers, one per module."""
-from grenade_py.layers.base import Activation, Layer
+"""The layers, one per module (the branching ones together in branches.py)."""
+from grenade_py.layers.base import INITS, Activation, Layer
+from grenade_py.layers.branches import Concat, Merge, Trivial
 from grenade_py.layers.fully_connected import FullyConnected
 from grenade_py.layers.logit import Logit
 from grenade_py.layers.relu import Relu
+from grenade_py.layers.series import Series
 from grenade_py.layers.softmax import Softmax
 from grenade_py.layers.tanh import Tanh
 
-#: Layer types by the name model files store.
+#: Layers without parts, by the name model files store: built as `cls(**arguments)`.
 LAYER_TYPES: dict[str, type[Layer]] = {
-    cls.__name__: cls for cls in (FullyConnected, Tanh, Relu, Logit, Softmax)
+    cls.__name__: cls for cls in (FullyConnected, Tanh, Relu, Logit, Softmax, Trivial)
 }
 
-__all__ = ["LAYER_TYPES", "Activation", "FullyConnected", "Layer", "Logit", "Relu", "Softmax",
-           "Tanh"]
+__all__ = ["INITS", "LAYER_TYPES", "Activation", "Concat", "FullyConnected", "Layer", "Logit",
+           "Merge", "Relu", "Series", "Softmax", "Tanh", "Trivial"]

@@ -1,26 +1,47 @@
 """What every layer is: Grenade's `Layer` and `UpdateLayer` classes, on an OpenCL device.
 
-A layer says which input shape it takes and what it gives (`out_shape`). Once a Network places it,
-it owns its device buffers (parameters, momentum, gradients) and hands the runner `Launch`es:
-kernels with their arguments set once, for a given batch size and the activation buffers around it.
+A layer says which input shape it takes and what it gives (`out_shape`), the parameters it starts
+from (`initial_parameters`) and the device buffers it needs per batch of n (`batch_buffers`: a
+tape, scratch). Once a Network places it, its `parameters`, `momentum` and `gradients` are views
+into the network's flat buffers, and it hands the runner `Launch`es (kernels with their arguments
+set once) for a batch size and the buffers around it. The update is the network's: one launch over
+the flat buffers. A composite layer (Series, Concat, Merge, a nested Network) lists its
+`children`; its parameters are theirs, keyed by path ("a.0.weights").
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Device, Launch
-from grenade_py.learning import LearningParameters
 from grenade_py.shapes import Shape, size
+
+if TYPE_CHECKING:
+    from grenade_py.network import Network
+
+#: Initialisations: "scaled" (uniform +-1/sqrt(fan_in), PyTorch's nn.Linear) and "grenade"
+#: (uniform +-1, as Grenade's randomFullyConnected).
+INITS = ("scaled", "grenade")
+
+#: A layer's per-batch device buffers, by name.
+Buffers = dict[str, cl_array.Array]
+
+
+def sub(buffers: Buffers, key: str) -> Buffers:
+    """The buffers of child `key` of a composite layer (their names start with `key.`)."""
+    prefix = key + "."
+    return {k[len(prefix):]: v for k, v in buffers.items() if k.startswith(prefix)}
 
 
 class Layer:
-    """A layer without parameters; subclasses with parameters fill `parameters`.
+    """A layer without parameters; subclasses with parameters give `initial_parameters`.
 
     Tape: the runner keeps every activation of a batch on the device, so a layer's tape is the
-    input or output buffer it chooses (`tape`), never a copy.
+    input or output buffer it chooses (`tape`), never a copy; anything else it must keep (a
+    pooling argmax, a dropout mask) is a per-batch buffer it declares in `batch_buffers`.
     """
 
     #: Which activation the backward pass reads: "input" or "output".
@@ -29,11 +50,10 @@ class Layer:
     def __init__(self) -> None:
         self._device: Device | None = None
         self._in_shape: Shape | None = None
+        self._network: Network | None = None  # the network whose flat buffers hold its values
         self.parameters: dict[str, cl_array.Array] = {}
         self.momentum: dict[str, cl_array.Array] = {}
         self.gradients: dict[str, cl_array.Array] = {}
-        self._updates: list[Launch] = []
-        self._learning: LearningParameters | None = None
 
     # -- shapes and description ------------------------------------------------------------
     def out_shape(self, in_shape: Shape) -> Shape:
@@ -46,6 +66,20 @@ class Layer:
 
     def __repr__(self) -> str:
         return type(self).__name__
+
+    def label(self) -> str:
+        """How shape errors name the layer: its repr, or a composite's type alone."""
+        return repr(self)
+
+    def children(self, in_shape: Shape) -> list[tuple[str, Layer, Shape]]:
+        """A composite layer's parts as (key, layer, that layer's input shape)."""
+        return []
+
+    def nodes(self, in_shape: Shape, path: str = "") -> Iterator[tuple[str, Layer, Shape]]:
+        """This layer and every layer inside it, parents first, as (path, layer, input shape)."""
+        yield path, self, in_shape
+        for key, child, child_in in self.children(in_shape):
+            yield from child.nodes(child_in, f"{path}.{key}" if path else key)
 
     # -- device side --------------------------------------------------------------------
     @property
@@ -62,27 +96,38 @@ class Layer:
             raise RuntimeError(f"{self!r} is not part of a network yet")
         return self._in_shape
 
-    def place(self, device: Device, in_shape: Shape, rng: np.random.Generator, init: str) -> None:
-        """Allocate the layer's buffers on `device` for inputs of `in_shape`."""
-        if self._device is not None:
-            raise ValueError(f"{self!r} already belongs to a network; create a new layer")
-        self._device, self._in_shape = device, in_shape
-        for name, value in self.initial_parameters(rng, init).items():
-            self.parameters[name] = device.to_device(value)
-            self.momentum[name] = device.zeros(value.shape)
-            self.gradients[name] = device.zeros(value.shape)
+    def bind(self, device: Device, in_shape: Shape, network: Network) -> None:
+        """Record where the layer now lives (called by the network that places it)."""
+        self._device, self._in_shape, self._network = device, in_shape, network
 
-    def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of each parameter array, by name; none by default."""
         return {}
 
-    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array) -> list[Launch]:
-        """Launches computing y (n, *out) from x (n, *in)."""
+    def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
+        """Freshly drawn parameters, shaped as `parameter_shapes` (`init` is one of INITS)."""
+        return {}
+
+    def child_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        """The per-batch buffers of a composite's children, named `key.name`."""
+        return {f"{key}.{name}": shape for key, child, _ in self.children(self.in_shape)
+                for name, shape in child.batch_buffers(n).items()}
+
+    def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of the device buffers this layer needs for a batch of `n`, by name; they are
+        allocated once per batch size by whoever runs the network."""
+        return {}
+
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
+                training: bool) -> list[Launch]:
+        """Launches computing y (n, *out) from x (n, *in); `training` is True inside
+        `train`/`fit` and False in `run_net`/`evaluate`."""
         raise NotImplementedError
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
-                 dx: cl_array.Array | None) -> list[Launch]:
-        """Launches computing the gradients (summed over the batch) and, unless `dx` is None,
-        the input delta dx from the output delta dy."""
+                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
+        """Launches writing the parameter gradients (summed over the batch) and, unless `dx` is
+        None, the input delta dx from the output delta dy."""
         raise NotImplementedError
 
     # -- device-side form, for the fused per-example loop (grenade_py.fused) -------------------
@@ -92,9 +137,6 @@ class Layer:
     # runner fall back to the layer-by-layer path.
     def fused_args(self, i: int) -> list[tuple[str, cl_array.Array]]:
         """Extra kernel arguments as (C declaration, value), e.g. the layer's buffers."""
-        return [(f"global REAL *{name}{i}", buffer) for name, buffer in self._fused_buffers()]
-
-    def _fused_buffers(self) -> list[tuple[str, cl_array.Array]]:
         return []
 
     def fused_forward(self, i: int) -> str | None:
@@ -106,24 +148,6 @@ class Layer:
         layer's parameters, for one example. Each statement group ends at a barrier."""
         return None
 
-    def update(self, learning: LearningParameters) -> list[Launch]:
-        """Launches applying one momentum + L2 descent step to every parameter."""
-        if learning != self._learning:
-            if not self._updates:  # built on first use: fused training never needs them
-                device = self.device
-                self._updates = [
-                    device.launch("sgd_momentum_l2", (w.size,), w.size, device.dtype(0),
-                                  device.dtype(0), device.dtype(0), w, self.momentum[name],
-                                  self.gradients[name])
-                    for name, w in self.parameters.items()
-                ]
-            for launch in self._updates:
-                launch.set_arg(1, self.device.dtype(learning.rate))
-                launch.set_arg(2, self.device.dtype(learning.momentum))
-                launch.set_arg(3, self.device.dtype(learning.l2))
-            self._learning = learning
-        return self._updates
-
 
 class Activation(Layer):
     """An element-wise layer of any shape whose kernels are `<family>_forward/_backward`."""
@@ -133,12 +157,13 @@ class Activation(Layer):
     def out_shape(self, in_shape: Shape) -> Shape:
         return in_shape
 
-    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array) -> list[Launch]:
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
+                training: bool) -> list[Launch]:
         count = n * size(self.in_shape)
         return [self.device.launch(f"{self.family}_forward", (count,), count, x, y)]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
-                 dx: cl_array.Array | None) -> list[Launch]:
+                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
         if dx is None:
             return []
         count = n * size(self.in_shape)

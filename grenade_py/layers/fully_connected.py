@@ -9,10 +9,8 @@ import pyopencl.array as cl_array
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
 from grenade_py.gemm import gemm_column_sums, gemm_dot, gemm_outer
-from grenade_py.layers.base import Layer
+from grenade_py.layers.base import Buffers, Layer
 from grenade_py.shapes import D1, Shape
-
-INITS = ("scaled", "grenade")
 
 
 class FullyConnected(Layer):
@@ -47,16 +45,18 @@ class FullyConnected(Layer):
     def __repr__(self) -> str:
         return f"FullyConnected {self.i} {self.o}"
 
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weights": (self.o, self.i), "bias": (self.o,)}
+
     def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
         bound = 1.0 if init == "grenade" else 1.0 / np.sqrt(self.i)
         return {
             "weights": rng.uniform(-bound, bound, size=(self.o, self.i)),
             "bias": rng.uniform(-bound, bound, size=(self.o,)),
         }
 
-    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array) -> list[Launch]:
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
+                training: bool) -> list[Launch]:
         p, device = self.parameters, self.device
         if n == 1:
             return [device.launch("fc_forward", (self.o, n), n, self.i, self.o,
@@ -64,7 +64,7 @@ class FullyConnected(Layer):
         return [gemm_dot(device, n, self.o, self.i, x, p["weights"], p["bias"], y)]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
-                 dx: cl_array.Array | None) -> list[Launch]:
+                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
         g, w, device = self.gradients, self.parameters["weights"], self.device
         if n == 1:
             launches = [device.launch("fc_backward_weights", (self.i + 1, self.o), n, self.i,
@@ -79,9 +79,10 @@ class FullyConnected(Layer):
             launches.append(gemm_outer(device, n, self.i, self.o, dy, self.o, 1, w, dx))
         return launches
 
-    def _fused_buffers(self) -> list[tuple[str, cl_array.Array]]:
+    def fused_args(self, i: int) -> list[tuple[str, cl_array.Array]]:
         p, m = self.parameters, self.momentum
-        return [("w", p["weights"]), ("b", p["bias"]), ("mw", m["weights"]), ("mb", m["bias"])]
+        return [(f"global REAL *{name}{i}", value) for name, value in (
+            ("w", p["weights"]), ("b", p["bias"]), ("mw", m["weights"]), ("mb", m["bias"]))]
 
     def fused_forward(self, i: int) -> str:
         return (f"for (int o = lid; o < n{i + 1}; o += nl) "

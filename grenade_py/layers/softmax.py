@@ -9,7 +9,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
-from grenade_py.layers.base import Layer
+from grenade_py.layers.base import Buffers, Layer
 from grenade_py.shapes import D1, Shape, size
 
 
@@ -23,12 +23,13 @@ class Softmax(Layer):
             raise ShapeError("takes a D1 vector")
         return in_shape
 
-    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array) -> list[Launch]:
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
+                training: bool) -> list[Launch]:
         width = size(self.in_shape)
         return [self.device.launch("softmax_forward", (n,), n, width, x, y)]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
-                 dx: cl_array.Array | None) -> list[Launch]:
+                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
         if dx is None:
             return []
         width = size(self.in_shape)

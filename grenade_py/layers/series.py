@@ -1,0 +1,112 @@
+"""Series: layers run one after another — Grenade's `Network` without its input shape.
+
+A Network is a Series with an input shape and flat parameter buffers; a plain list given as a
+branch of Concat or Merge becomes a Series. Its per-batch buffers are the activations and deltas
+between its layers (which the layers use as tapes) and its layers' own buffers.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyopencl.array as cl_array
+
+from grenade_py.device import Device, Launch
+from grenade_py.errors import ShapeError
+from grenade_py.layers.base import Buffers, Layer, sub
+from grenade_py.shapes import Shape
+
+
+class Series(Layer):
+    """Layers in order; shape D_in -> D_out of the last layer.
+
+    Ports the forward and backward folds of Grenade.Core.Network (runNetwork, runGradient).
+    """
+
+    def __init__(self, layers: Sequence[Layer]) -> None:
+        super().__init__()
+        self.layers = list(layers)
+        if not self.layers:
+            raise ShapeError("a network needs at least one layer")
+        for index, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {index} is {layer!r}, not a grenade_py layer")
+        #: The shapes between the layers, input first (known once placed).
+        self.shapes: list[Shape] = []
+
+    def shape_list(self, in_shape: Shape) -> list[Shape]:
+        """`in_shape`, then every layer's output shape; ShapeError names the failing layer
+        (by its path through any branches) and both shapes."""
+        shapes = [in_shape]
+        for index, layer in enumerate(self.layers):
+            try:
+                shapes.append(layer.out_shape(shapes[-1]))
+            except ShapeError as e:
+                where = f"layer {index} ({layer.label()})"
+                if e.located:
+                    raise ShapeError(f"{where} {e}", located=True) from None
+                raise ShapeError(f"{where} {e}, but its input is {shapes[-1]!r}",
+                                 located=True) from None
+        return shapes
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        return self.shape_list(in_shape)[-1]
+
+    def children(self, in_shape: Shape) -> list[tuple[str, Layer, Shape]]:
+        shapes = self.shape_list(in_shape)
+        return [(str(i), layer, shape) for i, (layer, shape)
+                in enumerate(zip(self.layers, shapes, strict=False))]
+
+    def bind(self, device: Device, in_shape: Shape, network: Any) -> None:
+        super().bind(device, in_shape, network)
+        self.shapes = self.shape_list(in_shape)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "layers": [layer.spec() for layer in self.layers]}
+
+    def __repr__(self) -> str:
+        return f"[{', '.join(repr(layer) for layer in self.layers)}]"
+
+    def label(self) -> str:
+        return type(self).__name__
+
+    # -- running -------------------------------------------------------------------------------
+    def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        inner = {f"{kind}{k}": (n, *self.shapes[k].dims)
+                 for k in range(1, len(self.layers)) for kind in ("a", "d")}
+        return inner | self.child_buffers(n)
+
+    def activations(self, x: cl_array.Array, y: cl_array.Array,
+                    buffers: Buffers) -> list[cl_array.Array]:
+        """The buffers at every boundary, x first and y last."""
+        return [x] + [buffers[f"a{k}"] for k in range(1, len(self.layers))] + [y]
+
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
+                training: bool) -> list[Launch]:
+        acts = self.activations(x, y, buffers)
+        launches = []
+        for i, layer in enumerate(self.layers):
+            launches += layer.forward(n, acts[i], acts[i + 1], sub(buffers, str(i)), training)
+        return launches
+
+    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
+                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
+        return self.backward_below(len(self.layers), n, x, y, dy, dx, buffers)
+
+    def backward_below(self, top: int, n: int, x: cl_array.Array, y: cl_array.Array,
+                       dy: cl_array.Array, dx: cl_array.Array | None,
+                       buffers: Buffers) -> list[Launch]:
+        """The backward pass of layers top - 1 .. 0, from `dy`, the delta at boundary `top`
+        (the output when top is the layer count; the loss may start lower, as cross entropy
+        starts at the logits)."""
+        acts = self.activations(x, y, buffers)
+        deltas: list[cl_array.Array | None] = [dx] + [
+            buffers[f"d{k}"] for k in range(1, len(self.layers))] + [None]
+        deltas[top] = dy
+        launches = []
+        for i in reversed(range(top)):
+            delta = deltas[i + 1]
+            assert delta is not None  # only dx may be None
+            launches += self.layers[i].backward(n, acts[i], acts[i + 1], delta, deltas[i],
+                                                sub(buffers, str(i)))
+        return launches
