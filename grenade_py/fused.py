@@ -21,7 +21,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import Device, buffer, kernel_source
+from grenade_py.device import Device, buffer, kernel_source, named_errors
 from grenade_py.layers import Layer, Series
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
@@ -124,7 +124,8 @@ class FusedTrainer:
             self._learning = learning
         k.set_arg(0, np.int32(start))
         k.set_arg(1, np.int32(count))
-        cl.enqueue_nd_range_kernel(self.device.queue, k, (self.lanes,), (self.lanes,))
+        with named_errors(f"run the fused training loop on {self.device.name}"):
+            cl.enqueue_nd_range_kernel(self.device.queue, k, (self.lanes,), (self.lanes,))
 
 
 def fused_trainer(net: Network) -> FusedTrainer | None:

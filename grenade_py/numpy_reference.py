@@ -1,12 +1,16 @@
 """A plain numpy transcription of Grenade's maths: the oracle for tests and the numpy column of
-the benchmark. Same layers, same loss gradient (output - target), same descent rule."""
+the benchmark. Same layers (branches and nested networks included), same loss gradient
+(output - target), same descent rule. Batches are (N, *shape.dims), D3 channel-major."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from grenade_py.learning import LearningParameters
+
+Params = dict[str, np.ndarray]
 
 
 def _forward(kind: str, x: np.ndarray) -> np.ndarray:
@@ -19,6 +23,8 @@ def _forward(kind: str, x: np.ndarray) -> np.ndarray:
     if kind == "Softmax":
         e = np.exp(x - x.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+    if kind == "Trivial":
+        return x.copy()
     raise ValueError(f"no numpy reference for {kind}")
 
 
@@ -32,7 +38,65 @@ def _backward(kind: str, x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.nda
         return y * (1 - y) * dy
     if kind == "Softmax":
         return y * (dy - (dy * y).sum(axis=1, keepdims=True))
+    if kind == "Trivial":
+        return dy.copy()
     raise ValueError(f"no numpy reference for {kind}")
+
+
+def _part(params: Params, key: str) -> Params:
+    prefix = key + "."
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def forward(spec: dict[str, Any], p: Params, x: np.ndarray) -> tuple[np.ndarray, Any]:
+    """A layer's output for batch x, and the tape its backward pass needs."""
+    kind = spec["type"]
+    if kind == "FullyConnected":
+        return x @ p["weights"].T + p["bias"], x
+    if kind in ("Series", "Network"):
+        tapes = []
+        for i, child in enumerate(spec["layers"]):
+            x, tape = forward(child, _part(p, str(i)), x)
+            tapes.append(tape)
+        return x, tapes
+    if kind in ("Concat", "Merge"):
+        ya, ta = forward(spec["a"], _part(p, "a"), x)
+        yb, tb = forward(spec["b"], _part(p, "b"), x)
+        if kind == "Merge":
+            y = ya + yb
+        else:
+            y = np.stack([ya, yb], axis=1) if spec["stacked"] else np.concatenate([ya, yb], 1)
+        return y, (ta, tb, ya.shape)
+    y = _forward(kind, x)
+    return y, (x, y)
+
+
+def backward(spec: dict[str, Any], p: Params, tape: Any,
+             dy: np.ndarray) -> tuple[Params, np.ndarray]:
+    """A layer's parameter gradients (summed over the batch, keyed by path) and input delta."""
+    kind = spec["type"]
+    if kind == "FullyConnected":
+        return {"weights": dy.T @ tape, "bias": dy.sum(axis=0)}, dy @ p["weights"]
+    if kind in ("Series", "Network"):
+        grads: Params = {}
+        for i in reversed(range(len(spec["layers"]))):
+            g, dy = backward(spec["layers"][i], _part(p, str(i)), tape[i], dy)
+            grads |= {f"{i}.{k}": v for k, v in g.items()}
+        return grads, dy
+    if kind in ("Concat", "Merge"):
+        ta, tb, shape_a = tape
+        if kind == "Merge":
+            dya, dyb = dy, dy
+        elif spec["stacked"]:
+            dya, dyb = dy[:, 0], dy[:, 1]
+        else:
+            dya, dyb = dy[:, :shape_a[1]], dy[:, shape_a[1]:]
+        ga, dxa = backward(spec["a"], _part(p, "a"), ta, dya)
+        gb, dxb = backward(spec["b"], _part(p, "b"), tb, dyb)
+        return {f"a.{k}": v for k, v in ga.items()} | {f"b.{k}": v for k, v in gb.items()}, \
+            dxa + dxb
+    x, y = tape
+    return {}, _backward(kind, x, y, dy)
 
 
 def descend(w: np.ndarray, m: np.ndarray, g: np.ndarray,
@@ -43,42 +107,40 @@ def descend(w: np.ndarray, m: np.ndarray, g: np.ndarray,
 
 
 class NumpyNetwork:
-    """A network of layer kinds ("FullyConnected", "Tanh", ...) with parameters as given by
-    `Network.get_parameters()`; batches are (N, features)."""
+    """A network of layer specs (`layer.spec()`, or just type names such as "Tanh") with
+    parameters as given by `Network.get_parameters()`; batches are (N, *shape.dims)."""
 
-    def __init__(self, kinds: Sequence[str], parameters: Sequence[dict[str, np.ndarray]],
-                 dtype: type = np.float64) -> None:
-        self.kinds = list(kinds)
-        self.parameters: list[dict[str, np.ndarray]] = [
+    def __init__(self, layers: Sequence[dict[str, Any] | str],
+                 parameters: Sequence[Params], dtype: type = np.float64) -> None:
+        self.specs = [{"type": s} if isinstance(s, str) else s for s in layers]
+        self.parameters: list[Params] = [
             {k: np.array(v, dtype=dtype) for k, v in p.items()} for p in parameters]
         self.momentum = [{k: np.zeros_like(v) for k, v in p.items()} for p in self.parameters]
 
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
         """Every activation, input first."""
         acts = [x]
-        for kind, p in zip(self.kinds, self.parameters, strict=True):
-            x = x @ p["weights"].T + p["bias"] if kind == "FullyConnected" else _forward(kind, x)
-            acts.append(x)
+        for spec, p in zip(self.specs, self.parameters, strict=True):
+            acts.append(forward(spec, p, acts[-1])[0])
         return acts
 
     def gradients(self, x: np.ndarray, y: np.ndarray,
-                  loss: str = "squared_error") -> list[dict[str, np.ndarray]]:
+                  loss: str = "squared_error") -> list[Params]:
         """Gradients of every layer, averaged over the batch, for Grenade's output - target, or
         with "cross_entropy" (last layer Softmax) for p - t at the logits."""
-        acts = self.forward(x)
+        acts, tapes = [x], []
+        for spec, p in zip(self.specs, self.parameters, strict=True):
+            out, tape = forward(spec, p, acts[-1])
+            acts.append(out)
+            tapes.append(tape)
         delta = (acts[-1] - y) * (1.0 / len(x))
-        grads: list[dict[str, np.ndarray]] = [{} for _ in self.kinds]
-        last = len(self.kinds) - (1 if loss == "cross_entropy" else 0)
+        grads: list[Params] = [{} for _ in self.specs]
+        last = len(self.specs) - (1 if loss == "cross_entropy" else 0)
         for i in reversed(range(last)):
-            kind = self.kinds[i]
-            if kind == "FullyConnected":
-                grads[i] = {"weights": delta.T @ acts[i], "bias": delta.sum(axis=0)}
-                delta = delta @ self.parameters[i]["weights"]
-            else:
-                delta = _backward(kind, acts[i], acts[i + 1], delta)
+            grads[i], delta = backward(self.specs[i], self.parameters[i], tapes[i], delta)
         return grads
 
-    def update(self, grads: list[dict[str, np.ndarray]], lp: LearningParameters) -> None:
+    def update(self, grads: list[Params], lp: LearningParameters) -> None:
         for p, m, g in zip(self.parameters, self.momentum, grads, strict=True):
             for name in g:
                 p[name], m[name] = descend(p[name], m[name], g[name], lp)
@@ -92,3 +154,14 @@ class NumpyNetwork:
         """Grenade's foldl' train: one step per example, in order."""
         for i in range(len(xs)):
             self.train(xs[i:i + 1], ys[i:i + 1], lp)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, lp: LearningParameters, batch_size: int,
+            epochs: int, seed: int | None, loss: str = "squared_error") -> None:
+        """`grenade_py.fit`'s steps: each epoch a permutation drawn from one seeded generator,
+        then averaged steps over consecutive batches of it (the last may be smaller)."""
+        rng = np.random.default_rng(seed)
+        for _ in range(epochs):
+            order = rng.permutation(len(x))
+            for start in range(0, len(x), batch_size):
+                rows = order[start:start + batch_size]
+                self.train(x[rows], y[rows], lp, loss)

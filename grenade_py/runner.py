@@ -13,7 +13,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import execution
-from grenade_py.device import buffer
+from grenade_py.device import buffer, opencl_errors
 from grenade_py.execution import Plan, enqueue
 from grenade_py.learning import LearningParameters
 from grenade_py.losses import check_loss, check_targets, metric_launches
@@ -81,6 +81,7 @@ def _upload(queue: cl.CommandQueue, plan: Plan, xs: np.ndarray, ys: np.ndarray) 
     cl.enqueue_copy(queue, buffer(plan.target), ys, is_blocking=False)
 
 
+@opencl_errors
 def run_net(net: Network, x: np.ndarray) -> np.ndarray:
     """Grenade's runNet: the network's output for `x`.
 
@@ -100,6 +101,7 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
     return out[0] if single else out
 
 
+@opencl_errors
 def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
           per_example: bool = False, loss: str = "squared_error",
           progress: Callable[[int], None] | None = None) -> Network:
@@ -153,6 +155,7 @@ def _train_layer_by_layer(net: Network, params: LearningParameters, xs: cl_array
         _step(net, plan, params, loss)
 
 
+@opencl_errors
 def back_propagate(net: Network, x: np.ndarray, y: np.ndarray,
                    loss: str = "squared_error") -> list[dict[str, np.ndarray]]:
     """Grenade's backPropagate: every layer's gradient for inputs `x` and targets `y`, averaged
@@ -166,6 +169,7 @@ def back_propagate(net: Network, x: np.ndarray, y: np.ndarray,
     return [{k: v.get() for k, v in layer.gradients.items()} for layer in net.layers]
 
 
+@opencl_errors
 def apply_update(net: Network, params: LearningParameters) -> None:
     """Grenade's applyUpdate: one momentum + L2 descent step of every layer, from the gradients
     left on the device by the last backward pass."""
@@ -174,6 +178,7 @@ def apply_update(net: Network, params: LearningParameters) -> None:
     execution.update(net, params)()
 
 
+@opencl_errors
 def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
              loss: str = "squared_error") -> dict[str, float]:
     """Mean loss and accuracy of `net` on (x, y), as `fit` reports them (see
@@ -192,6 +197,7 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     return {"loss": float(totals[0]) / len(xs), "accuracy": float(totals[1]) / len(xs)}
 
 
+@opencl_errors
 def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
         batch_size: int = 32, epochs: int = 1, shuffle: bool = True, seed: int | None = None,
         loss: str = "squared_error", progress: Callable[[int, int], None] | None = None,

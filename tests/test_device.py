@@ -35,6 +35,37 @@ def test_bad_spec_and_precision():
 def test_pyopencl_ctx_is_honoured(monkeypatch):
     monkeypatch.setenv("PYOPENCL_CTX", "0:0")
     assert Device().cl_device == cl.get_platforms()[0].get_devices()[0]
+    last = len(cl.get_platforms()) - 1
+    monkeypatch.setenv("PYOPENCL_CTX", f"{last}:0")
+    assert Device().cl_device == cl.get_platforms()[last].get_devices()[0]
+
+
+def test_device_specs_as_pyopencl_reads_them(monkeypatch):
+    """Name substrings, as pyopencl's create_some_context accepts; no negative indices."""
+    platform = cl.get_platforms()[0]
+    name = platform.name.split()[0].lower()
+    monkeypatch.setenv("PYOPENCL_CTX", name)
+    assert name in Device().cl_device.platform.name.lower()
+    monkeypatch.delenv("PYOPENCL_CTX")
+    device_name = platform.get_devices()[0].name
+    assert Device(f"0:{device_name[:6]}").cl_device.name == device_name
+    for spec in ("-1:0", "0:-1", "no such platform"):
+        with pytest.raises(DeviceError, match="no OpenCL device"):
+            Device(spec)
+
+
+def test_enqueue_errors_are_named(device, monkeypatch):
+    from grenade_py import D1, FullyConnected, Network, run_net
+
+    net = Network([FullyConnected(2, 1)], input=D1(2), device=device)
+
+    def failing(*args, **kwargs):
+        raise cl.LogicError("clEnqueueNDRangeKernel", cl.status_code.INVALID_WORK_GROUP_SIZE,
+                            "invalid work group size")
+
+    monkeypatch.setattr(cl, "enqueue_nd_range_kernel", failing)
+    with pytest.raises(DeviceError, match=r"OpenCL could not run fc_forward on .* over \(1, 1\)"):
+        run_net(net, np.zeros(2))
 
 
 def test_precision_sets_dtype(device):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyopencl as cl
 import pytest
 
 from grenade_py import D1, D2, FullyConnected, Logit, Network, Relu, ShapeError, Tanh, run_net
@@ -73,3 +74,38 @@ def test_seeded_initialisation(device):
     assert 0.9 < np.abs(grenade).max() <= 1.0
     with pytest.raises(ValueError, match="init"):
         weights(1, "glorot")
+
+
+def test_a_failed_build_places_nothing(device):
+    layer = FullyConnected(2, 2)
+    with pytest.raises(ValueError, match="init must be one of"):
+        Network([layer], input=D1(2), device=device, init="glorot")
+    with pytest.raises(ShapeError):
+        Network([layer, FullyConnected(3, 1)], input=D1(2), device=device)
+    Network([layer], input=D1(2), device=device)  # the same layer builds afterwards
+
+
+def test_bad_init_is_refused_without_parameters_too(device):
+    with pytest.raises(ValueError, match="init must be one of"):
+        Network([Tanh()], input=D1(2), device=device, init="glorot")
+
+
+def test_input_and_device_arguments(device):
+    with pytest.raises(TypeError, match="input must be a shape"):
+        Network([Tanh()], input="D1 2", device=device)
+    with pytest.raises(TypeError, match="device must be a Device"):
+        Network([Tanh()], input=D1(2), device=3)
+    assert Network([Tanh()], input=D1(2), device="0:0").device.cl_device is not None
+
+
+def test_parameters_live_in_one_flat_buffer(device):
+    """Every parameter is a view of the network's flat buffer, so one launch updates all."""
+    net = Network([FullyConnected(3, 5), Tanh(), FullyConnected(5, 2)], input=D1(3),
+                  device=device, seed=1)
+    flat = net.flat["parameters"].get()
+    for layer in net.layers:
+        for view in layer.parameters.values():
+            offset = view.base_data.get_info(cl.mem_info.OFFSET)
+            start = offset // flat.itemsize
+            np.testing.assert_array_equal(flat[start:start + view.size], view.get().ravel())
+    assert flat.size >= 3 * 5 + 5 + 5 * 2 + 2

@@ -50,18 +50,29 @@ def test_batch_step_averages_per_example_gradients(device64, rng):
             np.testing.assert_allclose(value, mean, rtol=1e-12, atol=1e-14)
 
 
-def test_back_propagate_then_apply_update_is_train(device64, rng):
+def test_back_propagate_and_apply_update_against_numpy(device64, rng):
+    """back_propagate's gradients are numpy's; apply_update is one descent step of every
+    parameter from them, and train is the two together."""
     def make():
         return Network([FullyConnected(2, 3), Relu(), FullyConnected(3, 1)], input=D1(2),
                        device=device64, seed=9)
 
     x, y = rng.normal(size=(5, 2)), rng.normal(size=(5, 1))
     a, b = make(), make()
-    train(a, LP, x, y)
-    back_propagate(b, x, y)
-    apply_update(b, LP)
-    for pa, pb in zip(a.get_parameters(), b.get_parameters(), strict=True):
-        for name in pa:
+    reference = NumpyNetwork(["FullyConnected", "Relu", "FullyConnected"], a.get_parameters())
+    expected = reference.gradients(x, y)
+    grads = back_propagate(a, x, y)
+    for got, want in zip(grads, expected, strict=True):
+        assert set(got) == set(want)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-14)
+    apply_update(a, LP)
+    reference.update(expected, LP)
+    train(b, LP, x, y)
+    for pa, pb, want in zip(a.get_parameters(), b.get_parameters(), reference.parameters,
+                            strict=True):
+        for name in want:
+            np.testing.assert_allclose(pa[name], want[name], rtol=1e-12, atol=1e-14)
             np.testing.assert_array_equal(pa[name], pb[name])
 
 

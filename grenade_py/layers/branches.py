@@ -82,7 +82,7 @@ class Branches(Layer):
         return {"type": type(self).__name__, "a": self.a.spec(), "b": self.b.spec()}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__} {self.a!r} {self.b!r}"
+        return f"{type(self).__name__} ({self.a!r}) ({self.b!r})"
 
     def label(self) -> str:
         return type(self).__name__
