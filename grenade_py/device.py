@@ -175,8 +175,19 @@ class Device:
         except cl.LogicError:
             raise KernelBuildError(f"no kernel {name!r} in the program") from None
 
-    def to_device(self, array: np.ndarray) -> cl_array.Array:
+    def check_allocation(self, what: str, nbytes: int) -> None:
+        """DeviceError unless one buffer of `nbytes` fits the device's allocation limit, and
+        its elements the kernels' 32-bit indices."""
+        limit = int(self.cl_device.max_mem_alloc_size)
+        if nbytes > limit or nbytes // np.dtype(self.dtype).itemsize >= 2**31:
+            raise DeviceError(
+                f"{what} need a buffer of {_size(nbytes)}, more than "
+                f"{self.cl_device.name.strip()} allows in one buffer ({_size(limit)}, and fewer "
+                f"than 2**31 values): use a smaller batch or layer")
+
+    def to_device(self, array: np.ndarray, what: str = "the data") -> cl_array.Array:
         """Copy a host array to a new device array of this device's precision."""
+        self.check_allocation(what, array.size * np.dtype(self.dtype).itemsize)
         return cl_array.to_device(self.queue, np.ascontiguousarray(array, dtype=self.dtype))
 
     def zeros(self, shape: tuple[int, ...]) -> cl_array.Array:
@@ -187,6 +198,10 @@ class Device:
                program: cl.Program | None = None) -> Launch:
         """A kernel with its arguments set once, ready to enqueue many times."""
         return Launch(self, self.kernel(name, program), global_size, args)
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes} bytes"
 
 
 def buffer(array: cl_array.Array) -> cl.Buffer:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 
+import numpy as np
+
 from grenade_py.device import Launch
 from grenade_py.fused import FusedTrainer, fused_trainer
 from grenade_py.learning import LearningParameters
@@ -29,11 +31,16 @@ class Plan:
     def __init__(self, net: Network, n: int) -> None:
         device = net.device
         self.n = n
+        buffers = net.batch_buffers(n)
+        io = {"input": (n, *net.input_shape.dims), "output": (n, *net.output_shape.dims)}
+        for name, shape in (io | buffers).items():
+            device.check_allocation(f"a batch of {n} ({name})",
+                                    int(np.prod(shape)) * np.dtype(device.dtype).itemsize)
         self.input = device.zeros((n, *net.input_shape.dims))
         self.output = device.zeros((n, *net.output_shape.dims))
         self.target = device.zeros((n, *net.output_shape.dims))
         self.delta = device.zeros((n, *net.output_shape.dims))
-        self.buffers = {k: device.zeros(s) for k, s in net.batch_buffers(n).items()}
+        self.buffers = {k: device.zeros(s) for k, s in buffers.items()}
         self._forward: dict[bool, list[Launch]] = {}
         self._gradient: dict[str, list[Launch]] = {}
 

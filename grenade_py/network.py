@@ -17,7 +17,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import model_file
-from grenade_py.device import Device
+from grenade_py.device import Device, named_errors
 from grenade_py.errors import ModelFileError, ShapeError
 from grenade_py.layers import INITS, LAYER_TYPES, Concat, Layer, Merge, Series
 from grenade_py.shapes import Shape, check_shape, parse_shape
@@ -270,10 +270,12 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
     rng = np.random.default_rng(seed)
     itemsize = np.dtype(device.dtype).itemsize
     align = max(1, device.cl_device.mem_base_addr_align // 8 // itemsize)
+    leaves = [layer for _, layer, in_shape in nodes if not layer.children(in_shape)]
+    sizes = [int(np.prod(shape)) for layer in leaves for shape in layer.parameter_shapes().values()]
+    device.check_allocation("the network's parameters",
+                            max(1, sum(-(-n // align) * align for n in sizes)) * itemsize)
     layout, chunks, total = [], [], 0  # layout: (layer, name, offset, shape)
-    for _, layer, in_shape in nodes:
-        if layer.children(in_shape) or not layer.parameter_shapes():
-            continue
+    for layer in leaves:
         if layer._network is not None:  # inside a nested network: keep what it has
             values = {role: {k: v.get() for k, v in getattr(layer, role).items()}
                       for role in ROLES}
@@ -289,14 +291,11 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
     for offset, by_role in chunks:
         for role, value in by_role.items():
             host[role][offset:offset + value.size] = np.ravel(value)
-    try:
+    with named_errors(f"allocate the network's {total} parameters on {device.name}"):
         flat = {role: device.to_device(host[role]) for role in ROLES}
         flat["gradients"] = device.zeros((max(total, 1),))
         views = [(layer, name, {role: _view(flat[role], offset, shape) for role in flat})
                  for layer, name, offset, shape in layout]
-    except cl.Error as e:
-        raise ValueError(f"cannot allocate the network's {total} parameters on {device.name}: "
-                         f"{e}") from None
     # Everything is allocated: only now bind the layers.
     for layer, _, _, _ in layout:
         layer.parameters, layer.momentum, layer.gradients = {}, {}, {}

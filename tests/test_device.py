@@ -93,3 +93,26 @@ def test_devices_cli_lists_the_default():
     result = subprocess.run([sys.executable, "-m", "grenade_py.devices"], capture_output=True,
                             text=True, timeout=60, check=True)
     assert "platform 0:" in result.stdout and " * " in result.stdout
+
+
+def test_buffers_over_the_device_limit_are_named():
+    """Sizes are compared with the device's allocation limit before anything is allocated."""
+    from grenade_py import D1, FullyConnected, Network, run_net
+
+    device = Device()
+    real = device.cl_device
+
+    class Limited:
+        max_mem_alloc_size = 4096
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    device.cl_device = Limited()
+    with pytest.raises(DeviceError, match=r"the network's parameters need a buffer of .* bytes"
+                                          r".*4096.*use a smaller batch or layer"):
+        Network([FullyConnected(100, 20)], input=D1(100), device=device)
+    net = Network([FullyConnected(10, 2)], input=D1(10), device=device)
+    with pytest.raises(DeviceError, match=r"a batch of 200 \(input\) need"):
+        run_net(net, np.zeros((200, 10)))
+    assert run_net(net, np.zeros((20, 10))).shape == (20, 2)
