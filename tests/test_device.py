@@ -64,7 +64,7 @@ def test_enqueue_errors_are_named(device, monkeypatch):
                             "invalid work group size")
 
     monkeypatch.setattr(cl, "enqueue_nd_range_kernel", failing)
-    with pytest.raises(DeviceError, match=r"OpenCL could not run fc_forward on .* over \(\d+, \d+\)"):
+    with pytest.raises(DeviceError, match=r"could not run fc_forward on .* over \(\d+, \d+\)"):
         run_net(net, np.zeros(2))
 
 
