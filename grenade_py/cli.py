@@ -3,13 +3,17 @@ announce, and GrenadeErrors turned into one-line messages instead of tracebacks.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import click
 
 from grenade_py.device import Device
 from grenade_py.errors import GrenadeError
 from grenade_py.learning import LearningParameters
+from grenade_py.network import Network
 
 
 def learning_parameters(rate: float, momentum: float, l2: float) -> LearningParameters:
@@ -25,6 +29,35 @@ def open_device(spec: str | None, precision: str) -> Device:
     device = Device(spec, precision=precision)
     click.echo(f"device: {device.name}", err=True)
     return device
+
+
+def check_writable(path: str | None, option: str = "--save") -> None:
+    """A usage error now, before any training, unless a model file can be written at `path`."""
+    if path is None:
+        return
+    target = Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"folder {folder} does not exist", param_hint=option)
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise click.BadParameter(f"cannot write {target}", param_hint=option)
+
+
+@contextlib.contextmanager
+def save_on_interrupt(net: Network, path: str | None, trained: Callable[[], bool]
+                      ) -> Iterator[None]:
+    """On Ctrl-C, save what was trained to `path` (if given and `trained()`), say so, and exit
+    with status 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if path and trained():
+            net.save(path)
+            click.echo(f"\ninterrupted: saved what was trained to {path} (resume with --load "
+                       f"{path})", err=True)
+        else:
+            click.echo("\ninterrupted: nothing saved", err=True)
+        sys.exit(130)
 
 
 @contextlib.contextmanager

@@ -53,13 +53,33 @@ def kernel_source() -> str:
     return "\n".join(f"// ---- {f.name}\n{f.read_text()}" for f in files)
 
 
+def _pocl_cache_hint() -> str:
+    """Why PoCL may offer nothing: it offers no device when it cannot write its kernel cache."""
+    try:
+        cache = Path(os.environ.get("POCL_CACHE_DIR") or Path(
+            os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pocl" / "kcache")
+    except RuntimeError:  # no home folder at all
+        return " PoCL needs a kernel cache folder: set POCL_CACHE_DIR to a writable folder."
+    existing = cache
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and os.access(existing, os.W_OK):
+        return ""
+    return (f" PoCL offers no device when it cannot write its kernel cache, and {cache} cannot "
+            "be created or written: set POCL_CACHE_DIR to a writable folder.")
+
+
+def _remedy() -> str:
+    return _pocl_cache_hint() or " " + INSTALL_HINT
+
+
 def _platforms() -> list[cl.Platform]:
     try:
         platforms = cl.get_platforms()
     except cl.Error as e:  # the ICD loader raises when it finds no platform at all
-        raise DeviceError(f"no OpenCL platform found ({e}). {INSTALL_HINT}") from None
+        raise DeviceError(f"no OpenCL platform found ({e}).{_remedy()}") from None
     if not platforms:
-        raise DeviceError(f"no OpenCL platform found. {INSTALL_HINT}")
+        raise DeviceError(f"no OpenCL platform found.{_remedy()}")
     return platforms
 
 
@@ -77,7 +97,7 @@ def _default_cl_device() -> cl.Device:
     """
     devices = [d for p in _platforms() for d in p.get_devices()]
     if not devices:
-        raise DeviceError(f"OpenCL platforms exist but offer no device. {INSTALL_HINT}")
+        raise DeviceError(f"OpenCL platforms exist but offer no device.{_remedy()}")
     gpus = [d for d in devices if d.type & cl.device_type.GPU]
     pocl = sorted((d for d in devices if "portable computing language" in d.platform.name.lower()),
                   key=_pocl_version, reverse=True)

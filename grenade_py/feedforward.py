@@ -13,7 +13,7 @@ import sys
 import click
 import numpy as np
 
-from grenade_py.cli import learning_parameters, open_device, user_errors
+from grenade_py.cli import check_writable, learning_parameters, open_device, user_errors
 from grenade_py.device import Device
 from grenade_py.layers import FullyConnected, Logit, Relu, Tanh
 from grenade_py.learning import LearningParameters
@@ -101,7 +101,8 @@ def train_circles(net: Network, params: LearningParameters, examples: int, batch
 @click.option("--l2", default=0.0005, show_default=True, type=float, help="L2 regulariser.")
 @click.option("--load", type=click.Path(dir_okay=False), help="Start from this model file.")
 @click.option("--save", type=click.Path(dir_okay=False), help="Write the trained model here.")
-@click.option("--seed", type=int, default=None, help="Seed for initial weights and data.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed for the initial weights and the data.")
 @click.option("--device", "device_spec", default=None,
               help="PLATFORM:DEVICE (see `python -m grenade_py.devices`).")
 @click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32",
@@ -113,6 +114,7 @@ def main(examples: int, rate: float, momentum: float, l2: float, load: str | Non
          batch_size: int) -> None:
     """Learn two circles and draw them, as Grenade's feedforward example does."""
     params = learning_parameters(rate, momentum, l2)
+    check_writable(save)
     with user_errors():
         device = open_device(device_spec, precision)
         data_seed, weights_seed = seeds(seed)

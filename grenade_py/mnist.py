@@ -10,12 +10,19 @@ from __future__ import annotations
 import gzip
 import struct
 import sys
+import zlib
 from pathlib import Path
 
 import click
 import numpy as np
 
-from grenade_py.cli import learning_parameters, open_device, user_errors
+from grenade_py.cli import (
+    check_writable,
+    learning_parameters,
+    open_device,
+    save_on_interrupt,
+    user_errors,
+)
 from grenade_py.device import Device
 from grenade_py.errors import DataError
 from grenade_py.layers import FullyConnected, Logit, Relu, Softmax
@@ -36,8 +43,8 @@ def read_idx(path: str | Path) -> np.ndarray:
             raw = gzip.decompress(raw)
     except OSError as e:  # gzip.BadGzipFile and EOFError-free truncation land here or below
         raise DataError(f"cannot read {path}: {e}") from None
-    except EOFError:
-        raise DataError(f"{path} is a truncated gzip file") from None
+    except (EOFError, zlib.error):
+        raise DataError(f"{path} is a truncated or corrupted gzip file") from None
     if len(raw) < 8:
         raise DataError(f"{path} is too short to be an IDX file ({len(raw)} bytes)")
     magic, count = struct.unpack(">II", raw[:8])
@@ -81,6 +88,9 @@ def load_mnist(directory: str | Path) -> tuple[np.ndarray, ...]:
             raise DataError(f"{directory}: {kind} images and labels files are swapped")
         if len(images) != len(labels):
             raise DataError(f"{directory}: {len(images)} {kind} images but {len(labels)} labels")
+        if len(images) == 0 or images.shape[1:] != (28, 28):
+            raise DataError(f"{directory}: {kind} images are {len(images)} of "
+                            f"{images.shape[1]}x{images.shape[2]}; MNIST has 28x28 images")
         if labels.max(initial=0) > 9:
             raise DataError(f"{directory}: {kind} labels go up to {labels.max()}, not 0-9")
         sets += [images.reshape(len(images), -1) / 255.0, np.eye(10)[labels]]
@@ -113,24 +123,30 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
               help="Learning rate  [default: 0.05 for mlp, 0.1 for mlp3]")
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--l2", type=float, default=0.0001, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--device", "device_spec", default=None, help="PLATFORM:DEVICE.")
 @click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on the first LIMIT training images only.")
-@click.option("--save", type=click.Path(dir_okay=False), help="Write the trained model here.")
+@click.option("--save", type=click.Path(dir_okay=False),
+              help="Write the trained model here (also on Ctrl-C after an epoch).")
+@click.option("--load", type=click.Path(dir_okay=False),
+              help="Resume from a model file written by --save (momentum included).")
 def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | None,
          momentum: float, l2: float, seed: int, device_spec: str | None, precision: str,
-         limit: int | None, save: str | None) -> None:
+         limit: int | None, save: str | None, load: str | None) -> None:
     """Train an MLP on MNIST; print train loss, test accuracy and examples/s per epoch."""
     params = learning_parameters(rate if rate is not None else DEFAULT_RATES[arch], momentum, l2)
+    check_writable(save)
     with user_errors():
         train_x, train_y, test_x, test_y = load_mnist(data_dir)
         if limit is not None:
             train_x, train_y = train_x[:limit], train_y[:limit]
         device = open_device(device_spec, precision)
         net = mnist_network(arch, device, seed=seed)
+        if load:
+            net = Network.load(load, device=device, like=net)
         click.echo(f"{net}\n{len(train_x)} training images, {len(test_x)} test images", err=True)
         click.echo("epoch  train loss  train acc  test acc  examples/s")
         steps = -(-len(train_x) // batch_size)
@@ -151,9 +167,10 @@ def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | N
                 raise click.ClickException("training diverged (loss is not finite); lower "
                                            "--rate")
 
-        fit(net, params, train_x, train_y, batch_size=batch_size, epochs=epochs, seed=seed,
-            loss="cross_entropy", validation=(test_x, test_y), on_epoch=report,
-            progress=progress if bar is not None else None)
+        with save_on_interrupt(net, save, lambda: done > 0):
+            fit(net, params, train_x, train_y, batch_size=batch_size, epochs=epochs, seed=seed,
+                loss="cross_entropy", validation=(test_x, test_y), on_epoch=report,
+                progress=progress if bar is not None else None)
         if bar is not None:
             bar.render_finish()
         if save:

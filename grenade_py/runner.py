@@ -4,6 +4,7 @@ numpy in, numpy out; within a step everything stays on the device."""
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,8 @@ log = logging.getLogger("grenade_py")
 
 #: run_net splits larger inputs into chunks of this many samples.
 RUN_CHUNK = 4096
+#: Per-example training launches about this many examples x parameters at a time.
+FUSED_WORK = 1 << 25
 
 
 def _batch(x: object, shape: Shape, what: str, dtype: type) -> tuple[np.ndarray, bool]:
@@ -60,11 +63,30 @@ def _examples(net: Network, x: object, y: object,
     return xs, ys
 
 
-def _check(net: Network, params: object, loss: str) -> LearningParameters:
+def _check(net: Network, params: object, loss: str = "squared_error") -> LearningParameters:
+    """`params`, if they are LearningParameters that the device's precision holds, and `loss`
+    fits the network."""
+    net.check_runnable()
     if not isinstance(params, LearningParameters):
         raise TypeError(f"expected LearningParameters, got {params!r}")
+    real = np.dtype(net.device.dtype).type
+    with np.errstate(over="ignore"):
+        cast = {name: real(getattr(params, name)) for name in ("rate", "momentum", "l2")}
+        cast["rate * l2"] = cast["rate"] * cast["l2"]
+    for name, value in cast.items():
+        if not np.isfinite(value):
+            raise ValueError(f"{params} : {name} overflows {net.device.precision}; use a "
+                             "smaller value")
     check_loss(net, loss)
     return params
+
+
+def _count(value: object, name: str, least: int) -> int:
+    """`value` as an int >= least (numpy integers welcome), else ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or \
+            value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    return int(value)
 
 
 def _step(net: Network, plan: Plan, params: LearningParameters | None, loss: str) -> None:
@@ -110,9 +132,10 @@ def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray
     Shape: x is one sample (input.dims) or a batch (N, *input.dims); y likewise with
     output.dims. With a batch, one step on the gradient averaged over the batch (N = 1 is
     exactly Grenade's step); with `per_example=True`, N of Grenade's steps, one per example in
-    order, each moving the weights before the next example is seen, run by one kernel that loops
+    order, each moving the weights before the next example is seen, run by a kernel that loops
     over the examples on the device (`grenade_py.fused`) where every layer has a device-side
-    form, else layer by layer with identical results.
+    form, else layer by layer with identical results; launched for runs of about FUSED_WORK
+    examples x parameters, each waited for, so that Ctrl-C is honoured within ~0.1 s.
     `loss`: "squared_error" (Grenade's gradient output - target) or "cross_entropy" (network
     ending in Softmax; gradient p - t at the logits).
     `progress(done)` is called now and then with the number of examples done (per_example only).
@@ -127,16 +150,18 @@ def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray
         _step(net, plan, params, loss)
         return net
     xs_dev, ys_dev = net.device.to_device(xs), net.device.to_device(ys)
-    chunk = max(1, len(xs) // 100) if progress is not None else len(xs)
     trainer = execution.fused(net) if loss == "squared_error" else None
+    # Launches of bounded work (~10-100 ms), each waited for, so that Ctrl-C is honoured soon.
+    bound = FUSED_WORK // net.flat["parameters"].size if trainer is not None else 256
+    chunk = max(1, min(bound, len(xs) // 100 if progress is not None else len(xs)))
     for start in range(0, len(xs), chunk):
         count = min(chunk, len(xs) - start)
         if trainer is not None:
             trainer(xs_dev, ys_dev, start, count, params)
         else:
             _train_layer_by_layer(net, params, xs_dev, ys_dev, start, count, loss)
+        queue.finish()
         if progress is not None:
-            queue.finish()
             progress(start + count)
     return net
 
@@ -173,9 +198,7 @@ def back_propagate(net: Network, x: np.ndarray, y: np.ndarray,
 def apply_update(net: Network, params: LearningParameters) -> None:
     """Grenade's applyUpdate: one momentum + L2 descent step of every layer, from the gradients
     left on the device by the last backward pass."""
-    if not isinstance(params, LearningParameters):
-        raise TypeError(f"expected LearningParameters, got {params!r}")
-    execution.update(net, params)()
+    execution.update(net, _check(net, params))()
 
 
 @opencl_errors
@@ -217,10 +240,7 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
     seconds, and with `validation=(xv, yv)`, val_loss and val_accuracy.
     """
     params = _check(net, params, loss)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    batch_size, epochs = _count(batch_size, "batch_size", 1), _count(epochs, "epochs", 0)
     xs, ys = _examples(net, x, y, loss)
     if validation is not None:
         _examples(net, *validation, loss)  # fail before training, not after the first epoch

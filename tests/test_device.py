@@ -1,6 +1,7 @@
 """Device choice, precision, program builds and their errors."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -127,3 +128,14 @@ def test_launch_shapes_do_not_depend_on_the_batch(device):
         return [(launch.name, launch.local_size) for launch in launches]
 
     assert shapes(2) == shapes(97) == shapes(64)
+
+
+def test_an_unwritable_pocl_cache_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = subprocess.run([sys.executable, "-m", "grenade_py.devices"], capture_output=True,
+                            text=True, timeout=60,
+                            env={**os.environ, "POCL_CACHE_DIR": str(blocker / "c")})
+    if result.returncode == 0:
+        pytest.skip("this OpenCL platform offers devices without a kernel cache")
+    assert "POCL_CACHE_DIR" in result.stderr and str(blocker) in result.stderr

@@ -122,6 +122,9 @@ def test_fit_input_errors(device):
     x, y = np.zeros((4, 2)), np.eye(2)[[0, 1, 0, 1]]
     with pytest.raises(ValueError, match="batch_size"):
         fit(net, LP, x, y, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        fit(net, LP, x, y, batch_size=2.0)
+    fit(net, LP, x, y, batch_size=np.int64(2), epochs=np.int32(1))
     with pytest.raises(ValueError, match="epochs"):
         fit(net, LP, x, y, epochs=-1)
     with pytest.raises(ValueError, match="loss must be one of"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import signal
 import struct
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_read_idx_errors(tmp_path):
         "long": (raw + b"\0", "header says 3 items"),
         "magic": (struct.pack(">I", 2052) + raw[4:], "magic number 2052"),
         "short": (raw[:5], "too short"),
-        "gzip": (gzip.compress(raw)[:-12], "truncated gzip|cannot read"),
+        "gzip": (gzip.compress(raw)[:-12], "truncated or corrupted gzip|cannot read"),
     }
     for name, (data, message) in cases.items():
         (tmp_path / name).write_bytes(data)
@@ -106,3 +107,64 @@ def test_mnist_cli_bad_data_dir(tmp_path):
     result = subprocess.run([sys.executable, "-m", "grenade_py.mnist", "--data", str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "no file matching" in result.stderr
+
+
+def write_mnist(folder, images, labels, gz=True):
+    """A fake MNIST folder holding `images` (count, rows, cols) and `labels` as both sets."""
+    folder.mkdir(exist_ok=True)
+    raw_images = struct.pack(">IIII", 2051, *images.shape) + images.astype(np.uint8).tobytes()
+    raw_labels = struct.pack(">II", 2049, len(labels)) + labels.astype(np.uint8).tobytes()
+    for kind in ("train", "t10k"):
+        for name, raw in (("images-idx3", raw_images), ("labels-idx1", raw_labels)):
+            path = folder / f"{kind}-{name}-ubyte{'.gz' if gz else ''}"
+            path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+def test_load_mnist_refuses_what_is_not_mnist(tmp_path):
+    write_mnist(tmp_path / "small", np.zeros((2, 27, 28)), np.array([1, 2]))
+    with pytest.raises(DataError, match="27x28; MNIST has 28x28"):
+        load_mnist(tmp_path / "small")
+    write_mnist(tmp_path / "empty", np.zeros((0, 28, 28)), np.array([]))
+    with pytest.raises(DataError, match="images are 0 of"):
+        load_mnist(tmp_path / "empty")
+    write_mnist(tmp_path / "corrupt", np.zeros((2, 28, 28)), np.array([1, 2]))
+    path = tmp_path / "corrupt" / "train-images-idx3-ubyte.gz"
+    blob = bytearray(path.read_bytes())
+    blob[10] = 0xFF  # the first deflate block's type: zlib.error, not a truncation
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DataError, match="truncated or corrupted gzip"):
+        load_mnist(tmp_path / "corrupt")
+
+
+def mnist_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "grenade_py.mnist", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_mnist_cli_checks_arguments_before_training(tmp_path):
+    write_mnist(tmp_path / "d", np.zeros((4, 28, 28)), np.array([1, 2, 3, 4]))
+    result = mnist_cli("--data", str(tmp_path / "d"), "--save", str(tmp_path / "no" / "m"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert "epoch" not in result.stdout and "Traceback" not in result.stderr
+    result = mnist_cli("--data", str(tmp_path / "d"), "--seed", "-1")
+    assert result.returncode == 2 and "--seed" in result.stderr
+
+
+@needs_mnist
+def test_mnist_cli_saves_on_interrupt_and_resumes(tmp_path):
+    """Ctrl-C after an epoch saves what was trained; --load resumes from it."""
+    model = tmp_path / "m.gnpy"
+    process = subprocess.Popen([sys.executable, "-m", "grenade_py.mnist", "--data",
+                                str(MNIST_DIR), "--limit", "3000", "--epochs", "1000",
+                                "--save", str(model)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("epoch")  # the header
+    first = process.stdout.readline().split()  # the first finished epoch
+    assert first[0] == "1", first
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and "saved what was trained" in err, err
+    resumed = mnist_cli("--data", str(MNIST_DIR), "--limit", "3000", "--epochs", "1",
+                        "--load", str(model))
+    assert resumed.returncode == 0, resumed.stderr
+    assert float(resumed.stdout.splitlines()[1].split()[3]) > 0.8  # test accuracy, resumed

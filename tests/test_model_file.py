@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 
@@ -16,6 +17,7 @@ from grenade_py import (
     Network,
     Relu,
     Tanh,
+    model_file,
     train,
 )
 from grenade_py.model_file import MAGIC
@@ -131,7 +133,7 @@ def test_mutated_files_fail_or_load_identically(device64, tmp_path):
     blob = path.read_bytes()
     rng = np.random.default_rng(0)
     loaded = 0
-    for trial in range(400):
+    for trial in range(3000):
         mutated = bytearray(blob)
         if trial % 4 == 0:
             mutated = mutated[:rng.integers(len(blob))]
@@ -149,7 +151,7 @@ def test_mutated_files_fail_or_load_identically(device64, tmp_path):
         for a, b in zip(net.get_parameters(), other.get_parameters(), strict=True):
             for name in a:
                 np.testing.assert_array_equal(a[name], b[name])
-    assert loaded < 40  # nearly every mutation changes something the file checks
+    assert loaded < 300  # nearly every mutation changes something the file checks
 
 
 def test_other_version_and_not_a_model(device64, tmp_path):
@@ -216,3 +218,43 @@ def test_unwritable_path_is_a_model_file_error(device64, tmp_path):
     with pytest.raises(ModelFileError, match="cannot write .*missing"):
         make(device64).save(tmp_path / "missing" / "net.gnpy")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_float64_values_beyond_float32_do_not_load_onto_float32(tmp_path):
+    from conftest import get_device
+
+    net = make(get_device("float64"))
+    params = net.get_parameters()
+    params[0]["bias"][0] = 1e300
+    net.set_parameters(params)
+    net.save(tmp_path / "m")
+    with pytest.raises(ModelFileError, match="does not fit this float32 device.*finite"):
+        Network.load(tmp_path / "m", device=get_device("float32"))
+
+
+def test_killed_saves_leave_nothing_behind_for_long(device64, tmp_path):
+    """A save removes the temporary files a killed save of the same target left (they are
+    named for their target), and never touches another target's."""
+    path = tmp_path / "net.gnpy"
+    prefix = model_file._temp_prefix(path)
+    (tmp_path / f"{prefix}abandoned").write_bytes(b"x" * 100)
+    other = tmp_path / (model_file._temp_prefix(tmp_path / "other") + "abandoned")
+    other.write_bytes(b"y")
+    make(device64).save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, other.name])
+
+
+def test_long_names_and_file_modes(device64, tmp_path):
+    long = tmp_path / ("n" * 255)
+    make(device64).save(long)
+    assert Network.load(long).shapes == make(device64).shapes
+    old = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh"
+        make(device64).save(fresh)
+        assert fresh.stat().st_mode & 0o777 == 0o644
+        fresh.chmod(0o640)
+        make(device64).save(fresh)
+        assert fresh.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)

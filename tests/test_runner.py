@@ -125,3 +125,35 @@ def test_mismatched_targets(device):
 def test_bad_learning_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LearningParameters(**kwargs)
+
+
+@pytest.mark.parametrize("lp", [LearningParameters(1e300), LearningParameters(0.1, l2=1e300),
+                                LearningParameters(1e20, l2=1e20)])
+def test_learning_parameters_beyond_float32_are_refused(lp):
+    from conftest import get_device
+
+    net = Network([FullyConnected(2, 1)], input=D1(2), device=get_device("float32"), seed=1)
+    before = net.get_parameters()
+    x, y = np.zeros((3, 2)), np.zeros((3, 1))
+    for call in (lambda: train(net, lp, x, y), lambda: train(net, lp, x, y, per_example=True),
+                 lambda: apply_update(net, lp)):
+        with pytest.raises(ValueError, match="overflows float32"):
+            call()
+    np.testing.assert_array_equal(net.get_parameters()[0]["weights"], before[0]["weights"])
+
+
+def test_values_beyond_float32_are_refused():
+    from conftest import get_device
+
+    net = Network([FullyConnected(2, 1)], input=D1(2), device=get_device("float32"), seed=1)
+    with pytest.raises(ValueError, match="NaN or Inf in float32"):
+        train(net, LP, np.full((1, 2), 1e39), np.zeros((1, 1)))
+    with pytest.raises(ValueError, match="y holds NaN or Inf in float32"):
+        train(net, LP, np.zeros((1, 2)), np.full((1, 1), 1e39))
+    params = net.get_parameters()
+    params[0]["bias"] = np.array([1e300])
+    with pytest.raises(ValueError, match="finite numbers in float32"):
+        net.set_parameters(params)
+    params[0]["bias"] = np.array([1 + 1j])
+    with pytest.raises(ValueError, match="real numbers"):
+        net.set_parameters(params)
