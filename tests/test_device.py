@@ -139,3 +139,11 @@ def test_an_unwritable_pocl_cache_is_named(tmp_path):
     if result.returncode == 0:
         pytest.skip("this OpenCL platform offers devices without a kernel cache")
     assert "POCL_CACHE_DIR" in result.stderr and str(blocker) in result.stderr
+
+
+def test_devices_cli_marks_the_device_pyopencl_ctx_picks():
+    last = len(cl.get_platforms()) - 1
+    result = subprocess.run([sys.executable, "-m", "grenade_py.devices"], capture_output=True,
+                            text=True, timeout=60, check=True,
+                            env={**os.environ, "PYOPENCL_CTX": f"{last}:0"})
+    assert f" * {last}:0 " in result.stdout, result.stdout

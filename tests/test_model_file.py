@@ -258,3 +258,18 @@ def test_long_names_and_file_modes(device64, tmp_path):
         assert fresh.stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(old)
+
+
+def test_hostile_inputs_are_model_file_errors(device64, tmp_path):
+    path, blob = saved(device64, tmp_path)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    path.write_bytes(blob[:8] + struct.pack("<Q", len(deep)) + deep + blob[-4:])
+    with pytest.raises(ModelFileError, match="corrupted header"):
+        Network.load(path)
+    with pytest.raises(ModelFileError, match="not a grenade_py model file"):
+        Network.load("/dev/zero")  # reads 16 bytes, not forever
+    path.write_bytes(blob[:8] + struct.pack("<Q", 2**62) + blob[16:])
+    with pytest.raises(ModelFileError, match="claims a"):
+        Network.load(path)
+    with pytest.raises(TypeError, match="like must be a Network"):
+        Network.load(path, like="ff")
