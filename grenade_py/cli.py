@@ -24,10 +24,11 @@ def learning_parameters(rate: float, momentum: float, l2: float) -> LearningPara
         raise click.BadParameter(str(e)) from None
 
 
-def open_device(spec: str | None, precision: str) -> Device:
+def open_device(spec: str | None, precision: str, announce: bool = True) -> Device:
     """The chosen device, printed once to stderr."""
     device = Device(spec, precision=precision)
-    click.echo(f"device: {device.name}", err=True)
+    if announce:
+        click.echo(f"device: {device.name}", err=True)
     return device
 
 

@@ -58,6 +58,11 @@ class Plan:
             self._gradient[loss] = gradient_launches(net, self, loss)
         return self._gradient[loss]
 
+    def loss_scale(self, net: Network, loss: str, scale: float) -> None:
+        """Scale the loss gradient by `scale` (1/n unless set: a shard of a larger batch sets
+        1/(the batch's size))."""
+        self.gradient(net, loss)[0].set_arg(1, net.device.dtype(scale))
+
 
 class Runtime:
     """What is built to run one network: plans by batch size, the update, the fused loop."""

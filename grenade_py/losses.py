@@ -56,8 +56,8 @@ def _logits(net: Network, plan: Plan, loss: str) -> tuple[cl_array.Array, cl_arr
 
 
 def gradient_launches(net: Network, plan: Plan, loss: str) -> list[Launch]:
-    """The loss gradient into the delta where the loss starts, then the backward pass from
-    there."""
+    """The loss gradient into the delta where the loss starts (the first launch; its argument
+    1 is the scale, 1/n), then the backward pass from there."""
     device, n, count = net.device, plan.n, plan.output.size
     _, delta = _logits(net, plan, loss)
     launches = [device.launch("loss_output_minus_target", (count,), count,

@@ -12,6 +12,7 @@ import struct
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -26,6 +27,7 @@ from grenade_py.cli import (
 from grenade_py.device import Device
 from grenade_py.errors import DataError
 from grenade_py.layers import FullyConnected, Logit, Relu, Softmax
+from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
 from grenade_py.runner import fit
 from grenade_py.shapes import D1
@@ -133,48 +135,85 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
               help="Write the trained model here (also on Ctrl-C after an epoch).")
 @click.option("--load", type=click.Path(dir_okay=False),
               help="Resume from a model file written by --save (momentum included).")
+@click.option("--distributed", is_flag=True,
+              help="Run as one rank of `mpiexec -n R ...`: data-parallel over the ranks, one "
+                   "device each (pip install 'grenade_py[mpi]').")
 def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | None,
          momentum: float, l2: float, seed: int, device_spec: str | None, precision: str,
-         limit: int | None, save: str | None, load: str | None) -> None:
+         limit: int | None, save: str | None, load: str | None, distributed: bool) -> None:
     """Train an MLP on MNIST; print train loss, test accuracy and examples/s per epoch."""
     params = learning_parameters(rate if rate is not None else DEFAULT_RATES[arch], momentum, l2)
     check_writable(save)
-    with user_errors():
-        train_x, train_y, test_x, test_y = load_mnist(data_dir)
-        if limit is not None:
-            train_x, train_y = train_x[:limit], train_y[:limit]
-        device = open_device(device_spec, precision)
-        net = mnist_network(arch, device, seed=seed)
-        if load:
-            net = Network.load(load, device=device, like=net)
-        click.echo(f"{net}\n{len(train_x)} training images, {len(test_x)} test images", err=True)
-        click.echo("epoch  train loss  train acc  test acc  examples/s")
-        steps = -(-len(train_x) // batch_size)
-        bar = (click.progressbar(length=epochs * steps, file=sys.stderr, label="training")
-               if sys.stderr.isatty() else None)
-        done = 0
+    if distributed and batch_size == 1:
+        raise click.BadParameter("1 is Grenade's per-example training, which is serial; give "
+                                 "distributed training a larger global batch",
+                                 param_hint="--batch-size")
+    options: dict[str, Any] = dict(
+        data_dir=data_dir, arch=arch, epochs=epochs, batch_size=batch_size, params=params,
+        seed=seed, device_spec=device_spec, precision=precision, limit=limit, save=save,
+        load=load)
+    if not distributed:
+        with user_errors():
+            train_mnist(**options)
+        return
+    from grenade_py.distributed import abort_on_error, world
 
-        def progress(step: int, _steps: int) -> None:
-            assert bar is not None
-            bar.update(done + step - bar.pos)
+    comm = world()
+    with abort_on_error(comm), user_errors():
+        train_mnist(**options, comm=comm)
 
-        def report(record: dict) -> None:
-            nonlocal done
-            done += steps
-            click.echo(f"{record['epoch']:5d}  {record['loss']:10.4f}  {record['accuracy']:9.4f}"
-                       f"  {record['val_accuracy']:8.4f}  {record['examples_per_s']:10.0f}")
-            if not np.isfinite(record["loss"]):
-                raise click.ClickException("training diverged (loss is not finite); lower "
-                                           "--rate")
 
-        with save_on_interrupt(net, save, lambda: done > 0):
-            fit(net, params, train_x, train_y, batch_size=batch_size, epochs=epochs, seed=seed,
-                loss="cross_entropy", validation=(test_x, test_y), on_epoch=report,
-                progress=progress if bar is not None else None)
-        if bar is not None:
-            bar.render_finish()
-        if save:
-            net.save(save)
+def train_mnist(data_dir: str, arch: str, epochs: int, batch_size: int,
+                params: LearningParameters, seed: int, device_spec: str | None, precision: str,
+                limit: int | None, save: str | None, load: str | None, comm: Any = None
+                ) -> None:
+    """The CLI's work: with `comm`, as one rank (only rank 0 prints, draws progress, saves)."""
+    lead = comm is None or comm.Get_rank() == 0
+
+    def say(message: str, err: bool = False) -> None:
+        if lead:
+            click.echo(message, err=err)
+
+    train_x, train_y, test_x, test_y = load_mnist(data_dir)
+    if limit is not None:
+        train_x, train_y = train_x[:limit], train_y[:limit]
+    if comm is not None and device_spec is None:
+        from grenade_py.distributed import rank_device
+
+        device = rank_device(comm, precision)
+        say(f"device: {device.name} (rank 0 of {comm.Get_size()})", err=True)
+    else:
+        device = open_device(device_spec, precision, announce=lead)
+    net = mnist_network(arch, device, seed=seed)
+    if load:
+        net = Network.load(load, device=device, like=net)
+    say(f"{net}\n{len(train_x)} training images, {len(test_x)} test images", err=True)
+    say("epoch  train loss  train acc  test acc  examples/s")
+    steps = -(-len(train_x) // batch_size)
+    bar = (click.progressbar(length=epochs * steps, file=sys.stderr, label="training")
+           if sys.stderr.isatty() and lead else None)
+    done = 0
+
+    def progress(step: int, _steps: int) -> None:
+        assert bar is not None
+        bar.update(done + step - bar.pos)
+
+    def report(record: dict) -> None:
+        nonlocal done
+        done += steps
+        say(f"{record['epoch']:5d}  {record['loss']:10.4f}  {record['accuracy']:9.4f}"
+            f"  {record['val_accuracy']:8.4f}  {record['examples_per_s']:10.0f}")
+        if not np.isfinite(record["loss"]):
+            raise click.ClickException("training diverged (loss is not finite); lower --rate")
+
+    with save_on_interrupt(net, save if lead else None, lambda: done > 0):
+        fit(net, params, train_x, train_y, batch_size=batch_size, epochs=epochs, seed=seed,
+            loss="cross_entropy", validation=(test_x, test_y), on_epoch=report,
+            progress=progress if bar is not None else None, comm=comm)
+    if bar is not None:
+        bar.render_finish()
+    if save and lead:
+        net.save(save)
 
 
 if __name__ == "__main__":

@@ -225,9 +225,14 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
         batch_size: int = 32, epochs: int = 1, shuffle: bool = True, seed: int | None = None,
         loss: str = "squared_error", progress: Callable[[int, int], None] | None = None,
         validation: tuple[np.ndarray, np.ndarray] | None = None,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        comm: Any = None) -> list[dict[str, Any]]:
     """Train for `epochs` passes over (x, y) in minibatches of `batch_size` (the last one of an
     epoch may be smaller), each step on the batch's averaged gradient.
+
+    With `comm` (an MPI communicator, see `grenade_py.distributed`), every rank of it calls fit
+    with the same data and seed; each computes its shard of every batch, and one Allreduce per
+    step gives all the batch's average gradient: the weights one process would reach.
 
     The dataset is uploaded once. Each epoch's order is a seeded permutation (drawn on the host,
     uploaded once per epoch), and every batch is gathered from it on the device; no step waits
@@ -241,6 +246,15 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
     """
     params = _check(net, params, loss)
     batch_size, epochs = _count(batch_size, "batch_size", 1), _count(epochs, "epochs", 0)
+    group = None
+    if comm is not None:
+        from grenade_py.distributed import Group
+
+        if batch_size == 1:
+            raise ValueError("batch_size 1 is Grenade's per-example training, which is serial "
+                             "(each step needs the weights the last one left): give distributed "
+                             "training a larger global batch")
+        group = Group(comm, net)
     xs, ys = _examples(net, x, y, loss)
     if validation is not None:
         _examples(net, *validation, loss)  # fail before training, not after the first epoch
@@ -252,8 +266,16 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
     rng = np.random.default_rng(seed)
     steps = -(-count // batch_size)
     report = max(1, steps // 50)
-    plans = {n: execution.plan(net, n)
-             for n in {min(batch_size, count), count - (steps - 1) * batch_size}}
+
+    def shard(start: int, n: int) -> tuple[int, int]:
+        """This process's first row and row count of the batch of n at `start`."""
+        if group is None:
+            return start, n
+        first, last = group.shard(n)
+        return start + first, last - first
+
+    sizes = {shard(0, n)[1] for n in {min(batch_size, count), count - (steps - 1) * batch_size}}
+    plans = {n: execution.plan(net, n) for n in sizes if n > 0}
     gathers = {
         n: [device.launch("gather_rows", (src.shape[1], n), n, src.shape[1], 0, order, src, dst)
             for src, dst in ((xs_dev, plan.input), (ys_dev, plan.target))]
@@ -261,6 +283,8 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
     }
     metrics = {n: metric_launches(net, plan, loss, acc) for n, plan in plans.items()}
     update = execution.update(net, params)
+    if group is not None:
+        group.broadcast()
     history = []
     for epoch in range(epochs):
         if shuffle:  # the host array must live until the copy is done: the epoch's end
@@ -269,20 +293,26 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
         acc.set(np.zeros(2, dtype=device.dtype))
         start_time = time.perf_counter()
         for step in range(steps):
-            start = step * batch_size
-            n = min(batch_size, count - start)
-            plan = plans[n]
-            for gather in gathers[n]:
-                gather.set_arg(2, start)
-                gather()
-            enqueue(plan.forward(net, training=True))
-            enqueue(metrics[n])
-            enqueue(plan.gradient(net, loss))
+            n = min(batch_size, count - step * batch_size)
+            first, rows = shard(step * batch_size, n)
+            if rows:
+                plan = plans[rows]
+                for gather in gathers[rows]:
+                    gather.set_arg(2, first)
+                    gather()
+                enqueue(plan.forward(net, training=True))
+                enqueue(metrics[rows])
+                plan.loss_scale(net, loss, 1.0 / n)
+                enqueue(plan.gradient(net, loss))
+            if group is not None:
+                group.allreduce_gradients(rows, n)
             update()
             if progress is not None and ((step + 1) % report == 0 or step + 1 == steps):
                 queue.finish()
                 progress(step + 1, steps)
         totals = acc.get()  # waits for the epoch's last step
+        if group is not None:
+            totals = group.sum(totals)
         seconds = time.perf_counter() - start_time
         record: dict[str, Any] = {
             "epoch": epoch + 1, "loss": float(totals[0]) / count,

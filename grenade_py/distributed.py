@@ -1,0 +1,130 @@
+"""Data-parallel training over MPI: one process per OpenCL device, one Allreduce per step.
+
+    mpiexec -n R python -m grenade_py.mnist --data DIR --distributed
+
+From the library, pass a communicator to `fit`:
+
+    from mpi4py import MPI
+    from grenade_py.distributed import rank_device
+    device = rank_device(MPI.COMM_WORLD)         # before any other OpenCL call in the process
+    net = Network(layers, input=D1(784), device=device, seed=1)
+    fit(net, params, x, y, batch_size=64, comm=MPI.COMM_WORLD, ...)  # every rank, all the data
+
+Every rank holds the whole dataset and draws the same permutation (same seed); each global batch
+of `batch_size` rows is split into R contiguous shards, rank r taking rows [n r / R, n (r+1) / R).
+Each rank computes its shard's gradient sum divided by the global batch size, then one Allreduce of
+the network's flat gradient buffer (with the example count appended) gives every rank the batch's
+average gradient, and every rank applies the same update. The parameters and momentum are
+broadcast from rank 0 first, so all ranks start alike. R ranks give the weights one process gives,
+to the re-association of float sums.
+
+Grenade's per-example training is inherently serial (each step needs the weights the previous
+example left), so a distributed `fit` refuses batch_size 1. Needs `pip install
+'grenade_py[mpi]'` (mpi4py, and MPICH from wheels).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+import numpy as np
+import pyopencl as cl
+
+from grenade_py.device import Device
+from grenade_py.network import Network
+
+
+def _mpi() -> Any:
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ImportError("distributed training needs mpi4py and an MPI runtime: "
+                          "pip install 'grenade_py[mpi]'") from None
+    return MPI
+
+
+def world() -> Any:
+    """MPI.COMM_WORLD (starting MPI)."""
+    return _mpi().COMM_WORLD
+
+
+def rank_device(comm: Any, precision: str = "float32") -> Device:
+    """This rank's device, by its rank among the ranks on its node: the GPUs in turn; on a node
+    without GPUs the default (CPU) device, with PoCL's thread count capped to the node's cores
+    divided among its ranks, so ranks do not oversubscribe the cores. Call it before any other
+    OpenCL call in the process: PoCL reads the cap once, when OpenCL starts."""
+    local = comm.Split_type(_mpi().COMM_TYPE_SHARED)
+    local_rank, local_size = local.Get_rank(), local.Get_size()
+    threads = str(max(1, (os.cpu_count() or 1) // local_size))
+    for name in ("POCL_CPU_MAX_CU_COUNT", "POCL_MAX_PTHREAD_COUNT"):  # PoCL >= 3.1, older
+        os.environ.setdefault(name, threads)
+    gpus = [f"{p}:{d}" for p, platform in enumerate(cl.get_platforms())
+            for d, device in enumerate(platform.get_devices())
+            if device.type & cl.device_type.GPU]
+    spec = gpus[local_rank % len(gpus)] if gpus else None
+    return Device(spec, precision=precision)
+
+
+class Group:
+    """The ranks of a communicator training one network: shards, the broadcast of the starting
+    parameters, the per-step Allreduce of the flat gradient buffer."""
+
+    def __init__(self, comm: Any, net: Network) -> None:
+        self.mpi = _mpi()
+        self.comm, self.net = comm, net
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        gradients = net.flat["gradients"]
+        self.host = np.empty(gradients.size + 1, dtype=gradients.dtype)  # + the example count
+
+    def shard(self, n: int) -> tuple[int, int]:
+        """This rank's rows [first, last) of a global batch of n."""
+        return n * self.rank // self.size, n * (self.rank + 1) // self.size
+
+    def broadcast(self) -> None:
+        """Rank 0's parameters and momentum on every rank."""
+        for role in ("parameters", "momentum"):
+            values = self.net.flat[role].get()
+            self.comm.Bcast(values, root=0)
+            self.net.flat[role].set(values)
+
+    def allreduce_gradients(self, rows: int, n: int) -> None:
+        """Sum every rank's gradient buffer (each holding its shard's sum / n) in place."""
+        gradients = self.net.flat["gradients"]
+        if rows == 0:  # a shard of an uneven last batch may be empty
+            gradients.fill(0)
+        gradients.get(ary=self.host[:-1])
+        self.host[-1] = rows
+        self.comm.Allreduce(self.mpi.IN_PLACE, self.host, op=self.mpi.SUM)
+        if self.host[-1] != n:
+            raise RuntimeError(f"rank {self.rank}: the ranks' shards add up to {self.host[-1]} "
+                               f"examples, not the batch's {n}; are all ranks running the same "
+                               "fit with the same data, batch size and seed?")
+        gradients.set(self.host[:-1])
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        """The element-wise sum of `values` over the ranks."""
+        total = np.array(values, dtype=np.float64)
+        self.comm.Allreduce(self.mpi.IN_PLACE, total, op=self.mpi.SUM)
+        return total
+
+
+@contextlib.contextmanager
+def abort_on_error(comm: Any) -> Iterator[None]:
+    """End the whole job when this rank fails: print the error with the rank and abort, so no
+    rank waits forever in a collective for a rank that is gone."""
+    try:
+        yield
+    except SystemExit as e:
+        if e.code not in (0, None):
+            comm.Abort(e.code if isinstance(e.code, int) else 1)
+        raise
+    except BaseException as e:  # any failure must end every rank
+        message = (e.format_message() if isinstance(e, click.ClickException)
+                   else f"{type(e).__name__}: {e}")
+        print(f"rank {comm.Get_rank()} of {comm.Get_size()}: {message}", file=sys.stderr,
+              flush=True)
+        comm.Abort(1)

@@ -1,0 +1,60 @@
+"""One rank of the distributed tests (run by tests/test_distributed.py under mpiexec).
+
+    mpiexec -n R python tests/mpi_worker.py OUT BATCH [FAIL_RANK]
+
+Trains a float64 network with `fit(..., comm=COMM_WORLD)` on fixed data; every rank writes a
+checksum of its parameters, rank 0 also the parameters and a saved model. With FAIL_RANK, that
+rank raises in the middle of training instead.
+"""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from grenade_py import D1, FullyConnected, LearningParameters, Network, Softmax, Tanh, fit
+from grenade_py.distributed import abort_on_error, rank_device, world
+
+LP = LearningParameters(0.1, 0.9, 0.001)
+
+
+def data():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(50, 3))
+    return x, np.eye(4)[rng.integers(0, 4, 50)]
+
+
+def network(device):
+    return Network([FullyConnected(3, 6), Tanh(), FullyConnected(6, 4), Softmax()], input=D1(3),
+                   device=device, seed=3)
+
+
+def main():
+    out, batch = Path(sys.argv[1]), int(sys.argv[2])
+    fail = int(sys.argv[3]) if len(sys.argv) > 3 else -1
+    comm = world()
+    with abort_on_error(comm):
+        net = network(rank_device(comm, "float64"))
+        if comm.Get_rank() != 0:  # rank 0's start must reach every rank
+            net.set_parameters([{k: v * 0 + 7 for k, v in p.items()} for p in
+                                net.get_parameters()])
+        x, y = data()
+
+        def maybe_fail(record):
+            if comm.Get_rank() == fail:
+                raise RuntimeError("this rank failed on purpose")
+
+        history = fit(net, LP, x, y, batch_size=batch, epochs=3, seed=4, loss="cross_entropy",
+                      on_epoch=maybe_fail, comm=comm)
+        flat = net.flat["parameters"].get()
+        (out / f"rank{comm.Get_rank()}.json").write_text(json.dumps({
+            "checksum": hashlib.sha256(flat.tobytes()).hexdigest(),
+            "loss": history[-1]["loss"], "threads": net.device.cl_device.max_compute_units}))
+        if comm.Get_rank() == 0:
+            np.savez(out / "params.npz", *[v for p in net.get_parameters() for v in p.values()])
+            net.save(out / "model.gnpy")
+
+
+if __name__ == "__main__":
+    main()

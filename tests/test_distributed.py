@@ -1,0 +1,69 @@
+"""Data-parallel fit over MPI: R ranks reach the weights one process reaches, every rank holds
+the same parameters, a rank's failure ends the job. Runs `mpiexec` (MPICH from the `mpich` wheel,
+which the test extra installs)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mpi_worker import LP, data, network
+
+from grenade_py import Network, fit
+
+pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install '.[mpi]')")
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
+    "mpiexec")
+WORKER = Path(__file__).with_name("mpi_worker.py")
+
+
+def mpirun(ranks, *args, timeout=120):
+    if MPIEXEC is None:
+        pytest.skip("no mpiexec found (pip install mpich)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "MPI", "HYDRA"))}
+    return subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, str(WORKER),
+                           *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+@pytest.mark.parametrize("ranks, batch", [(2, 15), (3, 4)])
+def test_ranks_reach_the_weights_of_one_process(device64, tmp_path, ranks, batch):
+    """50 examples: batches of 15 end with 5 (shards 2 and 3); batches of 4 over 3 ranks end
+    with 2 (shards 0, 1, 1: a rank with nothing to do)."""
+    result = mpirun(ranks, tmp_path, batch)
+    assert result.returncode == 0, result.stderr
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(ranks)]
+    assert len({r["checksum"] for r in reports}) == 1  # the same parameters on every rank
+    cores = os.cpu_count() or 1
+    assert all(r["threads"] == max(1, cores // ranks) for r in reports)  # PoCL capped per rank
+    single = network(device64)
+    x, y = data()
+    history = fit(single, LP, x, y, batch_size=batch, epochs=3, seed=4, loss="cross_entropy")
+    stored = np.load(tmp_path / "params.npz")
+    expected = [v for p in single.get_parameters() for v in p.values()]
+    for index, value in enumerate(expected):
+        np.testing.assert_allclose(stored[f"arr_{index}"], value, rtol=1e-12, atol=1e-14)
+    assert reports[0]["loss"] == pytest.approx(history[-1]["loss"], rel=1e-12)
+    loaded = Network.load(tmp_path / "model.gnpy", device=device64)  # in one process
+    np.testing.assert_array_equal(loaded.get_parameters()[0]["weights"],
+                                  stored["arr_0"])
+
+
+def test_a_failing_rank_ends_the_job(tmp_path):
+    result = mpirun(2, tmp_path, 15, 1, timeout=60)
+    assert result.returncode != 0
+    assert "rank 1 of 2: RuntimeError: this rank failed on purpose" in result.stderr
+
+
+def test_per_example_training_is_refused(device64):
+    from mpi4py import MPI
+
+    net = network(device64)
+    x, y = data()
+    with pytest.raises(ValueError, match="per-example training, which is serial"):
+        fit(net, LP, x, y, batch_size=1, comm=MPI.COMM_SELF)
