@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import pyopencl as cl
 
 from grenade_py.device import Device
 from grenade_py.feedforward import feedforward_network, sample
@@ -145,31 +146,63 @@ def bench_mnist(device: Device, data: tuple[np.ndarray, np.ndarray], batch: int,
     return rows
 
 
+def peak_gflops(device: Device) -> tuple[float, str]:
+    """An estimate of the device's FP32 peak from what OpenCL reports, and how it was made:
+    clock x compute units x FP32 lanes per unit x 2 (a fused multiply-add is two flops)."""
+    d = device.cl_device
+    clock, units, vendor = d.max_clock_frequency / 1e3, d.max_compute_units, d.vendor.lower()
+    if not device.gpu:  # a core: native vector lanes on each of two FMA ports
+        lanes, how = 2 * d.native_vector_width_float, "2 FMA ports x native vector width"
+    elif "nvidia" in vendor:
+        lanes, how = 128, "128 FP32 lanes per SM (Ampere and later)"
+    elif "advanced micro" in vendor or "amd" in vendor:
+        lanes, how = 64, "64 lanes per CU"
+    else:
+        lanes, how = 8, "8 lanes per unit (Intel EU)"
+    return clock * units * lanes * 2, (f"{clock:.2f} GHz x {units} units x {lanes} lanes x 2 "
+                                       f"({how}; clocks as OpenCL reports them)")
+
+
 def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
-    """GFLOP/s of the FullyConnected GEMMs at 64x784x512 and of numpy's sgemm."""
+    """GFLOP/s of the FullyConnected GEMMs at 64x784x512 in both of grenade_py's forms
+    (register-blocked for CPUs, tiled for GPUs) and at 1024^3, and of numpy's sgemm."""
     n, i, o = 64, 784, 512
     rng = np.random.default_rng(0)
     x, w, b, dy = (rng.normal(size=s).astype(np.float32) for s in [(n, i), (o, i), (o,), (n, o)])
-    xd, wd, bd, dyd = map(device.to_device, (x, w, b, dy))
-    y, dw = device.zeros((n, o)), device.zeros((o, i))
-    forward = gemm_dot(device, n, o, i, xd, wd, bd, y)
-    weights = gemm_outer(device, o, i, n, dyd, 1, o, xd, dw)
-    flops = 2 * n * i * o
-    rows = []
-    for name, launch in (("grenade_py gemm_dot (y = x W^T + b)", forward),
-                         ("grenade_py gemm_outer (dW = dy^T x)", weights)):
-        def run(launch=launch) -> None:
-            for _ in range(20):
-                launch()
-            device.queue.finish()
-
-        rows.append((name, 20 * flops / median_time(run, repeats) / 1e9))
-    rows.append(("numpy sgemm x @ W.T", 20 * flops / median_time(
-        lambda: [x @ w.T for _ in range(20)], repeats) / 1e9))
     big = rng.normal(size=(1024, 1024)).astype(np.float32)
-    rows.append(("numpy sgemm 1024^3 (peak)", 2 * 1024**3 / median_time(
+    rows = []
+    for form in (device.gemm, "tiled" if device.gemm == "registers" else "registers"):
+        dev = device if form == device.gemm else Device(_spec(device), gemm=form)
+        xd, wd, bd, dyd, bigd = map(dev.to_device, (x, w, b, dy, big))
+        y, dw, cd = dev.zeros((n, o)), dev.zeros((o, i)), dev.zeros((1024, 1024))
+        zero = dev.zeros((1024,))
+        for name, launch, flops in (
+                (f"gemm_dot {form} (y = x W^T + b)", gemm_dot(dev, n, o, i, xd, wd, bd, y),
+                 2 * n * i * o),
+                (f"gemm_outer {form} (dW = dy^T x)", gemm_outer(dev, o, i, n, dyd, 1, o, xd, dw),
+                 2 * n * i * o),
+                (f"gemm_dot {form} 1024^3", gemm_dot(dev, 1024, 1024, 1024, bigd, bigd, zero,
+                                                     cd), 2 * 1024**3)):
+            def run(launch=launch, dev=dev) -> None:
+                for _ in range(10):
+                    launch()
+                dev.queue.finish()
+
+            rows.append((f"grenade_py {name}", 10 * flops / median_time(run, repeats) / 1e9))
+    rows.append(("numpy sgemm x @ W.T", 20 * 2 * n * i * o / median_time(
+        lambda: [x @ w.T for _ in range(20)], repeats) / 1e9))
+    rows.append(("numpy sgemm 1024^3 (host peak)", 2 * 1024**3 / median_time(
         lambda: big @ big, repeats) / 1e9))
     return rows
+
+
+def _spec(device: Device) -> str:
+    """The PLATFORM:DEVICE index string of `device`."""
+    for p, platform in enumerate(cl.get_platforms()):
+        for d, candidate in enumerate(platform.get_devices()):
+            if candidate == device.cl_device:
+                return f"{p}:{d}"
+    raise ValueError(f"{device.name} is not among the platforms' devices")
 
 
 def mnist_data(directory: str | None) -> tuple[tuple[np.ndarray, np.ndarray], str]:
@@ -192,14 +225,18 @@ def mnist_data(directory: str | None) -> tuple[tuple[np.ndarray, np.ndarray], st
 @click.option("--epoch-examples", default=24_000, show_default=True,
               help="Examples per MNIST epoch.")
 @click.option("--repeats", default=5, show_default=True, help="Timed runs per figure.")
+@click.option("--gemm-only", is_flag=True, help="Only the GEMMs against the device's peak.")
 def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_examples: int,
-         repeats: int) -> None:
+         repeats: int, gemm_only: bool) -> None:
     """Time grenade_py, numpy and PyTorch on the same work; print one table."""
     device = Device(device_spec)
     torch = _torch()
     click.echo(f"device: {device.name}")
     threads = f" ({torch.get_num_threads()} threads)" if torch else ""
     click.echo(f"pytorch: {torch.__version__ if torch else 'not installed'}{threads}")
+    if gemm_only:
+        report_gemms(device, repeats)
+        return
 
     click.echo(f"\n1. feedforward 2-40-10-1, per-example training, {examples:,} examples "
                "(numpy, pytorch: 3,000)")
@@ -223,9 +260,21 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
             click.echo(f"   {batch:5d} {name:12s} {seconds:9.3f} {seconds / ours:13.2f} "
                        f"{gflops:8.1f}")
 
-    click.echo("\n3. FullyConnected GEMMs, 64x784x512, float32")
+    report_gemms(device, repeats)
+    others = [f"{p}:{d}" for p, platform in enumerate(cl.get_platforms())
+              for d, gpu in enumerate(platform.get_devices())
+              if gpu.type & cl.device_type.GPU and gpu != device.cl_device]
+    for spec in others:  # a smoke run on every GPU present
+        report_gemms(Device(spec), 1)
+
+
+def report_gemms(device: Device, repeats: int) -> None:
+    peak, how = peak_gflops(device)
+    click.echo(f"\n3. GEMMs, float32, on {device.name}: estimated peak {peak:.0f} GFLOP/s "
+               f"= {how}")
     for name, gflops in bench_gemm(device, repeats):
-        click.echo(f"   {name:38s} {gflops:7.1f} GFLOP/s")
+        share = "" if name.startswith("numpy") else f" {gflops / peak:6.1%} of peak"
+        click.echo(f"   {name:42s} {gflops:7.1f} GFLOP/s{share}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from grenade_py.device import Device
+from grenade_py.device import Device, generic_cpu_note
 from grenade_py.errors import GrenadeError
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
@@ -28,7 +28,8 @@ def open_device(spec: str | None, precision: str, announce: bool = True) -> Devi
     """The chosen device, printed once to stderr."""
     device = Device(spec, precision=precision)
     if announce:
-        click.echo(f"device: {device.name}", err=True)
+        note = generic_cpu_note(device.cl_device)
+        click.echo(f"device: {device.name}" + (f" ({note})" if note else ""), err=True)
     return device
 
 

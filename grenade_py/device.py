@@ -117,6 +117,34 @@ def _device_from_spec(spec: str) -> cl.Device:
         ) from None
 
 
+GEMM_FORMS = ("auto", "registers", "tiled")
+
+
+def gemm_tiles(device: cl.Device, itemsize: int) -> tuple[int, int, int, int, int]:
+    """The largest tiled-GEMM shape (tile rows = columns, depth, outputs per work-item each way)
+    whose work-group and local memory the device has: 64 x 64 tiles of 4 x 4 per work-item (256
+    work-items, 16 accumulators: well within a GPU thread's registers) down to 8 x 8."""
+    for tile, depth, per_item in ((64, 16, 4), (32, 16, 4), (16, 8, 2), (8, 8, 2)):
+        items = (tile // per_item) ** 2
+        if items <= device.max_work_group_size and \
+                2 * tile * depth * itemsize <= device.local_mem_size:
+            return tile, tile, depth, per_item, per_item
+    return 8, 8, 8, 2, 2
+
+
+def generic_cpu_note(device: cl.Device) -> str:
+    """A warning for a PoCL CPU device compiled for a generic CPU, else "". PoCL names a CPU
+    device `pthread-<LLVM cpu>-<model>`; pip's PoCL 3.0 (LLVM 14) knows no newer CPU than its
+    LLVM and leaves the LLVM cpu out (no AVX-512: the MNIST MLP ran 2.15x slower). No setting
+    of that PoCL changes its target; a PoCL with a newer LLVM does."""
+    if "portable computing language" not in device.platform.name.lower():
+        return ""
+    if re.match(r"(pthread|cpu)-(?!generic-)[a-z0-9_.]+(-[a-z0-9_.]+)*-", device.name):
+        return ""
+    return ("compiled for a generic CPU by this PoCL (no AVX-512/AVX2: slower); "
+            "`apt install pocl-opencl-icd` gives one that targets this CPU")
+
+
 def choose_cl_device(spec: str | None = None) -> cl.Device:
     """The device `spec` names; without one, PYOPENCL_CTX's, else the default device."""
     spec = spec if spec is not None else os.environ.get("PYOPENCL_CTX") or None
@@ -132,9 +160,12 @@ class Device:
         precision: `"float32"` (default) or `"float64"` (needs a device with fp64).
     """
 
-    def __init__(self, spec: str | None = None, precision: str = "float32") -> None:
+    def __init__(self, spec: str | None = None, precision: str = "float32",
+                 gemm: str = "auto") -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if gemm not in GEMM_FORMS:
+            raise ValueError(f"gemm must be one of {GEMM_FORMS}, got {gemm!r}")
         self.cl_device = choose_cl_device(spec)
         if precision == "float64" and not self.cl_device.double_fp_config:
             raise DeviceError(
@@ -146,6 +177,12 @@ class Device:
         self.queue = cl.CommandQueue(self.context)
         #: The largest buffer the device allocates, in bytes.
         self.max_alloc = int(self.cl_device.max_mem_alloc_size)
+        self.gpu = not self.cl_device.type & cl.device_type.CPU
+        #: How batched GEMMs run: "registers" (register-blocked, for CPUs) or "tiled" (local
+        #: memory tiles, for GPUs); "auto" picks by the device's type.
+        self.gemm = gemm if gemm != "auto" else ("tiled" if self.gpu else "registers")
+        #: The tiled GEMMs' shape: tile rows, columns, depth, outputs per work-item (rows, cols).
+        self.tiles = gemm_tiles(self.cl_device, np.dtype(self.dtype).itemsize)
         self._programs: dict[str, cl.Program] = {}
         self._library: cl.Program | None = None
 
@@ -162,7 +199,9 @@ class Device:
         key = hashlib.sha1(source.encode()).hexdigest()
         program = self._programs.get(key)
         if program is None:
-            prelude = (f"#define REAL2 {self.c_type}2\n" + (
+            tiles = dict(zip(("TM", "TN", "TK", "WM", "WN"), self.tiles, strict=True))
+            prelude = "".join(f"#define GEMM_{k} {v}\n" for k, v in tiles.items())
+            prelude += (f"#define REAL2 {self.c_type}2\n" + (
                 "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n#define REAL_IS_DOUBLE 1\n"
                 if self.c_type == "double" else ""))
             try:
@@ -222,7 +261,7 @@ class Device:
         each work-group shape, 0.1-1.2 s each, which a driver-chosen shape would vary with the
         global size). CPUs: (64,) and (2, 4); GPUs: (128,) and (32, 4), both within the kernel's
         own limit."""
-        gpu = not self.cl_device.type & cl.device_type.CPU
+        gpu = self.gpu
         shape = [128 if gpu else 64] if dims == 1 else [32 if gpu else 2, 4] + [1] * (dims - 2)
         limit = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
                                            self.cl_device)
@@ -231,9 +270,19 @@ class Device:
         return tuple(shape)
 
     def launch(self, name: str, global_size: tuple[int, ...], *args: Any,
-               program: cl.Program | None = None) -> Launch:
-        """A kernel with its arguments set once, ready to enqueue many times."""
-        return Launch(self, self.kernel(name, program), global_size, args)
+               program: cl.Program | None = None,
+               local: tuple[int, ...] | None = None) -> Launch:
+        """A kernel with its arguments set once, ready to enqueue many times; `local`: the
+        work-group shape a kernel needs (default: `local_size`)."""
+        kernel = self.kernel(name, program)
+        if local is not None:
+            limit = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
+                                               self.cl_device)
+            if int(np.prod(local)) > limit:
+                raise DeviceError(f"{name} needs work-groups of {local} but {self.name} runs at "
+                                  f"most {limit} work-items of it; open the device with "
+                                  "gemm='registers'")
+        return Launch(self, kernel, global_size, args, local)
 
 
 def _size(nbytes: int) -> str:
@@ -260,10 +309,10 @@ class Launch:
     __slots__ = ("queue", "kernel", "global_size", "local_size", "args", "name")
 
     def __init__(self, device: Device, kernel: cl.Kernel, global_size: tuple[int, ...],
-                 args: tuple[Any, ...]) -> None:
+                 args: tuple[Any, ...], local: tuple[int, ...] | None = None) -> None:
         self.queue = device.queue
         self.kernel = kernel
-        self.local_size = device.local_size(kernel, len(global_size))
+        self.local_size = local or device.local_size(kernel, len(global_size))
         # Rounded up to whole work-groups; every kernel ignores the items past its sizes.
         self.global_size = tuple(-(-g // size) * size
                                  for g, size in zip(global_size, self.local_size, strict=True))

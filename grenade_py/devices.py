@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pyopencl as cl
 
-from grenade_py.device import _platforms, choose_cl_device
+from grenade_py.device import _platforms, choose_cl_device, generic_cpu_note
 from grenade_py.errors import DeviceError
 
 
@@ -26,6 +26,9 @@ def main() -> None:
             fp64 = "float64" if device.double_fp_config else "float32 only"
             click.echo(f" {mark} {p_index}:{d_index}  {device.name.strip()}  [{kind}, "
                        f"{device.max_compute_units} compute units, {fp64}]")
+            note = generic_cpu_note(device)
+            if note:
+                click.echo(f"        note: {note}")
 
 
 if __name__ == "__main__":

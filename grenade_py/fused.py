@@ -8,7 +8,10 @@ standalone kernels, so the maths exists once. The generated source depends only 
 types (sizes are kernel arguments), so networks of the same structure share one build.
 
 It runs as one work-group: layers are separated by barriers, and lanes share the elements of a
-layer. Activations and deltas live in buffers of the loop's own, in global memory. Nested
+layer. On a CPU one lane runs each layer's loops as plain vectorisable code; on a GPU the lanes
+are coalesced (FUSED_COALESCED): neighbouring lanes touch neighbouring words, groups of
+FUSED_GROUP lanes sharing each weight row's dot product and summing it in local memory.
+Activations and deltas live in buffers of the loop's own, in global memory. Nested
 networks and lists of layers are unrolled into one chain; a branching layer (Concat, Merge) has no
 device-side form, so such networks train layer by layer.
 """
@@ -39,9 +42,9 @@ def chain(layer: Layer, in_shape: Shape) -> list[tuple[Layer, Shape]]:
     return [item for _, child, shape in layer.children(in_shape) for item in chain(child, shape)]
 
 
-def fused_source(layers: list[Layer]) -> str | None:
-    """The fused loop's OpenCL source for a chain of layers, or None if a layer has no
-    device-side form."""
+def fused_source(layers: list[Layer], lanes: int = 1) -> str | None:
+    """The fused loop's OpenCL source for a chain of layers run by `lanes` work-items (a power
+    of two), or None if a layer has no device-side form."""
     count = len(layers)
     forward, backward = [], []
     for i, layer in enumerate(layers):
@@ -67,8 +70,14 @@ def fused_source(layers: list[Layer]) -> str | None:
         f"d{count}[k] = loss_output_minus_target_at(a{count}[k], t[k], 1);"
     ] + [code for code in backward if code])
     return f"""
+#define FUSED_COALESCED {int(lanes > 1)}
+#define FUSED_LANES {lanes}
+#define FUSED_GROUP {min(32, lanes)}
 kernel void fused_train({", ".join(params)}) {{
     const int lid = get_local_id(0), nl = get_local_size(0);
+#if FUSED_COALESCED
+    local REAL fused_sums[FUSED_LANES];
+#endif
     for (int e = start; e < start + count; ++e) {{
         global const REAL *a0 = xs + (size_t)e * n0;
         global const REAL *t = ys + (size_t)e * n{count};
@@ -81,24 +90,27 @@ kernel void fused_train({", ".join(params)}) {{
 
 def lanes(device: Device) -> int:
     """Work-items in the loop's one work-group: 1 on CPUs (each layer's loops then run as plain
-    vectorisable code), up to 256 on GPUs."""
-    if device.cl_device.type & cl.device_type.CPU:
+    vectorisable code), on GPUs the largest power of two up to 256 the device allows."""
+    if not device.gpu:
         return 1
-    return int(min(256, device.cl_device.max_work_group_size))
+    return 1 << (int(min(256, device.cl_device.max_work_group_size)).bit_length() - 1)
 
 
 class FusedTrainer:
     """The fused per-example loop of one network, its arguments set once."""
 
-    def __init__(self, net: Network, layers: list[Layer], shapes: list[Shape],
-                 source: str) -> None:
+    def __init__(self, net: Network, layers: list[Layer], shapes: list[Shape]) -> None:
         device = net.device
         self.device = device
-        program = device.build(kernel_source() + source)
-        self.kernel = device.kernel("fused_train", program)
-        # One work-group: no more lanes than this kernel may have on this device.
-        self.lanes = min(lanes(device), self.kernel.get_work_group_info(
-            cl.kernel_work_group_info.WORK_GROUP_SIZE, device.cl_device))
+        self.lanes = lanes(device)
+        while True:  # one work-group: no more lanes than this kernel may have on this device
+            source = fused_source(layers, self.lanes)
+            assert source is not None
+            self.kernel = device.kernel("fused_train", device.build(kernel_source() + source))
+            if self.kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
+                                               device.cl_device) >= self.lanes:
+                break
+            self.lanes //= 2
         # Arguments 0-6 (range, data, learning parameters) are set per call; the rest once.
         # The loop's activations and deltas are its own; `self.held` keeps every buffer the
         # kernel uses alive as long as the loop.
@@ -133,12 +145,11 @@ def fused_trainer(net: Network) -> FusedTrainer | None:
     trains layer by layer, with identical results."""
     links = chain(net, net.input_shape)
     layers = [layer for layer, _ in links]
-    source = fused_source(layers)
-    if source is None:
+    if fused_source(layers) is None:
         missing = [repr(layer) for i, layer in enumerate(layers)
                    if layer.fused_forward(i) is None
                    or layer.fused_backward(i, input_delta=i > 0) is None]
         log.debug("no fused per-example loop for %r (no device-side form: %s); training "
                   "layer by layer", net, ", ".join(missing))
         return None
-    return FusedTrainer(net, layers, [shape for _, shape in links] + [net.output_shape], source)
+    return FusedTrainer(net, layers, [shape for _, shape in links] + [net.output_shape])

@@ -1,7 +1,9 @@
-"""Launches of the register-blocked GEMM kernels (kernels/gemm.cl) with their global sizes.
+"""Launches of the GEMM kernels with their global sizes, in the device's form (`Device.gemm`):
+register-blocked for CPUs (kernels/gemm.cl) or local-memory tiled for GPUs (kernels/gemm_tiled.cl).
 
 The block sizes here must match the kernel file's macros: DOT_RM x DOT_RN outputs per work-item
-for gemm_dot, OUT_RM rows x one vector of VW lanes for gemm_outer.
+for gemm_dot, OUT_RM rows x one vector of VW lanes for gemm_outer; the tiled kernels' shape is
+the device's (`Device.tiles`).
 """
 from __future__ import annotations
 
@@ -23,9 +25,18 @@ def _blocks(size: int, block: int) -> int:
     return -(-size // block)
 
 
+def _tiled(device: Device, name: str, m: int, n: int, *args: object) -> Launch:
+    tm, tn, _, wm, wn = device.tiles
+    local = (tn // wn, tm // wm)
+    return device.launch(name, (_blocks(n, tn) * local[0], _blocks(m, tm) * local[1]), m, n,
+                         *args, local=local)
+
+
 def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_array.Array,
              bias: cl_array.Array, c: cl_array.Array) -> Launch:
     """C (m, n) = A (m, k) B(n, k)^T + bias (n,)."""
+    if device.gemm == "tiled":
+        return _tiled(device, "gemm_dot_tiled", m, n, k, a, b, bias, c)
     return device.launch("gemm_dot", (_blocks(n, DOT_RN), _blocks(m, DOT_RM)), m, n, k, a, b,
                          bias, c)
 
@@ -40,5 +51,7 @@ def gemm_outer(device: Device, m: int, n: int, k: int, a: cl_array.Array, a_m: i
                b: cl_array.Array, c: cl_array.Array) -> Launch:
     """C (m, n) = sum over k of A[i * a_m + k * a_k] B (k, n): A is read through strides, so
     either operand of a transposed product fits."""
+    if device.gemm == "tiled":
+        return _tiled(device, "gemm_outer_tiled", m, n, k, a, a_m, a_k, b, c)
     return device.launch("gemm_outer", (_blocks(n, vector_width(device)), _blocks(m, OUT_RM)),
                          m, n, k, a, a_m, a_k, b, c)

@@ -147,3 +147,19 @@ def test_devices_cli_marks_the_device_pyopencl_ctx_picks():
                             text=True, timeout=60, check=True,
                             env={**os.environ, "PYOPENCL_CTX": f"{last}:0"})
     assert f" * {last}:0 " in result.stdout, result.stdout
+
+
+def test_generic_cpu_pocl_is_named():
+    from types import SimpleNamespace
+
+    from grenade_py.device import generic_cpu_note
+
+    def device(name, platform="Portable Computing Language"):
+        return SimpleNamespace(name=name, platform=SimpleNamespace(name=platform))
+
+    assert generic_cpu_note(device("pthread-skylake-avx512-Intel(R) Xeon(R) Processor")) == ""
+    assert generic_cpu_note(device("cpu-znver3-AMD EPYC 7B13")) == ""
+    assert "apt install pocl-opencl-icd" in generic_cpu_note(
+        device("pthread-Intel(R) Xeon(R) Processor"))
+    assert "generic CPU" in generic_cpu_note(device("pthread-generic-Intel(R) Xeon(R)"))
+    assert generic_cpu_note(device("NVIDIA H100", platform="NVIDIA CUDA")) == ""

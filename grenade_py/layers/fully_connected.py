@@ -85,18 +85,42 @@ class FullyConnected(Layer):
             ("w", p["weights"]), ("b", p["bias"]), ("mw", m["weights"]), ("mb", m["bias"]))]
 
     def fused_forward(self, i: int) -> str:
-        return (f"for (int o = lid; o < n{i + 1}; o += nl) "
-                f"a{i + 1}[o] = fc_forward_at(w{i}, b{i}, a{i}, n{i}, o);")
+        # CPU: a row per lane. GPU: a group of lanes per row, reading it in consecutive words,
+        # its partial sums added in local memory.
+        return f"""#if FUSED_COALESCED
+for (int o0 = 0; o0 < n{i + 1}; o0 += nl / FUSED_GROUP) {{
+    const int o = o0 + lid / FUSED_GROUP, lane = lid % FUSED_GROUP;
+    REAL s = 0;
+    if (o < n{i + 1})
+        for (int k = lane; k < n{i}; k += FUSED_GROUP) s += w{i}[(size_t)o * n{i} + k] * a{i}[k];
+    fused_sums[lid] = s;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int h = FUSED_GROUP / 2; h > 0; h /= 2) {{
+        if (lane < h) fused_sums[lid] += fused_sums[lid + h];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }}
+    if (lane == 0 && o < n{i + 1}) a{i + 1}[o] = fused_sums[lid] + b{i}[o];
+}}
+#else
+for (int o = lid; o < n{i + 1}; o += nl) a{i + 1}[o] = fc_forward_at(w{i}, b{i}, a{i}, n{i}, o);
+#endif"""
 
     def fused_backward(self, i: int, input_delta: bool) -> str:
         # dx from the weights before this example's update, as Grenade's backward pass does.
         dx = (f"for (int j = lid; j < n{i}; j += nl) "
               f"d{i}[j] = fc_backward_input_at(w{i}, d{i + 1}, n{i}, n{i + 1}, j);\n"
               "barrier(CLK_GLOBAL_MEM_FENCE);\n") if input_delta else ""
-        return dx + f"""for (int o = lid; o < n{i + 1}; o += nl) {{
+        # The update: CPU, a row per lane; GPU, lanes over consecutive weights.
+        return dx + f"""#if FUSED_COALESCED
+for (size_t at = lid; at < (size_t)n{i + 1} * n{i}; at += nl)
+    sgd_momentum_l2_at(w{i}, mw{i}, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1},
+                       at / n{i}, at % n{i}), rate, momentum, l2, at);
+#else
+for (int o = lid; o < n{i + 1}; o += nl)
     for (int j = 0; j < n{i}; ++j)
         sgd_momentum_l2_at(w{i}, mw{i}, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1}, o, j),
                            rate, momentum, l2, (size_t)o * n{i} + j);
+#endif
+for (int o = lid; o < n{i + 1}; o += nl)
     sgd_momentum_l2_at(b{i}, mb{i}, fc_bias_grad_at(d{i + 1}, 1, n{i + 1}, o), rate, momentum,
-                       l2, o);
-}}"""
+                       l2, o);"""
