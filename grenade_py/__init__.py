@@ -10,11 +10,18 @@ from grenade_py.errors import (
 )
 from grenade_py.layers import (
     Concat,
+    Convolution,
+    Crop,
+    Deconvolution,
+    Elu,
     FullyConnected,
     Layer,
     Logit,
     Merge,
+    Pad,
+    Pooling,
     Relu,
+    Reshape,
     Series,
     Softmax,
     Tanh,
@@ -28,8 +35,9 @@ from grenade_py.shapes import D1, D2, D3
 __version__ = "0.1.0"
 
 __all__ = [
-    "D1", "D2", "D3", "Concat", "DataError", "Device", "DeviceError", "FullyConnected",
-    "GrenadeError", "KernelBuildError", "Layer", "LearningParameters", "Logit", "Merge",
-    "ModelFileError", "Network", "Relu", "Series", "ShapeError", "Softmax", "Tanh", "Trivial",
+    "D1", "D2", "D3", "Concat", "Convolution", "Crop", "DataError", "Deconvolution", "Device",
+    "DeviceError", "Elu", "FullyConnected", "GrenadeError", "KernelBuildError", "Layer",
+    "LearningParameters", "Logit", "Merge", "ModelFileError", "Network", "Pad", "Pooling",
+    "Relu", "Reshape", "Series", "ShapeError", "Softmax", "Tanh", "Trivial",
     "apply_update", "back_propagate", "evaluate", "fit", "run_net", "train",
 ]

@@ -200,7 +200,7 @@ def layer_from_spec(spec: dict[str, Any], device: Device | None = None) -> Layer
     placed on `device`, or without a device a Series of the same layers."""
     kind = spec["type"]
     if kind in LAYER_TYPES:
-        return LAYER_TYPES[kind](**{k: v for k, v in spec.items() if k != "type"})
+        return LAYER_TYPES[kind].from_spec(**{k: v for k, v in spec.items() if k != "type"})
     if kind in ("Series", "Network"):
         layers = [layer_from_spec(s, device) for s in spec["layers"]]
         if kind == "Network" and device is not None:

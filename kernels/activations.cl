@@ -25,3 +25,9 @@ REAL logit_backward_at(REAL y, REAL dy) { return y * (1 - y) * dy; }
 ACTIVATION_KERNELS(tanh)
 ACTIVATION_KERNELS(relu)
 ACTIVATION_KERNELS(logit)
+
+// Elu (alpha = 1): x for x > 0, exp(x) - 1 below; its tape is the input.
+REAL elu_forward_at(REAL x) { return x > 0 ? x : exp(x) - 1; }
+REAL elu_backward_at(REAL x, REAL dy) { return x > 0 ? dy : exp(x) * dy; }
+
+ACTIVATION_KERNELS(elu)

@@ -1,17 +1,25 @@
 """The layers, one per module (the branching ones together in branches.py)."""
 from grenade_py.layers.base import INITS, Activation, Layer
 from grenade_py.layers.branches import Concat, Merge, Trivial
+from grenade_py.layers.convolution import Convolution
+from grenade_py.layers.deconvolution import Deconvolution
+from grenade_py.layers.elu import Elu
 from grenade_py.layers.fully_connected import FullyConnected
 from grenade_py.layers.logit import Logit
+from grenade_py.layers.pad import Crop, Pad
+from grenade_py.layers.pooling import Pooling
 from grenade_py.layers.relu import Relu
+from grenade_py.layers.reshape import Reshape
 from grenade_py.layers.series import Series
 from grenade_py.layers.softmax import Softmax
 from grenade_py.layers.tanh import Tanh
 
 #: Layers without parts, by the name model files store: built as `cls(**arguments)`.
 LAYER_TYPES: dict[str, type[Layer]] = {
-    cls.__name__: cls for cls in (FullyConnected, Tanh, Relu, Logit, Softmax, Trivial)
+    cls.__name__: cls for cls in (FullyConnected, Tanh, Relu, Logit, Softmax, Trivial, Elu,
+                                  Reshape, Pad, Crop, Convolution, Deconvolution, Pooling)
 }
 
-__all__ = ["INITS", "LAYER_TYPES", "Activation", "Concat", "FullyConnected", "Layer", "Logit",
-           "Merge", "Relu", "Series", "Softmax", "Tanh", "Trivial"]
+__all__ = ["INITS", "LAYER_TYPES", "Activation", "Concat", "Convolution", "Crop",
+           "Deconvolution", "Elu", "FullyConnected", "Layer", "Logit", "Merge", "Pad", "Pooling",
+           "Relu", "Reshape", "Series", "Softmax", "Tanh", "Trivial"]

@@ -64,6 +64,19 @@ class Layer:
         """The layer's type and constructor arguments, as stored in model files."""
         return {"type": type(self).__name__}
 
+    @classmethod
+    def from_spec(cls, **arguments: Any) -> Layer:
+        """The layer a spec's arguments describe (the inverse of `spec`)."""
+        return cls(**arguments)
+
+    def takes(self) -> Shape | None:
+        """The one input shape this layer takes, if it takes one (a Reshape before it infers
+        its output shape from this)."""
+        return None
+
+    def infer(self, following: Layer | None) -> None:
+        """Settle what the layer can only know from the layer after it (see Reshape)."""
+
     def __repr__(self) -> str:
         return type(self).__name__
 

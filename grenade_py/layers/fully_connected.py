@@ -39,6 +39,9 @@ class FullyConnected(Layer):
             raise ShapeError(f"takes D1 {self.i}")
         return D1(self.o)
 
+    def takes(self) -> Shape:
+        return D1(self.i)
+
     def spec(self) -> dict[str, Any]:
         return {"type": "FullyConnected", "i": self.i, "o": self.o}
 

@@ -31,6 +31,8 @@ class Series(Layer):
         for index, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {index} is {layer!r}, not a grenade_py layer")
+        for layer, following in zip(self.layers, self.layers[1:] + [None], strict=True):
+            layer.infer(following)
         #: The shapes between the layers, input first (known once placed).
         self.shapes: list[Shape] = []
 

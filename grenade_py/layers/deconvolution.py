@@ -1,0 +1,57 @@
+"""Deconvolution: the transpose of Convolution (Grenade's Deconvolution), no bias. Ports
+Grenade.Layers.Deconvolution.
+
+Shape: D2 or D3 rows cols channels -> D3 ((rows - 1) * stride_rows + kernel_rows)
+((cols - 1) * stride_cols + kernel_cols) filters (D2 for a D2 input and one filter).
+Parameters: `kernel` K, (kernel_rows * kernel_cols * filters, channels): the kernel of the
+Convolution from `filters` channels to `channels` that this layer transposes; output
+y[f, i*sh + a, j*sw + b] gets K[f*kh*kw + a*kw + b, c] x[c, i, j] from every input.
+Tape: the input. Kernels: that Convolution's, in transposed roles (kernels/convolution.cl):
+forward conv_backward_input, input delta conv_forward, kernel gradient conv_backward_kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyopencl.array as cl_array
+
+from grenade_py.device import Launch
+from grenade_py.layers.base import Buffers
+from grenade_py.layers.convolution import Convolution, planes
+
+
+class Deconvolution(Convolution):
+    """The transposed convolution with `filters` outputs per position."""
+
+    def out_planes(self, rows: int, cols: int) -> tuple[int, int]:
+        return (rows - 1) * self.sh + self.kh, (cols - 1) * self.sw + self.kw
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"kernel": (self.kh * self.kw * self.filters, self.channels)}
+
+    def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
+        rows = self.kh * self.kw * self.filters
+        bound = 1.0 if init == "grenade" else 1.0 / np.sqrt(self.kh * self.kw * self.channels)
+        return {"kernel": rng.uniform(-bound, bound, size=(rows, self.channels))}
+
+    def geometry(self) -> list[int]:
+        """The transposed Convolution's shape arguments: its input is this layer's output."""
+        channels, rows, cols = planes(self.in_shape)
+        _, out_rows, out_cols = planes(self.out_shape(self.in_shape))
+        return [self.filters, out_rows, out_cols, channels, self.kh, self.kw, self.sh, self.sw,
+                rows, cols]
+
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
+                training: bool) -> list[Launch]:
+        g = self.geometry()
+        return [self.device.launch("conv_backward_input", (g[1] * g[2], g[0], n), n, *g, x,
+                                   self.parameters["kernel"], y)]
+
+    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
+                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
+        g = self.geometry()
+        launches = [self.device.launch("conv_backward_kernel", (g[3], g[0] * g[4] * g[5]), n,
+                                       *g, dy, x, self.gradients["kernel"])]
+        if dx is not None:
+            launches.append(self.device.launch("conv_forward", (g[8] * g[9], -(-g[3] // 4), n),
+                                               n, *g, dy, self.parameters["kernel"], dx))
+        return launches

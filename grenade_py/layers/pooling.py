@@ -1,0 +1,66 @@
+"""Pooling: max pooling per channel plane. Ports Grenade.Layers.Pooling.
+
+Shape: D2 or D3 rows cols channels -> out_rows out_cols (channels), exact fit as Convolution:
+(out_rows - 1) * stride_rows = rows - kernel_rows. The first strictly greatest value in
+row-major window order wins a tie; windows that overlap (stride < kernel) add their gradients.
+Tape: the input's picked offsets, a per-batch buffer. Kernels: pool_forward, pool_backward
+(kernels/pooling.cl).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pyopencl.array as cl_array
+
+from grenade_py.device import Launch
+from grenade_py.layers.base import Buffers, Layer
+from grenade_py.layers.convolution import planes, positive_ints, windows
+from grenade_py.shapes import D2, D3, Shape, size
+
+
+class Pooling(Layer):
+    """Max pooling over kernel_rows x kernel_cols windows every (stride_rows, stride_cols)."""
+
+    def __init__(self, kernel_rows: int, kernel_cols: int, stride_rows: int,
+                 stride_cols: int) -> None:
+        super().__init__()
+        positive_ints("Pooling", kernel_rows=kernel_rows, kernel_cols=kernel_cols,
+                      stride_rows=stride_rows, stride_cols=stride_cols)
+        self.kh, self.kw, self.sh, self.sw = (int(v) for v in (kernel_rows, kernel_cols,
+                                                              stride_rows, stride_cols))
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "Pooling", "kernel_rows": self.kh, "kernel_cols": self.kw,
+                "stride_rows": self.sh, "stride_cols": self.sw}
+
+    def __repr__(self) -> str:
+        return f"Pooling {self.kh} {self.kw} {self.sh} {self.sw}"
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        channels, rows, cols = planes(in_shape)
+        out_rows = windows(rows, self.kh, self.sh, "rows")
+        out_cols = windows(cols, self.kw, self.sw, "cols")
+        return D3(out_rows, out_cols, channels) if isinstance(in_shape, D3) else D2(out_rows,
+                                                                                  out_cols)
+
+    def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {"picked": (n, size(self.out_shape(self.in_shape)))}
+
+    def geometry(self) -> list[int]:
+        channels, rows, cols = planes(self.in_shape)
+        _, out_rows, out_cols = planes(self.out_shape(self.in_shape))
+        return [rows, cols, self.kh, self.kw, self.sh, self.sw, out_rows, out_cols]
+
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
+                training: bool) -> list[Launch]:
+        count, g = n * planes(self.in_shape)[0], self.geometry()
+        return [self.device.launch("pool_forward", (g[6] * g[7], count), count, *g, x, y,
+                                   buffers["picked"])]
+
+    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
+                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
+        if dx is None:
+            return []
+        count, g = n * planes(self.in_shape)[0], self.geometry()
+        return [self.device.launch("pool_backward", (g[0] * g[1], count), count, *g,
+                                   buffers["picked"], dy, dx)]

@@ -1,0 +1,14 @@
+// Pad and Crop over a batch of channel-major planes (n * channels planes of h x w values):
+// dst plane (oh x ow) takes src plane (h x w) shifted down by `top` and right by `left`
+// (negative: up and left), zeros where nothing lands. Pad is a positive shift into a larger
+// plane, Crop a negative one into a smaller; each is the other's backward pass.
+
+// global size (ow, oh, planes)
+kernel void shift_planes(int planes, int h, int w, int oh, int ow, int top, int left,
+                         global const REAL *src, global REAL *dst) {
+    int j = get_global_id(0), i = get_global_id(1), p = get_global_id(2);
+    if (j >= ow || i >= oh || p >= planes) return;
+    int si = i - top, sj = j - left;
+    dst[((size_t)p * oh + i) * ow + j] =
+        si >= 0 && si < h && sj >= 0 && sj < w ? src[((size_t)p * h + si) * w + sj] : 0;
+}

@@ -1,0 +1,165 @@
+"""Grenade's spatial layers — Convolution, Deconvolution, Pooling, Pad, Crop, Reshape, Elu —
+against PyTorch (float64, odd sizes, strides > 1, kernels that are not square, overlapping
+pooling, batches of 1 and 7) and finite differences; exact-fit shape errors; model files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import numeric_gradients
+
+from grenade_py import (
+    D1,
+    D2,
+    D3,
+    Convolution,
+    Crop,
+    Deconvolution,
+    Elu,
+    FullyConnected,
+    Logit,
+    Network,
+    Pad,
+    Pooling,
+    Relu,
+    Reshape,
+    ShapeError,
+    Tanh,
+    back_propagate,
+    run_net,
+)
+
+torch = pytest.importorskip("torch", reason="PyTorch is the oracle here (pip install '.[test]')")
+F = torch.nn.functional
+
+
+def torch_layer(layer, x, p):
+    """`layer` applied to the torch batch x (N, C, H, W) or (N, features), with its parameters
+    p (torch tensors); the transcription of each layer's documented maths."""
+    kind = type(layer).__name__
+    if kind == "Convolution":
+        w = p["kernel"].T.reshape(layer.filters, layer.channels, layer.kh, layer.kw)
+        return F.conv2d(x, w, stride=(layer.sh, layer.sw))
+    if kind == "Deconvolution":
+        w = p["kernel"].T.reshape(layer.channels, layer.filters, layer.kh, layer.kw)
+        return F.conv_transpose2d(x, w, stride=(layer.sh, layer.sw))
+    if kind == "Pooling":
+        return F.max_pool2d(x, (layer.kh, layer.kw), (layer.sh, layer.sw))
+    if kind == "Pad":
+        return F.pad(x, (layer.left, layer.right, layer.top, layer.bottom))
+    if kind == "Crop":
+        return x[..., layer.top:x.shape[-2] - layer.bottom, layer.left:x.shape[-1] - layer.right]
+    if kind == "Reshape":
+        target = layer.target
+        return x.reshape(len(x), *((1, *target.dims) if isinstance(target, D2) else target.dims))
+    if kind == "FullyConnected":
+        return x @ p["weights"].T + p["bias"]
+    return {"Elu": F.elu, "Relu": torch.relu, "Tanh": torch.tanh,
+            "Logit": torch.sigmoid}[kind](x)
+
+
+def as_planes(shape, x):
+    """A D2 batch as one-channel planes, for torch."""
+    return x[:, None] if isinstance(shape, D2) else x
+
+
+def torch_check(net, x, y):
+    """run_net and back_propagate of `net` equal autograd through the torch transcription."""
+    params = [{k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
+              for p in net.get_parameters()]
+    out = as_planes(net.input_shape, torch.tensor(x))  # D2 as one channel throughout
+    for layer, p in zip(net.layers, params, strict=True):
+        out = torch_layer(layer, out, p)
+    out = out.reshape(len(x), *net.output_shape.dims)
+    np.testing.assert_allclose(run_net(net, x), out.detach().numpy(), rtol=1e-11, atol=1e-12)
+    (0.5 * ((out - torch.tensor(y)) ** 2).sum() / len(x)).backward()
+    for got, p in zip(back_propagate(net, x, y), params, strict=True):
+        for name, value in p.items():
+            np.testing.assert_allclose(got[name], value.grad.numpy(), rtol=1e-10, atol=1e-12,
+                                       err_msg=name)
+
+
+NETWORKS = {
+    # a deconvolution between two layers with parameters: its input delta is checked too
+    "conv-deconv": (D3(7, 6, 2), lambda: [
+        Convolution(2, 3, 3, 2, 2, 2), Tanh(), Deconvolution(3, 2, 3, 2, 2, 2), Elu(),
+        Convolution(2, 1, 1, 1, 1, 1)]),
+    "d2-one-filter": (D2(9, 8), lambda: [
+        Convolution(1, 1, 3, 2, 3, 2), Relu(), Pad(2, 1, 0, 3), Convolution(1, 4, 2, 2, 1, 1)]),
+    "overlapping-pool": (D3(9, 7, 3), lambda: [
+        Convolution(3, 5, 3, 3, 1, 1), Pooling(3, 2, 2, 1), Logit(), Crop(1, 0, 1, 1),
+        Convolution(5, 2, 1, 2, 1, 1)]),
+    "lenet-like": (D2(12, 12), lambda: [
+        Convolution(1, 4, 3, 3, 1, 1), Pooling(2, 2, 2, 2), Relu(), Convolution(4, 3, 3, 3, 1, 1),
+        Reshape(), FullyConnected(27, 5), Logit()]),
+}
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("n", [1, 7])
+def test_spatial_layers_against_torch(device64, name, n):
+    shape, layers = NETWORKS[name]
+    net = Network(layers(), input=shape, device=device64, seed=3, init="grenade")
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, *shape.dims))
+    torch_check(net, x, rng.normal(size=(n, *net.output_shape.dims)))
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_spatial_backward_against_finite_differences(device64, name):
+    shape, layers = NETWORKS[name]
+    net = Network(layers(), input=shape, device=device64, seed=4)
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(2, *shape.dims)), rng.normal(size=(2, *net.output_shape.dims))
+    grads = back_propagate(net, x, y)
+    numeric = numeric_gradients(net, lambda m: 0.5 * np.sum((run_net(m, x) - y) ** 2) / 2)
+    for got, want in zip(grads, numeric, strict=True):
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+def test_pooling_ties_go_to_the_first_greatest(device64):
+    net = Network([Pooling(2, 2, 1, 1)], input=D2(2, 3), device=device64)
+    x = np.array([[[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]])
+    np.testing.assert_array_equal(run_net(net, x), [[[1.0, 1.0]]])
+    from grenade_py import execution
+
+    plan = execution.plan(net, 1)
+    plan.input.set(x)
+    plan.delta.set(np.array([[[10.0, 100.0]]]))
+    dx = device64.zeros((1, 2, 3))
+    for launch in plan.forward(net, True) + net.backward(
+            1, plan.input, plan.output, plan.delta, dx, plan.buffers):
+        launch()
+    # window 0 picks (0, 0); window 1 picks (0, 1), its first greatest
+    np.testing.assert_array_equal(dx.get(), [[[10.0, 100.0, 0.0], [0.0, 0.0, 0.0]]])
+
+
+@pytest.mark.parametrize("layers, shape, message", [
+    ([Convolution(1, 2, 5, 5, 2, 2)], D2(28, 28), "needs \\(out - 1\\) \\* 2 = rows - 5"),
+    ([Pooling(2, 2, 2, 2)], D3(5, 4, 1), "rows = 5 gives none"),
+    ([Convolution(3, 2, 1, 1, 1, 1)], D3(4, 4, 2), "takes 3 channels"),
+    ([Reshape(D3(5, 5, 2))], D2(5, 10), "only with one channel"),
+    ([Reshape()], D2(5, 10), "give it"),
+    ([Crop(3, 0, 3, 0)], D2(4, 6), "cuts 0 rows and 6 columns"),
+])
+def test_exact_fit_shape_errors(device, layers, shape, message):
+    with pytest.raises(ShapeError, match=message):
+        Network(layers, input=shape, device=device)
+
+
+def test_every_spatial_layer_in_a_model_file(device64, tmp_path):
+    for name, (shape, layers) in NETWORKS.items():
+        net = Network(layers(), input=shape, device=device64, seed=6)
+        net.save(tmp_path / name)
+        loaded = Network.load(tmp_path / name, device=device64)
+        assert loaded.spec() == net.spec()
+        x = np.random.default_rng(7).normal(size=(3, *shape.dims))
+        np.testing.assert_array_equal(run_net(loaded, x), run_net(net, x))
+
+
+def test_reshape_infers_from_the_next_layer(device):
+    net = Network([Reshape(), FullyConnected(12, 2)], input=D3(2, 3, 2), device=device)
+    assert net.shapes[1] == D1(12)
+    back = Network([FullyConnected(4, 6), Reshape(D3(2, 3, 1)), Convolution(1, 2, 2, 2, 1, 1)],
+                   input=D1(4), device=device)
+    assert back.output_shape == D3(1, 2, 2)
