@@ -259,10 +259,12 @@ class Device:
         """The work-group shape of every launch of `dims` dimensions: fixed, so that a new
         batch size reuses the kernels built for the last one (PoCL builds a kernel anew for
         each work-group shape, 0.1-1.2 s each, which a driver-chosen shape would vary with the
-        global size). CPUs: (64,) and (2, 4); GPUs: (128,) and (32, 4), both within the kernel's
-        own limit."""
+        global size). CPUs: (64,) and (64, 1, ...): PoCL vectorises along dimension 0, where
+        the kernels keep their longest contiguous axis; GPUs: (128,) and (32, 4); both within
+        the kernel's own limit."""
         gpu = self.gpu
-        shape = [128 if gpu else 64] if dims == 1 else [32 if gpu else 2, 4] + [1] * (dims - 2)
+        shape = [128 if gpu else 64] if dims == 1 else [32, 4] if gpu else [64, 1]
+        shape += [1] * (dims - len(shape))
         limit = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
                                            self.cl_device)
         while int(np.prod(shape)) > limit:

@@ -30,6 +30,13 @@ kernel void pool_backward(int planes, int H, int W, int kh, int kw, int sh, int 
     int p = get_global_id(0), q = get_global_id(1);
     if (p >= H * W || q >= planes) return;
     int yy = p / W, xx = p % W;
+    if (sh >= kh && sw >= kw) {  // windows apart: at most one covers (yy, xx)
+        int i = yy / sh, j = xx / sw, a = yy % sh, b = xx % sw;
+        size_t o = (size_t)q * OH * OW + i * OW + j;
+        dx[(size_t)q * H * W + p] =
+            i < OH && j < OW && a < kh && b < kw && (int)picked[o] == a * kw + b ? dy[o] : 0;
+        return;
+    }
     int4 range = windows_covering(yy, xx, kh, kw, sh, sw, OH, OW);  // convolution.cl
     REAL acc = 0;
     for (int i = range.x; i <= range.y; ++i)

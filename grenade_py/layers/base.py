@@ -46,6 +46,8 @@ class Layer:
 
     #: Which activation the backward pass reads: "input" or "output".
     tape = "input"
+    #: Whether the layer gives any input shape back unchanged (activations, Trivial).
+    keeps_shape = False
 
     def __init__(self) -> None:
         self._device: Device | None = None
@@ -166,6 +168,7 @@ class Activation(Layer):
     """An element-wise layer of any shape whose kernels are `<family>_forward/_backward`."""
 
     family = ""
+    keeps_shape = True
 
     def out_shape(self, in_shape: Shape) -> Shape:
         return in_shape

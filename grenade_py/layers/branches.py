@@ -22,6 +22,8 @@ from grenade_py.shapes import D1, D2, D3, Shape, size
 class Trivial(Layer):
     """The identity, any shape (Grenade's Trivial)."""
 
+    keeps_shape = True
+
     def out_shape(self, in_shape: Shape) -> Shape:
         return in_shape
 

@@ -7,8 +7,11 @@ when the input is D2 and there is one filter), "valid, exact fit" as in Grenade:
 tile the input exactly are a ShapeError when the network is built.
 Parameters: `kernel` K, (kernel_rows * kernel_cols * channels, filters): row c*kh*kw + a*kw + b
 multiplies input x[c, i*sh + a, j*sw + b] — Grenade's K, so its model files map onto ours.
-Tape: the input. Kernels: conv_forward, conv_backward_input (a gather: overlaps add up
-without atomics), conv_backward_kernel (kernels/convolution.cl).
+Tape: the input's patches (im2col, as columns: R = kh*kw*channels rows by batch x positions),
+a per-batch buffer. Kernels: conv_im2col and conv_col2im (a gather: overlaps add up without
+atomics, kernels/convolution.cl), swap_axes (kernels/data.cl), and FullyConnected's GEMMs
+along the batch x positions axis: y = K^T patches; dK^T = dy patches^T; the input delta's
+patches = K dy, put back by col2im. With dy and y as (F, batch, positions).
 Initialisation: "scaled", uniform +-1/sqrt(kh*kw*channels); "grenade", uniform +-1.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
+from grenade_py.gemm import gemm_dot, gemm_outer
 from grenade_py.layers.base import Buffers, Layer
 from grenade_py.shapes import D2, D3, Shape
 
@@ -91,24 +95,67 @@ class Convolution(Layer):
         return {"kernel": rng.uniform(-bound, bound, size=(rows, self.filters))}
 
     def geometry(self) -> list[int]:
-        """The kernels' shape arguments: C, H, W, F, kh, kw, sh, sw, OH, OW."""
+        """The convolution's shape arguments: C, H, W, F, kh, kw, sh, sw, OH, OW."""
         channels, rows, cols = planes(self.in_shape)
         _, out_rows, out_cols = planes(self.out_shape(self.in_shape))
         return [channels, rows, cols, self.filters, self.kh, self.kw, self.sh, self.sw,
                 out_rows, out_cols]
 
+    def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        c, _, _, f, kh, kw, _, _, oh, ow = self.geometry()
+        return {"patches": (c * kh * kw, n * oh * ow), "product": (f, n * oh * ow),
+                "kernel_t": (f, c * kh * kw), "zeros": (c * kh * kw,)}
+
+    def _swap(self, a: int, b: int, k: int, src: cl_array.Array,
+              dst: cl_array.Array) -> Launch:
+        """dst (b, a, k) = src (a, b, k) with its first two axes swapped."""
+        return self.device.launch("swap_axes", (k, b, a), a, b, k, src, dst)
+
+    def im2col(self, n: int, x: cl_array.Array, buffers: Buffers) -> Launch:
+        """x's patches, as the columns of buffers["patches"]."""
+        c, h, w, _, kh, kw, sh, sw, oh, ow = self.geometry()
+        return self.device.launch("conv_im2col", (oh * ow, n * c), n, c, h, w, kh, kw, sh, sw,
+                                  oh, ow, x, buffers["patches"])
+
+    def patches_times_kernel(self, n: int, y: cl_array.Array, buffers: Buffers) -> list[Launch]:
+        """y (channel-major) = K^T x the patches."""
+        c, _, _, f, kh, kw, _, _, oh, ow = self.geometry()
+        columns = n * oh * ow
+        return [gemm_outer(self.device, f, columns, c * kh * kw, self.parameters["kernel"], 1,
+                           f, buffers["patches"], buffers["product"]),
+                self._swap(f, n, oh * ow, buffers["product"], y)]
+
+    def kernel_gradient(self, n: int, dy: cl_array.Array, buffers: Buffers) -> list[Launch]:
+        """dK = (dy x the patches^T)^T; leaves dy as (F, batch, positions) in
+        buffers["product"]."""
+        c, _, _, f, kh, kw, _, _, oh, ow = self.geometry()
+        width, product, kernel_t = c * kh * kw, buffers["product"], buffers["kernel_t"]
+        return [self._swap(n, f, oh * ow, dy, product),
+                gemm_dot(self.device, f, width, n * oh * ow, product, buffers["patches"],
+                         buffers["zeros"], kernel_t),
+                self._swap(f, width, 1, kernel_t, self.gradients["kernel"])]
+
+    def input_delta(self, n: int, dy: cl_array.Array | None, dx: cl_array.Array,
+                    buffers: Buffers) -> list[Launch]:
+        """dx = col2im(K dy), through the patches buffer; dy None: dy is already in
+        buffers["product"] (kernel_gradient put it there)."""
+        c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
+        product, patches = buffers["product"], buffers["patches"]
+        launches = [] if dy is None else [self._swap(n, f, oh * ow, dy, product)]
+        return launches + [
+            gemm_outer(self.device, c * kh * kw, n * oh * ow, f, self.parameters["kernel"], f, 1,
+                       product, patches),
+            self.device.launch("conv_col2im", (h * w, n * c), n, c, h, w, kh, kw, sh, sw, oh, ow,
+                               patches, dx),
+        ]
+
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
-        g = self.geometry()
-        return [self.device.launch("conv_forward", (g[8] * g[9], -(-g[3] // 4), n), n, *g, x,
-                                   self.parameters["kernel"], y)]
+        return [self.im2col(n, x, buffers)] + self.patches_times_kernel(n, y, buffers)
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        g, kernel = self.geometry(), self.parameters["kernel"]
-        launches = [self.device.launch("conv_backward_kernel", (g[3], g[0] * g[4] * g[5]), n,
-                                       *g, x, dy, self.gradients["kernel"])]
-        if dx is not None:
-            launches.append(self.device.launch("conv_backward_input", (g[1] * g[2], g[0], n), n,
-                                               *g, dy, kernel, dx))
+        launches = self.kernel_gradient(n, dy, buffers)  # the forward pass left x's patches
+        if dx is not None:  # then the patches are spent: dx's overwrite them
+            launches += self.input_delta(n, None, dx, buffers)
         return launches

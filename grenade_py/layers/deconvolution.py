@@ -6,8 +6,9 @@ Shape: D2 or D3 rows cols channels -> D3 ((rows - 1) * stride_rows + kernel_rows
 Parameters: `kernel` K, (kernel_rows * kernel_cols * filters, channels): the kernel of the
 Convolution from `filters` channels to `channels` that this layer transposes; output
 y[f, i*sh + a, j*sw + b] gets K[f*kh*kw + a*kw + b, c] x[c, i, j] from every input.
-Tape: the input. Kernels: that Convolution's, in transposed roles (kernels/convolution.cl):
-forward conv_backward_input, input delta conv_forward, kernel gradient conv_backward_kernel.
+Tape: the input. Kernels: that Convolution's, in transposed roles: its input delta is this
+layer's forward pass, its forward pass this layer's input delta, and the kernel gradient has
+x and dy swapped.
 """
 from __future__ import annotations
 
@@ -42,16 +43,11 @@ class Deconvolution(Convolution):
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
-        g = self.geometry()
-        return [self.device.launch("conv_backward_input", (g[1] * g[2], g[0], n), n, *g, x,
-                                   self.parameters["kernel"], y)]
+        return self.input_delta(n, x, y, buffers)
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        g = self.geometry()
-        launches = [self.device.launch("conv_backward_kernel", (g[3], g[0] * g[4] * g[5]), n,
-                                       *g, dy, x, self.gradients["kernel"])]
+        launches = [self.im2col(n, dy, buffers)] + self.kernel_gradient(n, x, buffers)
         if dx is not None:
-            launches.append(self.device.launch("conv_forward", (g[8] * g[9], -(-g[3] // 4), n),
-                                               n, *g, dy, self.parameters["kernel"], dx))
+            launches += self.patches_times_kernel(n, dx, buffers)
         return launches

@@ -1,8 +1,9 @@
 """Reshape: the same values as another shape (D1 <-> D2 <-> D3), flattened row-major over the
 channel-major layout; D3 <-> D2 only with one channel. Ports Grenade.Layers.Reshape.
 
-Grenade infers the output shape from the layer after it; so does `Reshape()` when that layer takes
-one shape (a FullyConnected i takes D1 i); otherwise give it: `Reshape(D3(28, 28, 1))`.
+Grenade infers the output shape from the layers after it; so does `Reshape()` when the first of
+them that does not keep any shape (activations do) takes one shape (a FullyConnected i takes
+D1 i); otherwise give it: `Reshape(D3(28, 28, 1))`.
 Kernels: copy_values (kernels/branches.cl).
 """
 from __future__ import annotations
@@ -17,6 +18,8 @@ from grenade_py.shapes import D2, D3, Shape, check_shape, parse_shape, size
 
 class Reshape(Trivial):
     """Shape: S -> `target` with as many values; on the device a copy, as Trivial's."""
+
+    keeps_shape = False
 
     def __init__(self, target: Shape | None = None) -> None:
         super().__init__()

@@ -31,8 +31,9 @@ class Series(Layer):
         for index, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {index} is {layer!r}, not a grenade_py layer")
-        for layer, following in zip(self.layers, self.layers[1:] + [None], strict=True):
-            layer.infer(following)
+        for index, layer in enumerate(self.layers):  # past layers that keep any shape
+            following = [later for later in self.layers[index + 1:] if not later.keeps_shape]
+            layer.infer(following[0] if following else None)
         #: The shapes between the layers, input first (known once placed).
         self.shapes: list[Shape] = []
 
