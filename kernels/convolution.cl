@@ -13,18 +13,25 @@ int4 windows_covering(int yy, int xx, int kh, int kw, int sh, int sw, int OH, in
                   max(0, (xx - kw + sw) / sw), min(OW - 1, xx / sw));
 }
 
-// One work-item per output position and channel writes its kh x kw patch entries.
-// global size (OH * OW, n * C)
-kernel void conv_im2col(int n, int C, int H, int W, int kh, int kw, int sh, int sw, int OH,
-                        int OW, global const REAL *x, global REAL *patches) {
-    int p = get_global_id(0), q = get_global_id(1);
-    if (p >= OH * OW || q >= n * C) return;
-    int s = q / C, c = q % C, i = p / OW, j = p % OW;
-    const size_t columns = (size_t)n * OH * OW, column = (size_t)s * OH * OW + i * OW + j;
-    global const REAL *window = x + ((size_t)q * H + i * sh) * W + j * sw;
-    global REAL *out = patches + (size_t)c * kh * kw * columns + column;
-    for (int a = 0; a < kh; ++a)
-        for (int b = 0; b < kw; ++b) out[(size_t)(a * kw + b) * columns] = window[a * W + b];
+// offsets[r * OH*OW + p]: where patch entry r of position p lies in a sample, (c * H + i*sh + a)
+// * W + j*sw + b, held as a REAL (exact: a sample has fewer than 2^24 values).
+// global size (OH * OW, C * kh * kw)
+kernel void conv_offsets(int C, int H, int W, int kh, int kw, int sh, int sw, int OH, int OW,
+                         global REAL *offsets) {
+    int p = get_global_id(0), r = get_global_id(1);
+    if (p >= OH * OW || r >= C * kh * kw) return;
+    int c = r / (kh * kw), a = r / kw % kh, b = r % kw, i = p / OW, j = p % OW;
+    offsets[(size_t)r * OH * OW + p] = (c * H + i * sh + a) * W + j * sw + b;
+}
+
+// patches[r, s * P + p] = x[s][offsets[r, p]], P = OH*OW: a gather along positions, no
+// divisions. global size (P, R, n)
+kernel void conv_im2col(int n, int sample, int R, int P, global const REAL *offsets,
+                        global const REAL *x, global REAL *patches) {
+    int p = get_global_id(0), r = get_global_id(1), s = get_global_id(2);
+    if (p >= P || r >= R || s >= n) return;
+    patches[(size_t)r * n * P + (size_t)s * P + p] =
+        x[(size_t)s * sample + (size_t)offsets[(size_t)r * P + p]];
 }
 
 // dx[s, c, yy, xx] = the sum of the patch entries that (yy, xx) went to.

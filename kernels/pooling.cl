@@ -30,13 +30,6 @@ kernel void pool_backward(int planes, int H, int W, int kh, int kw, int sh, int 
     int p = get_global_id(0), q = get_global_id(1);
     if (p >= H * W || q >= planes) return;
     int yy = p / W, xx = p % W;
-    if (sh >= kh && sw >= kw) {  // windows apart: at most one covers (yy, xx)
-        int i = yy / sh, j = xx / sw, a = yy % sh, b = xx % sw;
-        size_t o = (size_t)q * OH * OW + i * OW + j;
-        dx[(size_t)q * H * W + p] =
-            i < OH && j < OW && a < kh && b < kw && (int)picked[o] == a * kw + b ? dy[o] : 0;
-        return;
-    }
     int4 range = windows_covering(yy, xx, kh, kw, sh, sw, OH, OW);  // convolution.cl
     REAL acc = 0;
     for (int i = range.x; i <= range.y; ++i)
@@ -47,4 +40,21 @@ kernel void pool_backward(int planes, int H, int W, int kh, int kw, int sh, int 
                 acc += dy[o];
         }
     dx[(size_t)q * H * W + p] = acc;
+}
+
+// Windows that do not overlap (stride >= kernel): each window's work-item writes the sh x sw
+// cell of inputs it starts, dy where it picked and 0 elsewhere. global size (OH * OW, planes)
+kernel void pool_backward_cells(int planes, int H, int W, int kh, int kw, int sh, int sw,
+                                int OH, int OW, global const REAL *picked,
+                                global const REAL *dy, global REAL *dx) {
+    int p = get_global_id(0), q = get_global_id(1);
+    if (p >= OH * OW || q >= planes) return;
+    int i = p / OW, j = p % OW;
+    size_t o = (size_t)q * OH * OW + p;
+    int at = (int)picked[o];
+    REAL g = dy[o];
+    global REAL *cell = dx + ((size_t)q * H + i * sh) * W + j * sw;
+    for (int a = 0; a < sh && i * sh + a < H; ++a)
+        for (int b = 0; b < sw && j * sw + b < W; ++b)
+            cell[a * W + b] = a < kh && b < kw && a * kw + b == at ? g : 0;
 }

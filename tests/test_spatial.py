@@ -88,6 +88,8 @@ NETWORKS = {
     "overlapping-pool": (D3(9, 7, 3), lambda: [
         Convolution(3, 5, 3, 3, 1, 1), Pooling(3, 2, 2, 1), Logit(), Crop(1, 0, 1, 1),
         Convolution(5, 2, 1, 2, 1, 1)]),
+    "spaced-pool": (D3(8, 12, 2), lambda: [  # stride > kernel: inputs no window covers
+        Convolution(2, 3, 1, 2, 1, 1), Pooling(2, 2, 3, 3), Elu(), Convolution(3, 2, 2, 2, 1, 1)]),
     "lenet-like": (D2(12, 12), lambda: [
         Convolution(1, 4, 3, 3, 1, 1), Pooling(2, 2, 2, 2), Relu(), Convolution(4, 3, 3, 3, 1, 1),
         Reshape(), FullyConnected(27, 5), Logit()]),

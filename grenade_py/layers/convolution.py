@@ -104,18 +104,25 @@ class Convolution(Layer):
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         c, _, _, f, kh, kw, _, _, oh, ow = self.geometry()
         return {"patches": (c * kh * kw, n * oh * ow), "product": (f, n * oh * ow),
-                "kernel_t": (f, c * kh * kw), "zeros": (c * kh * kw,)}
+                "kernel_t": (f, c * kh * kw), "zeros": (c * kh * kw,),
+                "offsets": (c * kh * kw, oh * ow)}
 
     def _swap(self, a: int, b: int, k: int, src: cl_array.Array,
               dst: cl_array.Array) -> Launch:
         """dst (b, a, k) = src (a, b, k) with its first two axes swapped."""
         return self.device.launch("swap_axes", (k, b, a), a, b, k, src, dst)
 
-    def im2col(self, n: int, x: cl_array.Array, buffers: Buffers) -> Launch:
-        """x's patches, as the columns of buffers["patches"]."""
+    def im2col(self, n: int, x: cl_array.Array, buffers: Buffers) -> list[Launch]:
+        """x's patches, as the columns of buffers["patches"] (through a map of offsets)."""
         c, h, w, _, kh, kw, sh, sw, oh, ow = self.geometry()
-        return self.device.launch("conv_im2col", (oh * ow, n * c), n, c, h, w, kh, kw, sh, sw,
-                                  oh, ow, x, buffers["patches"])
+        if c * h * w >= 2**24:
+            raise ShapeError(f"takes samples of under 2^24 values, not {c * h * w}")
+        width, positions = c * kh * kw, oh * ow
+        return [self.device.launch("conv_offsets", (positions, width), c, h, w, kh, kw, sh, sw,
+                                   oh, ow, buffers["offsets"]),
+                self.device.launch("conv_im2col", (positions, width, n), n, c * h * w, width,
+                                   positions, buffers["offsets"], x, buffers["patches"],
+                                   local=(32, 1, 1))]
 
     def patches_times_kernel(self, n: int, y: cl_array.Array, buffers: Buffers) -> list[Launch]:
         """y (channel-major) = K^T x the patches."""
@@ -151,7 +158,7 @@ class Convolution(Layer):
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
-        return [self.im2col(n, x, buffers)] + self.patches_times_kernel(n, y, buffers)
+        return self.im2col(n, x, buffers) + self.patches_times_kernel(n, y, buffers)
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:

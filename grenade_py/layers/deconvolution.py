@@ -47,7 +47,7 @@ class Deconvolution(Convolution):
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        launches = [self.im2col(n, dy, buffers)] + self.kernel_gradient(n, x, buffers)
+        launches = self.im2col(n, dy, buffers) + self.kernel_gradient(n, x, buffers)
         if dx is not None:
             launches += self.patches_times_kernel(n, dx, buffers)
         return launches

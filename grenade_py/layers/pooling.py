@@ -3,8 +3,8 @@
 Shape: D2 or D3 rows cols channels -> out_rows out_cols (channels), exact fit as Convolution:
 (out_rows - 1) * stride_rows = rows - kernel_rows. The first strictly greatest value in
 row-major window order wins a tie; windows that overlap (stride < kernel) add their gradients.
-Tape: the input's picked offsets, a per-batch buffer. Kernels: pool_forward, pool_backward
-(kernels/pooling.cl).
+Tape: the input's picked offsets, a per-batch buffer. Kernels: pool_forward, pool_backward (a
+gather, for overlapping windows) or pool_backward_cells (windows apart) (kernels/pooling.cl).
 """
 from __future__ import annotations
 
@@ -62,5 +62,8 @@ class Pooling(Layer):
         if dx is None:
             return []
         count, g = n * planes(self.in_shape)[0], self.geometry()
+        if self.sh >= self.kh and self.sw >= self.kw:  # windows apart: scatter each one's cell
+            return [self.device.launch("pool_backward_cells", (g[6] * g[7], count), count, *g,
+                                       buffers["picked"], dy, dx)]
         return [self.device.launch("pool_backward", (g[0] * g[1], count), count, *g,
                                    buffers["picked"], dy, dx)]
