@@ -13,6 +13,7 @@ from grenade_py.layers import (
     Convolution,
     Crop,
     Deconvolution,
+    Dropout,
     Elu,
     FullyConnected,
     Layer,
@@ -36,8 +37,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "D1", "D2", "D3", "Concat", "Convolution", "Crop", "DataError", "Deconvolution", "Device",
-    "DeviceError", "Elu", "FullyConnected", "GrenadeError", "KernelBuildError", "Layer",
-    "LearningParameters", "Logit", "Merge", "ModelFileError", "Network", "Pad", "Pooling",
-    "Relu", "Reshape", "Series", "ShapeError", "Softmax", "Tanh", "Trivial",
-    "apply_update", "back_propagate", "evaluate", "fit", "run_net", "train",
+    "Dropout", "DeviceError", "Elu", "FullyConnected", "GrenadeError", "KernelBuildError", "Layer",
+    "LearningParameters", "Logit", "Merge", "ModelFileError", "Network", "Pad", "Pooling", "Relu",
+    "Reshape", "Series", "ShapeError", "Softmax", "Tanh", "Trivial", "apply_update",
+    "back_propagate", "evaluate", "fit", "run_net", "train",
 ]

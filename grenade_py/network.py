@@ -276,6 +276,9 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
                             max(1, sum(-(-n // align) * align for n in sizes)) * itemsize)
     layout, chunks, total = [], [], 0  # layout: (layer, name, offset, shape)
     for layer in leaves:
+        layer.draw(rng)
+        if not layer.parameter_shapes():
+            continue
         if layer._network is not None:  # inside a nested network: keep what it has
             values = {role: {k: v.get() for k, v in getattr(layer, role).items()}
                       for role in ROLES}

@@ -3,6 +3,7 @@ from grenade_py.layers.base import INITS, Activation, Layer
 from grenade_py.layers.branches import Concat, Merge, Trivial
 from grenade_py.layers.convolution import Convolution
 from grenade_py.layers.deconvolution import Deconvolution
+from grenade_py.layers.dropout import Dropout
 from grenade_py.layers.elu import Elu
 from grenade_py.layers.fully_connected import FullyConnected
 from grenade_py.layers.logit import Logit
@@ -17,9 +18,12 @@ from grenade_py.layers.tanh import Tanh
 #: Layers without parts, by the name model files store: built as `cls(**arguments)`.
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls for cls in (FullyConnected, Tanh, Relu, Logit, Softmax, Trivial, Elu,
-                                  Reshape, Pad, Crop, Convolution, Deconvolution, Pooling)
+                                  Reshape, Pad, Crop, Convolution, Deconvolution, Pooling,
+                                  Dropout)
 }
 
-__all__ = ["INITS", "LAYER_TYPES", "Activation", "Concat", "Convolution", "Crop",
-           "Deconvolution", "Elu", "FullyConnected", "Layer", "Logit", "Merge", "Pad", "Pooling",
-           "Relu", "Reshape", "Series", "Softmax", "Tanh", "Trivial"]
+__all__ = [
+    "INITS", "LAYER_TYPES", "Activation", "Concat", "Convolution", "Crop", "Deconvolution",
+    "Dropout", "Elu", "FullyConnected", "Layer", "Logit", "Merge", "Pad", "Pooling", "Relu",
+    "Reshape", "Series", "Softmax", "Tanh", "Trivial",
+]

@@ -115,6 +115,10 @@ class Layer:
         """Record where the layer now lives (called by the network that places it)."""
         self._device, self._in_shape, self._network = device, in_shape, network
 
+    def draw(self, rng: np.random.Generator) -> None:
+        """Draw what the layer needs from the network's seed besides parameters (a Dropout's
+        key); called for every layer in order when the network is placed."""
+
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of each parameter array, by name; none by default."""
         return {}

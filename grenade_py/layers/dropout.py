@@ -1,0 +1,73 @@
+"""Dropout: inverted dropout while training, the identity in `run_net`/`evaluate`.
+
+Differs from Grenade on purpose: Grenade.Layers.Dropout is a stub that passes its input through.
+Ours drops each value with probability `rate` while training (`train`, `fit`) and scales the kept
+ones by 1 / (1 - rate), so the expected output is the input; at inference it is the identity.
+The mask is drawn on the device by Philox4x32-10, keyed by a key drawn from the network's seed
+and counted by a step counter the device advances after each training forward pass, so the same
+seed gives the same masks. Shape: any. Tape: the mask, a per-batch buffer. Kernels:
+dropout_forward, dropout_advance, dropout_backward (kernels/dropout.cl); copy_values at
+inference.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyopencl.array as cl_array
+
+from grenade_py.device import Device, Launch
+from grenade_py.layers.base import Buffers, Layer
+from grenade_py.shapes import Shape, size
+
+
+class Dropout(Layer):
+    """Drops values with probability `rate` (0 <= rate < 1) while training."""
+
+    keeps_shape = True
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise ValueError(f"Dropout rate must be a number in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.key = (0, 0)
+        self.step: cl_array.Array | None = None
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        return in_shape
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "Dropout", "rate": self.rate}
+
+    def __repr__(self) -> str:
+        return f"Dropout {self.rate:g}"
+
+    def draw(self, rng: np.random.Generator) -> None:
+        low, high = rng.integers(0, 2**32, size=2)
+        self.key = (int(low), int(high))
+
+    def bind(self, device: Device, in_shape: Shape, network: Any) -> None:
+        super().bind(device, in_shape, network)
+        self.step = cl_array.zeros(device.queue, (1,), np.uint32)
+
+    def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {"mask": (n, *self.in_shape.dims)}
+
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
+                training: bool) -> list[Launch]:
+        count, device = n * size(self.in_shape), self.device
+        if not training:
+            return [device.launch("copy_values", (count,), count, x, y)]
+        real = np.dtype(device.dtype).type
+        return [device.launch("dropout_forward", (count,), count, real(self.rate),
+                              real(1 / (1 - self.rate)), np.uint32(self.key[0]),
+                              np.uint32(self.key[1]), self.step, x, y, buffers["mask"]),
+                device.launch("dropout_advance", (1,), self.step)]
+
+    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
+                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
+        if dx is None:
+            return []
+        count = n * size(self.in_shape)
+        return [self.device.launch("dropout_backward", (count,), count, buffers["mask"], dy, dx)]

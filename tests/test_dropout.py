@@ -1,0 +1,66 @@
+"""Dropout: real inverted dropout while training (Grenade's is a stub), the identity at inference,
+masks reproducible from the network's seed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from grenade_py import (
+    D1,
+    D3,
+    Dropout,
+    FullyConnected,
+    LearningParameters,
+    Network,
+    execution,
+    run_net,
+    train,
+)
+
+
+def forward_backward(net, x, dy):
+    """One training forward pass and the backward pass of its last layer from dy: y, dx."""
+    plan = execution.plan(net, len(x))
+    plan.input.set(np.asarray(x, dtype=net.device.dtype))
+    plan.delta.set(np.asarray(dy, dtype=net.device.dtype))
+    dx = net.device.zeros(plan.input.shape)
+    for launch in plan.forward(net, True) + net.backward(len(x), plan.input, plan.output,
+                                                         plan.delta, dx, plan.buffers):
+        launch()
+    return plan.output.get(), dx.get()
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.25, 0.7])
+def test_dropout_masks(device, rate):
+    net = Network([Dropout(rate)], input=D3(16, 16, 4), device=device, seed=1)
+    x = np.random.default_rng(2).uniform(1, 2, size=(8, 4, 16, 16))
+    dy = np.random.default_rng(3).normal(size=x.shape)
+    y, dx = forward_backward(net, x, dy)
+    kept = y != 0
+    assert abs(kept.mean() - (1 - rate)) < 0.02  # 8192 draws
+    np.testing.assert_allclose(y[kept], x[kept] / (1 - rate), rtol=1e-6)
+    np.testing.assert_allclose(dx, np.where(kept, dy / (1 - rate), 0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(run_net(net, x), x.astype(device.dtype))  # inference: identity
+    y2, _ = forward_backward(net, x, dy)
+    assert rate == 0 or not np.array_equal(y2 != 0, kept)  # each step its own mask
+
+
+def test_dropout_is_reproducible_from_the_seed(device64):
+    def run(seed):
+        net = Network([FullyConnected(5, 30), Dropout(0.5), FullyConnected(30, 2)], input=D1(5),
+                      device=device64, seed=seed)
+        rng = np.random.default_rng(4)
+        for _ in range(3):
+            train(net, LearningParameters(0.1), rng.normal(size=(9, 5)), rng.normal(size=(9, 2)))
+        train(net, LearningParameters(0.1), rng.normal(size=(20, 5)), rng.normal(size=(20, 2)),
+              per_example=True)
+        return net.get_parameters()[0]["weights"]
+
+    np.testing.assert_array_equal(run(7), run(7))
+    assert not np.array_equal(run(7), run(8))
+
+
+def test_dropout_rate_is_checked():
+    for rate in (-0.1, 1.0, "0.5"):
+        with pytest.raises(ValueError, match="Dropout rate"):
+            Dropout(rate)
