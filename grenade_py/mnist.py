@@ -27,18 +27,22 @@ from grenade_py.cli import (
 from grenade_py.device import Device
 from grenade_py.errors import DataError
 from grenade_py.layers import (
+    Concat,
     Convolution,
+    Crop,
     FullyConnected,
+    InceptionMini,
     Logit,
     Pooling,
     Relu,
     Reshape,
     Softmax,
+    Trivial,
 )
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
 from grenade_py.runner import fit
-from grenade_py.shapes import D1, D2, Shape
+from grenade_py.shapes import D1, D2, D3, Shape
 
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 
@@ -118,10 +122,17 @@ ARCHS = {
     "lenet": lambda: [Convolution(1, 10, 5, 5, 1, 1), Pooling(2, 2, 2, 2), Relu(),
                       Convolution(10, 16, 5, 5, 1, 1), Pooling(2, 2, 2, 2), Reshape(), Relu(),
                       FullyConnected(256, 80), Logit(), FullyConnected(80, 10), Softmax()],
+    # The network of Grenade's mnist.hs, its Inception blocks included (and the same head).
+    "inception": lambda: [Reshape(D3(28, 28, 1)), Concat(Trivial(), InceptionMini(1, 5, 9)),
+                          Pooling(2, 2, 2, 2), Relu(),
+                          Concat(Convolution(15, 3, 1, 1, 1, 1), InceptionMini(15, 5, 10)),
+                          Crop(1, 1, 1, 1), Pooling(3, 3, 3, 3), Relu(), Reshape(),
+                          FullyConnected(288, 80), Logit(), FullyConnected(80, 10), Softmax()],
 }
 
-INPUTS: dict[str, Shape] = {"mlp": D1(784), "mlp3": D1(784), "lenet": D2(28, 28)}
-DEFAULT_RATES = {"mlp": 0.05, "mlp3": 0.1, "lenet": 0.05}
+INPUTS: dict[str, Shape] = {"mlp": D1(784), "mlp3": D1(784), "lenet": D2(28, 28),
+                            "inception": D2(28, 28)}
+DEFAULT_RATES = {"mlp": 0.05, "mlp3": 0.1, "lenet": 0.05, "inception": 0.05}
 
 
 def mnist_network(arch: str, device: Device | None = None, seed: int | None = None) -> Network:
@@ -137,7 +148,7 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
 @click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("-r", "--rate", "--train_rate", "--train-rate", "rate", type=float, default=None,
-              help="Learning rate  [default: 0.05 for mlp and lenet, 0.1 for mlp3]")
+              help="Learning rate  [default: 0.1 for mlp3, else 0.05]")
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--l2", type=float, default=0.0001, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)

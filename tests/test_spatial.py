@@ -165,3 +165,20 @@ def test_reshape_infers_from_the_next_layer(device):
     back = Network([FullyConnected(4, 6), Reshape(D3(2, 3, 1)), Convolution(1, 2, 2, 2, 1, 1)],
                    input=D1(4), device=device)
     assert back.output_shape == D3(1, 2, 2)
+
+
+def test_inception_blocks_and_resnet(device64):
+    from grenade_py import Inception, InceptionMini, Resnet
+
+    net = Network([Inception(2, 3, 4, 5), Resnet([Pad(1, 1, 1, 1), Convolution(12, 12, 3, 3, 1,
+                                                                                 1)]),
+                   InceptionMini(12, 1, 2)], input=D3(6, 5, 2), device=device64, seed=1)
+    assert net.shapes[1:] == [D3(6, 5, 12), D3(6, 5, 12), D3(6, 5, 3)]
+    rng = np.random.default_rng(8)
+    torch_free = rng.normal(size=(2, 2, 6, 5)), rng.normal(size=(2, 3, 6, 5))
+    grads = back_propagate(net, *torch_free)
+    numeric = numeric_gradients(net, lambda m: 0.5 * np.sum(
+        (run_net(m, torch_free[0]) - torch_free[1]) ** 2) / 2)
+    for got, want in zip(grads, numeric, strict=True):
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-7, err_msg=key)

@@ -6,6 +6,7 @@ from grenade_py.layers.deconvolution import Deconvolution
 from grenade_py.layers.dropout import Dropout
 from grenade_py.layers.elu import Elu
 from grenade_py.layers.fully_connected import FullyConnected
+from grenade_py.layers.inception import Inception, InceptionMini, Resnet
 from grenade_py.layers.logit import Logit
 from grenade_py.layers.pad import Crop, Pad
 from grenade_py.layers.pooling import Pooling
@@ -25,5 +26,5 @@ LAYER_TYPES: dict[str, type[Layer]] = {
 __all__ = [
     "INITS", "LAYER_TYPES", "Activation", "Concat", "Convolution", "Crop", "Deconvolution",
     "Dropout", "Elu", "FullyConnected", "Layer", "Logit", "Merge", "Pad", "Pooling", "Relu",
-    "Reshape", "Series", "Softmax", "Tanh", "Trivial",
+    "Reshape", "Series", "Softmax", "Tanh", "Trivial", "Inception", "InceptionMini", "Resnet",
 ]
