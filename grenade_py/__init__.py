@@ -33,7 +33,18 @@ from grenade_py.layers import (
 )
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
-from grenade_py.runner import apply_update, back_propagate, evaluate, fit, run_net, train
+from grenade_py.runner import (
+    Gradients,
+    Tapes,
+    apply_update,
+    back_propagate,
+    evaluate,
+    fit,
+    run_gradient,
+    run_net,
+    run_network,
+    train,
+)
 from grenade_py.shapes import D1, D2, D3
 
 __version__ = "0.1.0"
@@ -44,5 +55,5 @@ __all__ = [
     "LearningParameters", "Logit", "Merge", "ModelFileError", "Network", "Pad", "Pooling", "Relu",
     "Reshape", "Series", "ShapeError", "Softmax", "Tanh", "Trivial", "apply_update",
     "back_propagate", "evaluate", "fit", "run_net", "train", "Inception", "InceptionMini",
-    "Resnet",
+    "Resnet", "Gradients", "Tapes", "run_gradient", "run_network",
 ]

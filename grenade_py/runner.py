@@ -7,6 +7,7 @@ import logging
 import numbers
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -195,10 +196,66 @@ def back_propagate(net: Network, x: np.ndarray, y: np.ndarray,
 
 
 @opencl_errors
-def apply_update(net: Network, params: LearningParameters) -> None:
-    """Grenade's applyUpdate: one momentum + L2 descent step of every layer, from the gradients
-    left on the device by the last backward pass."""
-    execution.update(net, _check(net, params))()
+def apply_update(net: Network, params: LearningParameters,
+                 gradients: Gradients | None = None) -> None:
+    """Grenade's applyUpdate: one momentum + L2 descent step of every layer, from `gradients`
+    (as `run_gradient` returns them), else from those the last backward pass left."""
+    params = _check(net, params)
+    if gradients is not None:
+        if gradients.flat.shape != net.flat["gradients"].shape:
+            raise ValueError("these gradients belong to another network")
+        cl.enqueue_copy(net.device.queue, buffer(net.flat["gradients"]), buffer(gradients.flat))
+    execution.update(net, params)()
+
+
+class Tapes:
+    """What `run_network` keeps of a forward pass (Grenade's tapes): the buffers of a batch, its
+    own, so that several forward passes can be held at once."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.backward: list | None = None
+        self.dx: cl_array.Array | None = None
+
+
+@dataclass(frozen=True)
+class Gradients:
+    """The gradients of a network's parameters, as one flat device buffer (`run_gradient`)."""
+
+    flat: cl_array.Array
+
+
+@opencl_errors
+def run_network(net: Network, x: np.ndarray) -> tuple[Tapes, np.ndarray]:
+    """Grenade's runNetwork: the forward pass of `x` (one sample or a batch), as in training,
+    keeping its tapes for `run_gradient`; returns (tapes, output)."""
+    net.check_runnable()
+    xs, single = _batch(x, net.input_shape, "x", net.device.dtype)
+    plan = execution.Plan(net, len(xs))  # buffers of its own: tapes outlive the next pass
+    cl.enqueue_copy(net.device.queue, buffer(plan.input), xs)
+    enqueue(plan.forward(net, training=True))
+    out = plan.output.get()
+    return Tapes(plan), out[0] if single else out
+
+
+@opencl_errors
+def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray) -> tuple[Gradients, np.ndarray]:
+    """Grenade's runGradient: the backward pass from `dy`, the delta at the output of the
+    forward pass `tapes` kept. Returns the parameters' gradients (summed over the batch; for
+    `apply_update`) and the delta at the input, shaped as the input."""
+    plan = tapes.plan
+    dys, single = _batch(dy, net.output_shape, "dy", net.device.dtype)
+    if len(dys) != plan.n:
+        raise ValueError(f"dy has {len(dys)} samples but the tapes hold {plan.n}")
+    cl.enqueue_copy(net.device.queue, buffer(plan.delta), dys)
+    if tapes.backward is None:
+        tapes.dx = net.device.zeros(plan.input.shape)
+        tapes.backward = net.backward(plan.n, plan.input, plan.output, plan.delta, tapes.dx,
+                                      plan.buffers)
+    enqueue(tapes.backward)
+    assert tapes.dx is not None
+    dx = tapes.dx.get()
+    return Gradients(net.flat["gradients"].copy()), dx[0] if single else dx
 
 
 @opencl_errors

@@ -157,3 +157,33 @@ def test_values_beyond_float32_are_refused():
     params[0]["bias"] = np.array([1 + 1j])
     with pytest.raises(ValueError, match="real numbers"):
         net.set_parameters(params)
+
+
+def test_grenade_low_level_api(device64, rng):
+    """run_network keeps tapes of its own; run_gradient from dy = (y - t) / n gives
+    back_propagate's gradients and the input's delta; apply_update applies given gradients."""
+    from grenade_py import run_gradient, run_network
+
+    def make():
+        return Network([FullyConnected(3, 4), Tanh(), FullyConnected(4, 2)], input=D1(3),
+                       device=device64, seed=5)
+
+    net, reference = make(), make()
+    x1, x2, t = rng.normal(size=(5, 3)), rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    tapes1, y1 = run_network(net, x1)
+    tapes2, y2 = run_network(net, x2)  # does not disturb tapes1
+    np.testing.assert_allclose(y1, run_net(net, x1), rtol=1e-12)
+    grads, dx = run_gradient(net, tapes1, (y1 - t) / 5)
+    back_propagate(reference, x1, t)
+    run_gradient(net, tapes2, np.ones((5, 2)))  # leaves other gradients on the device...
+    apply_update(net, LP, grads)  # ...but these are applied
+    apply_update(reference, LP)
+    for a, b in zip(net.get_parameters(), reference.get_parameters(), strict=True):
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-14)
+    numpy_net = NumpyNetwork(["FullyConnected", "Tanh", "FullyConnected"],
+                             make().get_parameters())
+    acts = numpy_net.forward(x1)
+    delta = (acts[-1] - t) / 5
+    delta = (delta @ numpy_net.parameters[2]["weights"]) * (1 - acts[2] ** 2)
+    np.testing.assert_allclose(dx, delta @ numpy_net.parameters[0]["weights"], rtol=1e-10)
