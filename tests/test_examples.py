@@ -20,3 +20,23 @@ def test_xor_reaches_near_zero_error():
 
 def test_circles_library_example():
     assert load("circles").main(examples=30_000) > 0.9
+
+
+def test_gan_example_runs(tmp_path):
+    """Grenade's GAN, two short iterations: it trains and draws (learning to draw digits takes
+    many minutes, as in Grenade)."""
+    import pytest
+    from conftest import MNIST_DIR
+
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST not found at {MNIST_DIR}")
+    from click.testing import CliRunner
+
+    gan = load("gan_mnist")
+    result = CliRunner().invoke(gan.main, ["--data", str(MNIST_DIR), "--iterations", "2",
+                                           "--examples", "64", "--png", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("iteration 1:") and len(lines) == 2 * 29
+    assert all(len(line) == 28 and set(line) <= set(" .-=#") for line in lines[1:29])
+    assert (tmp_path / "s.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

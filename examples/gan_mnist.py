@@ -1,0 +1,130 @@
+"""Grenade's GAN (examples/main/gan-mnist.hs): a generator learns to draw MNIST digits against a
+LeNet discriminator, with Grenade's lower-level API (run_network, run_gradient, apply_update).
+
+    python examples/gan_mnist.py --data ../shared/data/mnist [--iterations 15] [--png out.png]
+
+Generator: FC 80->256, Relu, Reshape 4x4x16, Deconvolution 16->10 5x5 stride 2, Relu,
+Deconvolution 10->1 8x8 stride 2, Logit (a Reshape to D2 28 28 before the Logit, where Grenade's
+types say it). Discriminator: the README's LeNet ending in FC 80->1, Logit. Each step, as
+Grenade's trainExample but over a minibatch: the discriminator learns real -> 1 and fake -> 0
+(its L2 10x the generator's), and the generator learns from the delta that would push the
+discriminator's verdict on its fakes to 1. After each iteration a sample is printed with the
+feedforward map's ramp.
+"""
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import click
+import numpy as np
+
+from grenade_py import (
+    D1,
+    D2,
+    D3,
+    Convolution,
+    Deconvolution,
+    FullyConnected,
+    LearningParameters,
+    Logit,
+    Network,
+    Pooling,
+    Relu,
+    Reshape,
+    apply_update,
+    run_gradient,
+    run_network,
+)
+from grenade_py.mnist import load_mnist
+
+RAMP = np.array([" ", ".", "-", "=", "#"])
+
+
+def networks(seed: int) -> tuple[Network, Network]:
+    """(discriminator, generator), seeded."""
+    discriminator = Network([
+        Convolution(1, 10, 5, 5, 1, 1), Pooling(2, 2, 2, 2), Relu(),
+        Convolution(10, 16, 5, 5, 1, 1), Pooling(2, 2, 2, 2), Relu(), Reshape(),
+        FullyConnected(256, 80), Logit(), FullyConnected(80, 1), Logit()],
+        input=D2(28, 28), seed=seed)
+    generator = Network([
+        FullyConnected(80, 256), Relu(), Reshape(D3(4, 4, 16)), Deconvolution(16, 10, 5, 5, 2, 2),
+        Relu(), Deconvolution(10, 1, 8, 8, 2, 2), Reshape(D2(28, 28)), Logit()],
+        input=D1(80), device=discriminator.device, seed=seed + 1)
+    return discriminator, generator
+
+
+def train_step(discriminator: Network, generator: Network, rate: LearningParameters,
+               real: np.ndarray, noise: np.ndarray) -> float:
+    """One of Grenade's GAN steps over a minibatch; returns the discriminator's mean verdict on
+    the fakes (0: it sees through them all, 1: fooled)."""
+    n = len(real)
+    generator_tape, fake = run_network(generator, noise)
+    real_tape, guess_real = run_network(discriminator, real)
+    fake_tape, guess_fake = run_network(discriminator, fake)
+    from_real, _ = run_gradient(discriminator, real_tape, (guess_real - 1) / n)
+    from_fake, _ = run_gradient(discriminator, fake_tape, guess_fake / n)
+    _, push = run_gradient(discriminator, fake_tape, (guess_fake - 1) / n)
+    for_generator, _ = run_gradient(generator, generator_tape, push)
+    stronger = LearningParameters(rate.rate, rate.momentum, rate.l2 * 10)
+    apply_update(discriminator, stronger, from_real)
+    apply_update(discriminator, stronger, from_fake)
+    apply_update(generator, rate, for_generator)
+    return float(guess_fake.mean())
+
+
+def ascii_image(image: np.ndarray) -> str:
+    """A 28 x 28 image with the feedforward map's ramp (thresholds 0.2, 0.4, 0.6, 0.8)."""
+    index = np.searchsorted([0.2, 0.4, 0.6, 0.8], image, side="left")
+    return "\n".join("".join(row) for row in RAMP[index])
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """A greyscale PNG of values in [0, 1] (rows of bytes, zlib-compressed, CRC per chunk)."""
+    pixels = np.clip(image * 255, 0, 255).astype(np.uint8)
+    raw = b"".join(b"\x00" + row.tobytes() for row in pixels)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", pixels.shape[1], pixels.shape[0], 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) +
+                     chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@click.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--iterations", default=15, show_default=True, type=click.IntRange(min=1))
+@click.option("--examples", default=6000, show_default=True, type=click.IntRange(min=1),
+              help="Real images per iteration.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("-r", "--train_rate", "rate", default=0.01, show_default=True, type=float)
+@click.option("--seed", default=1, show_default=True, type=click.IntRange(min=0))
+@click.option("--png", type=click.Path(dir_okay=False), help="Also write the last sample here.")
+def main(data_dir: str, iterations: int, examples: int, batch_size: int, rate: float,
+         seed: int, png: str | None) -> None:
+    """Train Grenade's MNIST GAN and print a generated digit after each iteration."""
+    train_x = load_mnist(data_dir)[0].reshape(-1, 28, 28)[:examples]
+    discriminator, generator = networks(seed)
+    lp = LearningParameters(rate, 0.9, 0.0005)
+    rng = np.random.default_rng(seed)
+    for iteration in range(1, iterations + 1):
+        fooled = []
+        for start in range(0, len(train_x), batch_size):
+            real = train_x[start:start + batch_size]
+            noise = rng.uniform(-1, 1, size=(len(real), 80))
+            fooled.append(train_step(discriminator, generator, lp, real, noise))
+        _, sample = run_network(generator, rng.uniform(-1, 1, size=80))
+        click.echo(f"iteration {iteration}: discriminator's verdict on fakes "
+                   f"{np.mean(fooled):.3f}\n{ascii_image(sample)}")
+        sys.stdout.flush()
+    if png:
+        write_png(Path(png), sample)
+
+
+if __name__ == "__main__":
+    main()
