@@ -59,6 +59,13 @@ def write(path: str | os.PathLike[str], header: dict[str, Any],
     head = json.dumps(header | {"arrays": entries, "data_bytes": offset}).encode()
     body = MAGIC + bytes([VERSION]) + struct.pack("<Q", len(head)) + head + b"".join(chunks)
     body += struct.pack("<I", zlib.crc32(body))
+    write_atomically(path, body)
+
+
+def write_atomically(path: str | os.PathLike[str], body: bytes) -> None:
+    """Write `body` to `path` through a temporary file beside it, renamed over it: a crash
+    never leaves half a file. A new file gets the mode the umask gives; an existing file keeps
+    its mode. ModelFileError if it cannot be written."""
     target = Path(path)
     prefix = _temp_prefix(target)
     tmp: str | None = None

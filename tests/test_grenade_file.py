@@ -1,0 +1,61 @@
+"""Grenade's own model files: a file made byte for byte to cereal's encoding loads, and grenade_py
+writes the same bytes."""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from grenade_py import D1, FullyConnected, ModelFileError, Network, run_net
+from grenade_py.feedforward import feedforward_network
+from grenade_py.grenade_file import load_grenade, save_grenade
+from grenade_py.mnist import mnist_network
+
+
+def cereal(*arrays):
+    """cereal's putListOf put for each array: a big-endian Word64 count, then big-endian
+    doubles in row-major order."""
+    return b"".join(struct.pack(">Q", a.size) + np.asarray(a, ">f8").tobytes() for a in arrays)
+
+
+def test_feedforward_file_round_trips_byte_for_byte(device64, tmp_path):
+    rng = np.random.default_rng(1)
+    shapes = [(40, 2), (10, 40), (1, 10)]  # FullyConnected weights (o, i); bias (o,)
+    weights = [rng.normal(size=s) for s in shapes]
+    biases = [rng.normal(size=s[0]) for s in shapes]
+    blob = cereal(*(a for b, w in zip(biases, weights, strict=True) for a in (b, w)))
+    path = tmp_path / "feedforward.grenade"
+    path.write_bytes(blob)
+    like = feedforward_network(device64, seed=9)
+    net = load_grenade(path, like=like)
+    for index, layer in zip((0, 2, 4), range(3), strict=True):
+        np.testing.assert_array_equal(net.get_parameters()[index]["weights"], weights[layer])
+        np.testing.assert_array_equal(net.get_parameters()[index]["bias"], biases[layer])
+    assert all(np.all(m == 0) for p in net.get_momentum() for m in p.values())
+    save_grenade(net, tmp_path / "again")
+    assert (tmp_path / "again").read_bytes() == blob
+
+
+def test_lenet_file_keeps_grenade_layouts(device64, tmp_path):
+    net = mnist_network("lenet", device64, seed=2)
+    save_grenade(net, tmp_path / "lenet")
+    blob = (tmp_path / "lenet").read_bytes()
+    params = net.get_parameters()
+    expected = cereal(params[0]["kernel"], params[3]["kernel"], params[7]["bias"],
+                      params[7]["weights"], params[9]["bias"], params[9]["weights"])
+    assert blob == expected
+    loaded = load_grenade(tmp_path / "lenet", like=mnist_network("lenet", device64, seed=3))
+    x = np.random.default_rng(4).uniform(size=(2, 28, 28))
+    np.testing.assert_array_equal(run_net(loaded, x), run_net(net, x))
+
+
+def test_wrong_files_are_model_file_errors(device64, tmp_path):
+    like = Network([FullyConnected(2, 3)], input=D1(2), device=device64)
+    path = tmp_path / "f"
+    good = cereal(np.zeros(3), np.zeros((3, 2)))
+    for blob, message in ((good[:-8], "truncated"), (good + b"\0", "1 bytes more"),
+                          (cereal(np.zeros(4), np.zeros((4, 2))), "should hold 3 values")):
+        path.write_bytes(blob)
+        with pytest.raises(ModelFileError, match=message):
+            load_grenade(path, like=like)
