@@ -23,10 +23,13 @@ import pyopencl as cl
 from grenade_py.device import Device
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.gemm import gemm_dot, gemm_outer
+from grenade_py.layers import Convolution, FullyConnected, Logit, Pooling, Relu, Reshape
 from grenade_py.learning import LearningParameters
 from grenade_py.mnist import load_mnist, mnist_network
+from grenade_py.network import Network
 from grenade_py.numpy_reference import NumpyNetwork
 from grenade_py.runner import fit, train
+from grenade_py.shapes import D2
 
 FF_KINDS = ["FullyConnected", "Tanh", "FullyConnected", "Relu", "FullyConnected", "Logit"]
 MLP_KINDS = ["FullyConnected", "Relu", "FullyConnected", "Softmax"]
@@ -146,6 +149,73 @@ def bench_mnist(device: Device, data: tuple[np.ndarray, np.ndarray], batch: int,
     return rows
 
 
+LENET_FLOPS_PER_EXAMPLE = 3 * 2 * (24 * 24 * 10 * 25 + 8 * 8 * 16 * 250)  # convs: fwd + 2 bwd
+
+
+def bench_lenet(device: Device, data: tuple[np.ndarray, np.ndarray],
+                repeats: int) -> list[tuple[str, float]]:
+    """Seconds per LeNet epoch at batch 64: grenade_py, and PyTorch on the same architecture
+    (Grenade's momentum rule, cross-entropy) when it is installed."""
+    x, y = data[0].reshape(-1, 28, 28), data[1]
+    net = mnist_network("lenet", device, seed=1)
+    rows = [("grenade_py", median_time(
+        lambda: fit(net, MLP_LP, x, y, batch_size=64, seed=1, loss="cross_entropy"),
+        repeats))]
+    torch = _torch()
+    if torch is not None:
+        nn = torch.nn
+        model = nn.Sequential(nn.Conv2d(1, 10, 5, bias=False), nn.MaxPool2d(2), nn.ReLU(),
+                              nn.Conv2d(10, 16, 5, bias=False), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.ReLU(), nn.Linear(256, 80), nn.Sigmoid(), nn.Linear(80, 10))
+        momenta = [torch.zeros_like(p) for p in model.parameters()]
+        tx = torch.from_numpy(x[:, None].astype(np.float32))
+        ty = torch.from_numpy(y.argmax(axis=1))
+        loss_fn = nn.CrossEntropyLoss()
+
+        def torch_epoch() -> None:
+            order = torch.randperm(len(tx))
+            for start in range(0, len(tx), 64):
+                idx = order[start:start + 64]
+                loss_fn(model(tx[idx]), ty[idx]).backward()
+                _torch_descend(torch, model, momenta, MLP_LP)
+
+        rows.append(("pytorch", median_time(torch_epoch, repeats)))
+    return rows
+
+
+def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, str]]:
+    """LeNet's two convolutions, forward and backward at batch 64 (GFLOP/s of the
+    multiply-adds they stand for), and per-example training of a small convnet (us/example:
+    convolutions have no fused form, so it runs layer by layer)."""
+    from grenade_py import execution
+
+    net = mnist_network("lenet", device, seed=1)
+    plan = execution.plan(net, 64)
+    conv = plan.forward(net, True) + plan.gradient(net, "cross_entropy")
+    rows = []
+
+    def run() -> None:
+        for launch in conv:
+            launch()
+        device.queue.finish()
+
+    step = median_time(run, repeats)
+    rows.append(("LeNet step at batch 64 (all layers)", step * 1e3, "ms"))
+    rows.append(("  = convolution GFLOP/s over the step", 64 * LENET_FLOPS_PER_EXAMPLE / step / 1e9,
+                 "GFLOP/s"))
+    small = Network([Convolution(1, 4, 3, 3, 1, 1), Pooling(2, 2, 2, 2), Relu(), Reshape(),
+                     FullyConnected(100, 10), Logit()], input=D2(12, 12), device=device, seed=1)
+    rng = np.random.default_rng(0)
+    xs, ys = rng.uniform(size=(500, 12, 12)), rng.uniform(size=(500, 10))
+    def per_example() -> None:
+        train(small, FF_LP, xs, ys, per_example=True)
+        device.queue.finish()
+
+    seconds = median_time(per_example, repeats)
+    rows.append(("small convnet, per-example training", seconds / len(xs) * 1e6, "us/example"))
+    return rows
+
+
 def peak_gflops(device: Device) -> tuple[float, str]:
     """An estimate of the device's FP32 peak from what OpenCL reports, and how it was made:
     clock x compute units x FP32 lanes per unit x 2 (a fused multiply-add is two flops)."""
@@ -260,6 +330,14 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
             click.echo(f"   {batch:5d} {name:12s} {seconds:9.3f} {seconds / ours:13.2f} "
                        f"{gflops:8.1f}")
 
+    click.echo(f"\n3. LeNet (Grenade's README network, Softmax head), one epoch of "
+               f"{len(data[0]):,} examples at batch 64, float32")
+    lenet = bench_lenet(device, data, max(1, repeats // 2))
+    for name, seconds in lenet:
+        click.echo(f"   {name:32s} {seconds:9.3f} s/epoch {seconds / lenet[0][1]:6.2f}x")
+    for name, value, unit in bench_convolutions(device, repeats):
+        click.echo(f"   {name:42s} {value:9.1f} {unit}")
+
     report_gemms(device, repeats)
     others = [f"{p}:{d}" for p, platform in enumerate(cl.get_platforms())
               for d, gpu in enumerate(platform.get_devices())
@@ -270,7 +348,7 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
 
 def report_gemms(device: Device, repeats: int) -> None:
     peak, how = peak_gflops(device)
-    click.echo(f"\n3. GEMMs, float32, on {device.name}: estimated peak {peak:.0f} GFLOP/s "
+    click.echo(f"\n4. GEMMs, float32, on {device.name}: estimated peak {peak:.0f} GFLOP/s "
                f"= {how}")
     for name, gflops in bench_gemm(device, repeats):
         share = "" if name.startswith("numpy") else f" {gflops / peak:6.1%} of peak"

@@ -17,7 +17,8 @@ def test_bench_runs(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for section in ("1. feedforward", "2. MNIST", "3. GEMMs", "of peak", "tiled 1024^3"):
+    for section in ("1. feedforward", "2. MNIST", "3. LeNet", "us/example", "4. GEMMs", "of peak",
+                    "tiled 1024^3"):
         assert section in out
     assert "random data shaped as MNIST" in out  # no ../shared beside tmp_path
     assert out.count("grenade_py ") >= 3 and "numpy" in out

@@ -64,3 +64,13 @@ def test_dropout_rate_is_checked():
     for rate in (-0.1, 1.0, "0.5"):
         with pytest.raises(ValueError, match="Dropout rate"):
             Dropout(rate)
+
+
+def test_dropout_in_a_model_file(device64, tmp_path):
+    net = Network([FullyConnected(3, 4), Dropout(0.3), FullyConnected(4, 1)], input=D1(3),
+                  device=device64, seed=2)
+    net.save(tmp_path / "m")
+    loaded = Network.load(tmp_path / "m", device=device64)
+    assert repr(loaded.layers[1]) == "Dropout 0.3"
+    x = np.random.default_rng(1).normal(size=(5, 3))
+    np.testing.assert_array_equal(run_net(loaded, x), run_net(net, x))
