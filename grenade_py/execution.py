@@ -41,6 +41,7 @@ class Plan:
         self.target = device.zeros((n, *net.output_shape.dims))
         self.delta = device.zeros((n, *net.output_shape.dims))
         self.buffers = {k: device.zeros(s) for k, s in buffers.items()}
+        enqueue(net.setup(n, self.buffers))
         self._forward: dict[bool, list[Launch]] = {}
         self._gradient: dict[str, list[Launch]] = {}
 

@@ -137,6 +137,12 @@ class Layer:
         allocated once per batch size by whoever runs the network."""
         return {}
 
+    def setup(self, n: int, buffers: Buffers) -> list[Launch]:
+        """Launches filling the per-batch buffers once, when they are allocated (a
+        convolution's map of patch offsets); a composite's are its children's."""
+        return [launch for key, child, _ in self.children(self.in_shape)
+                for launch in child.setup(n, sub(buffers, key))]
+
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
         """Launches computing y (n, *out) from x (n, *in); `training` is True inside

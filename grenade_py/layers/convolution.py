@@ -112,15 +112,19 @@ class Convolution(Layer):
         """dst (b, a, k) = src (a, b, k) with its first two axes swapped."""
         return self.device.launch("swap_axes", (k, b, a), a, b, k, src, dst)
 
-    def im2col(self, n: int, x: cl_array.Array, buffers: Buffers) -> list[Launch]:
-        """x's patches, as the columns of buffers["patches"] (through a map of offsets)."""
+    def setup(self, n: int, buffers: Buffers) -> list[Launch]:
+        """The map of patch offsets that im2col gathers through, once per batch size."""
         c, h, w, _, kh, kw, sh, sw, oh, ow = self.geometry()
         if c * h * w >= 2**24:
             raise ShapeError(f"takes samples of under 2^24 values, not {c * h * w}")
+        return [self.device.launch("conv_offsets", (oh * ow, c * kh * kw), c, h, w, kh, kw, sh,
+                                   sw, oh, ow, buffers["offsets"])]
+
+    def im2col(self, n: int, x: cl_array.Array, buffers: Buffers) -> list[Launch]:
+        """x's patches, as the columns of buffers["patches"] (through the map of offsets)."""
+        c, h, w, _, kh, kw, _, _, oh, ow = self.geometry()
         width, positions = c * kh * kw, oh * ow
-        return [self.device.launch("conv_offsets", (positions, width), c, h, w, kh, kw, sh, sw,
-                                   oh, ow, buffers["offsets"]),
-                self.device.launch("conv_im2col", (positions, width, n), n, c * h * w, width,
+        return [self.device.launch("conv_im2col", (positions, width, n), n, c * h * w, width,
                                    positions, buffers["offsets"], x, buffers["patches"],
                                    local=(32, 1, 1))]
 
