@@ -156,7 +156,7 @@ def bench_lenet(device: Device, data: tuple[np.ndarray, np.ndarray],
                 repeats: int) -> list[tuple[str, float]]:
     """Seconds per LeNet epoch at batch 64: grenade_py, and PyTorch on the same architecture
     (Grenade's momentum rule, cross-entropy) when it is installed."""
-    x, y = data[0].reshape(-1, 28, 28), data[1]
+    x, y = data[0].reshape(-1, 28, 28).astype(np.float32), data[1].astype(np.float32)
     net = mnist_network("lenet", device, seed=1)
     rows = [("grenade_py", median_time(
         lambda: fit(net, MLP_LP, x, y, batch_size=64, seed=1, loss="cross_entropy"),

@@ -1,26 +1,35 @@
 // Max pooling per channel plane (n * C planes of H x W, channel-major), windows kh x kw every
 // (sh, sw): y[i, j] = the window's greatest value; the first strictly greatest in row-major
 // window order wins a tie, and its offset a * kw + b is kept (as a REAL) for the backward pass.
-// dx is a gather: each input sums dy over the windows that picked it, so overlapping windows
-// (stride < kernel) add up without atomics.
+// Overlapping windows (stride < kernel) take dx by a gather: each input sums dy over the
+// windows that picked it, without atomics.
 
-// global size (OH * OW, planes)
-kernel void pool_forward(int planes, int H, int W, int kh, int kw, int sh, int sw, int OH,
-                         int OW, global const REAL *x, global REAL *y, global REAL *picked) {
-    int p = get_global_id(0), q = get_global_id(1);
-    if (p >= OH * OW || q >= planes) return;
-    int i = p / OW, j = p % OW;
-    global const REAL *window = x + ((size_t)q * H + i * sh) * W + j * sw;
-    REAL best = window[0];
-    int at = 0;
+// One work-item per output row (plane q, row i): the window offsets (a, b) in row-major order,
+// each a pass along the row (vectorised), keeping the first strictly greatest.
+// global size (planes * OH)
+kernel void pool_forward_rows(int planes, int H, int W, int kh, int kw, int sh, int sw, int OH,
+                              int OW, global const REAL *x, global REAL *y,
+                              global REAL *picked) {
+    int g = get_global_id(0);
+    if (g >= planes * OH) return;
+    int q = g / OH, i = g % OH;
+    global const REAL *top = x + ((size_t)q * H + i * sh) * W;
+    global REAL *best = y + (size_t)g * OW, *at = picked + (size_t)g * OW;
+    for (int j = 0; j < OW; ++j) {
+        best[j] = top[j * sw];
+        at[j] = 0;
+    }
     for (int a = 0; a < kh; ++a)
-        for (int b = 0; b < kw; ++b)
-            if (window[a * W + b] > best) {
-                best = window[a * W + b];
-                at = a * kw + b;
+        for (int b = 0; b < kw; ++b) {
+            if (a == 0 && b == 0) continue;
+            global const REAL *row = top + a * W + b;
+            for (int j = 0; j < OW; ++j) {
+                REAL v = row[j * sw];
+                int greater = v > best[j];
+                best[j] = greater ? v : best[j];
+                at[j] = greater ? (REAL)(a * kw + b) : at[j];
             }
-    y[(size_t)q * OH * OW + p] = best;
-    picked[(size_t)q * OH * OW + p] = at;
+        }
 }
 
 // global size (H * W, planes)
@@ -42,19 +51,20 @@ kernel void pool_backward(int planes, int H, int W, int kh, int kw, int sh, int 
     dx[(size_t)q * H * W + p] = acc;
 }
 
-// Windows that do not overlap (stride >= kernel): each window's work-item writes the sh x sw
-// cell of inputs it starts, dy where it picked and 0 elsewhere. global size (OH * OW, planes)
+// Windows that do not overlap (stride >= kernel): one work-item per output row (plane q, row i)
+// writes the sh rows of inputs its windows start: dy where a window picked, 0 elsewhere. Loops
+// along the row, which the compiler vectorises. global size (planes * OH)
 kernel void pool_backward_cells(int planes, int H, int W, int kh, int kw, int sh, int sw,
                                 int OH, int OW, global const REAL *picked,
                                 global const REAL *dy, global REAL *dx) {
-    int p = get_global_id(0), q = get_global_id(1);
-    if (p >= OH * OW || q >= planes) return;
-    int i = p / OW, j = p % OW;
-    size_t o = (size_t)q * OH * OW + p;
-    int at = (int)picked[o];
-    REAL g = dy[o];
-    global REAL *cell = dx + ((size_t)q * H + i * sh) * W + j * sw;
-    for (int a = 0; a < sh && i * sh + a < H; ++a)
-        for (int b = 0; b < sw && j * sw + b < W; ++b)
-            cell[a * W + b] = a < kh && b < kw && a * kw + b == at ? g : 0;
+    int g = get_global_id(0);
+    if (g >= planes * OH) return;
+    int q = g / OH, i = g % OH;
+    global const REAL *at = picked + (size_t)g * OW, *grad = dy + (size_t)g * OW;
+    for (int a = 0; a < sh && i * sh + a < H; ++a) {
+        global REAL *row = dx + ((size_t)q * H + i * sh + a) * W;
+        for (int b = 0; b < sw; ++b)
+            for (int j = 0; j < OW && j * sw + b < W; ++j)
+                row[j * sw + b] = a < kh && b < kw && (int)at[j] == a * kw + b ? grad[j] : 0;
+    }
 }

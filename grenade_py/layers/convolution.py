@@ -153,11 +153,16 @@ class Convolution(Layer):
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         product, patches = buffers["product"], buffers["patches"]
         launches = [] if dy is None else [self._swap(n, f, oh * ow, dy, product)]
+        if sh == sw == 1:
+            col2im = self.device.launch("conv_col2im_rows", (n * c * h,), n, c, h, w, kh, kw, oh,
+                                        ow, patches, dx)
+        else:
+            col2im = self.device.launch("conv_col2im", (h * w, n * c), n, c, h, w, kh, kw, sh,
+                                        sw, oh, ow, patches, dx)
         return launches + [
             gemm_outer(self.device, c * kh * kw, n * oh * ow, f, self.parameters["kernel"], f, 1,
                        product, patches),
-            self.device.launch("conv_col2im", (h * w, n * c), n, c, h, w, kh, kw, sh, sw, oh, ow,
-                               patches, dx),
+            col2im,
         ]
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,

@@ -3,8 +3,9 @@
 Shape: D2 or D3 rows cols channels -> out_rows out_cols (channels), exact fit as Convolution:
 (out_rows - 1) * stride_rows = rows - kernel_rows. The first strictly greatest value in
 row-major window order wins a tie; windows that overlap (stride < kernel) add their gradients.
-Tape: the input's picked offsets, a per-batch buffer. Kernels: pool_forward, pool_backward (a
-gather, for overlapping windows) or pool_backward_cells (windows apart) (kernels/pooling.cl).
+Tape: the input's picked offsets, a per-batch buffer. Kernels: pool_forward_rows, and
+pool_backward (a gather, for overlapping windows) or pool_backward_cells (windows apart)
+(kernels/pooling.cl).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class Pooling(Layer):
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
         count, g = n * planes(self.in_shape)[0], self.geometry()
-        return [self.device.launch("pool_forward", (g[6] * g[7], count), count, *g, x, y,
+        return [self.device.launch("pool_forward_rows", (count * g[6],), count, *g, x, y,
                                    buffers["picked"])]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
@@ -63,7 +64,7 @@ class Pooling(Layer):
             return []
         count, g = n * planes(self.in_shape)[0], self.geometry()
         if self.sh >= self.kh and self.sw >= self.kw:  # windows apart: scatter each one's cell
-            return [self.device.launch("pool_backward_cells", (g[6] * g[7], count), count, *g,
+            return [self.device.launch("pool_backward_cells", (count * g[6],), count, *g,
                                        buffers["picked"], dy, dx)]
         return [self.device.launch("pool_backward", (g[0] * g[1], count), count, *g,
                                    buffers["picked"], dy, dx)]
