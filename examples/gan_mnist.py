@@ -34,6 +34,7 @@ from grenade_py import (
     Pooling,
     Relu,
     Reshape,
+    Tapes,
     apply_update,
     run_gradient,
     run_network,
@@ -58,13 +59,15 @@ def networks(seed: int) -> tuple[Network, Network]:
 
 
 def train_step(discriminator: Network, generator: Network, rate: LearningParameters,
-               real: np.ndarray, noise: np.ndarray) -> float:
+               real: np.ndarray, noise: np.ndarray, tapes: dict[str, Tapes]) -> float:
     """One of Grenade's GAN steps over a minibatch; returns the discriminator's mean verdict on
-    the fakes (0: it sees through them all, 1: fooled)."""
+    the fakes (0: it sees through them all, 1: fooled). `tapes` holds the last step's tapes,
+    whose buffers this step reuses."""
     n = len(real)
-    generator_tape, fake = run_network(generator, noise)
-    real_tape, guess_real = run_network(discriminator, real)
-    fake_tape, guess_fake = run_network(discriminator, fake)
+    generator_tape, fake = run_network(generator, noise, tapes.get("generator"))
+    real_tape, guess_real = run_network(discriminator, real, tapes.get("real"))
+    fake_tape, guess_fake = run_network(discriminator, fake, tapes.get("fake"))
+    tapes.update(generator=generator_tape, real=real_tape, fake=fake_tape)
     from_real, _ = run_gradient(discriminator, real_tape, (guess_real - 1) / n)
     from_fake, _ = run_gradient(discriminator, fake_tape, guess_fake / n)
     _, push = run_gradient(discriminator, fake_tape, (guess_fake - 1) / n)
@@ -112,12 +115,13 @@ def main(data_dir: str, iterations: int, examples: int, batch_size: int, rate: f
     discriminator, generator = networks(seed)
     lp = LearningParameters(rate, 0.9, 0.0005)
     rng = np.random.default_rng(seed)
+    tapes: dict[str, Tapes] = {}
     for iteration in range(1, iterations + 1):
         fooled = []
         for start in range(0, len(train_x), batch_size):
             real = train_x[start:start + batch_size]
             noise = rng.uniform(-1, 1, size=(len(real), 80))
-            fooled.append(train_step(discriminator, generator, lp, real, noise))
+            fooled.append(train_step(discriminator, generator, lp, real, noise, tapes))
         _, sample = run_network(generator, rng.uniform(-1, 1, size=80))
         click.echo(f"iteration {iteration}: discriminator's verdict on fakes "
                    f"{np.mean(fooled):.3f}\n{ascii_image(sample)}")

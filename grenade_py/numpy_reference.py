@@ -25,6 +25,8 @@ def _forward(kind: str, x: np.ndarray) -> np.ndarray:
         return e / e.sum(axis=1, keepdims=True)
     if kind == "Trivial":
         return x.copy()
+    if kind == "Elu":
+        return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
     raise ValueError(f"no numpy reference for {kind}")
 
 
@@ -40,6 +42,8 @@ def _backward(kind: str, x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.nda
         return y * (dy - (dy * y).sum(axis=1, keepdims=True))
     if kind == "Trivial":
         return dy.copy()
+    if kind == "Elu":
+        return np.where(x > 0, dy, np.exp(np.minimum(x, 0)) * dy)
     raise ValueError(f"no numpy reference for {kind}")
 
 

@@ -226,16 +226,23 @@ class Gradients:
 
 
 @opencl_errors
-def run_network(net: Network, x: np.ndarray) -> tuple[Tapes, np.ndarray]:
+def run_network(net: Network, x: np.ndarray,
+                reuse: Tapes | None = None) -> tuple[Tapes, np.ndarray]:
     """Grenade's runNetwork: the forward pass of `x` (one sample or a batch), as in training,
-    keeping its tapes for `run_gradient`; returns (tapes, output)."""
+    keeping its tapes for `run_gradient`; returns (tapes, output). Tapes have buffers of their
+    own, so several passes can be held at once; `reuse` gives back tapes no longer needed, whose
+    buffers and launches then serve this pass (same batch size) instead of new ones."""
     net.check_runnable()
     xs, single = _batch(x, net.input_shape, "x", net.device.dtype)
-    plan = execution.Plan(net, len(xs))  # buffers of its own: tapes outlive the next pass
+    if reuse is not None and reuse.plan.n == len(xs):
+        tapes = reuse
+    else:
+        tapes = Tapes(execution.Plan(net, len(xs)))
+    plan = tapes.plan
     cl.enqueue_copy(net.device.queue, buffer(plan.input), xs)
     enqueue(plan.forward(net, training=True))
     out = plan.output.get()
-    return Tapes(plan), out[0] if single else out
+    return tapes, out[0] if single else out
 
 
 @opencl_errors

@@ -2,6 +2,10 @@
 // derivative is cheap: Relu keeps its input; Tanh and Logit keep their output, since
 // tanh' = 1 - y^2 and s' = s (1 - s).
 
+// Trivial (and Reshape, which only renames the shape): the identity both ways.
+REAL trivial_forward_at(REAL x) { return x; }
+REAL trivial_backward_at(REAL x, REAL dy) { return dy; }
+
 REAL tanh_forward_at(REAL x) { return tanh(x); }
 REAL tanh_backward_at(REAL y, REAL dy) { return (1 - y * y) * dy; }
 
@@ -22,6 +26,7 @@ REAL logit_backward_at(REAL y, REAL dy) { return y * (1 - y) * dy; }
         if (i < n) dx[i] = NAME##_backward_at(tape[i], dy[i]);                                \
     }
 
+ACTIVATION_KERNELS(trivial)
 ACTIVATION_KERNELS(tanh)
 ACTIVATION_KERNELS(relu)
 ACTIVATION_KERNELS(logit)

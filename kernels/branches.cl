@@ -1,11 +1,6 @@
-// Identity, sums and joins of batches, for Trivial, Merge and Concat (layers/branches.py).
+// Sums and joins of batches, for Merge and Concat (layers/branches.py).
 // A batch of n samples of w values is n rows of w, row-major; concatenating two batches joins
 // each sample's values (a's first), which is also a channel concat of channel-major D3 samples.
-
-kernel void copy_values(int n, global const REAL *x, global REAL *y) {
-    int i = get_global_id(0);
-    if (i < n) y[i] = x[i];
-}
 
 // y = a + b; y may be a.
 kernel void add_values(int n, global const REAL *a, global const REAL *b, global REAL *y) {

@@ -52,7 +52,8 @@ def test_fc_backward_weights(device, rng, i, o, n):
     np.testing.assert_allclose(db.get(), dy.sum(axis=0), **tolerance(device))
 
 
-ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu", "logit": "Logit"}
+ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu", "logit": "Logit", "elu": "Elu",
+               "trivial": "Trivial"}
 
 
 @pytest.mark.parametrize("family", ACTIVATIONS)
@@ -67,7 +68,7 @@ def test_activation_kernels(device, rng, family, count):
     run(device, f"{family}_forward", (count,), count, x_dev, y)
     expected_y = _forward(kind, x[None])[0]
     np.testing.assert_allclose(y.get(), expected_y, **tolerance(device))
-    tape = x_dev if family == "relu" else y  # Tanh and Logit keep their output
+    tape = y if family in ("tanh", "logit") else x_dev  # Tanh and Logit keep their output
     run(device, f"{family}_backward", (count,), count, tape, device.to_device(dy), dx)
     expected_dx = _backward(kind, x[None], expected_y[None], dy[None])[0]
     np.testing.assert_allclose(dx.get(), expected_dx, **tolerance(device))

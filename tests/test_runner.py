@@ -181,6 +181,9 @@ def test_grenade_low_level_api(device64, rng):
     for a, b in zip(net.get_parameters(), reference.get_parameters(), strict=True):
         for name in a:
             np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-14)
+    again, y3 = run_network(net, x2, reuse=tapes2)  # the same buffers, a new pass
+    assert again is tapes2
+    np.testing.assert_allclose(y3, run_net(net, x2), rtol=1e-12)
     numpy_net = NumpyNetwork(["FullyConnected", "Tanh", "FullyConnected"],
                              make().get_parameters())
     acts = numpy_net.forward(x1)

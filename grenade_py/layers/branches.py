@@ -2,8 +2,9 @@
 Grenade.Layers.Merge and Grenade.Layers.Concat.
 
 Merge and Concat run two branches on the same input, each a layer, a list of layers or a Network;
-the input's gradient is the sum of the two branches'. Kernels: copy_values, add_values,
-concat_rows, split_rows (kernels/branches.cl).
+the input's gradient is the sum of the two branches'. Kernels: add_values, concat_rows,
+split_rows (kernels/branches.cl); Trivial's are trivial_forward/_backward
+(kernels/activations.cl).
 """
 from __future__ import annotations
 
@@ -14,36 +15,15 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
-from grenade_py.layers.base import Buffers, Layer, sub
+from grenade_py.layers.base import Activation, Buffers, Layer, sub
 from grenade_py.layers.series import Series
 from grenade_py.shapes import D1, D2, D3, Shape, size
 
 
-class Trivial(Layer):
-    """The identity, any shape (Grenade's Trivial)."""
+class Trivial(Activation):
+    """The identity, any shape (Grenade's Trivial): an activation whose function is x."""
 
-    keeps_shape = True
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        return in_shape
-
-    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
-                training: bool) -> list[Launch]:
-        count = n * size(self.in_shape)
-        return [self.device.launch("copy_values", (count,), count, x, y)]
-
-    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
-                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        if dx is None:
-            return []
-        count = n * size(self.in_shape)
-        return [self.device.launch("copy_values", (count,), count, dy, dx)]
-
-    def fused_forward(self, i: int) -> str:
-        return f"for (int k = lid; k < n{i}; k += nl) a{i + 1}[k] = a{i}[k];"
-
-    def fused_backward(self, i: int, input_delta: bool) -> str:
-        return f"for (int k = lid; k < n{i}; k += nl) d{i}[k] = d{i + 1}[k];" if input_delta else ""
+    family = "trivial"
 
 
 def branch(value: Layer | Sequence[Layer]) -> Layer:

@@ -6,7 +6,7 @@ ones by 1 / (1 - rate), so the expected output is the input; at inference it is 
 The mask is drawn on the device by Philox4x32-10, keyed by a key drawn from the network's seed
 and counted by a step counter the device advances after each training forward pass, so the same
 seed gives the same masks. Shape: any. Tape: the mask, a per-batch buffer. Kernels:
-dropout_forward, dropout_advance, dropout_backward (kernels/dropout.cl); copy_values at
+dropout_forward, dropout_advance, dropout_backward (kernels/dropout.cl); trivial_forward at
 inference.
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Dropout(Layer):
                 training: bool) -> list[Launch]:
         count, device = n * size(self.in_shape), self.device
         if not training:
-            return [device.launch("copy_values", (count,), count, x, y)]
+            return [device.launch("trivial_forward", (count,), count, x, y)]
         real = np.dtype(device.dtype).type
         return [device.launch("dropout_forward", (count,), count, real(self.rate),
                               real(1 / (1 - self.rate)), np.uint32(self.key[0]),

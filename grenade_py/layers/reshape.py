@@ -4,7 +4,7 @@ channel-major layout; D3 <-> D2 only with one channel. Ports Grenade.Layers.Resh
 Grenade infers the output shape from the layers after it; so does `Reshape()` when the first of
 them that does not keep any shape (activations do) takes one shape (a FullyConnected i takes
 D1 i); otherwise give it: `Reshape(D3(28, 28, 1))`.
-Kernels: copy_values (kernels/branches.cl).
+Kernels: trivial_forward, trivial_backward (kernels/activations.cl), as Trivial.
 """
 from __future__ import annotations
 
