@@ -9,6 +9,8 @@ from grenade_py.errors import (
                                ShapeError,
 )
 from grenade_py.layers import (
+    LSTM,
+    BasicRecurrent,
     Concat,
     Convolution,
     Crop,
@@ -33,6 +35,13 @@ from grenade_py.layers import (
 )
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
+from grenade_py.recurrent_network import RecurrentNetwork
+from grenade_py.recurrent_runner import (
+    RecurrentState,
+    run_recurrent,
+    train_recurrent,
+    train_sequences,
+)
 from grenade_py.runner import (
     Gradients,
     Tapes,
@@ -55,5 +64,6 @@ __all__ = [
     "LearningParameters", "Logit", "Merge", "ModelFileError", "Network", "Pad", "Pooling", "Relu",
     "Reshape", "Series", "ShapeError", "Softmax", "Tanh", "Trivial", "apply_update",
     "back_propagate", "evaluate", "fit", "run_net", "train", "Inception", "InceptionMini",
-    "Resnet", "Gradients", "Tapes", "run_gradient", "run_network",
+    "Resnet", "Gradients", "Tapes", "run_gradient", "run_network", "LSTM", "BasicRecurrent",
+    "RecurrentNetwork", "RecurrentState", "run_recurrent", "train_recurrent", "train_sequences",
 ]

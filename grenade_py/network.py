@@ -55,9 +55,18 @@ class Network(Series):
             raise TypeError(f"device must be a Device or a 'PLATFORM:DEVICE' string, got "
                             f"{device!r}")
         self.shapes = self.shape_list(input)
+        self.check_layers()
         #: The flat device buffers by role: "parameters", "momentum", "gradients".
         self.flat: dict[str, cl_array.Array] = {}
         _place(self, device if isinstance(device, Device) else Device(device), seed, init)
+
+    def check_layers(self) -> None:
+        """ShapeError if a layer cannot run in this kind of network: a recurrent layer (LSTM,
+        BasicRecurrent) needs a RecurrentNetwork."""
+        for path, layer, _ in self.nodes(self.shapes[0]):
+            if getattr(layer, "recurrent", False):
+                raise ShapeError(f"layer {path} ({layer!r}) is recurrent: build a "
+                                 "RecurrentNetwork (grenade_py.RecurrentNetwork) for it")
 
     @property
     def input_shape(self) -> Shape:
@@ -166,8 +175,8 @@ class Network(Series):
         header, arrays = model_file.read(path)
         try:
             spec = header["network"]
-            if header.get("format") != "grenade_py" or spec.get("type") != "Network":
-                raise ValueError("it holds no grenade_py network")
+            if header.get("format") != "grenade_py" or spec.get("type") != cls.__name__:
+                raise ValueError(f"it holds no grenade_py {cls.__name__}")
             input_shape = parse_shape(spec["input"])
             structure = layer_from_spec(spec)  # nothing on a device yet
             assert isinstance(structure, Series)

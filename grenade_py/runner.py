@@ -15,7 +15,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import execution
-from grenade_py.device import buffer, opencl_errors
+from grenade_py.device import Device, buffer, opencl_errors
 from grenade_py.execution import Plan, enqueue
 from grenade_py.learning import LearningParameters
 from grenade_py.losses import check_loss, check_targets, metric_launches
@@ -68,17 +68,23 @@ def _check(net: Network, params: object, loss: str = "squared_error") -> Learnin
     """`params`, if they are LearningParameters that the device's precision holds, and `loss`
     fits the network."""
     net.check_runnable()
+    params = learning_parameters(net.device, params)
+    check_loss(net, loss)
+    return params
+
+
+def learning_parameters(device: Device, params: object) -> LearningParameters:
+    """`params`, if they are LearningParameters that `device`'s precision holds."""
     if not isinstance(params, LearningParameters):
         raise TypeError(f"expected LearningParameters, got {params!r}")
-    real = np.dtype(net.device.dtype).type
+    real = np.dtype(device.dtype).type
     with np.errstate(over="ignore"):
         cast = {name: real(getattr(params, name)) for name in ("rate", "momentum", "l2")}
         cast["rate * l2"] = cast["rate"] * cast["l2"]
     for name, value in cast.items():
         if not np.isfinite(value):
-            raise ValueError(f"{params} : {name} overflows {net.device.precision}; use a "
+            raise ValueError(f"{params} : {name} overflows {device.precision}; use a "
                              "smaller value")
-    check_loss(net, loss)
     return params
 
 

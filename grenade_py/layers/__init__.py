@@ -1,5 +1,6 @@
 """The layers, one per module (the branching ones together in branches.py)."""
-from grenade_py.layers.base import INITS, Activation, Layer
+from grenade_py.layers.base import INITS, Activation, Factor, Layer
+from grenade_py.layers.basic_recurrent import BasicRecurrent
 from grenade_py.layers.branches import Concat, Merge, Trivial
 from grenade_py.layers.convolution import Convolution
 from grenade_py.layers.deconvolution import Deconvolution
@@ -8,8 +9,10 @@ from grenade_py.layers.elu import Elu
 from grenade_py.layers.fully_connected import FullyConnected
 from grenade_py.layers.inception import Inception, InceptionMini, Resnet
 from grenade_py.layers.logit import Logit
+from grenade_py.layers.lstm import LSTM
 from grenade_py.layers.pad import Crop, Pad
 from grenade_py.layers.pooling import Pooling
+from grenade_py.layers.recurrent import RecurrentLayer
 from grenade_py.layers.relu import Relu
 from grenade_py.layers.reshape import Reshape
 from grenade_py.layers.series import Series
@@ -20,11 +23,12 @@ from grenade_py.layers.tanh import Tanh
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls for cls in (FullyConnected, Tanh, Relu, Logit, Softmax, Trivial, Elu,
                                   Reshape, Pad, Crop, Convolution, Deconvolution, Pooling,
-                                  Dropout)
+                                  Dropout, LSTM, BasicRecurrent)
 }
 
 __all__ = [
-    "INITS", "LAYER_TYPES", "Activation", "Concat", "Convolution", "Crop", "Deconvolution",
-    "Dropout", "Elu", "FullyConnected", "Layer", "Logit", "Merge", "Pad", "Pooling", "Relu",
+    "INITS", "LAYER_TYPES", "LSTM", "Activation", "BasicRecurrent", "Concat", "Factor",
+    "Convolution", "Crop", "Deconvolution", "Dropout", "Elu", "FullyConnected", "Layer", "Logit",
+    "Merge", "Pad", "Pooling", "RecurrentLayer", "Relu",
     "Reshape", "Series", "Softmax", "Tanh", "Trivial", "Inception", "InceptionMini", "Resnet",
 ]

@@ -11,6 +11,7 @@ the flat buffers. A composite layer (Series, Concat, Merge, a nested Network) li
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +29,20 @@ INITS = ("scaled", "grenade")
 
 #: A layer's per-batch device buffers, by name.
 Buffers = dict[str, cl_array.Array]
+
+
+@dataclass(frozen=True)
+class Factor:
+    """The per-row gradient of parameter `name`: row k's is d[k * ldd + r] * x[k * ldx + c]
+    for element (r, c); x None means a vector parameter (its gradient is d itself). `decay`:
+    whether the L2 term applies (Grenade leaves BasicRecurrent's bias undecayed)."""
+
+    name: str
+    d: cl_array.Array
+    ldd: int
+    x: cl_array.Array | None = None
+    ldx: int = 0
+    decay: bool = True
 
 
 def sub(buffers: Buffers, key: str) -> Buffers:
@@ -154,6 +169,13 @@ class Layer:
         """Launches writing the parameter gradients (summed over the batch) and, unless `dx` is
         None, the input delta dx from the output delta dy."""
         raise NotImplementedError
+
+    def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                dy: cl_array.Array, buffers: Buffers) -> list[Factor] | None:
+        """Each parameter's per-row gradient factors after `backward` over rows = steps * batch
+        (a RecurrentNetwork updates from them, one step at a time); None where the layer has
+        parameters but no such form, which a RecurrentNetwork then refuses."""
+        return None if self.parameters or self.parameter_shapes() else []
 
     # -- device-side form, for the fused per-example loop (grenade_py.fused) -------------------
     # The loop's code names activations a{k}, deltas d{k} and sizes n{k} at boundary k (layer i

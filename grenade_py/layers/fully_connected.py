@@ -9,7 +9,7 @@ import pyopencl.array as cl_array
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
 from grenade_py.gemm import gemm_column_sums, gemm_dot, gemm_outer
-from grenade_py.layers.base import Buffers, Layer
+from grenade_py.layers.base import Buffers, Factor, Layer
 from grenade_py.shapes import D1, Shape
 
 
@@ -81,6 +81,10 @@ class FullyConnected(Layer):
         if dx is not None:
             launches.append(gemm_outer(device, n, self.i, self.o, dy, self.o, 1, w, dx))
         return launches
+
+    def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                dy: cl_array.Array, buffers: Buffers) -> list[Factor]:
+        return [Factor("weights", dy, self.o, x, self.i), Factor("bias", dy, self.o)]
 
     def fused_args(self, i: int) -> list[tuple[str, cl_array.Array]]:
         p, m = self.parameters, self.momentum

@@ -1,0 +1,105 @@
+"""What a recurrent layer is (Grenade's `RecurrentLayer`), and the per-step gradients every
+layer of a RecurrentNetwork gives.
+
+A recurrent layer runs over whole sequences: B independent sequences of T steps, rows
+time-major (row t * B + s). Its per-sequence buffers include `states` ((T + 1) * B, state size):
+rows 0 .. B - 1 are the recurrent inputs the sequences start from, row (t + 1) * B + s the
+state after step t. Its starting state is a parameter, "state", saved with the model (Grenade
+keeps it beside the network as `RecurrentInputs`).
+
+Grenade updates a recurrent network once per time step, from that step's gradient. Every layer
+with parameters in a RecurrentNetwork therefore says how its step-k gradient is formed: each
+parameter's gradient at row k is the outer product d[k] (x) x[k] of two per-row factors (a
+vector's x is 1), which the update kernel (`recurrent_update` in kernels/recurrent.cl) forms
+step by step while it applies them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyopencl.array as cl_array
+
+from grenade_py.device import Launch
+from grenade_py.errors import ShapeError
+from grenade_py.layers.base import Buffers, Factor, Layer
+from grenade_py.shapes import D1, Shape
+
+
+class RecurrentLayer(Layer):
+    """A layer with a recurrent state, D1 i -> D1 o over a sequence (see the module's docstring).
+
+    Subclasses give `state_size`, `sequence_buffers`, `forward_sequence`, `backward_sequence`
+    and `factors`.
+    """
+
+    recurrent = True
+
+    def __init__(self, i: int, o: int) -> None:
+        super().__init__()
+        for name, value in (("i", i), ("o", o)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{type(self).__name__} {name} must be a positive int, got "
+                                 f"{value!r}")
+        self.i, self.o = int(i), int(o)
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        if in_shape != D1(self.i):
+            raise ShapeError(f"takes D1 {self.i}")
+        return D1(self.o)
+
+    def takes(self) -> Shape:
+        return D1(self.i)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "i": self.i, "o": self.o}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.i} {self.o}"
+
+    @property
+    def state_size(self) -> int:
+        """Values in the recurrent state of one sequence."""
+        return self.o
+
+    def local(self) -> tuple[int]:
+        """The work-group of the step kernels: one per sequence, lanes over the units."""
+        lanes = 1
+        while lanes < self.o and lanes < (128 if self.device.gpu else 64):
+            lanes *= 2
+        return (lanes,)
+
+    def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
+                training: bool) -> list[Launch]:
+        raise TypeError(f"{self!r} is recurrent: it runs over sequences in a RecurrentNetwork "
+                        "(grenade_py.recurrent_runner)")
+
+    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
+                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
+        return self.forward(n, x, y, buffers, True)
+
+    def sequence_buffers(self, steps: int, batch: int) -> dict[str, tuple[int, ...]]:
+        """The per-sequence buffers for `batch` sequences of `steps`: "states", "dstate" (the
+        delta of the starting states, (batch, state size)) and the layer's tape."""
+        raise NotImplementedError
+
+    def forward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                         buffers: Buffers) -> list[Launch]:
+        """Launches computing y (steps * batch, o) from x (steps * batch, i), starting from the
+        states in rows 0 .. batch - 1 of buffers["states"]."""
+        raise NotImplementedError
+
+    def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                          dy: cl_array.Array, dx: cl_array.Array | None,
+                          buffers: Buffers) -> list[Launch]:
+        """Launches running backwards through time from the output deltas dy: dx (unless None),
+        buffers["dstate"], and the per-row factors `factors` reads."""
+        raise NotImplementedError
+
+    def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                dy: cl_array.Array, buffers: Buffers) -> list[Factor]:
+        """Each parameter's per-row gradient factors after `backward_sequence`."""
+        raise NotImplementedError

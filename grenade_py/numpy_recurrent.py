@@ -1,0 +1,160 @@
+"""A plain numpy transcription of Grenade's recurrent half, step by step as Grenade runs it
+(Grenade.Recurrent.Core.Runner and .Network, Layers.LSTM, Layers.BasicRecurrent): the oracle for
+the device's layer-by-layer runner. Parameters are named as RecurrentNetwork.get_parameters()
+gives them; vectors are 1-D, one step at a time."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from grenade_py.learning import LearningParameters
+from grenade_py.numpy_reference import Params, backward, descend, forward
+
+RECURRENT = ("LSTM", "BasicRecurrent")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def lstm_forward(p: Params, cell: np.ndarray, x: np.ndarray
+                 ) -> tuple[Any, np.ndarray, np.ndarray]:
+    """runRecurrentForwards: (tape, next cell, output)."""
+    o = len(cell)
+    w, u, b = p["w"], p["u"], p["b"]
+    f_s = b[:o] + w[:o] @ x + u[:o] @ cell
+    i_s = b[o:2 * o] + w[o:2 * o] @ x + u[o:2 * o] @ cell
+    o_s = b[2 * o:3 * o] + w[2 * o:3 * o] @ x + u[2 * o:] @ cell
+    c_s = b[3 * o:] + w[3 * o:] @ x
+    f_t, i_t, o_t, c_x = _sigmoid(f_s), _sigmoid(i_s), _sigmoid(o_s), np.tanh(c_s)
+    c_t = f_t * cell + i_t * c_x
+    return (cell, x, f_t, i_t, o_t, c_x, c_t), c_t, o_t * c_t
+
+
+def lstm_backward(p: Params, tape: Any, cell_grad: np.ndarray, dh: np.ndarray
+                  ) -> tuple[Params, np.ndarray, np.ndarray]:
+    """runRecurrentBackwards: (gradients, delta of the previous cell, delta of the input)."""
+    cell, x, f_t, i_t, o_t, c_x, c_t = tape
+    o = len(cell)
+    w, u = p["w"], p["u"]
+    dc = dh * o_t + cell_grad
+    f_s = f_t * (1 - f_t) * (dc * cell)
+    o_s = o_t * (1 - o_t) * (dh * c_t)
+    i_s = i_t * (1 - i_t) * (dc * c_x)
+    c_s = (1 - c_x * c_x) * (dc * i_t)
+    gates = np.concatenate([f_s, i_s, o_s])
+    cell_delta = u[:o].T @ f_s + u[2 * o:].T @ o_s + u[o:2 * o].T @ i_s + dc * f_t
+    d = np.concatenate([gates, c_s])
+    return ({"w": np.outer(d, x), "u": np.outer(gates, cell), "b": d, "state": np.zeros(o)},
+            cell_delta, w.T @ d)
+
+
+def basic_forward(p: Params, last: np.ndarray, x: np.ndarray
+                  ) -> tuple[Any, np.ndarray, np.ndarray]:
+    y = p["b"] + p["w"] @ np.concatenate([x, last])
+    return (last, x), y, y
+
+
+def basic_backward(p: Params, tape: Any, d_rec: np.ndarray, dy: np.ndarray
+                   ) -> tuple[Params, np.ndarray, np.ndarray]:
+    last, x = tape
+    total = d_rec + dy
+    back = p["w"].T @ total
+    return ({"w": np.outer(total, np.concatenate([x, last])), "b": total,
+             "state": np.zeros(len(last))}, back[len(x):], back[:len(x)])
+
+
+class NumpyRecurrent:
+    """A recurrent network of layer specs with parameters from RecurrentNetwork.get_parameters()
+    (the recurrent layers' "state" is Grenade's RecurrentInputs)."""
+
+    def __init__(self, specs: Sequence[dict[str, Any]], parameters: Sequence[Params]) -> None:
+        self.specs = list(specs)
+        self.parameters = [{k: np.array(v, np.float64) for k, v in p.items()}
+                           for p in parameters]
+        self.momentum = [{k: np.zeros_like(v) for k, v in p.items()} for p in self.parameters]
+
+    def _step_forward(self, states: list[Any], x: np.ndarray
+                      ) -> tuple[list[Any], list[Any], np.ndarray]:
+        """runRecurrent for one step: (tapes, next states, output)."""
+        tapes, nexts = [], []
+        for spec, p, state in zip(self.specs, self.parameters, states, strict=True):
+            if spec["type"] == "LSTM":
+                tape, state, x = lstm_forward(p, state, x)
+            elif spec["type"] == "BasicRecurrent":
+                tape, state, x = basic_forward(p, state, x)
+            else:
+                y, tape = forward(spec, p, x[None])
+                x = y[0]
+            tapes.append(tape)
+            nexts.append(state)
+        return tapes, nexts, x
+
+    def _step_backward(self, tapes: list[Any], side: list[Any], dy: np.ndarray
+                       ) -> tuple[list[Params], list[Any], np.ndarray]:
+        """runRecurrent' for one step: (gradients, side deltas, input delta)."""
+        grads: list[Params] = [{} for _ in self.specs]
+        sides: list[Any] = [None for _ in self.specs]
+        for k in reversed(range(len(self.specs))):
+            spec, p = self.specs[k], self.parameters[k]
+            if spec["type"] == "LSTM":
+                grads[k], sides[k], dy = lstm_backward(p, tapes[k], side[k], dy)
+            elif spec["type"] == "BasicRecurrent":
+                grads[k], sides[k], dy = basic_backward(p, tapes[k], side[k], dy)
+            else:
+                g, dx = backward(spec, p, tapes[k], dy[None])
+                grads[k], dy = g, dx[0]
+        return grads, sides, dy
+
+    def states(self) -> list[Any]:
+        return [p["state"] if s["type"] in RECURRENT else None
+                for s, p in zip(self.specs, self.parameters, strict=True)]
+
+    def run(self, xs: np.ndarray) -> np.ndarray:
+        """runRecurrent over a sequence from the starting states: the outputs (T, out)."""
+        states, ys = self.states(), []
+        for x in xs:
+            _, states, y = self._step_forward(states, x)
+            ys.append(y)
+        return np.array(ys)
+
+    def gradients(self, xs: np.ndarray, targets: Sequence[np.ndarray | None]
+                  ) -> tuple[list[list[Params]], list[Any]]:
+        """backPropagateRecurrent: the per-step gradients in time order and the starting
+        states' deltas."""
+        states, forwards = self.states(), []
+        for x in xs:
+            tapes, states, y = self._step_forward(states, x)
+            forwards.append((tapes, y))
+        side = [np.zeros_like(p["state"]) if s["type"] in RECURRENT else None
+                for s, p in zip(self.specs, self.parameters, strict=True)]
+        per_step: list[list[Params]] = [[] for _ in xs]
+        for t in reversed(range(len(xs))):
+            tapes, y = forwards[t]
+            target = targets[t]
+            error = np.zeros_like(y) if target is None else y - target
+            per_step[t], side, _ = self._step_backward(tapes, side, error)
+        return per_step, side
+
+    def train(self, xs: np.ndarray, targets: Sequence[np.ndarray | None],
+              lp: LearningParameters, summed: bool = False) -> None:
+        """trainRecurrent: the per-step gradients applied in time order, one full step each
+        (`summed`: one step from their sum), then updateRecInputs on the starting states."""
+        per_step, side = self.gradients(xs, targets)
+        if summed:
+            per_step = [[{k: sum(g[i][k] for g in per_step) for k in per_step[0][i]}
+                         for i in range(len(self.specs))]]
+        for grads in per_step:
+            for spec, p, m, g in zip(self.specs, self.parameters, self.momentum, grads,
+                                     strict=True):
+                for name in g:
+                    if name == "state":
+                        continue
+                    step = lp if not (spec["type"] == "BasicRecurrent" and name == "b") else \
+                        LearningParameters(lp.rate, lp.momentum, 0.0)
+                    p[name], m[name] = descend(p[name], m[name], g[name], step)
+        for spec, p, delta in zip(self.specs, self.parameters, side, strict=True):
+            if spec["type"] in RECURRENT:
+                p["state"] = (1 - lp.rate * lp.l2) * p["state"] - lp.rate * delta

@@ -1,0 +1,313 @@
+"""Running and training a RecurrentNetwork over sequences, in Grenade's words: run_recurrent
+(runRecurrent over a sequence), train_recurrent (trainRecurrent) and train_sequences (many
+sequences, in Grenade's order or as ordinary minibatch BPTT).
+
+Layer by layer, not step by step: a layer's input for every step is known once the layer below
+has run over the whole sequence, so a feed-forward layer runs once over all steps (as a batch of
+rows), and a recurrent layer as one GEMM over all steps plus one launch that loops over them.
+Backwards, the same in reverse. The update is one launch per parameter array, which applies the
+per-step gradients one at a time as Grenade does (see `recurrent_update` in
+kernels/recurrent.cl). Nothing is read back per step or per sequence.
+"""
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyopencl as cl
+import pyopencl.array as cl_array
+
+from grenade_py.device import Launch, buffer, opencl_errors
+from grenade_py.execution import enqueue
+from grenade_py.layers import RecurrentLayer
+from grenade_py.layers.base import Buffers
+from grenade_py.learning import LearningParameters
+from grenade_py.recurrent_network import RecurrentNetwork
+from grenade_py.runner import _batch, _count, learning_parameters
+
+#: Sequence shapes (steps, batch) whose plans a network keeps.
+MAX_PLANS = 4
+
+
+class SequencePlan:
+    """Device buffers and launches for `batch` sequences of `steps`: rows are time-major
+    (row t * batch + s), as every layer sees them."""
+
+    def __init__(self, net: RecurrentNetwork, steps: int, batch: int) -> None:
+        device, shapes = net.device, net.shapes
+        self.net, self.steps, self.batch = net, steps, batch
+        self.rows = rows = steps * batch
+        layers = net.layers
+        wanted = {f"a{k}": (rows, *shapes[k].dims) for k in range(len(shapes))}
+        wanted |= {f"d{k}": (rows, *shapes[k].dims) for k in range(1, len(shapes))}
+        wanted |= {"target": (rows, *shapes[-1].dims), "mask": (rows,), "ones": (rows,)}
+        for index, layer in enumerate(layers):
+            own = (layer.sequence_buffers(steps, batch) if isinstance(layer, RecurrentLayer)
+                   else layer.batch_buffers(rows))
+            wanted |= {f"{index}.{name}": shape for name, shape in own.items()}
+        for name, shape in wanted.items():
+            device.check_allocation(f"{batch} sequences of {steps} steps ({name})",
+                                    int(np.prod(shape)) * np.dtype(device.dtype).itemsize)
+        self.buffers = {name: device.zeros(shape) for name, shape in wanted.items()}
+        self.buffers["ones"].fill(1)
+        self.acts = [self.buffers[f"a{k}"] for k in range(len(shapes))]
+        self.deltas: list[cl_array.Array | None] = [None] + [
+            self.buffers[f"d{k}"] for k in range(1, len(shapes))]
+        self.metrics = device.zeros((4,))
+        enqueue([launch for index, layer in enumerate(layers)
+                 if not isinstance(layer, RecurrentLayer)
+                 for launch in layer.setup(rows, self.own(index))])
+        out = int(np.prod(shapes[-1].dims))
+        self.start = [device.launch("recurrent_start_states", (layer.state_size, batch),
+                                    layer.state_size, batch, layer.parameters["state"],
+                                    self.own(index)["states"])
+                      for index, layer in net.recurrent_layers()]
+        self.error = device.launch("sequence_error", (out, rows), rows, out, device.dtype(1),
+                                   self.acts[-1], self.buffers["target"], self.buffers["mask"],
+                                   self.deltas[-1])
+        self.measure = device.launch("sequence_metrics", (1,), rows, out, self.acts[-1],
+                                     self.buffers["target"], self.buffers["mask"],
+                                     self.metrics)
+        self._forward: dict[bool, list[Launch]] = {}
+        self._backward: list[Launch] | None = None
+        self._update: list[tuple[Launch, bool]] | None = None
+        self.learning: tuple[LearningParameters, bool] | None = None
+
+    def own(self, index: int) -> Buffers:
+        """Layer `index`'s own buffers."""
+        prefix = f"{index}."
+        return {k[len(prefix):]: v for k, v in self.buffers.items() if k.startswith(prefix)}
+
+    def forward(self, training: bool) -> list[Launch]:
+        """Every layer over every step, from a0 (the input) to the output."""
+        if training not in self._forward:
+            launches = []
+            for index, layer in enumerate(self.net.layers):
+                x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
+                if isinstance(layer, RecurrentLayer):
+                    launches += layer.forward_sequence(self.steps, self.batch, x, y, own)
+                else:
+                    launches += layer.forward(self.rows, x, y, own, training)
+            self._forward[training] = launches
+        return self._forward[training]
+
+    def backward(self) -> list[Launch]:
+        """Every layer backwards through time from the output's delta."""
+        if self._backward is None:
+            launches = []
+            for index in reversed(range(len(self.net.layers))):
+                layer, own = self.net.layers[index], self.own(index)
+                x, y, dx = self.acts[index], self.acts[index + 1], self.deltas[index]
+                dy = self.deltas[index + 1]
+                assert dy is not None
+                if isinstance(layer, RecurrentLayer):
+                    launches += layer.backward_sequence(self.steps, self.batch, x, y, dy, dx,
+                                                        own)
+                else:
+                    launches += layer.backward(self.rows, x, y, dy, dx, own)
+            self._backward = launches
+        return self._backward
+
+    def update(self, learning: LearningParameters, ordered: bool) -> list[Launch]:
+        """The update from the per-step gradients: with `ordered`, Grenade's one step per time
+        step in time order; else one step from their sum. Then the starting states descend."""
+        device = self.net.device
+        if self._update is None:
+            self._update = []
+            for index, layer in enumerate(self.net.layers):
+                x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
+                dy = self.deltas[index + 1]
+                assert dy is not None
+                factors = layer.factors(self.steps, self.batch, x, y, dy, own)
+                assert factors is not None  # RecurrentNetwork.check_layers refused the others
+                for f in factors:
+                    shape = layer.parameters[f.name].shape
+                    rows, cols = shape[0], (shape[1] if len(shape) > 1 else 1)
+                    launch = device.launch(
+                        "recurrent_update", (cols, rows), self.rows, rows, cols, f.d, f.ldd,
+                        self.buffers["ones"] if f.x is None else f.x,
+                        1 if f.x is None else f.ldx, device.dtype(0), device.dtype(0),
+                        device.dtype(0), 0, layer.parameters[f.name], layer.momentum[f.name])
+                    self._update.append((launch, f.decay))
+                if isinstance(layer, RecurrentLayer):
+                    launch = device.launch("recurrent_state_descent", (layer.state_size,),
+                                           layer.state_size, self.batch, device.dtype(0),
+                                           device.dtype(0), own["dstate"],
+                                           layer.parameters["state"])
+                    self._update.append((launch, True))
+        if self.learning != (learning, ordered):
+            real = device.dtype
+            for launch, decay in self._update:
+                l2 = real(learning.l2 if decay else 0)
+                if launch.kernel.function_name == "recurrent_update":
+                    for at, value in ((7, real(learning.rate)), (8, real(learning.momentum)),
+                                      (9, l2), (10, int(ordered))):
+                        launch.set_arg(at, value)
+                else:
+                    launch.set_arg(2, real(learning.rate))
+                    launch.set_arg(3, l2)
+            self.error.set_arg(2, real(1 if ordered else 1 / self.batch))
+            self.learning = (learning, ordered)
+        return [launch for launch, _ in self._update]
+
+    def step(self, learning: LearningParameters, ordered: bool, measure: bool) -> list[Launch]:
+        """One training step over the sequences in place (a0, target, mask): from the learned
+        starting states, forward, error, (metrics), backward, update."""
+        return (self.start + self.forward(True) + [self.error]
+                + ([self.measure] if measure else []) + self.backward()
+                + self.update(learning, ordered))
+
+
+class Runtime:
+    """What is built to run one recurrent network: its plans by (steps, batch)."""
+
+    def __init__(self) -> None:
+        self.plans: dict[tuple[int, int], SequencePlan] = {}
+
+
+_runtimes: weakref.WeakKeyDictionary[RecurrentNetwork, Runtime] = weakref.WeakKeyDictionary()
+
+
+def plan(net: RecurrentNetwork, steps: int, batch: int) -> SequencePlan:
+    """The plan for `batch` sequences of `steps` (the last MAX_PLANS shapes are kept)."""
+    if not isinstance(net, RecurrentNetwork):
+        raise TypeError(f"expected a RecurrentNetwork, got {type(net).__name__}; feed-forward "
+                        "networks run with run_net/train/fit")
+    if net._network is not net:
+        raise ValueError("this network is part of another network now; run that one")
+    plans = _runtimes.setdefault(net, Runtime()).plans
+    key = (steps, batch)
+    if key not in plans:
+        if len(plans) >= MAX_PLANS:
+            del plans[next(iter(plans))]
+        plans[key] = SequencePlan(net, steps, batch)
+    return plans[key]
+
+
+@dataclass
+class RecurrentState:
+    """The recurrent layers' states after a run (Grenade's `RecurrentInputs`), on the device:
+    one (batch, state size) array per recurrent layer, in order. Pass it to run_recurrent to
+    go on from where a run stopped."""
+
+    states: list[cl_array.Array]
+
+    def get(self) -> list[np.ndarray]:
+        """Host copies of the states."""
+        return [state.get() for state in self.states]
+
+
+def _sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x (B, T, *in), targets (B, T, *out) and mask (B, T) checked, time-major: (T, B, ...)."""
+    dtype = net.device.dtype
+    xs = np.asarray(x)
+    if xs.ndim < 2 + len(net.input_shape.dims):
+        raise ValueError(f"x has shape {xs.shape}: pass sequences (B, T, "
+                         f"{', '.join(map(str, net.input_shape.dims))}) for {net.input_shape!r}")
+    batch, steps = xs.shape[:2]
+    flat, _ = _batch(xs.reshape(batch * steps, *xs.shape[2:]), net.input_shape, "x", dtype)
+    ts, _ = _batch(np.asarray(targets).reshape(-1, *np.shape(targets)[2:]), net.output_shape,
+                   "targets", dtype)
+    if np.shape(targets)[:2] != (batch, steps):
+        raise ValueError(f"targets have shape {np.shape(targets)}, but x has {batch} sequences "
+                         f"of {steps} steps")
+    marks = np.asarray(mask)
+    if marks.shape != (batch, steps) or marks.dtype != bool:
+        raise ValueError(f"mask must be a bool array ({batch}, {steps}) marking the steps with a "
+                         f"target, got {marks.dtype} {marks.shape}")
+
+    def time_major(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.swapaxes(a.reshape(batch, steps, *a.shape[1:]), 0, 1))
+    return time_major(flat), time_major(ts), time_major(marks.reshape(-1).astype(dtype))
+
+
+def _upload(queue: cl.CommandQueue, p: SequencePlan, *arrays: np.ndarray) -> None:
+    for name, array in zip(("a0", "target", "mask"), arrays, strict=True):
+        cl.enqueue_copy(queue, buffer(p.buffers[name]), array, is_blocking=False)
+
+
+@opencl_errors
+def train_sequences(net: RecurrentNetwork, learning: LearningParameters, x: np.ndarray,
+                    targets: np.ndarray, mask: np.ndarray, summed: bool = False) -> None:
+    """Train on B sequences of T steps: x (B, T, *in), targets (B, T, *out), mask (B, T) bool
+    (True where a step has a target; other steps' targets are ignored).
+
+    Default (Grenade's trainRecurrent, sequence after sequence): each sequence runs forward
+    from the learned starting states; its error y - target (0 where no target) runs back
+    through time, every per-step gradient computed from the weights before the sequence; then
+    the per-step gradients are applied one at a time in time order, each a full momentum + L2
+    step, and the starting states descend without momentum:
+    state' = (1 - rate l2) state - rate dstate.
+    `summed=True`: ordinary minibatch BPTT instead: the B sequences run together and one step
+    applies the sum of all per-step gradients, averaged over the sequences.
+    """
+    learning = learning_parameters(net.device, learning)
+    xs, ts, ms = _sequences(net, x, targets, mask)
+    steps, batch = xs.shape[:2]
+    queue = net.device.queue
+    if summed:
+        p = plan(net, steps, batch)
+        _upload(queue, p, xs, ts, ms)
+        enqueue(p.step(learning, ordered=False, measure=False))
+    else:
+        p = plan(net, steps, 1)
+        for s in range(batch):
+            _upload(queue, p, *(np.ascontiguousarray(a[:, s]) for a in (xs, ts, ms)))
+            enqueue(p.step(learning, ordered=True, measure=False))
+    queue.finish()
+
+
+def train_recurrent(net: RecurrentNetwork, learning: LearningParameters,
+                    examples: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> None:
+    """Grenade's trainRecurrent: one sequence of (input, target or None) steps, trained as
+    `train_sequences` does by default."""
+    if not examples:
+        raise ValueError("a sequence needs at least one step")
+    shape = net.output_shape.dims
+    xs = np.stack([np.asarray(x) for x, _ in examples])
+    ts = np.stack([np.zeros(shape) if t is None else np.asarray(t) for _, t in examples])
+    marks = np.array([t is not None for _, t in examples])
+    train_sequences(net, learning, xs[None], ts[None], marks[None])
+
+
+@opencl_errors
+def run_recurrent(net: RecurrentNetwork, x: np.ndarray, state: RecurrentState | None = None
+                  ) -> tuple[np.ndarray, RecurrentState]:
+    """Grenade's runRecurrent over whole sequences: the outputs for x (T, *in), or for B
+    sequences (B, T, *in), with the recurrent states after the last step. The run starts from
+    `state` (from an earlier run over as many sequences) or the learned starting states."""
+    xs = np.asarray(x)
+    single = xs.ndim == 1 + len(net.input_shape.dims)
+    if single:
+        xs = xs[None]
+    batch = xs.shape[0] if xs.ndim >= 2 else 0
+    steps = xs.shape[1] if xs.ndim >= 2 else 0
+    _count(steps, "the number of steps", 1)
+    dummy_targets = np.zeros((batch, steps, *net.output_shape.dims))
+    xs, _, _ = _sequences(net, xs, dummy_targets, np.zeros((batch, steps), bool))
+    p = plan(net, steps, batch)
+    queue, layers = net.device.queue, net.recurrent_layers()
+    if state is not None:
+        if len(state.states) != len(layers) or any(
+                s.shape != (batch, layer.state_size) for s, (_, layer) in zip(
+                    state.states, layers, strict=False)):
+            raise ValueError(f"state holds {[s.shape for s in state.states]}, but {batch} "
+                             f"sequences need {[(batch, lay.state_size) for _, lay in layers]}")
+        for s, (index, _) in zip(state.states, layers, strict=True):
+            cl.enqueue_copy(queue, buffer(p.own(index)["states"]), buffer(s),
+                            byte_count=s.nbytes)
+    else:
+        enqueue(p.start)
+    cl.enqueue_copy(queue, buffer(p.buffers["a0"]), xs, is_blocking=False)
+    enqueue(p.forward(training=False))
+    after = []
+    for index, layer in layers:
+        s = net.device.zeros((batch, layer.state_size))
+        cl.enqueue_copy(queue, buffer(s), buffer(p.own(index)["states"]), byte_count=s.nbytes,
+                        src_offset=steps * s.nbytes)
+        after.append(s)
+    ys = np.swapaxes(p.acts[-1].get().reshape(steps, batch, *net.output_shape.dims), 0, 1)
+    return (ys[0] if single else ys), RecurrentState(after)

@@ -1,0 +1,233 @@
+// Recurrent layers over whole sequences (Grenade.Recurrent): B independent sequences of T steps,
+// rows time-major (row t * B + s is step t of sequence s). Each step kernel runs one work-group
+// per sequence and loops over the steps with a barrier between them, so a sequence's recurrence
+// is one launch. `states` ((T + 1) * B, n) holds each step's incoming recurrent state: rows
+// 0 .. B - 1 are the states the sequences start from, and step t writes row (t + 1) * B + s.
+
+// -- LSTM (Grenade.Recurrent.Layers.LSTM): the state is the cell c; gates f, i, o, c ---------
+
+// Forward (runRecurrentForwards). z (T * B, 4 o): on entry b + W x for f, i, o, c; on exit the
+// gates' values f, i, o and g = tanh (the tape). u (3 o, o): U_f, U_i, U_o stacked. h: o * c.
+kernel void lstm_forward_steps(int T, int B, int o, global const REAL *u, global REAL *z,
+                               global REAL *c, global REAL *h) {
+    const int s = get_group_id(0), lid = get_local_id(0), nl = get_local_size(0);
+    for (int t = 0; t < T; ++t) {
+        const size_t row = (size_t)t * B + s;
+        global const REAL *prev = c + row * o;
+        global REAL *zr = z + row * 4 * o;
+        for (int r = lid; r < o; r += nl) {
+            global const REAL *uf = u + (size_t)r * o, *ui = uf + (size_t)o * o,
+                              *uo = ui + (size_t)o * o;
+            REAL sf = 0, si = 0, so = 0;
+            for (int k = 0; k < o; ++k) {
+                const REAL ck = prev[k];
+                sf += uf[k] * ck;
+                si += ui[k] * ck;
+                so += uo[k] * ck;
+            }
+            const REAL f = logit_forward_at(zr[r] + sf), i = logit_forward_at(zr[o + r] + si),
+                       og = logit_forward_at(zr[2 * o + r] + so), g = tanh(zr[3 * o + r]);
+            const REAL cell = f * prev[r] + i * g;
+            zr[r] = f;
+            zr[o + r] = i;
+            zr[2 * o + r] = og;
+            zr[3 * o + r] = g;
+            c[(row + B) * o + r] = cell;
+            h[row * o + r] = og * cell;
+        }
+        barrier(CLK_GLOBAL_MEM_FENCE);
+    }
+}
+
+// Backward through time (runRecurrentBackwards, last step first). dh (T * B, o): the delta at
+// the outputs. d (T * B, 4 o) gets the gates' pre-activation deltas f_s', i_s', o_s', c_s'.
+// carry (B, o): the cell delta passed back a step (zero at the last step; after the loop, the
+// delta of the starting state); dcell (B, o): scratch.
+kernel void lstm_backward_steps(int T, int B, int o, global const REAL *u, global const REAL *z,
+                                global const REAL *c, global const REAL *dh, global REAL *d,
+                                global REAL *carry, global REAL *dcell) {
+    const int s = get_group_id(0), lid = get_local_id(0), nl = get_local_size(0);
+    global REAL *carried = carry + (size_t)s * o, *dc = dcell + (size_t)s * o;
+    for (int r = lid; r < o; r += nl) carried[r] = 0;
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    for (int t = T - 1; t >= 0; --t) {
+        const size_t row = (size_t)t * B + s;
+        global const REAL *zr = z + row * 4 * o, *prev = c + row * o, *cell = c + (row + B) * o;
+        global REAL *dr = d + row * 4 * o;
+        for (int r = lid; r < o; r += nl) {
+            const REAL f = zr[r], i = zr[o + r], og = zr[2 * o + r], g = zr[3 * o + r];
+            const REAL dhr = dh[row * o + r], dct = dhr * og + carried[r];
+            dc[r] = dct;
+            dr[r] = f * (1 - f) * (dct * prev[r]);
+            dr[o + r] = i * (1 - i) * (dct * g);
+            dr[2 * o + r] = og * (1 - og) * (dhr * cell[r]);
+            dr[3 * o + r] = (1 - g * g) * (dct * i);
+        }
+        barrier(CLK_GLOBAL_MEM_FENCE);
+        for (int k = lid; k < o; k += nl) {
+            REAL sum = 0;
+            for (int r = 0; r < 3 * o; ++r) sum += u[(size_t)r * o + k] * dr[r];
+            carried[k] = sum + dc[k] * zr[k];
+        }
+        barrier(CLK_GLOBAL_MEM_FENCE);
+    }
+}
+
+// -- BasicRecurrent (Grenade.Recurrent.Layers.BasicRecurrent): y = b + W [x; y_prev] --------
+
+// Forward. w (o, i + o); y (T * B, o); states ((T + 1) * B, o): the previous outputs.
+kernel void basic_recurrent_forward_steps(int T, int B, int i, int o, global const REAL *w,
+                                          global const REAL *bias, global const REAL *x,
+                                          global REAL *states, global REAL *y) {
+    const int s = get_group_id(0), lid = get_local_id(0), nl = get_local_size(0);
+    for (int t = 0; t < T; ++t) {
+        const size_t row = (size_t)t * B + s;
+        global const REAL *xr = x + row * i, *prev = states + row * o;
+        for (int r = lid; r < o; r += nl) {
+            global const REAL *wr = w + (size_t)r * (i + o);
+            REAL sum = 0;
+            for (int k = 0; k < i; ++k) sum += wr[k] * xr[k];
+            for (int k = 0; k < o; ++k) sum += wr[i + k] * prev[k];
+            const REAL value = bias[r] + sum;
+            y[row * o + r] = value;
+            states[(row + B) * o + r] = value;
+        }
+        barrier(CLK_GLOBAL_MEM_FENCE);
+    }
+}
+
+// Backward through time. d (T * B, o) gets dRec + dEdy, the step's bias gradient; dx (T * B, i)
+// (unless `input_delta` is 0) and carry (B, o) the two parts of W^T d.
+kernel void basic_recurrent_backward_steps(int T, int B, int i, int o, int input_delta,
+                                           global const REAL *w, global const REAL *dy,
+                                           global REAL *d, global REAL *dx, global REAL *carry) {
+    const int s = get_group_id(0), lid = get_local_id(0), nl = get_local_size(0);
+    global REAL *carried = carry + (size_t)s * o;
+    for (int r = lid; r < o; r += nl) carried[r] = 0;
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    for (int t = T - 1; t >= 0; --t) {
+        const size_t row = (size_t)t * B + s;
+        global REAL *dr = d + row * o;
+        for (int r = lid; r < o; r += nl) dr[r] = carried[r] + dy[row * o + r];
+        barrier(CLK_GLOBAL_MEM_FENCE);
+        for (int k = lid; k < i + o; k += nl) {
+            REAL sum = 0;
+            for (int r = 0; r < o; ++r) sum += w[(size_t)r * (i + o) + k] * dr[r];
+            if (k >= i) carried[k - i] = sum;
+            else if (input_delta) dx[row * i + k] = sum;
+        }
+        barrier(CLK_GLOBAL_MEM_FENCE);
+    }
+}
+
+// The concatenated inputs [x; y_prev] of every step (the factors of W's per-step gradients).
+kernel void basic_recurrent_inputs(int rows, int i, int o, global const REAL *x,
+                                   global const REAL *states, global REAL *xy) {
+    const int k = get_global_id(0), row = get_global_id(1);
+    if (k >= i + o || row >= rows) return;
+    xy[(size_t)row * (i + o) + k] = k < i ? x[(size_t)row * i + k]
+                                          : states[(size_t)row * o + k - i];
+}
+
+// -- training: errors, updates, states -----------------------------------------------------
+
+// The error Grenade's trainRecurrent feeds back: scale (y - target) on rows with a target,
+// 0 on the others (n values per row).
+kernel void sequence_error(int rows, int n, REAL scale, global const REAL *y,
+                           global const REAL *target, global const REAL *mask,
+                           global REAL *dy) {
+    const int j = get_global_id(0), row = get_global_id(1);
+    if (j >= n || row >= rows) return;
+    const size_t at = (size_t)row * n + j;
+    dy[at] = mask[row] != 0 ? scale * (y[at] - target[at]) : (REAL)0;
+}
+
+// Adds, over the rows with a target, to sums: [0] the squared error sum (y - t)^2, [1] the
+// cross entropy -log(y_t / sum y) of the target's class under the normalised outputs, [2] the
+// rows whose largest output is the target's class, [3] the rows. One work-item: few rows.
+kernel void sequence_metrics(int rows, int n, global const REAL *y, global const REAL *target,
+                             global const REAL *mask, global REAL *sums) {
+    if (get_global_id(0) != 0) return;
+    for (int row = 0; row < rows; ++row) {
+        if (mask[row] == 0) continue;
+        global const REAL *yr = y + (size_t)row * n, *tr = target + (size_t)row * n;
+        REAL squared = 0, total = 0;
+        int best = 0, hot = 0;
+        for (int j = 0; j < n; ++j) {
+            const REAL e = yr[j] - tr[j];
+            squared += e * e;
+            total += yr[j];
+            if (yr[j] > yr[best]) best = j;
+            if (tr[j] > tr[hot]) hot = j;
+        }
+        sums[0] += squared;
+        sums[1] -= log(fmax(yr[hot], (REAL)1e-30) / total);
+        sums[2] += best == hot;
+        sums[3] += 1;
+    }
+}
+
+// Grenade's trainRecurrent update of a weight matrix w (rows, cols) whose gradient at step k is
+// d[k * ldd + r] * x[k * ldx + c]: with `ordered`, the `steps` gradients applied one at a time in
+// time order, each a full momentum + L2 step (applyRecurrentUpdate folded over the steps);
+// otherwise their sum as one step (ordinary BPTT). A vector is a matrix of one column whose x
+// is all ones. `l2` is 0 for parameters Grenade does not regularise.
+kernel void recurrent_update(int steps, int rows, int cols, global const REAL *d, int ldd,
+                             global const REAL *x, int ldx, REAL rate, REAL momentum, REAL l2,
+                             int ordered, global REAL *w, global REAL *m) {
+    // No fused multiply-add: each step must round as Grenade's descend loop does.
+    #pragma OPENCL FP_CONTRACT OFF
+    const int c = get_global_id(0), r = get_global_id(1);
+    if (c >= cols || r >= rows) return;
+    const size_t at = (size_t)r * cols + c;
+    REAL wv = w[at], mv = m[at];
+    if (ordered) {
+        for (int k = 0; k < steps; ++k) {
+            const REAL g = d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c];
+            mv = momentum * mv - rate * g;
+            wv = wv + mv - rate * l2 * wv;
+        }
+    } else {
+        REAL g = 0;
+        for (int k = 0; k < steps; ++k) g += d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c];
+        mv = momentum * mv - rate * g;
+        wv = wv + mv - rate * l2 * wv;
+    }
+    w[at] = wv;
+    m[at] = mv;
+}
+
+// Grenade's updateRecInputs: the starting state descends without momentum,
+// state' = (1 - rate l2) state - rate g, g summed over the B sequences' deltas (B, n).
+kernel void recurrent_state_descent(int n, int B, REAL rate, REAL l2, global const REAL *grad,
+                                    global REAL *state) {
+    #pragma OPENCL FP_CONTRACT OFF
+    const int j = get_global_id(0);
+    if (j >= n) return;
+    REAL g = 0;
+    for (int b = 0; b < B; ++b) g += grad[(size_t)b * n + j];
+    state[j] = (1 - rate * l2) * state[j] - rate * g;
+}
+
+// Every sequence starts from the learned state: rows 0 .. B - 1 of `states` (n values each).
+kernel void recurrent_start_states(int n, int B, global const REAL *state,
+                                   global REAL *states) {
+    const int j = get_global_id(0), b = get_global_id(1);
+    if (j < n && b < B) states[(size_t)b * n + j] = state[j];
+}
+
+// Character sequences from a corpus of symbol indices, one-hot: x[t] = corpus[offset + t],
+// target[t] = corpus[offset + t + 1] for T steps of B sequences starting at offsets[first + s];
+// targets on every step (`every`) or on the last only (Grenade's shakespeare.hs).
+kernel void one_hot_sequences(int T, int B, int n, int first, int every,
+                              global const int *corpus, global const int *offsets,
+                              global REAL *x, global REAL *target, global REAL *mask) {
+    const int j = get_global_id(0), row = get_global_id(1);
+    if (j >= n || row >= T * B) return;
+    const int t = row / B, s = row % B;
+    const int at = offsets[first + s] + t;
+    const size_t i = (size_t)row * n + j;
+    x[i] = corpus[at] == j;
+    target[i] = corpus[at + 1] == j;
+    if (j == 0) mask[row] = every || t == T - 1;
+}
