@@ -144,7 +144,7 @@ class NumpyRecurrent:
         (`summed`: one step from their sum), then updateRecInputs on the starting states."""
         per_step, side = self.gradients(xs, targets)
         if summed:
-            per_step = [[{k: sum(g[i][k] for g in per_step) for k in per_step[0][i]}
+            per_step = [[{k: np.sum([g[i][k] for g in per_step], axis=0) for k in per_step[0][i]}
                          for i in range(len(self.specs))]]
         for grads in per_step:
             for spec, p, m, g in zip(self.specs, self.parameters, self.momentum, grads,

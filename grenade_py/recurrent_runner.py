@@ -124,11 +124,14 @@ class SequencePlan:
                 assert factors is not None  # RecurrentNetwork.check_layers refused the others
                 for f in factors:
                     shape = layer.parameters[f.name].shape
-                    rows, cols = shape[0], (shape[1] if len(shape) > 1 else 1)
+                    if f.x is None:  # a vector: one row, d all ones, x the deltas
+                        rows, cols, d, ldd, x, ldx = 1, shape[0], self.buffers["ones"], 1, f.d, \
+                            f.ldd
+                    else:
+                        rows, cols, d, ldd, x, ldx = shape[0], shape[1], f.d, f.ldd, f.x, f.ldx
                     launch = device.launch(
-                        "recurrent_update", (cols, rows), self.rows, rows, cols, f.d, f.ldd,
-                        self.buffers["ones"] if f.x is None else f.x,
-                        1 if f.x is None else f.ldx, device.dtype(0), device.dtype(0),
+                        "recurrent_update", (rows, -(-cols // 8)), self.rows,
+                        rows, cols, d, ldd, x, ldx, device.dtype(0), device.dtype(0),
                         device.dtype(0), 0, layer.parameters[f.name], layer.momentum[f.name])
                     self._update.append((launch, f.decay))
                 if isinstance(layer, RecurrentLayer):
@@ -209,11 +212,11 @@ def _sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
                          f"{', '.join(map(str, net.input_shape.dims))}) for {net.input_shape!r}")
     batch, steps = xs.shape[:2]
     flat, _ = _batch(xs.reshape(batch * steps, *xs.shape[2:]), net.input_shape, "x", dtype)
-    ts, _ = _batch(np.asarray(targets).reshape(-1, *np.shape(targets)[2:]), net.output_shape,
-                   "targets", dtype)
-    if np.shape(targets)[:2] != (batch, steps):
-        raise ValueError(f"targets have shape {np.shape(targets)}, but x has {batch} sequences "
-                         f"of {steps} steps")
+    given = np.asarray(targets)
+    if given.shape[:2] != (batch, steps):
+        raise ValueError(f"targets have shape {given.shape}, but x has {batch} sequences of "
+                         f"{steps} steps")
+    ts, _ = _batch(given.reshape(-1, *given.shape[2:]), net.output_shape, "targets", dtype)
     marks = np.asarray(mask)
     if marks.shape != (batch, steps) or marks.dtype != bool:
         raise ValueError(f"mask must be a bool array ({batch}, {steps}) marking the steps with a "

@@ -4,6 +4,16 @@
 // is one launch. `states` ((T + 1) * B, n) holds each step's incoming recurrent state: rows
 // 0 .. B - 1 are the states the sequences start from, and step t writes row (t + 1) * B + s.
 
+// sum_k a[k] b[k] over n contiguous values, in vectors of VW lanes (kernels/gemm.cl).
+REAL recurrent_dot(global const REAL *a, global const REAL *b, int n) {
+    realv acc = 0;
+    int k = 0;
+    for (; k + VW <= n; k += VW) acc += VLOAD(0, a + k) * VLOAD(0, b + k);
+    REAL sum = gemm_hsum(acc);
+    for (; k < n; ++k) sum += a[k] * b[k];
+    return sum;
+}
+
 // -- LSTM (Grenade.Recurrent.Layers.LSTM): the state is the cell c; gates f, i, o, c ---------
 
 // Forward (runRecurrentForwards). z (T * B, 4 o): on entry b + W x for f, i, o, c; on exit the
@@ -18,13 +28,8 @@ kernel void lstm_forward_steps(int T, int B, int o, global const REAL *u, global
         for (int r = lid; r < o; r += nl) {
             global const REAL *uf = u + (size_t)r * o, *ui = uf + (size_t)o * o,
                               *uo = ui + (size_t)o * o;
-            REAL sf = 0, si = 0, so = 0;
-            for (int k = 0; k < o; ++k) {
-                const REAL ck = prev[k];
-                sf += uf[k] * ck;
-                si += ui[k] * ck;
-                so += uo[k] * ck;
-            }
+            const REAL sf = recurrent_dot(uf, prev, o), si = recurrent_dot(ui, prev, o),
+                       so = recurrent_dot(uo, prev, o);
             const REAL f = logit_forward_at(zr[r] + sf), i = logit_forward_at(zr[o + r] + si),
                        og = logit_forward_at(zr[2 * o + r] + so), g = tanh(zr[3 * o + r]);
             const REAL cell = f * prev[r] + i * g;
@@ -64,10 +69,19 @@ kernel void lstm_backward_steps(int T, int B, int o, global const REAL *u, globa
             dr[3 * o + r] = (1 - g * g) * (dct * i);
         }
         barrier(CLK_GLOBAL_MEM_FENCE);
-        for (int k = lid; k < o; k += nl) {
-            REAL sum = 0;
-            for (int r = 0; r < 3 * o; ++r) sum += u[(size_t)r * o + k] * dr[r];
-            carried[k] = sum + dc[k] * zr[k];
+        // carried = U^T (f_s', i_s', o_s') + dc * f, VW consecutive units per lane.
+        for (int k0 = lid * VW; k0 < o; k0 += nl * VW) {
+            if (k0 + VW <= o) {
+                realv acc = 0;
+                for (int r = 0; r < 3 * o; ++r) acc += VLOAD(0, u + (size_t)r * o + k0) * dr[r];
+                VSTORE(acc + VLOAD(0, dc + k0) * VLOAD(0, zr + k0), 0, carried + k0);
+            } else {
+                for (int k = k0; k < o; ++k) {
+                    REAL sum = 0;
+                    for (int r = 0; r < 3 * o; ++r) sum += u[(size_t)r * o + k] * dr[r];
+                    carried[k] = sum + dc[k] * zr[k];
+                }
+            }
         }
         barrier(CLK_GLOBAL_MEM_FENCE);
     }
@@ -170,31 +184,52 @@ kernel void sequence_metrics(int rows, int n, global const REAL *y, global const
 // Grenade's trainRecurrent update of a weight matrix w (rows, cols) whose gradient at step k is
 // d[k * ldd + r] * x[k * ldx + c]: with `ordered`, the `steps` gradients applied one at a time in
 // time order, each a full momentum + L2 step (applyRecurrentUpdate folded over the steps);
-// otherwise their sum as one step (ordinary BPTT). A vector is a matrix of one column whose x
-// is all ones. `l2` is 0 for parameters Grenade does not regularise.
+// otherwise their sum as one step (ordinary BPTT). A vector is one row whose d is all ones.
+// `l2` is 0 for parameters Grenade does not regularise. Each work-item: 8 columns of a row
+// (global size (rows, ceil(cols / 8)), so a work-group spans rows; 8 columns, not VW, leave
+// no scalar remainder on the usual layer sizes).
+#define RECURRENT_STEP(G)                                                                     \
+    mv = momentum * mv - rate * (G);                                                          \
+    wv = wv + mv - rate * l2 * wv;
+
 kernel void recurrent_update(int steps, int rows, int cols, global const REAL *d, int ldd,
                              global const REAL *x, int ldx, REAL rate, REAL momentum, REAL l2,
                              int ordered, global REAL *w, global REAL *m) {
     // No fused multiply-add: each step must round as Grenade's descend loop does.
     #pragma OPENCL FP_CONTRACT OFF
-    const int c = get_global_id(0), r = get_global_id(1);
-    if (c >= cols || r >= rows) return;
-    const size_t at = (size_t)r * cols + c;
-    REAL wv = w[at], mv = m[at];
-    if (ordered) {
-        for (int k = 0; k < steps; ++k) {
-            const REAL g = d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c];
-            mv = momentum * mv - rate * g;
-            wv = wv + mv - rate * l2 * wv;
+    const int r = get_global_id(0), c0 = get_global_id(1) * 8;
+    if (c0 >= cols || r >= rows) return;
+    const size_t at = (size_t)r * cols + c0;
+    if (c0 + 8 <= cols) {
+        REAL8 wv = vload8(0, w + at), mv = vload8(0, m + at);
+        if (ordered) {
+            for (int k = 0; k < steps; ++k) {
+                RECURRENT_STEP(d[(size_t)k * ldd + r] * vload8(0, x + (size_t)k * ldx + c0))
+            }
+        } else {
+            REAL8 g = 0;
+            for (int k = 0; k < steps; ++k)
+                g += d[(size_t)k * ldd + r] * vload8(0, x + (size_t)k * ldx + c0);
+            RECURRENT_STEP(g)
         }
-    } else {
-        REAL g = 0;
-        for (int k = 0; k < steps; ++k) g += d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c];
-        mv = momentum * mv - rate * g;
-        wv = wv + mv - rate * l2 * wv;
+        vstore8(wv, 0, w + at);
+        vstore8(mv, 0, m + at);
+        return;
     }
-    w[at] = wv;
-    m[at] = mv;
+    for (int c = c0; c < cols; ++c) {
+        REAL wv = w[at + c - c0], mv = m[at + c - c0];
+        if (ordered) {
+            for (int k = 0; k < steps; ++k) {
+                RECURRENT_STEP(d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c])
+            }
+        } else {
+            REAL g = 0;
+            for (int k = 0; k < steps; ++k) g += d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c];
+            RECURRENT_STEP(g)
+        }
+        w[at + c - c0] = wv;
+        m[at + c - c0] = mv;
+    }
 }
 
 // Grenade's updateRecInputs: the starting state descends without momentum,
