@@ -250,7 +250,7 @@ def _parameter_shapes(layer: Layer, in_shape: Shape) -> dict[str, tuple[int, ...
     return shapes
 
 
-def _view(flat: cl_array.Array, offset: int, shape: tuple[int, ...]) -> cl_array.Array:
+def flat_view(flat: cl_array.Array, offset: int, shape: tuple[int, ...]) -> cl_array.Array:
     """A device array over `flat`'s values offset .. offset + size (an aligned sub-buffer, so
     kernels take it as a buffer of its own)."""
     itemsize = flat.dtype.itemsize
@@ -306,7 +306,7 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
     with named_errors(f"allocate the network's {total} parameters on {device.name}"):
         flat = {role: device.to_device(host[role]) for role in ROLES}
         flat["gradients"] = device.zeros((max(total, 1),))
-        views = [(layer, name, {role: _view(flat[role], offset, shape) for role in flat})
+        views = [(layer, name, {role: flat_view(flat[role], offset, shape) for role in flat})
                  for layer, name, offset, shape in layout]
     # Everything is allocated: only now bind the layers.
     for layer, _, _, _ in layout:

@@ -1,0 +1,125 @@
+"""Grenade's recurrent example: an LSTM learns the cycle 0, 0, 1 and then generates it.
+
+    python -m grenade_py.recurrent [-e EXAMPLES] [-r RATE] [--seed N] ...
+
+As Grenade's examples/main/recurrent.hs: a RecurrentNetwork of one LSTM 1 1. Each example is a
+window of the endless cycle 0, 0, 1: it starts 0-2 values in, runs 5-30 steps without a target,
+then one step whose target is the value that follows. After training, the network runs on its
+own from the input 1 and its learned state, each rounded output fed back as the next input;
+values 100-149 of what it generates are printed.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+import numpy as np
+
+from grenade_py.cli import check_writable, learning_parameters, open_device, user_errors
+from grenade_py.device import Device
+from grenade_py.layers import LSTM
+from grenade_py.learning import LearningParameters
+from grenade_py.recurrent_network import RecurrentNetwork
+from grenade_py.recurrent_runner import RecurrentState, run_recurrent, train_recurrent
+from grenade_py.shapes import D1
+
+CYCLE = (0.0, 0.0, 1.0)
+
+
+def cycle_network(device: Device | None = None,
+                  seed: int | np.random.SeedSequence | None = None) -> RecurrentNetwork:
+    """Grenade's RecNet: one LSTM 1 1, initialised as randomLSTM."""
+    return RecurrentNetwork([LSTM(1, 1)], input=D1(1), device=device, seed=seed, init="grenade")
+
+
+def window(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """One training example as Grenade draws it: `count` (5-30) steps of the cycle from offset
+    0-2 without a target, then a step whose target is the next value."""
+    dropping, count = int(rng.integers(0, 3)), int(rng.integers(5, 31))
+    values = [CYCLE[(dropping + k) % 3] for k in range(count + 2)]
+    steps: list[tuple[np.ndarray, np.ndarray | None]] = [
+        (np.array([v]), None) for v in values[:count]]
+    steps.append((np.array([values[count]]), np.array([values[count + 1]])))
+    return steps
+
+
+def train_cycle(net: RecurrentNetwork, learning: LearningParameters, examples: int,
+                rng: np.random.Generator, progress: bool) -> None:
+    """`examples` windows, one trainRecurrent step each, in order."""
+    with click.progressbar(length=examples, label="training", file=sys.stderr) if progress \
+            else _quiet() as bar:
+        for done in range(examples):
+            train_recurrent(net, learning, window(rng))
+            if done % 1000 == 999:
+                net.device.queue.finish()  # bounds the queue; Ctrl-C stops within 1000
+                bar.update(1000)
+
+
+class _quiet:
+    def __enter__(self) -> _quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        pass
+
+
+def generate(net: RecurrentNetwork, count: int, first: float = 1.0) -> list[int]:
+    """Grenade's generateRecurrent: run from `first` and the learned state, feeding each rounded
+    output back as the next input; the first `count` values."""
+    values: list[int] = []
+    state: RecurrentState | None = None
+    x = first
+    for _ in range(count):
+        y, state = run_recurrent(net, np.array([[x]]), state)
+        value = int(np.round(np.mean(y)))
+        values.append(value)
+        x = float(value)
+    return values
+
+
+def is_cycle(values: list[int]) -> bool:
+    """Whether `values` follow 0, 0, 1 repeated, from any phase."""
+    return any(all(v == CYCLE[(phase + k) % 3] for k, v in enumerate(values))
+               for phase in range(3))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-e", "--examples", default=40000, show_default=True,
+              type=click.IntRange(min=0), help="Training windows.")
+@click.option("-r", "--train_rate", "--train-rate", "rate", default=0.01, show_default=True,
+              type=float, help="Learning rate.")
+@click.option("--momentum", default=0.9, show_default=True, type=float)
+@click.option("--l2", default=0.0005, show_default=True, type=float, help="L2 regulariser.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed for the initial weights and the windows.")
+@click.option("--load", type=click.Path(dir_okay=False), help="Start from this model file.")
+@click.option("--save", type=click.Path(dir_okay=False), help="Write the trained model here.")
+@click.option("--device", "device_spec", default=None,
+              help="PLATFORM:DEVICE (see `python -m grenade_py.devices`).")
+@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+def main(examples: int, rate: float, momentum: float, l2: float, seed: int | None,
+         load: str | None, save: str | None, device_spec: str | None, precision: str) -> None:
+    """Learn the cycle 0, 0, 1 with an LSTM and print what it generates."""
+    learning = learning_parameters(rate, momentum, l2)
+    check_writable(save)
+    with user_errors():
+        device = open_device(device_spec, precision)
+        data_seed, weights_seed = np.random.SeedSequence(seed).spawn(2)
+        fresh = cycle_network(device, weights_seed)
+        net = RecurrentNetwork.load(load, device=device, like=fresh) if load else fresh
+        click.echo("Training network...")
+        train_cycle(net, learning, examples, np.random.default_rng(data_seed),
+                    progress=sys.stderr.isatty())
+        values = generate(net, 150)[100:]
+        click.echo(str(values))
+        click.echo("the cycle 0, 0, 1: " + ("learned" if is_cycle(values) else "not learned"))
+        if save:
+            net.save(save)
+
+
+if __name__ == "__main__":
+    main()
