@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -46,15 +47,15 @@ def check_writable(path: str | None, option: str = "--save") -> None:
 
 
 @contextlib.contextmanager
-def save_on_interrupt(net: Network, path: str | None, trained: Callable[[], bool]
-                      ) -> Iterator[None]:
-    """On Ctrl-C, save what was trained to `path` (if given and `trained()`), say so, and exit
-    with status 130."""
+def save_on_interrupt(net: Network, path: str | None, trained: Callable[[], bool],
+                      metadata: dict[str, Any] | None = None) -> Iterator[None]:
+    """On Ctrl-C, save what was trained to `path` (if given and `trained()`) with `metadata`,
+    say so, and exit with status 130."""
     try:
         yield
     except KeyboardInterrupt:
         if path and trained():
-            net.save(path)
+            net.save(path, metadata)
             click.echo(f"\ninterrupted: saved what was trained to {path} (resume with --load "
                        f"{path})", err=True)
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import numpy as np
 import pyopencl as cl
@@ -146,10 +146,12 @@ class Network(Series):
             target.set(array)
 
     # -- model files -------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None
+             ) -> None:
         """Write the network (structure, shapes, parameters and momentum) to `path`,
-        atomically, in the format of `grenade_py.model_file`. Raises ModelFileError, writing
-        nothing, if a parameter is NaN or Inf."""
+        atomically, in the format of `grenade_py.model_file`, with `metadata` (JSON values, such
+        as a text model's alphabet; `read_metadata` gives it back). Raises ModelFileError,
+        writing nothing, if a parameter is NaN or Inf."""
         arrays = []
         for role, values in zip(ROLES, (self.get_parameters(), self.get_momentum()),
                                 strict=True):
@@ -161,12 +163,13 @@ class Network(Series):
                             f"nothing was written to {path}")
                     arrays.append(({"layer": index, "role": role, "name": name}, value))
         header = {"format": "grenade_py", "precision": self.device.precision,
-                  "network": self.spec(), "shapes": [repr(s) for s in self.shapes]}
+                  "network": self.spec(), "shapes": [repr(s) for s in self.shapes],
+                  "metadata": metadata or {}}
         model_file.write(path, header, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: Device | str | None = None,
-             like: Network | None = None) -> Network:
+             like: Network | None = None) -> Self:
         """Read a network written by `save`. Arrays are cast to `device`'s precision (default:
         like's device, else a new Device of the file's precision). With `like`, the file must
         hold that network's structure, else ModelFileError says how they differ."""
@@ -202,6 +205,15 @@ class Network(Series):
             raise ModelFileError(f"{path} does not fit this {device.precision} device: {e}"
                                  ) from None
         return loaded
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata a model file was saved with (empty if none)."""
+    header, _ = model_file.read(path)
+    metadata = header.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{path} has a corrupted header (metadata is not an object)")
+    return metadata
 
 
 def layer_from_spec(spec: dict[str, Any], device: Device | None = None) -> Layer:

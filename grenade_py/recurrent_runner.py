@@ -338,3 +338,72 @@ def run_recurrent(net: RecurrentNetwork, x: np.ndarray, state: RecurrentState | 
         after.append(s)
     ys = np.swapaxes(p.acts[-1].get().reshape(steps, batch, *net.output_shape.dims), 0, 1)
     return (ys[0] if single else ys), RecurrentState(after)
+
+
+@dataclass
+class Metrics:
+    """What training on symbol windows measured over the steps with a target: the summed
+    squared error, the cross entropy of the target symbol under the normalised outputs (nats),
+    the steps whose largest output was the target, and the steps."""
+
+    squared: float = 0.0
+    nats: float = 0.0
+    correct: float = 0.0
+    steps: float = 0.0
+
+    def __add__(self, other: Metrics) -> Metrics:
+        return Metrics(self.squared + other.squared, self.nats + other.nats,
+                       self.correct + other.correct, self.steps + other.steps)
+
+
+class SymbolCorpus:
+    """A text as symbol indices, kept on the device, trained on in windows: each window's
+    one-hot inputs and targets are made on the device, so a window costs no host copy.
+
+    Parameters:
+        net: a RecurrentNetwork D1 n -> D1 n, n the alphabet's size.
+        symbols: the text as ints in [0, n).
+    """
+
+    def __init__(self, net: RecurrentNetwork, symbols: np.ndarray) -> None:
+        n = int(np.prod(net.input_shape.dims))
+        if net.input_shape.dims != (n,) or net.output_shape.dims != (n,):
+            raise ValueError(f"windows of symbols need a network D1 n -> D1 n, not "
+                             f"{net.input_shape!r} -> {net.output_shape!r}")
+        codes = np.asarray(symbols)
+        if codes.ndim != 1 or len(codes) < 2 or not np.issubdtype(codes.dtype, np.integer) or \
+                codes.min() < 0 or codes.max() >= n:
+            raise ValueError(f"symbols must be a 1-D array of at least 2 ints in [0, {n})")
+        self.net, self.size = net, len(codes)
+        self.codes = cl_array.to_device(net.device.queue, codes.astype(np.int32))
+
+    @opencl_errors
+    def train(self, learning: LearningParameters, offsets: np.ndarray, steps: int,
+              every: bool = False, batch: int = 1) -> Metrics:
+        """Train on the windows starting at `offsets`: `steps` inputs each, the target of step t
+        the symbol after it, on every step (`every`) or on the last only (Grenade's
+        shakespeare.hs). batch 1: Grenade's trainRecurrent per window, in order; batch B:
+        summed-gradient BPTT over B windows at a time (a last partial batch is dropped).
+        Returns what was measured, read once at the end."""
+        learning = learning_parameters(self.net.device, learning)
+        starts = np.asarray(offsets)
+        _count(steps, "steps", 1)
+        _count(batch, "batch", 1)
+        if starts.ndim != 1 or not np.issubdtype(starts.dtype, np.integer) or (
+                len(starts) and (starts.min() < 0 or starts.max() + steps >= self.size)):
+            raise ValueError(f"offsets must be ints in [0, {self.size - steps - 1}] for windows "
+                             f"of {steps} steps")
+        device, queue = self.net.device, self.net.device.queue
+        p = plan(self.net, steps, batch)
+        on_device = cl_array.to_device(queue, starts.astype(np.int32))
+        n = int(self.net.input_shape.dims[0])
+        fill = device.launch("one_hot_sequences", (n, p.rows), steps, batch, n, 0, every,
+                             self.codes, on_device, p.buffers["a0"], p.buffers["target"],
+                             p.buffers["mask"])
+        p.metrics.fill(0)
+        step = p.step(learning, ordered=batch == 1, measure=True)
+        for first in range(0, len(starts) - batch + 1, batch):
+            fill.set_arg(3, first)
+            fill()
+            enqueue(step)
+        return Metrics(*(float(v) for v in p.metrics.get()))

@@ -1,0 +1,214 @@
+"""Grenade's shakespeare example: a character-level LSTM network learns a text, then writes.
+
+    python -m grenade_py.shakespeare --data ../shared/data/shakespeare/plays.txt [-e N] ...
+
+As Grenade's examples/main/shakespeare.hs: LSTM n->80, LSTM 80->40, FC 40->n, Logit over one-hot
+symbols, n the alphabet's size (the text's distinct characters; with --annotate-capitals a
+capital is '^' and its lowercase letter, Grenade's encoding, and --symbols 40 pads the one-hot
+vectors to Grenade's exact 40). Training runs in 10 rounds of examples/10 windows at random
+offsets; a window of --sequence-length characters gives its first length - 1 as inputs and the
+last as the one target (Grenade's trainSlice; --targets every puts a target on every step).
+After each round it prints the loss measured on that round's targets and a sample generated
+from a zero input and the learned states, each symbol drawn with probability proportional to
+output^(1 / temperature).
+"""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+import numpy as np
+
+from grenade_py.cli import (
+    check_writable,
+    learning_parameters,
+    open_device,
+    save_on_interrupt,
+    user_errors,
+)
+from grenade_py.device import Device
+from grenade_py.errors import DataError, ModelFileError
+from grenade_py.layers import LSTM, FullyConnected, Logit
+from grenade_py.network import read_metadata
+from grenade_py.recurrent_network import RecurrentNetwork
+from grenade_py.recurrent_runner import Metrics, RecurrentState, SymbolCorpus, run_recurrent
+from grenade_py.shapes import D1
+
+#: Windows trained between progress updates (and Ctrl-C checks).
+CHUNK = 100
+
+
+def annotate_capitals(text: str) -> str:
+    """Grenade's annotateCapitals: each capital becomes '^' and its lowercase letter."""
+    return "".join("^" + c.lower() if c.isupper() else c for c in text)
+
+
+def unannotate_capitals(text: str) -> str:
+    """Grenade's unAnnotateCapitals: '^' and a letter become the capital."""
+    out, k = [], 0
+    while k < len(text):
+        if text[k] == "^" and k + 1 < len(text):
+            out.append(text[k + 1].upper())
+            k += 2
+        else:
+            out.append(text[k])
+            k += 1
+    return "".join(out)
+
+
+def alphabet_of(text: str, symbols: int | None) -> list[str]:
+    """The text's distinct characters, sorted (Grenade's hotMap); DataError if more than
+    `symbols` when that is given."""
+    found = sorted(set(text))
+    if symbols is not None and len(found) > symbols:
+        raise DataError(f"the text has {len(found)} distinct symbols, more than --symbols "
+                        f"{symbols}; raise --symbols or leave it out")
+    return found
+
+
+def shakespeare_network(n: int, device: Device | None = None,
+                        seed: int | np.random.SeedSequence | None = None,
+                        init: str = "scaled") -> RecurrentNetwork:
+    """Grenade's Shakespeare network over n symbols: LSTM n 80, LSTM 80 40, FC 40 n, Logit."""
+    return RecurrentNetwork([LSTM(n, 80), LSTM(80, 40), FullyConnected(40, n), Logit()],
+                            input=D1(n), device=device, seed=seed, init=init)
+
+
+def sample_text(net: RecurrentNetwork, alphabet: list[str], count: int, temperature: float,
+                rng: np.random.Generator) -> str:
+    """Grenade's generateParagraph: from a zero input and the learned states, `count` symbols,
+    each drawn with probability proportional to output^(1 / temperature) and fed back."""
+    n = net.input_shape.dims[0]
+    x = np.zeros((1, n))
+    state: RecurrentState | None = None
+    out = []
+    for _ in range(count):
+        y, state = run_recurrent(net, x, state)
+        logs = np.log(np.maximum(y[0, :len(alphabet)], 1e-30)) / temperature
+        weights = np.exp(logs - logs.max())
+        k = int(rng.choice(len(alphabet), p=weights / weights.sum()))
+        out.append(alphabet[k])
+        x = np.zeros((1, n))
+        x[0, k] = 1
+    return "".join(out)
+
+
+def unigram_nats(codes: np.ndarray) -> float:
+    """Cross entropy (nats per symbol) of the text's own symbol frequencies: what a network
+    that learned nothing of context scores at best."""
+    counts = np.array(list(Counter(codes.tolist()).values()), dtype=np.float64)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def report(round_: int, size: int, m: Metrics) -> str:
+    steps = max(m.steps, 1)
+    return (f"round {round_}: {m.nats / steps:.3f} nats/symbol, accuracy "
+            f"{m.correct / steps:.3f}, squared error {m.squared / steps:.4f} over "
+            f"{int(m.steps)} targets (sequence length {size})")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", "data", type=click.Path(dir_okay=False), default=None,
+              help="The training text, e.g. ../shared/data/shakespeare/plays.txt.")
+@click.option("-e", "--examples", default=1000000, show_default=True,
+              type=click.IntRange(min=0), help="Training windows, in 10 rounds.")
+@click.option("-r", "--train_rate", "--train-rate", "rate", default=0.01, show_default=True,
+              type=float, help="Learning rate.")
+@click.option("--momentum", default=0.95, show_default=True, type=float)
+@click.option("--l2", default=0.000001, show_default=True, type=float, help="L2 regulariser.")
+@click.option("-s", "--sequence-length", default=50, show_default=True,
+              type=click.IntRange(min=2), help="Characters per window.")
+@click.option("-t", "--temperature", default=0.4, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="Sampling temperature.")
+@click.option("--sample-length", default=1000, show_default=True, type=click.IntRange(min=0),
+              help="Symbols generated after each round.")
+@click.option("--targets", type=click.Choice(["last", "every"]), default="last",
+              show_default=True, help="A target on the window's last step (Grenade) or on "
+              "every step.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="1 = Grenade's per-step updates, window by window; B = summed-gradient "
+              "BPTT over B windows at a time.")
+@click.option("--annotate-capitals", "annotate", is_flag=True,
+              help="Encode capitals as '^' + lowercase, as Grenade does.")
+@click.option("--symbols", type=click.IntRange(min=1), default=None,
+              help="One-hot width (Grenade: 40); default: the alphabet's size.")
+@click.option("--init", type=click.Choice(["scaled", "grenade"]), default="scaled",
+              show_default=True, help="Initial weights: +-1/sqrt(fan_in), or Grenade's +-1.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed for the initial weights, the windows and the samples.")
+@click.option("--load", type=click.Path(dir_okay=False), help="Start from this model file.")
+@click.option("--save", type=click.Path(dir_okay=False), help="Write the trained model here.")
+@click.option("--device", "device_spec", default=None,
+              help="PLATFORM:DEVICE (see `python -m grenade_py.devices`).")
+@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+def main(data: str | None, examples: int, rate: float, momentum: float, l2: float,
+         sequence_length: int, temperature: float, sample_length: int, targets: str,
+         batch: int, annotate: bool, symbols: int | None, init: str,
+         seed: int | None, load: str | None, save: str | None, device_spec: str | None,
+         precision: str) -> None:
+    """Learn a text character by character and write like it, as Grenade's example does."""
+    learning = learning_parameters(rate, momentum, l2)
+    check_writable(save)
+    if data is None:
+        raise click.UsageError("pass the training text with --data PATH (for example "
+                               "../shared/data/shakespeare/plays.txt)")
+    with user_errors():
+        try:
+            raw = Path(data).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read the text {data}: {e}") from None
+        if load:
+            meta = read_metadata(load)
+            if not isinstance(meta.get("alphabet"), list):
+                raise ModelFileError(f"{load} holds no alphabet: it was not saved by this "
+                                     "program")
+            annotate = bool(meta.get("annotate_capitals"))
+        text = annotate_capitals(raw) if annotate else raw
+        alphabet = meta["alphabet"] if load else alphabet_of(text, symbols)
+        index = {c: k for k, c in enumerate(alphabet)}
+        missing = sorted(set(text) - set(index))
+        if missing:
+            raise DataError(f"the text has symbols the model's alphabet lacks: {missing!r}")
+        if len(text) < sequence_length + 1:
+            raise DataError(f"the text has {len(text)} symbols; a window needs "
+                            f"{sequence_length + 1}")
+        codes = np.array([index[c] for c in text], dtype=np.int32)
+        device = open_device(device_spec, precision)
+        data_seed, weights_seed = np.random.SeedSequence(seed).spawn(2)
+        rng = np.random.default_rng(data_seed)
+        width = symbols if symbols is not None and not load else len(alphabet)
+        fresh = shakespeare_network(width, device, weights_seed, init)
+        net = RecurrentNetwork.load(load, device=device) if load else fresh
+        corpus = SymbolCorpus(net, codes)
+        metadata = {"alphabet": alphabet, "annotate_capitals": annotate}
+        click.echo(f"{len(codes)} symbols, alphabet of {len(alphabet)}; a model that knows only "
+                   f"their frequencies scores {unigram_nats(codes):.3f} nats/symbol")
+        steps, trained = sequence_length - 1, [False]
+        with save_on_interrupt(net, save, lambda: trained[0], metadata):
+            for round_ in range(1, 11):
+                count = examples // 10
+                offsets = rng.integers(0, len(codes) - sequence_length, size=count)
+                total = Metrics()
+                bar = click.progressbar(length=count, label=f"round {round_}", file=sys.stderr) \
+                    if sys.stderr.isatty() else None
+                for first in range(0, count, CHUNK):
+                    total += corpus.train(learning, offsets[first:first + CHUNK], steps,
+                                          every=targets == "every", batch=batch)
+                    trained[0] = True
+                    if bar is not None:
+                        bar.update(min(CHUNK, count - first))
+                if bar is not None:
+                    bar.render_finish()
+                click.echo(report(round_, sequence_length, total))
+                written = sample_text(net, alphabet, sample_length, temperature, rng)
+                click.echo(unannotate_capitals(written) if annotate else written)
+        if save:
+            net.save(save, metadata)
+
+
+if __name__ == "__main__":
+    main()
