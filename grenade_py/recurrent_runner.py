@@ -24,6 +24,7 @@ from grenade_py.execution import enqueue
 from grenade_py.layers import RecurrentLayer
 from grenade_py.layers.base import Buffers
 from grenade_py.learning import LearningParameters
+from grenade_py.losses import check_loss, check_targets
 from grenade_py.network import flat_view
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.runner import _batch, _count, learning_parameters
@@ -35,11 +36,15 @@ MAX_PLANS = 32
 
 class SequencePlan:
     """Device buffers and launches for `batch` sequences of `steps`: rows are time-major
-    (row t * batch + s), as every layer sees them."""
+    (row t * batch + s), as every layer sees them. `loss`: "squared_error" (Grenade's error
+    y - target at the output) or "cross_entropy" (a network ending in Softmax: p - target at
+    the logits, the Softmax's own backward pass skipped)."""
 
-    def __init__(self, net: RecurrentNetwork, steps: int, batch: int) -> None:
+    def __init__(self, net: RecurrentNetwork, steps: int, batch: int, loss: str) -> None:
         device, shapes = net.device, net.shapes
         self.net, self.steps, self.batch = net, steps, batch
+        #: The boundary whose delta the error writes: the output, or the logits.
+        self.top = len(net.layers) - (1 if loss == "cross_entropy" else 0)
         self.rows = rows = steps * batch
         layers = net.layers
         wanted = {f"a{k}": (rows, *shapes[k].dims) for k in range(1, len(shapes))}
@@ -82,7 +87,7 @@ class SequencePlan:
                       for index, layer in net.recurrent_layers()]
         self.error = device.launch("sequence_error", (out, rows), rows, out, device.dtype(1),
                                    self.acts[-1], self.buffers["target"], self.buffers["mask"],
-                                   self.deltas[-1])
+                                   self.deltas[self.top])
         self.measure = device.launch("sequence_metrics", (1,), rows, out, self.acts[-1],
                                      self.buffers["target"], self.buffers["mask"],
                                      self.metrics)
@@ -113,7 +118,7 @@ class SequencePlan:
         """Every layer backwards through time from the output's delta."""
         if self._backward is None:
             launches = []
-            for index in reversed(range(len(self.net.layers))):
+            for index in reversed(range(self.top)):
                 layer, own = self.net.layers[index], self.own(index)
                 x, y, dx = self.acts[index], self.acts[index + 1], self.deltas[index]
                 dy = self.deltas[index + 1]
@@ -132,7 +137,7 @@ class SequencePlan:
         device = self.net.device
         if self._update is None:
             self._update = []
-            for index, layer in enumerate(self.net.layers):
+            for index, layer in enumerate(self.net.layers[:self.top]):
                 x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
                 dy = self.deltas[index + 1]
                 assert dy is not None
@@ -183,27 +188,29 @@ class Runtime:
     """What is built to run one recurrent network: its plans by (steps, batch)."""
 
     def __init__(self) -> None:
-        self.plans: dict[tuple[int, int], SequencePlan] = {}
+        self.plans: dict[tuple[int, int, str], SequencePlan] = {}
 
 
 _runtimes: weakref.WeakKeyDictionary[RecurrentNetwork, Runtime] = weakref.WeakKeyDictionary()
 
 
-def plan(net: RecurrentNetwork, steps: int, batch: int) -> SequencePlan:
+def plan(net: RecurrentNetwork, steps: int, batch: int, loss: str = "squared_error"
+         ) -> SequencePlan:
     """The plan for `batch` sequences of `steps` (the last MAX_PLANS shapes are kept)."""
     if not isinstance(net, RecurrentNetwork):
         raise TypeError(f"expected a RecurrentNetwork, got {type(net).__name__}; feed-forward "
                         "networks run with run_net/train/fit")
     if net._network is not net:
         raise ValueError("this network is part of another network now; run that one")
+    check_loss(net, loss)
     plans = _runtimes.setdefault(net, Runtime()).plans
-    key = (steps, batch)
+    key = (steps, batch, loss)
     if key in plans:
         plans[key] = plans.pop(key)  # the most recently used last
     else:
         if len(plans) >= MAX_PLANS:
             del plans[next(iter(plans))]
-        plans[key] = SequencePlan(net, steps, batch)
+        plans[key] = SequencePlan(net, steps, batch, loss)
     return plans[key]
 
 
@@ -255,7 +262,8 @@ def _pack(p: SequencePlan, *arrays: np.ndarray) -> np.ndarray:
 
 @opencl_errors
 def train_sequences(net: RecurrentNetwork, learning: LearningParameters, x: np.ndarray,
-                    targets: np.ndarray, mask: np.ndarray, summed: bool = False) -> None:
+                    targets: np.ndarray, mask: np.ndarray, summed: bool = False,
+                    loss: str = "squared_error") -> None:
     """Train on B sequences of T steps: x (B, T, *in), targets (B, T, *out), mask (B, T) bool
     (True where a step has a target; other steps' targets are ignored).
 
@@ -267,17 +275,21 @@ def train_sequences(net: RecurrentNetwork, learning: LearningParameters, x: np.n
     state' = (1 - rate l2) state - rate dstate.
     `summed=True`: ordinary minibatch BPTT instead: the B sequences run together and one step
     applies the sum of all per-step gradients, averaged over the sequences.
+    `loss="cross_entropy"` (a network ending in Softmax): the error p - target at the logits
+    instead of Grenade's y - target at the output.
     """
     learning = learning_parameters(net.device, learning)
     xs, ts, ms = _sequences(net, x, targets, mask)
+    check_loss(net, loss)
+    check_targets(loss, ts.reshape(-1, *ts.shape[2:])[ms.reshape(-1) != 0], "targets")
     steps, batch = xs.shape[:2]
     queue = net.device.queue
     if summed:
-        p = plan(net, steps, batch)
+        p = plan(net, steps, batch, loss)
         cl.enqueue_copy(queue, buffer(p.io), _pack(p, xs, ts, ms), is_blocking=False)
         enqueue(p.step(learning, ordered=False, measure=False))
     else:  # one upload (a host copy costs ~90 us on PoCL), then a device copy per sequence
-        p = plan(net, steps, 1)
+        p = plan(net, steps, 1, loss)
         staged = net.device.to_device(np.concatenate(
             [_pack(p, *(a[:, s] for a in (xs, ts, ms))) for s in range(batch)]))
         for s in range(batch):
@@ -288,7 +300,8 @@ def train_sequences(net: RecurrentNetwork, learning: LearningParameters, x: np.n
 
 
 def train_recurrent(net: RecurrentNetwork, learning: LearningParameters,
-                    examples: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> None:
+                    examples: Sequence[tuple[np.ndarray, np.ndarray | None]],
+                    loss: str = "squared_error") -> None:
     """Grenade's trainRecurrent: one sequence of (input, target or None) steps, trained as
     `train_sequences` does by default."""
     if not examples:
@@ -297,7 +310,7 @@ def train_recurrent(net: RecurrentNetwork, learning: LearningParameters,
     xs = np.stack([np.asarray(x) for x, _ in examples])
     ts = np.stack([np.zeros(shape) if t is None else np.asarray(t) for _, t in examples])
     marks = np.array([t is not None for _, t in examples])
-    train_sequences(net, learning, xs[None], ts[None], marks[None])
+    train_sequences(net, learning, xs[None], ts[None], marks[None], loss=loss)
 
 
 @opencl_errors
@@ -379,12 +392,12 @@ class SymbolCorpus:
 
     @opencl_errors
     def train(self, learning: LearningParameters, offsets: np.ndarray, steps: int,
-              every: bool = False, batch: int = 1) -> Metrics:
+              every: bool = False, batch: int = 1, loss: str = "squared_error") -> Metrics:
         """Train on the windows starting at `offsets`: `steps` inputs each, the target of step t
         the symbol after it, on every step (`every`) or on the last only (Grenade's
         shakespeare.hs). batch 1: Grenade's trainRecurrent per window, in order; batch B:
         summed-gradient BPTT over B windows at a time (a last partial batch is dropped).
-        Returns what was measured, read once at the end."""
+        `loss` as in train_sequences. Returns what was measured, read once at the end."""
         learning = learning_parameters(self.net.device, learning)
         starts = np.asarray(offsets)
         _count(steps, "steps", 1)
@@ -394,7 +407,7 @@ class SymbolCorpus:
             raise ValueError(f"offsets must be ints in [0, {self.size - steps - 1}] for windows "
                              f"of {steps} steps")
         device, queue = self.net.device, self.net.device.queue
-        p = plan(self.net, steps, batch)
+        p = plan(self.net, steps, batch, loss)
         on_device = cl_array.to_device(queue, starts.astype(np.int32))
         n = int(self.net.input_shape.dims[0])
         fill = device.launch("one_hot_sequences", (n, p.rows), steps, batch, n, 0, every,

@@ -30,7 +30,7 @@ from grenade_py.cli import (
 )
 from grenade_py.device import Device
 from grenade_py.errors import DataError, ModelFileError
-from grenade_py.layers import LSTM, FullyConnected, Logit
+from grenade_py.layers import LSTM, FullyConnected, Logit, Softmax
 from grenade_py.network import read_metadata
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import Metrics, RecurrentState, SymbolCorpus, run_recurrent
@@ -70,9 +70,11 @@ def alphabet_of(text: str, symbols: int | None) -> list[str]:
 
 def shakespeare_network(n: int, device: Device | None = None,
                         seed: int | np.random.SeedSequence | None = None,
-                        init: str = "scaled") -> RecurrentNetwork:
-    """Grenade's Shakespeare network over n symbols: LSTM n 80, LSTM 80 40, FC 40 n, Logit."""
-    return RecurrentNetwork([LSTM(n, 80), LSTM(80, 40), FullyConnected(40, n), Logit()],
+                        init: str = "scaled", output: str = "logit") -> RecurrentNetwork:
+    """Grenade's Shakespeare network over n symbols: LSTM n 80, LSTM 80 40, FC 40 n, then
+    Logit (Grenade) or Softmax (`output="softmax"`, for cross-entropy training)."""
+    last = Logit() if output == "logit" else Softmax()
+    return RecurrentNetwork([LSTM(n, 80), LSTM(80, 40), FullyConnected(40, n), last],
                             input=D1(n), device=device, seed=seed, init=init)
 
 
@@ -131,6 +133,9 @@ def report(round_: int, size: int, m: Metrics) -> str:
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="1 = Grenade's per-step updates, window by window; B = summed-gradient "
               "BPTT over B windows at a time.")
+@click.option("--output", type=click.Choice(["logit", "softmax"]), default="logit",
+              show_default=True, help="Logit outputs with Grenade's error y - target, or "
+              "Softmax outputs trained on cross entropy.")
 @click.option("--annotate-capitals", "annotate", is_flag=True,
               help="Encode capitals as '^' + lowercase, as Grenade does.")
 @click.option("--symbols", type=click.IntRange(min=1), default=None,
@@ -147,7 +152,7 @@ def report(round_: int, size: int, m: Metrics) -> str:
               show_default=True)
 def main(data: str | None, examples: int, rate: float, momentum: float, l2: float,
          sequence_length: int, temperature: float, sample_length: int, targets: str,
-         batch: int, annotate: bool, symbols: int | None, init: str,
+         batch: int, output: str, annotate: bool, symbols: int | None, init: str,
          seed: int | None, load: str | None, save: str | None, device_spec: str | None,
          precision: str) -> None:
     """Learn a text character by character and write like it, as Grenade's example does."""
@@ -181,8 +186,9 @@ def main(data: str | None, examples: int, rate: float, momentum: float, l2: floa
         data_seed, weights_seed = np.random.SeedSequence(seed).spawn(2)
         rng = np.random.default_rng(data_seed)
         width = symbols if symbols is not None and not load else len(alphabet)
-        fresh = shakespeare_network(width, device, weights_seed, init)
+        fresh = shakespeare_network(width, device, weights_seed, init, output)
         net = RecurrentNetwork.load(load, device=device) if load else fresh
+        loss = "cross_entropy" if isinstance(net.layers[-1], Softmax) else "squared_error"
         corpus = SymbolCorpus(net, codes)
         metadata = {"alphabet": alphabet, "annotate_capitals": annotate}
         click.echo(f"{len(codes)} symbols, alphabet of {len(alphabet)}; a model that knows only "
@@ -197,13 +203,16 @@ def main(data: str | None, examples: int, rate: float, momentum: float, l2: floa
                     if sys.stderr.isatty() else None
                 for first in range(0, count, CHUNK):
                     total += corpus.train(learning, offsets[first:first + CHUNK], steps,
-                                          every=targets == "every", batch=batch)
+                                          every=targets == "every", batch=batch, loss=loss)
                     trained[0] = True
                     if bar is not None:
                         bar.update(min(CHUNK, count - first))
                 if bar is not None:
                     bar.render_finish()
                 click.echo(report(round_, sequence_length, total))
+                if not np.isfinite(total.squared):
+                    raise click.ClickException("training diverged: the network outputs NaN or "
+                                               "Inf; lower --train_rate")
                 written = sample_text(net, alphabet, sample_length, temperature, rng)
                 click.echo(unannotate_capitals(written) if annotate else written)
         if save:

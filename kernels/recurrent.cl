@@ -157,7 +157,8 @@ kernel void sequence_error(int rows, int n, REAL scale, global const REAL *y,
 }
 
 // Adds, over the rows with a target, to sums: [0] the squared error sum (y - t)^2, [1] the
-// cross entropy -log(y_t / sum y) of the target's class under the normalised outputs, [2] the
+// cross entropy -log(y_t / sum y) of the target's class under the normalised outputs (each
+// at least 1e-30, as sampling takes them), [2] the
 // rows whose largest output is the target's class, [3] the rows. One work-item: few rows.
 kernel void sequence_metrics(int rows, int n, global const REAL *y, global const REAL *target,
                              global const REAL *mask, global REAL *sums) {
@@ -170,7 +171,7 @@ kernel void sequence_metrics(int rows, int n, global const REAL *y, global const
         for (int j = 0; j < n; ++j) {
             const REAL e = yr[j] - tr[j];
             squared += e * e;
-            total += yr[j];
+            total += fmax(yr[j], (REAL)1e-30);  // outputs at 0 still get a sliver
             if (yr[j] > yr[best]) best = j;
             if (tr[j] > tr[hot]) hot = j;
         }

@@ -1,0 +1,362 @@
+"""Recurrent networks: Grenade's LSTM and BasicRecurrent, run and trained over sequences, against
+a step-by-step numpy transcription of Grenade's recurrent runner, finite differences, and a
+hand-written float64 torch transcription of Grenade's cell."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import get_device, numeric_gradients, tolerance
+
+import grenade_py as g
+from grenade_py.errors import ModelFileError, ShapeError
+from grenade_py.network import read_metadata
+from grenade_py.numpy_recurrent import NumpyRecurrent
+from grenade_py.recurrent import is_cycle
+from grenade_py.recurrent import main as recurrent_main
+from grenade_py.recurrent_runner import SymbolCorpus
+
+LP = g.LearningParameters(0.05, 0.9, 0.01)
+
+
+def nets(device: g.Device, i: int, o: int, seed: int = 3) -> list[g.RecurrentNetwork]:
+    """Recurrent networks D1 i -> D1 ..., covering each layer kind and their mixtures."""
+    return [
+        g.RecurrentNetwork([g.LSTM(i, o)], input=g.D1(i), device=device, seed=seed,
+                           init="grenade"),
+        g.RecurrentNetwork([g.BasicRecurrent(i, o), g.Tanh()], input=g.D1(i), device=device,
+                           seed=seed),
+        g.RecurrentNetwork([g.LSTM(i, o), g.LSTM(o, 3), g.FullyConnected(3, 2), g.Logit()],
+                           input=g.D1(i), device=device, seed=seed),
+        g.RecurrentNetwork([g.FullyConnected(i, o), g.Relu(), g.BasicRecurrent(o, 2),
+                            g.LSTM(2, o)], input=g.D1(i), device=device, seed=seed),
+    ]
+
+
+def with_states(net: g.RecurrentNetwork, rng: np.random.Generator) -> None:
+    """Give every recurrent layer a nonzero starting state."""
+    params = net.get_parameters()
+    for p in params:
+        if "state" in p:
+            p["state"] = rng.normal(size=p["state"].shape)
+    net.set_parameters(params)
+
+
+def sequence(net: g.RecurrentNetwork, steps: int, rng: np.random.Generator,
+             every: int = 3) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    xs = rng.normal(size=(steps, *net.input_shape.dims))
+    targets: list[np.ndarray | None] = [
+        rng.uniform(size=net.output_shape.dims) if (t % every == 0 or t == steps - 1) else None
+        for t in range(steps)]
+    return xs, targets
+
+
+def assert_same(net: g.RecurrentNetwork, ref: NumpyRecurrent, **tol: float) -> None:
+    for role, got, want in (("parameters", net.get_parameters(), ref.parameters),
+                            ("momentum", net.get_momentum(), ref.momentum)):
+        for index, (a, b) in enumerate(zip(got, want, strict=True)):
+            for name in a:
+                if role == "momentum" and name == "state":
+                    continue  # starting states descend without momentum
+                np.testing.assert_allclose(a[name], b[name], err_msg=f"{role} {index} {name}",
+                                           **tol)
+
+
+@pytest.mark.parametrize(("i", "o"), [(1, 1), (3, 17), (17, 3)])
+def test_run_matches_grenade_transcription(device: g.Device, i: int, o: int) -> None:
+    rng = np.random.default_rng(i * 100 + o)
+    for net in nets(device, i, o):
+        with_states(net, rng)
+        ref = NumpyRecurrent([layer.spec() for layer in net.layers], net.get_parameters())
+        xs = rng.normal(size=(7, i))
+        ys, _ = g.run_recurrent(net, xs)
+        np.testing.assert_allclose(ys, ref.run(xs), **tolerance(device, 4 * o))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7])
+def test_ordered_updates_match_grenade_transcription(device64: g.Device, steps: int) -> None:
+    """trainRecurrent: per-step gradients from the weights before the sequence, applied one at
+    a time in time order as full momentum + L2 steps; the starting states by plain descent."""
+    rng = np.random.default_rng(steps)
+    for net in nets(device64, 3, 5):
+        with_states(net, rng)
+        ref = NumpyRecurrent([layer.spec() for layer in net.layers], net.get_parameters())
+        for _ in range(3):  # momentum carries across sequences
+            xs, targets = sequence(net, steps, rng)
+            g.train_recurrent(net, LP, list(zip(xs, targets, strict=True)))
+            ref.train(xs, targets, LP)
+        assert_same(net, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_ordered_updates_differ_from_one_summed_step(device64: g.Device) -> None:
+    """The ordered default is not ordinary BPTT: over 7 steps the two end apart."""
+    rng = np.random.default_rng(5)
+    net = nets(device64, 3, 5)[0]
+    xs, targets = sequence(net, 7, rng, every=1)
+    summed = NumpyRecurrent([layer.spec() for layer in net.layers], net.get_parameters())
+    summed.train(xs, targets, LP, summed=True)
+    g.train_recurrent(net, LP, list(zip(xs, targets, strict=True)))
+    gap = np.abs(net.get_parameters()[0]["w"] - summed.parameters[0]["w"]).max()
+    assert gap > 1e-3
+
+
+def test_summed_batches_match_transcription(device: g.Device) -> None:
+    """train_sequences(summed=True): B sequences together, one step from the per-step gradients
+    summed over steps and averaged over sequences."""
+    rng = np.random.default_rng(9)
+    batch, steps = 3, 5
+    for net in nets(device, 4, 6):
+        with_states(net, rng)
+        ref = NumpyRecurrent([layer.spec() for layer in net.layers], net.get_parameters())
+        xs = rng.normal(size=(batch, steps, 4))
+        ts = rng.uniform(size=(batch, steps, *net.output_shape.dims))
+        mask = rng.uniform(size=(batch, steps)) < 0.5
+        g.train_sequences(net, LP, xs, ts, mask, summed=True)
+        grads, sides = zip(*(ref.gradients(xs[s], [ts[s, t] if mask[s, t] else None
+                                                   for t in range(steps)])
+                             for s in range(batch)), strict=True)
+        for k, (spec, p, m) in enumerate(zip(ref.specs, ref.parameters, ref.momentum,
+                                             strict=True)):
+            for name in p:
+                if name == "state":
+                    delta = sum(side[k] for side in sides) / batch
+                    p[name] = (1 - LP.rate * LP.l2) * p[name] - LP.rate * delta
+                    continue
+                total = sum(per[t][k][name] for per in grads for t in range(steps)) / batch
+                step = LP if not (spec["type"] == "BasicRecurrent" and name == "b") else \
+                    g.LearningParameters(LP.rate, LP.momentum, 0.0)
+                m2 = step.momentum * m[name] - step.rate * total
+                p[name], m[name] = p[name] + m2 - step.rate * step.l2 * p[name], m2
+        assert_same(net, ref, **tolerance(device, 64))
+
+
+def test_many_sequences_train_in_order(device64: g.Device) -> None:
+    """train_sequences without summed: Grenade's trainRecurrent sequence after sequence."""
+    rng = np.random.default_rng(11)
+    a, b = nets(device64, 2, 3, seed=4)[2], nets(device64, 2, 3, seed=4)[2]
+    xs = rng.normal(size=(4, 6, 2))
+    ts = rng.uniform(size=(4, 6, 2))
+    mask = rng.uniform(size=(4, 6)) < 0.5
+    g.train_sequences(a, LP, xs, ts, mask)
+    for s in range(4):
+        g.train_recurrent(b, LP, [(xs[s, t], ts[s, t] if mask[s, t] else None)
+                                  for t in range(6)])
+    for pa, pb in zip(a.get_parameters(), b.get_parameters(), strict=True):
+        for name in pa:
+            np.testing.assert_array_equal(pa[name], pb[name])
+
+
+def half_squared_error(net: g.RecurrentNetwork, xs: np.ndarray,
+                       targets: list[np.ndarray | None]) -> float:
+    ys, _ = g.run_recurrent(net, xs)
+    return sum(0.5 * float(np.sum((y - t) ** 2)) for y, t in zip(ys, targets, strict=True)
+               if t is not None)
+
+
+def device_gradients(net: g.RecurrentNetwork, xs: np.ndarray,
+                     targets: list[np.ndarray | None]) -> list[dict[str, np.ndarray]]:
+    """The summed BPTT gradient the device computes: one summed step at rate 1 without
+    momentum or L2 moves every parameter by minus its gradient."""
+    before = net.get_parameters()
+    mask = np.array([t is not None for t in targets])
+    ts = np.array([np.zeros(net.output_shape.dims) if t is None else t for t in targets])
+    g.train_sequences(net, g.LearningParameters(1.0, 0.0, 0.0), xs[None], ts[None], mask[None],
+                      summed=True)
+    after = net.get_parameters()
+    net.set_parameters(before)
+    net.set_momentum([{k: np.zeros_like(v) for k, v in p.items()} for p in before])
+    return [{k: b[k] - a[k] for k in b} for b, a in zip(before, after, strict=True)]
+
+
+def test_backward_matches_finite_differences(device64: g.Device) -> None:
+    rng = np.random.default_rng(21)
+    for net in nets(device64, 2, 3):
+        with_states(net, rng)
+        xs, targets = sequence(net, 5, rng, every=2)
+        got = device_gradients(net, xs, targets)
+        want = numeric_gradients(net, lambda n: half_squared_error(n, xs, targets))
+        for index, (a, b) in enumerate(zip(got, want, strict=True)):
+            for name in a:
+                np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-8,
+                                           err_msg=f"layer {index} {name}")
+
+
+def test_lstm_matches_torch_transcription_of_grenade_cell(device64: g.Device) -> None:
+    """Forward and gradients of LSTM 4 6 over 9 steps against Grenade's cell written in
+    float64 torch with autograd (torch's nn.LSTM is another cell)."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the oracle here "
+                                                "(pip install '.[test]')")
+    rng = np.random.default_rng(8)
+    net = g.RecurrentNetwork([g.LSTM(4, 6)], input=g.D1(4), device=device64, seed=1,
+                             init="grenade")
+    with_states(net, rng)
+    xs, targets = sequence(net, 9, rng, every=2)
+    p = {k: torch.tensor(v, requires_grad=True) for k, v in net.get_parameters()[0].items()}
+    o = 6
+    cell, loss, outputs = p["state"], torch.zeros((), dtype=torch.float64), []
+    for x, target in zip(torch.tensor(xs), targets, strict=True):
+        z = p["b"] + p["w"] @ x
+        r = p["u"] @ cell
+        f, i = torch.sigmoid(z[:o] + r[:o]), torch.sigmoid(z[o:2 * o] + r[o:2 * o])
+        og, gate = torch.sigmoid(z[2 * o:3 * o] + r[2 * o:]), torch.tanh(z[3 * o:])
+        cell = f * cell + i * gate
+        h = og * cell
+        outputs.append(h)
+        if target is not None:
+            loss = loss + 0.5 * ((h - torch.tensor(target)) ** 2).sum()
+    loss.backward()
+    ys, state = g.run_recurrent(net, xs)
+    np.testing.assert_allclose(ys, torch.stack(outputs).detach().numpy(), rtol=1e-12,
+                               atol=1e-14)
+    np.testing.assert_allclose(state.get()[0][0], cell.detach().numpy(), rtol=1e-12)
+    got = device_gradients(net, xs, targets)[0]
+    for name, tensor in p.items():
+        assert tensor.grad is not None
+        np.testing.assert_allclose(got[name], tensor.grad.numpy(), rtol=1e-10, atol=1e-13,
+                                   err_msg=name)
+
+
+def test_lstm_initialisation_is_grenades(device64: g.Device) -> None:
+    net = g.RecurrentNetwork([g.LSTM(5, 7)], input=g.D1(5), device=device64, seed=1,
+                             init="grenade")
+    p = net.get_parameters()[0]
+    assert {k: v.shape for k, v in p.items()} == {"w": (28, 5), "u": (21, 7), "b": (28,),
+                                                   "state": (7,)}
+    assert sum(v.size for k, v in p.items() if k != "state") == 4 * 7 * 5 + 3 * 49 + 4 * 7
+    np.testing.assert_array_equal(p["b"][:7], 1.0)  # forget gates open
+    np.testing.assert_array_equal(p["state"], 0.0)
+    for name in ("w", "u"):
+        assert np.abs(p[name]).max() <= 1 and np.abs(p[name]).max() > 0.9
+
+
+def test_state_carries_across_runs(device: g.Device) -> None:
+    rng = np.random.default_rng(3)
+    net = nets(device, 3, 4)[2]
+    xs = rng.normal(size=(2, 8, 3))  # two sequences at once
+    whole, end = g.run_recurrent(net, xs)
+    first, middle = g.run_recurrent(net, xs[:, :5])
+    second, end2 = g.run_recurrent(net, xs[:, 5:], middle)
+    np.testing.assert_allclose(np.concatenate([first, second], axis=1), whole,
+                               **tolerance(device, 16))
+    for a, b in zip(end.get(), end2.get(), strict=True):
+        np.testing.assert_allclose(a, b, **tolerance(device, 16))
+    with pytest.raises(ValueError, match="state holds"):
+        g.run_recurrent(net, xs[:1], middle)
+
+
+def test_symbol_corpus_trains_as_host_sequences(device64: g.Device) -> None:
+    """Windows made on the device train exactly as the same windows passed as arrays."""
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 5, size=200)
+    a = g.RecurrentNetwork([g.LSTM(5, 4), g.FullyConnected(4, 5), g.Logit()], input=g.D1(5),
+                           device=device64, seed=2)
+    b = g.RecurrentNetwork([g.LSTM(5, 4), g.FullyConnected(4, 5), g.Logit()], input=g.D1(5),
+                           device=device64, seed=2)
+    offsets = rng.integers(0, 180, size=6)
+    for every in (False, True):
+        metrics = SymbolCorpus(a, codes).train(LP, offsets, 9, every=every)
+        eye = np.eye(5)
+        xs = np.stack([eye[codes[o:o + 9]] for o in offsets])
+        ts = np.stack([eye[codes[o + 1:o + 10]] for o in offsets])
+        mask = np.ones((6, 9), bool) if every else np.arange(9)[None].repeat(6, 0) == 8
+        g.train_sequences(b, LP, xs, ts, mask)
+        assert metrics.steps == mask.sum()
+        for pa, pb in zip(a.get_parameters(), b.get_parameters(), strict=True):
+            for name in pa:
+                np.testing.assert_array_equal(pa[name], pb[name])
+
+
+def test_symbol_corpus_learns_beyond_symbol_frequencies(device: g.Device) -> None:
+    """A text whose next symbol follows from the one before: after training, the network
+    predicts it far more often than always naming the most frequent symbol would."""
+    rng = np.random.default_rng(6)
+    words = ["abcd", "efg", "hij", "kl"]
+    text = "".join(words[k] for k in rng.integers(0, 4, size=3000))
+    alphabet = sorted(set(text))
+    codes = np.array([alphabet.index(c) for c in text])
+    n = len(alphabet)
+    net = g.RecurrentNetwork([g.LSTM(n, 16), g.FullyConnected(16, n), g.Logit()],
+                             input=g.D1(n), device=device, seed=1)
+    corpus = SymbolCorpus(net, codes)
+    learning = g.LearningParameters(0.05, 0.9, 1e-6)
+    for _ in range(15):
+        corpus.train(learning, rng.integers(0, len(codes) - 12, size=64), 10, every=True,
+                     batch=8)
+    measured = corpus.train(learning, rng.integers(0, len(codes) - 12, size=64), 10,
+                            every=True, batch=8)
+    most_frequent = np.bincount(codes).max() / len(codes)
+    assert measured.correct / measured.steps > most_frequent + 0.3
+
+
+def test_model_file_keeps_states_and_metadata(device: g.Device, tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    net = nets(device, 3, 4)[3]
+    with_states(net, rng)
+    xs, targets = sequence(net, 4, rng)
+    g.train_recurrent(net, LP, list(zip(xs, targets, strict=True)))
+    path = tmp_path / "rnn.gpy"
+    net.save(path, {"alphabet": ["a", "b"]})
+    loaded = g.RecurrentNetwork.load(path, device=device)
+    assert repr(loaded) == repr(net)
+    for got, want in ((loaded.get_parameters(), net.get_parameters()),
+                      (loaded.get_momentum(), net.get_momentum())):
+        for a, b in zip(got, want, strict=True):
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name])
+    np.testing.assert_array_equal(g.run_recurrent(loaded, xs)[0], g.run_recurrent(net, xs)[0])
+    assert read_metadata(path) == {"alphabet": ["a", "b"]}
+    with pytest.raises(ModelFileError, match="no grenade_py Network"):
+        g.Network.load(path)
+
+
+def test_shapes_and_misuse_are_refused(device: g.Device) -> None:
+    with pytest.raises(ShapeError, match=r"layer 0 \(LSTM 2 3\) is recurrent: build a "
+                                         "RecurrentNetwork"):
+        g.Network([g.LSTM(2, 3)], input=g.D1(2), device=device)
+    with pytest.raises(ShapeError, match=r"layer 1 \(LSTM 4 3\) takes D1 4, but its input is "
+                                         "D1 3"):
+        g.RecurrentNetwork([g.LSTM(2, 3), g.LSTM(4, 3)], input=g.D1(2), device=device)
+    with pytest.raises(ShapeError, match="recurrent inside a branch"):
+        g.RecurrentNetwork([g.Merge(g.LSTM(2, 2), g.Trivial())], input=g.D1(2), device=device)
+    with pytest.raises(ShapeError, match=r"layer 1 \(Convolution.*no per-step gradient"):
+        g.RecurrentNetwork([g.Reshape(g.D2(1, 4)), g.Convolution(1, 1, 1, 1, 1, 1),
+                            g.Reshape(g.D1(4)), g.LSTM(4, 2)], input=g.D1(4), device=device)
+    net = g.RecurrentNetwork([g.LSTM(2, 3)], input=g.D1(2), device=device)
+    with pytest.raises(TypeError, match="run_recurrent"):
+        g.run_net(net, np.zeros((1, 2)))
+    with pytest.raises(TypeError, match="RecurrentNetwork"):
+        g.run_recurrent(g.Network([g.Tanh()], input=g.D1(2), device=device), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="mask must be a bool array"):
+        g.train_sequences(net, LP, np.zeros((1, 4, 2)), np.zeros((1, 4, 3)), np.ones((1, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        g.train_recurrent(net, LP, [(np.array([np.nan, 0.0]), np.zeros(3))])
+    with pytest.raises(ValueError, match="x has shape"):
+        g.train_sequences(net, LP, np.zeros((4, 2)), np.zeros((4, 3)), np.ones(4, bool))
+    with pytest.raises(ValueError, match="offsets must be ints"):
+        SymbolCorpus(g.RecurrentNetwork([g.LSTM(3, 3)], input=g.D1(3), device=device),
+                     np.zeros(10, int)).train(LP, np.array([5]), 5)
+
+
+def test_recurrent_example_learns_the_cycle() -> None:
+    """Grenade's recurrent.hs: trained, the LSTM generates 0, 0, 1 repeated; untrained (the
+    baseline) it does not."""
+    runner = CliRunner()
+    untrained = runner.invoke(recurrent_main, ["--seed", "1", "-e", "0"])
+    trained = runner.invoke(recurrent_main, ["--seed", "1", "-e", "3000"])
+    assert untrained.exit_code == 0 and trained.exit_code == 0, trained.output
+    assert "not learned" in untrained.output
+    values = eval(trained.output.splitlines()[-2])  # the printed list of 50 values
+    assert len(values) == 50 and is_cycle(values) and set(values) == {0, 1}
+    assert "learned" in trained.output.splitlines()[-1]
+
+
+def test_is_cycle() -> None:
+    assert is_cycle([0, 1, 0, 0, 1]) and is_cycle([1, 0, 0, 1])
+    assert not is_cycle([0, 0, 0, 0]) and not is_cycle([0, 1, 1])
+
+
+def test_float32_and_float64_agree() -> None:
+    xs = np.random.default_rng(1).normal(size=(6, 3))
+    ys = [g.run_recurrent(nets(get_device(precision), 3, 5)[2], xs)[0]
+          for precision in ("float32", "float64")]
+    np.testing.assert_allclose(ys[0], ys[1], rtol=1e-5, atol=1e-6)
