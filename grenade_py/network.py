@@ -222,7 +222,7 @@ def layer_from_spec(spec: dict[str, Any], device: Device | None = None) -> Layer
     kind = spec["type"]
     if kind in LAYER_TYPES:
         return LAYER_TYPES[kind].from_spec(**{k: v for k, v in spec.items() if k != "type"})
-    if kind in ("Series", "Network"):
+    if kind in ("Series", "Network", "RecurrentNetwork"):  # the last only at the top
         layers = [layer_from_spec(s, device) for s in spec["layers"]]
         if kind == "Network" and device is not None:
             return Network(layers, input=parse_shape(spec["input"]), device=device, seed=0)

@@ -25,20 +25,20 @@ class RecurrentNetwork(Network):
     """
 
     def check_layers(self) -> None:
-        for path, layer, in_shape in self.nodes(self.shapes[0]):
-            if not path:
-                continue
+        nodes = list(self.nodes(self.shapes[0]))
+        for path, layer, _ in nodes:
             if isinstance(layer, RecurrentLayer) and "." in path:
                 raise ShapeError(f"layer {path} ({layer!r}) is recurrent inside a branch; a "
                                  "RecurrentNetwork takes recurrent layers at its top level")
-            if "." not in path and not isinstance(layer, RecurrentLayer):
-                has_parameters = any(node.parameter_shapes()
-                                     for _, node, _ in layer.nodes(in_shape))
-                if has_parameters and type(layer).factors is Layer.factors:
-                    raise ShapeError(
-                        f"layer {path} ({layer!r}) has parameters but no per-step gradient "
-                        "form, which a RecurrentNetwork's per-step updates need; use "
-                        "FullyConnected layers between recurrent ones")
+        for path, layer, in_shape in nodes:
+            if not path or "." in path or isinstance(layer, RecurrentLayer):
+                continue
+            has_parameters = any(node.parameter_shapes() for _, node, _ in layer.nodes(in_shape))
+            if has_parameters and type(layer).factors is Layer.factors:
+                raise ShapeError(
+                    f"layer {path} ({layer!r}) has parameters but no per-step gradient form, "
+                    "which a RecurrentNetwork's per-step updates need; use FullyConnected "
+                    "layers between recurrent ones")
 
     def check_runnable(self) -> None:
         raise TypeError("a RecurrentNetwork runs over sequences: use run_recurrent, "

@@ -3,6 +3,9 @@ a step-by-step numpy transcription of Grenade's recurrent runner, finite differe
 hand-written float64 torch transcription of Grenade's cell."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -15,6 +18,8 @@ from grenade_py.numpy_recurrent import NumpyRecurrent
 from grenade_py.recurrent import is_cycle
 from grenade_py.recurrent import main as recurrent_main
 from grenade_py.recurrent_runner import SymbolCorpus
+from grenade_py.shakespeare import annotate_capitals, unannotate_capitals
+from grenade_py.shakespeare import main as shakespeare_main
 
 LP = g.LearningParameters(0.05, 0.9, 0.01)
 
@@ -153,15 +158,15 @@ def half_squared_error(net: g.RecurrentNetwork, xs: np.ndarray,
                if t is not None)
 
 
-def device_gradients(net: g.RecurrentNetwork, xs: np.ndarray,
-                     targets: list[np.ndarray | None]) -> list[dict[str, np.ndarray]]:
+def device_gradients(net: g.RecurrentNetwork, xs: np.ndarray, targets: list[np.ndarray | None],
+                     loss: str = "squared_error") -> list[dict[str, np.ndarray]]:
     """The summed BPTT gradient the device computes: one summed step at rate 1 without
     momentum or L2 moves every parameter by minus its gradient."""
     before = net.get_parameters()
     mask = np.array([t is not None for t in targets])
     ts = np.array([np.zeros(net.output_shape.dims) if t is None else t for t in targets])
     g.train_sequences(net, g.LearningParameters(1.0, 0.0, 0.0), xs[None], ts[None], mask[None],
-                      summed=True)
+                      summed=True, loss=loss)
     after = net.get_parameters()
     net.set_parameters(before)
     net.set_momentum([{k: np.zeros_like(v) for k, v in p.items()} for p in before])
@@ -174,7 +179,8 @@ def test_backward_matches_finite_differences(device64: g.Device) -> None:
         with_states(net, rng)
         xs, targets = sequence(net, 5, rng, every=2)
         got = device_gradients(net, xs, targets)
-        want = numeric_gradients(net, lambda n: half_squared_error(n, xs, targets))
+        want = numeric_gradients(
+            net, lambda n, xs=xs, targets=targets: half_squared_error(n, xs, targets))
         for index, (a, b) in enumerate(zip(got, want, strict=True)):
             for name in a:
                 np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-8,
@@ -266,26 +272,48 @@ def test_symbol_corpus_trains_as_host_sequences(device64: g.Device) -> None:
                 np.testing.assert_array_equal(pa[name], pb[name])
 
 
-def test_symbol_corpus_learns_beyond_symbol_frequencies(device: g.Device) -> None:
-    """A text whose next symbol follows from the one before: after training, the network
-    predicts it far more often than always naming the most frequent symbol would."""
+@pytest.mark.parametrize("batch", [1, 8])
+def test_symbol_corpus_learns_beyond_symbol_frequencies(device: g.Device, batch: int) -> None:
+    """A text of four words in random order, so that most next symbols follow from the ones
+    before: after training (Grenade's ordered updates, or summed BPTT over 8 windows), the
+    network names the next symbol far more often than naming the most frequent one would."""
     rng = np.random.default_rng(6)
     words = ["abcd", "efg", "hij", "kl"]
     text = "".join(words[k] for k in rng.integers(0, 4, size=3000))
     alphabet = sorted(set(text))
     codes = np.array([alphabet.index(c) for c in text])
     n = len(alphabet)
-    net = g.RecurrentNetwork([g.LSTM(n, 16), g.FullyConnected(16, n), g.Logit()],
+    net = g.RecurrentNetwork([g.LSTM(n, 16), g.FullyConnected(16, n), g.Softmax()],
                              input=g.D1(n), device=device, seed=1)
     corpus = SymbolCorpus(net, codes)
-    learning = g.LearningParameters(0.05, 0.9, 1e-6)
-    for _ in range(15):
+    learning = g.LearningParameters(0.01 if batch > 1 else 0.002, 0.9, 1e-6)
+    for _ in range(10):
         corpus.train(learning, rng.integers(0, len(codes) - 12, size=64), 10, every=True,
-                     batch=8)
+                     batch=batch, loss="cross_entropy")
     measured = corpus.train(learning, rng.integers(0, len(codes) - 12, size=64), 10,
-                            every=True, batch=8)
+                            every=True, batch=batch, loss="cross_entropy")
     most_frequent = np.bincount(codes).max() / len(codes)
     assert measured.correct / measured.steps > most_frequent + 0.3
+
+
+def test_cross_entropy_backward_matches_finite_differences(device64: g.Device) -> None:
+    rng = np.random.default_rng(22)
+    net = g.RecurrentNetwork([g.LSTM(3, 4), g.FullyConnected(4, 3), g.Softmax()],
+                             input=g.D1(3), device=device64, seed=1)
+    with_states(net, rng)
+    xs = rng.normal(size=(5, 3))
+    targets = [np.eye(3)[t % 3] if t % 2 == 0 else None for t in range(5)]
+
+    def cross_entropy(n: g.RecurrentNetwork) -> float:
+        ys, _ = g.run_recurrent(n, xs)
+        return -sum(float(np.log(y) @ t) for y, t in zip(ys, targets, strict=True)
+                    if t is not None)
+
+    got = device_gradients(net, xs, targets, loss="cross_entropy")
+    want = numeric_gradients(net, cross_entropy)
+    for a, b in zip(got, want, strict=True):
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-8, err_msg=name)
 
 
 def test_model_file_keeps_states_and_metadata(device: g.Device, tmp_path) -> None:
@@ -360,3 +388,58 @@ def test_float32_and_float64_agree() -> None:
     ys = [g.run_recurrent(nets(get_device(precision), 3, 5)[2], xs)[0]
           for precision in ("float32", "float64")]
     np.testing.assert_allclose(ys[0], ys[1], rtol=1e-5, atol=1e-6)
+
+
+SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "shakespeare" \
+    / "plays.txt"
+needs_plays = pytest.mark.skipif(not SHAKESPEARE.exists(),
+                                 reason=f"the Shakespeare corpus is not at {SHAKESPEARE}")
+
+
+def nats(output: str) -> list[float]:
+    return [float(m) for m in re.findall(r"round \d+: ([\d.]+) nats/symbol", output)]
+
+
+@needs_plays
+def test_shakespeare_learns_beyond_symbol_frequencies(tmp_path) -> None:
+    """Ten short rounds on the plays: the last round's cross entropy beats the model that knows
+    only the symbols' frequencies, and a saved model resumes where it stopped."""
+    runner = CliRunner()
+    common = ["--data", str(SHAKESPEARE), "--seed", "1", "--sample-length", "40", "--output",
+              "softmax", "--targets", "every", "--batch", "16", "-r", "0.01", "--momentum",
+              "0.9"]
+    model = tmp_path / "plays.gpy"
+    first = runner.invoke(shakespeare_main, [*common, "-e", "4000", "--save", str(model)])
+    assert first.exit_code == 0, first.output
+    baseline = float(re.search(r"frequencies scores ([\d.]+) nats", first.output).group(1))
+    curve = nats(first.output)
+    assert len(curve) == 10 and curve[-1] < baseline - 0.3 and curve[-1] < curve[0]
+    assert read_metadata(model)["alphabet"][0] == "\n"
+    resumed = runner.invoke(shakespeare_main, [*common, "-e", "400", "--load", str(model)])
+    assert resumed.exit_code == 0, resumed.output
+    assert nats(resumed.output)[0] < curve[0]
+
+
+@needs_plays
+def test_shakespeare_grenade_encoding_and_bad_input(tmp_path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(shakespeare_main, ["--data", str(SHAKESPEARE), "-e", "20",
+                                              "--sample-length", "30", "--annotate-capitals",
+                                              "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    assert "alphabet of 51" in result.output and len(nats(result.output)) == 10
+    too_many = runner.invoke(shakespeare_main, ["--data", str(SHAKESPEARE), "-e", "0",
+                                                "--annotate-capitals", "--symbols", "40"])
+    assert too_many.exit_code != 0 and "51 distinct symbols, more than --symbols 40" in \
+        too_many.output
+    assert "--data PATH" in runner.invoke(shakespeare_main, ["-e", "0"]).output
+    alien = tmp_path / "alien.gpy"
+    g.RecurrentNetwork([g.LSTM(2, 2)], input=g.D1(2)).save(alien)
+    refused = runner.invoke(shakespeare_main, ["--data", str(SHAKESPEARE), "--load", str(alien)])
+    assert refused.exit_code != 0 and "holds no alphabet" in refused.output
+
+
+def test_text_encoding_round_trips() -> None:
+    text = "King Lear: O, REASON not the need!"
+    assert annotate_capitals(text) == "^king ^lear: ^o, ^r^e^a^s^o^n not the need!"
+    assert unannotate_capitals(annotate_capitals(text)) == text
