@@ -3,7 +3,11 @@
 1. Grenade's feedforward example trained per example (batch 1): microseconds per example.
 2. One epoch of MNIST 784-512-10 (Relu, Softmax, cross-entropy, momentum SGD) at batch 32, 64
    and 128 over 24,000 examples: seconds per epoch, grenade_py's GFLOP/s.
-3. The FullyConnected GEMMs alone at 64x784x512 against numpy's sgemm on the same product.
+3. LeNet (Grenade's README network) for one MNIST epoch at batch 64, and its convolutions.
+4. The FullyConnected GEMMs alone at 64x784x512 against numpy's sgemm on the same product.
+5. Grenade's Shakespeare network (LSTM 40 80, LSTM 80 40, FC 40 40, Logit) on windows of 50
+   symbols: characters per second with Grenade's training semantics, and the same cell in a few
+   lines of PyTorch (autograd, summed-gradient BPTT) on the same windows.
 
 Every figure is the median of several runs after a warm-up. PyTorch (CPU) is timed when it is
 installed (`pip install torch`); it is never a dependency. Real MNIST is used when --data points
@@ -23,13 +27,16 @@ import pyopencl as cl
 from grenade_py.device import Device
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.gemm import gemm_dot, gemm_outer
-from grenade_py.layers import Convolution, FullyConnected, Logit, Pooling, Relu, Reshape
+from grenade_py.layers import LSTM, Convolution, FullyConnected, Logit, Pooling, Relu, Reshape
 from grenade_py.learning import LearningParameters
 from grenade_py.mnist import load_mnist, mnist_network
 from grenade_py.network import Network
 from grenade_py.numpy_reference import NumpyNetwork
+from grenade_py.recurrent_network import RecurrentNetwork
+from grenade_py.recurrent_runner import SymbolCorpus
+from grenade_py.recurrent_runner import plan as recurrent_plan
 from grenade_py.runner import fit, train
-from grenade_py.shapes import D2
+from grenade_py.shapes import D1, D2
 
 FF_KINDS = ["FullyConnected", "Tanh", "FullyConnected", "Relu", "FullyConnected", "Logit"]
 MLP_KINDS = ["FullyConnected", "Relu", "FullyConnected", "Softmax"]
@@ -266,6 +273,85 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
     return rows
 
 
+SHAKESPEARE_LP = LearningParameters(0.01, 0.95, 0.000001)
+
+
+def _torch_lstm_trainer(torch, net, lp: LearningParameters) -> Callable[[np.ndarray], None]:
+    """Grenade's Shakespeare cell written in a few lines of PyTorch (autograd, CPU), with the
+    network's parameters: one call trains on one window of one-hot rows (T + 1, n), target on
+    the last step, summed-gradient BPTT and momentum SGD with weight decay."""
+    values = net.get_parameters()
+    params = [{k: torch.tensor(v, requires_grad=True) for k, v in p.items()} for p in values]
+    flat = [t for p in params for t in p.values()]
+    opt = torch.optim.SGD(flat, lr=lp.rate, momentum=lp.momentum, weight_decay=lp.l2)
+    lstm1, lstm2, fc = params[0], params[1], params[2]
+
+    def cell(p, c, x):
+        o = c.shape[0]
+        z, r = p["b"] + p["w"] @ x, p["u"] @ c
+        f, i = torch.sigmoid(z[:o] + r[:o]), torch.sigmoid(z[o:2 * o] + r[o:2 * o])
+        og, g = torch.sigmoid(z[2 * o:3 * o] + r[2 * o:]), torch.tanh(z[3 * o:])
+        c = f * c + i * g
+        return c, og * c
+
+    def train_window(rows: np.ndarray) -> None:
+        xs = torch.from_numpy(rows.astype(np.float32))  # as the device's float32 parameters
+        c1, c2 = lstm1["state"], lstm2["state"]
+        for x in xs[:-1]:
+            c1, h = cell(lstm1, c1, x)
+            c2, h = cell(lstm2, c2, h)
+        y = torch.sigmoid(fc["weights"] @ h + fc["bias"])
+        loss = 0.5 * ((y - xs[-1]) ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return train_window
+
+
+def bench_recurrent(device: Device, windows: int, repeats: int
+                    ) -> tuple[list[tuple[str, float]], str]:
+    """Characters per second on the Shakespeare network, and where grenade_py's time goes."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 40, size=200_000)
+    steps = 49  # a window of 50 symbols: 49 inputs, the target after the last
+    net = RecurrentNetwork([LSTM(40, 80), LSTM(80, 40), FullyConnected(40, 40), Logit()],
+                           input=D1(40), device=device, seed=1, init="grenade")
+    corpus = SymbolCorpus(net, codes)
+    offsets = rng.integers(0, len(codes) - 60, size=windows)
+    rows = []
+    for name, every, batch in (("grenade_py, Grenade's semantics", False, 1),
+                               ("grenade_py, targets on every step", True, 1),
+                               ("grenade_py, summed BPTT, batch 16", True, 16)):
+        def ours(every: bool = every, batch: int = batch) -> None:
+            corpus.train(SHAKESPEARE_LP, offsets, steps, every=every, batch=batch)
+        seconds = median_time(ours, repeats)
+        rows.append((name, windows * steps / seconds))
+    p = recurrent_plan(net, steps, 1)
+    queue = device.queue
+    parts = []
+    for part, launches in (("forward", p.start + p.forward(True)), ("backward", p.backward()),
+                           ("update", p.update(SHAKESPEARE_LP, True))):
+        def run(launches=launches) -> None:
+            for _ in range(20):
+                for launch in launches:
+                    launch()
+            queue.finish()
+        parts.append(f"{part} {median_time(run, repeats) / 20 * 1e6:.0f} us")
+    torch = _torch()
+    if torch is not None:
+        eye = np.eye(40)
+        train_window = _torch_lstm_trainer(torch, net, SHAKESPEARE_LP)
+        some = offsets[:max(1, windows // 20)]
+
+        def torch_run() -> None:
+            for o in some:
+                train_window(eye[codes[o:o + steps + 1]])
+        rows.append(("pytorch, summed BPTT, one window", len(some) * steps /
+                     median_time(torch_run, max(1, repeats // 2))))
+    return rows, "per window of Grenade's semantics: " + ", ".join(parts)
+
+
 def _spec(device: Device) -> str:
     """The PLATFORM:DEVICE index string of `device`."""
     for p, platform in enumerate(cl.get_platforms()):
@@ -294,10 +380,12 @@ def mnist_data(directory: str | None) -> tuple[tuple[np.ndarray, np.ndarray], st
               help="Examples per per-example training run.")
 @click.option("--epoch-examples", default=24_000, show_default=True,
               help="Examples per MNIST epoch.")
+@click.option("--windows", default=400, show_default=True,
+              help="Windows of 50 symbols per recurrent run (pytorch: 1/20 of them).")
 @click.option("--repeats", default=5, show_default=True, help="Timed runs per figure.")
 @click.option("--gemm-only", is_flag=True, help="Only the GEMMs against the device's peak.")
 def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_examples: int,
-         repeats: int, gemm_only: bool) -> None:
+         windows: int, repeats: int, gemm_only: bool) -> None:
     """Time grenade_py, numpy and PyTorch on the same work; print one table."""
     device = Device(device_spec)
     torch = _torch()
@@ -339,6 +427,17 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
         click.echo(f"   {name:42s} {value:9.1f} {unit}")
 
     report_gemms(device, repeats)
+
+    click.echo(f"\n5. Shakespeare LSTM 40-80-40-40, {windows:,} windows of 50 random symbols, "
+               "float32")
+    recurrent, limits = bench_recurrent(device, windows, repeats)
+    ours = recurrent[0][1]
+    click.echo(f"   {'':36s} {'chars/s':>9s} {'/ pytorch':>10s}")
+    torch_rate = recurrent[-1][1] if recurrent[-1][0].startswith("pytorch") else None
+    for name, rate in recurrent:
+        ratio = f"{rate / torch_rate:10.1f}" if torch_rate else ""
+        click.echo(f"   {name:36s} {rate:9.0f} {ratio}")
+    click.echo(f"   ({limits}; Grenade's semantics: {ours:.0f} chars/s)")
     others = [f"{p}:{d}" for p, platform in enumerate(cl.get_platforms())
               for d, gpu in enumerate(platform.get_devices())
               if gpu.type & cl.device_type.GPU and gpu != device.cl_device]
