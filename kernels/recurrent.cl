@@ -17,31 +17,68 @@ REAL recurrent_dot(global const REAL *a, global const REAL *b, int n) {
 // -- LSTM (Grenade.Recurrent.Layers.LSTM): the state is the cell c; gates f, i, o, c ---------
 
 // Forward (runRecurrentForwards). z (T * B, 4 o): on entry b + W x for f, i, o, c; on exit the
-// gates' values f, i, o and g = tanh (the tape). u (3 o, o): U_f, U_i, U_o stacked. h: o * c.
-kernel void lstm_forward_steps(int T, int B, int o, global const REAL *u, global REAL *z,
+// gates' values f, i, o and g = tanh (the tape). ut (o, 3 o): U_f, U_i, U_o side by side,
+// transposed (lstm_transpose_u), so that each lane adds U c- for 8 consecutive units as
+// vectors: c- broadcast, U^T's rows contiguous. h: o * c.
+kernel void lstm_forward_steps(int T, int B, int o, global const REAL *ut, global REAL *z,
                                global REAL *c, global REAL *h) {
     const int s = get_group_id(0), lid = get_local_id(0), nl = get_local_size(0);
     for (int t = 0; t < T; ++t) {
         const size_t row = (size_t)t * B + s;
         global const REAL *prev = c + row * o;
-        global REAL *zr = z + row * 4 * o;
-        for (int r = lid; r < o; r += nl) {
-            global const REAL *uf = u + (size_t)r * o, *ui = uf + (size_t)o * o,
-                              *uo = ui + (size_t)o * o;
-            const REAL sf = recurrent_dot(uf, prev, o), si = recurrent_dot(ui, prev, o),
-                       so = recurrent_dot(uo, prev, o);
-            const REAL f = logit_forward_at(zr[r] + sf), i = logit_forward_at(zr[o + r] + si),
-                       og = logit_forward_at(zr[2 * o + r] + so), g = tanh(zr[3 * o + r]);
-            const REAL cell = f * prev[r] + i * g;
-            zr[r] = f;
-            zr[o + r] = i;
-            zr[2 * o + r] = og;
-            zr[3 * o + r] = g;
-            c[(row + B) * o + r] = cell;
-            h[row * o + r] = og * cell;
+        global REAL *zr = z + row * 4 * o, *next = c + (row + B) * o, *hr = h + row * o;
+        for (int r0 = lid * 8; r0 < o; r0 += nl * 8) {
+            if (r0 + 8 <= o) {
+                REAL8 sf = 0, si = 0, so = 0;
+                for (int k = 0; k < o; ++k) {
+                    global const REAL *u = ut + (size_t)k * 3 * o + r0;
+                    const REAL ck = prev[k];
+                    sf += vload8(0, u) * ck;
+                    si += vload8(0, u + o) * ck;
+                    so += vload8(0, u + 2 * o) * ck;
+                }
+                const REAL8 f = 1 / (1 + exp(-(vload8(0, zr + r0) + sf))),
+                            i = 1 / (1 + exp(-(vload8(0, zr + o + r0) + si))),
+                            og = 1 / (1 + exp(-(vload8(0, zr + 2 * o + r0) + so))),
+                            g = tanh(vload8(0, zr + 3 * o + r0));
+                const REAL8 cell = f * vload8(0, prev + r0) + i * g;
+                vstore8(f, 0, zr + r0);
+                vstore8(i, 0, zr + o + r0);
+                vstore8(og, 0, zr + 2 * o + r0);
+                vstore8(g, 0, zr + 3 * o + r0);
+                vstore8(cell, 0, next + r0);
+                vstore8(og * cell, 0, hr + r0);
+            } else {
+                for (int r = r0; r < o; ++r) {
+                    REAL sf = 0, si = 0, so = 0;
+                    for (int k = 0; k < o; ++k) {
+                        global const REAL *u = ut + (size_t)k * 3 * o + r;
+                        const REAL ck = prev[k];
+                        sf += u[0] * ck;
+                        si += u[o] * ck;
+                        so += u[2 * o] * ck;
+                    }
+                    const REAL f = logit_forward_at(zr[r] + sf),
+                               i = logit_forward_at(zr[o + r] + si),
+                               og = logit_forward_at(zr[2 * o + r] + so), g = tanh(zr[3 * o + r]);
+                    const REAL cell = f * prev[r] + i * g;
+                    zr[r] = f;
+                    zr[o + r] = i;
+                    zr[2 * o + r] = og;
+                    zr[3 * o + r] = g;
+                    next[r] = cell;
+                    hr[r] = og * cell;
+                }
+            }
         }
         barrier(CLK_GLOBAL_MEM_FENCE);
     }
+}
+
+// ut (o, 3 o) = u (3 o, o) transposed. global size (3 o, o)
+kernel void lstm_transpose_u(int o, global const REAL *u, global REAL *ut) {
+    const int r = get_global_id(0), k = get_global_id(1);
+    if (r < 3 * o && k < o) ut[(size_t)k * 3 * o + r] = u[(size_t)r * o + k];
 }
 
 // Backward through time (runRecurrentBackwards, last step first). dh (T * B, o): the delta at

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bench_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "grenade_py.bench", "--examples", "2000",
-                             "--epoch-examples", "512", "--repeats", "1", "--windows", "20"], cwd=tmp_path,
+                             "--epoch-examples", "512", "--repeats", "1", "--windows", "20"],
+                            cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr

@@ -28,7 +28,8 @@ class LSTM(RecurrentLayer):
     Initialisation: as randomLSTM, W, U and the biases uniform in [-1, 1] except b_f = 1
     ("grenade"); "scaled" draws from [-1/sqrt(fan_in), 1/sqrt(fan_in)] instead, fan_in being
     i for W and o for U, with b_f = 1 still.
-    Kernels: gemm_dot (b + W x for all steps), lstm_forward_steps, lstm_backward_steps,
+    Kernels: gemm_dot (b + W x for all steps), lstm_transpose_u, lstm_forward_steps,
+    lstm_backward_steps,
     gemm_outer (dx = d W) (kernels/recurrent.cl, kernels/gemm.cl).
     """
 
@@ -47,7 +48,8 @@ class LSTM(RecurrentLayer):
     def sequence_buffers(self, steps: int, batch: int) -> dict[str, tuple[int, ...]]:
         rows, o = steps * batch, self.o
         return {"states": ((steps + 1) * batch, o), "gates": (rows, 4 * o),
-                "deltas": (rows, 4 * o), "dstate": (batch, o), "dcell": (batch, o)}
+                "deltas": (rows, 4 * o), "dstate": (batch, o), "dcell": (batch, o),
+                "ut": (o, 3 * o)}
 
     def forward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                          buffers: Buffers) -> list[Launch]:
@@ -55,8 +57,10 @@ class LSTM(RecurrentLayer):
         local = self.local()
         return [gemm_dot(device, steps * batch, 4 * o, self.i, x, p["w"], p["b"],
                          buffers["gates"]),
-                device.launch("lstm_forward_steps", (local[0] * batch,), steps, batch, o, p["u"],
-                              buffers["gates"], buffers["states"], y, local=local)]
+                device.launch("lstm_transpose_u", (3 * o, o), o, p["u"], buffers["ut"]),
+                device.launch("lstm_forward_steps", (local[0] * batch,), steps, batch, o,
+                              buffers["ut"], buffers["gates"], buffers["states"], y,
+                              local=local)]
 
     def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                           dy: cl_array.Array, dx: cl_array.Array | None,
