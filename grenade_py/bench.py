@@ -288,7 +288,7 @@ def _torch_lstm_trainer(torch, net, lp: LearningParameters) -> Callable[[np.ndar
 
     def cell(p, c, x):
         o = c.shape[0]
-        z, r = p["b"] + p["w"] @ x, p["u"] @ c
+        z, r = p["b"] + x @ p["w"], c @ p["u"]  # grenade_py stores W^T and U^T
         f, i = torch.sigmoid(z[:o] + r[:o]), torch.sigmoid(z[o:2 * o] + r[o:2 * o])
         og, g = torch.sigmoid(z[2 * o:3 * o] + r[2 * o:]), torch.tanh(z[3 * o:])
         c = f * c + i * g

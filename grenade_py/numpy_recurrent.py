@@ -23,7 +23,7 @@ def lstm_forward(p: Params, cell: np.ndarray, x: np.ndarray
                  ) -> tuple[Any, np.ndarray, np.ndarray]:
     """runRecurrentForwards: (tape, next cell, output)."""
     o = len(cell)
-    w, u, b = p["w"], p["u"], p["b"]
+    w, u, b = p["w"].T, p["u"].T, p["b"]  # stored transposed: (i, 4 o), (o, 3 o)
     f_s = b[:o] + w[:o] @ x + u[:o] @ cell
     i_s = b[o:2 * o] + w[o:2 * o] @ x + u[o:2 * o] @ cell
     o_s = b[2 * o:3 * o] + w[2 * o:3 * o] @ x + u[2 * o:] @ cell
@@ -38,7 +38,7 @@ def lstm_backward(p: Params, tape: Any, cell_grad: np.ndarray, dh: np.ndarray
     """runRecurrentBackwards: (gradients, delta of the previous cell, delta of the input)."""
     cell, x, f_t, i_t, o_t, c_x, c_t = tape
     o = len(cell)
-    w, u = p["w"], p["u"]
+    w, u = p["w"].T, p["u"].T
     dc = dh * o_t + cell_grad
     f_s = f_t * (1 - f_t) * (dc * cell)
     o_s = o_t * (1 - o_t) * (dh * c_t)
@@ -47,7 +47,7 @@ def lstm_backward(p: Params, tape: Any, cell_grad: np.ndarray, dh: np.ndarray
     gates = np.concatenate([f_s, i_s, o_s])
     cell_delta = u[:o].T @ f_s + u[2 * o:].T @ o_s + u[o:2 * o].T @ i_s + dc * f_t
     d = np.concatenate([gates, c_s])
-    return ({"w": np.outer(d, x), "u": np.outer(gates, cell), "b": d, "state": np.zeros(o)},
+    return ({"w": np.outer(x, d), "u": np.outer(cell, gates), "b": d, "state": np.zeros(o)},
             cell_delta, w.T @ d)
 
 

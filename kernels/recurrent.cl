@@ -16,12 +16,13 @@ REAL recurrent_dot(global const REAL *a, global const REAL *b, int n) {
 
 // -- LSTM (Grenade.Recurrent.Layers.LSTM): the state is the cell c; gates f, i, o, c ---------
 
-// Forward (runRecurrentForwards). z (T * B, 4 o): on entry b + W x for f, i, o, c; on exit the
-// gates' values f, i, o and g = tanh (the tape). ut (o, 3 o): U_f, U_i, U_o side by side,
-// transposed (lstm_transpose_u), so that each lane adds U c- for 8 consecutive units as
-// vectors: c- broadcast, U^T's rows contiguous. h: o * c.
-kernel void lstm_forward_steps(int T, int B, int o, global const REAL *ut, global REAL *z,
-                               global REAL *c, global REAL *h) {
+// Forward (runRecurrentForwards). z (T * B, 4 o): on entry W x for f, i, o, c; on exit the
+// gates' values f, i, o and g = tanh (the tape). ut (o, 3 o): U_f, U_i, U_o transposed, side by
+// side, so that each lane adds U c- for 8 consecutive units as vectors: c- broadcast, U^T's
+// rows contiguous. b (4 o): the biases. h: o * c.
+kernel void lstm_forward_steps(int T, int B, int o, global const REAL *ut,
+                               global const REAL *b, global REAL *z, global REAL *c,
+                               global REAL *h) {
     const int s = get_group_id(0), lid = get_local_id(0), nl = get_local_size(0);
     for (int t = 0; t < T; ++t) {
         const size_t row = (size_t)t * B + s;
@@ -37,10 +38,12 @@ kernel void lstm_forward_steps(int T, int B, int o, global const REAL *ut, globa
                     si += vload8(0, u + o) * ck;
                     so += vload8(0, u + 2 * o) * ck;
                 }
-                const REAL8 f = 1 / (1 + exp(-(vload8(0, zr + r0) + sf))),
-                            i = 1 / (1 + exp(-(vload8(0, zr + o + r0) + si))),
-                            og = 1 / (1 + exp(-(vload8(0, zr + 2 * o + r0) + so))),
-                            g = tanh(vload8(0, zr + 3 * o + r0));
+                const REAL8 f = 1 / (1 + exp(-(vload8(0, b + r0) + vload8(0, zr + r0) + sf))),
+                            i = 1 / (1 + exp(-(vload8(0, b + o + r0) + vload8(0, zr + o + r0)
+                                               + si))),
+                            og = 1 / (1 + exp(-(vload8(0, b + 2 * o + r0)
+                                                + vload8(0, zr + 2 * o + r0) + so))),
+                            g = tanh(vload8(0, b + 3 * o + r0) + vload8(0, zr + 3 * o + r0));
                 const REAL8 cell = f * vload8(0, prev + r0) + i * g;
                 vstore8(f, 0, zr + r0);
                 vstore8(i, 0, zr + o + r0);
@@ -58,9 +61,10 @@ kernel void lstm_forward_steps(int T, int B, int o, global const REAL *ut, globa
                         si += u[o] * ck;
                         so += u[2 * o] * ck;
                     }
-                    const REAL f = logit_forward_at(zr[r] + sf),
-                               i = logit_forward_at(zr[o + r] + si),
-                               og = logit_forward_at(zr[2 * o + r] + so), g = tanh(zr[3 * o + r]);
+                    const REAL f = logit_forward_at(b[r] + zr[r] + sf),
+                               i = logit_forward_at(b[o + r] + zr[o + r] + si),
+                               og = logit_forward_at(b[2 * o + r] + zr[2 * o + r] + so),
+                               g = tanh(b[3 * o + r] + zr[3 * o + r]);
                     const REAL cell = f * prev[r] + i * g;
                     zr[r] = f;
                     zr[o + r] = i;
@@ -75,17 +79,11 @@ kernel void lstm_forward_steps(int T, int B, int o, global const REAL *ut, globa
     }
 }
 
-// ut (o, 3 o) = u (3 o, o) transposed. global size (3 o, o)
-kernel void lstm_transpose_u(int o, global const REAL *u, global REAL *ut) {
-    const int r = get_global_id(0), k = get_global_id(1);
-    if (r < 3 * o && k < o) ut[(size_t)k * 3 * o + r] = u[(size_t)r * o + k];
-}
-
 // Backward through time (runRecurrentBackwards, last step first). dh (T * B, o): the delta at
 // the outputs. d (T * B, 4 o) gets the gates' pre-activation deltas f_s', i_s', o_s', c_s'.
 // carry (B, o): the cell delta passed back a step (zero at the last step; after the loop, the
 // delta of the starting state); dcell (B, o): scratch.
-kernel void lstm_backward_steps(int T, int B, int o, global const REAL *u, global const REAL *z,
+kernel void lstm_backward_steps(int T, int B, int o, global const REAL *ut, global const REAL *z,
                                 global const REAL *c, global const REAL *dh, global REAL *d,
                                 global REAL *carry, global REAL *dcell) {
     const int s = get_group_id(0), lid = get_local_id(0), nl = get_local_size(0);
@@ -106,20 +104,9 @@ kernel void lstm_backward_steps(int T, int B, int o, global const REAL *u, globa
             dr[3 * o + r] = (1 - g * g) * (dct * i);
         }
         barrier(CLK_GLOBAL_MEM_FENCE);
-        // carried = U^T (f_s', i_s', o_s') + dc * f, VW consecutive units per lane.
-        for (int k0 = lid * VW; k0 < o; k0 += nl * VW) {
-            if (k0 + VW <= o) {
-                realv acc = 0;
-                for (int r = 0; r < 3 * o; ++r) acc += VLOAD(0, u + (size_t)r * o + k0) * dr[r];
-                VSTORE(acc + VLOAD(0, dc + k0) * VLOAD(0, zr + k0), 0, carried + k0);
-            } else {
-                for (int k = k0; k < o; ++k) {
-                    REAL sum = 0;
-                    for (int r = 0; r < 3 * o; ++r) sum += u[(size_t)r * o + k] * dr[r];
-                    carried[k] = sum + dc[k] * zr[k];
-                }
-            }
-        }
+        // carried = U^T (f_s', i_s', o_s') + dc * f: a dot product along a row of U^T per unit.
+        for (int k = lid; k < o; k += nl)
+            carried[k] = recurrent_dot(ut + (size_t)k * 3 * o, dr, 3 * o) + dc[k] * zr[k];
         barrier(CLK_GLOBAL_MEM_FENCE);
     }
 }

@@ -201,8 +201,8 @@ def test_lstm_matches_torch_transcription_of_grenade_cell(device64: g.Device) ->
     o = 6
     cell, loss, outputs = p["state"], torch.zeros((), dtype=torch.float64), []
     for x, target in zip(torch.tensor(xs), targets, strict=True):
-        z = p["b"] + p["w"] @ x
-        r = p["u"] @ cell
+        z = p["b"] + p["w"].T @ x  # stored transposed
+        r = p["u"].T @ cell
         f, i = torch.sigmoid(z[:o] + r[:o]), torch.sigmoid(z[o:2 * o] + r[o:2 * o])
         og, gate = torch.sigmoid(z[2 * o:3 * o] + r[2 * o:]), torch.tanh(z[3 * o:])
         cell = f * cell + i * gate
@@ -222,11 +222,37 @@ def test_lstm_matches_torch_transcription_of_grenade_cell(device64: g.Device) ->
                                    err_msg=name)
 
 
+def test_basic_recurrent_matches_torch_transcription(device64: g.Device) -> None:
+    """BasicRecurrent 3 5 over 8 steps against y = b + W [x; y-] in float64 torch."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the oracle here "
+                                                "(pip install '.[test]')")
+    rng = np.random.default_rng(12)
+    net = g.RecurrentNetwork([g.BasicRecurrent(3, 5)], input=g.D1(3), device=device64, seed=1,
+                             init="grenade")
+    with_states(net, rng)
+    xs, targets = sequence(net, 8, rng, every=3)
+    p = {k: torch.tensor(v, requires_grad=True) for k, v in net.get_parameters()[0].items()}
+    y, loss, outputs = p["state"], torch.zeros((), dtype=torch.float64), []
+    for x, target in zip(torch.tensor(xs), targets, strict=True):
+        y = p["b"] + p["w"] @ torch.cat([x, y])
+        outputs.append(y)
+        if target is not None:
+            loss = loss + 0.5 * ((y - torch.tensor(target)) ** 2).sum()
+    loss.backward()
+    np.testing.assert_allclose(g.run_recurrent(net, xs)[0], torch.stack(outputs).detach(),
+                               rtol=1e-12, atol=1e-13)
+    got = device_gradients(net, xs, targets)[0]
+    for name, tensor in p.items():
+        assert tensor.grad is not None
+        np.testing.assert_allclose(got[name], tensor.grad.numpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+
+
 def test_lstm_initialisation_is_grenades(device64: g.Device) -> None:
     net = g.RecurrentNetwork([g.LSTM(5, 7)], input=g.D1(5), device=device64, seed=1,
                              init="grenade")
     p = net.get_parameters()[0]
-    assert {k: v.shape for k, v in p.items()} == {"w": (28, 5), "u": (21, 7), "b": (28,),
+    assert {k: v.shape for k, v in p.items()} == {"w": (5, 28), "u": (7, 21), "b": (28,),
                                                    "state": (7,)}
     assert sum(v.size for k, v in p.items() if k != "state") == 4 * 7 * 5 + 3 * 49 + 4 * 7
     np.testing.assert_array_equal(p["b"][:7], 1.0)  # forget gates open

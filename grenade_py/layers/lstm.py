@@ -21,45 +21,44 @@ class LSTM(RecurrentLayer):
     o = sigma(b_o + W_o x + U_o c-), g = tanh(b_c + W_c x) (no recurrent term),
     c = f * c- + i * g, output h = o * c (no tanh), and h is not fed back.
 
-    Parameters: `w` (4 o, i) = W_f, W_i, W_o, W_c stacked; `u` (3 o, o) = U_f, U_i, U_o;
+    Parameters: `w` (i, 4 o) = [W_f W_i W_o W_c]^T; `u` (o, 3 o) = [U_f U_i U_o]^T;
     `b` (4 o,) = b_f, b_i, b_o, b_c; `state` (o,), the starting cell (Grenade's recurrent
-    input, zero at first). Grenade keeps eleven separate arrays; these are the same values,
-    stacked so that one GEMM forms every gate's input term for a whole sequence.
+    input, zero at first). Grenade keeps eleven separate (o, i), (o, o) and (o,) arrays; these
+    are the same values stacked and stored transposed, so that one GEMM along contiguous rows
+    forms every gate's input term for a whole sequence, and each step adds U c- as vectors.
     Initialisation: as randomLSTM, W, U and the biases uniform in [-1, 1] except b_f = 1
     ("grenade"); "scaled" draws from [-1/sqrt(fan_in), 1/sqrt(fan_in)] instead, fan_in being
     i for W and o for U, with b_f = 1 still.
-    Kernels: gemm_dot (b + W x for all steps), lstm_transpose_u, lstm_forward_steps,
-    lstm_backward_steps,
-    gemm_outer (dx = d W) (kernels/recurrent.cl, kernels/gemm.cl).
+    Kernels: gemm_outer (W x for all steps), lstm_forward_steps, lstm_backward_steps,
+    gemm_dot (dx = W^T d for all steps) (kernels/recurrent.cl, kernels/gemm.cl).
     """
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         o, i = self.o, self.i
-        return {"w": (4 * o, i), "u": (3 * o, o), "b": (4 * o,), "state": (o,)}
+        return {"w": (i, 4 * o), "u": (o, 3 * o), "b": (4 * o,), "state": (o,)}
 
     def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
         o, i = self.o, self.i
         bw, bu = (1.0, 1.0) if init == "grenade" else (1 / np.sqrt(i), 1 / np.sqrt(o))
         b = rng.uniform(-bw, bw, size=4 * o)
         b[:o] = 1  # the forget gates start open
-        return {"w": rng.uniform(-bw, bw, size=(4 * o, i)),
-                "u": rng.uniform(-bu, bu, size=(3 * o, o)), "b": b, "state": np.zeros(o)}
+        return {"w": rng.uniform(-bw, bw, size=(i, 4 * o)),
+                "u": rng.uniform(-bu, bu, size=(o, 3 * o)), "b": b, "state": np.zeros(o)}
 
     def sequence_buffers(self, steps: int, batch: int) -> dict[str, tuple[int, ...]]:
         rows, o = steps * batch, self.o
         return {"states": ((steps + 1) * batch, o), "gates": (rows, 4 * o),
                 "deltas": (rows, 4 * o), "dstate": (batch, o), "dcell": (batch, o),
-                "ut": (o, 3 * o)}
+                "zeros": (self.i,)}
 
     def forward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                          buffers: Buffers) -> list[Launch]:
         p, device, o = self.parameters, self.device, self.o
         local = self.local()
-        return [gemm_dot(device, steps * batch, 4 * o, self.i, x, p["w"], p["b"],
-                         buffers["gates"]),
-                device.launch("lstm_transpose_u", (3 * o, o), o, p["u"], buffers["ut"]),
+        return [gemm_outer(device, steps * batch, 4 * o, self.i, x, self.i, 1, p["w"],
+                           buffers["gates"]),
                 device.launch("lstm_forward_steps", (local[0] * batch,), steps, batch, o,
-                              buffers["ut"], buffers["gates"], buffers["states"], y,
+                              p["u"], p["b"], buffers["gates"], buffers["states"], y,
                               local=local)]
 
     def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
@@ -72,12 +71,12 @@ class LSTM(RecurrentLayer):
                                   buffers["deltas"], buffers["dstate"], buffers["dcell"],
                                   local=local)]
         if dx is not None:
-            launches.append(gemm_outer(device, steps * batch, self.i, 4 * o, buffers["deltas"],
-                                       4 * o, 1, p["w"], dx))
+            launches.append(gemm_dot(device, steps * batch, self.i, 4 * o, buffers["deltas"],
+                                     p["w"], buffers["zeros"], dx))
         return launches
 
     def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                 dy: cl_array.Array, buffers: Buffers) -> list[Factor]:
         d, o = buffers["deltas"], self.o
-        return [Factor("w", d, 4 * o, x, self.i), Factor("u", d, 4 * o, buffers["states"], o),
+        return [Factor("w", x, self.i, d, 4 * o), Factor("u", buffers["states"], o, d, 4 * o),
                 Factor("b", d, 4 * o)]
