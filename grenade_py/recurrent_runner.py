@@ -185,10 +185,12 @@ class SequencePlan:
 
 
 class Runtime:
-    """What is built to run one recurrent network: its plans by (steps, batch)."""
+    """What is built to run one recurrent network: its plans by (steps, batch, loss), and the
+    marker after the last training call's work."""
 
     def __init__(self) -> None:
         self.plans: dict[tuple[int, int, str], SequencePlan] = {}
+        self.pending: cl.Event | None = None
 
 
 _runtimes: weakref.WeakKeyDictionary[RecurrentNetwork, Runtime] = weakref.WeakKeyDictionary()
@@ -265,7 +267,9 @@ def train_sequences(net: RecurrentNetwork, learning: LearningParameters, x: np.n
                     targets: np.ndarray, mask: np.ndarray, summed: bool = False,
                     loss: str = "squared_error") -> None:
     """Train on B sequences of T steps: x (B, T, *in), targets (B, T, *out), mask (B, T) bool
-    (True where a step has a target; other steps' targets are ignored).
+    (True where a step has a target; other steps' targets are ignored). Returns once the work
+    is queued, and the call before it done (so a loop of calls keeps host and device busy
+    without queueing without bound).
 
     Default (Grenade's trainRecurrent, sequence after sequence): each sequence runs forward
     from the learned starting states; its error y - target (0 where no target) runs back
@@ -284,6 +288,9 @@ def train_sequences(net: RecurrentNetwork, learning: LearningParameters, x: np.n
     check_targets(loss, ts.reshape(-1, *ts.shape[2:])[ms.reshape(-1) != 0], "targets")
     steps, batch = xs.shape[:2]
     queue = net.device.queue
+    rt = _runtimes.setdefault(net, Runtime())
+    if rt.pending is not None:  # at most one call's work queued behind this one's
+        rt.pending.wait()
     if summed:
         p = plan(net, steps, batch, loss)
         cl.enqueue_copy(queue, buffer(p.io), _pack(p, xs, ts, ms), is_blocking=False)
@@ -296,6 +303,7 @@ def train_sequences(net: RecurrentNetwork, learning: LearningParameters, x: np.n
             cl.enqueue_copy(queue, buffer(p.io), buffer(staged), byte_count=p.io.nbytes,
                             src_offset=s * p.io.nbytes)
             enqueue(p.step(learning, ordered=True, measure=False))
+    rt.pending = cl.enqueue_marker(queue)
     queue.flush()
 
 
