@@ -25,7 +25,9 @@ from grenade_py import (
     ShapeError,
     Tanh,
     back_propagate,
+    run_gradient,
     run_net,
+    run_network,
 )
 
 torch = pytest.importorskip("torch", reason="PyTorch is the oracle here (pip install '.[test]')")
@@ -182,3 +184,26 @@ def test_inception_blocks_and_resnet(device64):
     for got, want in zip(grads, numeric, strict=True):
         for key in want:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+@pytest.mark.parametrize("out_cols", [1, 3, 4, 5, 12])
+def test_two_by_two_pooling_kernels_against_numpy(device, out_cols):
+    """The hand-vectorised 2 x 2 / stride 2 kernels (4 outputs per lane, scalar tails) on
+    values with many ties: the first greatest in row-major window order, and dx = dy there."""
+    rng = np.random.default_rng(out_cols)
+    n, c, out_rows = 3, 2, 3
+    net = Network([Pooling(2, 2, 2, 2)], input=D3(2 * out_rows, 2 * out_cols, c),
+                  device=device)
+    x = rng.integers(0, 3, size=(n, c, 2 * out_rows, 2 * out_cols)).astype(np.float64)
+    windows = x.reshape(n, c, out_rows, 2, out_cols, 2).transpose(0, 1, 2, 4, 3, 5).reshape(
+        n, c, out_rows, out_cols, 4)
+    picked = windows.argmax(axis=-1)  # numpy: the first greatest
+    tapes, y = run_network(net, x)
+    np.testing.assert_array_equal(y, windows.max(axis=-1))
+    dy = rng.normal(size=y.shape)
+    _, dx = run_gradient(net, tapes, dy)
+    want = np.zeros_like(windows)
+    np.put_along_axis(want, picked[..., None], dy[..., None], axis=-1)
+    want = want.reshape(n, c, out_rows, out_cols, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(
+        x.shape)
+    np.testing.assert_allclose(dx, want, rtol=1e-6)

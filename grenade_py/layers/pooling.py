@@ -4,7 +4,8 @@ Shape: D2 or D3 rows cols channels -> out_rows out_cols (channels), exact fit as
 (out_rows - 1) * stride_rows = rows - kernel_rows. The first strictly greatest value in
 row-major window order wins a tie; windows that overlap (stride < kernel) add their gradients.
 Tape: the input's picked offsets, a per-batch buffer. Kernels: pool_forward_rows, and
-pool_backward (a gather, for overlapping windows) or pool_backward_cells (windows apart)
+pool_backward (a gather, for overlapping windows) or pool_backward_cells (windows apart); for
+2 x 2 windows every 2, pool2_forward and pool2_backward, vectorised by hand
 (kernels/pooling.cl).
 """
 from __future__ import annotations
@@ -52,9 +53,17 @@ class Pooling(Layer):
         _, out_rows, out_cols = planes(self.out_shape(self.in_shape))
         return [rows, cols, self.kh, self.kw, self.sh, self.sw, out_rows, out_cols]
 
+    def halves(self) -> bool:
+        """Whether the windows are 2 x 2 every 2, which have kernels vectorised by hand."""
+        return (self.kh, self.kw, self.sh, self.sw) == (2, 2, 2, 2)
+
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
         count, g = n * planes(self.in_shape)[0], self.geometry()
+        if self.halves():
+            items = count * g[6] * -(-g[7] // 4)
+            return [self.device.launch("pool2_forward", (items,), count, g[6], g[7], x, y,
+                                       buffers["picked"])]
         return [self.device.launch("pool_forward_rows", (count * g[6],), count, *g, x, y,
                                    buffers["picked"])]
 
@@ -63,6 +72,10 @@ class Pooling(Layer):
         if dx is None:
             return []
         count, g = n * planes(self.in_shape)[0], self.geometry()
+        if self.halves():
+            items = count * g[6] * -(-g[7] // 4)
+            return [self.device.launch("pool2_backward", (items,), count, g[6], g[7],
+                                       buffers["picked"], dy, dx)]
         if self.sh >= self.kh and self.sw >= self.kw:  # windows apart: scatter each one's cell
             return [self.device.launch("pool_backward_cells", (count * g[6],), count, *g,
                                        buffers["picked"], dy, dx)]
