@@ -34,6 +34,8 @@ kernel void conv_im2col(int n, int sample, int R, int P, global const REAL *offs
         x[(size_t)s * sample + (size_t)offsets[(size_t)r * P + p]];
 }
 
+#define COL2IM_ROW 64
+
 // Stride 1: one work-item per input row (s, c, yy) adds, for each kernel offset (a, b), a run
 // of consecutive patch entries onto consecutive entries of its row: loops along contiguous
 // memory, which the compiler vectorises (a gather per entry does not).
@@ -45,16 +47,33 @@ kernel void conv_col2im_rows(int n, int C, int H, int W, int kh, int kw, int OH,
     int yy = g % H, q = g / H, s = q / C, c = q % C;
     const size_t columns = (size_t)n * OH * OW;
     global REAL *row = dx + (size_t)g * W;
-    for (int xx = 0; xx < W; ++xx) row[xx] = 0;
+    if (W > COL2IM_ROW) {  // rows too long for the private accumulator: add in place
+        for (int xx = 0; xx < W; ++xx) row[xx] = 0;
+        for (int a = 0; a < kh; ++a) {
+            int i = yy - a;
+            if (i < 0 || i >= OH) continue;
+            for (int b = 0; b < kw; ++b) {
+                global const REAL *src = patches + (size_t)((c * kh + a) * kw + b) * columns +
+                                         (size_t)s * OH * OW + (size_t)i * OW - b;
+                for (int xx = b; xx < OW + b; ++xx) row[xx] += src[xx];
+            }
+        }
+        return;
+    }
+    // The row adds up in private memory, which no global pointer can alias, so the compiler
+    // vectorises the runs; it is written once.
+    REAL acc[COL2IM_ROW];
+    for (int xx = 0; xx < W; ++xx) acc[xx] = 0;
     for (int a = 0; a < kh; ++a) {
         int i = yy - a;
         if (i < 0 || i >= OH) continue;
         for (int b = 0; b < kw; ++b) {
             global const REAL *src = patches + (size_t)((c * kh + a) * kw + b) * columns +
-                                     (size_t)s * OH * OW + (size_t)i * OW - b;
-            for (int xx = b; xx < OW + b; ++xx) row[xx] += src[xx];
+                                     (size_t)s * OH * OW + (size_t)i * OW;
+            for (int j = 0; j < OW; ++j) acc[j + b] += src[j];
         }
     }
+    for (int xx = 0; xx < W; ++xx) row[xx] = acc[xx];
 }
 
 // dx[s, c, yy, xx] = the sum of the patch entries that (yy, xx) went to.

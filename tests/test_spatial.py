@@ -92,6 +92,8 @@ NETWORKS = {
         Convolution(5, 2, 1, 2, 1, 1)]),
     "spaced-pool": (D3(8, 12, 2), lambda: [  # stride > kernel: inputs no window covers
         Convolution(2, 3, 1, 2, 1, 1), Pooling(2, 2, 3, 3), Elu(), Convolution(3, 2, 2, 2, 1, 1)]),
+    "wide-rows": (D2(3, 70), lambda: [  # the second convolution's rows pass 64: col2im in place
+        Convolution(1, 2, 2, 3, 1, 1), Tanh(), Convolution(2, 1, 1, 3, 1, 1)]),
     "lenet-like": (D2(12, 12), lambda: [
         Convolution(1, 4, 3, 3, 1, 1), Pooling(2, 2, 2, 2), Relu(), Convolution(4, 3, 3, 3, 1, 1),
         Reshape(), FullyConnected(27, 5), Logit()]),
