@@ -208,9 +208,10 @@ class Device:
         if program is None:
             tiles = dict(zip(("TM", "TN", "TK", "WM", "WN"), self.tiles, strict=True))
             prelude = "".join(f"#define GEMM_{k} {v}\n" for k, v in tiles.items())
-            prelude += (f"#define REAL2 {self.c_type}2\n#define REAL4 {self.c_type}4\n#define REAL8 {self.c_type}8\n" + (
+            prelude += "".join(f"#define REAL{w} {self.c_type}{w}\n" for w in (2, 4, 8))
+            prelude += (
                 "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n#define REAL_IS_DOUBLE 1\n"
-                if self.c_type == "double" else ""))
+                if self.c_type == "double" else "")
             try:
                 with warnings.catch_warnings():  # PoCL prints harmless build notes as warnings
                     warnings.simplefilter("ignore", cl.CompilerWarning)

@@ -3,9 +3,6 @@ a step-by-step numpy transcription of Grenade's recurrent runner, finite differe
 hand-written float64 torch transcription of Grenade's cell."""
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -18,8 +15,6 @@ from grenade_py.numpy_recurrent import NumpyRecurrent
 from grenade_py.recurrent import is_cycle
 from grenade_py.recurrent import main as recurrent_main
 from grenade_py.recurrent_runner import SymbolCorpus
-from grenade_py.shakespeare import annotate_capitals, unannotate_capitals
-from grenade_py.shakespeare import main as shakespeare_main
 
 LP = g.LearningParameters(0.05, 0.9, 0.01)
 
@@ -415,57 +410,3 @@ def test_float32_and_float64_agree() -> None:
           for precision in ("float32", "float64")]
     np.testing.assert_allclose(ys[0], ys[1], rtol=1e-5, atol=1e-6)
 
-
-SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "shakespeare" \
-    / "plays.txt"
-needs_plays = pytest.mark.skipif(not SHAKESPEARE.exists(),
-                                 reason=f"the Shakespeare corpus is not at {SHAKESPEARE}")
-
-
-def nats(output: str) -> list[float]:
-    return [float(m) for m in re.findall(r"round \d+: ([\d.]+) nats/symbol", output)]
-
-
-@needs_plays
-def test_shakespeare_learns_beyond_symbol_frequencies(tmp_path) -> None:
-    """Ten short rounds on the plays: the last round's cross entropy beats the model that knows
-    only the symbols' frequencies, and a saved model resumes where it stopped."""
-    runner = CliRunner()
-    common = ["--data", str(SHAKESPEARE), "--seed", "1", "--sample-length", "40", "--output",
-              "softmax", "--targets", "every", "--batch", "16", "-r", "0.003", "--momentum",
-              "0.9"]
-    model = tmp_path / "plays.gpy"
-    first = runner.invoke(shakespeare_main, [*common, "-e", "8000", "--save", str(model)])
-    assert first.exit_code == 0, first.output
-    baseline = float(re.search(r"frequencies scores ([\d.]+) nats", first.output).group(1))
-    curve = nats(first.output)
-    assert len(curve) == 10 and curve[-1] < baseline - 0.3 and curve[-1] < curve[0]
-    assert read_metadata(model)["alphabet"][0] == "\n"
-    resumed = runner.invoke(shakespeare_main, [*common, "-e", "400", "--load", str(model)])
-    assert resumed.exit_code == 0, resumed.output
-    assert nats(resumed.output)[0] < curve[0]
-
-
-@needs_plays
-def test_shakespeare_grenade_encoding_and_bad_input(tmp_path) -> None:
-    runner = CliRunner()
-    result = runner.invoke(shakespeare_main, ["--data", str(SHAKESPEARE), "-e", "20",
-                                              "--sample-length", "30", "--annotate-capitals",
-                                              "--seed", "2"])
-    assert result.exit_code == 0, result.output
-    assert "alphabet of 51" in result.output and len(nats(result.output)) == 10
-    too_many = runner.invoke(shakespeare_main, ["--data", str(SHAKESPEARE), "-e", "0",
-                                                "--annotate-capitals", "--symbols", "40"])
-    assert too_many.exit_code != 0 and "51 distinct symbols, more than --symbols 40" in \
-        too_many.output
-    assert "--data PATH" in runner.invoke(shakespeare_main, ["-e", "0"]).output
-    alien = tmp_path / "alien.gpy"
-    g.RecurrentNetwork([g.LSTM(2, 2)], input=g.D1(2)).save(alien)
-    refused = runner.invoke(shakespeare_main, ["--data", str(SHAKESPEARE), "--load", str(alien)])
-    assert refused.exit_code != 0 and "holds no alphabet" in refused.output
-
-
-def test_text_encoding_round_trips() -> None:
-    text = "King Lear: O, REASON not the need!"
-    assert annotate_capitals(text) == "^king ^lear: ^o, ^r^e^a^s^o^n not the need!"
-    assert unannotate_capitals(annotate_capitals(text)) == text
