@@ -104,7 +104,7 @@ class Convolution(Layer):
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         c, _, _, f, kh, kw, _, _, oh, ow = self.geometry()
         return {"patches": (c * kh * kw, n * oh * ow), "product": (f, n * oh * ow),
-                "kernel_t": (f, c * kh * kw), "zeros": (c * kh * kw,),
+                "zeros": (f,),
                 "offsets": (c * kh * kw, oh * ow)}
 
     def _swap(self, a: int, b: int, k: int, src: cl_array.Array,
@@ -137,14 +137,13 @@ class Convolution(Layer):
                 self._swap(f, n, oh * ow, buffers["product"], y)]
 
     def kernel_gradient(self, n: int, dy: cl_array.Array, buffers: Buffers) -> list[Launch]:
-        """dK = (dy x the patches^T)^T; leaves dy as (F, batch, positions) in
+        """dK = the patches x dy^T, straight into K's layout; leaves dy as (F, batch, positions) in
         buffers["product"]."""
         c, _, _, f, kh, kw, _, _, oh, ow = self.geometry()
-        width, product, kernel_t = c * kh * kw, buffers["product"], buffers["kernel_t"]
+        width, product = c * kh * kw, buffers["product"]
         return [self._swap(n, f, oh * ow, dy, product),
-                gemm_dot(self.device, f, width, n * oh * ow, product, buffers["patches"],
-                         buffers["zeros"], kernel_t),
-                self._swap(f, width, 1, kernel_t, self.gradients["kernel"])]
+                gemm_dot(self.device, width, f, n * oh * ow, buffers["patches"], product,
+                         buffers["zeros"], self.gradients["kernel"])]
 
     def input_delta(self, n: int, dy: cl_array.Array | None, dx: cl_array.Array,
                     buffers: Buffers) -> list[Launch]:
