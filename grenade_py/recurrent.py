@@ -46,24 +46,16 @@ def window(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray | None
 def train_cycle(net: RecurrentNetwork, learning: LearningParameters, examples: int,
                 rng: np.random.Generator, progress: bool) -> None:
     """`examples` windows, one trainRecurrent step each, in order."""
-    with click.progressbar(length=examples, label="training", file=sys.stderr) if progress \
-            else _quiet() as bar:
-        for done in range(examples):
-            train_recurrent(net, learning, window(rng))
-            if done % 1000 == 999:
-                net.device.queue.finish()  # bounds the queue; Ctrl-C stops within 1000
-                bar.update(1000)
-
-
-class _quiet:
-    def __enter__(self) -> _quiet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def update(self, n: int) -> None:
-        pass
+    bar = click.progressbar(length=examples, label="training", file=sys.stderr) \
+        if progress and examples else None
+    for done in range(1, examples + 1):
+        train_recurrent(net, learning, window(rng))
+        if done % 1000 == 0 or done == examples:
+            net.device.queue.finish()  # Ctrl-C stops within 1000 windows
+            if bar is not None:
+                bar.update(done - bar.pos)
+    if bar is not None:
+        bar.render_finish()
 
 
 def generate(net: RecurrentNetwork, count: int, first: float = 1.0) -> list[int]:
