@@ -38,6 +38,7 @@ from grenade_py.network import Network
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import (
     RecurrentState,
+    SymbolCorpus,
     run_recurrent,
     train_recurrent,
     train_sequences,
@@ -65,5 +66,6 @@ __all__ = [
     "Reshape", "Series", "ShapeError", "Softmax", "Tanh", "Trivial", "apply_update",
     "back_propagate", "evaluate", "fit", "run_net", "train", "Inception", "InceptionMini",
     "Resnet", "Gradients", "Tapes", "run_gradient", "run_network", "LSTM", "BasicRecurrent",
-    "RecurrentNetwork", "RecurrentState", "run_recurrent", "train_recurrent", "train_sequences",
+    "RecurrentNetwork", "RecurrentState", "SymbolCorpus", "run_recurrent", "train_recurrent",
+    "train_sequences",
 ]
