@@ -1,0 +1,105 @@
+"""The recurrent training kernels (kernels/recurrent.cl) launched directly against numpy, at odd
+sizes, in both precisions. The LSTM and BasicRecurrent step kernels are checked through whole
+networks in test_recurrent.py."""
+from __future__ import annotations
+
+import numpy as np
+import pyopencl.array as cl_array
+import pytest
+from conftest import tolerance
+
+RATE, MOMENTUM, L2 = 0.01, 0.9, 0.0005
+
+
+def run(device, name, size, *args):
+    device.launch(name, size, *args)()
+    device.queue.finish()
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(1, 1), (3, 7), (17, 8), (5, 17), (1, 257)])
+@pytest.mark.parametrize("steps", [1, 5])
+def test_ordered_update_is_grenades_steps_in_order(device, rng, rows, cols, steps):
+    """Each step's gradient d[k, r] x[k, c] applied in time order as Grenade's descend step,
+    rounded as the same sequence of numpy operations (0 ulp), l2 0 where a parameter has none."""
+    dt = device.dtype
+    w, m = rng.normal(size=(rows, cols)).astype(dt), rng.normal(size=(rows, cols)).astype(dt)
+    # d and x rows longer than the matrix: the kernel reads them through their strides
+    d = rng.normal(size=(steps, rows + 2)).astype(dt)
+    x = rng.normal(size=(steps, cols + 1)).astype(dt)
+    for l2 in (L2, 0.0):
+        w_dev, m_dev = device.to_device(w), device.to_device(m)
+        run(device, "recurrent_update", (rows, -(-cols // 8)), steps, rows, cols,
+            device.to_device(d), rows + 2, device.to_device(x), cols + 1, dt(RATE), dt(MOMENTUM),
+            dt(l2), 1, w_dev, m_dev)
+        wv, mv = w.copy(), m.copy()
+        for k in range(steps):
+            g = d[k, :rows, None] * x[k, None, :cols]
+            mv = dt(MOMENTUM) * mv - dt(RATE) * g
+            wv = wv + mv - dt(RATE) * dt(l2) * wv
+        np.testing.assert_array_equal(m_dev.get(), mv)
+        np.testing.assert_array_equal(w_dev.get(), wv)
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(1, 1), (3, 17), (17, 8)])
+def test_summed_update_takes_one_step(device, rng, rows, cols):
+    dt, steps = device.dtype, 7
+    w, m = rng.normal(size=(rows, cols)), rng.normal(size=(rows, cols))
+    d, x = rng.normal(size=(steps, rows)), rng.normal(size=(steps, cols))
+    w_dev, m_dev = device.to_device(w), device.to_device(m)
+    run(device, "recurrent_update", (rows, -(-cols // 8)), steps, rows, cols,
+        device.to_device(d), rows, device.to_device(x), cols, dt(RATE), dt(MOMENTUM), dt(L2), 0,
+        w_dev, m_dev)
+    g = d.T @ x
+    m2 = MOMENTUM * m - RATE * g
+    np.testing.assert_allclose(m_dev.get(), m2, **tolerance(device, steps))
+    np.testing.assert_allclose(w_dev.get(), w + m2 - RATE * L2 * w, **tolerance(device, steps))
+
+
+@pytest.mark.parametrize("n", [1, 3, 17, 257])
+def test_state_descent_is_grenades_update_rec_inputs(device, rng, n):
+    dt, batch = device.dtype, 3
+    state, grad = rng.normal(size=n).astype(dt), rng.normal(size=(batch, n)).astype(dt)
+    state_dev = device.to_device(state)
+    run(device, "recurrent_state_descent", (n,), n, batch, dt(RATE), dt(L2),
+        device.to_device(grad), state_dev)
+    total = grad[0] + grad[1] + grad[2]
+    np.testing.assert_array_equal(state_dev.get(),
+                                  (1 - dt(RATE) * dt(L2)) * state - dt(RATE) * total)
+
+
+@pytest.mark.parametrize(("rows", "n"), [(1, 1), (3, 17), (17, 3)])
+def test_sequence_error_and_metrics(device, rng, rows, n):
+    y = rng.uniform(0.01, 1, size=(rows, n))
+    target = np.eye(n)[rng.integers(0, n, size=rows)]
+    mask = (rng.uniform(size=rows) < 0.6).astype(float)
+    mask[-1] = 1
+    dy, sums = device.zeros((rows, n)), device.zeros((4,))
+    y_dev, t_dev, m_dev = (device.to_device(a) for a in (y, target, mask))
+    run(device, "sequence_error", (n, rows), rows, n, device.dtype(0.5), y_dev, t_dev, m_dev, dy)
+    np.testing.assert_allclose(dy.get(), 0.5 * (y - target) * mask[:, None], **tolerance(device))
+    run(device, "sequence_metrics", (1,), rows, n, y_dev, t_dev, m_dev, sums)
+    kept = mask != 0
+    hot = target.argmax(axis=1)
+    want = [((y - target) ** 2)[kept].sum(),
+            -np.log(y[np.arange(rows), hot] / y.sum(axis=1))[kept].sum(),
+            (y.argmax(axis=1) == hot)[kept].sum(), kept.sum()]
+    np.testing.assert_allclose(sums.get(), want, **tolerance(device, n))
+
+
+@pytest.mark.parametrize(("steps", "batch", "n"), [(1, 1, 1), (3, 2, 5), (17, 3, 7)])
+@pytest.mark.parametrize("every", [0, 1])
+def test_one_hot_sequences(device, rng, steps, batch, n, every):
+    corpus = rng.integers(0, n, size=100).astype(np.int32)
+    offsets = rng.integers(0, 100 - steps - 1, size=batch + 2).astype(np.int32)
+    rows = steps * batch
+    x, target, mask = device.zeros((rows, n)), device.zeros((rows, n)), device.zeros((rows,))
+    run(device, "one_hot_sequences", (n, rows), steps, batch, n, 2, every,
+        cl_array.to_device(device.queue, corpus), cl_array.to_device(device.queue, offsets), x,
+        target, mask)
+    eye = np.eye(n)
+    for t in range(steps):
+        for s in range(batch):
+            at = offsets[2 + s] + t
+            np.testing.assert_array_equal(x.get()[t * batch + s], eye[corpus[at]])
+            np.testing.assert_array_equal(target.get()[t * batch + s], eye[corpus[at + 1]])
+            assert mask.get()[t * batch + s] == (1 if every or t == steps - 1 else 0)
