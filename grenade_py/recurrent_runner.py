@@ -295,6 +295,10 @@ def train_sequences(net: RecurrentNetwork, learning: LearningParameters, x: np.n
         p = plan(net, steps, batch, loss)
         cl.enqueue_copy(queue, buffer(p.io), _pack(p, xs, ts, ms), is_blocking=False)
         enqueue(p.step(learning, ordered=False, measure=False))
+    elif batch == 1:
+        p = plan(net, steps, 1, loss)
+        cl.enqueue_copy(queue, buffer(p.io), _pack(p, xs, ts, ms), is_blocking=False)
+        enqueue(p.step(learning, ordered=True, measure=False))
     else:  # one upload (a host copy costs ~90 us on PoCL), then a device copy per sequence
         p = plan(net, steps, 1, loss)
         staged = net.device.to_device(np.concatenate(
