@@ -29,6 +29,8 @@ from grenade_py.network import flat_view
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.runner import _batch, _count, learning_parameters
 
+#: SymbolCorpus.train keeps at most about twice this many windows' launches queued.
+WINDOWS_QUEUED = 256
 #: Sequence shapes (steps, batch) whose plans a network keeps (Grenade's recurrent example
 #: trains on 26 lengths).
 MAX_PLANS = 32
@@ -427,8 +429,13 @@ class SymbolCorpus:
                              p.buffers["mask"])
         p.metrics.fill(0)
         step = p.step(learning, ordered=batch == 1, measure=True)
-        for first in range(0, len(starts) - batch + 1, batch):
+        pending: cl.Event | None = None
+        for count, first in enumerate(range(0, len(starts) - batch + 1, batch), start=1):
             fill.set_arg(3, first)
             fill()
             enqueue(step)
+            if count % WINDOWS_QUEUED == 0:  # bounded: the device runs while the host enqueues
+                if pending is not None:
+                    pending.wait()
+                pending = cl.enqueue_marker(queue)
         return Metrics(*(float(v) for v in p.metrics.get()))
