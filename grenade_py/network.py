@@ -8,6 +8,7 @@ runs it (`grenade_py.execution`) owns the batch buffers and launches.
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Any, Self, cast
@@ -152,6 +153,12 @@ class Network(Series):
         atomically, in the format of `grenade_py.model_file`, with `metadata` (JSON values, such
         as a text model's alphabet; `read_metadata` gives it back). Raises ModelFileError,
         writing nothing, if a parameter is NaN or Inf."""
+        try:
+            json.dumps(metadata or {}, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"metadata must be JSON values (str, finite numbers, lists, "
+                                 f"dicts with str keys): {e}; nothing was written to {path}"
+                                 ) from None
         arrays = []
         for role, values in zip(ROLES, (self.get_parameters(), self.get_momentum()),
                                 strict=True):

@@ -354,6 +354,9 @@ def test_model_file_keeps_states_and_metadata(device: g.Device, tmp_path) -> Non
                 np.testing.assert_array_equal(a[name], b[name])
     np.testing.assert_array_equal(g.run_recurrent(loaded, xs)[0], g.run_recurrent(net, xs)[0])
     assert read_metadata(path) == {"alphabet": ["a", "b"]}
+    with pytest.raises(ModelFileError, match="metadata must be JSON values"):
+        net.save(tmp_path / "other.gpy", {"bad": np.float32(1)})
+    assert not (tmp_path / "other.gpy").exists()
     with pytest.raises(ModelFileError, match="no grenade_py Network"):
         g.Network.load(path)
 
