@@ -36,6 +36,27 @@ kernel void conv_im2col(int n, int sample, int R, int P, global const REAL *offs
 
 #define COL2IM_ROW 64
 
+// Column stride 1: the positions of one output row are a run of OW consecutive inputs for each
+// patch entry r, so im2col is a row copy. rows[r] = (c * H + a) * W + b, the offset of entry
+// r's run for output row 0, held as a REAL (exact below 2^24); output row i's runs start
+// i * pitch (= sh * W) later. global size (OH, R, n)
+kernel void conv_row_offsets(int C, int H, int W, int kh, int kw, global REAL *rows) {
+    const int r = get_global_id(0);
+    if (r < C * kh * kw) rows[r] = ((r / (kh * kw)) * H + r / kw % kh) * W + r % kw;
+}
+
+kernel void conv_im2col_rows(int n, int sample, int pitch, int R, int OH, int OW,
+                             global const REAL *rows, global const REAL *x,
+                             global REAL *patches) {
+    const int i = get_global_id(0), r = get_global_id(1), s = get_global_id(2);
+    if (i >= OH || r >= R || s >= n) return;
+    global const REAL *from = x + (size_t)s * sample + (size_t)rows[r] + (size_t)i * pitch;
+    global REAL *to = patches + ((size_t)r * n + s) * OH * OW + (size_t)i * OW;
+    int j = 0;
+    for (; j + 8 <= OW; j += 8) vstore8(vload8(0, from + j), 0, to + j);
+    for (; j < OW; ++j) to[j] = from[j];
+}
+
 // Stride 1: one work-item per input row (s, c, yy) adds, for each kernel offset (a, b), a run
 // of consecutive patch entries onto consecutive entries of its row: loops along contiguous
 // memory, which the compiler vectorises (a gather per entry does not).

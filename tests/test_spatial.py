@@ -92,6 +92,8 @@ NETWORKS = {
         Convolution(5, 2, 1, 2, 1, 1)]),
     "spaced-pool": (D3(8, 12, 2), lambda: [  # stride > kernel: inputs no window covers
         Convolution(2, 3, 1, 2, 1, 1), Pooling(2, 2, 3, 3), Elu(), Convolution(3, 2, 2, 2, 1, 1)]),
+    "row-stride": (D3(9, 7, 2), lambda: [  # stride 2 down the rows, 1 along them
+        Convolution(2, 3, 3, 2, 2, 1), Tanh(), Deconvolution(3, 2, 3, 2, 2, 1), Elu()]),
     "wide-rows": (D2(3, 70), lambda: [  # the second convolution's rows pass 64: col2im in place
         Convolution(1, 2, 2, 3, 1, 1), Tanh(), Convolution(2, 1, 1, 3, 1, 1)]),
     "lenet-like": (D2(12, 12), lambda: [

@@ -102,10 +102,9 @@ class Convolution(Layer):
                 out_rows, out_cols]
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
-        c, _, _, f, kh, kw, _, _, oh, ow = self.geometry()
+        c, _, _, f, kh, kw, _, sw, oh, ow = self.geometry()
         return {"patches": (c * kh * kw, n * oh * ow), "product": (f, n * oh * ow),
-                "zeros": (f,),
-                "offsets": (c * kh * kw, oh * ow)}
+                "zeros": (f,), "offsets": (c * kh * kw, 1 if sw == 1 else oh * ow)}
 
     def _swap(self, a: int, b: int, k: int, src: cl_array.Array,
               dst: cl_array.Array) -> Launch:
@@ -113,17 +112,26 @@ class Convolution(Layer):
         return self.device.launch("swap_axes", (k, b, a), a, b, k, src, dst)
 
     def setup(self, n: int, buffers: Buffers) -> list[Launch]:
-        """The map of patch offsets that im2col gathers through, once per batch size."""
+        """The map of patch offsets that im2col gathers through, once per batch size (with
+        stride 1, one offset per patch entry: each output row's inputs are consecutive)."""
         c, h, w, _, kh, kw, sh, sw, oh, ow = self.geometry()
         if c * h * w >= 2**24:
             raise ShapeError(f"takes samples of under 2^24 values, not {c * h * w}")
+        if sw == 1:
+            return [self.device.launch("conv_row_offsets", (c * kh * kw,), c, h, w, kh, kw,
+                                       buffers["offsets"])]
         return [self.device.launch("conv_offsets", (oh * ow, c * kh * kw), c, h, w, kh, kw, sh,
                                    sw, oh, ow, buffers["offsets"])]
 
     def im2col(self, n: int, x: cl_array.Array, buffers: Buffers) -> list[Launch]:
         """x's patches, as the columns of buffers["patches"] (through the map of offsets)."""
-        c, h, w, _, kh, kw, _, _, oh, ow = self.geometry()
+        c, h, w, _, kh, kw, sh, sw, oh, ow = self.geometry()
         width, positions = c * kh * kw, oh * ow
+        if sw == 1:  # a row copy per (output row, patch entry, sample)
+            return [self.device.launch("conv_im2col_rows", (oh, width, n), n, c * h * w,
+                                       sh * w, width, oh, ow,
+                                       buffers["offsets"], x, buffers["patches"],
+                                       local=(8, 8, 1))]
         return [self.device.launch("conv_im2col", (positions, width, n), n, c * h * w, width,
                                    positions, buffers["offsets"], x, buffers["patches"],
                                    local=(32, 1, 1))]
