@@ -18,7 +18,8 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Device, Launch
-from grenade_py.shapes import Shape, size
+from grenade_py.errors import ShapeError
+from grenade_py.shapes import D1, Shape, size
 
 if TYPE_CHECKING:
     from grenade_py.network import Network
@@ -194,6 +195,37 @@ class Layer:
         """OpenCL statements computing d{i} (if input_delta) from d{i+1}, then updating the
         layer's parameters, for one example. Each statement group ends at a barrier."""
         return None
+
+
+def positive_ints(owner: str, **values: Any) -> None:
+    """ValueError naming `owner` and the argument unless every value is an int >= 1."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{owner} {name} must be a positive int, got {value!r}")
+
+
+class Dense(Layer):
+    """A layer from D1 i to D1 o, built as `Kind(i, o)` (FullyConnected, LSTM,
+    BasicRecurrent)."""
+
+    def __init__(self, i: int, o: int) -> None:
+        super().__init__()
+        positive_ints(type(self).__name__, i=i, o=o)
+        self.i, self.o = int(i), int(o)
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        if in_shape != D1(self.i):
+            raise ShapeError(f"takes D1 {self.i}")
+        return D1(self.o)
+
+    def takes(self) -> Shape:
+        return D1(self.i)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "i": self.i, "o": self.o}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.i} {self.o}"
 
 
 class Activation(Layer):

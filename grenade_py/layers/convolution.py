@@ -24,14 +24,8 @@ import pyopencl.array as cl_array
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
 from grenade_py.gemm import gemm_dot, gemm_outer
-from grenade_py.layers.base import Buffers, Layer
+from grenade_py.layers.base import Buffers, Layer, positive_ints
 from grenade_py.shapes import D2, D3, Shape
-
-
-def positive_ints(owner: str, **values: Any) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{owner} {name} must be a positive int, got {value!r}")
 
 
 def planes(shape: Shape) -> tuple[int, int, int]:

@@ -1,19 +1,15 @@
 """FullyConnected: y = W x + b, from D1 i to D1 o. Ports Grenade.Layers.FullyConnected."""
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.errors import ShapeError
 from grenade_py.gemm import gemm_column_sums, gemm_dot, gemm_outer
-from grenade_py.layers.base import Buffers, Factor, Layer
-from grenade_py.shapes import D1, Shape
+from grenade_py.layers.base import Buffers, Dense, Factor
 
 
-class FullyConnected(Layer):
+class FullyConnected(Dense):
     """A dense layer.
 
     Shape: D1 i -> D1 o; a batch (n, i) -> (n, o).
@@ -26,27 +22,6 @@ class FullyConnected(Layer):
         register-blocked GEMMs gemm_dot (y = x W^T + b) and gemm_outer (dW = dy^T x,
         dx = dy W) and gemm_column_sums (db) of kernels/gemm.cl.
     """
-
-    def __init__(self, i: int, o: int) -> None:
-        super().__init__()
-        for name, value in (("i", i), ("o", o)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"FullyConnected {name} must be a positive int, got {value!r}")
-        self.i, self.o = int(i), int(o)
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        if in_shape != D1(self.i):
-            raise ShapeError(f"takes D1 {self.i}")
-        return D1(self.o)
-
-    def takes(self) -> Shape:
-        return D1(self.i)
-
-    def spec(self) -> dict[str, Any]:
-        return {"type": "FullyConnected", "i": self.i, "o": self.o}
-
-    def __repr__(self) -> str:
-        return f"FullyConnected {self.i} {self.o}"
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weights": (self.o, self.i), "bias": (self.o,)}

@@ -15,18 +15,13 @@ step by step while it applies them.
 """
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.errors import ShapeError
-from grenade_py.layers.base import Buffers, Factor, Layer
-from grenade_py.shapes import D1, Shape
+from grenade_py.layers.base import Buffers, Dense, Factor
 
 
-class RecurrentLayer(Layer):
+class RecurrentLayer(Dense):
     """A layer with a recurrent state, D1 i -> D1 o over a sequence (see the module's docstring).
 
     Subclasses give `state_size`, `sequence_buffers`, `forward_sequence`, `backward_sequence`
@@ -34,28 +29,6 @@ class RecurrentLayer(Layer):
     """
 
     recurrent = True
-
-    def __init__(self, i: int, o: int) -> None:
-        super().__init__()
-        for name, value in (("i", i), ("o", o)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{type(self).__name__} {name} must be a positive int, got "
-                                 f"{value!r}")
-        self.i, self.o = int(i), int(o)
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        if in_shape != D1(self.i):
-            raise ShapeError(f"takes D1 {self.i}")
-        return D1(self.o)
-
-    def takes(self) -> Shape:
-        return D1(self.i)
-
-    def spec(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "i": self.i, "o": self.o}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__} {self.i} {self.o}"
 
     @property
     def state_size(self) -> int:
