@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -15,6 +15,36 @@ from grenade_py.device import Device, generic_cpu_note
 from grenade_py.errors import GrenadeError
 from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def device_options(command: F) -> F:
+    """The options every CLI takes to choose its device: --device and --precision."""
+    command = click.option("--precision", type=click.Choice(["float32", "float64"]),
+                           default="float32", show_default=True)(command)
+    return click.option("--device", "device_spec", default=None,
+                        help="PLATFORM:DEVICE (see `python -m grenade_py.devices`).")(command)
+
+
+def learning_options(momentum: float, l2: float, rate: float = 0.01) -> Callable[[F], F]:
+    """Grenade's -r/--train_rate, --momentum and --l2, with an example's defaults."""
+    def decorate(command: F) -> F:
+        command = click.option("--l2", default=l2, show_default=True, type=float,
+                               help="L2 regulariser.")(command)
+        command = click.option("--momentum", default=momentum, show_default=True,
+                               type=float)(command)
+        return click.option("-r", "--train_rate", "--train-rate", "rate", default=rate,
+                            show_default=True, type=float, help="Learning rate.")(command)
+    return decorate
+
+
+def model_file_options(command: F) -> F:
+    """--load and --save of a model file."""
+    command = click.option("--save", type=click.Path(dir_okay=False),
+                           help="Write the trained model here.")(command)
+    return click.option("--load", type=click.Path(dir_okay=False),
+                        help="Start from this model file.")(command)
 
 
 def learning_parameters(rate: float, momentum: float, l2: float) -> LearningParameters:

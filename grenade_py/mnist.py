@@ -19,6 +19,7 @@ import numpy as np
 
 from grenade_py.cli import (
     check_writable,
+    device_options,
     learning_parameters,
     open_device,
     save_on_interrupt,
@@ -152,9 +153,7 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--l2", type=float, default=0.0001, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--device", "device_spec", default=None, help="PLATFORM:DEVICE.")
-@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32",
-              show_default=True)
+@device_options
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on the first LIMIT training images only.")
 @click.option("--save", type=click.Path(dir_okay=False),

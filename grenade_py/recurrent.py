@@ -15,7 +15,15 @@ import sys
 import click
 import numpy as np
 
-from grenade_py.cli import check_writable, learning_parameters, open_device, user_errors
+from grenade_py.cli import (
+    check_writable,
+    device_options,
+    learning_options,
+    learning_parameters,
+    model_file_options,
+    open_device,
+    user_errors,
+)
 from grenade_py.device import Device
 from grenade_py.layers import LSTM
 from grenade_py.learning import LearningParameters
@@ -81,18 +89,11 @@ def is_cycle(values: list[int]) -> bool:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-e", "--examples", default=40000, show_default=True,
               type=click.IntRange(min=0), help="Training windows.")
-@click.option("-r", "--train_rate", "--train-rate", "rate", default=0.01, show_default=True,
-              type=float, help="Learning rate.")
-@click.option("--momentum", default=0.9, show_default=True, type=float)
-@click.option("--l2", default=0.0005, show_default=True, type=float, help="L2 regulariser.")
+@learning_options(momentum=0.9, l2=0.0005)
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed for the initial weights and the windows.")
-@click.option("--load", type=click.Path(dir_okay=False), help="Start from this model file.")
-@click.option("--save", type=click.Path(dir_okay=False), help="Write the trained model here.")
-@click.option("--device", "device_spec", default=None,
-              help="PLATFORM:DEVICE (see `python -m grenade_py.devices`).")
-@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32",
-              show_default=True)
+@model_file_options
+@device_options
 def main(examples: int, rate: float, momentum: float, l2: float, seed: int | None,
          load: str | None, save: str | None, device_spec: str | None, precision: str) -> None:
     """Learn the cycle 0, 0, 1 with an LSTM and print what it generates."""

@@ -23,7 +23,10 @@ import numpy as np
 
 from grenade_py.cli import (
     check_writable,
+    device_options,
+    learning_options,
     learning_parameters,
+    model_file_options,
     open_device,
     save_on_interrupt,
     user_errors,
@@ -117,10 +120,7 @@ def report(round_: int, size: int, m: Metrics) -> str:
               help="The training text, e.g. ../shared/data/shakespeare/plays.txt.")
 @click.option("-e", "--examples", default=1000000, show_default=True,
               type=click.IntRange(min=0), help="Training windows, in 10 rounds.")
-@click.option("-r", "--train_rate", "--train-rate", "rate", default=0.01, show_default=True,
-              type=float, help="Learning rate.")
-@click.option("--momentum", default=0.95, show_default=True, type=float)
-@click.option("--l2", default=0.000001, show_default=True, type=float, help="L2 regulariser.")
+@learning_options(momentum=0.95, l2=0.000001)
 @click.option("-s", "--sequence-length", default=50, show_default=True,
               type=click.IntRange(min=2), help="Characters per window.")
 @click.option("-t", "--temperature", default=0.4, show_default=True,
@@ -144,12 +144,8 @@ def report(round_: int, size: int, m: Metrics) -> str:
               show_default=True, help="Initial weights: +-1/sqrt(fan_in), or Grenade's +-1.")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed for the initial weights, the windows and the samples.")
-@click.option("--load", type=click.Path(dir_okay=False), help="Start from this model file.")
-@click.option("--save", type=click.Path(dir_okay=False), help="Write the trained model here.")
-@click.option("--device", "device_spec", default=None,
-              help="PLATFORM:DEVICE (see `python -m grenade_py.devices`).")
-@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32",
-              show_default=True)
+@model_file_options
+@device_options
 def main(data: str | None, examples: int, rate: float, momentum: float, l2: float,
          sequence_length: int, temperature: float, sample_length: int, targets: str,
          batch: int, output: str, annotate: bool, symbols: int | None, init: str,
