@@ -182,34 +182,25 @@ def test_backward_matches_finite_differences(device64: g.Device) -> None:
                                            err_msg=f"layer {index} {name}")
 
 
-def test_lstm_matches_torch_transcription_of_grenade_cell(device64: g.Device) -> None:
-    """Forward and gradients of LSTM 4 6 over 9 steps against Grenade's cell written in
-    float64 torch with autograd (torch's nn.LSTM is another cell)."""
+def check_against_torch(net: g.RecurrentNetwork, xs: np.ndarray,
+                        targets: list[np.ndarray | None], step) -> None:
+    """Outputs, final state and every gradient of the one-layer `net` against `step(p, state,
+    x) -> (state, output)`, the layer's maths in float64 torch with autograd, run over xs with
+    the half squared error at the targets."""
     torch = pytest.importorskip("torch", reason="PyTorch is the oracle here "
                                                 "(pip install '.[test]')")
-    rng = np.random.default_rng(8)
-    net = g.RecurrentNetwork([g.LSTM(4, 6)], input=g.D1(4), device=device64, seed=1,
-                             init="grenade")
-    with_states(net, rng)
-    xs, targets = sequence(net, 9, rng, every=2)
     p = {k: torch.tensor(v, requires_grad=True) for k, v in net.get_parameters()[0].items()}
-    o = 6
-    cell, loss, outputs = p["state"], torch.zeros((), dtype=torch.float64), []
+    state, loss, outputs = p["state"], torch.zeros((), dtype=torch.float64), []
     for x, target in zip(torch.tensor(xs), targets, strict=True):
-        z = p["b"] + p["w"].T @ x  # stored transposed
-        r = p["u"].T @ cell
-        f, i = torch.sigmoid(z[:o] + r[:o]), torch.sigmoid(z[o:2 * o] + r[o:2 * o])
-        og, gate = torch.sigmoid(z[2 * o:3 * o] + r[2 * o:]), torch.tanh(z[3 * o:])
-        cell = f * cell + i * gate
-        h = og * cell
-        outputs.append(h)
+        state, y = step(torch, p, state, x)
+        outputs.append(y)
         if target is not None:
-            loss = loss + 0.5 * ((h - torch.tensor(target)) ** 2).sum()
+            loss = loss + 0.5 * ((y - torch.tensor(target)) ** 2).sum()
     loss.backward()
-    ys, state = g.run_recurrent(net, xs)
+    ys, after = g.run_recurrent(net, xs)
     np.testing.assert_allclose(ys, torch.stack(outputs).detach().numpy(), rtol=1e-12,
                                atol=1e-14)
-    np.testing.assert_allclose(state.get()[0][0], cell.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(after.get()[0][0], state.detach().numpy(), rtol=1e-12)
     got = device_gradients(net, xs, targets)[0]
     for name, tensor in p.items():
         assert tensor.grad is not None
@@ -217,30 +208,40 @@ def test_lstm_matches_torch_transcription_of_grenade_cell(device64: g.Device) ->
                                    err_msg=name)
 
 
+def test_lstm_matches_torch_transcription_of_grenade_cell(device64: g.Device) -> None:
+    """LSTM 4 6 over 9 steps against Grenade's cell written in torch (torch's nn.LSTM is
+    another cell)."""
+    rng = np.random.default_rng(8)
+    net = g.RecurrentNetwork([g.LSTM(4, 6)], input=g.D1(4), device=device64, seed=1,
+                             init="grenade")
+    with_states(net, rng)
+    xs, targets = sequence(net, 9, rng, every=2)
+    o = 6
+
+    def cell(torch, p, c, x):
+        z = p["b"] + p["w"].T @ x  # stored transposed
+        r = p["u"].T @ c
+        f, i = torch.sigmoid(z[:o] + r[:o]), torch.sigmoid(z[o:2 * o] + r[o:2 * o])
+        og, gate = torch.sigmoid(z[2 * o:3 * o] + r[2 * o:]), torch.tanh(z[3 * o:])
+        c = f * c + i * gate
+        return c, og * c
+
+    check_against_torch(net, xs, targets, cell)
+
+
 def test_basic_recurrent_matches_torch_transcription(device64: g.Device) -> None:
-    """BasicRecurrent 3 5 over 8 steps against y = b + W [x; y-] in float64 torch."""
-    torch = pytest.importorskip("torch", reason="PyTorch is the oracle here "
-                                                "(pip install '.[test]')")
+    """BasicRecurrent 3 5 over 8 steps against y = b + W [x; y-] in torch."""
     rng = np.random.default_rng(12)
     net = g.RecurrentNetwork([g.BasicRecurrent(3, 5)], input=g.D1(3), device=device64, seed=1,
                              init="grenade")
     with_states(net, rng)
     xs, targets = sequence(net, 8, rng, every=3)
-    p = {k: torch.tensor(v, requires_grad=True) for k, v in net.get_parameters()[0].items()}
-    y, loss, outputs = p["state"], torch.zeros((), dtype=torch.float64), []
-    for x, target in zip(torch.tensor(xs), targets, strict=True):
+
+    def step(torch, p, y, x):
         y = p["b"] + p["w"] @ torch.cat([x, y])
-        outputs.append(y)
-        if target is not None:
-            loss = loss + 0.5 * ((y - torch.tensor(target)) ** 2).sum()
-    loss.backward()
-    np.testing.assert_allclose(g.run_recurrent(net, xs)[0], torch.stack(outputs).detach(),
-                               rtol=1e-12, atol=1e-13)
-    got = device_gradients(net, xs, targets)[0]
-    for name, tensor in p.items():
-        assert tensor.grad is not None
-        np.testing.assert_allclose(got[name], tensor.grad.numpy(), rtol=1e-10, atol=1e-12,
-                                   err_msg=name)
+        return y, y
+
+    check_against_torch(net, xs, targets, step)
 
 
 def test_lstm_initialisation_is_grenades(device64: g.Device) -> None:
