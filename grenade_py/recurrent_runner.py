@@ -403,6 +403,9 @@ class SymbolCorpus:
             raise ValueError(f"symbols must be a 1-D array of at least 2 ints in [0, {n})")
         self.net, self.size = net, len(codes)
         self.codes = cl_array.to_device(net.device.queue, codes.astype(np.int32))
+        #: The one-hot launch for each plan it has filled, built once.
+        self._fills: weakref.WeakKeyDictionary[SequencePlan, Launch] = \
+            weakref.WeakKeyDictionary()
 
     @opencl_errors
     def train(self, learning: LearningParameters, offsets: np.ndarray, steps: int,
@@ -423,10 +426,14 @@ class SymbolCorpus:
         device, queue = self.net.device, self.net.device.queue
         p = plan(self.net, steps, batch, loss)
         on_device = cl_array.to_device(queue, starts.astype(np.int32))
-        n = int(self.net.input_shape.dims[0])
-        fill = device.launch("one_hot_sequences", (n, p.rows), steps, batch, n, 0, every,
-                             self.codes, on_device, p.buffers["a0"], p.buffers["target"],
-                             p.buffers["mask"])
+        if p not in self._fills:
+            n = int(self.net.input_shape.dims[0])
+            self._fills[p] = device.launch("one_hot_sequences", (n, p.rows), steps, batch, n, 0,
+                                           every, self.codes, on_device, p.buffers["a0"],
+                                           p.buffers["target"], p.buffers["mask"])
+        fill = self._fills[p]
+        fill.set_arg(4, every)
+        fill.set_arg(6, on_device)
         p.metrics.fill(0)
         step = p.step(learning, ordered=batch == 1, measure=True)
         pending: cl.Event | None = None
