@@ -42,9 +42,6 @@ class RecurrentLayer(Dense):
             lanes *= 2
         return (lanes,)
 
-    def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
-        return {}
-
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
         raise TypeError(f"{self!r} is recurrent: it runs over sequences in a RecurrentNetwork "
