@@ -28,10 +28,11 @@ from grenade_py.device import Device
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.gemm import gemm_dot, gemm_outer
 from grenade_py.layers import LSTM, Convolution, FullyConnected, Logit, Pooling, Relu, Reshape
-from grenade_py.learning import LearningParameters
+from grenade_py.losses import CROSS_ENTROPY
 from grenade_py.mnist import load_mnist, mnist_network
 from grenade_py.network import Network
 from grenade_py.numpy_reference import NumpyNetwork
+from grenade_py.optimizers import LearningParameters
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import SymbolCorpus
 from grenade_py.recurrent_runner import plan as recurrent_plan
@@ -197,8 +198,8 @@ def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, s
     from grenade_py import execution
 
     net = mnist_network("lenet", device, seed=1)
-    plan = execution.plan(net, 64)
-    conv = plan.forward(net, True) + plan.gradient(net, "cross_entropy")
+    lenet = execution.steps(net, 64, CROSS_ENTROPY)
+    conv = lenet.forward_launches(True) + lenet.backward_launches()
     rows = []
 
     def run() -> None:

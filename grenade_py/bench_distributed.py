@@ -14,8 +14,8 @@ import numpy as np
 
 from grenade_py.bench import median_time
 from grenade_py.distributed import Group, rank_device, world
-from grenade_py.learning import LearningParameters
 from grenade_py.mnist import mnist_network
+from grenade_py.optimizers import LearningParameters
 from grenade_py.runner import fit
 
 LENET_PARAMETERS = 250 + 4000 + 256 * 80 + 80 + 80 * 10 + 10

@@ -13,8 +13,8 @@ import click
 
 from grenade_py.device import Device, generic_cpu_note
 from grenade_py.errors import GrenadeError
-from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
+from grenade_py.optimizers import LearningParameters
 
 F = TypeVar("F", bound=Callable[..., Any])
 

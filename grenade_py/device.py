@@ -280,10 +280,11 @@ class Device:
         return tuple(shape)
 
     def launch(self, name: str, global_size: tuple[int, ...], *args: Any,
-               program: cl.Program | None = None,
-               local: tuple[int, ...] | None = None) -> Launch:
+               program: cl.Program | None = None, local: tuple[int, ...] | None = None,
+               per_call: dict[str, int] | None = None) -> Launch:
         """A kernel with its arguments set once, ready to enqueue many times; `local`: the
-        work-group shape a kernel needs (default: `local_size`)."""
+        work-group shape a kernel needs (default: `local_size`); `per_call`: the arguments,
+        by index, that its caller gives on each call (`Launch.set`), by name."""
         kernel = self.kernel(name, program)
         if local is not None:
             limit = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
@@ -292,7 +293,7 @@ class Device:
                 raise DeviceError(f"{name} needs work-groups of {local} but {self.name} runs at "
                                   f"most {limit} work-items of it; open the device with "
                                   "gemm='registers'")
-        return Launch(self, kernel, global_size, args, local)
+        return Launch(self, kernel, global_size, args, local, per_call)
 
 
 def _size(nbytes: int) -> str:
@@ -316,10 +317,11 @@ class Launch:
     """One kernel over a fixed global size, arguments set at construction (≈2 µs to enqueue on
     PoCL, against ≈12 µs when they are passed on every call)."""
 
-    __slots__ = ("queue", "kernel", "global_size", "local_size", "args", "name")
+    __slots__ = ("queue", "kernel", "global_size", "local_size", "args", "name", "per_call")
 
     def __init__(self, device: Device, kernel: cl.Kernel, global_size: tuple[int, ...],
-                 args: tuple[Any, ...], local: tuple[int, ...] | None = None) -> None:
+                 args: tuple[Any, ...], local: tuple[int, ...] | None = None,
+                 per_call: dict[str, int] | None = None) -> None:
         self.queue = device.queue
         self.kernel = kernel
         self.local_size = local or device.local_size(kernel, len(global_size))
@@ -329,10 +331,18 @@ class Launch:
         self.args = list(args)  # keeps the buffers alive as long as the launch can run
         self.name = f"{kernel.function_name} on {device.name}"
         kernel.set_args(*(_arg(a) for a in args))
+        #: Arguments its caller sets on each call, by name: their indices.
+        self.per_call = per_call or {}
 
     def set_arg(self, index: int, value: Any) -> None:
         self.args[index] = value
         self.kernel.set_arg(index, _arg(value))
+
+    def set(self, name: str, value: Any) -> None:
+        """Set the per-call argument `name`, of the type the kernel declares."""
+        index = self.per_call[name]
+        old = self.args[index]
+        self.set_arg(index, type(old)(value) if isinstance(old, np.generic) else value)
 
     def __call__(self) -> None:
         try:

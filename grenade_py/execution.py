@@ -1,36 +1,81 @@
-"""Running a network on its device: per batch size, the buffers and launches of a forward pass,
-a loss gradient with the backward pass; per network, the one update launch over its flat buffers
-and the fused per-example loop.
+"""Running a network on its device: the `Step` and the `Update`.
 
-What is built for a network lives in a `Runtime` kept beside it (weakly, so it goes with the
-network) and built on first use. Every launch holds the buffers it uses, so dropping a plan from
-the runtime's cache never breaks a launch someone still holds.
+A Step is built once for (network, rows, loss) and held by whoever runs it. It owns the batch's
+device buffers (input, output, target, the loss's delta and every layer's per-batch buffers)
+and its launches: the forward pass, the loss gradient and backward pass, the optimiser's
+update. Every value that changes from call to call (the loss scale, a shard's first row, the
+optimiser and its step count t) is an argument of the call, never left on the Step, so a Step
+shared between callers (`steps`) computes the same whoever used it last.
 """
 from __future__ import annotations
 
-import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
+import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.fused import FusedTrainer, fused_trainer
-from grenade_py.learning import LearningParameters
-from grenade_py.losses import gradient_launches
+from grenade_py.losses import SQUARED_ERROR, Loss
 from grenade_py.network import Network
+from grenade_py.optimizers import Optimizer
 
-#: Batch sizes whose plans a runtime keeps.
-MAX_PLANS = 4
+#: Row counts whose Steps `steps` keeps per network (the convenience functions' cache).
+MAX_STEPS = 4
 
 
-class Plan:
-    """The device buffers and launches for batches of `n` samples: the input, the output, the
-    target, the loss gradient at the output and every layer's per-batch buffers (activations
-    and deltas between layers among them). Launches are built on first use."""
+def enqueue(launches: list[Launch]) -> None:
+    for launch in launches:
+        launch()
 
-    def __init__(self, net: Network, n: int) -> None:
+
+class Update:
+    """One optimiser step over a network's flat buffers: the gradient's clipping factor (if
+    the optimiser clips), then its rule over every parameter, in two launches."""
+
+    def __init__(self, net: Network) -> None:
+        device, flat = net.device, net.flat
+        real = device.dtype
+        count = flat["parameters"].size
+        self.one = device.zeros((1,))
+        self.one.fill(1)
+        self.factor = device.zeros((1,))
+        self.clip = device.launch("optimizer_clip_scale", (64,), count, real(0),
+                                  flat["gradients"], self.factor, local=(64,))
+        self.rule = device.launch("optimizer_update", (count,), count, 0, real(0), real(0),
+                                  real(0), real(0), real(0), 0, self.one, flat["parameters"],
+                                  flat["momentum"], flat["second"], flat["gradients"])
+        self.real = real
+
+    def __call__(self, optimizer: Optimizer, t: int) -> None:
+        """Enqueue step t (1 for the first) of `optimizer` from the gradients in the flat
+        buffer."""
+        if optimizer.clip_norm is not None:
+            self.clip.set_arg(1, self.real(optimizer.clip_norm))
+            self.clip()
+        self.rule.set_arg(8, self.factor if optimizer.clip_norm is not None else self.one)
+        kind, *values = optimizer.kernel_values()
+        self.rule.set_arg(1, kind)
+        for index, value in enumerate(values, start=2):
+            self.rule.set_arg(index, self.real(value))
+        self.rule.set_arg(7, t)
+        self.rule()
+
+
+class Step:
+    """The buffers and launches of one training or inference step over `n` rows of `net`.
+
+    Buffers: `input` (n, *in), `output` (n, *out), `target` (n, *out), `delta` (the loss's
+    gradient at the output), `buffers` (every layer's, by name: activations a{k}, deltas
+    d{k}, tapes). Launches are built on first use and kept.
+    """
+
+    def __init__(self, net: Network, n: int, loss: Loss = SQUARED_ERROR) -> None:
+        net.check_runnable()
+        loss.check(net)
         device = net.device
-        self.n = n
+        self.net, self.n, self.loss = net, n, loss
         buffers = net.batch_buffers(n)
         io = {"input": (n, *net.input_shape.dims), "output": (n, *net.output_shape.dims)}
         for name, shape in (io | buffers).items():
@@ -43,87 +88,101 @@ class Plan:
         self.buffers = {k: device.zeros(s) for k, s in buffers.items()}
         enqueue(net.setup(n, self.buffers))
         self._forward: dict[bool, list[Launch]] = {}
-        self._gradient: dict[str, list[Launch]] = {}
+        self._backward: list[Launch] | None = None
 
-    def forward(self, net: Network, training: bool) -> list[Launch]:
-        """The forward pass from `input` to `output`."""
+    def forward_launches(self, training: bool) -> list[Launch]:
+        """The forward pass's launches (built on first use)."""
         if training not in self._forward:
-            self._forward[training] = net.forward(self.n, self.input, self.output,
-                                                  self.buffers, training)
+            self._forward[training] = self.net.forward(self.n, self.input, self.output,
+                                                       self.buffers, training)
         return self._forward[training]
 
-    def gradient(self, net: Network, loss: str) -> list[Launch]:
-        """The loss gradient (averaged over the batch) and the backward pass, after a forward
-        pass with `target` in place; leaves the gradients in the network's flat buffer."""
-        if loss not in self._gradient:
-            self._gradient[loss] = gradient_launches(net, self, loss)
-        return self._gradient[loss]
+    def forward(self, training: bool, first_row: int = 0) -> None:
+        """Enqueue the forward pass from `input` to `output`; `first_row`: the input's first
+        row in the whole batch (a shard of a distributed batch), where Dropout draws from."""
+        for launch in self.forward_launches(training):
+            if launch.per_call:
+                launch.set("first_row", first_row)
+            launch()
 
-    def loss_scale(self, net: Network, loss: str, scale: float) -> None:
-        """Scale the loss gradient by `scale` (1/n unless set: a shard of a larger batch sets
-        1/(the batch's size))."""
-        self.gradient(net, loss)[0].set_arg(1, net.device.dtype(scale))
+    def backward(self, scale: float | None = None) -> None:
+        """Enqueue the loss gradient (`target` against the last forward pass), scaled by
+        `scale` (default 1/n: the batch's average), and the backward pass from it, leaving
+        the gradients, summed over the rows, in the network's flat buffer."""
+        launches = self.backward_launches()
+        launches[0].set("scale", 1.0 / self.n if scale is None else scale)
+        enqueue(launches)
+
+    def backward_launches(self) -> list[Launch]:
+        """The loss gradient's launch (its scale set per call), then the backward pass's."""
+        if self._backward is None:
+            top, delta = self.loss.top(self.net), self._logits()[1]
+            self._backward = [self.loss.gradient(self.net.device, self.output, self.target,
+                                                 None, delta)]
+            self._backward += self.net.backward_below(top, self.n, self.input, self.output,
+                                                      delta, None, self.buffers)
+        return self._backward
+
+    def update(self, optimizer: Optimizer) -> None:
+        """Enqueue the network's next optimiser step (see `update`)."""
+        update(self.net, optimizer)
+
+    def train(self, optimizer: Optimizer | None, scale: float | None = None,
+              first_row: int = 0, between: Callable[[], None] | None = None) -> None:
+        """Forward (training), loss gradient, backward, `between()` (fit's Allreduce), and
+        with an optimiser its update, for data already in `input` and `target`."""
+        self.forward(True, first_row)
+        self.backward(scale)
+        if between is not None:
+            between()
+        if optimizer is not None:
+            self.update(optimizer)
+
+    def _logits(self) -> tuple[cl_array.Array, cl_array.Array]:
+        """The buffers where the loss starts: (value, its delta)."""
+        top = self.loss.top(self.net)
+        if top == len(self.net.layers):
+            return self.output, self.delta
+        return self.buffers[f"a{top}"], self.buffers[f"d{top}"]
+
+    def metrics(self, acc: cl_array.Array) -> list[Launch]:
+        """New launches adding the batch's summed loss to acc[0] and its correct rows to
+        acc[1] (after a forward pass with `target` in place); the caller keeps them."""
+        return self.loss.metrics(self.net.device, self.output, self._logits()[0], self.target,
+                                 acc)
 
 
-class Runtime:
-    """What is built to run one network: plans by batch size, the update, the fused loop."""
-
-    def __init__(self) -> None:
-        self.plans: OrderedDict[int, Plan] = OrderedDict()
-        self.update: Launch | None = None
-        self.learning: LearningParameters | None = None
-        self.fused: FusedTrainer | None = None
-        self.fused_built = False
-
-
-_runtimes: weakref.WeakKeyDictionary[Network, Runtime] = weakref.WeakKeyDictionary()
-
-
-def runtime(net: Network) -> Runtime:
+def update(net: Network, optimizer: Optimizer) -> None:
+    """Enqueue the network's next optimiser step from the gradients in its flat buffer; its
+    step count (`Network.steps`, Adam's t) advances. The Update is kept on the network."""
     net.check_runnable()
-    if net not in _runtimes:
-        _runtimes[net] = Runtime()
-    return _runtimes[net]
+    kept = net.__dict__.get("_update")
+    if kept is None:
+        kept = net.__dict__["_update"] = Update(net)
+    net.steps += 1
+    kept(optimizer, net.steps)
 
 
-def plan(net: Network, n: int) -> Plan:
-    """The plan for batches of `n` (kept for the last MAX_PLANS batch sizes used)."""
-    plans = runtime(net).plans
-    if n in plans:
-        plans.move_to_end(n)
+def steps(net: Network, n: int, loss: Loss = SQUARED_ERROR) -> Step:
+    """A Step for `n` rows of `net`, kept on the network for the last MAX_STEPS row counts
+    (what `train`, `run_net` and `evaluate` reuse from call to call)."""
+    net.check_runnable()
+    kept: OrderedDict[tuple[int, str], Step] = net.__dict__.setdefault("_steps", OrderedDict())
+    key = (n, loss.name)
+    if key in kept:
+        kept.move_to_end(key)
     else:
-        if len(plans) >= MAX_PLANS:
-            plans.popitem(last=False)
-        plans[n] = Plan(net, n)
-    return plans[n]
+        if len(kept) >= MAX_STEPS:
+            kept.popitem(last=False)
+        kept[key] = Step(net, n, loss)
+    return kept[key]
 
 
-def update(net: Network, learning: LearningParameters) -> Launch:
-    """One launch applying Grenade's momentum + L2 step to every parameter of the network,
-    from the gradients in its flat buffer."""
-    rt = runtime(net)
-    device, flat = net.device, net.flat
-    if rt.update is None:
-        count = flat["parameters"].size
-        rt.update = device.launch("sgd_momentum_l2", (count,), count, device.dtype(0),
-                                  device.dtype(0), device.dtype(0), flat["parameters"],
-                                  flat["momentum"], flat["gradients"])
-    if learning != rt.learning:
-        for index, value in enumerate((learning.rate, learning.momentum, learning.l2), start=1):
-            rt.update.set_arg(index, device.dtype(value))
-        rt.learning = learning
-    return rt.update
-
-
-def fused(net: Network) -> FusedTrainer | None:
-    """The network's fused per-example loop, or None where a layer has no device-side form."""
-    rt = runtime(net)
-    if not rt.fused_built:
-        rt.fused, rt.fused_built = fused_trainer(net), True
-    return rt.fused
-
-
-def enqueue(launches: list[Launch]) -> None:
-    for launch in launches:
-        launch()
-
+def fused(net: Network, kind: int = 0) -> FusedTrainer | None:
+    """The network's fused per-example loop under optimiser `kind`, or None where a layer has
+    no device-side form (kept on the network: its build costs ~0.5 s)."""
+    net.check_runnable()
+    kept: dict[int, FusedTrainer | None] = net.__dict__.setdefault("_fused", {})
+    if kind not in kept:
+        kept[kind] = fused_trainer(net, kind)
+    return kept[kind]

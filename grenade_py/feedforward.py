@@ -24,8 +24,8 @@ from grenade_py.cli import (
 )
 from grenade_py.device import Device
 from grenade_py.layers import FullyConnected, Logit, Relu, Tanh
-from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
+from grenade_py.optimizers import LearningParameters
 from grenade_py.runner import fit, run_net, train
 from grenade_py.shapes import D1
 

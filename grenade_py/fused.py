@@ -1,7 +1,8 @@
 """Grenade's per-example training as one kernel: the device loops over the examples.
 
 For each example in order: forward through every layer, `output - target`, backward, then the
-momentum + L2 update of every layer — exactly the sequence Grenade's `train` folds — with no
+optimiser's update of every layer (Grenade's momentum + L2 step under SGD; Adam's steps count
+one per example) — exactly the sequence Grenade's `train` folds — with no
 launch or host round trip per example. The loop is assembled from each layer's device-side form
 (`Layer.fused_forward` / `fused_backward`), which calls the same OpenCL functions as the layer's
 standalone kernels, so the maths exists once. The generated source depends only on the layer
@@ -26,8 +27,8 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Device, buffer, kernel_source, named_errors
 from grenade_py.layers import Layer, Series
-from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
+from grenade_py.optimizers import Optimizer
 from grenade_py.shapes import Shape, size
 
 log = logging.getLogger("grenade_py")
@@ -42,9 +43,10 @@ def chain(layer: Layer, in_shape: Shape) -> list[tuple[Layer, Shape]]:
     return [item for _, child, shape in layer.children(in_shape) for item in chain(child, shape)]
 
 
-def fused_source(layers: list[Layer], lanes: int = 1) -> str | None:
+def fused_source(layers: list[Layer], lanes: int = 1, kind: int = 0) -> str | None:
     """The fused loop's OpenCL source for a chain of layers run by `lanes` work-items (a power
-    of two), or None if a layer has no device-side form."""
+    of two) under optimiser `kind` (a constant, so the loop holds its rule alone), or None if a
+    layer has no device-side form."""
     count = len(layers)
     forward, backward = [], []
     for i, layer in enumerate(layers):
@@ -58,7 +60,7 @@ def fused_source(layers: list[Layer], lanes: int = 1) -> str | None:
             return None
         backward.append(code)
     params = ["int start", "int count", "global const REAL *xs", "global const REAL *ys",
-              "REAL rate", "REAL momentum", "REAL l2"]
+              "int t0", "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay"]
     params += [f"int n{k}" for k in range(count + 1)]
     params += [f"global REAL *{v}{k}" for k in range(1, count + 1) for v in ("a", "d")]
     params += [decl for i, layer in enumerate(layers) for decl, _ in layer.fused_args(i)]
@@ -67,18 +69,21 @@ def fused_source(layers: list[Layer], lanes: int = 1) -> str | None:
     params = [p.replace(" *", " *restrict ") for p in params]
     body = f"\n{BARRIER}\n".join(forward + [
         f"for (int k = lid; k < n{count}; k += nl) "
-        f"d{count}[k] = loss_output_minus_target_at(a{count}[k], t[k], 1);"
+        f"d{count}[k] = loss_gradient_at(a{count}[k], t[k], 1);"
     ] + [code for code in backward if code])
     return f"""
 #define FUSED_COALESCED {int(lanes > 1)}
 #define FUSED_LANES {lanes}
 #define FUSED_GROUP {min(32, lanes)}
+#define FUSED_OPTIMIZER {kind}
 kernel void fused_train({", ".join(params)}) {{
     const int lid = get_local_id(0), nl = get_local_size(0);
 #if FUSED_COALESCED
     local REAL fused_sums[FUSED_LANES];
 #endif
+    const optimizer base = optimizer_make(FUSED_OPTIMIZER, rate, beta1, beta2, eps);
     for (int e = start; e < start + count; ++e) {{
+        const optimizer opt = optimizer_at_step(base, t0 + e - start);
         global const REAL *a0 = xs + (size_t)e * n0;
         global const REAL *t = ys + (size_t)e * n{count};
 {body}
@@ -99,19 +104,20 @@ def lanes(device: Device) -> int:
 class FusedTrainer:
     """The fused per-example loop of one network, its arguments set once."""
 
-    def __init__(self, net: Network, layers: list[Layer], shapes: list[Shape]) -> None:
+    def __init__(self, net: Network, layers: list[Layer], shapes: list[Shape],
+                 kind: int) -> None:
         device = net.device
-        self.device = device
+        self.device, self.net = device, net
         self.lanes = lanes(device)
         while True:  # one work-group: no more lanes than this kernel may have on this device
-            source = fused_source(layers, self.lanes)
+            source = fused_source(layers, self.lanes, kind)
             assert source is not None
             self.kernel = device.kernel("fused_train", device.build(kernel_source() + source))
             if self.kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
                                                device.cl_device) >= self.lanes:
                 break
             self.lanes //= 2
-        # Arguments 0-6 (range, data, learning parameters) are set per call; the rest once.
+        # Arguments 0-9 (range, data, optimiser) are set per call; the rest once.
         # The loop's activations and deltas are its own; `self.held` keeps every buffer the
         # kernel uses alive as long as the loop.
         self.held: list[cl_array.Array] = []
@@ -120,29 +126,30 @@ class FusedTrainer:
         for i, layer in enumerate(layers):
             self.held += [value for _, value in layer.fused_args(i)]
         fixed: list[Any] = [np.int32(size(s)) for s in shapes] + [buffer(a) for a in self.held]
-        for index, value in enumerate(fixed, start=7):
+        for index, value in enumerate(fixed, start=10):
             self.kernel.set_arg(index, value)
-        self._learning: LearningParameters | None = None
 
     def __call__(self, xs: cl_array.Array, ys: cl_array.Array, start: int, count: int,
-                 learning: LearningParameters) -> None:
-        """Enqueue Grenade steps for examples start .. start + count - 1 of xs/ys."""
-        k = self.kernel
+                 optimizer: Optimizer) -> None:
+        """Enqueue one optimiser step per example for examples start .. start + count - 1 of
+        xs/ys (the network's step count advances by `count`)."""
+        k, real = self.kernel, np.dtype(self.device.dtype).type
         k.set_arg(2, buffer(xs))
         k.set_arg(3, buffer(ys))
-        if learning != self._learning:
-            for index, value in enumerate((learning.rate, learning.momentum, learning.l2)):
-                k.set_arg(4 + index, np.dtype(self.device.dtype).type(value))
-            self._learning = learning
+        kind, *values = optimizer.kernel_values()
+        k.set_arg(4, np.int32(self.net.steps + 1))
+        for index, value in enumerate(values, start=5):
+            k.set_arg(index, real(value))
         k.set_arg(0, np.int32(start))
         k.set_arg(1, np.int32(count))
+        self.net.steps += count
         with named_errors(f"run the fused training loop on {self.device.name}"):
             cl.enqueue_nd_range_kernel(self.device.queue, k, (self.lanes,), (self.lanes,))
 
 
-def fused_trainer(net: Network) -> FusedTrainer | None:
-    """A fused loop for `net`, or None where a layer lacks a device-side form: the runner then
-    trains layer by layer, with identical results."""
+def fused_trainer(net: Network, kind: int = 0) -> FusedTrainer | None:
+    """A fused loop for `net` under optimiser `kind`, or None where a layer lacks a device-side
+    form: the runner then trains layer by layer, with identical results."""
     links = chain(net, net.input_shape)
     layers = [layer for layer, _ in links]
     if fused_source(layers) is None:
@@ -152,4 +159,4 @@ def fused_trainer(net: Network) -> FusedTrainer | None:
         log.debug("no fused per-example loop for %r (no device-side form: %s); training "
                   "layer by layer", net, ", ".join(missing))
         return None
-    return FusedTrainer(net, layers, [shape for _, shape in links] + [net.output_shape])
+    return FusedTrainer(net, layers, [shape for _, shape in links] + [net.output_shape], kind)

@@ -1,81 +1,101 @@
-"""The losses, in one place: the gradient pushed back from the output, and the per-row loss and
-correctness that `fit` and `evaluate` report, both computed on the device.
+"""The losses, as objects: where a loss's gradient enters the network, the launch computing it
+(with an optional per-row mask and an explicit scale), and the one launch reporting it.
 
-- "squared_error": Grenade's: loss 0.5 |y - t|^2 per sample, gradient y - t at the output.
-- "cross_entropy": for a network ending in Softmax: loss -sum t log softmax(logits), computed
-  from the logits (log-sum-exp, finite for any logits); gradient p - t at the logits, skipping
-  Softmax's own backward pass. Targets must be distributions (rows >= 0 summing to 1).
+- `SQUARED_ERROR` ("squared_error"): Grenade's: loss 0.5 |y - t|^2 per row, gradient y - t at
+  the output.
+- `CROSS_ENTROPY` ("cross_entropy"): for a network ending in Softmax: loss -sum t log
+  softmax(logits), computed from the logits (log-sum-exp, finite for any logits); gradient
+  p - t at the logits, skipping Softmax's own backward pass. Targets must be distributions
+  (rows >= 0 summing to 1).
 
-Gradients are averaged over the batch. A row is correct when argmax y == argmax t (width 1:
-both on the same side of 0.5).
+A row is correct when argmax y == argmax t (width 1: both on the same side of 0.5). A loss
+never builds the backward pass: whoever runs the network starts it at `top`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pyopencl.array as cl_array
 
-from grenade_py.device import Launch
+from grenade_py.device import Device, Launch
 from grenade_py.layers import Softmax
-from grenade_py.network import Network
-
-if TYPE_CHECKING:
-    from grenade_py.execution import Plan
-
-LOSSES = ("squared_error", "cross_entropy")
 
 
-def check_loss(net: Network, loss: str) -> None:
-    """ValueError unless `loss` is one of LOSSES and fits the network."""
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if loss == "cross_entropy" and (len(net.layers) < 2 or not isinstance(net.layers[-1], Softmax)):
-        raise ValueError("loss='cross_entropy' needs a network ending in a Softmax layer after "
-                         "at least one other layer")
+class Loss:
+    """A loss: its name, what it needs of a network and targets, and its launches."""
+
+    name = ""
+
+    def check(self, net: Any) -> None:
+        """ValueError unless the loss fits the network."""
+
+    def check_targets(self, y: np.ndarray, what: str = "y") -> None:
+        """ValueError unless `y` (N, ...) are targets this loss can use."""
+
+    def top(self, net: Any) -> int:
+        """The boundary whose delta the loss's gradient writes (the output's: the layer
+        count)."""
+        return len(net.layers)
+
+    def gradient(self, device: Device, y: cl_array.Array, target: cl_array.Array,
+                 mask: cl_array.Array | None, delta: cl_array.Array) -> Launch:
+        """delta = scale (y - target) over rows of y (rows, ...), 0 on rows whose mask is 0;
+        `scale` is given per call (`Launch.set("scale", ...)`)."""
+        rows, width = y.shape[0], y.size // y.shape[0]
+        return device.launch("loss_gradient", (width, rows), rows, width, device.dtype(1),
+                             int(mask is not None), y, target,
+                             mask if mask is not None else target, delta,
+                             per_call={"scale": 2})
+
+    def metrics(self, device: Device, y: cl_array.Array, logits: cl_array.Array,
+                target: cl_array.Array, acc: cl_array.Array) -> list[Launch]:
+        """New launches adding the rows' summed loss to acc[0] and their correct rows to
+        acc[1]; the caller keeps them for as long as it sums into `acc`."""
+        n = y.shape[0]
+        row_loss, row_correct = device.zeros((n,)), device.zeros((n,))
+        return [
+            device.launch("loss_rows", (n,), n, y.size // n, int(self is CROSS_ENTROPY), y,
+                          logits, target, row_loss, row_correct),
+            device.launch("loss_accumulate", (1,), n, row_loss, row_correct, acc),
+        ]
+
+    def __repr__(self) -> str:
+        return self.name
 
 
-def check_targets(loss: str, y: np.ndarray, what: str = "y") -> None:
-    """ValueError unless `y` (N, ...) are targets `loss` can use."""
-    if loss != "cross_entropy":
-        return
-    rows = y.reshape(len(y), -1).astype(np.float64)
-    bad = np.flatnonzero((rows < 0).any(axis=1) | (np.abs(rows.sum(axis=1) - 1) > 1e-3))
-    if len(bad):
-        raise ValueError(f"loss='cross_entropy' needs targets that are distributions (values >= "
-                         f"0 summing to 1, e.g. one-hot rows), but {what}[{bad[0]}] is "
-                         f"{rows[bad[0]].tolist()[:10]}")
+class SquaredError(Loss):
+    name = "squared_error"
 
 
-def _logits(net: Network, plan: Plan, loss: str) -> tuple[cl_array.Array, cl_array.Array]:
-    """The output's buffers where the loss starts: (value, its delta)."""
-    if loss == "cross_entropy":
-        last = len(net.layers) - 1
-        return plan.buffers[f"a{last}"], plan.buffers[f"d{last}"]
-    return plan.output, plan.delta
+class CrossEntropy(Loss):
+    name = "cross_entropy"
+
+    def check(self, net: Any) -> None:
+        if len(net.layers) < 2 or not isinstance(net.layers[-1], Softmax):
+            raise ValueError("loss='cross_entropy' needs a network ending in a Softmax layer "
+                             "after at least one other layer")
+
+    def check_targets(self, y: np.ndarray, what: str = "y") -> None:
+        rows = y.reshape(len(y), -1).astype(np.float64)
+        bad = np.flatnonzero((rows < 0).any(axis=1) | (np.abs(rows.sum(axis=1) - 1) > 1e-3))
+        if len(bad):
+            raise ValueError(f"loss='cross_entropy' needs targets that are distributions "
+                             f"(values >= 0 summing to 1, e.g. one-hot rows), but "
+                             f"{what}[{bad[0]}] is {rows[bad[0]].tolist()[:10]}")
+
+    def top(self, net: Any) -> int:
+        return len(net.layers) - 1
 
 
-def gradient_launches(net: Network, plan: Plan, loss: str) -> list[Launch]:
-    """The loss gradient into the delta where the loss starts (the first launch; its argument
-    1 is the scale, 1/n), then the backward pass from there."""
-    device, n, count = net.device, plan.n, plan.output.size
-    _, delta = _logits(net, plan, loss)
-    launches = [device.launch("loss_output_minus_target", (count,), count,
-                              device.dtype(1.0 / n), plan.output, plan.target, delta)]
-    top = len(net.layers) - (1 if loss == "cross_entropy" else 0)
-    return launches + net.backward_below(top, n, plan.input, plan.output, delta, None,
-                                         plan.buffers)
+SQUARED_ERROR, CROSS_ENTROPY = SquaredError(), CrossEntropy()
+LOSSES = {loss.name: loss for loss in (SQUARED_ERROR, CROSS_ENTROPY)}
 
 
-def metric_launches(net: Network, plan: Plan, loss: str, acc: cl_array.Array) -> list[Launch]:
-    """New launches adding the batch's summed loss to acc[0] and its correct rows to acc[1];
-    the caller keeps them for as long as it sums into `acc`."""
-    device, n = net.device, plan.n
-    logits, _ = _logits(net, plan, loss)
-    row_loss, row_correct = device.zeros((n,)), device.zeros((n,))
-    return [
-        device.launch("loss_rows", (n,), n, plan.output.size // n,
-                      int(loss == "cross_entropy"), plan.output, logits, plan.target, row_loss,
-                      row_correct),
-        device.launch("loss_accumulate", (1,), n, row_loss, row_correct, acc),
-    ]
+def loss_named(value: str | Loss) -> Loss:
+    """The Loss `value` names (or is); ValueError for another name."""
+    if isinstance(value, Loss):
+        return value
+    if value not in LOSSES:
+        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {value!r}")
+    return LOSSES[value]

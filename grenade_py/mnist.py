@@ -40,8 +40,8 @@ from grenade_py.layers import (
     Softmax,
     Trivial,
 )
-from grenade_py.learning import LearningParameters
 from grenade_py.network import Network
+from grenade_py.optimizers import LearningParameters
 from grenade_py.runner import fit
 from grenade_py.shapes import D1, D2, D3, Shape
 

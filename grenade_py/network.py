@@ -23,7 +23,9 @@ from grenade_py.errors import ModelFileError, ShapeError
 from grenade_py.layers import INITS, LAYER_TYPES, Concat, Layer, Merge, Series
 from grenade_py.shapes import Shape, check_shape, parse_shape
 
-ROLES = ("parameters", "momentum")
+#: The flat buffers saved in model files: the parameters and the optimiser's state (momentum or
+#: Adam's first moment; Adam's second moment). "gradients" is the fourth flat buffer.
+ROLES = ("parameters", "momentum", "second")
 
 
 class Network(Series):
@@ -57,8 +59,12 @@ class Network(Series):
                             f"{device!r}")
         self.shapes = self.shape_list(input)
         self.check_layers()
-        #: The flat device buffers by role: "parameters", "momentum", "gradients".
+        #: The flat device buffers by role: "parameters", "momentum", "second", "gradients".
         self.flat: dict[str, cl_array.Array] = {}
+        #: Optimiser steps taken (Adam's t): one per minibatch, example or recurrent step.
+        self.steps = 0
+        #: Updates of a RecurrentNetwork's starting states (their Adam t), one per sequence.
+        self.state_steps = 0
         _place(self, device if isinstance(device, Device) else Device(device), seed, init)
 
     def check_layers(self) -> None:
@@ -119,6 +125,14 @@ class Network(Series):
         """Replace every layer's momentum (zero it to restart descent from rest)."""
         self._set("momentum", momentum)
 
+    def get_second(self) -> list[dict[str, np.ndarray]]:
+        """Host copies of every layer's second moment (Adam's; zero under SGD)."""
+        return [{k: v.get() for k, v in layer.second.items()} for layer in self.layers]
+
+    def set_second(self, second: Sequence[dict[str, np.ndarray]]) -> None:
+        """Replace every layer's second moment."""
+        self._set("second", second)
+
     def _set(self, role: str, values: Sequence[dict[str, np.ndarray]]) -> None:
         if len(values) != len(self.layers):
             raise ValueError(f"expected {role} for {len(self.layers)} layers, got {len(values)}")
@@ -160,8 +174,8 @@ class Network(Series):
                                  f"dicts with str keys): {e}; nothing was written to {path}"
                                  ) from None
         arrays = []
-        for role, values in zip(ROLES, (self.get_parameters(), self.get_momentum()),
-                                strict=True):
+        for role, values in zip(ROLES, (self.get_parameters(), self.get_momentum(),
+                                        self.get_second()), strict=True):
             for index, layer_values in enumerate(values):
                 for name, value in layer_values.items():
                     if not np.all(np.isfinite(value)):
@@ -171,7 +185,10 @@ class Network(Series):
                     arrays.append(({"layer": index, "role": role, "name": name}, value))
         header = {"format": "grenade_py", "precision": self.device.precision,
                   "network": self.spec(), "shapes": [repr(s) for s in self.shapes],
-                  "metadata": metadata or {}}
+                  "metadata": metadata or {}, "steps": self.steps,
+                  "state_steps": self.state_steps,
+                  "layer_state": {path: state for path, layer, _ in self.nodes(self.input_shape)
+                                  if (state := layer.get_state())}}
         model_file.write(path, header, arrays)
 
     @classmethod
@@ -208,6 +225,20 @@ class Network(Series):
         try:
             loaded.set_parameters(values["parameters"])
             loaded.set_momentum(values["momentum"])
+            loaded.set_second(values["second"])
+            counts = {name: header.get(name, 0) for name in ("steps", "state_steps")}
+            for name, count in counts.items():
+                if type(count) is not int or count < 0:
+                    raise ValueError(f"{name} is {count!r}, not a count")
+            states = header.get("layer_state", {})
+            if not isinstance(states, dict):
+                raise ValueError("layer_state is not an object")
+            for path, layer, _ in loaded.nodes(loaded.input_shape):
+                if path in states or layer.get_state():
+                    layer.set_state(states.get(path))
+            loaded.steps = counts["steps"]
+            if counts["state_steps"]:
+                loaded.state_steps = counts["state_steps"]
         except ValueError as e:
             raise ModelFileError(f"{path} does not fit this {device.precision} device: {e}"
                                  ) from None
@@ -255,6 +286,8 @@ def _values(net: Series, input_shape: Shape, arrays: list[tuple[dict[str, Any], 
         values[role][index][name] = value
     for role in ROLES:
         for index, shapes in enumerate(expected):
+            if role == "second" and not values[role][index]:  # files from before Adam
+                values[role][index] = {k: np.zeros(s) for k, s in shapes.items()}
             if set(values[role][index]) != set(shapes):
                 raise ValueError(f"layer {index} {role} missing")
     return values
@@ -312,8 +345,8 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
                       for role in ROLES}
         else:
             fresh = layer.initial_parameters(rng, init)
-            values = {"parameters": fresh,
-                      "momentum": {k: np.zeros_like(v) for k, v in fresh.items()}}
+            values = {"parameters": fresh} | {
+                role: {k: np.zeros_like(v) for k, v in fresh.items()} for role in ROLES[1:]}
         for name, value in values["parameters"].items():
             layout.append((layer, name, total, value.shape))
             chunks.append((total, {role: values[role][name] for role in ROLES}))
@@ -329,17 +362,17 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
                  for layer, name, offset, shape in layout]
     # Everything is allocated: only now bind the layers.
     for layer, _, _, _ in layout:
-        layer.parameters, layer.momentum, layer.gradients = {}, {}, {}
+        for role in flat:
+            setattr(layer, role, {})
     for layer, name, by_role in views:
-        layer.parameters[name] = by_role["parameters"]
-        layer.momentum[name] = by_role["momentum"]
-        layer.gradients[name] = by_role["gradients"]
+        for role, view in by_role.items():
+            getattr(layer, role)[name] = view
     for _, layer, in_shape in nodes:
         layer.bind(device, in_shape, net)
     for _, layer, in_shape in reversed(nodes):  # children before their parents
         parts = layer.children(in_shape)
         if parts:
-            for role in ("parameters", "momentum", "gradients"):
+            for role in flat:
                 setattr(layer, role, {f"{key}.{name}": value for key, child, _ in parts
                                       for name, value in getattr(child, role).items()})
     net.flat = flat

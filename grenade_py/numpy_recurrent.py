@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from grenade_py.learning import LearningParameters
-from grenade_py.numpy_reference import Params, backward, descend, forward
+from grenade_py.numpy_reference import Params, adam, backward, descend, forward
+from grenade_py.optimizers import SGD, Adam, AdamW, Optimizer
 
 RECURRENT = ("LSTM", "BasicRecurrent")
 
@@ -74,6 +74,8 @@ class NumpyRecurrent:
         self.specs = list(specs)
         self.parameters = [{k: np.array(v, np.float64) for k, v in p.items()}
                            for p in parameters]
+        self.second = [{k: np.zeros_like(v) for k, v in p.items()} for p in self.parameters]
+        self.t = self.state_t = 0
         self.momentum = [{k: np.zeros_like(v) for k, v in p.items()} for p in self.parameters]
 
     def _step_forward(self, states: list[Any], x: np.ndarray
@@ -139,22 +141,44 @@ class NumpyRecurrent:
         return per_step, side
 
     def train(self, xs: np.ndarray, targets: Sequence[np.ndarray | None],
-              lp: LearningParameters, summed: bool = False) -> None:
+              lp: Optimizer, summed: bool = False) -> None:
         """trainRecurrent: the per-step gradients applied in time order, one full step each
-        (`summed`: one step from their sum), then updateRecInputs on the starting states."""
+        (`summed`: one step from their sum), then updateRecInputs on the starting states.
+        Under Adam/AdamW (`lp`) each of those steps is torch's step t (t counting every step
+        taken), and the starting states take one Adam step of their own per sequence."""
         per_step, side = self.gradients(xs, targets)
         if summed:
             per_step = [[{k: np.sum([g[i][k] for g in per_step], axis=0) for k in per_step[0][i]}
                          for i in range(len(self.specs))]]
         for grads in per_step:
-            for spec, p, m, g in zip(self.specs, self.parameters, self.momentum, grads,
-                                     strict=True):
+            self.t += 1
+            for spec, p, m, v, g in zip(self.specs, self.parameters, self.momentum, self.second,
+                                        grads, strict=True):
                 for name in g:
                     if name == "state":
                         continue
-                    step = lp if not (spec["type"] == "BasicRecurrent" and name == "b") else \
-                        LearningParameters(lp.rate, lp.momentum, 0.0)
-                    p[name], m[name] = descend(p[name], m[name], g[name], step)
-        for spec, p, delta in zip(self.specs, self.parameters, side, strict=True):
-            if spec["type"] in RECURRENT:
+                    decays = not (spec["type"] == "BasicRecurrent" and name == "b")
+                    p[name], m[name], v[name] = self._step(lp, p[name], m[name], v[name],
+                                                           g[name], self.t, decays)
+        self.state_t += 1
+        for spec, p, m, v, delta in zip(self.specs, self.parameters, self.momentum,
+                                        self.second, side, strict=True):
+            if spec["type"] not in RECURRENT:
+                continue
+            if isinstance(lp, Adam):
+                p["state"], m["state"], v["state"] = self._step(
+                    lp, p["state"], m["state"], v["state"], delta, self.state_t, True)
+            else:
+                assert isinstance(lp, SGD)
                 p["state"] = (1 - lp.rate * lp.l2) * p["state"] - lp.rate * delta
+
+    @staticmethod
+    def _step(lp: Optimizer, w: np.ndarray, m: np.ndarray, v: np.ndarray, g: np.ndarray,
+              t: int, decays: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if isinstance(lp, Adam):
+            return adam(w, m, v, g, t, lp.rate, lp.beta1, lp.beta2, lp.eps,
+                        lp.weight_decay if decays else 0.0, isinstance(lp, AdamW))
+        assert isinstance(lp, SGD)
+        step = lp if decays else SGD(lp.rate, lp.momentum, 0.0)
+        w, m = descend(w, m, g, step)
+        return w, m, v

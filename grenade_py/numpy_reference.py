@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from grenade_py.learning import LearningParameters
+from grenade_py.optimizers import SGD
 
 Params = dict[str, np.ndarray]
 
@@ -104,10 +104,25 @@ def backward(spec: dict[str, Any], p: Params, tape: Any,
 
 
 def descend(w: np.ndarray, m: np.ndarray, g: np.ndarray,
-            lp: LearningParameters) -> tuple[np.ndarray, np.ndarray]:
+            lp: SGD) -> tuple[np.ndarray, np.ndarray]:
     """Grenade's descend loop: m' = momentum m - rate g; w' = w + m' - (rate l2) w."""
     m2 = lp.momentum * m - lp.rate * g
     return w + m2 - (lp.rate * lp.l2) * w, m2
+
+
+def adam(w: np.ndarray, m: np.ndarray, v: np.ndarray, g: np.ndarray, t: int, rate: float,
+         beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+         decoupled: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step t (from 1) of torch.optim.Adam (`decoupled`: AdamW), as its single-tensor loop
+    writes it: (w', m', v')."""
+    if decoupled:
+        w = w * (1 - rate * weight_decay)
+    else:
+        g = g + weight_decay * w
+    m = m + (1 - beta1) * (g - m)
+    v = v * beta2 + (1 - beta2) * g * g
+    step = rate / (1 - beta1 ** t)
+    return w - step * m / (np.sqrt(v) / np.sqrt(1 - beta2 ** t) + eps), m, v
 
 
 class NumpyNetwork:
@@ -144,22 +159,22 @@ class NumpyNetwork:
             grads[i], delta = backward(self.specs[i], self.parameters[i], tapes[i], delta)
         return grads
 
-    def update(self, grads: list[Params], lp: LearningParameters) -> None:
+    def update(self, grads: list[Params], lp: SGD) -> None:
         for p, m, g in zip(self.parameters, self.momentum, grads, strict=True):
             for name in g:
                 p[name], m[name] = descend(p[name], m[name], g[name], lp)
 
-    def train(self, x: np.ndarray, y: np.ndarray, lp: LearningParameters,
+    def train(self, x: np.ndarray, y: np.ndarray, lp: SGD,
               loss: str = "squared_error") -> None:
         """One step on the batch's averaged gradient."""
         self.update(self.gradients(x, y, loss), lp)
 
-    def train_per_example(self, xs: np.ndarray, ys: np.ndarray, lp: LearningParameters) -> None:
+    def train_per_example(self, xs: np.ndarray, ys: np.ndarray, lp: SGD) -> None:
         """Grenade's foldl' train: one step per example, in order."""
         for i in range(len(xs)):
             self.train(xs[i:i + 1], ys[i:i + 1], lp)
 
-    def fit(self, x: np.ndarray, y: np.ndarray, lp: LearningParameters, batch_size: int,
+    def fit(self, x: np.ndarray, y: np.ndarray, lp: SGD, batch_size: int,
             epochs: int, seed: int | None, loss: str = "squared_error") -> None:
         """`grenade_py.fit`'s steps: each epoch a permutation drawn from one seeded generator,
         then averaged steps over consecutive batches of it (the last may be smaller)."""

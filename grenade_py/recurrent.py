@@ -26,7 +26,7 @@ from grenade_py.cli import (
 )
 from grenade_py.device import Device
 from grenade_py.layers import LSTM
-from grenade_py.learning import LearningParameters
+from grenade_py.optimizers import LearningParameters
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import RecurrentState, run_recurrent, train_recurrent
 from grenade_py.shapes import D1

@@ -23,11 +23,11 @@ from grenade_py.device import Launch, buffer, opencl_errors
 from grenade_py.execution import enqueue
 from grenade_py.layers import RecurrentLayer
 from grenade_py.layers.base import Buffers
-from grenade_py.learning import LearningParameters
-from grenade_py.losses import check_loss, check_targets
+from grenade_py.losses import Loss, loss_named
 from grenade_py.network import flat_view
+from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
-from grenade_py.runner import _batch, _count, learning_parameters
+from grenade_py.runner import _batch, _count
 
 #: SymbolCorpus.train keeps at most about twice this many windows' launches queued.
 WINDOWS_QUEUED = 256
@@ -42,11 +42,11 @@ class SequencePlan:
     y - target at the output) or "cross_entropy" (a network ending in Softmax: p - target at
     the logits, the Softmax's own backward pass skipped)."""
 
-    def __init__(self, net: RecurrentNetwork, steps: int, batch: int, loss: str) -> None:
+    def __init__(self, net: RecurrentNetwork, steps: int, batch: int, loss: Loss) -> None:
         device, shapes = net.device, net.shapes
         self.net, self.steps, self.batch = net, steps, batch
         #: The boundary whose delta the error writes: the output, or the logits.
-        self.top = len(net.layers) - (1 if loss == "cross_entropy" else 0)
+        self.top = loss.top(net)
         self.rows = rows = steps * batch
         layers = net.layers
         wanted = {f"a{k}": (rows, *shapes[k].dims) for k in range(1, len(shapes))}
@@ -87,16 +87,16 @@ class SequencePlan:
                                     layer.state_size, batch, layer.parameters["state"],
                                     self.own(index)["states"])
                       for index, layer in net.recurrent_layers()]
-        self.error = device.launch("sequence_error", (out, rows), rows, out, device.dtype(1),
-                                   self.acts[-1], self.buffers["target"], self.buffers["mask"],
-                                   self.deltas[self.top])
+        top_delta = self.deltas[self.top]
+        assert top_delta is not None
+        self.error = loss.gradient(device, self.acts[-1], self.buffers["target"],
+                                   self.buffers["mask"], top_delta)
         self.measure = device.launch("sequence_metrics", (1,), rows, out, self.acts[-1],
                                      self.buffers["target"], self.buffers["mask"],
                                      self.metrics)
         self._forward: dict[bool, list[Launch]] = {}
         self._backward: list[Launch] | None = None
         self._update: list[tuple[Launch, bool]] | None = None
-        self.learning: tuple[LearningParameters, bool] | None = None
 
     def own(self, index: int) -> Buffers:
         """Layer `index`'s own buffers."""
@@ -133,88 +133,94 @@ class SequencePlan:
             self._backward = launches
         return self._backward
 
-    def update(self, learning: LearningParameters, ordered: bool) -> list[Launch]:
-        """The update from the per-step gradients: with `ordered`, Grenade's one step per time
-        step in time order; else one step from their sum. Then the starting states descend."""
-        device = self.net.device
-        if self._update is None:
-            self._update = []
-            for index, layer in enumerate(self.net.layers[:self.top]):
-                x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
-                dy = self.deltas[index + 1]
-                assert dy is not None
-                factors = layer.factors(self.steps, self.batch, x, y, dy, own)
-                assert factors is not None  # RecurrentNetwork.check_layers refused the others
-                for f in factors:
-                    shape = layer.parameters[f.name].shape
-                    if f.x is None:  # a vector: one row, d all ones, x the deltas
-                        rows, cols, d, ldd, x, ldx = 1, shape[0], self.buffers["ones"], 1, f.d, \
-                            f.ldd
-                    else:
-                        rows, cols, d, ldd, x, ldx = shape[0], shape[1], f.d, f.ldd, f.x, f.ldx
-                    launch = device.launch(
-                        "recurrent_update", (rows, -(-cols // 8)), self.rows,
-                        rows, cols, d, ldd, x, ldx, device.dtype(0), device.dtype(0),
-                        device.dtype(0), 0, layer.parameters[f.name], layer.momentum[f.name])
-                    self._update.append((launch, f.decay))
-                if isinstance(layer, RecurrentLayer):
-                    launch = device.launch("recurrent_state_descent", (layer.state_size,),
-                                           layer.state_size, self.batch, device.dtype(0),
-                                           device.dtype(0), own["dstate"],
-                                           layer.parameters["state"])
-                    self._update.append((launch, True))
-        if self.learning != (learning, ordered):
-            real = device.dtype
-            for launch, decay in self._update:
-                l2 = real(learning.l2 if decay else 0)
-                if launch.kernel.function_name == "recurrent_update":
-                    for at, value in ((7, real(learning.rate)), (8, real(learning.momentum)),
-                                      (9, l2), (10, int(ordered))):
-                        launch.set_arg(at, value)
+    def update(self, optimizer: Optimizer, ordered: bool) -> list[Launch]:
+        """The update's launches, given the optimiser's values and the network's next step
+        counts: with `ordered`, one optimiser step per row in time order (Grenade's), else one
+        step from their sum; then the starting states' update."""
+        kind, *values = optimizer.kernel_values()
+        for launch, decays in self._update_launches():
+            launch.set("kind", kind)
+            for name, value in zip(("rate", "beta1", "beta2", "eps"), values, strict=False):
+                launch.set(name, value)
+            launch.set("decay", values[-1] if decays else 0)
+            if "ordered" in launch.per_call:
+                launch.set("t", self.net.steps + 1)
+                launch.set("ordered", int(ordered))
+            else:
+                launch.set("t", self.net.state_steps + 1)
+        return [launch for launch, _ in self._update_launches()]
+
+    def _update_launches(self) -> list[tuple[Launch, bool]]:
+        """Each parameter array's update and each starting state's, with whether it decays;
+        the optimiser's values are set per call."""
+        if self._update is not None:
+            return self._update
+        device, zero = self.net.device, self.net.device.dtype(0)
+        self._update = []
+        for index, layer in enumerate(self.net.layers[:self.top]):
+            x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
+            dy = self.deltas[index + 1]
+            assert dy is not None
+            factors = layer.factors(self.steps, self.batch, x, y, dy, own)
+            assert factors is not None  # RecurrentNetwork.check_layers refused the others
+            for f in factors:
+                shape = layer.parameters[f.name].shape
+                if f.x is None:  # a vector: one row, d all ones, x the deltas
+                    rows, cols, d, ldd, x, ldx = 1, shape[0], self.buffers["ones"], 1, f.d, f.ldd
                 else:
-                    launch.set_arg(2, real(learning.rate))
-                    launch.set_arg(3, l2)
-            self.error.set_arg(2, real(1 if ordered else 1 / self.batch))
-            self.learning = (learning, ordered)
-        return [launch for launch, _ in self._update]
+                    rows, cols, d, ldd, x, ldx = shape[0], shape[1], f.d, f.ldd, f.x, f.ldx
+                launch = device.launch(
+                    "recurrent_update", (rows, -(-cols // 8)), self.rows, rows, cols, d, ldd, x,
+                    ldx, 0, zero, zero, zero, zero, zero, 0, 0, layer.parameters[f.name],
+                    layer.momentum[f.name], layer.second[f.name],
+                    per_call=OPTIMIZER_ARGS | {"t": 13, "ordered": 14})
+                self._update.append((launch, f.decay))
+            if isinstance(layer, RecurrentLayer):
+                launch = device.launch(
+                    "recurrent_state_update", (layer.state_size,), layer.state_size,
+                    self.batch, 0, zero, zero, zero, zero, zero, 0, own["dstate"],
+                    layer.parameters["state"], layer.momentum["state"], layer.second["state"],
+                    per_call={name: at - 5 for name, at in OPTIMIZER_ARGS.items()} | {"t": 8})
+                self._update.append((launch, True))
+        return self._update
 
-    def step(self, learning: LearningParameters, ordered: bool, measure: bool) -> list[Launch]:
-        """One training step over the sequences in place (a0, target, mask): from the learned
-        starting states, forward, error, (metrics), backward, update."""
-        return (self.start + self.forward(True) + [self.error]
-                + ([self.measure] if measure else []) + self.backward()
-                + self.update(learning, ordered))
+    def step(self, optimizer: Optimizer, ordered: bool, measure: bool) -> None:
+        """Enqueue one training step over the sequences in place (a0, target, mask): from the
+        learned starting states, forward, error, (metrics), backward, and the update
+        (`update`). The network's step counts advance."""
+        enqueue(self.start + self.forward(True))
+        self.error.set("scale", 1 if ordered else 1 / self.batch)
+        self.error()
+        if measure:
+            self.measure()
+        enqueue(self.backward() + self.update(optimizer, ordered))
+        self.net.steps += self.rows if ordered else 1
+        self.net.state_steps += 1
 
 
-class Runtime:
-    """What is built to run one recurrent network: its plans by (steps, batch, loss), and the
-    marker after the last training call's work."""
-
-    def __init__(self) -> None:
-        self.plans: dict[tuple[int, int, str], SequencePlan] = {}
-        self.pending: cl.Event | None = None
+#: Where the optimiser's values sit among recurrent_update's arguments.
+OPTIMIZER_ARGS = {"kind": 7, "rate": 8, "beta1": 9, "beta2": 10, "eps": 11, "decay": 12}
 
 
-_runtimes: weakref.WeakKeyDictionary[RecurrentNetwork, Runtime] = weakref.WeakKeyDictionary()
-
-
-def plan(net: RecurrentNetwork, steps: int, batch: int, loss: str = "squared_error"
+def plan(net: RecurrentNetwork, steps: int, batch: int, loss: str | Loss = "squared_error"
          ) -> SequencePlan:
-    """The plan for `batch` sequences of `steps` (the last MAX_PLANS shapes are kept)."""
+    """A plan for `batch` sequences of `steps`, kept on the network for the last MAX_PLANS
+    shapes (Grenade's recurrent example trains on 26 lengths)."""
     if not isinstance(net, RecurrentNetwork):
         raise TypeError(f"expected a RecurrentNetwork, got {type(net).__name__}; feed-forward "
                         "networks run with run_net/train/fit")
     if net._network is not net:
         raise ValueError("this network is part of another network now; run that one")
-    check_loss(net, loss)
-    plans = _runtimes.setdefault(net, Runtime()).plans
-    key = (steps, batch, loss)
+    chosen = loss_named(loss)
+    chosen.check(net)
+    plans: dict[tuple[int, int, str], SequencePlan] = net.__dict__.setdefault("_plans", {})
+    key = (steps, batch, chosen.name)
     if key in plans:
         plans[key] = plans.pop(key)  # the most recently used last
     else:
         if len(plans) >= MAX_PLANS:
             del plans[next(iter(plans))]
-        plans[key] = SequencePlan(net, steps, batch, loss)
+        plans[key] = SequencePlan(net, steps, batch, chosen)
     return plans[key]
 
 
@@ -256,6 +262,16 @@ def _sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
     return time_major(flat), time_major(ts), time_major(marks.reshape(-1).astype(dtype))
 
 
+def _optimizer(net: RecurrentNetwork, value: object) -> Optimizer:
+    """`value` as an optimiser for `net`'s precision; clipping is refused (the per-step
+    gradients are never whole on the device)."""
+    chosen = optimizer(value, net.device.dtype)
+    if chosen.clip_norm is not None:
+        raise ValueError("clip_norm is not supported on recurrent networks yet: their per-step "
+                         "gradients are applied as they are formed; train without it")
+    return chosen
+
+
 def _pack(p: SequencePlan, *arrays: np.ndarray) -> np.ndarray:
     """The input, targets and mask laid out as the plan's io buffer holds them."""
     host = np.zeros(p.io.shape, p.io.dtype)
@@ -265,9 +281,9 @@ def _pack(p: SequencePlan, *arrays: np.ndarray) -> np.ndarray:
 
 
 @opencl_errors
-def train_sequences(net: RecurrentNetwork, learning: LearningParameters, x: np.ndarray,
+def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
                     targets: np.ndarray, mask: np.ndarray, summed: bool = False,
-                    loss: str = "squared_error") -> None:
+                    loss: str | Loss = "squared_error") -> None:
     """Train on B sequences of T steps: x (B, T, *in), targets (B, T, *out), mask (B, T) bool
     (True where a step has a target; other steps' targets are ignored). Returns once the work
     is queued, and the call before it done (so a loop of calls keeps host and device busy
@@ -279,43 +295,47 @@ def train_sequences(net: RecurrentNetwork, learning: LearningParameters, x: np.n
     the per-step gradients are applied one at a time in time order, each a full momentum + L2
     step, and the starting states descend without momentum:
     state' = (1 - rate l2) state - rate dstate.
+    Under Adam or AdamW (`learning`), each per-step gradient is one Adam step (t advancing per
+    step), and the starting states take one Adam step per sequence from their summed delta,
+    with moments of their own and a step count of their own (`state_steps`).
     `summed=True`: ordinary minibatch BPTT instead: the B sequences run together and one step
     applies the sum of all per-step gradients, averaged over the sequences.
     `loss="cross_entropy"` (a network ending in Softmax): the error p - target at the logits
     instead of Grenade's y - target at the output.
     """
-    learning = learning_parameters(net.device, learning)
+    learning = _optimizer(net, learning)
     xs, ts, ms = _sequences(net, x, targets, mask)
-    check_loss(net, loss)
-    check_targets(loss, ts.reshape(-1, *ts.shape[2:])[ms.reshape(-1) != 0], "targets")
+    chosen = loss_named(loss)
+    chosen.check(net)
+    chosen.check_targets(ts.reshape(-1, *ts.shape[2:])[ms.reshape(-1) != 0], "targets")
     steps, batch = xs.shape[:2]
     queue = net.device.queue
-    rt = _runtimes.setdefault(net, Runtime())
-    if rt.pending is not None:  # at most one call's work queued behind this one's
-        rt.pending.wait()
+    pending = net.__dict__.get("_pending")
+    if pending is not None:  # at most one call's work queued behind this one's
+        pending.wait()
     if summed:
-        p = plan(net, steps, batch, loss)
+        p = plan(net, steps, batch, chosen)
         cl.enqueue_copy(queue, buffer(p.io), _pack(p, xs, ts, ms), is_blocking=False)
-        enqueue(p.step(learning, ordered=False, measure=False))
+        p.step(learning, ordered=False, measure=False)
     elif batch == 1:
-        p = plan(net, steps, 1, loss)
+        p = plan(net, steps, 1, chosen)
         cl.enqueue_copy(queue, buffer(p.io), _pack(p, xs, ts, ms), is_blocking=False)
-        enqueue(p.step(learning, ordered=True, measure=False))
+        p.step(learning, ordered=True, measure=False)
     else:  # one upload (a host copy costs ~90 us on PoCL), then a device copy per sequence
-        p = plan(net, steps, 1, loss)
+        p = plan(net, steps, 1, chosen)
         staged = net.device.to_device(np.concatenate(
             [_pack(p, *(a[:, s] for a in (xs, ts, ms))) for s in range(batch)]))
         for s in range(batch):
             cl.enqueue_copy(queue, buffer(p.io), buffer(staged), byte_count=p.io.nbytes,
                             src_offset=s * p.io.nbytes)
-            enqueue(p.step(learning, ordered=True, measure=False))
-    rt.pending = cl.enqueue_marker(queue)
+            p.step(learning, ordered=True, measure=False)
+    net.__dict__["_pending"] = cl.enqueue_marker(queue)
     queue.flush()
 
 
-def train_recurrent(net: RecurrentNetwork, learning: LearningParameters,
+def train_recurrent(net: RecurrentNetwork, learning: Optimizer,
                     examples: Sequence[tuple[np.ndarray, np.ndarray | None]],
-                    loss: str = "squared_error") -> None:
+                    loss: str | Loss = "squared_error") -> None:
     """Grenade's trainRecurrent: one sequence of (input, target or None) steps, trained as
     `train_sequences` does by default."""
     if not examples:
@@ -408,14 +428,15 @@ class SymbolCorpus:
             weakref.WeakKeyDictionary()
 
     @opencl_errors
-    def train(self, learning: LearningParameters, offsets: np.ndarray, steps: int,
-              every: bool = False, batch: int = 1, loss: str = "squared_error") -> Metrics:
+    def train(self, learning: Optimizer, offsets: np.ndarray, steps: int,
+              every: bool = False, batch: int = 1, loss: str | Loss = "squared_error"
+              ) -> Metrics:
         """Train on the windows starting at `offsets`: `steps` inputs each, the target of step t
         the symbol after it, on every step (`every`) or on the last only (Grenade's
         shakespeare.hs). batch 1: Grenade's trainRecurrent per window, in order; batch B:
         summed-gradient BPTT over B windows at a time (a last partial batch is dropped).
         `loss` as in train_sequences. Returns what was measured, read once at the end."""
-        learning = learning_parameters(self.net.device, learning)
+        learning = _optimizer(self.net, learning)
         starts = np.asarray(offsets)
         _count(steps, "steps", 1)
         _count(batch, "batch", 1)
@@ -435,12 +456,11 @@ class SymbolCorpus:
         fill.set_arg(4, every)
         fill.set_arg(6, on_device)
         p.metrics.fill(0)
-        step = p.step(learning, ordered=batch == 1, measure=True)
         pending: cl.Event | None = None
         for count, first in enumerate(range(0, len(starts) - batch + 1, batch), start=1):
             fill.set_arg(3, first)
             fill()
-            enqueue(step)
+            p.step(learning, ordered=batch == 1, measure=True)
             if count % WINDOWS_QUEUED == 0:  # bounded: the device runs while the host enqueues
                 if pending is not None:
                     pending.wait()

@@ -15,11 +15,11 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import execution
-from grenade_py.device import Device, buffer, opencl_errors
-from grenade_py.execution import Plan, enqueue
-from grenade_py.learning import LearningParameters
-from grenade_py.losses import check_loss, check_targets, metric_launches
+from grenade_py.device import buffer, opencl_errors
+from grenade_py.execution import Step, enqueue
+from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network
+from grenade_py.optimizers import Optimizer, Schedule, optimizer, schedule_rate
 from grenade_py.shapes import Shape
 
 log = logging.getLogger("grenade_py")
@@ -54,38 +54,22 @@ def _batch(x: object, shape: Shape, what: str, dtype: type) -> tuple[np.ndarray,
     return cast, single
 
 
-def _examples(net: Network, x: object, y: object,
-              loss: str = "squared_error") -> tuple[np.ndarray, np.ndarray]:
+def _examples(net: Network, x: object, y: object, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
     xs, _ = _batch(x, net.input_shape, "x", net.device.dtype)
     ys, _ = _batch(y, net.output_shape, "y", net.device.dtype)
     if len(xs) != len(ys):
         raise ValueError(f"x has {len(xs)} samples but y has {len(ys)}")
-    check_targets(loss, ys)
+    loss.check_targets(ys)
     return xs, ys
 
 
-def _check(net: Network, params: object, loss: str = "squared_error") -> LearningParameters:
-    """`params`, if they are LearningParameters that the device's precision holds, and `loss`
-    fits the network."""
+def _check(net: Network, params: object, loss: str | Loss) -> tuple[Optimizer, Loss]:
+    """`params` as an optimiser whose values the device's precision holds, and `loss` as a
+    Loss that fits the network."""
     net.check_runnable()
-    params = learning_parameters(net.device, params)
-    check_loss(net, loss)
-    return params
-
-
-def learning_parameters(device: Device, params: object) -> LearningParameters:
-    """`params`, if they are LearningParameters that `device`'s precision holds."""
-    if not isinstance(params, LearningParameters):
-        raise TypeError(f"expected LearningParameters, got {params!r}")
-    real = np.dtype(device.dtype).type
-    with np.errstate(over="ignore"):
-        cast = {name: real(getattr(params, name)) for name in ("rate", "momentum", "l2")}
-        cast["rate * l2"] = cast["rate"] * cast["l2"]
-    for name, value in cast.items():
-        if not np.isfinite(value):
-            raise ValueError(f"{params} : {name} overflows {device.precision}; use a "
-                             "smaller value")
-    return params
+    chosen = loss_named(loss)
+    chosen.check(net)
+    return optimizer(params, net.device.dtype), chosen
 
 
 def _count(value: object, name: str, least: int) -> int:
@@ -96,18 +80,11 @@ def _count(value: object, name: str, least: int) -> int:
     return int(value)
 
 
-def _step(net: Network, plan: Plan, params: LearningParameters | None, loss: str) -> None:
-    """Forward, loss gradient, backward and (with params) the update, for data already in
-    plan.input and plan.target."""
-    enqueue(plan.forward(net, training=True))
-    enqueue(plan.gradient(net, loss))
-    if params is not None:
-        execution.update(net, params)()
-
-
-def _upload(queue: cl.CommandQueue, plan: Plan, xs: np.ndarray, ys: np.ndarray) -> None:
-    cl.enqueue_copy(queue, buffer(plan.input), xs, is_blocking=False)
-    cl.enqueue_copy(queue, buffer(plan.target), ys, is_blocking=False)
+def _upload(queue: cl.CommandQueue, step: Step, xs: np.ndarray, ys: np.ndarray) -> None:
+    """Copy (x, y) into the step's input and target (waiting: the host arrays are the
+    caller's, free to change once this returns)."""
+    cl.enqueue_copy(queue, buffer(step.input), xs)
+    cl.enqueue_copy(queue, buffer(step.target), ys)
 
 
 @opencl_errors
@@ -123,16 +100,16 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
     queue = net.device.queue
     for start in range(0, len(batch), RUN_CHUNK):
         chunk = batch[start:start + RUN_CHUNK]
-        plan = execution.plan(net, len(chunk))
-        cl.enqueue_copy(queue, buffer(plan.input), chunk, is_blocking=False)
-        enqueue(plan.forward(net, training=False))
-        cl.enqueue_copy(queue, out[start:start + len(chunk)], buffer(plan.output))
+        step = execution.steps(net, len(chunk))
+        cl.enqueue_copy(queue, buffer(step.input), chunk)
+        step.forward(training=False)
+        cl.enqueue_copy(queue, out[start:start + len(chunk)], buffer(step.output))
     return out[0] if single else out
 
 
 @opencl_errors
-def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
-          per_example: bool = False, loss: str = "squared_error",
+def train(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
+          per_example: bool = False, loss: str | Loss = "squared_error",
           progress: Callable[[int], None] | None = None) -> Network:
     """Grenade's train: update `net` in place from inputs `x` and targets `y`; returns `net`.
 
@@ -143,21 +120,25 @@ def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray
     over the examples on the device (`grenade_py.fused`) where every layer has a device-side
     form, else layer by layer with identical results; launched for runs of about FUSED_WORK
     examples x parameters, each waited for, so that Ctrl-C is honoured within ~0.1 s.
+    `params`: the optimiser (`LearningParameters`/`SGD`, `Adam`, `AdamW`; see
+    `grenade_py.optimizers`); per-example training takes one optimiser step per example.
     `loss`: "squared_error" (Grenade's gradient output - target) or "cross_entropy" (network
-    ending in Softmax; gradient p - t at the logits).
+    ending in Softmax; gradient p - t at the logits), or a Loss.
     `progress(done)` is called now and then with the number of examples done (per_example only).
     Nothing is read back to the host.
     """
-    params = _check(net, params, loss)
-    xs, ys = _examples(net, x, y, loss)
+    params, chosen = _check(net, params, loss)
+    xs, ys = _examples(net, x, y, chosen)
     queue = net.device.queue
     if not per_example:
-        plan = execution.plan(net, len(xs))
-        _upload(queue, plan, xs, ys)
-        _step(net, plan, params, loss)
+        step = execution.steps(net, len(xs), chosen)
+        _upload(queue, step, xs, ys)
+        step.train(params)
         return net
     xs_dev, ys_dev = net.device.to_device(xs), net.device.to_device(ys)
-    trainer = execution.fused(net) if loss == "squared_error" else None
+    # The fused loop computes each example's update as it goes: no whole gradient to clip.
+    fusable = chosen.name == "squared_error" and params.clip_norm is None
+    trainer = execution.fused(net, params.kind) if fusable else None
     # Launches of bounded work (~10-100 ms), each waited for, so that Ctrl-C is honoured soon.
     bound = FUSED_WORK // net.flat["parameters"].size if trainer is not None else 256
     chunk = max(1, min(bound, len(xs) // 100 if progress is not None else len(xs)))
@@ -166,60 +147,61 @@ def train(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray
         if trainer is not None:
             trainer(xs_dev, ys_dev, start, count, params)
         else:
-            _train_layer_by_layer(net, params, xs_dev, ys_dev, start, count, loss)
+            _train_layer_by_layer(net, params, xs_dev, ys_dev, start, count, chosen)
         queue.finish()
         if progress is not None:
             progress(start + count)
     return net
 
 
-def _train_layer_by_layer(net: Network, params: LearningParameters, xs: cl_array.Array,
-                          ys: cl_array.Array, start: int, count: int, loss: str) -> None:
+def _train_layer_by_layer(net: Network, params: Optimizer, xs: cl_array.Array,
+                          ys: cl_array.Array, start: int, count: int, loss: Loss) -> None:
     """Grenade steps for examples start .. start + count - 1, a few launches per layer each."""
-    plan, queue = execution.plan(net, 1), net.device.queue
-    x_bytes = plan.input.nbytes
-    y_bytes = plan.target.nbytes
+    step, queue = execution.steps(net, 1, loss), net.device.queue
+    x_bytes = step.input.nbytes
+    y_bytes = step.target.nbytes
     for i in range(start, start + count):
-        cl.enqueue_copy(queue, buffer(plan.input), buffer(xs), byte_count=x_bytes,
+        cl.enqueue_copy(queue, buffer(step.input), buffer(xs), byte_count=x_bytes,
                         src_offset=i * x_bytes)
-        cl.enqueue_copy(queue, buffer(plan.target), buffer(ys), byte_count=y_bytes,
+        cl.enqueue_copy(queue, buffer(step.target), buffer(ys), byte_count=y_bytes,
                         src_offset=i * y_bytes)
-        _step(net, plan, params, loss)
+        step.train(params)
 
 
 @opencl_errors
 def back_propagate(net: Network, x: np.ndarray, y: np.ndarray,
-                   loss: str = "squared_error") -> list[dict[str, np.ndarray]]:
+                   loss: str | Loss = "squared_error") -> list[dict[str, np.ndarray]]:
     """Grenade's backPropagate: every layer's gradient for inputs `x` and targets `y`, averaged
     over the batch, as host copies shaped as `net.get_parameters()`. Leaves the gradients on the
     device, where `apply_update` uses them."""
-    check_loss(net, loss)
-    xs, ys = _examples(net, x, y, loss)
-    plan = execution.plan(net, len(xs))
-    _upload(net.device.queue, plan, xs, ys)
-    _step(net, plan, None, loss)
+    net.check_runnable()
+    chosen = loss_named(loss)
+    xs, ys = _examples(net, x, y, chosen)
+    step = execution.steps(net, len(xs), chosen)
+    _upload(net.device.queue, step, xs, ys)
+    step.train(None)
     return [{k: v.get() for k, v in layer.gradients.items()} for layer in net.layers]
 
 
 @opencl_errors
-def apply_update(net: Network, params: LearningParameters,
-                 gradients: Gradients | None = None) -> None:
-    """Grenade's applyUpdate: one momentum + L2 descent step of every layer, from `gradients`
-    (as `run_gradient` returns them), else from those the last backward pass left."""
-    params = _check(net, params)
+def apply_update(net: Network, params: Optimizer, gradients: Gradients | None = None) -> None:
+    """Grenade's applyUpdate: one optimiser step of every layer (Grenade's momentum + L2
+    descent under SGD), from `gradients` (as `run_gradient` returns them), else from those the
+    last backward pass left."""
+    params, _ = _check(net, params, "squared_error")
     if gradients is not None:
         if gradients.flat.shape != net.flat["gradients"].shape:
             raise ValueError("these gradients belong to another network")
         cl.enqueue_copy(net.device.queue, buffer(net.flat["gradients"]), buffer(gradients.flat))
-    execution.update(net, params)()
+    execution.steps(net, 1).update(params)
 
 
 class Tapes:
     """What `run_network` keeps of a forward pass (Grenade's tapes): the buffers of a batch, its
     own, so that several forward passes can be held at once."""
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
+    def __init__(self, step: Step) -> None:
+        self.plan = step
         self.backward: list | None = None
         self.dx: cl_array.Array | None = None
 
@@ -243,10 +225,10 @@ def run_network(net: Network, x: np.ndarray,
     if reuse is not None and reuse.plan.n == len(xs):
         tapes = reuse
     else:
-        tapes = Tapes(execution.Plan(net, len(xs)))
+        tapes = Tapes(Step(net, len(xs)))
     plan = tapes.plan
     cl.enqueue_copy(net.device.queue, buffer(plan.input), xs)
-    enqueue(plan.forward(net, training=True))
+    plan.forward(training=True)
     out = plan.output.get()
     return tapes, out[0] if single else out
 
@@ -273,32 +255,38 @@ def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray) -> tuple[Gradients,
 
 @opencl_errors
 def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
-             loss: str = "squared_error") -> dict[str, float]:
+             loss: str | Loss = "squared_error") -> dict[str, float]:
     """Mean loss and accuracy of `net` on (x, y), as `fit` reports them (see
     `grenade_py.losses`), computed on the device in chunks of up to RUN_CHUNK samples."""
-    check_loss(net, loss)
-    xs, ys = _examples(net, x, y, loss)
+    net.check_runnable()
+    chosen = loss_named(loss)
+    chosen.check(net)
+    xs, ys = _examples(net, x, y, chosen)
     device = net.device
     acc = device.zeros((2,))
     for start in range(0, len(xs), RUN_CHUNK):
-        plan = execution.plan(net, min(RUN_CHUNK, len(xs) - start))
-        _upload(device.queue, plan, xs[start:start + plan.n], ys[start:start + plan.n])
-        enqueue(plan.forward(net, training=False))
-        enqueue(metric_launches(net, plan, loss, acc))
-        device.queue.finish()  # the chunk's host arrays must outlive their copies
+        step = execution.steps(net, min(RUN_CHUNK, len(xs) - start), chosen)
+        _upload(device.queue, step, xs[start:start + step.n], ys[start:start + step.n])
+        step.forward(training=False)
+        enqueue(step.metrics(acc))
     totals = acc.get()
     return {"loss": float(totals[0]) / len(xs), "accuracy": float(totals[1]) / len(xs)}
 
 
 @opencl_errors
-def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
+def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         batch_size: int = 32, epochs: int = 1, shuffle: bool = True, seed: int | None = None,
-        loss: str = "squared_error", progress: Callable[[int, int], None] | None = None,
+        loss: str | Loss = "squared_error", progress: Callable[[int, int], None] | None = None,
         validation: tuple[np.ndarray, np.ndarray] | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
-        comm: Any = None) -> list[dict[str, Any]]:
+        comm: Any = None, schedule: Schedule | None = None) -> list[dict[str, Any]]:
     """Train for `epochs` passes over (x, y) in minibatches of `batch_size` (the last one of an
-    epoch may be smaller), each step on the batch's averaged gradient.
+    epoch may be smaller), each an optimiser step (`params`: LearningParameters/SGD, Adam,
+    AdamW) on the batch's averaged gradient.
+
+    `schedule`: the rate of each epoch, from `params.rate` (see `optimizers.schedule_rate`:
+    "constant", "step:EVERY:FACTOR", "exponential:FACTOR", "cosine", or any callable
+    epoch -> rate, epochs counted from 0); nothing is rebuilt when it changes.
 
     With `comm` (an MPI communicator, see `grenade_py.distributed`), every rank of it calls fit
     with the same data and seed; each computes its shard of every batch, and one Allreduce per
@@ -310,12 +298,15 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
 
     Shape: x (N, *input.dims), y (N, *output.dims).
     `progress(step, steps)` is called about 50 times an epoch (it waits for the device then),
-    `on_epoch(record)` after each epoch. Returns one dict per epoch: epoch, loss (mean
+    `on_epoch(record)` after each epoch. Returns one dict per epoch: epoch, rate, loss (mean
     training loss, measured on each batch before its update), accuracy, examples_per_s,
     seconds, and with `validation=(xv, yv)`, val_loss and val_accuracy.
     """
-    params = _check(net, params, loss)
+    params, chosen = _check(net, params, loss)
     batch_size, epochs = _count(batch_size, "batch_size", 1), _count(epochs, "epochs", 0)
+    rates = [schedule_rate(schedule, params.rate, epoch, epochs) for epoch in range(epochs)]
+    for rate in rates:  # fail before training, not in a later epoch
+        optimizer(params.with_rate(rate), net.device.dtype)
     group = None
     if comm is not None:
         from grenade_py.distributed import Group
@@ -325,9 +316,9 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
                              "(each step needs the weights the last one left): give distributed "
                              "training a larger global batch")
         group = Group(comm, net)
-    xs, ys = _examples(net, x, y, loss)
+    xs, ys = _examples(net, x, y, chosen)
     if validation is not None:
-        _examples(net, *validation, loss)  # fail before training, not after the first epoch
+        _examples(net, *validation, chosen)
     device, queue, count = net.device, net.device.queue, len(xs)
     xs_dev = device.to_device(xs.reshape(count, -1))
     ys_dev = device.to_device(ys.reshape(count, -1))
@@ -336,56 +327,52 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
     rng = np.random.default_rng(seed)
     steps = -(-count // batch_size)
     report = max(1, steps // 50)
-
-    def shard(start: int, n: int) -> tuple[int, int]:
-        """This process's first row and row count of the batch of n at `start`."""
-        if group is None:
-            return start, n
-        first, last = group.shard(n)
-        return start + first, last - first
-
-    sizes = {shard(0, n)[1] for n in {min(batch_size, count), count - (steps - 1) * batch_size}}
-    plans = {n: execution.plan(net, n) for n in sizes if n > 0}
+    # This process's rows [first, last) of each batch size: all of them, or its shard.
+    shard = group.shard if group is not None else (lambda n: (0, n))
+    sizes = {shard(n)[1] - shard(n)[0]
+             for n in {min(batch_size, count), count - (steps - 1) * batch_size}}
+    held = {n: execution.steps(net, n, chosen) for n in sizes if n > 0}
     gathers = {
-        n: [device.launch("gather_rows", (src.shape[1], n), n, src.shape[1], 0, order, src, dst)
-            for src, dst in ((xs_dev, plan.input), (ys_dev, plan.target))]
-        for n, plan in plans.items()
+        n: [device.launch("gather_rows", (src.shape[1], n), n, src.shape[1], 0, order, src, dst,
+                          per_call={"first": 2})
+            for src, dst in ((xs_dev, step.input), (ys_dev, step.target))]
+        for n, step in held.items()
     }
-    metrics = {n: metric_launches(net, plan, loss, acc) for n, plan in plans.items()}
-    update = execution.update(net, params)
+    metrics = {n: step.metrics(acc) for n, step in held.items()}
     if group is not None:
         group.broadcast()
     history = []
     for epoch in range(epochs):
+        epoch_params = params.with_rate(rates[epoch])
         if shuffle:  # the host array must live until the copy is done: the epoch's end
             permutation = rng.permutation(count).astype(np.int32)
             order.set(permutation, async_=True)
         acc.set(np.zeros(2, dtype=device.dtype))
         start_time = time.perf_counter()
-        for step in range(steps):
-            n = min(batch_size, count - step * batch_size)
-            first, rows = shard(step * batch_size, n)
+        for index in range(steps):
+            n = min(batch_size, count - index * batch_size)
+            first, last = shard(n)
+            rows = last - first
             if rows:
-                plan = plans[rows]
+                step = held[rows]
                 for gather in gathers[rows]:
-                    gather.set_arg(2, first)
+                    gather.set("first", index * batch_size + first)
                     gather()
-                enqueue(plan.forward(net, training=True))
+                step.forward(True, first)
                 enqueue(metrics[rows])
-                plan.loss_scale(net, loss, 1.0 / n)
-                enqueue(plan.gradient(net, loss))
+                step.backward(1.0 / n)
             if group is not None:
                 group.allreduce_gradients(rows, n)
-            update()
-            if progress is not None and ((step + 1) % report == 0 or step + 1 == steps):
+            execution.update(net, epoch_params)
+            if progress is not None and ((index + 1) % report == 0 or index + 1 == steps):
                 queue.finish()
-                progress(step + 1, steps)
+                progress(index + 1, steps)
         totals = acc.get()  # waits for the epoch's last step
         if group is not None:
             totals = group.sum(totals)
         seconds = time.perf_counter() - start_time
         record: dict[str, Any] = {
-            "epoch": epoch + 1, "loss": float(totals[0]) / count,
+            "epoch": epoch + 1, "rate": rates[epoch], "loss": float(totals[0]) / count,
             "accuracy": float(totals[1]) / count, "examples_per_s": count / seconds,
             "seconds": seconds,
         }
@@ -393,7 +380,7 @@ def fit(net: Network, params: LearningParameters, x: np.ndarray, y: np.ndarray,
             log.warning("training loss is %s in epoch %d: lower the learning rate",
                         record["loss"], epoch + 1)
         if validation is not None:
-            scores = evaluate(net, *validation, loss=loss)
+            scores = evaluate(net, *validation, loss=chosen)
             record["val_loss"], record["val_accuracy"] = scores["loss"], scores["accuracy"]
         history.append(record)
         if on_epoch is not None:

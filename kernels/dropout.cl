@@ -13,13 +13,15 @@ uint4 philox4x32_10(uint4 counter, uint2 key) {
     return counter;
 }
 
-// global size (count): the mask for this step, and y = x * mask
-kernel void dropout_forward(int count, REAL rate, REAL scale, uint key_lo, uint key_hi,
-                            global const uint *step, global const REAL *x, global REAL *y,
-                            global REAL *mask) {
+// global size (count): the mask for this step, and y = x * mask. `first_row` is the buffer's
+// first row in the whole batch (a shard of a distributed batch starts past 0), so every value
+// of a batch draws its own number however the batch is split.
+kernel void dropout_forward(int count, uint first_row, uint row_size, REAL rate, REAL scale, uint key_lo,
+                            uint key_hi, global const uint *step, global const REAL *x,
+                            global REAL *y, global REAL *mask) {
     int i = get_global_id(0);
     if (i >= count) return;
-    uint4 bits = philox4x32_10((uint4)(i, step[0], 0, 0), (uint2)(key_lo, key_hi));
+    uint4 bits = philox4x32_10((uint4)(first_row * row_size + i, step[0], 0, 0), (uint2)(key_lo, key_hi));
     REAL keep = (REAL)(bits.x >> 8) * (REAL)(1.0 / 16777216.0) >= rate ? scale : 0;
     mask[i] = keep;
     y[i] = x[i] * keep;

@@ -1,12 +1,15 @@
-// The gradient pushed back from the output, over a batch flattened to n values.
-// Grenade's default: output - target, scaled by 1 / batch so a batch step averages its gradients.
+// The gradient a loss pushes back: y - target (Grenade's error at the output; p - t at the
+// logits for cross entropy), times `scale` (1 / batch: a step averages its rows' gradients).
+// With `masked`, rows whose mask is 0 (sequence steps without a target) push back 0.
+REAL loss_gradient_at(REAL y, REAL t, REAL scale) { return (y - t) * scale; }
 
-REAL loss_output_minus_target_at(REAL y, REAL t, REAL scale) { return (y - t) * scale; }
-
-kernel void loss_output_minus_target(int n, REAL scale, global const REAL *y,
-                                     global const REAL *t, global REAL *dy) {
-    int i = get_global_id(0);
-    if (i < n) dy[i] = loss_output_minus_target_at(y[i], t[i], scale);
+// global size (width, rows)
+kernel void loss_gradient(int rows, int width, REAL scale, int masked, global const REAL *y,
+                          global const REAL *t, global const REAL *mask, global REAL *dy) {
+    const int j = get_global_id(0), row = get_global_id(1);
+    if (j >= width || row >= rows) return;
+    const size_t at = (size_t)row * width + j;
+    dy[at] = masked && mask[row] == 0 ? (REAL)0 : loss_gradient_at(y[at], t[at], scale);
 }
 
 // Per-row loss and correctness of a batch (n rows of width w), for reporting:

@@ -167,17 +167,72 @@ kernel void basic_recurrent_inputs(int rows, int i, int o, global const REAL *x,
                                           : states[(size_t)row * o + k - i];
 }
 
-// -- training: errors, updates, states -----------------------------------------------------
+// -- training: updates, states ---------------------------------------------------------------
 
-// The error Grenade's trainRecurrent feeds back: scale (y - target) on rows with a target,
-// 0 on the others (n values per row).
-kernel void sequence_error(int rows, int n, REAL scale, global const REAL *y,
-                           global const REAL *target, global const REAL *mask,
-                           global REAL *dy) {
-    const int j = get_global_id(0), row = get_global_id(1);
-    if (j >= n || row >= rows) return;
-    const size_t at = (size_t)row * n + j;
-    dy[at] = mask[row] != 0 ? scale * (y[at] - target[at]) : (REAL)0;
+// Grenade's trainRecurrent update of a weight matrix w (rows, cols) whose gradient at step k is
+// d[k * ldd + r] * x[k * ldx + c]: with `ordered`, the `steps` gradients applied one at a time in
+// time order, step k being the optimiser's step t0 + k (applyRecurrentUpdate folded over the
+// steps); otherwise their sum as step t0. A vector is one row whose d is all ones. `decay` is 0
+// for parameters Grenade does not regularise. Each work-item: 8 columns of a row (global size
+// (rows, ceil(cols / 8)), so a work-group spans rows; 8 columns, not VW, leave no scalar
+// remainder on the usual layer sizes).
+kernel void recurrent_update(int steps, int rows, int cols, global const REAL *d, int ldd,
+                             global const REAL *x, int ldx, int kind, REAL rate, REAL beta1,
+                             REAL beta2, REAL eps, REAL decay, int t0, int ordered,
+                             global REAL *w, global REAL *m, global REAL *v) {
+    const int r = get_global_id(0), c0 = get_global_id(1) * 8;
+    if (c0 >= cols || r >= rows) return;
+    const optimizer base = optimizer_make(kind, rate, beta1, beta2, eps);
+    const int adam = kind != OPTIMIZER_SGD;
+    const size_t at = (size_t)r * cols + c0;
+    if (c0 + 8 <= cols) {
+        REAL8 wv = vload8(0, w + at), mv = vload8(0, m + at), vv = adam ? vload8(0, v + at) : 0;
+        if (ordered) {
+            for (int k = 0; k < steps; ++k)
+                optimizer_step8(optimizer_at_step(base, t0 + k), decay,
+                                d[(size_t)k * ldd + r] * vload8(0, x + (size_t)k * ldx + c0),
+                                &wv, &mv, &vv);
+        } else {
+            REAL8 g = 0;
+            for (int k = 0; k < steps; ++k)
+                g += d[(size_t)k * ldd + r] * vload8(0, x + (size_t)k * ldx + c0);
+            optimizer_step8(optimizer_at_step(base, t0), decay, g, &wv, &mv, &vv);
+        }
+        vstore8(wv, 0, w + at);
+        vstore8(mv, 0, m + at);
+        if (adam) vstore8(vv, 0, v + at);
+        return;
+    }
+    for (int c = c0; c < cols; ++c) {
+        if (ordered) {
+            for (int k = 0; k < steps; ++k)
+                optimizer_at(optimizer_at_step(base, t0 + k), decay,
+                             d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c], w, m, v,
+                             at + c - c0);
+        } else {
+            REAL g = 0;
+            for (int k = 0; k < steps; ++k) g += d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c];
+            optimizer_at(optimizer_at_step(base, t0), decay, g, w, m, v, at + c - c0);
+        }
+    }
+}
+
+// The starting states' update from g, their deltas summed over the B sequences (B, n). Under
+// SGD, Grenade's updateRecInputs: state' = (1 - rate l2) state - rate g, no momentum. Under
+// Adam and AdamW: step t of the optimiser, with the state's own moments.
+kernel void recurrent_state_update(int n, int B, int kind, REAL rate, REAL beta1, REAL beta2,
+                                   REAL eps, REAL decay, int t, global const REAL *grad,
+                                   global REAL *state, global REAL *m, global REAL *v) {
+    #pragma OPENCL FP_CONTRACT OFF
+    const int j = get_global_id(0);
+    if (j >= n) return;
+    REAL g = 0;
+    for (int b = 0; b < B; ++b) g += grad[(size_t)b * n + j];
+    if (kind == OPTIMIZER_SGD)
+        state[j] = (1 - rate * decay) * state[j] - rate * g;
+    else
+        optimizer_at(optimizer_at_step(optimizer_make(kind, rate, beta1, beta2, eps), t), decay,
+                     g, state, m, v, j);
 }
 
 // Adds, over the rows with a target, to sums: [0] the squared error sum (y - t)^2, [1] the
@@ -204,69 +259,6 @@ kernel void sequence_metrics(int rows, int n, global const REAL *y, global const
         sums[2] += best == hot;
         sums[3] += 1;
     }
-}
-
-// Grenade's trainRecurrent update of a weight matrix w (rows, cols) whose gradient at step k is
-// d[k * ldd + r] * x[k * ldx + c]: with `ordered`, the `steps` gradients applied one at a time in
-// time order, each a full momentum + L2 step (applyRecurrentUpdate folded over the steps);
-// otherwise their sum as one step (ordinary BPTT). A vector is one row whose d is all ones.
-// `l2` is 0 for parameters Grenade does not regularise. Each work-item: 8 columns of a row
-// (global size (rows, ceil(cols / 8)), so a work-group spans rows; 8 columns, not VW, leave
-// no scalar remainder on the usual layer sizes).
-#define RECURRENT_STEP(G)                                                                     \
-    mv = momentum * mv - rate * (G);                                                          \
-    wv = wv + mv - rate * l2 * wv;
-
-kernel void recurrent_update(int steps, int rows, int cols, global const REAL *d, int ldd,
-                             global const REAL *x, int ldx, REAL rate, REAL momentum, REAL l2,
-                             int ordered, global REAL *w, global REAL *m) {
-    // No fused multiply-add: each step must round as Grenade's descend loop does.
-    #pragma OPENCL FP_CONTRACT OFF
-    const int r = get_global_id(0), c0 = get_global_id(1) * 8;
-    if (c0 >= cols || r >= rows) return;
-    const size_t at = (size_t)r * cols + c0;
-    if (c0 + 8 <= cols) {
-        REAL8 wv = vload8(0, w + at), mv = vload8(0, m + at);
-        if (ordered) {
-            for (int k = 0; k < steps; ++k) {
-                RECURRENT_STEP(d[(size_t)k * ldd + r] * vload8(0, x + (size_t)k * ldx + c0))
-            }
-        } else {
-            REAL8 g = 0;
-            for (int k = 0; k < steps; ++k)
-                g += d[(size_t)k * ldd + r] * vload8(0, x + (size_t)k * ldx + c0);
-            RECURRENT_STEP(g)
-        }
-        vstore8(wv, 0, w + at);
-        vstore8(mv, 0, m + at);
-        return;
-    }
-    for (int c = c0; c < cols; ++c) {
-        REAL wv = w[at + c - c0], mv = m[at + c - c0];
-        if (ordered) {
-            for (int k = 0; k < steps; ++k) {
-                RECURRENT_STEP(d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c])
-            }
-        } else {
-            REAL g = 0;
-            for (int k = 0; k < steps; ++k) g += d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c];
-            RECURRENT_STEP(g)
-        }
-        w[at + c - c0] = wv;
-        m[at + c - c0] = mv;
-    }
-}
-
-// Grenade's updateRecInputs: the starting state descends without momentum,
-// state' = (1 - rate l2) state - rate g, g summed over the B sequences' deltas (B, n).
-kernel void recurrent_state_descent(int n, int B, REAL rate, REAL l2, global const REAL *grad,
-                                    global REAL *state) {
-    #pragma OPENCL FP_CONTRACT OFF
-    const int j = get_global_id(0);
-    if (j >= n) return;
-    REAL g = 0;
-    for (int b = 0; b < B; ++b) g += grad[(size_t)b * n + j];
-    state[j] = (1 - rate * l2) * state[j] - rate * g;
 }
 
 // Every sequence starts from the learned state: rows 0 .. B - 1 of `states` (n values each).

@@ -206,7 +206,7 @@ def test_per_example_training_with_branches_falls_back_identically(device64, mon
     nested, plain = make(2, join=False), make(2, join=False)
     assert execution.fused(nested) is not None
     train(nested, LP, x, y[:, :2], per_example=True)
-    monkeypatch.setattr("grenade_py.execution.fused", lambda net: None)
+    monkeypatch.setattr("grenade_py.execution.fused", lambda net, kind=0: None)
     train(plain, LP, x, y[:, :2], per_example=True)
     for a, b in zip(nested.get_parameters(), plain.get_parameters(), strict=True):
         for name in a:
@@ -238,7 +238,7 @@ def test_per_batch_buffers_and_the_training_flag(device):
     fit(net, LP, x, y, batch_size=5)
     evaluate(net, x, y)
     assert recorder.seen == [(False, (5, 3)), (True, (5, 3))]
-    assert execution.plan(net, 5).buffers["1.a.scratch"].shape == (5, 3)
+    assert execution.steps(net, 5).buffers["1.a.scratch"].shape == (5, 3)
 
 
 def test_d3_is_channel_major_through_run_net_train_fit_and_files(device64, tmp_path, rng):

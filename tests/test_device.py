@@ -86,7 +86,7 @@ def test_programs_are_built_once(device):
 
 
 def test_kernel_sources_are_found():
-    assert {"fully_connected.cl", "gemm.cl", "update.cl"} <= {
+    assert {"fully_connected.cl", "gemm.cl", "optimizers.cl"} <= {
         p.name for p in kernel_dir().glob("*.cl")}
 
 
@@ -115,13 +115,14 @@ def test_launch_shapes_do_not_depend_on_the_batch(device):
     """Every batch size launches each kernel with one work-group shape (global sizes rounded
     up), so a new batch size reuses the kernels PoCL built for the last one."""
     from grenade_py import D1, FullyConnected, Network, Softmax, Tanh, execution
+    from grenade_py.losses import CROSS_ENTROPY
 
     net = Network([FullyConnected(5, 7), Tanh(), FullyConnected(7, 3), Softmax()], input=D1(5),
                   device=device)
 
     def shapes(n):
-        plan = execution.plan(net, n)
-        launches = plan.forward(net, True) + plan.gradient(net, "cross_entropy")
+        step = execution.steps(net, n, CROSS_ENTROPY)
+        launches = step.forward_launches(True) + step.backward_launches()
         for launch in launches:
             assert all(g % size == 0 for g, size in zip(launch.global_size, launch.local_size,
                                                         strict=True))

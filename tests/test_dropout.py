@@ -20,11 +20,11 @@ from grenade_py import (
 
 def forward_backward(net, x, dy):
     """One training forward pass and the backward pass of its last layer from dy: y, dx."""
-    plan = execution.plan(net, len(x))
+    plan = execution.steps(net, len(x))
     plan.input.set(np.asarray(x, dtype=net.device.dtype))
     plan.delta.set(np.asarray(dy, dtype=net.device.dtype))
     dx = net.device.zeros(plan.input.shape)
-    for launch in plan.forward(net, True) + net.backward(len(x), plan.input, plan.output,
+    for launch in plan.forward_launches(True) + net.backward(len(x), plan.input, plan.output,
                                                          plan.delta, dx, plan.buffers):
         launch()
     return plan.output.get(), dx.get()

@@ -89,7 +89,7 @@ def test_seed_gives_independent_data_and_weights(device):
 def test_training_in_chunks_is_one_pass(device64, monkeypatch, batch_size):
     """The CLI draws and trains its examples CHUNK at a time (memory flat at any --examples):
     the same steps on the same data as one pass over them all."""
-    from grenade_py.learning import LearningParameters
+    from grenade_py.optimizers import LearningParameters
 
     lp = LearningParameters(0.01, 0.9, 0.0005)
     chunked, whole = (feedforward_network(device64, seed=2) for _ in range(2))

@@ -48,7 +48,7 @@ def data(net, count, seed=6):
 
 
 def layer_by_layer(monkeypatch):
-    monkeypatch.setattr("grenade_py.execution.fused", lambda net: None)
+    monkeypatch.setattr("grenade_py.execution.fused", lambda net, kind=0: None)
 
 
 def assert_same_state(a, b, rtol):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import tolerance
 
-from grenade_py.learning import LearningParameters
 from grenade_py.numpy_reference import _backward, _forward, descend
+from grenade_py.optimizers import LearningParameters
 
 SIZES = [1, 3, 17, 257]
 BATCHES = [1, 5]
@@ -77,24 +77,30 @@ def test_activation_kernels(device, rng, family, count):
 
 
 @pytest.mark.parametrize("count", SIZES)
-def test_loss_output_minus_target(device, rng, count):
-    y, t = rng.normal(size=count), rng.normal(size=count)
-    dy = device.zeros((count,))
-    run(device, "loss_output_minus_target", (count,), count, device.dtype(0.25),
-        device.to_device(y), device.to_device(t), dy)
-    np.testing.assert_allclose(dy.get(), (y.astype(device.dtype) - t.astype(device.dtype))
-                               * device.dtype(0.25), rtol=0, atol=0)
+@pytest.mark.parametrize("masked", [False, True])
+def test_loss_gradient(device, rng, count, masked):
+    width = 3
+    y, t = rng.normal(size=(count, width)), rng.normal(size=(count, width))
+    mask = (rng.random(count) < 0.5).astype(float)
+    dy = device.zeros((count, width))
+    run(device, "loss_gradient", (width, count), count, width, device.dtype(0.25), int(masked),
+        device.to_device(y), device.to_device(t), device.to_device(mask), dy)
+    expected = (y.astype(device.dtype) - t.astype(device.dtype)) * device.dtype(0.25)
+    if masked:
+        expected[mask == 0] = 0
+    np.testing.assert_allclose(dy.get(), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("count", SIZES)
-def test_sgd_momentum_l2_is_grenades_descend(device, rng, count):
+def test_sgd_is_grenades_descend(device, rng, count):
     """Rounded exactly as Grenade's descend loop, so at most 1 ulp from numpy (0 in practice)."""
     lp = LearningParameters(rate=0.01, momentum=0.9, l2=0.0005)
     dt = device.dtype
     w, m, g = (rng.normal(size=count).astype(dt) for _ in range(3))
     w_dev, m_dev = device.to_device(w), device.to_device(m)
-    run(device, "sgd_momentum_l2", (count,), count, dt(lp.rate), dt(lp.momentum), dt(lp.l2),
-        w_dev, m_dev, device.to_device(g))
+    one = device.to_device(np.ones(1))
+    run(device, "optimizer_update", (count,), count, 0, dt(lp.rate), dt(lp.momentum), dt(0),
+        dt(0), dt(lp.l2), 1, one, w_dev, m_dev, device.zeros((count,)), device.to_device(g))
     lp_typed = LearningParameters(float(dt(lp.rate)), float(dt(lp.momentum)), float(dt(lp.l2)))
     m2 = dt(lp_typed.momentum) * m - dt(lp_typed.rate) * g
     w2 = w + m2 - (dt(lp_typed.rate) * dt(lp_typed.l2)) * w

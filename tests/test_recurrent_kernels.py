@@ -8,7 +8,14 @@ import pyopencl.array as cl_array
 import pytest
 from conftest import tolerance
 
+from grenade_py.numpy_reference import adam
+
 RATE, MOMENTUM, L2 = 0.01, 0.9, 0.0005
+SGD_ARGS = (0, RATE, MOMENTUM, 0.0, 0.0)  # kind, rate, beta1/momentum, beta2, eps
+
+
+def optimizer_args(dt, kind, rate, beta1, beta2, eps, decay):
+    return (kind, dt(rate), dt(beta1), dt(beta2), dt(eps), dt(decay))
 
 
 def run(device, name, size, *args):
@@ -29,8 +36,8 @@ def test_ordered_update_is_grenades_steps_in_order(device, rng, rows, cols, step
     for l2 in (L2, 0.0):
         w_dev, m_dev = device.to_device(w), device.to_device(m)
         run(device, "recurrent_update", (rows, -(-cols // 8)), steps, rows, cols,
-            device.to_device(d), rows + 2, device.to_device(x), cols + 1, dt(RATE), dt(MOMENTUM),
-            dt(l2), 1, w_dev, m_dev)
+            device.to_device(d), rows + 2, device.to_device(x), cols + 1,
+            *optimizer_args(dt, *SGD_ARGS, l2), 1, 1, w_dev, m_dev, device.zeros((1,)))
         wv, mv = w.copy(), m.copy()
         for k in range(steps):
             g = d[k, :rows, None] * x[k, None, :cols]
@@ -47,8 +54,8 @@ def test_summed_update_takes_one_step(device, rng, rows, cols):
     d, x = rng.normal(size=(steps, rows)), rng.normal(size=(steps, cols))
     w_dev, m_dev = device.to_device(w), device.to_device(m)
     run(device, "recurrent_update", (rows, -(-cols // 8)), steps, rows, cols,
-        device.to_device(d), rows, device.to_device(x), cols, dt(RATE), dt(MOMENTUM), dt(L2), 0,
-        w_dev, m_dev)
+        device.to_device(d), rows, device.to_device(x), cols, *optimizer_args(dt, *SGD_ARGS, L2),
+        1, 0, w_dev, m_dev, device.zeros((1,)))
     g = d.T @ x
     m2 = MOMENTUM * m - RATE * g
     np.testing.assert_allclose(m_dev.get(), m2, **tolerance(device, steps))
@@ -60,11 +67,45 @@ def test_state_descent_is_grenades_update_rec_inputs(device, rng, n):
     dt, batch = device.dtype, 3
     state, grad = rng.normal(size=n).astype(dt), rng.normal(size=(batch, n)).astype(dt)
     state_dev = device.to_device(state)
-    run(device, "recurrent_state_descent", (n,), n, batch, dt(RATE), dt(L2),
-        device.to_device(grad), state_dev)
+    run(device, "recurrent_state_update", (n,), n, batch, *optimizer_args(dt, *SGD_ARGS, L2), 1,
+        device.to_device(grad), state_dev, device.zeros((n,)), device.zeros((n,)))
     total = grad[0] + grad[1] + grad[2]
     np.testing.assert_array_equal(state_dev.get(),
                                   (1 - dt(RATE) * dt(L2)) * state - dt(RATE) * total)
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(1, 1), (3, 7), (5, 17)])
+@pytest.mark.parametrize(("kind", "ordered"), [(1, 1), (2, 1), (1, 0)])
+def test_adam_updates_are_torchs_steps_in_order(device64, rng, rows, cols, kind, ordered):
+    """Adam (1) and AdamW (2) through the recurrent update: step t0 + k from step k's gradient
+    (ordered), or step t0 from their sum, equal a numpy transcription of torch's loop."""
+    dt, steps, t0, decay = np.float64, 5, 3, 0.01
+    w = rng.normal(size=(rows, cols))
+    m, v = rng.normal(size=(rows, cols)), rng.uniform(size=(rows, cols))
+    d, x = rng.normal(size=(steps, rows)), rng.normal(size=(steps, cols))
+    w_dev, m_dev, v_dev = (device64.to_device(a) for a in (w, m, v))
+    run(device64, "recurrent_update", (rows, -(-cols // 8)), steps, rows, cols,
+        device64.to_device(d), rows, device64.to_device(x), cols,
+        *optimizer_args(dt, kind, 0.01, 0.9, 0.999, 1e-8, decay), t0, ordered, w_dev, m_dev,
+        v_dev)
+    gradients = [d[k, :, None] * x[k, None, :] for k in range(steps)]
+    for k, g in enumerate(gradients if ordered else [sum(gradients)]):
+        w, m, v = adam(w, m, v, g, t0 + k, 0.01, weight_decay=decay, decoupled=kind == 2)
+    for got, want in ((w_dev, w), (m_dev, m), (v_dev, v)):
+        np.testing.assert_allclose(got.get(), want, rtol=1e-13, atol=1e-15)
+
+
+def test_adam_state_update_is_one_adam_step(device64, rng):
+    n, batch, t = 17, 3, 4
+    state, grad = rng.normal(size=n), rng.normal(size=(batch, n))
+    m, v = rng.normal(size=n), rng.uniform(size=n)
+    state_dev, m_dev, v_dev = (device64.to_device(a) for a in (state, m, v))
+    run(device64, "recurrent_state_update", (n,), n, batch,
+        *optimizer_args(np.float64, 1, 0.01, 0.9, 0.999, 1e-8, 0.001), t,
+        device64.to_device(grad), state_dev, m_dev, v_dev)
+    want = adam(state, m, v, grad.sum(axis=0), t, 0.01, weight_decay=0.001)
+    for got, expected in zip((state_dev, m_dev, v_dev), want, strict=True):
+        np.testing.assert_allclose(got.get(), expected, rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize(("rows", "n"), [(1, 1), (3, 17), (17, 3)])
@@ -75,7 +116,8 @@ def test_sequence_error_and_metrics(device, rng, rows, n):
     mask[-1] = 1
     dy, sums = device.zeros((rows, n)), device.zeros((4,))
     y_dev, t_dev, m_dev = (device.to_device(a) for a in (y, target, mask))
-    run(device, "sequence_error", (n, rows), rows, n, device.dtype(0.5), y_dev, t_dev, m_dev, dy)
+    run(device, "loss_gradient", (n, rows), rows, n, device.dtype(0.5), 1, y_dev, t_dev, m_dev,
+        dy)
     np.testing.assert_allclose(dy.get(), 0.5 * (y - target) * mask[:, None], **tolerance(device))
     run(device, "sequence_metrics", (1,), rows, n, y_dev, t_dev, m_dev, sums)
     kept = mask != 0

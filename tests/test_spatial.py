@@ -131,11 +131,11 @@ def test_pooling_ties_go_to_the_first_greatest(device64):
     np.testing.assert_array_equal(run_net(net, x), [[[1.0, 1.0]]])
     from grenade_py import execution
 
-    plan = execution.plan(net, 1)
+    plan = execution.steps(net, 1)
     plan.input.set(x)
     plan.delta.set(np.array([[[10.0, 100.0]]]))
     dx = device64.zeros((1, 2, 3))
-    for launch in plan.forward(net, True) + net.backward(
+    for launch in plan.forward_launches(True) + net.backward(
             1, plan.input, plan.output, plan.delta, dx, plan.buffers):
         launch()
     # window 0 picks (0, 0); window 1 picks (0, 1), its first greatest

@@ -71,6 +71,7 @@ class Layer:
         self._network: Network | None = None  # the network whose flat buffers hold its values
         self.parameters: dict[str, cl_array.Array] = {}
         self.momentum: dict[str, cl_array.Array] = {}
+        self.second: dict[str, cl_array.Array] = {}
         self.gradients: dict[str, cl_array.Array] = {}
 
     # -- shapes and description ------------------------------------------------------------
@@ -135,6 +136,14 @@ class Layer:
         """Draw what the layer needs from the network's seed besides parameters (a Dropout's
         key); called for every layer in order when the network is placed."""
 
+    def get_state(self) -> dict[str, Any]:
+        """What the layer keeps besides parameters that a resumed run needs (a Dropout's key
+        and step counter), as JSON values; saved in model files."""
+        return {}
+
+    def set_state(self, state: Any) -> None:
+        """Restore what `get_state` gave (None: the file had none); ValueError if malformed."""
+
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of each parameter array, by name; none by default."""
         return {}
@@ -181,7 +190,8 @@ class Layer:
     # -- device-side form, for the fused per-example loop (grenade_py.fused) -------------------
     # The loop's code names activations a{k}, deltas d{k} and sizes n{k} at boundary k (layer i
     # reads boundary i, writes i + 1); `lid` and `nl` are the lane index and lane count, and
-    # `rate`, `momentum`, `l2` the learning parameters. A layer without these (None) makes the
+    # `opt` the optimiser at this example's step and `decay` its l2 / weight decay, for
+    # `optimizer_at` (kernels/optimizers.cl). A layer without these (None) makes the
     # runner fall back to the layer-by-layer path.
     def fused_args(self, i: int) -> list[tuple[str, cl_array.Array]]:
         """Extra kernel arguments as (C declaration, value), e.g. the layer's buffers."""

@@ -47,6 +47,23 @@ class Dropout(Layer):
         low, high = rng.integers(0, 2**32, size=2)
         self.key = (int(low), int(high))
 
+    def get_state(self) -> dict[str, Any]:
+        step = int(self.step.get()[0]) if self.step is not None else 0
+        return {"key": list(self.key), "step": step}
+
+    def set_state(self, state: Any) -> None:
+        if state is None:
+            return
+        key = state.get("key") if isinstance(state, dict) else None
+        step = state.get("step") if isinstance(state, dict) else None
+        if not (isinstance(key, list) and len(key) == 2
+                and all(type(k) is int and 0 <= k < 2**32 for k in key)
+                and type(step) is int and 0 <= step < 2**32):
+            raise ValueError(f"Dropout state {state!r} is not a key and a step")
+        self.key = (key[0], key[1])
+        if self.step is not None:
+            self.step.set(np.array([step], np.uint32))
+
     def bind(self, device: Device, in_shape: Shape, network: Any) -> None:
         super().bind(device, in_shape, network)
         self.step = cl_array.zeros(device.queue, (1,), np.uint32)
@@ -60,9 +77,11 @@ class Dropout(Layer):
         if not training:
             return [device.launch("trivial_forward", (count,), count, x, y)]
         real = np.dtype(device.dtype).type
-        return [device.launch("dropout_forward", (count,), count, real(self.rate),
+        return [device.launch("dropout_forward", (count,), count, np.uint32(0),
+                              np.uint32(size(self.in_shape)), real(self.rate),
                               real(1 / (1 - self.rate)), np.uint32(self.key[0]),
-                              np.uint32(self.key[1]), self.step, x, y, buffers["mask"]),
+                              np.uint32(self.key[1]), self.step, x, y, buffers["mask"],
+                              per_call={"first_row": 1}),
                 device.launch("dropout_advance", (1,), self.step)]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,

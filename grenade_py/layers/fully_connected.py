@@ -62,9 +62,10 @@ class FullyConnected(Dense):
         return [Factor("weights", dy, self.o, x, self.i), Factor("bias", dy, self.o)]
 
     def fused_args(self, i: int) -> list[tuple[str, cl_array.Array]]:
-        p, m = self.parameters, self.momentum
+        p, m, v = self.parameters, self.momentum, self.second
         return [(f"global REAL *{name}{i}", value) for name, value in (
-            ("w", p["weights"]), ("b", p["bias"]), ("mw", m["weights"]), ("mb", m["bias"]))]
+            ("w", p["weights"]), ("b", p["bias"]), ("mw", m["weights"]), ("mb", m["bias"]),
+            ("vw", v["weights"]), ("vb", v["bias"]))]
 
     def fused_forward(self, i: int) -> str:
         # CPU: a row per lane. GPU: a group of lanes per row, reading it in consecutive words,
@@ -95,14 +96,13 @@ for (int o = lid; o < n{i + 1}; o += nl) a{i + 1}[o] = fc_forward_at(w{i}, b{i},
         # The update: CPU, a row per lane; GPU, lanes over consecutive weights.
         return dx + f"""#if FUSED_COALESCED
 for (size_t at = lid; at < (size_t)n{i + 1} * n{i}; at += nl)
-    sgd_momentum_l2_at(w{i}, mw{i}, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1},
-                       at / n{i}, at % n{i}), rate, momentum, l2, at);
+    optimizer_at(opt, decay, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1}, at / n{i},
+                 at % n{i}), w{i}, mw{i}, vw{i}, at);
 #else
 for (int o = lid; o < n{i + 1}; o += nl)
     for (int j = 0; j < n{i}; ++j)
-        sgd_momentum_l2_at(w{i}, mw{i}, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1}, o, j),
-                           rate, momentum, l2, (size_t)o * n{i} + j);
+        optimizer_at(opt, decay, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1}, o, j),
+                     w{i}, mw{i}, vw{i}, (size_t)o * n{i} + j);
 #endif
 for (int o = lid; o < n{i + 1}; o += nl)
-    sgd_momentum_l2_at(b{i}, mb{i}, fc_bias_grad_at(d{i + 1}, 1, n{i + 1}, o), rate, momentum,
-                       l2, o);"""
+    optimizer_at(opt, decay, fc_bias_grad_at(d{i + 1}, 1, n{i + 1}, o), b{i}, mb{i}, vb{i}, o);"""

@@ -1,0 +1,210 @@
+"""The optimisers: how a step moves the parameters, given their gradients.
+
+Each is a frozen value; its rule is written once in OpenCL (`optimizer_step` in
+kernels/optimizers.cl) and used by every training path: minibatch steps, the fused per-example
+loop, Grenade's per-step recurrent updates and distributed `fit`. Its state lives in the
+network's flat buffers beside the parameters: "momentum" (SGD's momentum, Adam's first moment),
+"second" (Adam's second moment) and `Network.steps` (Adam's step count t), all saved in model
+files, so a resumed run continues exactly.
+
+- `SGD` / `LearningParameters`: Grenade's descend, `m' = momentum m - rate g;
+  w' = w + m' - rate l2 w`, rounded as Grenade rounds it. The default everywhere.
+- `Adam`: torch.optim.Adam (L2 `weight_decay` added to the gradient; bias correction).
+- `AdamW`: torch.optim.AdamW (decoupled weight decay `w *= 1 - rate weight_decay` first).
+
+`clip_norm` on any of them rescales the whole network's gradient to at most that global L2
+norm before the step, as torch.nn.utils.clip_grad_norm_ (and the Grenade fork's
+clipByGlobalNorm) do, computed on the device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+def _check_number(owner: str, name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{owner}.{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}.{name} must be finite, got {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """What every optimiser has: a rate and optional global-norm clipping. The subclasses are
+    frozen dataclasses, so an optimiser is a value (equal when its fields are)."""
+
+    #: The rule's number in kernels/optimizers.cl.
+    kind: ClassVar[int] = -1
+
+    rate: float
+    clip_norm: float | None
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            if field.name != "clip_norm":
+                _check_number(owner, field.name, getattr(self, field.name))
+        if not self.rate > 0:
+            raise ValueError(f"{owner}.rate must be > 0, got {self.rate!r}")
+        if self.clip_norm is not None and not _check_number(owner, "clip_norm",
+                                                             self.clip_norm) > 0:
+            raise ValueError(f"{owner}.clip_norm must be > 0 (or None), got {self.clip_norm!r}")
+
+    def with_rate(self, rate: float) -> Optimizer:
+        """The same optimiser at another rate (a schedule's rate for an epoch)."""
+        return dataclasses.replace(self, rate=rate)  # type: ignore[type-var]
+
+    def kernel_values(self) -> tuple[int, float, float, float, float, float]:
+        """(kind, rate, beta1 or momentum, beta2, eps, decay), as the kernels take them."""
+        raise NotImplementedError
+
+    def check(self, dtype: Any) -> None:
+        """ValueError if a value (or rate x decay) overflows the device's precision."""
+        real = np.dtype(dtype).type
+        kind, rate, *rest = self.kernel_values()
+        with np.errstate(over="ignore"):
+            values = [real(rate), *(real(v) for v in rest), real(rate) * real(rest[-1])]
+        if not all(np.isfinite(values)):
+            raise ValueError(f"{self}: a value overflows {np.dtype(dtype).name}; use a smaller "
+                             "value")
+
+
+@dataclass(frozen=True)
+class SGD(Optimizer):
+    """Grenade's descent: `m' = momentum m - rate g; w' = w + m' - rate l2 w`.
+
+    Parameters:
+        rate: learning rate, finite and > 0.
+        momentum: momentum coefficient, 0 <= momentum < 1.
+        l2: L2 regulariser (weight decay per unit rate), finite and >= 0.
+        clip_norm: rescale the gradient to at most this global L2 norm first (None: never).
+    """
+
+    kind: ClassVar[int] = 0
+
+    rate: float
+    momentum: float = 0.9
+    l2: float = 0.0005
+    clip_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        owner = type(self).__name__
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"{owner}.momentum must be in [0, 1), got {self.momentum!r}")
+        if not self.l2 >= 0:
+            raise ValueError(f"{owner}.l2 must be >= 0, got {self.l2!r}")
+
+    def kernel_values(self) -> tuple[int, float, float, float, float, float]:
+        return self.kind, self.rate, self.momentum, 0.0, 0.0, self.l2
+
+
+@dataclass(frozen=True)
+class LearningParameters(SGD):
+    """Grenade's `LearningParameters`: an `SGD` under Grenade's name."""
+
+
+@dataclass(frozen=True)
+class Adam(Optimizer):
+    """torch.optim.Adam: L2 `weight_decay` added to the gradient, bias-corrected moments.
+
+    Parameters:
+        rate: learning rate (torch's lr), > 0.
+        beta1, beta2: the moments' decay rates, in [0, 1).
+        eps: added to the second moment's root, > 0.
+        weight_decay: L2 coefficient, >= 0.
+        clip_norm: rescale the gradient to at most this global L2 norm first (None: never).
+    """
+
+    kind: ClassVar[int] = 1
+
+    rate: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        owner = type(self).__name__
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{owner}.{name} must be in [0, 1), got "
+                                 f"{getattr(self, name)!r}")
+        if not self.eps > 0:
+            raise ValueError(f"{owner}.eps must be > 0, got {self.eps!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"{owner}.weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    def kernel_values(self) -> tuple[int, float, float, float, float, float]:
+        return self.kind, self.rate, self.beta1, self.beta2, self.eps, self.weight_decay
+
+
+@dataclass(frozen=True)
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam with decoupled weight decay (`w *= 1 - rate weight_decay`
+    before the step), torch's default weight_decay 0.01."""
+
+    kind: ClassVar[int] = 2
+
+    weight_decay: float = 0.01
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def optimizer(value: object, dtype: Any) -> Optimizer:
+    """`value` if it is an Optimizer whose values `dtype` holds, else TypeError/ValueError."""
+    if not isinstance(value, Optimizer):
+        raise TypeError(f"expected an optimiser (SGD, LearningParameters, Adam, AdamW), got "
+                        f"{value!r}")
+    value.check(dtype)
+    return value
+
+
+#: A learning-rate schedule: a name ("constant", "step:EVERY:FACTOR", "exponential:FACTOR",
+#: "cosine") or a callable epoch -> rate (epochs counted from 0).
+Schedule = str | Callable[[int], float]
+
+
+def schedule_rate(schedule: Schedule | None, rate: float, epoch: int, epochs: int) -> float:
+    """The rate of epoch `epoch` (from 0) of `epochs` under `schedule`, from the base `rate`:
+    constant (None too): rate;  step:E:F: rate F^(epoch // E);  exponential:F: rate F^epoch
+    (Grenade's mnist.hs uses F = 0.9);  cosine: rate (1 + cos(pi epoch / epochs)) / 2;
+    a callable: its value. ValueError for a malformed name or a rate that is not > 0."""
+    if schedule is None:
+        return rate
+    if callable(schedule):
+        value = schedule(epoch)
+    else:
+        name, *args = str(schedule).split(":")
+        try:
+            numbers_ = [float(a) for a in args]
+        except ValueError:
+            numbers_ = []
+        if name == "constant" and not args:
+            value = rate
+        elif name == "step" and len(numbers_) == 2 and numbers_[0] >= 1 \
+                and numbers_[0] == int(numbers_[0]) and numbers_[1] > 0:
+            value = rate * numbers_[1] ** (epoch // int(numbers_[0]))
+        elif name == "exponential" and len(numbers_) == 1 and numbers_[0] > 0:
+            value = rate * numbers_[0] ** epoch
+        elif name == "cosine" and not args:
+            value = rate * (1 + math.cos(math.pi * epoch / max(1, epochs))) / 2
+        else:
+            raise ValueError(f"schedule {schedule!r} is not one of constant, step:EVERY:FACTOR "
+                             "(e.g. step:5:0.5), exponential:FACTOR (e.g. exponential:0.9), "
+                             "cosine, or a callable epoch -> rate")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+            not math.isfinite(value) or not value > 0:
+        raise ValueError(f"schedule {schedule!r} gives epoch {epoch} the rate {value!r}; "
+                         "rates must be finite and > 0")
+    return float(value)

@@ -1,0 +1,91 @@
+// The optimisers, element by element over flat buffers: w the parameters, m the first moment
+// (SGD's momentum), v the second moment (Adam's), g the gradient. Every training path (the
+// minibatch update, the fused per-example loop, the recurrent per-step updates) steps through
+// optimizer_step, so each rule is written once:
+//   SGD (Grenade's descend):  m' = momentum m - rate g;  w' = w + m' - rate l2 w
+//   Adam (torch.optim.Adam):  g += wd w;  m' = m + (1 - b1)(g - m);  v' = b2 v + (1 - b2) g g;
+//                             w' = w - rate / (1 - b1^t) * m' / (sqrt(v') / sqrt(1 - b2^t) + eps)
+//   AdamW (torch.optim.AdamW): w *= 1 - rate wd, then Adam without the wd term.
+// `decay` is l2 or wd, 0 for parameters that are not regularised.
+
+#define OPTIMIZER_SGD 0
+#define OPTIMIZER_ADAM 1
+#define OPTIMIZER_ADAMW 2
+
+// beta1 is SGD's momentum; c1 = 1 - b1^t and c2 = sqrt(1 - b2^t) are Adam's bias corrections
+// at step t (optimizer_at_step).
+typedef struct {
+    int kind;
+    REAL rate, beta1, beta2, eps, c1, c2;
+} optimizer;
+
+optimizer optimizer_make(int kind, REAL rate, REAL beta1, REAL beta2, REAL eps) {
+    optimizer o = {kind, rate, beta1, beta2, eps, 1, 1};
+    return o;
+}
+
+// The optimiser at step t (1 for the first).
+optimizer optimizer_at_step(optimizer o, int t) {
+    if (o.kind != OPTIMIZER_SGD) {
+        o.c1 = 1 - pown(o.beta1, t);
+        o.c2 = sqrt(1 - pown(o.beta2, t));
+    }
+    return o;
+}
+
+// No fused multiply-add: SGD must round exactly as Grenade's descend loop does.
+#pragma OPENCL FP_CONTRACT OFF
+#define OPTIMIZER_STEP(T, NAME)                                                               \
+    void NAME(optimizer o, REAL decay, T g, T *w, T *m, T *v) {                               \
+        if (o.kind == OPTIMIZER_SGD) {                                                        \
+            *m = o.beta1 * *m - o.rate * g;                                                   \
+            *w = *w + *m - o.rate * decay * *w;                                               \
+            return;                                                                           \
+        }                                                                                     \
+        if (o.kind == OPTIMIZER_ADAM) g = g + decay * *w;                                     \
+        else *w = *w * (1 - o.rate * decay);                                                  \
+        *m = *m + (1 - o.beta1) * (g - *m);                                                   \
+        *v = *v * o.beta2 + (1 - o.beta2) * g * g;                                            \
+        *w = *w - (o.rate / o.c1) * *m / (sqrt(*v) / o.c2 + o.eps);                           \
+    }
+OPTIMIZER_STEP(REAL, optimizer_step)
+OPTIMIZER_STEP(REAL8, optimizer_step8)
+#pragma OPENCL FP_CONTRACT ON
+
+// One step of element i from gradient g (v is neither read nor written under SGD).
+void optimizer_at(optimizer o, REAL decay, REAL g, global REAL *w, global REAL *m,
+                  global REAL *v, size_t i) {
+    REAL wi = w[i], mi = m[i], vi = o.kind == OPTIMIZER_SGD ? 0 : v[i];
+    optimizer_step(o, decay, g, &wi, &mi, &vi);
+    w[i] = wi;
+    m[i] = mi;
+    if (o.kind != OPTIMIZER_SGD) v[i] = vi;
+}
+
+// Step t of n parameters, each gradient scaled by scale[0] (the clipping factor, else 1).
+kernel void optimizer_update(int n, int kind, REAL rate, REAL beta1, REAL beta2, REAL eps,
+                             REAL decay, int t, global const REAL *scale, global REAL *w,
+                             global REAL *m, global REAL *v, global const REAL *g) {
+    const int i = get_global_id(0);
+    if (i >= n) return;
+    const optimizer o = optimizer_at_step(optimizer_make(kind, rate, beta1, beta2, eps), t);
+    optimizer_at(o, decay, g[i] * scale[0], w, m, v, i);
+}
+
+// clip_grad_norm_: scale[0] = min(1, max_norm / (|g| + 1e-6)), |g| the L2 norm of n values.
+// One work-group of OPTIMIZER_LANES work-items.
+#define OPTIMIZER_LANES 64
+kernel void optimizer_clip_scale(int n, REAL max_norm, global const REAL *g,
+                                 global REAL *scale) {
+    local REAL sums[OPTIMIZER_LANES];
+    const int lid = get_local_id(0);
+    REAL s = 0;
+    for (int i = lid; i < n; i += OPTIMIZER_LANES) s += g[i] * g[i];
+    sums[lid] = s;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int h = OPTIMIZER_LANES / 2; h > 0; h /= 2) {
+        if (lid < h) sums[lid] += sums[lid + h];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0) scale[0] = fmin((REAL)1, max_norm / (sqrt(sums[0]) + (REAL)1e-6));
+}

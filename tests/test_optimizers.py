@@ -1,0 +1,242 @@
+"""The optimisers (grenade_py.optimizers, kernels/optimizers.cl) on every training path: the flat
+update against torch.optim on the same gradients, clipping against clip_grad_norm_, the fused
+per-example loop against batch-1 steps, Grenade-ordered recurrent updates against a numpy
+transcription, schedules, and model files that resume Adam exactly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_recurrent import assert_same, nets, sequence, with_states
+
+import grenade_py as g
+from grenade_py import execution
+from grenade_py.mnist import mnist_network
+from grenade_py.numpy_recurrent import NumpyRecurrent
+from grenade_py.numpy_reference import adam
+from grenade_py.optimizers import SGD, Adam, AdamW, schedule_rate
+
+SIZES = [1, 3, 17, 257]
+
+
+def kernel_args(device, opt):
+    kind, *values = opt.kernel_values()
+    return (kind, *(device.dtype(v) for v in values))
+
+
+@pytest.mark.parametrize("count", SIZES)
+@pytest.mark.parametrize("opt", [Adam(0.01, weight_decay=0.1), AdamW(0.01, 0.8, 0.9, 1e-6, 0.1)])
+def test_adam_kernel_against_numpy(device, rng, count, opt):
+    dt, t = device.dtype, 7
+    w, m, g_ = (rng.normal(size=count).astype(dt) for _ in range(3))
+    v = rng.uniform(size=count).astype(dt)
+    arrays = [device.to_device(a) for a in (w, m, v)]
+    scale = device.to_device(np.array([0.5]))
+    device.launch("optimizer_update", (count,), count, *kernel_args(device, opt), t, scale,
+                  *arrays, device.to_device(g_))()
+    want = adam(w.astype(float), m.astype(float), v.astype(float), 0.5 * g_.astype(float), t,
+                opt.rate, opt.beta1, opt.beta2, opt.eps, opt.weight_decay,
+                isinstance(opt, AdamW))
+    rtol = 1e-5 if device.precision == "float32" else 1e-14
+    for got, expected in zip(arrays, want, strict=True):
+        np.testing.assert_allclose(got.get(), expected, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("count", SIZES + [4099])
+def test_clip_scale_is_clip_grad_norms_factor(device, rng, count):
+    g_ = rng.normal(size=count)
+    scale = device.zeros((1,))
+    norm = float(np.linalg.norm(g_.astype(device.dtype).astype(float)))
+    for max_norm in (norm / 3, norm * 2):
+        device.launch("optimizer_clip_scale", (64,), count, device.dtype(max_norm),
+                      device.to_device(g_), scale, local=(64,))()
+        want = min(1.0, max_norm / (norm + 1e-6))
+        rtol = 1e-5 if device.precision == "float32" else 1e-13
+        np.testing.assert_allclose(scale.get()[0], want, rtol=rtol)
+
+
+def flat(parameters):
+    return [value for layer in parameters for _, value in sorted(layer.items())]
+
+
+def torch_optimizer(torch, opt, params):
+    kwargs = {"lr": opt.rate, "betas": (opt.beta1, opt.beta2), "eps": opt.eps,
+              "weight_decay": opt.weight_decay}
+    return (torch.optim.AdamW if isinstance(opt, AdamW) else torch.optim.Adam)(params, **kwargs)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "lenet"])
+@pytest.mark.parametrize("opt", [Adam(0.003, weight_decay=0.01), AdamW(0.003, clip_norm=0.5)])
+def test_adam_and_adamw_equal_torch_on_the_same_gradients(device64, rng, arch, opt):
+    """100 float64 steps: each step's gradients come from back_propagate, and torch's optimiser
+    (with clip_grad_norm_ where the optimiser clips) gets the same; the parameters stay within
+    1e-9 relative of torch's."""
+    torch = pytest.importorskip("torch", reason="torch is the oracle (pip install '.[test]')")
+    net = mnist_network(arch, device64, seed=3) if arch == "lenet" else g.Network(
+        [g.FullyConnected(784, 48), g.Relu(), g.FullyConnected(48, 10), g.Softmax()],
+        input=g.D1(784), device=device64, seed=3)
+    shape = (8, *net.input_shape.dims)
+    params = [torch.tensor(v, requires_grad=True) for v in flat(net.get_parameters())]
+    reference = torch_optimizer(torch, opt, params)
+    clipped = 0
+    for _ in range(100):
+        x = rng.normal(size=shape)
+        y = np.eye(10)[rng.integers(0, 10, size=8)]
+        grads = flat(g.back_propagate(net, x, y, loss="cross_entropy"))
+        for p, grad in zip(params, grads, strict=True):
+            p.grad = torch.tensor(grad)
+        if opt.clip_norm is not None:
+            clipped += float(torch.nn.utils.clip_grad_norm_(params, opt.clip_norm)) > opt.clip_norm
+        reference.step()
+        g.apply_update(net, opt)
+    assert net.steps == 100
+    if opt.clip_norm is not None:
+        assert clipped > 10  # the clipping was exercised
+    for got, want in zip(flat(net.get_parameters()), params, strict=True):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-9, atol=1e-12)
+    second = flat(net.get_second())
+    for got, p in zip(second, params, strict=True):
+        np.testing.assert_allclose(got, reference.state[p]["exp_avg_sq"].numpy(), rtol=1e-9,
+                                   atol=1e-15)
+
+
+def circles(device, seed=1):
+    return g.Network([g.FullyConnected(2, 12), g.Tanh(), g.FullyConnected(12, 5), g.Relu(),
+                      g.FullyConnected(5, 1), g.Logit()], input=g.D1(2), device=device,
+                     seed=seed)
+
+
+@pytest.mark.parametrize("opt", [SGD(0.05), Adam(0.01, weight_decay=0.001), AdamW(0.01),
+                                 Adam(0.01, clip_norm=0.05)])
+def test_per_example_training_equals_batch_one_steps(device64, rng, opt):
+    """train(per_example=True) (the fused loop, or layer by layer where the optimiser clips)
+    is one optimiser step per example: batch-1 train calls in order give the same weights."""
+    x = rng.uniform(-1, 1, size=(300, 2))
+    y = (np.linalg.norm(x - 0.3, axis=1, keepdims=True) < 0.5).astype(float)
+    fused, stepped = circles(device64), circles(device64)
+    assert execution.fused(fused, opt.kind) is not None  # used unless the optimiser clips
+    g.train(fused, opt, x, y, per_example=True)
+    for i in range(len(x)):
+        g.train(stepped, opt, x[i:i + 1], y[i:i + 1])
+    assert fused.steps == stepped.steps == 300
+    for a, b in zip(flat(fused.get_parameters()), flat(stepped.get_parameters()), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    start = flat(circles(device64).get_parameters())
+    assert max(np.abs(a - b).max() for a, b in zip(start, flat(fused.get_parameters()),
+                                                   strict=True)) > 1e-2  # it did train
+
+
+@pytest.mark.parametrize("opt", [Adam(0.01, weight_decay=0.01), AdamW(0.02, weight_decay=0.1)])
+def test_ordered_recurrent_adam_matches_the_transcription(device64, opt):
+    """Grenade's ordered per-step updates under Adam: every per-step gradient one Adam step,
+    the starting states one Adam step per sequence, against numpy_recurrent."""
+    rng = np.random.default_rng(4)
+    for net in nets(device64, 3, 5):
+        with_states(net, rng)
+        ref = NumpyRecurrent([layer.spec() for layer in net.layers], net.get_parameters())
+        for _ in range(3):
+            xs, targets = sequence(net, 4, rng)
+            g.train_recurrent(net, opt, list(zip(xs, targets, strict=True)))
+            ref.train(xs, targets, opt)
+        assert (net.steps, net.state_steps) == (ref.t, ref.state_t) == (12, 3)
+        assert_same(net, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_summed_recurrent_adam_matches_the_transcription(device64):
+    rng = np.random.default_rng(6)
+    opt = Adam(0.01)
+    net = nets(device64, 3, 5)[0]
+    with_states(net, rng)
+    ref = NumpyRecurrent([layer.spec() for layer in net.layers], net.get_parameters())
+    xs, targets = sequence(net, 5, rng, every=1)
+    g.train_sequences(net, opt, xs[None], np.stack(targets)[None], np.ones((1, 5), bool),
+                      summed=True)
+    ref.train(xs, targets, opt, summed=True)
+    assert_same(net, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_clipping_is_refused_on_recurrent_networks(device64):
+    net = nets(device64, 3, 5)[0]
+    xs, targets = sequence(net, 2, np.random.default_rng(1))
+    with pytest.raises(ValueError, match="clip_norm is not supported on recurrent"):
+        g.train_recurrent(net, Adam(clip_norm=1.0), list(zip(xs, targets, strict=True)))
+
+
+def dropout_net(device):
+    return g.Network([g.FullyConnected(3, 16), g.Tanh(), g.Dropout(0.3), g.FullyConnected(16, 2)],
+                     input=g.D1(3), device=device, seed=9)
+
+
+@pytest.mark.parametrize("opt", [Adam(0.01), SGD(0.05)])
+def test_a_saved_model_resumes_exactly(device64, rng, tmp_path, opt):
+    """Adam's moments and step count, and Dropout's key and step counter, are in the file: 3
+    steps, save, load, 3 steps equal 6 steps in one go."""
+    batches = [(rng.normal(size=(5, 3)), rng.normal(size=(5, 2))) for _ in range(6)]
+    whole, first = dropout_net(device64), dropout_net(device64)
+    for x, y in batches:
+        g.train(whole, opt, x, y)
+    for x, y in batches[:3]:
+        g.train(first, opt, x, y)
+    first.save(tmp_path / "half.gnpy")
+    resumed = g.Network.load(tmp_path / "half.gnpy")
+    assert resumed.steps == 3
+    for x, y in batches[3:]:
+        g.train(resumed, opt, x, y)
+    for a, b in zip(flat(whole.get_parameters()), flat(resumed.get_parameters()), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_schedules():
+    assert [schedule_rate("exponential:0.9", 0.1, e, 4) for e in range(3)] == \
+        pytest.approx([0.1, 0.09, 0.081])
+    assert [schedule_rate("step:2:0.5", 1.0, e, 9) for e in range(5)] == [1, 1, 0.5, 0.5, 0.25]
+    assert [schedule_rate("cosine", 1.0, e, 4) for e in range(4)] == \
+        pytest.approx([1, 0.853553, 0.5, 0.146447], rel=1e-5)
+    assert schedule_rate(None, 0.3, 5, 9) == schedule_rate("constant", 0.3, 5, 9) == 0.3
+    assert schedule_rate(lambda e: 0.1 / (e + 1), 9.0, 3, 9) == pytest.approx(0.025)
+    for bad in ("step:0:0.5", "exponential", "cosine:2", "linear"):
+        with pytest.raises(ValueError, match="is not one of"):
+            schedule_rate(bad, 0.1, 0, 3)
+    with pytest.raises(ValueError, match="rates must be finite and > 0"):
+        schedule_rate(lambda e: -1.0, 0.1, 0, 3)
+
+
+def test_fit_follows_its_schedule_without_rebuilding(device64, rng):
+    """fit with a schedule equals one fit per epoch at that epoch's rate."""
+    x, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 2))
+    a, b = dropout_net(device64), dropout_net(device64)
+    history = g.fit(a, Adam(0.01), x, y, batch_size=8, epochs=3, shuffle=False,
+                    schedule="exponential:0.5")
+    assert [r["rate"] for r in history] == [0.01, 0.005, 0.0025]
+    for rate in (0.01, 0.005, 0.0025):
+        g.fit(b, Adam(rate), x, y, batch_size=8, epochs=1, shuffle=False)
+    for p, q in zip(flat(a.get_parameters()), flat(b.get_parameters()), strict=True):
+        np.testing.assert_array_equal(p, q)
+    with pytest.raises(ValueError, match="rates must be finite"):
+        g.fit(a, Adam(0.01), x, y, epochs=2, schedule=lambda e: 0.0)
+
+
+def test_a_step_left_with_a_shard_scale_computes_the_batch_average(device64, rng):
+    """A Step used with another scale (as a distributed shard uses 1/global batch) leaves
+    nothing behind: back_propagate on the same cached Step still averages over its rows."""
+    x, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    used, fresh = (g.Network([g.FullyConnected(3, 16), g.Tanh(), g.FullyConnected(16, 2)],
+                             input=g.D1(3), device=device64, seed=9) for _ in range(2))
+    step = execution.steps(used, 4)
+    step.input.set(x)
+    step.target.set(y)
+    step.train(None, scale=1 / 8)
+    fresh.set_parameters(used.get_parameters())
+    for a, b in zip(flat(g.back_propagate(used, x, y)), flat(g.back_propagate(fresh, x, y)),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_bad_optimisers_are_refused():
+    with pytest.raises(ValueError, match="Adam.beta1 must be in"):
+        Adam(beta1=1.0)
+    with pytest.raises(ValueError, match="AdamW.clip_norm must be > 0"):
+        AdamW(clip_norm=0)
+    with pytest.raises(ValueError, match="SGD.rate must be > 0"):
+        SGD(0)
+    with pytest.raises(TypeError, match="expected an optimiser"):
+        g.train(circles(g.Device()), 0.1, np.zeros((1, 2)), np.zeros((1, 1)))
