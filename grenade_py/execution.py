@@ -31,36 +31,38 @@ def enqueue(launches: list[Launch]) -> None:
 
 
 class Update:
-    """One optimiser step over a network's flat buffers: the gradient's clipping factor (if
-    the optimiser clips), then its rule over every parameter, in two launches."""
+    """One optimiser step over a network's flat buffers: if the optimiser clips, the
+    gradient's clipping factor and the gradient scaled by it; then the optimiser's rule over
+    every parameter (a kernel per rule)."""
 
     def __init__(self, net: Network) -> None:
-        device, flat = net.device, net.flat
-        real = device.dtype
-        count = flat["parameters"].size
-        self.one = device.zeros((1,))
-        self.one.fill(1)
-        self.factor = device.zeros((1,))
-        self.clip = device.launch("optimizer_clip_scale", (64,), count, real(0),
-                                  flat["gradients"], self.factor, local=(64,))
-        self.rule = device.launch("optimizer_update", (count,), count, 0, real(0), real(0),
-                                  real(0), real(0), real(0), 0, self.one, flat["parameters"],
-                                  flat["momentum"], flat["second"], flat["gradients"])
-        self.real = real
+        self.device, self.flat = net.device, net.flat
+        count, gradients = self.flat["parameters"].size, self.flat["gradients"]
+        factor = self.device.zeros((1,))
+        self.clip = [
+            self.device.launch("optimizer_clip_scale", (64,), count, self.device.dtype(0),
+                               gradients, factor, local=(64,)),
+            self.device.launch("optimizer_clip", (count,), count, factor, gradients)]
+        self.rules: dict[str, Launch] = {}
 
     def __call__(self, optimizer: Optimizer, t: int) -> None:
         """Enqueue step t (1 for the first) of `optimizer` from the gradients in the flat
-        buffer."""
+        buffer (clipped there first, if the optimiser clips)."""
+        real, flat = self.device.dtype, self.flat
+        if optimizer.kernel not in self.rules:
+            count = flat["parameters"].size
+            self.rules[optimizer.kernel] = self.device.launch(
+                f"optimizer_update_{optimizer.kernel}", (count,), count,
+                *(real(0) for _ in range(7)), flat["parameters"], flat["momentum"],
+                flat["second"], flat["gradients"])
         if optimizer.clip_norm is not None:
-            self.clip.set_arg(1, self.real(optimizer.clip_norm))
-            self.clip()
-        self.rule.set_arg(8, self.factor if optimizer.clip_norm is not None else self.one)
-        kind, *values = optimizer.kernel_values()
-        self.rule.set_arg(1, kind)
-        for index, value in enumerate(values, start=2):
-            self.rule.set_arg(index, self.real(value))
-        self.rule.set_arg(7, t)
-        self.rule()
+            self.clip[0].set_arg(1, real(optimizer.clip_norm))
+            enqueue(self.clip)
+        rule = self.rules[optimizer.kernel]
+        for index, value in enumerate((*optimizer.kernel_values(), *optimizer.powers(t)),
+                                      start=1):
+            rule.set_arg(index, real(value))
+        rule()
 
 
 class Step:

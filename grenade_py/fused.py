@@ -60,7 +60,8 @@ def fused_source(layers: list[Layer], lanes: int = 1, kind: int = 0) -> str | No
             return None
         backward.append(code)
     params = ["int start", "int count", "global const REAL *xs", "global const REAL *ys",
-              "int t0", "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay"]
+              "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay", "REAL p1",
+              "REAL p2"]
     params += [f"int n{k}" for k in range(count + 1)]
     params += [f"global REAL *{v}{k}" for k in range(1, count + 1) for v in ("a", "d")]
     params += [decl for i, layer in enumerate(layers) for decl, _ in layer.fused_args(i)]
@@ -81,9 +82,8 @@ kernel void fused_train({", ".join(params)}) {{
 #if FUSED_COALESCED
     local REAL fused_sums[FUSED_LANES];
 #endif
-    const optimizer base = optimizer_make(FUSED_OPTIMIZER, rate, beta1, beta2, eps);
-    for (int e = start; e < start + count; ++e) {{
-        const optimizer opt = optimizer_at_step(base, t0 + e - start);
+    optimizer opt = optimizer_make(FUSED_OPTIMIZER, rate, beta1, beta2, eps, p1, p2);
+    for (int e = start; e < start + count; ++e, opt = optimizer_next(opt)) {{
         global const REAL *a0 = xs + (size_t)e * n0;
         global const REAL *t = ys + (size_t)e * n{count};
 {body}
@@ -117,7 +117,7 @@ class FusedTrainer:
                                                device.cl_device) >= self.lanes:
                 break
             self.lanes //= 2
-        # Arguments 0-9 (range, data, optimiser) are set per call; the rest once.
+        # Arguments 0-10 (range, data, optimiser) are set per call; the rest once.
         # The loop's activations and deltas are its own; `self.held` keeps every buffer the
         # kernel uses alive as long as the loop.
         self.held: list[cl_array.Array] = []
@@ -126,7 +126,7 @@ class FusedTrainer:
         for i, layer in enumerate(layers):
             self.held += [value for _, value in layer.fused_args(i)]
         fixed: list[Any] = [np.int32(size(s)) for s in shapes] + [buffer(a) for a in self.held]
-        for index, value in enumerate(fixed, start=10):
+        for index, value in enumerate(fixed, start=11):
             self.kernel.set_arg(index, value)
 
     def __call__(self, xs: cl_array.Array, ys: cl_array.Array, start: int, count: int,
@@ -136,9 +136,8 @@ class FusedTrainer:
         k, real = self.kernel, np.dtype(self.device.dtype).type
         k.set_arg(2, buffer(xs))
         k.set_arg(3, buffer(ys))
-        kind, *values = optimizer.kernel_values()
-        k.set_arg(4, np.int32(self.net.steps + 1))
-        for index, value in enumerate(values, start=5):
+        values = (*optimizer.kernel_values(), *optimizer.powers(self.net.steps + 1))
+        for index, value in enumerate(values, start=4):
             k.set_arg(index, real(value))
         k.set_arg(0, np.int32(start))
         k.set_arg(1, np.int32(count))

@@ -43,7 +43,7 @@ class Loss:
         """delta = scale (y - target) over rows of y (rows, ...), 0 on rows whose mask is 0;
         `scale` is given per call (`Launch.set("scale", ...)`)."""
         rows, width = y.shape[0], y.size // y.shape[0]
-        return device.launch("loss_gradient", (width, rows), rows, width, device.dtype(1),
+        return device.launch("loss_gradient", (rows * width,), rows, width, device.dtype(1),
                              int(mask is not None), y, target,
                              mask if mask is not None else target, delta,
                              per_call={"scale": 2})

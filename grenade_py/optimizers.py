@@ -40,8 +40,9 @@ class Optimizer:
     """What every optimiser has: a rate and optional global-norm clipping. The subclasses are
     frozen dataclasses, so an optimiser is a value (equal when its fields are)."""
 
-    #: The rule's number in kernels/optimizers.cl.
+    #: The rule's number in kernels/optimizers.cl, and its kernels' suffix.
     kind: ClassVar[int] = -1
+    kernel: ClassVar[str] = ""
 
     rate: float
     clip_norm: float | None
@@ -61,14 +62,19 @@ class Optimizer:
         """The same optimiser at another rate (a schedule's rate for an epoch)."""
         return dataclasses.replace(self, rate=rate)  # type: ignore[type-var]
 
-    def kernel_values(self) -> tuple[int, float, float, float, float, float]:
-        """(kind, rate, beta1 or momentum, beta2, eps, decay), as the kernels take them."""
+    def kernel_values(self) -> tuple[float, float, float, float, float]:
+        """(rate, beta1 or momentum, beta2, eps, decay), as the kernels take them."""
         raise NotImplementedError
+
+    def powers(self, t: int) -> tuple[float, float]:
+        """(beta1^t, beta2^t) at step t, as torch computes them (Python floats), for Adam's
+        bias corrections; SGD has none."""
+        return 0.0, 0.0
 
     def check(self, dtype: Any) -> None:
         """ValueError if a value (or rate x decay) overflows the device's precision."""
         real = np.dtype(dtype).type
-        kind, rate, *rest = self.kernel_values()
+        rate, *rest = self.kernel_values()
         with np.errstate(over="ignore"):
             values = [real(rate), *(real(v) for v in rest), real(rate) * real(rest[-1])]
         if not all(np.isfinite(values)):
@@ -88,6 +94,7 @@ class SGD(Optimizer):
     """
 
     kind: ClassVar[int] = 0
+    kernel: ClassVar[str] = "sgd"
 
     rate: float
     momentum: float = 0.9
@@ -102,8 +109,8 @@ class SGD(Optimizer):
         if not self.l2 >= 0:
             raise ValueError(f"{owner}.l2 must be >= 0, got {self.l2!r}")
 
-    def kernel_values(self) -> tuple[int, float, float, float, float, float]:
-        return self.kind, self.rate, self.momentum, 0.0, 0.0, self.l2
+    def kernel_values(self) -> tuple[float, float, float, float, float]:
+        return self.rate, self.momentum, 0.0, 0.0, self.l2
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ class Adam(Optimizer):
     """
 
     kind: ClassVar[int] = 1
+    kernel: ClassVar[str] = "adam"
 
     rate: float = 1e-3
     beta1: float = 0.9
@@ -144,8 +152,11 @@ class Adam(Optimizer):
         if not self.weight_decay >= 0:
             raise ValueError(f"{owner}.weight_decay must be >= 0, got {self.weight_decay!r}")
 
-    def kernel_values(self) -> tuple[int, float, float, float, float, float]:
-        return self.kind, self.rate, self.beta1, self.beta2, self.eps, self.weight_decay
+    def kernel_values(self) -> tuple[float, float, float, float, float]:
+        return self.rate, self.beta1, self.beta2, self.eps, self.weight_decay
+
+    def powers(self, t: int) -> tuple[float, float]:
+        return self.beta1 ** t, self.beta2 ** t
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,7 @@ class AdamW(Adam):
     before the step), torch's default weight_decay 0.01."""
 
     kind: ClassVar[int] = 2
+    kernel: ClassVar[str] = "adamw"
 
     weight_decay: float = 0.01
 

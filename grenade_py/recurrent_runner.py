@@ -96,7 +96,7 @@ class SequencePlan:
                                      self.metrics)
         self._forward: dict[bool, list[Launch]] = {}
         self._backward: list[Launch] | None = None
-        self._update: list[tuple[Launch, bool]] | None = None
+        self._update: dict[str, list[tuple[Launch, bool]]] = {}
 
     def own(self, index: int) -> Buffers:
         """Layer `index`'s own buffers."""
@@ -137,26 +137,29 @@ class SequencePlan:
         """The update's launches, given the optimiser's values and the network's next step
         counts: with `ordered`, one optimiser step per row in time order (Grenade's), else one
         step from their sum; then the starting states' update."""
-        kind, *values = optimizer.kernel_values()
-        for launch, decays in self._update_launches():
-            launch.set("kind", kind)
-            for name, value in zip(("rate", "beta1", "beta2", "eps"), values, strict=False):
-                launch.set(name, value)
-            launch.set("decay", values[-1] if decays else 0)
-            if "ordered" in launch.per_call:
-                launch.set("t", self.net.steps + 1)
-                launch.set("ordered", int(ordered))
+        real = self.net.device.dtype
+        rate, beta1, beta2, eps, decay = optimizer.kernel_values()
+        weights = (*optimizer.powers(self.net.steps + 1), int(ordered))
+        states = optimizer.powers(self.net.state_steps + 1)
+        launches = self._update_launches(optimizer.kernel)
+        for launch, decays in launches:
+            values = (rate, beta1, beta2, eps, decay if decays else 0.0)
+            if launch.kernel.function_name == "recurrent_state_update":
+                launch.set_arg(2, optimizer.kind)
+                for index, value in enumerate((*values, *states), start=3):
+                    launch.set_arg(index, real(value))
             else:
-                launch.set("t", self.net.state_steps + 1)
-        return [launch for launch, _ in self._update_launches()]
+                for index, value in enumerate((*values, *weights), start=7):
+                    launch.set_arg(index, real(value) if index < 14 else value)
+        return [launch for launch, _ in launches]
 
-    def _update_launches(self) -> list[tuple[Launch, bool]]:
-        """Each parameter array's update and each starting state's, with whether it decays;
-        the optimiser's values are set per call."""
-        if self._update is not None:
-            return self._update
-        device, zero = self.net.device, self.net.device.dtype(0)
-        self._update = []
+    def _update_launches(self, kernel: str) -> list[tuple[Launch, bool]]:
+        """Each parameter array's update (by the optimiser's kernel) and each starting state's,
+        with whether it decays; the optimiser's values are set per call (`update`)."""
+        if kernel in self._update:
+            return self._update[kernel]
+        device, zeros = self.net.device, [self.net.device.dtype(0)] * 7
+        launches = self._update[kernel] = []
         for index, layer in enumerate(self.net.layers[:self.top]):
             x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
             dy = self.deltas[index + 1]
@@ -170,19 +173,17 @@ class SequencePlan:
                 else:
                     rows, cols, d, ldd, x, ldx = shape[0], shape[1], f.d, f.ldd, f.x, f.ldx
                 launch = device.launch(
-                    "recurrent_update", (rows, -(-cols // 8)), self.rows, rows, cols, d, ldd, x,
-                    ldx, 0, zero, zero, zero, zero, zero, 0, 0, layer.parameters[f.name],
-                    layer.momentum[f.name], layer.second[f.name],
-                    per_call=OPTIMIZER_ARGS | {"t": 13, "ordered": 14})
-                self._update.append((launch, f.decay))
+                    f"recurrent_update_{kernel}", (rows, -(-cols // 8)), self.rows, rows, cols,
+                    d, ldd, x, ldx, *zeros, 0, layer.parameters[f.name], layer.momentum[f.name],
+                    layer.second[f.name])
+                launches.append((launch, f.decay))
             if isinstance(layer, RecurrentLayer):
                 launch = device.launch(
                     "recurrent_state_update", (layer.state_size,), layer.state_size,
-                    self.batch, 0, zero, zero, zero, zero, zero, 0, own["dstate"],
-                    layer.parameters["state"], layer.momentum["state"], layer.second["state"],
-                    per_call={name: at - 5 for name, at in OPTIMIZER_ARGS.items()} | {"t": 8})
-                self._update.append((launch, True))
-        return self._update
+                    self.batch, 0, *zeros, own["dstate"], layer.parameters["state"],
+                    layer.momentum["state"], layer.second["state"])
+                launches.append((launch, True))
+        return launches
 
     def step(self, optimizer: Optimizer, ordered: bool, measure: bool) -> None:
         """Enqueue one training step over the sequences in place (a0, target, mask): from the
@@ -196,10 +197,6 @@ class SequencePlan:
         enqueue(self.backward() + self.update(optimizer, ordered))
         self.net.steps += self.rows if ordered else 1
         self.net.state_steps += 1
-
-
-#: Where the optimiser's values sit among recurrent_update's arguments.
-OPTIMIZER_ARGS = {"kind": 7, "rate": 8, "beta1": 9, "beta2": 10, "eps": 11, "decay": 12}
 
 
 def plan(net: RecurrentNetwork, steps: int, batch: int, loss: str | Loss = "squared_error"

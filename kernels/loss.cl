@@ -3,13 +3,12 @@
 // With `masked`, rows whose mask is 0 (sequence steps without a target) push back 0.
 REAL loss_gradient_at(REAL y, REAL t, REAL scale) { return (y - t) * scale; }
 
-// global size (width, rows)
+// global size (rows * width)
 kernel void loss_gradient(int rows, int width, REAL scale, int masked, global const REAL *y,
                           global const REAL *t, global const REAL *mask, global REAL *dy) {
-    const int j = get_global_id(0), row = get_global_id(1);
-    if (j >= width || row >= rows) return;
-    const size_t at = (size_t)row * width + j;
-    dy[at] = masked && mask[row] == 0 ? (REAL)0 : loss_gradient_at(y[at], t[at], scale);
+    const int at = get_global_id(0);
+    if (at >= rows * width) return;
+    dy[at] = masked && mask[at / width] == 0 ? (REAL)0 : loss_gradient_at(y[at], t[at], scale);
 }
 
 // Per-row loss and correctness of a batch (n rows of width w), for reporting:

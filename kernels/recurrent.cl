@@ -172,31 +172,33 @@ kernel void basic_recurrent_inputs(int rows, int i, int o, global const REAL *x,
 // Grenade's trainRecurrent update of a weight matrix w (rows, cols) whose gradient at step k is
 // d[k * ldd + r] * x[k * ldx + c]: with `ordered`, the `steps` gradients applied one at a time in
 // time order, step k being the optimiser's step t0 + k (applyRecurrentUpdate folded over the
-// steps); otherwise their sum as step t0. A vector is one row whose d is all ones. `decay` is 0
-// for parameters Grenade does not regularise. Each work-item: 8 columns of a row (global size
-// (rows, ceil(cols / 8)), so a work-group spans rows; 8 columns, not VW, leave no scalar
-// remainder on the usual layer sizes).
-kernel void recurrent_update(int steps, int rows, int cols, global const REAL *d, int ldd,
-                             global const REAL *x, int ldx, int kind, REAL rate, REAL beta1,
-                             REAL beta2, REAL eps, REAL decay, int t0, int ordered,
-                             global REAL *w, global REAL *m, global REAL *v) {
+// steps; p1, p2 are Adam's b1^t0, b2^t0); otherwise their sum as step t0. A vector is one row
+// whose d is all ones. `decay` is 0 for parameters Grenade does not regularise. Each
+// work-item: 8 columns of a row (global size (rows, ceil(cols / 8)), so a work-group spans
+// rows; 8 columns, not VW, leave no scalar remainder on the usual layer sizes). The kind is a
+// parameter here and a constant in each kernel below, so that each kernel holds one rule.
+void recurrent_update_at(const int kind, int steps, int rows, int cols, global const REAL *d,
+                         int ldd, global const REAL *x, int ldx, REAL rate, REAL beta1,
+                         REAL beta2, REAL eps, REAL decay, REAL p1, REAL p2, int ordered,
+                         global REAL *w, global REAL *m, global REAL *v) {
     const int r = get_global_id(0), c0 = get_global_id(1) * 8;
     if (c0 >= cols || r >= rows) return;
-    const optimizer base = optimizer_make(kind, rate, beta1, beta2, eps);
+    const optimizer first = optimizer_make(kind, rate, beta1, beta2, eps, p1, p2);
     const int adam = kind != OPTIMIZER_SGD;
     const size_t at = (size_t)r * cols + c0;
     if (c0 + 8 <= cols) {
         REAL8 wv = vload8(0, w + at), mv = vload8(0, m + at), vv = adam ? vload8(0, v + at) : 0;
         if (ordered) {
-            for (int k = 0; k < steps; ++k)
-                optimizer_step8(optimizer_at_step(base, t0 + k), decay,
+            optimizer o = first;
+            for (int k = 0; k < steps; ++k, o = optimizer_next(o))
+                optimizer_step8(o, decay,
                                 d[(size_t)k * ldd + r] * vload8(0, x + (size_t)k * ldx + c0),
                                 &wv, &mv, &vv);
         } else {
             REAL8 g = 0;
             for (int k = 0; k < steps; ++k)
                 g += d[(size_t)k * ldd + r] * vload8(0, x + (size_t)k * ldx + c0);
-            optimizer_step8(optimizer_at_step(base, t0), decay, g, &wv, &mv, &vv);
+            optimizer_step8(first, decay, g, &wv, &mv, &vv);
         }
         vstore8(wv, 0, w + at);
         vstore8(mv, 0, m + at);
@@ -205,24 +207,37 @@ kernel void recurrent_update(int steps, int rows, int cols, global const REAL *d
     }
     for (int c = c0; c < cols; ++c) {
         if (ordered) {
-            for (int k = 0; k < steps; ++k)
-                optimizer_at(optimizer_at_step(base, t0 + k), decay,
-                             d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c], w, m, v,
+            optimizer o = first;
+            for (int k = 0; k < steps; ++k, o = optimizer_next(o))
+                optimizer_at(o, decay, d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c], w, m, v,
                              at + c - c0);
         } else {
             REAL g = 0;
             for (int k = 0; k < steps; ++k) g += d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c];
-            optimizer_at(optimizer_at_step(base, t0), decay, g, w, m, v, at + c - c0);
+            optimizer_at(first, decay, g, w, m, v, at + c - c0);
         }
     }
 }
+
+#define RECURRENT_UPDATE(NAME, KIND)                                                          \
+    kernel void NAME(int steps, int rows, int cols, global const REAL *d, int ldd,            \
+                     global const REAL *x, int ldx, REAL rate, REAL beta1, REAL beta2,        \
+                     REAL eps, REAL decay, REAL p1, REAL p2, int ordered, global REAL *w,     \
+                     global REAL *m, global REAL *v) {                                        \
+        recurrent_update_at(KIND, steps, rows, cols, d, ldd, x, ldx, rate, beta1, beta2, eps, \
+                            decay, p1, p2, ordered, w, m, v);                                 \
+    }
+RECURRENT_UPDATE(recurrent_update_sgd, OPTIMIZER_SGD)
+RECURRENT_UPDATE(recurrent_update_adam, OPTIMIZER_ADAM)
+RECURRENT_UPDATE(recurrent_update_adamw, OPTIMIZER_ADAMW)
 
 // The starting states' update from g, their deltas summed over the B sequences (B, n). Under
 // SGD, Grenade's updateRecInputs: state' = (1 - rate l2) state - rate g, no momentum. Under
 // Adam and AdamW: step t of the optimiser, with the state's own moments.
 kernel void recurrent_state_update(int n, int B, int kind, REAL rate, REAL beta1, REAL beta2,
-                                   REAL eps, REAL decay, int t, global const REAL *grad,
-                                   global REAL *state, global REAL *m, global REAL *v) {
+                                   REAL eps, REAL decay, REAL p1, REAL p2,
+                                   global const REAL *grad, global REAL *state, global REAL *m,
+                                   global REAL *v) {
     #pragma OPENCL FP_CONTRACT OFF
     const int j = get_global_id(0);
     if (j >= n) return;
@@ -231,8 +246,8 @@ kernel void recurrent_state_update(int n, int B, int kind, REAL rate, REAL beta1
     if (kind == OPTIMIZER_SGD)
         state[j] = (1 - rate * decay) * state[j] - rate * g;
     else
-        optimizer_at(optimizer_at_step(optimizer_make(kind, rate, beta1, beta2, eps), t), decay,
-                     g, state, m, v, j);
+        optimizer_at(optimizer_make(kind, rate, beta1, beta2, eps, p1, p2), decay, g, state, m,
+                     v, j);
 }
 
 // Adds, over the rows with a target, to sums: [0] the squared error sum (y - t)^2, [1] the

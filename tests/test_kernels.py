@@ -83,7 +83,7 @@ def test_loss_gradient(device, rng, count, masked):
     y, t = rng.normal(size=(count, width)), rng.normal(size=(count, width))
     mask = (rng.random(count) < 0.5).astype(float)
     dy = device.zeros((count, width))
-    run(device, "loss_gradient", (width, count), count, width, device.dtype(0.25), int(masked),
+    run(device, "loss_gradient", (width * count,), count, width, device.dtype(0.25), int(masked),
         device.to_device(y), device.to_device(t), device.to_device(mask), dy)
     expected = (y.astype(device.dtype) - t.astype(device.dtype)) * device.dtype(0.25)
     if masked:
@@ -98,9 +98,9 @@ def test_sgd_is_grenades_descend(device, rng, count):
     dt = device.dtype
     w, m, g = (rng.normal(size=count).astype(dt) for _ in range(3))
     w_dev, m_dev = device.to_device(w), device.to_device(m)
-    one = device.to_device(np.ones(1))
-    run(device, "optimizer_update", (count,), count, 0, dt(lp.rate), dt(lp.momentum), dt(0),
-        dt(0), dt(lp.l2), 1, one, w_dev, m_dev, device.zeros((count,)), device.to_device(g))
+    run(device, "optimizer_update_sgd", (count,), count, dt(lp.rate), dt(lp.momentum), dt(0),
+        dt(0), dt(lp.l2), dt(0), dt(0), w_dev, m_dev, device.zeros((count,)),
+        device.to_device(g))
     lp_typed = LearningParameters(float(dt(lp.rate)), float(dt(lp.momentum)), float(dt(lp.l2)))
     m2 = dt(lp_typed.momentum) * m - dt(lp_typed.rate) * g
     w2 = w + m2 - (dt(lp_typed.rate) * dt(lp_typed.l2)) * w

@@ -18,9 +18,8 @@ from grenade_py.optimizers import SGD, Adam, AdamW, schedule_rate
 SIZES = [1, 3, 17, 257]
 
 
-def kernel_args(device, opt):
-    kind, *values = opt.kernel_values()
-    return (kind, *(device.dtype(v) for v in values))
+def kernel_args(device, opt, t):
+    return tuple(device.dtype(v) for v in (*opt.kernel_values(), *opt.powers(t)))
 
 
 @pytest.mark.parametrize("count", SIZES)
@@ -30,10 +29,9 @@ def test_adam_kernel_against_numpy(device, rng, count, opt):
     w, m, g_ = (rng.normal(size=count).astype(dt) for _ in range(3))
     v = rng.uniform(size=count).astype(dt)
     arrays = [device.to_device(a) for a in (w, m, v)]
-    scale = device.to_device(np.array([0.5]))
-    device.launch("optimizer_update", (count,), count, *kernel_args(device, opt), t, scale,
+    device.launch(f"optimizer_update_{opt.kernel}", (count,), count, *kernel_args(device, opt, t),
                   *arrays, device.to_device(g_))()
-    want = adam(w.astype(float), m.astype(float), v.astype(float), 0.5 * g_.astype(float), t,
+    want = adam(w.astype(float), m.astype(float), v.astype(float), g_.astype(float), t,
                 opt.rate, opt.beta1, opt.beta2, opt.eps, opt.weight_decay,
                 isinstance(opt, AdamW))
     rtol = 1e-5 if device.precision == "float32" else 1e-14
@@ -46,12 +44,15 @@ def test_clip_scale_is_clip_grad_norms_factor(device, rng, count):
     g_ = rng.normal(size=count)
     scale = device.zeros((1,))
     norm = float(np.linalg.norm(g_.astype(device.dtype).astype(float)))
+    rtol = 1e-5 if device.precision == "float32" else 1e-13
     for max_norm in (norm / 3, norm * 2):
-        device.launch("optimizer_clip_scale", (64,), count, device.dtype(max_norm),
-                      device.to_device(g_), scale, local=(64,))()
+        g_dev = device.to_device(g_)
+        device.launch("optimizer_clip_scale", (64,), count, device.dtype(max_norm), g_dev, scale,
+                      local=(64,))()
         want = min(1.0, max_norm / (norm + 1e-6))
-        rtol = 1e-5 if device.precision == "float32" else 1e-13
         np.testing.assert_allclose(scale.get()[0], want, rtol=rtol)
+        device.launch("optimizer_clip", (count,), count, scale, g_dev)()
+        np.testing.assert_allclose(g_dev.get(), g_ * want, rtol=rtol)
 
 
 def flat(parameters):

@@ -11,11 +11,13 @@ from conftest import tolerance
 from grenade_py.numpy_reference import adam
 
 RATE, MOMENTUM, L2 = 0.01, 0.9, 0.0005
-SGD_ARGS = (0, RATE, MOMENTUM, 0.0, 0.0)  # kind, rate, beta1/momentum, beta2, eps
+SGD_ARGS = (RATE, MOMENTUM, 0.0, 0.0)  # rate, beta1/momentum, beta2, eps
+KERNELS = {0: "sgd", 1: "adam", 2: "adamw"}
 
 
-def optimizer_args(dt, kind, rate, beta1, beta2, eps, decay):
-    return (kind, dt(rate), dt(beta1), dt(beta2), dt(eps), dt(decay))
+def optimizer_args(dt, rate, beta1, beta2, eps, decay, t=0):
+    """The kernels' optimiser arguments: rate, beta1, beta2, eps, decay, beta1^t, beta2^t."""
+    return tuple(dt(v) for v in (rate, beta1, beta2, eps, decay, beta1 ** t, beta2 ** t))
 
 
 def run(device, name, size, *args):
@@ -35,9 +37,9 @@ def test_ordered_update_is_grenades_steps_in_order(device, rng, rows, cols, step
     x = rng.normal(size=(steps, cols + 1)).astype(dt)
     for l2 in (L2, 0.0):
         w_dev, m_dev = device.to_device(w), device.to_device(m)
-        run(device, "recurrent_update", (rows, -(-cols // 8)), steps, rows, cols,
+        run(device, "recurrent_update_sgd", (rows, -(-cols // 8)), steps, rows, cols,
             device.to_device(d), rows + 2, device.to_device(x), cols + 1,
-            *optimizer_args(dt, *SGD_ARGS, l2), 1, 1, w_dev, m_dev, device.zeros((1,)))
+            *optimizer_args(dt, *SGD_ARGS, l2), 1, w_dev, m_dev, device.zeros((1,)))
         wv, mv = w.copy(), m.copy()
         for k in range(steps):
             g = d[k, :rows, None] * x[k, None, :cols]
@@ -53,9 +55,9 @@ def test_summed_update_takes_one_step(device, rng, rows, cols):
     w, m = rng.normal(size=(rows, cols)), rng.normal(size=(rows, cols))
     d, x = rng.normal(size=(steps, rows)), rng.normal(size=(steps, cols))
     w_dev, m_dev = device.to_device(w), device.to_device(m)
-    run(device, "recurrent_update", (rows, -(-cols // 8)), steps, rows, cols,
+    run(device, "recurrent_update_sgd", (rows, -(-cols // 8)), steps, rows, cols,
         device.to_device(d), rows, device.to_device(x), cols, *optimizer_args(dt, *SGD_ARGS, L2),
-        1, 0, w_dev, m_dev, device.zeros((1,)))
+        0, w_dev, m_dev, device.zeros((1,)))
     g = d.T @ x
     m2 = MOMENTUM * m - RATE * g
     np.testing.assert_allclose(m_dev.get(), m2, **tolerance(device, steps))
@@ -67,7 +69,7 @@ def test_state_descent_is_grenades_update_rec_inputs(device, rng, n):
     dt, batch = device.dtype, 3
     state, grad = rng.normal(size=n).astype(dt), rng.normal(size=(batch, n)).astype(dt)
     state_dev = device.to_device(state)
-    run(device, "recurrent_state_update", (n,), n, batch, *optimizer_args(dt, *SGD_ARGS, L2), 1,
+    run(device, "recurrent_state_update", (n,), n, batch, 0, *optimizer_args(dt, *SGD_ARGS, L2),
         device.to_device(grad), state_dev, device.zeros((n,)), device.zeros((n,)))
     total = grad[0] + grad[1] + grad[2]
     np.testing.assert_array_equal(state_dev.get(),
@@ -84,10 +86,9 @@ def test_adam_updates_are_torchs_steps_in_order(device64, rng, rows, cols, kind,
     m, v = rng.normal(size=(rows, cols)), rng.uniform(size=(rows, cols))
     d, x = rng.normal(size=(steps, rows)), rng.normal(size=(steps, cols))
     w_dev, m_dev, v_dev = (device64.to_device(a) for a in (w, m, v))
-    run(device64, "recurrent_update", (rows, -(-cols // 8)), steps, rows, cols,
-        device64.to_device(d), rows, device64.to_device(x), cols,
-        *optimizer_args(dt, kind, 0.01, 0.9, 0.999, 1e-8, decay), t0, ordered, w_dev, m_dev,
-        v_dev)
+    run(device64, f"recurrent_update_{KERNELS[kind]}", (rows, -(-cols // 8)), steps, rows,
+        cols, device64.to_device(d), rows, device64.to_device(x), cols,
+        *optimizer_args(dt, 0.01, 0.9, 0.999, 1e-8, decay, t0), ordered, w_dev, m_dev, v_dev)
     gradients = [d[k, :, None] * x[k, None, :] for k in range(steps)]
     for k, g in enumerate(gradients if ordered else [sum(gradients)]):
         w, m, v = adam(w, m, v, g, t0 + k, 0.01, weight_decay=decay, decoupled=kind == 2)
@@ -100,8 +101,8 @@ def test_adam_state_update_is_one_adam_step(device64, rng):
     state, grad = rng.normal(size=n), rng.normal(size=(batch, n))
     m, v = rng.normal(size=n), rng.uniform(size=n)
     state_dev, m_dev, v_dev = (device64.to_device(a) for a in (state, m, v))
-    run(device64, "recurrent_state_update", (n,), n, batch,
-        *optimizer_args(np.float64, 1, 0.01, 0.9, 0.999, 1e-8, 0.001), t,
+    run(device64, "recurrent_state_update", (n,), n, batch, 1,
+        *optimizer_args(np.float64, 0.01, 0.9, 0.999, 1e-8, 0.001, t),
         device64.to_device(grad), state_dev, m_dev, v_dev)
     want = adam(state, m, v, grad.sum(axis=0), t, 0.01, weight_decay=0.001)
     for got, expected in zip((state_dev, m_dev, v_dev), want, strict=True):
@@ -116,7 +117,7 @@ def test_sequence_error_and_metrics(device, rng, rows, n):
     mask[-1] = 1
     dy, sums = device.zeros((rows, n)), device.zeros((4,))
     y_dev, t_dev, m_dev = (device.to_device(a) for a in (y, target, mask))
-    run(device, "loss_gradient", (n, rows), rows, n, device.dtype(0.5), 1, y_dev, t_dev, m_dev,
+    run(device, "loss_gradient", (n * rows,), rows, n, device.dtype(0.5), 1, y_dev, t_dev, m_dev,
         dy)
     np.testing.assert_allclose(dy.get(), 0.5 * (y - target) * mask[:, None], **tolerance(device))
     run(device, "sequence_metrics", (1,), rows, n, y_dev, t_dev, m_dev, sums)
