@@ -34,7 +34,7 @@ from grenade_py.layers import (
                                Trivial,
 )
 from grenade_py.network import Network
-from grenade_py.optimizers import LearningParameters
+from grenade_py.optimizers import SGD, Adam, AdamW, LearningParameters, Optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import (
                                RecurrentState,
@@ -67,5 +67,5 @@ __all__ = [
     "back_propagate", "evaluate", "fit", "run_net", "train", "Inception", "InceptionMini",
     "Resnet", "Gradients", "Tapes", "run_gradient", "run_network", "LSTM", "BasicRecurrent",
     "RecurrentNetwork", "RecurrentState", "SymbolCorpus", "run_recurrent", "train_recurrent",
-    "train_sequences",
+    "train_sequences", "SGD", "Adam", "AdamW", "Optimizer",
 ]

@@ -1,5 +1,6 @@
-"""What the command-line tools share: learning parameters as click options, the device they
-announce, and GrenadeErrors turned into one-line messages instead of tracebacks."""
+"""What the command-line tools share: the optimiser and learning parameters as click options,
+the device they announce, and GrenadeErrors turned into one-line messages instead of
+tracebacks."""
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +15,7 @@ import click
 from grenade_py.device import Device, generic_cpu_note
 from grenade_py.errors import GrenadeError
 from grenade_py.network import Network
-from grenade_py.optimizers import LearningParameters
+from grenade_py.optimizers import OPTIMIZERS, Adam, LearningParameters, Optimizer, schedule_rate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,16 +28,71 @@ def device_options(command: F) -> F:
                         help="PLATFORM:DEVICE (see `python -m grenade_py.devices`).")(command)
 
 
-def learning_options(momentum: float, l2: float, rate: float = 0.01) -> Callable[[F], F]:
-    """Grenade's -r/--train_rate, --momentum and --l2, with an example's defaults."""
+def learning_options(momentum: float, l2: float, rate: float | None = 0.01,
+                     epochs: str | None = "epochs") -> Callable[[F], F]:
+    """Grenade's -r/--train_rate, --momentum and --l2, with an example's defaults (SGD's), and
+    --optimizer; with `epochs` (what the program's schedule steps over), --clip-norm and
+    --schedule too (see `optimizer_from_options`)."""
     def decorate(command: F) -> F:
-        command = click.option("--l2", default=l2, show_default=True, type=float,
-                               help="L2 regulariser.")(command)
-        command = click.option("--momentum", default=momentum, show_default=True,
-                               type=float)(command)
-        return click.option("-r", "--train_rate", "--train-rate", "rate", default=rate,
-                            show_default=True, type=float, help="Learning rate.")(command)
+        if epochs is not None:
+            command = click.option(
+                "--schedule", default=None, metavar="SCHEDULE",
+                help=f"Learning rate per {epochs}: constant, step:EVERY:FACTOR, "
+                     "exponential:FACTOR (Grenade's mnist: exponential:0.9) or cosine  "
+                     "[default: constant]")(command)
+            command = click.option("--clip-norm", type=float, default=None,
+                                   help="Rescale each gradient to at most this global L2 norm "
+                                        "before the step.")(command)
+        command = click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)),
+                               default="sgd", show_default=True,
+                               help="sgd: Grenade's momentum + L2 step; adam, adamw: "
+                                    "torch.optim's.")(command)
+        command = click.option("--l2", type=float, default=None,
+                               help=f"L2 regulariser (Adam, AdamW: weight_decay)  [default: {l2}"
+                                    "; adam: 0; adamw: 0.01]")(command)
+        command = click.option("--momentum", type=float, default=None,
+                               help=f"SGD's momentum  [default: {momentum}]")(command)
+        shown = f"{rate}" if rate is not None else "the architecture's"
+        return click.option("-r", "--train_rate", "--train-rate", "rate", default=None,
+                            type=float,
+                            help=f"Learning rate  [default: {shown}; adam, adamw: 0.001]"
+                            )(command)
     return decorate
+
+
+def optimizer_from_options(name: str, rate: float | None, momentum: float | None,
+                           l2: float | None, clip_norm: float | None,
+                           defaults: tuple[float, float, float]) -> Optimizer:
+    """The optimiser the CLI options describe: `name` (sgd, adam, adamw) with the rate, and
+    for SGD the momentum and L2, each from `defaults` (SGD's rate, momentum, l2) where not
+    given; for Adam and AdamW --l2 is the weight decay and torch's defaults fill the rest. A
+    bad value, or --momentum with Adam, is a usage error naming it."""
+    try:
+        if name == "sgd":
+            return LearningParameters(rate if rate is not None else defaults[0],
+                                      momentum if momentum is not None else defaults[1],
+                                      l2 if l2 is not None else defaults[2], clip_norm)
+        if momentum is not None:
+            raise click.BadParameter(f"is SGD's; {name}'s moments decay at its beta1 0.9 and "
+                                     "beta2 0.999", param_hint="--momentum")
+        kind = OPTIMIZERS[name]
+        assert issubclass(kind, Adam)
+        values: dict[str, Any] = {"rate": rate if rate is not None else 1e-3,
+                                  "clip_norm": clip_norm}
+        if l2 is not None:
+            values["weight_decay"] = l2
+        return kind(**values)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def check_schedule(schedule: str | None, rate: float, epochs: int) -> None:
+    """A usage error now, before any training, unless `schedule` gives every epoch a rate."""
+    try:
+        for epoch in range(epochs):
+            schedule_rate(schedule, rate, epoch, epochs)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--schedule") from None
 
 
 def model_file_options(command: F) -> F:
@@ -45,14 +101,6 @@ def model_file_options(command: F) -> F:
                            help="Write the trained model here.")(command)
     return click.option("--load", type=click.Path(dir_okay=False),
                         help="Start from this model file.")(command)
-
-
-def learning_parameters(rate: float, momentum: float, l2: float) -> LearningParameters:
-    """LearningParameters from CLI options; a bad value is a usage error naming it."""
-    try:
-        return LearningParameters(rate, momentum, l2)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
 
 
 def open_device(spec: str | None, precision: str, announce: bool = True) -> Device:

@@ -14,18 +14,19 @@ import click
 import numpy as np
 
 from grenade_py.cli import (
+    check_schedule,
     check_writable,
     device_options,
     learning_options,
-    learning_parameters,
     model_file_options,
     open_device,
+    optimizer_from_options,
     user_errors,
 )
 from grenade_py.device import Device
 from grenade_py.layers import FullyConnected, Logit, Relu, Tanh
 from grenade_py.network import Network
-from grenade_py.optimizers import LearningParameters
+from grenade_py.optimizers import Optimizer, Schedule, schedule_rate
 from grenade_py.runner import fit, run_net, train
 from grenade_py.shapes import D1
 
@@ -76,24 +77,28 @@ def seeds(seed: int | None) -> tuple[np.random.SeedSequence, np.random.SeedSeque
     return data, weights
 
 
-def train_circles(net: Network, params: LearningParameters, examples: int, batch_size: int,
-                  rng: np.random.Generator, progress: bool) -> None:
+def train_circles(net: Network, params: Optimizer, examples: int, batch_size: int,
+                  rng: np.random.Generator, progress: bool, schedule: Schedule | None = None
+                  ) -> None:
     """One pass over `examples` fresh examples, drawn from `rng` and trained CHUNK at a time:
-    Grenade's per-example steps (batch_size 1) or averaged minibatch steps, in order."""
+    Grenade's per-example steps (batch_size 1) or averaged minibatch steps, in order; the
+    `schedule` gives each chunk its rate (a chunk is its epoch)."""
     bar = (click.progressbar(length=examples, label="training", file=sys.stderr)
            if progress and examples else None)
     chunk = -(-CHUNK // batch_size) * batch_size  # no minibatch straddles two chunks
+    chunks = -(-examples // chunk)
     for start in range(0, examples, chunk):
         xs, ys = sample(min(chunk, examples - start), rng)
+        step = params.with_rate(schedule_rate(schedule, params.rate, start // chunk, chunks))
 
         def report(done: int, total: int = 0, start: int = start, count: int = len(xs)) -> None:
             assert bar is not None  # fit reports (step, steps); train reports examples done
             bar.update(start + (done * count // total if total else done) - bar.pos)
 
         if batch_size == 1:
-            train(net, params, xs, ys, per_example=True, progress=report if bar else None)
+            train(net, step, xs, ys, per_example=True, progress=report if bar else None)
         else:
-            fit(net, params, xs, ys, batch_size=batch_size, epochs=1, shuffle=False,
+            fit(net, step, xs, ys, batch_size=batch_size, epochs=1, shuffle=False,
                 progress=report if bar else None)
     net.device.queue.finish()
     if bar is not None:
@@ -103,18 +108,20 @@ def train_circles(net: Network, params: LearningParameters, examples: int, batch
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-e", "--examples", default=100000, show_default=True,
               type=click.IntRange(min=0), help="Training examples (one pass).")
-@learning_options(momentum=0.9, l2=0.0005)
+@learning_options(momentum=0.9, l2=0.0005, epochs=f"{CHUNK} examples")
 @model_file_options
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed for the initial weights and the data.")
 @device_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="1 = Grenade's per-example training; more = averaged minibatch steps.")
-def main(examples: int, rate: float, momentum: float, l2: float, load: str | None,
+def main(examples: int, rate: float | None, momentum: float | None, l2: float | None,
+         optimizer: str, clip_norm: float | None, schedule: str | None, load: str | None,
          save: str | None, seed: int | None, device_spec: str | None, precision: str,
          batch_size: int) -> None:
     """Learn two circles and draw them, as Grenade's feedforward example does."""
-    params = learning_parameters(rate, momentum, l2)
+    params = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm, (0.01, 0.9, 0.0005))
+    check_schedule(schedule, params.rate, -(-examples // CHUNK))
     check_writable(save)
     with user_errors():
         device = open_device(device_spec, precision)
@@ -122,7 +129,8 @@ def main(examples: int, rate: float, momentum: float, l2: float, load: str | Non
         rng = np.random.default_rng(data_seed)
         fresh = feedforward_network(device, seed=weights_seed)
         net = Network.load(load, device=device, like=fresh) if load else fresh
-        train_circles(net, params, examples, batch_size, rng, progress=sys.stderr.isatty())
+        train_circles(net, params, examples, batch_size, rng, progress=sys.stderr.isatty(),
+                      schedule=schedule)
         values = run_net(net, grid())
         if not np.all(np.isfinite(values)):
             raise click.ClickException("training diverged: the network outputs NaN or Inf; "

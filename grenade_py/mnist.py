@@ -18,10 +18,12 @@ import click
 import numpy as np
 
 from grenade_py.cli import (
+    check_schedule,
     check_writable,
     device_options,
-    learning_parameters,
+    learning_options,
     open_device,
+    optimizer_from_options,
     save_on_interrupt,
     user_errors,
 )
@@ -41,7 +43,7 @@ from grenade_py.layers import (
     Trivial,
 )
 from grenade_py.network import Network
-from grenade_py.optimizers import LearningParameters
+from grenade_py.optimizers import Optimizer
 from grenade_py.runner import fit
 from grenade_py.shapes import D1, D2, D3, Shape
 
@@ -148,10 +150,7 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
 @click.option("--arch", type=click.Choice(sorted(ARCHS)), default="mlp", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("-r", "--rate", "--train_rate", "--train-rate", "rate", type=float, default=None,
-              help="Learning rate  [default: 0.1 for mlp3, else 0.05]")
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--l2", type=float, default=0.0001, show_default=True)
+@learning_options(momentum=0.9, l2=0.0001, rate=None, epochs="epoch")
 @click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
 @device_options
 @click.option("--limit", type=click.IntRange(min=1), default=None,
@@ -164,10 +163,13 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
               help="Run as one rank of `mpiexec -n R ...`: data-parallel over the ranks, one "
                    "device each (pip install 'grenade_py[mpi]').")
 def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | None,
-         momentum: float, l2: float, seed: int, device_spec: str | None, precision: str,
+         momentum: float | None, l2: float | None, optimizer: str, clip_norm: float | None,
+         schedule: str | None, seed: int, device_spec: str | None, precision: str,
          limit: int | None, save: str | None, load: str | None, distributed: bool) -> None:
     """Train an MLP on MNIST; print train loss, test accuracy and examples/s per epoch."""
-    params = learning_parameters(rate if rate is not None else DEFAULT_RATES[arch], momentum, l2)
+    params = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm,
+                                    (DEFAULT_RATES[arch], 0.9, 0.0001))
+    check_schedule(schedule, params.rate, epochs)
     check_writable(save)
     if distributed and batch_size == 1:
         raise click.BadParameter("1 is Grenade's per-example training, which is serial; give "
@@ -175,8 +177,8 @@ def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | N
                                  param_hint="--batch-size")
     options: dict[str, Any] = dict(
         data_dir=data_dir, arch=arch, epochs=epochs, batch_size=batch_size, params=params,
-        seed=seed, device_spec=device_spec, precision=precision, limit=limit, save=save,
-        load=load)
+        schedule=schedule, seed=seed, device_spec=device_spec, precision=precision, limit=limit,
+        save=save, load=load)
     if not distributed:
         with user_errors():
             train_mnist(**options)
@@ -189,9 +191,9 @@ def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | N
 
 
 def train_mnist(data_dir: str, arch: str, epochs: int, batch_size: int,
-                params: LearningParameters, seed: int, device_spec: str | None, precision: str,
-                limit: int | None, save: str | None, load: str | None, comm: Any = None
-                ) -> None:
+                params: Optimizer, schedule: str | None, seed: int, device_spec: str | None,
+                precision: str, limit: int | None, save: str | None, load: str | None,
+                comm: Any = None) -> None:
     """The CLI's work: with `comm`, as one rank (only rank 0 prints, draws progress, saves)."""
     lead = comm is None or comm.Get_rank() == 0
 
@@ -236,7 +238,7 @@ def train_mnist(data_dir: str, arch: str, epochs: int, batch_size: int,
     with save_on_interrupt(net, save if lead else None, lambda: done > 0):
         fit(net, params, train_x, train_y, batch_size=batch_size, epochs=epochs, seed=seed,
             loss="cross_entropy", validation=(test_x, test_y), on_epoch=report,
-            progress=progress if bar is not None else None, comm=comm)
+            progress=progress if bar is not None else None, comm=comm, schedule=schedule)
     if bar is not None:
         bar.render_finish()
     if save and lead:

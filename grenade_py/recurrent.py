@@ -19,14 +19,14 @@ from grenade_py.cli import (
     check_writable,
     device_options,
     learning_options,
-    learning_parameters,
     model_file_options,
     open_device,
+    optimizer_from_options,
     user_errors,
 )
 from grenade_py.device import Device
 from grenade_py.layers import LSTM
-from grenade_py.optimizers import LearningParameters
+from grenade_py.optimizers import Optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import RecurrentState, run_recurrent, train_recurrent
 from grenade_py.shapes import D1
@@ -51,7 +51,7 @@ def window(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray | None
     return steps
 
 
-def train_cycle(net: RecurrentNetwork, learning: LearningParameters, examples: int,
+def train_cycle(net: RecurrentNetwork, learning: Optimizer, examples: int,
                 rng: np.random.Generator, progress: bool) -> None:
     """`examples` windows, one trainRecurrent step each, in order."""
     bar = click.progressbar(length=examples, label="training", file=sys.stderr) \
@@ -89,15 +89,16 @@ def is_cycle(values: list[int]) -> bool:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-e", "--examples", default=40000, show_default=True,
               type=click.IntRange(min=0), help="Training windows.")
-@learning_options(momentum=0.9, l2=0.0005)
+@learning_options(momentum=0.9, l2=0.0005, epochs=None)
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed for the initial weights and the windows.")
 @model_file_options
 @device_options
-def main(examples: int, rate: float, momentum: float, l2: float, seed: int | None,
-         load: str | None, save: str | None, device_spec: str | None, precision: str) -> None:
+def main(examples: int, rate: float | None, momentum: float | None, l2: float | None,
+         optimizer: str, seed: int | None, load: str | None, save: str | None,
+         device_spec: str | None, precision: str) -> None:
     """Learn the cycle 0, 0, 1 with an LSTM and print what it generates."""
-    learning = learning_parameters(rate, momentum, l2)
+    learning = optimizer_from_options(optimizer, rate, momentum, l2, None, (0.01, 0.9, 0.0005))
     check_writable(save)
     with user_errors():
         device = open_device(device_spec, precision)

@@ -22,12 +22,13 @@ import click
 import numpy as np
 
 from grenade_py.cli import (
+    check_schedule,
     check_writable,
     device_options,
     learning_options,
-    learning_parameters,
     model_file_options,
     open_device,
+    optimizer_from_options,
     save_on_interrupt,
     user_errors,
 )
@@ -35,6 +36,7 @@ from grenade_py.device import Device
 from grenade_py.errors import DataError, ModelFileError
 from grenade_py.layers import LSTM, FullyConnected, Logit, Softmax
 from grenade_py.network import read_metadata
+from grenade_py.optimizers import schedule_rate
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import Metrics, RecurrentState, SymbolCorpus, run_recurrent
 from grenade_py.shapes import D1
@@ -120,7 +122,7 @@ def report(round_: int, size: int, m: Metrics) -> str:
               help="The training text, e.g. ../shared/data/shakespeare/plays.txt.")
 @click.option("-e", "--examples", default=1000000, show_default=True,
               type=click.IntRange(min=0), help="Training windows, in 10 rounds.")
-@learning_options(momentum=0.95, l2=0.000001)
+@learning_options(momentum=0.95, l2=0.000001, epochs="round")
 @click.option("-s", "--sequence-length", default=50, show_default=True,
               type=click.IntRange(min=2), help="Characters per window.")
 @click.option("-t", "--temperature", default=0.4, show_default=True,
@@ -146,13 +148,20 @@ def report(round_: int, size: int, m: Metrics) -> str:
               help="Seed for the initial weights, the windows and the samples.")
 @model_file_options
 @device_options
-def main(data: str | None, examples: int, rate: float, momentum: float, l2: float,
+def main(data: str | None, examples: int, rate: float | None, momentum: float | None,
+         l2: float | None, optimizer: str, clip_norm: float | None, schedule: str | None,
          sequence_length: int, temperature: float, sample_length: int, targets: str,
          batch: int, output: str, annotate: bool, symbols: int | None, init: str,
          seed: int | None, load: str | None, save: str | None, device_spec: str | None,
          precision: str) -> None:
     """Learn a text character by character and write like it, as Grenade's example does."""
-    learning = learning_parameters(rate, momentum, l2)
+    learning = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm,
+                                      (0.01, 0.95, 0.000001))
+    if clip_norm is not None:
+        raise click.BadParameter("recurrent networks apply each step's gradient as it is "
+                                 "formed, so there is no whole gradient to clip yet",
+                                 param_hint="--clip-norm")
+    check_schedule(schedule, learning.rate, 10)
     check_writable(save)
     if data is None:
         raise click.UsageError("pass the training text with --data PATH (for example "
@@ -197,8 +206,10 @@ def main(data: str | None, examples: int, rate: float, momentum: float, l2: floa
                 total = Metrics()
                 bar = click.progressbar(length=count, label=f"round {round_}", file=sys.stderr) \
                     if sys.stderr.isatty() else None
+                rate = schedule_rate(schedule, learning.rate, round_ - 1, 10)
                 for first in range(0, count, CHUNK):
-                    total += corpus.train(learning, offsets[first:first + CHUNK], steps,
+                    total += corpus.train(learning.with_rate(rate), offsets[first:first + CHUNK],
+                                          steps,
                                           every=targets == "every", batch=batch, loss=loss)
                     trained[0] = True
                     if bar is not None:

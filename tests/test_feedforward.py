@@ -161,3 +161,24 @@ def test_ctrl_c_stops_a_long_per_example_run():
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=30)
     assert process.returncode != 0 and time.monotonic() - sent < 5
+
+
+def test_cli_trains_with_adam_and_a_schedule():
+    """--optimizer adam (its default rate 0.001) with a cosine schedule over the 5 chunks of
+    20,000 examples per example, and adamw with clipping in minibatches, both draw the circles
+    far better than a map of one value (0.5)."""
+    for args in (["--optimizer", "adam", "--schedule", "cosine"],
+                 ["--optimizer", "adamw", "-r", "0.01", "--clip-norm", "1", "--batch-size", "8"]):
+        result = feedforward("--seed", "1", *args)
+        assert result.returncode == 0, result.stderr
+        assert balanced(result.stdout.rstrip("\n")) >= 0.85, (args, result.stdout)
+
+
+def test_cli_optimizer_options_are_checked_before_training():
+    for args, message in ((["--schedule", "linear"], "--schedule"),
+                          (["--optimizer", "adam", "--momentum", "0.5"], "--momentum"),
+                          (["--clip-norm", "0"], "clip_norm must be > 0"),
+                          (["--optimizer", "adamw", "--l2", "-1"], "weight_decay must be >= 0")):
+        result = feedforward("--seed", "1", *args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr and not result.stdout

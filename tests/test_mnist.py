@@ -151,6 +151,24 @@ def test_mnist_cli_checks_arguments_before_training(tmp_path):
 
 
 @needs_mnist
+def test_mnist_cli_with_adamw_a_schedule_and_clipping(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "grenade_py.mnist", "--data", str(MNIST_DIR),
+                             "--epochs", "2", "--limit", "2000", "--optimizer", "adamw",
+                             "--schedule", "exponential:0.5", "--clip-norm", "5"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert float(rows[-1][3]) > 0.8  # test accuracy after 2 epochs on 2,000 images
+
+
+def test_mnist_cli_checks_optimizer_options_before_training(tmp_path):
+    write_mnist(tmp_path / "d", np.zeros((4, 28, 28)), np.array([1, 2, 3, 4]))
+    result = mnist_cli("--data", str(tmp_path / "d"), "--schedule", "step:0:2")
+    assert result.returncode == 2 and "--schedule" in result.stderr
+    assert "epoch" not in result.stdout and "Traceback" not in result.stderr
+
+
+@needs_mnist
 def test_mnist_cli_saves_on_interrupt_and_resumes(tmp_path):
     """Ctrl-C after an epoch saves what was trained; --load resumes from it."""
     model = tmp_path / "m.gnpy"
