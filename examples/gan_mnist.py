@@ -46,17 +46,27 @@ from grenade_py.mnist import load_mnist
 RAMP = np.array([" ", ".", "-", "=", "#"])
 
 
-def networks(seed: int) -> tuple[Network, Network]:
+def streams(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence,
+                                 np.random.Generator]:
+    """Independent seeds of the discriminator and the generator, and the noise's generator,
+    all from `seed` (one stream for two of them made the first noise vector the first
+    convolution kernel x 5)."""
+    discriminator, generator, noise = np.random.SeedSequence(seed).spawn(3)
+    return discriminator, generator, np.random.default_rng(noise)
+
+
+def networks(discriminator_seed: np.random.SeedSequence, generator_seed: np.random.SeedSequence
+             ) -> tuple[Network, Network]:
     """(discriminator, generator), seeded."""
     discriminator = Network([
         Convolution(1, 10, 5, 5, 1, 1), Pooling(2, 2, 2, 2), Relu(),
         Convolution(10, 16, 5, 5, 1, 1), Pooling(2, 2, 2, 2), Relu(), Reshape(),
         FullyConnected(256, 80), Logit(), FullyConnected(80, 1), Logit()],
-        input=D2(28, 28), seed=seed)
+        input=D2(28, 28), seed=discriminator_seed)
     generator = Network([
         FullyConnected(80, 256), Relu(), Reshape(D3(4, 4, 16)), Deconvolution(16, 10, 5, 5, 2, 2),
         Relu(), Deconvolution(10, 1, 8, 8, 2, 2), Reshape(D2(28, 28)), Logit()],
-        input=D1(80), device=discriminator.device, seed=seed + 1)
+        input=D1(80), device=discriminator.device, seed=generator_seed)
     return discriminator, generator
 
 
@@ -115,9 +125,9 @@ def main(data_dir: str, iterations: int, examples: int, batch_size: int, rate: f
          seed: int, png: str | None) -> None:
     """Train Grenade's MNIST GAN and print a generated digit after each iteration."""
     train_x = load_mnist(data_dir)[0].reshape(-1, 28, 28)[:examples]
-    discriminator, generator = networks(seed)
+    discriminator_seed, generator_seed, rng = streams(seed)
+    discriminator, generator = networks(discriminator_seed, generator_seed)
     lp = LearningParameters(rate, 0.9, 0.0005)
-    rng = np.random.default_rng(seed)
     tapes: dict[str, Tapes] = {}
     for iteration in range(1, iterations + 1):
         fooled = []

@@ -52,6 +52,9 @@ def save_grenade(net: Network, path: str | os.PathLike[str]) -> None:
 def load_grenade(path: str | os.PathLike[str], like: Network) -> Network:
     """A network of `like`'s structure, on its device, with the parameters of the Grenade
     model file at `path`. ModelFileError if the file does not hold exactly those arrays."""
+    if type(like) is not Network:
+        raise TypeError(f"load_grenade reads Grenade files of feed-forward networks: like must "
+                        f"be a Network, got {type(like).__name__}")
     path = Path(path)
     try:
         blob = path.read_bytes()

@@ -114,6 +114,10 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[tuple[dict[
             if len(head) < length:
                 raise ModelFileError(f"{path} is truncated (header cut short)")
             header = _parse(path, head)
+            left = os.fstat(f.fileno()).st_size - f.tell()
+            if left < header["data_bytes"] + 4:  # before allocating what the header claims
+                raise ModelFileError(f"{path} is truncated: {left} of "
+                                     f"{header['data_bytes'] + 4} bytes after the header")
             rest = f.read(header["data_bytes"] + 4)
             if len(rest) < header["data_bytes"] + 4:
                 raise ModelFileError(f"{path} is truncated: {len(rest)} of "

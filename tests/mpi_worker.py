@@ -1,10 +1,11 @@
 """One rank of the distributed tests (run by tests/test_distributed.py under mpiexec).
 
-    mpiexec -n R python tests/mpi_worker.py OUT BATCH [FAIL_RANK]
+    mpiexec -n R python tests/mpi_worker.py OUT BATCH VARIANT [FAIL_RANK]
 
 Trains a float64 network with `fit(..., comm=COMM_WORLD)` on fixed data; every rank writes a
-checksum of its parameters, rank 0 also the parameters and a saved model. With FAIL_RANK, that
-rank raises in the middle of training instead.
+checksum of its parameters, rank 0 also the parameters and a saved model. VARIANT: "sgd" (the
+network under LearningParameters) or "dropout-adam" (with a Dropout layer, under Adam). With
+FAIL_RANK, that rank raises in the middle of training instead.
 """
 import hashlib
 import json
@@ -13,10 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
-from grenade_py import D1, FullyConnected, LearningParameters, Network, Softmax, Tanh, fit
+from grenade_py import (
+    D1,
+    Adam,
+    Dropout,
+    FullyConnected,
+    LearningParameters,
+    Network,
+    Softmax,
+    Tanh,
+    fit,
+)
 from grenade_py.distributed import abort_on_error, rank_device, world
 
-LP = LearningParameters(0.1, 0.9, 0.001)
+OPTIMIZERS = {"sgd": LearningParameters(0.1, 0.9, 0.001), "dropout-adam": Adam(0.01)}
 
 
 def data():
@@ -25,17 +36,18 @@ def data():
     return x, np.eye(4)[rng.integers(0, 4, 50)]
 
 
-def network(device):
-    return Network([FullyConnected(3, 6), Tanh(), FullyConnected(6, 4), Softmax()], input=D1(3),
-                   device=device, seed=3)
+def network(device, variant="sgd"):
+    dropout = [Dropout(0.3)] if variant == "dropout-adam" else []
+    return Network([FullyConnected(3, 6), Tanh(), *dropout, FullyConnected(6, 4), Softmax()],
+                   input=D1(3), device=device, seed=3)
 
 
 def main():
-    out, batch = Path(sys.argv[1]), int(sys.argv[2])
-    fail = int(sys.argv[3]) if len(sys.argv) > 3 else -1
+    out, batch, variant = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    fail = int(sys.argv[4]) if len(sys.argv) > 4 else -1
     comm = world()
     with abort_on_error(comm):
-        net = network(rank_device(comm, "float64"))
+        net = network(rank_device(comm, "float64"), variant)
         if comm.Get_rank() != 0:  # rank 0's start must reach every rank
             net.set_parameters([{k: v * 0 + 7 for k, v in p.items()} for p in
                                 net.get_parameters()])
@@ -45,8 +57,8 @@ def main():
             if comm.Get_rank() == fail:
                 raise RuntimeError("this rank failed on purpose")
 
-        history = fit(net, LP, x, y, batch_size=batch, epochs=3, seed=4, loss="cross_entropy",
-                      on_epoch=maybe_fail, comm=comm)
+        history = fit(net, OPTIMIZERS[variant], x, y, batch_size=batch, epochs=3, seed=4,
+                      loss="cross_entropy", on_epoch=maybe_fail, comm=comm)
         flat = net.flat["parameters"].get()
         (out / f"rank{comm.Get_rank()}.json").write_text(json.dumps({
             "checksum": hashlib.sha256(flat.tobytes()).hexdigest(),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mpi_worker import LP, data, network
+from mpi_worker import OPTIMIZERS, data, network
 
 from grenade_py import Network, fit
 
@@ -31,19 +31,22 @@ def mpirun(ranks, *args, timeout=120):
                           env=env)
 
 
-@pytest.mark.parametrize("ranks, batch", [(2, 15), (3, 4)])
-def test_ranks_reach_the_weights_of_one_process(device64, tmp_path, ranks, batch):
+@pytest.mark.parametrize("ranks, batch, variant", [(2, 15, "sgd"), (3, 4, "sgd"),
+                                                   (2, 15, "dropout-adam")])
+def test_ranks_reach_the_weights_of_one_process(device64, tmp_path, ranks, batch, variant):
     """50 examples: batches of 15 end with 5 (shards 2 and 3); batches of 4 over 3 ranks end
-    with 2 (shards 0, 1, 1: a rank with nothing to do)."""
-    result = mpirun(ranks, tmp_path, batch)
+    with 2 (shards 0, 1, 1: a rank with nothing to do). With Dropout each shard draws the masks
+    of its rows in the whole batch, and Adam's steps count alike on every rank."""
+    result = mpirun(ranks, tmp_path, batch, variant)
     assert result.returncode == 0, result.stderr
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(ranks)]
     assert len({r["checksum"] for r in reports}) == 1  # the same parameters on every rank
     cores = os.cpu_count() or 1
     assert all(r["threads"] == max(1, cores // ranks) for r in reports)  # PoCL capped per rank
-    single = network(device64)
+    single = network(device64, variant)
     x, y = data()
-    history = fit(single, LP, x, y, batch_size=batch, epochs=3, seed=4, loss="cross_entropy")
+    history = fit(single, OPTIMIZERS[variant], x, y, batch_size=batch, epochs=3, seed=4,
+                  loss="cross_entropy")
     stored = np.load(tmp_path / "params.npz")
     expected = [v for p in single.get_parameters() for v in p.values()]
     for index, value in enumerate(expected):
@@ -55,7 +58,7 @@ def test_ranks_reach_the_weights_of_one_process(device64, tmp_path, ranks, batch
 
 
 def test_a_failing_rank_ends_the_job(tmp_path):
-    result = mpirun(2, tmp_path, 15, 1, timeout=60)
+    result = mpirun(2, tmp_path, 15, "sgd", 1, timeout=60)
     assert result.returncode != 0
     assert "rank 1 of 2: RuntimeError: this rank failed on purpose" in result.stderr
 
@@ -66,4 +69,4 @@ def test_per_example_training_is_refused(device64):
     net = network(device64)
     x, y = data()
     with pytest.raises(ValueError, match="per-example training, which is serial"):
-        fit(net, LP, x, y, batch_size=1, comm=MPI.COMM_SELF)
+        fit(net, OPTIMIZERS["sgd"], x, y, batch_size=1, comm=MPI.COMM_SELF)

@@ -40,3 +40,16 @@ def test_gan_example_runs(tmp_path):
     assert lines[0].startswith("iteration 1:") and len(lines) == 2 * 29
     assert all(len(line) == 28 and set(line) <= set(" .-=#") for line in lines[1:29])
     assert (tmp_path / "s.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_gan_noise_is_independent_of_the_weights():
+    """The noise does not repeat the discriminator's initial draws (it did: one seed fed both,
+    so the first noise vector was the first convolution kernel x 5)."""
+    import numpy as np
+
+    gan = load("gan_mnist")
+    discriminator_seed, generator_seed, noise = gan.streams(1)
+    discriminator, _ = gan.networks(discriminator_seed, generator_seed)
+    kernel = discriminator.get_parameters()[0]["kernel"].ravel()
+    first = noise.uniform(-1, 1, size=80)
+    assert abs(np.corrcoef(first[:25], kernel[:25])[0, 1]) < 0.9

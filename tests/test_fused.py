@@ -14,7 +14,6 @@ from grenade_py import (
     Network,
     Relu,
     Tanh,
-    run_net,
     train,
 )
 from grenade_py.execution import fused as fused_trainer
@@ -136,19 +135,6 @@ def test_progress_reports_in_chunks(device):
     xs, ys = sample(1000, np.random.default_rng(2))
     train(net, LP, xs, ys, per_example=True, progress=seen.append)
     assert seen[-1] == 1000 and seen == sorted(seen) and len(seen) == 100
-
-
-def test_fused_loop_survives_plan_eviction(device64):
-    """run_net at many batch sizes evicts the batch-1 plan whose buffers the fused loop uses."""
-    a, b = (feedforward_network(device64, seed=13) for _ in range(2))
-    xs, ys = sample(300, np.random.default_rng(14))
-    for net in (a, b):
-        train(net, LP, xs[:100], ys[:100], per_example=True)
-    for n in (2, 3, 4, 5, 6, 7):
-        run_net(a, xs[:n])
-    for net in (a, b):
-        train(net, LP, xs[100:], ys[100:], per_example=True)
-    assert_same_state(a, b, rtol=0)
 
 
 @pytest.mark.parametrize("lanes", [2, 16, 64])

@@ -59,3 +59,26 @@ def test_wrong_files_are_model_file_errors(device64, tmp_path):
         path.write_bytes(blob)
         with pytest.raises(ModelFileError, match=message):
             load_grenade(path, like=like)
+
+
+def test_a_file_as_grenade_writes_it(device64, tmp_path):
+    """Bytes written out by hand from Grenade's source, not by any writer of ours: a
+    FullyConnected 2 1 (bias 0.5, weights [1, -2]) is `putListOf put` of the bias, then of the
+    row-major weights; cereal's putListOf is a big-endian Word64 count then each element, and
+    its Double is IEEE 754 big-endian (cereal >= 0.5)."""
+    path = tmp_path / "grenade.bin"
+    path.write_bytes(bytes.fromhex("0000000000000001" "3fe0000000000000"
+                                   "0000000000000002" "3ff0000000000000" "c000000000000000"))
+    net = load_grenade(path, like=Network([FullyConnected(2, 1)], input=D1(2), device=device64))
+    assert net.get_parameters() == [{"weights": pytest.approx(np.array([[1.0, -2.0]])),
+                                     "bias": pytest.approx(np.array([0.5]))}]
+    assert run_net(net, np.array([3.0, 1.0])) == pytest.approx([1.5])
+
+
+def test_recurrent_networks_are_refused_by_name(device64, tmp_path):
+    from grenade_py import LSTM, RecurrentNetwork
+
+    (tmp_path / "f").write_bytes(b"")
+    like = RecurrentNetwork([LSTM(2, 2)], input=D1(2), device=device64)
+    with pytest.raises(TypeError, match="like must be a Network, got RecurrentNetwork"):
+        load_grenade(tmp_path / "f", like=like)

@@ -273,3 +273,15 @@ def test_hostile_inputs_are_model_file_errors(device64, tmp_path):
         Network.load(path)
     with pytest.raises(TypeError, match="like must be a Network"):
         Network.load(path, like="ff")
+
+
+def test_a_header_claiming_more_data_than_the_file_holds(tmp_path):
+    """A header whose arrays claim 2^42 bytes is refused from the file's size, before the read
+    would allocate what it claims (it raised MemoryError)."""
+    head = json.dumps({"precision": "float64", "arrays": [{"shape": [1 << 39], "offset": 0}],
+                       "data_bytes": 1 << 42}).encode()
+    body = MAGIC + bytes([2]) + struct.pack("<Q", len(head)) + head + b"\0" * 64
+    path = tmp_path / "claims.gnpy"
+    path.write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    with pytest.raises(ModelFileError, match="truncated: 68 of 4398046511108 bytes"):
+        Network.load(path)

@@ -414,3 +414,19 @@ def test_float32_and_float64_agree() -> None:
           for precision in ("float32", "float64")]
     np.testing.assert_allclose(ys[0], ys[1], rtol=1e-5, atol=1e-6)
 
+
+
+def test_a_trained_network_is_collected(device64: g.Device) -> None:
+    """What is built to train a network lives on it: dropping the network frees it (a
+    module-level registry kept every network ever trained alive, with its plans)."""
+    import gc
+    import weakref
+
+    net = nets(device64, 3, 5)[0]
+    xs, targets = sequence(net, 3, np.random.default_rng(1))
+    g.train_recurrent(net, LP, list(zip(xs, targets, strict=True)))
+    g.run_recurrent(net, xs)
+    gone = weakref.ref(net)
+    del net
+    gc.collect()
+    assert gone() is None

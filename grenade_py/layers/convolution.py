@@ -96,7 +96,9 @@ class Convolution(Layer):
                 out_rows, out_cols]
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
-        c, _, _, f, kh, kw, _, sw, oh, ow = self.geometry()
+        c, h, w, f, kh, kw, _, sw, oh, ow = self.geometry()
+        if c * h * w >= 2**24:  # the offsets are exact in float32: checked before allocating
+            raise ShapeError(f"takes samples of under 2^24 values, not {c * h * w}")
         return {"patches": (c * kh * kw, n * oh * ow), "product": (f, n * oh * ow),
                 "zeros": (f,), "offsets": (c * kh * kw, 1 if sw == 1 else oh * ow)}
 
@@ -109,8 +111,6 @@ class Convolution(Layer):
         """The map of patch offsets that im2col gathers through, once per batch size (with
         stride 1, one offset per patch entry: each output row's inputs are consecutive)."""
         c, h, w, _, kh, kw, sh, sw, oh, ow = self.geometry()
-        if c * h * w >= 2**24:
-            raise ShapeError(f"takes samples of under 2^24 values, not {c * h * w}")
         if sw == 1:
             return [self.device.launch("conv_row_offsets", (c * kh * kw,), c, h, w, kh, kw,
                                        buffers["offsets"])]
