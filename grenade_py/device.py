@@ -51,13 +51,24 @@ def kernel_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "kernels"
 
 
+#: The kernel files that define what the others use, in this order (gemm.cl: the vector type
+#: and sums; activations.cl: the activations' functions; optimizers.cl: the optimisers' rules;
+#: loss.cl: the loss gradient; convolution.cl: the windows covering a pixel, for pooling). The
+#: others follow in any order.
+FOUNDATIONS = ("gemm.cl", "activations.cl", "optimizers.cl", "loss.cl", "convolution.cl")
+
+
 @functools.lru_cache(maxsize=1)
 def kernel_source() -> str:
-    """All `.cl` files of the kernel library, concatenated in name order."""
-    files = sorted(kernel_dir().glob("*.cl"))
-    if not files:
-        raise DeviceError(f"no OpenCL kernel sources found in {kernel_dir()}; reinstall grenade_py")
-    return "\n".join(f"// ---- {f.name}\n{f.read_text()}" for f in files)
+    """All `.cl` files of the kernel library, concatenated: FOUNDATIONS first, then the rest
+    (by name, though any order compiles)."""
+    found = {f.name: f for f in kernel_dir().glob("*.cl")}
+    if not set(FOUNDATIONS) <= set(found):
+        raise DeviceError(f"the OpenCL kernel sources in {kernel_dir()} are incomplete "
+                          f"(need {', '.join(FOUNDATIONS)}); reinstall grenade_py")
+    rest = sorted(set(found) - set(FOUNDATIONS))
+    return "\n".join(f"// ---- {name}\n{found[name].read_text()}"
+                     for name in (*FOUNDATIONS, *rest))
 
 
 def _pocl_cache_hint() -> str:

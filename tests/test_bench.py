@@ -22,4 +22,4 @@ def test_bench_runs(tmp_path):
                     "tiled 1024^3", "5. Shakespeare", "Grenade's semantics", "chars/s"):
         assert section in out
     assert "random data shaped as MNIST" in out  # no ../shared beside tmp_path
-    assert out.count("grenade_py ") >= 3 and "numpy" in out
+    assert out.count("grenade_py ") >= 3 and "numpy" in out and "grenade_py, Adam" in out

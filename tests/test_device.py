@@ -164,3 +164,14 @@ def test_generic_cpu_pocl_is_named():
         device("pthread-Intel(R) Xeon(R) Processor"))
     assert "generic CPU" in generic_cpu_note(device("pthread-generic-Intel(R) Xeon(R)"))
     assert generic_cpu_note(device("NVIDIA H100", platform="NVIDIA CUDA")) == ""
+
+
+def test_kernel_files_compile_in_any_order_after_the_foundations():
+    """Only FOUNDATIONS must come first: the other files, reversed, build as well."""
+    from grenade_py.device import FOUNDATIONS
+
+    files = {f.name: f.read_text() for f in kernel_dir().glob("*.cl")}
+    rest = sorted(set(files) - set(FOUNDATIONS), reverse=True)
+    source = "\n".join(files[name] for name in (*FOUNDATIONS, *rest))
+    program = Device().build(source)
+    assert "optimizer_update_adam" in program.kernel_names.split(";")
