@@ -41,7 +41,7 @@ from grenade_py import (
     run_gradient,
     run_network,
 )
-from grenade_py.mnist import load_mnist
+from grenade_py.datasets import load_mnist
 
 RAMP = np.array([" ", ".", "-", "=", "#"])
 

@@ -25,12 +25,13 @@ import click
 import numpy as np
 import pyopencl as cl
 
+from grenade_py.datasets import load_mnist
 from grenade_py.device import Device
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.gemm import gemm_dot, gemm_outer
 from grenade_py.layers import LSTM, Convolution, FullyConnected, Logit, Pooling, Relu, Reshape
 from grenade_py.losses import CROSS_ENTROPY
-from grenade_py.mnist import load_mnist, mnist_network
+from grenade_py.mnist import mnist_network
 from grenade_py.network import Network
 from grenade_py.numpy_reference import NumpyNetwork
 from grenade_py.optimizers import Adam, LearningParameters

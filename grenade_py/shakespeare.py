@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from pathlib import Path
 
 import click
 import numpy as np
@@ -32,6 +31,7 @@ from grenade_py.cli import (
     save_on_interrupt,
     user_errors,
 )
+from grenade_py.datasets import read_text
 from grenade_py.device import Device
 from grenade_py.errors import DataError, ModelFileError
 from grenade_py.layers import LSTM, FullyConnected, Logit, Softmax
@@ -167,10 +167,7 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
         raise click.UsageError("pass the training text with --data PATH (for example "
                                "../shared/data/shakespeare/plays.txt)")
     with user_errors():
-        try:
-            raw = Path(data).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot read the text {data}: {e}") from None
+        raw = read_text(data)
         if load:
             meta = read_metadata(load)
             if not isinstance(meta.get("alphabet"), list):

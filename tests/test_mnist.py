@@ -13,7 +13,8 @@ import pytest
 from conftest import MNIST_DIR
 
 from grenade_py import DataError, LearningParameters, fit
-from grenade_py.mnist import load_mnist, mnist_network, read_idx
+from grenade_py.datasets import load_mnist, read_idx
+from grenade_py.mnist import mnist_network
 
 needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(),
                                  reason=f"real MNIST not found at {MNIST_DIR}")
