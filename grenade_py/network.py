@@ -59,6 +59,8 @@ class Network(Series):
                             f"{device!r}")
         self.shapes = self.shape_list(input)
         self.check_layers()
+        #: What this network's layers hold to say it placed them (see Layer.bind).
+        self.token = object()
         #: The flat device buffers by role: "parameters", "momentum", "second", "gradients".
         self.flat: dict[str, cl_array.Array] = {}
         #: Optimiser steps taken (Adam's t): one per minibatch, example or recurrent step.
@@ -88,10 +90,15 @@ class Network(Series):
             raise ShapeError(f"takes {self.input_shape!r}")
         return self.output_shape
 
-    def bind(self, device: Device, in_shape: Shape, network: Any) -> None:
-        super().bind(device, in_shape, network)
-        if network is not self:
+    def bind(self, device: Device, in_shape: Shape, owner: object) -> None:
+        super().bind(device, in_shape, owner)
+        if owner is not self.token:
             self.flat = {}  # its values now live in the outer network's buffers
+
+    @property
+    def nested(self) -> bool:
+        """Whether the network is now part of another (whose flat buffers hold its values)."""
+        return self._owner is not self.token
 
     def __repr__(self) -> str:
         layers = ", ".join(repr(layer) for layer in self.layers)
@@ -103,7 +110,7 @@ class Network(Series):
 
     def check_runnable(self) -> None:
         """ValueError unless this network runs on its own (it is not nested in another)."""
-        if self._network is not self:
+        if self.nested:
             raise ValueError("this network is part of another network now; run that one")
 
     # -- parameters as numpy -----------------------------------------------------------------
@@ -317,16 +324,16 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
     """Lay out every parameter of `net`'s layers in flat buffers on `device` and bind the
     layers to views of them. Nothing is marked placed unless everything succeeds."""
     nodes = list(net.nodes(net.input_shape))
-    nested = {id(layer) for _, layer, _ in nodes[1:]
-              if isinstance(layer, Network) and layer._network is layer}
+    nested = {layer.token for _, layer, _ in nodes[1:]
+              if isinstance(layer, Network) and not layer.nested}
     seen: set[int] = set()
     for _, layer, _ in nodes:
         if id(layer) in seen:
             raise ValueError(f"{layer!r} appears twice in the network; create a layer for each "
                              "place")
         seen.add(id(layer))
-        owner = layer._network
-        if owner is not None and owner is not net and id(owner) not in nested:
+        owner = layer._owner
+        if owner is not None and owner is not net.token and owner not in nested:
             raise ValueError(f"{layer!r} already belongs to a network; create a new layer")
     rng = np.random.default_rng(seed)
     itemsize = np.dtype(device.dtype).itemsize
@@ -340,7 +347,7 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
         layer.draw(rng)
         if not layer.parameter_shapes():
             continue
-        if layer._network is not None:  # inside a nested network: keep what it has
+        if layer._owner is not None:  # inside a nested network: keep what it has
             values = {role: {k: v.get() for k, v in getattr(layer, role).items()}
                       for role in ROLES}
         else:
@@ -368,7 +375,7 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
         for role, view in by_role.items():
             getattr(layer, role)[name] = view
     for _, layer, in_shape in nodes:
-        layer.bind(device, in_shape, net)
+        layer.bind(device, in_shape, net.token)
     for _, layer, in_shape in reversed(nodes):  # children before their parents
         parts = layer.children(in_shape)
         if parts:

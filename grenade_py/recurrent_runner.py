@@ -206,7 +206,7 @@ def plan(net: RecurrentNetwork, steps: int, batch: int, loss: str | Loss = "squa
     if not isinstance(net, RecurrentNetwork):
         raise TypeError(f"expected a RecurrentNetwork, got {type(net).__name__}; feed-forward "
                         "networks run with run_net/train/fit")
-    if net._network is not net:
+    if net.nested:
         raise ValueError("this network is part of another network now; run that one")
     chosen = loss_named(loss)
     chosen.check(net)

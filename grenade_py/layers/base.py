@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyopencl.array as cl_array
@@ -20,9 +20,6 @@ import pyopencl.array as cl_array
 from grenade_py.device import Device, Launch
 from grenade_py.errors import ShapeError
 from grenade_py.shapes import D1, Shape, size
-
-if TYPE_CHECKING:
-    from grenade_py.network import Network
 
 #: Initialisations: "scaled" (uniform +-1/sqrt(fan_in), PyTorch's nn.Linear) and "grenade"
 #: (uniform +-1, as Grenade's randomFullyConnected).
@@ -68,7 +65,9 @@ class Layer:
     def __init__(self) -> None:
         self._device: Device | None = None
         self._in_shape: Shape | None = None
-        self._network: Network | None = None  # the network whose flat buffers hold its values
+        #: The token of the network whose flat buffers hold the layer's values (None: unplaced).
+        #: A token, not the network: a layer knows no network.
+        self._owner: object | None = None
         self.parameters: dict[str, cl_array.Array] = {}
         self.momentum: dict[str, cl_array.Array] = {}
         self.second: dict[str, cl_array.Array] = {}
@@ -128,9 +127,10 @@ class Layer:
             raise RuntimeError(f"{self!r} is not part of a network yet")
         return self._in_shape
 
-    def bind(self, device: Device, in_shape: Shape, network: Network) -> None:
-        """Record where the layer now lives (called by the network that places it)."""
-        self._device, self._in_shape, self._network = device, in_shape, network
+    def bind(self, device: Device, in_shape: Shape, owner: object) -> None:
+        """Record where the layer now lives: its device, input shape and the token of the
+        network that placed it (called by that network)."""
+        self._device, self._in_shape, self._owner = device, in_shape, owner
 
     def draw(self, rng: np.random.Generator) -> None:
         """Draw what the layer needs from the network's seed besides parameters (a Dropout's

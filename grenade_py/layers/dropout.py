@@ -64,8 +64,8 @@ class Dropout(Layer):
         if self.step is not None:
             self.step.set(np.array([step], np.uint32))
 
-    def bind(self, device: Device, in_shape: Shape, network: Any) -> None:
-        super().bind(device, in_shape, network)
+    def bind(self, device: Device, in_shape: Shape, owner: object) -> None:
+        super().bind(device, in_shape, owner)
         self.step = cl_array.zeros(device.queue, (1,), np.uint32)
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:

@@ -60,8 +60,8 @@ class Series(Layer):
         return [(str(i), layer, shape) for i, (layer, shape)
                 in enumerate(zip(self.layers, shapes, strict=False))]
 
-    def bind(self, device: Device, in_shape: Shape, network: Any) -> None:
-        super().bind(device, in_shape, network)
+    def bind(self, device: Device, in_shape: Shape, owner: object) -> None:
+        super().bind(device, in_shape, owner)
         self.shapes = self.shape_list(in_shape)
 
     def spec(self) -> dict[str, Any]:
