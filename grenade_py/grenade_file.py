@@ -20,7 +20,8 @@ import numpy as np
 from grenade_py.errors import ModelFileError
 from grenade_py.layers import Layer
 from grenade_py.model_file import write_atomically
-from grenade_py.network import Network, layer_from_spec
+from grenade_py.network import Network
+from grenade_py.network_file import layer_from_spec
 
 #: The order in which Grenade writes each layer type's arrays.
 ORDER = {"FullyConnected": ("bias", "weights"), "Convolution": ("kernel",),
@@ -60,7 +61,8 @@ def load_grenade(path: str | os.PathLike[str], like: Network) -> Network:
         blob = path.read_bytes()
     except OSError as e:
         raise ModelFileError(f"cannot read {path}: {e.strerror or e}") from None
-    net = layer_from_spec(like.spec(), like.device)
+    net = layer_from_spec(like.spec(), lambda layers, shape: Network(
+        layers, input=shape, device=like.device, seed=0))
     assert isinstance(net, Network)
     at, values = 0, []
     for layer in _layers_with_parameters(net):

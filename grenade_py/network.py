@@ -1,14 +1,14 @@
 """Network: Grenade's typed list of layers with the shapes between them, placed on a device.
 
-A Network is a Series of layers with an input shape and three flat device buffers — parameters,
-momentum and gradients — whose views the layers use, so one launch updates the whole network.
-It is itself a layer: a Network inside another (directly, or as a branch of Concat or Merge)
-becomes part of the outer network's flat buffers, keeping the values it had. It is data: whoever
-runs it (`grenade_py.execution`) owns the batch buffers and launches.
+A Network is a Series of layers with an input shape and four flat device buffers — parameters,
+momentum, second moment and gradients — whose views the layers use, so one launch updates the
+whole network. It is itself a layer: a Network inside another (directly, or as a branch of
+Concat or Merge) becomes part of the outer network's flat buffers, keeping the values it had.
+It is data: whoever runs it (`grenade_py.execution`) owns the batch buffers and launches, and
+`grenade_py.network_file` maps it onto model files.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any, Self, cast
@@ -17,15 +17,12 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py import model_file
+from grenade_py import network_file
 from grenade_py.device import Device, named_errors
 from grenade_py.errors import ModelFileError, ShapeError
-from grenade_py.layers import INITS, LAYER_TYPES, Concat, Layer, Merge, Series
-from grenade_py.shapes import Shape, check_shape, parse_shape
-
-#: The flat buffers saved in model files: the parameters and the optimiser's state (momentum or
-#: Adam's first moment; Adam's second moment). "gradients" is the fourth flat buffer.
-ROLES = ("parameters", "momentum", "second")
+from grenade_py.layers import INITS, Layer, Series
+from grenade_py.network_file import ROLES
+from grenade_py.shapes import Shape, check_shape
 
 
 class Network(Series):
@@ -167,36 +164,14 @@ class Network(Series):
         for target, array in checked:  # only once everything is valid: never half-set
             target.set(array)
 
-    # -- model files -------------------------------------------------------------------------
+    # -- model files (grenade_py.network_file) -----------------------------------------------
     def save(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None
              ) -> None:
-        """Write the network (structure, shapes, parameters and momentum) to `path`,
-        atomically, in the format of `grenade_py.model_file`, with `metadata` (JSON values, such
-        as a text model's alphabet; `read_metadata` gives it back). Raises ModelFileError,
-        writing nothing, if a parameter is NaN or Inf."""
-        try:
-            json.dumps(metadata or {}, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise ModelFileError(f"metadata must be JSON values (str, finite numbers, lists, "
-                                 f"dicts with str keys): {e}; nothing was written to {path}"
-                                 ) from None
-        arrays = []
-        for role, values in zip(ROLES, (self.get_parameters(), self.get_momentum(),
-                                        self.get_second()), strict=True):
-            for index, layer_values in enumerate(values):
-                for name, value in layer_values.items():
-                    if not np.all(np.isfinite(value)):
-                        raise ModelFileError(
-                            f"layer {index} {name} {role} hold NaN or Inf (training diverged?); "
-                            f"nothing was written to {path}")
-                    arrays.append(({"layer": index, "role": role, "name": name}, value))
-        header = {"format": "grenade_py", "precision": self.device.precision,
-                  "network": self.spec(), "shapes": [repr(s) for s in self.shapes],
-                  "metadata": metadata or {}, "steps": self.steps,
-                  "state_steps": self.state_steps,
-                  "layer_state": {path: state for path, layer, _ in self.nodes(self.input_shape)
-                                  if (state := layer.get_state())}}
-        model_file.write(path, header, arrays)
+        """Write the network (structure, shapes, parameters, the optimiser's state, each
+        Dropout's key and counter) to `path`, atomically, with `metadata` (JSON values, such as
+        a text model's alphabet; `network_file.read_metadata` gives it back). Raises
+        ModelFileError, writing nothing, if a value is NaN or Inf."""
+        network_file.save(self, path, metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: Device | str | None = None,
@@ -206,107 +181,31 @@ class Network(Series):
         hold that network's structure, else ModelFileError says how they differ."""
         if like is not None and not isinstance(like, Network):
             raise TypeError(f"like must be a Network, got {like!r}")
-        header, arrays = model_file.read(path)
-        try:
-            spec = header["network"]
-            if header.get("format") != "grenade_py" or spec.get("type") != cls.__name__:
-                raise ValueError(f"it holds no grenade_py {cls.__name__}")
-            input_shape = parse_shape(spec["input"])
-            structure = layer_from_spec(spec)  # nothing on a device yet
-            assert isinstance(structure, Series)
-            shapes = [repr(s) for s in structure.shape_list(input_shape)]
-            if shapes != header["shapes"]:
-                raise ValueError(f"stored shapes {header['shapes']} differ from the layers' "
-                                 f"{shapes}")
-            values = _values(structure, input_shape, arrays)
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-            raise ModelFileError(f"{path} has a corrupted header ({e})") from None
-        if like is not None and like.spec() != spec:
-            raise ModelFileError(f"{path} holds another architecture: {structure!r} on "
-                                 f"{input_shape!r}, expected {like!r}")
+        stored = network_file.read(path, cls.__name__)
+        if like is not None and like.spec() != stored.spec:
+            raise ModelFileError(f"{path} holds another architecture: {stored.structure!r} on "
+                                 f"{stored.input_shape!r}, expected {like!r}")
         if device is None:
-            device = like.device if like is not None else Device(precision=header["precision"])
+            device = like.device if like is not None else Device(precision=stored.precision)
         device = device if isinstance(device, Device) else Device(device)
-        layers = [layer_from_spec(s, device) for s in spec["layers"]]
-        loaded = cls(layers, input=input_shape, device=device, seed=0)
+
+        def nested(layers: list[Layer], input_shape: Shape) -> Network:
+            return Network(layers, input=input_shape, device=device, seed=0)
+
+        layers = [network_file.layer_from_spec(s, nested) for s in stored.spec["layers"]]
+        loaded = cls(layers, input=stored.input_shape, device=device, seed=0)
         try:
-            loaded.set_parameters(values["parameters"])
-            loaded.set_momentum(values["momentum"])
-            loaded.set_second(values["second"])
-            counts = {name: header.get(name, 0) for name in ("steps", "state_steps")}
-            for name, count in counts.items():
-                if type(count) is not int or count < 0:
-                    raise ValueError(f"{name} is {count!r}, not a count")
-            states = header.get("layer_state", {})
-            if not isinstance(states, dict):
-                raise ValueError("layer_state is not an object")
-            for path, layer, _ in loaded.nodes(loaded.input_shape):
-                if path in states or layer.get_state():
-                    layer.set_state(states.get(path))
-            loaded.steps = counts["steps"]
-            if counts["state_steps"]:
-                loaded.state_steps = counts["state_steps"]
+            loaded.set_parameters(stored.values["parameters"])
+            loaded.set_momentum(stored.values["momentum"])
+            loaded.set_second(stored.values["second"])
+            for node_path, layer, _ in loaded.nodes(loaded.input_shape):
+                if node_path in stored.layer_state or layer.get_state():
+                    layer.set_state(stored.layer_state.get(node_path))
         except ValueError as e:
             raise ModelFileError(f"{path} does not fit this {device.precision} device: {e}"
                                  ) from None
+        loaded.steps, loaded.state_steps = stored.steps, stored.state_steps
         return loaded
-
-
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The metadata a model file was saved with (empty if none)."""
-    header, _ = model_file.read(path)
-    metadata = header.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise ModelFileError(f"{path} has a corrupted header (metadata is not an object)")
-    return metadata
-
-
-def layer_from_spec(spec: dict[str, Any], device: Device | None = None) -> Layer:
-    """The unplaced layer a model file's spec describes. A nested network becomes a Network
-    placed on `device`, or without a device a Series of the same layers."""
-    kind = spec["type"]
-    if kind in LAYER_TYPES:
-        return LAYER_TYPES[kind].from_spec(**{k: v for k, v in spec.items() if k != "type"})
-    if kind in ("Series", "Network", "RecurrentNetwork"):  # the last only at the top
-        layers = [layer_from_spec(s, device) for s in spec["layers"]]
-        if kind == "Network" and device is not None:
-            return Network(layers, input=parse_shape(spec["input"]), device=device, seed=0)
-        return Series(layers)
-    if kind in ("Concat", "Merge"):
-        a, b = layer_from_spec(spec["a"], device), layer_from_spec(spec["b"], device)
-        return Concat(a, b, stacked=spec["stacked"]) if kind == "Concat" else Merge(a, b)
-    raise ValueError(f"unknown layer type {kind!r}")
-
-
-def _values(net: Series, input_shape: Shape, arrays: list[tuple[dict[str, Any], np.ndarray]]
-            ) -> dict[str, list[dict[str, np.ndarray]]]:
-    """The file's arrays as get_parameters/get_momentum lists for `net`, checked against the
-    shapes its layers need, before anything is allocated on a device."""
-    expected = [_parameter_shapes(layer, shape) for _, layer, shape in net.children(input_shape)]
-    values: dict[str, list[dict[str, np.ndarray]]] = {r: [{} for _ in expected] for r in ROLES}
-    for meta, value in arrays:
-        index, role, name = meta["layer"], meta["role"], meta["name"]
-        if role not in ROLES or type(index) is not int or not 0 <= index < len(expected):
-            raise ValueError(f"array {meta} belongs to no layer")
-        if expected[index].get(name) != value.shape or name in values[role][index]:
-            raise ValueError(f"layer {index} has no {role} {name!r} of shape {value.shape}")
-        values[role][index][name] = value
-    for role in ROLES:
-        for index, shapes in enumerate(expected):
-            if role == "second" and not values[role][index]:  # files from before Adam
-                values[role][index] = {k: np.zeros(s) for k, s in shapes.items()}
-            if set(values[role][index]) != set(shapes):
-                raise ValueError(f"layer {index} {role} missing")
-    return values
-
-
-def _parameter_shapes(layer: Layer, in_shape: Shape) -> dict[str, tuple[int, ...]]:
-    """Every parameter of `layer` (a composite's keyed by path) with its shape."""
-    shapes = {}
-    for path, node, _ in layer.nodes(in_shape):
-        for name, shape in node.parameter_shapes().items():
-            shapes[f"{path}.{name}" if path else name] = shape
-    return shapes
 
 
 def flat_view(flat: cl_array.Array, offset: int, shape: tuple[int, ...]) -> cl_array.Array:

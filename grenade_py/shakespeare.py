@@ -35,7 +35,7 @@ from grenade_py.datasets import read_text
 from grenade_py.device import Device
 from grenade_py.errors import DataError, ModelFileError
 from grenade_py.layers import LSTM, FullyConnected, Logit, Softmax
-from grenade_py.network import read_metadata
+from grenade_py.network_file import read_metadata
 from grenade_py.optimizers import schedule_rate
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import Metrics, RecurrentState, SymbolCorpus, run_recurrent

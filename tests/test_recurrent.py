@@ -10,7 +10,7 @@ from conftest import get_device, numeric_gradients, tolerance
 
 import grenade_py as g
 from grenade_py.errors import ModelFileError, ShapeError
-from grenade_py.network import read_metadata
+from grenade_py.network_file import read_metadata
 from grenade_py.numpy_recurrent import NumpyRecurrent
 from grenade_py.recurrent import is_cycle
 from grenade_py.recurrent import main as recurrent_main

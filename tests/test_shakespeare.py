@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import grenade_py as g
-from grenade_py.network import read_metadata
+from grenade_py.network_file import read_metadata
 from grenade_py.shakespeare import annotate_capitals, unannotate_capitals
 from grenade_py.shakespeare import main as shakespeare_main
 

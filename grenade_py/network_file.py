@@ -1,0 +1,156 @@
+"""How a network maps onto a model file (`grenade_py.model_file`, the bytes): the header a
+network is saved with, and reading it back into layers and checked values.
+
+The header holds the format, the precision, the network's nested structure (`spec`) with its
+input shape, the shape list, the optimiser's step counts, what layers keep besides parameters
+(`layer_state`: a Dropout's key and step counter) and the caller's metadata; each array says
+its layer, role (parameters, momentum, second) and name. Everything is checked against the
+layers the structure describes before anything is placed on a device. This module knows layers,
+not networks: `Network.save`/`Network.load` call it, and it builds nested networks through the
+function they give.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from grenade_py import model_file
+from grenade_py.errors import ModelFileError
+from grenade_py.layers import LAYER_TYPES, Concat, Layer, Merge, Series
+from grenade_py.shapes import Shape, parse_shape
+
+#: The flat buffers saved in model files: the parameters and the optimiser's state (momentum or
+#: Adam's first moment; Adam's second moment). "gradients" is the fourth flat buffer.
+ROLES = ("parameters", "momentum", "second")
+
+#: What builds a nested network from its layers and input shape (on the loader's device).
+NetworkMaker = Callable[[list[Layer], Shape], Layer]
+
+
+def save(net: Any, path: str | os.PathLike[str], metadata: dict[str, Any] | None) -> None:
+    """Write the Network `net` to `path` (see `Network.save`)."""
+    try:
+        json.dumps(metadata or {}, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"metadata must be JSON values (str, finite numbers, lists, dicts "
+                             f"with str keys): {e}; nothing was written to {path}") from None
+    arrays = []
+    for role, values in zip(ROLES, (net.get_parameters(), net.get_momentum(), net.get_second()),
+                            strict=True):
+        for index, layer_values in enumerate(values):
+            for name, value in layer_values.items():
+                if not np.all(np.isfinite(value)):
+                    raise ModelFileError(f"layer {index} {name} {role} hold NaN or Inf (training "
+                                         f"diverged?); nothing was written to {path}")
+                arrays.append(({"layer": index, "role": role, "name": name}, value))
+    header = {"format": "grenade_py", "precision": net.device.precision,
+              "network": net.spec(), "shapes": [repr(s) for s in net.shapes],
+              "metadata": metadata or {}, "steps": net.steps, "state_steps": net.state_steps,
+              "layer_state": {node: state for node, layer, _ in net.nodes(net.input_shape)
+                              if (state := layer.get_state())}}
+    model_file.write(path, header, arrays)
+
+
+@dataclass
+class Stored:
+    """A model file's network, read and checked: its spec, the unplaced structure and input
+    shape, the values by role (as get_parameters gives them), the step counts, the layers'
+    state by path, and the precision it was saved in."""
+
+    spec: dict[str, Any]
+    structure: Series
+    input_shape: Shape
+    values: dict[str, list[dict[str, np.ndarray]]]
+    steps: int
+    state_steps: int
+    layer_state: dict[str, Any]
+    precision: str
+
+
+def read(path: str | os.PathLike[str], kind: str) -> Stored:
+    """The network of type `kind` ("Network", "RecurrentNetwork") that `path` holds, checked;
+    ModelFileError for anything that does not fit."""
+    header, arrays = model_file.read(path)
+    try:
+        spec = header["network"]
+        if header.get("format") != "grenade_py" or spec.get("type") != kind:
+            raise ValueError(f"it holds no grenade_py {kind}")
+        input_shape = parse_shape(spec["input"])
+        structure = layer_from_spec(spec)  # nothing on a device yet
+        assert isinstance(structure, Series)
+        shapes = [repr(s) for s in structure.shape_list(input_shape)]
+        if shapes != header["shapes"]:
+            raise ValueError(f"stored shapes {header['shapes']} differ from the layers' {shapes}")
+        values = _values(structure, input_shape, arrays)
+        counts = [header.get(name, 0) for name in ("steps", "state_steps")]
+        if not all(type(count) is int and count >= 0 for count in counts):
+            raise ValueError(f"step counts {counts} are not counts")
+        layer_state = header.get("layer_state", {})
+        if not isinstance(layer_state, dict):
+            raise ValueError("layer_state is not an object")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise ModelFileError(f"{path} has a corrupted header ({e})") from None
+    return Stored(spec, structure, input_shape, values, counts[0], counts[1], layer_state,
+                  header["precision"])
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata a model file was saved with (empty if none)."""
+    header, _ = model_file.read(path)
+    metadata = header.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{path} has a corrupted header (metadata is not an object)")
+    return metadata
+
+
+def layer_from_spec(spec: dict[str, Any], make_network: NetworkMaker | None = None) -> Layer:
+    """The unplaced layer a spec describes. A nested network becomes `make_network(layers,
+    input shape)`, or without it a Series of the same layers."""
+    kind = spec["type"]
+    if kind in LAYER_TYPES:
+        return LAYER_TYPES[kind].from_spec(**{k: v for k, v in spec.items() if k != "type"})
+    if kind in ("Series", "Network", "RecurrentNetwork"):  # the last only at the top
+        layers = [layer_from_spec(s, make_network) for s in spec["layers"]]
+        if kind == "Network" and make_network is not None:
+            return make_network(layers, parse_shape(spec["input"]))
+        return Series(layers)
+    if kind in ("Concat", "Merge"):
+        a, b = (layer_from_spec(spec[key], make_network) for key in ("a", "b"))
+        return Concat(a, b, stacked=spec["stacked"]) if kind == "Concat" else Merge(a, b)
+    raise ValueError(f"unknown layer type {kind!r}")
+
+
+def _values(net: Series, input_shape: Shape, arrays: list[tuple[dict[str, Any], np.ndarray]]
+            ) -> dict[str, list[dict[str, np.ndarray]]]:
+    """The file's arrays as get_parameters/get_momentum lists for `net`, checked against the
+    shapes its layers need, before anything is allocated on a device."""
+    expected = [_parameter_shapes(layer, shape) for _, layer, shape in net.children(input_shape)]
+    values: dict[str, list[dict[str, np.ndarray]]] = {r: [{} for _ in expected] for r in ROLES}
+    for meta, value in arrays:
+        index, role, name = meta["layer"], meta["role"], meta["name"]
+        if role not in ROLES or type(index) is not int or not 0 <= index < len(expected):
+            raise ValueError(f"array {meta} belongs to no layer")
+        if expected[index].get(name) != value.shape or name in values[role][index]:
+            raise ValueError(f"layer {index} has no {role} {name!r} of shape {value.shape}")
+        values[role][index][name] = value
+    for role in ROLES:
+        for index, shapes in enumerate(expected):
+            if role == "second" and not values[role][index]:  # files from before Adam
+                values[role][index] = {k: np.zeros(s) for k, s in shapes.items()}
+            if set(values[role][index]) != set(shapes):
+                raise ValueError(f"layer {index} {role} missing")
+    return values
+
+
+def _parameter_shapes(layer: Layer, in_shape: Shape) -> dict[str, tuple[int, ...]]:
+    """Every parameter of `layer` (a composite's keyed by path) with its shape."""
+    shapes = {}
+    for path, node, _ in layer.nodes(in_shape):
+        for name, shape in node.parameter_shapes().items():
+            shapes[f"{path}.{name}" if path else name] = shape
+    return shapes
