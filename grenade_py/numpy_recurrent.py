@@ -76,6 +76,8 @@ class NumpyRecurrent:
                            for p in parameters]
         self.second = [{k: np.zeros_like(v) for k, v in p.items()} for p in self.parameters]
         self.t = self.state_t = 0
+        #: Steps whose gradient clip_norm scaled down.
+        self.clipped = 0
         self.momentum = [{k: np.zeros_like(v) for k, v in p.items()} for p in self.parameters]
 
     def _step_forward(self, states: list[Any], x: np.ndarray
@@ -145,12 +147,19 @@ class NumpyRecurrent:
         """trainRecurrent: the per-step gradients applied in time order, one full step each
         (`summed`: one step from their sum), then updateRecInputs on the starting states.
         Under Adam/AdamW (`lp`) each of those steps is torch's step t (t counting every step
-        taken), and the starting states take one Adam step of their own per sequence."""
+        taken), and the starting states take one Adam step of their own per sequence. With
+        `lp.clip_norm`, each step's gradient (all but the starting states') is clipped first."""
         per_step, side = self.gradients(xs, targets)
         if summed:
             per_step = [[{k: np.sum([g[i][k] for g in per_step], axis=0) for k in per_step[0][i]}
                          for i in range(len(self.specs))]]
         for grads in per_step:
+            if lp.clip_norm is not None:  # clip_grad_norm_ over all but the starting states
+                norm = np.sqrt(sum(np.sum(v ** 2) for g in grads for k, v in g.items()
+                                   if k != "state"))
+                factor = min(1.0, lp.clip_norm / (norm + 1e-6))
+                self.clipped += factor < 1
+                grads = [{k: v * factor for k, v in g.items()} for g in grads]
             self.t += 1
             for spec, p, m, v, g in zip(self.specs, self.parameters, self.momentum, self.second,
                                         grads, strict=True):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyopencl as cl
@@ -21,8 +22,8 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch, buffer, opencl_errors
 from grenade_py.execution import enqueue
-from grenade_py.layers import RecurrentLayer
-from grenade_py.layers.base import Buffers
+from grenade_py.layers import Layer, RecurrentLayer
+from grenade_py.layers.base import Buffers, Factor
 from grenade_py.losses import Loss, loss_named
 from grenade_py.network import flat_view
 from grenade_py.optimizers import Optimizer, optimizer
@@ -97,6 +98,8 @@ class SequencePlan:
         self._forward: dict[bool, list[Launch]] = {}
         self._backward: list[Launch] | None = None
         self._update: dict[str, list[tuple[Launch, bool]]] = {}
+        self._clip: dict[bool, list[Launch]] = {}
+        self._factor_list: list[tuple[tuple[Any, ...], Factor, Layer]] | None = None
 
     def own(self, index: int) -> Buffers:
         """Layer `index`'s own buffers."""
@@ -136,7 +139,8 @@ class SequencePlan:
     def update(self, optimizer: Optimizer, ordered: bool) -> list[Launch]:
         """The update's launches, given the optimiser's values and the network's next step
         counts: with `ordered`, one optimiser step per row in time order (Grenade's), else one
-        step from their sum; then the starting states' update."""
+        step from their sum; then the starting states' update. With the optimiser's
+        `clip_norm`, first the clipping (`clip`)."""
         real = self.net.device.dtype
         rate, beta1, beta2, eps, decay = optimizer.kernel_values()
         weights = (*optimizer.powers(self.net.steps + 1), int(ordered))
@@ -151,7 +155,65 @@ class SequencePlan:
             else:
                 for index, value in enumerate((*values, *weights), start=7):
                     launch.set_arg(index, real(value) if index < 14 else value)
-        return [launch for launch, _ in launches]
+        clipping = [] if optimizer.clip_norm is None else self.clip(optimizer.clip_norm, ordered)
+        return clipping + [launch for launch, _ in launches]
+
+    def clip(self, max_norm: float, ordered: bool) -> list[Launch]:
+        """clip_grad_norm_ before the update: with `ordered`, each step's gradient (over all
+        parameters but the starting states) to at most `max_norm`, else their sum; by scaling
+        the deltas its factors are formed from, in place."""
+        if ordered not in self._clip:
+            device, launches = self.net.device, []
+            geometry = [g for g, _, _ in self._factors()]
+            deltas = {id(f.d if f.deltas == "d" else f.x):
+                      (f.d, f.ldd) if f.deltas == "d" else (f.x, f.ldx)
+                      for _, f, _ in self._factors()}
+            if ordered:
+                factor = device.zeros((self.rows,))
+                launches = [device.launch("recurrent_row_norms", (self.rows,), self.rows,
+                                          *g, int(k > 0), factor)
+                            for k, g in enumerate(geometry)]
+                launches.append(device.launch("recurrent_row_scales", (self.rows,), self.rows,
+                                              device.dtype(0), factor))
+            else:
+                norms = device.zeros((sum(g[0] for g in geometry),))
+                at = 0
+                for g in geometry:
+                    launches.append(device.launch("recurrent_sum_norms", (g[0],), self.rows,
+                                                  *g, at, norms))
+                    at += g[0]
+                factor = device.zeros((1,))
+                launches.append(device.launch("optimizer_clip_scale", (64,), norms.size,
+                                              device.dtype(0), norms, factor, local=(64,)))
+            launches += [device.launch("recurrent_scale_rows", (ld, self.rows), self.rows, ld,
+                                       ld, factor, int(ordered), buffer)
+                         for buffer, ld in deltas.values()]
+            self._clip[ordered] = launches
+        launches = self._clip[ordered]
+        scale = next(launch for launch in launches if launch.kernel.function_name in
+                     ("recurrent_row_scales", "optimizer_clip_scale"))
+        scale.set_arg(1, self.net.device.dtype(max_norm))
+        return launches
+
+    def _factors(self) -> list[tuple[tuple[Any, ...], Factor, Layer]]:
+        """Every parameter's per-row gradient factors as the update kernels take them, (rows,
+        cols, d, ldd, x, ldx) (a vector: one row whose d is all ones, x its deltas), with the
+        Factor and its layer."""
+        if self._factor_list is None:
+            found = []
+            for index, layer in enumerate(self.net.layers[:self.top]):
+                x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
+                dy = self.deltas[index + 1]
+                assert dy is not None
+                factors = layer.factors(self.steps, self.batch, x, y, dy, own)
+                assert factors is not None  # RecurrentNetwork.check_layers refused the others
+                for f in factors:
+                    shape = layer.parameters[f.name].shape
+                    geometry = (1, shape[0], self.buffers["ones"], 1, f.d, f.ldd) if f.x is None \
+                        else (shape[0], shape[1], f.d, f.ldd, f.x, f.ldx)
+                    found.append((geometry, f, layer))
+            self._factor_list = found
+        return self._factor_list
 
     def _update_launches(self, kernel: str) -> list[tuple[Launch, bool]]:
         """Each parameter array's update (by the optimiser's kernel) and each starting state's,
@@ -160,29 +222,20 @@ class SequencePlan:
             return self._update[kernel]
         device, zeros = self.net.device, [self.net.device.dtype(0)] * 7
         launches = self._update[kernel] = []
-        for index, layer in enumerate(self.net.layers[:self.top]):
-            x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
-            dy = self.deltas[index + 1]
-            assert dy is not None
-            factors = layer.factors(self.steps, self.batch, x, y, dy, own)
-            assert factors is not None  # RecurrentNetwork.check_layers refused the others
-            for f in factors:
-                shape = layer.parameters[f.name].shape
-                if f.x is None:  # a vector: one row, d all ones, x the deltas
-                    rows, cols, d, ldd, x, ldx = 1, shape[0], self.buffers["ones"], 1, f.d, f.ldd
-                else:
-                    rows, cols, d, ldd, x, ldx = shape[0], shape[1], f.d, f.ldd, f.x, f.ldx
-                launch = device.launch(
-                    f"recurrent_update_{kernel}", (rows, -(-cols // 8)), self.rows, rows, cols,
-                    d, ldd, x, ldx, *zeros, 0, layer.parameters[f.name], layer.momentum[f.name],
-                    layer.second[f.name])
-                launches.append((launch, f.decay))
-            if isinstance(layer, RecurrentLayer):
-                launch = device.launch(
-                    "recurrent_state_update", (layer.state_size,), layer.state_size,
-                    self.batch, 0, *zeros, own["dstate"], layer.parameters["state"],
-                    layer.momentum["state"], layer.second["state"])
-                launches.append((launch, True))
+        for (rows, cols, *geometry), f, layer in self._factors():
+            launch = device.launch(
+                f"recurrent_update_{kernel}", (rows, -(-cols // 8)), self.rows, rows, cols,
+                *geometry, *zeros, 0, layer.parameters[f.name], layer.momentum[f.name],
+                layer.second[f.name])
+            launches.append((launch, f.decay))
+        for index, layer in self.net.recurrent_layers():
+            if index >= self.top:
+                continue
+            launch = device.launch(
+                "recurrent_state_update", (layer.state_size,), layer.state_size,
+                self.batch, 0, *zeros, self.own(index)["dstate"], layer.parameters["state"],
+                layer.momentum["state"], layer.second["state"])
+            launches.append((launch, True))
         return launches
 
     def step(self, optimizer: Optimizer, ordered: bool, measure: bool) -> None:
@@ -259,16 +312,6 @@ def _sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
     return time_major(flat), time_major(ts), time_major(marks.reshape(-1).astype(dtype))
 
 
-def _optimizer(net: RecurrentNetwork, value: object) -> Optimizer:
-    """`value` as an optimiser for `net`'s precision; clipping is refused (the per-step
-    gradients are never whole on the device)."""
-    chosen = optimizer(value, net.device.dtype)
-    if chosen.clip_norm is not None:
-        raise ValueError("clip_norm is not supported on recurrent networks yet: their per-step "
-                         "gradients are applied as they are formed; train without it")
-    return chosen
-
-
 def _pack(p: SequencePlan, *arrays: np.ndarray) -> np.ndarray:
     """The input, targets and mask laid out as the plan's io buffer holds them."""
     host = np.zeros(p.io.shape, p.io.dtype)
@@ -300,7 +343,7 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
     `loss="cross_entropy"` (a network ending in Softmax): the error p - target at the logits
     instead of Grenade's y - target at the output.
     """
-    learning = _optimizer(net, learning)
+    learning = optimizer(learning, net.device.dtype)
     xs, ts, ms = _sequences(net, x, targets, mask)
     chosen = loss_named(loss)
     chosen.check(net)
@@ -433,7 +476,7 @@ class SymbolCorpus:
         shakespeare.hs). batch 1: Grenade's trainRecurrent per window, in order; batch B:
         summed-gradient BPTT over B windows at a time (a last partial batch is dropped).
         `loss` as in train_sequences. Returns what was measured, read once at the end."""
-        learning = _optimizer(self.net, learning)
+        learning = optimizer(learning, self.net.device.dtype)
         starts = np.asarray(offsets)
         _count(steps, "steps", 1)
         _count(batch, "batch", 1)

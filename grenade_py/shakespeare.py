@@ -157,10 +157,6 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
     """Learn a text character by character and write like it, as Grenade's example does."""
     learning = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm,
                                       (0.01, 0.95, 0.000001))
-    if clip_norm is not None:
-        raise click.BadParameter("recurrent networks apply each step's gradient as it is "
-                                 "formed, so there is no whole gradient to clip yet",
-                                 param_hint="--clip-norm")
     check_schedule(schedule, learning.rate, 10)
     check_writable(save)
     if data is None:

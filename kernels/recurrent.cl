@@ -231,6 +231,52 @@ RECURRENT_UPDATE(recurrent_update_sgd, OPTIMIZER_SGD)
 RECURRENT_UPDATE(recurrent_update_adam, OPTIMIZER_ADAM)
 RECURRENT_UPDATE(recurrent_update_adamw, OPTIMIZER_ADAMW)
 
+// -- clipping (clip_grad_norm_ for recurrent updates) ---------------------------------------
+// A factor's rows are (d, ldd, rows) and (x, ldx, cols) as recurrent_update takes them. The
+// deltas (each factor's d, or a vector's x) are scaled in place before the update, so that the
+// update kernels stay as they are; the starting states are not clipped.
+
+// Ordered: the squared global norm of each step's gradient, sums[k] (+)= |d_k|^2 |x_k|^2 over
+// the factors (an outer product's norm is the product of its factors'); `add` 0 for the first.
+kernel void recurrent_row_norms(int steps, int rows, int cols, global const REAL *d, int ldd,
+                                global const REAL *x, int ldx, int add, global REAL *sums) {
+    const int k = get_global_id(0);
+    if (k >= steps) return;
+    REAL dd = 0, xx = 0;
+    for (int r = 0; r < rows; ++r) dd += d[(size_t)k * ldd + r] * d[(size_t)k * ldd + r];
+    for (int c = 0; c < cols; ++c) xx += x[(size_t)k * ldx + c] * x[(size_t)k * ldx + c];
+    sums[k] = (add ? sums[k] : 0) + dd * xx;
+}
+
+// Ordered: each step's clipping factor, in place: min(1, max_norm / (sqrt(sums[k]) + 1e-6)).
+kernel void recurrent_row_scales(int steps, REAL max_norm, global REAL *sums) {
+    const int k = get_global_id(0);
+    if (k < steps) sums[k] = fmin((REAL)1, max_norm / (sqrt(sums[k]) + (REAL)1e-6));
+}
+
+// Summed: out[at + r] = the L2 norm of row r of the summed gradient sum_k d_k x_k^T, so that
+// optimizer_clip_scale over `out` gives the global factor.
+kernel void recurrent_sum_norms(int steps, int rows, int cols, global const REAL *d, int ldd,
+                                global const REAL *x, int ldx, int at, global REAL *out) {
+    const int r = get_global_id(0);
+    if (r >= rows) return;
+    REAL total = 0;
+    for (int c = 0; c < cols; ++c) {
+        REAL g = 0;
+        for (int k = 0; k < steps; ++k) g += d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c];
+        total += g * g;
+    }
+    out[at + r] = sqrt(total);
+}
+
+// buf[k * ld + j] *= scale[k * stride] for j < width: a step's deltas by its factor (stride 1)
+// or every step's by one factor (stride 0). global size (width, steps)
+kernel void recurrent_scale_rows(int steps, int width, int ld, global const REAL *scale,
+                                 int stride, global REAL *buf) {
+    const int j = get_global_id(0), k = get_global_id(1);
+    if (j < width && k < steps) buf[(size_t)k * ld + j] *= scale[(size_t)k * stride];
+}
+
 // The starting states' update from g, their deltas summed over the B sequences (B, n). Under
 // SGD, Grenade's updateRecInputs: state' = (1 - rate l2) state - rate g, no momentum. Under
 // Adam and AdamW: step t of the optimiser, with the state's own moments.

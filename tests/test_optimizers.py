@@ -155,11 +155,21 @@ def test_summed_recurrent_adam_matches_the_transcription(device64):
     assert_same(net, ref, rtol=1e-10, atol=1e-12)
 
 
-def test_clipping_is_refused_on_recurrent_networks(device64):
-    net = nets(device64, 3, 5)[0]
-    xs, targets = sequence(net, 2, np.random.default_rng(1))
-    with pytest.raises(ValueError, match="clip_norm is not supported on recurrent"):
-        g.train_recurrent(net, Adam(clip_norm=1.0), list(zip(xs, targets, strict=True)))
+@pytest.mark.parametrize("opt", [SGD(0.05, clip_norm=0.02), Adam(0.01, clip_norm=0.02)])
+def test_recurrent_clipping_matches_the_transcription(device64, opt):
+    """clip_grad_norm_ on recurrent networks: in Grenade's order each step's gradient, summed
+    the sum's, over every parameter but the starting states (a factor small enough to clip)."""
+    for index in range(4):
+        for summed in (False, True):
+            net = nets(device64, 3, 5)[index]
+            with_states(net, np.random.default_rng(8))
+            ref = NumpyRecurrent([layer.spec() for layer in net.layers], net.get_parameters())
+            xs, targets = sequence(net, 4, np.random.default_rng(9), every=1)
+            g.train_sequences(net, opt, xs[None], np.stack(targets)[None], np.ones((1, 4), bool),
+                              summed=summed)
+            ref.train(xs, targets, opt, summed=summed)
+            assert_same(net, ref, rtol=1e-10, atol=1e-12)
+            assert ref.clipped == (1 if summed else 4)  # the clipping bit every time
 
 
 def dropout_net(device):

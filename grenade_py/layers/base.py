@@ -33,7 +33,9 @@ Buffers = dict[str, cl_array.Array]
 class Factor:
     """The per-row gradient of parameter `name`: row k's is d[k * ldd + r] * x[k * ldx + c]
     for element (r, c); x None means a vector parameter (its gradient is d itself). `decay`:
-    whether the L2 term applies (Grenade leaves BasicRecurrent's bias undecayed)."""
+    whether the L2 term applies (Grenade leaves BasicRecurrent's bias undecayed). `deltas`:
+    which factor holds the deltas, "d" or "x" (the other holds activations); clipping scales
+    that one."""
 
     name: str
     d: cl_array.Array
@@ -41,6 +43,7 @@ class Factor:
     x: cl_array.Array | None = None
     ldx: int = 0
     decay: bool = True
+    deltas: str = "d"
 
 
 def sub(buffers: Buffers, key: str) -> Buffers:

@@ -78,5 +78,5 @@ class LSTM(RecurrentLayer):
     def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                 dy: cl_array.Array, buffers: Buffers) -> list[Factor]:
         d, o = buffers["deltas"], self.o
-        return [Factor("w", x, self.i, d, 4 * o), Factor("u", buffers["states"], o, d, 4 * o),
-                Factor("b", d, 4 * o)]
+        return [Factor("w", x, self.i, d, 4 * o, deltas="x"),
+                Factor("u", buffers["states"], o, d, 4 * o, deltas="x"), Factor("b", d, 4 * o)]
