@@ -148,8 +148,9 @@ class Step:
         return self.buffers[f"a{top}"], self.buffers[f"d{top}"]
 
     def metrics(self, acc: cl_array.Array) -> list[Launch]:
-        """New launches adding the batch's summed loss to acc[0] and its correct rows to
-        acc[1] (after a forward pass with `target` in place); the caller keeps them."""
+        """New launches adding the batch's summed loss to acc[0], its correct rows to acc[1]
+        and its rows to acc[2] (after a forward pass with `target` in place); the caller keeps
+        them."""
         return self.loss.metrics(self.net.device, self.output, self._logits()[0], self.target,
                                  acc)
 

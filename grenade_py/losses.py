@@ -49,15 +49,18 @@ class Loss:
                              per_call={"scale": 2})
 
     def metrics(self, device: Device, y: cl_array.Array, logits: cl_array.Array,
-                target: cl_array.Array, acc: cl_array.Array) -> list[Launch]:
-        """New launches adding the rows' summed loss to acc[0] and their correct rows to
-        acc[1]; the caller keeps them for as long as it sums into `acc`."""
+                target: cl_array.Array, acc: cl_array.Array,
+                mask: cl_array.Array | None = None) -> list[Launch]:
+        """New launches adding, over the rows of y (rows, ...) whose mask is not 0, their
+        summed loss to acc[0], their correct rows to acc[1] and their count to acc[2]; the
+        caller keeps them for as long as it sums into `acc` (3 values)."""
         n = y.shape[0]
-        row_loss, row_correct = device.zeros((n,)), device.zeros((n,))
+        row_loss, row_correct, counted = (device.zeros((n,)) for _ in range(3))
         return [
-            device.launch("loss_rows", (n,), n, y.size // n, int(self is CROSS_ENTROPY), y,
-                          logits, target, row_loss, row_correct),
-            device.launch("loss_accumulate", (1,), n, row_loss, row_correct, acc),
+            device.launch("loss_rows", (n,), n, y.size // n, int(self is CROSS_ENTROPY),
+                          int(mask is not None), y, logits, target,
+                          mask if mask is not None else target, row_loss, row_correct, counted),
+            device.launch("loss_accumulate", (1,), n, row_loss, row_correct, counted, acc),
         ]
 
     def __repr__(self) -> str:

@@ -79,11 +79,10 @@ class SequencePlan:
         self.acts = [self.buffers[f"a{k}"] for k in range(len(shapes))]
         self.deltas: list[cl_array.Array | None] = [None] + [
             self.buffers[f"d{k}"] for k in range(1, len(shapes))]
-        self.metrics = device.zeros((4,))
+        self.metrics = device.zeros((3,))
         enqueue([launch for index, layer in enumerate(layers)
                  if not isinstance(layer, RecurrentLayer)
                  for launch in layer.setup(rows, self.own(index))])
-        out = int(np.prod(shapes[-1].dims))
         self.start = [device.launch("recurrent_start_states", (layer.state_size, batch),
                                     layer.state_size, batch, layer.parameters["state"],
                                     self.own(index)["states"])
@@ -92,9 +91,9 @@ class SequencePlan:
         assert top_delta is not None
         self.error = loss.gradient(device, self.acts[-1], self.buffers["target"],
                                    self.buffers["mask"], top_delta)
-        self.measure = device.launch("sequence_metrics", (1,), rows, out, self.acts[-1],
-                                     self.buffers["target"], self.buffers["mask"],
-                                     self.metrics)
+        logits = self.acts[self.top]
+        self.measure = loss.metrics(device, self.acts[-1], logits, self.buffers["target"],
+                                    self.metrics, self.buffers["mask"])
         self._forward: dict[bool, list[Launch]] = {}
         self._backward: list[Launch] | None = None
         self._update: dict[str, list[tuple[Launch, bool]]] = {}
@@ -246,7 +245,7 @@ class SequencePlan:
         self.error.set("scale", 1 if ordered else 1 / self.batch)
         self.error()
         if measure:
-            self.measure()
+            enqueue(self.measure)
         enqueue(self.backward() + self.update(optimizer, ordered))
         self.net.steps += self.rows if ordered else 1
         self.net.state_steps += 1
@@ -429,18 +428,17 @@ def run_recurrent(net: RecurrentNetwork, x: np.ndarray, state: RecurrentState | 
 
 @dataclass
 class Metrics:
-    """What training on symbol windows measured over the steps with a target: the summed
-    squared error, the cross entropy of the target symbol under the normalised outputs (nats),
-    the steps whose largest output was the target, and the steps."""
+    """What training on symbol windows measured over the steps with a target, as the loss
+    reports it everywhere (`grenade_py.losses`): the summed loss (cross entropy in nats, or
+    squared error), the steps whose largest output was the target, and the steps."""
 
-    squared: float = 0.0
-    nats: float = 0.0
+    loss: float = 0.0
     correct: float = 0.0
     steps: float = 0.0
 
     def __add__(self, other: Metrics) -> Metrics:
-        return Metrics(self.squared + other.squared, self.nats + other.nats,
-                       self.correct + other.correct, self.steps + other.steps)
+        return Metrics(self.loss + other.loss, self.correct + other.correct,
+                       self.steps + other.steps)
 
 
 class SymbolCorpus:

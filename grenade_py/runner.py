@@ -263,7 +263,7 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     chosen.check(net)
     xs, ys = _examples(net, x, y, chosen)
     device = net.device
-    acc = device.zeros((2,))
+    acc = device.zeros((3,))
     for start in range(0, len(xs), RUN_CHUNK):
         step = execution.steps(net, min(RUN_CHUNK, len(xs) - start), chosen)
         _upload(device.queue, step, xs[start:start + step.n], ys[start:start + step.n])
@@ -323,7 +323,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     xs_dev = device.to_device(xs.reshape(count, -1))
     ys_dev = device.to_device(ys.reshape(count, -1))
     order = cl_array.to_device(queue, np.arange(count, dtype=np.int32))
-    acc = device.zeros((2,))
+    acc = device.zeros((3,))
     rng = np.random.default_rng(seed)
     steps = -(-count // batch_size)
     report = max(1, steps // 50)
@@ -347,7 +347,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         if shuffle:  # the host array must live until the copy is done: the epoch's end
             permutation = rng.permutation(count).astype(np.int32)
             order.set(permutation, async_=True)
-        acc.set(np.zeros(2, dtype=device.dtype))
+        acc.set(np.zeros(3, dtype=device.dtype))
         start_time = time.perf_counter()
         for index in range(steps):
             n = min(batch_size, count - index * batch_size)

@@ -110,11 +110,13 @@ def unigram_nats(codes: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def report(round_: int, size: int, m: Metrics) -> str:
+def report(round_: int, size: int, m: Metrics, loss: str) -> str:
+    """A round's line: its loss per target (cross entropy in nats/symbol, or squared error
+    0.5 |y - t|^2) and accuracy."""
     steps = max(m.steps, 1)
-    return (f"round {round_}: {m.nats / steps:.3f} nats/symbol, accuracy "
-            f"{m.correct / steps:.3f}, squared error {m.squared / steps:.4f} over "
-            f"{int(m.steps)} targets (sequence length {size})")
+    unit = "nats/symbol" if loss == "cross_entropy" else "squared error"
+    return (f"round {round_}: {m.loss / steps:.3f} {unit}, accuracy {m.correct / steps:.3f} "
+            f"over {int(m.steps)} targets (sequence length {size})")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -209,8 +211,8 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
                         bar.update(min(CHUNK, count - first))
                 if bar is not None:
                     bar.render_finish()
-                click.echo(report(round_, sequence_length, total))
-                if not np.isfinite(total.squared):
+                click.echo(report(round_, sequence_length, total, loss))
+                if not np.isfinite(total.loss):
                     raise click.ClickException("training diverged: the network outputs NaN or "
                                                "Inf; lower --train_rate")
                 written = sample_text(net, alphabet, sample_length, temperature, rng)

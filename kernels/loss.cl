@@ -11,15 +11,22 @@ kernel void loss_gradient(int rows, int width, REAL scale, int masked, global co
     dy[at] = masked && mask[at / width] == 0 ? (REAL)0 : loss_gradient_at(y[at], t[at], scale);
 }
 
-// Per-row loss and correctness of a batch (n rows of width w), for reporting:
+// Per-row loss and correctness (n rows of width w), the one definition each loss reports in
+// training, validation and sequences alike:
 //   squared error: 0.5 sum (y - t)^2;  cross entropy: -sum t log softmax(logits), computed from
 //   the logits as t . (log sum exp(logits - max) - (logits - max)), finite for any logits.
-// A row is correct when argmax y == argmax t (width 1: both on the same side of 0.5).
-kernel void loss_rows(int n, int w, int cross_entropy, global const REAL *y,
-                      global const REAL *logits, global const REAL *t, global REAL *loss,
-                      global REAL *correct) {
+// A row is correct when argmax y == argmax t (width 1: both on the same side of 0.5). With
+// `masked`, rows whose mask is 0 (sequence steps without a target) count nothing; counted[r]
+// says whether row r counts.
+kernel void loss_rows(int n, int w, int cross_entropy, int masked, global const REAL *y,
+                      global const REAL *logits, global const REAL *t,
+                      global const REAL *mask, global REAL *loss, global REAL *correct,
+                      global REAL *counted) {
     int r = get_global_id(0);
     if (r >= n) return;
+    counted[r] = !masked || mask[r] != 0;
+    loss[r] = correct[r] = 0;
+    if (counted[r] == 0) return;
     size_t base = (size_t)r * w;
     REAL value = 0;
     if (cross_entropy) {
@@ -49,15 +56,18 @@ kernel void loss_rows(int n, int w, int cross_entropy, global const REAL *y,
     }
 }
 
-// acc[0] += sum of loss[0 .. n), acc[1] += sum of correct[0 .. n); one work-item.
+// acc[0] += sum of loss, acc[1] += sum of correct, acc[2] += sum of counted (n rows); one
+// work-item.
 kernel void loss_accumulate(int n, global const REAL *loss, global const REAL *correct,
-                            global REAL *acc) {
+                            global const REAL *counted, global REAL *acc) {
     if (get_global_id(0) != 0) return;
-    REAL l = 0, c = 0;
+    REAL l = 0, c = 0, k = 0;
     for (int r = 0; r < n; ++r) {
         l += loss[r];
         c += correct[r];
+        k += counted[r];
     }
     acc[0] += l;
     acc[1] += c;
+    acc[2] += k;
 }

@@ -296,32 +296,6 @@ kernel void recurrent_state_update(int n, int B, int kind, REAL rate, REAL beta1
                      v, j);
 }
 
-// Adds, over the rows with a target, to sums: [0] the squared error sum (y - t)^2, [1] the
-// cross entropy -log(y_t / sum y) of the target's class under the normalised outputs (each
-// at least 1e-30, as sampling takes them), [2] the
-// rows whose largest output is the target's class, [3] the rows. One work-item: few rows.
-kernel void sequence_metrics(int rows, int n, global const REAL *y, global const REAL *target,
-                             global const REAL *mask, global REAL *sums) {
-    if (get_global_id(0) != 0) return;
-    for (int row = 0; row < rows; ++row) {
-        if (mask[row] == 0) continue;
-        global const REAL *yr = y + (size_t)row * n, *tr = target + (size_t)row * n;
-        REAL squared = 0, total = 0;
-        int best = 0, hot = 0;
-        for (int j = 0; j < n; ++j) {
-            const REAL e = yr[j] - tr[j];
-            squared += e * e;
-            total += fmax(yr[j], (REAL)1e-30);  // outputs at 0 still get a sliver
-            if (yr[j] > yr[best]) best = j;
-            if (tr[j] > tr[hot]) hot = j;
-        }
-        sums[0] += squared;
-        sums[1] -= log(fmax(yr[hot], (REAL)1e-30) / total);
-        sums[2] += best == hot;
-        sums[3] += 1;
-    }
-}
-
 // Every sequence starts from the learned state: rows 0 .. B - 1 of `states` (n values each).
 kernel void recurrent_start_states(int n, int B, global const REAL *state,
                                    global REAL *states) {

@@ -110,23 +110,28 @@ def test_adam_state_update_is_one_adam_step(device64, rng):
 
 
 @pytest.mark.parametrize(("rows", "n"), [(1, 1), (3, 17), (17, 3)])
-def test_sequence_error_and_metrics(device, rng, rows, n):
+def test_masked_error_and_metrics(device, rng, rows, n):
+    """A sequence's error and what it reports count only the steps with a target."""
     y = rng.uniform(0.01, 1, size=(rows, n))
     target = np.eye(n)[rng.integers(0, n, size=rows)]
     mask = (rng.uniform(size=rows) < 0.6).astype(float)
     mask[-1] = 1
-    dy, sums = device.zeros((rows, n)), device.zeros((4,))
+    dy, sums = device.zeros((rows, n)), device.zeros((3,))
     y_dev, t_dev, m_dev = (device.to_device(a) for a in (y, target, mask))
     run(device, "loss_gradient", (n * rows,), rows, n, device.dtype(0.5), 1, y_dev, t_dev, m_dev,
         dy)
     np.testing.assert_allclose(dy.get(), 0.5 * (y - target) * mask[:, None], **tolerance(device))
-    run(device, "sequence_metrics", (1,), rows, n, y_dev, t_dev, m_dev, sums)
-    kept = mask != 0
-    hot = target.argmax(axis=1)
-    want = [((y - target) ** 2)[kept].sum(),
-            -np.log(y[np.arange(rows), hot] / y.sum(axis=1))[kept].sum(),
-            (y.argmax(axis=1) == hot)[kept].sum(), kept.sum()]
-    np.testing.assert_allclose(sums.get(), want, **tolerance(device, n))
+    kept, hot = mask != 0, target.argmax(axis=1)
+    logits = np.log(y)  # softmax(log y) = y / sum y
+    for cross_entropy, loss in ((0, 0.5 * ((y - target) ** 2).sum(axis=1)),
+                                (1, -np.log(y[np.arange(rows), hot] / y.sum(axis=1)))):
+        sums.fill(0)
+        rows_out = [device.zeros((rows,)) for _ in range(3)]
+        run(device, "loss_rows", (rows,), rows, n, cross_entropy, 1, y_dev,
+            device.to_device(logits), t_dev, m_dev, *rows_out)
+        run(device, "loss_accumulate", (1,), rows, *rows_out, sums)
+        want = [loss[kept].sum(), (y.argmax(axis=1) == hot)[kept].sum(), kept.sum()]
+        np.testing.assert_allclose(sums.get(), want, **tolerance(device, n))
 
 
 @pytest.mark.parametrize(("steps", "batch", "n"), [(1, 1, 1), (3, 2, 5), (17, 3, 7)])

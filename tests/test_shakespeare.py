@@ -51,7 +51,8 @@ def test_shakespeare_grenade_encoding_and_bad_input(tmp_path) -> None:
                                               "--sample-length", "30", "--annotate-capitals",
                                               "--seed", "2"])
     assert result.exit_code == 0, result.output
-    assert "alphabet of 51" in result.output and len(nats(result.output)) == 10
+    assert "alphabet of 51" in result.output
+    assert len(re.findall(r"round \d+: [\d.]+ squared error", result.output)) == 10
     too_many = runner.invoke(shakespeare_main, ["--data", str(SHAKESPEARE), "-e", "0",
                                                 "--annotate-capitals", "--symbols", "40"])
     assert too_many.exit_code != 0 and "51 distinct symbols, more than --symbols 40" in \

@@ -91,19 +91,21 @@ def test_loss_rows_kernel(device, rng):
     p = softmax(logits)
     t = np.eye(w)[rng.integers(0, w, size=n)]
     t[0] = [0, 1, 0, 0]  # the -1e4 logit: loss 2e4, not inf
-    loss, correct, acc = device.zeros((n,)), device.zeros((n,)), device.zeros((2,))
+    loss, correct, counted = (device.zeros((n,)) for _ in range(3))
+    acc = device.zeros((3,))
     p_dev, t_dev = device.to_device(p), device.to_device(t)
-    device.launch("loss_rows", (n,), n, w, 1, p_dev, device.to_device(logits), t_dev, loss,
-                  correct)()
-    device.launch("loss_accumulate", (1,), n, loss, correct, acc)()
+    device.launch("loss_rows", (n,), n, w, 1, 0, p_dev, device.to_device(logits), t_dev, t_dev,
+                  loss, correct, counted)()
+    device.launch("loss_accumulate", (1,), n, loss, correct, counted, acc)()
     log_p = logits - logits.max(axis=1, keepdims=True)
     log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
     expected = -(t * log_p).sum(axis=1)
     np.testing.assert_allclose(loss.get(), expected, rtol=1e-5)
     right = p.argmax(axis=1) == t.argmax(axis=1)
     np.testing.assert_array_equal(correct.get(), right)
-    np.testing.assert_allclose(acc.get(), [expected.sum(), right.sum()], rtol=1e-5)
-    device.launch("loss_rows", (n,), n, w, 0, p_dev, p_dev, t_dev, loss, correct)()
+    np.testing.assert_allclose(acc.get(), [expected.sum(), right.sum(), n], rtol=1e-5)
+    device.launch("loss_rows", (n,), n, w, 0, 0, p_dev, p_dev, t_dev, t_dev, loss, correct,
+                  counted)()
     np.testing.assert_allclose(loss.get(), 0.5 * ((p - t) ** 2).sum(axis=1), rtol=1e-5)
 
 
