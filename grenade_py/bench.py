@@ -27,6 +27,7 @@ import pyopencl as cl
 
 from grenade_py.datasets import load_mnist
 from grenade_py.device import Device
+from grenade_py.execution import sequence_steps
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.gemm import gemm_dot, gemm_outer
 from grenade_py.layers import LSTM, Convolution, FullyConnected, Logit, Pooling, Relu, Reshape
@@ -37,7 +38,6 @@ from grenade_py.numpy_reference import NumpyNetwork
 from grenade_py.optimizers import Adam, LearningParameters
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import SymbolCorpus
-from grenade_py.recurrent_runner import plan as recurrent_plan
 from grenade_py.runner import fit, train
 from grenade_py.shapes import D1, D2
 
@@ -338,11 +338,12 @@ def bench_recurrent(device: Device, windows: int, repeats: int
             corpus.train(SHAKESPEARE_LP, offsets, steps, every=every, batch=batch)
         seconds = median_time(ours, repeats)
         rows.append((name, windows * steps / seconds))
-    p = recurrent_plan(net, steps, 1)
+    p = sequence_steps(net, steps, 1)
     queue = device.queue
     parts = []
-    for part, launches in (("forward", p.start + p.forward(True)), ("backward", p.backward()),
-                           ("update", p.update(SHAKESPEARE_LP, True))):
+    for part, launches in (("forward", p.start + p.forward_launches(True)),
+                           ("backward", p.backward_launches()),
+                           ("update", p.update_launches(SHAKESPEARE_LP, True))):
         def run(launches=launches) -> None:
             for _ in range(20):
                 for launch in launches:

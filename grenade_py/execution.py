@@ -1,28 +1,38 @@
-"""Running a network on its device: the `Step` and the `Update`.
+"""Running a network on its device: the `Step` (and its form with time steps, the
+`SequenceStep`) and the `Update`.
 
-A Step is built once for (network, rows, loss) and held by whoever runs it. It owns the batch's
-device buffers (input, output, target, the loss's delta and every layer's per-batch buffers)
-and its launches: the forward pass, the loss gradient and backward pass, the optimiser's
-update. Every value that changes from call to call (the loss scale, a shard's first row, the
-optimiser and its step count t) is an argument of the call, never left on the Step, so a Step
-shared between callers (`steps`) computes the same whoever used it last.
+A Step is built once for (network, batch shape, loss) and held by whoever runs it. It owns the
+batch's device buffers (input, output, target, the loss's delta and every layer's per-batch
+buffers) and its launches: the forward pass, the loss gradient and backward pass, the
+optimiser's update. Every value that changes from call to call (the loss scale, a shard's first
+row, the optimiser and its step count t) is an argument of the call, never left on the Step, so
+a Step shared between callers (`steps`, `sequence_steps`) computes the same whoever used it
+last. A SequenceStep's batch is steps x sequences of a RecurrentNetwork: feed-forward layers
+run over all its rows, recurrent layers contribute their scan kernels, and the update applies
+the per-step gradients in Grenade's order or summed.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.fused import FusedTrainer, fused_trainer
-from grenade_py.losses import SQUARED_ERROR, Loss
-from grenade_py.network import Network
+from grenade_py.layers import Layer, RecurrentLayer
+from grenade_py.layers.base import Buffers, Factor
+from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
+from grenade_py.network import Network, flat_view
 from grenade_py.optimizers import Optimizer
+from grenade_py.recurrent_network import RecurrentNetwork
 
 #: Row counts whose Steps `steps` keeps per network (the convenience functions' cache).
 MAX_STEPS = 4
+#: Sequence shapes (steps, batch) whose SequenceSteps `sequence_steps` keeps per network.
+MAX_SEQUENCE_STEPS = 32
 
 
 def enqueue(launches: list[Launch]) -> None:
@@ -189,3 +199,243 @@ def fused(net: Network, kind: int = 0) -> FusedTrainer | None:
     if kind not in kept:
         kept[kind] = fused_trainer(net, kind)
     return kept[kind]
+
+
+class SequenceStep:
+    """A Step whose batch shape has time steps: `batch` sequences of `steps` of a
+    RecurrentNetwork, rows time-major (row t * batch + s), as every layer sees them.
+    Feed-forward layers run over all rows at once; recurrent layers contribute their scan
+    kernels (forward_sequence, backward_sequence). The loss's error is masked to the steps with
+    a target; the update applies the per-step gradients (see `update_launches`). The input,
+    targets and mask share one buffer (`io`, laid out as `io_layout`), so one copy fills
+    them."""
+
+    def __init__(self, net: RecurrentNetwork, steps: int, batch: int, loss: Loss) -> None:
+        device, shapes = net.device, net.shapes
+        self.net, self.steps, self.batch = net, steps, batch
+        #: The boundary whose delta the error writes: the output, or the logits.
+        self.top = loss.top(net)
+        self.rows = rows = steps * batch
+        layers = net.layers
+        wanted = {f"a{k}": (rows, *shapes[k].dims) for k in range(1, len(shapes))}
+        wanted |= {f"d{k}": (rows, *shapes[k].dims) for k in range(1, len(shapes))}
+        wanted["ones"] = (rows,)
+        for index, layer in enumerate(layers):
+            own = (layer.sequence_buffers(steps, batch) if isinstance(layer, RecurrentLayer)
+                   else layer.batch_buffers(rows))
+            wanted |= {f"{index}.{name}": shape for name, shape in own.items()}
+        for name, shape in wanted.items():
+            device.check_allocation(f"{batch} sequences of {steps} steps ({name})",
+                                    int(np.prod(shape)) * np.dtype(device.dtype).itemsize)
+        self.buffers = {name: device.zeros(shape) for name, shape in wanted.items()}
+        # The input, targets and mask: one buffer, so that one copy fills them.
+        itemsize = np.dtype(device.dtype).itemsize
+        align = max(1, device.cl_device.mem_base_addr_align // 8 // itemsize)
+        self.io_layout: list[tuple[str, int, tuple[int, ...]]] = []
+        total = 0
+        for name, shape in (("a0", (rows, *shapes[0].dims)), ("target", (rows, *shapes[-1].dims)),
+                            ("mask", (rows,))):
+            self.io_layout.append((name, total, shape))
+            total += -(-int(np.prod(shape)) // align) * align
+        device.check_allocation(f"{batch} sequences of {steps} steps (input and targets)",
+                                total * itemsize)
+        self.io = device.zeros((total,))
+        self.buffers |= {name: flat_view(self.io, at, shape)
+                         for name, at, shape in self.io_layout}
+        self.buffers["ones"].fill(1)
+        self.acts = [self.buffers[f"a{k}"] for k in range(len(shapes))]
+        self.deltas: list[cl_array.Array | None] = [None] + [
+            self.buffers[f"d{k}"] for k in range(1, len(shapes))]
+        self.metrics = device.zeros((3,))
+        enqueue([launch for index, layer in enumerate(layers)
+                 if not isinstance(layer, RecurrentLayer)
+                 for launch in layer.setup(rows, self.own(index))])
+        self.start = [device.launch("recurrent_start_states", (layer.state_size, batch),
+                                    layer.state_size, batch, layer.parameters["state"],
+                                    self.own(index)["states"])
+                      for index, layer in net.recurrent_layers()]
+        top_delta = self.deltas[self.top]
+        assert top_delta is not None
+        self.error = loss.gradient(device, self.acts[-1], self.buffers["target"],
+                                   self.buffers["mask"], top_delta)
+        logits = self.acts[self.top]
+        self.measure = loss.metrics(device, self.acts[-1], logits, self.buffers["target"],
+                                    self.metrics, self.buffers["mask"])
+        self._forward: dict[bool, list[Launch]] = {}
+        self._backward: list[Launch] | None = None
+        self._update: dict[str, list[tuple[Launch, bool]]] = {}
+        self._clip: dict[bool, list[Launch]] = {}
+        self._factor_list: list[tuple[tuple[Any, ...], Factor, Layer]] | None = None
+
+    def own(self, index: int) -> Buffers:
+        """Layer `index`'s own buffers."""
+        prefix = f"{index}."
+        return {k[len(prefix):]: v for k, v in self.buffers.items() if k.startswith(prefix)}
+
+    def forward_launches(self, training: bool) -> list[Launch]:
+        """Every layer over every step, from a0 (the input) to the output."""
+        if training not in self._forward:
+            launches = []
+            for index, layer in enumerate(self.net.layers):
+                x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
+                if isinstance(layer, RecurrentLayer):
+                    launches += layer.forward_sequence(self.steps, self.batch, x, y, own)
+                else:
+                    launches += layer.forward(self.rows, x, y, own, training)
+            self._forward[training] = launches
+        return self._forward[training]
+
+    def backward_launches(self) -> list[Launch]:
+        """Every layer backwards through time from the output's delta."""
+        if self._backward is None:
+            launches = []
+            for index in reversed(range(self.top)):
+                layer, own = self.net.layers[index], self.own(index)
+                x, y, dx = self.acts[index], self.acts[index + 1], self.deltas[index]
+                dy = self.deltas[index + 1]
+                assert dy is not None
+                if isinstance(layer, RecurrentLayer):
+                    launches += layer.backward_sequence(self.steps, self.batch, x, y, dy, dx,
+                                                        own)
+                else:
+                    launches += layer.backward(self.rows, x, y, dy, dx, own)
+            self._backward = launches
+        return self._backward
+
+    def update_launches(self, optimizer: Optimizer, ordered: bool) -> list[Launch]:
+        """The update's launches, given the optimiser's values and the network's next step
+        counts: with `ordered`, one optimiser step per row in time order (Grenade's), else one
+        step from their sum; then the starting states' update. With the optimiser's
+        `clip_norm`, first the clipping (`clip`)."""
+        real = self.net.device.dtype
+        rate, beta1, beta2, eps, decay = optimizer.kernel_values()
+        weights = (*optimizer.powers(self.net.steps + 1), int(ordered))
+        states = optimizer.powers(self.net.state_steps + 1)
+        launches = self._update_launches(optimizer.kernel)
+        for launch, decays in launches:
+            values = (rate, beta1, beta2, eps, decay if decays else 0.0)
+            if launch.kernel.function_name == "recurrent_state_update":
+                launch.set_arg(2, optimizer.kind)
+                for index, value in enumerate((*values, *states), start=3):
+                    launch.set_arg(index, real(value))
+            else:
+                for index, value in enumerate((*values, *weights), start=7):
+                    launch.set_arg(index, real(value) if index < 14 else value)
+        clipping = [] if optimizer.clip_norm is None else self.clip(optimizer.clip_norm, ordered)
+        return clipping + [launch for launch, _ in launches]
+
+    def clip(self, max_norm: float, ordered: bool) -> list[Launch]:
+        """clip_grad_norm_ before the update: with `ordered`, each step's gradient (over all
+        parameters but the starting states) to at most `max_norm`, else their sum; by scaling
+        the deltas its factors are formed from, in place."""
+        if ordered not in self._clip:
+            device, launches = self.net.device, []
+            geometry = [g for g, _, _ in self._factors()]
+            deltas = {id(f.d if f.deltas == "d" else f.x):
+                      (f.d, f.ldd) if f.deltas == "d" else (f.x, f.ldx)
+                      for _, f, _ in self._factors()}
+            if ordered:
+                factor = device.zeros((self.rows,))
+                launches = [device.launch("recurrent_row_norms", (self.rows,), self.rows,
+                                          *g, int(k > 0), factor)
+                            for k, g in enumerate(geometry)]
+                launches.append(device.launch("recurrent_row_scales", (self.rows,), self.rows,
+                                              device.dtype(0), factor))
+            else:
+                norms = device.zeros((sum(g[0] for g in geometry),))
+                at = 0
+                for g in geometry:
+                    launches.append(device.launch("recurrent_sum_norms", (g[0],), self.rows,
+                                                  *g, at, norms))
+                    at += g[0]
+                factor = device.zeros((1,))
+                launches.append(device.launch("optimizer_clip_scale", (64,), norms.size,
+                                              device.dtype(0), norms, factor, local=(64,)))
+            launches += [device.launch("recurrent_scale_rows", (ld, self.rows), self.rows, ld,
+                                       ld, factor, int(ordered), buffer)
+                         for buffer, ld in deltas.values()]
+            self._clip[ordered] = launches
+        launches = self._clip[ordered]
+        scale = next(launch for launch in launches if launch.kernel.function_name in
+                     ("recurrent_row_scales", "optimizer_clip_scale"))
+        scale.set_arg(1, self.net.device.dtype(max_norm))
+        return launches
+
+    def _factors(self) -> list[tuple[tuple[Any, ...], Factor, Layer]]:
+        """Every parameter's per-row gradient factors as the update kernels take them, (rows,
+        cols, d, ldd, x, ldx) (a vector: one row whose d is all ones, x its deltas), with the
+        Factor and its layer."""
+        if self._factor_list is None:
+            found = []
+            for index, layer in enumerate(self.net.layers[:self.top]):
+                x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
+                dy = self.deltas[index + 1]
+                assert dy is not None
+                factors = layer.factors(self.steps, self.batch, x, y, dy, own)
+                assert factors is not None  # RecurrentNetwork.check_layers refused the others
+                for f in factors:
+                    shape = layer.parameters[f.name].shape
+                    geometry = (1, shape[0], self.buffers["ones"], 1, f.d, f.ldd) if f.x is None \
+                        else (shape[0], shape[1], f.d, f.ldd, f.x, f.ldx)
+                    found.append((geometry, f, layer))
+            self._factor_list = found
+        return self._factor_list
+
+    def _update_launches(self, kernel: str) -> list[tuple[Launch, bool]]:
+        """Each parameter array's update (by the optimiser's kernel) and each starting state's,
+        with whether it decays; the optimiser's values are set per call (`update`)."""
+        if kernel in self._update:
+            return self._update[kernel]
+        device, zeros = self.net.device, [self.net.device.dtype(0)] * 7
+        launches = self._update[kernel] = []
+        for (rows, cols, *geometry), f, layer in self._factors():
+            launch = device.launch(
+                f"recurrent_update_{kernel}", (rows, -(-cols // 8)), self.rows, rows, cols,
+                *geometry, *zeros, 0, layer.parameters[f.name], layer.momentum[f.name],
+                layer.second[f.name])
+            launches.append((launch, f.decay))
+        for index, layer in self.net.recurrent_layers():
+            if index >= self.top:
+                continue
+            launch = device.launch(
+                "recurrent_state_update", (layer.state_size,), layer.state_size,
+                self.batch, 0, *zeros, self.own(index)["dstate"], layer.parameters["state"],
+                layer.momentum["state"], layer.second["state"])
+            launches.append((launch, True))
+        return launches
+
+    def train(self, optimizer: Optimizer, ordered: bool, measure: bool = False) -> None:
+        """Enqueue one training step over the sequences in place (a0, target, mask): from the
+        learned starting states, forward, the error (scaled by 1 in Grenade's `ordered` form,
+        else 1/batch: the sequences' average), (the metrics into `metrics`), backward, and the
+        update (`update_launches`). The network's step counts advance."""
+        enqueue(self.start + self.forward_launches(True))
+        self.error.set("scale", 1 if ordered else 1 / self.batch)
+        self.error()
+        if measure:
+            enqueue(self.measure)
+        enqueue(self.backward_launches() + self.update_launches(optimizer, ordered))
+        self.net.steps += self.rows if ordered else 1
+        self.net.state_steps += 1
+
+
+def sequence_steps(net: RecurrentNetwork, steps: int, batch: int,
+                   loss: str | Loss = "squared_error") -> SequenceStep:
+    """A SequenceStep for `batch` sequences of `steps`, kept on the network for the last
+    MAX_SEQUENCE_STEPS shapes (Grenade's recurrent example trains on 26 lengths)."""
+    if not isinstance(net, RecurrentNetwork):
+        raise TypeError(f"expected a RecurrentNetwork, got {type(net).__name__}; feed-forward "
+                        "networks run with run_net/train/fit")
+    if net.nested:
+        raise ValueError("this network is part of another network now; run that one")
+    chosen = loss_named(loss)
+    chosen.check(net)
+    plans: dict[tuple[int, int, str], SequenceStep] = net.__dict__.setdefault("_plans", {})
+    key = (steps, batch, chosen.name)
+    if key in plans:
+        plans[key] = plans.pop(key)  # the most recently used last
+    else:
+        if len(plans) >= MAX_SEQUENCE_STEPS:
+            del plans[next(iter(plans))]
+        plans[key] = SequenceStep(net, steps, batch, chosen)
+    return plans[key]
