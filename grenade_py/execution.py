@@ -26,7 +26,7 @@ from grenade_py.layers import Layer, RecurrentLayer
 from grenade_py.layers.base import Buffers, Factor
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
 from grenade_py.network import Network, flat_view
-from grenade_py.optimizers import Optimizer
+from grenade_py.optimizers import SGD, Optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
 
 #: Row counts whose Steps `steps` keeps per network (the convenience functions' cache).
@@ -54,6 +54,7 @@ class Update:
                                gradients, factor, local=(64,)),
             self.device.launch("optimizer_clip", (count,), count, factor, gradients)]
         self.rules: dict[str, Launch] = {}
+        self.last: Optimizer | None = None
 
     def __call__(self, optimizer: Optimizer, t: int) -> None:
         """Enqueue step t (1 for the first) of `optimizer` from the gradients in the flat
@@ -69,9 +70,13 @@ class Update:
             self.clip[0].set_arg(1, real(optimizer.clip_norm))
             enqueue(self.clip)
         rule = self.rules[optimizer.kernel]
-        for index, value in enumerate((*optimizer.kernel_values(), *optimizer.powers(t)),
-                                      start=1):
-            rule.set_arg(index, real(value))
+        if optimizer != self.last:  # SGD's arguments stay set from step to step
+            for index, value in enumerate(optimizer.kernel_values(), start=1):
+                rule.set_arg(index, real(value))
+            self.last = optimizer
+        if optimizer.kind != SGD.kind:
+            for index, value in enumerate(optimizer.powers(t), start=6):
+                rule.set_arg(index, real(value))
         rule()
 
 
