@@ -109,24 +109,24 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
     queue = net.device.queue
     pending = net.__dict__.get("_pending")
     if pending is not None:  # at most one call's work queued behind this one's
-        pending.wait()
-    if summed:
-        p = sequence_steps(net, steps, batch, chosen)
-        cl.enqueue_copy(queue, buffer(p.io), _pack(p, xs, ts, ms), is_blocking=False)
-        p.train(learning, ordered=False)
-    elif batch == 1:
-        p = sequence_steps(net, steps, 1, chosen)
-        cl.enqueue_copy(queue, buffer(p.io), _pack(p, xs, ts, ms), is_blocking=False)
-        p.train(learning, ordered=True)
+        pending[0].wait()
+    # Uploads do not wait: their events (pyopencl waits for a copy's event when it is
+    # dropped) are kept until the next call has waited for this one.
+    upload: object
+    if summed or batch == 1:
+        p = sequence_steps(net, steps, batch if summed else 1, chosen)
+        upload = cl.enqueue_copy(queue, buffer(p.io), _pack(p, xs, ts, ms), is_blocking=False)
+        p.train(learning, ordered=not summed)
     else:  # one upload (a host copy costs ~90 us on PoCL), then a device copy per sequence
         p = sequence_steps(net, steps, 1, chosen)
-        staged = net.device.to_device(np.concatenate(
-            [_pack(p, *(a[:, s] for a in (xs, ts, ms))) for s in range(batch)]))
+        staged = cl_array.to_device(queue, np.concatenate(
+            [_pack(p, *(a[:, s] for a in (xs, ts, ms))) for s in range(batch)]), async_=True)
         for s in range(batch):
             cl.enqueue_copy(queue, buffer(p.io), buffer(staged), byte_count=p.io.nbytes,
                             src_offset=s * p.io.nbytes)
             p.train(learning, ordered=True)
-    net.__dict__["_pending"] = cl.enqueue_marker(queue)
+        upload = staged  # it holds its upload's event
+    net.__dict__["_pending"] = (cl.enqueue_marker(queue), upload)
     queue.flush()
 
 

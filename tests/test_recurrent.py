@@ -4,6 +4,7 @@ hand-written float64 torch transcription of Grenade's cell."""
 from __future__ import annotations
 
 import numpy as np
+import pyopencl as cl
 import pytest
 from click.testing import CliRunner
 from conftest import get_device, numeric_gradients, tolerance
@@ -430,3 +431,22 @@ def test_a_trained_network_is_collected(device64: g.Device) -> None:
     del net
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_train_sequences_does_not_wait_for_queued_work(device64: g.Device, batch: int) -> None:
+    """Its uploads are non-blocking in fact, not just in name (pyopencl waits for a copy whose
+    event is dropped): it returns while work queued before it still runs."""
+    net = nets(device64, 3, 5)[0]
+    xs, ts = np.zeros((batch, 4, 3)), np.zeros((batch, 4, 5))
+    g.train_sequences(net, LP, xs, ts, np.ones((batch, 4), bool))  # builds, waits once
+    device64.queue.finish()
+    big = device64.zeros((1 << 22,))
+    busy = device64.launch("optimizer_update_sgd", (big.size,), big.size,
+                           *(np.float64(0) for _ in range(7)), big, big, big, big)
+    for _ in range(40):  # ~0.1 s of work on a CPU device
+        busy()
+    queued = cl.enqueue_marker(device64.queue)
+    g.train_sequences(net, LP, xs, ts, np.ones((batch, 4), bool))
+    assert queued.command_execution_status != cl.command_execution_status.COMPLETE
+    device64.queue.finish()
