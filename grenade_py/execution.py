@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import Launch
+from grenade_py.device import Launch, buffer
 from grenade_py.fused import FusedTrainer, fused_trainer
 from grenade_py.layers import Layer, RecurrentLayer
 from grenade_py.layers.base import Buffers, Factor
@@ -154,6 +155,32 @@ class Step:
             between()
         if optimizer is not None:
             self.update(optimizer)
+
+    def fused(self, optimizer: Optimizer) -> FusedTrainer | None:
+        """The fused per-example loop this one-row Step trains through under `optimizer`, or
+        None: where a layer has no device-side form, under cross entropy, or where the
+        optimiser clips (the loop computes each update as it goes, never a whole gradient)."""
+        if self.n != 1 or self.loss is not SQUARED_ERROR or optimizer.clip_norm is not None:
+            return None
+        return fused(self.net, optimizer.kind)
+
+    def train_examples(self, optimizer: Optimizer, xs: cl_array.Array, ys: cl_array.Array,
+                       start: int, count: int) -> None:
+        """Enqueue Grenade's per-example training on examples start .. start + count - 1 of
+        the device arrays xs (N, *in) and ys (N, *out), one optimiser step each, in order: one
+        launch of the fused loop where `fused` allows (the same layer, loss and optimiser
+        functions), else this one-row Step's launches per example, with identical results."""
+        trainer = self.fused(optimizer)
+        if trainer is not None:
+            trainer(xs, ys, start, count, optimizer)
+            return
+        queue, x_bytes, y_bytes = self.net.device.queue, self.input.nbytes, self.target.nbytes
+        for i in range(start, start + count):
+            cl.enqueue_copy(queue, buffer(self.input), buffer(xs), byte_count=x_bytes,
+                            src_offset=i * x_bytes)
+            cl.enqueue_copy(queue, buffer(self.target), buffer(ys), byte_count=y_bytes,
+                            src_offset=i * y_bytes)
+            self.train(optimizer)
 
     def _logits(self) -> tuple[cl_array.Array, cl_array.Array]:
         """The buffers where the loss starts: (value, its delta)."""

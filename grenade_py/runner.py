@@ -136,36 +136,18 @@ def train(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         step.train(params)
         return net
     xs_dev, ys_dev = net.device.to_device(xs), net.device.to_device(ys)
-    # The fused loop computes each example's update as it goes: no whole gradient to clip.
-    fusable = chosen.name == "squared_error" and params.clip_norm is None
-    trainer = execution.fused(net, params.kind) if fusable else None
+    step = execution.steps(net, 1, chosen)
     # Launches of bounded work (~10-100 ms), each waited for, so that Ctrl-C is honoured soon.
-    bound = FUSED_WORK // net.flat["parameters"].size if trainer is not None else 256
+    fused = step.fused(params) is not None
+    bound = FUSED_WORK // net.flat["parameters"].size if fused else 256
     chunk = max(1, min(bound, len(xs) // 100 if progress is not None else len(xs)))
     for start in range(0, len(xs), chunk):
         count = min(chunk, len(xs) - start)
-        if trainer is not None:
-            trainer(xs_dev, ys_dev, start, count, params)
-        else:
-            _train_layer_by_layer(net, params, xs_dev, ys_dev, start, count, chosen)
+        step.train_examples(params, xs_dev, ys_dev, start, count)
         queue.finish()
         if progress is not None:
             progress(start + count)
     return net
-
-
-def _train_layer_by_layer(net: Network, params: Optimizer, xs: cl_array.Array,
-                          ys: cl_array.Array, start: int, count: int, loss: Loss) -> None:
-    """Grenade steps for examples start .. start + count - 1, a few launches per layer each."""
-    step, queue = execution.steps(net, 1, loss), net.device.queue
-    x_bytes = step.input.nbytes
-    y_bytes = step.target.nbytes
-    for i in range(start, start + count):
-        cl.enqueue_copy(queue, buffer(step.input), buffer(xs), byte_count=x_bytes,
-                        src_offset=i * x_bytes)
-        cl.enqueue_copy(queue, buffer(step.target), buffer(ys), byte_count=y_bytes,
-                        src_offset=i * y_bytes)
-        step.train(params)
 
 
 @opencl_errors
