@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from grenade_py.device import Device, generic_cpu_note
+from grenade_py.device import PRECISIONS, Device, generic_cpu_note
 from grenade_py.errors import GrenadeError
 from grenade_py.network import Network
 from grenade_py.optimizers import OPTIMIZERS, Adam, LearningParameters, Optimizer, schedule_rate
@@ -62,16 +63,20 @@ def learning_options(momentum: float, l2: float, rate: float | None = 0.01,
 
 def optimizer_from_options(name: str, rate: float | None, momentum: float | None,
                            l2: float | None, clip_norm: float | None,
-                           defaults: tuple[float, float, float]) -> Optimizer:
+                           defaults: tuple[float, float, float], precision: str) -> Optimizer:
     """The optimiser the CLI options describe: `name` (sgd, adam, adamw) with the rate, and
     for SGD the momentum and L2, each from `defaults` (SGD's rate, momentum, l2) where not
     given; for Adam and AdamW --l2 is the weight decay and torch's defaults fill the rest. A
-    bad value, or --momentum with Adam, is a usage error naming it."""
+    bad value, one that `precision` cannot hold, or --momentum with Adam, is a usage error
+    naming it."""
     try:
+        chosen: Optimizer
         if name == "sgd":
-            return LearningParameters(rate if rate is not None else defaults[0],
-                                      momentum if momentum is not None else defaults[1],
-                                      l2 if l2 is not None else defaults[2], clip_norm)
+            chosen = LearningParameters(rate if rate is not None else defaults[0],
+                                        momentum if momentum is not None else defaults[1],
+                                        l2 if l2 is not None else defaults[2], clip_norm)
+            chosen.check(PRECISIONS[precision][1])
+            return chosen
         if momentum is not None:
             raise click.BadParameter(f"is SGD's; {name}'s moments decay at its beta1 0.9 and "
                                      "beta2 0.999", param_hint="--momentum")
@@ -81,7 +86,9 @@ def optimizer_from_options(name: str, rate: float | None, momentum: float | None
                                   "clip_norm": clip_norm}
         if l2 is not None:
             values["weight_decay"] = l2
-        return kind(**values)
+        chosen = kind(**values)
+        chosen.check(PRECISIONS[precision][1])
+        return chosen
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
 
@@ -113,14 +120,27 @@ def open_device(spec: str | None, precision: str, announce: bool = True) -> Devi
 
 
 def check_writable(path: str | None, option: str = "--save") -> None:
-    """A usage error now, before any training, unless a model file can be written at `path`."""
+    """A usage error now, before any training, unless a model file can be written at `path`:
+    a file is created beside it and removed (asking the OS whether it may be written says yes
+    to root anywhere)."""
     if path is None:
         return
+    if not path.strip():
+        raise click.BadParameter("is empty: give the model file's path", param_hint=option)
     target = Path(path)
     folder = target.parent
     if not folder.is_dir():
         raise click.BadParameter(f"folder {folder} does not exist", param_hint=option)
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+    if target.is_dir():
+        raise click.BadParameter(f"{target} is a folder; give a file's path", param_hint=option)
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".grenade-py-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise click.BadParameter(f"cannot write in {folder}: {e.strerror or e}",
+                                 param_hint=option) from None
+    if target.exists() and not os.access(target, os.W_OK):
         raise click.BadParameter(f"cannot write {target}", param_hint=option)
 
 

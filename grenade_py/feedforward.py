@@ -120,7 +120,8 @@ def main(examples: int, rate: float | None, momentum: float | None, l2: float | 
          save: str | None, seed: int | None, device_spec: str | None, precision: str,
          batch_size: int) -> None:
     """Learn two circles and draw them, as Grenade's feedforward example does."""
-    params = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm, (0.01, 0.9, 0.0005))
+    params = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm, (0.01, 0.9, 0.0005),
+                                    precision)
     check_schedule(schedule, params.rate, -(-examples // CHUNK))
     check_writable(save)
     with user_errors():

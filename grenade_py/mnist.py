@@ -96,7 +96,7 @@ def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | N
          limit: int | None, save: str | None, load: str | None, distributed: bool) -> None:
     """Train an MLP on MNIST; print train loss, test accuracy and examples/s per epoch."""
     params = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm,
-                                    (DEFAULT_RATES[arch], 0.9, 0.0001))
+                                    (DEFAULT_RATES[arch], 0.9, 0.0001), precision)
     check_schedule(schedule, params.rate, epochs)
     check_writable(save)
     if distributed and batch_size == 1:

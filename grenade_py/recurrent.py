@@ -98,7 +98,8 @@ def main(examples: int, rate: float | None, momentum: float | None, l2: float | 
          optimizer: str, seed: int | None, load: str | None, save: str | None,
          device_spec: str | None, precision: str) -> None:
     """Learn the cycle 0, 0, 1 with an LSTM and print what it generates."""
-    learning = optimizer_from_options(optimizer, rate, momentum, l2, None, (0.01, 0.9, 0.0005))
+    learning = optimizer_from_options(optimizer, rate, momentum, l2, None, (0.01, 0.9, 0.0005),
+                                      precision)
     check_writable(save)
     with user_errors():
         device = open_device(device_spec, precision)

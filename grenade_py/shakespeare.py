@@ -158,7 +158,7 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
          precision: str) -> None:
     """Learn a text character by character and write like it, as Grenade's example does."""
     learning = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm,
-                                      (0.01, 0.95, 0.000001))
+                                      (0.01, 0.95, 0.000001), precision)
     check_schedule(schedule, learning.rate, 10)
     check_writable(save)
     if data is None:

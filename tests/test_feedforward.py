@@ -178,7 +178,10 @@ def test_cli_optimizer_options_are_checked_before_training():
     for args, message in ((["--schedule", "linear"], "--schedule"),
                           (["--optimizer", "adam", "--momentum", "0.5"], "--momentum"),
                           (["--clip-norm", "0"], "clip_norm must be > 0"),
-                          (["--optimizer", "adamw", "--l2", "-1"], "weight_decay must be >= 0")):
+                          (["--optimizer", "adamw", "--l2", "-1"], "weight_decay must be >= 0"),
+                          (["-r", "1e300"], "overflows float32"),
+                          (["--save", ""], "--save: is empty"),
+                          (["--save", "/"], "is a directory")):
         result = feedforward("--seed", "1", *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr and not result.stdout
