@@ -131,8 +131,6 @@ def check_writable(path: str | None, option: str = "--save") -> None:
     folder = target.parent
     if not folder.is_dir():
         raise click.BadParameter(f"folder {folder} does not exist", param_hint=option)
-    if target.is_dir():
-        raise click.BadParameter(f"{target} is a folder; give a file's path", param_hint=option)
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".grenade-py-probe.")
         os.close(fd)
