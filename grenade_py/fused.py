@@ -120,12 +120,13 @@ class FusedTrainer:
         # Arguments 0-10 (range, data, optimiser) are set per call; the rest once.
         # The loop's activations and deltas are its own; `self.held` keeps every buffer the
         # kernel uses alive as long as the loop.
-        self.held: list[cl_array.Array] = []
+        self.held: list[Any] = []
         for shape in shapes[1:]:
             self.held += [device.zeros((size(shape),)), device.zeros((size(shape),))]
         for i, layer in enumerate(layers):
             self.held += [value for _, value in layer.fused_args(i)]
-        fixed: list[Any] = [np.int32(size(s)) for s in shapes] + [buffer(a) for a in self.held]
+        fixed: list[Any] = [np.int32(size(s)) for s in shapes] + [
+            buffer(a) if isinstance(a, cl_array.Array) else a for a in self.held]
         for index, value in enumerate(fixed, start=11):
             self.kernel.set_arg(index, value)
 

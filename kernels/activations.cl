@@ -36,3 +36,58 @@ REAL elu_forward_at(REAL x) { return x > 0 ? x : exp(x) - 1; }
 REAL elu_backward_at(REAL x, REAL dy) { return x > 0 ? dy : exp(x) * dy; }
 
 ACTIVATION_KERNELS(elu)
+
+// Sinusoid (Grenade.Layers.Sinusoid): sin x; its tape is the input (sin' = cos).
+REAL sinusoid_forward_at(REAL x) { return sin(x); }
+REAL sinusoid_backward_at(REAL x, REAL dy) { return cos(x) * dy; }
+
+ACTIVATION_KERNELS(sinusoid)
+
+// Gelu, exact: x Phi(x), Phi the standard normal's distribution (torch.nn.functional.gelu);
+// Phi'(x) = exp(-x^2 / 2) / sqrt(2 pi). Its tape is the input.
+REAL gelu_forward_at(REAL x) { return (REAL)0.5 * x * (1 + erf(x * (REAL)M_SQRT1_2)); }
+REAL gelu_backward_at(REAL x, REAL dy) {
+    return ((REAL)0.5 * (1 + erf(x * (REAL)M_SQRT1_2))
+            + x * exp((REAL)-0.5 * x * x) * (REAL)(M_2_SQRTPI * M_SQRT1_2 * 0.5)) * dy;
+}
+
+ACTIVATION_KERNELS(gelu)
+
+// Gelu, the Grenade fork's fast form: x s(1.702 x), s the logistic function;
+// (x s(kx))' = s(kx) + k x s(kx) (1 - s(kx)). Its tape is the input.
+REAL gelu_fast_forward_at(REAL x) { return x * logit_forward_at((REAL)1.702 * x); }
+REAL gelu_fast_backward_at(REAL x, REAL dy) {
+    const REAL s = logit_forward_at((REAL)1.702 * x);
+    return (s + (REAL)1.702 * x * s * (1 - s)) * dy;
+}
+
+ACTIVATION_KERNELS(gelu_fast)
+
+// Activations with one argument `a`, given to every kernel and fused-loop call.
+#define ACTIVATION_KERNELS_WITH_ARGUMENT(NAME)                                                \
+    kernel void NAME##_forward(int n, REAL a, global const REAL *x, global REAL *y) {        \
+        int i = get_global_id(0);                                                             \
+        if (i < n) y[i] = NAME##_forward_at(x[i], a);                                         \
+    }                                                                                         \
+    kernel void NAME##_backward(int n, REAL a, global const REAL *tape,                      \
+                                global const REAL *dy, global REAL *dx) {                     \
+        int i = get_global_id(0);                                                             \
+        if (i < n) dx[i] = NAME##_backward_at(tape[i], dy[i], a);                             \
+    }
+
+// LeakyRelu (the Grenade fork's): x, or a x below 0 (slope a there, 1 at 0 and above).
+REAL leaky_relu_forward_at(REAL x, REAL a) { return x < 0 ? a * x : x; }
+REAL leaky_relu_backward_at(REAL x, REAL dy, REAL a) { return x < 0 ? a * dy : dy; }
+
+ACTIVATION_KERNELS_WITH_ARGUMENT(leaky_relu)
+
+// LeakyTanh (the Grenade fork's clipped identity): x within [-a, a]; beyond, slope 0.05 from
+// the edge: a + 0.05 (x - a) above, -a + 0.05 (x + a) below.
+REAL leaky_tanh_forward_at(REAL x, REAL a) {
+    return x > a ? a + (REAL)0.05 * (x - a) : x < -a ? -a + (REAL)0.05 * (x + a) : x;
+}
+REAL leaky_tanh_backward_at(REAL x, REAL dy, REAL a) {
+    return (x > a || x < -a ? (REAL)0.05 : (REAL)1) * dy;
+}
+
+ACTIVATION_KERNELS_WITH_ARGUMENT(leaky_tanh)

@@ -7,7 +7,10 @@ from grenade_py.layers.deconvolution import Deconvolution
 from grenade_py.layers.dropout import Dropout
 from grenade_py.layers.elu import Elu
 from grenade_py.layers.fully_connected import FullyConnected
+from grenade_py.layers.gelu import Gelu
 from grenade_py.layers.inception import Inception, InceptionMini, Resnet
+from grenade_py.layers.leaky_relu import LeakyRelu
+from grenade_py.layers.leaky_tanh import LeakyTanh
 from grenade_py.layers.logit import Logit
 from grenade_py.layers.lstm import LSTM
 from grenade_py.layers.pad import Crop, Pad
@@ -16,6 +19,7 @@ from grenade_py.layers.recurrent import RecurrentLayer
 from grenade_py.layers.relu import Relu
 from grenade_py.layers.reshape import Reshape
 from grenade_py.layers.series import Series
+from grenade_py.layers.sinusoid import Sinusoid
 from grenade_py.layers.softmax import Softmax
 from grenade_py.layers.tanh import Tanh
 
@@ -23,7 +27,8 @@ from grenade_py.layers.tanh import Tanh
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls for cls in (FullyConnected, Tanh, Relu, Logit, Softmax, Trivial, Elu,
                                   Reshape, Pad, Crop, Convolution, Deconvolution, Pooling,
-                                  Dropout, LSTM, BasicRecurrent)
+                                  Dropout, LSTM, BasicRecurrent, Sinusoid, Gelu, LeakyRelu,
+                                  LeakyTanh)
 }
 
 __all__ = [
@@ -31,4 +36,5 @@ __all__ = [
     "Convolution", "Crop", "Deconvolution", "Dropout", "Elu", "FullyConnected", "Layer", "Logit",
     "Merge", "Pad", "Pooling", "RecurrentLayer", "Relu",
     "Reshape", "Series", "Softmax", "Tanh", "Trivial", "Inception", "InceptionMini", "Resnet",
+    "Sinusoid", "Gelu", "LeakyRelu", "LeakyTanh",
 ]

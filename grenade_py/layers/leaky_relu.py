@@ -1,0 +1,31 @@
+"""LeakyRelu: y = x for x >= 0, alpha x below, element-wise, any shape. Tape: the input.
+Kernels: leaky_relu_forward, leaky_relu_backward (kernels/activations.cl). Ports the Grenade
+fork's Grenade.Layers.LeakyRelu (pull request #69), whose alpha is fixed at 0.02, the default
+here; its slope is alpha below 0 and 1 at 0 and above, as the fork's."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from grenade_py.layers.base import Activation
+
+
+class LeakyRelu(Activation):
+    """Leaky rectified linear unit with slope `alpha` (finite, >= 0) below 0."""
+
+    family = "leaky_relu"
+    tape = "input"
+    argument = "alpha"
+
+    def __init__(self, alpha: float = 0.02) -> None:
+        super().__init__()
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or \
+                not math.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"LeakyRelu alpha must be a finite number >= 0, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "LeakyRelu", "alpha": self.alpha}
+
+    def __repr__(self) -> str:
+        return f"LeakyRelu {self.alpha:g}"
