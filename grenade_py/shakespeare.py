@@ -34,7 +34,7 @@ from grenade_py.cli import (
 from grenade_py.datasets import read_text
 from grenade_py.device import Device
 from grenade_py.errors import DataError, ModelFileError
-from grenade_py.layers import LSTM, FullyConnected, Logit, Softmax
+from grenade_py.layers import INITS, LSTM, FullyConnected, Logit, Softmax
 from grenade_py.network_file import read_metadata
 from grenade_py.optimizers import schedule_rate
 from grenade_py.recurrent_network import RecurrentNetwork
@@ -144,8 +144,9 @@ def report(round_: int, size: int, m: Metrics, loss: str) -> str:
               help="Encode capitals as '^' + lowercase, as Grenade does.")
 @click.option("--symbols", type=click.IntRange(min=1), default=None,
               help="One-hot width (Grenade: 40); default: the alphabet's size.")
-@click.option("--init", type=click.Choice(["scaled", "grenade"]), default="scaled",
-              show_default=True, help="Initial weights: +-1/sqrt(fan_in), or Grenade's +-1.")
+@click.option("--init", type=click.Choice(INITS), default="scaled", show_default=True,
+              help="Initial weights: +-1/sqrt(fan_in), Grenade's +-1, or the Grenade fork's "
+                   "xavier or he.")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Seed for the initial weights, the windows and the samples.")
 @model_file_options

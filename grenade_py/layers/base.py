@@ -21,9 +21,23 @@ from grenade_py.device import Device, Launch
 from grenade_py.errors import ShapeError
 from grenade_py.shapes import D1, Shape, size
 
-#: Initialisations: "scaled" (uniform +-1/sqrt(fan_in), PyTorch's nn.Linear) and "grenade"
-#: (uniform +-1, as Grenade's randomFullyConnected).
-INITS = ("scaled", "grenade")
+#: Initialisations (see `initial_values`): "scaled" (uniform +-1/sqrt(fan_in), PyTorch's
+#: nn.Linear; the Grenade fork's UniformInit), "grenade" (uniform +-1, as Grenade's
+#: randomFullyConnected), and the fork's "xavier" and "he" (WeightInitialization.hs).
+INITS = ("scaled", "grenade", "xavier", "he")
+
+
+def initial_values(rng: np.random.Generator, init: str, shape: tuple[int, ...], fan_in: int,
+                   fan_out: int) -> np.ndarray:
+    """Values of `shape` drawn as `init` says, for a parameter whose layer has `fan_in` inputs
+    and `fan_out` outputs per value it computes:
+    grenade: U(-1, 1); scaled: U(-1, 1) / sqrt(fan_in); xavier: U(-1, 1) sqrt(6 / (fan_in +
+    fan_out)) (the fork's Xavier); he: N(0, 1) sqrt(2 / fan_in) (the fork's HeEtAl)."""
+    if init == "he":
+        return rng.normal(0.0, np.sqrt(2 / fan_in), size=shape)
+    bound = {"grenade": 1.0, "scaled": 1 / np.sqrt(fan_in),
+             "xavier": np.sqrt(6) / np.sqrt(fan_in + fan_out)}[init]
+    return rng.uniform(-bound, bound, size=shape)
 
 #: A layer's per-batch device buffers, by name.
 Buffers = dict[str, cl_array.Array]

@@ -6,7 +6,7 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.layers.base import Buffers
+from grenade_py.layers.base import Buffers, initial_values
 from grenade_py.layers.recurrent import Factor, RecurrentLayer
 
 
@@ -26,9 +26,11 @@ class BasicRecurrent(RecurrentLayer):
         return {"w": (self.o, self.i + self.o), "b": (self.o,), "state": (self.o,)}
 
     def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
-        bound = 1.0 if init == "grenade" else 1 / np.sqrt(self.i + self.o)
-        return {"w": rng.uniform(-bound, bound, size=(self.o, self.i + self.o)),
-                "b": rng.uniform(-bound, bound, size=self.o), "state": np.zeros(self.o)}
+        # "scaled": fan-in i + o (W multiplies [x; y_prev]); the fork's xavier and he: (i, o).
+        fan_in = self.i + self.o if init == "scaled" else self.i
+        return {"w": initial_values(rng, init, (self.o, self.i + self.o), fan_in, self.o),
+                "b": initial_values(rng, init, (self.o,), fan_in, self.o),
+                "state": np.zeros(self.o)}
 
     def sequence_buffers(self, steps: int, batch: int) -> dict[str, tuple[int, ...]]:
         rows, o = steps * batch, self.o

@@ -24,7 +24,7 @@ import pyopencl.array as cl_array
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
 from grenade_py.gemm import gemm_dot, gemm_outer
-from grenade_py.layers.base import Buffers, Layer, positive_ints
+from grenade_py.layers.base import Buffers, Layer, initial_values, positive_ints
 from grenade_py.shapes import D2, D3, Shape
 
 
@@ -85,8 +85,8 @@ class Convolution(Layer):
 
     def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
         rows = self.kh * self.kw * self.channels
-        bound = 1.0 if init == "grenade" else 1.0 / np.sqrt(rows)
-        return {"kernel": rng.uniform(-bound, bound, size=(rows, self.filters))}
+        return {"kernel": initial_values(rng, init, (rows, self.filters), rows,
+                                         self.kh * self.kw * self.filters)}
 
     def geometry(self) -> list[int]:
         """The convolution's shape arguments: C, H, W, F, kh, kw, sh, sw, OH, OW."""

@@ -16,7 +16,7 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.layers.base import Buffers
+from grenade_py.layers.base import Buffers, initial_values
 from grenade_py.layers.convolution import Convolution, planes
 
 
@@ -31,8 +31,8 @@ class Deconvolution(Convolution):
 
     def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
         rows = self.kh * self.kw * self.filters
-        bound = 1.0 if init == "grenade" else 1.0 / np.sqrt(self.kh * self.kw * self.channels)
-        return {"kernel": rng.uniform(-bound, bound, size=(rows, self.channels))}
+        return {"kernel": initial_values(rng, init, (rows, self.channels),
+                                         self.kh * self.kw * self.channels, rows)}
 
     def geometry(self) -> list[int]:
         """The transposed Convolution's shape arguments: its input is this layer's output."""

@@ -6,7 +6,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.gemm import gemm_column_sums, gemm_dot, gemm_outer
-from grenade_py.layers.base import Buffers, Dense, Factor
+from grenade_py.layers.base import Buffers, Dense, Factor, initial_values
 
 
 class FullyConnected(Dense):
@@ -27,11 +27,8 @@ class FullyConnected(Dense):
         return {"weights": (self.o, self.i), "bias": (self.o,)}
 
     def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
-        bound = 1.0 if init == "grenade" else 1.0 / np.sqrt(self.i)
-        return {
-            "weights": rng.uniform(-bound, bound, size=(self.o, self.i)),
-            "bias": rng.uniform(-bound, bound, size=(self.o,)),
-        }
+        return {name: initial_values(rng, init, shape, self.i, self.o)
+                for name, shape in (("weights", (self.o, self.i)), ("bias", (self.o,)))}
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:

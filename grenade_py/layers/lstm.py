@@ -9,7 +9,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.gemm import gemm_dot, gemm_outer
-from grenade_py.layers.base import Buffers
+from grenade_py.layers.base import Buffers, initial_values
 from grenade_py.layers.recurrent import Factor, RecurrentLayer
 
 
@@ -39,11 +39,12 @@ class LSTM(RecurrentLayer):
 
     def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
         o, i = self.o, self.i
-        bw, bu = (1.0, 1.0) if init == "grenade" else (1 / np.sqrt(i), 1 / np.sqrt(o))
-        b = rng.uniform(-bw, bw, size=4 * o)
+        # "scaled": U's fan-in is o; the fork's xavier and he take (i, o) for every array.
+        b = initial_values(rng, init, (4 * o,), i, o)
         b[:o] = 1  # the forget gates start open
-        return {"w": rng.uniform(-bw, bw, size=(i, 4 * o)),
-                "u": rng.uniform(-bu, bu, size=(o, 3 * o)), "b": b, "state": np.zeros(o)}
+        return {"w": initial_values(rng, init, (i, 4 * o), i, o),
+                "u": initial_values(rng, init, (o, 3 * o), o if init == "scaled" else i, o),
+                "b": b, "state": np.zeros(o)}
 
     def sequence_buffers(self, steps: int, batch: int) -> dict[str, tuple[int, ...]]:
         rows, o = steps * batch, self.o
