@@ -6,7 +6,9 @@ It reads the IDX files with `grenade_py.datasets.load_mnist`.
 """
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -24,6 +26,7 @@ from grenade_py.cli import (
 )
 from grenade_py.datasets import load_mnist
 from grenade_py.device import Device
+from grenade_py.errors import GrenadeError
 from grenade_py.layers import (
     Concat,
     Convolution,
@@ -34,13 +37,15 @@ from grenade_py.layers import (
     Pooling,
     Relu,
     Reshape,
+    Series,
     Softmax,
     Trivial,
 )
 from grenade_py.network import Network
+from grenade_py.network_file import layer_from_spec
 from grenade_py.optimizers import Optimizer
 from grenade_py.runner import fit
-from grenade_py.shapes import D1, D2, D3, Shape
+from grenade_py.shapes import D1, D2, D3, Shape, parse_shape, size
 
 ARCHS = {
     # The LHask thesis's MLP.
@@ -76,6 +81,9 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
               help="Folder holding the MNIST IDX files (gzipped or not).")
 @click.option("--arch", type=click.Choice(sorted(ARCHS)), default="mlp", show_default=True)
+@click.option("--arch-file", type=click.Path(dir_okay=False), default=None,
+              help="Train the network this JSON file specifies (Network.spec()'s structure: "
+                   "784 inputs, D1 10 out of a Softmax) instead of --arch.")
 @click.option("--epochs", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @learning_options(momentum=0.9, l2=0.0001, rate=None, epochs="epoch")
@@ -90,7 +98,8 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
 @click.option("--distributed", is_flag=True,
               help="Run as one rank of `mpiexec -n R ...`: data-parallel over the ranks, one "
                    "device each (pip install 'grenade_py[mpi]').")
-def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | None,
+def main(data_dir: str, arch: str, arch_file: str | None, epochs: int, batch_size: int,
+         rate: float | None,
          momentum: float | None, l2: float | None, optimizer: str, clip_norm: float | None,
          schedule: str | None, seed: int, device_spec: str | None, precision: str,
          limit: int | None, save: str | None, load: str | None, distributed: bool) -> None:
@@ -99,12 +108,14 @@ def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | N
                                     (DEFAULT_RATES[arch], 0.9, 0.0001), precision)
     check_schedule(schedule, params.rate, epochs)
     check_writable(save)
+    spec = read_arch_file(arch_file) if arch_file is not None else None
     if distributed and batch_size == 1:
         raise click.BadParameter("1 is Grenade's per-example training, which is serial; give "
                                  "distributed training a larger global batch",
                                  param_hint="--batch-size")
     options: dict[str, Any] = dict(
-        data_dir=data_dir, arch=arch, epochs=epochs, batch_size=batch_size, params=params,
+        data_dir=data_dir, arch=arch, spec=spec, epochs=epochs, batch_size=batch_size,
+        params=params,
         schedule=schedule, seed=seed, device_spec=device_spec, precision=precision, limit=limit,
         save=save, load=load)
     if not distributed:
@@ -118,7 +129,33 @@ def main(data_dir: str, arch: str, epochs: int, batch_size: int, rate: float | N
         train_mnist(**options, comm=comm)
 
 
-def train_mnist(data_dir: str, arch: str, epochs: int, batch_size: int,
+def read_arch_file(path: str) -> dict[str, Any]:
+    """The network spec in the JSON file at `path`, checked (a usage error naming what is
+    wrong): it builds, and it maps MNIST's 784 pixels to 10 classes through a Softmax."""
+    try:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise click.BadParameter(f"cannot read {path}: {e}", param_hint="--arch-file") from None
+    if not isinstance(spec, dict) or spec.get("type") != "Network":
+        raise click.BadParameter("the file must hold a Network's spec: {\"type\": "
+                                 "\"Network\", \"input\": ..., \"layers\": [...]}",
+                                 param_hint="--arch-file")
+    try:
+        structure = layer_from_spec(spec | {"type": "Series"})
+        assert isinstance(structure, Series)
+        shapes = structure.shape_list(parse_shape(str(spec.get("input", ""))))
+    except (ValueError, GrenadeError) as e:
+        raise click.BadParameter(str(e), param_hint="--arch-file") from None
+    if size(shapes[0]) != 784 or shapes[-1] != D1(10) or not structure.layers or \
+            not isinstance(structure.layers[-1], Softmax):
+        raise click.BadParameter(f"the network maps {shapes[0]!r} to {shapes[-1]!r}; MNIST needs "
+                                 "784 inputs (D1 784, D2 28 28 or D3 28 28 1) and D1 10 out of a "
+                                 "Softmax", param_hint="--arch-file")
+    return spec
+
+
+def train_mnist(data_dir: str, arch: str, spec: dict[str, Any] | None, epochs: int,
+                batch_size: int,
                 params: Optimizer, schedule: str | None, seed: int, device_spec: str | None,
                 precision: str, limit: int | None, save: str | None, load: str | None,
                 comm: Any = None) -> None:
@@ -139,7 +176,8 @@ def train_mnist(data_dir: str, arch: str, epochs: int, batch_size: int,
         say(f"device: {device.name} (rank 0 of {comm.Get_size()})", err=True)
     else:
         device = open_device(device_spec, precision, announce=lead)
-    net = mnist_network(arch, device, seed=seed)
+    net = (Network.from_spec(spec, device, seed=seed) if spec is not None
+           else mnist_network(arch, device, seed=seed))
     if load:
         net = Network.load(load, device=device, like=net)
     train_x = train_x.reshape(len(train_x), *net.input_shape.dims)

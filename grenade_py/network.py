@@ -22,7 +22,7 @@ from grenade_py.device import Device, named_errors
 from grenade_py.errors import ModelFileError, ShapeError
 from grenade_py.layers import INITS, Layer, Series
 from grenade_py.network_file import ROLES
-from grenade_py.shapes import Shape, check_shape
+from grenade_py.shapes import Shape, check_shape, parse_shape
 
 
 class Network(Series):
@@ -163,6 +163,33 @@ class Network(Series):
                 checked.append((target, cast))
         for target, array in checked:  # only once everything is valid: never half-set
             target.set(array)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], device: Device | str | None = None,
+                  seed: int | np.random.SeedSequence | None = None, init: str = "scaled"
+                  ) -> Self:
+        """The network a specification describes: the JSON-able structure `spec()` gives and
+        model files hold, {"type": "Network", "input": "D1 784", "layers": [{"type":
+        "FullyConnected", "i": 784, "o": 10}, ...]} (nested networks and branches as they
+        nest), built as `Network(layers, input=...)` is, shapes checked the same way.
+        Raises ValueError naming the place in the spec for what cannot be built, ShapeError
+        for shapes that do not chain."""
+        if not isinstance(spec, dict) or spec.get("type") != cls.__name__:
+            raise ValueError(f"a {cls.__name__} spec is an object with \"type\": "
+                             f"\"{cls.__name__}\", got {spec!r:.80}")
+        placed = device if isinstance(device, Device) else Device(device)
+
+        def nested(layers: list[Layer], input_shape: Shape) -> Network:
+            return Network(layers, input=input_shape, device=placed, seed=seed, init=init)
+
+        structure = network_file.layer_from_spec(spec | {"type": "Series"}, nested)
+        assert isinstance(structure, Series)
+        try:
+            input_shape = parse_shape(spec["input"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"network: needs an \"input\" shape such as \"D1 784\", got "
+                             f"{spec.get('input')!r}") from None
+        return cls(structure.layers, input=input_shape, device=placed, seed=seed, init=init)
 
     # -- model files (grenade_py.network_file) -----------------------------------------------
     def save(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None

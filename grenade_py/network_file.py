@@ -108,21 +108,44 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return metadata
 
 
-def layer_from_spec(spec: dict[str, Any], make_network: NetworkMaker | None = None) -> Layer:
-    """The unplaced layer a spec describes. A nested network becomes `make_network(layers,
-    input shape)`, or without it a Series of the same layers."""
+def layer_from_spec(spec: dict[str, Any], make_network: NetworkMaker | None = None,
+                    path: str = "network") -> Layer:
+    """The unplaced layer a spec describes (the structure `Layer.spec` gives: {"type": name,
+    its arguments...}; networks and Series {"layers": [...]} and a network its "input",
+    Concat and Merge {"a": ..., "b": ...}). A nested network becomes `make_network(layers,
+    input shape)`, or without it a Series of the same layers. ValueError naming the place
+    (`path`, e.g. network.layers[2].a) for anything it cannot build."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        raise ValueError(f"{path}: a layer is an object with a \"type\", got {spec!r:.80}")
     kind = spec["type"]
+    arguments = {k: v for k, v in spec.items() if k != "type"}
     if kind in LAYER_TYPES:
-        return LAYER_TYPES[kind].from_spec(**{k: v for k, v in spec.items() if k != "type"})
+        try:
+            return LAYER_TYPES[kind].from_arguments(**arguments)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path} ({kind}): {e}") from None
     if kind in ("Series", "Network", "RecurrentNetwork"):  # the last only at the top
-        layers = [layer_from_spec(s, make_network) for s in spec["layers"]]
+        if not isinstance(spec.get("layers"), list):
+            raise ValueError(f"{path} ({kind}): needs \"layers\", a list")
+        layers = [layer_from_spec(s, make_network, f"{path}.layers[{k}]")
+                  for k, s in enumerate(spec["layers"])]
         if kind == "Network" and make_network is not None:
-            return make_network(layers, parse_shape(spec["input"]))
+            try:
+                input_shape = parse_shape(spec["input"])
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{path} (Network): needs an \"input\" shape such as "
+                                 f"\"D1 784\", got {spec.get('input')!r}") from None
+            return make_network(layers, input_shape)
         return Series(layers)
     if kind in ("Concat", "Merge"):
-        a, b = (layer_from_spec(spec[key], make_network) for key in ("a", "b"))
-        return Concat(a, b, stacked=spec["stacked"]) if kind == "Concat" else Merge(a, b)
-    raise ValueError(f"unknown layer type {kind!r}")
+        if not all(key in spec for key in ("a", "b")):
+            raise ValueError(f"{path} ({kind}): needs branches \"a\" and \"b\"")
+        a, b = (layer_from_spec(spec[key], make_network, f"{path}.{key}") for key in ("a", "b"))
+        if kind == "Merge":
+            return Merge(a, b)
+        return Concat(a, b, stacked=bool(spec.get("stacked", False)))
+    raise ValueError(f"{path}: unknown layer type {kind!r} (known: "
+                     f"{', '.join(sorted([*LAYER_TYPES, 'Concat', 'Merge', 'Network']))})")
 
 
 def _values(net: Series, input_shape: Shape, arrays: list[tuple[dict[str, Any], np.ndarray]]

@@ -196,3 +196,33 @@ def test_lenet_cli_learns_far_above_chance():
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
     assert float(rows[-1][3]) > 0.7, result.stdout  # test accuracy; chance is 0.1
+
+
+def test_mnist_cli_checks_an_arch_file_before_training(tmp_path):
+    write_mnist(tmp_path / "d", np.zeros((4, 28, 28)), np.array([1, 2, 3, 4]))
+    arch = tmp_path / "net.json"
+    for text, message in (("{", "cannot read"),
+                          ('{"type": "Network", "input": "D1 784", "layers": [{"type": "X"}]}',
+                           "network.layers[0]: unknown layer type 'X'"),
+                          ('{"type": "Network", "input": "D1 784", "layers": [{"type": '
+                           '"FullyConnected", "i": 784, "o": 10}]}',
+                           "maps D1 784 to D1 10; MNIST needs")):
+        arch.write_text(text)
+        result = mnist_cli("--data", str(tmp_path / "d"), "--arch-file", str(arch))
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and "epoch" not in result.stdout
+
+
+@needs_mnist
+def test_mnist_cli_trains_a_network_from_an_arch_file(tmp_path):
+    """A JSON spec (here the mlp's own, from spec()) trains as --arch does."""
+    import json
+
+    arch = tmp_path / "net.json"
+    arch.write_text(json.dumps(mnist_network("mlp").spec()))
+    result = subprocess.run([sys.executable, "-m", "grenade_py.mnist", "--data", str(MNIST_DIR),
+                             "--epochs", "2", "--limit", "2000", "--arch-file", str(arch)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert float(rows[-1][3]) > 0.8  # test accuracy after 2 epochs on 2,000 images

@@ -1,6 +1,8 @@
 """Building networks: shape checks, the shape list, repr, parameters as numpy."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyopencl as cl
 import pytest
@@ -131,3 +133,47 @@ def test_the_forks_initialisers(device64, init):
                     init=init)
     np.testing.assert_array_equal(other.get_parameters()[0]["weights"],
                                   net.get_parameters()[0]["weights"])  # seeded
+
+
+def test_networks_built_from_a_spec_round_trip(device64):
+    """spec() and from_spec() are inverses, nested networks and branches included; the built
+    network has the same structure and, seeded alike, the same parameters."""
+    from grenade_py import Concat, Gelu, LeakyRelu, Merge
+
+    inner = Network([FullyConnected(3, 4), Tanh()], input=D1(3), device=device64, seed=2)
+    net = Network([FullyConnected(2, 3), LeakyRelu(0.1),
+                   Concat(inner, [FullyConnected(3, 2), Gelu()]),
+                   Merge(FullyConnected(6, 5), [Relu(), FullyConnected(6, 5)]), Logit()],
+                  input=D1(2), device=device64, seed=2)
+    spec = json.loads(json.dumps(net.spec()))  # plain JSON
+    built = Network.from_spec(spec, device64, seed=2)
+    assert built.spec() == net.spec() and repr(built) == repr(net)
+    again = Network.from_spec(spec, device64, seed=2)
+    x = np.random.default_rng(1).normal(size=(4, 2))
+    np.testing.assert_array_equal(run_net(built, x), run_net(again, x))
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"type": "Network", "input": "D1 2", "layers": [{"type": "Dense"}]},
+     "network.layers\\[0\\]: unknown layer type 'Dense'"),
+    ({"type": "Network", "input": "D1 2", "layers": [{"type": "FullyConnected", "i": 2}]},
+     "network.layers\\[0\\] \\(FullyConnected\\): .*missing 1 required positional argument: 'o'"),
+    ({"type": "Network", "input": "D1 2",
+      "layers": [{"type": "Merge", "a": {"type": "Tanh"}, "b": {"type": "Relu", "x": 1}}]},
+     "network.layers\\[0\\].b \\(Relu\\): .*unexpected keyword argument 'x'"),
+    ({"type": "Network", "input": "D9 2", "layers": [{"type": "Tanh"}]},
+     "needs an \"input\" shape"),
+    ({"type": "Series", "layers": []}, "a Network spec is an object with \"type\""),
+])
+def test_bad_specs_name_the_place(device64, spec, message):
+    with pytest.raises(ValueError, match=message):
+        Network.from_spec(spec, device64)
+
+
+def test_a_spec_whose_shapes_do_not_chain(device64):
+    spec = {"type": "Network", "input": "D1 2",
+            "layers": [{"type": "FullyConnected", "i": 2, "o": 3},
+                       {"type": "FullyConnected", "i": 4, "o": 1}]}
+    with pytest.raises(ShapeError, match="layer 1 \\(FullyConnected 4 1\\) takes D1 4, but "
+                                         "its input is D1 3"):
+        Network.from_spec(spec, device64)

@@ -100,7 +100,7 @@ class Layer:
         return {"type": type(self).__name__}
 
     @classmethod
-    def from_spec(cls, **arguments: Any) -> Layer:
+    def from_arguments(cls, **arguments: Any) -> Layer:
         """The layer a spec's arguments describe (the inverse of `spec`)."""
         return cls(**arguments)
 

@@ -47,7 +47,7 @@ class Reshape(Trivial):
         return {"type": "Reshape", "target": None if self.target is None else repr(self.target)}
 
     @classmethod
-    def from_spec(cls, **arguments: Any) -> Reshape:
+    def from_arguments(cls, **arguments: Any) -> Reshape:
         target = arguments.pop("target", None)
         return cls(None if target is None else parse_shape(target), **arguments)
 
