@@ -11,6 +11,7 @@ from grenade_py.errors import (
 from grenade_py.layers import (
                                LSTM,
                                BasicRecurrent,
+                               BatchNorm,
                                Concat,
                                Convolution,
                                Crop,
@@ -72,5 +73,5 @@ __all__ = [
     "Resnet", "Gradients", "Tapes", "run_gradient", "run_network", "LSTM", "BasicRecurrent",
     "RecurrentNetwork", "RecurrentState", "SymbolCorpus", "run_recurrent", "train_recurrent",
     "train_sequences", "SGD", "Adam", "AdamW", "Optimizer", "Sinusoid", "Gelu", "LeakyRelu",
-    "LeakyTanh",
+    "LeakyTanh", "BatchNorm",
 ]

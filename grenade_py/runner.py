@@ -314,6 +314,8 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     sizes = {shard(n)[1] - shard(n)[0]
              for n in {min(batch_size, count), count - (steps - 1) * batch_size}}
     held = {n: execution.steps(net, n, chosen) for n in sizes if n > 0}
+    for step in held.values():  # a layer that cannot train on a batch says so before training
+        step.forward_launches(True)
     gathers = {
         n: [device.launch("gather_rows", (src.shape[1], n), n, src.shape[1], 0, order, src, dst,
                           per_call={"first": 2})

@@ -63,3 +63,19 @@ def numeric_gradients(net, loss, eps: float = 1e-6) -> list[dict[str, np.ndarray
             result[-1][name] = numeric
     net.set_parameters(params)
     return result
+
+
+def same_as_torch(net, op, x, dy, rtol: float, atol: float) -> None:
+    """The training forward pass of `net` on x, and its backward pass from dy, equal torch's
+    autograd through `op` (a function of a torch tensor)."""
+    import torch
+
+    from grenade_py import run_gradient, run_network
+
+    tx = torch.tensor(x, requires_grad=True)
+    ty = op(tx)
+    ty.backward(torch.tensor(dy))
+    tapes, y = run_network(net, x)
+    _, dx = run_gradient(net, tapes, dy)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=rtol, atol=atol)

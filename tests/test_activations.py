@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import numeric_gradients, tolerance
+from conftest import numeric_gradients, same_as_torch, tolerance
 
 import grenade_py as g
 
@@ -68,13 +68,7 @@ def test_against_torch(device64, rng, family):
     dy = rng.normal(size=x.shape)
     op = {"sinusoid": torch.sin, "gelu": torch.nn.functional.gelu,
           "leaky_relu": lambda t: torch.nn.functional.leaky_relu(t, 0.1)}[family]
-    tx = torch.tensor(x, requires_grad=True)
-    ty = op(tx)
-    ty.backward(torch.tensor(dy))
-    tapes, y = g.run_network(net, x)
-    _, dx = g.run_gradient(net, tapes, dy)
-    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-12, atol=1e-14)
+    same_as_torch(net, op, x, dy, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("family", CASES)

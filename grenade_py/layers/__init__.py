@@ -1,6 +1,7 @@
 """The layers, one per module (the branching ones together in branches.py)."""
 from grenade_py.layers.base import INITS, Activation, Factor, Layer
 from grenade_py.layers.basic_recurrent import BasicRecurrent
+from grenade_py.layers.batch_norm import BatchNorm
 from grenade_py.layers.branches import Concat, Merge, Trivial
 from grenade_py.layers.convolution import Convolution
 from grenade_py.layers.deconvolution import Deconvolution
@@ -28,7 +29,7 @@ LAYER_TYPES: dict[str, type[Layer]] = {
     cls.__name__: cls for cls in (FullyConnected, Tanh, Relu, Logit, Softmax, Trivial, Elu,
                                   Reshape, Pad, Crop, Convolution, Deconvolution, Pooling,
                                   Dropout, LSTM, BasicRecurrent, Sinusoid, Gelu, LeakyRelu,
-                                  LeakyTanh)
+                                  LeakyTanh, BatchNorm)
 }
 
 __all__ = [
@@ -36,5 +37,5 @@ __all__ = [
     "Convolution", "Crop", "Deconvolution", "Dropout", "Elu", "FullyConnected", "Layer", "Logit",
     "Merge", "Pad", "Pooling", "RecurrentLayer", "Relu",
     "Reshape", "Series", "Softmax", "Tanh", "Trivial", "Inception", "InceptionMini", "Resnet",
-    "Sinusoid", "Gelu", "LeakyRelu", "LeakyTanh",
+    "Sinusoid", "Gelu", "LeakyRelu", "LeakyTanh", "BatchNorm",
 ]

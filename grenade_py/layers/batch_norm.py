@@ -1,0 +1,134 @@
+"""BatchNorm: batch normalisation per feature of a D1 vector (PyTorch's BatchNorm1d) or per
+channel of a D3 image (BatchNorm2d). No Grenade has it; the fork's BatchNorm.hs is not ported.
+
+Shape: D1 c -> D1 c, or D3 rows cols c -> the same. Parameters: `gamma` (c,) from 1 and `beta`
+(c,) from 0, whatever the network's init. While training (`train`, `fit`) each channel is
+normalised by its batch mean and biased variance, y = gamma (x - mean) / sqrt(var + eps) +
+beta, and the running statistics move by `momentum` (the variance's unbiased estimate, as
+PyTorch does); in `run_net`/`evaluate` by the running ones. The running statistics (from
+mean 0, variance 1) are the layer's state, saved in model files; no optimiser touches them.
+Tape: the input, with each channel's batch mean and 1 / sqrt(var + eps). Kernels:
+kernels/batchnorm.cl. A D1 BatchNorm cannot train on one row at a time (each feature's variance
+over one row is 0): per-example training of it is an error saying so; a D3 one normalises over
+the image's positions, so it can.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyopencl.array as cl_array
+
+from grenade_py.device import Device, Launch
+from grenade_py.errors import ShapeError
+from grenade_py.layers.base import Buffers, Layer, positive_ints
+from grenade_py.shapes import D1, D3, Shape
+
+
+class BatchNorm(Layer):
+    """Batch normalisation over `channels` (a D1's features or a D3's channels)."""
+
+    tape = "input"
+    keeps_shape = True
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        positive_ints("BatchNorm", channels=channels)
+        for name, value, low in (("eps", eps, 0.0), ("momentum", momentum, 0.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not math.isfinite(value) or not value > low:
+                raise ValueError(f"BatchNorm {name} must be a finite number > 0, got {value!r}")
+        if momentum > 1:
+            raise ValueError(f"BatchNorm momentum must be at most 1, got {momentum!r}")
+        # (not `momentum`: a layer's `momentum` holds its optimiser state's views)
+        self.channels, self.eps, self.running_momentum = int(channels), float(eps), \
+            float(momentum)
+        self.running: cl_array.Array | None = None
+
+    def out_shape(self, in_shape: Shape) -> Shape:
+        channels = in_shape.n if isinstance(in_shape, D1) else \
+            in_shape.channels if isinstance(in_shape, D3) else None
+        if channels != self.channels:
+            raise ShapeError(f"takes D1 {self.channels} or D3 with {self.channels} channels")
+        return in_shape
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "BatchNorm", "channels": self.channels, "eps": self.eps,
+                "momentum": self.running_momentum}
+
+    def __repr__(self) -> str:
+        return f"BatchNorm {self.channels}"
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"gamma": (self.channels,), "beta": (self.channels,)}
+
+    def initial_parameters(self, rng: np.random.Generator, init: str) -> dict[str, np.ndarray]:
+        return {"gamma": np.ones(self.channels), "beta": np.zeros(self.channels)}
+
+    def bind(self, device: Device, in_shape: Shape, owner: object) -> None:
+        super().bind(device, in_shape, owner)
+        if self.running is None or self.running.dtype != device.dtype:
+            self.running = device.to_device(np.stack([np.zeros(self.channels),
+                                                      np.ones(self.channels)]))
+
+    def get_state(self) -> dict[str, Any]:
+        if self.running is None:
+            return {}
+        means, variances = self.running.get().astype(float)
+        return {"running_mean": means.tolist(), "running_var": variances.tolist()}
+
+    def set_state(self, state: Any) -> None:
+        if state is None:
+            return
+        values = [state.get(k) if isinstance(state, dict) else None
+                  for k in ("running_mean", "running_var")]
+        if not all(isinstance(v, list) and len(v) == self.channels and
+                   all(isinstance(x, (int, float)) and math.isfinite(x) for x in v)
+                   for v in values) or min(values[1] or [-1]) < 0:
+            raise ValueError(f"BatchNorm state {state!r:.80} is not {self.channels} running "
+                             "means and variances")
+        assert self.running is not None
+        self.running.set(np.array(values, dtype=self.device.dtype))
+
+    def _geometry(self) -> tuple[int, int]:
+        """(C, P): channels and values per channel per sample."""
+        shape = self.in_shape
+        return (shape.n, 1) if isinstance(shape, D1) else \
+            (self.channels, shape.rows * shape.cols)  # type: ignore[attr-defined]
+
+    def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {"mean": (self.channels,), "inv_std": (self.channels,),
+                "sums": (2, self.channels)}
+
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
+                training: bool) -> list[Launch]:
+        c, p = self._geometry()
+        device, real, g = self.device, self.device.dtype, self.parameters
+        assert self.running is not None
+        if not training:
+            return [device.launch("batchnorm_inference", (p, c, n), n, c, p, real(self.eps), x,
+                                  self.running, g["gamma"], g["beta"], y)]
+        if n * p < 2:
+            raise ValueError(f"{self!r} on {self.in_shape!r} cannot train on one row at a time "
+                             "(each feature's variance over one row is 0): train it on "
+                             "minibatches of 2 or more")
+        return [device.launch("batchnorm_statistics", (c,), n, c, p, real(self.eps),
+                              real(self.running_momentum), x, buffers["mean"], buffers["inv_std"],
+                              self.running),
+                device.launch("batchnorm_normalise", (p, c, n), n, c, p, x, buffers["mean"],
+                              buffers["inv_std"], g["gamma"], g["beta"], y)]
+
+    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
+                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
+        c, p = self._geometry()
+        device, grads = self.device, self.gradients
+        assert self.running is not None
+        launches = [device.launch("batchnorm_backward_statistics", (c,), n, c, p, x,
+                                  buffers["mean"], buffers["inv_std"], dy, grads["gamma"],
+                                  grads["beta"], buffers["sums"])]
+        if dx is not None:
+            launches.append(device.launch("batchnorm_backward_input", (p, c, n), n, c, p, x,
+                                          buffers["mean"], buffers["inv_std"],
+                                          self.parameters["gamma"], dy, buffers["sums"], dx))
+        return launches
