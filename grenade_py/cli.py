@@ -30,7 +30,8 @@ def device_options(command: F) -> F:
 
 
 def learning_options(momentum: float, l2: float, rate: float | None = 0.01,
-                     epochs: str | None = "epochs") -> Callable[[F], F]:
+                     epochs: str | None = "epochs", optimizer: str | None = "sgd"
+                     ) -> Callable[[F], F]:
     """Grenade's -r/--train_rate, --momentum and --l2, with an example's defaults (SGD's), and
     --optimizer; with `epochs` (what the program's schedule steps over), --clip-norm and
     --schedule too (see `optimizer_from_options`)."""
@@ -45,9 +46,11 @@ def learning_options(momentum: float, l2: float, rate: float | None = 0.01,
                                    help="Rescale each gradient to at most this global L2 norm "
                                         "before the step.")(command)
         command = click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)),
-                               default="sgd", show_default=True,
+                               default=optimizer, show_default=optimizer is not None,
                                help="sgd: Grenade's momentum + L2 step; adam, adamw: "
-                                    "torch.optim's.")(command)
+                                    "torch.optim's." + ("" if optimizer else
+                                                        "  [default: the architecture's]")
+                               )(command)
         command = click.option("--l2", type=float, default=None,
                                help=f"L2 regulariser (Adam, AdamW: weight_decay)  [default: {l2}"
                                     "; adam: 0; adamw: 0.01]")(command)

@@ -226,3 +226,16 @@ def test_mnist_cli_trains_a_network_from_an_arch_file(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
     assert float(rows[-1][3]) > 0.8  # test accuracy after 2 epochs on 2,000 images
+
+
+@needs_mnist
+def test_the_bn_recipe_learns(tmp_path):
+    """--arch bn brings its recipe (AdamW, cosine schedule, He's initialisation): on 3,000
+    images for 2 epochs it is past 90% on the test set."""
+    result = subprocess.run([sys.executable, "-m", "grenade_py.mnist", "--data", str(MNIST_DIR),
+                             "--arch", "bn", "--epochs", "2", "--limit", "3000"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "BatchNorm 12" in result.stderr and "Adam" not in result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert len(rows) == 2 and float(rows[-1][3]) > 0.9

@@ -25,6 +25,9 @@ from grenade_py.errors import ShapeError
 from grenade_py.layers.base import Buffers, Layer, positive_ints
 from grenade_py.shapes import D1, D3, Shape
 
+#: Work-items per channel of the statistics kernels (BATCHNORM_LANES in kernels/batchnorm.cl).
+LANES = 64
+
 
 class BatchNorm(Layer):
     """Batch normalisation over `channels` (a D1's features or a D3's channels)."""
@@ -97,9 +100,14 @@ class BatchNorm(Layer):
         return (shape.n, 1) if isinstance(shape, D1) else \
             (self.channels, shape.rows * shape.cols)  # type: ignore[attr-defined]
 
+    def _elements(self, n: int) -> tuple[int, int]:
+        """The element-wise kernels' global size: (P, n C), or (C, n) where P is 1."""
+        c, p = self._geometry()
+        return (c, n) if p == 1 else (p, n * c)
+
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         return {"mean": (self.channels,), "inv_std": (self.channels,),
-                "sums": (2, self.channels)}
+                "affine": (2, self.channels), "coefficients": (3, self.channels)}
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
@@ -107,28 +115,29 @@ class BatchNorm(Layer):
         device, real, g = self.device, self.device.dtype, self.parameters
         assert self.running is not None
         if not training:
-            return [device.launch("batchnorm_inference", (p, c, n), n, c, p, real(self.eps), x,
-                                  self.running, g["gamma"], g["beta"], y)]
+            return [device.launch("batchnorm_inference", self._elements(n), n, c, p,
+                                  real(self.eps), x, self.running, g["gamma"], g["beta"], y)]
         if n * p < 2:
             raise ValueError(f"{self!r} on {self.in_shape!r} cannot train on one row at a time "
                              "(each feature's variance over one row is 0): train it on "
                              "minibatches of 2 or more")
-        return [device.launch("batchnorm_statistics", (c,), n, c, p, real(self.eps),
-                              real(self.running_momentum), x, buffers["mean"], buffers["inv_std"],
-                              self.running),
-                device.launch("batchnorm_normalise", (p, c, n), n, c, p, x, buffers["mean"],
-                              buffers["inv_std"], g["gamma"], g["beta"], y)]
+        return [device.launch("batchnorm_statistics", (LANES * c,), n, c, p, real(self.eps),
+                              real(self.running_momentum), x, g["gamma"], g["beta"],
+                              buffers["mean"], buffers["inv_std"], buffers["affine"],
+                              self.running, local=(LANES,)),
+                device.launch("batchnorm_normalise", self._elements(n), n, c, p, x,
+                              buffers["affine"], y)]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
         c, p = self._geometry()
         device, grads = self.device, self.gradients
         assert self.running is not None
-        launches = [device.launch("batchnorm_backward_statistics", (c,), n, c, p, x,
-                                  buffers["mean"], buffers["inv_std"], dy, grads["gamma"],
-                                  grads["beta"], buffers["sums"])]
+        launches = [device.launch("batchnorm_backward_statistics", (LANES * c,), n, c, p, x,
+                                  buffers["mean"], buffers["inv_std"], self.parameters["gamma"],
+                                  dy, grads["gamma"], grads["beta"], buffers["coefficients"],
+                                  local=(LANES,))]
         if dx is not None:
-            launches.append(device.launch("batchnorm_backward_input", (p, c, n), n, c, p, x,
-                                          buffers["mean"], buffers["inv_std"],
-                                          self.parameters["gamma"], dy, buffers["sums"], dx))
+            launches.append(device.launch("batchnorm_backward_input", self._elements(n), n, c, p,
+                                          x, dy, buffers["coefficients"], dx))
         return launches
