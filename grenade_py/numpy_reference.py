@@ -3,6 +3,7 @@ the benchmark. Same layers (branches and nested networks included), same loss gr
 (output - target), same descent rule. Batches are (N, *shape.dims), D3 channel-major."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,26 @@ from grenade_py.optimizers import SGD
 Params = dict[str, np.ndarray]
 
 
-def _forward(kind: str, x: np.ndarray) -> np.ndarray:
+def _erf(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(math.erf, otypes=[float])(x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def _forward(kind: str, x: np.ndarray, spec: dict[str, Any] | None = None) -> np.ndarray:
+    spec = spec or {}
+    if kind == "Sinusoid":
+        return np.sin(x)
+    if kind == "Gelu":
+        return x * _sigmoid(1.702 * x) if spec.get("approximate") else \
+            0.5 * x * (1 + _erf(x / math.sqrt(2)))
+    if kind == "LeakyRelu":
+        return np.where(x < 0, spec.get("alpha", 0.02) * x, x)
+    if kind == "LeakyTanh":
+        m = spec.get("maximum", 0.995)
+        return np.where(x > m, m + 0.05 * (x - m), np.where(x < -m, -m + 0.05 * (x + m), x))
     if kind == "Tanh":
         return np.tanh(x)
     if kind == "Relu":
@@ -30,7 +50,21 @@ def _forward(kind: str, x: np.ndarray) -> np.ndarray:
     raise ValueError(f"no numpy reference for {kind}")
 
 
-def _backward(kind: str, x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+def _backward(kind: str, x: np.ndarray, y: np.ndarray, dy: np.ndarray,
+              spec: dict[str, Any] | None = None) -> np.ndarray:
+    spec = spec or {}
+    if kind == "Sinusoid":
+        return np.cos(x) * dy
+    if kind == "Gelu":
+        if spec.get("approximate"):
+            s = _sigmoid(1.702 * x)
+            return (s + 1.702 * x * s * (1 - s)) * dy
+        return (0.5 * (1 + _erf(x / math.sqrt(2)))
+                + x * np.exp(-x * x / 2) / math.sqrt(2 * math.pi)) * dy
+    if kind == "LeakyRelu":
+        return np.where(x < 0, spec.get("alpha", 0.02) * dy, dy)
+    if kind == "LeakyTanh":
+        return np.where(np.abs(x) > spec.get("maximum", 0.995), 0.05 * dy, dy)
     if kind == "Tanh":
         s = np.tanh(x)
         return (1 - s * s) * dy
@@ -71,7 +105,7 @@ def forward(spec: dict[str, Any], p: Params, x: np.ndarray) -> tuple[np.ndarray,
         else:
             y = np.stack([ya, yb], axis=1) if spec["stacked"] else np.concatenate([ya, yb], 1)
         return y, (ta, tb, ya.shape)
-    y = _forward(kind, x)
+    y = _forward(kind, x, spec)
     return y, (x, y)
 
 
@@ -100,7 +134,7 @@ def backward(spec: dict[str, Any], p: Params, tape: Any,
         return {f"a.{k}": v for k, v in ga.items()} | {f"b.{k}": v for k, v in gb.items()}, \
             dxa + dxb
     x, y = tape
-    return {}, _backward(kind, x, y, dy)
+    return {}, _backward(kind, x, y, dy, spec)
 
 
 def descend(w: np.ndarray, m: np.ndarray, g: np.ndarray,

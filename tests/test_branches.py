@@ -12,12 +12,16 @@ from grenade_py import (
     D3,
     Concat,
     FullyConnected,
+    Gelu,
+    LeakyRelu,
+    LeakyTanh,
     LearningParameters,
     Logit,
     Merge,
     Network,
     Relu,
     ShapeError,
+    Sinusoid,
     Softmax,
     Tanh,
     Trivial,
@@ -88,6 +92,11 @@ def test_a_layer_cannot_appear_twice(device):
     Network([tanh], input=D1(2), device=device)
 
 
+#: The activations random networks draw from (the fork's with their arguments).
+ACTIVATIONS = [Tanh, Relu, Logit, Trivial, Sinusoid, Gelu, lambda: Gelu(approximate=True),
+               lambda: LeakyRelu(0.1), lambda: LeakyTanh(0.8)]
+
+
 def random_layers(rng, shape, depth=0):
     """A random valid stack on `shape`: activations anywhere, FullyConnected on D1, Merge and
     Concat of random branches (nested networks among them), up to two levels deep."""
@@ -95,7 +104,7 @@ def random_layers(rng, shape, depth=0):
     for _ in range(rng.integers(1, 4)):
         kind = rng.integers(6) if depth < 2 else rng.integers(2)
         if kind == 0 or (kind == 1 and not isinstance(shape, D1)):
-            layers.append([Tanh, Relu, Logit, Trivial][rng.integers(4)]())
+            layers.append(ACTIVATIONS[rng.integers(len(ACTIVATIONS))]())
         elif kind == 1:
             layers.append(FullyConnected(shape.n, int(rng.choice([1, 3, 5]))))
         elif kind in (2, 3) and isinstance(shape, D1):
@@ -111,7 +120,7 @@ def random_layers(rng, shape, depth=0):
                 layers.append(Concat(a, Network(b, input=shape),
                                      stacked=depth == 0 and bool(rng.integers(2))))
         else:
-            a = [Tanh, Relu, Logit, Trivial][rng.integers(4)]()
+            a = ACTIVATIONS[rng.integers(len(ACTIVATIONS))]()
             b = [Tanh(), Relu()] if rng.integers(2) else Trivial()
             join = Concat if isinstance(shape, (D1, D3)) and rng.integers(2) else Merge
             layers.append(join(a, b))
