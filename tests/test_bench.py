@@ -19,7 +19,8 @@ def test_bench_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for section in ("1. feedforward", "2. MNIST", "3. LeNet", "us/example", "4. GEMMs", "of peak",
-                    "tiled 1024^3", "5. Shakespeare", "Grenade's semantics", "chars/s"):
+                    "tiled 1024^3", "5. Shakespeare", "Grenade's semantics", "chars/s",
+                    "6. MNIST's `bn` recipe", "s to 99%"):
         assert section in out
     assert "random data shaped as MNIST" in out  # no ../shared beside tmp_path
     assert out.count("grenade_py ") >= 3 and "numpy" in out and "grenade_py, Adam" in out
