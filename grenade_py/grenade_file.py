@@ -57,7 +57,19 @@ def load_grenade(path: str | os.PathLike[str], like: Network) -> Network:
         raise TypeError(f"load_grenade reads Grenade files of feed-forward networks: like must "
                         f"be a Network, got {type(like).__name__}")
     path = Path(path)
+    # like's arrays say the file's size exactly: checked before reading (a sparse or endless
+    # file is refused without being read).
+    expected_bytes = sum(8 + 8 * int(np.prod(layer.parameter_shapes()[name]))
+                         for layer in _layers_with_parameters(like)
+                         for name in ORDER[type(layer).__name__])
     try:
+        found = path.stat().st_size
+        if not path.is_file():
+            raise ModelFileError(f"{path} is not a regular file")
+        if found != expected_bytes:
+            raise ModelFileError(f"{path} is not a Grenade file of {like!r}: it has {found} "
+                                 f"bytes, where that network's parameters take "
+                                 f"{expected_bytes}")
         blob = path.read_bytes()
     except OSError as e:
         raise ModelFileError(f"cannot read {path}: {e.strerror or e}") from None

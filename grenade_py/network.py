@@ -219,7 +219,8 @@ class Network(Series):
         def nested(layers: list[Layer], input_shape: Shape) -> Network:
             return Network(layers, input=input_shape, device=device, seed=0)
 
-        layers = [network_file.layer_from_spec(s, nested) for s in stored.spec["layers"]]
+        layers = [network_file.layer_from_spec(s, nested, f"network.layers[{k}]")
+                  for k, s in enumerate(stored.spec["layers"])]
         loaded = cls(layers, input=stored.input_shape, device=device, seed=0)
         try:
             loaded.set_parameters(stored.values["parameters"])

@@ -129,14 +129,14 @@ def layer_from_spec(spec: dict[str, Any], make_network: NetworkMaker | None = No
             raise ValueError(f"{path} ({kind}): needs \"layers\", a list")
         layers = [layer_from_spec(s, make_network, f"{path}.layers[{k}]")
                   for k, s in enumerate(spec["layers"])]
-        if kind == "Network" and make_network is not None:
-            try:
-                input_shape = parse_shape(spec["input"])
-            except (KeyError, TypeError, ValueError):
-                raise ValueError(f"{path} (Network): needs an \"input\" shape such as "
-                                 f"\"D1 784\", got {spec.get('input')!r}") from None
-            return make_network(layers, input_shape)
-        return Series(layers)
+        if kind != "Network":
+            return Series(layers)
+        try:  # checked even when only the structure is wanted (a model file's header)
+            input_shape = parse_shape(spec["input"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path} (Network): needs an \"input\" shape such as "
+                             f"\"D1 784\", got {spec.get('input')!r}") from None
+        return Series(layers) if make_network is None else make_network(layers, input_shape)
     if kind in ("Concat", "Merge"):
         if not all(key in spec for key in ("a", "b")):
             raise ValueError(f"{path} ({kind}): needs branches \"a\" and \"b\"")

@@ -161,6 +161,9 @@ def run_recurrent(net: RecurrentNetwork, x: np.ndarray, state: RecurrentState | 
     xs, _, _ = _sequences(net, xs, dummy_targets, np.zeros((batch, steps), bool))
     p = sequence_steps(net, steps, batch)
     queue, layers = net.device.queue, net.recurrent_layers()
+    if state is not None and not isinstance(state, RecurrentState):
+        raise TypeError(f"state must be a RecurrentState (what run_recurrent returns), got "
+                        f"{type(state).__name__}")
     if state is not None:
         if len(state.states) != len(layers) or any(
                 s.shape != (batch, layer.state_size) for s, (_, layer) in zip(

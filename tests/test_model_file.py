@@ -285,3 +285,16 @@ def test_a_header_claiming_more_data_than_the_file_holds(tmp_path):
     path.write_bytes(body + struct.pack("<I", zlib.crc32(body)))
     with pytest.raises(ModelFileError, match="truncated: 68 of 4398046511108 bytes"):
         Network.load(path)
+
+
+def test_a_bad_nested_input_is_a_model_file_error(device64, tmp_path):
+    """A CRC-valid file whose nested network has no valid input shape (it raised ValueError)."""
+    inner = Network([FullyConnected(2, 2)], input=D1(2), device=device64)
+    path = tmp_path / "nested.gnpy"
+    Network([inner, Tanh()], input=D1(2), device=device64).save(path)
+    header, arrays = model_file.read(path)
+    header["network"]["layers"][0]["input"] = "D9 9"
+    model_file.write(path, header, arrays)
+    with pytest.raises(ModelFileError, match="corrupted header .*network.layers\\[0\\] "
+                                             "\\(Network\\): needs an \"input\" shape"):
+        Network.load(path)

@@ -450,3 +450,9 @@ def test_train_sequences_does_not_wait_for_queued_work(device64: g.Device, batch
     g.train_sequences(net, LP, xs, ts, np.ones((batch, 4), bool))
     assert queued.command_execution_status != cl.command_execution_status.COMPLETE
     device64.queue.finish()
+
+
+def test_run_recurrent_names_a_state_of_the_wrong_type(device64: g.Device) -> None:
+    net = nets(device64, 3, 5)[0]
+    with pytest.raises(TypeError, match="state must be a RecurrentState .*got str"):
+        g.run_recurrent(net, np.zeros((2, 3)), state="abc")  # type: ignore[arg-type]
