@@ -7,6 +7,7 @@ labels have magic 2049, count, then count bytes. Files may be gzipped.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -44,7 +45,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     else:
         raise DataError(f"{path} has magic number {magic}, not an IDX image ({IMAGES_MAGIC}) or "
                         f"label ({LABELS_MAGIC}) file")
-    expected = offset + int(np.prod(shape))
+    expected = offset + math.prod(shape)  # Python ints: a header of huge sizes cannot wrap
     if len(raw) != expected:
         raise DataError(f"{path}: header says {count} items ({expected} bytes) but the file has "
                         f"{len(raw)} bytes{' (truncated)' if len(raw) < expected else ''}")

@@ -14,6 +14,7 @@ output^(1 / temperature).
 """
 from __future__ import annotations
 
+import math
 import sys
 from collections import Counter
 
@@ -161,6 +162,9 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
     learning = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm,
                                       (0.01, 0.95, 0.000001), precision)
     check_schedule(schedule, learning.rate, 10)
+    if not (math.isfinite(temperature) and math.isfinite(1 / temperature)):
+        raise click.BadParameter(f"{temperature!r} is not a finite number whose inverse is "
+                                 "finite", param_hint="--temperature")
     check_writable(save)
     if data is None:
         raise click.UsageError("pass the training text with --data PATH (for example "
@@ -198,14 +202,14 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
         with save_on_interrupt(net, save, lambda: trained[0], metadata):
             for round_ in range(1, 11):
                 count = examples // 10
-                offsets = rng.integers(0, len(codes) - sequence_length, size=count)
                 total = Metrics()
                 bar = click.progressbar(length=count, label=f"round {round_}", file=sys.stderr) \
                     if sys.stderr.isatty() else None
                 rate = schedule_rate(schedule, learning.rate, round_ - 1, 10)
-                for first in range(0, count, CHUNK):
-                    total += corpus.train(learning.with_rate(rate), offsets[first:first + CHUNK],
-                                          steps,
+                for first in range(0, count, CHUNK):  # offsets drawn a chunk at a time
+                    offsets = rng.integers(0, len(codes) - sequence_length,
+                                           size=min(CHUNK, count - first))
+                    total += corpus.train(learning.with_rate(rate), offsets, steps,
                                           every=targets == "every", batch=batch, loss=loss)
                     trained[0] = True
                     if bar is not None:

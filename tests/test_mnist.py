@@ -239,3 +239,12 @@ def test_the_bn_recipe_learns(tmp_path):
     assert "BatchNorm 12" in result.stderr and "Adam" not in result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
     assert len(rows) == 2 and float(rows[-1][3]) > 0.9
+
+
+def test_idx_sizes_that_would_wrap_int64_are_refused(tmp_path):
+    """count x rows x cols = 2^31 x 2^31 x 4 = 2^64 wraps to 0 in int64, which matched this
+    16-byte file and crashed in reshape; as Python ints it does not match."""
+    path = tmp_path / "wrap-images-idx3-ubyte"
+    path.write_bytes(struct.pack(">IIII", 2051, 2**31, 2**31, 4))
+    with pytest.raises(DataError, match="header says"):
+        read_idx(path)

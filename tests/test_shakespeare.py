@@ -87,3 +87,12 @@ def test_shakespeare_with_adam_and_a_schedule(tmp_path) -> None:
                                                "0.05", "--clip-norm", "1"])
     assert clipped.exit_code == 0, clipped.output
     assert nats(clipped.output)[-1] < baseline - 0.3
+
+
+def test_temperatures_that_cannot_sample_are_refused_before_training(tmp_path) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("abcabd" * 50)
+    for bad in ("nan", "1e-320", "inf"):
+        result = CliRunner().invoke(shakespeare_main, ["--data", str(text), "-e", "10", "-t", bad])
+        assert result.exit_code == 2 and "--temperature" in result.output, result.output
+        assert "round 1" not in result.output
