@@ -79,10 +79,13 @@ def _pocl_cache_hint() -> str:
     except RuntimeError:  # no home folder at all
         return " PoCL needs a kernel cache folder: set POCL_CACHE_DIR to a writable folder."
     existing = cache
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing.is_dir() and os.access(existing, os.W_OK):
-        return ""
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if existing.is_dir() and os.access(existing, os.W_OK):
+            return ""
+    except OSError:  # a folder on the way cannot be read (an unreadable HOME)
+        pass
     return (f" PoCL offers no device when it cannot write its kernel cache, and {cache} cannot "
             "be created or written: set POCL_CACHE_DIR to a writable folder.")
 

@@ -28,6 +28,9 @@ log = logging.getLogger("grenade_py")
 RUN_CHUNK = 4096
 #: Per-example training launches about this many examples x parameters at a time.
 FUSED_WORK = 1 << 25
+#: fit keeps at most about twice this many steps queued (so Ctrl-C is honoured within a few
+#: steps, not at the epoch's end, with no progress bar to wait on the device).
+QUEUED_STEPS = 16
 
 
 def _batch(x: object, shape: Shape, what: str, dtype: type) -> tuple[np.ndarray, bool]:
@@ -326,6 +329,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     if group is not None:
         group.broadcast()
     history = []
+    queued: list[cl.Event] = []
     for epoch in range(epochs):
         epoch_params = params.with_rate(rates[epoch])
         if shuffle:  # the host array must live until the copy is done: the epoch's end
@@ -348,6 +352,10 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
             if group is not None:
                 group.allreduce_gradients(rows, n)
             execution.update(net, epoch_params)
+            if (index + 1) % QUEUED_STEPS == 0:  # wait for the marker QUEUED_STEPS steps back
+                queued.append(cl.enqueue_marker(queue))
+                if len(queued) > 1:
+                    queued.pop(0).wait()
             if progress is not None and ((index + 1) % report == 0 or index + 1 == steps):
                 queue.finish()
                 progress(index + 1, steps)

@@ -7,6 +7,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -248,3 +249,20 @@ def test_idx_sizes_that_would_wrap_int64_are_refused(tmp_path):
     path.write_bytes(struct.pack(">IIII", 2051, 2**31, 2**31, 4))
     with pytest.raises(DataError, match="header says"):
         read_idx(path)
+
+
+@needs_mnist
+def test_ctrl_c_in_an_epoch_without_a_terminal(tmp_path):
+    """With no progress bar (stderr is not a terminal) fit still keeps only a few steps queued,
+    so Ctrl-C is honoured within seconds, not at the end of a ~30 s epoch."""
+    process = subprocess.Popen([sys.executable, "-m", "grenade_py.mnist", "--data",
+                                str(MNIST_DIR), "--arch", "inception", "--batch-size", "16",
+                                "--epochs", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("epoch")  # training has begun
+    time.sleep(6)  # long enough to have queued the whole epoch, were nothing bounding it
+    process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "nothing saved" in err, err
+    assert time.monotonic() - sent < 2  # (when fit queued the whole epoch: about 5 s here)
