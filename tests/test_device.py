@@ -175,3 +175,18 @@ def test_kernel_files_compile_in_any_order_after_the_foundations():
     source = "\n".join(files[name] for name in (*FOUNDATIONS, *rest))
     program = Device().build(source)
     assert "optimizer_update_adam" in program.kernel_names.split(";")
+
+
+def test_the_cache_hint_survives_an_unreadable_folder(monkeypatch, tmp_path):
+    """A folder on the way to PoCL's cache that cannot be read (an unreadable HOME) makes
+    the hint say to set POCL_CACHE_DIR, not crash."""
+    from pathlib import Path
+
+    from grenade_py.device import _pocl_cache_hint
+
+    def unreadable(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setenv("POCL_CACHE_DIR", str(tmp_path / "home" / "cache"))
+    monkeypatch.setattr(Path, "exists", unreadable)
+    assert "set POCL_CACHE_DIR to a writable folder" in _pocl_cache_hint()
