@@ -10,7 +10,8 @@ From the library, pass a communicator to `fit`:
     net = Network(layers, input=D1(784), device=device, seed=1)
     fit(net, params, x, y, batch_size=64, comm=MPI.COMM_WORLD, ...)  # every rank, all the data
 
-Every rank holds the whole dataset and draws the same permutation (same seed); each global batch
+Every rank holds the whole dataset and draws the same permutation (rank 0's seed, broadcast; a
+rank given another says so in a warning); each global batch
 of `batch_size` rows is split into R contiguous shards, rank r taking rows [n r / R, n (r+1) / R).
 Each rank computes its shard's gradient sum divided by the global batch size, then one Allreduce of
 the network's flat gradient buffer (with the example count appended) gives every rank the batch's
@@ -25,6 +26,7 @@ example left), so a distributed `fit` refuses batch_size 1. Needs `pip install
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -36,6 +38,8 @@ import pyopencl as cl
 
 from grenade_py.device import Device
 from grenade_py.network import Network
+
+log = logging.getLogger("grenade_py")
 
 
 def _mpi() -> Any:
@@ -79,6 +83,14 @@ class Group:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         gradients = net.flat["gradients"]
         self.host = np.empty(gradients.size + 1, dtype=gradients.dtype)  # + the example count
+
+    def agree(self, value: Any, name: str) -> Any:
+        """Rank 0's `value` on every rank; a rank whose own differed says so (logged)."""
+        chosen = self.comm.bcast(value, root=0)
+        if chosen != value:
+            log.warning("rank %d: using rank 0's %s %r, not this rank's %r", self.rank, name,
+                        chosen, value)
+        return chosen
 
     def shard(self, n: int) -> tuple[int, int]:
         """This rank's rows [first, last) of a global batch of n."""

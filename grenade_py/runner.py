@@ -309,6 +309,8 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     ys_dev = device.to_device(ys.reshape(count, -1))
     order = cl_array.to_device(queue, np.arange(count, dtype=np.int32))
     acc = device.zeros((3,))
+    if group is not None:  # every rank shuffles as rank 0 does
+        seed = group.agree(seed, "seed")
     rng = np.random.default_rng(seed)
     steps = -(-count // batch_size)
     report = max(1, steps // 50)

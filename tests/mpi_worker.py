@@ -2,8 +2,9 @@
 
     mpiexec -n R python tests/mpi_worker.py OUT BATCH VARIANT [FAIL_RANK]
 
-Trains a float64 network with `fit(..., comm=COMM_WORLD)` on fixed data; every rank writes a
-checksum of its parameters, rank 0 also the parameters and a saved model. VARIANT: "sgd" (the
+Trains a float64 network with `fit(..., comm=COMM_WORLD)` on fixed data (each rank passing
+another seed: rank 0's is used); every rank writes a checksum of its parameters, rank 0 also
+the parameters and a saved model. VARIANT: "sgd" (the
 network under LearningParameters) or "dropout-adam" (with a Dropout layer, under Adam). With
 FAIL_RANK, that rank raises in the middle of training instead.
 """
@@ -57,7 +58,8 @@ def main():
             if comm.Get_rank() == fail:
                 raise RuntimeError("this rank failed on purpose")
 
-        history = fit(net, OPTIMIZERS[variant], x, y, batch_size=batch, epochs=3, seed=4,
+        seed = 4 if comm.Get_rank() == 0 else 4 + comm.Get_rank()  # rank 0's seed is used
+        history = fit(net, OPTIMIZERS[variant], x, y, batch_size=batch, epochs=3, seed=seed,
                       loss="cross_entropy", on_epoch=maybe_fail, comm=comm)
         flat = net.flat["parameters"].get()
         (out / f"rank{comm.Get_rank()}.json").write_text(json.dumps({
