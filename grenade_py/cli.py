@@ -149,7 +149,9 @@ def check_writable(path: str | None, option: str = "--save") -> None:
 def save_on_interrupt(net: Network, path: str | None, trained: Callable[[], bool],
                       metadata: dict[str, Any] | None = None) -> Iterator[None]:
     """On Ctrl-C, save what was trained to `path` (if given and `trained()`) with `metadata`,
-    say so, and exit with status 130."""
+    say so, and exit with status 130. On any other error once training has begun, save it too
+    (unless it cannot be saved, say a diverged network: then say why) and let the error go
+    on."""
     try:
         yield
     except KeyboardInterrupt:
@@ -160,6 +162,15 @@ def save_on_interrupt(net: Network, path: str | None, trained: Callable[[], bool
         else:
             click.echo("\ninterrupted: nothing saved", err=True)
         sys.exit(130)
+    except Exception:
+        if path and trained():
+            try:
+                net.save(path, metadata)
+                click.echo(f"\nsaved what was trained to {path} before the error below "
+                           f"(resume with --load {path})", err=True)
+            except GrenadeError as e:
+                click.echo(f"\nnothing saved: {e}", err=True)
+        raise
 
 
 @contextlib.contextmanager

@@ -96,3 +96,18 @@ def test_temperatures_that_cannot_sample_are_refused_before_training(tmp_path) -
         result = CliRunner().invoke(shakespeare_main, ["--data", str(text), "-e", "10", "-t", bad])
         assert result.exit_code == 2 and "--temperature" in result.output, result.output
         assert "round 1" not in result.output
+
+
+def test_an_error_after_training_began_saves_what_was_trained(tmp_path, monkeypatch) -> None:
+    text, model = tmp_path / "text.txt", tmp_path / "m.gnpy"
+    text.write_text("abcabd" * 50)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("sampling broke")
+
+    monkeypatch.setattr("grenade_py.shakespeare.sample_text", broken)
+    result = CliRunner().invoke(shakespeare_main, ["--data", str(text), "-e", "20", "-s", "5",
+                                                   "--save", str(model)])
+    assert isinstance(result.exception, RuntimeError)
+    assert "saved what was trained" in result.output and model.exists()
+    g.RecurrentNetwork.load(model)
