@@ -268,6 +268,28 @@ class Device:
                 f"{self.cl_device.name.strip()} allows in one buffer ({_size(limit)}, and fewer "
                 f"than 2**31 values): use a smaller batch or layer")
 
+    def memory(self) -> int:
+        """Bytes that buffers may take in all: the device's global memory, and on a CPU
+        device (whose buffers are host memory) no more than the host has available."""
+        limit = int(self.cl_device.global_mem_size)
+        if not self.gpu:
+            try:
+                with open("/proc/meminfo") as f:
+                    info = dict(line.split(":", 1) for line in f)
+                limit = min(limit, int(info["MemAvailable"].split()[0]) * 1024)
+            except (OSError, KeyError, ValueError):
+                pass
+        return limit
+
+    def check_total(self, what: str, nbytes: int) -> None:
+        """DeviceError unless buffers of `nbytes` in all fit `memory()` (checked before they
+        are allocated: PoCL aborts the process when its allocations fail)."""
+        limit = self.memory()
+        if nbytes > limit:
+            raise DeviceError(f"{what} need {_size(nbytes)} of buffers in all, more than the "
+                              f"{_size(limit)} {self.cl_device.name.strip()} has free: use a "
+                              "smaller batch or layer")
+
     def to_device(self, array: np.ndarray, what: str = "the data") -> cl_array.Array:
         """Copy a host array to a new device array of this device's precision."""
         self.check_allocation(what, array.size * np.dtype(self.dtype).itemsize)

@@ -96,9 +96,12 @@ class Step:
         self.net, self.n, self.loss = net, n, loss
         buffers = net.batch_buffers(n)
         io = {"input": (n, *net.input_shape.dims), "output": (n, *net.output_shape.dims)}
+        itemsize = np.dtype(device.dtype).itemsize
         for name, shape in (io | buffers).items():
-            device.check_allocation(f"a batch of {n} ({name})",
-                                    int(np.prod(shape)) * np.dtype(device.dtype).itemsize)
+            device.check_allocation(f"a batch of {n} ({name})", int(np.prod(shape)) * itemsize)
+        device.check_total(f"a batch of {n}", (2 * sum(int(np.prod(s)) for s in io.values())
+                                               + sum(int(np.prod(s)) for s in buffers.values()))
+                           * itemsize)
         self.input = device.zeros((n, *net.input_shape.dims))
         self.output = device.zeros((n, *net.output_shape.dims))
         self.target = device.zeros((n, *net.output_shape.dims))

@@ -24,8 +24,18 @@ from grenade_py.shapes import Shape
 
 log = logging.getLogger("grenade_py")
 
-#: run_net splits larger inputs into chunks of this many samples.
+#: run_net and evaluate split larger inputs into chunks of at most this many samples, and of
+#: at most RUN_BYTES of batch buffers.
 RUN_CHUNK = 4096
+RUN_BYTES = 1 << 28
+
+
+def run_chunk(net: Network) -> int:
+    """How many samples run_net and evaluate run at a time: RUN_CHUNK, fewer where a sample's
+    buffers are large (an Inception network's are ~1.6 MB)."""
+    per_sample = sum(int(np.prod(shape)) for shape in net.batch_buffers(1).values()) + 2 * (
+        int(np.prod(net.input_shape.dims)) + int(np.prod(net.output_shape.dims)))
+    return max(1, min(RUN_CHUNK, RUN_BYTES // (per_sample * np.dtype(net.device.dtype).itemsize)))
 #: Per-example training launches about this many examples x parameters at a time.
 FUSED_WORK = 1 << 25
 #: fit keeps at most about twice this many steps queued (so Ctrl-C is honoured within a few
@@ -95,14 +105,15 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
     """Grenade's runNet: the network's output for `x`.
 
     Shape: one sample `input.dims` -> `output.dims`, or a batch (N, *input.dims) ->
-    (N, *output.dims), computed in chunks of up to RUN_CHUNK samples.
+    (N, *output.dims), computed in chunks of up to RUN_CHUNK samples (`run_chunk`).
     """
     net.check_runnable()
     batch, single = _batch(x, net.input_shape, "x", net.device.dtype)
     out = np.empty((len(batch), *net.output_shape.dims), dtype=net.device.dtype)
     queue = net.device.queue
-    for start in range(0, len(batch), RUN_CHUNK):
-        chunk = batch[start:start + RUN_CHUNK]
+    size = run_chunk(net)
+    for start in range(0, len(batch), size):
+        chunk = batch[start:start + size]
         step = execution.steps(net, len(chunk))
         cl.enqueue_copy(queue, buffer(step.input), chunk)
         step.forward(training=False)
@@ -242,15 +253,17 @@ def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray) -> tuple[Gradients,
 def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
              loss: str | Loss = "squared_error") -> dict[str, float]:
     """Mean loss and accuracy of `net` on (x, y), as `fit` reports them (see
-    `grenade_py.losses`), computed on the device in chunks of up to RUN_CHUNK samples."""
+    `grenade_py.losses`), computed on the device in chunks of up to RUN_CHUNK samples
+    (`run_chunk`)."""
     net.check_runnable()
     chosen = loss_named(loss)
     chosen.check(net)
     xs, ys = _examples(net, x, y, chosen)
     device = net.device
     acc = device.zeros((3,))
-    for start in range(0, len(xs), RUN_CHUNK):
-        step = execution.steps(net, min(RUN_CHUNK, len(xs) - start), chosen)
+    size = run_chunk(net)
+    for start in range(0, len(xs), size):
+        step = execution.steps(net, min(size, len(xs) - start), chosen)
         _upload(device.queue, step, xs[start:start + step.n], ys[start:start + step.n])
         step.forward(training=False)
         enqueue(step.metrics(acc))

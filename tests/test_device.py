@@ -190,3 +190,26 @@ def test_the_cache_hint_survives_an_unreadable_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("POCL_CACHE_DIR", str(tmp_path / "home" / "cache"))
     monkeypatch.setattr(Path, "exists", unreadable)
     assert "set POCL_CACHE_DIR to a writable folder" in _pocl_cache_hint()
+
+
+def test_a_batch_is_checked_against_free_memory_before_allocating(monkeypatch):
+    """The sum of a batch's buffers, not only each buffer, must fit the device's free memory
+    (on a CPU device the host's): PoCL aborts the process when an allocation fails."""
+    import numpy as np
+
+    from grenade_py import D1, DeviceError, FullyConnected, Network, run_net
+    from grenade_py.mnist import mnist_network
+    from grenade_py.runner import RUN_CHUNK, run_chunk
+
+    assert run_chunk(mnist_network("inception")) < RUN_CHUNK  # 1.6 MB a sample: fewer rows
+    device = Device()
+    net = Network([FullyConnected(10, 1000), FullyConnected(1000, 2)], input=D1(10),
+                  device=device)
+    monkeypatch.setattr(Device, "memory", lambda self: 100_000)
+
+    def allocate(*args):
+        raise AssertionError("a buffer was allocated before the check")
+
+    monkeypatch.setattr(Device, "zeros", allocate)
+    with pytest.raises(DeviceError, match="a batch of 64 need .* of buffers in all, more than"):
+        run_net(net, np.zeros((64, 10)))
