@@ -1,0 +1,52 @@
+"""Every kernel family at small odd sizes, run by tests/test_oclgrind.py under
+`oclgrind --data-races`: both GEMM forms, the fused per-example loop in its one-lane and
+coalesced (GPU) forms, convolution, col2im, pooling, the recurrent scans and updates (ordered
+and summed, clipped), Dropout, BatchNorm, the activations, the losses and every optimiser."""
+import numpy as np
+
+import grenade_py as g
+from grenade_py import fused
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    for precision in ("float32", "float64"):
+        for gemm in ("registers", "tiled"):
+            d = g.Device(precision=precision, gemm=gemm)
+            mlp = g.Network([g.FullyConnected(7, 5), g.Gelu(), g.Dropout(0.3),
+                             g.FullyConnected(5, 3), g.Softmax()], input=g.D1(7), device=d,
+                            seed=1)
+            g.fit(mlp, g.AdamW(0.01, clip_norm=0.5), rng.normal(size=(9, 7)),
+                  np.eye(3)[rng.integers(0, 3, 9)], batch_size=4, epochs=1,
+                  loss="cross_entropy", schedule="cosine")
+            g.evaluate(mlp, rng.normal(size=(3, 7)), np.eye(3)[rng.integers(0, 3, 3)],
+                       loss="cross_entropy")
+        conv = g.Network([g.Convolution(1, 3, 3, 3, 1, 1), g.BatchNorm(3), g.Relu(),
+                          g.Pooling(2, 2, 2, 2), g.Convolution(3, 2, 2, 2, 1, 1),
+                          g.Deconvolution(2, 2, 2, 2, 1, 1), g.Pooling(2, 2, 1, 1), g.Reshape(),
+                          g.FullyConnected(8, 2), g.LeakyRelu(), g.Sinusoid(), g.LeakyTanh()],
+                         input=g.D2(8, 8), device=d, seed=1)
+        g.fit(conv, g.SGD(0.01), rng.normal(size=(5, 8, 8)), rng.normal(size=(5, 2)),
+              batch_size=5, epochs=1)
+        g.run_net(conv, rng.normal(size=(2, 8, 8)))
+        for lanes in (1, 16):  # the one-lane loop and the coalesced (GPU) form
+            fused.lanes = lambda device, lanes=lanes: lanes  # type: ignore[assignment]
+            ff = g.Network([g.FullyConnected(3, 5), g.Tanh(), g.FullyConnected(5, 2),
+                            g.Logit()], input=g.D1(3), device=d, seed=lanes)
+            for opt in (g.SGD(0.01), g.Adam(0.01)):
+                g.train(ff, opt, rng.normal(size=(4, 3)), rng.uniform(size=(4, 2)),
+                        per_example=True)
+        rn = g.RecurrentNetwork([g.LSTM(3, 4), g.BasicRecurrent(4, 2), g.FullyConnected(2, 3),
+                                 g.Softmax()], input=g.D1(3), device=d, seed=1)
+        for summed in (False, True):
+            g.train_sequences(rn, g.Adam(0.01, clip_norm=0.1), rng.normal(size=(2, 3, 3)),
+                              np.eye(3)[rng.integers(0, 3, (2, 3))], np.ones((2, 3), bool),
+                              summed=summed, loss="cross_entropy")
+        g.SymbolCorpus(rn, rng.integers(0, 3, 30)).train(g.SGD(0.01), np.array([0, 5]), 4)
+        g.run_recurrent(rn, rng.normal(size=(3, 3)))
+        d.queue.finish()
+    print(f"workload done on {d.name}")
+
+
+if __name__ == "__main__":
+    main()
