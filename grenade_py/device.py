@@ -281,14 +281,21 @@ class Device:
                 pass
         return limit
 
-    def check_total(self, what: str, nbytes: int) -> None:
-        """DeviceError unless buffers of `nbytes` in all fit `memory()` (checked before they
-        are allocated: PoCL aborts the process when its allocations fail)."""
+    def allocate(self, what: str, shapes: dict[str, tuple[int, ...]]
+                 ) -> dict[str, cl_array.Array]:
+        """New zeroed arrays of these shapes, by name, once each fits `check_allocation` and
+        all of them together `memory()` (DeviceError naming `what` otherwise, before anything
+        is allocated: PoCL aborts the process when its allocations fail)."""
+        itemsize = np.dtype(self.dtype).itemsize
+        sizes = {name: int(np.prod(shape)) * itemsize for name, shape in shapes.items()}
+        for name, nbytes in sizes.items():
+            self.check_allocation(f"{what} ({name})", nbytes)
         limit = self.memory()
-        if nbytes > limit:
-            raise DeviceError(f"{what} need {_size(nbytes)} of buffers in all, more than the "
-                              f"{_size(limit)} {self.cl_device.name.strip()} has free: use a "
-                              "smaller batch or layer")
+        if sum(sizes.values()) > limit:
+            raise DeviceError(f"{what} need {_size(sum(sizes.values()))} of buffers in all, "
+                              f"more than the {_size(limit)} {self.cl_device.name.strip()} "
+                              "has free: use a smaller batch or layer")
+        return {name: self.zeros(shape) for name, shape in shapes.items()}
 
     def to_device(self, array: np.ndarray, what: str = "the data") -> cl_array.Array:
         """Copy a host array to a new device array of this device's precision."""

@@ -14,7 +14,6 @@ the per-step gradients in Grenade's order or summed.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -94,19 +93,12 @@ class Step:
         loss.check(net)
         device = net.device
         self.net, self.n, self.loss = net, n, loss
-        buffers = net.batch_buffers(n)
-        io = {"input": (n, *net.input_shape.dims), "output": (n, *net.output_shape.dims)}
-        itemsize = np.dtype(device.dtype).itemsize
-        for name, shape in (io | buffers).items():
-            device.check_allocation(f"a batch of {n} ({name})", int(np.prod(shape)) * itemsize)
-        device.check_total(f"a batch of {n}", (2 * sum(int(np.prod(s)) for s in io.values())
-                                               + sum(int(np.prod(s)) for s in buffers.values()))
-                           * itemsize)
-        self.input = device.zeros((n, *net.input_shape.dims))
-        self.output = device.zeros((n, *net.output_shape.dims))
-        self.target = device.zeros((n, *net.output_shape.dims))
-        self.delta = device.zeros((n, *net.output_shape.dims))
-        self.buffers = {k: device.zeros(s) for k, s in buffers.items()}
+        out = (n, *net.output_shape.dims)
+        self.buffers = device.allocate(f"a batch of {n}", {
+            "input": (n, *net.input_shape.dims), "output": out, "target": out, "delta": out,
+        } | net.batch_buffers(n))
+        self.input, self.output, self.target, self.delta = (
+            self.buffers.pop(name) for name in ("input", "output", "target", "delta"))
         enqueue(net.setup(n, self.buffers))
         self._forward: dict[bool, list[Launch]] = {}
         self._backward: list[Launch] | None = None
@@ -148,14 +140,12 @@ class Step:
         """Enqueue the network's next optimiser step (see `update`)."""
         update(self.net, optimizer)
 
-    def train(self, optimizer: Optimizer | None, scale: float | None = None,
-              first_row: int = 0, between: Callable[[], None] | None = None) -> None:
-        """Forward (training), loss gradient, backward, `between()` (fit's Allreduce), and
-        with an optimiser its update, for data already in `input` and `target`."""
-        self.forward(True, first_row)
+    def train(self, optimizer: Optimizer | None, scale: float | None = None) -> None:
+        """Forward (training), loss gradient, backward and, with an optimiser, its update,
+        for data already in `input` and `target` (fit runs the parts itself, its Allreduce
+        between backward and update)."""
+        self.forward(True)
         self.backward(scale)
-        if between is not None:
-            between()
         if optimizer is not None:
             self.update(optimizer)
 
@@ -259,10 +249,6 @@ class SequenceStep:
             own = (layer.sequence_buffers(steps, batch) if isinstance(layer, RecurrentLayer)
                    else layer.batch_buffers(rows))
             wanted |= {f"{index}.{name}": shape for name, shape in own.items()}
-        for name, shape in wanted.items():
-            device.check_allocation(f"{batch} sequences of {steps} steps ({name})",
-                                    int(np.prod(shape)) * np.dtype(device.dtype).itemsize)
-        self.buffers = {name: device.zeros(shape) for name, shape in wanted.items()}
         # The input, targets and mask: one buffer, so that one copy fills them.
         itemsize = np.dtype(device.dtype).itemsize
         align = max(1, device.cl_device.mem_base_addr_align // 8 // itemsize)
@@ -272,9 +258,9 @@ class SequenceStep:
                             ("mask", (rows,))):
             self.io_layout.append((name, total, shape))
             total += -(-int(np.prod(shape)) // align) * align
-        device.check_allocation(f"{batch} sequences of {steps} steps (input and targets)",
-                                total * itemsize)
-        self.io = device.zeros((total,))
+        self.buffers = device.allocate(f"{batch} sequences of {steps} steps",
+                                       wanted | {"input and targets": (total,)})
+        self.io = self.buffers.pop("input and targets")
         self.buffers |= {name: flat_view(self.io, at, shape)
                          for name, at, shape in self.io_layout}
         self.buffers["ones"].fill(1)

@@ -26,6 +26,8 @@ class Loss:
     """A loss: its name, what it needs of a network and targets, and its launches."""
 
     name = ""
+    #: Whether loss_rows computes the loss from the logits (cross entropy), not the output.
+    from_logits = False
 
     def check(self, net: Any) -> None:
         """ValueError unless the loss fits the network."""
@@ -57,7 +59,7 @@ class Loss:
         n = y.shape[0]
         row_loss, row_correct, counted = (device.zeros((n,)) for _ in range(3))
         return [
-            device.launch("loss_rows", (n,), n, y.size // n, int(self is CROSS_ENTROPY),
+            device.launch("loss_rows", (n,), n, y.size // n, int(self.from_logits),
                           int(mask is not None), y, logits, target,
                           mask if mask is not None else target, row_loss, row_correct, counted),
             device.launch("loss_accumulate", (1,), n, row_loss, row_correct, counted, acc),
@@ -73,6 +75,7 @@ class SquaredError(Loss):
 
 class CrossEntropy(Loss):
     name = "cross_entropy"
+    from_logits = True
 
     def check(self, net: Any) -> None:
         if len(net.layers) < 2 or not isinstance(net.layers[-1], Softmax):

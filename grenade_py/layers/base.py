@@ -10,7 +10,8 @@ the flat buffers. A composite layer (Series, Concat, Merge, a nested Network) li
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +224,16 @@ class Layer:
         """OpenCL statements computing d{i} (if input_delta) from d{i+1}, then updating the
         layer's parameters, for one example. Each statement group ends at a barrier."""
         return None
+
+
+def real_argument(owner: str, name: str, value: object, ok: Callable[[float], bool],
+                  expected: str) -> float:
+    """`value` as a float if it is a finite real number (not a bool) that `ok` accepts, else
+    ValueError: "<owner> <name> must be <expected>, got <value>"."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or \
+            not math.isfinite(value) or not ok(float(value)):
+        raise ValueError(f"{owner} {name} must be {expected}, got {value!r}")
+    return float(value)
 
 
 def positive_ints(owner: str, **values: Any) -> None:

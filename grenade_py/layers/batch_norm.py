@@ -22,7 +22,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Device, Launch
 from grenade_py.errors import ShapeError
-from grenade_py.layers.base import Buffers, Layer, positive_ints
+from grenade_py.layers.base import Buffers, Layer, positive_ints, real_argument
 from grenade_py.shapes import D1, D3, Shape
 
 #: Work-items per channel of the statistics kernels (BATCHNORM_LANES in kernels/batchnorm.cl).
@@ -38,15 +38,11 @@ class BatchNorm(Layer):
     def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         positive_ints("BatchNorm", channels=channels)
-        for name, value, low in (("eps", eps, 0.0), ("momentum", momentum, 0.0)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not math.isfinite(value) or not value > low:
-                raise ValueError(f"BatchNorm {name} must be a finite number > 0, got {value!r}")
-        if momentum > 1:
-            raise ValueError(f"BatchNorm momentum must be at most 1, got {momentum!r}")
+        self.channels = int(channels)
+        self.eps = real_argument("BatchNorm", "eps", eps, lambda e: e > 0, "a finite number > 0")
         # (not `momentum`: a layer's `momentum` holds its optimiser state's views)
-        self.channels, self.eps, self.running_momentum = int(channels), float(eps), \
-            float(momentum)
+        self.running_momentum = real_argument("BatchNorm", "momentum", momentum,
+                                              lambda m: 0 < m <= 1, "at most 1 (and > 0)")
         self.running: cl_array.Array | None = None
 
     def out_shape(self, in_shape: Shape) -> Shape:

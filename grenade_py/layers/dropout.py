@@ -17,7 +17,7 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Device, Launch
-from grenade_py.layers.base import Buffers, Layer
+from grenade_py.layers.base import Buffers, Layer, real_argument
 from grenade_py.shapes import Shape, size
 
 
@@ -28,9 +28,8 @@ class Dropout(Layer):
 
     def __init__(self, rate: float) -> None:
         super().__init__()
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ValueError(f"Dropout rate must be a number in [0, 1), got {rate!r}")
-        self.rate = float(rate)
+        self.rate = real_argument("Dropout", "rate", rate, lambda r: 0 <= r < 1,
+                                  "a number in [0, 1)")
         self.key = (0, 0)
         self.step: cl_array.Array | None = None
 

@@ -4,10 +4,9 @@ fork's Grenade.Layers.LeakyRelu (pull request #69), whose alpha is fixed at 0.02
 here; its slope is alpha below 0 and 1 at 0 and above, as the fork's."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from grenade_py.layers.base import Activation
+from grenade_py.layers.base import Activation, real_argument
 
 
 class LeakyRelu(Activation):
@@ -19,10 +18,8 @@ class LeakyRelu(Activation):
 
     def __init__(self, alpha: float = 0.02) -> None:
         super().__init__()
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or \
-                not math.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"LeakyRelu alpha must be a finite number >= 0, got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = real_argument("LeakyRelu", "alpha", alpha, lambda a: a >= 0,
+                                   "a finite number >= 0")
 
     def spec(self) -> dict[str, Any]:
         return {"type": "LeakyRelu", "alpha": self.alpha}

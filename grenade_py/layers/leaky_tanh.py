@@ -11,10 +11,9 @@ on D2 and D3); ours is: 1 inside, 0.05 beyond, so gradients check against finite
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from grenade_py.layers.base import Activation
+from grenade_py.layers.base import Activation, real_argument
 
 
 class LeakyTanh(Activation):
@@ -26,10 +25,8 @@ class LeakyTanh(Activation):
 
     def __init__(self, maximum: float = 0.995) -> None:
         super().__init__()
-        if isinstance(maximum, bool) or not isinstance(maximum, (int, float)) or \
-                not math.isfinite(maximum) or not 0 < maximum <= 1:
-            raise ValueError(f"LeakyTanh maximum must be a number in (0, 1], got {maximum!r}")
-        self.maximum = float(maximum)
+        self.maximum = real_argument("LeakyTanh", "maximum", maximum, lambda m: 0 < m <= 1,
+                                     "a number in (0, 1]")
 
     def spec(self) -> dict[str, Any]:
         return {"type": "LeakyTanh", "maximum": self.maximum}
