@@ -13,6 +13,7 @@ from grenade_py.layers import (
                                BasicRecurrent,
                                BatchNorm,
                                Concat,
+                               ConcatRecurrent,
                                Convolution,
                                Crop,
                                Deconvolution,
@@ -65,7 +66,8 @@ from grenade_py.shapes import D1, D2, D3
 __version__ = "0.1.0"
 
 __all__ = [
-    "D1", "D2", "D3", "Concat", "Convolution", "Crop", "DataError", "Deconvolution", "Device",
+    "D1", "D2", "D3", "Concat", "ConcatRecurrent", "Convolution", "Crop", "DataError",
+    "Deconvolution", "Device",
     "Dropout", "DeviceError", "Elu", "FullyConnected", "GrenadeError", "KernelBuildError", "Layer",
     "LearningParameters", "Logit", "Merge", "ModelFileError", "Network", "Pad", "Pooling", "Relu",
     "Reshape", "Series", "ShapeError", "Softmax", "Tanh", "Trivial", "apply_update",

@@ -269,12 +269,11 @@ class SequenceStep:
             self.buffers[f"d{k}"] for k in range(1, len(shapes))]
         self.metrics = device.zeros((3,))
         enqueue([launch for index, layer in enumerate(layers)
-                 if not isinstance(layer, RecurrentLayer)
                  for launch in layer.setup(rows, self.own(index))])
         self.start = [device.launch("recurrent_start_states", (layer.state_size, batch),
                                     layer.state_size, batch, layer.parameters["state"],
-                                    self.own(index)["states"])
-                      for index, layer in net.recurrent_layers()]
+                                    self.own(path)["states"])
+                      for path, layer in net.recurrent_layers()]
         top_delta = self.deltas[self.top]
         assert top_delta is not None
         self.error = loss.gradient(device, self.acts[-1], self.buffers["target"],
@@ -288,9 +287,9 @@ class SequenceStep:
         self._clip: dict[bool, list[Launch]] = {}
         self._factor_list: list[tuple[tuple[Any, ...], Factor, Layer]] | None = None
 
-    def own(self, index: int) -> Buffers:
-        """Layer `index`'s own buffers."""
-        prefix = f"{index}."
+    def own(self, path: int | str) -> Buffers:
+        """The own buffers of layer `path` (its index, or a cell's path through branches)."""
+        prefix = f"{path}."
         return {k[len(prefix):]: v for k, v in self.buffers.items() if k.startswith(prefix)}
 
     def forward_launches(self, training: bool) -> list[Launch]:
@@ -300,7 +299,8 @@ class SequenceStep:
             for index, layer in enumerate(self.net.layers):
                 x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
                 if isinstance(layer, RecurrentLayer):
-                    launches += layer.forward_sequence(self.steps, self.batch, x, y, own)
+                    launches += layer.forward_sequence(self.steps, self.batch, x, y, own,
+                                                       training)
                 else:
                     launches += layer.forward(self.rows, x, y, own, training)
             self._forward[training] = launches
@@ -415,12 +415,12 @@ class SequenceStep:
                 *geometry, *zeros, 0, layer.parameters[f.name], layer.momentum[f.name],
                 layer.second[f.name])
             launches.append((launch, f.decay))
-        for index, layer in self.net.recurrent_layers():
-            if index >= self.top:
+        for path, layer in self.net.recurrent_layers():
+            if int(path.split(".")[0]) >= self.top:
                 continue
             launch = device.launch(
                 "recurrent_state_update", (layer.state_size,), layer.state_size,
-                self.batch, 0, *zeros, self.own(index)["dstate"], layer.parameters["state"],
+                self.batch, 0, *zeros, self.own(path)["dstate"], layer.parameters["state"],
                 layer.momentum["state"], layer.second["state"])
             launches.append((launch, True))
         return launches

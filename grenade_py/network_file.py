@@ -21,7 +21,7 @@ import numpy as np
 
 from grenade_py import model_file
 from grenade_py.errors import ModelFileError
-from grenade_py.layers import LAYER_TYPES, Concat, Layer, Merge, Series
+from grenade_py.layers import LAYER_TYPES, Concat, ConcatRecurrent, Layer, Merge, Series
 from grenade_py.shapes import Shape, parse_shape
 
 #: The flat buffers saved in model files: the parameters and the optimiser's state (momentum or
@@ -112,9 +112,10 @@ def layer_from_spec(spec: dict[str, Any], make_network: NetworkMaker | None = No
                     path: str = "network") -> Layer:
     """The unplaced layer a spec describes (the structure `Layer.spec` gives: {"type": name,
     its arguments...}; networks and Series {"layers": [...]} and a network its "input",
-    Concat and Merge {"a": ..., "b": ...}). A nested network becomes `make_network(layers,
-    input shape)`, or without it a Series of the same layers. ValueError naming the place
-    (`path`, e.g. network.layers[2].a) for anything it cannot build."""
+    Concat, Merge and ConcatRecurrent {"a": ..., "b": ...}). A nested network becomes
+    `make_network(layers, input shape)`, or without it a Series of the same layers.
+    ValueError naming the place (`path`, e.g. network.layers[2].a) for anything it cannot
+    build."""
     if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
         raise ValueError(f"{path}: a layer is an object with a \"type\", got {spec!r:.80}")
     kind = spec["type"]
@@ -137,15 +138,18 @@ def layer_from_spec(spec: dict[str, Any], make_network: NetworkMaker | None = No
             raise ValueError(f"{path} (Network): needs an \"input\" shape such as "
                              f"\"D1 784\", got {spec.get('input')!r}") from None
         return Series(layers) if make_network is None else make_network(layers, input_shape)
-    if kind in ("Concat", "Merge"):
+    if kind in ("Concat", "Merge", "ConcatRecurrent"):
         if not all(key in spec for key in ("a", "b")):
             raise ValueError(f"{path} ({kind}): needs branches \"a\" and \"b\"")
         a, b = (layer_from_spec(spec[key], make_network, f"{path}.{key}") for key in ("a", "b"))
-        if kind == "Merge":
-            return Merge(a, b)
+        if kind != "Concat":
+            try:
+                return Merge(a, b) if kind == "Merge" else ConcatRecurrent(a, b)
+            except ValueError as e:
+                raise ValueError(f"{path} ({kind}): {e}") from None
         return Concat(a, b, stacked=bool(spec.get("stacked", False)))
-    raise ValueError(f"{path}: unknown layer type {kind!r} (known: "
-                     f"{', '.join(sorted([*LAYER_TYPES, 'Concat', 'Merge', 'Network']))})")
+    known = sorted([*LAYER_TYPES, "Concat", "ConcatRecurrent", "Merge", "Network"])
+    raise ValueError(f"{path}: unknown layer type {kind!r} (known: {', '.join(known)})")
 
 
 def _values(net: Series, input_shape: Shape, arrays: list[tuple[dict[str, Any], np.ndarray]]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from grenade_py.numpy_reference import Params, adam, backward, descend, forward
+from grenade_py.numpy_reference import Params, adam, backward, descend, forward, part
 from grenade_py.optimizers import SGD, Adam, AdamW, Optimizer
 
 RECURRENT = ("LSTM", "BasicRecurrent")
@@ -66,6 +66,76 @@ def basic_backward(p: Params, tape: Any, d_rec: np.ndarray, dy: np.ndarray
              "state": np.zeros(len(last))}, back[len(x):], back[:len(x)])
 
 
+def unit_forward(spec: dict[str, Any], p: Params, state: Any, x: np.ndarray
+                 ) -> tuple[Any, Any, np.ndarray]:
+    """One layer of the list for one step (runRecurrentForwards, or runForwards for a
+    feed-forward layer): (tape, next state, output). A ConcatRecurrent's state is its
+    branches' pair (ConcatRecBoth's RecurrentInputs; None for a feed-forward branch)."""
+    kind = spec["type"]
+    if kind == "LSTM":
+        return lstm_forward(p, state, x)
+    if kind == "BasicRecurrent":
+        return basic_forward(p, state, x)
+    if kind == "ConcatRecurrent":
+        ta, sa, ya = unit_forward(spec["a"], part(p, "a"), state[0], x)
+        tb, sb, yb = unit_forward(spec["b"], part(p, "b"), state[1], x)
+        return (ta, tb, len(ya)), (sa, sb), np.concatenate([ya, yb])
+    y, tape = forward(spec, p, x[None])
+    return tape, None, y[0]
+
+
+def unit_backward(spec: dict[str, Any], p: Params, tape: Any, side: Any, dy: np.ndarray
+                  ) -> tuple[Params, Any, np.ndarray]:
+    """The step's backward pass of one layer (runRecurrentBackwards): (gradients keyed by
+    path, the delta of the state it started from, the input's delta)."""
+    kind = spec["type"]
+    if kind == "LSTM":
+        return lstm_backward(p, tape, side, dy)
+    if kind == "BasicRecurrent":
+        return basic_backward(p, tape, side, dy)
+    if kind == "ConcatRecurrent":
+        ta, tb, m = tape
+        ga, sa, dxa = unit_backward(spec["a"], part(p, "a"), ta, side[0], dy[:m])
+        gb, sb, dxb = unit_backward(spec["b"], part(p, "b"), tb, side[1], dy[m:])
+        grads = {f"a.{k}": v for k, v in ga.items()} | {f"b.{k}": v for k, v in gb.items()}
+        return grads, (sa, sb), dxa + dxb
+    g, dx = backward(spec, p, tape, dy[None])
+    return g, None, dx[0]
+
+
+def starting_states(spec: dict[str, Any], p: Params, zero: bool = False) -> Any:
+    """A layer's learned starting state (a cell's "state"; a ConcatRecurrent's pair), or its
+    zeros."""
+    if spec["type"] in RECURRENT:
+        return np.zeros_like(p["state"]) if zero else p["state"]
+    if spec["type"] == "ConcatRecurrent":
+        return tuple(starting_states(spec[k], part(p, k), zero) for k in ("a", "b"))
+    return None
+
+
+def state_deltas(spec: dict[str, Any], side: Any, prefix: str = ""
+                 ) -> list[tuple[str, np.ndarray]]:
+    """(parameter name, delta) of each cell's starting state in a layer."""
+    if spec["type"] in RECURRENT:
+        return [(prefix + "state", side)]
+    if spec["type"] == "ConcatRecurrent":
+        return [found for k, s in zip("ab", side, strict=True)
+                for found in state_deltas(spec[k], s, f"{prefix}{k}.")]
+    return []
+
+
+def decays(spec: dict[str, Any], name: str) -> bool:
+    """Whether parameter `name` (a path) takes the L2 term: all but BasicRecurrent's bias."""
+    *path, leaf = name.split(".")
+    for key in path:
+        spec = spec[key] if key in ("a", "b") else spec["layers"][int(key)]
+    return not (spec["type"] == "BasicRecurrent" and leaf == "b")
+
+
+def is_state(name: str) -> bool:
+    return name.rpartition(".")[2] == "state"
+
+
 class NumpyRecurrent:
     """A recurrent network of layer specs with parameters from RecurrentNetwork.get_parameters()
     (the recurrent layers' "state" is Grenade's RecurrentInputs)."""
@@ -85,13 +155,7 @@ class NumpyRecurrent:
         """runRecurrent for one step: (tapes, next states, output)."""
         tapes, nexts = [], []
         for spec, p, state in zip(self.specs, self.parameters, states, strict=True):
-            if spec["type"] == "LSTM":
-                tape, state, x = lstm_forward(p, state, x)
-            elif spec["type"] == "BasicRecurrent":
-                tape, state, x = basic_forward(p, state, x)
-            else:
-                y, tape = forward(spec, p, x[None])
-                x = y[0]
+            tape, state, x = unit_forward(spec, p, state, x)
             tapes.append(tape)
             nexts.append(state)
         return tapes, nexts, x
@@ -102,19 +166,12 @@ class NumpyRecurrent:
         grads: list[Params] = [{} for _ in self.specs]
         sides: list[Any] = [None for _ in self.specs]
         for k in reversed(range(len(self.specs))):
-            spec, p = self.specs[k], self.parameters[k]
-            if spec["type"] == "LSTM":
-                grads[k], sides[k], dy = lstm_backward(p, tapes[k], side[k], dy)
-            elif spec["type"] == "BasicRecurrent":
-                grads[k], sides[k], dy = basic_backward(p, tapes[k], side[k], dy)
-            else:
-                g, dx = backward(spec, p, tapes[k], dy[None])
-                grads[k], dy = g, dx[0]
+            grads[k], sides[k], dy = unit_backward(self.specs[k], self.parameters[k], tapes[k],
+                                                   side[k], dy)
         return grads, sides, dy
 
     def states(self) -> list[Any]:
-        return [p["state"] if s["type"] in RECURRENT else None
-                for s, p in zip(self.specs, self.parameters, strict=True)]
+        return [starting_states(s, p) for s, p in zip(self.specs, self.parameters, strict=True)]
 
     def run(self, xs: np.ndarray) -> np.ndarray:
         """runRecurrent over a sequence from the starting states: the outputs (T, out)."""
@@ -132,7 +189,7 @@ class NumpyRecurrent:
         for x in xs:
             tapes, states, y = self._step_forward(states, x)
             forwards.append((tapes, y))
-        side = [np.zeros_like(p["state"]) if s["type"] in RECURRENT else None
+        side = [starting_states(s, p, zero=True)
                 for s, p in zip(self.specs, self.parameters, strict=True)]
         per_step: list[list[Params]] = [[] for _ in xs]
         for t in reversed(range(len(xs))):
@@ -156,7 +213,7 @@ class NumpyRecurrent:
         for grads in per_step:
             if lp.clip_norm is not None:  # clip_grad_norm_ over all but the starting states
                 norm = np.sqrt(sum(np.sum(v ** 2) for g in grads for k, v in g.items()
-                                   if k != "state"))
+                                   if not is_state(k)))
                 factor = min(1.0, lp.clip_norm / (norm + 1e-6))
                 self.clipped += factor < 1
                 grads = [{k: v * factor for k, v in g.items()} for g in grads]
@@ -164,22 +221,19 @@ class NumpyRecurrent:
             for spec, p, m, v, g in zip(self.specs, self.parameters, self.momentum, self.second,
                                         grads, strict=True):
                 for name in g:
-                    if name == "state":
-                        continue
-                    decays = not (spec["type"] == "BasicRecurrent" and name == "b")
-                    p[name], m[name], v[name] = self._step(lp, p[name], m[name], v[name],
-                                                           g[name], self.t, decays)
+                    if not is_state(name):
+                        p[name], m[name], v[name] = self._step(
+                            lp, p[name], m[name], v[name], g[name], self.t, decays(spec, name))
         self.state_t += 1
-        for spec, p, m, v, delta in zip(self.specs, self.parameters, self.momentum,
-                                        self.second, side, strict=True):
-            if spec["type"] not in RECURRENT:
-                continue
-            if isinstance(lp, Adam):
-                p["state"], m["state"], v["state"] = self._step(
-                    lp, p["state"], m["state"], v["state"], delta, self.state_t, True)
-            else:
-                assert isinstance(lp, SGD)
-                p["state"] = (1 - lp.rate * lp.l2) * p["state"] - lp.rate * delta
+        for spec, p, m, v, layer_side in zip(self.specs, self.parameters, self.momentum,
+                                             self.second, side, strict=True):
+            for name, delta in state_deltas(spec, layer_side):
+                if isinstance(lp, Adam):
+                    p[name], m[name], v[name] = self._step(
+                        lp, p[name], m[name], v[name], delta, self.state_t, True)
+                else:
+                    assert isinstance(lp, SGD)
+                    p[name] = (1 - lp.rate * lp.l2) * p[name] - lp.rate * delta
 
     @staticmethod
     def _step(lp: Optimizer, w: np.ndarray, m: np.ndarray, v: np.ndarray, g: np.ndarray,

@@ -81,7 +81,7 @@ def _backward(kind: str, x: np.ndarray, y: np.ndarray, dy: np.ndarray,
     raise ValueError(f"no numpy reference for {kind}")
 
 
-def _part(params: Params, key: str) -> Params:
+def part(params: Params, key: str) -> Params:
     prefix = key + "."
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
@@ -94,12 +94,12 @@ def forward(spec: dict[str, Any], p: Params, x: np.ndarray) -> tuple[np.ndarray,
     if kind in ("Series", "Network"):
         tapes = []
         for i, child in enumerate(spec["layers"]):
-            x, tape = forward(child, _part(p, str(i)), x)
+            x, tape = forward(child, part(p, str(i)), x)
             tapes.append(tape)
         return x, tapes
     if kind in ("Concat", "Merge"):
-        ya, ta = forward(spec["a"], _part(p, "a"), x)
-        yb, tb = forward(spec["b"], _part(p, "b"), x)
+        ya, ta = forward(spec["a"], part(p, "a"), x)
+        yb, tb = forward(spec["b"], part(p, "b"), x)
         if kind == "Merge":
             y = ya + yb
         else:
@@ -118,7 +118,7 @@ def backward(spec: dict[str, Any], p: Params, tape: Any,
     if kind in ("Series", "Network"):
         grads: Params = {}
         for i in reversed(range(len(spec["layers"]))):
-            g, dy = backward(spec["layers"][i], _part(p, str(i)), tape[i], dy)
+            g, dy = backward(spec["layers"][i], part(p, str(i)), tape[i], dy)
             grads |= {f"{i}.{k}": v for k, v in g.items()}
         return grads, dy
     if kind in ("Concat", "Merge"):
@@ -129,8 +129,8 @@ def backward(spec: dict[str, Any], p: Params, tape: Any,
             dya, dyb = dy[:, 0], dy[:, 1]
         else:
             dya, dyb = dy[:, :shape_a[1]], dy[:, shape_a[1]:]
-        ga, dxa = backward(spec["a"], _part(p, "a"), ta, dya)
-        gb, dxb = backward(spec["b"], _part(p, "b"), tb, dyb)
+        ga, dxa = backward(spec["a"], part(p, "a"), ta, dya)
+        gb, dxb = backward(spec["b"], part(p, "b"), tb, dyb)
         return {f"a.{k}": v for k, v in ga.items()} | {f"b.{k}": v for k, v in gb.items()}, \
             dxa + dxb
     x, y = tape

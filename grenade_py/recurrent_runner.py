@@ -34,8 +34,9 @@ WINDOWS_QUEUED = 256
 @dataclass
 class RecurrentState:
     """The recurrent layers' states after a run (Grenade's `RecurrentInputs`), on the device:
-    one (batch, state size) array per recurrent layer, in order. Pass it to run_recurrent to
-    go on from where a run stopped."""
+    one (batch, state size) array per cell (`RecurrentNetwork.recurrent_layers`: LSTM and
+    BasicRecurrent layers, those in ConcatRecurrent branches included), in order. Pass it to
+    run_recurrent to go on from where a run stopped."""
 
     states: list[cl_array.Array]
 
@@ -170,17 +171,17 @@ def run_recurrent(net: RecurrentNetwork, x: np.ndarray, state: RecurrentState | 
                     state.states, layers, strict=False)):
             raise ValueError(f"state holds {[s.shape for s in state.states]}, but {batch} "
                              f"sequences need {[(batch, lay.state_size) for _, lay in layers]}")
-        for s, (index, _) in zip(state.states, layers, strict=True):
-            cl.enqueue_copy(queue, buffer(p.own(index)["states"]), buffer(s),
+        for s, (path, _) in zip(state.states, layers, strict=True):
+            cl.enqueue_copy(queue, buffer(p.own(path)["states"]), buffer(s),
                             byte_count=s.nbytes)
     else:
         enqueue(p.start)
     cl.enqueue_copy(queue, buffer(p.buffers["a0"]), xs, is_blocking=False)
     enqueue(p.forward_launches(False))
     after = []
-    for index, layer in layers:
+    for path, layer in layers:
         s = net.device.zeros((batch, layer.state_size))
-        cl.enqueue_copy(queue, buffer(s), buffer(p.own(index)["states"]), byte_count=s.nbytes,
+        cl.enqueue_copy(queue, buffer(s), buffer(p.own(path)["states"]), byte_count=s.nbytes,
                         src_offset=steps * s.nbytes)
         after.append(s)
     ys = np.swapaxes(p.acts[-1].get().reshape(steps, batch, *net.output_shape.dims), 0, 1)

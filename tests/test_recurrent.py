@@ -3,6 +3,8 @@ a step-by-step numpy transcription of Grenade's recurrent runner, finite differe
 hand-written float64 torch transcription of Grenade's cell."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyopencl as cl
 import pytest
@@ -12,7 +14,7 @@ from conftest import get_device, numeric_gradients, tolerance
 import grenade_py as g
 from grenade_py.errors import ModelFileError, ShapeError
 from grenade_py.network_file import read_metadata
-from grenade_py.numpy_recurrent import NumpyRecurrent
+from grenade_py.numpy_recurrent import NumpyRecurrent, decays, is_state, state_deltas
 from grenade_py.recurrent import is_cycle
 from grenade_py.recurrent import main as recurrent_main
 from grenade_py.recurrent_runner import SymbolCorpus
@@ -31,6 +33,15 @@ def nets(device: g.Device, i: int, o: int, seed: int = 3) -> list[g.RecurrentNet
                            input=g.D1(i), device=device, seed=seed),
         g.RecurrentNetwork([g.FullyConnected(i, o), g.Relu(), g.BasicRecurrent(o, 2),
                             g.LSTM(2, o)], input=g.D1(i), device=device, seed=seed),
+        # Grenade's ConcatRecurrent in its three forms (Left, Right, Both), and nested.
+        g.RecurrentNetwork([g.ConcatRecurrent(g.LSTM(i, o), g.FullyConnected(i, 2)),
+                            g.FullyConnected(o + 2, 3)], input=g.D1(i), device=device, seed=seed),
+        g.RecurrentNetwork([g.ConcatRecurrent([g.FullyConnected(i, 3), g.Tanh()],
+                                              g.BasicRecurrent(i, o)), g.Logit()],
+                           input=g.D1(i), device=device, seed=seed),
+        g.RecurrentNetwork([g.FullyConnected(i, 4), g.ConcatRecurrent(
+            g.ConcatRecurrent(g.BasicRecurrent(4, 2), g.Tanh()), g.LSTM(4, o)),
+            g.LSTM(o + 6, 2)], input=g.D1(i), device=device, seed=seed),
     ]
 
 
@@ -38,8 +49,9 @@ def with_states(net: g.RecurrentNetwork, rng: np.random.Generator) -> None:
     """Give every recurrent layer a nonzero starting state."""
     params = net.get_parameters()
     for p in params:
-        if "state" in p:
-            p["state"] = rng.normal(size=p["state"].shape)
+        for name in p:
+            if is_state(name):
+                p[name] = rng.normal(size=p[name].shape)
     net.set_parameters(params)
 
 
@@ -57,7 +69,7 @@ def assert_same(net: g.RecurrentNetwork, ref: NumpyRecurrent, **tol: float) -> N
                             ("momentum", net.get_momentum(), ref.momentum)):
         for index, (a, b) in enumerate(zip(got, want, strict=True)):
             for name in a:
-                if role == "momentum" and name == "state":
+                if role == "momentum" and is_state(name):
                     continue  # starting states descend without momentum
                 np.testing.assert_allclose(a[name], b[name], err_msg=f"{role} {index} {name}",
                                            **tol)
@@ -118,13 +130,16 @@ def test_summed_batches_match_transcription(device: g.Device) -> None:
                              for s in range(batch)), strict=True)
         for k, (spec, p, m) in enumerate(zip(ref.specs, ref.parameters, ref.momentum,
                                              strict=True)):
+            for sequence_sides in zip(*(state_deltas(spec, side[k]) for side in sides),
+                                      strict=True):
+                name = sequence_sides[0][0]
+                delta = sum(d for _, d in sequence_sides) / batch
+                p[name] = (1 - LP.rate * LP.l2) * p[name] - LP.rate * delta
             for name in p:
-                if name == "state":
-                    delta = sum(side[k] for side in sides) / batch
-                    p[name] = (1 - LP.rate * LP.l2) * p[name] - LP.rate * delta
+                if is_state(name):
                     continue
                 total = sum(per[t][k][name] for per in grads for t in range(steps)) / batch
-                step = LP if not (spec["type"] == "BasicRecurrent" and name == "b") else \
+                step = LP if decays(spec, name) else \
                     g.LearningParameters(LP.rate, LP.momentum, 0.0)
                 m2 = step.momentum * m[name] - step.rate * total
                 p[name], m[name] = p[name] + m2 - step.rate * step.l2 * p[name], m2
@@ -258,9 +273,11 @@ def test_lstm_initialisation_is_grenades(device64: g.Device) -> None:
         assert np.abs(p[name]).max() <= 1 and np.abs(p[name]).max() > 0.9
 
 
-def test_state_carries_across_runs(device: g.Device) -> None:
+@pytest.mark.parametrize("index", [2, 6])  # 6: cells in (nested) ConcatRecurrent branches
+def test_state_carries_across_runs(device: g.Device, index: int) -> None:
     rng = np.random.default_rng(3)
-    net = nets(device, 3, 4)[2]
+    net = nets(device, 3, 4)[index]
+    assert len(net.recurrent_layers()) == {2: 2, 6: 3}[index]
     xs = rng.normal(size=(2, 8, 3))  # two sequences at once
     whole, end = g.run_recurrent(net, xs)
     first, middle = g.run_recurrent(net, xs[:, :5])
@@ -339,9 +356,10 @@ def test_cross_entropy_backward_matches_finite_differences(device64: g.Device) -
             np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-8, err_msg=name)
 
 
-def test_model_file_keeps_states_and_metadata(device: g.Device, tmp_path) -> None:
+@pytest.mark.parametrize("index", [3, 6])
+def test_model_file_keeps_states_and_metadata(device: g.Device, tmp_path, index: int) -> None:
     rng = np.random.default_rng(2)
-    net = nets(device, 3, 4)[3]
+    net = nets(device, 3, 4)[index]
     with_states(net, rng)
     xs, targets = sequence(net, 4, rng)
     g.train_recurrent(net, LP, list(zip(xs, targets, strict=True)))
@@ -355,6 +373,8 @@ def test_model_file_keeps_states_and_metadata(device: g.Device, tmp_path) -> Non
             for name in a:
                 np.testing.assert_array_equal(a[name], b[name])
     np.testing.assert_array_equal(g.run_recurrent(loaded, xs)[0], g.run_recurrent(net, xs)[0])
+    rebuilt = g.RecurrentNetwork.from_spec(json.loads(json.dumps(net.spec())), device=device)
+    assert repr(rebuilt) == repr(net)
     assert read_metadata(path) == {"alphabet": ["a", "b"]}
     with pytest.raises(ModelFileError, match="metadata must be JSON values"):
         net.save(tmp_path / "other.gpy", {"bad": np.float32(1)})
@@ -370,8 +390,25 @@ def test_shapes_and_misuse_are_refused(device: g.Device) -> None:
     with pytest.raises(ShapeError, match=r"layer 1 \(LSTM 4 3\) takes D1 4, but its input is "
                                          "D1 3"):
         g.RecurrentNetwork([g.LSTM(2, 3), g.LSTM(4, 3)], input=g.D1(2), device=device)
-    with pytest.raises(ShapeError, match="recurrent inside a branch"):
+    with pytest.raises(ShapeError, match=r"layer 0.a \(LSTM 2 2\) is recurrent inside Merge; "
+                                         "a RecurrentNetwork takes recurrent layers at its top "
+                                         "level or as branches of ConcatRecurrent"):
         g.RecurrentNetwork([g.Merge(g.LSTM(2, 2), g.Trivial())], input=g.D1(2), device=device)
+    with pytest.raises(ShapeError, match=r"layer 0.b.0 \(LSTM 2 2\) is recurrent inside Series"):
+        g.RecurrentNetwork([g.ConcatRecurrent(g.LSTM(2, 2), [g.LSTM(2, 2)])], input=g.D1(2),
+                           device=device)
+    with pytest.raises(ShapeError, match=r"layer 0 \(ConcatRecurrent.*\) is recurrent: build a "
+                                         "RecurrentNetwork"):
+        g.Network([g.ConcatRecurrent(g.LSTM(2, 2), g.Trivial())], input=g.D1(2), device=device)
+    with pytest.raises(ValueError, match="ConcatRecurrent needs a recurrent branch"):
+        g.ConcatRecurrent(g.Tanh(), g.Trivial())
+    with pytest.raises(ShapeError, match=r"layer 0 \(ConcatRecurrent\) joins two D1 outputs, "
+                                         "but branch a gives D1 2 and branch b D2 1 2"):
+        g.RecurrentNetwork([g.ConcatRecurrent(g.LSTM(2, 2), g.Reshape(g.D2(1, 2)))],
+                           input=g.D1(2), device=device)
+    with pytest.raises(ShapeError, match=r"layer 0.b \(BatchNorm.*no per-step gradient"):
+        g.RecurrentNetwork([g.ConcatRecurrent(g.LSTM(2, 2), g.BatchNorm(2))], input=g.D1(2),
+                           device=device)
     with pytest.raises(ShapeError, match=r"layer 1 \(Convolution.*no per-step gradient"):
         g.RecurrentNetwork([g.Reshape(g.D2(1, 4)), g.Convolution(1, 1, 1, 1, 1, 1),
                             g.Reshape(g.D1(4)), g.LSTM(4, 2)], input=g.D1(4), device=device)

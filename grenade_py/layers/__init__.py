@@ -3,6 +3,7 @@ from grenade_py.layers.base import INITS, Activation, Factor, Layer
 from grenade_py.layers.basic_recurrent import BasicRecurrent
 from grenade_py.layers.batch_norm import BatchNorm
 from grenade_py.layers.branches import Concat, Merge, Trivial
+from grenade_py.layers.concat_recurrent import ConcatRecurrent
 from grenade_py.layers.convolution import Convolution
 from grenade_py.layers.deconvolution import Deconvolution
 from grenade_py.layers.dropout import Dropout
@@ -16,7 +17,7 @@ from grenade_py.layers.logit import Logit
 from grenade_py.layers.lstm import LSTM
 from grenade_py.layers.pad import Crop, Pad
 from grenade_py.layers.pooling import Pooling
-from grenade_py.layers.recurrent import RecurrentLayer
+from grenade_py.layers.recurrent import RecurrentCell, RecurrentLayer
 from grenade_py.layers.relu import Relu
 from grenade_py.layers.reshape import Reshape
 from grenade_py.layers.series import Series
@@ -35,7 +36,7 @@ LAYER_TYPES: dict[str, type[Layer]] = {
 __all__ = [
     "INITS", "LAYER_TYPES", "LSTM", "Activation", "BasicRecurrent", "Concat", "Factor",
     "Convolution", "Crop", "Deconvolution", "Dropout", "Elu", "FullyConnected", "Layer", "Logit",
-    "Merge", "Pad", "Pooling", "RecurrentLayer", "Relu",
+    "Merge", "Pad", "Pooling", "RecurrentCell", "RecurrentLayer", "Relu", "ConcatRecurrent",
     "Reshape", "Series", "Softmax", "Tanh", "Trivial", "Inception", "InceptionMini", "Resnet",
     "Sinusoid", "Gelu", "LeakyRelu", "LeakyTanh", "BatchNorm",
 ]

@@ -7,10 +7,10 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.layers.base import Buffers, initial_values
-from grenade_py.layers.recurrent import Factor, RecurrentLayer
+from grenade_py.layers.recurrent import Factor, RecurrentCell
 
 
-class BasicRecurrent(RecurrentLayer):
+class BasicRecurrent(RecurrentCell):
     """Grenade's simplest recurrent layer, D1 i -> D1 o, state: the last output (D1 o).
 
     Per step: y = b + W [x; y-], where [x; y-] stacks the input over the previous output.
@@ -38,7 +38,7 @@ class BasicRecurrent(RecurrentLayer):
                 "inputs": (rows, self.i + o), "dstate": (batch, o)}
 
     def forward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
-                         buffers: Buffers) -> list[Launch]:
+                         buffers: Buffers, training: bool) -> list[Launch]:
         p, local = self.parameters, self.local()
         return [self.device.launch("basic_recurrent_forward_steps", (local[0] * batch,), steps,
                                    batch, self.i, self.o, p["w"], p["b"], x, buffers["states"],

@@ -10,10 +10,10 @@ import pyopencl.array as cl_array
 from grenade_py.device import Launch
 from grenade_py.gemm import gemm_dot, gemm_outer
 from grenade_py.layers.base import Buffers, initial_values
-from grenade_py.layers.recurrent import Factor, RecurrentLayer
+from grenade_py.layers.recurrent import Factor, RecurrentCell
 
 
-class LSTM(RecurrentLayer):
+class LSTM(RecurrentCell):
     """Grenade's LSTM, D1 i -> D1 o, state: the cell c (D1 o).
 
     Per step, with sigma the logistic function and c- the previous cell:
@@ -53,7 +53,7 @@ class LSTM(RecurrentLayer):
                 "zeros": (self.i,)}
 
     def forward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
-                         buffers: Buffers) -> list[Launch]:
+                         buffers: Buffers, training: bool) -> list[Launch]:
         p, device, o = self.parameters, self.device, self.o
         local = self.local()
         return [gemm_outer(device, steps * batch, 4 * o, self.i, x, self.i, 1, p["w"],

@@ -2,10 +2,11 @@
 layer of a RecurrentNetwork gives.
 
 A recurrent layer runs over whole sequences: B independent sequences of T steps, rows
-time-major (row t * B + s). Its per-sequence buffers include `states` ((T + 1) * B, state size):
-rows 0 .. B - 1 are the recurrent inputs the sequences start from, row (t + 1) * B + s the
+time-major (row t * B + s). A cell's per-sequence buffers include `states` ((T + 1) * B, state
+size): rows 0 .. B - 1 are the recurrent inputs the sequences start from, row (t + 1) * B + s the
 state after step t. Its starting state is a parameter, "state", saved with the model (Grenade
-keeps it beside the network as `RecurrentInputs`).
+keeps it beside the network as `RecurrentInputs`). A ConcatRecurrent holds the states of the
+cells among its branches.
 
 Grenade updates a recurrent network once per time step, from that step's gradient. Every layer
 with parameters in a RecurrentNetwork therefore says how its step-k gradient is formed: each
@@ -18,17 +19,55 @@ from __future__ import annotations
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.layers.base import Buffers, Dense, Factor
+from grenade_py.layers.base import Buffers, Dense, Factor, Layer
 
 
-class RecurrentLayer(Dense):
-    """A layer with a recurrent state, D1 i -> D1 o over a sequence (see the module's docstring).
+class RecurrentLayer(Layer):
+    """Anything a RecurrentNetwork runs over whole sequences (see the module's docstring): the
+    cells (LSTM, BasicRecurrent) and ConcatRecurrent, whose branches may be cells.
 
-    Subclasses give `state_size`, `sequence_buffers`, `forward_sequence`, `backward_sequence`
-    and `factors`.
+    Subclasses give `sequence_buffers`, `forward_sequence`, `backward_sequence` and `factors`.
     """
 
     recurrent = True
+
+    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
+                training: bool) -> list[Launch]:
+        raise TypeError(f"{self!r} is recurrent: it runs over sequences in a RecurrentNetwork "
+                        "(grenade_py.recurrent_runner)")
+
+    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
+                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
+        return self.forward(n, x, y, buffers, True)
+
+    def sequence_buffers(self, steps: int, batch: int) -> dict[str, tuple[int, ...]]:
+        """The per-sequence buffers for `batch` sequences of `steps`: a cell's "states",
+        "dstate" (the delta of the starting states, (batch, state size)) and its tape."""
+        raise NotImplementedError
+
+    def forward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                         buffers: Buffers, training: bool) -> list[Launch]:
+        """Launches computing y (steps * batch, o) from x (steps * batch, i), a cell starting
+        from the states in rows 0 .. batch - 1 of buffers["states"]; `training` as in
+        Layer.forward (for feed-forward parts)."""
+        raise NotImplementedError
+
+    def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                          dy: cl_array.Array, dx: cl_array.Array | None,
+                          buffers: Buffers) -> list[Launch]:
+        """Launches running backwards through time from the output deltas dy: dx (unless None),
+        a cell's buffers["dstate"], and the per-row factors `factors` reads."""
+        raise NotImplementedError
+
+    def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                dy: cl_array.Array, buffers: Buffers) -> list[Factor] | None:
+        """Each parameter's per-row gradient factors after `backward_sequence`."""
+        raise NotImplementedError
+
+
+class RecurrentCell(RecurrentLayer, Dense):
+    """A recurrent layer D1 i -> D1 o with a state of its own (Grenade's recurrent layers with a
+    `RecurrentShape`: LSTM, BasicRecurrent), whose starting state is its parameter "state"."""
 
     @property
     def state_size(self) -> int:
@@ -41,35 +80,3 @@ class RecurrentLayer(Dense):
         while lanes < self.o and lanes < (128 if self.device.gpu else 64):
             lanes *= 2
         return (lanes,)
-
-    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
-                training: bool) -> list[Launch]:
-        raise TypeError(f"{self!r} is recurrent: it runs over sequences in a RecurrentNetwork "
-                        "(grenade_py.recurrent_runner)")
-
-    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
-                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        return self.forward(n, x, y, buffers, True)
-
-    def sequence_buffers(self, steps: int, batch: int) -> dict[str, tuple[int, ...]]:
-        """The per-sequence buffers for `batch` sequences of `steps`: "states", "dstate" (the
-        delta of the starting states, (batch, state size)) and the layer's tape."""
-        raise NotImplementedError
-
-    def forward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
-                         buffers: Buffers) -> list[Launch]:
-        """Launches computing y (steps * batch, o) from x (steps * batch, i), starting from the
-        states in rows 0 .. batch - 1 of buffers["states"]."""
-        raise NotImplementedError
-
-    def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
-                          dy: cl_array.Array, dx: cl_array.Array | None,
-                          buffers: Buffers) -> list[Launch]:
-        """Launches running backwards through time from the output deltas dy: dx (unless None),
-        buffers["dstate"], and the per-row factors `factors` reads."""
-        raise NotImplementedError
-
-    def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
-                dy: cl_array.Array, buffers: Buffers) -> list[Factor]:
-        """Each parameter's per-row gradient factors after `backward_sequence`."""
-        raise NotImplementedError

@@ -6,6 +6,7 @@ between its layers (which the layers use as tapes) and its layers' own buffers.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Device, Launch
 from grenade_py.errors import ShapeError
-from grenade_py.layers.base import Buffers, Layer, sub
+from grenade_py.layers.base import Buffers, Factor, Layer, sub
 from grenade_py.shapes import Shape
 
 
@@ -95,6 +96,21 @@ class Series(Layer):
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
         return self.backward_below(len(self.layers), n, x, y, dy, dx, buffers)
+
+    def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                dy: cl_array.Array, buffers: Buffers) -> list[Factor] | None:
+        """Every layer's per-row factors, named by path ("0.weights"); None if a layer has
+        none."""
+        acts = self.activations(x, y, buffers)
+        deltas = [buffers[f"d{k}"] for k in range(1, len(self.layers))] + [dy]
+        found = []
+        for i, layer in enumerate(self.layers):
+            factors = layer.factors(steps, batch, acts[i], acts[i + 1], deltas[i],
+                                    sub(buffers, str(i)))
+            if factors is None:
+                return None
+            found += [dataclasses.replace(f, name=f"{i}.{f.name}") for f in factors]
+        return found
 
     def backward_below(self, top: int, n: int, x: cl_array.Array, y: cl_array.Array,
                        dy: cl_array.Array, dx: cl_array.Array | None,
