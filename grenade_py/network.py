@@ -35,7 +35,9 @@ class Network(Series):
         device: where the network lives: a Device, a "PLATFORM:DEVICE" string, or None for
             `Device()` (see `grenade_py.device`).
         seed: seeds the initial parameters; None draws fresh ones.
-        init: "scaled" (default, uniform +-1/sqrt(fan_in)) or "grenade" (uniform +-1).
+        init: how parameters are drawn (grenade_py.layers.INITS): "scaled" (default, uniform
+            +-1/sqrt(fan_in)), "grenade" (uniform +-1), "xavier" or "he"; a layer built with
+            an `init` of its own draws as that says.
 
     Raises ShapeError naming the layer's index (and its path through branches), the layer, the
     shape it takes and the shape it was given, when a layer cannot take its input.
@@ -278,7 +280,7 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
             values = {role: {k: v.get() for k, v in getattr(layer, role).items()}
                       for role in ROLES}
         else:
-            fresh = layer.initial_parameters(rng, init)
+            fresh = layer.initial_parameters(rng, layer.init or init)
             values = {"parameters": fresh} | {
                 role: {k: np.zeros_like(v) for k, v in fresh.items()} for role in ROLES[1:]}
         for name, value in values["parameters"].items():

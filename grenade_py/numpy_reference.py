@@ -3,6 +3,7 @@ the benchmark. Same layers (branches and nested networks included), same loss gr
 (output - target), same descent rule. Batches are (N, *shape.dims), D3 channel-major."""
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -86,20 +87,45 @@ def part(params: Params, key: str) -> Params:
     return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
-def forward(spec: dict[str, Any], p: Params, x: np.ndarray) -> tuple[np.ndarray, Any]:
-    """A layer's output for batch x, and the tape its backward pass needs."""
+def batch_norm(spec: dict[str, Any], p: Params, x: np.ndarray, training: bool
+               ) -> tuple[np.ndarray, Any]:
+    """BatchNorm (PyTorch's BatchNorm1d/2d) over x (N, C) or (N, C, H, W): batch statistics
+    while training, moving the running ones (kept in `spec`, from mean 0 and variance 1) by
+    its momentum towards the batch's mean and unbiased variance; else the running ones."""
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    c, eps, momentum = spec["channels"], spec.get("eps", 1e-5), spec.get("momentum", 0.1)
+    running = spec.setdefault("running", [np.zeros(c), np.ones(c)])
+    if training:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+        count = x.size // c
+        running[0] = (1 - momentum) * running[0] + momentum * mean
+        running[1] = (1 - momentum) * running[1] + momentum * var * count / (count - 1)
+    else:
+        mean, var = running
+    inv_std = 1 / np.sqrt(var + eps)
+    normal = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+    return p["gamma"].reshape(shape) * normal + p["beta"].reshape(shape), (normal, inv_std, axes)
+
+
+def forward(spec: dict[str, Any], p: Params, x: np.ndarray, training: bool = False
+            ) -> tuple[np.ndarray, Any]:
+    """A layer's output for batch x, and the tape its backward pass needs (`training`: as in
+    train/fit, else as in run_net)."""
     kind = spec["type"]
     if kind == "FullyConnected":
         return x @ p["weights"].T + p["bias"], x
+    if kind == "BatchNorm":
+        return batch_norm(spec, p, x, training)
     if kind in ("Series", "Network"):
         tapes = []
         for i, child in enumerate(spec["layers"]):
-            x, tape = forward(child, part(p, str(i)), x)
+            x, tape = forward(child, part(p, str(i)), x, training)
             tapes.append(tape)
         return x, tapes
     if kind in ("Concat", "Merge"):
-        ya, ta = forward(spec["a"], part(p, "a"), x)
-        yb, tb = forward(spec["b"], part(p, "b"), x)
+        ya, ta = forward(spec["a"], part(p, "a"), x, training)
+        yb, tb = forward(spec["b"], part(p, "b"), x, training)
         if kind == "Merge":
             y = ya + yb
         else:
@@ -115,6 +141,14 @@ def backward(spec: dict[str, Any], p: Params, tape: Any,
     kind = spec["type"]
     if kind == "FullyConnected":
         return {"weights": dy.T @ tape, "bias": dy.sum(axis=0)}, dy @ p["weights"]
+    if kind == "BatchNorm":  # the batch statistics' own gradients included
+        normal, inv_std, axes = tape
+        shape = (1, -1) + (1,) * (dy.ndim - 2)
+        dgamma, dbeta = (dy * normal).sum(axis=axes), dy.sum(axis=axes)
+        count = dy.size // len(dbeta)
+        dx = (p["gamma"] * inv_std).reshape(shape) / count * (
+            count * dy - dbeta.reshape(shape) - normal * dgamma.reshape(shape))
+        return {"gamma": dgamma, "beta": dbeta}, dx
     if kind in ("Series", "Network"):
         grads: Params = {}
         for i in reversed(range(len(spec["layers"]))):
@@ -165,13 +199,13 @@ class NumpyNetwork:
 
     def __init__(self, layers: Sequence[dict[str, Any] | str],
                  parameters: Sequence[Params], dtype: type = np.float64) -> None:
-        self.specs = [{"type": s} if isinstance(s, str) else s for s in layers]
+        self.specs = [{"type": s} if isinstance(s, str) else copy.deepcopy(s) for s in layers]
         self.parameters: list[Params] = [
             {k: np.array(v, dtype=dtype) for k, v in p.items()} for p in parameters]
         self.momentum = [{k: np.zeros_like(v) for k, v in p.items()} for p in self.parameters]
 
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
-        """Every activation, input first."""
+        """Every activation, input first, as run_net computes them."""
         acts = [x]
         for spec, p in zip(self.specs, self.parameters, strict=True):
             acts.append(forward(spec, p, acts[-1])[0])
@@ -183,7 +217,7 @@ class NumpyNetwork:
         with "cross_entropy" (last layer Softmax) for p - t at the logits."""
         acts, tapes = [x], []
         for spec, p in zip(self.specs, self.parameters, strict=True):
-            out, tape = forward(spec, p, acts[-1])
+            out, tape = forward(spec, p, acts[-1], training=True)
             acts.append(out)
             tapes.append(tape)
         delta = (acts[-1] - y) * (1.0 / len(x))

@@ -135,6 +135,46 @@ def test_the_forks_initialisers(device64, init):
                                   net.get_parameters()[0]["weights"])  # seeded
 
 
+def test_a_layer_can_choose_its_own_initialiser(device64, tmp_path):
+    """init= on a layer overrides the network's for that layer alone: each layer draws what
+    it would have drawn in a network of that init, seeded alike (grenade and scaled consume
+    the generator alike); the choice is in the spec and survives a model file."""
+    from grenade_py import D3, LSTM, Convolution, RecurrentNetwork, Reshape
+
+    def build(first: str | None, last: str | None, init: str = "scaled") -> Network:
+        return Network([FullyConnected(3, 8, init=first), Tanh(), Reshape(D3(2, 2, 2)),
+                        Convolution(2, 3, 2, 2, 1, 1, init=last)], input=D1(3),
+                       device=device64, seed=4, init=init)
+
+    mixed = build("grenade", None)
+    grenade, scaled = build(None, None, "grenade"), build(None, None, "scaled")
+    for name in ("weights", "bias"):
+        np.testing.assert_array_equal(mixed.get_parameters()[0][name],
+                                      grenade.get_parameters()[0][name])
+    np.testing.assert_array_equal(mixed.get_parameters()[3]["kernel"],
+                                  scaled.get_parameters()[3]["kernel"])
+    assert np.abs(grenade.get_parameters()[0]["weights"]).max() > 0.6  # U(-1, 1), not scaled
+    overridden = build(None, "grenade", init="grenade")
+    np.testing.assert_array_equal(overridden.get_parameters()[3]["kernel"],
+                                  grenade.get_parameters()[3]["kernel"])
+    assert mixed.spec()["layers"][0]["init"] == "grenade" and "init" not in \
+        mixed.spec()["layers"][3]
+    rebuilt = Network.from_spec(json.loads(json.dumps(mixed.spec())), device64, seed=4)
+    np.testing.assert_array_equal(rebuilt.get_parameters()[0]["weights"],
+                                  mixed.get_parameters()[0]["weights"])
+    mixed.save(tmp_path / "mixed.gnpy")
+    assert Network.load(tmp_path / "mixed.gnpy").spec() == mixed.spec()
+    lstm = RecurrentNetwork([LSTM(2, 3, init="he")], input=D1(2), device=device64, seed=1)
+    assert lstm.spec()["layers"][0]["init"] == "he"
+    with pytest.raises(ValueError, match=r"FullyConnected init must be one of \('scaled', "
+                                         r"'grenade', 'xavier', 'he'\) or None"):
+        FullyConnected(2, 2, init="uniform")
+    with pytest.raises(ValueError, match=r"layers\[0\] \(Convolution\): Convolution init must"):
+        Network.from_spec({"type": "Network", "input": "D3 2 2 1", "layers": [
+            {"type": "Convolution", "channels": 1, "filters": 1, "kernel_rows": 1,
+             "kernel_cols": 1, "stride_rows": 1, "stride_cols": 1, "init": "bad"}]}, device64)
+
+
 def test_networks_built_from_a_spec_round_trip(device64):
     """spec() and from_spec() are inverses, nested networks and branches included; the built
     network has the same structure and, seeded alike, the same parameters."""

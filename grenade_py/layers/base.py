@@ -90,6 +90,8 @@ class Layer:
         self.momentum: dict[str, cl_array.Array] = {}
         self.second: dict[str, cl_array.Array] = {}
         self.gradients: dict[str, cl_array.Array] = {}
+        #: The layer's own initialisation (one of INITS), or None: the network's.
+        self.init: str | None = None
 
     # -- shapes and description ------------------------------------------------------------
     def out_shape(self, in_shape: Shape) -> Shape:
@@ -236,6 +238,14 @@ def real_argument(owner: str, name: str, value: object, ok: Callable[[float], bo
     return float(value)
 
 
+def chosen_init(owner: str, init: str | None) -> str | None:
+    """`init` if it is None or one of INITS, else ValueError naming `owner`."""
+    if init is not None and init not in INITS:
+        raise ValueError(f"{owner} init must be one of {INITS} or None (the network's), got "
+                         f"{init!r}")
+    return init
+
+
 def positive_ints(owner: str, **values: Any) -> None:
     """ValueError naming `owner` and the argument unless every value is an int >= 1."""
     for name, value in values.items():
@@ -245,12 +255,14 @@ def positive_ints(owner: str, **values: Any) -> None:
 
 class Dense(Layer):
     """A layer from D1 i to D1 o, built as `Kind(i, o)` (FullyConnected, LSTM,
-    BasicRecurrent)."""
+    BasicRecurrent); `init` draws its parameters as that one of INITS says instead of as
+    the network's `init`."""
 
-    def __init__(self, i: int, o: int) -> None:
+    def __init__(self, i: int, o: int, init: str | None = None) -> None:
         super().__init__()
         positive_ints(type(self).__name__, i=i, o=o)
         self.i, self.o = int(i), int(o)
+        self.init = chosen_init(type(self).__name__, init)
 
     def out_shape(self, in_shape: Shape) -> Shape:
         if in_shape != D1(self.i):
@@ -261,7 +273,8 @@ class Dense(Layer):
         return D1(self.i)
 
     def spec(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "i": self.i, "o": self.o}
+        own = {} if self.init is None else {"init": self.init}
+        return {"type": type(self).__name__, "i": self.i, "o": self.o} | own
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.i} {self.o}"

@@ -24,7 +24,7 @@ import pyopencl.array as cl_array
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
 from grenade_py.gemm import gemm_dot, gemm_outer
-from grenade_py.layers.base import Buffers, Layer, initial_values, positive_ints
+from grenade_py.layers.base import Buffers, Layer, chosen_init, initial_values, positive_ints
 from grenade_py.shapes import D2, D3, Shape
 
 
@@ -46,11 +46,13 @@ def windows(size: int, kernel: int, stride: int, what: str) -> int:
 
 
 class Convolution(Layer):
-    """Cross-correlation with `filters` kernels of kernel_rows x kernel_cols x channels."""
+    """Cross-correlation with `filters` kernels of kernel_rows x kernel_cols x channels;
+    `init` draws the kernel as that one of INITS says instead of as the network's `init`."""
 
     def __init__(self, channels: int, filters: int, kernel_rows: int, kernel_cols: int,
-                 stride_rows: int, stride_cols: int) -> None:
+                 stride_rows: int, stride_cols: int, init: str | None = None) -> None:
         super().__init__()
+        self.init = chosen_init(type(self).__name__, init)
         positive_ints(type(self).__name__, channels=channels, filters=filters,
                       kernel_rows=kernel_rows, kernel_cols=kernel_cols, stride_rows=stride_rows,
                       stride_cols=stride_cols)
@@ -61,7 +63,7 @@ class Convolution(Layer):
     def spec(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "channels": self.channels, "filters": self.filters,
                 "kernel_rows": self.kh, "kernel_cols": self.kw, "stride_rows": self.sh,
-                "stride_cols": self.sw}
+                "stride_cols": self.sw} | ({} if self.init is None else {"init": self.init})
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__} {self.channels} {self.filters} {self.kh} {self.kw} "
