@@ -76,13 +76,76 @@ def test_a_file_as_grenade_writes_it(device64, tmp_path):
     assert run_net(net, np.array([3.0, 1.0])) == pytest.approx([1.5])
 
 
-def test_recurrent_networks_are_refused_by_name(device64, tmp_path):
-    from grenade_py import LSTM, RecurrentNetwork
+def grenade_lstm_step(m, cell, x):
+    """Grenade's LSTM runRecurrentForwards, written from the Haskell over its eleven separate
+    arrays: (next cell, output)."""
+    def sigmoid(v):
+        return 1 / (1 + np.exp(-v))
+    f = sigmoid(m["bf"] + m["wf"] @ x + m["uf"] @ cell)
+    i = sigmoid(m["bi"] + m["wi"] @ x + m["ui"] @ cell)
+    o = sigmoid(m["bo"] + m["wo"] @ x + m["uo"] @ cell)
+    c = f * cell + i * np.tanh(m["bc"] + m["wc"] @ x)
+    return c, o * c
+
+
+def test_a_recurrent_file_as_grenade_writes_it(device64, tmp_path):
+    """A Shakespeare-like network with a ConcatRecurrent (ConcatRecLeft), its file made from
+    eleven separate arrays per LSTM in the order of Grenade's Serialize (LSTM), the branches a
+    then b, then `put bestInput` (every cell's state in order), as shakespeare.hs saves; it
+    runs as Grenade's cell computes, and writes back the same bytes. Without the states the file
+    loads too, with zero states."""
+    from grenade_py import LSTM, ConcatRecurrent, Logit, RecurrentNetwork, run_recurrent
+
+    rng = np.random.default_rng(5)
+
+    def lstm(i, o):
+        m = {}
+        for gate in "fio":
+            m["w" + gate], m["u" + gate], m["b" + gate] = (
+                rng.normal(size=(o, i)), rng.normal(size=(o, o)) * 0.5, rng.normal(size=o))
+        m["wc"], m["bc"] = rng.normal(size=(o, i)), rng.normal(size=o)
+        return m
+
+    first, second = lstm(3, 4), lstm(4, 2)
+    fc_b, fc_w = rng.normal(size=3), rng.normal(size=(3, 4))
+    out_b, out_w = rng.normal(size=3), rng.normal(size=(3, 5))
+    states = [rng.normal(size=4), rng.normal(size=2)]
+    order = ("wf", "uf", "bf", "wi", "ui", "bi", "wo", "uo", "bo", "wc", "bc")
+    layers_blob = cereal(*(first[k] for k in order), *(second[k] for k in order),
+                         fc_b, fc_w, out_b, out_w)
+    like = RecurrentNetwork([LSTM(3, 4), ConcatRecurrent(LSTM(4, 2), FullyConnected(4, 3)),
+                             FullyConnected(5, 3), Logit()], input=D1(3), device=device64,
+                            seed=1)
+    (tmp_path / "rnn").write_bytes(layers_blob + cereal(*states))
+    (tmp_path / "bare").write_bytes(layers_blob)
+    net = load_grenade(tmp_path / "rnn", like=like)
+    xs = rng.normal(size=(6, 3))
+    cells, want = list(states), []
+    for x in xs:
+        cells[0], h = grenade_lstm_step(first, cells[0], x)
+        cells[1], ha = grenade_lstm_step(second, cells[1], h)
+        joined = np.concatenate([ha, fc_b + fc_w @ h])
+        want.append(1 / (1 + np.exp(-(out_b + out_w @ joined))))
+    ys, after = run_recurrent(net, xs)
+    np.testing.assert_allclose(ys, want, rtol=1e-12, atol=1e-14)
+    for got, cell in zip(after.get(), cells, strict=True):
+        np.testing.assert_allclose(got[0], cell, rtol=1e-12)
+    save_grenade(net, tmp_path / "again")
+    assert (tmp_path / "again").read_bytes() == layers_blob + cereal(*states)
+    bare = load_grenade(tmp_path / "bare", like=like)
+    assert all(np.all(p[k] == 0) for p in bare.get_parameters() for k in p if "state" in k)
+    np.testing.assert_array_equal(bare.get_parameters()[2]["weights"], out_w)
+
+
+def test_layers_without_a_grenade_form_are_refused(device64, tmp_path):
+    from grenade_py import BasicRecurrent, RecurrentNetwork
 
     (tmp_path / "f").write_bytes(b"")
-    like = RecurrentNetwork([LSTM(2, 2)], input=D1(2), device=device64)
-    with pytest.raises(TypeError, match="like must be a Network, got RecurrentNetwork"):
+    like = RecurrentNetwork([BasicRecurrent(2, 2)], input=D1(2), device=device64)
+    with pytest.raises(ModelFileError, match="BasicRecurrent 2 2 has no Grenade file form"):
         load_grenade(tmp_path / "f", like=like)
+    with pytest.raises(TypeError, match="like must be a Network or RecurrentNetwork, got str"):
+        load_grenade(tmp_path / "f", like="net")
 
 
 def test_files_are_sized_before_they_are_read(device64, tmp_path):
