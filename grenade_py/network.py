@@ -17,7 +17,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py import network_file
+from grenade_py import network_file, onnx_export, onnx_import
 from grenade_py.device import Device, named_errors
 from grenade_py.errors import ModelFileError, ShapeError
 from grenade_py.layers import INITS, Layer, Series
@@ -158,7 +158,7 @@ class Network(Series):
                     raise ValueError(f"layer {index} ({layer!r}) {name} must be real numbers, "
                                      f"got dtype {array.dtype}")
                 with np.errstate(over="ignore"):
-                    cast = array.astype(self.device.dtype)
+                    cast = np.ascontiguousarray(array.astype(self.device.dtype))
                 if not np.all(np.isfinite(cast)):
                     raise ValueError(f"layer {index} ({layer!r}) {name} must be finite numbers "
                                      f"in {self.device.precision}")
@@ -236,6 +236,26 @@ class Network(Series):
                                  ) from None
         loaded.steps, loaded.state_steps = stored.steps, stored.state_steps
         return loaded
+
+
+    # -- ONNX (grenade_py.onnx_export, grenade_py.onnx_import) ---------------------------------
+    def to_onnx(self, path: str | os.PathLike[str], steps: int | None = None) -> None:
+        """Write the network as an ONNX model (opset onnx_export.OPSET) to `path`, atomically,
+        checked by onnx.checker, for inference as run_net / run_recurrent compute it: input
+        "input" (N, *input dims), output "output". A RecurrentNetwork is unrolled over
+        `steps` (its input (N, steps, *in), output (N, steps, *out), and each cell's last
+        state as outputs "state0", ...). Needs pip install 'grenade_py[onnx]'."""
+        onnx_export.to_onnx(self, path, steps)
+
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike[str], device: Device | str | None = None
+                  ) -> Self:
+        """The network an ONNX model describes, on `device` (default: a Device of the model's
+        precision): one `to_onnx` wrote comes back as it was; another exporter's (PyTorch's)
+        must be a chain of ops grenade_py has layers for (onnx_import.FOREIGN_OPS: an MLP, a
+        LeNet whose convolutions have no bias...). ModelFileError names the op and node of
+        anything it cannot read."""
+        return cast(Self, onnx_import.from_onnx(cls, path, device))
 
 
 def flat_view(flat: cl_array.Array, offset: int, shape: tuple[int, ...]) -> cl_array.Array:

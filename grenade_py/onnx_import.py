@@ -1,0 +1,251 @@
+"""ONNX import: the network an ONNX model describes, ready to run and train.
+
+Two kinds of model: those grenade_py exported (`grenade_py.onnx_export`; their metadata holds
+the network's spec, their initializers are named by layer path) come back as the same network,
+recurrent ones included; any other model (PyTorch's exporter, say) must be a chain of ops that
+grenade_py has layers for (see FOREIGN_OPS), which become those layers. Needs the `onnx`
+package (pip install 'grenade_py[onnx]').
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from grenade_py.device import Device
+from grenade_py.errors import ModelFileError
+from grenade_py.layers import (
+    BatchNorm,
+    Convolution,
+    Deconvolution,
+    Elu,
+    FullyConnected,
+    Layer,
+    LeakyRelu,
+    Logit,
+    Pad,
+    Pooling,
+    Relu,
+    Reshape,
+    Series,
+    Sinusoid,
+    Softmax,
+    Tanh,
+    Trivial,
+)
+from grenade_py.onnx_export import _onnx
+from grenade_py.shapes import D1, D2, D3, Shape
+
+#: The ops of other exporters' models that become grenade_py layers.
+FOREIGN_OPS = ("Gemm", "MatMul", "Add (a MatMul's bias)", "Relu", "Tanh", "Sigmoid", "Sin",
+               "Elu", "LeakyRelu", "Softmax", "Identity", "Dropout", "Flatten", "Reshape",
+               "Conv", "ConvTranspose", "MaxPool", "Pad", "BatchNormalization")
+
+
+def _shape(dims: list[int]) -> Shape:
+    """A sample's shape from its ONNX dims (no batch axis)."""
+    if len(dims) == 1:
+        return D1(dims[0])
+    if len(dims) == 2:
+        return D2(*dims)
+    if len(dims) == 3:
+        return D3(dims[1], dims[2], dims[0])
+    raise ModelFileError(f"an input of {len(dims) + 1} axes has no grenade_py shape")
+
+
+def _ours(cls: Any, spec: dict[str, Any], weights: dict[str, np.ndarray], device: Device
+          ) -> Any:
+    """The network grenade_py exported, its parameters from the initializers."""
+    if spec.get("type") != cls.__name__:
+        raise ModelFileError(f"this model holds a {spec.get('type')}: read it with "
+                             f"{spec.get('type')}.from_onnx")
+    net = cls.from_spec(spec, device=device, seed=0)
+
+    def get(name: str) -> np.ndarray:
+        if name not in weights:
+            raise ModelFileError(f"this model has no initializer {name!r}: not the export of "
+                                 "this network")
+        return weights[name]
+
+    values = net.get_parameters()
+    for path, layer, _ in net.nodes(net.input_shape):
+        if not path or layer.children(layer.in_shape) or not layer.parameter_shapes():
+            continue
+        kind = type(layer).__name__
+        top, _, rest = path.partition(".")
+        prefix = f"{rest}." if rest else ""
+        rearranged = {"Convolution": "kernel", "Deconvolution": "kernel",
+                      "BasicRecurrent": "w"}.get(kind)  # stored as onnx_export lays it out
+        found = {name: get(f"{path}.{name}") for name in layer.parameter_shapes()
+                 if name != rearranged}
+        if kind in ("Convolution", "Deconvolution"):
+            weight = get(f"{path}.kernel")
+            found["kernel"] = weight.reshape(weight.shape[0], -1).T
+        if kind == "BasicRecurrent":
+            found["w"] = np.concatenate([get(f"{path}.w_x").T, get(f"{path}.w_y").T], axis=1)
+        if "state" in found:
+            found["state"] = found["state"][0]
+        if kind == "BatchNorm":
+            layer.set_state({k: get(f"{path}.{k}").astype(float).tolist()
+                             for k in ("running_mean", "running_var")})
+        values[int(top)] |= {prefix + name: value for name, value in found.items()}
+    net.set_parameters(values)
+    return net
+
+
+class _Chain:
+    """Another exporter's graph read as a chain of layers."""
+
+    def __init__(self, graph: Any, weights: dict[str, np.ndarray]) -> None:
+        self.weights = dict(weights)
+        self.layers: list[Layer] = []
+        self.values: list[dict[str, np.ndarray]] = []
+        self.states: dict[int, dict[str, Any]] = {}
+        inputs = [i for i in graph.input if i.name not in self.weights]
+        if len(inputs) != 1 or len(graph.output) != 1:
+            raise ModelFileError("only graphs of one input and one output are read")
+        dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim][1:]
+        if not dims or not all(dims):
+            raise ModelFileError("the input's sample axes need fixed sizes")
+        self.input_shape = _shape(dims)
+        self.current, self.graph = inputs[0].name, graph
+        self.last = ""
+
+    def shape(self) -> Shape:
+        return Series(self.layers).out_shape(self.input_shape) if self.layers else \
+            self.input_shape
+
+    def add(self, layer: Layer, values: dict[str, np.ndarray] | None = None) -> None:
+        self.layers.append(layer)
+        self.values.append(values or {})
+
+    def constant(self, node: Any, index: int) -> np.ndarray:
+        name = node.input[index]
+        if name not in self.weights:
+            raise ModelFileError(f"node {node.name!r} ({node.op_type}): its input {name!r} must "
+                                 "be a constant")
+        return self.weights[name]
+
+    def read(self) -> None:
+        onnx = _onnx()
+        attrs: dict[str, Any]
+        for node in self.graph.node:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type == "Constant":
+                self.weights[node.output[0]] = onnx.numpy_helper.to_array(attrs["value"])
+                continue
+            if not node.input or node.input[0] != self.current:
+                raise ModelFileError(f"node {node.name!r} ({node.op_type}) does not follow the "
+                                     "one before it: only chains of layers are read")
+            self.op(node, attrs)
+            self.current, self.last = node.output[0], node.op_type
+        if self.current != self.graph.output[0].name:
+            raise ModelFileError("the graph's output is not the end of its chain of nodes")
+
+    def op(self, node: Any, attrs: dict[str, Any]) -> None:
+        op, where = node.op_type, f"node {node.name!r} ({node.op_type})"
+        simple = {"Relu": Relu, "Tanh": Tanh, "Sigmoid": Logit, "Sin": Sinusoid,
+                  "Identity": Trivial, "Dropout": Trivial}
+        if op in simple:
+            self.add(simple[op]())
+        elif op == "Elu" and attrs.get("alpha", 1.0) == 1.0:
+            self.add(Elu())
+        elif op == "LeakyRelu":
+            self.add(LeakyRelu(float(attrs.get("alpha", 0.01))))
+        elif op == "Softmax" and attrs.get("axis", -1) in (1, -1):
+            self.add(Softmax())
+        elif op == "Gemm" and attrs.get("transA", 0) == 0 and \
+                attrs.get("alpha", 1.0) == attrs.get("beta", 1.0) == 1.0:
+            w = self.constant(node, 1)
+            w = w if attrs.get("transB", 0) else w.T
+            bias = self.constant(node, 2) if len(node.input) > 2 else np.zeros(w.shape[0])
+            self.add(FullyConnected(w.shape[1], w.shape[0]), {"weights": w, "bias": bias})
+        elif op == "MatMul":
+            w = self.constant(node, 1).T
+            self.add(FullyConnected(w.shape[1], w.shape[0]),
+                     {"weights": w, "bias": np.zeros(w.shape[0])})
+        elif op == "Add" and self.last == "MatMul" and len(node.input) == 2:
+            self.values[-1]["bias"] = self.values[-1]["bias"] + self.constant(node, 1)
+        elif op in ("Flatten", "Reshape"):
+            if op == "Flatten" and attrs.get("axis", 1) != 1:
+                raise ModelFileError(f"{where}: only Flatten from axis 1 is read")
+            shape = self.shape()
+            target = [int(np.prod(shape.dims))] if op == "Flatten" else \
+                [int(v) for v in self.constant(node, 1)][1:]
+            if -1 in target:
+                target[target.index(-1)] = int(np.prod(shape.dims)) // -int(np.prod(target))
+            self.add(Reshape(_shape(target)))
+        elif op in ("Conv", "ConvTranspose", "MaxPool"):
+            self.spatial(node, attrs, where)
+        elif op == "Pad" and attrs.get("mode", b"constant") in (b"constant", "constant"):
+            pads = [int(v) for v in self.constant(node, 1)]
+            half = len(pads) // 2
+            if any(pads[:half - 2] + pads[half:-2]) or (len(node.input) > 2 and node.input[2]
+                                                       and self.constant(node, 2).any()):
+                raise ModelFileError(f"{where}: only zero padding of rows and cols is read")
+            self.add(Pad(pads[half - 1], pads[half - 2], pads[-1], pads[-2]))
+        elif op == "BatchNormalization":
+            gamma, beta, mean, var = (self.constant(node, k) for k in range(1, 5))
+            self.states[len(self.layers)] = {"running_mean": mean.astype(float).tolist(),
+                                             "running_var": var.astype(float).tolist()}
+            self.add(BatchNorm(len(gamma), float(attrs.get("epsilon", 1e-5)),
+                               1 - float(attrs.get("momentum", 0.9))),
+                     {"gamma": gamma, "beta": beta})
+        else:
+            raise ModelFileError(f"{where} has no grenade_py layer here (read: "
+                                 f"{', '.join(FOREIGN_OPS)})")
+
+    def spatial(self, node: Any, attrs: dict[str, Any], where: str) -> None:
+        if any(attrs.get("pads", [])) or any(d != 1 for d in attrs.get("dilations", [])) or \
+                attrs.get("group", 1) != 1 or attrs.get("ceil_mode", 0) or \
+                attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or \
+                any(attrs.get("output_padding", [])):
+            raise ModelFileError(f"{where}: only unpadded, undilated, ungrouped windows are read "
+                                 "(pad with a Pad node before it)")
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 2 and node.input[2]:
+            raise ModelFileError(f"{where} has a bias, which grenade_py's (Grenade's) "
+                                 "convolutions do not: export it without (bias=False)")
+        strides = attrs.get("strides", [1, 1])
+        if node.op_type == "MaxPool":
+            self.add(Pooling(*attrs["kernel_shape"], *strides))
+            return
+        weight = self.constant(node, 1)
+        kh, kw = weight.shape[2:]
+        kernel = weight.reshape(weight.shape[0], -1).T
+        if node.op_type == "Conv":
+            self.add(Convolution(weight.shape[1], weight.shape[0], kh, kw, *strides),
+                     {"kernel": kernel})
+        else:
+            self.add(Deconvolution(weight.shape[0], weight.shape[1], kh, kw, *strides),
+                     {"kernel": kernel})
+
+
+def from_onnx(cls: Any, path: str | os.PathLike[str], device: Device | str | None = None
+              ) -> Any:
+    """The `cls` (Network or RecurrentNetwork: see Network.from_onnx) that the ONNX model at
+    `path` describes."""
+    onnx = _onnx()
+    try:
+        model = onnx.load(os.fspath(path))
+    except OSError as e:
+        raise ModelFileError(f"cannot read {path}: {e.strerror or e}") from None
+    except Exception as e:  # protobuf's DecodeError and kin
+        raise ModelFileError(f"{path} is not an ONNX model: {e}") from None
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    floats = [w.dtype for w in weights.values() if w.dtype.kind == "f"]
+    precision = "float64" if floats and all(d == np.float64 for d in floats) else "float32"
+    placed = device if isinstance(device, Device) else \
+        Device(precision=precision) if device is None else Device(device)
+    props = {p.key: p.value for p in model.metadata_props}
+    if "grenade_py.spec" in props:
+        return _ours(cls, json.loads(props["grenade_py.spec"]), weights, placed)
+    chain = _Chain(model.graph, weights)
+    chain.read()
+    net = cls(chain.layers, input=chain.input_shape, device=placed, seed=0)
+    net.set_parameters([values if layer.parameter_shapes() else {}
+                        for layer, values in zip(chain.layers, chain.values, strict=True)])
+    for index, state in chain.states.items():
+        net.layers[index].set_state(state)
+    return net

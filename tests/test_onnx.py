@@ -1,0 +1,240 @@
+"""ONNX export and import: every shipped example network exported, checked by onnx.checker and run
+by ONNX Runtime (float64 convolutions, which ONNX Runtime's CPU provider does not have, by the
+onnx package's reference evaluator) to the outputs of run_net / run_recurrent; round trips; and
+networks PyTorch's exporter wrote."""
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import get_device
+
+import grenade_py as g
+from grenade_py.errors import ModelFileError
+from grenade_py.export import main as export_main
+from grenade_py.feedforward import feedforward_network
+from grenade_py.mnist import mnist_network
+from grenade_py.shakespeare import shakespeare_network
+
+onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx (pip install '.[test]')")
+ort = pytest.importorskip("onnxruntime", reason="the exports run in onnxruntime "
+                                                "(pip install '.[test]')")
+sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
+
+
+def gan_generator(device: g.Device) -> g.Network:
+    from gan_mnist import networks
+
+    _, generator = networks(np.random.SeedSequence(1), np.random.SeedSequence(2))
+    return g.Network.from_spec(generator.spec(), device=device, seed=2)
+
+
+def resnet_block(device: g.Device) -> g.Network:
+    """A Resnet block and the layers no example uses."""
+    return g.Network([
+        g.Reshape(g.D3(4, 4, 2)), g.Resnet([g.Pad(1, 1, 1, 1), g.Convolution(2, 2, 3, 3, 1, 1),
+                                            g.BatchNorm(2), g.Relu()]),
+        g.Crop(1, 0, 0, 1), g.Gelu(), g.LeakyTanh(0.5), g.Reshape(g.D1(18)),
+        g.Concat(g.Gelu(approximate=True), [g.Sinusoid(), g.Elu()], stacked=True),
+        g.Reshape(g.D1(36)), g.LeakyRelu(0.1), g.Dropout(0.5),
+        g.Merge(g.FullyConnected(36, 3), g.Network([g.FullyConnected(36, 3), g.Tanh()],
+                                                    input=g.D1(36), device=device)),
+        g.Softmax()], input=g.D1(32), device=device, seed=2)
+
+
+FEED_FORWARD = {
+    "feedforward": lambda d: feedforward_network(d, seed=1),
+    **{arch: (lambda d, arch=arch: mnist_network(arch, d, seed=1))
+       for arch in ("mlp", "mlp3", "lenet", "inception", "bn")},
+    "resnet": resnet_block,
+    "gan generator": gan_generator,
+}
+
+
+def trained(net: g.Network, rng: np.random.Generator) -> np.ndarray:
+    """Two training steps (BatchNorm's running statistics move off 0 and 1); a batch of 3."""
+    x = rng.uniform(size=(8, *net.input_shape.dims))
+    y = rng.uniform(size=(8, *net.output_shape.dims))
+    for _ in range(2):
+        g.train(net, g.Adam(0.01), x, y)
+    return x[:3]
+
+
+def run_onnx(path: Path, feeds: dict[str, np.ndarray], float64_convolutions: bool
+             ) -> list[np.ndarray]:
+    if float64_convolutions:
+        from onnx.reference import ReferenceEvaluator
+
+        return ReferenceEvaluator(str(path)).run(None, feeds)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+@pytest.mark.parametrize("name", sorted(FEED_FORWARD))
+def test_example_networks_run_in_onnxruntime(device, tmp_path, name):
+    """Within 1e-5 absolute in float32 and 1e-10 in float64; and the model reads back as the
+    same network."""
+    net = FEED_FORWARD[name](device)
+    x = trained(net, np.random.default_rng(3))
+    net.to_onnx(tmp_path / "net.onnx")
+    onnx.checker.check_model(str(tmp_path / "net.onnx"), full_check=True)
+    convolutions = any(type(layer).__name__ in ("Convolution", "Deconvolution")
+                       for _, layer, _ in net.nodes(net.input_shape))
+    reference = device.precision == "float64" and convolutions
+    (got,) = run_onnx(tmp_path / "net.onnx", {"input": x.astype(device.dtype)}, reference)
+    want = g.run_net(net, x)
+    # The reference evaluator's Erf is good to ~1.5e-8 in float64 (against math.erf; ours to
+    # 1e-16), so an exact Gelu there is held to 5e-8.
+    erf = any(layer.spec() == {"type": "Gelu", "approximate": False}
+              for _, layer, _ in net.nodes(net.input_shape))
+    atol = 1e-5 if device.precision == "float32" else 5e-8 if reference and erf else 1e-10
+    np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+    back = g.Network.from_onnx(tmp_path / "net.onnx", device=device)
+    assert back.spec() == net.spec()
+    np.testing.assert_array_equal(g.run_net(back, x), want)
+
+
+@pytest.mark.parametrize("which", ["shakespeare", "branches"])
+def test_recurrent_networks_run_in_onnxruntime(device, tmp_path, which):
+    """Unrolled over the steps given, from the learned starting states; each cell's last state
+    an output; and read back as the same network."""
+    rng = np.random.default_rng(4)
+    net = shakespeare_network(12, device, seed=1) if which == "shakespeare" else \
+        g.RecurrentNetwork([g.FullyConnected(3, 4), g.ConcatRecurrent(
+            g.ConcatRecurrent(g.BasicRecurrent(4, 2), g.Tanh()), g.LSTM(4, 3)), g.LSTM(9, 2)],
+            input=g.D1(3), device=device, seed=1)
+    params = net.get_parameters()
+    for p in params:
+        for name in p:
+            if name.endswith("state"):
+                p[name] = rng.normal(size=p[name].shape)
+    net.set_parameters(params)
+    net.to_onnx(tmp_path / "rnn.onnx", steps=7)
+    xs = rng.uniform(size=(2, 7, *net.input_shape.dims))
+    ys, states = g.run_recurrent(net, xs)
+    got = run_onnx(tmp_path / "rnn.onnx", {"input": xs.astype(device.dtype)}, False)
+    atol = 1e-5 if device.precision == "float32" else 1e-10
+    np.testing.assert_allclose(got[0], ys, rtol=0, atol=atol)
+    assert len(got) == 1 + len(net.recurrent_layers())
+    for a, b in zip(got[1:], states.get(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=atol)
+    back = g.RecurrentNetwork.from_onnx(tmp_path / "rnn.onnx", device=device)
+    np.testing.assert_array_equal(g.run_recurrent(back, xs)[0], ys)
+    with pytest.raises(ModelFileError, match="holds a RecurrentNetwork: read it with "
+                                             "RecurrentNetwork.from_onnx"):
+        g.Network.from_onnx(tmp_path / "rnn.onnx")
+    with pytest.raises(ValueError, match="give steps=T >= 1"):
+        net.to_onnx(tmp_path / "no.onnx")
+    assert not (tmp_path / "no.onnx").exists()
+
+
+def torch_export(model, example, path: Path, dtype=None) -> None:
+    torch = pytest.importorskip("torch", reason="PyTorch's exporter writes these models")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(example, dtype=dtype),), str(path), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}})
+
+
+def sgd_step(model, loss, rate: float) -> None:
+    """Plain gradient descent on `model`'s parameters from `loss`."""
+    import torch
+
+    loss.backward()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter -= rate * parameter.grad
+
+
+def test_a_pytorch_mlp_imports_runs_and_trains_on(tmp_path):
+    """PyTorch's nn.Linear/ReLU/Tanh export (Gemm) becomes FullyConnected layers with its
+    weights: the same outputs, and one SGD step (no momentum, no L2) on the half squared error
+    equals torch's."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the oracle here")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 5),
+                                torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+    torch_export(model, (1, 4), tmp_path / "mlp.onnx", torch.float64)
+    net = g.Network.from_onnx(tmp_path / "mlp.onnx", device=get_device("float64"))
+    assert repr(net).startswith("Network '[FullyConnected 4 8, Relu, FullyConnected 8 5, Tanh, "
+                                "FullyConnected 5 3]")
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(6, 4)), rng.normal(size=(6, 3))
+    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-12, atol=1e-14)
+    g.train(net, g.LearningParameters(0.1, 0.0, 0.0), x, y)
+    sgd_step(model, 0.5 * ((model(torch.tensor(x)) - torch.tensor(y)) ** 2).sum() / len(x),
+             0.1)
+    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_a_pytorch_lenet_imports_runs_and_trains_on(tmp_path):
+    """LeNet without biases on its convolutions (Grenade's have none): within 1e-5 of
+    PyTorch's outputs in float32; in float64, one SGD step under cross entropy equals
+    torch's."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the oracle here")
+    torch.manual_seed(1)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(1, 10, 5, bias=False), nn.MaxPool2d(2), nn.ReLU(),
+                          nn.Conv2d(10, 16, 5, bias=False), nn.MaxPool2d(2), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(256, 80), nn.Sigmoid(), nn.Linear(80, 10),
+                          nn.Softmax(dim=1))
+    torch_export(model, (1, 1, 28, 28), tmp_path / "lenet.onnx")
+    net = g.Network.from_onnx(tmp_path / "lenet.onnx")
+    assert net.device.precision == "float32" and net.input_shape == g.D3(28, 28, 1)
+    rng = np.random.default_rng(3)
+    x = rng.uniform(size=(16, 1, 28, 28))
+    y = np.eye(10)[rng.integers(0, 10, 16)]
+    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x).float()).detach().numpy(),
+                               rtol=0, atol=1e-5)
+    model = model.double()
+    torch_export(model, (1, 1, 28, 28), tmp_path / "lenet64.onnx", torch.float64)
+    net = g.Network.from_onnx(tmp_path / "lenet64.onnx")
+    assert net.device.precision == "float64"
+    g.train(net, g.LearningParameters(0.5, 0.0, 0.0), x, y, loss="cross_entropy")
+    sgd_step(model, -(torch.tensor(y) * torch.log(model(torch.tensor(x)))).sum() / len(x), 0.5)
+    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_what_cannot_be_read_is_named(tmp_path):
+    torch = pytest.importorskip("torch", reason="PyTorch's exporter writes these models")
+    nn = torch.nn
+    torch_export(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), (1, 1, 5, 5), tmp_path / "a")
+    with pytest.raises(ModelFileError, match=r"node '.*' \(Conv\) has a bias, which grenade_py's "
+                                             r"\(Grenade's\) convolutions do not"):
+        g.Network.from_onnx(tmp_path / "a")
+    torch_export(nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.AvgPool2d(3)), (1, 1, 5, 5),
+                 tmp_path / "b")
+    with pytest.raises(ModelFileError, match=r"node '.*' \(AveragePool\) has no grenade_py layer"):
+        g.Network.from_onnx(tmp_path / "b")
+    (tmp_path / "c").write_bytes(b"\x01\x02not a model")
+    with pytest.raises(ModelFileError, match="is not an ONNX model"):
+        g.Network.from_onnx(tmp_path / "c")
+
+
+def test_export_cli(tmp_path):
+    net = feedforward_network(get_device("float32"), seed=1)
+    net.save(tmp_path / "ff.gnpy")
+    runner = CliRunner()
+    result = runner.invoke(export_main, [str(tmp_path / "ff.gnpy"), str(tmp_path / "ff.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "opset 18" in result.output
+    x = np.random.default_rng(1).uniform(size=(5, 2)).astype(np.float32)
+    (got,) = run_onnx(tmp_path / "ff.onnx", {"input": x}, False)
+    np.testing.assert_allclose(got, g.run_net(net, x), atol=1e-6)
+    rnn = shakespeare_network(5, get_device("float32"), seed=1)
+    rnn.save(tmp_path / "rnn.gnpy")
+    result = runner.invoke(export_main, [str(tmp_path / "rnn.gnpy"), str(tmp_path / "r.onnx")])
+    assert result.exit_code == 2 and "give --steps T" in result.output
+    result = runner.invoke(export_main, [str(tmp_path / "rnn.gnpy"), str(tmp_path / "r.onnx"),
+                                         "--steps", "4"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(export_main, [str(tmp_path / "missing"), str(tmp_path / "x.onnx")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "x.onnx").exists()
