@@ -217,3 +217,11 @@ def test_a_spec_whose_shapes_do_not_chain(device64):
     with pytest.raises(ShapeError, match="layer 1 \\(FullyConnected 4 1\\) takes D1 4, but "
                                          "its input is D1 3"):
         Network.from_spec(spec, device64)
+
+
+def test_set_parameters_takes_arrays_in_any_memory_order(device64):
+    """A transposed view (Fortran order) is set by value, not refused by pyopencl."""
+    net = Network([FullyConnected(3, 2)], input=D1(3), device=device64, seed=1)
+    weights = np.arange(6.0).reshape(3, 2).T  # (2, 3), not C-contiguous
+    net.set_parameters([{"weights": weights, "bias": np.zeros(2)}])
+    np.testing.assert_array_equal(net.get_parameters()[0]["weights"], weights)
