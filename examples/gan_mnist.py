@@ -39,9 +39,12 @@ from grenade_py import (
     Tapes,
     apply_update,
     run_gradient,
+    run_net,
     run_network,
 )
+from grenade_py.cli import check_writable
 from grenade_py.datasets import load_mnist
+from grenade_py.model_file import write_atomically
 
 RAMP = np.array([" ", ".", "-", "=", "#"])
 
@@ -97,8 +100,20 @@ def ascii_image(image: np.ndarray) -> str:
     return "\n".join("".join(row) for row in RAMP[index])
 
 
+def tiles(rows: list[np.ndarray]) -> np.ndarray:
+    """Rows of images (each (k, 28, 28)) as one image, 2 pixels of grey between them."""
+    gap = 2
+    count = max(len(row) for row in rows)
+    out = np.full((len(rows) * (28 + gap) - gap, count * (28 + gap) - gap), 0.5)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            out[r * (28 + gap):r * (28 + gap) + 28, c * (28 + gap):c * (28 + gap) + 28] = image
+    return out
+
+
 def write_png(path: Path, image: np.ndarray) -> None:
-    """A greyscale PNG of values in [0, 1] (rows of bytes, zlib-compressed, CRC per chunk)."""
+    """A greyscale PNG of values in [0, 1] (rows of bytes, zlib-compressed, CRC per chunk),
+    written atomically."""
     pixels = np.clip(image * 255, 0, 255).astype(np.uint8)
     raw = b"".join(b"\x00" + row.tobytes() for row in pixels)
 
@@ -107,7 +122,7 @@ def write_png(path: Path, image: np.ndarray) -> None:
             ">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", pixels.shape[1], pixels.shape[0], 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) +
+    write_atomically(path, b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) +
                      chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
@@ -120,15 +135,23 @@ def write_png(path: Path, image: np.ndarray) -> None:
               help="Examples per step: 1 is Grenade's.")
 @click.option("-r", "--train_rate", "rate", default=0.01, show_default=True, type=float)
 @click.option("--seed", default=1, show_default=True, type=click.IntRange(min=0))
-@click.option("--png", type=click.Path(dir_okay=False), help="Also write the last sample here.")
+@click.option("--png", type=click.Path(dir_okay=False),
+              help="Also draw 8 samples after each pass here, a row per pass (the same noise "
+                   "each time).")
+@click.option("--save", type=click.Path(dir_okay=False),
+              help="Write the trained generator here (a model file).")
 def main(data_dir: str, iterations: int, examples: int, batch_size: int, rate: float,
-         seed: int, png: str | None) -> None:
+         seed: int, png: str | None, save: str | None) -> None:
     """Train Grenade's MNIST GAN and print a generated digit after each iteration."""
+    check_writable(save)
+    check_writable(png, "--png")
     train_x = load_mnist(data_dir)[0].reshape(-1, 28, 28)[:examples]
     discriminator_seed, generator_seed, rng = streams(seed)
     discriminator, generator = networks(discriminator_seed, generator_seed)
     lp = LearningParameters(rate, 0.9, 0.0005)
     tapes: dict[str, Tapes] = {}
+    shown = np.random.default_rng([seed, 7]).uniform(-1, 1, size=(8, 80))  # its own stream
+    rows = []
     for iteration in range(1, iterations + 1):
         fooled = []
         for start in range(0, len(train_x), batch_size):
@@ -139,8 +162,11 @@ def main(data_dir: str, iterations: int, examples: int, batch_size: int, rate: f
         click.echo(f"iteration {iteration}: discriminator's verdict on fakes "
                    f"{np.mean(fooled):.3f}\n{ascii_image(sample)}")
         sys.stdout.flush()
-    if png:
-        write_png(Path(png), sample)
+        if png:
+            rows.append(run_net(generator, shown))
+            write_png(Path(png), tiles(rows))
+    if save:
+        generator.save(save)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ at it; otherwise random data of the same shape (timings do not depend on the val
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -455,6 +456,45 @@ def mnist_data(directory: str | None) -> tuple[tuple[np.ndarray, np.ndarray], st
             "random data shaped as MNIST (no --data given)")
 
 
+def environment(device: Device, torch: object) -> list[str]:
+    """What a table's figures were measured on: machine, device, driver and versions."""
+    import platform
+    import sys
+
+    import pyopencl
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text(
+        ).splitlines() if line.startswith("model name")), platform.processor()) \
+        if Path("/proc/cpuinfo").exists() else platform.processor()
+    d = device.cl_device
+    return [f"machine: {cpu}, {len(os.sched_getaffinity(0))} cores available",
+            f"device: {device.name}; {d.platform.version.strip()}, driver "
+            f"{d.driver_version.strip()}",
+            f"versions: Python {sys.version.split()[0]}, numpy {np.__version__}, pyopencl "
+            f"{pyopencl.VERSION_TEXT}, PyTorch "
+            f"{getattr(torch, '__version__', 'not installed')}",
+            f"date: {time.strftime('%Y-%m-%d')}"]
+
+
+class Table:
+    """The figures of a run, one row per measure: grenade_py, numpy, PyTorch (as text)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+
+    def add(self, what: str, rows: list[tuple[str, float]], form: str,
+            ours: str = "grenade_py") -> None:
+        """A row from a section's (name, value) pairs: ours (by name), numpy's, PyTorch's."""
+        def find(prefix: str) -> str:
+            return next((form.format(v) for name, v in rows if name.startswith(prefix)), "—")
+        self.rows.append((what, find(ours), find("numpy"), find("pytorch")))
+
+    def markdown(self, header: list[str]) -> str:
+        lines = [f"- {line}" for line in header] + [
+            "", "| | grenade_py | numpy | PyTorch (CPU) |", "| --- | --- | --- | --- |"]
+        return "\n".join(lines + [f"| {' | '.join(row)} |" for row in self.rows])
+
+
 @click.command()
 @click.option("--data", "data_dir", default=None,
               help="MNIST folder  [default: ../shared/data/mnist if it exists]")
@@ -467,66 +507,96 @@ def mnist_data(directory: str | None) -> tuple[tuple[np.ndarray, np.ndarray], st
               help="Windows of 50 symbols per recurrent run (pytorch: 1/20 of them).")
 @click.option("--repeats", default=5, show_default=True, help="Timed runs per figure.")
 @click.option("--gemm-only", is_flag=True, help="Only the GEMMs against the device's peak.")
+@click.option("--markdown", is_flag=True,
+              help="Print one Markdown table of the main figures (with the machine, device and "
+                   "versions) instead of the sections.")
 def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_examples: int,
-         windows: int, repeats: int, gemm_only: bool) -> None:
+         windows: int, repeats: int, gemm_only: bool, markdown: bool) -> None:
     """Time grenade_py, numpy and PyTorch on the same work; print one table."""
     device = Device(device_spec)
     torch = _torch()
-    click.echo(f"device: {device.name}")
+    table = Table()
+
+    def say(text: str) -> None:
+        if not markdown:
+            click.echo(text)
+
+    say(f"device: {device.name}")
     threads = f" ({torch.get_num_threads()} threads)" if torch else ""
-    click.echo(f"pytorch: {torch.__version__ if torch else 'not installed'}{threads}")
+    say(f"pytorch: {torch.__version__ if torch else 'not installed'}{threads}")
     if gemm_only:
         report_gemms(device, repeats)
         return
 
-    click.echo(f"\n1. feedforward 2-40-10-1, per-example training, {examples:,} examples "
-               "(numpy, pytorch: 3,000)")
+    say(f"\n1. feedforward 2-40-10-1, per-example training, {examples:,} examples "
+        "(numpy, pytorch: 3,000)")
     ff = bench_feedforward(device, examples, repeats)
+    table.add("feedforward 2-40-10-1, per-example training (µs/example)", ff, "{:.2f}")
     ours = ff[0][1]
-    click.echo(f"   {'':32s} {'us/example':>10s} {'x grenade_py':>13s}")
+    say(f"   {'':32s} {'us/example':>10s} {'x grenade_py':>13s}")
     for name, us in ff:
-        click.echo(f"   {name:32s} {us:10.3f} {us / ours:13.1f}")
-    click.echo("   (Grenade itself, native Haskell, ~10 us/example on this machine per the "
-               "project's notes; not run here)")
+        say(f"   {name:32s} {us:10.3f} {us / ours:13.1f}")
+    say("   (Grenade itself, native Haskell, ~10 us/example on this machine per the "
+        "project's notes; not run here)")
 
     (x, y), label = mnist_data(data_dir)
     data = (x[:epoch_examples], y[:epoch_examples])
-    click.echo(f"\n2. MNIST 784-512-10, one epoch of {len(data[0]):,} examples; {label}")
-    click.echo(f"   {'batch':>5s} {'':12s} {'s/epoch':>9s} {'x grenade_py':>13s} {'GFLOP/s':>8s}")
+    say(f"\n2. MNIST 784-512-10, one epoch of {len(data[0]):,} examples; {label}")
+    say(f"   {'batch':>5s} {'':12s} {'s/epoch':>9s} {'x grenade_py':>13s} {'GFLOP/s':>8s}")
     for batch in (32, 64, 128):
         rows = bench_mnist(device, data, batch, repeats)
+        table.add(f"MNIST 784-512-10 epoch of {len(data[0]):,}, batch {batch} (s)", rows,
+                  "{:.3f}")
+        if batch == 64:
+            table.add("  the same under Adam (s)", [r for r in rows if "Adam" in r[0]], "{:.3f}",
+                      "grenade_py, Adam")
         ours = rows[0][1]
         for name, seconds in rows:
             gflops = len(data[0]) * MLP_FLOPS_PER_EXAMPLE / seconds / 1e9
-            click.echo(f"   {batch:5d} {name:12s} {seconds:9.3f} {seconds / ours:13.2f} "
-                       f"{gflops:8.1f}")
+            say(f"   {batch:5d} {name:12s} {seconds:9.3f} {seconds / ours:13.2f} "
+                f"{gflops:8.1f}")
 
-    click.echo(f"\n3. LeNet (Grenade's README network, Softmax head), one epoch of "
-               f"{len(data[0]):,} examples at batch 64, float32")
+    say(f"\n3. LeNet (Grenade's README network, Softmax head), one epoch of "
+        f"{len(data[0]):,} examples at batch 64, float32")
     lenet = bench_lenet(device, data, max(1, repeats // 2))
+    table.add("LeNet epoch, batch 64 (s)", lenet, "{:.3f}")
     for name, seconds in lenet:
-        click.echo(f"   {name:32s} {seconds:9.3f} s/epoch {seconds / lenet[0][1]:6.2f}x")
+        say(f"   {name:32s} {seconds:9.3f} s/epoch {seconds / lenet[0][1]:6.2f}x")
     for name, value, unit in bench_convolutions(device, repeats):
-        click.echo(f"   {name:42s} {value:9.1f} {unit}")
+        say(f"   {name:42s} {value:9.1f} {unit}")
 
-    report_gemms(device, repeats)
+    gemms = report_gemms(device, repeats, say)
+    table.add("GEMM 64×784×512, y = x Wᵀ + b (GFLOP/s)",
+              [(n, v) for n, v in gemms if "1024" not in n], "{:.0f}",
+              f"grenade_py gemm_dot {device.gemm}")
+    table.add("GEMM 1024³ (GFLOP/s)", [(n, v) for n, v in gemms if "1024" in n], "{:.0f}",
+              f"grenade_py gemm_dot {device.gemm}")
 
-    click.echo(f"\n5. Shakespeare LSTM 40-80-40-40, {windows:,} windows of 50 random symbols, "
-               "float32")
+    say(f"\n5. Shakespeare LSTM 40-80-40-40, {windows:,} windows of 50 random symbols, "
+        "float32")
     recurrent, limits = bench_recurrent(device, windows, repeats)
+    table.add("Shakespeare LSTM, Grenade's semantics (chars/s)", recurrent, "{:,.0f}")
+    table.add("  summed BPTT over 16 windows (chars/s)", recurrent, "{:,.0f}",
+              "grenade_py, summed")
     ours = recurrent[0][1]
-    click.echo(f"   {'':36s} {'chars/s':>9s} {'/ pytorch':>10s}")
+    say(f"   {'':36s} {'chars/s':>9s} {'/ pytorch':>10s}")
     torch_rate = recurrent[-1][1] if recurrent[-1][0].startswith("pytorch") else None
     for name, rate in recurrent:
         ratio = f"{rate / torch_rate:10.1f}" if torch_rate else ""
-        click.echo(f"   {name:36s} {rate:9.0f} {ratio}")
-    click.echo(f"   ({limits}; Grenade's semantics: {ours:.0f} chars/s)")
+        say(f"   {name:36s} {rate:9.0f} {ratio}")
+    say(f"   ({limits}; Grenade's semantics: {ours:.0f} chars/s)")
 
-    click.echo(f"\n6. MNIST's `bn` recipe (mnist --arch bn), {RECIPE_EPOCHS} epochs of "
-               f"{len(data[0]):,} examples, training time to 99% test accuracy, float32")
-    click.echo(f"   {'':14s} {'s to 99%':>9s} {'best test acc':>14s} {'s, all epochs':>14s}")
-    for name, to_99, best, total in bench_recipe(device, data_dir, len(data[0])):
-        click.echo(f"   {name:14s} {to_99:9.1f} {best:14.4f} {total:14.1f}")
+    say(f"\n6. MNIST's `bn` recipe (mnist --arch bn), {RECIPE_EPOCHS} epochs of "
+        f"{len(data[0]):,} examples, training time to 99% test accuracy, float32")
+    say(f"   {'':14s} {'s to 99%':>9s} {'best test acc':>14s} {'s, all epochs':>14s}")
+    recipe = bench_recipe(device, data_dir, len(data[0]))
+    table.add("the bn recipe, training time to 99% test accuracy (s)",
+              [(name, to_99) for name, to_99, _, _ in recipe], "{:.1f}")
+    for name, to_99, best, total in recipe:
+        say(f"   {name:14s} {to_99:9.1f} {best:14.4f} {total:14.1f}")
+    if markdown:
+        click.echo(table.markdown(environment(device, torch)))
+        return
     others = [f"{p}:{d}" for p, platform in enumerate(cl.get_platforms())
               for d, gpu in enumerate(platform.get_devices())
               if gpu.type & cl.device_type.GPU and gpu != device.cl_device]
@@ -534,13 +604,15 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
         report_gemms(Device(spec), 1)
 
 
-def report_gemms(device: Device, repeats: int) -> None:
+def report_gemms(device: Device, repeats: int,
+                 say: Callable[[str], None] = click.echo) -> list[tuple[str, float]]:
     peak, how = peak_gflops(device)
-    click.echo(f"\n4. GEMMs, float32, on {device.name}: estimated peak {peak:.0f} GFLOP/s "
-               f"= {how}")
-    for name, gflops in bench_gemm(device, repeats):
+    say(f"\n4. GEMMs, float32, on {device.name}: estimated peak {peak:.0f} GFLOP/s = {how}")
+    rows = bench_gemm(device, repeats)
+    for name, gflops in rows:
         share = "" if name.startswith("numpy") else f" {gflops / peak:6.1%} of peak"
-        click.echo(f"   {name:42s} {gflops:7.1f} GFLOP/s{share}")
+        say(f"   {name:42s} {gflops:7.1f} GFLOP/s{share}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -113,6 +113,27 @@ def model_file_options(command: F) -> F:
                         help="Start from this model file.")(command)
 
 
+def report_options(command: F) -> F:
+    """--log FILE.jsonl and --plot FILE.png (see grenade_py.plots)."""
+    command = click.option("--plot", type=click.Path(dir_okay=False), default=None,
+                           help="Draw the run (loss and accuracy per epoch or round) in this "
+                                "PNG; needs matplotlib.")(command)
+    return click.option("--log", type=click.Path(dir_okay=False), default=None,
+                        help="Write each epoch's or round's figures here, a JSON line each."
+                        )(command)
+
+
+def run_log(log: str | None, plot: str | None, title: str, step: str = "epoch",
+            **series: Any) -> Any:
+    """The RunLog of --log and --plot, their paths checked writable first (usage errors)."""
+    from grenade_py.plots import RunLog
+
+    check_writable(log, "--log")
+    check_writable(plot, "--plot")
+    with user_errors():
+        return RunLog(log, plot, title, step, **series)
+
+
 def open_device(spec: str | None, precision: str, announce: bool = True) -> Device:
     """The chosen device, printed once to stderr."""
     device = Device(spec, precision=precision)

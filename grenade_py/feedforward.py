@@ -9,6 +9,7 @@ centred at (0.33, 0.33) and (-0.33, -0.33), else 0; one pass, one example at a t
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import click
 import numpy as np
@@ -21,12 +22,14 @@ from grenade_py.cli import (
     model_file_options,
     open_device,
     optimizer_from_options,
+    run_log,
     user_errors,
 )
 from grenade_py.device import Device
 from grenade_py.layers import FullyConnected, Logit, Relu, Tanh
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer, Schedule, schedule_rate
+from grenade_py.plots import plot_map, pyplot
 from grenade_py.runner import fit, run_net, train
 from grenade_py.shapes import D1
 
@@ -78,11 +81,12 @@ def seeds(seed: int | None) -> tuple[np.random.SeedSequence, np.random.SeedSeque
 
 
 def train_circles(net: Network, params: Optimizer, examples: int, batch_size: int,
-                  rng: np.random.Generator, progress: bool, schedule: Schedule | None = None
-                  ) -> None:
+                  rng: np.random.Generator, progress: bool, schedule: Schedule | None = None,
+                  on_chunk: Callable[[int], None] | None = None) -> None:
     """One pass over `examples` fresh examples, drawn from `rng` and trained CHUNK at a time:
     Grenade's per-example steps (batch_size 1) or averaged minibatch steps, in order; the
-    `schedule` gives each chunk its rate (a chunk is its epoch)."""
+    `schedule` gives each chunk its rate (a chunk is its epoch); `on_chunk(done)` after each
+    chunk."""
     bar = (click.progressbar(length=examples, label="training", file=sys.stderr)
            if progress and examples else None)
     chunk = -(-CHUNK // batch_size) * batch_size  # no minibatch straddles two chunks
@@ -100,6 +104,8 @@ def train_circles(net: Network, params: Optimizer, examples: int, batch_size: in
         else:
             fit(net, step, xs, ys, batch_size=batch_size, epochs=1, shuffle=False,
                 progress=report if bar else None)
+        if on_chunk is not None:
+            on_chunk(start + len(xs))
     net.device.queue.finish()
     if bar is not None:
         bar.render_finish()
@@ -115,28 +121,49 @@ def train_circles(net: Network, params: Optimizer, examples: int, batch_size: in
 @device_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="1 = Grenade's per-example training; more = averaged minibatch steps.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also draw the learned map in this PNG; needs matplotlib.")
+@click.option("--log", type=click.Path(dir_okay=False), default=None,
+              help="Write validation loss and accuracy after each chunk of examples here, a "
+                   "JSON line each.")
 def main(examples: int, rate: float | None, momentum: float | None, l2: float | None,
          optimizer: str, clip_norm: float | None, schedule: str | None, load: str | None,
          save: str | None, seed: int | None, device_spec: str | None, precision: str,
-         batch_size: int) -> None:
+         batch_size: int, plot: str | None, log: str | None) -> None:
     """Learn two circles and draw them, as Grenade's feedforward example does."""
     params = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm, (0.01, 0.9, 0.0005),
                                     precision)
     check_schedule(schedule, params.rate, -(-examples // CHUNK))
     check_writable(save)
+    check_writable(plot, "--plot")
+    record = run_log(log, None, "feedforward", "examples")
     with user_errors():
+        if plot is not None:
+            pyplot()  # matplotlib is there, before any training
         device = open_device(device_spec, precision)
         data_seed, weights_seed = seeds(seed)
         rng = np.random.default_rng(data_seed)
         fresh = feedforward_network(device, seed=weights_seed)
         net = Network.load(load, device=device, like=fresh) if load else fresh
+        held_out = sample(2000, np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2]))
+
+        def validate(done: int) -> None:
+            out = run_net(net, held_out[0])
+            record({"examples": done, "val_loss": float(np.mean(0.5 * (out - held_out[1]) ** 2)),
+                    "val_accuracy": float(np.mean((out > 0.5) == (held_out[1] > 0.5)))})
+
         train_circles(net, params, examples, batch_size, rng, progress=sys.stderr.isatty(),
-                      schedule=schedule)
+                      schedule=schedule, on_chunk=validate if log else None)
         values = run_net(net, grid())
         if not np.all(np.isfinite(values)):
             raise click.ClickException("training diverged: the network outputs NaN or Inf; "
                                        "lower --train_rate")
         click.echo(render(values))
+        if plot is not None:
+            axis = np.linspace(-1, 1, 201)
+            points = np.stack(np.meshgrid(axis, axis), axis=-1).reshape(-1, 2)
+            plot_map(run_net(net, points).reshape(201, 201), plot,
+                     "the two circles as learned")
         if save:
             net.save(save)
 

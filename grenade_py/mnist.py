@@ -21,6 +21,8 @@ from grenade_py.cli import (
     learning_options,
     open_device,
     optimizer_from_options,
+    report_options,
+    run_log,
     save_on_interrupt,
     user_errors,
 )
@@ -111,6 +113,7 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
               help="Write the trained model here (also on Ctrl-C after an epoch).")
 @click.option("--load", type=click.Path(dir_okay=False),
               help="Resume from a model file written by --save (momentum included).")
+@report_options
 @click.option("--distributed", is_flag=True,
               help="Run as one rank of `mpiexec -n R ...`: data-parallel over the ranks, one "
                    "device each (pip install 'grenade_py[mpi]').")
@@ -118,7 +121,8 @@ def main(data_dir: str, arch: str, arch_file: str | None, epochs: int | None,
          batch_size: int, rate: float | None, momentum: float | None, l2: float | None,
          optimizer: str | None, clip_norm: float | None,
          schedule: str | None, seed: int, device_spec: str | None, precision: str,
-         limit: int | None, save: str | None, load: str | None, distributed: bool) -> None:
+         limit: int | None, save: str | None, load: str | None, log: str | None,
+         plot: str | None, distributed: bool) -> None:
     """Train an MLP on MNIST; print train loss, test accuracy and examples/s per epoch."""
     recipe = RECIPES.get(arch, {}) if arch_file is None else {}
     optimizer = optimizer or recipe.get("optimizer", "sgd")
@@ -140,7 +144,7 @@ def main(data_dir: str, arch: str, arch_file: str | None, epochs: int | None,
         data_dir=data_dir, arch=arch, spec=spec, epochs=epochs, batch_size=batch_size,
         params=params,
         schedule=schedule, seed=seed, device_spec=device_spec, precision=precision, limit=limit,
-        save=save, load=load)
+        save=save, load=load, log=log, plot=plot)
     if not distributed:
         with user_errors():
             train_mnist(**options)
@@ -181,9 +185,12 @@ def train_mnist(data_dir: str, arch: str, spec: dict[str, Any] | None, epochs: i
                 batch_size: int,
                 params: Optimizer, schedule: str | None, seed: int, device_spec: str | None,
                 precision: str, limit: int | None, save: str | None, load: str | None,
-                comm: Any = None) -> None:
-    """The CLI's work: with `comm`, as one rank (only rank 0 prints, draws progress, saves)."""
+                log: str | None = None, plot: str | None = None, comm: Any = None) -> None:
+    """The CLI's work: with `comm`, as one rank (only rank 0 prints, draws progress, saves,
+    logs and plots)."""
     lead = comm is None or comm.Get_rank() == 0
+    record_epoch = run_log(log, plot, f"MNIST, {arch if spec is None else 'network of the spec'}"
+                           ) if lead and (log or plot) else None
 
     def say(message: str, err: bool = False) -> None:
         if lead:
@@ -221,6 +228,8 @@ def train_mnist(data_dir: str, arch: str, spec: dict[str, Any] | None, epochs: i
         done += steps
         say(f"{record['epoch']:5d}  {record['loss']:10.4f}  {record['accuracy']:9.4f}"
             f"  {record['val_accuracy']:8.4f}  {record['examples_per_s']:10.0f}")
+        if record_epoch is not None:
+            record_epoch(record)
         if not np.isfinite(record["loss"]):
             raise click.ClickException("training diverged (loss is not finite); lower --rate")
 

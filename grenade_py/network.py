@@ -194,13 +194,15 @@ class Network(Series):
         return cls(structure.layers, input=input_shape, device=placed, seed=seed, init=init)
 
     # -- model files (grenade_py.network_file) -----------------------------------------------
-    def save(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None
-             ) -> None:
+    def save(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None,
+             optimizer_state: bool = True) -> None:
         """Write the network (structure, shapes, parameters, the optimiser's state, each
         Dropout's key and counter) to `path`, atomically, with `metadata` (JSON values, such as
-        a text model's alphabet; `network_file.read_metadata` gives it back). Raises
-        ModelFileError, writing nothing, if a value is NaN or Inf."""
-        network_file.save(self, path, metadata)
+        a text model's alphabet; `network_file.read_metadata` gives it back). Without
+        `optimizer_state` the moments are left out (a third of the size, for a model to run
+        rather than resume: it loads with them zero). Raises ModelFileError, writing nothing,
+        if a value is NaN or Inf."""
+        network_file.save(self, path, metadata, optimizer_state)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: Device | str | None = None,

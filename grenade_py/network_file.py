@@ -32,7 +32,8 @@ ROLES = ("parameters", "momentum", "second")
 NetworkMaker = Callable[[list[Layer], Shape], Layer]
 
 
-def save(net: Any, path: str | os.PathLike[str], metadata: dict[str, Any] | None) -> None:
+def save(net: Any, path: str | os.PathLike[str], metadata: dict[str, Any] | None,
+         optimizer_state: bool = True) -> None:
     """Write the Network `net` to `path` (see `Network.save`)."""
     try:
         json.dumps(metadata or {}, allow_nan=False)
@@ -40,8 +41,9 @@ def save(net: Any, path: str | os.PathLike[str], metadata: dict[str, Any] | None
         raise ModelFileError(f"metadata must be JSON values (str, finite numbers, lists, dicts "
                              f"with str keys): {e}; nothing was written to {path}") from None
     arrays = []
-    for role, values in zip(ROLES, (net.get_parameters(), net.get_momentum(), net.get_second()),
-                            strict=True):
+    roles = ROLES if optimizer_state else ROLES[:1]
+    for role, values in zip(roles, (net.get_parameters(), net.get_momentum(), net.get_second()),
+                            strict=False):
         for index, layer_values in enumerate(values):
             for name, value in layer_values.items():
                 if not np.all(np.isfinite(value)):
@@ -51,6 +53,7 @@ def save(net: Any, path: str | os.PathLike[str], metadata: dict[str, Any] | None
     header = {"format": "grenade_py", "precision": net.device.precision,
               "network": net.spec(), "shapes": [repr(s) for s in net.shapes],
               "metadata": metadata or {}, "steps": net.steps, "state_steps": net.state_steps,
+              "optimizer_state": optimizer_state,
               "layer_state": {node: state for node, layer, _ in net.nodes(net.input_shape)
                               if (state := layer.get_state())}}
     model_file.write(path, header, arrays)
@@ -86,7 +89,8 @@ def read(path: str | os.PathLike[str], kind: str) -> Stored:
         shapes = [repr(s) for s in structure.shape_list(input_shape)]
         if shapes != header["shapes"]:
             raise ValueError(f"stored shapes {header['shapes']} differ from the layers' {shapes}")
-        values = _values(structure, input_shape, arrays)
+        optional = ROLES[1:] if header.get("optimizer_state") is False else ("second",)
+        values = _values(structure, input_shape, arrays, optional)
         counts = [header.get(name, 0) for name in ("steps", "state_steps")]
         if not all(type(count) is int and count >= 0 for count in counts):
             raise ValueError(f"step counts {counts} are not counts")
@@ -152,10 +156,12 @@ def layer_from_spec(spec: dict[str, Any], make_network: NetworkMaker | None = No
     raise ValueError(f"{path}: unknown layer type {kind!r} (known: {', '.join(known)})")
 
 
-def _values(net: Series, input_shape: Shape, arrays: list[tuple[dict[str, Any], np.ndarray]]
-            ) -> dict[str, list[dict[str, np.ndarray]]]:
+def _values(net: Series, input_shape: Shape, arrays: list[tuple[dict[str, Any], np.ndarray]],
+            optional: tuple[str, ...]) -> dict[str, list[dict[str, np.ndarray]]]:
     """The file's arrays as get_parameters/get_momentum lists for `net`, checked against the
-    shapes its layers need, before anything is allocated on a device."""
+    shapes its layers need, before anything is allocated on a device; the `optional` roles
+    (a file from before Adam has no second moment; one saved without its optimiser's state,
+    neither moment) are zero where absent."""
     expected = [_parameter_shapes(layer, shape) for _, layer, shape in net.children(input_shape)]
     values: dict[str, list[dict[str, np.ndarray]]] = {r: [{} for _ in expected] for r in ROLES}
     for meta, value in arrays:
@@ -167,7 +173,7 @@ def _values(net: Series, input_shape: Shape, arrays: list[tuple[dict[str, Any], 
         values[role][index][name] = value
     for role in ROLES:
         for index, shapes in enumerate(expected):
-            if role == "second" and not values[role][index]:  # files from before Adam
+            if role in optional and not values[role][index]:
                 values[role][index] = {k: np.zeros(s) for k, s in shapes.items()}
             if set(values[role][index]) != set(shapes):
                 raise ValueError(f"layer {index} {role} missing")

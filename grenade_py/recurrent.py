@@ -11,6 +11,7 @@ values 100-149 of what it generates are printed.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import click
 import numpy as np
@@ -22,6 +23,8 @@ from grenade_py.cli import (
     model_file_options,
     open_device,
     optimizer_from_options,
+    report_options,
+    run_log,
     user_errors,
 )
 from grenade_py.device import Device
@@ -51,17 +54,35 @@ def window(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray | None
     return steps
 
 
+def validate(net: RecurrentNetwork, windows: list[list[tuple[np.ndarray, np.ndarray | None]]]
+             ) -> dict[str, float]:
+    """Half the squared error at each window's target, and how often the rounded output is
+    the target, over `windows` (run, not trained)."""
+    errors = []
+    for steps in windows:
+        ys, _ = run_recurrent(net, np.stack([x for x, _ in steps]))
+        errors.append(float(ys[-1, 0] - steps[-1][1][0]))  # type: ignore[index]
+    e = np.array(errors)
+    return {"val_loss": float(np.mean(0.5 * e ** 2)), "val_accuracy": float(np.mean(
+        np.abs(e) < 0.5))}
+
+
 def train_cycle(net: RecurrentNetwork, learning: Optimizer, examples: int,
-                rng: np.random.Generator, progress: bool) -> None:
-    """`examples` windows, one trainRecurrent step each, in order."""
+                rng: np.random.Generator, progress: bool,
+                on_round: Callable[[int], None] | None = None) -> None:
+    """`examples` windows, one trainRecurrent step each, in order; `on_round(done)` after
+    every tenth of them."""
     bar = click.progressbar(length=examples, label="training", file=sys.stderr) \
         if progress and examples else None
+    rounds = {examples * k // 10 for k in range(1, 11)}
     for done in range(1, examples + 1):
         train_recurrent(net, learning, window(rng))
         if done % 1000 == 0 or done == examples:
             net.device.queue.finish()  # Ctrl-C stops within 1000 windows
             if bar is not None:
                 bar.update(done - bar.pos)
+        if on_round is not None and done in rounds:
+            on_round(done)
     if bar is not None:
         bar.render_finish()
 
@@ -94,21 +115,28 @@ def is_cycle(values: list[int]) -> bool:
               help="Seed for the initial weights and the windows.")
 @model_file_options
 @device_options
+@report_options
 def main(examples: int, rate: float | None, momentum: float | None, l2: float | None,
          optimizer: str, seed: int | None, load: str | None, save: str | None,
-         device_spec: str | None, precision: str) -> None:
+         device_spec: str | None, precision: str, log: str | None, plot: str | None) -> None:
     """Learn the cycle 0, 0, 1 with an LSTM and print what it generates."""
     learning = optimizer_from_options(optimizer, rate, momentum, l2, None, (0.01, 0.9, 0.0005),
                                       precision)
     check_writable(save)
+    record = run_log(log, plot, "Grenade's recurrent example (0, 0, 1)", "round")
     with user_errors():
         device = open_device(device_spec, precision)
-        data_seed, weights_seed = np.random.SeedSequence(seed).spawn(2)
+        data_seed, weights_seed, check_seed = np.random.SeedSequence(seed).spawn(3)
         fresh = cycle_network(device, weights_seed)
         net = RecurrentNetwork.load(load, device=device, like=fresh) if load else fresh
         click.echo("Training network...")
+        check_rng = np.random.default_rng(check_seed)
+        held_out = [window(check_rng) for _ in range(100)]
         train_cycle(net, learning, examples, np.random.default_rng(data_seed),
-                    progress=sys.stderr.isatty())
+                    progress=sys.stderr.isatty(),
+                    on_round=(lambda done: record({"round": len(record.records) + 1,
+                                                   "windows": done} | validate(net, held_out)))
+                    if log or plot else None)
         values = generate(net, 150)[100:]
         click.echo(str(values))
         click.echo("the cycle 0, 0, 1: " + ("learned" if is_cycle(values) else "not learned"))

@@ -29,6 +29,8 @@ from grenade_py.cli import (
     model_file_options,
     open_device,
     optimizer_from_options,
+    report_options,
+    run_log,
     save_on_interrupt,
     user_errors,
 )
@@ -152,12 +154,13 @@ def report(round_: int, size: int, m: Metrics, loss: str) -> str:
               help="Seed for the initial weights, the windows and the samples.")
 @model_file_options
 @device_options
+@report_options
 def main(data: str | None, examples: int, rate: float | None, momentum: float | None,
          l2: float | None, optimizer: str, clip_norm: float | None, schedule: str | None,
          sequence_length: int, temperature: float, sample_length: int, targets: str,
          batch: int, output: str, annotate: bool, symbols: int | None, init: str,
          seed: int | None, load: str | None, save: str | None, device_spec: str | None,
-         precision: str) -> None:
+         precision: str, log: str | None, plot: str | None) -> None:
     """Learn a text character by character and write like it, as Grenade's example does."""
     learning = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm,
                                       (0.01, 0.95, 0.000001), precision)
@@ -169,6 +172,8 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
     if data is None:
         raise click.UsageError("pass the training text with --data PATH (for example "
                                "../shared/data/shakespeare/plays.txt)")
+    record_round = run_log(log, plot, "Shakespeare (training windows)", "round",
+                           series=(("loss", ("loss",)), ("accuracy", ("accuracy",))))
     with user_errors():
         raw = read_text(data)
         if load:
@@ -217,6 +222,9 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
                 if bar is not None:
                     bar.render_finish()
                 click.echo(report(round_, sequence_length, total, loss))
+                record_round({"round": round_, "rate": rate,
+                              "loss": total.loss / max(total.steps, 1),
+                              "accuracy": total.correct / max(total.steps, 1)})
                 if not np.isfinite(total.loss):
                     raise click.ClickException("training diverged: the network outputs NaN or "
                                                "Inf; lower --train_rate")

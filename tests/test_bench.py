@@ -2,6 +2,7 @@
 timings belong to the benchmark, not to tests)."""
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -24,3 +25,24 @@ def test_bench_runs(tmp_path):
         assert section in out
     assert "random data shaped as MNIST" in out  # no ../shared beside tmp_path
     assert out.count("grenade_py ") >= 3 and "numpy" in out and "grenade_py, Adam" in out
+
+
+def test_bench_markdown_table(tmp_path):
+    """--markdown: the machine, device and versions, then one table of every main figure."""
+    result = subprocess.run([sys.executable, "-m", "grenade_py.bench", "--markdown",
+                             "--examples", "1000", "--epoch-examples", "256", "--repeats", "1",
+                             "--windows", "20"], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:4]] == ["- machine", "- device", "- versions",
+                                                          "- date"]
+    assert "1. feedforward" not in result.stdout  # the table instead of the sections
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0] == "| | grenade_py | numpy | PyTorch (CPU) |" and len(table) == 2 + 11
+    for row in table[2:]:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        value = float(cells[1].replace(",", ""))
+        # random data never reaches 99%: the recipe's time to it is nan then
+        assert len(cells) == 4 and (value > 0 or "99%" in row and math.isnan(value)), row

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import struct
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -34,12 +35,18 @@ def test_gan_example_runs(tmp_path):
 
     gan = load("gan_mnist")
     result = CliRunner().invoke(gan.main, ["--data", str(MNIST_DIR), "--iterations", "2",
-                                           "--examples", "64", "--png", str(tmp_path / "s.png")])
+                                           "--examples", "64", "--png", str(tmp_path / "s.png"),
+                                           "--save", str(tmp_path / "g.gnpy")])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("iteration 1:") and len(lines) == 2 * 29
     assert all(len(line) == 28 and set(line) <= set(" .-=#") for line in lines[1:29])
-    assert (tmp_path / "s.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    png = (tmp_path / "s.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert struct.unpack(">II", png[16:24]) == (8 * 30 - 2, 2 * 30 - 2)  # 8 samples, 2 passes
+    from grenade_py import Network
+
+    assert repr(Network.load(tmp_path / "g.gnpy")).startswith("Network '[FullyConnected 80 256")
 
 
 def test_gan_noise_is_independent_of_the_weights():

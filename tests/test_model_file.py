@@ -46,6 +46,28 @@ def test_round_trip_resumes_training_exactly(device, tmp_path, rng):
             np.testing.assert_array_equal(a[name], b[name])
 
 
+def test_a_model_saved_without_its_optimiser_state(device, tmp_path, rng):
+    """A third of the size; loads with zero moments, the same parameters and outputs; a file
+    that lacks momentum without saying so is still refused."""
+    net = make(device, width=40)
+    train(net, LP, rng.normal(size=(10, 2)), rng.normal(size=(10, 1)), per_example=True)
+    net.save(tmp_path / "full")
+    net.save(tmp_path / "lean", optimizer_state=False)
+    full, lean = (os.path.getsize(tmp_path / name) for name in ("full", "lean"))
+    assert lean < 0.45 * full
+    loaded = Network.load(tmp_path / "lean", device=device)
+    for a, b in zip(loaded.get_parameters(), net.get_parameters(), strict=True):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+    assert all(np.all(v == 0) for p in loaded.get_momentum() + loaded.get_second()
+               for v in p.values())
+    header, arrays = model_file.read(tmp_path / "lean")
+    del header["optimizer_state"]
+    model_file.write(tmp_path / "unmarked", header, arrays)
+    with pytest.raises(ModelFileError, match="momentum missing"):
+        Network.load(tmp_path / "unmarked")
+
+
 def test_load_without_device_uses_file_precision(device, tmp_path):
     net = make(device)
     net.save(tmp_path / "m")

@@ -1,4 +1,4 @@
-"""The wheel carries the kernels; the Nix files parse."""
+"""The wheel carries the kernels and the shipped models; the Nix files parse."""
 from __future__ import annotations
 
 import shutil
@@ -24,6 +24,9 @@ def test_wheel_contains_kernels(tmp_path):
     kernels = {Path(n).name for n in names if n.startswith("grenade_py/kernels/")}
     assert {p.name for p in (ROOT / "kernels").glob("*.cl")} <= kernels
     assert "grenade_py/layers/fully_connected.py" in names
+    shipped = {f"grenade_py/models/{p.name}" for p in (ROOT / "grenade_py" / "models").iterdir()
+               if p.suffix in (".gnpy", ".grenade", ".json")}
+    assert "grenade_py/models/index.json" in shipped and shipped <= set(names)
 
 
 @pytest.mark.parametrize("path", ["flake.nix", "nix/package.nix", "nix/shell.nix"])
