@@ -39,6 +39,7 @@ from grenade_py.layers import (
                                Tanh,
                                Trivial,
 )
+from grenade_py.many import train_many
 from grenade_py.network import Network
 from grenade_py.optimizers import SGD, Adam, AdamW, LearningParameters, Optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
@@ -75,5 +76,5 @@ __all__ = [
     "Resnet", "Gradients", "Tapes", "run_gradient", "run_network", "LSTM", "BasicRecurrent",
     "RecurrentNetwork", "RecurrentState", "SymbolCorpus", "run_recurrent", "train_recurrent",
     "train_sequences", "SGD", "Adam", "AdamW", "Optimizer", "Sinusoid", "Gelu", "LeakyRelu",
-    "LeakyTanh", "BatchNorm",
+    "LeakyTanh", "BatchNorm", "train_many",
 ]

@@ -35,6 +35,7 @@ from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.gemm import gemm_dot, gemm_outer
 from grenade_py.layers import LSTM, Convolution, FullyConnected, Logit, Pooling, Relu, Reshape
 from grenade_py.losses import CROSS_ENTROPY
+from grenade_py.many import train_many
 from grenade_py.mnist import mnist_network
 from grenade_py.network import Network
 from grenade_py.numpy_reference import NumpyNetwork
@@ -124,6 +125,23 @@ def bench_feedforward(device: Device, examples: int, repeats: int) -> list[tuple
 
         rows.append(("pytorch", median_time(torch_run, 3) / few * 1e6))
     return rows
+
+
+def bench_many(device: Device, examples: int, repeats: int) -> list[tuple[str, float]]:
+    """Per-example training of 1 and of as many feedforward networks as the device has compute
+    units in one launch (train_many), timed interleaved: microseconds per example per
+    network."""
+    xs, ys = sample(examples, np.random.default_rng(0))
+    counts = [1, max(2, device.cl_device.max_compute_units)]
+    nets = {k: [feedforward_network(device, seed=s) for s in range(k)] for k in counts}
+    timings: dict[int, list[float]] = {k: [] for k in counts}
+    for _ in range(repeats + 1):  # the first of each: the warm-up
+        for k in counts:
+            start = time.perf_counter()
+            train_many(nets[k], FF_LP, xs, ys)
+            timings[k].append(time.perf_counter() - start)
+    return [(f"grenade_py, {k} network{'s' if k > 1 else ''} at once",
+             statistics.median(timings[k][1:]) / (k * examples) * 1e6) for k in counts]
 
 
 def bench_mnist(device: Device, data: tuple[np.ndarray, np.ndarray], batch: int,
@@ -538,6 +556,11 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
         say(f"   {name:32s} {us:10.3f} {us / ours:13.1f}")
     say("   (Grenade itself, native Haskell, ~10 us/example on this machine per the "
         "project's notes; not run here)")
+    many = bench_many(device, examples, repeats)
+    for name, us in many:
+        say(f"   {name:32s} {us:10.3f}  per example per network "
+            f"({many[0][1] / us:.2f}x the examples/s of one)")
+    table.add(f"  {many[-1][0][12:]}, train_many (µs/example each)", many[-1:], "{:.2f}")
 
     (x, y), label = mnist_data(data_dir)
     data = (x[:epoch_examples], y[:epoch_examples])

@@ -34,6 +34,9 @@ from grenade_py.shapes import Shape, size
 log = logging.getLogger("grenade_py")
 
 BARRIER = "barrier(CLK_GLOBAL_MEM_FENCE);"
+#: Values per 128-byte line in float32 (64 in float64: over-aligned, which is harmless): where
+#: several networks' buffers share one (grenade_py.many), each network's share starts on one.
+MANY_LINE = 32
 
 
 def chain(layer: Layer, in_shape: Shape) -> list[tuple[Layer, Shape]]:
@@ -43,10 +46,17 @@ def chain(layer: Layer, in_shape: Shape) -> list[tuple[Layer, Shape]]:
     return [item for _, child, shape in layer.children(in_shape) for item in chain(child, shape)]
 
 
-def fused_source(layers: list[Layer], lanes: int = 1, kind: int = 0) -> str | None:
+def fused_source(layers: list[Layer], lanes: int = 1, kind: int = 0, many: bool = False
+                 ) -> str | None:
     """The fused loop's OpenCL source for a chain of layers run by `lanes` work-items (a power
     of two) under optimiser `kind` (a constant, so the loop holds its rule alone), or None if a
-    layer has no device-side form."""
+    layer has no device-side form.
+
+    With `many`, the kernel `fused_train_many` trains one network per work-group (see
+    grenade_py.many): group g finds its parameters, moments, activations and deltas at
+    g x their size in buffers holding every network's, its optimiser's values in row g of
+    `values`, and its examples in the order row g of `order` gives; the loop itself is the
+    same code, so each network's arithmetic is its solo run's."""
     count = len(layers)
     forward, backward = [], []
     for i, layer in enumerate(layers):
@@ -59,12 +69,34 @@ def fused_source(layers: list[Layer], lanes: int = 1, kind: int = 0) -> str | No
         if code is None:
             return None
         backward.append(code)
-    params = ["int start", "int count", "global const REAL *xs", "global const REAL *ys",
-              "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay", "REAL p1",
-              "REAL p2"]
+    params = ["int start", "int count", "global const REAL *xs", "global const REAL *ys"]
+    params += ["global const REAL *values", "global const int *order", "int examples",
+               "global REAL *flat", "int flat_size"] if many else [
+        "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay", "REAL p1", "REAL p2"]
     params += [f"int n{k}" for k in range(count + 1)]
-    params += [f"global REAL *{v}{k}" for k in range(1, count + 1) for v in ("a", "d")]
-    params += [decl for i, layer in enumerate(layers) for decl, _ in layer.fused_args(i)]
+    boundaries = [f"{v}{k}" for k in range(1, count + 1) for v in ("a", "d")]
+    params += [f"global REAL *{name}{'_all' if many else ''}" for name in boundaries]
+    prologue = ["const int g = get_group_id(0);"] if many else []
+    for i, layer in enumerate(layers):
+        for decl, _ in layer.fused_args(i):
+            if many and "*" in decl:  # a view into the flat buffers: an offset into them
+                name = decl.split("*")[-1].strip()
+                params.append(f"int {name}_at")
+                prologue.append(f"global REAL *{name} = flat + (size_t)g * flat_size + "
+                                f"{name}_at;")
+            else:
+                params.append(decl)
+    if many:
+        # Each group's share starts on its own 128-byte lines (no false sharing).
+        prologue += [f"global REAL *{name} = {name}_all + (size_t)g * MANY_PADDED(n{name[1:]});"
+                     for name in boundaries]
+        prologue.append("global const REAL *v = values + 7 * g;")
+        make = "optimizer_make(FUSED_OPTIMIZER, v[0], v[1], v[2], v[3], v[5], v[6])"
+        decay = "const REAL decay = v[4];"
+        example = "order[(size_t)g * examples + e]"
+    else:
+        make = "optimizer_make(FUSED_OPTIMIZER, rate, beta1, beta2, eps, p1, p2)"
+        decay, example = "", "e"
     # Every pointer argument is a buffer of its own: saying so lets the compiler vectorise the
     # update loops without run-time alias checks (~8% faster on PoCL).
     params = [p.replace(" *", " *restrict ") for p in params]
@@ -77,15 +109,19 @@ def fused_source(layers: list[Layer], lanes: int = 1, kind: int = 0) -> str | No
 #define FUSED_LANES {lanes}
 #define FUSED_GROUP {min(32, lanes)}
 #define FUSED_OPTIMIZER {kind}
-kernel void fused_train({", ".join(params)}) {{
+#define MANY_PADDED(n) (((n) + MANY_LINE - 1) / MANY_LINE * MANY_LINE)
+#define MANY_LINE {MANY_LINE}
+kernel void fused_train{"_many" if many else ""}({", ".join(params)}) {{
     const int lid = get_local_id(0), nl = get_local_size(0);
 #if FUSED_COALESCED
     local REAL fused_sums[FUSED_LANES];
 #endif
-    optimizer opt = optimizer_make(FUSED_OPTIMIZER, rate, beta1, beta2, eps, p1, p2);
+    {" ".join(prologue)} {decay}
+    optimizer opt = {make};
     for (int e = start; e < start + count; ++e, opt = optimizer_next(opt)) {{
-        global const REAL *a0 = xs + (size_t)e * n0;
-        global const REAL *t = ys + (size_t)e * n{count};
+        const int x = {example};
+        global const REAL *a0 = xs + (size_t)x * n0;
+        global const REAL *t = ys + (size_t)x * n{count};
 {body}
 {BARRIER}
     }}

@@ -1,7 +1,8 @@
 """Every kernel family at small odd sizes, run by tests/test_oclgrind.py under
 `oclgrind --data-races`: both GEMM forms, the fused per-example loop in its one-lane and
-coalesced (GPU) forms, convolution, col2im, pooling, the recurrent scans and updates (ordered
-and summed, clipped), Dropout, BatchNorm, the activations, the losses and every optimiser."""
+coalesced (GPU) forms and for several networks at once (train_many), convolution, col2im,
+pooling, the recurrent scans and updates (ordered and summed, clipped, through
+ConcatRecurrent), Dropout, BatchNorm, the activations, the losses and every optimiser."""
 import numpy as np
 
 import grenade_py as g
@@ -33,11 +34,16 @@ def main() -> None:
             fused.lanes = lambda device, lanes=lanes: lanes  # type: ignore[assignment]
             ff = g.Network([g.FullyConnected(3, 5), g.Tanh(), g.FullyConnected(5, 2),
                             g.Logit()], input=g.D1(3), device=d, seed=lanes)
+            other = g.Network.from_spec(ff.spec(), device=d, seed=lanes + 1)
             for opt in (g.SGD(0.01), g.Adam(0.01)):
                 g.train(ff, opt, rng.normal(size=(4, 3)), rng.uniform(size=(4, 2)),
                         per_example=True)
-        rn = g.RecurrentNetwork([g.LSTM(3, 4), g.BasicRecurrent(4, 2), g.FullyConnected(2, 3),
-                                 g.Softmax()], input=g.D1(3), device=d, seed=1)
+                g.train_many([ff, other], opt, rng.normal(size=(4, 3)),
+                             rng.uniform(size=(4, 2)), np.array([[0, 1, 2], [3, 2, 1]]))
+        rn = g.RecurrentNetwork([g.LSTM(3, 4), g.ConcatRecurrent(g.BasicRecurrent(4, 2),
+                                                                  g.FullyConnected(4, 1)),
+                                 g.FullyConnected(3, 3), g.Softmax()], input=g.D1(3), device=d,
+                                seed=1)
         for summed in (False, True):
             g.train_sequences(rn, g.Adam(0.01, clip_norm=0.1), rng.normal(size=(2, 3, 3)),
                               np.eye(3)[rng.integers(0, 3, (2, 3))], np.ones((2, 3), bool),

@@ -1,0 +1,161 @@
+"""train_many: several networks of one architecture trained per example in one launch.
+
+Grenade's per-example training is sequential (each step needs the weights the last one left), so
+one network keeps one compute unit busy. K independent networks of one architecture — a sweep
+over seeds, rates or data orders, or an ensemble — are K independent loops: the fused
+per-example kernel (grenade_py.fused, `many=True`) runs one per work-group, and the device
+spreads the work-groups over its compute units (DeepCL's multinet is the same idea). Every
+network's arithmetic is its solo run's: the same loop's code on its own weights and examples.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyopencl as cl
+import pyopencl.array as cl_array
+
+from grenade_py import fused
+from grenade_py.device import buffer, kernel_source, named_errors, opencl_errors
+from grenade_py.errors import GrenadeError
+from grenade_py.fused import MANY_LINE, chain, fused_source
+from grenade_py.losses import SQUARED_ERROR
+from grenade_py.network import Network
+from grenade_py.network_file import ROLES
+from grenade_py.optimizers import Optimizer, optimizer
+from grenade_py.runner import FUSED_WORK, _examples
+from grenade_py.shapes import size
+
+
+def padded(count: int) -> int:
+    """`count` values rounded up to whole 128-byte lines (MANY_PADDED in the kernel)."""
+    return -(-count // MANY_LINE) * MANY_LINE
+
+
+class ManyTrainer:
+    """The fused loop of `count` networks shaped as `net`, one work-group each, its fixed
+    arguments set once; the networks' values live in `flat` while it trains them."""
+
+    def __init__(self, net: Network, count: int, kind: int) -> None:
+        device = self.device = net.device
+        links = chain(net, net.input_shape)
+        layers = [layer for layer, _ in links]
+        shapes = [shape for _, shape in links] + [net.output_shape]
+        self.lanes = fused.lanes(device)
+        while True:
+            source = fused_source(layers, self.lanes, kind, many=True)
+            if source is None:
+                raise GrenadeError(f"{net!r} has a layer without a device-side form: "
+                                   "train_many runs the fused per-example loop only")
+            self.kernel = device.kernel("fused_train_many",
+                                        device.build(kernel_source() + source))
+            if self.kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
+                                               device.cl_device) >= self.lanes:
+                break
+            self.lanes //= 2
+        self.count, self.size = count, padded(net.flat["parameters"].size)
+        self.flat = device.zeros((len(ROLES) * count * self.size,))
+        itemsize = self.flat.dtype.itemsize
+        roles = {buffer(net.flat[role]).int_ptr: r for r, role in enumerate(ROLES)}
+        self.boundaries = [device.zeros((count * padded(size(shape)),)) for shape in shapes[1:]
+                           for _ in range(2)]
+        fixed: list[Any] = [buffer(self.flat), np.int32(self.size)]
+        fixed += [np.int32(size(shape)) for shape in shapes]
+        fixed += [buffer(b) for b in self.boundaries]
+        for i, layer in enumerate(layers):
+            for decl, value in layer.fused_args(i):
+                if "*" not in decl:
+                    fixed.append(value)
+                    continue
+                region = value.base_data  # a view: where it sits in which flat buffer
+                parent = region.get_info(cl.mem_info.ASSOCIATED_MEMOBJECT)
+                offset = region.get_info(cl.mem_info.OFFSET) // itemsize
+                fixed.append(np.int32(roles[parent.int_ptr] * count * self.size + offset))
+        for index, value in enumerate(fixed, start=7):
+            self.kernel.set_arg(index, value)
+
+    def copy(self, nets: Sequence[Network], into: bool) -> None:
+        """Copy every network's parameters and moments into `flat` (or back out of it)."""
+        queue, itemsize = self.device.queue, self.flat.dtype.itemsize
+        nbytes = nets[0].flat["parameters"].nbytes
+        for g, net in enumerate(nets):
+            for r, role in enumerate(ROLES):
+                at = (r * self.count + g) * self.size * itemsize
+                if into:
+                    cl.enqueue_copy(queue, buffer(self.flat), buffer(net.flat[role]),
+                                    byte_count=nbytes, dst_offset=at)
+                else:
+                    cl.enqueue_copy(queue, buffer(net.flat[role]), buffer(self.flat),
+                                    byte_count=nbytes, src_offset=at)
+
+    def run(self, start: int, count: int) -> None:
+        self.kernel.set_arg(0, np.int32(start))
+        self.kernel.set_arg(1, np.int32(count))
+        with named_errors(f"run the fused training loop of {self.count} networks on "
+                          f"{self.device.name}"):
+            cl.enqueue_nd_range_kernel(self.device.queue, self.kernel,
+                                       (self.lanes * self.count,), (self.lanes,))
+
+
+@opencl_errors
+def train_many(nets: Sequence[Network], params: Optimizer | Sequence[Optimizer],
+               x: np.ndarray, y: np.ndarray, orders: np.ndarray | None = None
+               ) -> list[Network]:
+    """Grenade's per-example training of every network in `nets` (one architecture, one
+    device; their own weights), in one launch: network k takes one optimiser step per example,
+    in the order `orders[k]` gives (indices into x and y; default: 0 .. N - 1), under
+    `params[k]` (or `params` for all; one kind of optimiser, without clip_norm). Each ends
+    exactly as `train(net, params[k], x[orders[k]], y[orders[k]], per_example=True)` would
+    leave it, and the networks train side by side on the device's compute units. Returns
+    `nets`.
+
+    Shape: x (N, *input.dims), y (N, *output.dims), orders (K, M) of ints in [0, N).
+    Launched for runs of about FUSED_WORK examples x parameters, each waited for (Ctrl-C).
+    """
+    nets = list(nets)
+    if not nets or not all(isinstance(net, Network) for net in nets):
+        raise TypeError("train_many takes a list of Networks")
+    first = nets[0]
+    for net in nets:
+        net.check_runnable()
+        if net.spec() != first.spec() or net.device is not first.device:
+            raise ValueError(f"train_many trains networks of one architecture on one device: "
+                             f"{net!r} differs from {first!r}")
+    if len({id(net) for net in nets}) != len(nets):
+        raise ValueError("a network appears twice in train_many's list")
+    chosen = [optimizer(p, first.device.dtype) for p in (
+        params if isinstance(params, Sequence) else [params] * len(nets))]
+    if len(chosen) != len(nets) or len({p.kind for p in chosen}) != 1 or any(
+            p.clip_norm is not None for p in chosen):
+        raise ValueError("train_many takes one optimiser, or one per network, all of one kind "
+                         "and without clip_norm")
+    xs, ys = _examples(first, x, y, SQUARED_ERROR)
+    order = np.tile(np.arange(len(xs)), (len(nets), 1)) if orders is None else np.asarray(orders)
+    if order.ndim != 2 or len(order) != len(nets) or not np.issubdtype(order.dtype, np.integer) \
+            or order.size == 0 or order.min() < 0 or order.max() >= len(xs):
+        raise ValueError(f"orders must be {len(nets)} rows of example indices in "
+                         f"[0, {len(xs)})")
+    device = first.device
+    trainer = ManyTrainer(first, len(nets), chosen[0].kind)
+    steps = order.shape[1]
+    values = [(*p.kernel_values(), *p.powers(net.steps + 1)) for p, net in zip(
+        chosen, nets, strict=True)]
+    held = [device.to_device(xs), device.to_device(ys), device.to_device(np.array(values)),
+            cl_array.to_device(device.queue, np.ascontiguousarray(order, dtype=np.int32))]
+    for index, array in enumerate(held, start=2):
+        trainer.kernel.set_arg(index, buffer(array))
+    trainer.kernel.set_arg(6, np.int32(steps))
+    trainer.copy(nets, into=True)
+    chunk, done = max(1, FUSED_WORK // trainer.size), 0
+    try:
+        for start in range(0, steps, chunk):
+            trainer.run(start, min(chunk, steps - start))
+            device.queue.finish()
+            done = min(steps, start + chunk)
+    finally:  # what was trained is kept, also on Ctrl-C
+        trainer.copy(nets, into=False)
+        device.queue.finish()
+        for net in nets:
+            net.steps += done
+    return nets
