@@ -124,10 +124,23 @@ class Group:
         return total
 
 
+#: How many abort_on_error blocks this process is inside (fit guards itself when none is).
+_guards = 0
+
+
+def guarded() -> bool:
+    """Whether an abort_on_error block is active (fit then leaves the failure to it, so that
+    what the block's body does on an error, such as saving a model, happens first)."""
+    return _guards > 0
+
+
 @contextlib.contextmanager
 def abort_on_error(comm: Any) -> Iterator[None]:
     """End the whole job when this rank fails: print the error with the rank and abort, so no
-    rank waits forever in a collective for a rank that is gone."""
+    rank waits forever in a collective for a rank that is gone. `fit(..., comm=)` runs inside
+    one unless it is already inside one."""
+    global _guards
+    _guards += 1
     try:
         yield
     except SystemExit as e:
@@ -140,3 +153,17 @@ def abort_on_error(comm: Any) -> Iterator[None]:
         print(f"rank {comm.Get_rank()} of {comm.Get_size()}: {message}", file=sys.stderr,
               flush=True)
         comm.Abort(1)
+    finally:
+        _guards -= 1
+
+
+def as_rank(command: click.Command) -> None:
+    """Run a CLI as one rank of `mpiexec` when its arguments include --distributed: MPI starts
+    before the flags are read, so a rank that refuses its flags (or fails in any way) ends the
+    whole job with its error instead of leaving the others waiting; otherwise as usual."""
+    if "--distributed" not in sys.argv[1:]:
+        command()
+        return
+    comm = world()
+    with abort_on_error(comm):
+        command(standalone_mode=False)

@@ -134,7 +134,8 @@ def main(data_dir: str, arch: str, arch_file: str | None, epochs: int | None,
     params = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm,
                                     (DEFAULT_RATE, 0.9, 0.0001), precision)
     check_schedule(schedule, params.rate, epochs)
-    check_writable(save)
+    if not distributed or _rank() == 0:  # only rank 0 saves
+        check_writable(save)
     spec = read_arch_file(arch_file) if arch_file is not None else None
     if distributed and batch_size == 1:
         raise click.BadParameter("1 is Grenade's per-example training, which is serial; give "
@@ -154,6 +155,13 @@ def main(data_dir: str, arch: str, arch_file: str | None, epochs: int | None,
     comm = world()
     with abort_on_error(comm), user_errors():
         train_mnist(**options, comm=comm)
+
+
+def _rank() -> int:
+    """This process's rank in MPI's world (starting MPI)."""
+    from grenade_py.distributed import world
+
+    return int(world().Get_rank())
 
 
 def read_arch_file(path: str) -> dict[str, Any]:
@@ -244,4 +252,6 @@ def train_mnist(data_dir: str, arch: str, spec: dict[str, Any] | None, epochs: i
 
 
 if __name__ == "__main__":
-    main()
+    from grenade_py.distributed import as_rank
+
+    as_rank(main)

@@ -3,6 +3,8 @@ apply_update; and fit, for epochs of minibatches over a dataset kept on the devi
 numpy in, numpy out; within a step everything stays on the device."""
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import numbers
 import time
@@ -271,6 +273,25 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     return {"loss": float(totals[0]) / len(xs), "accuracy": float(totals[1]) / len(xs)}
 
 
+def _ending_the_job_on_error(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func` run inside distributed.abort_on_error when it is given a communicator `comm` of
+    several ranks and no such block is active: a rank that fails ends the job rather than hang
+    the others (alone, it raises as usual)."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        comm = inspect.signature(func).bind(*args, **kwargs).arguments.get("comm")
+        if comm is None or comm.Get_size() == 1:
+            return func(*args, **kwargs)
+        from grenade_py.distributed import abort_on_error, guarded
+
+        if guarded():
+            return func(*args, **kwargs)
+        with abort_on_error(comm):
+            return func(*args, **kwargs)
+    return wrapper
+
+
+@_ending_the_job_on_error
 @opencl_errors
 def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         batch_size: int = 32, epochs: int = 1, shuffle: bool = True, seed: int | None = None,
@@ -288,7 +309,9 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
 
     With `comm` (an MPI communicator, see `grenade_py.distributed`), every rank of it calls fit
     with the same data and seed; each computes its shard of every batch, and one Allreduce per
-    step gives all the batch's average gradient: the weights one process would reach.
+    step gives all the batch's average gradient: the weights one process would reach. A rank
+    that fails aborts the whole job with its error (distributed.abort_on_error), unless the
+    caller's own abort_on_error block is there to do it.
 
     The dataset is uploaded once. Each epoch's order is a seeded permutation (drawn on the host,
     uploaded once per epoch), and every batch is gathered from it on the device; no step waits

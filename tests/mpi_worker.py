@@ -1,13 +1,15 @@
 """One rank of the distributed tests (run by tests/test_distributed.py under mpiexec).
 
-    mpiexec -n R python tests/mpi_worker.py OUT BATCH VARIANT [FAIL_RANK]
+    mpiexec -n R python tests/mpi_worker.py OUT BATCH VARIANT [FAIL_RANK [bare]]
 
 Trains a float64 network with `fit(..., comm=COMM_WORLD)` on fixed data (each rank passing
 another seed: rank 0's is used); every rank writes a checksum of its parameters, rank 0 also
 the parameters and a saved model. VARIANT: "sgd" (the
 network under LearningParameters) or "dropout-adam" (with a Dropout layer, under Adam). With
-FAIL_RANK, that rank raises in the middle of training instead.
+FAIL_RANK, that rank raises in the middle of training instead; with "bare", outside an
+abort_on_error block (as a library user would call fit).
 """
+import contextlib
 import hashlib
 import json
 import sys
@@ -47,7 +49,7 @@ def main():
     out, batch, variant = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     fail = int(sys.argv[4]) if len(sys.argv) > 4 else -1
     comm = world()
-    with abort_on_error(comm):
+    with contextlib.nullcontext() if sys.argv[5:] == ["bare"] else abort_on_error(comm):
         net = network(rank_device(comm, "float64"), variant)
         if comm.Get_rank() != 0:  # rank 0's start must reach every rank
             net.set_parameters([{k: v * 0 + 7 for k, v in p.items()} for p in

@@ -8,13 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MNIST_DIR
 from mpi_worker import OPTIMIZERS, data, network
 
-from grenade_py import Network, fit
+from grenade_py import D1, Network, fit
 
 pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install '.[mpi]')")
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -57,10 +59,48 @@ def test_ranks_reach_the_weights_of_one_process(device64, tmp_path, ranks, batch
                                   stored["arr_0"])
 
 
-def test_a_failing_rank_ends_the_job(tmp_path):
-    result = mpirun(2, tmp_path, 15, "sgd", 1, timeout=60)
+@pytest.mark.parametrize("guard", ["", "bare"])
+def test_a_failing_rank_ends_the_job(tmp_path, guard):
+    """Inside the worker's own abort_on_error block, or as a library user calls fit (bare):
+    fit's own guard ends the job."""
+    start = time.perf_counter()
+    result = mpirun(2, tmp_path, 15, "sgd", 1, *[guard] * bool(guard), timeout=60)
     assert result.returncode != 0
     assert "rank 1 of 2: RuntimeError: this rank failed on purpose" in result.stderr
+    assert time.perf_counter() - start < 30
+
+
+def mnist_ranks(*per_rank: list[str], timeout: int = 60) -> subprocess.CompletedProcess:
+    """`mpiexec` of the mnist CLI, one rank per argument list (a short distributed run)."""
+    if MPIEXEC is None:
+        pytest.skip("no mpiexec found (pip install mpich)")
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST not found at {MNIST_DIR}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "MPI", "HYDRA"))}
+    command = [MPIEXEC]
+    for arguments in per_rank:
+        command += [":"] * (len(command) > 1) + ["-n", "1", sys.executable, "-m",
+                                                 "grenade_py.mnist", "--data", str(MNIST_DIR),
+                                                 "--distributed", "--epochs", "1", "--limit",
+                                                 "256", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_a_rank_refusing_its_flags_ends_the_job():
+    """Rank 1's flags are refused before anything trains: the job ends at once with its error
+    (it waited forever: the rank had exited before MPI started)."""
+    result = mnist_ranks([], ["--epochs", "-3"])
+    assert result.returncode != 0
+    assert "rank 1 of 2: Invalid value for '--epochs'" in result.stderr
+
+
+def test_only_rank_0_checks_where_it_saves(tmp_path):
+    """Only rank 0 saves: another rank's --save (a folder its node lacks) does not stop the
+    job, and rank 0's model is written."""
+    result = mnist_ranks(["--save", str(tmp_path / "model.gnpy")],
+                         ["--save", str(tmp_path / "missing" / "model.gnpy")])
+    assert result.returncode == 0, result.stderr
+    assert Network.load(tmp_path / "model.gnpy").input_shape == D1(784)
 
 
 def test_per_example_training_is_refused(device64):
