@@ -272,13 +272,9 @@ class Device:
         """Bytes that buffers may take in all: the device's global memory, and on a CPU
         device (whose buffers are host memory) no more than the host has available."""
         limit = int(self.cl_device.global_mem_size)
-        if not self.gpu:
-            try:
-                with open("/proc/meminfo") as f:
-                    info = dict(line.split(":", 1) for line in f)
-                limit = min(limit, int(info["MemAvailable"].split()[0]) * 1024)
-            except (OSError, KeyError, ValueError):
-                pass
+        available = host_available()
+        if not self.gpu and available is not None:
+            limit = min(limit, available)
         return limit
 
     def allocate(self, what: str, shapes: dict[str, tuple[int, ...]]
@@ -341,6 +337,26 @@ class Device:
 
 def _size(nbytes: int) -> str:
     return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes} bytes"
+
+
+def host_available() -> int | None:
+    """Bytes of host memory available (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_host_memory(what: str, nbytes: int) -> None:
+    """DeviceError, before anything is allocated, if `nbytes` of host memory for `what` are
+    more than the host has available (a huge array would be granted, then the process
+    killed when it is filled)."""
+    available = host_available()
+    if available is not None and nbytes > available:
+        raise DeviceError(f"{what} need {_size(nbytes)} of host memory, more than the "
+                          f"{_size(available)} available: use fewer samples at a time")
 
 
 def buffer(array: cl_array.Array) -> cl.Buffer:

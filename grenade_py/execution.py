@@ -85,26 +85,33 @@ class Step:
 
     Buffers: `input` (n, *in), `output` (n, *out), `target` (n, *out), `delta` (the loss's
     gradient at the output), `buffers` (every layer's, by name: activations a{k}, deltas
-    d{k}, tapes). Launches are built on first use and kept.
+    d{k}, tapes). Launches are built on first use and kept. An `inference` Step (run_net,
+    evaluate) has only what the forward pass outside training needs: no deltas (None), no
+    training pass.
     """
 
-    def __init__(self, net: Network, n: int, loss: Loss = SQUARED_ERROR) -> None:
+    def __init__(self, net: Network, n: int, loss: Loss = SQUARED_ERROR,
+                 inference: bool = False) -> None:
         net.check_runnable()
         loss.check(net)
         device = net.device
-        self.net, self.n, self.loss = net, n, loss
+        self.net, self.n, self.loss, self.inference = net, n, loss, inference
         out = (n, *net.output_shape.dims)
-        self.buffers = device.allocate(f"a batch of {n}", {
-            "input": (n, *net.input_shape.dims), "output": out, "target": out, "delta": out,
-        } | net.batch_buffers(n))
-        self.input, self.output, self.target, self.delta = (
-            self.buffers.pop(name) for name in ("input", "output", "target", "delta"))
+        ends = {"input": (n, *net.input_shape.dims), "output": out, "target": out}
+        self.buffers = device.allocate(f"a batch of {n}", (
+            ends | net.inference_buffers(n) if inference
+            else ends | {"delta": out} | net.batch_buffers(n)))
+        self.input, self.output, self.target = (
+            self.buffers.pop(name) for name in ("input", "output", "target"))
+        self.delta: cl_array.Array | None = None if inference else self.buffers.pop("delta")
         enqueue(net.setup(n, self.buffers))
         self._forward: dict[bool, list[Launch]] = {}
         self._backward: list[Launch] | None = None
 
     def forward_launches(self, training: bool) -> list[Launch]:
         """The forward pass's launches (built on first use)."""
+        if training and self.inference:
+            raise RuntimeError("an inference Step has no training pass")
         if training not in self._forward:
             self._forward[training] = self.net.forward(self.n, self.input, self.output,
                                                        self.buffers, training)
@@ -130,6 +137,8 @@ class Step:
         """The loss gradient's launch (its scale set per call), then the backward pass's."""
         if self._backward is None:
             top, delta = self.loss.top(self.net), self._logits()[1]
+            if delta is None:
+                raise RuntimeError("an inference Step has no backward pass")
             self._backward = [self.loss.gradient(self.net.device, self.output, self.target,
                                                  None, delta)]
             self._backward += self.net.backward_below(top, self.n, self.input, self.output,
@@ -175,12 +184,12 @@ class Step:
                             src_offset=i * y_bytes)
             self.train(optimizer)
 
-    def _logits(self) -> tuple[cl_array.Array, cl_array.Array]:
+    def _logits(self) -> tuple[cl_array.Array, cl_array.Array | None]:
         """The buffers where the loss starts: (value, its delta)."""
         top = self.loss.top(self.net)
         if top == len(self.net.layers):
             return self.output, self.delta
-        return self.buffers[f"a{top}"], self.buffers[f"d{top}"]
+        return self.buffers[f"a{top}"], self.buffers.get(f"d{top}")
 
     def metrics(self, acc: cl_array.Array) -> list[Launch]:
         """New launches adding the batch's summed loss to acc[0], its correct rows to acc[1]
@@ -201,18 +210,19 @@ def update(net: Network, optimizer: Optimizer) -> None:
     kept(optimizer, net.steps)
 
 
-def steps(net: Network, n: int, loss: Loss = SQUARED_ERROR) -> Step:
-    """A Step for `n` rows of `net`, kept on the network for the last MAX_STEPS row counts
-    (what `train`, `run_net` and `evaluate` reuse from call to call)."""
+def steps(net: Network, n: int, loss: Loss = SQUARED_ERROR, inference: bool = False) -> Step:
+    """A Step for `n` rows of `net` (an inference one: see Step), kept on the network for the
+    last MAX_STEPS shapes (what `train`, `run_net` and `evaluate` reuse from call to call)."""
     net.check_runnable()
-    kept: OrderedDict[tuple[int, str], Step] = net.__dict__.setdefault("_steps", OrderedDict())
-    key = (n, loss.name)
+    kept: OrderedDict[tuple[int, str, bool], Step] = net.__dict__.setdefault("_steps",
+                                                                            OrderedDict())
+    key = (n, loss.name, inference)
     if key in kept:
         kept.move_to_end(key)
     else:
         if len(kept) >= MAX_STEPS:
             kept.popitem(last=False)
-        kept[key] = Step(net, n, loss)
+        kept[key] = Step(net, n, loss, inference)
     return kept[key]
 
 

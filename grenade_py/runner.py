@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import numbers
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import execution
-from grenade_py.device import buffer, opencl_errors
+from grenade_py.device import buffer, check_host_memory, opencl_errors
 from grenade_py.execution import Step, enqueue
 from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network
@@ -35,7 +36,7 @@ RUN_BYTES = 1 << 28
 def run_chunk(net: Network) -> int:
     """How many samples run_net and evaluate run at a time: RUN_CHUNK, fewer where a sample's
     buffers are large (an Inception network's are ~1.6 MB)."""
-    per_sample = sum(int(np.prod(shape)) for shape in net.batch_buffers(1).values()) + 2 * (
+    per_sample = sum(int(np.prod(shape)) for shape in net.inference_buffers(1).values()) + 2 * (
         int(np.prod(net.input_shape.dims)) + int(np.prod(net.output_shape.dims)))
     return max(1, min(RUN_CHUNK, RUN_BYTES // (per_sample * np.dtype(net.device.dtype).itemsize)))
 #: Per-example training launches about this many examples x parameters at a time.
@@ -111,12 +112,15 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
     """
     net.check_runnable()
     batch, single = _batch(x, net.input_shape, "x", net.device.dtype)
-    out = np.empty((len(batch), *net.output_shape.dims), dtype=net.device.dtype)
+    shape = (len(batch), *net.output_shape.dims)
+    check_host_memory(f"run_net's outputs for {len(batch)} samples",
+                      math.prod(shape) * np.dtype(net.device.dtype).itemsize)
+    out = np.empty(shape, dtype=net.device.dtype)
     queue = net.device.queue
     size = run_chunk(net)
     for start in range(0, len(batch), size):
         chunk = batch[start:start + size]
-        step = execution.steps(net, len(chunk))
+        step = execution.steps(net, len(chunk), inference=True)
         cl.enqueue_copy(queue, buffer(step.input), chunk)
         step.forward(training=False)
         cl.enqueue_copy(queue, out[start:start + len(chunk)], buffer(step.output))
@@ -240,10 +244,12 @@ def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray) -> tuple[Gradients,
     dys, single = _batch(dy, net.output_shape, "dy", net.device.dtype)
     if len(dys) != plan.n:
         raise ValueError(f"dy has {len(dys)} samples but the tapes hold {plan.n}")
-    cl.enqueue_copy(net.device.queue, buffer(plan.delta), dys)
+    delta = plan.delta
+    assert delta is not None  # run_network's Steps are training ones
+    cl.enqueue_copy(net.device.queue, buffer(delta), dys)
     if tapes.backward is None:
         tapes.dx = net.device.zeros(plan.input.shape)
-        tapes.backward = net.backward(plan.n, plan.input, plan.output, plan.delta, tapes.dx,
+        tapes.backward = net.backward(plan.n, plan.input, plan.output, delta, tapes.dx,
                                       plan.buffers)
     enqueue(tapes.backward)
     assert tapes.dx is not None
@@ -265,7 +271,7 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     acc = device.zeros((3,))
     size = run_chunk(net)
     for start in range(0, len(xs), size):
-        step = execution.steps(net, min(size, len(xs) - start), chosen)
+        step = execution.steps(net, min(size, len(xs) - start), chosen, inference=True)
         _upload(device.queue, step, xs[start:start + step.n], ys[start:start + step.n])
         step.forward(training=False)
         enqueue(step.metrics(acc))

@@ -213,3 +213,55 @@ def test_a_batch_is_checked_against_free_memory_before_allocating(monkeypatch):
     monkeypatch.setattr(Device, "zeros", allocate)
     with pytest.raises(DeviceError, match="a batch of 64 need .* of buffers in all, more than"):
         run_net(net, np.zeros((64, 10)))
+
+
+def test_run_net_checks_host_memory_before_allocating_its_outputs(monkeypatch):
+    """run_net's host array of outputs is checked against the host's available memory first
+    (a 313 GiB array was granted, then the process killed as it filled)."""
+    import numpy as np
+
+    from grenade_py import D1, DeviceError, Network, Reshape, Tanh, device, run_net
+
+    net = Network([Reshape(D1(1000)), Tanh()], input=D1(1000), device=Device())
+    monkeypatch.setattr(device, "host_available", lambda: 1_000_000)
+    with pytest.raises(DeviceError, match=r"run_net's outputs for 300 samples need 1.1 MiB of "
+                                          r"host memory, more than the 1000000 bytes available"):
+        run_net(net, np.zeros((300, 1000)))
+    assert run_net(net, np.zeros((20, 1000))).shape == (20, 1000)
+
+
+def test_inference_allocates_no_deltas(monkeypatch):
+    """run_net and evaluate need no deltas (nor Dropout's masks or BatchNorm's batch
+    statistics): a batch that fits for inference runs where training it would not fit."""
+    import numpy as np
+
+    from grenade_py import (
+        D1,
+        BatchNorm,
+        Concat,
+        DeviceError,
+        Dropout,
+        FullyConnected,
+        LearningParameters,
+        Network,
+        execution,
+        run_net,
+        train,
+    )
+
+    net = Network([FullyConnected(10, 500), BatchNorm(500), Dropout(0.5),
+                   Concat(FullyConnected(500, 300), FullyConnected(500, 200)),
+                   FullyConnected(500, 2)], input=D1(10), device=Device())
+    step = execution.Step(net, 4, inference=True)
+    assert step.delta is None and not any(
+        name.rpartition(".")[2].startswith(("d", "mask", "coefficients"))
+        for name in step.buffers)
+    with pytest.raises(RuntimeError, match="an inference Step has no training pass"):
+        step.forward(True)
+    itemsize = 4
+    inference = (64 * (10 + 2 + 2) + sum(int(np.prod(s)) for s in net.inference_buffers(64)
+                                         .values())) * itemsize
+    monkeypatch.setattr(Device, "memory", lambda self: int(inference * 1.05))
+    assert run_net(net, np.zeros((64, 10))).shape == (64, 2)
+    with pytest.raises(DeviceError, match="a batch of 64 need"):
+        train(net, LearningParameters(0.01, 0.9, 0.0), np.zeros((64, 10)), np.zeros((64, 2)))

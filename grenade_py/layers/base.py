@@ -172,15 +172,23 @@ class Layer:
         """Freshly drawn parameters, shaped as `parameter_shapes` (`init` is one of INITS)."""
         return {}
 
-    def child_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
-        """The per-batch buffers of a composite's children, named `key.name`."""
+    def child_buffers(self, n: int, inference: bool = False) -> dict[str, tuple[int, ...]]:
+        """The per-batch buffers of a composite's children (with `inference`, only those the
+        forward pass outside training needs), named `key.name`."""
         return {f"{key}.{name}": shape for key, child, _ in self.children(self.in_shape)
-                for name, shape in child.batch_buffers(n).items()}
+                for name, shape in (child.inference_buffers(n) if inference
+                                    else child.batch_buffers(n)).items()}
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         """Shapes of the device buffers this layer needs for a batch of `n`, by name; they are
         allocated once per batch size by whoever runs the network."""
         return {}
+
+    def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        """Those of `batch_buffers` that the forward pass outside training (run_net, evaluate)
+        uses: by default all of them; a layer whose other buffers serve training or the
+        backward pass alone leaves those out."""
+        return self.batch_buffers(n)
 
     def setup(self, n: int, buffers: Buffers) -> list[Launch]:
         """Launches filling the per-batch buffers once, when they are allocated (a

@@ -105,6 +105,9 @@ class BatchNorm(Layer):
         return {"mean": (self.channels,), "inv_std": (self.channels,),
                 "affine": (2, self.channels), "coefficients": (3, self.channels)}
 
+    def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {}  # the running statistics are the layer's own
+
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
         c, p = self._geometry()

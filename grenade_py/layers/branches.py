@@ -74,6 +74,11 @@ class Branches(Layer):
         return {"ya": (n, *out_a.dims), "yb": (n, *out_b.dims),
                 "dxb": (n, *self.in_shape.dims)} | self.child_buffers(n)
 
+    def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        out_a, out_b = self.branch_shapes(self.in_shape)
+        return {"ya": (n, *out_a.dims), "yb": (n, *out_b.dims)} | self.child_buffers(
+            n, inference=True)
+
     def run_branches(self, n: int, x: cl_array.Array, buffers: Buffers,
                      training: bool) -> list[Launch]:
         return (self.a.forward(n, x, buffers["ya"], sub(buffers, "a"), training)

@@ -70,6 +70,9 @@ class Dropout(Layer):
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         return {"mask": (n, *self.in_shape.dims)}
 
+    def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {}  # outside training the identity
+
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
         count, device = n * size(self.in_shape), self.device

@@ -80,6 +80,11 @@ class Series(Layer):
                  for k in range(1, len(self.layers)) for kind in ("a", "d")}
         return inner | self.child_buffers(n)
 
+    def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        """The activations between the layers (no deltas) and the layers' own."""
+        inner = {f"a{k}": (n, *self.shapes[k].dims) for k in range(1, len(self.layers))}
+        return inner | self.child_buffers(n, inference=True)
+
     def activations(self, x: cl_array.Array, y: cl_array.Array,
                     buffers: Buffers) -> list[cl_array.Array]:
         """The buffers at every boundary, x first and y last."""
