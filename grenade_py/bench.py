@@ -30,6 +30,7 @@ import pyopencl as cl
 
 from grenade_py.datasets import load_mnist
 from grenade_py.device import Device
+from grenade_py.device import device_spec as spec_of
 from grenade_py.execution import sequence_steps
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.gemm import gemm_dot, gemm_outer
@@ -281,7 +282,7 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
     big = rng.normal(size=(1024, 1024)).astype(np.float32)
     rows = []
     for form in (device.gemm, "tiled" if device.gemm == "registers" else "registers"):
-        dev = device if form == device.gemm else Device(_spec(device), gemm=form)
+        dev = device if form == device.gemm else Device(spec_of(device.cl_device), gemm=form)
         xd, wd, bd, dyd, bigd = map(dev.to_device, (x, w, b, dy, big))
         y, dw, cd = dev.zeros((n, o)), dev.zeros((o, i)), dev.zeros((1024, 1024))
         zero = dev.zeros((1024,))
@@ -383,15 +384,6 @@ def bench_recurrent(device: Device, windows: int, repeats: int
         rows.append(("pytorch, summed BPTT, one window", len(some) * steps /
                      median_time(torch_run, max(1, repeats // 2))))
     return rows, "per window of Grenade's semantics: " + ", ".join(parts)
-
-
-def _spec(device: Device) -> str:
-    """The PLATFORM:DEVICE index string of `device`."""
-    for p, platform in enumerate(cl.get_platforms()):
-        for d, candidate in enumerate(platform.get_devices()):
-            if candidate == device.cl_device:
-                return f"{p}:{d}"
-    raise ValueError(f"{device.name} is not among the platforms' devices")
 
 
 RECIPE_EPOCHS = 6

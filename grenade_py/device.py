@@ -9,8 +9,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import re
+import subprocess
+import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from importlib import resources
@@ -166,6 +170,53 @@ def generic_cpu_note(device: cl.Device) -> str:
             "`apt install pocl-opencl-icd` gives one that targets this CPU")
 
 
+def device_spec(device: cl.Device) -> str:
+    """The PLATFORM:DEVICE index string of an OpenCL device."""
+    for p, platform in enumerate(_platforms()):
+        for d, candidate in enumerate(platform.get_devices()):
+            if candidate == device:
+                return f"{p}:{d}"
+    raise DeviceError(f"{device.name.strip()} is not among the platforms' devices")
+
+
+def check_compiler(device: cl.Device) -> None:
+    """DeviceError unless grenade_py's kernels build and run on `device`, tried once (the
+    verdict is kept in the user's cache folder) in a child process (grenade_py.probe) with a
+    kernel cache of its own: pip's PoCL 3.0 compiles for a generic CPU on CPUs newer than its
+    LLVM 14, which aborts the process on some of our kernels (and leaves broken entries in
+    PoCL's cache). Skipped inside the probe itself."""
+    if os.environ.get("GRENADE_PY_PROBING"):
+        return
+    platform = device.platform
+    key = hashlib.sha1("|".join([platform.version, device.name, device.driver_version,
+                                 kernel_source()]).encode()).hexdigest()
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "grenade_py"
+    record = folder / "compilers.json"
+    try:
+        verdicts = json.loads(record.read_text())
+    except (OSError, ValueError):
+        verdicts = {}
+    if key not in verdicts:
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "GRENADE_PY_PROBING": "1", "POCL_CACHE_DIR": cache}
+            try:
+                child = subprocess.run([sys.executable, "-m", "grenade_py.probe",
+                                        device_spec(device)], env=env, capture_output=True,
+                                       timeout=600)
+                verdicts[key] = child.returncode == 0
+            except subprocess.TimeoutExpired:
+                verdicts[key] = False
+        with contextlib.suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(verdicts))
+    if not verdicts[key]:
+        raise DeviceError(
+            f"{device.name.strip()} on {platform.version.strip()} crashes on grenade_py's "
+            "kernels on this CPU (a PoCL whose LLVM compiles for a generic CPU): `apt install "
+            "pocl-opencl-icd` gives a PoCL that runs them (Debian/Ubuntu), or choose another "
+            "device with --device (python -m grenade_py.devices)")
+
+
 def choose_cl_device(spec: str | None = None) -> cl.Device:
     """The device `spec` names; without one, PYOPENCL_CTX's, else the default device."""
     spec = spec if spec is not None else os.environ.get("PYOPENCL_CTX") or None
@@ -188,6 +239,8 @@ class Device:
         if gemm not in GEMM_FORMS:
             raise ValueError(f"gemm must be one of {GEMM_FORMS}, got {gemm!r}")
         self.cl_device = choose_cl_device(spec)
+        if generic_cpu_note(self.cl_device):
+            check_compiler(self.cl_device)
         if precision == "float64" and not self.cl_device.double_fp_config:
             raise DeviceError(
                 f"{self.cl_device.name} has no float64 support; use precision='float32'"

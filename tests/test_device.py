@@ -10,7 +10,7 @@ import pyopencl as cl
 import pytest
 
 from grenade_py import DeviceError, KernelBuildError
-from grenade_py.device import Device, kernel_dir
+from grenade_py.device import Device, choose_cl_device, kernel_dir
 
 
 def test_no_platform_says_what_to_install(monkeypatch):
@@ -34,11 +34,12 @@ def test_bad_spec_and_precision():
 
 
 def test_pyopencl_ctx_is_honoured(monkeypatch):
+    """(The choice itself: pip's PoCL, often the last platform, is refused here after it.)"""
     monkeypatch.setenv("PYOPENCL_CTX", "0:0")
     assert Device().cl_device == cl.get_platforms()[0].get_devices()[0]
     last = len(cl.get_platforms()) - 1
     monkeypatch.setenv("PYOPENCL_CTX", f"{last}:0")
-    assert Device().cl_device == cl.get_platforms()[last].get_devices()[0]
+    assert choose_cl_device() == cl.get_platforms()[last].get_devices()[0]
 
 
 def test_device_specs_as_pyopencl_reads_them(monkeypatch):
@@ -46,10 +47,10 @@ def test_device_specs_as_pyopencl_reads_them(monkeypatch):
     platform = cl.get_platforms()[0]
     name = platform.name.split()[0].lower()
     monkeypatch.setenv("PYOPENCL_CTX", name)
-    assert name in Device().cl_device.platform.name.lower()
+    assert name in choose_cl_device().platform.name.lower()
     monkeypatch.delenv("PYOPENCL_CTX")
     device_name = platform.get_devices()[0].name
-    assert Device(f"0:{device_name[:6]}").cl_device.name == device_name
+    assert choose_cl_device(f"0:{device_name[:6]}").name == device_name
     for spec in ("-1:0", "0:-1", "no such platform"):
         with pytest.raises(DeviceError, match="no OpenCL device"):
             Device(spec)
@@ -265,3 +266,57 @@ def test_inference_allocates_no_deltas(monkeypatch):
     assert run_net(net, np.zeros((64, 10))).shape == (64, 2)
     with pytest.raises(DeviceError, match="a batch of 64 need"):
         train(net, LearningParameters(0.01, 0.9, 0.0), np.zeros((64, 10)), np.zeros((64, 2)))
+
+
+def test_a_generic_pocl_is_probed_once_in_a_child(monkeypatch, tmp_path):
+    """A PoCL compiling for a generic CPU is trusted only once grenade_py.probe has built and
+    run every kernel family in a child process (pip's PoCL 3.0 aborted the user's process): a
+    child that crashes makes Device a DeviceError naming the fix, remembered in the cache
+    folder; one that passes makes the device usable."""
+    from grenade_py import device
+
+    monkeypatch.setattr(device, "generic_cpu_note", lambda cl_device: "generic")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "crashed"))
+    runs = []
+
+    def child(returncode):
+        def run(command, **kwargs):
+            runs.append(command)
+            assert kwargs["env"]["POCL_CACHE_DIR"] != os.environ.get("POCL_CACHE_DIR")
+            return subprocess.CompletedProcess(command, returncode)
+        return run
+
+    monkeypatch.setattr(device.subprocess, "run", child(-6))
+    for _ in range(2):
+        with pytest.raises(DeviceError, match=r"crashes on grenade_py's kernels on this CPU .*"
+                                              r"`apt install pocl-opencl-icd`"):
+            Device()
+    assert len(runs) == 1 and runs[0][1:3] == ["-m", "grenade_py.probe"]  # the verdict is kept
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "passed"))
+    monkeypatch.setattr(device.subprocess, "run", child(0))
+    assert Device().to_device(np.ones(3)).get().sum() == 3
+    assert len(runs) == 2
+
+
+def test_the_probe_decides_for_pips_pocl(tmp_path, monkeypatch):
+    """Where pip's PoCL compiles for a generic CPU (this machine type: it aborts on our
+    kernels), Device refuses it exactly when the probe, run alone, fails; the probe passes on
+    the default device."""
+    from grenade_py.device import _platforms, device_spec, generic_cpu_note
+
+    def probe(spec):
+        env = {**os.environ, "GRENADE_PY_PROBING": "1", "POCL_CACHE_DIR": str(tmp_path / spec)}
+        return subprocess.run([sys.executable, "-m", "grenade_py.probe", spec], env=env,
+                              capture_output=True, timeout=600).returncode
+
+    assert probe(device_spec(Device().cl_device)) == 0
+    generic = [d for p in _platforms() for d in p.get_devices() if generic_cpu_note(d)]
+    if not generic:
+        pytest.skip("no PoCL here compiles for a generic CPU")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = device_spec(generic[0])
+    if probe(spec) == 0:
+        assert Device(spec).cl_device == generic[0]
+    else:
+        with pytest.raises(DeviceError, match="apt install pocl-opencl-icd"):
+            Device(spec)
