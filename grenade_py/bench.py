@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -466,6 +469,86 @@ def mnist_data(directory: str | None) -> tuple[tuple[np.ndarray, np.ndarray], st
             "random data shaped as MNIST (no --data given)")
 
 
+#: Haskell Grenade's own per-unit costs, from issue 17 (upstream 83cb4e4 built with GHC 9.0.2,
+#: measured on this project's 2-core machine type, float64): what section 7 compares against.
+GRENADE = {"feedforward": "11.4-11.9 us/example", "shakespeare": "17.7 ms/window",
+           "mnist": "2.8-3.0 ms/example", "gan-mnist": "2.6-2.8 ms/example",
+           "recurrent": "12.6-12.8 s"}
+
+
+def marginal(run: Callable[[int], object], small: int, large: int, repeats: int) -> float:
+    """Seconds per unit of `run(units)`: the median difference between a large and a small
+    run, divided by their difference in units (start-up costs cancel), interleaved."""
+    run(small)  # warm-up: builds, caches
+    differences = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        run(small)
+        middle = time.perf_counter()
+        run(large)
+        differences.append((time.perf_counter() - middle) - (middle - start))
+    return statistics.median(differences) / (large - small)
+
+
+def bench_grenade_examples(device: Device, repeats: int, windows: int
+                           ) -> list[tuple[str, float, str]]:
+    """Each of Grenade's five examples as grenade_py runs them with Grenade's semantics (one
+    example or window per step), per unit of work: (example, value, unit)."""
+    rows = []
+    xs, ys = sample(20_000, np.random.default_rng(0))
+    ff = feedforward_network(device, seed=1)
+
+    def feedforward(n: int) -> None:
+        train(ff, FF_LP, xs[:n], ys[:n], per_example=True)
+        device.queue.finish()
+
+    rows.append(("feedforward", marginal(feedforward, 2_000, 20_000, repeats) * 1e6,
+                 "us/example"))
+    net = RecurrentNetwork([LSTM(40, 80), LSTM(80, 40), FullyConnected(40, 40), Logit()],
+                           input=D1(40), device=device, seed=1, init="grenade")
+    codes = np.random.default_rng(0).integers(0, 40, size=50_000)
+    corpus = SymbolCorpus(net, codes)
+    offsets = np.random.default_rng(1).integers(0, len(codes) - 60, size=200)
+    rows.append(("shakespeare", marginal(lambda n: corpus.train(SHAKESPEARE_LP, offsets[:n], 49),
+                                         20, 200, repeats) * 1e3, "ms/window"))
+    inception = mnist_network("inception", device, seed=1)
+    images = np.random.default_rng(2).uniform(size=(100, 28, 28))
+    labels = np.eye(10)[np.random.default_rng(3).integers(0, 10, 100)]
+
+    def mnist(n: int) -> None:
+        train(inception, MLP_LP, images[:n], labels[:n], per_example=True, loss="cross_entropy")
+        device.queue.finish()
+
+    rows.append(("mnist (InceptionMini)", marginal(mnist, 10, 100, repeats) * 1e3,
+                 "ms/example"))
+    gan = Path(__file__).resolve().parent.parent / "examples" / "gan_mnist.py"
+    if gan.exists():  # a source checkout
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("gan_mnist", gan)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        d_seed, g_seed, noise = module.streams(1)
+        discriminator, generator = module.networks(d_seed, g_seed)
+        tapes: dict[str, Any] = {}
+        lp = LearningParameters(0.01, 0.9, 0.0005)
+
+        def gan_steps(n: int) -> None:
+            for k in range(n):
+                module.train_step(discriminator, generator, lp, images[k % 100:k % 100 + 1],
+                                  noise.uniform(-1, 1, size=(1, 80)), tapes)
+            discriminator.device.queue.finish()
+
+        rows.append(("gan-mnist", marginal(gan_steps, 10, 100, repeats) * 1e3, "ms/example"))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "grenade_py.recurrent", "-e", str(windows),
+                    "--seed", "1"], check=True, capture_output=True)
+    rows.append(("recurrent", time.perf_counter() - start, f"s, whole process, {windows:,} "
+                                                             "windows"))
+    return rows
+
+
 def environment(device: Device, torch: object) -> list[str]:
     """What a table's figures were measured on: machine, device, driver and versions."""
     import platform
@@ -517,11 +600,14 @@ class Table:
               help="Windows of 50 symbols per recurrent run (pytorch: 1/20 of them).")
 @click.option("--repeats", default=5, show_default=True, help="Timed runs per figure.")
 @click.option("--gemm-only", is_flag=True, help="Only the GEMMs against the device's peak.")
+@click.option("--recurrent-windows", default=40_000, show_default=True,
+              help="Windows of Grenade's recurrent example, timed as a whole process.")
 @click.option("--markdown", is_flag=True,
               help="Print one Markdown table of the main figures (with the machine, device and "
                    "versions) instead of the sections.")
 def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_examples: int,
-         windows: int, repeats: int, gemm_only: bool, markdown: bool) -> None:
+         windows: int, repeats: int, gemm_only: bool, recurrent_windows: int,
+         markdown: bool) -> None:
     """Time grenade_py, numpy and PyTorch on the same work; print one table."""
     device = Device(device_spec)
     torch = _torch()
@@ -609,6 +695,14 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
               [(name, to_99) for name, to_99, _, _ in recipe], "{:.1f}")
     for name, to_99, best, total in recipe:
         say(f"   {name:14s} {to_99:9.1f} {best:14.4f} {total:14.1f}")
+    if not markdown:
+        click.echo("\n7. Grenade's examples, per unit of work (a short and a long run "
+                   "subtracted: start-up cancels), Grenade's semantics, float32; Haskell "
+                   "Grenade's figures from issue 17")
+        click.echo(f"   {'':24s} {'grenade_py':>11s} {'':30s} {'Grenade':>22s}")
+        for name, value, unit in bench_grenade_examples(device, repeats, recurrent_windows):
+            click.echo(f"   {name:24s} {value:11.3f} {unit:30s} "
+                       f"{GRENADE[name.split()[0]]:>22s}")
     if markdown:
         click.echo(table.markdown(environment(device, torch)))
         return

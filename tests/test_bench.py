@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bench_runs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "grenade_py.bench", "--examples", "2000",
-                             "--epoch-examples", "512", "--repeats", "1", "--windows", "20"],
+                             "--epoch-examples", "512", "--repeats", "1", "--windows", "20",
+                             "--recurrent-windows", "50"],
                             cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=600)
@@ -21,7 +22,8 @@ def test_bench_runs(tmp_path):
     out = result.stdout
     for section in ("1. feedforward", "2. MNIST", "3. LeNet", "us/example", "4. GEMMs", "of peak",
                     "tiled 1024^3", "5. Shakespeare", "Grenade's semantics", "chars/s",
-                    "6. MNIST's `bn` recipe", "s to 99%"):
+                    "6. MNIST's `bn` recipe", "s to 99%", "7. Grenade's examples",
+                    "ms/window", "mnist (InceptionMini)", "gan-mnist", "50 windows"):
         assert section in out
     assert "random data shaped as MNIST" in out  # no ../shared beside tmp_path
     assert out.count("grenade_py ") >= 3 and "numpy" in out and "grenade_py, Adam" in out
