@@ -117,3 +117,22 @@ kernel void gemm_column_sums(int K, int N, global const REAL *A, global REAL *C)
         }
     }
 }
+
+// The device's multiply-add rate, measured (the benchmark's peak): PEAK_CHAINS independent chains
+// of vector FMAs per work-item, `iterations` steps each, x <- x m + c; out[i] = the sum of every
+// lane of every chain, for i < n (the global size may be rounded up). 2 * PEAK_CHAINS * VW *
+// iterations flops per work-item.
+#define PEAK_CHAINS 8
+kernel void peak_fma(int n, int iterations, REAL m, REAL c, global REAL *out) {
+    if (get_global_id(0) >= n) return;
+    realv x[PEAK_CHAINS];
+    #pragma unroll
+    for (int j = 0; j < PEAK_CHAINS; ++j) x[j] = (realv)(get_global_id(0) + j);
+    for (int i = 0; i < iterations; ++i)
+        #pragma unroll
+        for (int j = 0; j < PEAK_CHAINS; ++j) x[j] = fma(x[j], (realv)(m), (realv)(c));
+    realv s = x[0];
+    #pragma unroll
+    for (int j = 1; j < PEAK_CHAINS; ++j) s += x[j];
+    out[get_global_id(0)] = gemm_hsum(s);
+}

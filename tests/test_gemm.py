@@ -81,3 +81,20 @@ def test_training_with_tiled_gemms_equals_the_register_form(device64, rng):
     for a, b in zip(*(net.get_parameters() for net in nets), strict=True):
         for name in a:
             np.testing.assert_allclose(a[name], b[name], rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("iterations", [1, 3, 17, 257])
+def test_the_peak_kernel_computes_its_chains(device, iterations):
+    """peak_fma (the benchmark's measured peak) runs the multiply-adds it counts: each
+    work-item's 8 chains x <- 0.999 x + 0.001 from x = item + chain, summed over lanes."""
+    from grenade_py.gemm import vector_width
+
+    items = 7
+    out = device.zeros((items,))
+    run(device, device.launch("peak_fma", (items,), items, iterations, device.dtype(0.999),
+                              device.dtype(0.001), out))
+    x = (np.arange(items)[:, None] + np.arange(8)[None]).astype(np.float64)
+    for _ in range(iterations):
+        x = x * 0.999 + 0.001
+    np.testing.assert_allclose(out.get(), x.sum(axis=1) * vector_width(device),
+                               **tolerance(device, terms=iterations * 8))
