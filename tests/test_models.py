@@ -49,7 +49,7 @@ def test_models_are_what_their_index_says():
     index = models.index()
     assert index["circles"]["value"] > 0.93 and index["mnist-bn"]["value"] >= 0.99
     assert index["mnist-mlp"]["value"] > 0.97 and index["mnist-lenet"]["value"] > 0.98
-    assert index["shakespeare"]["value"] > 0.3  # a symbol's frequency alone: ~0.16 (spaces)
+    assert index["shakespeare"]["value"] > 0.3  # always guessing a space: 0.15
     total = sum(path.stat().st_size for path in models.HERE.iterdir() if path.is_file())
     assert total < 3_500_000
     for name in index:
