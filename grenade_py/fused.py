@@ -34,8 +34,9 @@ from grenade_py.shapes import Shape, size
 log = logging.getLogger("grenade_py")
 
 BARRIER = "barrier(CLK_GLOBAL_MEM_FENCE);"
-#: Values per 128-byte line in float32 (64 in float64: over-aligned, which is harmless): where
-#: several networks' buffers share one (grenade_py.many), each network's share starts on one.
+#: Values per 128-byte line in float32 (two lines in float64: over-aligned, which is harmless):
+#: where several networks' buffers share one (grenade_py.many), each network's share starts on
+#: one.
 MANY_LINE = 32
 
 
@@ -129,6 +130,24 @@ kernel void fused_train{"_many" if many else ""}({", ".join(params)}) {{
 """
 
 
+def build_loop(device: Device, layers: list[Layer], kind: int, many: bool = False
+               ) -> tuple[cl.Kernel, int] | None:
+    """The fused loop's kernel for `layers` (fused_train, or with `many` fused_train_many) and
+    its work-group size: `lanes`, halved until this build of the kernel may run that many;
+    None if a layer has no device-side form."""
+    count = lanes(device)
+    while True:
+        source = fused_source(layers, count, kind, many)
+        if source is None:
+            return None
+        kernel = device.kernel("fused_train_many" if many else "fused_train",
+                               device.build(kernel_source() + source))
+        if kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
+                                      device.cl_device) >= count:
+            return kernel, count
+        count //= 2
+
+
 def lanes(device: Device) -> int:
     """Work-items in the loop's one work-group: 1 on CPUs (each layer's loops then run as plain
     vectorisable code), on GPUs the largest power of two up to 256 the device allows."""
@@ -144,15 +163,9 @@ class FusedTrainer:
                  kind: int) -> None:
         device = net.device
         self.device, self.net = device, net
-        self.lanes = lanes(device)
-        while True:  # one work-group: no more lanes than this kernel may have on this device
-            source = fused_source(layers, self.lanes, kind)
-            assert source is not None
-            self.kernel = device.kernel("fused_train", device.build(kernel_source() + source))
-            if self.kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
-                                               device.cl_device) >= self.lanes:
-                break
-            self.lanes //= 2
+        built = build_loop(device, layers, kind)
+        assert built is not None
+        self.kernel, self.lanes = built
         # Arguments 0-10 (range, data, optimiser) are set per call; the rest once.
         # The loop's activations and deltas are its own; `self.held` keeps every buffer the
         # kernel uses alive as long as the loop.

@@ -69,15 +69,20 @@ def _layers_with_parameters(net: Network) -> list[Layer]:
     return found
 
 
-def _grenade_arrays(net: Network) -> list[tuple[Layer | None, np.ndarray]]:
+def _grenade_arrays(net: Network, read: bool = True) -> list[tuple[Layer | None, np.ndarray]]:
     """Every array Grenade writes for `net`, in order, with its layer (None for a starting
-    state: those come last)."""
+    state: those come last); without `read`, zeros of their shapes (nothing read from the
+    device, nothing allocated)."""
+    def values(layer: Layer) -> dict[str, np.ndarray]:
+        if read:
+            return {k: v.get() for k, v in layer.parameters.items()}
+        return {k: np.broadcast_to(0.0, s) for k, s in layer.parameter_shapes().items()}
+
     arrays: list[tuple[Layer | None, np.ndarray]] = []
     for layer in _layers_with_parameters(net):
-        host = {k: v.get() for k, v in layer.parameters.items()}
-        arrays += [(layer, a) for a in FORMS[type(layer).__name__][0](host)]
+        arrays += [(layer, a) for a in FORMS[type(layer).__name__][0](values(layer))]
     if isinstance(net, RecurrentNetwork):
-        arrays += [(None, cell.parameters["state"].get()) for _, cell in net.recurrent_layers()]
+        arrays += [(None, values(cell)["state"]) for _, cell in net.recurrent_layers()]
     return arrays
 
 
@@ -100,7 +105,7 @@ def load_grenade(path: str | os.PathLike[str], like: Network) -> Network:
         raise TypeError(f"load_grenade reads Grenade files of networks: like must be a Network "
                         f"or RecurrentNetwork, got {type(like).__name__}")
     path = Path(path)
-    expected = _grenade_arrays(like)
+    expected = _grenade_arrays(like, read=False)
     sizes = [8 + 8 * a.size for _, a in expected]
     states = sum(layer is None for layer, _ in expected)
     # like's arrays say the file's size exactly: checked before reading (a sparse or endless

@@ -16,10 +16,9 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py import fused
-from grenade_py.device import buffer, kernel_source, named_errors, opencl_errors
+from grenade_py.device import buffer, named_errors, opencl_errors
 from grenade_py.errors import GrenadeError
-from grenade_py.fused import MANY_LINE, chain, fused_source
+from grenade_py.fused import MANY_LINE, build_loop, chain
 from grenade_py.losses import SQUARED_ERROR
 from grenade_py.network import Network
 from grenade_py.network_file import ROLES
@@ -42,18 +41,11 @@ class ManyTrainer:
         links = chain(net, net.input_shape)
         layers = [layer for layer, _ in links]
         shapes = [shape for _, shape in links] + [net.output_shape]
-        self.lanes = fused.lanes(device)
-        while True:
-            source = fused_source(layers, self.lanes, kind, many=True)
-            if source is None:
-                raise GrenadeError(f"{net!r} has a layer without a device-side form: "
-                                   "train_many runs the fused per-example loop only")
-            self.kernel = device.kernel("fused_train_many",
-                                        device.build(kernel_source() + source))
-            if self.kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
-                                               device.cl_device) >= self.lanes:
-                break
-            self.lanes //= 2
+        built = build_loop(device, layers, kind, many=True)
+        if built is None:
+            raise GrenadeError(f"{net!r} has a layer without a device-side form: "
+                               "train_many runs the fused per-example loop only")
+        self.kernel, self.lanes = built
         self.count, self.size = count, padded(net.flat["parameters"].size)
         self.flat = device.zeros((len(ROLES) * count * self.size,))
         itemsize = self.flat.dtype.itemsize

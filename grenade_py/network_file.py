@@ -41,10 +41,9 @@ def save(net: Any, path: str | os.PathLike[str], metadata: dict[str, Any] | None
         raise ModelFileError(f"metadata must be JSON values (str, finite numbers, lists, dicts "
                              f"with str keys): {e}; nothing was written to {path}") from None
     arrays = []
-    roles = ROLES if optimizer_state else ROLES[:1]
-    for role, values in zip(roles, (net.get_parameters(), net.get_momentum(), net.get_second()),
-                            strict=False):
-        for index, layer_values in enumerate(values):
+    getters = (net.get_parameters, net.get_momentum, net.get_second)
+    for role, get in zip(ROLES if optimizer_state else ROLES[:1], getters, strict=False):
+        for index, layer_values in enumerate(get()):
             for name, value in layer_values.items():
                 if not np.all(np.isfinite(value)):
                     raise ModelFileError(f"layer {index} {name} {role} hold NaN or Inf (training "

@@ -25,6 +25,7 @@ import numpy as np
 
 from grenade_py.errors import GrenadeError
 from grenade_py.layers import Layer, RecurrentCell
+from grenade_py.model_file import write_atomically
 from grenade_py.shapes import D2, Shape
 
 #: The ONNX opset the graphs are written for (ONNX 1.13+, ONNX Runtime 1.14+).
@@ -49,6 +50,14 @@ class Graph:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.names: set[str] = set()
+        self.read: dict[int, dict[str, np.ndarray]] = {}
+
+    def values(self, layer: Layer) -> dict[str, np.ndarray]:
+        """Host copies of `layer`'s parameters, read from the device once per graph (a
+        recurrent network's layers appear once per step)."""
+        if id(layer) not in self.read:
+            self.read[id(layer)] = {k: v.get() for k, v in layer.parameters.items()}
+        return self.read[id(layer)]
 
     def fresh(self, hint: str) -> str:
         name, k = hint, 1
@@ -97,7 +106,7 @@ def export_layer(g: Graph, layer: Layer, x: str, in_shape: Shape, path: str) -> 
     """Nodes computing `layer` on x (a batch of in_shape) for inference; the output's name.
     Initializers are named `{path}.{parameter}`."""
     kind, out_shape = type(layer).__name__, layer.out_shape(in_shape)
-    p = {k: v.get() for k, v in layer.parameters.items()}
+    p = g.values(layer)
     simple = {"Tanh": "Tanh", "Relu": "Relu", "Logit": "Sigmoid", "Sinusoid": "Sin",
               "Trivial": "Identity", "Dropout": "Identity"}
     if kind in simple:
@@ -210,7 +219,7 @@ def _cell_step(g: Graph, cell: RecurrentCell, x: str, state: str, path: str, t: 
 
 def _recurrent_parameters(g: Graph, cell: RecurrentCell, path: str) -> str:
     """The cell's weights as initializers (as its steps read them); its starting state's name."""
-    p = {k: v.get() for k, v in cell.parameters.items()}
+    p = g.values(cell)
     if type(cell).__name__ == "LSTM":
         for name in ("w", "u", "b"):
             g.parameter(f"{path}.{name}", p[name])
@@ -279,6 +288,5 @@ def to_onnx(net: Any, path: str | os.PathLike[str], steps: int | None = None) ->
                               producer_name="grenade_py")
     helper.set_model_props(model, {"grenade_py.spec": json.dumps(net.spec())})
     onnx.checker.check_model(model, full_check=True)
-    from grenade_py.model_file import write_atomically
     write_atomically(path, model.SerializeToString())
 

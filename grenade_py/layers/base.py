@@ -300,6 +300,16 @@ class Activation(Layer):
     def out_shape(self, in_shape: Shape) -> Shape:
         return in_shape
 
+    def spec(self) -> dict[str, Any]:
+        if self.argument is None:
+            return super().spec()
+        return super().spec() | {self.argument: getattr(self, self.argument)}
+
+    def __repr__(self) -> str:
+        if self.argument is None:
+            return super().__repr__()
+        return f"{type(self).__name__} {getattr(self, self.argument):g}"
+
     def _extra(self) -> list[Any]:
         """The argument's value, typed for the kernels, if the activation has one."""
         return [] if self.argument is None else [self.device.dtype(getattr(self, self.argument))]

@@ -4,8 +4,6 @@ fork's Grenade.Layers.LeakyRelu (pull request #69), whose alpha is fixed at 0.02
 here; its slope is alpha below 0 and 1 at 0 and above, as the fork's."""
 from __future__ import annotations
 
-from typing import Any
-
 from grenade_py.layers.base import Activation, real_argument
 
 
@@ -21,8 +19,3 @@ class LeakyRelu(Activation):
         self.alpha = real_argument("LeakyRelu", "alpha", alpha, lambda a: a >= 0,
                                    "a finite number >= 0")
 
-    def spec(self) -> dict[str, Any]:
-        return {"type": "LeakyRelu", "alpha": self.alpha}
-
-    def __repr__(self) -> str:
-        return f"LeakyRelu {self.alpha:g}"

@@ -11,8 +11,6 @@ on D2 and D3); ours is: 1 inside, 0.05 beyond, so gradients check against finite
 """
 from __future__ import annotations
 
-from typing import Any
-
 from grenade_py.layers.base import Activation, real_argument
 
 
@@ -28,8 +26,3 @@ class LeakyTanh(Activation):
         self.maximum = real_argument("LeakyTanh", "maximum", maximum, lambda m: 0 < m <= 1,
                                      "a number in (0, 1]")
 
-    def spec(self) -> dict[str, Any]:
-        return {"type": "LeakyTanh", "maximum": self.maximum}
-
-    def __repr__(self) -> str:
-        return f"LeakyTanh {self.maximum:g}"
