@@ -283,9 +283,11 @@ def _ending_the_job_on_error(func: Callable[..., Any]) -> Callable[..., Any]:
     """`func` run inside distributed.abort_on_error when it is given a communicator `comm` of
     several ranks and no such block is active: a rank that fails ends the job rather than hang
     the others (alone, it raises as usual)."""
+    signature = inspect.signature(func)
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        comm = inspect.signature(func).bind(*args, **kwargs).arguments.get("comm")
+        comm = signature.bind(*args, **kwargs).arguments.get("comm")
         if comm is None or comm.Get_size() == 1:
             return func(*args, **kwargs)
         from grenade_py.distributed import abort_on_error, guarded
