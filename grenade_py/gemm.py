@@ -25,20 +25,25 @@ def _blocks(size: int, block: int) -> int:
     return -(-size // block)
 
 
-def _tiled(device: Device, name: str, m: int, n: int, *args: object) -> Launch:
+def _tiled(device: Device, name: str, m: int, n: int, batches: int, *args: object) -> Launch:
     tm, tn, _, wm, wn = device.tiles
-    local = (tn // wn, tm // wm)
-    return device.launch(name, (_blocks(n, tn) * local[0], _blocks(m, tm) * local[1]), m, n,
-                         *args, local=local)
+    local = (tn // wn, tm // wm, 1)
+    return device.launch(name, (_blocks(n, tn) * local[0], _blocks(m, tm) * local[1], batches),
+                         m, n, *args, local=local)
 
 
 def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_array.Array,
-             bias: cl_array.Array, c: cl_array.Array) -> Launch:
-    """C (m, n) = A (m, k) B(n, k)^T + bias (n,)."""
+             bias: cl_array.Array, c: cl_array.Array, batches: int = 1,
+             a_m: int | None = None, a_batch: int = 0, b_n: int | None = None,
+             b_batch: int = 0) -> Launch:
+    """C (m, n) = A (m, k) B(n, k)^T + bias (n,); over `batches` (a convolution's samples), the
+    sum of the products of A + s a_batch and B + s b_batch, rows a_m and b_n apart (default
+    k: contiguous)."""
+    args = (k, a, k if a_m is None else a_m, a_batch, b, k if b_n is None else b_n, b_batch,
+            batches, bias, c)
     if device.gemm == "tiled":
-        return _tiled(device, "gemm_dot_tiled", m, n, k, a, b, bias, c)
-    return device.launch("gemm_dot", (_blocks(n, DOT_RN), _blocks(m, DOT_RM)), m, n, k, a, b,
-                         bias, c)
+        return _tiled(device, "gemm_dot_tiled", m, n, 1, *args)
+    return device.launch("gemm_dot", (_blocks(n, DOT_RN), _blocks(m, DOT_RM)), m, n, *args)
 
 
 def gemm_column_sums(device: Device, k: int, n: int, a: cl_array.Array,
@@ -48,10 +53,15 @@ def gemm_column_sums(device: Device, k: int, n: int, a: cl_array.Array,
 
 
 def gemm_outer(device: Device, m: int, n: int, k: int, a: cl_array.Array, a_m: int, a_k: int,
-               b: cl_array.Array, c: cl_array.Array) -> Launch:
+               b: cl_array.Array, c: cl_array.Array, batches: int = 1, b_k: int | None = None,
+               b_batch: int = 0, c_m: int | None = None, c_batch: int = 0) -> Launch:
     """C (m, n) = sum over k of A[i * a_m + k * a_k] B (k, n): A is read through strides, so
-    either operand of a transposed product fits."""
+    either operand of a transposed product fits. Over `batches`, one product per entry s, of
+    B + s b_batch into C + s c_batch, B's rows b_k apart and C's c_m (default n: contiguous)."""
+    args = (k, a, a_m, a_k, b, n if b_k is None else b_k, b_batch, c, n if c_m is None else c_m,
+            c_batch)
     if device.gemm == "tiled":
-        return _tiled(device, "gemm_outer_tiled", m, n, k, a, a_m, a_k, b, c)
-    return device.launch("gemm_outer", (_blocks(n, vector_width(device)), _blocks(m, OUT_RM)),
-                         m, n, k, a, a_m, a_k, b, c)
+        return _tiled(device, "gemm_outer_tiled", m, n, batches, *args)
+    return device.launch("gemm_outer",
+                         (_blocks(n, vector_width(device)), _blocks(m, OUT_RM), batches),
+                         m, n, *args)

@@ -2,10 +2,11 @@
 // channel-major; K (C * kh * kw, F), row (c * kh + a) * kw + b multiplying x[c, i*sh + a, j*sw + b];
 // y (n, F, OH, OW) with (OH - 1) * sh = H - kh, (OW - 1) * sw = W - kw.
 //   y[s, f, i, j] = sum_{c, a, b} K[(c*kh + a)*kw + b, f] x[s, c, i*sh + a, j*sw + b]
-// The layers run it as GEMMs over the patches (grenade_py/layers/convolution.py), laid out as
-// columns: patches[r, s * OH*OW + p], r = (c * kh + a) * kw + b as K's rows, so every GEMM runs
-// along the long batch x positions axis. The input delta's patches go back onto the input by a
-// gather (col2im): every output is written once, by one work-item, so results are deterministic.
+// The forward pass and the kernel gradient are GEMMs whose patch operand is gathered from x as
+// it is read (implicit GEMM: x's patches, r = (c * kh + a) * kw + b as K's rows, are never
+// stored). The input delta is a GEMM into patches (gemm.cl's gemm_outer) that a gather (col2im)
+// puts back onto the input: every output is written once, by one work-item, so results are
+// deterministic.
 
 // The outputs (i0..i1, j0..j1) whose kh x kw windows every (sh, sw) may cover input (yy, xx).
 int4 windows_covering(int yy, int xx, int kh, int kw, int sh, int sw, int OH, int OW) {
@@ -13,98 +14,188 @@ int4 windows_covering(int yy, int xx, int kh, int kw, int sh, int sw, int OH, in
                   max(0, (xx - kw + sw) / sw), min(OW - 1, xx / sw));
 }
 
-// offsets[r * OH*OW + p]: where patch entry r of position p lies in a sample, (c * H + i*sh + a)
-// * W + j*sw + b, held as a REAL (exact: a sample has fewer than 2^24 values).
-// global size (OH * OW, C * kh * kw)
-kernel void conv_offsets(int C, int H, int W, int kh, int kw, int sh, int sw, int OH, int OW,
-                         global REAL *offsets) {
-    int p = get_global_id(0), r = get_global_id(1);
-    if (p >= OH * OW || r >= C * kh * kw) return;
-    int c = r / (kh * kw), a = r / kw % kh, b = r % kw, i = p / OW, j = p % OW;
-    offsets[(size_t)r * OH * OW + p] = (c * H + i * sh + a) * W + j * sw + b;
-}
-
-// patches[r, s * P + p] = x[s][offsets[r, p]], P = OH*OW: a gather along positions, no
-// divisions. global size (P, R, n)
-kernel void conv_im2col(int n, int sample, int R, int P, global const REAL *offsets,
-                        global const REAL *x, global REAL *patches) {
-    int p = get_global_id(0), r = get_global_id(1), s = get_global_id(2);
-    if (p >= P || r >= R || s >= n) return;
-    patches[(size_t)r * n * P + (size_t)s * P + p] =
-        x[(size_t)s * sample + (size_t)offsets[(size_t)r * P + p]];
-}
-
-#define COL2IM_ROW 64
-
-// Column stride 1: the positions of one output row are a run of OW consecutive inputs for each
-// patch entry r, so im2col is a row copy. rows[r] = (c * H + a) * W + b, the offset of entry
-// r's run for output row 0, held as a REAL (exact below 2^24); output row i's runs start
-// i * pitch (= sh * W) later. global size (OH, R, n)
+// rows[r] = (c * H + a) * W + b: where patch entry r = (c * kh + a) * kw + b of output (0, 0)
+// lies in a sample; output p = (i, j)'s entry lies i * pitch + j * sw later (pitch = sh * W).
+// Held as REALs (exact: a sample has fewer than 2^24 values). global size (R)
 kernel void conv_row_offsets(int C, int H, int W, int kh, int kw, global REAL *rows) {
     const int r = get_global_id(0);
     if (r < C * kh * kw) rows[r] = ((r / (kh * kw)) * H + r / kw % kh) * W + r % kw;
 }
 
-kernel void conv_im2col_rows(int n, int sample, int pitch, int R, int OH, int OW,
-                             global const REAL *rows, global const REAL *x,
-                             global REAL *patches) {
-    const int i = get_global_id(0), r = get_global_id(1), s = get_global_id(2);
-    if (i >= OH || r >= R || s >= n) return;
-    global const REAL *from = x + (size_t)s * sample + (size_t)rows[r] + (size_t)i * pitch;
-    global REAL *to = patches + ((size_t)r * n + s) * OH * OW + (size_t)i * OW;
-    int j = 0;
-    for (; j + 8 <= OW; j += 8) vstore8(vload8(0, from + j), 0, to + j);
-    for (; j < OW; ++j) to[j] = from[j];
-}
+// The patches are never stored (implicit GEMM): a vector of VW consecutive outputs p0 .. p0 +
+// VW - 1 of one patch entry is gathered from the sample through these offsets. `runs`: columns
+// with stride 1 and OW a multiple of 8, so each 8 outputs from a multiple of 8 are one run of
+// consecutive inputs (a vector load); otherwise one load per lane. Positions past P repeat
+// valid ones (the callers do not store or sum them).
+bool conv_runs(int OW, int sw) { return sw == 1 && OW % 8 == 0; }
 
-// Stride 1: one work-item per input row (s, c, yy) adds, for each kernel offset (a, b), a run
-// of consecutive patch entries onto consecutive entries of its row: loops along contiguous
-// memory, which the compiler vectorises (a gather per entry does not).
-// global size (n * C * H)
-kernel void conv_col2im_rows(int n, int C, int H, int W, int kh, int kw, int OH, int OW,
-                             global const REAL *patches, global REAL *dx) {
-    int g = get_global_id(0);
-    if (g >= n * C * H) return;
-    int yy = g % H, q = g / H, s = q / C, c = q % C;
-    const size_t columns = (size_t)n * OH * OW;
-    global REAL *row = dx + (size_t)g * W;
-    if (W > COL2IM_ROW) {  // rows too long for the private accumulator: add in place
-        for (int xx = 0; xx < W; ++xx) row[xx] = 0;
-        for (int a = 0; a < kh; ++a) {
-            int i = yy - a;
-            if (i < 0 || i >= OH) continue;
-            for (int b = 0; b < kw; ++b) {
-                global const REAL *src = patches + (size_t)((c * kh + a) * kw + b) * columns +
-                                         (size_t)s * OH * OW + (size_t)i * OW - b;
-                for (int xx = b; xx < OW + b; ++xx) row[xx] += src[xx];
-            }
+void conv_positions(int p0, int P, int OW, int pitch, int sw, bool runs, int *off) {
+    if (runs) {  // only each run's start is read
+        for (int q = 0; q < VW; q += 8) {
+            int p = min(p0 + q, P - 8);
+            off[q] = p / OW * pitch + p % OW;
         }
         return;
     }
-    // The row adds up in private memory, which no global pointer can alias, so the compiler
-    // vectorises the runs; it is written once.
-    REAL acc[COL2IM_ROW];
-    for (int xx = 0; xx < W; ++xx) acc[xx] = 0;
-    for (int a = 0; a < kh; ++a) {
-        int i = yy - a;
-        if (i < 0 || i >= OH) continue;
-        for (int b = 0; b < kw; ++b) {
-            global const REAL *src = patches + (size_t)((c * kh + a) * kw + b) * columns +
-                                     (size_t)s * OH * OW + (size_t)i * OW;
-            for (int j = 0; j < OW; ++j) acc[j + b] += src[j];
+    int i = p0 / OW, j = p0 % OW;
+    for (int l = 0; l < VW; ++l) {
+        off[l] = i * pitch + j * sw;
+        if (p0 + l < P - 1 && ++j == OW) {
+            j = 0;
+            ++i;
         }
     }
-    for (int xx = 0; xx < W; ++xx) row[xx] = acc[xx];
 }
 
-// dx[s, c, yy, xx] = the sum of the patch entries that (yy, xx) went to.
+realv conv_gather(global const REAL *from, const int *off, bool runs) {
+    if (runs)
+#ifdef REAL_IS_DOUBLE
+        return vload8(0, from + off[0]);
+#else
+        return (float16)(vload8(0, from + off[0]), vload8(0, from + off[8]));
+#endif
+    REAL lanes[VW];
+    for (int l = 0; l < VW; ++l) lanes[l] = from[off[l]];
+    return VLOAD(0, lanes);
+}
+
+// y[s, f, p] = sum_r K[r, f] x_s[rows[r] + off(p)]: OUT_RM filters x VW positions of one
+// sample per work-item, K's rows broadcast as gemm_outer's A. x (n, sample), y (n, F, P).
+// global size (ceil(P / VW), ceil(F / OUT_RM), n)
+kernel void conv_forward(int n, int sample, int R, int F, int P, int OW, int pitch, int sw,
+                         global const REAL *rows, global const REAL *K, global const REAL *x,
+                         global REAL *y) {
+    const int p0 = get_global_id(0) * VW, f0 = get_global_id(1) * OUT_RM, s = get_global_id(2);
+    if (p0 >= P || f0 >= F || s >= n) return;
+    const bool runs = conv_runs(OW, sw);
+    int off[VW];
+    conv_positions(p0, P, OW, pitch, sw, runs, off);
+    x += (size_t)s * sample;
+    int fs[OUT_RM];
+    #pragma unroll
+    for (int f = 0; f < OUT_RM; ++f) fs[f] = min(f0 + f, F - 1);
+    realv acc[OUT_RM];
+    #pragma unroll
+    for (int f = 0; f < OUT_RM; ++f) acc[f] = 0;
+    for (int r = 0; r < R; ++r) {
+        realv b = conv_gather(x + (int)rows[r], off, runs);
+        global const REAL *k = K + (size_t)r * F;
+        #pragma unroll
+        for (int f = 0; f < OUT_RM; ++f) acc[f] = fma((realv)(k[fs[f]]), b, acc[f]);
+    }
+    global REAL *out = y + ((size_t)s * F + f0) * P + p0;
+    for (int f = 0; f < min(OUT_RM, F - f0); ++f, out += P) {
+        if (p0 + VW <= P) {
+            VSTORE(acc[f], 0, out);
+        } else {
+            REAL lanes[VW];
+            VSTORE(acc[f], 0, lanes);
+            for (int l = 0; l < P - p0; ++l) out[l] = lanes[l];
+        }
+    }
+}
+
+#define CONV_RM 4
+#define CONV_FN 4
+
+// dK[r, f] = sum_s sum_p x_s[rows[r] + off(p)] dy[s, f, p]: CONV_RM patch entries x CONV_FN
+// filters per work-item, sample by sample (so the sum's order is fixed: no atomics). Whole
+// vectors of positions first, then the last P % VW of each sample.
+// global size (ceil(F / CONV_FN), ceil(R / CONV_RM))
+kernel void conv_kernel_gradient(int n, int sample, int R, int F, int P, int OW, int pitch,
+                                 int sw, global const REAL *rows, global const REAL *x,
+                                 global const REAL *dy, global REAL *dK) {
+    const int f0 = get_global_id(0) * CONV_FN, r0 = get_global_id(1) * CONV_RM;
+    if (f0 >= F || r0 >= R) return;
+    const bool runs = conv_runs(OW, sw);
+    int at[CONV_RM], fs[CONV_FN];
+    #pragma unroll
+    for (int r = 0; r < CONV_RM; ++r) at[r] = (int)rows[min(r0 + r, R - 1)];
+    #pragma unroll
+    for (int f = 0; f < CONV_FN; ++f) fs[f] = min(f0 + f, F - 1);
+    realv acc[CONV_RM][CONV_FN];
+    #pragma unroll
+    for (int r = 0; r < CONV_RM; ++r)
+        #pragma unroll
+        for (int f = 0; f < CONV_FN; ++f) acc[r][f] = 0;
+    const int vectors = P / VW * VW;
+    for (int s = 0; s < n; ++s) {
+        global const REAL *xs = x + (size_t)s * sample;
+        for (int p0 = 0; p0 < vectors; p0 += VW) {
+            int off[VW];
+            conv_positions(p0, P, OW, pitch, sw, runs, off);
+            global const REAL *d = dy + (size_t)s * F * P + p0;
+            realv a[CONV_RM], b[CONV_FN];
+            #pragma unroll
+            for (int r = 0; r < CONV_RM; ++r) a[r] = conv_gather(xs + at[r], off, runs);
+            #pragma unroll
+            for (int f = 0; f < CONV_FN; ++f) b[f] = VLOAD(0, d + (size_t)fs[f] * P);
+            #pragma unroll
+            for (int r = 0; r < CONV_RM; ++r)
+                #pragma unroll
+                for (int f = 0; f < CONV_FN; ++f) acc[r][f] = fma(a[r], b[f], acc[r][f]);
+        }
+    }
+    for (int r = 0; r < min(CONV_RM, R - r0); ++r)
+        for (int f = 0; f < min(CONV_FN, F - f0); ++f) {
+            REAL sum = gemm_hsum(acc[r][f]);
+            for (int s = 0; s < n; ++s)
+                for (int p = vectors; p < P; ++p)
+                    sum += x[(size_t)s * sample + at[r] + p / OW * pitch + p % OW * sw] *
+                           dy[((size_t)s * F + fs[f]) * P + p];
+            dK[(size_t)(r0 + r) * F + f0 + f] = sum;
+        }
+}
+
+#ifdef REAL_IS_DOUBLE
+typedef long8 lanev;
+#define LANES (lanev)(0, 1, 2, 3, 4, 5, 6, 7)
+#else
+typedef int16 lanev;
+#define LANES (lanev)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#endif
+
+// Stride 1: one work-item per input row (s, c, yy), VW columns xx at a time: for each kernel
+// offset (a, b), the run of OW patch entries of output row yy - a lands on columns b .. b + OW
+// - 1, so one vector load from b columns before the run, its lanes outside the run masked,
+// adds it to every column of the vector. patches (n, R, P) (a sample's patch entries together)
+// with VW values to spare after them: a load reads at most VW - 2 past the last run, and never
+// before the buffer (the run of entry b starts b (P - 1) after entry 0's). global size (n C H)
+kernel void conv_col2im_rows(int n, int C, int H, int W, int kh, int kw, int OH, int OW,
+                             global const REAL *patches, global REAL *dx) {
+    const int g = get_global_id(0);
+    if (g >= n * C * H) return;
+    const int yy = g % H, P = OH * OW;
+    global const REAL *plane = patches + (size_t)(g / H) * kh * kw * P;  // sample s, channel c
+    global REAL *row = dx + (size_t)g * W;
+    const int a0 = max(0, yy - OH + 1), a1 = min(kh - 1, yy);
+    for (int x0 = 0; x0 < W; x0 += VW) {
+        realv acc = 0;
+        for (int a = a0; a <= a1; ++a) {
+            global const REAL *run = plane + (size_t)a * kw * P + (yy - a) * OW + x0;
+            for (int b = 0; b < kw; ++b) {
+                lanev j = LANES + (x0 - b);
+                acc += select((realv)0, VLOAD(0, run + (size_t)b * P - b), (j >= 0) & (j < OW));
+            }
+        }
+        if (x0 + VW <= W) {
+            VSTORE(acc, 0, row + x0);
+        } else {
+            REAL lanes[VW];
+            VSTORE(acc, 0, lanes);
+            for (int l = 0; l < W - x0; ++l) row[x0 + l] = lanes[l];
+        }
+    }
+}
+
+// dx[s, c, yy, xx] = the sum of the patch entries that (yy, xx) went to; patches (n, R, P) as
+// conv_col2im_rows reads them.
 // global size (H * W, n * C)
 kernel void conv_col2im(int n, int C, int H, int W, int kh, int kw, int sh, int sw, int OH,
                         int OW, global const REAL *patches, global REAL *dx) {
     int p = get_global_id(0), q = get_global_id(1);
     if (p >= H * W || q >= n * C) return;
     int s = q / C, c = q % C, yy = p / W, xx = p % W;
-    const size_t columns = (size_t)n * OH * OW;
     int4 range = windows_covering(yy, xx, kh, kw, sh, sw, OH, OW);
     REAL acc = 0;
     for (int i = range.x; i <= range.y; ++i) {
@@ -113,8 +204,8 @@ kernel void conv_col2im(int n, int C, int H, int W, int kh, int kw, int sh, int 
         for (int j = range.z; j <= range.w; ++j) {
             int b = xx - j * sw;
             if (b < kw)
-                acc += patches[(size_t)((c * kh + a) * kw + b) * columns +
-                               (size_t)s * OH * OW + i * OW + j];
+                acc += patches[((((size_t)s * C + c) * kh + a) * kw + b) * OH * OW +
+                               i * OW + j];
         }
     }
     dx[((size_t)q * H + yy) * W + xx] = acc;

@@ -1,8 +1,11 @@
 // Row-major GEMMs for FullyConnected on batches, register-blocked with explicit vectors of VW
 // lanes (16 floats or 8 doubles: one 512-bit register). Each work-item computes one block of C,
-// any size: see each kernel for its edges.
-//   gemm_dot:   C[m, n] = sum_k A[m, k] B[n, k] + bias[n]     both operands contiguous in k
-//   gemm_outer: C[m, n] = sum_k A[m * a_m + k * a_k] B[k, n]  B and C contiguous in n
+// any size: see each kernel for its edges. Both run over a batch of products (a convolution's
+// samples, each an (F, positions) plane), with `batches` and the strides between them:
+//   gemm_dot:   C[m, n] = sum_s sum_k A_s[m * a_m + k] B_s[n * b_n + k] + bias[n]
+//               (A_s = A + s a_batch, B_s = B + s b_batch: products summed over the batch)
+//   gemm_outer: C_s[m * c_m + n] = sum_k A[m * a_m + k * a_k] B_s[k * b_k + n]
+//               (B_s = B + s b_batch, C_s = C + s c_batch: one product per batch entry)
 
 #ifdef REAL_IS_DOUBLE
 #define VW 8
@@ -31,51 +34,60 @@ REAL gemm_hsum(realv v) {
 #define DOT_RN 2
 
 // global size (ceil(N / DOT_RN), ceil(M / DOT_RM)). Rows past the edge of A or B repeat the
-// last row (clamped index) and are not stored, so every block takes the vector path.
-kernel void gemm_dot(int M, int N, int K, global const REAL *A, global const REAL *B,
+// last row (clamped index) and are not stored, so every block takes the vector path. The
+// vectors add up over the whole batch first, then the last K % VW terms of each entry.
+kernel void gemm_dot(int M, int N, int K, global const REAL *A, int a_m, int a_batch,
+                     global const REAL *B, int b_n, int b_batch, int batches,
                      global const REAL *bias, global REAL *C) {
     const int n0 = get_global_id(0) * DOT_RN, m0 = get_global_id(1) * DOT_RM;
     if (m0 >= M || n0 >= N) return;
     global const REAL *a[DOT_RM], *b[DOT_RN];
     #pragma unroll
-    for (int r = 0; r < DOT_RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * K;
+    for (int r = 0; r < DOT_RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
     #pragma unroll
-    for (int c = 0; c < DOT_RN; ++c) b[c] = B + (size_t)min(n0 + c, N - 1) * K;
+    for (int c = 0; c < DOT_RN; ++c) b[c] = B + (size_t)min(n0 + c, N - 1) * b_n;
     realv acc[DOT_RM][DOT_RN];
     #pragma unroll
     for (int r = 0; r < DOT_RM; ++r)
         #pragma unroll
         for (int c = 0; c < DOT_RN; ++c) acc[r][c] = 0;
-    int k = 0;
-    for (; k + VW <= K; k += VW) {
-        realv av[DOT_RM], bv[DOT_RN];
-        #pragma unroll
-        for (int r = 0; r < DOT_RM; ++r) av[r] = VLOAD(0, a[r] + k);
-        #pragma unroll
-        for (int c = 0; c < DOT_RN; ++c) bv[c] = VLOAD(0, b[c] + k);
-        #pragma unroll
-        for (int r = 0; r < DOT_RM; ++r)
+    const int vectors = K / VW * VW;
+    for (int s = 0; s < batches; ++s)
+        for (int k = 0; k < vectors; k += VW) {
+            const size_t ak = (size_t)s * a_batch + k, bk = (size_t)s * b_batch + k;
+            realv av[DOT_RM], bv[DOT_RN];
             #pragma unroll
-            for (int c = 0; c < DOT_RN; ++c) acc[r][c] = fma(av[r], bv[c], acc[r][c]);
-    }
+            for (int r = 0; r < DOT_RM; ++r) av[r] = VLOAD(0, a[r] + ak);
+            #pragma unroll
+            for (int c = 0; c < DOT_RN; ++c) bv[c] = VLOAD(0, b[c] + bk);
+            #pragma unroll
+            for (int r = 0; r < DOT_RM; ++r)
+                #pragma unroll
+                for (int c = 0; c < DOT_RN; ++c) acc[r][c] = fma(av[r], bv[c], acc[r][c]);
+        }
     #pragma unroll
     for (int r = 0; r < DOT_RM; ++r)
         #pragma unroll
         for (int c = 0; c < DOT_RN; ++c) {
-            REAL s = gemm_hsum(acc[r][c]);
-            for (int kk = k; kk < K; ++kk) s += a[r][kk] * b[c][kk];
-            if (m0 + r < M && n0 + c < N) C[(size_t)(m0 + r) * N + n0 + c] = s + bias[n0 + c];
+            REAL sum = gemm_hsum(acc[r][c]);
+            for (int s = 0; s < batches; ++s)
+                for (int k = vectors; k < K; ++k)
+                    sum += a[r][(size_t)s * a_batch + k] * b[c][(size_t)s * b_batch + k];
+            if (m0 + r < M && n0 + c < N) C[(size_t)(m0 + r) * N + n0 + c] = sum + bias[n0 + c];
         }
 }
 
 #define OUT_RM 16
 
-// global size (ceil(N / VW), ceil(M / OUT_RM)). Rows past the edge of A repeat the last row
-// (clamped index) and are not stored; only a last partial vector of columns goes scalar.
+// global size (ceil(N / VW), ceil(M / OUT_RM), batches). Rows past the edge of A repeat the
+// last row (clamped index) and are not stored; only a last partial vector of columns goes scalar.
 kernel void gemm_outer(int M, int N, int K, global const REAL *A, int a_m, int a_k,
-                       global const REAL *B, global REAL *C) {
+                       global const REAL *B, int b_k, int b_batch, global REAL *C, int c_m,
+                       int c_batch) {
     const int n0 = get_global_id(0) * VW, m0 = get_global_id(1) * OUT_RM;
     if (m0 >= M || n0 >= N) return;
+    B += get_global_id(2) * (size_t)b_batch;
+    C += get_global_id(2) * (size_t)c_batch;
     global const REAL *a[OUT_RM];
     #pragma unroll
     for (int r = 0; r < OUT_RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
@@ -84,19 +96,19 @@ kernel void gemm_outer(int M, int N, int K, global const REAL *A, int a_m, int a
         #pragma unroll
         for (int r = 0; r < OUT_RM; ++r) acc[r] = 0;
         for (int k = 0; k < K; ++k) {
-            realv b = VLOAD(0, B + (size_t)k * N + n0);
+            realv b = VLOAD(0, B + (size_t)k * b_k + n0);
             #pragma unroll
             for (int r = 0; r < OUT_RM; ++r) acc[r] = fma((realv)(a[r][(size_t)k * a_k]), b, acc[r]);
         }
         #pragma unroll
         for (int r = 0; r < OUT_RM; ++r)
-            if (m0 + r < M) VSTORE(acc[r], 0, C + (size_t)(m0 + r) * N + n0);
+            if (m0 + r < M) VSTORE(acc[r], 0, C + (size_t)(m0 + r) * c_m + n0);
     } else {
         for (int r = 0; r < min(OUT_RM, M - m0); ++r)
             for (int n = n0; n < N; ++n) {
                 REAL s = 0;
-                for (int k = 0; k < K; ++k) s += a[r][(size_t)k * a_k] * B[(size_t)k * N + n];
-                C[(size_t)(m0 + r) * N + n] = s;
+                for (int k = 0; k < K; ++k) s += a[r][(size_t)k * a_k] * B[(size_t)k * b_k + n];
+                C[(size_t)(m0 + r) * c_m + n] = s;
             }
     }
 }

@@ -31,6 +31,16 @@ def main() -> None:
         g.fit(conv, g.SGD(0.01), rng.normal(size=(5, 8, 8)), rng.normal(size=(5, 2)),
               batch_size=5, epochs=1)
         g.run_net(conv, rng.normal(size=(2, 8, 8)))
+        # The implicit GEMMs' runs of 8 columns (a last half vector in float32) and col2im's
+        # vectors over rows of 8 and of 20 columns.
+        for shape, layers in (((5, 12), [g.Convolution(1, 2, 3, 5, 1, 1),
+                                         g.Convolution(2, 3, 1, 1, 1, 1)]),
+                              ((4, 24), [g.Convolution(1, 2, 1, 5, 1, 1),
+                                         g.Convolution(2, 1, 2, 3, 1, 1)])):
+            runs = g.Network([*layers, g.Logit()], input=g.D2(*shape), device=d,
+                             seed=1)
+            g.fit(runs, g.SGD(0.01), rng.normal(size=(3, *shape)),
+                  rng.uniform(size=(3, *runs.output_shape.dims)), batch_size=3, epochs=1)
         for lanes in (1, 16):  # the one-lane loop and the coalesced (GPU) form
             fused.lanes = lambda device, lanes=lanes: lanes  # type: ignore[assignment]
             ff = g.Network([g.FullyConnected(3, 5), g.Tanh(), g.FullyConnected(5, 2),

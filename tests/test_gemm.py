@@ -57,6 +57,37 @@ def test_fully_connected_gemms(gemm_device, rng, n, i, o):
     np.testing.assert_allclose(dx.get(), dy @ w, **tol, err_msg="input gradient")
 
 
+@pytest.mark.parametrize("batches", [1, 3, 17])
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (3, 17, 5), (17, 3, 33), (25, 10, 64)])
+def test_batched_gemms_through_strides(gemm_device, rng, batches, m, n, k):
+    """The convolution's forms: gemm_dot summing the products of every batch entry, its
+    operands' rows and entries apart by strides past their lengths; gemm_outer writing one
+    product per entry into rows of a wider array, B read through its strides."""
+    device = gemm_device
+    tol = tolerance(device, terms=batches * k)
+    # A_s (m, k) and B_s (n, k) inside wider rows, entries 2 rows apart: (batches, 2, m, k + 3)
+    a = rng.normal(size=(batches, 2, m, k + 3))
+    b = rng.normal(size=(batches, n, k + 1))
+    bias = rng.normal(size=(n,))
+    c = device.zeros((m, n))
+    run(device, gemm_dot(device, m, n, k, device.to_device(a), device.to_device(b),
+                         device.to_device(bias), c, batches=batches, a_m=k + 3,
+                         a_batch=2 * m * (k + 3), b_n=k + 1, b_batch=n * (k + 1)))
+    want = np.einsum("smk,snk->mn", a[:, 0, :, :k], b[:, :, :k]) + bias
+    np.testing.assert_allclose(c.get(), want, **tol, err_msg="gemm_dot")
+    # C_s (m, n) = W (m, k) B_s (k, n): B_s (k, n + 2) rows, C (m, batches, n + 1) rows
+    w = rng.normal(size=(m, k))
+    b = rng.normal(size=(batches, k, n + 2))
+    c = device.zeros((m, batches, n + 1))
+    run(device, gemm_outer(device, m, n, k, device.to_device(w), k, 1, device.to_device(b), c,
+                           batches=batches, b_k=n + 2, b_batch=k * (n + 2),
+                           c_m=batches * (n + 1), c_batch=n + 1))
+    got = c.get()
+    np.testing.assert_allclose(got[:, :, :n], np.einsum("mk,skn->msn", w, b[:, :, :n]),
+                               **tolerance(device, terms=k), err_msg="gemm_outer")
+    assert not got[:, :, n:].any(), "gemm_outer wrote past its rows"
+
+
 @pytest.mark.parametrize("n", BATCHES)
 @pytest.mark.parametrize("o", SIZES)
 def test_gemm_column_sums(device, rng, n, o):

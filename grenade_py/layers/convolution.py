@@ -7,11 +7,11 @@ when the input is D2 and there is one filter), "valid, exact fit" as in Grenade:
 tile the input exactly are a ShapeError when the network is built.
 Parameters: `kernel` K, (kernel_rows * kernel_cols * channels, filters): row c*kh*kw + a*kw + b
 multiplies input x[c, i*sh + a, j*sw + b] — Grenade's K, so its model files map onto ours.
-Tape: the input's patches (im2col, as columns: R = kh*kw*channels rows by batch x positions),
-a per-batch buffer. Kernels: conv_im2col and conv_col2im (a gather: overlaps add up without
-atomics, kernels/convolution.cl), swap_axes (kernels/data.cl), and FullyConnected's GEMMs
-along the batch x positions axis: y = K^T patches; dK^T = dy patches^T; the input delta's
-patches = K dy, put back by col2im. With dy and y as (F, batch, positions).
+Tape: none (the input). Kernels (kernels/convolution.cl): conv_forward (y_s = K^T patches_s)
+and conv_kernel_gradient (dK = sum_s patches_s dy_s^T), GEMMs that gather x's patches as they
+read them (R = kh*kw*channels patch entries by positions, never stored); the input delta's
+patches_s = K dy_s by FullyConnected's gemm_outer into a per-batch buffer, put back onto dx by
+conv_col2im (a gather: overlaps add up without atomics). y and dy stay (batch, F, positions).
 Initialisation: "scaled", uniform +-1/sqrt(kh*kw*channels); "grenade", uniform +-1.
 """
 from __future__ import annotations
@@ -23,9 +23,13 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
-from grenade_py.gemm import gemm_dot, gemm_outer
+from grenade_py.gemm import OUT_RM, gemm_outer, vector_width
 from grenade_py.layers.base import Buffers, Layer, chosen_init, initial_values, positive_ints
 from grenade_py.shapes import D2, D3, Shape
+
+#: Patch entries x filters per work-item of conv_kernel_gradient (CONV_RM, CONV_FN in
+#: kernels/convolution.cl).
+CONV_RM, CONV_FN = 4, 4
 
 
 def planes(shape: Shape) -> tuple[int, int, int]:
@@ -98,83 +102,66 @@ class Convolution(Layer):
                 out_rows, out_cols]
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
-        c, h, w, f, kh, kw, _, sw, oh, ow = self.geometry()
+        c, h, w, _, kh, kw, _, _, oh, ow = self.geometry()
         if c * h * w >= 2**24:  # the offsets are exact in float32: checked before allocating
             raise ShapeError(f"takes samples of under 2^24 values, not {c * h * w}")
-        return {"patches": (c * kh * kw, n * oh * ow), "product": (f, n * oh * ow),
-                "zeros": (f,), "offsets": (c * kh * kw, 1 if sw == 1 else oh * ow)}
+        # The input delta's patches, (n, R, positions) and a vector to spare (conv_col2im_rows)
+        return {"patches": (n * c * kh * kw * oh * ow + vector_width(self.device),),
+                "rows": (c * kh * kw,)}
 
-    def _swap(self, a: int, b: int, k: int, src: cl_array.Array,
-              dst: cl_array.Array) -> Launch:
-        """dst (b, a, k) = src (a, b, k) with its first two axes swapped."""
-        return self.device.launch("swap_axes", (k, b, a), a, b, k, src, dst)
+    def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        """The forward pass needs only the patch entries' offsets."""
+        return {"rows": self.batch_buffers(n)["rows"]}
 
     def setup(self, n: int, buffers: Buffers) -> list[Launch]:
-        """The map of patch offsets that im2col gathers through, once per batch size (with
-        stride 1, one offset per patch entry: each output row's inputs are consecutive)."""
-        c, h, w, _, kh, kw, sh, sw, oh, ow = self.geometry()
-        if sw == 1:
-            return [self.device.launch("conv_row_offsets", (c * kh * kw,), c, h, w, kh, kw,
-                                       buffers["offsets"])]
-        return [self.device.launch("conv_offsets", (oh * ow, c * kh * kw), c, h, w, kh, kw, sh,
-                                   sw, oh, ow, buffers["offsets"])]
+        """The offsets of the patch entries in a sample, which the GEMMs gather x through."""
+        c, h, w, _, kh, kw, _, _, _, _ = self.geometry()
+        return [self.device.launch("conv_row_offsets", (c * kh * kw,), c, h, w, kh, kw,
+                                   buffers["rows"])]
 
-    def im2col(self, n: int, x: cl_array.Array, buffers: Buffers) -> list[Launch]:
-        """x's patches, as the columns of buffers["patches"] (through the map of offsets)."""
-        c, h, w, _, kh, kw, sh, sw, oh, ow = self.geometry()
-        width, positions = c * kh * kw, oh * ow
-        if sw == 1:  # a row copy per (output row, patch entry, sample)
-            return [self.device.launch("conv_im2col_rows", (oh, width, n), n, c * h * w,
-                                       sh * w, width, oh, ow,
-                                       buffers["offsets"], x, buffers["patches"],
-                                       local=(8, 8, 1))]
-        return [self.device.launch("conv_im2col", (positions, width, n), n, c * h * w, width,
-                                   positions, buffers["offsets"], x, buffers["patches"],
-                                   local=(32, 1, 1))]
-
-    def patches_times_kernel(self, n: int, y: cl_array.Array, buffers: Buffers) -> list[Launch]:
-        """y (channel-major) = K^T x the patches."""
-        c, _, _, f, kh, kw, _, _, oh, ow = self.geometry()
-        columns = n * oh * ow
-        return [gemm_outer(self.device, f, columns, c * kh * kw, self.parameters["kernel"], 1,
-                           f, buffers["patches"], buffers["product"]),
-                self._swap(f, n, oh * ow, buffers["product"], y)]
-
-    def kernel_gradient(self, n: int, dy: cl_array.Array, buffers: Buffers) -> list[Launch]:
-        """dK = the patches x dy^T, straight into K's layout; leaves dy as (F, batch, positions) in
-        buffers["product"]."""
-        c, _, _, f, kh, kw, _, _, oh, ow = self.geometry()
-        width, product = c * kh * kw, buffers["product"]
-        return [self._swap(n, f, oh * ow, dy, product),
-                gemm_dot(self.device, width, f, n * oh * ow, buffers["patches"], product,
-                         buffers["zeros"], self.gradients["kernel"])]
-
-    def input_delta(self, n: int, dy: cl_array.Array | None, dx: cl_array.Array,
-                    buffers: Buffers) -> list[Launch]:
-        """dx = col2im(K dy), through the patches buffer; dy None: dy is already in
-        buffers["product"] (kernel_gradient put it there)."""
+    def _patch_args(self, n: int) -> tuple[int, ...]:
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
-        product, patches = buffers["product"], buffers["patches"]
-        launches = [] if dy is None else [self._swap(n, f, oh * ow, dy, product)]
+        return n, c * h * w, c * kh * kw, f, oh * ow, ow, sh * w, sw
+
+    def convolve(self, n: int, x: cl_array.Array, y: cl_array.Array,
+                 buffers: Buffers) -> list[Launch]:
+        """y (n, F, positions) = K^T x each sample's patches of x (n, C, H, W)."""
+        _, _, _, f, _, _, _, _, oh, ow = self.geometry()
+        blocks = (-(-oh * ow // vector_width(self.device)), -(-f // OUT_RM), n)
+        return [self.device.launch("conv_forward", blocks, *self._patch_args(n),
+                                   buffers["rows"], self.parameters["kernel"], x, y)]
+
+    def kernel_gradient(self, n: int, x: cl_array.Array, dy: cl_array.Array,
+                        buffers: Buffers) -> list[Launch]:
+        """dK = the sum over samples of x's patches x dy^T (dy: (n, F, positions)), straight
+        into K's layout."""
+        c, _, _, f, kh, kw, _, _, _, _ = self.geometry()
+        blocks = (-(-f // CONV_FN), -(-c * kh * kw // CONV_RM))
+        return [self.device.launch("conv_kernel_gradient", blocks, *self._patch_args(n),
+                                   buffers["rows"], x, dy, self.gradients["kernel"])]
+
+    def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array,
+                    buffers: Buffers) -> list[Launch]:
+        """dx = col2im(K dy), through the patches buffer (which it overwrites)."""
+        c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
+        p, patches = oh * ow, buffers["patches"]
         if sh == sw == 1:
             col2im = self.device.launch("conv_col2im_rows", (n * c * h,), n, c, h, w, kh, kw, oh,
                                         ow, patches, dx)
         else:
             col2im = self.device.launch("conv_col2im", (h * w, n * c), n, c, h, w, kh, kw, sh,
                                         sw, oh, ow, patches, dx)
-        return launches + [
-            gemm_outer(self.device, c * kh * kw, n * oh * ow, f, self.parameters["kernel"], f, 1,
-                       product, patches),
-            col2im,
-        ]
+        return [gemm_outer(self.device, c * kh * kw, p, f, self.parameters["kernel"], f, 1, dy,
+                           patches, batches=n, b_k=p, b_batch=f * p, c_batch=c * kh * kw * p),
+                col2im]
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
-        return self.im2col(n, x, buffers) + self.patches_times_kernel(n, y, buffers)
+        return self.convolve(n, x, y, buffers)
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        launches = self.kernel_gradient(n, dy, buffers)  # the forward pass left x's patches
-        if dx is not None:  # then the patches are spent: dx's overwrite them
-            launches += self.input_delta(n, None, dx, buffers)
+        launches = self.kernel_gradient(n, x, dy, buffers)
+        if dx is not None:
+            launches += self.input_delta(n, dy, dx, buffers)
         return launches

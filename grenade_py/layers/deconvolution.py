@@ -41,13 +41,17 @@ class Deconvolution(Convolution):
         return [self.filters, out_rows, out_cols, channels, self.kh, self.kw, self.sh, self.sw,
                 rows, cols]
 
+    def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        """The forward pass is the transposed Convolution's input delta: its patches."""
+        return self.batch_buffers(n)
+
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
         return self.input_delta(n, x, y, buffers)
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        launches = self.im2col(n, dy, buffers) + self.kernel_gradient(n, x, buffers)
+        launches = self.kernel_gradient(n, dy, x, buffers)
         if dx is not None:
-            launches += self.patches_times_kernel(n, dx, buffers)
+            launches += self.convolve(n, dy, dx, buffers)
         return launches

@@ -1,0 +1,74 @@
+"""The convolution's kernels against numpy, through the layer's own launches, in float32 and
+float64, at batches 1, 3 and 17 and at shapes that reach every path: runs of 8 columns (stride
+1, output rows a multiple of 8, including a last half vector), one load per lane (other widths,
+strides), filters and patch entries past the register blocks, rows wider than a vector."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tolerance
+
+from grenade_py import D3, Convolution, Network
+from grenade_py.execution import enqueue
+
+# channels, rows, cols, filters, kernel rows, kernel cols, stride rows, stride cols
+SHAPES = {
+    "lenet-1": (1, 28, 28, 10, 5, 5, 1, 1),       # runs, 576 positions: whole vectors
+    "lenet-2": (10, 12, 12, 16, 5, 5, 1, 1),      # runs, 64 positions
+    "half-vector": (3, 13, 12, 17, 3, 5, 1, 1),   # runs, 88 positions: 88 % 16 = 8
+    "one-by-one": (1, 3, 3, 1, 1, 1, 1, 1),       # 9 positions, one of everything
+    "strided": (2, 17, 19, 33, 2, 3, 3, 2),       # lanes gathered, both strides
+    "row-stride": (2, 9, 7, 3, 3, 2, 2, 1),       # lanes gathered, stride down the rows only
+    "wide": (2, 4, 40, 5, 2, 3, 1, 1),            # 40 columns: col2im over 3 vectors
+}
+
+
+def patches(x: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
+    """(n, C kh kw, OH OW): entry (c kh + a) kw + b of output (i, j) is x[c, i sh + a, j sw + b]."""
+    n, c, h, w = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    out = np.empty((n, c, kh, kw, oh, ow))
+    for a in range(kh):
+        for b in range(kw):
+            out[:, :, a, b] = x[:, :, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw]
+    return out.reshape(n, c * kh * kw, oh * ow)
+
+
+def col2im(p: np.ndarray, shape: tuple[int, ...], kh: int, kw: int, sh: int,
+           sw: int) -> np.ndarray:
+    """The adjoint of `patches`: every patch entry added back onto the input it came from."""
+    n, c, h, w = shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    p = p.reshape(n, c, kh, kw, oh, ow)
+    out = np.zeros(shape)
+    for a in range(kh):
+        for b in range(kw):
+            out[:, :, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw] += p[:, :, a, b]
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 3, 17])
+@pytest.mark.parametrize("name", SHAPES)
+def test_convolution_kernels_against_numpy(device, rng, name, n):
+    c, h, w, f, kh, kw, sh, sw = SHAPES[name]
+    net = Network([Convolution(c, f, kh, kw, sh, sw)], input=D3(h, w, c), device=device, seed=1)
+    layer = net.layers[0]
+    kernel = net.get_parameters()[0]["kernel"]
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    x, dy = rng.normal(size=(n, c, h, w)), rng.normal(size=(n, f, oh * ow))
+    buffers = device.allocate("the test", layer.batch_buffers(n))
+    x_d, dy_d = device.to_device(x), device.to_device(dy)
+    y_d, dx_d = device.zeros((n, f, oh * ow)), device.zeros((n, c, h, w))
+    enqueue(layer.setup(n, buffers) + layer.convolve(n, x_d, y_d, buffers)
+            + layer.kernel_gradient(n, x_d, dy_d, buffers)
+            + layer.input_delta(n, dy_d, dx_d, buffers))
+    xp = patches(x, kh, kw, sh, sw)
+    terms = c * kh * kw
+    np.testing.assert_allclose(y_d.get(), np.einsum("rf,srp->sfp", kernel, xp),
+                               **tolerance(device, terms), err_msg="forward")
+    np.testing.assert_allclose(layer.gradients["kernel"].get(),
+                               np.einsum("srp,sfp->rf", xp, dy),
+                               **tolerance(device, n * oh * ow), err_msg="kernel gradient")
+    np.testing.assert_allclose(dx_d.get(), col2im(np.einsum("rf,sfp->srp", kernel, dy),
+                                                  x.shape, kh, kw, sh, sw),
+                               **tolerance(device, f * kh * kw), err_msg="input delta")
