@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import click
 import numpy as np
 import pyopencl as cl
 
+from grenade_py import blocks
 from grenade_py.datasets import load_mnist
 from grenade_py.device import Device
 from grenade_py.device import device_spec as spec_of
@@ -301,7 +303,9 @@ def peak_gflops(device: Device) -> tuple[float, str]:
 
 def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
     """GFLOP/s of the FullyConnected GEMMs at 64x784x512 in both of grenade_py's forms
-    (register-blocked for CPUs, tiled for GPUs) and at 1024^3, and of numpy's sgemm."""
+    (register-blocked for CPUs, tiled for GPUs) and at 1024^3, and of numpy's sgemm; the
+    register form at the block this device's launches take (tuned or the default) and at the
+    fastest block for the shape, timed now."""
     n, i, o = 64, 784, 512
     rng = np.random.default_rng(0)
     x, w, b, dy = (rng.normal(size=s).astype(np.float32) for s in [(n, i), (o, i), (o,), (n, o)])
@@ -312,19 +316,30 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
         xd, wd, bd, dyd, bigd = map(dev.to_device, (x, w, b, dy, big))
         y, dw, cd = dev.zeros((n, o)), dev.zeros((o, i)), dev.zeros((1024, 1024))
         zero = dev.zeros((1024,))
-        for name, launch, flops in (
-                (f"gemm_dot {form} (y = x W^T + b)", gemm_dot(dev, n, o, i, xd, wd, bd, y),
-                 2 * n * i * o),
-                (f"gemm_outer {form} (dW = dy^T x)", gemm_outer(dev, o, i, n, dyd, 1, o, xd, dw),
-                 2 * n * i * o),
-                (f"gemm_dot {form} 1024^3", gemm_dot(dev, 1024, 1024, 1024, bigd, bigd, zero,
-                                                     cd), 2 * 1024**3)):
+        for name, make, flops in (
+                (f"gemm_dot {form} (y = x W^T + b)",
+                 partial(gemm_dot, dev, n, o, i, xd, wd, bd, y), 2 * n * i * o),
+                (f"gemm_outer {form} (dW = dy^T x)",
+                 partial(gemm_outer, dev, o, i, n, dyd, 1, o, xd, dw), 2 * n * i * o),
+                (f"gemm_dot {form} 1024^3",
+                 partial(gemm_dot, dev, 1024, 1024, 1024, bigd, bigd, zero, cd), 2 * 1024**3)):
+            launch = make()
+
             def run(launch=launch, dev=dev) -> None:
                 for _ in range(10):
                     launch()
                 dev.queue.finish()
 
             rows.append((f"grenade_py {name}", 10 * flops / median_time(run, repeats) / 1e9))
+            if form == "registers":  # the fastest register block for the shape, timed now
+                with blocks.recording() as sites:
+                    make()
+                for t in blocks.tune_sites(dev, sites, repeats, keep=False):  # fastest runs
+                    for label, block, seconds in (("untuned", t.default, t.default_s),
+                                                  ("tuned", t.best, t.best_s)):
+                        rows.append((f"grenade_py {name}, {label} "
+                                     f"({blocks.kernel_name(t.form, block)})",
+                                     flops / seconds / 1e9))
     rows.append(("numpy sgemm x @ W.T", 20 * 2 * n * i * o / median_time(
         lambda: [x @ w.T for _ in range(20)], repeats) / 1e9))
     rows.append(("numpy sgemm 1024^3 (host peak)", 2 * 1024**3 / median_time(
@@ -695,6 +710,11 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
               f"grenade_py gemm_dot {device.gemm}")
     table.add("GEMM 1024³ (GFLOP/s)", [(n, v) for n, v in gemms if "1024" in n], "{:.0f}",
               f"grenade_py gemm_dot {device.gemm}")
+    for what, shape in (("64×784×512", "(y = x"), ("1024³", "1024^3")):
+        table.add(f"  the fastest register block, {what} (GFLOP/s; python -m grenade_py.tune)",
+                  [(n, v) for n, v in gemms if n.startswith(f"grenade_py gemm_dot registers "
+                                                            f"{shape}") and ", tuned (" in n],
+                  "{:.0f}")
     table.add("  the device's measured FMA peak (GFLOP/s)",
               [(n, v) for n, v in gemms if n.endswith("measured FMA peak")], "{:.0f}",
               "grenade_py measured")
@@ -749,7 +769,7 @@ def report_gemms(device: Device, repeats: int,
         f"(chained vector FMAs; estimated from clocks: {estimate:.0f} = {how})")
     rows = bench_gemm(device, repeats)
     for name, gflops in rows:
-        say(f"   {name:42s} {gflops:7.1f} GFLOP/s {gflops / peak:6.1%} of peak")
+        say(f"   {name:64s} {gflops:7.1f} GFLOP/s {gflops / peak:6.1%} of peak")
     return rows + [("grenade_py measured FMA peak", peak)]
 
 

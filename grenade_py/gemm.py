@@ -1,19 +1,17 @@
 """Launches of the GEMM kernels with their global sizes, in the device's form (`Device.gemm`):
 register-blocked for CPUs (kernels/gemm.cl) or local-memory tiled for GPUs (kernels/gemm_tiled.cl).
 
-The block sizes here must match the kernel file's macros: DOT_RM x DOT_RN outputs per work-item
-for gemm_dot, OUT_RM rows x one vector of VW lanes for gemm_outer; the tiled kernels' shape is
-the device's (`Device.tiles`).
+The register blocks (RM x RN outputs per work-item for gemm_dot, RM rows x one vector of VW lanes
+for gemm_outer) are the ones tuned for the launch's shape on the device (grenade_py/tune.py),
+else the default; the tiled kernels' shape is the device's (`Device.tiles`).
 """
 from __future__ import annotations
 
 import numpy as np
 import pyopencl.array as cl_array
 
+from grenade_py import blocks
 from grenade_py.device import Device, Launch
-
-DOT_RM, DOT_RN = 8, 2
-OUT_RM = 16
 
 
 def vector_width(device: Device) -> int:
@@ -43,7 +41,9 @@ def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_ar
             batches, bias, c)
     if device.gemm == "tiled":
         return _tiled(device, "gemm_dot_tiled", m, n, 1, *args)
-    return device.launch("gemm_dot", (_blocks(n, DOT_RN), _blocks(m, DOT_RM)), m, n, *args)
+    return blocks.launch(device, "gemm_dot", (m, n, k, batches), lambda block: device.launch(
+        blocks.kernel_name("gemm_dot", block), (_blocks(n, block[1]), _blocks(m, block[0])),
+        m, n, *args))
 
 
 def gemm_column_sums(device: Device, k: int, n: int, a: cl_array.Array,
@@ -62,6 +62,7 @@ def gemm_outer(device: Device, m: int, n: int, k: int, a: cl_array.Array, a_m: i
             c_batch)
     if device.gemm == "tiled":
         return _tiled(device, "gemm_outer_tiled", m, n, batches, *args)
-    return device.launch("gemm_outer",
-                         (_blocks(n, vector_width(device)), _blocks(m, OUT_RM), batches),
-                         m, n, *args)
+    shape = (m, n, k, batches, int(a_k == 1))
+    return blocks.launch(device, "gemm_outer", shape, lambda block: device.launch(
+        blocks.kernel_name("gemm_outer", block),
+        (_blocks(n, vector_width(device)), _blocks(m, block[0]), batches), m, n, *args))

@@ -59,32 +59,33 @@ realv conv_gather(global const REAL *from, const int *off, bool runs) {
     return VLOAD(0, lanes);
 }
 
-// y[s, f, p] = sum_r K[r, f] x_s[rows[r] + off(p)]: OUT_RM filters x VW positions of one
-// sample per work-item, K's rows broadcast as gemm_outer's A. x (n, sample), y (n, F, P).
-// global size (ceil(P / VW), ceil(F / OUT_RM), n)
-kernel void conv_forward(int n, int sample, int R, int F, int P, int OW, int pitch, int sw,
-                         global const REAL *rows, global const REAL *K, global const REAL *x,
-                         global REAL *y) {
-    const int p0 = get_global_id(0) * VW, f0 = get_global_id(1) * OUT_RM, s = get_global_id(2);
+// y[s, f, p] = sum_r K[r, f] x_s[rows[r] + off(p)]: FM filters x VW positions of one sample
+// per work-item, K's rows broadcast as gemm_outer's A; a template as gemm.cl's GEMMs are
+// (conv_forward_16, ...). x (n, sample), y (n, F, P). global size (ceil(P / VW), ceil(F / FM), n)
+// template $FM: 8, 12, 16
+kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int pitch, int sw,
+                             global const REAL *rows, global const REAL *K,
+                             global const REAL *x, global REAL *y) {
+    const int p0 = get_global_id(0) * VW, f0 = get_global_id(1) * $FM, s = get_global_id(2);
     if (p0 >= P || f0 >= F || s >= n) return;
     const bool runs = conv_runs(OW, sw);
     int off[VW];
     conv_positions(p0, P, OW, pitch, sw, runs, off);
     x += (size_t)s * sample;
-    int fs[OUT_RM];
+    int fs[$FM];
     #pragma unroll
-    for (int f = 0; f < OUT_RM; ++f) fs[f] = min(f0 + f, F - 1);
-    realv acc[OUT_RM];
+    for (int f = 0; f < $FM; ++f) fs[f] = min(f0 + f, F - 1);
+    realv acc[$FM];
     #pragma unroll
-    for (int f = 0; f < OUT_RM; ++f) acc[f] = 0;
+    for (int f = 0; f < $FM; ++f) acc[f] = 0;
     for (int r = 0; r < R; ++r) {
         realv b = conv_gather(x + (int)rows[r], off, runs);
         global const REAL *k = K + (size_t)r * F;
         #pragma unroll
-        for (int f = 0; f < OUT_RM; ++f) acc[f] = fma((realv)(k[fs[f]]), b, acc[f]);
+        for (int f = 0; f < $FM; ++f) acc[f] = fma((realv)(k[fs[f]]), b, acc[f]);
     }
     global REAL *out = y + ((size_t)s * F + f0) * P + p0;
-    for (int f = 0; f < min(OUT_RM, F - f0); ++f, out += P) {
+    for (int f = 0; f < min($FM, F - f0); ++f, out += P) {
         if (p0 + VW <= P) {
             VSTORE(acc[f], 0, out);
         } else {
@@ -94,30 +95,29 @@ kernel void conv_forward(int n, int sample, int R, int F, int P, int OW, int pit
         }
     }
 }
+// end template
 
-#define CONV_RM 4
-#define CONV_FN 4
-
-// dK[r, f] = sum_s sum_p x_s[rows[r] + off(p)] dy[s, f, p]: CONV_RM patch entries x CONV_FN
-// filters per work-item, sample by sample (so the sum's order is fixed: no atomics). Whole
-// vectors of positions first, then the last P % VW of each sample.
-// global size (ceil(F / CONV_FN), ceil(R / CONV_RM))
-kernel void conv_kernel_gradient(int n, int sample, int R, int F, int P, int OW, int pitch,
-                                 int sw, global const REAL *rows, global const REAL *x,
-                                 global const REAL *dy, global REAL *dK) {
-    const int f0 = get_global_id(0) * CONV_FN, r0 = get_global_id(1) * CONV_RM;
+// dK[r, f] = sum_s sum_p x_s[rows[r] + off(p)] dy[s, f, p]: RM patch entries x FN filters per
+// work-item, sample by sample (so the sum's order is fixed: no atomics). Whole vectors of
+// positions first, then the last P % VW of each sample. global size (ceil(F / FN), ceil(R / RM))
+// template $RM $FN: 4 4, 2 8, 8 2
+kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P, int OW,
+                                         int pitch, int sw, global const REAL *rows,
+                                         global const REAL *x, global const REAL *dy,
+                                         global REAL *dK) {
+    const int f0 = get_global_id(0) * $FN, r0 = get_global_id(1) * $RM;
     if (f0 >= F || r0 >= R) return;
     const bool runs = conv_runs(OW, sw);
-    int at[CONV_RM], fs[CONV_FN];
+    int at[$RM], fs[$FN];
     #pragma unroll
-    for (int r = 0; r < CONV_RM; ++r) at[r] = (int)rows[min(r0 + r, R - 1)];
+    for (int r = 0; r < $RM; ++r) at[r] = (int)rows[min(r0 + r, R - 1)];
     #pragma unroll
-    for (int f = 0; f < CONV_FN; ++f) fs[f] = min(f0 + f, F - 1);
-    realv acc[CONV_RM][CONV_FN];
+    for (int f = 0; f < $FN; ++f) fs[f] = min(f0 + f, F - 1);
+    realv acc[$RM][$FN];
     #pragma unroll
-    for (int r = 0; r < CONV_RM; ++r)
+    for (int r = 0; r < $RM; ++r)
         #pragma unroll
-        for (int f = 0; f < CONV_FN; ++f) acc[r][f] = 0;
+        for (int f = 0; f < $FN; ++f) acc[r][f] = 0;
     const int vectors = P / VW * VW;
     for (int s = 0; s < n; ++s) {
         global const REAL *xs = x + (size_t)s * sample;
@@ -125,19 +125,19 @@ kernel void conv_kernel_gradient(int n, int sample, int R, int F, int P, int OW,
             int off[VW];
             conv_positions(p0, P, OW, pitch, sw, runs, off);
             global const REAL *d = dy + (size_t)s * F * P + p0;
-            realv a[CONV_RM], b[CONV_FN];
+            realv a[$RM], b[$FN];
             #pragma unroll
-            for (int r = 0; r < CONV_RM; ++r) a[r] = conv_gather(xs + at[r], off, runs);
+            for (int r = 0; r < $RM; ++r) a[r] = conv_gather(xs + at[r], off, runs);
             #pragma unroll
-            for (int f = 0; f < CONV_FN; ++f) b[f] = VLOAD(0, d + (size_t)fs[f] * P);
+            for (int f = 0; f < $FN; ++f) b[f] = VLOAD(0, d + (size_t)fs[f] * P);
             #pragma unroll
-            for (int r = 0; r < CONV_RM; ++r)
+            for (int r = 0; r < $RM; ++r)
                 #pragma unroll
-                for (int f = 0; f < CONV_FN; ++f) acc[r][f] = fma(a[r], b[f], acc[r][f]);
+                for (int f = 0; f < $FN; ++f) acc[r][f] = fma(a[r], b[f], acc[r][f]);
         }
     }
-    for (int r = 0; r < min(CONV_RM, R - r0); ++r)
-        for (int f = 0; f < min(CONV_FN, F - f0); ++f) {
+    for (int r = 0; r < min($RM, R - r0); ++r)
+        for (int f = 0; f < min($FN, F - f0); ++f) {
             REAL sum = gemm_hsum(acc[r][f]);
             for (int s = 0; s < n; ++s)
                 for (int p = vectors; p < P; ++p)
@@ -146,6 +146,7 @@ kernel void conv_kernel_gradient(int n, int sample, int R, int F, int P, int OW,
             dK[(size_t)(r0 + r) * F + f0 + f] = sum;
         }
 }
+// end template
 
 #ifdef REAL_IS_DOUBLE
 typedef long8 lanev;

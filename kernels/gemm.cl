@@ -30,45 +30,49 @@ REAL gemm_hsum(realv v) {
     return c.x + c.y;
 }
 
-#define DOT_RM 8
-#define DOT_RN 2
+// Each GEMM is written once, as a template that grenade_py (device.instantiate) writes out at
+// several register-block shapes, $RM etc. as literal constants (gemm_dot_8x2, gemm_outer_16,
+// ...): the tuner (grenade_py/tune.py) times them on the device and each launch takes the
+// fastest for its shape. The block shape changes only which work-item computes an output,
+// never the order of its sum: every shape gives the same bits.
 
-// global size (ceil(N / DOT_RN), ceil(M / DOT_RM)). Rows past the edge of A or B repeat the
-// last row (clamped index) and are not stored, so every block takes the vector path. The
-// vectors add up over the whole batch first, then the last K % VW terms of each entry.
-kernel void gemm_dot(int M, int N, int K, global const REAL *A, int a_m, int a_batch,
-                     global const REAL *B, int b_n, int b_batch, int batches,
-                     global const REAL *bias, global REAL *C) {
-    const int n0 = get_global_id(0) * DOT_RN, m0 = get_global_id(1) * DOT_RM;
+// global size (ceil(N / RN), ceil(M / RM)). Rows past the edge of A or B repeat the last row
+// (clamped index) and are not stored, so every block takes the vector path. The vectors add up
+// over the whole batch first, then the last K % VW terms of each entry.
+// template $RM $RN: 8 2, 4 4, 4 2, 6 2
+kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m, int a_batch,
+                             global const REAL *B, int b_n, int b_batch, int batches,
+                             global const REAL *bias, global REAL *C) {
+    const int n0 = get_global_id(0) * $RN, m0 = get_global_id(1) * $RM;
     if (m0 >= M || n0 >= N) return;
-    global const REAL *a[DOT_RM], *b[DOT_RN];
+    global const REAL *a[$RM], *b[$RN];
     #pragma unroll
-    for (int r = 0; r < DOT_RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
+    for (int r = 0; r < $RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
     #pragma unroll
-    for (int c = 0; c < DOT_RN; ++c) b[c] = B + (size_t)min(n0 + c, N - 1) * b_n;
-    realv acc[DOT_RM][DOT_RN];
+    for (int c = 0; c < $RN; ++c) b[c] = B + (size_t)min(n0 + c, N - 1) * b_n;
+    realv acc[$RM][$RN];
     #pragma unroll
-    for (int r = 0; r < DOT_RM; ++r)
+    for (int r = 0; r < $RM; ++r)
         #pragma unroll
-        for (int c = 0; c < DOT_RN; ++c) acc[r][c] = 0;
+        for (int c = 0; c < $RN; ++c) acc[r][c] = 0;
     const int vectors = K / VW * VW;
     for (int s = 0; s < batches; ++s)
         for (int k = 0; k < vectors; k += VW) {
             const size_t ak = (size_t)s * a_batch + k, bk = (size_t)s * b_batch + k;
-            realv av[DOT_RM], bv[DOT_RN];
+            realv av[$RM], bv[$RN];
             #pragma unroll
-            for (int r = 0; r < DOT_RM; ++r) av[r] = VLOAD(0, a[r] + ak);
+            for (int r = 0; r < $RM; ++r) av[r] = VLOAD(0, a[r] + ak);
             #pragma unroll
-            for (int c = 0; c < DOT_RN; ++c) bv[c] = VLOAD(0, b[c] + bk);
+            for (int c = 0; c < $RN; ++c) bv[c] = VLOAD(0, b[c] + bk);
             #pragma unroll
-            for (int r = 0; r < DOT_RM; ++r)
+            for (int r = 0; r < $RM; ++r)
                 #pragma unroll
-                for (int c = 0; c < DOT_RN; ++c) acc[r][c] = fma(av[r], bv[c], acc[r][c]);
+                for (int c = 0; c < $RN; ++c) acc[r][c] = fma(av[r], bv[c], acc[r][c]);
         }
     #pragma unroll
-    for (int r = 0; r < DOT_RM; ++r)
+    for (int r = 0; r < $RM; ++r)
         #pragma unroll
-        for (int c = 0; c < DOT_RN; ++c) {
+        for (int c = 0; c < $RN; ++c) {
             REAL sum = gemm_hsum(acc[r][c]);
             for (int s = 0; s < batches; ++s)
                 for (int k = vectors; k < K; ++k)
@@ -76,35 +80,35 @@ kernel void gemm_dot(int M, int N, int K, global const REAL *A, int a_m, int a_b
             if (m0 + r < M && n0 + c < N) C[(size_t)(m0 + r) * N + n0 + c] = sum + bias[n0 + c];
         }
 }
+// end template
 
-#define OUT_RM 16
-
-// global size (ceil(N / VW), ceil(M / OUT_RM), batches). Rows past the edge of A repeat the
-// last row (clamped index) and are not stored; only a last partial vector of columns goes scalar.
-kernel void gemm_outer(int M, int N, int K, global const REAL *A, int a_m, int a_k,
-                       global const REAL *B, int b_k, int b_batch, global REAL *C, int c_m,
-                       int c_batch) {
-    const int n0 = get_global_id(0) * VW, m0 = get_global_id(1) * OUT_RM;
+// global size (ceil(N / VW), ceil(M / RM), batches). Rows past the edge of A repeat the last
+// row (clamped index) and are not stored; only a last partial vector of columns goes scalar.
+// template $RM: 8, 12, 16, 24
+kernel void gemm_outer_$RM(int M, int N, int K, global const REAL *A, int a_m, int a_k,
+                           global const REAL *B, int b_k, int b_batch, global REAL *C, int c_m,
+                           int c_batch) {
+    const int n0 = get_global_id(0) * VW, m0 = get_global_id(1) * $RM;
     if (m0 >= M || n0 >= N) return;
     B += get_global_id(2) * (size_t)b_batch;
     C += get_global_id(2) * (size_t)c_batch;
-    global const REAL *a[OUT_RM];
+    global const REAL *a[$RM];
     #pragma unroll
-    for (int r = 0; r < OUT_RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
+    for (int r = 0; r < $RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
     if (n0 + VW <= N) {
-        realv acc[OUT_RM];
+        realv acc[$RM];
         #pragma unroll
-        for (int r = 0; r < OUT_RM; ++r) acc[r] = 0;
+        for (int r = 0; r < $RM; ++r) acc[r] = 0;
         for (int k = 0; k < K; ++k) {
             realv b = VLOAD(0, B + (size_t)k * b_k + n0);
             #pragma unroll
-            for (int r = 0; r < OUT_RM; ++r) acc[r] = fma((realv)(a[r][(size_t)k * a_k]), b, acc[r]);
+            for (int r = 0; r < $RM; ++r) acc[r] = fma((realv)(a[r][(size_t)k * a_k]), b, acc[r]);
         }
         #pragma unroll
-        for (int r = 0; r < OUT_RM; ++r)
+        for (int r = 0; r < $RM; ++r)
             if (m0 + r < M) VSTORE(acc[r], 0, C + (size_t)(m0 + r) * c_m + n0);
     } else {
-        for (int r = 0; r < min(OUT_RM, M - m0); ++r)
+        for (int r = 0; r < min($RM, M - m0); ++r)
             for (int n = n0; n < N; ++n) {
                 REAL s = 0;
                 for (int k = 0; k < K; ++k) s += a[r][(size_t)k * a_k] * B[(size_t)k * b_k + n];
@@ -112,6 +116,7 @@ kernel void gemm_outer(int M, int N, int K, global const REAL *A, int a_m, int a
             }
     }
 }
+// end template
 
 // global size (ceil(N / VW)): C[n] = sum_k A[k, n], A (K, N) row-major (a bias gradient).
 kernel void gemm_column_sums(int K, int N, global const REAL *A, global REAL *C) {

@@ -9,7 +9,7 @@ import numpy as np
 import pyopencl as cl
 import pytest
 
-from grenade_py import DeviceError, KernelBuildError
+from grenade_py import DeviceError, KernelBuildError, blocks
 from grenade_py.device import Device, choose_cl_device, kernel_dir
 
 
@@ -169,9 +169,9 @@ def test_generic_cpu_pocl_is_named():
 
 def test_kernel_files_compile_in_any_order_after_the_foundations():
     """Only FOUNDATIONS must come first: the other files, reversed, build as well."""
-    from grenade_py.device import FOUNDATIONS
+    from grenade_py.device import FOUNDATIONS, instantiate
 
-    files = {f.name: f.read_text() for f in kernel_dir().glob("*.cl")}
+    files = {f.name: instantiate(f.read_text()) for f in kernel_dir().glob("*.cl")}
     rest = sorted(set(files) - set(FOUNDATIONS), reverse=True)
     source = "\n".join(files[name] for name in (*FOUNDATIONS, *rest))
     program = Device().build(source)
@@ -320,3 +320,16 @@ def test_the_probe_decides_for_pips_pocl(tmp_path, monkeypatch):
     else:
         with pytest.raises(DeviceError, match="apt install pocl-opencl-icd"):
             Device(spec)
+
+
+def test_templates_are_written_out_once_per_instance():
+    from grenade_py.device import instantiate
+
+    text = ("before\n// template $RM $RN: 8 2, 4 4\nkernel void k_$RMx$RN() { int a[$RM]; }\n"
+            "// end template\nafter\n")
+    assert instantiate(text) == ("before\nkernel void k_8x2() { int a[8]; }\n"
+                                 "kernel void k_4x4() { int a[4]; }\nafter\n")
+    names = Device().library.kernel_names.split(";")
+    for form, candidates in blocks.FORMS.items():
+        for block in candidates:
+            assert blocks.kernel_name(form, block) in names

@@ -21,15 +21,12 @@ from typing import Any
 import numpy as np
 import pyopencl.array as cl_array
 
+from grenade_py import blocks
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
-from grenade_py.gemm import OUT_RM, gemm_outer, vector_width
+from grenade_py.gemm import gemm_outer, vector_width
 from grenade_py.layers.base import Buffers, Layer, chosen_init, initial_values, positive_ints
 from grenade_py.shapes import D2, D3, Shape
-
-#: Patch entries x filters per work-item of conv_kernel_gradient (CONV_RM, CONV_FN in
-#: kernels/convolution.cl).
-CONV_RM, CONV_FN = 4, 4
 
 
 def planes(shape: Shape) -> tuple[int, int, int]:
@@ -126,19 +123,23 @@ class Convolution(Layer):
     def convolve(self, n: int, x: cl_array.Array, y: cl_array.Array,
                  buffers: Buffers) -> list[Launch]:
         """y (n, F, positions) = K^T x each sample's patches of x (n, C, H, W)."""
-        _, _, _, f, _, _, _, _, oh, ow = self.geometry()
-        blocks = (-(-oh * ow // vector_width(self.device)), -(-f // OUT_RM), n)
-        return [self.device.launch("conv_forward", blocks, *self._patch_args(n),
-                                   buffers["rows"], self.parameters["kernel"], x, y)]
+        args = self._patch_args(n)
+        _, _, r, f, p, *_ = args
+        return [blocks.launch(self.device, "conv_forward", (n, r, f, p), lambda block: (
+            self.device.launch(blocks.kernel_name("conv_forward", block),
+                               (-(-p // vector_width(self.device)), -(-f // block[0]), n),
+                               *args, buffers["rows"], self.parameters["kernel"], x, y)))]
 
     def kernel_gradient(self, n: int, x: cl_array.Array, dy: cl_array.Array,
                         buffers: Buffers) -> list[Launch]:
         """dK = the sum over samples of x's patches x dy^T (dy: (n, F, positions)), straight
         into K's layout."""
-        c, _, _, f, kh, kw, _, _, _, _ = self.geometry()
-        blocks = (-(-f // CONV_FN), -(-c * kh * kw // CONV_RM))
-        return [self.device.launch("conv_kernel_gradient", blocks, *self._patch_args(n),
-                                   buffers["rows"], x, dy, self.gradients["kernel"])]
+        args = self._patch_args(n)
+        _, _, r, f, p, *_ = args
+        return [blocks.launch(self.device, "conv_kernel_gradient", (n, r, f, p), lambda block: (
+            self.device.launch(blocks.kernel_name("conv_kernel_gradient", block),
+                               (-(-f // block[1]), -(-r // block[0])), *args, buffers["rows"],
+                               x, dy, self.gradients["kernel"])))]
 
     def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array,
                     buffers: Buffers) -> list[Launch]:

@@ -1,0 +1,167 @@
+"""Register blocks chosen on the device the kernels run on, and the tuner that chooses them.
+
+Each GEMM form the layers use is compiled at several register-block shapes (kernels/gemm.cl,
+kernels/convolution.cl): gemm_dot (FullyConnected's forward, LSTM's input delta) in RM x RN
+outputs per work-item, gemm_outer (the weight gradients and input deltas, the recurrent input
+GEMM, the convolution's input delta) in RM rows of one vector, conv_forward in FM filters,
+conv_kernel_gradient in RM patch entries x FN filters. The shapes give the same bits (a block
+changes which work-item computes an output, not the order of its sum), so tuning changes speed
+only.
+
+`python -m grenade_py.tune` (or `grenade_py.tune.tune_network`) times every candidate on the
+launches of real networks (the MNIST architectures at the batch sizes given), on the device
+itself, and keeps the fastest for each launch shape in the user's cache folder (`tuned.json`),
+per platform, device, driver version, precision and GEMM form. Launches built afterwards, in
+any process, take them; a shape never tuned gets FORMS' first block (the untuned default). The
+local-memory tiled GEMMs of GPUs keep the tiles the device's limits give
+(`device.gemm_tiles`).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from grenade_py.device import Device, Launch, cache_folder
+
+Block = tuple[int, ...]
+
+#: Each form's register blocks, the untuned default first.
+FORMS: dict[str, tuple[Block, ...]] = {
+    "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2)),
+    "gemm_outer": ((16,), (8,), (12,), (24,)),
+    "conv_forward": ((16,), (8,), (12,)),
+    "conv_kernel_gradient": ((4, 4), (2, 8), (8, 2)),
+}
+
+#: (form, launch shape, the launch at a given block), for each tunable launch built while
+#: `recording` (None otherwise).
+_sites: list[tuple[str, Block, Callable[[Block], Launch]]] | None = None
+
+
+def kernel_name(form: str, block: Block) -> str:
+    """The kernel of `form` at `block`, e.g. gemm_dot_4x4."""
+    return f"{form}_{'x'.join(map(str, block))}"
+
+
+def identity(device: Device) -> str:
+    """What a tuned result holds for: platform, device, driver, precision and GEMM form."""
+    d = device.cl_device
+    return "|".join([d.platform.name.strip(), d.platform.version.strip(), d.name.strip(),
+                     d.driver_version.strip(), device.precision, device.gemm])
+
+
+def record_path() -> Path:
+    return cache_folder() / "tuned.json"
+
+
+def _records() -> dict[str, dict[str, dict[str, list[int]]]]:
+    try:
+        records = json.loads(record_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return records if isinstance(records, dict) else {}
+
+
+def table(device: Device) -> dict[str, dict[str, list[int]]]:
+    """The device's tuned blocks, form -> launch shape ("m,n,k,...") -> block; read once per
+    Device."""
+    kept = device.__dict__.get("_tuned")
+    if kept is None:
+        kept = device.__dict__["_tuned"] = _records().get(identity(device), {})
+    return kept
+
+
+def block(device: Device, form: str, shape: Block) -> Block:
+    """The block a launch of `form` over `shape` runs at on `device`: the tuned one, else the
+    default."""
+    chosen = table(device).get(form, {}).get(",".join(map(str, shape)))
+    return tuple(chosen) if chosen and tuple(chosen) in FORMS[form] else FORMS[form][0]
+
+
+def launch(device: Device, form: str, shape: Block,
+           build: Callable[[Block], Launch]) -> Launch:
+    """`build`'s launch at the block chosen for `shape` (see `block`)."""
+    if _sites is not None:
+        _sites.append((form, shape, build))
+    return build(block(device, form, shape))
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[tuple[str, Block, Callable[[Block], Launch]]]]:
+    """The tunable launches built inside the block, as (form, shape, build)."""
+    global _sites
+    outer, _sites = _sites, []
+    try:
+        yield _sites
+    finally:
+        _sites = outer
+
+
+def seconds(device: Device, run: Launch, repeats: int = 5, calls: int = 5) -> float:
+    """The fastest of `repeats` timings of `calls` launches back to back, per launch, each
+    after a launch untimed (the first launch after another kernel's runs slower on PoCL)."""
+    best = float("inf")
+    for _ in range(repeats):
+        run()
+        device.queue.finish()
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        device.queue.finish()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+@dataclass
+class Tuned:
+    """One launch shape's result: the untuned default block, the fastest, and their seconds."""
+    form: str
+    shape: Block
+    default: Block
+    best: Block
+    default_s: float
+    best_s: float
+
+
+def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], Launch]]],
+               repeats: int = 5, keep: bool = True) -> list[Tuned]:
+    """Time every block of each distinct (form, shape) among `sites`, the candidates
+    interleaved round by round (the machine's noise falls on all alike), keep the fastest in
+    the device's table and the cache file (unless not `keep`); one Tuned per shape."""
+    rows = []
+    done: set[tuple[str, Block]] = set()
+    for form, shape, build in sites:
+        if (form, shape) in done:
+            continue
+        done.add((form, shape))
+        launches = {b: build(b) for b in FORMS[form]}
+        for run in launches.values():
+            run()
+        times = dict.fromkeys(launches, float("inf"))
+        for _ in range(repeats):
+            for b, run in launches.items():
+                times[b] = min(times[b], seconds(device, run, repeats=1))
+        best = min(times, key=lambda b: times[b])
+        if keep:
+            table(device).setdefault(form, {})[",".join(map(str, shape))] = list(best)
+        default = FORMS[form][0]
+        rows.append(Tuned(form, shape, default, best, times[default], times[best]))
+    if keep:
+        save(device)
+    return rows
+
+
+def save(device: Device) -> None:
+    """Write the device's table into the cache file (other devices' entries kept)."""
+    records = _records()
+    records[identity(device)] = table(device)
+    path = record_path()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_suffix(".part")
+        part.write_text(json.dumps(records, indent=1))
+        part.replace(path)

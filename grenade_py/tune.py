@@ -1,0 +1,84 @@
+"""`python -m grenade_py.tune`: choose the kernels' register blocks for this device by timing
+them on the training steps of the MNIST networks (see grenade_py/blocks.py); later runs, in any
+process, use what it keeps in the user's cache folder."""
+from __future__ import annotations
+
+import time
+
+import click
+import numpy as np
+
+from grenade_py import blocks
+from grenade_py.blocks import kernel_name, record_path
+from grenade_py.cli import device_options, open_device, user_errors
+from grenade_py.execution import Step
+from grenade_py.losses import LOSSES
+from grenade_py.mnist import ARCHS, mnist_network
+from grenade_py.network import Network
+
+
+def tune_network(net: Network, n: int, loss: str = "cross_entropy",
+                 repeats: int = 5) -> list[blocks.Tuned]:
+    """Tune the register blocks of every launch of a training step of `net` over `n` rows
+    (see `blocks.tune_sites`), on random data; the network's gradients are overwritten, its
+    parameters are not. Steps built afterwards use the results."""
+    with blocks.recording() as sites:
+        step = Step(net, n, LOSSES[loss])
+        step.forward_launches(True)
+        step.backward_launches()
+    rng = np.random.default_rng(0)
+    step.input.set(rng.uniform(size=step.input.shape).astype(net.device.dtype))
+    step.target.set(np.full(step.target.shape, 1 / np.prod(step.target.shape[1:]),
+                            net.device.dtype))
+    step.forward(True)
+    step.backward()
+    return blocks.tune_sites(net.device, sites, repeats)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--arch", "archs", default="mlp,lenet,bn", show_default=True,
+              help="The MNIST architectures (python -m grenade_py.mnist --arch) whose training "
+                   "steps are tuned, comma-separated.")
+@click.option("--batch", "batches", default="32,64,128", show_default=True,
+              help="The batch sizes, comma-separated.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed rounds per candidate.")
+@device_options
+def main(archs: str, batches: str, repeats: int, device_spec: str | None,
+         precision: str) -> None:
+    """Time every register block of the GEMM and convolution kernels on the training steps
+    of the given networks and batch sizes, on this device, and keep the fastest for each
+    launch shape in the user's cache folder: later runs use them."""
+    names = [a.strip() for a in archs.split(",") if a.strip()]
+    unknown = [a for a in names if a not in ARCHS]
+    if unknown or not names:
+        raise click.BadParameter(f"{', '.join(unknown) or 'none given'}: choose from "
+                                 f"{', '.join(sorted(ARCHS))}", param_hint="--arch")
+    try:
+        sizes = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter(f"{batches!r}: give positive batch sizes, e.g. 32,64",
+                                 param_hint="--batch")
+    with user_errors():
+        device = open_device(device_spec, precision)
+        if device.gemm == "tiled":
+            click.echo("this device runs the local-memory tiled GEMMs, whose tiles come from "
+                       "its limits: only the convolutions' blocks are tuned", err=True)
+        start = time.perf_counter()
+        click.echo(f"{'network, batch, shape':24s} {'untuned':>32s} {'tuned':>32s}")
+        for arch in names:
+            for n in sizes:
+                for row in tune_network(mnist_network(arch, device, seed=1), n,
+                                        repeats=repeats):
+                    where = f"{arch} b{n} {','.join(map(str, row.shape))}"
+                    click.echo(f"{where:24s} {kernel_name(row.form, row.default):>22s} "
+                               f"{row.default_s * 1e6:6.0f} us "
+                               f"{kernel_name(row.form, row.best):>22s} "
+                               f"{row.best_s * 1e6:6.0f} us {row.default_s / row.best_s:5.2f}x")
+        click.echo(f"tuned in {time.perf_counter() - start:.1f} s; kept in {record_path()}")
+
+
+if __name__ == "__main__":
+    main()

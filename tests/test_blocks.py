@@ -1,0 +1,107 @@
+"""The kernels' register blocks and their tuner (grenade_py/blocks.py, python -m grenade_py.tune):
+every block gives the same bits, tuned blocks persist per device and launches built later take
+them, and the CLI reports and keeps what it measured."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from grenade_py import (
+    D1,
+    D2,
+    Convolution,
+    FullyConnected,
+    Network,
+    Pooling,
+    Relu,
+    Reshape,
+    blocks,
+    fit,
+)
+from grenade_py.device import Device
+from grenade_py.execution import Step
+from grenade_py.losses import SQUARED_ERROR
+from grenade_py.optimizers import LearningParameters
+from grenade_py.tune import tune_network
+
+
+def convnet(device: Device) -> Network:
+    """Every tunable form: both convolution GEMMs in runs (8 x 8 outputs) and gathered lanes,
+    the input delta's gemm_outer, FullyConnected's gemm_dot and gemm_outer."""
+    return Network([Convolution(1, 10, 5, 5, 1, 1), Pooling(2, 2, 2, 2), Relu(),
+                    Convolution(10, 3, 3, 3, 1, 1), Reshape(), FullyConnected(12, 17),
+                    Relu(), FullyConnected(17, 5)], input=D2(12, 12), device=device, seed=3)
+
+
+@pytest.mark.parametrize("form", sorted(blocks.FORMS))
+def test_every_block_trains_to_the_same_bits(device, form, monkeypatch):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(9, 12, 12)), rng.normal(size=(9, 5))
+    results = []
+    for candidate in blocks.FORMS[form]:
+        fresh = Device(precision=device.precision)  # no tuned table: each form's first block
+        others = tuple(b for b in blocks.FORMS[form] if b != candidate)
+        monkeypatch.setitem(blocks.FORMS, form, (candidate, *others))
+        monkeypatch.setattr(blocks, "_records", dict)
+        net = convnet(fresh)
+        with blocks.recording() as sites:
+            fit(net, LearningParameters(0.01, 0.9, 1e-4), x, y, batch_size=4, epochs=2, seed=1)
+        assert {blocks.block(fresh, f, s) for f, s, _ in sites if f == form} == {candidate}
+        results.append(net.get_parameters())
+    for params in results[1:]:
+        for got, want in zip(params, results[0], strict=True):
+            for name in want:
+                np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_tuned_blocks_persist_and_later_launches_take_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    device = Device()
+    rows = tune_network(convnet(device), 7, loss="squared_error", repeats=1)
+    assert {row.form for row in rows} == set(blocks.FORMS)
+    assert all(row.best_s <= row.default_s and row.best in blocks.FORMS[row.form]
+               for row in rows)
+    records = json.loads((tmp_path / "grenade_py" / "tuned.json").read_text())
+    assert blocks.identity(device) in records
+    # A new Device reads the file; a shape's block there is what a new launch runs at.
+    entry = records[blocks.identity(device)]
+    entry["gemm_dot"]["7,17,12,1"] = [4, 2]
+    (tmp_path / "grenade_py" / "tuned.json").write_text(json.dumps(records))
+    again = Device()
+    step = Step(convnet(again), 7, SQUARED_ERROR)
+    names = [launch.kernel.function_name for launch in step.forward_launches(True)]
+    assert "gemm_dot_4x2" in names
+    # A block the kernels do not have (an older grenade_py's) falls back to the default.
+    entry["gemm_dot"]["7,17,12,1"] = [3, 3]
+    (tmp_path / "grenade_py" / "tuned.json").write_text(json.dumps(records))
+    assert blocks.block(Device(), "gemm_dot", (7, 17, 12, 1)) == blocks.FORMS["gemm_dot"][0]
+
+
+def test_an_unreadable_record_means_untuned(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "grenade_py").mkdir()
+    (tmp_path / "grenade_py" / "tuned.json").write_text("{not json")
+    net = Network([FullyConnected(3, 2)], input=D1(3), device=Device(), seed=1)
+    assert blocks.block(net.device, "gemm_dot", (5, 2, 3, 1)) == blocks.FORMS["gemm_dot"][0]
+    with blocks.recording() as sites:
+        Step(net, 5, SQUARED_ERROR).forward_launches(True)
+    assert [f for f, _, _ in sites] == ["gemm_dot"]
+
+
+def test_the_tune_command(tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--arch", "mlp",
+                          "--batch", "5", "--repeats", "1"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "mlp b5 5,512,784,1" in run.stdout and "gemm_dot_" in run.stdout
+    assert (tmp_path / "grenade_py" / "tuned.json").exists()
+    bad = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--arch", "vgg"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "vgg: choose from" in bad.stderr
