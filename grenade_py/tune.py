@@ -39,7 +39,7 @@ def tune_network(net: Network, n: int, loss: str = "cross_entropy",
 @click.option("--arch", "archs", default="mlp,lenet,bn", show_default=True,
               help="The MNIST architectures (python -m grenade_py.mnist --arch) whose training "
                    "steps are tuned, comma-separated.")
-@click.option("--batch", "batches", default="32,64,128", show_default=True,
+@click.option("--batch", "batches", default="32,64,128,256", show_default=True,
               help="The batch sizes, comma-separated.")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed rounds per candidate.")

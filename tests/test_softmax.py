@@ -109,12 +109,14 @@ def test_loss_rows_kernel(device, rng):
     np.testing.assert_allclose(loss.get(), 0.5 * ((p - t) ** 2).sum(axis=1), rtol=1e-5)
 
 
-def test_gather_rows(device, rng):
-    src = rng.normal(size=(11, 3))
-    order = np.array([4, 0, 10, 7, 7, 1], dtype=np.int32)
+@pytest.mark.parametrize("width", [1, 3, 17, 784])
+def test_gather_rows(device, rng, width):
+    """fit's batches: rows order[2 .. 5) of the dataset, whole vectors and the rest."""
     import pyopencl.array as cl_array
 
-    dst = device.zeros((3, 3))
-    device.launch("gather_rows", (3, 3), 3, 3, 2, cl_array.to_device(device.queue, order),
+    src = rng.normal(size=(11, width))
+    order = np.array([4, 0, 10, 7, 7, 1], dtype=np.int32)
+    dst = device.zeros((3, width))
+    device.launch("gather_rows", (3,), 3, width, 2, cl_array.to_device(device.queue, order),
                   device.to_device(src), dst)()
     np.testing.assert_array_equal(dst.get(), src[order[2:5]].astype(device.dtype))
