@@ -32,7 +32,7 @@ Block = tuple[int, ...]
 #: Each form's register blocks, the untuned default first.
 FORMS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2)),
-    "gemm_outer": ((16,), (8,), (12,), (24,)),
+    "gemm_outer": ((16, 1), (8, 1), (12, 1), (24, 1), (6, 2), (8, 2), (12, 2)),
     "conv_forward": ((16,), (8,), (12,)),
     "conv_kernel_gradient": ((4, 4), (2, 8), (8, 2)),
 }

@@ -65,4 +65,5 @@ def gemm_outer(device: Device, m: int, n: int, k: int, a: cl_array.Array, a_m: i
     shape = (m, n, k, batches, int(a_k == 1))
     return blocks.launch(device, "gemm_outer", shape, lambda block: device.launch(
         blocks.kernel_name("gemm_outer", block),
-        (_blocks(n, vector_width(device)), _blocks(m, block[0]), batches), m, n, *args))
+        (_blocks(n, block[1] * vector_width(device)), _blocks(m, block[0]), batches), m, n,
+        *args))

@@ -31,7 +31,7 @@ REAL gemm_hsum(realv v) {
 }
 
 // Each GEMM is written once, as a template that grenade_py (device.instantiate) writes out at
-// several register-block shapes, $RM etc. as literal constants (gemm_dot_8x2, gemm_outer_16,
+// several register-block shapes, $RM etc. as literal constants (gemm_dot_8x2, gemm_outer_16x1,
 // ...): the tuner (grenade_py/tune.py) times them on the device and each launch takes the
 // fastest for its shape. The block shape changes only which work-item computes an output,
 // never the order of its sum: every shape gives the same bits.
@@ -82,13 +82,15 @@ kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m,
 }
 // end template
 
-// global size (ceil(N / VW), ceil(M / RM), batches). Rows past the edge of A repeat the last
-// row (clamped index) and are not stored; only a last partial vector of columns goes scalar.
-// template $RM: 8, 12, 16, 24
-kernel void gemm_outer_$RM(int M, int N, int K, global const REAL *A, int a_m, int a_k,
-                           global const REAL *B, int b_k, int b_batch, global REAL *C, int c_m,
-                           int c_batch) {
-    const int n0 = get_global_id(0) * VW, m0 = get_global_id(1) * $RM;
+// global size (ceil(N / (CV VW)), ceil(M / RM), batches): RM rows x CV vectors of columns per
+// work-item. Rows past the edge of A repeat the last row (clamped index) and are not stored; a
+// vector past the last column moves back to end there (N - VW), recomputing columns of this
+// work-item's own with the same sums; only a block narrower than one vector goes scalar.
+// template $RM $CV: 16 1, 8 1, 12 1, 24 1, 6 2, 8 2, 12 2
+kernel void gemm_outer_$RMx$CV(int M, int N, int K, global const REAL *A, int a_m, int a_k,
+                               global const REAL *B, int b_k, int b_batch, global REAL *C,
+                               int c_m, int c_batch) {
+    const int n0 = get_global_id(0) * $CV * VW, m0 = get_global_id(1) * $RM;
     if (m0 >= M || n0 >= N) return;
     B += get_global_id(2) * (size_t)b_batch;
     C += get_global_id(2) * (size_t)c_batch;
@@ -96,17 +98,31 @@ kernel void gemm_outer_$RM(int M, int N, int K, global const REAL *A, int a_m, i
     #pragma unroll
     for (int r = 0; r < $RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
     if (n0 + VW <= N) {
-        realv acc[$RM];
+        int cols[$CV];
         #pragma unroll
-        for (int r = 0; r < $RM; ++r) acc[r] = 0;
-        for (int k = 0; k < K; ++k) {
-            realv b = VLOAD(0, B + (size_t)k * b_k + n0);
+        for (int c = 0; c < $CV; ++c) cols[c] = min(n0 + c * VW, N - VW);
+        realv acc[$RM][$CV];
+        #pragma unroll
+        for (int r = 0; r < $RM; ++r)
             #pragma unroll
-            for (int r = 0; r < $RM; ++r) acc[r] = fma((realv)(a[r][(size_t)k * a_k]), b, acc[r]);
+            for (int c = 0; c < $CV; ++c) acc[r][c] = 0;
+        for (int k = 0; k < K; ++k) {
+            realv b[$CV];
+            #pragma unroll
+            for (int c = 0; c < $CV; ++c) b[c] = VLOAD(0, B + (size_t)k * b_k + cols[c]);
+            #pragma unroll
+            for (int r = 0; r < $RM; ++r) {
+                const realv ar = (realv)(a[r][(size_t)k * a_k]);
+                #pragma unroll
+                for (int c = 0; c < $CV; ++c) acc[r][c] = fma(ar, b[c], acc[r][c]);
+            }
         }
         #pragma unroll
         for (int r = 0; r < $RM; ++r)
-            if (m0 + r < M) VSTORE(acc[r], 0, C + (size_t)(m0 + r) * c_m + n0);
+            if (m0 + r < M)
+                #pragma unroll
+                for (int c = 0; c < $CV; ++c)
+                    VSTORE(acc[r][c], 0, C + (size_t)(m0 + r) * c_m + cols[c]);
     } else {
         for (int r = 0; r < min($RM, M - m0); ++r)
             for (int n = n0; n < N; ++n) {

@@ -129,3 +129,28 @@ def test_the_peak_kernel_computes_its_chains(device, iterations):
         x = x * 0.999 + 0.001
     np.testing.assert_allclose(out.get(), x.sum(axis=1) * vector_width(device),
                                **tolerance(device, terms=iterations * 8))
+
+
+@pytest.mark.parametrize("form", ["gemm_dot", "gemm_outer"])
+def test_every_register_block_against_numpy(device, rng, form, monkeypatch):
+    """Each block the tuner may choose, at sizes that leave partial blocks and vectors (and a
+    row narrower than one vector)."""
+    from grenade_py import blocks
+
+    for candidate in blocks.FORMS[form]:
+        monkeypatch.setattr(blocks, "block", lambda *_, candidate=candidate: candidate)
+        for m, n, k in [(1, 1, 1), (7, 3, 17), (3, 12, 5), (17, 20, 5), (25, 257, 33)]:
+            a, b = rng.normal(size=(m, k)), rng.normal(size=(n, k))
+            c = device.zeros((m, n))
+            if form == "gemm_dot":
+                bias = rng.normal(size=(n,))
+                run(device, gemm_dot(device, m, n, k, device.to_device(a), device.to_device(b),
+                                     device.to_device(bias), c))
+                want = a @ b.T + bias
+            else:  # A read transposed, as the weight gradient reads dy
+                run(device, gemm_outer(device, m, n, k, device.to_device(a.T.copy()), 1, m,
+                                       device.to_device(b.T.copy()), c))
+                want = a @ b.T
+            np.testing.assert_allclose(c.get(), want, **tolerance(device, terms=k),
+                                       err_msg=f"{blocks.kernel_name(form, candidate)} "
+                                               f"{m}x{n}x{k}")
