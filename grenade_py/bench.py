@@ -49,7 +49,7 @@ from grenade_py.optimizers import Adam, AdamW, LearningParameters
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import SymbolCorpus
 from grenade_py.runner import fit, train
-from grenade_py.shapes import D1, D2
+from grenade_py.shapes import D1, D2, D3
 
 FF_KINDS = ["FullyConnected", "Tanh", "FullyConnected", "Relu", "FullyConnected", "Logit"]
 MLP_KINDS = ["FullyConnected", "Relu", "FullyConnected", "Softmax"]
@@ -194,7 +194,9 @@ def bench_mnist(device: Device, data: tuple[np.ndarray, np.ndarray], batch: int,
     return rows
 
 
-LENET_FLOPS_PER_EXAMPLE = 3 * 2 * (24 * 24 * 10 * 25 + 8 * 8 * 16 * 250)  # convs: fwd + 2 bwd
+#: LeNet's convolutions' flops per example: forward and kernel gradient of both, the input delta
+#: of the second (the first has none to compute).
+LENET_FLOPS_PER_EXAMPLE = 2 * (2 * 24 * 24 * 10 * 25 + 3 * 8 * 8 * 16 * 250)
 
 
 def bench_lenet(device: Device, data: tuple[np.ndarray, np.ndarray],
@@ -248,6 +250,30 @@ def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, s
     rows.append(("LeNet step at batch 64 (all layers)", step * 1e3, "ms"))
     rows.append(("  = convolution GFLOP/s over the step", 64 * LENET_FLOPS_PER_EXAMPLE / step / 1e9,
                  "GFLOP/s"))
+    # The convolutions alone, as LeNet runs them: the second one's input delta included (a Relu
+    # in front of it, so that it has one to compute).
+    with blocks.recording() as sites:
+        alone = [execution.steps(Network(layers, input=shape, device=device, seed=1), 64)
+                 for layers, shape in (([Convolution(1, 10, 5, 5, 1, 1)], D2(28, 28)),
+                                       ([Relu(), Convolution(10, 16, 5, 5, 1, 1)],
+                                        D3(12, 12, 10)))]
+        convs = [launch for s in alone
+                 for launch in s.forward_launches(True) + s.backward_launches()]
+
+    def run_convs() -> None:
+        for launch in convs:
+            launch()
+        device.queue.finish()
+
+    rows.append(("  LeNet's convolutions alone, GFLOP/s",
+                 64 * LENET_FLOPS_PER_EXAMPLE / median_time(run_convs, repeats) / 1e9, "GFLOP/s"))
+    for t in blocks.tune_sites(device, sites, repeats, keep=False):  # each GEMM: fastest runs
+        flops = 2 * int(np.prod(t.shape[:4]))  # (n, R, F, P) or (m, n, k, batches)
+        for label, block, seconds in (("untuned", t.default, t.default_s),
+                                      ("tuned", t.best, t.best_s)):
+            rows.append((f"    {blocks.kernel_name(t.form, block)} "
+                         f"{','.join(map(str, t.shape[:4]))} {label}", flops / seconds / 1e9,
+                         "GFLOP/s"))
     small = Network([Convolution(1, 4, 3, 3, 1, 1), Pooling(2, 2, 2, 2), Relu(), Reshape(),
                      FullyConnected(100, 10), Logit()], input=D2(12, 12), device=device, seed=1)
     rng = np.random.default_rng(0)
