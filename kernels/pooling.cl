@@ -70,72 +70,75 @@ kernel void pool_backward_cells(int planes, int H, int W, int kh, int kw, int sh
 }
 
 // Windows of 2 x 2 every 2 (the common case: Grenade's examples, LeNet), vectorised by hand:
-// a work-item takes 4 outputs of a row, loading 8 inputs from each of the 2 rows under them
-// and splitting even from odd columns. The same outputs, tie rule and picked offsets as
-// pool_forward_rows. global size (planes * OH * ceil(OW / 4))
+// a work-item takes a row of outputs 4 at a time, loading 8 inputs from each of the 2 rows
+// under them and splitting even from odd columns. The same outputs, tie rule and picked
+// offsets as pool_forward_rows. global size (planes * OH)
 kernel void pool2_forward(int planes, int OH, int OW, global const REAL *x, global REAL *y,
                           global REAL *picked) {
-    const int chunks = (OW + 3) / 4, g = get_global_id(0);
-    if (g >= planes * OH * chunks) return;
-    const int row = g / chunks, j0 = (g - row * chunks) * 4;  // row = q * OH + i
+    const int row = get_global_id(0);  // row = q * OH + i
+    if (row >= planes * OH) return;
     const int W = 2 * OW;
-    global const REAL *top = x + (size_t)row * 2 * W + 2 * j0;
-    const size_t o = (size_t)row * OW + j0;
-    if (j0 + 4 <= OW) {
-        const REAL8 r0 = vload8(0, top), r1 = vload8(0, top + W);
-        REAL4 best = r0.even, at = 0;
-        const REAL4 cands[3] = {r0.odd, r1.even, r1.odd};
-        for (int c = 0; c < 3; ++c) {
-            const REAL4 v = cands[c];
+    for (int j0 = 0; j0 < OW; j0 += 4) {
+        global const REAL *top = x + (size_t)row * 2 * W + 2 * j0;
+        const size_t o = (size_t)row * OW + j0;
+        if (j0 + 4 <= OW) {
+            const REAL8 r0 = vload8(0, top), r1 = vload8(0, top + W);
+            REAL4 best = r0.even, at = 0;
+            const REAL4 cands[3] = {r0.odd, r1.even, r1.odd};
+            for (int c = 0; c < 3; ++c) {
+                const REAL4 v = cands[c];
 #ifdef REAL_IS_DOUBLE
-            const long4 greater = v > best;
+                const long4 greater = v > best;
 #else
-            const int4 greater = v > best;
+                const int4 greater = v > best;
 #endif
-            best = select(best, v, greater);
-            at = select(at, (REAL4)(c + 1), greater);
+                best = select(best, v, greater);
+                at = select(at, (REAL4)(c + 1), greater);
+            }
+            vstore4(best, 0, y + o);
+            vstore4(at, 0, picked + o);
+            continue;
         }
-        vstore4(best, 0, y + o);
-        vstore4(at, 0, picked + o);
-        return;
-    }
-    for (int j = j0; j < OW; ++j) {
-        global const REAL *w = top + 2 * (j - j0);
-        REAL best = w[0], at = 0;
-        const REAL cands[3] = {w[1], w[W], w[W + 1]};
-        for (int c = 0; c < 3; ++c)
-            if (cands[c] > best) { best = cands[c]; at = c + 1; }
-        y[o + j - j0] = best;
-        picked[o + j - j0] = at;
+        for (int j = j0; j < OW; ++j) {
+            global const REAL *w = top + 2 * (j - j0);
+            REAL best = w[0], at = 0;
+            const REAL cands[3] = {w[1], w[W], w[W + 1]};
+            for (int c = 0; c < 3; ++c)
+                if (cands[c] > best) { best = cands[c]; at = c + 1; }
+            y[o + j - j0] = best;
+            picked[o + j - j0] = at;
+        }
     }
 }
 
 // Its backward pass: each input gets dy where its window picked it, else 0.
-// global size (planes * OH * ceil(OW / 4))
+// global size (planes * OH)
 kernel void pool2_backward(int planes, int OH, int OW, global const REAL *picked,
                            global const REAL *dy, global REAL *dx) {
-    const int chunks = (OW + 3) / 4, g = get_global_id(0);
-    if (g >= planes * OH * chunks) return;
-    const int row = g / chunks, j0 = (g - row * chunks) * 4;
+    const int row = get_global_id(0);
+    if (row >= planes * OH) return;
     const int W = 2 * OW;
-    global REAL *top = dx + (size_t)row * 2 * W + 2 * j0;
-    const size_t o = (size_t)row * OW + j0;
-    if (j0 + 4 <= OW) {
-        const REAL4 at = vload4(0, picked + o), d = vload4(0, dy + o), zero = 0;
-        for (int a = 0; a < 2; ++a) {
+    for (int j0 = 0; j0 < OW; j0 += 4) {
+        global REAL *top = dx + (size_t)row * 2 * W + 2 * j0;
+        const size_t o = (size_t)row * OW + j0;
+        if (j0 + 4 <= OW) {
+            const REAL4 at = vload4(0, picked + o), d = vload4(0, dy + o), zero = 0;
+            for (int a = 0; a < 2; ++a) {
 #ifdef REAL_IS_DOUBLE
-            const long4 even = at == (REAL4)(2 * a), odd = at == (REAL4)(2 * a + 1);
+                const long4 even = at == (REAL4)(2 * a), odd = at == (REAL4)(2 * a + 1);
 #else
-            const int4 even = at == (REAL4)(2 * a), odd = at == (REAL4)(2 * a + 1);
+                const int4 even = at == (REAL4)(2 * a), odd = at == (REAL4)(2 * a + 1);
 #endif
-            const REAL4 e = select(zero, d, even), od = select(zero, d, odd);
-            vstore8((REAL8)(e.s0, od.s0, e.s1, od.s1, e.s2, od.s2, e.s3, od.s3), 0, top + a * W);
+                const REAL4 e = select(zero, d, even), od = select(zero, d, odd);
+                vstore8((REAL8)(e.s0, od.s0, e.s1, od.s1, e.s2, od.s2, e.s3, od.s3), 0,
+                        top + a * W);
+            }
+            continue;
         }
-        return;
-    }
-    for (int j = j0; j < OW; ++j) {
-        const int at = (int)picked[o + j - j0];
-        for (int c = 0; c < 4; ++c)
-            top[(c / 2) * W + 2 * (j - j0) + c % 2] = at == c ? dy[o + j - j0] : 0;
+        for (int j = j0; j < OW; ++j) {
+            const int at = (int)picked[o + j - j0];
+            for (int c = 0; c < 4; ++c)
+                top[(c / 2) * W + 2 * (j - j0) + c % 2] = at == c ? dy[o + j - j0] : 0;
+        }
     }
 }

@@ -61,9 +61,8 @@ class Pooling(Layer):
                 training: bool) -> list[Launch]:
         count, g = n * planes(self.in_shape)[0], self.geometry()
         if self.halves():
-            items = count * g[6] * -(-g[7] // 4)
-            return [self.device.launch("pool2_forward", (items,), count, g[6], g[7], x, y,
-                                       buffers["picked"])]
+            return [self.device.launch("pool2_forward", (count * g[6],), count, g[6], g[7], x,
+                                       y, buffers["picked"])]
         return [self.device.launch("pool_forward_rows", (count * g[6],), count, *g, x, y,
                                    buffers["picked"])]
 
@@ -73,8 +72,7 @@ class Pooling(Layer):
             return []
         count, g = n * planes(self.in_shape)[0], self.geometry()
         if self.halves():
-            items = count * g[6] * -(-g[7] // 4)
-            return [self.device.launch("pool2_backward", (items,), count, g[6], g[7],
+            return [self.device.launch("pool2_backward", (count * g[6],), count, g[6], g[7],
                                        buffers["picked"], dy, dx)]
         if self.sh >= self.kh and self.sw >= self.kw:  # windows apart: scatter each one's cell
             return [self.device.launch("pool_backward_cells", (count * g[6],), count, *g,
