@@ -22,55 +22,54 @@ kernel void conv_row_offsets(int C, int H, int W, int kh, int kw, global REAL *r
     if (r < C * kh * kw) rows[r] = ((r / (kh * kw)) * H + r / kw % kh) * W + r % kw;
 }
 
-// The patches are never stored (implicit GEMM): a vector of VW consecutive outputs p0 .. p0 +
-// VW - 1 of one patch entry is gathered from the sample through these offsets. `runs`: columns
-// with stride 1 and OW a multiple of 8, so each 8 outputs from a multiple of 8 are one run of
-// consecutive inputs (a vector load); otherwise one load per lane. Positions past P repeat
-// valid ones (the callers do not store or sum them).
-bool conv_runs(int OW, int sw) { return sw == 1 && OW % 8 == 0; }
-
-void conv_positions(int p0, int P, int OW, int pitch, int sw, bool runs, int *off) {
-    if (runs) {  // only each run's start is read
-        for (int q = 0; q < VW; q += 8) {
-            int p = min(p0 + q, P - 8);
-            off[q] = p / OW * pitch + p % OW;
-        }
-        return;
-    }
-    int i = p0 / OW, j = p0 % OW;
-    for (int l = 0; l < VW; ++l) {
-        off[l] = i * pitch + j * sw;
-        if (p0 + l < P - 1 && ++j == OW) {
-            j = 0;
-            ++i;
-        }
+// patches[s, r, i * OW + j] = x_s[rows[r] + i * pitch + j * sw]: x's patches copied out, for
+// shapes whose rows do not come in runs of 8 (the GEMMs then read them as whole vectors).
+// One work-item copies entry r's OH rows of one sample. global size (R, n)
+kernel void conv_im2col(int n, int sample, int R, int OH, int OW, int pitch, int sw,
+                        global const REAL *rows, global const REAL *x, global REAL *patches) {
+    const int r = get_global_id(0), s = get_global_id(1);
+    if (r >= R || s >= n) return;
+    global const REAL *from = x + (size_t)s * sample + (int)rows[r];
+    global REAL *to = patches + ((size_t)s * R + r) * OH * OW;
+    for (int i = 0; i < OH; ++i, from += pitch, to += OW) {
+        int j = 0;
+        if (sw == 1)
+            for (; j + 8 <= OW; j += 8) vstore8(vload8(0, from + j), 0, to + j);
+        for (; j < OW; ++j) to[j] = from[j * sw];
     }
 }
 
-realv conv_gather(global const REAL *from, const int *off, bool runs) {
-    if (runs)
+// The implicit GEMMs (conv_forward, conv_kernel_gradient) never store the patches: for stride
+// 1 along rows of a multiple of 8 outputs, each 8 outputs from a multiple of 8 are one run of
+// consecutive inputs, so a vector of VW outputs p0 .. p0 + VW - 1 of one patch entry is VW / 8
+// vector loads. off[q]: where the run of outputs p0 + q starts, from the entry's first input
+// (a run past P repeats the last one; the callers neither store nor sum it).
+void conv_runs(int p0, int P, int OW, int pitch, int *off) {
+    for (int q = 0; q < VW; q += 8) {
+        int p = min(p0 + q, P - 8);
+        off[q] = p / OW * pitch + p % OW;
+    }
+}
+
+realv conv_gather(global const REAL *from, const int *off) {
 #ifdef REAL_IS_DOUBLE
-        return vload8(0, from + off[0]);
+    return vload8(0, from + off[0]);
 #else
-        return (float16)(vload8(0, from + off[0]), vload8(0, from + off[8]));
+    return (float16)(vload8(0, from + off[0]), vload8(0, from + off[8]));
 #endif
-    REAL lanes[VW];
-    for (int l = 0; l < VW; ++l) lanes[l] = from[off[l]];
-    return VLOAD(0, lanes);
 }
 
 // y[s, f, p] = sum_r K[r, f] x_s[rows[r] + off(p)]: FM filters x VW positions of one sample
 // per work-item, K's rows broadcast as gemm_outer's A; a template as gemm.cl's GEMMs are
 // (conv_forward_16, ...). x (n, sample), y (n, F, P). global size (ceil(P / VW), ceil(F / FM), n)
 // template $FM: 8, 12, 16
-kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int pitch, int sw,
+kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int pitch,
                              global const REAL *rows, global const REAL *K,
                              global const REAL *x, global REAL *y) {
     const int p0 = get_global_id(0) * VW, f0 = get_global_id(1) * $FM, s = get_global_id(2);
     if (p0 >= P || f0 >= F || s >= n) return;
-    const bool runs = conv_runs(OW, sw);
     int off[VW];
-    conv_positions(p0, P, OW, pitch, sw, runs, off);
+    conv_runs(p0, P, OW, pitch, off);
     x += (size_t)s * sample;
     int fs[$FM];
     #pragma unroll
@@ -79,7 +78,7 @@ kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int
     #pragma unroll
     for (int f = 0; f < $FM; ++f) acc[f] = 0;
     for (int r = 0; r < R; ++r) {
-        realv b = conv_gather(x + (int)rows[r], off, runs);
+        realv b = conv_gather(x + (int)rows[r], off);
         global const REAL *k = K + (size_t)r * F;
         #pragma unroll
         for (int f = 0; f < $FM; ++f) acc[f] = fma((realv)(k[fs[f]]), b, acc[f]);
@@ -102,12 +101,11 @@ kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int
 // positions first, then the last P % VW of each sample. global size (ceil(F / FN), ceil(R / RM))
 // template $RM $FN: 4 4, 2 8, 8 2
 kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P, int OW,
-                                         int pitch, int sw, global const REAL *rows,
+                                         int pitch, global const REAL *rows,
                                          global const REAL *x, global const REAL *dy,
                                          global REAL *dK) {
     const int f0 = get_global_id(0) * $FN, r0 = get_global_id(1) * $RM;
     if (f0 >= F || r0 >= R) return;
-    const bool runs = conv_runs(OW, sw);
     int at[$RM], fs[$FN];
     #pragma unroll
     for (int r = 0; r < $RM; ++r) at[r] = (int)rows[min(r0 + r, R - 1)];
@@ -123,11 +121,11 @@ kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P,
         global const REAL *xs = x + (size_t)s * sample;
         for (int p0 = 0; p0 < vectors; p0 += VW) {
             int off[VW];
-            conv_positions(p0, P, OW, pitch, sw, runs, off);
+            conv_runs(p0, P, OW, pitch, off);
             global const REAL *d = dy + (size_t)s * F * P + p0;
             realv a[$RM], b[$FN];
             #pragma unroll
-            for (int r = 0; r < $RM; ++r) a[r] = conv_gather(xs + at[r], off, runs);
+            for (int r = 0; r < $RM; ++r) a[r] = conv_gather(xs + at[r], off);
             #pragma unroll
             for (int f = 0; f < $FN; ++f) b[f] = VLOAD(0, d + (size_t)fs[f] * P);
             #pragma unroll
@@ -136,12 +134,13 @@ kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P,
                 for (int f = 0; f < $FN; ++f) acc[r][f] = fma(a[r], b[f], acc[r][f]);
         }
     }
+    const int tail = vectors / OW * pitch + vectors % OW;  // the last P % VW outputs: a run
     for (int r = 0; r < min($RM, R - r0); ++r)
         for (int f = 0; f < min($FN, F - f0); ++f) {
             REAL sum = gemm_hsum(acc[r][f]);
             for (int s = 0; s < n; ++s)
                 for (int p = vectors; p < P; ++p)
-                    sum += x[(size_t)s * sample + at[r] + p / OW * pitch + p % OW * sw] *
+                    sum += x[(size_t)s * sample + at[r] + tail + p - vectors] *
                            dy[((size_t)s * F + fs[f]) * P + p];
             dK[(size_t)(r0 + r) * F + f0 + f] = sum;
         }

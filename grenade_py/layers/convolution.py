@@ -7,11 +7,14 @@ when the input is D2 and there is one filter), "valid, exact fit" as in Grenade:
 tile the input exactly are a ShapeError when the network is built.
 Parameters: `kernel` K, (kernel_rows * kernel_cols * channels, filters): row c*kh*kw + a*kw + b
 multiplies input x[c, i*sh + a, j*sw + b] — Grenade's K, so its model files map onto ours.
-Tape: none (the input). Kernels (kernels/convolution.cl): conv_forward (y_s = K^T patches_s)
-and conv_kernel_gradient (dK = sum_s patches_s dy_s^T), GEMMs that gather x's patches as they
-read them (R = kh*kw*channels patch entries by positions, never stored); the input delta's
-patches_s = K dy_s by FullyConnected's gemm_outer into a per-batch buffer, put back onto dx by
-conv_col2im (a gather: overlaps add up without atomics). y and dy stay (batch, F, positions).
+Tape: the input, and its patches where they are copied out. Kernels (kernels/convolution.cl):
+conv_forward (y_s = K^T patches_s) and conv_kernel_gradient (dK = sum_s patches_s dy_s^T),
+GEMMs that gather x's patches (R = kh*kw*channels patch entries by positions) as they read them,
+where output rows come in whole vectors of 8 (stride 1, a multiple of 8 columns); other shapes
+copy the patches out (conv_im2col) for FullyConnected's GEMMs, a gather of single values costing
+more than the copy. The input delta's patches_s = K dy_s by gemm_outer into a per-batch buffer,
+put back onto dx by conv_col2im (a gather: overlaps add up without atomics). y and dy stay
+(batch, F, positions).
 Initialisation: "scaled", uniform +-1/sqrt(kh*kw*channels); "grenade", uniform +-1.
 """
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pyopencl.array as cl_array
 from grenade_py import blocks
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
-from grenade_py.gemm import gemm_outer, vector_width
+from grenade_py.gemm import gemm_dot, gemm_outer, vector_width
 from grenade_py.layers.base import Buffers, Layer, chosen_init, initial_values, positive_ints
 from grenade_py.shapes import D2, D3, Shape
 
@@ -98,44 +101,71 @@ class Convolution(Layer):
         return [channels, rows, cols, self.filters, self.kh, self.kw, self.sh, self.sw,
                 out_rows, out_cols]
 
+    def implicit(self) -> bool:
+        """Whether the GEMMs gather the patches as they read them (stride 1 along rows of a
+        multiple of 8 outputs: whole vector loads); else they read them from an im2col copy."""
+        return self.sw == 1 and self.geometry()[9] % 8 == 0
+
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
-        c, h, w, _, kh, kw, _, _, oh, ow = self.geometry()
+        c, h, w, f, kh, kw, _, _, oh, ow = self.geometry()
         if c * h * w >= 2**24:  # the offsets are exact in float32: checked before allocating
             raise ShapeError(f"takes samples of under 2^24 values, not {c * h * w}")
-        # The input delta's patches, (n, R, positions) and a vector to spare (conv_col2im_rows)
+        # Patches, (n, R, positions), with a vector to spare (conv_col2im_rows): the input
+        # delta's, and x's where they are copied out
         return {"patches": (n * c * kh * kw * oh * ow + vector_width(self.device),),
-                "rows": (c * kh * kw,)}
+                "rows": (c * kh * kw,), "zeros": (f,)}
 
     def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
-        """The forward pass needs only the patch entries' offsets."""
-        return {"rows": self.batch_buffers(n)["rows"]}
+        """The forward pass needs the patch entries' offsets, and the patches where they are
+        copied out."""
+        return {k: v for k, v in self.batch_buffers(n).items()
+                if k == "rows" or k == "patches" and not self.implicit()}
 
     def setup(self, n: int, buffers: Buffers) -> list[Launch]:
-        """The offsets of the patch entries in a sample, which the GEMMs gather x through."""
+        """The offsets of the patch entries in a sample, which the GEMMs or im2col read x
+        through."""
         c, h, w, _, kh, kw, _, _, _, _ = self.geometry()
         return [self.device.launch("conv_row_offsets", (c * kh * kw,), c, h, w, kh, kw,
                                    buffers["rows"])]
 
     def _patch_args(self, n: int) -> tuple[int, ...]:
-        c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
-        return n, c * h * w, c * kh * kw, f, oh * ow, ow, sh * w, sw
+        """n, sample, R, F, P, OW, pitch: the implicit GEMMs' shape arguments."""
+        c, h, w, f, kh, kw, sh, _, oh, ow = self.geometry()
+        return n, c * h * w, c * kh * kw, f, oh * ow, ow, sh * w
 
-    def convolve(self, n: int, x: cl_array.Array, y: cl_array.Array,
-                 buffers: Buffers) -> list[Launch]:
-        """y (n, F, positions) = K^T x each sample's patches of x (n, C, H, W)."""
+    def im2col(self, n: int, x: cl_array.Array, buffers: Buffers) -> list[Launch]:
+        """x's patches copied into buffers["patches"] (n, R, positions)."""
+        _, sample, r, _, p, ow, pitch = self._patch_args(n)
+        return [self.device.launch("conv_im2col", (r, n), n, sample, r, p // ow, ow, pitch,
+                                   self.sw, buffers["rows"], x, buffers["patches"])]
+
+    def convolve(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
+                 patched: bool = False) -> list[Launch]:
+        """y (n, F, positions) = K^T x each sample's patches of x (n, C, H, W); `patched`: x's
+        patches are in buffers["patches"] already (where they are copied out)."""
         args = self._patch_args(n)
         _, _, r, f, p, *_ = args
+        if not self.implicit():
+            return ([] if patched else self.im2col(n, x, buffers)) + [
+                gemm_outer(self.device, f, p, r, self.parameters["kernel"], 1, f,
+                           buffers["patches"], y, batches=n, b_k=p, b_batch=r * p, c_m=p,
+                           c_batch=f * p)]
         return [blocks.launch(self.device, "conv_forward", (n, r, f, p), lambda block: (
             self.device.launch(blocks.kernel_name("conv_forward", block),
                                (-(-p // vector_width(self.device)), -(-f // block[0]), n),
                                *args, buffers["rows"], self.parameters["kernel"], x, y)))]
 
-    def kernel_gradient(self, n: int, x: cl_array.Array, dy: cl_array.Array,
-                        buffers: Buffers) -> list[Launch]:
+    def kernel_gradient(self, n: int, x: cl_array.Array, dy: cl_array.Array, buffers: Buffers,
+                        patched: bool = False) -> list[Launch]:
         """dK = the sum over samples of x's patches x dy^T (dy: (n, F, positions)), straight
-        into K's layout."""
+        into K's layout; `patched` as for `convolve`."""
         args = self._patch_args(n)
         _, _, r, f, p, *_ = args
+        if not self.implicit():
+            return ([] if patched else self.im2col(n, x, buffers)) + [
+                gemm_dot(self.device, r, f, p, buffers["patches"], dy, buffers["zeros"],
+                         self.gradients["kernel"], batches=n, a_m=p, a_batch=r * p, b_n=p,
+                         b_batch=f * p)]
         return [blocks.launch(self.device, "conv_kernel_gradient", (n, r, f, p), lambda block: (
             self.device.launch(blocks.kernel_name("conv_kernel_gradient", block),
                                (-(-f // block[1]), -(-r // block[0])), *args, buffers["rows"],
@@ -162,7 +192,7 @@ class Convolution(Layer):
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        launches = self.kernel_gradient(n, x, dy, buffers)
-        if dx is not None:
+        launches = self.kernel_gradient(n, x, dy, buffers, patched=True)  # the forward's patches
+        if dx is not None:  # then the patches are spent: dx's overwrite them
             launches += self.input_delta(n, dy, dx, buffers)
         return launches

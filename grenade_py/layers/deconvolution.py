@@ -51,7 +51,7 @@ class Deconvolution(Convolution):
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        launches = self.kernel_gradient(n, dy, x, buffers)
+        launches = self.kernel_gradient(n, dy, x, buffers)  # copies dy's patches out, if any
         if dx is not None:
-            launches += self.convolve(n, dy, dx, buffers)
+            launches += self.convolve(n, dy, dx, buffers, patched=True)
         return launches
