@@ -708,7 +708,7 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
     data = (x[:epoch_examples], y[:epoch_examples])
     say(f"\n2. MNIST 784-512-10, one epoch of {len(data[0]):,} examples; {label}")
     say(f"   {'batch':>5s} {'':12s} {'s/epoch':>9s} {'x grenade_py':>13s} {'GFLOP/s':>8s}")
-    for batch in (32, 64, 128):
+    for batch in (32, 64, 128, 256):
         rows = bench_mnist(device, data, batch, repeats)
         table.add(f"MNIST 784-512-10 epoch of {len(data[0]):,}, batch {batch} (s)", rows,
                   "{:.3f}")
