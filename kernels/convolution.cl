@@ -61,8 +61,8 @@ realv conv_gather(global const REAL *from, const int *off) {
 
 // y[s, f, p] = sum_r K[r, f] x_s[rows[r] + off(p)]: FM filters x VW positions of one sample
 // per work-item, K's rows broadcast as gemm_outer's A; a template as gemm.cl's GEMMs are
-// (conv_forward_16, ...). x (n, sample), y (n, F, P). global size (ceil(P / VW), ceil(F / FM), n)
-// template $FM: 8, 12, 16
+// (conv_forward_12, ...). x (n, sample), y (n, F, P). global size (ceil(P / VW), ceil(F / FM), n)
+// template $FM: 8, 10, 12, 16
 kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int pitch,
                              global const REAL *rows, global const REAL *K,
                              global const REAL *x, global REAL *y) {
@@ -99,7 +99,7 @@ kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int
 // dK[r, f] = sum_s sum_p x_s[rows[r] + off(p)] dy[s, f, p]: RM patch entries x FN filters per
 // work-item, sample by sample (so the sum's order is fixed: no atomics). Whole vectors of
 // positions first, then the last P % VW of each sample. global size (ceil(F / FN), ceil(R / RM))
-// template $RM $FN: 4 4, 2 8, 8 2
+// template $RM $FN: 5 4, 4 4, 2 8, 8 2, 5 2
 kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P, int OW,
                                          int pitch, global const REAL *rows,
                                          global const REAL *x, global const REAL *dy,

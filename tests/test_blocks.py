@@ -105,3 +105,9 @@ def test_the_tune_command(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "vgg: choose from" in bad.stderr
+    # A network that cannot train on the batch is skipped with its reason, the rest tuned.
+    one = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--arch", "bn", "--batch",
+                          "1,2", "--repeats", "1"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert one.returncode == 0 and "Traceback" not in one.stderr, one.stderr
+    assert "bn b1: skipped: BatchNorm" in one.stderr and "bn b2 " in one.stdout
