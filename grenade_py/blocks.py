@@ -3,7 +3,7 @@
 Each GEMM form the layers use is compiled at several register-block shapes (kernels/gemm.cl,
 kernels/convolution.cl): gemm_dot (FullyConnected's forward, LSTM's input delta) in RM x RN
 outputs per work-item, gemm_outer (the weight gradients and input deltas, the recurrent input
-GEMM, the convolution's input delta) in RM rows of one vector, conv_forward in FM filters,
+GEMM, the convolution's input delta) in RM rows x CV vectors, conv_forward in FM filters,
 conv_kernel_gradient in RM patch entries x FN filters. The shapes give the same bits (a block
 changes which work-item computes an output, not the order of its sum), so tuning changes speed
 only.

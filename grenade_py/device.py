@@ -84,7 +84,7 @@ def instantiate(text: str) -> str:
     by `// template $RM $RN: 8 2, 4 4` and closed by `// end template` becomes two copies, with
     $RM and $RN replaced by 8 and 2 in the first, by 4 and 4 in the second. (Register blocks
     as literal constants: the same code written as an inlined function of constant arguments
-    ran up to 1.4x slower on PoCL.)"""
+    ran 1.2x slower on PoCL.)"""
     def expand(match: re.Match[str]) -> str:
         names = match[1].split()
         copies = []

@@ -1,8 +1,8 @@
 """Launches of the GEMM kernels with their global sizes, in the device's form (`Device.gemm`):
 register-blocked for CPUs (kernels/gemm.cl) or local-memory tiled for GPUs (kernels/gemm_tiled.cl).
 
-The register blocks (RM x RN outputs per work-item for gemm_dot, RM rows x one vector of VW lanes
-for gemm_outer) are the ones tuned for the launch's shape on the device (grenade_py/tune.py),
+The register blocks (RM x RN outputs per work-item for gemm_dot, RM rows x CV vectors of VW lanes
+for gemm_outer) are the ones tuned for the launch's shape on the device (grenade_py/blocks.py),
 else the default; the tiled kernels' shape is the device's (`Device.tiles`).
 """
 from __future__ import annotations

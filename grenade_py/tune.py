@@ -21,7 +21,8 @@ def tune_network(net: Network, n: int, loss: str = "cross_entropy",
                  repeats: int = 5) -> list[blocks.Tuned]:
     """Tune the register blocks of every launch of a training step of `net` over `n` rows
     (see `blocks.tune_sites`), on random data; the network's gradients are overwritten, its
-    parameters are not. Steps built afterwards use the results."""
+    parameters are not. Steps built afterwards use the results (those a network keeps from
+    earlier calls keep their blocks)."""
     with blocks.recording() as sites:
         step = Step(net, n, LOSSES[loss])
         step.forward_launches(True)
