@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from grenade_py.device import Device, Launch, cache_folder
+
+log = logging.getLogger(__name__)
 
 Block = tuple[int, ...]
 
@@ -152,18 +155,23 @@ def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], L
             table(device).setdefault(form, {})[",".join(map(str, shape))] = list(best)
         default = FORMS[form][0]
         rows.append(Tuned(form, shape, default, best, times[default], times[best]))
-    if keep:
-        save(device)
+    if keep and (problem := save(device)) is not None:
+        log.warning("the tuned blocks are used in this process but could not be kept: %s",
+                    problem)
     return rows
 
 
-def save(device: Device) -> None:
-    """Write the device's table into the cache file (other devices' entries kept)."""
+def save(device: Device) -> str | None:
+    """Write the device's table into the cache file (other devices' entries kept); why it
+    could not, or None."""
     records = _records()
     records[identity(device)] = table(device)
     path = record_path()
-    with contextlib.suppress(OSError):
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_suffix(".part")
         part.write_text(json.dumps(records, indent=1))
         part.replace(path)
+    except OSError as e:
+        return f"{path}: {e.strerror or e}"
+    return None

@@ -67,6 +67,10 @@ def main(archs: str, batches: str, repeats: int, device_spec: str | None,
         if device.gemm == "tiled":
             click.echo("this device runs the local-memory tiled GEMMs, whose tiles come from "
                        "its limits: only the convolutions' blocks are tuned", err=True)
+        problem = blocks.save(device)  # before any timing: a folder it cannot write
+        if problem:
+            raise click.ClickException(f"cannot keep the tuned blocks ({problem}): set "
+                                       "XDG_CACHE_HOME to a writable folder")
         start = time.perf_counter()
         click.echo(f"{'network, batch, shape':24s} {'untuned':>32s} {'tuned':>32s}")
         for arch in names:

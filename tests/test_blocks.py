@@ -105,6 +105,15 @@ def test_the_tune_command(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "vgg: choose from" in bad.stderr
+    # A cache folder it cannot write: one line saying so, before any timing.
+    (tmp_path / "file").write_text("")
+    unwritable = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--arch", "mlp"],
+                                capture_output=True, text=True, timeout=300,
+                                env={**env, "XDG_CACHE_HOME": str(tmp_path / "file"),
+                                     "POCL_CACHE_DIR": str(tmp_path / "pocl")})
+    assert unwritable.returncode == 1 and "Traceback" not in unwritable.stderr
+    assert "cannot keep the tuned blocks" in unwritable.stderr
+    assert "network," not in unwritable.stdout
     # A network that cannot train on the batch is skipped with its reason, the rest tuned.
     one = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--arch", "bn", "--batch",
                           "1,2", "--repeats", "1"], capture_output=True, text=True, env=env,
