@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,6 +41,10 @@ from grenade_py.device import Device
 from grenade_py.network import Network
 
 log = logging.getLogger("grenade_py")
+
+#: Seconds a failing rank waits between printing its error and aborting the job (mpiexec
+#: forwards output asynchronously, and an abort can overtake it).
+ABORT_GRACE_S = 0.5
 
 
 def _mpi() -> Any:
@@ -152,6 +157,9 @@ def abort_on_error(comm: Any) -> Iterator[None]:
                    else f"{type(e).__name__}: {e}")
         print(f"rank {comm.Get_rank()} of {comm.Get_size()}: {message}", file=sys.stderr,
               flush=True)
+        # mpiexec forwards a rank's output asynchronously and an abort can overtake it: under
+        # load the job once ended with the message lost. Give the forwarding a moment.
+        time.sleep(ABORT_GRACE_S)
         comm.Abort(1)
     finally:
         _guards -= 1
