@@ -64,10 +64,12 @@ def test_tuned_blocks_persist_and_later_launches_take_them(tmp_path, monkeypatch
     device = Device()
     rows = tune_network(convnet(device), 7, loss="squared_error", repeats=1)
     assert {row.form for row in rows} == set(blocks.FORMS)
-    assert all(row.best_s <= row.default_s and row.best in blocks.FORMS[row.form]
-               for row in rows)
     records = json.loads((tmp_path / "grenade_py" / "tuned.json").read_text())
-    assert blocks.identity(device) in records
+    kept = records[blocks.identity(device)]
+    # Every shape timed is kept with its fastest block, and launches take it from then on.
+    assert {(row.form, ",".join(map(str, row.shape))): list(row.best) for row in rows} == {
+        (form, shape): block for form, shapes in kept.items() for shape, block in shapes.items()}
+    assert all(blocks.block(device, row.form, row.shape) == row.best for row in rows)
     # A new Device reads the file; a shape's block there is what a new launch runs at.
     entry = records[blocks.identity(device)]
     entry["gemm_dot"]["7,17,12,1"] = [4, 2]
