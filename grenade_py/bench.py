@@ -35,7 +35,7 @@ import pyopencl as cl
 from grenade_py import blocks
 from grenade_py.datasets import load_mnist
 from grenade_py.device import Device
-from grenade_py.device import device_spec as spec_of
+from grenade_py.devices import device_spec as spec_of
 from grenade_py.execution import sequence_steps
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.gemm import gemm_dot, gemm_outer, vector_width

@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from grenade_py.device import Device, Launch, cache_folder
+from grenade_py.device import Device, Launch
+from grenade_py.devices import cache_folder
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,13 @@ example left), so a distributed `fit` refuses batch_size 1. Needs `pip install
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -163,6 +165,24 @@ def abort_on_error(comm: Any) -> Iterator[None]:
         comm.Abort(1)
     finally:
         _guards -= 1
+
+
+def ends_the_job_on_error(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func` run inside abort_on_error when it is given a communicator `comm` of
+    several ranks and no such block is active: a rank that fails ends the job rather than hang
+    the others (alone, it raises as usual)."""
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        comm = signature.bind(*args, **kwargs).arguments.get("comm")
+        if comm is None or comm.Get_size() == 1:
+            return func(*args, **kwargs)
+        if guarded():
+            return func(*args, **kwargs)
+        with abort_on_error(comm):
+            return func(*args, **kwargs)
+    return wrapper
 
 
 def as_rank(command: click.Command) -> None:

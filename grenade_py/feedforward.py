@@ -28,9 +28,10 @@ from grenade_py.cli import (
 from grenade_py.device import Device
 from grenade_py.layers import FullyConnected, Logit, Relu, Tanh
 from grenade_py.network import Network
-from grenade_py.optimizers import Optimizer, Schedule, schedule_rate
+from grenade_py.optimizers import Optimizer
 from grenade_py.plots import plot_map, pyplot
 from grenade_py.runner import fit, run_net, train
+from grenade_py.schedules import Schedule, schedule_rate
 from grenade_py.shapes import D1
 
 CENTRES = np.array([[0.33, 0.33], [-0.33, -0.33]])

@@ -25,7 +25,8 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import Device, buffer, kernel_source, named_errors
+from grenade_py.device import Device, buffer, named_errors
+from grenade_py.kernel_library import kernel_source
 from grenade_py.layers import Layer, Series
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer

@@ -19,11 +19,12 @@ import pyopencl.array as cl_array
 from grenade_py.device import buffer, named_errors, opencl_errors
 from grenade_py.errors import GrenadeError
 from grenade_py.fused import MANY_LINE, build_loop, chain
+from grenade_py.inputs import examples
 from grenade_py.losses import SQUARED_ERROR
 from grenade_py.network import Network
 from grenade_py.network_file import ROLES
 from grenade_py.optimizers import Optimizer, optimizer
-from grenade_py.runner import FUSED_WORK, _examples
+from grenade_py.runner import FUSED_WORK
 from grenade_py.shapes import size
 
 
@@ -122,7 +123,7 @@ def train_many(nets: Sequence[Network], params: Optimizer | Sequence[Optimizer],
             p.clip_norm is not None for p in chosen):
         raise ValueError("train_many takes one optimiser, or one per network, all of one kind "
                          "and without clip_norm")
-    xs, ys = _examples(first, x, y, SQUARED_ERROR)
+    xs, ys = examples(first, x, y, SQUARED_ERROR)
     order = np.tile(np.arange(len(xs)), (len(nets), 1)) if orders is None else np.asarray(orders)
     if order.ndim != 2 or len(order) != len(nets) or not np.issubdtype(order.dtype, np.integer) \
             or order.size == 0 or order.min() < 0 or order.max() >= len(xs):

@@ -20,12 +20,12 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
+from grenade_py import inputs
 from grenade_py.device import Launch, buffer, opencl_errors
 from grenade_py.execution import SequenceStep, enqueue, sequence_steps
 from grenade_py.losses import Loss, loss_named
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
-from grenade_py.runner import _batch, _count
 
 #: SymbolCorpus.train keeps at most about twice this many windows' launches queued.
 WINDOWS_QUEUED = 256
@@ -43,31 +43,6 @@ class RecurrentState:
     def get(self) -> list[np.ndarray]:
         """Host copies of the states."""
         return [state.get() for state in self.states]
-
-
-def _sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x (B, T, *in), targets (B, T, *out) and mask (B, T) checked, time-major: (T, B, ...)."""
-    dtype = net.device.dtype
-    xs = np.asarray(x)
-    if xs.ndim < 2 + len(net.input_shape.dims):
-        raise ValueError(f"x has shape {xs.shape}: pass sequences (B, T, "
-                         f"{', '.join(map(str, net.input_shape.dims))}) for {net.input_shape!r}")
-    batch, steps = xs.shape[:2]
-    flat, _ = _batch(xs.reshape(batch * steps, *xs.shape[2:]), net.input_shape, "x", dtype)
-    given = np.asarray(targets)
-    if given.shape[:2] != (batch, steps):
-        raise ValueError(f"targets have shape {given.shape}, but x has {batch} sequences of "
-                         f"{steps} steps")
-    ts, _ = _batch(given.reshape(-1, *given.shape[2:]), net.output_shape, "targets", dtype)
-    marks = np.asarray(mask)
-    if marks.shape != (batch, steps) or marks.dtype != bool:
-        raise ValueError(f"mask must be a bool array ({batch}, {steps}) marking the steps with a "
-                         f"target, got {marks.dtype} {marks.shape}")
-
-    def time_major(a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.swapaxes(a.reshape(batch, steps, *a.shape[1:]), 0, 1))
-    return time_major(flat), time_major(ts), time_major(marks.reshape(-1).astype(dtype))
 
 
 def _pack(p: SequenceStep, *arrays: np.ndarray) -> np.ndarray:
@@ -102,7 +77,7 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
     instead of Grenade's y - target at the output.
     """
     learning = optimizer(learning, net.device.dtype)
-    xs, ts, ms = _sequences(net, x, targets, mask)
+    xs, ts, ms = inputs.sequences(net, x, targets, mask)
     chosen = loss_named(loss)
     chosen.check(net)
     chosen.check_targets(ts.reshape(-1, *ts.shape[2:])[ms.reshape(-1) != 0], "targets")
@@ -157,9 +132,9 @@ def run_recurrent(net: RecurrentNetwork, x: np.ndarray, state: RecurrentState | 
         xs = xs[None]
     batch = xs.shape[0] if xs.ndim >= 2 else 0
     steps = xs.shape[1] if xs.ndim >= 2 else 0
-    _count(steps, "the number of steps", 1)
+    inputs.count(steps, "the number of steps", 1)
     dummy_targets = np.zeros((batch, steps, *net.output_shape.dims))
-    xs, _, _ = _sequences(net, xs, dummy_targets, np.zeros((batch, steps), bool))
+    xs, _, _ = inputs.sequences(net, xs, dummy_targets, np.zeros((batch, steps), bool))
     p = sequence_steps(net, steps, batch)
     queue, layers = net.device.queue, net.recurrent_layers()
     if state is not None and not isinstance(state, RecurrentState):
@@ -238,8 +213,8 @@ class SymbolCorpus:
         `loss` as in train_sequences. Returns what was measured, read once at the end."""
         learning = optimizer(learning, self.net.device.dtype)
         starts = np.asarray(offsets)
-        _count(steps, "steps", 1)
-        _count(batch, "batch", 1)
+        inputs.count(steps, "steps", 1)
+        inputs.count(batch, "batch", 1)
         if starts.ndim != 1 or not np.issubdtype(starts.dtype, np.integer) or (
                 len(starts) and (starts.min() < 0 or starts.max() + steps >= self.size)):
             raise ValueError(f"offsets must be ints in [0, {self.size - steps - 1}] for windows "

@@ -3,11 +3,8 @@ apply_update; and fit, for epochs of minibatches over a dataset kept on the devi
 numpy in, numpy out; within a step everything stays on the device."""
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import math
-import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,13 +14,14 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py import execution
+from grenade_py import execution, inputs
 from grenade_py.device import buffer, check_host_memory, opencl_errors
+from grenade_py.distributed import ends_the_job_on_error
 from grenade_py.execution import Step, enqueue
 from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network
-from grenade_py.optimizers import Optimizer, Schedule, optimizer, schedule_rate
-from grenade_py.shapes import Shape
+from grenade_py.optimizers import Optimizer, optimizer
+from grenade_py.schedules import Schedule, schedule_rate
 
 log = logging.getLogger("grenade_py")
 
@@ -46,39 +44,6 @@ FUSED_WORK = 1 << 25
 QUEUED_STEPS = 16
 
 
-def _batch(x: object, shape: Shape, what: str, dtype: type) -> tuple[np.ndarray, bool]:
-    """`x` as a contiguous (N, *shape) array of `dtype`, and whether it was one sample."""
-    array = np.asarray(x)
-    dims = shape.dims
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating)
-                                     or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(f"{what} must be real numbers, got dtype {array.dtype}")
-    single = array.shape == dims
-    if single:
-        array = array[None]
-    if array.shape[1:] != dims or array.shape[0] < 1:
-        raise ValueError(
-            f"{what} has shape {array.shape}, but the network takes {shape!r}: pass one sample "
-            f"of shape {dims} or a batch of shape (N, {', '.join(map(str, dims))}) with N >= 1"
-        )
-    with np.errstate(over="ignore"):
-        cast: np.ndarray = np.ascontiguousarray(array, dtype=dtype)
-    if not np.all(np.isfinite(cast)):
-        bad = np.argwhere(~np.isfinite(cast.reshape(len(cast), -1)))[0][0]
-        raise ValueError(f"{what} holds NaN or Inf in {np.dtype(dtype).name} (first in sample "
-                         f"{bad})")
-    return cast, single
-
-
-def _examples(net: Network, x: object, y: object, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
-    xs, _ = _batch(x, net.input_shape, "x", net.device.dtype)
-    ys, _ = _batch(y, net.output_shape, "y", net.device.dtype)
-    if len(xs) != len(ys):
-        raise ValueError(f"x has {len(xs)} samples but y has {len(ys)}")
-    loss.check_targets(ys)
-    return xs, ys
-
-
 def _check(net: Network, params: object, loss: str | Loss) -> tuple[Optimizer, Loss]:
     """`params` as an optimiser whose values the device's precision holds, and `loss` as a
     Loss that fits the network."""
@@ -86,14 +51,6 @@ def _check(net: Network, params: object, loss: str | Loss) -> tuple[Optimizer, L
     chosen = loss_named(loss)
     chosen.check(net)
     return optimizer(params, net.device.dtype), chosen
-
-
-def _count(value: object, name: str, least: int) -> int:
-    """`value` as an int >= least (numpy integers welcome), else ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or \
-            value < least:
-        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
-    return int(value)
 
 
 def _upload(queue: cl.CommandQueue, step: Step, xs: np.ndarray, ys: np.ndarray) -> None:
@@ -111,7 +68,7 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
     (N, *output.dims), computed in chunks of up to RUN_CHUNK samples (`run_chunk`).
     """
     net.check_runnable()
-    batch, single = _batch(x, net.input_shape, "x", net.device.dtype)
+    batch, single = inputs.samples(x, net.input_shape, "x", net.device.dtype)
     shape = (len(batch), *net.output_shape.dims)
     check_host_memory(f"run_net's outputs for {len(batch)} samples",
                       math.prod(shape) * np.dtype(net.device.dtype).itemsize)
@@ -148,7 +105,7 @@ def train(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     Nothing is read back to the host.
     """
     params, chosen = _check(net, params, loss)
-    xs, ys = _examples(net, x, y, chosen)
+    xs, ys = inputs.examples(net, x, y, chosen)
     queue = net.device.queue
     if not per_example:
         step = execution.steps(net, len(xs), chosen)
@@ -178,7 +135,7 @@ def back_propagate(net: Network, x: np.ndarray, y: np.ndarray,
     device, where `apply_update` uses them."""
     net.check_runnable()
     chosen = loss_named(loss)
-    xs, ys = _examples(net, x, y, chosen)
+    xs, ys = inputs.examples(net, x, y, chosen)
     step = execution.steps(net, len(xs), chosen)
     _upload(net.device.queue, step, xs, ys)
     step.train(None)
@@ -223,7 +180,7 @@ def run_network(net: Network, x: np.ndarray,
     own, so several passes can be held at once; `reuse` gives back tapes no longer needed, whose
     buffers and launches then serve this pass (same batch size) instead of new ones."""
     net.check_runnable()
-    xs, single = _batch(x, net.input_shape, "x", net.device.dtype)
+    xs, single = inputs.samples(x, net.input_shape, "x", net.device.dtype)
     if reuse is not None and reuse.plan.n == len(xs):
         tapes = reuse
     else:
@@ -241,7 +198,7 @@ def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray) -> tuple[Gradients,
     forward pass `tapes` kept. Returns the parameters' gradients (summed over the batch; for
     `apply_update`) and the delta at the input, shaped as the input."""
     plan = tapes.plan
-    dys, single = _batch(dy, net.output_shape, "dy", net.device.dtype)
+    dys, single = inputs.samples(dy, net.output_shape, "dy", net.device.dtype)
     if len(dys) != plan.n:
         raise ValueError(f"dy has {len(dys)} samples but the tapes hold {plan.n}")
     delta = plan.delta
@@ -266,7 +223,7 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     net.check_runnable()
     chosen = loss_named(loss)
     chosen.check(net)
-    xs, ys = _examples(net, x, y, chosen)
+    xs, ys = inputs.examples(net, x, y, chosen)
     device = net.device
     acc = device.zeros((3,))
     size = run_chunk(net)
@@ -279,27 +236,7 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     return {"loss": float(totals[0]) / len(xs), "accuracy": float(totals[1]) / len(xs)}
 
 
-def _ending_the_job_on_error(func: Callable[..., Any]) -> Callable[..., Any]:
-    """`func` run inside distributed.abort_on_error when it is given a communicator `comm` of
-    several ranks and no such block is active: a rank that fails ends the job rather than hang
-    the others (alone, it raises as usual)."""
-    signature = inspect.signature(func)
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        comm = signature.bind(*args, **kwargs).arguments.get("comm")
-        if comm is None or comm.Get_size() == 1:
-            return func(*args, **kwargs)
-        from grenade_py.distributed import abort_on_error, guarded
-
-        if guarded():
-            return func(*args, **kwargs)
-        with abort_on_error(comm):
-            return func(*args, **kwargs)
-    return wrapper
-
-
-@_ending_the_job_on_error
+@ends_the_job_on_error
 @opencl_errors
 def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         batch_size: int = 32, epochs: int = 1, shuffle: bool = True, seed: int | None = None,
@@ -311,7 +248,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     epoch may be smaller), each an optimiser step (`params`: LearningParameters/SGD, Adam,
     AdamW) on the batch's averaged gradient.
 
-    `schedule`: the rate of each epoch, from `params.rate` (see `optimizers.schedule_rate`:
+    `schedule`: the rate of each epoch, from `params.rate` (see `schedules.schedule_rate`:
     "constant", "step:EVERY:FACTOR", "exponential:FACTOR", "cosine", or any callable
     epoch -> rate, epochs counted from 0); nothing is rebuilt when it changes.
 
@@ -332,7 +269,8 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     seconds, and with `validation=(xv, yv)`, val_loss and val_accuracy.
     """
     params, chosen = _check(net, params, loss)
-    batch_size, epochs = _count(batch_size, "batch_size", 1), _count(epochs, "epochs", 0)
+    batch_size = inputs.count(batch_size, "batch_size", 1)
+    epochs = inputs.count(epochs, "epochs", 0)
     rates = [schedule_rate(schedule, params.rate, epoch, epochs) for epoch in range(epochs)]
     for rate in rates:  # fail before training, not in a later epoch
         optimizer(params.with_rate(rate), net.device.dtype)
@@ -345,9 +283,9 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
                              "(each step needs the weights the last one left): give distributed "
                              "training a larger global batch")
         group = Group(comm, net)
-    xs, ys = _examples(net, x, y, chosen)
+    xs, ys = inputs.examples(net, x, y, chosen)
     if validation is not None:
-        _examples(net, *validation, chosen)
+        inputs.examples(net, *validation, chosen)
     device, queue, count = net.device, net.device.queue, len(xs)
     xs_dev = device.to_device(xs.reshape(count, -1))
     ys_dev = device.to_device(ys.reshape(count, -1))

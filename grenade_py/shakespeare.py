@@ -39,9 +39,9 @@ from grenade_py.device import Device
 from grenade_py.errors import DataError, ModelFileError
 from grenade_py.layers import INITS, LSTM, FullyConnected, Logit, Softmax
 from grenade_py.network_file import read_metadata
-from grenade_py.optimizers import schedule_rate
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import Metrics, RecurrentState, SymbolCorpus, run_recurrent
+from grenade_py.schedules import schedule_rate
 from grenade_py.shapes import D1
 
 #: Windows trained between progress updates (and Ctrl-C checks).

@@ -10,7 +10,9 @@ import pyopencl as cl
 import pytest
 
 from grenade_py import DeviceError, KernelBuildError, blocks
-from grenade_py.device import Device, choose_cl_device, kernel_dir
+from grenade_py.device import Device
+from grenade_py.devices import choose_cl_device
+from grenade_py.kernel_library import kernel_dir
 
 
 def test_no_platform_says_what_to_install(monkeypatch):
@@ -154,7 +156,7 @@ def test_devices_cli_marks_the_device_pyopencl_ctx_picks():
 def test_generic_cpu_pocl_is_named():
     from types import SimpleNamespace
 
-    from grenade_py.device import generic_cpu_note
+    from grenade_py.devices import generic_cpu_note
 
     def device(name, platform="Portable Computing Language"):
         return SimpleNamespace(name=name, platform=SimpleNamespace(name=platform))
@@ -169,7 +171,7 @@ def test_generic_cpu_pocl_is_named():
 
 def test_kernel_files_compile_in_any_order_after_the_foundations():
     """Only FOUNDATIONS must come first: the other files, reversed, build as well."""
-    from grenade_py.device import FOUNDATIONS, instantiate
+    from grenade_py.kernel_library import FOUNDATIONS, instantiate
 
     files = {f.name: instantiate(f.read_text()) for f in kernel_dir().glob("*.cl")}
     rest = sorted(set(files) - set(FOUNDATIONS), reverse=True)
@@ -183,7 +185,7 @@ def test_the_cache_hint_survives_an_unreadable_folder(monkeypatch, tmp_path):
     the hint say to set POCL_CACHE_DIR, not crash."""
     from pathlib import Path
 
-    from grenade_py.device import _pocl_cache_hint
+    from grenade_py.devices import _pocl_cache_hint
 
     def unreadable(self):
         raise PermissionError(13, "Permission denied", str(self))
@@ -273,7 +275,7 @@ def test_a_generic_pocl_is_probed_once_in_a_child(monkeypatch, tmp_path):
     run every kernel family in a child process (pip's PoCL 3.0 aborted the user's process): a
     child that crashes makes Device a DeviceError naming the fix, remembered in the cache
     folder; one that passes makes the device usable."""
-    from grenade_py import device
+    from grenade_py import device, devices
 
     monkeypatch.setattr(device, "generic_cpu_note", lambda cl_device: "generic")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "crashed"))
@@ -286,14 +288,14 @@ def test_a_generic_pocl_is_probed_once_in_a_child(monkeypatch, tmp_path):
             return subprocess.CompletedProcess(command, returncode)
         return run
 
-    monkeypatch.setattr(device.subprocess, "run", child(-6))
+    monkeypatch.setattr(devices.subprocess, "run", child(-6))
     for _ in range(2):
         with pytest.raises(DeviceError, match=r"crashes on grenade_py's kernels on this CPU .*"
                                               r"`apt install pocl-opencl-icd`"):
             Device()
     assert len(runs) == 1 and runs[0][1:3] == ["-m", "grenade_py.probe"]  # the verdict is kept
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "passed"))
-    monkeypatch.setattr(device.subprocess, "run", child(0))
+    monkeypatch.setattr(devices.subprocess, "run", child(0))
     assert Device().to_device(np.ones(3)).get().sum() == 3
     assert len(runs) == 2
 
@@ -302,7 +304,7 @@ def test_the_probe_decides_for_pips_pocl(tmp_path, monkeypatch):
     """Where pip's PoCL compiles for a generic CPU (this machine type: it aborts on our
     kernels), Device refuses it exactly when the probe, run alone, fails; the probe passes on
     the default device."""
-    from grenade_py.device import _platforms, device_spec, generic_cpu_note
+    from grenade_py.devices import _platforms, device_spec, generic_cpu_note
 
     def probe(spec):
         env = {**os.environ, "GRENADE_PY_PROBING": "1", "POCL_CACHE_DIR": str(tmp_path / spec)}
@@ -323,7 +325,7 @@ def test_the_probe_decides_for_pips_pocl(tmp_path, monkeypatch):
 
 
 def test_templates_are_written_out_once_per_instance():
-    from grenade_py.device import instantiate
+    from grenade_py.kernel_library import instantiate
 
     text = ("before\n// template $RM $RN: 8 2, 4 4\nkernel void k_$RMx$RN() { int a[$RM]; }\n"
             "// end template\nafter\n")

@@ -13,7 +13,8 @@ from grenade_py import execution
 from grenade_py.mnist import mnist_network
 from grenade_py.numpy_recurrent import NumpyRecurrent
 from grenade_py.numpy_reference import adam
-from grenade_py.optimizers import SGD, Adam, AdamW, schedule_rate
+from grenade_py.optimizers import SGD, Adam, AdamW
+from grenade_py.schedules import schedule_rate
 
 SIZES = [1, 3, 17, 257]
 

@@ -1,5 +1,7 @@
 """The layers, one per module (the branching ones together in branches.py)."""
-from grenade_py.layers.base import INITS, Activation, Factor, Layer
+from grenade_py.layers.activation import Activation
+from grenade_py.layers.arguments import INITS
+from grenade_py.layers.base import Factor, Layer
 from grenade_py.layers.basic_recurrent import BasicRecurrent
 from grenade_py.layers.batch_norm import BatchNorm
 from grenade_py.layers.branches import Concat, Merge, Trivial

@@ -10,8 +10,7 @@ the flat buffers. A composite layer (Series, Concat, Merge, a nested Network) li
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,26 +18,7 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Device, Launch
-from grenade_py.errors import ShapeError
-from grenade_py.shapes import D1, Shape, size
-
-#: Initialisations (see `initial_values`): "scaled" (uniform +-1/sqrt(fan_in), PyTorch's
-#: nn.Linear; the Grenade fork's UniformInit), "grenade" (uniform +-1, as Grenade's
-#: randomFullyConnected), and the fork's "xavier" and "he" (WeightInitialization.hs).
-INITS = ("scaled", "grenade", "xavier", "he")
-
-
-def initial_values(rng: np.random.Generator, init: str, shape: tuple[int, ...], fan_in: int,
-                   fan_out: int) -> np.ndarray:
-    """Values of `shape` drawn as `init` says, for a parameter whose layer has `fan_in` inputs
-    and `fan_out` outputs per value it computes:
-    grenade: U(-1, 1); scaled: U(-1, 1) / sqrt(fan_in); xavier: U(-1, 1) sqrt(6 / (fan_in +
-    fan_out)) (the fork's Xavier); he: N(0, 1) sqrt(2 / fan_in) (the fork's HeEtAl)."""
-    if init == "he":
-        return rng.normal(0.0, np.sqrt(2 / fan_in), size=shape)
-    bound = {"grenade": 1.0, "scaled": 1 / np.sqrt(fan_in),
-             "xavier": np.sqrt(6) / np.sqrt(fan_in + fan_out)}[init]
-    return rng.uniform(-bound, bound, size=shape)
+from grenade_py.shapes import Shape
 
 #: A layer's per-batch device buffers, by name.
 Buffers = dict[str, cl_array.Array]
@@ -234,113 +214,3 @@ class Layer:
         """OpenCL statements computing d{i} (if input_delta) from d{i+1}, then updating the
         layer's parameters, for one example. Each statement group ends at a barrier."""
         return None
-
-
-def real_argument(owner: str, name: str, value: object, ok: Callable[[float], bool],
-                  expected: str) -> float:
-    """`value` as a float if it is a finite real number (not a bool) that `ok` accepts, else
-    ValueError: "<owner> <name> must be <expected>, got <value>"."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or \
-            not math.isfinite(value) or not ok(float(value)):
-        raise ValueError(f"{owner} {name} must be {expected}, got {value!r}")
-    return float(value)
-
-
-def chosen_init(owner: str, init: str | None) -> str | None:
-    """`init` if it is None or one of INITS, else ValueError naming `owner`."""
-    if init is not None and init not in INITS:
-        raise ValueError(f"{owner} init must be one of {INITS} or None (the network's), got "
-                         f"{init!r}")
-    return init
-
-
-def positive_ints(owner: str, **values: Any) -> None:
-    """ValueError naming `owner` and the argument unless every value is an int >= 1."""
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{owner} {name} must be a positive int, got {value!r}")
-
-
-class Dense(Layer):
-    """A layer from D1 i to D1 o, built as `Kind(i, o)` (FullyConnected, LSTM,
-    BasicRecurrent); `init` draws its parameters as that one of INITS says instead of as
-    the network's `init`."""
-
-    def __init__(self, i: int, o: int, init: str | None = None) -> None:
-        super().__init__()
-        positive_ints(type(self).__name__, i=i, o=o)
-        self.i, self.o = int(i), int(o)
-        self.init = chosen_init(type(self).__name__, init)
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        if in_shape != D1(self.i):
-            raise ShapeError(f"takes D1 {self.i}")
-        return D1(self.o)
-
-    def takes(self) -> Shape:
-        return D1(self.i)
-
-    def spec(self) -> dict[str, Any]:
-        own = {} if self.init is None else {"init": self.init}
-        return {"type": type(self).__name__, "i": self.i, "o": self.o} | own
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__} {self.i} {self.o}"
-
-
-class Activation(Layer):
-    """An element-wise layer of any shape whose kernels are `<family>_forward/_backward`;
-    with an `argument` (the name of a float attribute, such as LeakyRelu's alpha), every
-    kernel and fused-loop call is given its value too."""
-
-    family = ""
-    keeps_shape = True
-    argument: str | None = None
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        return in_shape
-
-    def spec(self) -> dict[str, Any]:
-        if self.argument is None:
-            return super().spec()
-        return super().spec() | {self.argument: getattr(self, self.argument)}
-
-    def __repr__(self) -> str:
-        if self.argument is None:
-            return super().__repr__()
-        return f"{type(self).__name__} {getattr(self, self.argument):g}"
-
-    def _extra(self) -> list[Any]:
-        """The argument's value, typed for the kernels, if the activation has one."""
-        return [] if self.argument is None else [self.device.dtype(getattr(self, self.argument))]
-
-    def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
-                training: bool) -> list[Launch]:
-        count = n * size(self.in_shape)
-        return [self.device.launch(f"{self.family}_forward", (count,), count, *self._extra(),
-                                   x, y)]
-
-    def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
-                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        if dx is None:
-            return []
-        count = n * size(self.in_shape)
-        tape = x if self.tape == "input" else y
-        return [self.device.launch(f"{self.family}_backward", (count,), count, *self._extra(),
-                                   tape, dy, dx)]
-
-    def fused_args(self, i: int) -> list[tuple[str, Any]]:
-        return [(f"REAL arg{i}", value) for value in self._extra()]
-
-    def fused_forward(self, i: int) -> str:
-        extra = f", arg{i}" if self.argument else ""
-        return (f"for (int k = lid; k < n{i}; k += nl) "
-                f"a{i + 1}[k] = {self.family}_forward_at(a{i}[k]{extra});")
-
-    def fused_backward(self, i: int, input_delta: bool) -> str:
-        if not input_delta:
-            return ""
-        tape = f"a{i}" if self.tape == "input" else f"a{i + 1}"
-        extra = f", arg{i}" if self.argument else ""
-        return (f"for (int k = lid; k < n{i}; k += nl) "
-                f"d{i}[k] = {self.family}_backward_at({tape}[k], d{i + 1}[k]{extra});")

@@ -6,7 +6,8 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.layers.base import Buffers, initial_values
+from grenade_py.layers.arguments import initial_values
+from grenade_py.layers.base import Buffers
 from grenade_py.layers.recurrent import Factor, RecurrentCell
 
 

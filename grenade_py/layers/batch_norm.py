@@ -22,7 +22,8 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Device, Launch
 from grenade_py.errors import ShapeError
-from grenade_py.layers.base import Buffers, Layer, positive_ints, real_argument
+from grenade_py.layers.arguments import positive_ints, real_argument
+from grenade_py.layers.base import Buffers, Layer
 from grenade_py.shapes import D1, D3, Shape
 
 #: Work-items per channel of the statistics kernels (BATCHNORM_LANES in kernels/batchnorm.cl).

@@ -15,7 +15,8 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
-from grenade_py.layers.base import Activation, Buffers, Layer, sub
+from grenade_py.layers.activation import Activation
+from grenade_py.layers.base import Buffers, Layer, sub
 from grenade_py.layers.series import Series
 from grenade_py.shapes import D1, D2, D3, Shape, size
 

@@ -28,7 +28,8 @@ from grenade_py import blocks
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
 from grenade_py.gemm import gemm_dot, gemm_outer, vector_width
-from grenade_py.layers.base import Buffers, Layer, chosen_init, initial_values, positive_ints
+from grenade_py.layers.arguments import chosen_init, initial_values, positive_ints
+from grenade_py.layers.base import Buffers, Layer
 from grenade_py.shapes import D2, D3, Shape
 
 

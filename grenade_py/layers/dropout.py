@@ -17,7 +17,8 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Device, Launch
-from grenade_py.layers.base import Buffers, Layer, real_argument
+from grenade_py.layers.arguments import real_argument
+from grenade_py.layers.base import Buffers, Layer
 from grenade_py.shapes import Shape, size
 
 

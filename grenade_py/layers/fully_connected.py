@@ -6,7 +6,9 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.gemm import gemm_column_sums, gemm_dot, gemm_outer
-from grenade_py.layers.base import Buffers, Dense, Factor, initial_values
+from grenade_py.layers.arguments import initial_values
+from grenade_py.layers.base import Buffers, Factor
+from grenade_py.layers.dense import Dense
 
 
 class FullyConnected(Dense):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from grenade_py.layers.base import Activation
+from grenade_py.layers.activation import Activation
 
 
 class Gelu(Activation):

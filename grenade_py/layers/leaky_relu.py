@@ -4,7 +4,8 @@ fork's Grenade.Layers.LeakyRelu (pull request #69), whose alpha is fixed at 0.02
 here; its slope is alpha below 0 and 1 at 0 and above, as the fork's."""
 from __future__ import annotations
 
-from grenade_py.layers.base import Activation, real_argument
+from grenade_py.layers.activation import Activation
+from grenade_py.layers.arguments import real_argument
 
 
 class LeakyRelu(Activation):

@@ -11,7 +11,8 @@ on D2 and D3); ours is: 1 inside, 0.05 beyond, so gradients check against finite
 """
 from __future__ import annotations
 
-from grenade_py.layers.base import Activation, real_argument
+from grenade_py.layers.activation import Activation
+from grenade_py.layers.arguments import real_argument
 
 
 class LeakyTanh(Activation):

@@ -9,7 +9,8 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.gemm import gemm_dot, gemm_outer
-from grenade_py.layers.base import Buffers, initial_values
+from grenade_py.layers.arguments import initial_values
+from grenade_py.layers.base import Buffers
 from grenade_py.layers.recurrent import Factor, RecurrentCell
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.layers.base import Buffers, Layer, positive_ints
+from grenade_py.layers.arguments import positive_ints
+from grenade_py.layers.base import Buffers, Layer
 from grenade_py.layers.convolution import planes, windows
 from grenade_py.shapes import D2, D3, Shape, size
 

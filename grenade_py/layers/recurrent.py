@@ -19,7 +19,8 @@ from __future__ import annotations
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.layers.base import Buffers, Dense, Factor, Layer
+from grenade_py.layers.base import Buffers, Factor, Layer
+from grenade_py.layers.dense import Dense
 
 
 class RecurrentLayer(Layer):

@@ -1,6 +1,6 @@
 """Relu: y = max(0, x), element-wise, any shape. Tape: the input. Kernels: relu_forward,
 relu_backward (kernels/activations.cl). Ports Grenade.Layers.Relu."""
-from grenade_py.layers.base import Activation
+from grenade_py.layers.activation import Activation
 
 
 class Relu(Activation):

@@ -1,7 +1,7 @@
 """Tanh: y = tanh x, element-wise, any shape. Tape: the output (Grenade keeps the input and
 recomputes tanh x; 1 - y^2 from the kept y is the same value without a second tanh per element).
 Kernels: tanh_forward, tanh_backward (kernels/activations.cl). Ports Grenade.Layers.Tanh."""
-from grenade_py.layers.base import Activation
+from grenade_py.layers.activation import Activation
 
 
 class Tanh(Activation):

@@ -1,0 +1,84 @@
+"""Checking what users give the runners: samples of the network's shapes, pairs of inputs and
+targets, counts, and sequences with their masks. Each check raises ValueError in one line that
+says what was wrong and what was expected."""
+from __future__ import annotations
+
+import numbers
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from grenade_py.losses import Loss
+from grenade_py.shapes import Shape
+
+if TYPE_CHECKING:
+    from grenade_py.network import Network
+    from grenade_py.recurrent_network import RecurrentNetwork
+
+
+def samples(x: object, shape: Shape, what: str, dtype: type) -> tuple[np.ndarray, bool]:
+    """`x` as a contiguous (N, *shape) array of `dtype`, and whether it was one sample."""
+    array = np.asarray(x)
+    dims = shape.dims
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating)
+                                     or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{what} must be real numbers, got dtype {array.dtype}")
+    single = array.shape == dims
+    if single:
+        array = array[None]
+    if array.shape[1:] != dims or array.shape[0] < 1:
+        raise ValueError(
+            f"{what} has shape {array.shape}, but the network takes {shape!r}: pass one sample "
+            f"of shape {dims} or a batch of shape (N, {', '.join(map(str, dims))}) with N >= 1"
+        )
+    with np.errstate(over="ignore"):
+        cast: np.ndarray = np.ascontiguousarray(array, dtype=dtype)
+    if not np.all(np.isfinite(cast)):
+        bad = np.argwhere(~np.isfinite(cast.reshape(len(cast), -1)))[0][0]
+        raise ValueError(f"{what} holds NaN or Inf in {np.dtype(dtype).name} (first in sample "
+                         f"{bad})")
+    return cast, single
+
+
+def examples(net: Network, x: object, y: object, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs x (N, *in) and targets y (N, *out) for `net` (one sample each also), as arrays of
+    its precision, N alike, y targets `loss` can use."""
+    xs, _ = samples(x, net.input_shape, "x", net.device.dtype)
+    ys, _ = samples(y, net.output_shape, "y", net.device.dtype)
+    if len(xs) != len(ys):
+        raise ValueError(f"x has {len(xs)} samples but y has {len(ys)}")
+    loss.check_targets(ys)
+    return xs, ys
+
+
+def count(value: object, name: str, least: int) -> int:
+    """`value` as an int >= least (numpy integers welcome), else ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or \
+            value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    return int(value)
+
+
+def sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x (B, T, *in), targets (B, T, *out) and mask (B, T) checked, time-major: (T, B, ...)."""
+    dtype = net.device.dtype
+    xs = np.asarray(x)
+    if xs.ndim < 2 + len(net.input_shape.dims):
+        raise ValueError(f"x has shape {xs.shape}: pass sequences (B, T, "
+                         f"{', '.join(map(str, net.input_shape.dims))}) for {net.input_shape!r}")
+    batch, steps = xs.shape[:2]
+    flat, _ = samples(xs.reshape(batch * steps, *xs.shape[2:]), net.input_shape, "x", dtype)
+    given = np.asarray(targets)
+    if given.shape[:2] != (batch, steps):
+        raise ValueError(f"targets have shape {given.shape}, but x has {batch} sequences of "
+                         f"{steps} steps")
+    ts, _ = samples(given.reshape(-1, *given.shape[2:]), net.output_shape, "targets", dtype)
+    marks = np.asarray(mask)
+    if marks.shape != (batch, steps) or marks.dtype != bool:
+        raise ValueError(f"mask must be a bool array ({batch}, {steps}) marking the steps with a "
+                         f"target, got {marks.dtype} {marks.shape}")
+
+    def time_major(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.swapaxes(a.reshape(batch, steps, *a.shape[1:]), 0, 1))
+    return time_major(flat), time_major(ts), time_major(marks.reshape(-1).astype(dtype))
