@@ -1,15 +1,15 @@
-"""Running a network on its device: the `Step` (and its form with time steps, the
-`SequenceStep`) and the `Update`.
+"""Running a network on its device: the `Step` and the `Update`.
 
-A Step is built once for (network, batch shape, loss) and held by whoever runs it. It owns the
-batch's device buffers (input, output, target, the loss's delta and every layer's per-batch
-buffers) and its launches: the forward pass, the loss gradient and backward pass, the
-optimiser's update. Every value that changes from call to call (the loss scale, a shard's first
-row, the optimiser and its step count t) is an argument of the call, never left on the Step, so
-a Step shared between callers (`steps`, `sequence_steps`) computes the same whoever used it
-last. A SequenceStep's batch is steps x sequences of a RecurrentNetwork: feed-forward layers
-run over all its rows, recurrent layers contribute their scan kernels, and the update applies
-the per-step gradients in Grenade's order or summed.
+A Step is built once for (network, batch shape, loss) and held by whoever runs it. Its batch is
+`batch` sequences of `steps` time steps (steps 1: an ordinary batch of rows), rows time-major
+(row t * batch + s): feed-forward layers run over all rows at once, the recurrent layers of a
+RecurrentNetwork contribute their scan kernels. It owns the batch's device buffers (input,
+targets and mask in one buffer, so that one copy fills them; every boundary's activation and
+delta; every layer's own buffers) and its launches: the forward pass, the loss gradient and
+backward pass, the optimiser's update. Every value that changes from call to call (the loss
+scale, a shard's first row, the optimiser and its step count t) is an argument of the call,
+never left on the Step, so a Step shared between callers (`steps`) computes the same whoever
+used it last.
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ from grenade_py.network import Network, flat_view
 from grenade_py.optimizers import SGD, Optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
 
-#: Row counts whose Steps `steps` keeps per network (the convenience functions' cache).
-MAX_STEPS = 4
-#: Sequence shapes (steps, batch) whose SequenceSteps `sequence_steps` keeps per network.
-MAX_SEQUENCE_STEPS = 32
+#: Batch shapes whose Steps `steps` keeps per network (what train, run_net and evaluate reuse
+#: from call to call), and per RecurrentNetwork (Grenade's recurrent example trains on 26
+#: sequence lengths).
+MAX_STEPS, MAX_SEQUENCE_STEPS = 4, 32
 
 
 def enqueue(launches: list[Launch]) -> None:
@@ -46,7 +46,7 @@ class Update:
     every parameter (a kernel per rule)."""
 
     def __init__(self, net: Network) -> None:
-        self.device, self.flat = net.device, net.flat
+        self.net, self.device, self.flat = net, net.device, net.flat
         count, gradients = self.flat["parameters"].size, self.flat["gradients"]
         factor = self.device.zeros((1,))
         self.clip = [
@@ -56,10 +56,13 @@ class Update:
         self.rules: dict[str, Launch] = {}
         self.last: Optimizer | None = None
 
-    def __call__(self, optimizer: Optimizer, t: int) -> None:
-        """Enqueue step t (1 for the first) of `optimizer` from the gradients in the flat
-        buffer (clipped there first, if the optimiser clips)."""
+    def __call__(self, optimizer: Optimizer) -> None:
+        """Enqueue the network's next step of `optimizer` from the gradients in the flat
+        buffer (clipped there first, if the optimiser clips); its step count (Adam's t)
+        advances."""
         real, flat = self.device.dtype, self.flat
+        self.net.steps += 1
+        t = self.net.steps
         if optimizer.kernel not in self.rules:
             count = flat["parameters"].size
             self.rules[optimizer.kernel] = self.device.launch(
@@ -81,90 +84,176 @@ class Update:
 
 
 class Step:
-    """The buffers and launches of one training or inference step over `n` rows of `net`.
+    """The buffers and launches of one step over `batch` sequences of `steps` of `net`.
 
-    Buffers: `input` (n, *in), `output` (n, *out), `target` (n, *out), `delta` (the loss's
-    gradient at the output), `buffers` (every layer's, by name: activations a{k}, deltas
-    d{k}, tapes). Launches are built on first use and kept. An `inference` Step (run_net,
+    Buffers: `input` (rows, *in), `target` and `output` (rows, *out), `mask` (rows,: which rows
+    have a target, for sequences), `acts` and `deltas` (every boundary's, input first; the
+    input's delta None), `buffers` (all of them by name: a{k}, d{k}, and layer i's own as
+    "i.name"). Launches are built on first use and kept. An `inference` Step (run_net,
     evaluate) has only what the forward pass outside training needs: no deltas (None), no
     training pass.
     """
 
-    def __init__(self, net: Network, n: int, loss: Loss = SQUARED_ERROR,
-                 inference: bool = False) -> None:
-        net.check_runnable()
+    def __init__(self, net: Network, batch: int, loss: Loss = SQUARED_ERROR,
+                 inference: bool = False, steps: int = 1) -> None:
+        if net.nested:
+            raise ValueError("this network is part of another network now; run that one")
+        self.recurrent = isinstance(net, RecurrentNetwork)
+        if not self.recurrent:
+            net.check_runnable()
         loss.check(net)
-        device = net.device
-        self.net, self.n, self.loss, self.inference = net, n, loss, inference
-        out = (n, *net.output_shape.dims)
-        ends = {"input": (n, *net.input_shape.dims), "output": out, "target": out}
-        self.buffers = device.allocate(f"a batch of {n}", (
-            ends | net.inference_buffers(n) if inference
-            else ends | {"delta": out} | net.batch_buffers(n)))
-        self.input, self.output, self.target = (
-            self.buffers.pop(name) for name in ("input", "output", "target"))
-        self.delta: cl_array.Array | None = None if inference else self.buffers.pop("delta")
-        enqueue(net.setup(n, self.buffers))
+        device, shapes, last = net.device, net.shapes, len(net.layers)
+        self.net, self.loss, self.inference = net, loss, inference
+        self.steps, self.batch = steps, batch
+        self.rows = rows = steps * batch
+        #: The boundary whose delta the loss writes: the output, or the logits.
+        self.top = loss.top(net)
+        kinds = "a" if inference else "ad"
+        wanted = {f"{kind}{k}": (rows, *shapes[k].dims) for k in range(1, last + 1)
+                  for kind in kinds}
+        for index, layer in enumerate(net.layers):
+            own = (layer.sequence_buffers(steps, batch) if isinstance(layer, RecurrentLayer)
+                   else layer.inference_buffers(rows) if inference else layer.batch_buffers(rows))
+            wanted |= {f"{index}.{name}": shape for name, shape in own.items()}
+        if self.recurrent:
+            wanted["ones"] = (rows,)
+        # The input, targets and mask: one buffer, so that one copy fills them.
+        itemsize = np.dtype(device.dtype).itemsize
+        align = max(1, device.cl_device.mem_base_addr_align // 8 // itemsize)
+        self.io_layout: list[tuple[str, int, tuple[int, ...]]] = []
+        total = 0
+        for name, shape in (("a0", (rows, *shapes[0].dims)), ("target", (rows, *shapes[-1].dims)),
+                            ("mask", (rows,))):
+            self.io_layout.append((name, total, shape))
+            total += -(-int(np.prod(shape)) // align) * align
+        what = f"{batch} sequences of {steps} steps" if self.recurrent else f"a batch of {rows}"
+        self.buffers = device.allocate(what, wanted | {"input and targets": (total,)})
+        self.io = self.buffers.pop("input and targets")
+        self.buffers |= {name: flat_view(self.io, at, shape)
+                         for name, at, shape in self.io_layout}
+        self.input, self.target, self.mask = (self.buffers[k] for k in ("a0", "target", "mask"))
+        self.acts = [self.buffers[f"a{k}"] for k in range(last + 1)]
+        self.deltas: list[cl_array.Array | None] = [
+            None, *(self.buffers.get(f"d{k}") for k in range(1, last + 1))]
+        self.output, self.delta = self.acts[-1], self.deltas[-1]
+        if self.recurrent:
+            self.buffers["ones"].fill(1)
+        enqueue([launch for index, layer in enumerate(net.layers)
+                 for launch in layer.setup(rows, self.own(index))])
+        #: The cells (layers with a state of their own), with their paths.
+        self.cells = net.recurrent_layers() if isinstance(net, RecurrentNetwork) else []
+        self.start = [device.launch("recurrent_start_states", (layer.state_size, batch),
+                                    layer.state_size, batch, layer.parameters["state"],
+                                    self.own(path)["states"]) for path, layer in self.cells]
         self._forward: dict[bool, list[Launch]] = {}
         self._backward: list[Launch] | None = None
+        self._update: Update | None = None
+        self._fused: dict[int, FusedTrainer | None] = {}
+        self._sequence_update: dict[str, list[tuple[Launch, bool]]] = {}
+        self._clip: dict[bool, list[Launch]] = {}
+        self._factor_list: list[tuple[tuple[Any, ...], Factor, Layer]] | None = None
+
+    def own(self, path: int | str) -> Buffers:
+        """The own buffers of layer `path` (its index, or a cell's path through branches)."""
+        prefix = f"{path}."
+        return {k[len(prefix):]: v for k, v in self.buffers.items() if k.startswith(prefix)}
 
     def forward_launches(self, training: bool) -> list[Launch]:
-        """The forward pass's launches (built on first use)."""
+        """Every layer (over every step), from the input to the output (built on first use)."""
         if training and self.inference:
             raise RuntimeError("an inference Step has no training pass")
         if training not in self._forward:
-            self._forward[training] = self.net.forward(self.n, self.input, self.output,
-                                                       self.buffers, training)
+            launches = []
+            for index, layer in enumerate(self.net.layers):
+                x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
+                if isinstance(layer, RecurrentLayer):
+                    launches += layer.forward_sequence(self.steps, self.batch, x, y, own,
+                                                       training)
+                else:
+                    launches += layer.forward(self.rows, x, y, own, training)
+            self._forward[training] = launches
         return self._forward[training]
 
     def forward(self, training: bool, first_row: int = 0) -> None:
-        """Enqueue the forward pass from `input` to `output`; `first_row`: the input's first
-        row in the whole batch (a shard of a distributed batch), where Dropout draws from."""
+        """Enqueue the forward pass from `input` to `output` (a recurrent network's from its
+        learned starting states); `first_row`: the input's first row in the whole batch (a
+        shard of a distributed batch), where Dropout draws from."""
+        enqueue(self.start)
         for launch in self.forward_launches(training):
             if launch.per_call:
                 launch.set("first_row", first_row)
             launch()
 
-    def backward(self, scale: float | None = None) -> None:
-        """Enqueue the loss gradient (`target` against the last forward pass), scaled by
-        `scale` (default 1/n: the batch's average), and the backward pass from it, leaving
-        the gradients, summed over the rows, in the network's flat buffer."""
-        launches = self.backward_launches()
-        launches[0].set("scale", 1.0 / self.n if scale is None else scale)
-        enqueue(launches)
-
     def backward_launches(self) -> list[Launch]:
-        """The loss gradient's launch (its scale set per call), then the backward pass's."""
+        """The loss gradient's launch (its scale set per call), then every layer backwards
+        (through time) from the delta the loss writes."""
         if self._backward is None:
-            top, delta = self.loss.top(self.net), self._logits()[1]
-            if delta is None:
+            top_delta = self.deltas[self.top]
+            if top_delta is None:
                 raise RuntimeError("an inference Step has no backward pass")
-            self._backward = [self.loss.gradient(self.net.device, self.output, self.target,
-                                                 None, delta)]
-            self._backward += self.net.backward_below(top, self.n, self.input, self.output,
-                                                      delta, None, self.buffers)
+            mask = self.mask if self.recurrent else None
+            launches = [self.loss.gradient(self.net.device, self.output, self.target, mask,
+                                           top_delta)]
+            for index in reversed(range(self.top)):
+                layer, own = self.net.layers[index], self.own(index)
+                x, y, dx = self.acts[index], self.acts[index + 1], self.deltas[index]
+                dy = self.deltas[index + 1]
+                assert dy is not None
+                if isinstance(layer, RecurrentLayer):
+                    launches += layer.backward_sequence(self.steps, self.batch, x, y, dy, dx,
+                                                        own)
+                else:
+                    launches += layer.backward(self.rows, x, y, dy, dx, own)
+            self._backward = launches
         return self._backward
 
-    def update(self, optimizer: Optimizer) -> None:
-        """Enqueue the network's next optimiser step (see `update`)."""
-        update(self.net, optimizer)
+    def backward(self, scale: float | None = None) -> None:
+        """Enqueue the loss gradient (`target` against the last forward pass), scaled by
+        `scale` (default 1/batch: the batch's average), and the backward pass from it, leaving
+        the gradients (summed over the rows) in the network's flat buffer, or a recurrent
+        network's per-row factors for `update`."""
+        launches = self.backward_launches()
+        launches[0].set("scale", 1.0 / self.batch if scale is None else scale)
+        enqueue(launches)
 
-    def train(self, optimizer: Optimizer | None, scale: float | None = None) -> None:
-        """Forward (training), loss gradient, backward and, with an optimiser, its update,
-        for data already in `input` and `target` (fit runs the parts itself, its Allreduce
-        between backward and update)."""
+    def update(self, optimizer: Optimizer, ordered: bool = False) -> None:
+        """Enqueue the network's next optimiser step; its step counts (`Network.steps`, Adam's
+        t) advance. A recurrent network's applies the per-step gradients: with `ordered`, one
+        optimiser step per row in time order (Grenade's), else one from their sum; then the
+        starting states' (see `update_launches`)."""
+        if not self.recurrent:
+            if self._update is None:
+                self._update = Update(self.net)
+            self._update(optimizer)
+            return
+        enqueue(self.update_launches(optimizer, ordered))
+        self.net.steps += self.rows if ordered else 1
+        self.net.state_steps += 1
+
+    def train(self, optimizer: Optimizer | None, scale: float | None = None,
+              ordered: bool = False, measure: list[Launch] | None = None) -> None:
+        """Forward (training), the loss gradient (scaled by `scale`; default 1 in Grenade's
+        `ordered` form, else 1/batch), the `measure` launches (see `metrics`), backward and,
+        with an optimiser, its update (see `update`), for data already in `input`, `target`
+        and `mask` (fit runs the parts itself, its Allreduce between backward and update)."""
         self.forward(True)
-        self.backward(scale)
+        launches = self.backward_launches()
+        launches[0].set("scale", (1.0 if ordered else 1.0 / self.batch) if scale is None
+                        else scale)
+        enqueue(launches[:1] + (measure or []) + launches[1:])
         if optimizer is not None:
-            self.update(optimizer)
+            self.update(optimizer, ordered)
 
     def fused(self, optimizer: Optimizer) -> FusedTrainer | None:
         """The fused per-example loop this one-row Step trains through under `optimizer`, or
         None: where a layer has no device-side form, under cross entropy, or where the
         optimiser clips (the loop computes each update as it goes, never a whole gradient)."""
-        if self.n != 1 or self.loss is not SQUARED_ERROR or optimizer.clip_norm is not None:
+        if self.rows != 1 or self.recurrent or self.loss is not SQUARED_ERROR or \
+                optimizer.clip_norm is not None:
             return None
-        return fused(self.net, optimizer.kind)
+        if optimizer.kind not in self._fused:
+            self._fused[optimizer.kind] = fused(self.net, optimizer.kind)
+        return self._fused[optimizer.kind]
 
     def train_examples(self, optimizer: Optimizer, xs: cl_array.Array, ys: cl_array.Array,
                        start: int, count: int) -> None:
@@ -184,154 +273,12 @@ class Step:
                             src_offset=i * y_bytes)
             self.train(optimizer)
 
-    def _logits(self) -> tuple[cl_array.Array, cl_array.Array | None]:
-        """The buffers where the loss starts: (value, its delta)."""
-        top = self.loss.top(self.net)
-        if top == len(self.net.layers):
-            return self.output, self.delta
-        return self.buffers[f"a{top}"], self.buffers.get(f"d{top}")
-
     def metrics(self, acc: cl_array.Array) -> list[Launch]:
-        """New launches adding the batch's summed loss to acc[0], its correct rows to acc[1]
-        and its rows to acc[2] (after a forward pass with `target` in place); the caller keeps
-        them."""
-        return self.loss.metrics(self.net.device, self.output, self._logits()[0], self.target,
-                                 acc)
-
-
-def update(net: Network, optimizer: Optimizer) -> None:
-    """Enqueue the network's next optimiser step from the gradients in its flat buffer; its
-    step count (`Network.steps`, Adam's t) advances. The Update is kept on the network."""
-    net.check_runnable()
-    kept = net.__dict__.get("_update")
-    if kept is None:
-        kept = net.__dict__["_update"] = Update(net)
-    net.steps += 1
-    kept(optimizer, net.steps)
-
-
-def steps(net: Network, n: int, loss: Loss = SQUARED_ERROR, inference: bool = False) -> Step:
-    """A Step for `n` rows of `net` (an inference one: see Step), kept on the network for the
-    last MAX_STEPS shapes (what `train`, `run_net` and `evaluate` reuse from call to call)."""
-    net.check_runnable()
-    kept: OrderedDict[tuple[int, str, bool], Step] = net.__dict__.setdefault("_steps",
-                                                                            OrderedDict())
-    key = (n, loss.name, inference)
-    if key in kept:
-        kept.move_to_end(key)
-    else:
-        if len(kept) >= MAX_STEPS:
-            kept.popitem(last=False)
-        kept[key] = Step(net, n, loss, inference)
-    return kept[key]
-
-
-def fused(net: Network, kind: int = 0) -> FusedTrainer | None:
-    """The network's fused per-example loop under optimiser `kind`, or None where a layer has
-    no device-side form (kept on the network: its build costs ~0.5 s)."""
-    net.check_runnable()
-    kept: dict[int, FusedTrainer | None] = net.__dict__.setdefault("_fused", {})
-    if kind not in kept:
-        kept[kind] = fused_trainer(net, kind)
-    return kept[kind]
-
-
-class SequenceStep:
-    """A Step whose batch shape has time steps: `batch` sequences of `steps` of a
-    RecurrentNetwork, rows time-major (row t * batch + s), as every layer sees them.
-    Feed-forward layers run over all rows at once; recurrent layers contribute their scan
-    kernels (forward_sequence, backward_sequence). The loss's error is masked to the steps with
-    a target; the update applies the per-step gradients (see `update_launches`). The input,
-    targets and mask share one buffer (`io`, laid out as `io_layout`), so one copy fills
-    them."""
-
-    def __init__(self, net: RecurrentNetwork, steps: int, batch: int, loss: Loss) -> None:
-        device, shapes = net.device, net.shapes
-        self.net, self.steps, self.batch = net, steps, batch
-        #: The boundary whose delta the error writes: the output, or the logits.
-        self.top = loss.top(net)
-        self.rows = rows = steps * batch
-        layers = net.layers
-        wanted = {f"a{k}": (rows, *shapes[k].dims) for k in range(1, len(shapes))}
-        wanted |= {f"d{k}": (rows, *shapes[k].dims) for k in range(1, len(shapes))}
-        wanted["ones"] = (rows,)
-        for index, layer in enumerate(layers):
-            own = (layer.sequence_buffers(steps, batch) if isinstance(layer, RecurrentLayer)
-                   else layer.batch_buffers(rows))
-            wanted |= {f"{index}.{name}": shape for name, shape in own.items()}
-        # The input, targets and mask: one buffer, so that one copy fills them.
-        itemsize = np.dtype(device.dtype).itemsize
-        align = max(1, device.cl_device.mem_base_addr_align // 8 // itemsize)
-        self.io_layout: list[tuple[str, int, tuple[int, ...]]] = []
-        total = 0
-        for name, shape in (("a0", (rows, *shapes[0].dims)), ("target", (rows, *shapes[-1].dims)),
-                            ("mask", (rows,))):
-            self.io_layout.append((name, total, shape))
-            total += -(-int(np.prod(shape)) // align) * align
-        self.buffers = device.allocate(f"{batch} sequences of {steps} steps",
-                                       wanted | {"input and targets": (total,)})
-        self.io = self.buffers.pop("input and targets")
-        self.buffers |= {name: flat_view(self.io, at, shape)
-                         for name, at, shape in self.io_layout}
-        self.buffers["ones"].fill(1)
-        self.acts = [self.buffers[f"a{k}"] for k in range(len(shapes))]
-        self.deltas: list[cl_array.Array | None] = [None] + [
-            self.buffers[f"d{k}"] for k in range(1, len(shapes))]
-        self.metrics = device.zeros((3,))
-        enqueue([launch for index, layer in enumerate(layers)
-                 for launch in layer.setup(rows, self.own(index))])
-        self.start = [device.launch("recurrent_start_states", (layer.state_size, batch),
-                                    layer.state_size, batch, layer.parameters["state"],
-                                    self.own(path)["states"])
-                      for path, layer in net.recurrent_layers()]
-        top_delta = self.deltas[self.top]
-        assert top_delta is not None
-        self.error = loss.gradient(device, self.acts[-1], self.buffers["target"],
-                                   self.buffers["mask"], top_delta)
-        logits = self.acts[self.top]
-        self.measure = loss.metrics(device, self.acts[-1], logits, self.buffers["target"],
-                                    self.metrics, self.buffers["mask"])
-        self._forward: dict[bool, list[Launch]] = {}
-        self._backward: list[Launch] | None = None
-        self._update: dict[str, list[tuple[Launch, bool]]] = {}
-        self._clip: dict[bool, list[Launch]] = {}
-        self._factor_list: list[tuple[tuple[Any, ...], Factor, Layer]] | None = None
-
-    def own(self, path: int | str) -> Buffers:
-        """The own buffers of layer `path` (its index, or a cell's path through branches)."""
-        prefix = f"{path}."
-        return {k[len(prefix):]: v for k, v in self.buffers.items() if k.startswith(prefix)}
-
-    def forward_launches(self, training: bool) -> list[Launch]:
-        """Every layer over every step, from a0 (the input) to the output."""
-        if training not in self._forward:
-            launches = []
-            for index, layer in enumerate(self.net.layers):
-                x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
-                if isinstance(layer, RecurrentLayer):
-                    launches += layer.forward_sequence(self.steps, self.batch, x, y, own,
-                                                       training)
-                else:
-                    launches += layer.forward(self.rows, x, y, own, training)
-            self._forward[training] = launches
-        return self._forward[training]
-
-    def backward_launches(self) -> list[Launch]:
-        """Every layer backwards through time from the output's delta."""
-        if self._backward is None:
-            launches = []
-            for index in reversed(range(self.top)):
-                layer, own = self.net.layers[index], self.own(index)
-                x, y, dx = self.acts[index], self.acts[index + 1], self.deltas[index]
-                dy = self.deltas[index + 1]
-                assert dy is not None
-                if isinstance(layer, RecurrentLayer):
-                    launches += layer.backward_sequence(self.steps, self.batch, x, y, dy, dx,
-                                                        own)
-                else:
-                    launches += layer.backward(self.rows, x, y, dy, dx, own)
-            self._backward = launches
-        return self._backward
+        """New launches adding the summed loss of the rows with a target to acc[0], their
+        correct rows to acc[1] and their count to acc[2] (after a forward pass with `target`
+        in place); the caller keeps them."""
+        return self.loss.metrics(self.net.device, self.output, self.acts[self.top],
+                                 self.target, acc, self.mask if self.recurrent else None)
 
     def update_launches(self, optimizer: Optimizer, ordered: bool) -> list[Launch]:
         """The update's launches, given the optimiser's values and the network's next step
@@ -415,17 +362,17 @@ class SequenceStep:
     def _update_launches(self, kernel: str) -> list[tuple[Launch, bool]]:
         """Each parameter array's update (by the optimiser's kernel) and each starting state's,
         with whether it decays; the optimiser's values are set per call (`update`)."""
-        if kernel in self._update:
-            return self._update[kernel]
+        if kernel in self._sequence_update:
+            return self._sequence_update[kernel]
         device, zeros = self.net.device, [self.net.device.dtype(0)] * 7
-        launches = self._update[kernel] = []
+        launches = self._sequence_update[kernel] = []
         for (rows, cols, *geometry), f, layer in self._factors():
             launch = device.launch(
                 f"recurrent_update_{kernel}", (rows, -(-cols // 8)), self.rows, rows, cols,
                 *geometry, *zeros, 0, layer.parameters[f.name], layer.momentum[f.name],
                 layer.second[f.name])
             launches.append((launch, f.decay))
-        for path, layer in self.net.recurrent_layers():
+        for path, layer in self.cells:
             if int(path.split(".")[0]) >= self.top:
                 continue
             launch = device.launch(
@@ -435,38 +382,42 @@ class SequenceStep:
             launches.append((launch, True))
         return launches
 
-    def train(self, optimizer: Optimizer, ordered: bool, measure: bool = False) -> None:
-        """Enqueue one training step over the sequences in place (a0, target, mask): from the
-        learned starting states, forward, the error (scaled by 1 in Grenade's `ordered` form,
-        else 1/batch: the sequences' average), (the metrics into `metrics`), backward, and the
-        update (`update_launches`). The network's step counts advance."""
-        enqueue(self.start + self.forward_launches(True))
-        self.error.set("scale", 1 if ordered else 1 / self.batch)
-        self.error()
-        if measure:
-            enqueue(self.measure)
-        enqueue(self.backward_launches() + self.update_launches(optimizer, ordered))
-        self.net.steps += self.rows if ordered else 1
-        self.net.state_steps += 1
 
 
-def sequence_steps(net: RecurrentNetwork, steps: int, batch: int,
-                   loss: str | Loss = "squared_error") -> SequenceStep:
-    """A SequenceStep for `batch` sequences of `steps`, kept on the network for the last
-    MAX_SEQUENCE_STEPS shapes (Grenade's recurrent example trains on 26 lengths)."""
+def fused(net: Network, kind: int = 0) -> FusedTrainer | None:
+    """The network's fused per-example loop under optimiser `kind`, or None where a layer has
+    no device-side form (its program comes from the device's cache after the first build)."""
+    net.check_runnable()
+    return fused_trainer(net, kind)
+
+
+def steps(net: Network, batch: int, loss: str | Loss = SQUARED_ERROR, inference: bool = False,
+          steps: int = 1) -> Step:
+    """A Step for `batch` sequences of `steps` of `net` (an ordinary batch of `batch` rows
+    when steps is 1), kept on the network for its last MAX_STEPS (a RecurrentNetwork's:
+    MAX_SEQUENCE_STEPS) shapes: the Steps that the functions taking only a network (run_net,
+    train, evaluate, train_sequences, ...) hold between calls."""
+    recurrent = isinstance(net, RecurrentNetwork)
+    if not recurrent:
+        net.check_runnable()
+    chosen = loss_named(loss)
+    kept: OrderedDict[tuple[int, int, str, bool], Step] = net.__dict__.setdefault(
+        "_steps", OrderedDict())
+    key = (steps, batch, chosen.name, inference)
+    if key in kept:
+        kept.move_to_end(key)
+    else:
+        step = Step(net, batch, chosen, inference, steps)
+        if len(kept) >= (MAX_SEQUENCE_STEPS if recurrent else MAX_STEPS):
+            kept.popitem(last=False)
+        kept[key] = step
+    return kept[key]
+
+
+def sequence_steps(net: RecurrentNetwork, steps_: int, batch: int,
+                   loss: str | Loss = "squared_error") -> Step:
+    """The Step for `batch` sequences of `steps_` of a RecurrentNetwork (kept as `steps`)."""
     if not isinstance(net, RecurrentNetwork):
         raise TypeError(f"expected a RecurrentNetwork, got {type(net).__name__}; feed-forward "
                         "networks run with run_net/train/fit")
-    if net.nested:
-        raise ValueError("this network is part of another network now; run that one")
-    chosen = loss_named(loss)
-    chosen.check(net)
-    plans: dict[tuple[int, int, str], SequenceStep] = net.__dict__.setdefault("_plans", {})
-    key = (steps, batch, chosen.name)
-    if key in plans:
-        plans[key] = plans.pop(key)  # the most recently used last
-    else:
-        if len(plans) >= MAX_SEQUENCE_STEPS:
-            del plans[next(iter(plans))]
-        plans[key] = SequenceStep(net, steps, batch, chosen)
-    return plans[key]
+    return steps(net, batch, loss, steps=steps_)

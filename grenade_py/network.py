@@ -19,10 +19,10 @@ import pyopencl.array as cl_array
 
 from grenade_py import network_file, onnx_export, onnx_import
 from grenade_py.device import Device, named_errors
-from grenade_py.errors import ModelFileError, ShapeError
+from grenade_py.errors import ShapeError
 from grenade_py.layers import INITS, Layer, Series
 from grenade_py.network_file import ROLES
-from grenade_py.shapes import Shape, check_shape, parse_shape
+from grenade_py.shapes import Shape, check_shape
 
 
 class Network(Series):
@@ -176,22 +176,7 @@ class Network(Series):
         nest), built as `Network(layers, input=...)` is, shapes checked the same way.
         Raises ValueError naming the place in the spec for what cannot be built, ShapeError
         for shapes that do not chain."""
-        if not isinstance(spec, dict) or spec.get("type") != cls.__name__:
-            raise ValueError(f"a {cls.__name__} spec is an object with \"type\": "
-                             f"\"{cls.__name__}\", got {spec!r:.80}")
-        placed = device if isinstance(device, Device) else Device(device)
-
-        def nested(layers: list[Layer], input_shape: Shape) -> Network:
-            return Network(layers, input=input_shape, device=placed, seed=seed, init=init)
-
-        structure = network_file.layer_from_spec(spec | {"type": "Series"}, nested)
-        assert isinstance(structure, Series)
-        try:
-            input_shape = parse_shape(spec["input"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"network: needs an \"input\" shape such as \"D1 784\", got "
-                             f"{spec.get('input')!r}") from None
-        return cls(structure.layers, input=input_shape, device=placed, seed=seed, init=init)
+        return cast(Self, network_file.from_spec(cls, Network, spec, device, seed, init))
 
     # -- model files (grenade_py.network_file) -----------------------------------------------
     def save(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None,
@@ -212,33 +197,7 @@ class Network(Series):
         hold that network's structure, else ModelFileError says how they differ."""
         if like is not None and not isinstance(like, Network):
             raise TypeError(f"like must be a Network, got {like!r}")
-        stored = network_file.read(path, cls.__name__)
-        if like is not None and like.spec() != stored.spec:
-            raise ModelFileError(f"{path} holds another architecture: {stored.structure!r} on "
-                                 f"{stored.input_shape!r}, expected {like!r}")
-        if device is None:
-            device = like.device if like is not None else Device(precision=stored.precision)
-        device = device if isinstance(device, Device) else Device(device)
-
-        def nested(layers: list[Layer], input_shape: Shape) -> Network:
-            return Network(layers, input=input_shape, device=device, seed=0)
-
-        layers = [network_file.layer_from_spec(s, nested, f"network.layers[{k}]")
-                  for k, s in enumerate(stored.spec["layers"])]
-        loaded = cls(layers, input=stored.input_shape, device=device, seed=0)
-        try:
-            loaded.set_parameters(stored.values["parameters"])
-            loaded.set_momentum(stored.values["momentum"])
-            loaded.set_second(stored.values["second"])
-            for node_path, layer, _ in loaded.nodes(loaded.input_shape):
-                if node_path in stored.layer_state or layer.get_state():
-                    layer.set_state(stored.layer_state.get(node_path))
-        except ValueError as e:
-            raise ModelFileError(f"{path} does not fit this {device.precision} device: {e}"
-                                 ) from None
-        loaded.steps, loaded.state_steps = stored.steps, stored.state_steps
-        return loaded
-
+        return cast(Self, network_file.load(cls, Network, path, device, like))
 
     # -- ONNX (grenade_py.onnx_export, grenade_py.onnx_import) ---------------------------------
     def to_onnx(self, path: str | os.PathLike[str], steps: int | None = None) -> None:

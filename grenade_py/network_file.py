@@ -5,9 +5,8 @@ The header holds the format, the precision, the network's nested structure (`spe
 input shape, the shape list, the optimiser's step counts, what layers keep besides parameters
 (`layer_state`: a Dropout's key and step counter) and the caller's metadata; each array says
 its layer, role (parameters, momentum, second) and name. Everything is checked against the
-layers the structure describes before anything is placed on a device. This module knows layers,
-not networks: `Network.save`/`Network.load` call it, and it builds nested networks through the
-function they give.
+layers the structure describes before anything is placed on a device. It does not import the
+network module: `Network.save`/`load`/`from_spec` call it with the network classes to build.
 """
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from grenade_py import model_file
+from grenade_py.device import Device
 from grenade_py.errors import ModelFileError
 from grenade_py.layers import LAYER_TYPES, Concat, ConcatRecurrent, Layer, Merge, Series
 from grenade_py.shapes import Shape, parse_shape
@@ -186,3 +186,57 @@ def _parameter_shapes(layer: Layer, in_shape: Shape) -> dict[str, tuple[int, ...
         for name, shape in node.parameter_shapes().items():
             shapes[f"{path}.{name}" if path else name] = shape
     return shapes
+
+
+def from_spec(cls: Any, network: Any, spec: dict[str, Any], device: Device | str | None,
+              seed: int | np.random.SeedSequence | None, init: str) -> Any:
+    """The network of type `cls` (Network or a subclass) a specification describes, nested
+    networks built as `network` (see `Network.from_spec`)."""
+    if not isinstance(spec, dict) or spec.get("type") != cls.__name__:
+        raise ValueError(f"a {cls.__name__} spec is an object with \"type\": "
+                         f"\"{cls.__name__}\", got {spec!r:.80}")
+    placed = device if isinstance(device, Device) else Device(device)
+
+    def nested(layers: list[Layer], input_shape: Shape) -> Any:
+        return network(layers, input=input_shape, device=placed, seed=seed, init=init)
+
+    structure = layer_from_spec(spec | {"type": "Series"}, nested)
+    assert isinstance(structure, Series)
+    try:
+        input_shape = parse_shape(spec["input"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"network: needs an \"input\" shape such as \"D1 784\", got "
+                         f"{spec.get('input')!r}") from None
+    return cls(structure.layers, input=input_shape, device=placed, seed=seed, init=init)
+
+
+def load(cls: Any, network: Any, path: str | os.PathLike[str], device: Device | str | None,
+         like: Any) -> Any:
+    """The network of type `cls` a model file holds, nested networks built as `network` (see
+    `Network.load`)."""
+    stored = read(path, cls.__name__)
+    if like is not None and like.spec() != stored.spec:
+        raise ModelFileError(f"{path} holds another architecture: {stored.structure!r} on "
+                             f"{stored.input_shape!r}, expected {like!r}")
+    if device is None:
+        device = like.device if like is not None else Device(precision=stored.precision)
+    device = device if isinstance(device, Device) else Device(device)
+
+    def nested(layers: list[Layer], input_shape: Shape) -> Any:
+        return network(layers, input=input_shape, device=device, seed=0)
+
+    layers = [layer_from_spec(s, nested, f"network.layers[{k}]")
+              for k, s in enumerate(stored.spec["layers"])]
+    loaded = cls(layers, input=stored.input_shape, device=device, seed=0)
+    try:
+        loaded.set_parameters(stored.values["parameters"])
+        loaded.set_momentum(stored.values["momentum"])
+        loaded.set_second(stored.values["second"])
+        for node_path, layer, _ in loaded.nodes(loaded.input_shape):
+            if node_path in stored.layer_state or layer.get_state():
+                layer.set_state(stored.layer_state.get(node_path))
+    except ValueError as e:
+        raise ModelFileError(f"{path} does not fit this {device.precision} device: {e}"
+                             ) from None
+    loaded.steps, loaded.state_steps = stored.steps, stored.state_steps
+    return loaded

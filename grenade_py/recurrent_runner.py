@@ -22,7 +22,7 @@ import pyopencl.array as cl_array
 
 from grenade_py import inputs
 from grenade_py.device import Launch, buffer, opencl_errors
-from grenade_py.execution import SequenceStep, enqueue, sequence_steps
+from grenade_py.execution import Step, enqueue, sequence_steps
 from grenade_py.losses import Loss, loss_named
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
@@ -45,7 +45,7 @@ class RecurrentState:
         return [state.get() for state in self.states]
 
 
-def _pack(p: SequenceStep, *arrays: np.ndarray) -> np.ndarray:
+def _pack(p: Step, *arrays: np.ndarray) -> np.ndarray:
     """The input, targets and mask laid out as the plan's io buffer holds them."""
     host = np.zeros(p.io.shape, p.io.dtype)
     for (_, at, shape), array in zip(p.io_layout, arrays, strict=True):
@@ -198,9 +198,9 @@ class SymbolCorpus:
             raise ValueError(f"symbols must be a 1-D array of at least 2 ints in [0, {n})")
         self.net, self.size = net, len(codes)
         self.codes = cl_array.to_device(net.device.queue, codes.astype(np.int32))
-        #: The one-hot launch for each plan it has filled, built once.
-        self._fills: weakref.WeakKeyDictionary[SequenceStep, Launch] = \
-            weakref.WeakKeyDictionary()
+        #: For each Step it has filled: the one-hot launch, the metrics' sums and launches.
+        self._fills: weakref.WeakKeyDictionary[
+            Step, tuple[Launch, cl_array.Array, list[Launch]]] = weakref.WeakKeyDictionary()
 
     @opencl_errors
     def train(self, learning: Optimizer, offsets: np.ndarray, steps: int,
@@ -224,20 +224,21 @@ class SymbolCorpus:
         on_device = cl_array.to_device(queue, starts.astype(np.int32))
         if p not in self._fills:
             n = int(self.net.input_shape.dims[0])
-            self._fills[p] = device.launch("one_hot_sequences", (n, p.rows), steps, batch, n, 0,
-                                           every, self.codes, on_device, p.buffers["a0"],
-                                           p.buffers["target"], p.buffers["mask"])
-        fill = self._fills[p]
+            sums = device.zeros((3,))
+            self._fills[p] = (device.launch("one_hot_sequences", (n, p.rows), steps, batch, n,
+                                            0, every, self.codes, on_device, p.input, p.target,
+                                            p.mask), sums, p.metrics(sums))
+        fill, sums, measure = self._fills[p]
         fill.set_arg(4, every)
         fill.set_arg(6, on_device)
-        p.metrics.fill(0)
+        sums.fill(0)
         pending: cl.Event | None = None
         for count, first in enumerate(range(0, len(starts) - batch + 1, batch), start=1):
             fill.set_arg(3, first)
             fill()
-            p.train(learning, ordered=batch == 1, measure=True)
+            p.train(learning, ordered=batch == 1, measure=measure)
             if count % WINDOWS_QUEUED == 0:  # bounded: the device runs while the host enqueues
                 if pending is not None:
                     pending.wait()
                 pending = cl.enqueue_marker(queue)
-        return Metrics(*(float(v) for v in p.metrics.get()))
+        return Metrics(*(float(v) for v in sums.get()))

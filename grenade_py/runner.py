@@ -181,7 +181,7 @@ def run_network(net: Network, x: np.ndarray,
     buffers and launches then serve this pass (same batch size) instead of new ones."""
     net.check_runnable()
     xs, single = inputs.samples(x, net.input_shape, "x", net.device.dtype)
-    if reuse is not None and reuse.plan.n == len(xs):
+    if reuse is not None and reuse.plan.rows == len(xs):
         tapes = reuse
     else:
         tapes = Tapes(Step(net, len(xs)))
@@ -199,14 +199,14 @@ def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray) -> tuple[Gradients,
     `apply_update`) and the delta at the input, shaped as the input."""
     plan = tapes.plan
     dys, single = inputs.samples(dy, net.output_shape, "dy", net.device.dtype)
-    if len(dys) != plan.n:
-        raise ValueError(f"dy has {len(dys)} samples but the tapes hold {plan.n}")
+    if len(dys) != plan.rows:
+        raise ValueError(f"dy has {len(dys)} samples but the tapes hold {plan.rows}")
     delta = plan.delta
     assert delta is not None  # run_network's Steps are training ones
     cl.enqueue_copy(net.device.queue, buffer(delta), dys)
     if tapes.backward is None:
         tapes.dx = net.device.zeros(plan.input.shape)
-        tapes.backward = net.backward(plan.n, plan.input, plan.output, delta, tapes.dx,
+        tapes.backward = net.backward(plan.rows, plan.input, plan.output, delta, tapes.dx,
                                       plan.buffers)
     enqueue(tapes.backward)
     assert tapes.dx is not None
@@ -229,7 +229,7 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     size = run_chunk(net)
     for start in range(0, len(xs), size):
         step = execution.steps(net, min(size, len(xs) - start), chosen, inference=True)
-        _upload(device.queue, step, xs[start:start + step.n], ys[start:start + step.n])
+        _upload(device.queue, step, xs[start:start + step.rows], ys[start:start + step.rows])
         step.forward(training=False)
         enqueue(step.metrics(acc))
     totals = acc.get()
@@ -310,6 +310,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         for n, step in held.items()
     }
     metrics = {n: step.metrics(acc) for n, step in held.items()}
+    update = execution.Update(net)
     if group is not None:
         group.broadcast()
     history = []
@@ -335,7 +336,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
                 step.backward(1.0 / n)
             if group is not None:
                 group.allreduce_gradients(rows, n)
-            execution.update(net, epoch_params)
+            update(epoch_params)
             if (index + 1) % QUEUED_STEPS == 0:  # wait for the marker QUEUED_STEPS steps back
                 queued.append(cl.enqueue_marker(queue))
                 if len(queued) > 1:
