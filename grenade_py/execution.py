@@ -22,7 +22,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch, buffer
 from grenade_py.fused import FusedTrainer, fused_trainer
-from grenade_py.layers import Layer, RecurrentLayer
+from grenade_py.layers import Layer
 from grenade_py.layers.base import Buffers, Factor
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
 from grenade_py.network import Network, flat_view
@@ -88,14 +88,14 @@ class Step:
 
     Buffers: `input` (rows, *in), `target` and `output` (rows, *out), `mask` (rows,: which rows
     have a target, for sequences), `acts` and `deltas` (every boundary's, input first; the
-    input's delta None), `buffers` (all of them by name: a{k}, d{k}, and layer i's own as
-    "i.name"). Launches are built on first use and kept. An `inference` Step (run_net,
-    evaluate) has only what the forward pass outside training needs: no deltas (None), no
-    training pass.
+    input's delta None unless `input_delta`), `buffers` (all of them by name: a{k}, d{k}, and
+    layer i's own as "i.name"). Launches are built on first use and kept. An `inference` Step
+    (run_net, evaluate) has only what the forward pass outside training needs: no deltas
+    (None), no training pass.
     """
 
     def __init__(self, net: Network, batch: int, loss: Loss = SQUARED_ERROR,
-                 inference: bool = False, steps: int = 1) -> None:
+                 inference: bool = False, steps: int = 1, input_delta: bool = False) -> None:
         if net.nested:
             raise ValueError("this network is part of another network now; run that one")
         self.recurrent = isinstance(net, RecurrentNetwork)
@@ -108,13 +108,11 @@ class Step:
         self.rows = rows = steps * batch
         #: The boundary whose delta the loss writes: the output, or the logits.
         self.top = loss.top(net)
-        kinds = "a" if inference else "ad"
-        wanted = {f"{kind}{k}": (rows, *shapes[k].dims) for k in range(1, last + 1)
-                  for kind in kinds}
-        for index, layer in enumerate(net.layers):
-            own = (layer.sequence_buffers(steps, batch) if isinstance(layer, RecurrentLayer)
-                   else layer.inference_buffers(rows) if inference else layer.batch_buffers(rows))
-            wanted |= {f"{index}.{name}": shape for name, shape in own.items()}
+        out = (rows, *shapes[-1].dims)
+        wanted = (net.inference_buffers(rows) | {f"a{last}": out} if inference else
+                  net.sequence_buffers(steps, batch) | {f"a{last}": out, f"d{last}": out})
+        if input_delta:
+            wanted["d0"] = (rows, *shapes[0].dims)
         if self.recurrent:
             wanted["ones"] = (rows,)
         # The input, targets and mask: one buffer, so that one copy fills them.
@@ -134,12 +132,11 @@ class Step:
         self.input, self.target, self.mask = (self.buffers[k] for k in ("a0", "target", "mask"))
         self.acts = [self.buffers[f"a{k}"] for k in range(last + 1)]
         self.deltas: list[cl_array.Array | None] = [
-            None, *(self.buffers.get(f"d{k}") for k in range(1, last + 1))]
+            self.buffers.get(f"d{k}") for k in range(last + 1)]
         self.output, self.delta = self.acts[-1], self.deltas[-1]
         if self.recurrent:
             self.buffers["ones"].fill(1)
-        enqueue([launch for index, layer in enumerate(net.layers)
-                 for launch in layer.setup(rows, self.own(index))])
+        enqueue(net.setup(rows, self.buffers))
         #: The cells (layers with a state of their own), with their paths.
         self.cells = net.recurrent_layers() if isinstance(net, RecurrentNetwork) else []
         self.start = [device.launch("recurrent_start_states", (layer.state_size, batch),
@@ -163,15 +160,8 @@ class Step:
         if training and self.inference:
             raise RuntimeError("an inference Step has no training pass")
         if training not in self._forward:
-            launches = []
-            for index, layer in enumerate(self.net.layers):
-                x, y, own = self.acts[index], self.acts[index + 1], self.own(index)
-                if isinstance(layer, RecurrentLayer):
-                    launches += layer.forward_sequence(self.steps, self.batch, x, y, own,
-                                                       training)
-                else:
-                    launches += layer.forward(self.rows, x, y, own, training)
-            self._forward[training] = launches
+            self._forward[training] = self.net.forward_sequence(
+                self.steps, self.batch, self.input, self.output, self.buffers, training)
         return self._forward[training]
 
     def forward(self, training: bool, first_row: int = 0) -> None:
@@ -192,19 +182,11 @@ class Step:
             if top_delta is None:
                 raise RuntimeError("an inference Step has no backward pass")
             mask = self.mask if self.recurrent else None
-            launches = [self.loss.gradient(self.net.device, self.output, self.target, mask,
-                                           top_delta)]
-            for index in reversed(range(self.top)):
-                layer, own = self.net.layers[index], self.own(index)
-                x, y, dx = self.acts[index], self.acts[index + 1], self.deltas[index]
-                dy = self.deltas[index + 1]
-                assert dy is not None
-                if isinstance(layer, RecurrentLayer):
-                    launches += layer.backward_sequence(self.steps, self.batch, x, y, dy, dx,
-                                                        own)
-                else:
-                    launches += layer.backward(self.rows, x, y, dy, dx, own)
-            self._backward = launches
+            self._backward = [self.loss.gradient(self.net.device, self.output, self.target,
+                                                 mask, top_delta)]
+            self._backward += self.net.backward_below(
+                self.top, self.steps, self.batch, self.input, self.output, top_delta,
+                self.deltas[0], self.buffers)
         return self._backward
 
     def backward(self, scale: float | None = None) -> None:

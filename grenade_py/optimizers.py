@@ -21,18 +21,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-
-def _check_number(owner: str, name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{owner}.{name} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{owner}.{name} must be finite, got {value!r}")
-    return float(value)
+#: The ranges an optimiser's fields are checked against, by how its errors name them.
+RANGES: dict[str, Callable[[float], bool]] = {
+    "> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, "in [0, 1)": lambda v: 0 <= v < 1}
 
 
 class Optimizer:
@@ -43,19 +40,26 @@ class Optimizer:
     kind: ClassVar[int] = -1
     kernel: ClassVar[str] = ""
 
+    #: Each field's range (a key of RANGES); clip_norm may also be None.
+    ranges: ClassVar[dict[str, str]] = {"rate": "> 0", "clip_norm": "> 0"}
+
     rate: float
     clip_norm: float | None
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
         for field in dataclasses.fields(self):  # type: ignore[arg-type]
-            if field.name != "clip_norm":
-                _check_number(owner, field.name, getattr(self, field.name))
-        if not self.rate > 0:
-            raise ValueError(f"{owner}.rate must be > 0, got {self.rate!r}")
-        if self.clip_norm is not None and not _check_number(owner, "clip_norm",
-                                                             self.clip_norm) > 0:
-            raise ValueError(f"{owner}.clip_norm must be > 0 (or None), got {self.clip_norm!r}")
+            name, value = field.name, getattr(self, field.name)
+            if name == "clip_norm" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"{owner}.{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{owner}.{name} must be finite, got {value!r}")
+            if not RANGES[self.ranges[name]](float(value)):
+                extra = " (or None)" if name == "clip_norm" else ""
+                raise ValueError(f"{owner}.{name} must be {self.ranges[name]}{extra}, got "
+                                 f"{value!r}")
 
     def with_rate(self, rate: float) -> Optimizer:
         """The same optimiser at another rate (a schedule's rate for an epoch)."""
@@ -94,19 +98,12 @@ class SGD(Optimizer):
 
     kind: ClassVar[int] = 0
     kernel: ClassVar[str] = "sgd"
+    ranges: ClassVar[dict[str, str]] = Optimizer.ranges | {"momentum": "in [0, 1)", "l2": ">= 0"}
 
     rate: float
     momentum: float = 0.9
     l2: float = 0.0005
     clip_norm: float | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        owner = type(self).__name__
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"{owner}.momentum must be in [0, 1), got {self.momentum!r}")
-        if not self.l2 >= 0:
-            raise ValueError(f"{owner}.l2 must be >= 0, got {self.l2!r}")
 
     def kernel_values(self) -> tuple[float, float, float, float, float]:
         return self.rate, self.momentum, 0.0, 0.0, self.l2
@@ -131,6 +128,8 @@ class Adam(Optimizer):
 
     kind: ClassVar[int] = 1
     kernel: ClassVar[str] = "adam"
+    ranges: ClassVar[dict[str, str]] = Optimizer.ranges | {
+        "beta1": "in [0, 1)", "beta2": "in [0, 1)", "eps": "> 0", "weight_decay": ">= 0"}
 
     rate: float = 1e-3
     beta1: float = 0.9
@@ -138,18 +137,6 @@ class Adam(Optimizer):
     eps: float = 1e-8
     weight_decay: float = 0.0
     clip_norm: float | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        owner = type(self).__name__
-        for name in ("beta1", "beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{owner}.{name} must be in [0, 1), got "
-                                 f"{getattr(self, name)!r}")
-        if not self.eps > 0:
-            raise ValueError(f"{owner}.eps must be > 0, got {self.eps!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"{owner}.weight_decay must be >= 0, got {self.weight_decay!r}")
 
     def kernel_values(self) -> tuple[float, float, float, float, float]:
         return self.rate, self.beta1, self.beta2, self.eps, self.weight_decay

@@ -155,14 +155,9 @@ def apply_update(net: Network, params: Optimizer, gradients: Gradients | None = 
     execution.steps(net, 1).update(params)
 
 
-class Tapes:
-    """What `run_network` keeps of a forward pass (Grenade's tapes): the buffers of a batch, its
-    own, so that several forward passes can be held at once."""
-
-    def __init__(self, step: Step) -> None:
-        self.plan = step
-        self.backward: list | None = None
-        self.dx: cl_array.Array | None = None
+#: What `run_network` keeps of a forward pass (Grenade's tapes): a Step of its own, whose
+#: buffers hold the pass (so several can be held at once) and the input's delta.
+Tapes = Step
 
 
 @dataclass(frozen=True)
@@ -181,14 +176,11 @@ def run_network(net: Network, x: np.ndarray,
     buffers and launches then serve this pass (same batch size) instead of new ones."""
     net.check_runnable()
     xs, single = inputs.samples(x, net.input_shape, "x", net.device.dtype)
-    if reuse is not None and reuse.plan.rows == len(xs):
-        tapes = reuse
-    else:
-        tapes = Tapes(Step(net, len(xs)))
-    plan = tapes.plan
-    cl.enqueue_copy(net.device.queue, buffer(plan.input), xs)
-    plan.forward(training=True)
-    out = plan.output.get()
+    same = reuse is not None and reuse.net is net and reuse.rows == len(xs)
+    tapes = reuse if same and reuse is not None else Step(net, len(xs), input_delta=True)
+    cl.enqueue_copy(net.device.queue, buffer(tapes.input), xs)
+    tapes.forward(training=True)
+    out = tapes.output.get()
     return tapes, out[0] if single else out
 
 
@@ -197,21 +189,15 @@ def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray) -> tuple[Gradients,
     """Grenade's runGradient: the backward pass from `dy`, the delta at the output of the
     forward pass `tapes` kept. Returns the parameters' gradients (summed over the batch; for
     `apply_update`) and the delta at the input, shaped as the input."""
-    plan = tapes.plan
     dys, single = inputs.samples(dy, net.output_shape, "dy", net.device.dtype)
-    if len(dys) != plan.rows:
-        raise ValueError(f"dy has {len(dys)} samples but the tapes hold {plan.rows}")
-    delta = plan.delta
-    assert delta is not None  # run_network's Steps are training ones
+    if len(dys) != tapes.rows:
+        raise ValueError(f"dy has {len(dys)} samples but the tapes hold {tapes.rows}")
+    delta, dx = tapes.delta, tapes.deltas[0]
+    assert delta is not None and dx is not None  # run_network's Steps keep both
     cl.enqueue_copy(net.device.queue, buffer(delta), dys)
-    if tapes.backward is None:
-        tapes.dx = net.device.zeros(plan.input.shape)
-        tapes.backward = net.backward(plan.rows, plan.input, plan.output, delta, tapes.dx,
-                                      plan.buffers)
-    enqueue(tapes.backward)
-    assert tapes.dx is not None
-    dx = tapes.dx.get()
-    return Gradients(net.flat["gradients"].copy()), dx[0] if single else dx
+    enqueue(tapes.backward_launches()[1:])  # the layers' backward pass, without the loss
+    out = dx.get()
+    return Gradients(net.flat["gradients"].copy()), out[0] if single else out
 
 
 @opencl_errors

@@ -188,6 +188,24 @@ class Layer:
         None, the input delta dx from the output delta dy."""
         raise NotImplementedError
 
+    def sequence_buffers(self, steps: int, batch: int) -> dict[str, tuple[int, ...]]:
+        """The buffers for `batch` sequences of `steps` (rows time-major): a feed-forward
+        layer's for steps x batch rows; a recurrent layer's hold its states too."""
+        return self.batch_buffers(steps * batch)
+
+    def forward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                         buffers: Buffers, training: bool) -> list[Launch]:
+        """`forward` over the rows of `batch` sequences of `steps`; a recurrent layer runs
+        through time."""
+        return self.forward(steps * batch, x, y, buffers, training)
+
+    def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                          dy: cl_array.Array, dx: cl_array.Array | None,
+                          buffers: Buffers) -> list[Launch]:
+        """`backward` over the rows of `batch` sequences of `steps`; a recurrent layer runs
+        backwards through time."""
+        return self.backward(steps * batch, x, y, dy, dx, buffers)
+
     def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                 dy: cl_array.Array, buffers: Buffers) -> list[Factor] | None:
         """Each parameter's per-row gradient factors after `backward` over rows = steps * batch

@@ -27,7 +27,10 @@ class RecurrentLayer(Layer):
     """Anything a RecurrentNetwork runs over whole sequences (see the module's docstring): the
     cells (LSTM, BasicRecurrent) and ConcatRecurrent, whose branches may be cells.
 
-    Subclasses give `sequence_buffers`, `forward_sequence`, `backward_sequence` and `factors`.
+    Subclasses give `sequence_buffers` (a cell's "states", "dstate": the delta of the
+    starting states, and its tape), `forward_sequence` (a cell starting from the states in rows
+    0 .. batch - 1 of buffers["states"]), `backward_sequence` (dx, a cell's "dstate", and the
+    per-row factors `factors` reads) and `factors`.
     """
 
     recurrent = True
@@ -40,25 +43,6 @@ class RecurrentLayer(Layer):
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
         return self.forward(n, x, y, buffers, True)
-
-    def sequence_buffers(self, steps: int, batch: int) -> dict[str, tuple[int, ...]]:
-        """The per-sequence buffers for `batch` sequences of `steps`: a cell's "states",
-        "dstate" (the delta of the starting states, (batch, state size)) and its tape."""
-        raise NotImplementedError
-
-    def forward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
-                         buffers: Buffers, training: bool) -> list[Launch]:
-        """Launches computing y (steps * batch, o) from x (steps * batch, i), a cell starting
-        from the states in rows 0 .. batch - 1 of buffers["states"]; `training` as in
-        Layer.forward (for feed-forward parts)."""
-        raise NotImplementedError
-
-    def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
-                          dy: cl_array.Array, dx: cl_array.Array | None,
-                          buffers: Buffers) -> list[Launch]:
-        """Launches running backwards through time from the output deltas dy: dx (unless None),
-        a cell's buffers["dstate"], and the per-row factors `factors` reads."""
-        raise NotImplementedError
 
     def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                 dy: cl_array.Array, buffers: Buffers) -> list[Factor] | None:

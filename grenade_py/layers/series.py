@@ -74,11 +74,17 @@ class Series(Layer):
     def label(self) -> str:
         return type(self).__name__
 
-    # -- running -------------------------------------------------------------------------------
+    # -- running (a batch of n rows is one step of n sequences) -------------------------------
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
-        inner = {f"{kind}{k}": (n, *self.shapes[k].dims)
+        return self.sequence_buffers(1, n)
+
+    def sequence_buffers(self, steps: int, batch: int) -> dict[str, tuple[int, ...]]:
+        """The activations and deltas between the layers, over steps x batch rows, and the
+        layers' own buffers (a recurrent layer's for the sequences), named `i.name`."""
+        inner = {f"{kind}{k}": (steps * batch, *self.shapes[k].dims)
                  for k in range(1, len(self.layers)) for kind in ("a", "d")}
-        return inner | self.child_buffers(n)
+        return inner | {f"{i}.{name}": shape for i, layer in enumerate(self.layers)
+                        for name, shape in layer.sequence_buffers(steps, batch).items()}
 
     def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         """The activations between the layers (no deltas) and the layers' own."""
@@ -92,15 +98,25 @@ class Series(Layer):
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
+        return self.forward_sequence(1, n, x, y, buffers, training)
+
+    def forward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                         buffers: Buffers, training: bool) -> list[Launch]:
         acts = self.activations(x, y, buffers)
         launches = []
         for i, layer in enumerate(self.layers):
-            launches += layer.forward(n, acts[i], acts[i + 1], sub(buffers, str(i)), training)
+            launches += layer.forward_sequence(steps, batch, acts[i], acts[i + 1],
+                                               sub(buffers, str(i)), training)
         return launches
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        return self.backward_below(len(self.layers), n, x, y, dy, dx, buffers)
+        return self.backward_below(len(self.layers), 1, n, x, y, dy, dx, buffers)
+
+    def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                          dy: cl_array.Array, dx: cl_array.Array | None,
+                          buffers: Buffers) -> list[Launch]:
+        return self.backward_below(len(self.layers), steps, batch, x, y, dy, dx, buffers)
 
     def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                 dy: cl_array.Array, buffers: Buffers) -> list[Factor] | None:
@@ -117,12 +133,12 @@ class Series(Layer):
             found += [dataclasses.replace(f, name=f"{i}.{f.name}") for f in factors]
         return found
 
-    def backward_below(self, top: int, n: int, x: cl_array.Array, y: cl_array.Array,
-                       dy: cl_array.Array, dx: cl_array.Array | None,
+    def backward_below(self, top: int, steps: int, batch: int, x: cl_array.Array,
+                       y: cl_array.Array, dy: cl_array.Array, dx: cl_array.Array | None,
                        buffers: Buffers) -> list[Launch]:
-        """The backward pass of layers top - 1 .. 0, from `dy`, the delta at boundary `top`
-        (the output when top is the layer count; the loss may start lower, as cross entropy
-        starts at the logits)."""
+        """The backward pass (through time) of layers top - 1 .. 0, from `dy`, the delta at
+        boundary `top` (the output when top is the layer count; the loss may start lower, as
+        cross entropy starts at the logits)."""
         acts = self.activations(x, y, buffers)
         deltas: list[cl_array.Array | None] = [dx] + [
             buffers[f"d{k}"] for k in range(1, len(self.layers))] + [None]
@@ -131,6 +147,6 @@ class Series(Layer):
         for i in reversed(range(top)):
             delta = deltas[i + 1]
             assert delta is not None  # only dx may be None
-            launches += self.layers[i].backward(n, acts[i], acts[i + 1], delta, deltas[i],
-                                                sub(buffers, str(i)))
+            launches += self.layers[i].backward_sequence(steps, batch, acts[i], acts[i + 1],
+                                                         delta, deltas[i], sub(buffers, str(i)))
         return launches
