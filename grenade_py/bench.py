@@ -271,7 +271,7 @@ def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, s
         flops = 2 * int(np.prod(t.shape[:4]))  # (n, R, F, P) or (m, n, k, batches)
         for label, block, seconds in (("untuned", t.default, t.default_s),
                                       ("tuned", t.best, t.best_s)):
-            rows.append((f"    {blocks.kernel_name(t.form, block)} "
+            rows.append((f"    {blocks.label(t.form, block)} "
                          f"{','.join(map(str, t.shape[:4]))} {label}", flops / seconds / 1e9,
                          "GFLOP/s"))
     small = Network([Convolution(1, 4, 3, 3, 1, 1), Pooling(2, 2, 2, 2), Relu(), Reshape(),
@@ -364,7 +364,7 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
                     for label, block, seconds in (("untuned", t.default, t.default_s),
                                                   ("tuned", t.best, t.best_s)):
                         rows.append((f"grenade_py {name}, {label} "
-                                     f"({blocks.kernel_name(t.form, block)})",
+                                     f"({blocks.label(t.form, block)})",
                                      flops / seconds / 1e9))
     rows.append(("numpy sgemm x @ W.T", 20 * 2 * n * i * o / median_time(
         lambda: [x @ w.T for _ in range(20)], repeats) / 1e9))

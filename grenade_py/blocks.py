@@ -33,15 +33,37 @@ log = logging.getLogger(__name__)
 
 Block = tuple[int, ...]
 
-#: Each form's register blocks, the untuned default first (for the convolutions, the block the
-#: tuner chose most often over the MNIST networks' launch shapes at batches 1 to 256 here: 5x4
-#: for 13 of 14 kernel gradients).
-FORMS: dict[str, tuple[Block, ...]] = {
+#: Each form's register blocks (and for the GEMMs, work-group shapes), the untuned default
+#: first. For the convolutions, the block the tuner chose most often over the MNIST networks'
+#: launch shapes at batches 1 to 256 here (5x4 for 13 of 14 kernel gradients); for the GEMMs,
+#: the candidate whose time summed over those networks' 24 gemm_dot and 52 gemm_outer shapes
+#: at batches 32 to 256 was least (gemm_dot_8x2 in (16, 4): 1.00x the sum of each shape's
+#: fastest, against 1.10x for 8x2 in (64, 1); gemm_outer_6x2 in (4, 4): 1.00x, against 1.20x
+#: for 16x1 in (64, 1)).
+REGISTERS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2)),
-    "gemm_outer": ((16, 1), (8, 1), (12, 1), (24, 1), (6, 2), (8, 2), (12, 2)),
+    "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2)),
     "conv_forward": ((12,), (8,), (10,), (16,)),
     "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2)),
 }
+#: The GEMMs' work-group shapes: (64, 1) lays a group along one row of output blocks; the
+#: squarer ones share both operands' panels between the group's work-items, which PoCL runs
+#: one after another on one core (gemm_dot at 128 x 512 x 784: 140 GFLOP/s in (64, 1), 200
+#: in (16, 4)).
+LOCALS: dict[str, tuple[Block, ...]] = {
+    "gemm_dot": ((16, 4), (64, 1), (8, 8), (32, 2)),
+    "gemm_outer": ((4, 4, 1), (64, 1, 1), (16, 4, 1), (2, 8, 1)),
+}
+#: Every candidate of each form: a register block, then the work-group shape if tuned.
+FORMS: dict[str, tuple[Block, ...]] = {
+    form: tuple(r + local for r in registers for local in LOCALS.get(form, ((),)))
+    for form, registers in REGISTERS.items()}
+
+
+def local(form: str, block: Block) -> Block | None:
+    """The work-group shape `block` gives its launches (None: the device's default)."""
+    return block[len(REGISTERS[form][0]):] or None
+
 
 #: (form, launch shape, the launch at a given block), for each tunable launch built while
 #: `recording` (None otherwise).
@@ -49,8 +71,14 @@ _sites: list[tuple[str, Block, Callable[[Block], Launch]]] | None = None
 
 
 def kernel_name(form: str, block: Block) -> str:
-    """The kernel of `form` at `block`, e.g. gemm_dot_4x4."""
-    return f"{form}_{'x'.join(map(str, block))}"
+    """The kernel of `form` at `block`'s registers, e.g. gemm_dot_4x4."""
+    return f"{form}_{'x'.join(map(str, block[:len(REGISTERS[form][0])]))}"
+
+
+def label(form: str, block: Block) -> str:
+    """How a candidate is named: its kernel, and its work-group shape if it has one."""
+    shape = local(form, block)
+    return kernel_name(form, block) + (f" in ({', '.join(map(str, shape))})" if shape else "")
 
 
 def identity(device: Device) -> str:

@@ -43,7 +43,7 @@ def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_ar
         return _tiled(device, "gemm_dot_tiled", m, n, 1, *args)
     return blocks.launch(device, "gemm_dot", (m, n, k, batches), lambda block: device.launch(
         blocks.kernel_name("gemm_dot", block), (_blocks(n, block[1]), _blocks(m, block[0])),
-        m, n, *args))
+        m, n, *args, local=blocks.local("gemm_dot", block)))
 
 
 def gemm_column_sums(device: Device, k: int, n: int, a: cl_array.Array,
@@ -66,4 +66,4 @@ def gemm_outer(device: Device, m: int, n: int, k: int, a: cl_array.Array, a_m: i
     return blocks.launch(device, "gemm_outer", shape, lambda block: device.launch(
         blocks.kernel_name("gemm_outer", block),
         (_blocks(n, block[1] * vector_width(device)), _blocks(m, block[0]), batches), m, n,
-        *args))
+        *args, local=blocks.local("gemm_outer", block)))

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from grenade_py import blocks
-from grenade_py.blocks import kernel_name, record_path
+from grenade_py.blocks import label, record_path
 from grenade_py.cli import device_options, open_device, user_errors
 from grenade_py.execution import Step
 from grenade_py.losses import LOSSES
@@ -72,7 +72,7 @@ def main(archs: str, batches: str, repeats: int, device_spec: str | None,
             raise click.ClickException(f"cannot keep the tuned blocks ({problem}): set "
                                        "XDG_CACHE_HOME to a writable folder")
         start = time.perf_counter()
-        click.echo(f"{'network, batch, shape':24s} {'untuned':>32s} {'tuned':>32s}")
+        click.echo(f"{'network, batch, shape':24s} {'untuned':>42s} {'tuned':>42s}")
         for arch in names:
             for n in sizes:
                 try:
@@ -82,9 +82,9 @@ def main(archs: str, batches: str, repeats: int, device_spec: str | None,
                     continue
                 for row in rows:
                     where = f"{arch} b{n} {','.join(map(str, row.shape))}"
-                    click.echo(f"{where:24s} {kernel_name(row.form, row.default):>22s} "
+                    click.echo(f"{where:24s} {label(row.form, row.default):>32s} "
                                f"{row.default_s * 1e6:6.0f} us "
-                               f"{kernel_name(row.form, row.best):>22s} "
+                               f"{label(row.form, row.best):>32s} "
                                f"{row.best_s * 1e6:6.0f} us {row.default_s / row.best_s:5.2f}x")
         click.echo(f"tuned in {time.perf_counter() - start:.1f} s; kept in {record_path()}")
 

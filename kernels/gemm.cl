@@ -30,9 +30,9 @@ REAL gemm_hsum(realv v) {
     return c.x + c.y;
 }
 
-// Each GEMM is written once, as a template that grenade_py (device.instantiate) writes out at
-// several register-block shapes, $RM etc. as literal constants (gemm_dot_8x2, gemm_outer_16x1,
-// ...): the tuner (grenade_py/tune.py) times them on the device and each launch takes the
+// Each GEMM is written once, as a template that grenade_py (kernel_library.instantiate) writes
+// out at several register-block shapes, $RM etc. as literal constants (gemm_dot_8x2,
+// gemm_outer_6x2, ...): the tuner (grenade_py/tune.py) times them on the device and each launch takes the
 // fastest for its shape. The block shape changes only which work-item computes an output,
 // never the order of its sum: every shape gives the same bits.
 

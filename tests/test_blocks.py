@@ -72,12 +72,14 @@ def test_tuned_blocks_persist_and_later_launches_take_them(tmp_path, monkeypatch
     assert all(blocks.block(device, row.form, row.shape) == row.best for row in rows)
     # A new Device reads the file; a shape's block there is what a new launch runs at.
     entry = records[blocks.identity(device)]
-    entry["gemm_dot"]["7,17,12,1"] = [4, 2]
+    entry["gemm_dot"]["7,17,12,1"] = [4, 2, 8, 8]
     (tmp_path / "grenade_py" / "tuned.json").write_text(json.dumps(records))
     again = Device()
     step = Step(convnet(again), 7, SQUARED_ERROR)
     names = [launch.kernel.function_name for launch in step.forward_launches(True)]
     assert "gemm_dot_4x2" in names
+    assert (8, 8) in [launch.local_size for launch in step.forward_launches(True)
+                      if launch.kernel.function_name == "gemm_dot_4x2"]  # and its work-group
     # A block the kernels do not have (an older grenade_py's) falls back to the default.
     entry["gemm_dot"]["7,17,12,1"] = [3, 3]
     (tmp_path / "grenade_py" / "tuned.json").write_text(json.dumps(records))
