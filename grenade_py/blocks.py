@@ -1,12 +1,13 @@
-"""Register blocks chosen on the device the kernels run on, and the tuner that chooses them.
+"""Register blocks and work-group shapes chosen on the device the kernels run on, and the
+tuner that chooses them.
 
 Each GEMM form the layers use is compiled at several register-block shapes (kernels/gemm.cl,
 kernels/convolution.cl): gemm_dot (FullyConnected's forward, LSTM's input delta) in RM x RN
 outputs per work-item, gemm_outer (the weight gradients and input deltas, the recurrent input
 GEMM, the convolution's input delta) in RM rows x CV vectors, conv_forward in FM filters,
-conv_kernel_gradient in RM patch entries x FN filters. The shapes give the same bits (a block
-changes which work-item computes an output, not the order of its sum), so tuning changes speed
-only.
+conv_kernel_gradient in RM patch entries x FN filters; each runs in a few work-group shapes.
+A candidate is a block and a shape; all give the same bits (they change which work-item
+computes an output, not the order of its sum), so tuning changes speed only.
 
 `python -m grenade_py.tune` (or `grenade_py.tune.tune_network`) times every candidate on the
 launches of real networks (the MNIST architectures at the batch sizes given), on the device
@@ -33,36 +34,40 @@ log = logging.getLogger(__name__)
 
 Block = tuple[int, ...]
 
-#: Each form's register blocks (and for the GEMMs, work-group shapes), the untuned default
-#: first. For the convolutions, the block the tuner chose most often over the MNIST networks'
-#: launch shapes at batches 1 to 256 here (5x4 for 13 of 14 kernel gradients); for the GEMMs,
-#: the candidate whose time summed over those networks' 24 gemm_dot and 52 gemm_outer shapes
-#: at batches 32 to 256 was least (gemm_dot_8x2 in (16, 4): 1.00x the sum of each shape's
-#: fastest, against 1.10x for 8x2 in (64, 1); gemm_outer_6x2 in (4, 4): 1.00x, against 1.20x
-#: for 16x1 in (64, 1)).
+#: Each form's register blocks, the untuned default first: with the first of LOCALS, the
+#: candidate whose time summed over the MNIST networks' launch shapes at batches 32 to 256 here
+#: was least (gemm_dot_8x2 in (16, 4): 1.00x the sum of each of 24 shapes' fastest, against
+#: 1.10x for 8x2 in (64, 1); gemm_outer_6x2 in (4, 4): 1.00x over 52 shapes, against 1.20x for
+#: 16x1 in (64, 1); conv_kernel_gradient_5x4 in (1, 1): 1.00x over 16, against 1.07x in
+#: (64, 1); conv_forward_12 in (64, 1, 1): 1.00x).
 REGISTERS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2)),
     "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2)),
     "conv_forward": ((12,), (8,), (10,), (16,)),
     "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2)),
 }
-#: The GEMMs' work-group shapes: (64, 1) lays a group along one row of output blocks; the
-#: squarer ones share both operands' panels between the group's work-items, which PoCL runs
-#: one after another on one core (gemm_dot at 128 x 512 x 784: 140 GFLOP/s in (64, 1), 200
-#: in (16, 4)).
+#: Each form's work-group shapes, the default first: (64, 1) lays a group along one row of
+#: output blocks; the squarer ones share both operands' panels between the group's work-items,
+#: which PoCL runs one after another on one core (gemm_dot at 128 x 512 x 784: 140 GFLOP/s in
+#: (64, 1), 200 in (16, 4)). The convolution's kernel gradient has few work-items, each
+#: summing over every sample and position: one per group spreads them evenly over the cores
+#: (5x4 in (1, 1) was within 4% of each of the MNIST networks' shapes' fastest, 64 x 1 up
+#: to 19% slower).
 LOCALS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((16, 4), (64, 1), (8, 8), (32, 2)),
     "gemm_outer": ((4, 4, 1), (64, 1, 1), (16, 4, 1), (2, 8, 1)),
+    "conv_forward": ((64, 1, 1), (16, 1, 4), (8, 1, 8)),
+    "conv_kernel_gradient": ((1, 1), (64, 1), (4, 4)),
 }
-#: Every candidate of each form: a register block, then the work-group shape if tuned.
+#: Every candidate of each form: a register block, then a work-group shape.
 FORMS: dict[str, tuple[Block, ...]] = {
-    form: tuple(r + local for r in registers for local in LOCALS.get(form, ((),)))
+    form: tuple(r + local for r in registers for local in LOCALS[form])
     for form, registers in REGISTERS.items()}
 
 
-def local(form: str, block: Block) -> Block | None:
-    """The work-group shape `block` gives its launches (None: the device's default)."""
-    return block[len(REGISTERS[form][0]):] or None
+def local(form: str, block: Block) -> Block:
+    """The work-group shape `block` gives its launches."""
+    return block[len(REGISTERS[form][0]):]
 
 
 #: (form, launch shape, the launch at a given block), for each tunable launch built while
@@ -76,9 +81,8 @@ def kernel_name(form: str, block: Block) -> str:
 
 
 def label(form: str, block: Block) -> str:
-    """How a candidate is named: its kernel, and its work-group shape if it has one."""
-    shape = local(form, block)
-    return kernel_name(form, block) + (f" in ({', '.join(map(str, shape))})" if shape else "")
+    """How a candidate is named: its kernel and work-group shape."""
+    return f"{kernel_name(form, block)} in ({', '.join(map(str, local(form, block)))})"
 
 
 def identity(device: Device) -> str:

@@ -154,7 +154,8 @@ class Convolution(Layer):
         return [blocks.launch(self.device, "conv_forward", (n, r, f, p), lambda block: (
             self.device.launch(blocks.kernel_name("conv_forward", block),
                                (-(-p // vector_width(self.device)), -(-f // block[0]), n),
-                               *args, buffers["rows"], self.parameters["kernel"], x, y)))]
+                               *args, buffers["rows"], self.parameters["kernel"], x, y,
+                               local=blocks.local("conv_forward", block))))]
 
     def kernel_gradient(self, n: int, x: cl_array.Array, dy: cl_array.Array, buffers: Buffers,
                         patched: bool = False) -> list[Launch]:
@@ -170,7 +171,8 @@ class Convolution(Layer):
         return [blocks.launch(self.device, "conv_kernel_gradient", (n, r, f, p), lambda block: (
             self.device.launch(blocks.kernel_name("conv_kernel_gradient", block),
                                (-(-f // block[1]), -(-r // block[0])), *args, buffers["rows"],
-                               x, dy, self.gradients["kernel"])))]
+                               x, dy, self.gradients["kernel"],
+                               local=blocks.local("conv_kernel_gradient", block))))]
 
     def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array,
                     buffers: Buffers) -> list[Launch]:
