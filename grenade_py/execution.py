@@ -13,7 +13,6 @@ used it last.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -383,17 +382,13 @@ def steps(net: Network, batch: int, loss: str | Loss = SQUARED_ERROR, inference:
     if not recurrent:
         net.check_runnable()
     chosen = loss_named(loss)
-    kept: OrderedDict[tuple[int, int, str, bool], Step] = net.__dict__.setdefault(
-        "_steps", OrderedDict())
-    key = (steps, batch, chosen.name, inference)
-    if key in kept:
-        kept.move_to_end(key)
-    else:
-        step = Step(net, batch, chosen, inference, steps)
-        if len(kept) >= (MAX_SEQUENCE_STEPS if recurrent else MAX_STEPS):
-            kept.popitem(last=False)
-        kept[key] = step
-    return kept[key]
+    key = ("step", steps, batch, chosen.name, inference)
+    step = net.held.pop(key, None) or Step(net, batch, chosen, inference, steps)
+    kept = [k for k in net.held if k[0] == "step"]
+    for old in kept[:max(0, len(kept) + 1 - (MAX_SEQUENCE_STEPS if recurrent else MAX_STEPS))]:
+        del net.held[old]  # the least recently used
+    net.held[key] = step  # the most recently used last
+    return step
 
 
 def sequence_steps(net: RecurrentNetwork, steps_: int, batch: int,

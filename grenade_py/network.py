@@ -66,6 +66,10 @@ class Network(Series):
         self.steps = 0
         #: Updates of a RecurrentNetwork's starting states (their Adam t), one per sequence.
         self.state_steps = 0
+        #: What the functions taking only a network (run_net, train, evaluate,
+        #: train_sequences, ...) hold between calls: their Steps by batch shape, most recently
+        #: used last (`grenade_py.execution.steps`), and the marker of the last queued work.
+        self.held: dict[Any, Any] = {}
         _place(self, device if isinstance(device, Device) else Device(device), seed, init)
 
     def check_layers(self) -> None:
@@ -91,8 +95,8 @@ class Network(Series):
 
     def bind(self, device: Device, in_shape: Shape, owner: object) -> None:
         super().bind(device, in_shape, owner)
-        if owner is not self.token:
-            self.flat = {}  # its values now live in the outer network's buffers
+        if owner is not self.token:  # its values now live in the outer network's buffers
+            self.flat, self.held = {}, {}
 
     @property
     def nested(self) -> bool:

@@ -83,7 +83,7 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
     chosen.check_targets(ts.reshape(-1, *ts.shape[2:])[ms.reshape(-1) != 0], "targets")
     steps, batch = xs.shape[:2]
     queue = net.device.queue
-    pending = net.__dict__.get("_pending")
+    pending = net.held.get("pending")
     if pending is not None:  # at most one call's work queued behind this one's
         pending[0].wait()
     # Uploads do not wait: their events (pyopencl waits for a copy's event when it is
@@ -102,7 +102,7 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
                             src_offset=s * p.io.nbytes)
             p.train(learning, ordered=True)
         upload = staged  # it holds its upload's event
-    net.__dict__["_pending"] = (cl.enqueue_marker(queue), upload)
+    net.held["pending"] = (cl.enqueue_marker(queue), upload)
     queue.flush()
 
 

@@ -190,3 +190,21 @@ def test_grenade_low_level_api(device64, rng):
     delta = (acts[-1] - t) / 5
     delta = (delta @ numpy_net.parameters[2]["weights"]) * (1 - acts[2] ** 2)
     np.testing.assert_allclose(dx, delta @ numpy_net.parameters[0]["weights"], rtol=1e-10)
+
+
+def test_the_network_holds_its_last_steps(device):
+    """run_net and train keep the Steps of the network's last MAX_STEPS batch shapes on the
+    network (reused from call to call: the same buffers), the least recently used dropped."""
+    from grenade_py import execution
+
+    net = Network([FullyConnected(3, 2)], input=D1(3), device=device, seed=1)
+    first = execution.steps(net, 1, inference=True)
+    for n in (2, 3, 4):
+        run_net(net, np.zeros((n, 3)))
+    assert execution.steps(net, 1, inference=True) is first  # still held; now the newest
+    run_net(net, np.zeros((5, 3)))  # drops batch 2's, the least recently used
+    held = [key for key in net.held if key[0] == "step"]
+    assert len(held) == execution.MAX_STEPS
+    assert [key[2] for key in held] == [3, 4, 1, 5]
+    train(net, LP, np.zeros((3, 3)), np.zeros((3, 2)))  # a training Step is another shape
+    assert [key[2] for key in net.held if key[0] == "step"] == [4, 1, 5, 3]
