@@ -369,7 +369,7 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
 
             rows.append((f"grenade_py {name}", GEMM_CALLS * flops / median_time(run, repeats)
                          / 1e9))
-            if form == "registers":  # the fastest register block for the shape, timed now
+            if form == "registers":  # the fastest candidate for the shape, timed now
                 with blocks.recording() as sites:
                     make()
                 for t in blocks.tune_sites(dev, sites, repeats, keep=False):  # fastest runs
@@ -749,7 +749,8 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
     table.add("GEMM 1024³ (GFLOP/s)", [(n, v) for n, v in gemms if "1024" in n], "{:.0f}",
               f"grenade_py gemm_dot {device.gemm}")
     for what, shape in (("64×784×512", "(y = x"), ("1024³", "1024^3")):
-        table.add(f"  the fastest register block, {what} (GFLOP/s; python -m grenade_py.tune)",
+        table.add(f"  the fastest block and work-group shape, {what} (GFLOP/s; python -m "
+                  "grenade_py.tune)",
                   [(n, v) for n, v in gemms if n.startswith(f"grenade_py gemm_dot registers "
                                                             f"{shape}") and ", tuned (" in n],
                   "{:.0f}")
