@@ -146,6 +146,7 @@ class Step:
         self._update: Update | None = None
         self._fused: dict[int, FusedTrainer | None] = {}
         self._sequence_update: dict[str, list[tuple[Launch, bool]]] = {}
+        self._values_set: tuple[Any, ...] | None = None
         self._clip: dict[bool, list[Launch]] = {}
         self._factor_list: list[tuple[tuple[Any, ...], Factor, Layer]] | None = None
 
@@ -271,7 +272,8 @@ class Step:
         weights = (*optimizer.powers(self.net.steps + 1), int(ordered))
         states = optimizer.powers(self.net.state_steps + 1)
         launches = self._update_launches(optimizer.kernel)
-        for launch, decays in launches:
+        values_set = (optimizer, weights, states)  # SGD's stay set from window to window
+        for launch, decays in launches if values_set != self._values_set else ():
             values = (rate, beta1, beta2, eps, decay if decays else 0.0)
             if launch.kernel.function_name == "recurrent_state_update":
                 launch.set_arg(2, optimizer.kind)
@@ -280,6 +282,7 @@ class Step:
             else:
                 for index, value in enumerate((*values, *weights), start=7):
                     launch.set_arg(index, real(value) if index < 14 else value)
+        self._values_set = values_set
         clipping = [] if optimizer.clip_norm is None else self.clip(optimizer.clip_norm, ordered)
         return clipping + [launch for launch, _ in launches]
 

@@ -19,6 +19,7 @@ clipByGlobalNorm) do, computed on the device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -164,5 +165,12 @@ def optimizer(value: object, dtype: Any) -> Optimizer:
     if not isinstance(value, Optimizer):
         raise TypeError(f"expected an optimiser (SGD, LearningParameters, Adam, AdamW), got "
                         f"{value!r}")
+    return _checked(value, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _checked(value: Optimizer, dtype: Any) -> Optimizer:
+    """`value`, once `check` passed (an optimiser is a value: a training loop checks it once,
+    not per step)."""
     value.check(dtype)
     return value

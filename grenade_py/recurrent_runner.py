@@ -48,8 +48,8 @@ class RecurrentState:
 def _pack(p: Step, *arrays: np.ndarray) -> np.ndarray:
     """The input, targets and mask laid out as the plan's io buffer holds them."""
     host = np.zeros(p.io.shape, p.io.dtype)
-    for (_, at, shape), array in zip(p.io_layout, arrays, strict=True):
-        host[at:at + int(np.prod(shape))] = array.ravel()
+    for (_, at, _), array in zip(p.io_layout, arrays, strict=True):
+        host[at:at + array.size] = array.ravel()
     return host
 
 
