@@ -143,6 +143,22 @@ def test_ordered_recurrent_adam_matches_the_transcription(device64, opt):
         assert_same(net, ref, rtol=1e-10, atol=1e-12)
 
 
+def test_recurrent_updates_follow_each_calls_optimiser(device64):
+    """One network's sequence Step trained under SGD at two rates, then Adam, then SGD again:
+    each call's values reach the update kernels (they are set only when they change), as the
+    transcription computes them."""
+    rng = np.random.default_rng(8)
+    net = nets(device64, 3, 5)[0]
+    with_states(net, rng)
+    ref = NumpyRecurrent([layer.spec() for layer in net.layers], net.get_parameters())
+    xs, targets = sequence(net, 4, rng)
+    for opt in (SGD(0.05, 0.9, 0.01), SGD(0.02, 0.5, 0.0), Adam(0.01), SGD(0.05, 0.9, 0.01)):
+        for _ in range(2):
+            g.train_recurrent(net, opt, list(zip(xs, targets, strict=True)))
+            ref.train(xs, targets, opt)
+        assert_same(net, ref, rtol=1e-10, atol=1e-12)
+
+
 def test_summed_recurrent_adam_matches_the_transcription(device64):
     rng = np.random.default_rng(6)
     opt = Adam(0.01)
