@@ -2,7 +2,7 @@
 (runRecurrent over a sequence), train_recurrent (trainRecurrent) and train_sequences (many
 sequences, in Grenade's order or as ordinary minibatch BPTT).
 
-Each call is a short loop around a `SequenceStep` (grenade_py.execution): layer by layer, not
+Each call is a short loop around a sequence `Step` (grenade_py.execution): layer by layer, not
 step by step: a layer's input for every step is known once the layer below has run over the
 whole sequence, so a feed-forward layer runs once over all steps (as a batch of rows), and a
 recurrent layer as one GEMM over all steps plus one launch that loops over them. Backwards, the
