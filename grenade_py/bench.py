@@ -35,7 +35,6 @@ import pyopencl as cl
 from grenade_py import blocks
 from grenade_py.datasets import load_mnist
 from grenade_py.device import Device
-from grenade_py.devices import device_spec as spec_of
 from grenade_py.execution import sequence_steps
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.gemm import gemm_dot, gemm_outer, vector_width
@@ -46,6 +45,7 @@ from grenade_py.mnist import mnist_network
 from grenade_py.network import Network
 from grenade_py.numpy_reference import NumpyNetwork
 from grenade_py.optimizers import Adam, AdamW, LearningParameters
+from grenade_py.platforms import device_spec as spec_of
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import SymbolCorpus
 from grenade_py.runner import fit, train

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grenade_py.device import Device, Launch
-from grenade_py.devices import cache_folder
+from grenade_py.platforms import cache_folder
 
 log = logging.getLogger(__name__)
 

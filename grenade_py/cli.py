@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 import click
 
 from grenade_py.device import PRECISIONS, Device
-from grenade_py.devices import generic_cpu_note
 from grenade_py.errors import GrenadeError
 from grenade_py.network import Network
 from grenade_py.optimizers import OPTIMIZERS, Adam, LearningParameters, Optimizer
+from grenade_py.platforms import generic_cpu_note
 from grenade_py.schedules import schedule_rate
 
 F = TypeVar("F", bound=Callable[..., Any])

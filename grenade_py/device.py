@@ -3,7 +3,7 @@
 Every kernel source in `kernels/*.cl` is written against a `REAL` macro; a Device builds the
 whole kernel library once per (context, precision) with `-DREAL=float` or `-DREAL=double` and
 keeps it, together with programs generated from it (the fused training loop). Finding a
-device is `grenade_py.devices`'s; the library's source, `grenade_py.kernel_library`'s.
+device is `grenade_py.platforms`'s; the library's source, `grenade_py.kernel_library`'s.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.devices import check_compiler, choose_cl_device, generic_cpu_note
 from grenade_py.errors import DeviceError, KernelBuildError
 from grenade_py.kernel_library import kernel_source
+from grenade_py.platforms import check_compiler, choose_cl_device, generic_cpu_note
 
 PRECISIONS = {"float32": ("float", np.float32), "float64": ("double", np.float64)}
 

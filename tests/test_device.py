@@ -11,8 +11,8 @@ import pytest
 
 from grenade_py import DeviceError, KernelBuildError, blocks
 from grenade_py.device import Device
-from grenade_py.devices import choose_cl_device
 from grenade_py.kernel_library import kernel_dir
+from grenade_py.platforms import choose_cl_device
 
 
 def test_no_platform_says_what_to_install(monkeypatch):
@@ -97,6 +97,7 @@ def test_devices_cli_lists_the_default():
     result = subprocess.run([sys.executable, "-m", "grenade_py.devices"], capture_output=True,
                             text=True, timeout=60, check=True)
     assert "platform 0:" in result.stdout and " * " in result.stdout
+    assert "Warning" not in result.stderr  # runpy warns when the package imports the CLI module
 
 
 def test_buffers_over_the_device_limit_are_named():
@@ -156,7 +157,7 @@ def test_devices_cli_marks_the_device_pyopencl_ctx_picks():
 def test_generic_cpu_pocl_is_named():
     from types import SimpleNamespace
 
-    from grenade_py.devices import generic_cpu_note
+    from grenade_py.platforms import generic_cpu_note
 
     def device(name, platform="Portable Computing Language"):
         return SimpleNamespace(name=name, platform=SimpleNamespace(name=platform))
@@ -185,7 +186,7 @@ def test_the_cache_hint_survives_an_unreadable_folder(monkeypatch, tmp_path):
     the hint say to set POCL_CACHE_DIR, not crash."""
     from pathlib import Path
 
-    from grenade_py.devices import _pocl_cache_hint
+    from grenade_py.platforms import _pocl_cache_hint
 
     def unreadable(self):
         raise PermissionError(13, "Permission denied", str(self))
@@ -275,7 +276,7 @@ def test_a_generic_pocl_is_probed_once_in_a_child(monkeypatch, tmp_path):
     run every kernel family in a child process (pip's PoCL 3.0 aborted the user's process): a
     child that crashes makes Device a DeviceError naming the fix, remembered in the cache
     folder; one that passes makes the device usable."""
-    from grenade_py import device, devices
+    from grenade_py import device, platforms
 
     monkeypatch.setattr(device, "generic_cpu_note", lambda cl_device: "generic")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "crashed"))
@@ -288,14 +289,14 @@ def test_a_generic_pocl_is_probed_once_in_a_child(monkeypatch, tmp_path):
             return subprocess.CompletedProcess(command, returncode)
         return run
 
-    monkeypatch.setattr(devices.subprocess, "run", child(-6))
+    monkeypatch.setattr(platforms.subprocess, "run", child(-6))
     for _ in range(2):
         with pytest.raises(DeviceError, match=r"crashes on grenade_py's kernels on this CPU .*"
                                               r"`apt install pocl-opencl-icd`"):
             Device()
     assert len(runs) == 1 and runs[0][1:3] == ["-m", "grenade_py.probe"]  # the verdict is kept
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "passed"))
-    monkeypatch.setattr(devices.subprocess, "run", child(0))
+    monkeypatch.setattr(platforms.subprocess, "run", child(0))
     assert Device().to_device(np.ones(3)).get().sum() == 3
     assert len(runs) == 2
 
@@ -304,7 +305,7 @@ def test_the_probe_decides_for_pips_pocl(tmp_path, monkeypatch):
     """Where pip's PoCL compiles for a generic CPU (this machine type: it aborts on our
     kernels), Device refuses it exactly when the probe, run alone, fails; the probe passes on
     the default device."""
-    from grenade_py.devices import _platforms, device_spec, generic_cpu_note
+    from grenade_py.platforms import _platforms, device_spec, generic_cpu_note
 
     def probe(spec):
         env = {**os.environ, "GRENADE_PY_PROBING": "1", "POCL_CACHE_DIR": str(tmp_path / spec)}
