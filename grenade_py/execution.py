@@ -189,14 +189,17 @@ class Step:
                 self.deltas[0], self.buffers)
         return self._backward
 
-    def backward(self, scale: float | None = None) -> None:
+    def backward(self, scale: float | None = None, ordered: bool = False,
+                 measure: list[Launch] | None = None) -> None:
         """Enqueue the loss gradient (`target` against the last forward pass), scaled by
-        `scale` (default 1/batch: the batch's average), and the backward pass from it, leaving
-        the gradients (summed over the rows) in the network's flat buffer, or a recurrent
+        `scale` (default 1 in Grenade's `ordered` form, else 1/batch: the batch's average),
+        the `measure` launches (see `metrics`), and the backward pass from it, leaving the
+        gradients (summed over the rows) in the network's flat buffer, or a recurrent
         network's per-row factors for `update`."""
         launches = self.backward_launches()
-        launches[0].set("scale", 1.0 / self.batch if scale is None else scale)
-        enqueue(launches)
+        launches[0].set("scale", (1.0 if ordered else 1.0 / self.batch) if scale is None
+                        else scale)
+        enqueue(launches[:1] + (measure or []) + launches[1:])
 
     def update(self, optimizer: Optimizer, ordered: bool = False) -> None:
         """Enqueue the network's next optimiser step; its step counts (`Network.steps`, Adam's
@@ -214,15 +217,11 @@ class Step:
 
     def train(self, optimizer: Optimizer | None, scale: float | None = None,
               ordered: bool = False, measure: list[Launch] | None = None) -> None:
-        """Forward (training), the loss gradient (scaled by `scale`; default 1 in Grenade's
-        `ordered` form, else 1/batch), the `measure` launches (see `metrics`), backward and,
-        with an optimiser, its update (see `update`), for data already in `input`, `target`
-        and `mask` (fit runs the parts itself, its Allreduce between backward and update)."""
+        """Forward (training), `backward` and, with an optimiser, its update (see `update`),
+        for data already in `input`, `target` and `mask` (fit runs the parts itself, its
+        Allreduce between backward and update)."""
         self.forward(True)
-        launches = self.backward_launches()
-        launches[0].set("scale", (1.0 if ordered else 1.0 / self.batch) if scale is None
-                        else scale)
-        enqueue(launches[:1] + (measure or []) + launches[1:])
+        self.backward(scale, ordered, measure)
         if optimizer is not None:
             self.update(optimizer, ordered)
 

@@ -318,8 +318,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
                     gather.set("first", index * batch_size + first)
                     gather()
                 step.forward(True, first)
-                enqueue(metrics[rows])
-                step.backward(1.0 / n)
+                step.backward(1.0 / n, measure=metrics[rows])
             if group is not None:
                 group.allreduce_gradients(rows, n)
             update(epoch_params)
