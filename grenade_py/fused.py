@@ -19,6 +19,7 @@ device-side form, so such networks train layer by layer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -131,18 +132,17 @@ kernel void fused_train{"_many" if many else ""}({", ".join(params)}) {{
 """
 
 
-def build_loop(device: Device, layers: list[Layer], kind: int, many: bool = False
+def build_loop(device: Device, name: str, source: Callable[[int], str | None]
                ) -> tuple[cl.Kernel, int] | None:
-    """The fused loop's kernel for `layers` (fused_train, or with `many` fused_train_many) and
-    its work-group size: `lanes`, halved until this build of the kernel may run that many;
-    None if a layer has no device-side form."""
+    """Kernel `name` of the loop `source(lanes)` writes for a number of lanes, and its
+    work-group size: `lanes`, halved until this build of the kernel may run that many; None if
+    `source` gives None (a layer without a device-side form)."""
     count = lanes(device)
     while True:
-        source = fused_source(layers, count, kind, many)
-        if source is None:
+        code = source(count)
+        if code is None:
             return None
-        kernel = device.kernel("fused_train_many" if many else "fused_train",
-                               device.build(kernel_source() + source))
+        kernel = device.kernel(name, device.build(kernel_source() + code))
         if kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
                                       device.cl_device) >= count:
             return kernel, count
@@ -164,7 +164,8 @@ class FusedTrainer:
                  kind: int) -> None:
         device = net.device
         self.device, self.net = device, net
-        built = build_loop(device, layers, kind)
+        built = build_loop(device, "fused_train",
+                           lambda count: fused_source(layers, count, kind))
         assert built is not None
         self.kernel, self.lanes = built
         # Arguments 0-10 (range, data, optimiser) are set per call; the rest once.

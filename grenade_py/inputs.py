@@ -82,3 +82,16 @@ def sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
     def time_major(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.swapaxes(a.reshape(batch, steps, *a.shape[1:]), 0, 1))
     return time_major(flat), time_major(ts), time_major(marks.reshape(-1).astype(dtype))
+
+
+def lengths(value: object, batch: int, steps: int) -> np.ndarray:
+    """The steps of each of `batch` sequences of up to `steps` (default: all `steps`), as
+    int32 (batch,); ValueError unless each is an int in [1, steps]."""
+    if value is None:
+        return np.full(batch, steps, np.int32)
+    given = np.asarray(value)
+    if given.shape != (batch,) or not np.issubdtype(given.dtype, np.integer) or (
+            batch and (given.min() < 1 or given.max() > steps)):
+        raise ValueError(f"lengths must be {batch} ints in [1, {steps}] (each sequence's steps), "
+                         f"got {given.dtype} {given.shape}")
+    return given.astype(np.int32)

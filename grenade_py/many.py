@@ -18,7 +18,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import buffer, named_errors, opencl_errors
 from grenade_py.errors import GrenadeError
-from grenade_py.fused import MANY_LINE, build_loop, chain
+from grenade_py.fused import MANY_LINE, build_loop, chain, fused_source
 from grenade_py.inputs import examples
 from grenade_py.losses import SQUARED_ERROR
 from grenade_py.network import Network
@@ -42,7 +42,8 @@ class ManyTrainer:
         links = chain(net, net.input_shape)
         layers = [layer for layer, _ in links]
         shapes = [shape for _, shape in links] + [net.output_shape]
-        built = build_loop(device, layers, kind, many=True)
+        built = build_loop(device, "fused_train_many",
+                           lambda count: fused_source(layers, count, kind, many=True))
         if built is None:
             raise GrenadeError(f"{net!r} has a layer without a device-side form: "
                                "train_many runs the fused per-example loop only")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import NamedTuple
 
 import click
 import numpy as np
@@ -31,10 +32,12 @@ from grenade_py.device import Device
 from grenade_py.layers import LSTM
 from grenade_py.optimizers import Optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
-from grenade_py.recurrent_runner import RecurrentState, run_recurrent, train_recurrent
+from grenade_py.recurrent_runner import RecurrentState, run_recurrent, train_sequences
 from grenade_py.shapes import D1
 
 CYCLE = (0.0, 0.0, 1.0)
+#: Windows per train_sequences call (and per wait, so that Ctrl-C stops within as many).
+CHUNK = 1000
 
 
 def cycle_network(device: Device | None = None,
@@ -43,25 +46,36 @@ def cycle_network(device: Device | None = None,
     return RecurrentNetwork([LSTM(1, 1)], input=D1(1), device=device, seed=seed, init="grenade")
 
 
-def window(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """One training example as Grenade draws it: `count` (5-30) steps of the cycle from offset
-    0-2 without a target, then a step whose target is the next value."""
-    dropping, count = int(rng.integers(0, 3)), int(rng.integers(5, 31))
-    values = [CYCLE[(dropping + k) % 3] for k in range(count + 2)]
-    steps: list[tuple[np.ndarray, np.ndarray | None]] = [
-        (np.array([v]), None) for v in values[:count]]
-    steps.append((np.array([values[count]]), np.array([values[count + 1]])))
-    return steps
+class Windows(NamedTuple):
+    """Training examples as train_sequences takes them: x and targets (n, longest, 1), mask
+    (n, longest) and lengths (n,)."""
+
+    x: np.ndarray
+    targets: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray
 
 
-def validate(net: RecurrentNetwork, windows: list[list[tuple[np.ndarray, np.ndarray | None]]]
-             ) -> dict[str, float]:
+def windows(rng: np.random.Generator, n: int) -> Windows:
+    """`n` training examples as Grenade draws them: each `count` (5-30) steps of the cycle from
+    offset 0-2 without a target, then a step whose target is the next value."""
+    dropping, count = rng.integers(0, 3, n), rng.integers(5, 31, n)
+    cycle = np.array(CYCLE)
+    x = cycle[(dropping[:, None] + np.arange(31)) % 3][..., None]
+    targets, mask = np.zeros_like(x), np.zeros(x.shape[:2], bool)
+    rows = np.arange(n)
+    targets[rows, count, 0] = cycle[(dropping + count + 1) % 3]
+    mask[rows, count] = True
+    return Windows(x, targets, mask, count + 1)
+
+
+def validate(net: RecurrentNetwork, held_out: Windows) -> dict[str, float]:
     """Half the squared error at each window's target, and how often the rounded output is
-    the target, over `windows` (run, not trained)."""
+    the target, over `held_out` (run, not trained)."""
     errors = []
-    for steps in windows:
-        ys, _ = run_recurrent(net, np.stack([x for x, _ in steps]))
-        errors.append(float(ys[-1, 0] - steps[-1][1][0]))  # type: ignore[index]
+    for x, targets, steps in zip(held_out.x, held_out.targets, held_out.lengths, strict=True):
+        ys, _ = run_recurrent(net, x[:steps])
+        errors.append(float(ys[-1, 0] - targets[steps - 1, 0]))
     e = np.array(errors)
     return {"val_loss": float(np.mean(0.5 * e ** 2)), "val_accuracy": float(np.mean(
         np.abs(e) < 0.5))}
@@ -70,17 +84,20 @@ def validate(net: RecurrentNetwork, windows: list[list[tuple[np.ndarray, np.ndar
 def train_cycle(net: RecurrentNetwork, learning: Optimizer, examples: int,
                 rng: np.random.Generator, progress: bool,
                 on_round: Callable[[int], None] | None = None) -> None:
-    """`examples` windows, one trainRecurrent step each, in order; `on_round(done)` after
-    every tenth of them."""
+    """`examples` windows, one trainRecurrent step each, in order (given to train_sequences
+    CHUNK windows at a time, each of its own length); `on_round(done)` after every tenth of
+    them."""
     bar = click.progressbar(length=examples, label="training", file=sys.stderr) \
         if progress and examples else None
     rounds = {examples * k // 10 for k in range(1, 11)}
-    for done in range(1, examples + 1):
-        train_recurrent(net, learning, window(rng))
-        if done % 1000 == 0 or done == examples:
-            net.device.queue.finish()  # Ctrl-C stops within 1000 windows
-            if bar is not None:
-                bar.update(done - bar.pos)
+    done = 0
+    for end in sorted(rounds | set(range(CHUNK, examples, CHUNK))) if examples else []:
+        drawn = windows(rng, end - done)
+        train_sequences(net, learning, drawn.x, drawn.targets, drawn.mask, lengths=drawn.lengths)
+        net.device.queue.finish()  # Ctrl-C stops within CHUNK windows
+        done = end
+        if bar is not None:
+            bar.update(done - bar.pos)
         if on_round is not None and done in rounds:
             on_round(done)
     if bar is not None:
@@ -131,7 +148,7 @@ def main(examples: int, rate: float | None, momentum: float | None, l2: float | 
         net = RecurrentNetwork.load(load, device=device, like=fresh) if load else fresh
         click.echo("Training network...")
         check_rng = np.random.default_rng(check_seed)
-        held_out = [window(check_rng) for _ in range(100)]
+        held_out = windows(check_rng, 100)
         train_cycle(net, learning, examples, np.random.default_rng(data_seed),
                     progress=sys.stderr.isatty(),
                     on_round=(lambda done: record({"round": len(record.records) + 1,

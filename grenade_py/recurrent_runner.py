@@ -26,6 +26,7 @@ from grenade_py.execution import Step, enqueue, sequence_steps
 from grenade_py.losses import Loss, loss_named
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
+from grenade_py.windows import window_trainer
 
 #: SymbolCorpus.train keeps at most about twice this many windows' launches queued.
 WINDOWS_QUEUED = 256
@@ -56,7 +57,8 @@ def _pack(p: Step, *arrays: np.ndarray) -> np.ndarray:
 @opencl_errors
 def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
                     targets: np.ndarray, mask: np.ndarray, summed: bool = False,
-                    loss: str | Loss = "squared_error") -> None:
+                    loss: str | Loss = "squared_error", lengths: np.ndarray | None = None
+                    ) -> None:
     """Train on B sequences of T steps: x (B, T, *in), targets (B, T, *out), mask (B, T) bool
     (True where a step has a target; other steps' targets are ignored). Returns once the work
     is queued, and the call before it done (so a loop of calls keeps host and device busy
@@ -68,6 +70,10 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
     the per-step gradients are applied one at a time in time order, each a full momentum + L2
     step, and the starting states descend without momentum:
     state' = (1 - rate l2) state - rate dstate.
+    `lengths` (B,) ints in [1, T]: sequence b is its first lengths[b] steps (the rest of its
+    row is ignored), so windows of many lengths train in one call, in order.
+    A small network trains all the sequences in one launch (grenade_py.windows), a larger one
+    layer by layer, a launch per layer per sequence; the results are the same to rounding.
     Under Adam or AdamW (`learning`), each per-step gradient is one Adam step (t advancing per
     step), and the starting states take one Adam step per sequence from their summed delta,
     with moments of their own and a step count of their own (`state_steps`).
@@ -82,6 +88,10 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
     chosen.check(net)
     chosen.check_targets(ts.reshape(-1, *ts.shape[2:])[ms.reshape(-1) != 0], "targets")
     steps, batch = xs.shape[:2]
+    counts = inputs.lengths(lengths, batch, steps)
+    if summed and (counts != steps).any():
+        raise ValueError("lengths apply to Grenade's order (summed=False); give summed BPTT "
+                         "sequences of one length")
     queue = net.device.queue
     pending = net.held.get("pending")
     if pending is not None:  # at most one call's work queued behind this one's
@@ -89,17 +99,27 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
     # Uploads do not wait: their events (pyopencl waits for a copy's event when it is
     # dropped) are kept until the next call has waited for this one.
     upload: object
-    if summed or batch == 1:
-        p = sequence_steps(net, steps, batch if summed else 1, chosen)
+    trainer = None if summed else window_trainer(net, learning, chosen)
+    if trainer is not None:
+        xd, td, md = (cl_array.to_device(queue, a.reshape(steps * batch, -1), async_=True)
+                      for a in (xs, ts, ms))
+        ld = cl_array.to_device(queue, counts, async_=True)
+        trainer(xd, td, md, ld, counts, batch, learning)
+        upload = (xd, td, md, ld)
+    elif summed or (batch == 1 and counts[0] == steps):
+        p = sequence_steps(net, steps, batch, chosen)
         upload = cl.enqueue_copy(queue, buffer(p.io), _pack(p, xs, ts, ms), is_blocking=False)
         p.train(learning, ordered=not summed)
     else:  # one upload (a host copy costs ~90 us on PoCL), then a device copy per sequence
-        p = sequence_steps(net, steps, 1, chosen)
+        held = [sequence_steps(net, int(n), 1, chosen) for n in counts]
         staged = cl_array.to_device(queue, np.concatenate(
-            [_pack(p, *(a[:, s] for a in (xs, ts, ms))) for s in range(batch)]), async_=True)
-        for s in range(batch):
+            [_pack(p, *(a[:n, s] for a in (xs, ts, ms)))
+             for s, (p, n) in enumerate(zip(held, counts, strict=True))]), async_=True)
+        at = 0
+        for p in held:
             cl.enqueue_copy(queue, buffer(p.io), buffer(staged), byte_count=p.io.nbytes,
-                            src_offset=s * p.io.nbytes)
+                            src_offset=at)
+            at += p.io.nbytes
             p.train(learning, ordered=True)
         upload = staged  # it holds its upload's event
     net.held["pending"] = (cl.enqueue_marker(queue), upload)

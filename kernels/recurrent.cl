@@ -16,6 +16,32 @@ REAL recurrent_dot(global const REAL *a, global const REAL *b, int n) {
 
 // -- LSTM (Grenade.Recurrent.Layers.LSTM): the state is the cell c; gates f, i, o, c ---------
 
+// One unit r of one step: zr (4 o) holds W x on entry, the gates' values f, i, o, g on exit;
+// prev and next: the cell before and after the step; hr: the output o * c.
+void lstm_unit_forward(int o, int r, global const REAL *ut, global const REAL *b,
+                       global REAL *zr, global const REAL *prev, global REAL *next,
+                       global REAL *hr) {
+    REAL sf = 0, si = 0, so = 0;
+    for (int k = 0; k < o; ++k) {
+        global const REAL *u = ut + (size_t)k * 3 * o + r;
+        const REAL ck = prev[k];
+        sf += u[0] * ck;
+        si += u[o] * ck;
+        so += u[2 * o] * ck;
+    }
+    const REAL f = logit_forward_at(b[r] + zr[r] + sf),
+               i = logit_forward_at(b[o + r] + zr[o + r] + si),
+               og = logit_forward_at(b[2 * o + r] + zr[2 * o + r] + so),
+               g = tanh(b[3 * o + r] + zr[3 * o + r]);
+    const REAL cell = f * prev[r] + i * g;
+    zr[r] = f;
+    zr[o + r] = i;
+    zr[2 * o + r] = og;
+    zr[3 * o + r] = g;
+    next[r] = cell;
+    hr[r] = og * cell;
+}
+
 // Forward (runRecurrentForwards). z (T * B, 4 o): on entry W x for f, i, o, c; on exit the
 // gates' values f, i, o and g = tanh (the tape). ut (o, 3 o): U_f, U_i, U_o transposed, side by
 // side, so that each lane adds U c- for 8 consecutive units as vectors: c- broadcast, U^T's
@@ -52,31 +78,33 @@ kernel void lstm_forward_steps(int T, int B, int o, global const REAL *ut,
                 vstore8(cell, 0, next + r0);
                 vstore8(og * cell, 0, hr + r0);
             } else {
-                for (int r = r0; r < o; ++r) {
-                    REAL sf = 0, si = 0, so = 0;
-                    for (int k = 0; k < o; ++k) {
-                        global const REAL *u = ut + (size_t)k * 3 * o + r;
-                        const REAL ck = prev[k];
-                        sf += u[0] * ck;
-                        si += u[o] * ck;
-                        so += u[2 * o] * ck;
-                    }
-                    const REAL f = logit_forward_at(b[r] + zr[r] + sf),
-                               i = logit_forward_at(b[o + r] + zr[o + r] + si),
-                               og = logit_forward_at(b[2 * o + r] + zr[2 * o + r] + so),
-                               g = tanh(b[3 * o + r] + zr[3 * o + r]);
-                    const REAL cell = f * prev[r] + i * g;
-                    zr[r] = f;
-                    zr[o + r] = i;
-                    zr[2 * o + r] = og;
-                    zr[3 * o + r] = g;
-                    next[r] = cell;
-                    hr[r] = og * cell;
-                }
+                for (int r = r0; r < o; ++r) lstm_unit_forward(o, r, ut, b, zr, prev, next, hr);
             }
         }
         barrier(CLK_GLOBAL_MEM_FENCE);
     }
+}
+
+// One unit r of one step backwards: from the gates' values zr, the cells before (prev) and
+// after (cell) the step, the output's delta dhr and the cell delta carried from the step after,
+// the gates' pre-activation deltas dr (4 o) and the cell's delta dc[r].
+void lstm_unit_backward(int o, int r, global const REAL *zr, global const REAL *prev,
+                        global const REAL *cell, REAL dhr, global const REAL *carried,
+                        global REAL *dc, global REAL *dr) {
+    const REAL f = zr[r], i = zr[o + r], og = zr[2 * o + r], g = zr[3 * o + r];
+    const REAL dct = dhr * og + carried[r];
+    dc[r] = dct;
+    dr[r] = f * (1 - f) * (dct * prev[r]);
+    dr[o + r] = i * (1 - i) * (dct * g);
+    dr[2 * o + r] = og * (1 - og) * (dhr * cell[r]);
+    dr[3 * o + r] = (1 - g * g) * (dct * i);
+}
+
+// The cell delta carried to the step before, for unit k: U^T (f_s', i_s', o_s') + dc * f (a dot
+// product along a row of U^T).
+REAL lstm_carry_at(int o, int k, global const REAL *ut, global const REAL *zr,
+                   global const REAL *dr, global const REAL *dc) {
+    return recurrent_dot(ut + (size_t)k * 3 * o, dr, 3 * o) + dc[k] * zr[k];
 }
 
 // Backward through time (runRecurrentBackwards, last step first). dh (T * B, o): the delta at
@@ -94,19 +122,10 @@ kernel void lstm_backward_steps(int T, int B, int o, global const REAL *ut, glob
         const size_t row = (size_t)t * B + s;
         global const REAL *zr = z + row * 4 * o, *prev = c + row * o, *cell = c + (row + B) * o;
         global REAL *dr = d + row * 4 * o;
-        for (int r = lid; r < o; r += nl) {
-            const REAL f = zr[r], i = zr[o + r], og = zr[2 * o + r], g = zr[3 * o + r];
-            const REAL dhr = dh[row * o + r], dct = dhr * og + carried[r];
-            dc[r] = dct;
-            dr[r] = f * (1 - f) * (dct * prev[r]);
-            dr[o + r] = i * (1 - i) * (dct * g);
-            dr[2 * o + r] = og * (1 - og) * (dhr * cell[r]);
-            dr[3 * o + r] = (1 - g * g) * (dct * i);
-        }
+        for (int r = lid; r < o; r += nl)
+            lstm_unit_backward(o, r, zr, prev, cell, dh[row * o + r], carried, dc, dr);
         barrier(CLK_GLOBAL_MEM_FENCE);
-        // carried = U^T (f_s', i_s', o_s') + dc * f: a dot product along a row of U^T per unit.
-        for (int k = lid; k < o; k += nl)
-            carried[k] = recurrent_dot(ut + (size_t)k * 3 * o, dr, 3 * o) + dc[k] * zr[k];
+        for (int k = lid; k < o; k += nl) carried[k] = lstm_carry_at(o, k, ut, zr, dr, dc);
         barrier(CLK_GLOBAL_MEM_FENCE);
     }
 }
@@ -169,6 +188,20 @@ kernel void basic_recurrent_inputs(int rows, int i, int o, global const REAL *x,
 
 // -- training: updates, states ---------------------------------------------------------------
 
+// Element `at` of w: the `steps` gradients d[k * ldd] x[k * ldx] applied one at a time, step k
+// being `first` advanced k times (the scalar form of recurrent_update_at's ordered loop).
+void recurrent_ordered_at(optimizer first, REAL decay, int steps, global const REAL *d,
+                          int ldd, global const REAL *x, int ldx, global REAL *w,
+                          global REAL *m, global REAL *v, size_t at) {
+    REAL wi = w[at], mi = m[at], vi = first.kind == OPTIMIZER_SGD ? 0 : v[at];
+    optimizer o = first;
+    for (int k = 0; k < steps; ++k, o = optimizer_next(o))
+        optimizer_step(o, decay, d[(size_t)k * ldd] * x[(size_t)k * ldx], &wi, &mi, &vi);
+    w[at] = wi;
+    m[at] = mi;
+    if (first.kind != OPTIMIZER_SGD) v[at] = vi;
+}
+
 // Grenade's trainRecurrent update of a weight matrix w (rows, cols) whose gradient at step k is
 // d[k * ldd + r] * x[k * ldx + c]: with `ordered`, the `steps` gradients applied one at a time in
 // time order, step k being the optimiser's step t0 + k (applyRecurrentUpdate folded over the
@@ -207,10 +240,8 @@ void recurrent_update_at(const int kind, int steps, int rows, int cols, global c
     }
     for (int c = c0; c < cols; ++c) {
         if (ordered) {
-            optimizer o = first;
-            for (int k = 0; k < steps; ++k, o = optimizer_next(o))
-                optimizer_at(o, decay, d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c], w, m, v,
-                             at + c - c0);
+            recurrent_ordered_at(first, decay, steps, d + r, ldd, x + c, ldx, w, m, v,
+                                 at + c - c0);
         } else {
             REAL g = 0;
             for (int k = 0; k < steps; ++k) g += d[(size_t)k * ldd + r] * x[(size_t)k * ldx + c];
@@ -277,6 +308,19 @@ kernel void recurrent_scale_rows(int steps, int width, int ld, global const REAL
     if (j < width && k < steps) buf[(size_t)k * ld + j] *= scale[(size_t)k * stride];
 }
 
+// Starting state j's step from its delta g: under SGD, Grenade's updateRecInputs,
+// state' = (1 - rate l2) state - rate g, without momentum; under Adam and AdamW, the optimiser's
+// step with the state's own moments.
+#pragma OPENCL FP_CONTRACT OFF
+void recurrent_state_at(optimizer o, REAL decay, REAL g, global REAL *state, global REAL *m,
+                        global REAL *v, int j) {
+    if (o.kind == OPTIMIZER_SGD)
+        state[j] = (1 - o.rate * decay) * state[j] - o.rate * g;
+    else
+        optimizer_at(o, decay, g, state, m, v, j);
+}
+#pragma OPENCL FP_CONTRACT ON
+
 // The starting states' update from g, their deltas summed over the B sequences (B, n). Under
 // SGD, Grenade's updateRecInputs: state' = (1 - rate l2) state - rate g, no momentum. Under
 // Adam and AdamW: step t of the optimiser, with the state's own moments.
@@ -284,16 +328,12 @@ kernel void recurrent_state_update(int n, int B, int kind, REAL rate, REAL beta1
                                    REAL eps, REAL decay, REAL p1, REAL p2,
                                    global const REAL *grad, global REAL *state, global REAL *m,
                                    global REAL *v) {
-    #pragma OPENCL FP_CONTRACT OFF
     const int j = get_global_id(0);
     if (j >= n) return;
     REAL g = 0;
     for (int b = 0; b < B; ++b) g += grad[(size_t)b * n + j];
-    if (kind == OPTIMIZER_SGD)
-        state[j] = (1 - rate * decay) * state[j] - rate * g;
-    else
-        optimizer_at(optimizer_make(kind, rate, beta1, beta2, eps, p1, p2), decay, g, state, m,
-                     v, j);
+    recurrent_state_at(optimizer_make(kind, rate, beta1, beta2, eps, p1, p2), decay, g, state, m,
+                       v, j);
 }
 
 // Every sequence starts from the learned state: rows 0 .. B - 1 of `states` (n values each).

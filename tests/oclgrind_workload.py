@@ -2,8 +2,8 @@
 `oclgrind --data-races`: both GEMM forms, the fused per-example loop in its one-lane and
 coalesced (GPU) forms and for several networks at once (train_many), convolution, col2im,
 pooling, the recurrent scans and updates (ordered and summed, clipped, through
-ConcatRecurrent), Dropout, BatchNorm, the activations, the losses, every optimiser and the
-benchmark's peak kernel."""
+ConcatRecurrent), the fused window loop, Dropout, BatchNorm, the activations, the losses,
+every optimiser and the benchmark's peak kernel."""
 import numpy as np
 
 import grenade_py as g
@@ -61,6 +61,11 @@ def main() -> None:
                               summed=summed, loss="cross_entropy")
         g.SymbolCorpus(rn, rng.integers(0, 3, 30)).train(g.SGD(0.01), np.array([0, 5]), 4)
         g.run_recurrent(rn, rng.normal(size=(3, 3)))
+        small = g.RecurrentNetwork([g.FullyConnected(2, 3), g.Tanh(), g.LSTM(3, 2)],
+                                   input=g.D1(2), device=d, seed=1)  # the fused window loop
+        for opt in (g.SGD(0.01), g.AdamW(0.01)):
+            g.train_sequences(small, opt, rng.normal(size=(3, 4, 2)), rng.normal(size=(3, 4, 2)),
+                              rng.uniform(size=(3, 4)) < 0.5, lengths=np.array([4, 1, 3]))
         d.launch("peak_fma", (5,), 5, 3, d.dtype(0.9), d.dtype(0.1), d.zeros((5,)))()
         d.queue.finish()
     print(f"workload done on {d.name}")

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from conftest import get_device, numeric_gradients, tolerance
 
 import grenade_py as g
+from grenade_py import windows
 from grenade_py.errors import ModelFileError, ShapeError
 from grenade_py.network_file import read_metadata
 from grenade_py.numpy_recurrent import NumpyRecurrent, decays, is_state, state_deltas
@@ -162,6 +163,61 @@ def test_many_sequences_train_in_order(device64: g.Device) -> None:
             np.testing.assert_array_equal(pa[name], pb[name])
 
 
+@pytest.mark.parametrize("learning", [LP, g.Adam(0.01), g.AdamW(0.01, weight_decay=0.1)])
+def test_window_loop_trains_as_layer_by_layer(device64: g.Device, learning: g.Optimizer,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused window loop (grenade_py.windows), chosen for small networks whose layers all
+    have a window form, trains sequences of many lengths as the layer-by-layer Steps do, to
+    rounding, step counts included; the others (BasicRecurrent, ConcatRecurrent) keep the
+    layer-by-layer form."""
+    rng = np.random.default_rng(12)
+    batch, steps = 5, 7
+    xs = rng.normal(size=(batch, steps, 3))
+    mask = rng.uniform(size=(batch, steps)) < 0.4
+    lengths = np.array([7, 1, 4, 6, 2])
+    default = windows.WINDOW_PARAMETERS
+    for index, (fused, layered) in enumerate(zip(nets(device64, 3, 5), nets(device64, 3, 5),
+                                                 strict=True)):
+        ts = rng.uniform(size=(batch, steps, *fused.output_shape.dims))
+        for net, limit in ((fused, default), (layered, 0)):
+            monkeypatch.setattr(windows, "WINDOW_PARAMETERS", limit)
+            with_states(net, np.random.default_rng(index))
+            for _ in range(2):
+                g.train_sequences(net, learning, xs, ts, mask, lengths=lengths)
+        key = ("windows", learning.kind, "squared_error")
+        assert (fused.held[key] is not None) == (index in (0, 2)), fused
+        assert layered.held[key] is None
+        assert (fused.steps, fused.state_steps) == (layered.steps, layered.state_steps) == (
+            2 * lengths.sum(), 2 * batch)
+        for role in ("get_parameters", "get_momentum", "get_second"):
+            for a, b in zip(getattr(fused, role)(), getattr(layered, role)(), strict=True):
+                for name in a:
+                    np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-14,
+                                               err_msg=f"{index} {role} {name}")
+
+
+def test_lengths_train_each_sequence_on_its_steps(device64: g.Device) -> None:
+    """Sequence b of train_sequences(..., lengths) is its first lengths[b] steps: the same as
+    training each shortened sequence alone, whatever the rest of its row holds; bad lengths
+    are refused."""
+    rng = np.random.default_rng(13)
+    a, b = nets(device64, 2, 3, seed=4)[1], nets(device64, 2, 3, seed=4)[1]  # layer by layer
+    xs, ts = rng.normal(size=(3, 6, 2)), rng.uniform(size=(3, 6, 3))
+    mask = rng.uniform(size=(3, 6)) < 0.6
+    lengths = np.array([2, 6, 3])
+    g.train_sequences(a, LP, xs, ts, mask, lengths=lengths)
+    for s, n in enumerate(lengths):
+        g.train_sequences(b, LP, xs[s:s + 1, :n], ts[s:s + 1, :n], mask[s:s + 1, :n])
+    for pa, pb in zip(a.get_parameters(), b.get_parameters(), strict=True):
+        for name in pa:
+            np.testing.assert_array_equal(pa[name], pb[name])
+    for bad in ([2, 7, 3], [0, 1, 1], [1.5, 2, 2], [1, 2]):
+        with pytest.raises(ValueError, match="lengths must be 3 ints in"):
+            g.train_sequences(a, LP, xs, ts, mask, lengths=np.array(bad))
+    with pytest.raises(ValueError, match="summed=False"):
+        g.train_sequences(a, LP, xs, ts, mask, summed=True, lengths=lengths)
+
+
 def half_squared_error(net: g.RecurrentNetwork, xs: np.ndarray,
                        targets: list[np.ndarray | None]) -> float:
     ys, _ = g.run_recurrent(net, xs)
@@ -290,8 +346,11 @@ def test_state_carries_across_runs(device: g.Device, index: int) -> None:
         g.run_recurrent(net, xs[:1], middle)
 
 
-def test_symbol_corpus_trains_as_host_sequences(device64: g.Device) -> None:
-    """Windows made on the device train exactly as the same windows passed as arrays."""
+def test_symbol_corpus_trains_as_host_sequences(device64: g.Device,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows made on the device train exactly as the same windows passed as arrays (both
+    layer by layer: SymbolCorpus does not use the fused window loop)."""
+    monkeypatch.setattr(windows, "WINDOW_PARAMETERS", 0)
     rng = np.random.default_rng(4)
     codes = rng.integers(0, 5, size=200)
     a = g.RecurrentNetwork([g.LSTM(5, 4), g.FullyConnected(4, 5), g.Logit()], input=g.D1(5),

@@ -6,7 +6,7 @@ from typing import Any
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.layers.base import Buffers, Layer
+from grenade_py.layers.base import Buffers, Layer, WindowForm, over_rows
 from grenade_py.shapes import Shape, size
 
 
@@ -66,3 +66,8 @@ class Activation(Layer):
         extra = f", arg{i}" if self.argument else ""
         return (f"for (int k = lid; k < n{i}; k += nl) "
                 f"d{i}[k] = {self.family}_backward_at({tape}[k], d{i + 1}[k]{extra});")
+
+    def window_form(self, i: int, input_delta: bool) -> WindowForm:
+        backward = self.fused_backward(i, input_delta)
+        return WindowForm(self.fused_args(i), {}, over_rows(i, self.fused_forward(i)),
+                          over_rows(i, backward) if backward else "", "")

@@ -41,6 +41,30 @@ class Factor:
     deltas: str = "d"
 
 
+@dataclass(frozen=True)
+class WindowForm:
+    """A layer's part of the fused window loop (grenade_py.windows): OpenCL statements over one
+    window of T steps. The loop names boundary k's activations a{k} and deltas d{k} (T rows of
+    n{k} values each), the optimisers `opt` (the parameters', at the window's first step) and
+    `sopt` (the starting states'), `decay`, `one` (a pointer to 1: a vector's other factor),
+    `lid` and `nl` (lane index and count). `args`: kernel arguments as (C declaration, value);
+    `scratch`: buffers of the loop's own, by name, as (values per step, values besides);
+    `forward` computes a{i+1} from a{i}; `backward` d{i} from d{i+1} (if asked for) and what
+    `update` needs; `update` applies the window's per-step gradients in time order."""
+
+    args: list[tuple[str, Any]]
+    scratch: dict[str, tuple[int, int]]
+    forward: str
+    backward: str
+    update: str
+
+
+def over_rows(i: int, code: str) -> str:
+    """Per-example fused-loop `code` of layer i, whose loops run over n{i} values, run over the
+    T rows of a window instead (an element-wise layer's)."""
+    return f"{{ const int rows{i} = T * n{i}; {{ const int n{i} = rows{i};\n{code}\n}} }}"
+
+
 def sub(buffers: Buffers, key: str) -> Buffers:
     """The buffers of child `key` of a composite layer (their names start with `key.`)."""
     prefix = key + "."
@@ -231,4 +255,9 @@ class Layer:
     def fused_backward(self, i: int, input_delta: bool) -> str | None:
         """OpenCL statements computing d{i} (if input_delta) from d{i+1}, then updating the
         layer's parameters, for one example. Each statement group ends at a barrier."""
+        return None
+
+    def window_form(self, i: int, input_delta: bool) -> WindowForm | None:
+        """The layer as layer i of the fused window loop (see WindowForm), or None: a
+        RecurrentNetwork with such a layer trains layer by layer."""
         return None

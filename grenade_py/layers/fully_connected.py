@@ -7,7 +7,7 @@ import pyopencl.array as cl_array
 from grenade_py.device import Launch
 from grenade_py.gemm import gemm_column_sums, gemm_dot, gemm_outer
 from grenade_py.layers.arguments import initial_values
-from grenade_py.layers.base import Buffers, Factor
+from grenade_py.layers.base import Buffers, Factor, WindowForm
 from grenade_py.layers.dense import Dense
 
 
@@ -105,3 +105,20 @@ for (int o = lid; o < n{i + 1}; o += nl)
 #endif
 for (int o = lid; o < n{i + 1}; o += nl)
     optimizer_at(opt, decay, fc_bias_grad_at(d{i + 1}, 1, n{i + 1}, o), b{i}, mb{i}, vb{i}, o);"""
+
+    def window_form(self, i: int, input_delta: bool) -> WindowForm:
+        # Every step's rows from the weights before the window; then each weight takes the
+        # window's per-step gradients d{i+1}[t, o] a{i}[t, j] in time order.
+        dx = (f"for (int q = lid; q < T * n{i}; q += nl) d{i}[q] = fc_backward_input_at("
+              f"w{i}, d{i + 1} + (size_t)(q / n{i}) * n{i + 1}, n{i}, n{i + 1}, q % n{i});"
+              ) if input_delta else ""
+        return WindowForm(
+            self.fused_args(i), {},
+            f"for (int q = lid; q < T * n{i + 1}; q += nl) a{i + 1}[q] = fc_forward_at("
+            f"w{i}, b{i}, a{i} + (size_t)(q / n{i + 1}) * n{i}, n{i}, q % n{i + 1});",
+            dx,
+            f"""for (size_t q = lid; q < (size_t)n{i + 1} * n{i}; q += nl)
+    recurrent_ordered_at(opt, decay, T, d{i + 1} + q / n{i}, n{i + 1}, a{i} + q % n{i}, n{i},
+                         w{i}, mw{i}, vw{i}, q);
+for (int q = lid; q < n{i + 1}; q += nl)
+    recurrent_ordered_at(opt, decay, T, d{i + 1} + q, n{i + 1}, one, 0, b{i}, mb{i}, vb{i}, q);""")

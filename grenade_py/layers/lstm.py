@@ -10,7 +10,7 @@ import pyopencl.array as cl_array
 from grenade_py.device import Launch
 from grenade_py.gemm import gemm_dot, gemm_outer
 from grenade_py.layers.arguments import initial_values
-from grenade_py.layers.base import Buffers
+from grenade_py.layers.base import Buffers, WindowForm
 from grenade_py.layers.recurrent import Factor, RecurrentCell
 
 
@@ -82,3 +82,53 @@ class LSTM(RecurrentCell):
         d, o = buffers["deltas"], self.o
         return [Factor("w", x, self.i, d, 4 * o, deltas="x"),
                 Factor("u", buffers["states"], o, d, 4 * o, deltas="x"), Factor("b", d, 4 * o)]
+
+    def window_form(self, i: int, input_delta: bool) -> WindowForm:
+        # The window's states st{i} ((T + 1) x o, the starting state first), gates z{i} and
+        # their deltas dz{i} (T x 4 o), and the carried cell delta cr{i} (o: after BPTT, the
+        # starting state's delta) are the loop's, laid out as one sequence of
+        # lstm_forward_steps' and lstm_backward_steps' buffers.
+        p, m, v, o = self.parameters, self.momentum, self.second, self.o
+        args = [(f"global REAL *{role}{name[0]}{i}", buffers[name])
+                for role, buffers in (("", p), ("m", m), ("v", v))
+                for name in ("w", "u", "b", "state")] + [(f"int o{i}", np.int32(o))]
+        scratch = {f"st{i}": (o, o), f"z{i}": (4 * o, 0), f"dz{i}": (4 * o, 0),
+                   f"cr{i}": (0, o), f"dc{i}": (0, o)}
+        g = f"4 * o{i}"
+        forward = f"""for (int r = lid; r < o{i}; r += nl) st{i}[r] = s{i}[r];
+for (int q = lid; q < T * {g}; q += nl)
+    z{i}[q] = fc_dot(w{i} + q % ({g}), {g}, a{i} + (size_t)(q / ({g})) * n{i}, n{i});
+barrier(CLK_GLOBAL_MEM_FENCE);
+for (int t = 0; t < T; ++t) {{
+    for (int r = lid; r < o{i}; r += nl)
+        lstm_unit_forward(o{i}, r, u{i}, b{i}, z{i} + (size_t)t * {g}, st{i} + (size_t)t * o{i},
+                          st{i} + (size_t)(t + 1) * o{i}, a{i + 1} + (size_t)t * o{i});
+    barrier(CLK_GLOBAL_MEM_FENCE);
+}}"""
+        backward = f"""for (int r = lid; r < o{i}; r += nl) cr{i}[r] = 0;
+barrier(CLK_GLOBAL_MEM_FENCE);
+for (int t = T - 1; t >= 0; --t) {{
+    global const REAL *zt = z{i} + (size_t)t * {g};
+    global REAL *dzt = dz{i} + (size_t)t * {g};
+    for (int r = lid; r < o{i}; r += nl)
+        lstm_unit_backward(o{i}, r, zt, st{i} + (size_t)t * o{i}, st{i} + (size_t)(t + 1) * o{i},
+                           d{i + 1}[(size_t)t * o{i} + r], cr{i}, dc{i}, dzt);
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    for (int k = lid; k < o{i}; k += nl) cr{i}[k] = lstm_carry_at(o{i}, k, u{i}, zt, dzt, dc{i});
+    barrier(CLK_GLOBAL_MEM_FENCE);
+}}"""
+        if input_delta:
+            backward += f"""
+for (int q = lid; q < T * n{i}; q += nl)
+    d{i}[q] = fc_dot(w{i} + (size_t)(q % n{i}) * {g}, 1, dz{i} + (size_t)(q / n{i}) * {g}, {g});"""
+        update = f"""for (size_t q = lid; q < (size_t)n{i} * {g}; q += nl)
+    recurrent_ordered_at(opt, decay, T, a{i} + q / ({g}), n{i}, dz{i} + q % ({g}), {g}, w{i},
+                         mw{i}, vw{i}, q);
+for (size_t q = lid; q < (size_t)o{i} * 3 * o{i}; q += nl)
+    recurrent_ordered_at(opt, decay, T, st{i} + q / (3 * o{i}), o{i}, dz{i} + q % (3 * o{i}),
+                         {g}, u{i}, mu{i}, vu{i}, q);
+for (int q = lid; q < {g}; q += nl)
+    recurrent_ordered_at(opt, decay, T, dz{i} + q, {g}, one, 0, b{i}, mb{i}, vb{i}, q);
+for (int r = lid; r < o{i}; r += nl)
+    recurrent_state_at(sopt, decay, cr{i}[r], s{i}, ms{i}, vs{i}, r);"""
+        return WindowForm(args, scratch, forward, backward, update)
