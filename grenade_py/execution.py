@@ -32,6 +32,8 @@ from grenade_py.recurrent_network import RecurrentNetwork
 #: from call to call), and per RecurrentNetwork (Grenade's recurrent example trains on 26
 #: sequence lengths).
 MAX_STEPS, MAX_SEQUENCE_STEPS = 4, 32
+#: Columns per work-item of the recurrent update kernels (8 x UPDATE_VECTORS in recurrent.cl).
+UPDATE_COLUMNS = 32
 
 
 def enqueue(launches: list[Launch]) -> None:
@@ -351,7 +353,8 @@ class Step:
         launches = self._sequence_update[kernel] = []
         for (rows, cols, *geometry), f, layer in self._factors():
             launch = device.launch(
-                f"recurrent_update_{kernel}", (rows, -(-cols // 8)), self.rows, rows, cols,
+                f"recurrent_update_{kernel}", (rows, -(-cols // UPDATE_COLUMNS)), self.rows,
+                rows, cols,
                 *geometry, *zeros, 0, layer.parameters[f.name], layer.momentum[f.name],
                 layer.second[f.name])
             launches.append((launch, f.decay))
