@@ -26,7 +26,7 @@ from grenade_py.execution import Step, enqueue, sequence_steps
 from grenade_py.losses import Loss, loss_named
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
-from grenade_py.windows import window_trainer
+from grenade_py.windows import pack, window_trainer
 
 #: SymbolCorpus.train keeps at most about twice this many windows' launches queued.
 WINDOWS_QUEUED = 256
@@ -101,11 +101,8 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
     upload: object
     trainer = None if summed else window_trainer(net, learning, chosen)
     if trainer is not None:
-        xd, td, md = (cl_array.to_device(queue, a.reshape(steps * batch, -1), async_=True)
-                      for a in (xs, ts, ms))
-        ld = cl_array.to_device(queue, counts, async_=True)
-        trainer(xd, td, md, ld, counts, batch, learning)
-        upload = (xd, td, md, ld)
+        host = pack(xs, ts, ms, counts)
+        upload = (trainer(host, steps * batch, counts, learning), host)
     elif summed or (batch == 1 and counts[0] == steps):
         p = sequence_steps(net, steps, batch, chosen)
         upload = cl.enqueue_copy(queue, buffer(p.io), _pack(p, xs, ts, ms), is_blocking=False)

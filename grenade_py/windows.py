@@ -23,7 +23,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import buffer, named_errors
+from grenade_py.device import Launch, buffer
 from grenade_py.fused import BARRIER, build_loop, chain
 from grenade_py.layers import Layer
 from grenade_py.layers.base import WindowForm
@@ -39,8 +39,7 @@ log = logging.getLogger("grenade_py")
 WINDOW_PARAMETERS = 1024
 
 #: The arguments before the widths: the windows and the two optimisers' values.
-FIXED = ["int first", "int count", "int B", "global const REAL *xs", "global const REAL *ts",
-         "global const REAL *ms", "global const int *lengths", "REAL rate", "REAL beta1",
+FIXED = ["int count", "int rows", "global const REAL *io", "REAL rate", "REAL beta1",
          "REAL beta2", "REAL eps", "REAL decay", "REAL p1", "REAL p2", "REAL q1", "REAL q2",
          "global const REAL *one"]
 
@@ -49,9 +48,10 @@ def window_source(forms: list[WindowForm], top: int, kind: int) -> str:
     """The window loop's OpenCL source (kernel `windows_train`) for layers of these forms,
     whose loss writes the delta at boundary `top`, under optimiser `kind`.
 
-    Windows first .. first + count - 1 of B: window s's step t is row t * B + s of xs, ts and
-    ms (time-major, as a sequence Step's buffers), lengths[s] steps long. `p1, p2` are Adam's
-    powers at the parameters' next step, `q1, q2` at the starting states'."""
+    `io` holds `count` windows (`pack`): their inputs (rows = T x count of n0 values), targets
+    (rows of n{last}), mask (rows) and lengths (count), time-major as a sequence Step's
+    buffers: window s's step t is row t * count + s. `p1, p2` are Adam's powers at the
+    parameters' next step, `q1, q2` at the starting states'."""
     count = len(forms)
     scratch = [f"a{k}" for k in range(count + 1)] + [f"d{k}" for k in range(1, count + 1)]
     scratch += ["tg", "mk"] + [name for form in forms for name in form.scratch]
@@ -67,15 +67,17 @@ def window_source(forms: list[WindowForm], top: int, kind: int) -> str:
     return f"""
 kernel void windows_train({", ".join(p.replace(" *", " *restrict ") for p in params)}) {{
     const int lid = get_local_id(0), nl = get_local_size(0);
+    global const REAL *xs = io, *ts = xs + (size_t)rows * n0, *ms = ts + (size_t)rows * n{count},
+                      *lengths = ms + rows;
     optimizer opt = optimizer_make({kind}, rate, beta1, beta2, eps, p1, p2),
               sopt = optimizer_make({kind}, rate, beta1, beta2, eps, q1, q2);
-    for (int s = first; s < first + count; ++s) {{
-        const int T = lengths[s];
+    for (int s = 0; s < count; ++s) {{
+        const int T = (int)lengths[s];
         for (int q = lid; q < T * n0; q += nl)
-            a0[q] = xs[((size_t)(q / n0) * B + s) * n0 + q % n0];
+            a0[q] = xs[((size_t)(q / n0) * count + s) * n0 + q % n0];
         for (int q = lid; q < T * n{count}; q += nl)
-            tg[q] = ts[((size_t)(q / n{count}) * B + s) * n{count} + q % n{count}];
-        for (int t = lid; t < T; t += nl) mk[t] = ms[(size_t)t * B + s];
+            tg[q] = ts[((size_t)(q / n{count}) * count + s) * n{count} + q % n{count}];
+        for (int t = lid; t < T; t += nl) mk[t] = ms[(size_t)t * count + s];
 {BARRIER}
 {body}
 {BARRIER}
@@ -86,9 +88,16 @@ kernel void windows_train({", ".join(p.replace(" *", " *restrict ") for p in par
 """
 
 
+def pack(xs: np.ndarray, ts: np.ndarray, ms: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Windows as the loop's `io` takes them, in xs' precision: xs (T, B, ...), ts (T, B, ...)
+    and ms (T, B) time-major, then the lengths (B,)."""
+    return np.concatenate([xs.ravel(), ts.ravel(), ms.ravel(), lengths.astype(xs.dtype)])
+
+
 class WindowTrainer:
     """The fused window loop of one RecurrentNetwork under one optimiser kind and loss, its
-    fixed arguments set once; its scratch grows to the longest window it has seen."""
+    arguments set once (a call sets those that changed: ~2 us each on PoCL, where setting all
+    of them took ~120 us); its buffers grow to the largest call it has seen."""
 
     def __init__(self, net: RecurrentNetwork, layers: list[Layer], forms: list[WindowForm],
                  top: int, kind: int) -> None:
@@ -96,53 +105,54 @@ class WindowTrainer:
         built = build_loop(self.device, "windows_train",
                            lambda _: window_source(forms, top, kind))
         assert built is not None
-        self.kernel, self.lanes = built
+        kernel, lanes = built
         shapes = [layer.in_shape for layer in layers] + [net.output_shape]
         self.widths = [size(shape) for shape in shapes]
-        self.held = [value for form in forms for _, value in form.args]
-        self.one = self.device.to_device(np.ones(1))
-        fixed = [buffer(self.one)] + [np.int32(w) for w in self.widths] + [
-            buffer(v) if isinstance(v, cl_array.Array) else v for v in self.held]
-        for index, value in enumerate(fixed, start=len(FIXED) - 1):
-            self.kernel.set_arg(index, value)
-        self.scratch_at = len(FIXED) + len(self.widths) + len(self.held)
-        self.capacity = 0
-        self.scratch: list[cl_array.Array] = []
+        real = self.device.dtype
+        self.io = self.device.zeros((1,))
+        self.launch = Launch(self.device, kernel, (lanes,), (
+            0, 0, self.io, *(real(0) for _ in range(9)), self.device.to_device(np.ones(1)),
+            *(np.int32(w) for w in self.widths), *(v for form in forms for _, v in form.args),
+            *self._scratch(1)), local=(lanes,))
+        self.capacity = 1
 
-    def _grow(self, steps: int) -> None:
-        """Scratch for windows of up to `steps` steps."""
+    def _scratch(self, steps: int) -> list[cl_array.Array]:
+        """The loop's own buffers for windows of up to `steps` steps, in its arguments' order."""
         widths = self.widths
         sizes = [steps * w for w in widths] + [steps * w for w in widths[1:]]
         sizes += [steps * widths[-1], steps]
         sizes += [steps * per_step + extra for form in self.forms
                   for per_step, extra in form.scratch.values()]
-        self.scratch = [self.device.zeros((max(1, n),)) for n in sizes]
-        for index, array in enumerate(self.scratch, start=self.scratch_at):
-            self.kernel.set_arg(index, buffer(array))
-        self.capacity = steps
+        return [self.device.zeros((max(1, n),)) for n in sizes]
 
-    def __call__(self, xs: cl_array.Array, ts: cl_array.Array, ms: cl_array.Array,
-                 lengths: cl_array.Array, host_lengths: np.ndarray, batch: int,
-                 optimizer: Optimizer) -> None:
-        """Enqueue Grenade's training on the `batch` windows of xs ((T * batch, *in)
-        time-major), ts, ms and lengths (host_lengths: their host copy), in order; the
-        network's step counts advance as the layer-by-layer updates would advance them."""
-        net, k, real = self.net, self.kernel, np.dtype(self.device.dtype).type
-        longest = int(host_lengths.max())
+    def __call__(self, io: np.ndarray, rows: int, lengths: np.ndarray, optimizer: Optimizer
+                 ) -> cl.Event:
+        """Enqueue Grenade's training on the windows `io` packs (`pack`: rows = T x their
+        count; lengths: theirs) in order, and return the event of io's copy (io must live
+        until it is done); the network's step counts advance as the layer-by-layer updates
+        would advance them."""
+        count = lengths.size
+        net, launch, real = self.net, self.launch, self.device.dtype
+        longest = int(lengths.max())
         if longest > self.capacity:
-            self._grow(longest)
-        for index, value in enumerate((0, batch, batch), start=0):
-            k.set_arg(index, np.int32(value))
-        for index, array in enumerate((xs, ts, ms, lengths), start=3):
-            k.set_arg(index, buffer(array))
+            scratch = self._scratch(longest)
+            for index, array in enumerate(scratch, start=len(launch.args) - len(scratch)):
+                launch.set_arg(index, array)
+            self.capacity = longest
+        if io.size > self.io.size:
+            self.io = self.device.zeros((io.size,))
+            launch.set_arg(2, self.io)
+        copied = cl.enqueue_copy(self.device.queue, buffer(self.io), io, is_blocking=False)
+        launch.set_arg(0, np.int32(count))
+        launch.set_arg(1, np.int32(rows))
         values = (*optimizer.kernel_values(), *optimizer.powers(net.steps + 1),
                   *optimizer.powers(net.state_steps + 1))
-        for index, real_value in enumerate(values, start=7):
-            k.set_arg(index, real(real_value))
-        with named_errors(f"run the fused window loop on {self.device.name}"):
-            cl.enqueue_nd_range_kernel(self.device.queue, k, (self.lanes,), (self.lanes,))
-        net.steps += int(host_lengths.sum())
-        net.state_steps += batch
+        for index, value in enumerate(values, start=3):
+            launch.set_arg(index, real(value))
+        launch()
+        net.steps += int(lengths.sum())
+        net.state_steps += count
+        return copied
 
 
 def window_trainer(net: RecurrentNetwork, optimizer: Optimizer, loss: Loss
