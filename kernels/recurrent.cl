@@ -132,6 +132,24 @@ kernel void lstm_backward_steps(int T, int B, int o, global const REAL *ut, glob
 
 // -- BasicRecurrent (Grenade.Recurrent.Layers.BasicRecurrent): y = b + W [x; y_prev] --------
 
+// Unit r's output b_r + W_r [x; prev] for one step (w (o, i + o)).
+REAL basic_recurrent_unit_at(int i, int o, int r, global const REAL *w,
+                             global const REAL *bias, global const REAL *xr,
+                             global const REAL *prev) {
+    global const REAL *wr = w + (size_t)r * (i + o);
+    REAL sum = 0;
+    for (int k = 0; k < i; ++k) sum += wr[k] * xr[k];
+    for (int k = 0; k < o; ++k) sum += wr[i + k] * prev[k];
+    return bias[r] + sum;
+}
+
+// Column k of W^T d for one step: the input's delta (k < i) or the previous output's.
+REAL basic_recurrent_back_at(int i, int o, int k, global const REAL *w, global const REAL *dr) {
+    REAL sum = 0;
+    for (int r = 0; r < o; ++r) sum += w[(size_t)r * (i + o) + k] * dr[r];
+    return sum;
+}
+
 // Forward. w (o, i + o); y (T * B, o); states ((T + 1) * B, o): the previous outputs.
 kernel void basic_recurrent_forward_steps(int T, int B, int i, int o, global const REAL *w,
                                           global const REAL *bias, global const REAL *x,
@@ -141,11 +159,7 @@ kernel void basic_recurrent_forward_steps(int T, int B, int i, int o, global con
         const size_t row = (size_t)t * B + s;
         global const REAL *xr = x + row * i, *prev = states + row * o;
         for (int r = lid; r < o; r += nl) {
-            global const REAL *wr = w + (size_t)r * (i + o);
-            REAL sum = 0;
-            for (int k = 0; k < i; ++k) sum += wr[k] * xr[k];
-            for (int k = 0; k < o; ++k) sum += wr[i + k] * prev[k];
-            const REAL value = bias[r] + sum;
+            const REAL value = basic_recurrent_unit_at(i, o, r, w, bias, xr, prev);
             y[row * o + r] = value;
             states[(row + B) * o + r] = value;
         }
@@ -168,8 +182,7 @@ kernel void basic_recurrent_backward_steps(int T, int B, int i, int o, int input
         for (int r = lid; r < o; r += nl) dr[r] = carried[r] + dy[row * o + r];
         barrier(CLK_GLOBAL_MEM_FENCE);
         for (int k = lid; k < i + o; k += nl) {
-            REAL sum = 0;
-            for (int r = 0; r < o; ++r) sum += w[(size_t)r * (i + o) + k] * dr[r];
+            const REAL sum = basic_recurrent_back_at(i, o, k, w, dr);
             if (k >= i) carried[k - i] = sum;
             else if (input_delta) dx[row * i + k] = sum;
         }

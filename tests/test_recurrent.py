@@ -168,8 +168,8 @@ def test_window_loop_trains_as_layer_by_layer(device64: g.Device, learning: g.Op
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The fused window loop (grenade_py.windows), chosen for small networks whose layers all
     have a window form, trains sequences of many lengths as the layer-by-layer Steps do, to
-    rounding, step counts included; the others (BasicRecurrent, ConcatRecurrent) keep the
-    layer-by-layer form."""
+    rounding, step counts included; networks with ConcatRecurrent keep the layer-by-layer
+    form."""
     rng = np.random.default_rng(12)
     batch, steps = 5, 7
     xs = rng.normal(size=(batch, steps, 3))
@@ -185,7 +185,7 @@ def test_window_loop_trains_as_layer_by_layer(device64: g.Device, learning: g.Op
             for _ in range(2):
                 g.train_sequences(net, learning, xs, ts, mask, lengths=lengths)
         key = ("windows", learning.kind, "squared_error")
-        assert (fused.held[key] is not None) == (index in (0, 2)), fused
+        assert (fused.held[key] is not None) == (index < 4), fused  # not ConcatRecurrent
         assert layered.held[key] is None
         assert (fused.steps, fused.state_steps) == (layered.steps, layered.state_steps) == (
             2 * lengths.sum(), 2 * batch)
@@ -194,6 +194,29 @@ def test_window_loop_trains_as_layer_by_layer(device64: g.Device, learning: g.Op
                 for name in a:
                     np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-14,
                                                err_msg=f"{index} {role} {name}")
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared_error"])
+def test_window_loop_trains_softmax_as_layer_by_layer(
+        device64: g.Device, monkeypatch: pytest.MonkeyPatch, loss: str) -> None:
+    """A small network ending in Softmax trains in the window loop as layer by layer, to
+    rounding: under cross entropy (p - t at the logits, the Softmax's backward pass skipped)
+    and under squared error (through it)."""
+    rng = np.random.default_rng(14)
+    xs = rng.normal(size=(4, 6, 3))
+    ts = np.eye(4)[rng.integers(0, 4, (4, 6))]
+    mask = rng.uniform(size=(4, 6)) < 0.5
+    trained = []
+    for limit in (windows.WINDOW_PARAMETERS, 0):
+        monkeypatch.setattr(windows, "WINDOW_PARAMETERS", limit)
+        net = g.RecurrentNetwork([g.LSTM(3, 5), g.FullyConnected(5, 4), g.Softmax()],
+                                 input=g.D1(3), device=device64, seed=5)
+        g.train_sequences(net, LP, xs, ts, mask, loss=loss, lengths=np.array([6, 3, 1, 5]))
+        assert (net.held[("windows", LP.kind, loss)] is None) == (limit == 0)
+        trained.append(net.get_parameters())
+    for a, b in zip(*trained, strict=True):
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-14)
 
 
 def test_lengths_train_each_sequence_on_its_steps(device64: g.Device) -> None:

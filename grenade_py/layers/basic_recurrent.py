@@ -7,7 +7,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.layers.arguments import initial_values
-from grenade_py.layers.base import Buffers
+from grenade_py.layers.base import Buffers, WindowForm
 from grenade_py.layers.recurrent import Factor, RecurrentCell
 
 
@@ -62,3 +62,48 @@ class BasicRecurrent(RecurrentCell):
         d, o = buffers["deltas"], self.o
         return [Factor("w", d, o, buffers["inputs"], self.i + o),
                 Factor("b", d, o, decay=False)]
+
+    def window_form(self, i: int, input_delta: bool) -> WindowForm:
+        # The window's states st{i} ((T + 1) x o: the starting state, then each step's
+        # output), the steps' deltas dz{i} (T x o) and the carried delta cr{i} (o: after BPTT,
+        # the starting state's), laid out as one sequence of the step kernels' buffers. W's
+        # step-k gradient is dz[k] times [x_k; st_k]: the two halves of its columns apart.
+        p, m, v, o = self.parameters, self.momentum, self.second, self.o
+        args = [(f"global REAL *{role}{name[0]}{i}", buffers[name])
+                for role, buffers in (("", p), ("m", m), ("v", v))
+                for name in ("w", "b", "state")] + [(f"int o{i}", np.int32(o))]
+        scratch = {f"st{i}": (o, o), f"dz{i}": (o, 0), f"cr{i}": (0, o)}
+        at = f"(size_t)t * o{i}"
+        forward = f"""for (int r = lid; r < o{i}; r += nl) st{i}[r] = s{i}[r];
+barrier(CLK_GLOBAL_MEM_FENCE);
+for (int t = 0; t < T; ++t) {{
+    for (int r = lid; r < o{i}; r += nl)
+        a{i + 1}[{at} + r] = st{i}[{at} + o{i} + r] = basic_recurrent_unit_at(
+            n{i}, o{i}, r, w{i}, b{i}, a{i} + (size_t)t * n{i}, st{i} + {at});
+    barrier(CLK_GLOBAL_MEM_FENCE);
+}}"""
+        dx = f"else if (k < n{i}) d{i}[(size_t)t * n{i} + k] = sum;" if input_delta else ""
+        backward = f"""for (int r = lid; r < o{i}; r += nl) cr{i}[r] = 0;
+barrier(CLK_GLOBAL_MEM_FENCE);
+for (int t = T - 1; t >= 0; --t) {{
+    for (int r = lid; r < o{i}; r += nl) dz{i}[{at} + r] = cr{i}[r] + d{i + 1}[{at} + r];
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    for (int k = lid; k < n{i} + o{i}; k += nl) {{
+        const REAL sum = basic_recurrent_back_at(n{i}, o{i}, k, w{i}, dz{i} + {at});
+        if (k >= n{i}) cr{i}[k - n{i}] = sum; {dx}
+    }}
+    barrier(CLK_GLOBAL_MEM_FENCE);
+}}"""
+        width = f"(n{i} + o{i})"
+        update = f"""for (size_t q = lid; q < (size_t)o{i} * {width}; q += nl) {{
+    const int r = q / {width}, c = q % {width};
+    if (c < n{i}) recurrent_ordered_at(opt, decay, T, dz{i} + r, o{i}, a{i} + c, n{i}, w{i}, mw{i},
+                                       vw{i}, q);
+    else recurrent_ordered_at(opt, decay, T, dz{i} + r, o{i}, st{i} + c - n{i}, o{i}, w{i}, mw{i},
+                              vw{i}, q);
+}}
+for (int r = lid; r < o{i}; r += nl)
+    recurrent_ordered_at(opt, 0, T, dz{i} + r, o{i}, one, 0, b{i}, mb{i}, vb{i}, r);
+for (int r = lid; r < o{i}; r += nl)
+    recurrent_state_at(sopt, decay, cr{i}[r], s{i}, ms{i}, vs{i}, r);"""
+        return WindowForm(args, scratch, forward, backward, update)

@@ -9,7 +9,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
-from grenade_py.layers.base import Buffers, Layer
+from grenade_py.layers.base import Buffers, Layer, WindowForm
 from grenade_py.shapes import D1, Shape, size
 
 
@@ -34,3 +34,10 @@ class Softmax(Layer):
             return []
         width = size(self.in_shape)
         return [self.device.launch("softmax_backward", (n,), n, width, y, dy, dx)]
+
+    def window_form(self, i: int, input_delta: bool) -> WindowForm:
+        rows = f"for (int t = lid; t < T; t += nl) softmax_{{}}_row({{}}, n{i});"
+        at = f" + (size_t)t * n{i}"
+        return WindowForm([], {}, rows.format("forward", f"a{i}{at}, a{i + 1}{at}"),
+                          rows.format("backward", f"a{i + 1}{at}, d{i + 1}{at}, d{i}{at}")
+                          if input_delta else "", "")
