@@ -38,20 +38,24 @@ log = logging.getLogger("grenade_py")
 #: loop; larger ones train layer by layer, where each layer's launches use every compute unit.
 WINDOW_PARAMETERS = 1024
 
-#: The arguments before the widths: the windows and the two optimisers' values.
-FIXED = ["int count", "int rows", "global const REAL *io", "REAL rate", "REAL beta1",
-         "REAL beta2", "REAL eps", "REAL decay", "REAL p1", "REAL p2", "REAL q1", "REAL q2",
-         "global const REAL *one"]
+#: The arguments before the widths: the windows, the two optimisers' values, `one` and the
+#: metrics' sums.
+FIXED = ["int count", "global const REAL *io", "int xs_at", "int ts_at", "int ms_at",
+         "int lengths_at", "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay",
+         "REAL p1", "REAL p2", "REAL q1", "REAL q2", "global const REAL *one",
+         "global REAL *acc"]
 
 
-def window_source(forms: list[WindowForm], top: int, kind: int) -> str:
+def window_source(forms: list[WindowForm], top: int, kind: int, from_logits: bool) -> str:
     """The window loop's OpenCL source (kernel `windows_train`) for layers of these forms,
-    whose loss writes the delta at boundary `top`, under optimiser `kind`.
+    whose loss writes the delta at boundary `top` (and measures from the logits there, for
+    cross entropy), under optimiser `kind`.
 
-    `io` holds `count` windows (`pack`): their inputs (rows = T x count of n0 values), targets
-    (rows of n{last}), mask (rows) and lengths (count), time-major as a sequence Step's
-    buffers: window s's step t is row t * count + s. `p1, p2` are Adam's powers at the
-    parameters' next step, `q1, q2` at the starting states'."""
+    `io` holds `count` windows (`Layout`) time-major, as a sequence Step's buffers: window s's
+    step t is row t * count + s of the inputs at xs_at (n0 values a row), the targets at ts_at
+    and the mask at ms_at; its length is at lengths_at + s. `p1, p2` are Adam's powers at the
+    parameters' next step, `q1, q2` at the starting states'. Each window adds its summed loss,
+    correct steps and steps with a target to acc[0..2], as Step.metrics does."""
     count = len(forms)
     scratch = [f"a{k}" for k in range(count + 1)] + [f"d{k}" for k in range(1, count + 1)]
     scratch += ["tg", "mk"] + [name for form in forms for name in form.scratch]
@@ -61,22 +65,34 @@ def window_source(forms: list[WindowForm], top: int, kind: int) -> str:
     forward = [form.forward for form in forms]
     backward = [forms[i].backward for i in reversed(range(top)) if forms[i].backward]
     update = [forms[i].update for i in range(top) if forms[i].update]
-    body = f"\n{BARRIER}\n".join(forward + [
-        f"for (int q = lid; q < T * n{count}; q += nl) d{top}[q] = mk[q / n{count}] == 0 ? "
+    y, n = f"a{count} + (size_t)t * n{count}", f"n{count}"
+    metrics = f"""if (lid == 0) {{
+    REAL sums[3] = {{0, 0, 0}};
+    for (int t = 0; t < T; ++t) {{
+        if (mk[t] == 0) continue;
+        sums[0] += loss_row_at({n}, {int(from_logits)}, {y}, a{top} + (size_t)t * n{top},
+                               tg + (size_t)t * {n});
+        sums[1] += correct_row_at({n}, {y}, tg + (size_t)t * {n});
+        sums[2] += 1;
+    }}
+    for (int k = 0; k < 3; ++k) acc[k] += sums[k];
+}}"""
+    body = f"\n{BARRIER}\n".join(forward + [metrics + "\n" +
+        f"for (int q = lid; q < T * {n}; q += nl) d{top}[q] = mk[q / {n}] == 0 ? "
         f"(REAL)0 : loss_gradient_at(a{count}[q], tg[q], 1);"] + backward + update)
     return f"""
 kernel void windows_train({", ".join(p.replace(" *", " *restrict ") for p in params)}) {{
     const int lid = get_local_id(0), nl = get_local_size(0);
-    global const REAL *xs = io, *ts = xs + (size_t)rows * n0, *ms = ts + (size_t)rows * n{count},
-                      *lengths = ms + rows;
+    global const REAL *xs = io + xs_at, *ts = io + ts_at, *ms = io + ms_at,
+                      *lengths = io + lengths_at;
     optimizer opt = optimizer_make({kind}, rate, beta1, beta2, eps, p1, p2),
               sopt = optimizer_make({kind}, rate, beta1, beta2, eps, q1, q2);
     for (int s = 0; s < count; ++s) {{
         const int T = (int)lengths[s];
         for (int q = lid; q < T * n0; q += nl)
             a0[q] = xs[((size_t)(q / n0) * count + s) * n0 + q % n0];
-        for (int q = lid; q < T * n{count}; q += nl)
-            tg[q] = ts[((size_t)(q / n{count}) * count + s) * n{count} + q % n{count}];
+        for (int q = lid; q < T * {n}; q += nl)
+            tg[q] = ts[((size_t)(q / {n}) * count + s) * {n} + q % {n}];
         for (int t = lid; t < T; t += nl) mk[t] = ms[(size_t)t * count + s];
 {BARRIER}
 {body}
@@ -88,33 +104,68 @@ kernel void windows_train({", ".join(p.replace(" *", " *restrict ") for p in par
 """
 
 
-def pack(xs: np.ndarray, ts: np.ndarray, ms: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Windows as the loop's `io` takes them, in xs' precision: xs (T, B, ...), ts (T, B, ...)
-    and ms (T, B) time-major, then the lengths (B,)."""
-    return np.concatenate([xs.ravel(), ts.ravel(), ms.ravel(), lengths.astype(xs.dtype)])
+class Layout:
+    """Where `count` windows of up to `steps` steps lie in the loop's `io` buffer: the inputs
+    (steps x count rows of n0), targets (rows of n{last}), mask (rows) and lengths (count),
+    each from an offset aligned for a sub-buffer (so that kernels may fill them as buffers of
+    their own)."""
+
+    def __init__(self, steps: int, count: int, widths: tuple[int, int], align: int) -> None:
+        rows = steps * count
+        self.steps, self.count, self.offsets, total = steps, count, [], 0
+        for values in (rows * widths[0], rows * widths[1], rows, count):
+            self.offsets.append(total)
+            total += -(-values // align) * align
+        self.size = total
+
+    def pack(self, xs: np.ndarray, ts: np.ndarray, ms: np.ndarray, lengths: np.ndarray
+             ) -> np.ndarray:
+        """xs (T, B, ...), ts (T, B, ...) and ms (T, B) time-major and the lengths (B,), laid
+        out as `io` holds them, in xs' precision."""
+        host = np.zeros(self.size, xs.dtype)
+        for at, array in zip(self.offsets, (xs, ts, ms, lengths), strict=True):
+            host[at:at + array.size] = array.ravel()
+        return host
 
 
 class WindowTrainer:
     """The fused window loop of one RecurrentNetwork under one optimiser kind and loss, its
     arguments set once (a call sets those that changed: ~2 us each on PoCL, where setting all
-    of them took ~120 us); its buffers grow to the largest call it has seen."""
+    of them took ~120 us); its scratch grows to the longest window it has seen."""
 
     def __init__(self, net: RecurrentNetwork, layers: list[Layer], forms: list[WindowForm],
-                 top: int, kind: int) -> None:
+                 top: int, kind: int, from_logits: bool) -> None:
         self.net, self.device, self.forms = net, net.device, forms
         built = build_loop(self.device, "windows_train",
-                           lambda _: window_source(forms, top, kind))
+                           lambda _: window_source(forms, top, kind, from_logits))
         assert built is not None
         kernel, lanes = built
         shapes = [layer.in_shape for layer in layers] + [net.output_shape]
         self.widths = [size(shape) for shape in shapes]
         real = self.device.dtype
         self.io = self.device.zeros((1,))
+        #: What the loop measures when the caller does not ask (`acc`).
+        self.sums = self.device.zeros((3,))
         self.launch = Launch(self.device, kernel, (lanes,), (
-            0, 0, self.io, *(real(0) for _ in range(9)), self.device.to_device(np.ones(1)),
+            0, self.io, 0, 0, 0, 0, *(real(0) for _ in range(9)),
+            self.device.to_device(np.ones(1)), self.sums,
             *(np.int32(w) for w in self.widths), *(v for form in forms for _, v in form.args),
             *self._scratch(1)), local=(lanes,))
         self.capacity = 1
+
+    def layout(self, steps: int, count: int) -> Layout:
+        """Where `count` windows of up to `steps` steps lie in an io buffer."""
+        align = max(1, self.device.cl_device.mem_base_addr_align // 8 //
+                    np.dtype(self.device.dtype).itemsize)
+        return Layout(steps, count, (self.widths[0], self.widths[-1]), align)
+
+    def upload(self, host: np.ndarray) -> tuple[cl_array.Array, cl.Event]:
+        """The loop's own io buffer (grown if need be) and the event of copying `host` (a
+        Layout's pack) into it; host must live until the copy is done."""
+        if host.size > self.io.size:
+            self.io = self.device.zeros((host.size,))
+        return self.io, cl.enqueue_copy(self.device.queue, buffer(self.io), host,
+                                         is_blocking=False)
 
     def _scratch(self, steps: int) -> list[cl_array.Array]:
         """The loop's own buffers for windows of up to `steps` steps, in its arguments' order."""
@@ -125,34 +176,29 @@ class WindowTrainer:
                   for per_step, extra in form.scratch.values()]
         return [self.device.zeros((max(1, n),)) for n in sizes]
 
-    def __call__(self, io: np.ndarray, rows: int, lengths: np.ndarray, optimizer: Optimizer
-                 ) -> cl.Event:
-        """Enqueue Grenade's training on the windows `io` packs (`pack`: rows = T x their
-        count; lengths: theirs) in order, and return the event of io's copy (io must live
-        until it is done); the network's step counts advance as the layer-by-layer updates
-        would advance them."""
-        count = lengths.size
+    def __call__(self, io: cl_array.Array, layout: Layout, lengths: np.ndarray,
+                 optimizer: Optimizer, acc: cl_array.Array | None = None) -> None:
+        """Enqueue Grenade's training on the windows in `io` (as `layout` lays them out; their
+        `lengths`), in order, adding what they measure to `acc` (3 values) if given; the
+        network's step counts advance as the layer-by-layer updates would advance them."""
         net, launch, real = self.net, self.launch, self.device.dtype
-        longest = int(lengths.max())
-        if longest > self.capacity:
-            scratch = self._scratch(longest)
+        if layout.steps > self.capacity:
+            scratch = self._scratch(layout.steps)
             for index, array in enumerate(scratch, start=len(launch.args) - len(scratch)):
                 launch.set_arg(index, array)
-            self.capacity = longest
-        if io.size > self.io.size:
-            self.io = self.device.zeros((io.size,))
-            launch.set_arg(2, self.io)
-        copied = cl.enqueue_copy(self.device.queue, buffer(self.io), io, is_blocking=False)
-        launch.set_arg(0, np.int32(count))
-        launch.set_arg(1, np.int32(rows))
+            self.capacity = layout.steps
+        launch.set_arg(0, np.int32(layout.count))
+        launch.set_arg(1, io)
+        for index, at in enumerate(layout.offsets, start=2):
+            launch.set_arg(index, np.int32(at))
         values = (*optimizer.kernel_values(), *optimizer.powers(net.steps + 1),
                   *optimizer.powers(net.state_steps + 1))
-        for index, value in enumerate(values, start=3):
+        for index, value in enumerate(values, start=6):
             launch.set_arg(index, real(value))
+        launch.set_arg(16, self.sums if acc is None else acc)
         launch()
         net.steps += int(lengths.sum())
-        net.state_steps += count
-        return copied
+        net.state_steps += layout.count
 
 
 def window_trainer(net: RecurrentNetwork, optimizer: Optimizer, loss: Loss
@@ -174,7 +220,8 @@ def window_trainer(net: RecurrentNetwork, optimizer: Optimizer, loss: Loss
               else None)
     top = loss.top(net) - (len(net.layers) - len(layers))
     if reason is None:
-        net.held[key] = WindowTrainer(net, layers, forms, top, optimizer.kind)  # type: ignore[arg-type]
+        net.held[key] = WindowTrainer(net, layers, forms, top,  # type: ignore[arg-type]
+                                      optimizer.kind, loss.from_logits)
         log.debug("%r trains windows in the fused window loop", net)
     else:
         net.held[key] = None

@@ -11,6 +11,38 @@ kernel void loss_gradient(int rows, int width, REAL scale, int masked, global co
     dy[at] = masked && mask[at / width] == 0 ? (REAL)0 : loss_gradient_at(y[at], t[at], scale);
 }
 
+// One row's loss (see loss_rows) from its output y, logits and target t (w values each).
+REAL loss_row_at(int w, int cross_entropy, global const REAL *y, global const REAL *logits,
+                 global const REAL *t) {
+    REAL value = 0;
+    if (cross_entropy) {
+        REAL top = logits[0];
+        for (int k = 1; k < w; ++k) top = fmax(top, logits[k]);
+        REAL sum = 0;
+        for (int k = 0; k < w; ++k) sum += exp(logits[k] - top);
+        REAL lse = log(sum);
+        for (int k = 0; k < w; ++k) value += t[k] * (lse - (logits[k] - top));
+    } else {
+        for (int k = 0; k < w; ++k) {
+            REAL e = y[k] - t[k];
+            value += e * e;
+        }
+        value *= (REAL)0.5;
+    }
+    return value;
+}
+
+// Whether a row is correct (see loss_rows): 1 or 0.
+REAL correct_row_at(int w, global const REAL *y, global const REAL *t) {
+    if (w == 1) return (y[0] > (REAL)0.5) == (t[0] > (REAL)0.5);
+    int best_y = 0, best_t = 0;
+    for (int k = 1; k < w; ++k) {
+        if (y[k] > y[best_y]) best_y = k;
+        if (t[k] > t[best_t]) best_t = k;
+    }
+    return best_y == best_t;
+}
+
 // Per-row loss and correctness (n rows of width w), the one definition each loss reports in
 // training, validation and sequences alike:
 //   squared error: 0.5 sum (y - t)^2;  cross entropy: -sum t log softmax(logits), computed from
@@ -28,32 +60,8 @@ kernel void loss_rows(int n, int w, int cross_entropy, int masked, global const 
     loss[r] = correct[r] = 0;
     if (counted[r] == 0) return;
     size_t base = (size_t)r * w;
-    REAL value = 0;
-    if (cross_entropy) {
-        REAL top = logits[base];
-        for (int k = 1; k < w; ++k) top = fmax(top, logits[base + k]);
-        REAL sum = 0;
-        for (int k = 0; k < w; ++k) sum += exp(logits[base + k] - top);
-        REAL lse = log(sum);
-        for (int k = 0; k < w; ++k) value += t[base + k] * (lse - (logits[base + k] - top));
-    } else {
-        for (int k = 0; k < w; ++k) {
-            REAL e = y[base + k] - t[base + k];
-            value += e * e;
-        }
-        value *= (REAL)0.5;
-    }
-    loss[r] = value;
-    if (w == 1) {
-        correct[r] = (y[base] > (REAL)0.5) == (t[base] > (REAL)0.5);
-    } else {
-        int best_y = 0, best_t = 0;
-        for (int k = 1; k < w; ++k) {
-            if (y[base + k] > y[base + best_y]) best_y = k;
-            if (t[base + k] > t[base + best_t]) best_t = k;
-        }
-        correct[r] = best_y == best_t;
-    }
+    loss[r] = loss_row_at(w, cross_entropy, y + base, logits + base, t + base);
+    correct[r] = correct_row_at(w, y + base, t + base);
 }
 
 // acc[0] += sum of loss, acc[1] += sum of correct, acc[2] += sum of counted (n rows); one

@@ -68,6 +68,8 @@ def main() -> None:
             g.train_sequences(small, opt, rng.normal(size=(3, 4, 2)),
                               np.eye(2)[rng.integers(0, 2, (3, 4))], rng.uniform(size=(3, 4)) < 0.5,
                               loss=loss, lengths=np.array([4, 1, 3]))
+        g.SymbolCorpus(small, rng.integers(0, 2, 30)).train(g.SGD(0.01), np.array([0, 5, 9]), 4,
+                                                            loss="cross_entropy")
         d.launch("peak_fma", (5,), 5, 3, d.dtype(0.9), d.dtype(0.1), d.zeros((5,)))()
         d.queue.finish()
     print(f"workload done on {d.name}")

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import get_device, numeric_gradients, tolerance
 
 import grenade_py as g
-from grenade_py import windows
+from grenade_py import recurrent_runner, windows
 from grenade_py.errors import ModelFileError, ShapeError
 from grenade_py.network_file import read_metadata
 from grenade_py.numpy_recurrent import NumpyRecurrent, decays, is_state, state_deltas
@@ -371,8 +371,8 @@ def test_state_carries_across_runs(device: g.Device, index: int) -> None:
 
 def test_symbol_corpus_trains_as_host_sequences(device64: g.Device,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Windows made on the device train exactly as the same windows passed as arrays (both
-    layer by layer: SymbolCorpus does not use the fused window loop)."""
+    """Windows made on the device train exactly as the same windows passed as arrays, both
+    layer by layer (test_symbol_corpus_trains_in_the_window_loop: both in the loop)."""
     monkeypatch.setattr(windows, "WINDOW_PARAMETERS", 0)
     rng = np.random.default_rng(4)
     codes = rng.integers(0, 5, size=200)
@@ -392,6 +392,37 @@ def test_symbol_corpus_trains_as_host_sequences(device64: g.Device,
         for pa, pb in zip(a.get_parameters(), b.get_parameters(), strict=True):
             for name in pa:
                 np.testing.assert_array_equal(pa[name], pb[name])
+
+
+@pytest.mark.parametrize("every", [False, True])
+def test_symbol_corpus_trains_in_the_window_loop(device64: g.Device, every: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small network's windows train in the fused window loop, chunk by chunk (a last
+    partial chunk included), as the same windows passed to train_sequences, and measure what
+    the layer-by-layer Steps measure, to rounding."""
+    monkeypatch.setattr(recurrent_runner, "WINDOW_CHUNK", 4)
+    rng = np.random.default_rng(15)
+    codes = rng.integers(0, 5, size=200)
+    offsets = rng.integers(0, 180, size=10)
+    eye = np.eye(5)
+    xs = np.stack([eye[codes[o:o + 9]] for o in offsets])
+    ts = np.stack([eye[codes[o + 1:o + 10]] for o in offsets])
+    mask = np.ones((10, 9), bool) if every else np.arange(9)[None].repeat(10, 0) == 8
+    nets = [g.RecurrentNetwork([g.LSTM(5, 4), g.FullyConnected(4, 5), g.Logit()],
+                               input=g.D1(5), device=device64, seed=2) for _ in range(3)]
+    fused = SymbolCorpus(nets[0], codes).train(LP, offsets, 9, every=every)
+    g.train_sequences(nets[1], LP, xs, ts, mask)
+    monkeypatch.setattr(windows, "WINDOW_PARAMETERS", 0)
+    layered = SymbolCorpus(nets[2], codes).train(LP, offsets, 9, every=every)
+    assert nets[0].held[("windows", LP.kind, "squared_error")] is not None
+    assert nets[2].held[("windows", LP.kind, "squared_error")] is None
+    np.testing.assert_allclose([fused.loss, fused.correct, fused.steps],
+                               [layered.loss, layered.correct, layered.steps], rtol=1e-12)
+    assert fused.steps == mask.sum()
+    for a, b, c in zip(*(net.get_parameters() for net in nets), strict=True):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+            np.testing.assert_allclose(a[name], c[name], rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("batch", [1, 8])
