@@ -61,15 +61,18 @@ def main() -> None:
                               summed=summed, loss="cross_entropy")
         g.SymbolCorpus(rn, rng.integers(0, 3, 30)).train(g.SGD(0.01), np.array([0, 5]), 4)
         g.run_recurrent(rn, rng.normal(size=(3, 3)))
-        small = g.RecurrentNetwork([g.FullyConnected(2, 3), g.Tanh(), g.BasicRecurrent(3, 3),
-                                    g.LSTM(3, 2), g.Softmax()], input=g.D1(2), device=d,
-                                   seed=1)  # the fused window loop
-        for opt, loss in ((g.SGD(0.01), "cross_entropy"), (g.AdamW(0.01), "squared_error")):
-            g.train_sequences(small, opt, rng.normal(size=(3, 4, 2)),
-                              np.eye(2)[rng.integers(0, 2, (3, 4))], rng.uniform(size=(3, 4)) < 0.5,
-                              loss=loss, lengths=np.array([4, 1, 3]))
-        g.SymbolCorpus(small, rng.integers(0, 2, 30)).train(g.SGD(0.01), np.array([0, 5, 9]), 4,
-                                                            loss="cross_entropy")
+        for lanes in (1, 4):  # the fused window loop, one lane and the GPU form
+            fused.lanes = lambda device, lanes=lanes: lanes  # type: ignore[assignment]
+            small = g.RecurrentNetwork([g.FullyConnected(2, 3), g.Tanh(), g.BasicRecurrent(3, 3),
+                                        g.LSTM(3, 2), g.Softmax()], input=g.D1(2), device=d,
+                                       seed=1)
+            for opt, loss in ((g.SGD(0.01), "cross_entropy"), (g.AdamW(0.01), "squared_error")):
+                g.train_sequences(small, opt, rng.normal(size=(3, 4, 2)),
+                                  np.eye(2)[rng.integers(0, 2, (3, 4))],
+                                  rng.uniform(size=(3, 4)) < 0.5, loss=loss,
+                                  lengths=np.array([4, 1, 3]))
+            g.SymbolCorpus(small, rng.integers(0, 2, 30)).train(
+                g.SGD(0.01), np.array([0, 5, 9]), 4, loss="cross_entropy")
         d.launch("peak_fma", (5,), 5, 3, d.dtype(0.9), d.dtype(0.1), d.zeros((5,)))()
         d.queue.finish()
     print(f"workload done on {d.name}")

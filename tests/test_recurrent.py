@@ -219,6 +219,28 @@ def test_window_loop_trains_softmax_as_layer_by_layer(
             np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("lanes", [3, 16])
+def test_window_loop_with_many_lanes(device64: g.Device, monkeypatch: pytest.MonkeyPatch,
+                                     lanes: int) -> None:
+    """The window loop's GPU form (its loops shared by lanes, barriers between the phases), run
+    on PoCL: each value is still computed by one lane from the same functions, so the results
+    are the one-lane loop's exactly."""
+    rng = np.random.default_rng(16)
+    xs, ts = rng.normal(size=(3, 5, 3)), rng.uniform(size=(3, 5, 2))
+    mask = rng.uniform(size=(3, 5)) < 0.6
+    trained = []
+    for count in (1, lanes):
+        monkeypatch.setattr("grenade_py.fused.lanes", lambda device, count=count: count)
+        net = g.RecurrentNetwork([g.FullyConnected(3, 4), g.Tanh(), g.BasicRecurrent(4, 3),
+                                  g.LSTM(3, 2)], input=g.D1(3), device=device64, seed=6)
+        g.train_sequences(net, g.Adam(0.01), xs, ts, mask, lengths=np.array([5, 2, 4]))
+        assert net.held[("windows", 1, "squared_error")].launch.local_size == (count,)
+        trained.append(net.get_parameters())
+    for a, b in zip(*trained, strict=True):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+
+
 def test_lengths_train_each_sequence_on_its_steps(device64: g.Device) -> None:
     """Sequence b of train_sequences(..., lengths) is its first lengths[b] steps: the same as
     training each shortened sequence alone, whatever the rest of its row holds; bad lengths
