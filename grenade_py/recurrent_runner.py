@@ -24,15 +24,12 @@ from grenade_py import inputs
 from grenade_py.device import Launch, buffer, opencl_errors
 from grenade_py.execution import Step, enqueue, sequence_steps
 from grenade_py.losses import Loss, loss_named
-from grenade_py.network import flat_view
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
-from grenade_py.windows import Layout, WindowTrainer, window_trainer
+from grenade_py.windows import SymbolFills, train_symbol_windows, window_trainer
 
 #: SymbolCorpus.train keeps at most about twice this many windows' launches queued.
 WINDOWS_QUEUED = 256
-#: Windows per launch of the fused window loop in SymbolCorpus.train.
-WINDOW_CHUNK = 256
 
 
 @dataclass
@@ -226,7 +223,7 @@ class SymbolCorpus:
             Step, tuple[Launch, cl_array.Array, list[Launch]]] = weakref.WeakKeyDictionary()
         #: For the fused window loop, by (steps, windows): the layout, io buffer and one-hot
         #: launch of a chunk.
-        self._window_fills: dict[tuple[int, int], tuple[Layout, cl_array.Array, Launch]] = {}
+        self._window_fills: SymbolFills = {}
 
     @opencl_errors
     def train(self, learning: Optimizer, offsets: np.ndarray, steps: int,
@@ -249,7 +246,9 @@ class SymbolCorpus:
         on_device = cl_array.to_device(queue, starts.astype(np.int32))
         trainer = window_trainer(self.net, learning, loss_named(loss)) if batch == 1 else None
         if trainer is not None:
-            return self._train_windows(trainer, learning, on_device, len(starts), steps, every)
+            sums = train_symbol_windows(trainer, learning, self.codes, on_device, len(starts),
+                                        steps, every, self._window_fills)
+            return Metrics(*(float(v) for v in sums.get()))
         p = sequence_steps(self.net, steps, batch, loss)
         if p not in self._fills:
             n = int(self.net.input_shape.dims[0])
@@ -270,35 +269,4 @@ class SymbolCorpus:
                 if pending is not None:
                     pending.wait()
                 pending = cl.enqueue_marker(queue)
-        return Metrics(*(float(v) for v in sums.get()))
-
-    def _train_windows(self, trainer: WindowTrainer, learning: Optimizer,
-                       offsets: cl_array.Array, count: int, steps: int, every: bool) -> Metrics:
-        """`train` in the fused window loop: WINDOW_CHUNK windows per launch, each chunk's
-        one-hot rows made on the device in the loop's own layout."""
-        device, n = self.net.device, int(self.net.input_shape.dims[0])
-        sums = device.zeros((3,))
-        pending: cl.Event | None = None
-        for first in range(0, count, WINDOW_CHUNK):
-            size = min(WINDOW_CHUNK, count - first)
-            key = (steps, size)
-            if key not in self._window_fills:
-                layout = trainer.layout(steps, size)
-                io = device.zeros((layout.size,))
-                rows = steps * size
-                x, t, m, lengths = (flat_view(io, at, shape) for at, shape in zip(
-                    layout.offsets, ((rows, n), (rows, n), (rows,), (size,)), strict=True))
-                lengths.fill(steps)
-                self._window_fills[key] = (layout, io, device.launch(
-                    "one_hot_sequences", (n, rows), steps, size, n, 0, every, self.codes,
-                    offsets, x, t, m))
-            layout, io, fill = self._window_fills[key]
-            fill.set_arg(3, first)
-            fill.set_arg(4, every)
-            fill.set_arg(6, offsets)
-            fill()
-            trainer(io, layout, np.full(size, steps), learning, sums)
-            if pending is not None:  # bounded: the device runs while the host enqueues
-                pending.wait()
-            pending = cl.enqueue_marker(device.queue)
         return Metrics(*(float(v) for v in sums.get()))

@@ -28,6 +28,7 @@ from grenade_py.fused import BARRIER, build_loop, chain
 from grenade_py.layers import Layer
 from grenade_py.layers.base import WindowForm
 from grenade_py.losses import Loss
+from grenade_py.network import flat_view
 from grenade_py.optimizers import Optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.shapes import size
@@ -227,3 +228,45 @@ def window_trainer(net: RecurrentNetwork, optimizer: Optimizer, loss: Loss
         net.held[key] = None
         log.debug("%r trains windows layer by layer (%s)", net, reason)
     return window_trainer(net, optimizer, loss)
+
+
+#: Windows per launch of the fused window loop in SymbolCorpus.train.
+WINDOW_CHUNK = 256
+
+#: What train_symbol_windows keeps for a corpus, by (steps, windows): a chunk's layout, its io
+#: buffer and the launch making its one-hot rows there.
+SymbolFills = dict[tuple[int, int], tuple[Layout, cl_array.Array, Launch]]
+
+
+def train_symbol_windows(trainer: WindowTrainer, learning: Optimizer, codes: cl_array.Array,
+                         offsets: cl_array.Array, count: int, steps: int, every: bool,
+                         fills: SymbolFills) -> cl_array.Array:
+    """SymbolCorpus.train in the fused window loop: the `count` windows of `steps` symbols of
+    `codes` starting at `offsets`, WINDOW_CHUNK a launch, each chunk's one-hot rows made on the
+    device in the loop's layout (`fills` keeps those buffers for the corpus). Returns the
+    metrics' sums (loss, correct steps, steps with a target) on the device."""
+    device, n = trainer.device, trainer.widths[0]
+    sums = device.zeros((3,))
+    pending: cl.Event | None = None
+    for first in range(0, count, WINDOW_CHUNK):
+        size = min(WINDOW_CHUNK, count - first)
+        if (steps, size) not in fills:
+            layout = trainer.layout(steps, size)
+            io = device.zeros((layout.size,))
+            rows = steps * size
+            x, t, m, lengths = (flat_view(io, at, shape) for at, shape in zip(
+                layout.offsets, ((rows, n), (rows, n), (rows,), (size,)), strict=True))
+            lengths.fill(steps)
+            fills[steps, size] = (layout, io, device.launch(
+                "one_hot_sequences", (n, rows), steps, size, n, 0, every, codes, offsets, x, t,
+                m))
+        layout, io, fill = fills[steps, size]
+        fill.set_arg(3, first)
+        fill.set_arg(4, every)
+        fill.set_arg(6, offsets)
+        fill()
+        trainer(io, layout, np.full(size, steps), learning, sums)
+        if pending is not None:  # bounded: the device runs while the host enqueues
+            pending.wait()
+        pending = cl.enqueue_marker(device.queue)
+    return sums

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import get_device, numeric_gradients, tolerance
 
 import grenade_py as g
-from grenade_py import recurrent_runner, windows
+from grenade_py import windows
 from grenade_py.errors import ModelFileError, ShapeError
 from grenade_py.network_file import read_metadata
 from grenade_py.numpy_recurrent import NumpyRecurrent, decays, is_state, state_deltas
@@ -422,7 +422,7 @@ def test_symbol_corpus_trains_in_the_window_loop(device64: g.Device, every: bool
     """A small network's windows train in the fused window loop, chunk by chunk (a last
     partial chunk included), as the same windows passed to train_sequences, and measure what
     the layer-by-layer Steps measure, to rounding."""
-    monkeypatch.setattr(recurrent_runner, "WINDOW_CHUNK", 4)
+    monkeypatch.setattr(windows, "WINDOW_CHUNK", 4)
     rng = np.random.default_rng(15)
     codes = rng.integers(0, 5, size=200)
     offsets = rng.integers(0, 180, size=10)
