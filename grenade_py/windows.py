@@ -208,10 +208,12 @@ def window_trainer(net: RecurrentNetwork, optimizer: Optimizer, loss: Loss
     None where the network trains layer by layer: a layer without a window form, a network
     over WINDOW_PARAMETERS, or an optimiser that clips (clipping needs each step's whole
     gradient before any update)."""
+    if optimizer.clip_norm is not None:
+        return None
     key = ("windows", optimizer.kind, loss.name)
     if key in net.held:
         trainer: WindowTrainer | None = net.held[key]
-        return trainer if optimizer.clip_norm is None else None
+        return trainer
     links = chain(net, net.input_shape)
     layers = [layer for layer, _ in links]
     forms = [layer.window_form(i, i > 0) for i, layer in enumerate(layers)]
