@@ -610,10 +610,13 @@ def bench_grenade_examples(device: Device, repeats: int, windows: int
         tapes: dict[str, Any] = {}
         lp = LearningParameters(0.01, 0.9, 0.0005)
 
+        on_device = discriminator.device.to_device(images)
+        noises = discriminator.device.to_device(noise.uniform(-1, 1, size=(100, 80)))
+
         def gan_steps(n: int) -> None:
             for k in range(n):
-                module.train_step(discriminator, generator, lp, images[k % 100:k % 100 + 1],
-                                  noise.uniform(-1, 1, size=(1, 80)), tapes)
+                module.train_step(discriminator, generator, lp, on_device[k % 100:k % 100 + 1],
+                                  noises[k % 100:k % 100 + 1], tapes)
             discriminator.device.queue.finish()
 
         rows.append(("gan-mnist", marginal(gan_steps, 10, 100, repeats) * 1e3, "ms/example"))

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyopencl as cl
@@ -22,6 +22,7 @@ from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.schedules import Schedule, schedule_rate
+from grenade_py.shapes import Shape
 
 log = logging.getLogger("grenade_py")
 
@@ -167,37 +168,84 @@ class Gradients:
     flat: cl_array.Array
 
 
+def _device_rows(net: Network, x: cl_array.Array, shape: Shape, what: str) -> int:
+    """The samples in device array `x` (N, *shape) of net's precision, on its device; ValueError
+    for another array."""
+    dims, device = shape.dims, net.device
+    if x.context != device.context or x.dtype != device.dtype or x.shape[1:] != dims or \
+            len(x.shape) != 1 + len(dims) or x.shape[0] < 1 or not x.flags.c_contiguous:
+        raise ValueError(f"{what} is a device array {x.dtype} {x.shape}; the network takes a "
+                         f"contiguous (N, {', '.join(map(str, dims))}) array of "
+                         f"{device.precision} on its own device")
+    return int(x.shape[0])
+
+
+def _copy_in(net: Network, dst: cl_array.Array, src: cl_array.Array) -> None:
+    """Enqueue a device copy of `src` (a contiguous array, perhaps a slice) into `dst`."""
+    cl.enqueue_copy(net.device.queue, buffer(dst), cast(cl.Buffer, src.base_data),
+                    src_offset=src.offset, byte_count=src.nbytes)
+
+
 @opencl_errors
-def run_network(net: Network, x: np.ndarray,
-                reuse: Tapes | None = None) -> tuple[Tapes, np.ndarray]:
+def run_network(net: Network, x: np.ndarray | cl_array.Array,
+                reuse: Tapes | None = None) -> tuple[Tapes, Any]:
     """Grenade's runNetwork: the forward pass of `x` (one sample or a batch), as in training,
     keeping its tapes for `run_gradient`; returns (tapes, output). Tapes have buffers of their
     own, so several passes can be held at once; `reuse` gives back tapes no longer needed, whose
-    buffers and launches then serve this pass (same batch size) instead of new ones."""
+    buffers and launches then serve this pass (same batch size) instead of new ones.
+
+    With `x` a device array (N, *input.dims) of the network's precision (a pyopencl array on
+    its device; a slice of a larger one too), the output is a new device array and nothing
+    waits for the device: chains of passes, such as a GAN's exchange, run without host round
+    trips. Its values are not checked for NaN, as a host array's are."""
     net.check_runnable()
+    if isinstance(x, cl_array.Array):
+        tapes = _tapes(net, _device_rows(net, x, net.input_shape, "x"), reuse)
+        _copy_in(net, tapes.input, x)
+        tapes.forward(training=True)
+        return tapes, tapes.output.copy()
     xs, single = inputs.samples(x, net.input_shape, "x", net.device.dtype)
-    same = reuse is not None and reuse.net is net and reuse.rows == len(xs)
-    tapes = reuse if same and reuse is not None else Step(net, len(xs), input_delta=True)
+    tapes = _tapes(net, len(xs), reuse)
     cl.enqueue_copy(net.device.queue, buffer(tapes.input), xs)
     tapes.forward(training=True)
     out = tapes.output.get()
     return tapes, out[0] if single else out
 
 
+def _tapes(net: Network, rows: int, reuse: Tapes | None) -> Tapes:
+    """`reuse` if it holds a pass of `net` over as many rows, else new tapes."""
+    if reuse is not None and reuse.net is net and reuse.rows == rows:
+        return reuse
+    return Step(net, rows, input_delta=True)
+
+
 @opencl_errors
-def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray) -> tuple[Gradients, np.ndarray]:
+def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray | cl_array.Array
+                 ) -> tuple[Gradients, Any]:
     """Grenade's runGradient: the backward pass from `dy`, the delta at the output of the
     forward pass `tapes` kept. Returns the parameters' gradients (summed over the batch; for
-    `apply_update`) and the delta at the input, shaped as the input."""
-    dys, single = inputs.samples(dy, net.output_shape, "dy", net.device.dtype)
-    if len(dys) != tapes.rows:
-        raise ValueError(f"dy has {len(dys)} samples but the tapes hold {tapes.rows}")
+    `apply_update`) and the delta at the input, shaped as the input: a new device array when
+    `dy` is one (see run_network), else a host array."""
     delta, dx = tapes.delta, tapes.deltas[0]
     assert delta is not None and dx is not None  # run_network's Steps keep both
-    cl.enqueue_copy(net.device.queue, buffer(delta), dys)
+    on_device = isinstance(dy, cl_array.Array)
+    if isinstance(dy, cl_array.Array):
+        rows, single = _device_rows(net, dy, net.output_shape, "dy"), False
+    else:
+        dys, single = inputs.samples(dy, net.output_shape, "dy", net.device.dtype)
+        rows = len(dys)
+    if rows != tapes.rows:
+        raise ValueError(f"dy has {rows} samples but the tapes hold {tapes.rows}")
+    if isinstance(dy, cl_array.Array):
+        _copy_in(net, delta, dy)
+    else:
+        cl.enqueue_copy(net.device.queue, buffer(delta), dys)
     enqueue(tapes.backward_launches()[1:])  # the layers' backward pass, without the loss
+    gradients = Gradients(net.flat["gradients"].copy())
+    if on_device:
+        return gradients, dx.copy()
     out = dx.get()
-    return Gradients(net.flat["gradients"].copy()), out[0] if single else out
+    return gradients, out[0] if single else out
 
 
 @opencl_errors

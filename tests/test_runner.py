@@ -192,6 +192,37 @@ def test_grenade_low_level_api(device64, rng):
     np.testing.assert_allclose(dx, delta @ numpy_net.parameters[0]["weights"], rtol=1e-10)
 
 
+def test_low_level_api_on_device_arrays(device64, rng):
+    """run_network and run_gradient take device arrays (slices of larger ones too) and give
+    device arrays: the same values as from host arrays, with nothing read back; a device array
+    of another shape, precision or device is refused."""
+    import pyopencl.array as cl_array
+
+    from grenade_py import Device, run_gradient, run_network
+
+    nets = [Network([FullyConnected(3, 4), Tanh(), FullyConnected(4, 2)], input=D1(3),
+                    device=device64, seed=5) for _ in range(2)]
+    xs, dy = rng.normal(size=(7, 3)), rng.normal(size=(3, 2))
+    tapes, y = run_network(nets[0], xs[2:5])
+    grads, dx = run_gradient(nets[0], tapes, dy)
+    on_device = device64.to_device(xs)
+    tapes_d, y_d = run_network(nets[1], on_device[2:5])  # a slice: an offset into the buffer
+    grads_d, dx_d = run_gradient(nets[1], tapes_d, device64.to_device(dy))
+    assert isinstance(y_d, cl_array.Array) and isinstance(dx_d, cl_array.Array)
+    np.testing.assert_array_equal(y_d.get(), y)
+    np.testing.assert_array_equal(dx_d.get(), dx)
+    np.testing.assert_array_equal(grads_d.flat.get(), grads.flat.get())
+    run_network(nets[1], on_device[:3], reuse=tapes_d)  # y_d is the caller's: not overwritten
+    np.testing.assert_array_equal(y_d.get(), y)
+    other = Device(precision="float32")
+    for bad in (on_device[:, :2], device64.to_device(xs.reshape(7, 3, 1)),
+                other.to_device(xs)):
+        with pytest.raises(ValueError, match="contiguous \\(N, 3\\) array of float64"):
+            run_network(nets[1], bad)
+    with pytest.raises(ValueError, match="contiguous \\(N, 2\\) array"):
+        run_gradient(nets[1], tapes_d, device64.to_device(np.ones((3, 3))))
+
+
 def test_the_network_holds_its_last_steps(device):
     """run_net and train keep the Steps of the network's last MAX_STEPS batch shapes on the
     network (reused from call to call: the same buffers), the least recently used dropped."""
