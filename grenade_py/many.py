@@ -42,8 +42,9 @@ class ManyTrainer:
         links = chain(net, net.input_shape)
         layers = [layer for layer, _ in links]
         shapes = [shape for _, shape in links] + [net.output_shape]
+        widths = [size(shape) for shape in shapes]
         built = build_loop(device, "fused_train_many",
-                           lambda count: fused_source(layers, count, kind, many=True))
+                           lambda count: fused_source(layers, widths, count, kind, many=True))
         if built is None:
             raise GrenadeError(f"{net!r} has a layer without a device-side form: "
                                "train_many runs the fused per-example loop only")
@@ -55,7 +56,6 @@ class ManyTrainer:
         self.boundaries = [device.zeros((count * padded(size(shape)),)) for shape in shapes[1:]
                            for _ in range(2)]
         fixed: list[Any] = [buffer(self.flat), np.int32(self.size)]
-        fixed += [np.int32(size(shape)) for shape in shapes]
         fixed += [buffer(b) for b in self.boundaries]
         for i, layer in enumerate(layers):
             for decl, value in layer.fused_args(i):
