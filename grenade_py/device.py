@@ -143,6 +143,11 @@ class Device:
                 f"{self.cl_device.name.strip()} allows in one buffer ({_size(limit)}, and fewer "
                 f"than 2**31 values): use a smaller batch or layer")
 
+    @property
+    def alignment(self) -> int:
+        """Values (of this precision) to which a sub-buffer's offset must be aligned."""
+        return max(1, self.cl_device.mem_base_addr_align // 8 // np.dtype(self.dtype).itemsize)
+
     def memory(self) -> int:
         """Bytes that buffers may take in all: the device's global memory, and on a CPU
         device (whose buffers are host memory) no more than the host has available."""

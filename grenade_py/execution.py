@@ -24,7 +24,7 @@ from grenade_py.fused import FusedTrainer, fused_trainer
 from grenade_py.layers import Layer
 from grenade_py.layers.base import Buffers, Factor
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
-from grenade_py.network import Network, flat_view
+from grenade_py.network import Network, aligned_offsets, flat_view
 from grenade_py.optimizers import SGD, Optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
 
@@ -117,14 +117,11 @@ class Step:
         if self.recurrent:
             wanted["ones"] = (rows,)
         # The input, targets and mask: one buffer, so that one copy fills them.
-        itemsize = np.dtype(device.dtype).itemsize
-        align = max(1, device.cl_device.mem_base_addr_align // 8 // itemsize)
-        self.io_layout: list[tuple[str, int, tuple[int, ...]]] = []
-        total = 0
-        for name, shape in (("a0", (rows, *shapes[0].dims)), ("target", (rows, *shapes[-1].dims)),
-                            ("mask", (rows,))):
-            self.io_layout.append((name, total, shape))
-            total += -(-int(np.prod(shape)) // align) * align
+        io = {"a0": (rows, *shapes[0].dims), "target": (rows, *shapes[-1].dims),
+              "mask": (rows,)}
+        offsets, total = aligned_offsets(device.alignment,
+                                         [int(np.prod(shape)) for shape in io.values()])
+        self.io_layout = list(zip(io, offsets, io.values(), strict=True))
         what = f"{batch} sequences of {steps} steps" if self.recurrent else f"a batch of {rows}"
         self.buffers = device.allocate(what, wanted | {"input and targets": (total,)})
         self.io = self.buffers.pop("input and targets")

@@ -12,6 +12,9 @@ from grenade_py.losses import Loss
 from grenade_py.shapes import Shape
 
 if TYPE_CHECKING:
+    import pyopencl.array as cl_array
+
+    from grenade_py.device import Device
     from grenade_py.network import Network
     from grenade_py.recurrent_network import RecurrentNetwork
 
@@ -38,6 +41,19 @@ def samples(x: object, shape: Shape, what: str, dtype: type) -> tuple[np.ndarray
         raise ValueError(f"{what} holds NaN or Inf in {np.dtype(dtype).name} (first in sample "
                          f"{bad})")
     return cast, single
+
+
+def device_samples(x: cl_array.Array, shape: Shape, what: str, device: Device) -> int:
+    """The samples in device array `x` (N, *shape) of device's precision, on that device (the
+    twin of `samples` for data already there, whose values are not checked); ValueError for
+    another array."""
+    dims = shape.dims
+    if x.context != device.context or x.dtype != device.dtype or x.shape[1:] != dims or \
+            len(x.shape) != 1 + len(dims) or x.shape[0] < 1 or not x.flags.c_contiguous:
+        raise ValueError(f"{what} is a device array {x.dtype} {x.shape}; the network takes a "
+                         f"contiguous (N, {', '.join(map(str, dims))}) array of "
+                         f"{device.precision} on its own device")
+    return int(x.shape[0])
 
 
 def examples(net: Network, x: object, y: object, loss: Loss) -> tuple[np.ndarray, np.ndarray]:

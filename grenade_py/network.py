@@ -233,6 +233,27 @@ def flat_view(flat: cl_array.Array, offset: int, shape: tuple[int, ...]) -> cl_a
     return cl_array.Array(flat.queue, shape, flat.dtype, data=region)
 
 
+def aligned_offsets(align: int, sizes: Sequence[int]) -> tuple[list[int], int]:
+    """Where regions of these sizes (values) lie one after another in one buffer, each from an
+    offset that is a multiple of `align` (Device.alignment: so that flat_view can take it), and
+    the values they take in all."""
+    offsets, total = [], 0
+    for size in sizes:
+        offsets.append(total)
+        total += -(-size // align) * align
+    return offsets, total
+
+
+def pack(total: int, offsets: Sequence[int], arrays: Sequence[np.ndarray], dtype: Any
+         ) -> np.ndarray:
+    """A host array of `total` values of `dtype` holding each array's values from its offset
+    (zero elsewhere): one copy fills the regions aligned_offsets laid out."""
+    host = np.zeros(total, dtype)
+    for at, array in zip(offsets, arrays, strict=True):
+        host[at:at + array.size] = array.ravel()
+    return host
+
+
 def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | None,
            init: str) -> None:
     """Lay out every parameter of `net`'s layers in flat buffers on `device` and bind the
@@ -250,12 +271,11 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
         if owner is not None and owner is not net.token and owner not in nested:
             raise ValueError(f"{layer!r} already belongs to a network; create a new layer")
     rng = np.random.default_rng(seed)
-    itemsize = np.dtype(device.dtype).itemsize
-    align = max(1, device.cl_device.mem_base_addr_align // 8 // itemsize)
+    itemsize, align = np.dtype(device.dtype).itemsize, device.alignment
     leaves = [layer for _, layer, in_shape in nodes if not layer.children(in_shape)]
     sizes = [int(np.prod(shape)) for layer in leaves for shape in layer.parameter_shapes().values()]
     device.check_allocation("the network's parameters",
-                            max(1, sum(-(-n // align) * align for n in sizes)) * itemsize)
+                            max(1, aligned_offsets(align, sizes)[1]) * itemsize)
     layout, chunks, total = [], [], 0  # layout: (layer, name, offset, shape)
     for layer in leaves:
         layer.draw(rng)

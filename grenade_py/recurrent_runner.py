@@ -24,6 +24,7 @@ from grenade_py import inputs
 from grenade_py.device import Launch, buffer, opencl_errors
 from grenade_py.execution import Step, enqueue, sequence_steps
 from grenade_py.losses import Loss, loss_named
+from grenade_py.network import pack
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.windows import SymbolFills, train_symbol_windows, window_trainer
@@ -48,10 +49,7 @@ class RecurrentState:
 
 def _pack(p: Step, *arrays: np.ndarray) -> np.ndarray:
     """The input, targets and mask laid out as the plan's io buffer holds them."""
-    host = np.zeros(p.io.shape, p.io.dtype)
-    for (_, at, _), array in zip(p.io_layout, arrays, strict=True):
-        host[at:at + array.size] = array.ravel()
-    return host
+    return pack(p.io.size, [at for _, at, _ in p.io_layout], arrays, p.io.dtype)
 
 
 @opencl_errors

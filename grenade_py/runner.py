@@ -22,7 +22,6 @@ from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.schedules import Schedule, schedule_rate
-from grenade_py.shapes import Shape
 
 log = logging.getLogger("grenade_py")
 
@@ -168,18 +167,6 @@ class Gradients:
     flat: cl_array.Array
 
 
-def _device_rows(net: Network, x: cl_array.Array, shape: Shape, what: str) -> int:
-    """The samples in device array `x` (N, *shape) of net's precision, on its device; ValueError
-    for another array."""
-    dims, device = shape.dims, net.device
-    if x.context != device.context or x.dtype != device.dtype or x.shape[1:] != dims or \
-            len(x.shape) != 1 + len(dims) or x.shape[0] < 1 or not x.flags.c_contiguous:
-        raise ValueError(f"{what} is a device array {x.dtype} {x.shape}; the network takes a "
-                         f"contiguous (N, {', '.join(map(str, dims))}) array of "
-                         f"{device.precision} on its own device")
-    return int(x.shape[0])
-
-
 def _copy_in(net: Network, dst: cl_array.Array, src: cl_array.Array) -> None:
     """Enqueue a device copy of `src` (a contiguous array, perhaps a slice) into `dst`."""
     cl.enqueue_copy(net.device.queue, buffer(dst), cast(cl.Buffer, src.base_data),
@@ -200,7 +187,7 @@ def run_network(net: Network, x: np.ndarray | cl_array.Array,
     trips. Its values are not checked for NaN, as a host array's are."""
     net.check_runnable()
     if isinstance(x, cl_array.Array):
-        tapes = _tapes(net, _device_rows(net, x, net.input_shape, "x"), reuse)
+        tapes = _tapes(net, inputs.device_samples(x, net.input_shape, "x", net.device), reuse)
         _copy_in(net, tapes.input, x)
         tapes.forward(training=True)
         return tapes, tapes.output.copy()
@@ -228,9 +215,8 @@ def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray | cl_array.Array
     `dy` is one (see run_network), else a host array."""
     delta, dx = tapes.delta, tapes.deltas[0]
     assert delta is not None and dx is not None  # run_network's Steps keep both
-    on_device = isinstance(dy, cl_array.Array)
     if isinstance(dy, cl_array.Array):
-        rows, single = _device_rows(net, dy, net.output_shape, "dy"), False
+        rows = inputs.device_samples(dy, net.output_shape, "dy", net.device)
     else:
         dys, single = inputs.samples(dy, net.output_shape, "dy", net.device.dtype)
         rows = len(dys)
@@ -242,7 +228,7 @@ def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray | cl_array.Array
         cl.enqueue_copy(net.device.queue, buffer(delta), dys)
     enqueue(tapes.backward_launches()[1:])  # the layers' backward pass, without the loss
     gradients = Gradients(net.flat["gradients"].copy())
-    if on_device:
+    if isinstance(dy, cl_array.Array):
         return gradients, dx.copy()
     out = dx.get()
     return gradients, out[0] if single else out

@@ -28,7 +28,7 @@ from grenade_py.fused import BARRIER, build_loop, chain
 from grenade_py.layers import Layer
 from grenade_py.layers.base import WindowForm
 from grenade_py.losses import Loss
-from grenade_py.network import flat_view
+from grenade_py.network import aligned_offsets, flat_view, pack
 from grenade_py.optimizers import Optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.shapes import size
@@ -113,20 +113,15 @@ class Layout:
 
     def __init__(self, steps: int, count: int, widths: tuple[int, int], align: int) -> None:
         rows = steps * count
-        self.steps, self.count, self.offsets, total = steps, count, [], 0
-        for values in (rows * widths[0], rows * widths[1], rows, count):
-            self.offsets.append(total)
-            total += -(-values // align) * align
-        self.size = total
+        self.steps, self.count = steps, count
+        self.offsets, self.size = aligned_offsets(
+            align, [rows * widths[0], rows * widths[1], rows, count])
 
     def pack(self, xs: np.ndarray, ts: np.ndarray, ms: np.ndarray, lengths: np.ndarray
              ) -> np.ndarray:
         """xs (T, B, ...), ts (T, B, ...) and ms (T, B) time-major and the lengths (B,), laid
         out as `io` holds them, in xs' precision."""
-        host = np.zeros(self.size, xs.dtype)
-        for at, array in zip(self.offsets, (xs, ts, ms, lengths), strict=True):
-            host[at:at + array.size] = array.ravel()
-        return host
+        return pack(self.size, self.offsets, (xs, ts, ms, lengths), xs.dtype)
 
 
 class WindowTrainer:
@@ -156,9 +151,7 @@ class WindowTrainer:
 
     def layout(self, steps: int, count: int) -> Layout:
         """Where `count` windows of up to `steps` steps lie in an io buffer."""
-        align = max(1, self.device.cl_device.mem_base_addr_align // 8 //
-                    np.dtype(self.device.dtype).itemsize)
-        return Layout(steps, count, (self.widths[0], self.widths[-1]), align)
+        return Layout(steps, count, (self.widths[0], self.widths[-1]), self.device.alignment)
 
     def upload(self, host: np.ndarray) -> tuple[cl_array.Array, cl.Event]:
         """The loop's own io buffer (grown if need be) and the event of copying `host` (a
