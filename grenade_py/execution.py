@@ -225,14 +225,13 @@ class Step:
             self.update(optimizer, ordered)
 
     def fused(self, optimizer: Optimizer) -> FusedTrainer | None:
-        """The fused per-example loop this one-row Step trains through under `optimizer`, or
-        None: where a layer has no device-side form, under cross entropy, or where the
-        optimiser clips (the loop computes each update as it goes, never a whole gradient)."""
-        if self.rows != 1 or self.recurrent or self.loss is not SQUARED_ERROR or \
-                optimizer.clip_norm is not None:
+        """The fused per-example loop this one-row Step trains through under `optimizer` and
+        its loss, or None: where a layer has no device-side form, or where the optimiser clips
+        (the loop computes each update as it goes, never a whole gradient)."""
+        if self.rows != 1 or self.recurrent or optimizer.clip_norm is not None:
             return None
         if optimizer.kind not in self._fused:
-            self._fused[optimizer.kind] = fused(self.net, optimizer.kind)
+            self._fused[optimizer.kind] = fused(self.net, optimizer.kind, self.loss)
         return self._fused[optimizer.kind]
 
     def train_examples(self, optimizer: Optimizer, xs: cl_array.Array, ys: cl_array.Array,
@@ -367,11 +366,12 @@ class Step:
 
 
 
-def fused(net: Network, kind: int = 0) -> FusedTrainer | None:
-    """The network's fused per-example loop under optimiser `kind`, or None where a layer has
-    no device-side form (its program comes from the device's cache after the first build)."""
+def fused(net: Network, kind: int = 0, loss: Loss = SQUARED_ERROR) -> FusedTrainer | None:
+    """The network's fused per-example loop under optimiser `kind` and `loss`, or None where a
+    layer has no device-side form (its program comes from the device's cache after the first
+    build)."""
     net.check_runnable()
-    return fused_trainer(net, kind)
+    return fused_trainer(net, kind, loss)
 
 
 def steps(net: Network, batch: int, loss: str | Loss = SQUARED_ERROR, inference: bool = False,

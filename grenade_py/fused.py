@@ -30,6 +30,7 @@ import pyopencl.array as cl_array
 from grenade_py.device import Device, buffer, named_errors
 from grenade_py.kernel_library import kernel_source
 from grenade_py.layers import Layer, Series
+from grenade_py.losses import SQUARED_ERROR, Loss
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer
 from grenade_py.shapes import Shape, size
@@ -50,11 +51,23 @@ def chain(layer: Layer, in_shape: Shape) -> list[tuple[Layer, Shape]]:
     return [item for _, child, shape in layer.children(in_shape) for item in chain(child, shape)]
 
 
+def unrolled(net: Network, loss: Loss) -> tuple[list[Layer], list[Shape], int]:
+    """`net`'s layers as one chain (nested series unrolled), the shapes at its boundaries
+    (input first, output last), and the boundary whose delta `loss`'s gradient writes."""
+    links = chain(net, net.input_shape)
+    layers = [layer for layer, _ in links]
+    top = loss.top(net) - (len(net.layers) - len(layers))
+    return layers, [shape for _, shape in links] + [net.output_shape], top
+
+
 def fused_source(layers: list[Layer], sizes: list[int], lanes: int = 1, kind: int = 0,
-                 many: bool = False) -> str | None:
+                 many: bool = False, top: int | None = None) -> str | None:
     """The fused loop's OpenCL source for a chain of layers run by `lanes` work-items (a power
     of two) under optimiser `kind` (a constant, so the loop holds its rule alone), or None if a
-    layer has no device-side form. `sizes`, the values at each boundary (input first), are
+    layer has no device-side form. Each example's error `output - target` is the delta at
+    boundary `top` (default: the output, Grenade's squared error; one below it for cross
+    entropy, whose gradient p - t enters at the logits, past Softmax's backward pass); the
+    backward pass runs from there. `sizes`, the values at each boundary (input first), are
     constants too: the compiler unrolls and vectorises loops of known length (the feedforward
     example's loop ran 1.3x faster than with sizes as arguments), at the cost of a build per
     network shape (kept in the device's cache).
@@ -65,13 +78,14 @@ def fused_source(layers: list[Layer], sizes: list[int], lanes: int = 1, kind: in
     `values`, and its examples in the order row g of `order` gives; the loop itself is the
     same code, so each network's arithmetic is its solo run's."""
     count = len(layers)
+    top = count if top is None else top
     forward, backward = [], []
     for i, layer in enumerate(layers):
         code = layer.fused_forward(i)
         if code is None:
             return None
         forward.append(code)
-    for i in reversed(range(count)):
+    for i in reversed(range(top)):
         code = layers[i].fused_backward(i, input_delta=i > 0)
         if code is None:
             return None
@@ -109,7 +123,7 @@ def fused_source(layers: list[Layer], sizes: list[int], lanes: int = 1, kind: in
     params = [p.replace(" *", " *restrict ") for p in params]
     body = f"\n{BARRIER}\n".join(forward + [
         f"for (int k = lid; k < n{count}; k += nl) "
-        f"d{count}[k] = loss_gradient_at(a{count}[k], t[k], 1);"
+        f"d{top}[k] = loss_gradient_at(a{count}[k], t[k], 1);"
     ] + [code for code in backward if code])
     return f"""
 #define FUSED_COALESCED {int(lanes > 1)}
@@ -165,12 +179,12 @@ class FusedTrainer:
     """The fused per-example loop of one network, its arguments set once."""
 
     def __init__(self, net: Network, layers: list[Layer], shapes: list[Shape],
-                 kind: int) -> None:
+                 kind: int, top: int) -> None:
         device = net.device
         self.device, self.net = device, net
         widths = [size(shape) for shape in shapes]
         built = build_loop(device, "fused_train",
-                           lambda count: fused_source(layers, widths, count, kind))
+                           lambda count: fused_source(layers, widths, count, kind, top=top))
         assert built is not None
         self.kernel, self.lanes = built
         # Arguments 0-10 (range, data, optimiser) are set per call; the rest once.
@@ -202,16 +216,16 @@ class FusedTrainer:
             cl.enqueue_nd_range_kernel(self.device.queue, k, (self.lanes,), (self.lanes,))
 
 
-def fused_trainer(net: Network, kind: int = 0) -> FusedTrainer | None:
-    """A fused loop for `net` under optimiser `kind`, or None where a layer lacks a device-side
-    form: the runner then trains layer by layer, with identical results."""
-    links = chain(net, net.input_shape)
-    layers = [layer for layer, _ in links]
+def fused_trainer(net: Network, kind: int = 0, loss: Loss = SQUARED_ERROR
+                  ) -> FusedTrainer | None:
+    """A fused loop for `net` under optimiser `kind` and `loss`, or None where a layer lacks a
+    device-side form: the runner then trains layer by layer, with identical results."""
+    layers, shapes, top = unrolled(net, loss)
     missing = [repr(layer) for i, layer in enumerate(layers)
                if layer.fused_forward(i) is None
-               or layer.fused_backward(i, input_delta=i > 0) is None]
+               or (i < top and layer.fused_backward(i, input_delta=i > 0) is None)]
     if missing:
         log.debug("no fused per-example loop for %r (no device-side form: %s); training "
                   "layer by layer", net, ", ".join(missing))
         return None
-    return FusedTrainer(net, layers, [shape for _, shape in links] + [net.output_shape], kind)
+    return FusedTrainer(net, layers, shapes, kind, top)

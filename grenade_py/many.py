@@ -18,9 +18,9 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import buffer, named_errors, opencl_errors
 from grenade_py.errors import GrenadeError
-from grenade_py.fused import MANY_LINE, build_loop, chain, fused_source
+from grenade_py.fused import MANY_LINE, build_loop, fused_source, unrolled
 from grenade_py.inputs import examples
-from grenade_py.losses import SQUARED_ERROR
+from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
 from grenade_py.network import Network
 from grenade_py.network_file import ROLES
 from grenade_py.optimizers import Optimizer, optimizer
@@ -37,14 +37,12 @@ class ManyTrainer:
     """The fused loop of `count` networks shaped as `net`, one work-group each, its fixed
     arguments set once; the networks' values live in `flat` while it trains them."""
 
-    def __init__(self, net: Network, count: int, kind: int) -> None:
+    def __init__(self, net: Network, count: int, kind: int, loss: Loss = SQUARED_ERROR) -> None:
         device = self.device = net.device
-        links = chain(net, net.input_shape)
-        layers = [layer for layer, _ in links]
-        shapes = [shape for _, shape in links] + [net.output_shape]
+        layers, shapes, top = unrolled(net, loss)
         widths = [size(shape) for shape in shapes]
-        built = build_loop(device, "fused_train_many",
-                           lambda count: fused_source(layers, widths, count, kind, many=True))
+        built = build_loop(device, "fused_train_many", lambda count: fused_source(
+            layers, widths, count, kind, many=True, top=top))
         if built is None:
             raise GrenadeError(f"{net!r} has a layer without a device-side form: "
                                "train_many runs the fused per-example loop only")
@@ -94,15 +92,15 @@ class ManyTrainer:
 
 @opencl_errors
 def train_many(nets: Sequence[Network], params: Optimizer | Sequence[Optimizer],
-               x: np.ndarray, y: np.ndarray, orders: np.ndarray | None = None
-               ) -> list[Network]:
+               x: np.ndarray, y: np.ndarray, orders: np.ndarray | None = None,
+               loss: str | Loss = "squared_error") -> list[Network]:
     """Grenade's per-example training of every network in `nets` (one architecture, one
     device; their own weights), in one launch: network k takes one optimiser step per example,
     in the order `orders[k]` gives (indices into x and y; default: 0 .. N - 1), under
     `params[k]` (or `params` for all; one kind of optimiser, without clip_norm). Each ends
     exactly as `train(net, params[k], x[orders[k]], y[orders[k]], per_example=True)` would
-    leave it, and the networks train side by side on the device's compute units. Returns
-    `nets`.
+    leave it (`loss` as there), and the networks train side by side on the device's compute
+    units. Returns `nets`.
 
     Shape: x (N, *input.dims), y (N, *output.dims), orders (K, M) of ints in [0, N).
     Launched for runs of about FUSED_WORK examples x parameters, each waited for (Ctrl-C).
@@ -124,14 +122,16 @@ def train_many(nets: Sequence[Network], params: Optimizer | Sequence[Optimizer],
             p.clip_norm is not None for p in chosen):
         raise ValueError("train_many takes one optimiser, or one per network, all of one kind "
                          "and without clip_norm")
-    xs, ys = examples(first, x, y, SQUARED_ERROR)
+    chosen_loss = loss_named(loss)
+    chosen_loss.check(first)
+    xs, ys = examples(first, x, y, chosen_loss)
     order = np.tile(np.arange(len(xs)), (len(nets), 1)) if orders is None else np.asarray(orders)
     if order.ndim != 2 or len(order) != len(nets) or not np.issubdtype(order.dtype, np.integer) \
             or order.size == 0 or order.min() < 0 or order.max() >= len(xs):
         raise ValueError(f"orders must be {len(nets)} rows of example indices in "
                          f"[0, {len(xs)})")
     device = first.device
-    trainer = ManyTrainer(first, len(nets), chosen[0].kind)
+    trainer = ManyTrainer(first, len(nets), chosen[0].kind, chosen_loss)
     steps = order.shape[1]
     values = [(*p.kernel_values(), *p.powers(net.steps + 1)) for p, net in zip(
         chosen, nets, strict=True)]

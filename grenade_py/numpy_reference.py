@@ -237,10 +237,11 @@ class NumpyNetwork:
         """One step on the batch's averaged gradient."""
         self.update(self.gradients(x, y, loss), lp)
 
-    def train_per_example(self, xs: np.ndarray, ys: np.ndarray, lp: SGD) -> None:
+    def train_per_example(self, xs: np.ndarray, ys: np.ndarray, lp: SGD,
+                          loss: str = "squared_error") -> None:
         """Grenade's foldl' train: one step per example, in order."""
         for i in range(len(xs)):
-            self.train(xs[i:i + 1], ys[i:i + 1], lp)
+            self.train(xs[i:i + 1], ys[i:i + 1], lp, loss)
 
     def fit(self, x: np.ndarray, y: np.ndarray, lp: SGD, batch_size: int,
             epochs: int, seed: int | None, loss: str = "squared_error") -> None:

@@ -24,7 +24,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch, buffer
-from grenade_py.fused import BARRIER, build_loop, chain
+from grenade_py.fused import BARRIER, build_loop, unrolled
 from grenade_py.layers import Layer
 from grenade_py.layers.base import WindowForm
 from grenade_py.losses import Loss
@@ -207,14 +207,12 @@ def window_trainer(net: RecurrentNetwork, optimizer: Optimizer, loss: Loss
     if key in net.held:
         trainer: WindowTrainer | None = net.held[key]
         return trainer
-    links = chain(net, net.input_shape)
-    layers = [layer for layer, _ in links]
+    layers, _, top = unrolled(net, loss)
     forms = [layer.window_form(i, i > 0) for i, layer in enumerate(layers)]
     parameters = int(net.flat["parameters"].size)
     reason = ("a layer has no window form" if None in forms else
               f"{parameters} parameters, over WINDOW_PARAMETERS" if parameters > WINDOW_PARAMETERS
               else None)
-    top = loss.top(net) - (len(net.layers) - len(layers))
     if reason is None:
         net.held[key] = WindowTrainer(net, layers, forms, top,  # type: ignore[arg-type]
                                       optimizer.kind, loss.from_logits)

@@ -100,7 +100,7 @@ def test_fused_loop_equals_layer_by_layer(device64, rng, monkeypatch):
     assert g.execution.fused(fused, 1) is not None
     x, y = rng.normal(size=(200, 3)), rng.normal(size=(200, 4))
     g.train(fused, g.Adam(0.01), x, y, per_example=True)
-    monkeypatch.setattr("grenade_py.execution.fused", lambda net, kind=0: None)
+    monkeypatch.setattr("grenade_py.execution.fused", lambda *args: None)
     g.train(plain, g.Adam(0.01), x, y, per_example=True)
     for a, b in zip(fused.get_parameters(), plain.get_parameters(), strict=True):
         for name in a:

@@ -13,11 +13,13 @@ from grenade_py import (
     Logit,
     Network,
     Relu,
+    Softmax,
     Tanh,
     train,
 )
 from grenade_py.execution import fused as fused_trainer
 from grenade_py.feedforward import feedforward_network, sample
+from grenade_py.losses import loss_named
 from grenade_py.numpy_reference import NumpyNetwork
 
 LP = LearningParameters(rate=0.01, momentum=0.9, l2=0.0005)
@@ -31,6 +33,7 @@ NETWORKS = {
                                 Relu()]),
     "relu-first": (2, lambda: [Relu(), FullyConnected(2, 3), Tanh(), FullyConnected(3, 2),
                                Logit()]),
+    "softmax": (5, lambda: [FullyConnected(5, 17), Relu(), FullyConnected(17, 3), Softmax()]),
 }
 
 
@@ -40,14 +43,18 @@ def build(device, name, seed=5):
 
 
 def data(net, count, seed=6):
+    """Inputs and targets; rows that sum to 1 (cross entropy's) when the network ends in
+    Softmax."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(count, *net.input_shape.dims))
     y = rng.uniform(0, 1, size=(count, *net.output_shape.dims))
+    if isinstance(net.layers[-1], Softmax):
+        y /= y.sum(axis=1, keepdims=True)
     return x, y
 
 
 def layer_by_layer(monkeypatch):
-    monkeypatch.setattr("grenade_py.execution.fused", lambda net, kind=0: None)
+    monkeypatch.setattr("grenade_py.execution.fused", lambda *args: None)
 
 
 def assert_same_state(a, b, rtol):
@@ -81,6 +88,30 @@ def test_fused_equals_layer_by_layer(device, monkeypatch, name):
     layer_by_layer(monkeypatch)
     train(plain, LP, x, y, per_example=True)
     assert_same_state(fused, plain, rtol=1e-12 if device.precision == "float64" else 1e-4)
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
+def test_softmax_in_the_fused_loop_under_both_losses(device, monkeypatch, loss):
+    """A network ending in Softmax: under squared error Softmax's backward pass runs in the
+    loop; under cross entropy the error p - t enters at the logits, past it. Both equal
+    layer by layer (tolerances as above) and, in float64, the numpy transcription."""
+    fused, plain = build(device, "softmax"), build(device, "softmax")
+    reference = NumpyNetwork([type(layer).__name__ for layer in fused.layers],
+                             fused.get_parameters())
+    assert fused_trainer(fused, 0, loss_named(loss)) is not None
+    x, y = data(fused, 2000)
+    train(fused, LP, x, y, per_example=True, loss=loss)
+    layer_by_layer(monkeypatch)
+    train(plain, LP, x, y, per_example=True, loss=loss)
+    assert_same_state(fused, plain, rtol=1e-12 if device.precision == "float64" else 1e-4)
+    if device.precision == "float64":
+        reference.train_per_example(x, y, LP, loss)
+        for got, expected in zip(fused.get_parameters(), reference.parameters, strict=True):
+            for name, value in expected.items():
+                np.testing.assert_allclose(got[name], value, rtol=1e-9,
+                                           atol=1e-9 * np.abs(value).max())
+    start = build(device, "softmax").get_parameters()[2]["weights"]
+    assert not np.allclose(fused.get_parameters()[2]["weights"], start)  # it trained
 
 
 @pytest.mark.parametrize("name", ["relu-logit-tanh", "logit-first"])

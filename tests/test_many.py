@@ -51,6 +51,25 @@ def test_one_optimiser_for_all_and_the_default_order(device64):
         np.testing.assert_array_equal(g.run_net(a, xs), g.run_net(b, xs))
 
 
+def test_a_softmax_network_under_cross_entropy(device64):
+    """The loss reaches the loop: each network ends as its solo run under the same loss."""
+    rng = np.random.default_rng(6)
+    xs, ys = rng.normal(size=(40, 3)), np.eye(4)[rng.integers(0, 4, 40)]
+    lp = g.LearningParameters(0.05, 0.9, 0.0005)
+
+    def build(seed):
+        return g.Network([g.FullyConnected(3, 7), g.Relu(), g.FullyConnected(7, 4), g.Softmax()],
+                         input=g.D1(3), device=device64, seed=seed)
+
+    many, solo = [build(7), build(8)], [build(7), build(8)]
+    train_many(many, lp, xs, ys, loss="cross_entropy")
+    for a, b in zip(many, solo, strict=True):
+        g.train(b, lp, xs, ys, per_example=True, loss="cross_entropy")
+        np.testing.assert_array_equal(g.run_net(a, xs), g.run_net(b, xs))
+    with pytest.raises(ValueError, match="distributions"):
+        train_many(many, lp, xs, ys * 2, loss="cross_entropy")
+
+
 def test_what_train_many_refuses(device64):
     xs, ys = np.zeros((4, 3)), np.zeros((4, 2))
     lp = g.LearningParameters(0.01, 0.9, 0.0)

@@ -35,6 +35,13 @@ class Softmax(Layer):
         width = size(self.in_shape)
         return [self.device.launch("softmax_backward", (n,), n, width, y, dy, dx)]
 
+    def fused_forward(self, i: int) -> str:
+        return f"if (lid == 0) softmax_forward_row(a{i}, a{i + 1}, n{i});"
+
+    def fused_backward(self, i: int, input_delta: bool) -> str:
+        return f"if (lid == 0) softmax_backward_row(a{i + 1}, d{i + 1}, d{i}, n{i});" \
+            if input_delta else ""
+
     def window_form(self, i: int, input_delta: bool) -> WindowForm:
         rows = f"for (int t = lid; t < T; t += nl) softmax_{{}}_row({{}}, n{i});"
         at = f" + (size_t)t * n{i}"
