@@ -61,14 +61,18 @@ def unrolled(net: Network, loss: Loss) -> tuple[list[Layer], list[Shape], int]:
 
 
 def fused_source(layers: list[Layer], sizes: list[int], lanes: int = 1, kind: int = 0,
-                 many: bool = False, top: int | None = None) -> str | None:
+                 many: bool = False, top: int | None = None, from_logits: bool = False
+                 ) -> str | None:
     """The fused loop's OpenCL source for a chain of layers run by `lanes` work-items (a power
     of two) under optimiser `kind` (a constant, so the loop holds its rule alone), or None if a
     layer has no device-side form. Each example's error `output - target` is the delta at
     boundary `top` (default: the output, Grenade's squared error; one below it for cross
     entropy, whose gradient p - t enters at the logits, past Softmax's backward pass); the
-    backward pass runs from there. `sizes`, the values at each boundary (input first), are
-    constants too: the compiler unrolls and vectorises loops of known length (the feedforward
+    backward pass runs from there. The single network's kernel also takes `order` (the
+    examples' indices, or NULL: in turn) and `acc` (or NULL): each example's loss before its
+    update is added to acc[0] (computed from the logits at `top` if `from_logits`), 1 if it is
+    correct to acc[1] and 1 to acc[2], as `Loss.metrics` counts them. `sizes`, the values at
+    each boundary (input first), are constants too: the compiler unrolls and vectorises loops of known length (the feedforward
     example's loop ran 1.3x faster than with sizes as arguments), at the cost of a build per
     network shape (kept in the device's cache).
 
@@ -93,7 +97,8 @@ def fused_source(layers: list[Layer], sizes: list[int], lanes: int = 1, kind: in
     params = ["int start", "int count", "global const REAL *xs", "global const REAL *ys"]
     params += ["global const REAL *values", "global const int *order", "int examples",
                "global REAL *flat", "int flat_size"] if many else [
-        "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay", "REAL p1", "REAL p2"]
+        "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay", "REAL p1", "REAL p2",
+        "global const int *order", "global REAL *acc"]
     boundaries = [f"{v}{k}" for k in range(1, count + 1) for v in ("a", "d")]
     params += [f"global REAL *{name}{'_all' if many else ''}" for name in boundaries]
     prologue = [f"const int n{k} = {n};" for k, n in enumerate(sizes)]
@@ -117,11 +122,14 @@ def fused_source(layers: list[Layer], sizes: list[int], lanes: int = 1, kind: in
         example = "order[(size_t)g * examples + e]"
     else:
         make = "optimizer_make(FUSED_OPTIMIZER, rate, beta1, beta2, eps, p1, p2)"
-        decay, example = "", "e"
+        decay, example = "", "order ? order[e] : e"
     # Every pointer argument is a buffer of its own: saying so lets the compiler vectorise the
     # update loops without run-time alias checks (~8% faster on PoCL).
     params = [p.replace(" *", " *restrict ") for p in params]
-    body = f"\n{BARRIER}\n".join(forward + [
+    metrics = [] if many else [
+        f"if (acc && lid == 0) {{ acc[0] += loss_row_at(n{count}, {int(from_logits)}, a{count}, "
+        f"a{top}, t); acc[1] += correct_row_at(n{count}, a{count}, t); acc[2] += 1; }}"]
+    body = f"\n{BARRIER}\n".join(forward + metrics + [
         f"for (int k = lid; k < n{count}; k += nl) "
         f"d{top}[k] = loss_gradient_at(a{count}[k], t[k], 1);"
     ] + [code for code in backward if code])
@@ -179,15 +187,17 @@ class FusedTrainer:
     """The fused per-example loop of one network, its arguments set once."""
 
     def __init__(self, net: Network, layers: list[Layer], shapes: list[Shape],
-                 kind: int, top: int) -> None:
+                 kind: int, top: int, from_logits: bool) -> None:
         device = net.device
         self.device, self.net = device, net
         widths = [size(shape) for shape in shapes]
         built = build_loop(device, "fused_train",
-                           lambda count: fused_source(layers, widths, count, kind, top=top))
+                           lambda count: fused_source(layers, widths, count, kind, top=top,
+                                                      from_logits=from_logits))
         assert built is not None
         self.kernel, self.lanes = built
-        # Arguments 0-10 (range, data, optimiser) are set per call; the rest once.
+        # Arguments 0-12 (range, data, optimiser, order, metrics) are set per call; the rest
+        # once.
         # The loop's activations and deltas are its own; `self.held` keeps every buffer the
         # kernel uses alive as long as the loop.
         self.held: list[Any] = []
@@ -196,19 +206,23 @@ class FusedTrainer:
         for i, layer in enumerate(layers):
             self.held += [value for _, value in layer.fused_args(i)]
         fixed = [buffer(a) if isinstance(a, cl_array.Array) else a for a in self.held]
-        for index, value in enumerate(fixed, start=11):
+        for index, value in enumerate(fixed, start=13):
             self.kernel.set_arg(index, value)
 
     def __call__(self, xs: cl_array.Array, ys: cl_array.Array, start: int, count: int,
-                 optimizer: Optimizer) -> None:
+                 optimizer: Optimizer, order: cl_array.Array | None = None,
+                 acc: cl_array.Array | None = None) -> None:
         """Enqueue one optimiser step per example for examples start .. start + count - 1 of
-        xs/ys (the network's step count advances by `count`)."""
+        xs/ys, or of the indices in `order` (the network's step count advances by `count`);
+        with `acc`, add their loss, correct count and count to acc[0:3]."""
         k, real = self.kernel, np.dtype(self.device.dtype).type
         k.set_arg(2, buffer(xs))
         k.set_arg(3, buffer(ys))
         values = (*optimizer.kernel_values(), *optimizer.powers(self.net.steps + 1))
         for index, value in enumerate(values, start=4):
             k.set_arg(index, real(value))
+        k.set_arg(11, None if order is None else buffer(order))
+        k.set_arg(12, None if acc is None else buffer(acc))
         k.set_arg(0, np.int32(start))
         k.set_arg(1, np.int32(count))
         self.net.steps += count
@@ -228,4 +242,4 @@ def fused_trainer(net: Network, kind: int = 0, loss: Loss = SQUARED_ERROR
         log.debug("no fused per-example loop for %r (no device-side form: %s); training "
                   "layer by layer", net, ", ".join(missing))
         return None
-    return FusedTrainer(net, layers, shapes, kind, top)
+    return FusedTrainer(net, layers, shapes, kind, top, loss.from_logits)

@@ -18,6 +18,7 @@ from grenade_py import execution, inputs
 from grenade_py.device import buffer, check_host_memory, opencl_errors
 from grenade_py.distributed import ends_the_job_on_error
 from grenade_py.execution import Step, enqueue
+from grenade_py.fused import FusedTrainer
 from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer, optimizer
@@ -256,6 +257,21 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     return {"loss": float(totals[0]) / len(xs), "accuracy": float(totals[1]) / len(xs)}
 
 
+def _fused_epoch(fused: FusedTrainer, params: Optimizer, xs: cl_array.Array,
+                 ys: cl_array.Array, order: cl_array.Array, acc: cl_array.Array,
+                 progress: Callable[[int, int], None] | None) -> None:
+    """One epoch of fit at batch 1 in the fused per-example loop: the examples in `order`,
+    their metrics summed into `acc`, in launches of bounded work, each waited for (Ctrl-C),
+    progress about 50 times."""
+    count = len(order)
+    chunk = max(1, min(FUSED_WORK // fused.net.flat["parameters"].size, count // 50))
+    for start in range(0, count, chunk):
+        fused(xs, ys, start, min(chunk, count - start), params, order, acc)
+        fused.device.queue.finish()
+        if progress is not None:
+            progress(min(count, start + chunk), count)
+
+
 @ends_the_job_on_error
 @opencl_errors
 def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
@@ -280,7 +296,9 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
 
     The dataset is uploaded once. Each epoch's order is a seeded permutation (drawn on the host,
     uploaded once per epoch), and every batch is gathered from it on the device; no step waits
-    for the host. Loss and accuracy are summed on the device and read once per epoch.
+    for the host. Loss and accuracy are summed on the device and read once per epoch. At
+    batch_size 1 (Grenade's per-example training), the fused per-example loop runs the epoch
+    where every layer has a device-side form (`train(per_example=True)`), the same steps.
 
     Shape: x (N, *input.dims), y (N, *output.dims).
     `progress(step, steps)` is called about 50 times an epoch (it waits for the device then),
@@ -330,6 +348,8 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         for n, step in held.items()
     }
     metrics = {n: step.metrics(acc) for n, step in held.items()}
+    # batch 1 (one process): Grenade's per-example steps, in the fused loop where it runs
+    fused = held[1].fused(params) if batch_size == 1 and group is None else None
     update = execution.Update(net)
     if group is not None:
         group.broadcast()
@@ -342,7 +362,9 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
             order.set(permutation, async_=True)
         acc.set(np.zeros(3, dtype=device.dtype))
         start_time = time.perf_counter()
-        for index in range(steps):
+        if fused is not None:
+            _fused_epoch(fused, epoch_params, xs_dev, ys_dev, order, acc, progress)
+        for index in range(steps if fused is None else 0):
             n = min(batch_size, count - index * batch_size)
             first, last = shard(n)
             rows = last - first

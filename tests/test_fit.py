@@ -33,6 +33,49 @@ def test_fit_without_shuffle_equals_train_steps(device64, rng):
     assert history[0]["epoch"] == 1 and history[0]["examples_per_s"] > 0
 
 
+@pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
+def test_fit_at_batch_one_runs_the_fused_loop_as_layer_by_layer(device64, monkeypatch, loss):
+    """batch_size 1 is Grenade's per-example training: one launch runs many of an epoch's
+    shuffled examples. Weights, momenta, each epoch's loss and accuracy (measured before each
+    example's update) and the step count equal the layer-by-layer steps', the weights also the
+    numpy transcription's; progress counts examples; a schedule's rate reaches the loop."""
+    from grenade_py import execution
+    from grenade_py.numpy_reference import NumpyNetwork
+
+    def build():
+        return Network([FullyConnected(3, 9), Relu(), FullyConnected(9, 4), Softmax()],
+                       input=D1(3), device=device64, seed=11)
+
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(230, 3)), np.eye(4)[rng.integers(0, 4, 230)]
+    fused, plain = build(), build()
+    reference = NumpyNetwork([layer.spec() for layer in fused.layers], fused.get_parameters())
+    assert execution.steps(fused, 1, loss).fused(LP) is not None
+    seen = []
+    args = dict(batch_size=1, epochs=2, seed=13, loss=loss, schedule="exponential:0.5")
+    got = fit(fused, LP, x, y, progress=lambda done, total: seen.append((done, total)), **args)
+    monkeypatch.setattr("grenade_py.execution.fused", lambda *a: None)
+    want = fit(plain, LP, x, y, **args)
+    for a, b in zip(got, want, strict=True):
+        for key in ("loss", "accuracy", "rate"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-12, err_msg=key)
+    for pa, pb in zip(fused.get_parameters() + fused.get_momentum(),
+                      plain.get_parameters() + plain.get_momentum(), strict=True):
+        for name in pa:
+            np.testing.assert_allclose(pa[name], pb[name], rtol=1e-12, atol=1e-14)
+    assert fused.steps == plain.steps == 460
+    assert seen[-1] == (230, 230) and len(seen) == 2 * 58  # launches of 230 // 50 examples
+    assert got[0]["rate"] == LP.rate and got[1]["rate"] == LP.rate * 0.5
+    rng_order = np.random.default_rng(13)
+    for epoch in range(2):
+        order = rng_order.permutation(230)
+        lp = LearningParameters(LP.rate * 0.5 ** epoch, LP.momentum, LP.l2)
+        reference.train_per_example(x[order], y[order], lp, loss)
+    for a, want_ in zip(fused.get_parameters(), reference.parameters, strict=True):
+        for name in want_:
+            np.testing.assert_allclose(a[name], want_[name], rtol=1e-10, atol=1e-12)
+
+
 def test_fit_is_seeded_and_learns(device):
     x, y = sample(4000, np.random.default_rng(3))
     xv, yv = sample(2000, np.random.default_rng(4))
