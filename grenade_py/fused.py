@@ -5,7 +5,10 @@ optimiser's update of every layer (Grenade's momentum + L2 step under SGD; Adam'
 one per example) — exactly the sequence Grenade's `train` folds — with no
 launch or host round trip per example. The loop is assembled from each layer's device-side form
 (`Layer.fused_forward` / `fused_backward`), which calls the same OpenCL functions as the layer's
-standalone kernels, so the maths exists once. The generated source holds the layer types and
+standalone kernels, so the maths exists once; Convolution's is the exception, direct loops over
+one sample (its batched kernels are GEMMs over many), the same products summed in another
+order. A layer may keep memory of its own per example (`Layer.fused_scratch`: Pooling's
+picked offsets). The generated source holds the layer types and
 sizes as constants (loops of known length unroll and vectorise), so each network shape is a
 build of its own, compiled once and then read from the device's cache.
 
@@ -60,6 +63,14 @@ def unrolled(net: Network, loss: Loss) -> tuple[list[Layer], list[Shape], int]:
     return layers, [shape for _, shape in links] + [net.output_shape], top
 
 
+def own_buffers(layers: list[Layer], sizes: list[int]) -> list[tuple[str, int]]:
+    """The loop's own buffers in its parameters' order, (name, values): each boundary's
+    activations a{k} and deltas d{k} after the input, then each layer's scratch s{i}."""
+    own = [(f"{v}{k}", sizes[k]) for k in range(1, len(layers) + 1) for v in ("a", "d")]
+    return own + [(f"s{i}", layer.fused_scratch()) for i, layer in enumerate(layers)
+                  if layer.fused_scratch()]
+
+
 def fused_source(layers: list[Layer], sizes: list[int], lanes: int = 1, kind: int = 0,
                  many: bool = False, top: int | None = None, from_logits: bool = False
                  ) -> str | None:
@@ -72,9 +83,9 @@ def fused_source(layers: list[Layer], sizes: list[int], lanes: int = 1, kind: in
     examples' indices, or NULL: in turn) and `acc` (or NULL): each example's loss before its
     update is added to acc[0] (computed from the logits at `top` if `from_logits`), 1 if it is
     correct to acc[1] and 1 to acc[2], as `Loss.metrics` counts them. `sizes`, the values at
-    each boundary (input first), are constants too: the compiler unrolls and vectorises loops of known length (the feedforward
-    example's loop ran 1.3x faster than with sizes as arguments), at the cost of a build per
-    network shape (kept in the device's cache).
+    each boundary (input first), are constants too: the compiler unrolls and vectorises loops
+    of known length (the feedforward example's loop ran 1.3x faster than with sizes as
+    arguments), at the cost of a build per network shape (kept in the device's cache).
 
     With `many`, the kernel `fused_train_many` trains one network per work-group (see
     grenade_py.many): group g finds its parameters, moments, activations and deltas at
@@ -99,8 +110,8 @@ def fused_source(layers: list[Layer], sizes: list[int], lanes: int = 1, kind: in
                "global REAL *flat", "int flat_size"] if many else [
         "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay", "REAL p1", "REAL p2",
         "global const int *order", "global REAL *acc"]
-    boundaries = [f"{v}{k}" for k in range(1, count + 1) for v in ("a", "d")]
-    params += [f"global REAL *{name}{'_all' if many else ''}" for name in boundaries]
+    own = own_buffers(layers, sizes)
+    params += [f"global REAL *{name}{'_all' if many else ''}" for name, _ in own]
     prologue = [f"const int n{k} = {n};" for k, n in enumerate(sizes)]
     prologue += ["const int g = get_group_id(0);"] if many else []
     for i, layer in enumerate(layers):
@@ -114,8 +125,8 @@ def fused_source(layers: list[Layer], sizes: list[int], lanes: int = 1, kind: in
                 params.append(decl)
     if many:
         # Each group's share starts on its own 128-byte lines (no false sharing).
-        prologue += [f"global REAL *{name} = {name}_all + (size_t)g * MANY_PADDED(n{name[1:]});"
-                     for name in boundaries]
+        prologue += [f"global REAL *{name} = {name}_all + (size_t)g * MANY_PADDED({n});"
+                     for name, n in own]
         prologue.append("global const REAL *v = values + 7 * g;")
         make = "optimizer_make(FUSED_OPTIMIZER, v[0], v[1], v[2], v[3], v[5], v[6])"
         decay = "const REAL decay = v[4];"
@@ -200,9 +211,7 @@ class FusedTrainer:
         # once.
         # The loop's activations and deltas are its own; `self.held` keeps every buffer the
         # kernel uses alive as long as the loop.
-        self.held: list[Any] = []
-        for shape in shapes[1:]:
-            self.held += [device.zeros((size(shape),)), device.zeros((size(shape),))]
+        self.held: list[Any] = [device.zeros((n,)) for _, n in own_buffers(layers, widths)]
         for i, layer in enumerate(layers):
             self.held += [value for _, value in layer.fused_args(i)]
         fixed = [buffer(a) if isinstance(a, cl_array.Array) else a for a in self.held]

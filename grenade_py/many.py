@@ -18,7 +18,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import buffer, named_errors, opencl_errors
 from grenade_py.errors import GrenadeError
-from grenade_py.fused import MANY_LINE, build_loop, fused_source, unrolled
+from grenade_py.fused import MANY_LINE, build_loop, fused_source, own_buffers, unrolled
 from grenade_py.inputs import examples
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
 from grenade_py.network import Network
@@ -51,8 +51,8 @@ class ManyTrainer:
         self.flat = device.zeros((len(ROLES) * count * self.size,))
         itemsize = self.flat.dtype.itemsize
         roles = {buffer(net.flat[role]).int_ptr: r for r, role in enumerate(ROLES)}
-        self.boundaries = [device.zeros((count * padded(size(shape)),)) for shape in shapes[1:]
-                           for _ in range(2)]
+        self.boundaries = [device.zeros((count * padded(n),))
+                           for _, n in own_buffers(layers, widths)]
         fixed: list[Any] = [buffer(self.flat), np.int32(self.size)]
         fixed += [buffer(b) for b in self.boundaries]
         for i, layer in enumerate(layers):

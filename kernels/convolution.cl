@@ -210,3 +210,81 @@ kernel void conv_col2im(int n, int C, int H, int W, int kh, int kw, int sh, int 
     }
     dx[((size_t)q * H + yy) * W + xx] = acc;
 }
+
+// -- One example by direct loops: the fused per-example loop (grenade_py.fused) --------------
+// The products of conv_forward, the input delta and conv_kernel_gradient for one sample,
+// summed in the loops' order rather than the GEMMs': K (R, F) with row (c kh + a) kw + b,
+// x (C, H, W), y and dy (F, OH, OW).
+
+// Output rows i0 .. i0 + CONV_ROWS - 1 (those below OH) of filter f, into y (F, OH, OW):
+// y[f, i, j] = sum over (c, a, b) of K[(c kh + a) kw + b, f] x[c, i sh + a, j sw + b]. Stride
+// 1 along rows: up to 32 columns at a time in vectors of 8, CONV_ROWS rows at once, so that
+// each kernel value is read once for all of them (16 independent sums: the multiply-adds do
+// not wait on each other); the columns past the last whole vector one by one.
+#define CONV_ROWS 4
+void conv_direct_rows(int C, int H, int W, int F, int kh, int kw, int sh, int sw, int OH,
+                      int OW, global const REAL *k, global const REAL *x, int f, int i0,
+                      global REAL *y) {
+    const int rows = min(CONV_ROWS, OH - i0);
+    global REAL *out = y + ((size_t)f * OH + i0) * OW;
+    for (int j0 = 0; j0 < OW; j0 += 32) {
+        const int whole = sw == 1 ? min(4, (OW - j0) / 8) : 0, end = min(OW, j0 + 32);
+        REAL8 acc[CONV_ROWS][4];
+        for (int r = 0; r < CONV_ROWS; ++r)
+            for (int v = 0; v < 4; ++v) acc[r][v] = 0;
+        for (int j = j0 + 8 * whole; j < end; ++j)
+            for (int r = 0; r < rows; ++r) out[r * OW + j] = 0;
+        for (int c = 0; c < C; ++c)
+            for (int a = 0; a < kh; ++a)
+                for (int b = 0; b < kw; ++b) {
+                    const REAL kv = k[(size_t)((c * kh + a) * kw + b) * F + f];
+                    for (int r = 0; r < rows; ++r) {
+                        global const REAL *row = x + ((size_t)c * H + (i0 + r) * sh + a) * W + b;
+                        for (int v = 0; v < whole; ++v)
+                            acc[r][v] += kv * vload8(0, row + j0 + 8 * v);
+                        for (int j = j0 + 8 * whole; j < end; ++j)
+                            out[r * OW + j] += kv * row[j * sw];
+                    }
+                }
+        for (int r = 0; r < rows; ++r)
+            for (int v = 0; v < whole; ++v) vstore8(acc[r][v], 0, out + r * OW + j0 + 8 * v);
+    }
+}
+
+// Input plane c of the delta: each output's K dy put back on the inputs its window read, the
+// windows in order (a plane is one work-item's: no atomics).
+void conv_direct_delta_plane(int C, int H, int W, int F, int kh, int kw, int sh, int sw,
+                             int OH, int OW, global const REAL *k, global const REAL *dy,
+                             int c, global REAL *dx) {
+    global REAL *plane = dx + (size_t)c * H * W;
+    for (int p = 0; p < H * W; ++p) plane[p] = 0;
+    for (int a = 0; a < kh; ++a)
+        for (int b = 0; b < kw; ++b)
+            for (int f = 0; f < F; ++f) {
+                const REAL kv = k[(size_t)((c * kh + a) * kw + b) * F + f];
+                for (int i = 0; i < OH; ++i) {
+                    global REAL *row = plane + (i * sh + a) * W + b;
+                    global const REAL *g = dy + ((size_t)f * OH + i) * OW;
+                    for (int j = 0; j < OW; ++j) row[j * sw] += kv * g[j];
+                }
+            }
+}
+
+// dK[r, f]: the sum over positions (i, j) of dy[f, i, j] x[c, i sh + a, j sw + b], in vectors
+// of 8 along rows where the stride is 1.
+REAL conv_direct_kernel_grad(int H, int W, int kh, int kw, int sh, int sw, int OH, int OW,
+                             global const REAL *x, global const REAL *dy, int r, int f) {
+    const int c = r / (kh * kw), a = r / kw % kh, b = r % kw;
+    REAL8 s8 = 0;
+    REAL s = 0;
+    for (int i = 0; i < OH; ++i) {
+        global const REAL *g = dy + ((size_t)f * OH + i) * OW;
+        global const REAL *row = x + ((size_t)c * H + i * sh + a) * W + b;
+        int j = 0;
+        if (sw == 1)
+            for (; j + 8 <= OW; j += 8) s8 += vload8(0, g + j) * vload8(0, row + j);
+        for (; j < OW; ++j) s += g[j] * row[j * sw];
+    }
+    const REAL4 s4 = s8.lo + s8.hi;
+    return s + (s4.x + s4.y) + (s4.z + s4.w);
+}

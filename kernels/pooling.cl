@@ -4,14 +4,10 @@
 // Overlapping windows (stride < kernel) take dx by a gather: each input sums dy over the
 // windows that picked it, without atomics.
 
-// One work-item per output row (plane q, row i): the window offsets (a, b) in row-major order,
+// Output row g = q * OH + i (plane q, row i): the window offsets (a, b) in row-major order,
 // each a pass along the row (vectorised), keeping the first strictly greatest.
-// global size (planes * OH)
-kernel void pool_forward_rows(int planes, int H, int W, int kh, int kw, int sh, int sw, int OH,
-                              int OW, global const REAL *x, global REAL *y,
-                              global REAL *picked) {
-    int g = get_global_id(0);
-    if (g >= planes * OH) return;
+void pool_forward_row(int g, int H, int W, int kh, int kw, int sh, int sw, int OH, int OW,
+                      global const REAL *x, global REAL *y, global REAL *picked) {
     int q = g / OH, i = g % OH;
     global const REAL *top = x + ((size_t)q * H + i * sh) * W;
     global REAL *best = y + (size_t)g * OW, *at = picked + (size_t)g * OW;
@@ -32,12 +28,9 @@ kernel void pool_forward_rows(int planes, int H, int W, int kh, int kw, int sh, 
         }
 }
 
-// global size (H * W, planes)
-kernel void pool_backward(int planes, int H, int W, int kh, int kw, int sh, int sw, int OH,
-                          int OW, global const REAL *picked, global const REAL *dy,
-                          global REAL *dx) {
-    int p = get_global_id(0), q = get_global_id(1);
-    if (p >= H * W || q >= planes) return;
+// Input p of plane q: the sum of dy over the windows that picked it.
+REAL pool_backward_at(int p, int q, int H, int W, int kh, int kw, int sh, int sw, int OH,
+                      int OW, global const REAL *picked, global const REAL *dy) {
     int yy = p / W, xx = p % W;
     int4 range = windows_covering(yy, xx, kh, kw, sh, sw, OH, OW);  // convolution.cl
     REAL acc = 0;
@@ -48,17 +41,33 @@ kernel void pool_backward(int planes, int H, int W, int kh, int kw, int sh, int 
             if (a >= 0 && a < kh && b >= 0 && b < kw && (int)picked[o] == a * kw + b)
                 acc += dy[o];
         }
-    dx[(size_t)q * H * W + p] = acc;
+    return acc;
+}
+
+// global size (planes * OH)
+kernel void pool_forward_rows(int planes, int H, int W, int kh, int kw, int sh, int sw, int OH,
+                              int OW, global const REAL *x, global REAL *y,
+                              global REAL *picked) {
+    int g = get_global_id(0);
+    if (g < planes * OH) pool_forward_row(g, H, W, kh, kw, sh, sw, OH, OW, x, y, picked);
+}
+
+// global size (H * W, planes)
+kernel void pool_backward(int planes, int H, int W, int kh, int kw, int sh, int sw, int OH,
+                          int OW, global const REAL *picked, global const REAL *dy,
+                          global REAL *dx) {
+    int p = get_global_id(0), q = get_global_id(1);
+    if (p >= H * W || q >= planes) return;
+    dx[(size_t)q * H * W + p] = pool_backward_at(p, q, H, W, kh, kw, sh, sw, OH, OW, picked,
+                                                 dy);
 }
 
 // Windows that do not overlap (stride >= kernel): one work-item per output row (plane q, row i)
 // writes the sh rows of inputs its windows start: dy where a window picked, 0 elsewhere. Loops
 // along the row, which the compiler vectorises. global size (planes * OH)
-kernel void pool_backward_cells(int planes, int H, int W, int kh, int kw, int sh, int sw,
-                                int OH, int OW, global const REAL *picked,
-                                global const REAL *dy, global REAL *dx) {
-    int g = get_global_id(0);
-    if (g >= planes * OH) return;
+void pool_backward_cells_row(int g, int H, int W, int kh, int kw, int sh, int sw, int OH,
+                             int OW, global const REAL *picked, global const REAL *dy,
+                             global REAL *dx) {
     int q = g / OH, i = g % OH;
     global const REAL *at = picked + (size_t)g * OW, *grad = dy + (size_t)g * OW;
     for (int a = 0; a < sh && i * sh + a < H; ++a) {
@@ -69,15 +78,20 @@ kernel void pool_backward_cells(int planes, int H, int W, int kh, int kw, int sh
     }
 }
 
+kernel void pool_backward_cells(int planes, int H, int W, int kh, int kw, int sh, int sw,
+                                int OH, int OW, global const REAL *picked,
+                                global const REAL *dy, global REAL *dx) {
+    int g = get_global_id(0);
+    if (g < planes * OH) pool_backward_cells_row(g, H, W, kh, kw, sh, sw, OH, OW, picked, dy, dx);
+}
+
 // Windows of 2 x 2 every 2 (the common case: Grenade's examples, LeNet), vectorised by hand:
 // a work-item takes a row of outputs 4 at a time, loading 8 inputs from each of the 2 rows
 // under them and splitting even from odd columns. The same outputs, tie rule and picked
 // offsets as pool_forward_rows. global size (planes * OH)
-kernel void pool2_forward(int planes, int OH, int OW, global const REAL *x, global REAL *y,
-                          global REAL *picked) {
-    const int row = get_global_id(0);  // row = q * OH + i
-    if (row >= planes * OH) return;
-    const int W = 2 * OW;
+void pool2_forward_row(int row, int OW, global const REAL *x, global REAL *y,
+                       global REAL *picked) {
+    const int W = 2 * OW;  // row = q * OH + i
     for (int j0 = 0; j0 < OW; j0 += 4) {
         global const REAL *top = x + (size_t)row * 2 * W + 2 * j0;
         const size_t o = (size_t)row * OW + j0;
@@ -111,12 +125,16 @@ kernel void pool2_forward(int planes, int OH, int OW, global const REAL *x, glob
     }
 }
 
+kernel void pool2_forward(int planes, int OH, int OW, global const REAL *x, global REAL *y,
+                          global REAL *picked) {
+    const int row = get_global_id(0);
+    if (row < planes * OH) pool2_forward_row(row, OW, x, y, picked);
+}
+
 // Its backward pass: each input gets dy where its window picked it, else 0.
 // global size (planes * OH)
-kernel void pool2_backward(int planes, int OH, int OW, global const REAL *picked,
-                           global const REAL *dy, global REAL *dx) {
-    const int row = get_global_id(0);
-    if (row >= planes * OH) return;
+void pool2_backward_row(int row, int OW, global const REAL *picked, global const REAL *dy,
+                        global REAL *dx) {
     const int W = 2 * OW;
     for (int j0 = 0; j0 < OW; j0 += 4) {
         global REAL *top = dx + (size_t)row * 2 * W + 2 * j0;
@@ -141,4 +159,10 @@ kernel void pool2_backward(int planes, int OH, int OW, global const REAL *picked
                 top[(c / 2) * W + 2 * (j - j0) + c % 2] = at == c ? dy[o + j - j0] : 0;
         }
     }
+}
+
+kernel void pool2_backward(int planes, int OH, int OW, global const REAL *picked,
+                           global const REAL *dy, global REAL *dx) {
+    const int row = get_global_id(0);
+    if (row < planes * OH) pool2_backward_row(row, OW, picked, dy, dx);
 }

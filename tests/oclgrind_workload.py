@@ -51,6 +51,14 @@ def main() -> None:
                         per_example=True)
                 g.train_many([ff, other], opt, rng.normal(size=(4, 3)),
                              rng.uniform(size=(4, 2)), np.array([[0, 1, 2], [3, 2, 1]]))
+            # Convolution and Pooling in the loop: a row's vector and its tail, a stride of
+            # 2, 2 x 2 windows, overlapping windows; Softmax under cross entropy.
+            cnn = g.Network([g.Convolution(1, 2, 3, 3, 1, 1), g.Pooling(2, 2, 2, 2), g.Relu(),
+                             g.Convolution(2, 2, 2, 3, 1, 2), g.Pooling(1, 2, 1, 1), g.Reshape(),
+                             g.FullyConnected(2, 3), g.Softmax()], input=g.D2(6, 12), device=d,
+                            seed=lanes)
+            g.train(cnn, g.SGD(0.01), rng.normal(size=(2, 6, 12)), np.eye(3)[[0, 2]],
+                    per_example=True, loss="cross_entropy")
         rn = g.RecurrentNetwork([g.LSTM(3, 4), g.ConcatRecurrent(g.BasicRecurrent(4, 2),
                                                                   g.FullyConnected(4, 1)),
                                  g.FullyConnected(3, 3), g.Softmax()], input=g.D1(3), device=d,

@@ -8,11 +8,16 @@ import pytest
 
 from grenade_py import (
     D1,
+    D2,
+    D3,
+    Convolution,
     FullyConnected,
     LearningParameters,
     Logit,
     Network,
+    Pooling,
     Relu,
+    Reshape,
     Softmax,
     Tanh,
     train,
@@ -34,12 +39,21 @@ NETWORKS = {
     "relu-first": (2, lambda: [Relu(), FullyConnected(2, 3), Tanh(), FullyConnected(3, 2),
                                Logit()]),
     "softmax": (5, lambda: [FullyConnected(5, 17), Relu(), FullyConnected(17, 3), Softmax()]),
+    # Strides 2 and 3, overlapping windows (a gather), 2 x 2 windows past a whole vector,
+    # windows apart (cells), D2 and D3 inputs, rows of 18 outputs, partial blocks of rows.
+    "conv-pool": (D2(9, 11), lambda: [
+        Convolution(1, 3, 3, 2, 2, 3), Pooling(2, 2, 1, 1), Relu(), Convolution(3, 5, 2, 2, 1, 1),
+        Pooling(2, 2, 2, 2), Reshape(), FullyConnected(5, 2), Logit()]),
+    "conv-wide": (D3(10, 22, 2), lambda: [
+        Convolution(2, 3, 3, 5, 1, 1), Pooling(2, 2, 2, 2), Tanh(), Convolution(3, 4, 2, 3, 1, 2),
+        Pooling(3, 2, 3, 2), Reshape(), FullyConnected(8, 3), Logit()]),
 }
 
 
 def build(device, name, seed=5):
-    width, layers = NETWORKS[name]
-    return Network(layers(), input=D1(width), device=device, seed=seed, init="grenade")
+    shape, layers = NETWORKS[name]
+    return Network(layers(), input=D1(shape) if isinstance(shape, int) else shape, device=device,
+                   seed=seed, init="grenade")
 
 
 def data(net, count, seed=6):
@@ -169,12 +183,14 @@ def test_progress_reports_in_chunks(device):
 
 
 @pytest.mark.parametrize("lanes", [2, 16, 64])
-def test_fused_loop_with_many_lanes(device64, monkeypatch, lanes):
+@pytest.mark.parametrize("name", ["relu-logit-tanh", "conv-pool", "conv-wide"])
+def test_fused_loop_with_many_lanes(device64, monkeypatch, lanes, name):
     """The loop's GPU form (coalesced lanes: groups of lanes per weight row, summed in local
-    memory; lanes over consecutive weights in the update), run on PoCL. Its dot products sum in
-    another order, so it equals the one-lane form to rounding."""
+    memory; lanes over consecutive weights in the update; convolutions' and poolings' rows,
+    planes and kernel entries shared out), run on PoCL. Its dot products sum in another order,
+    so it equals the one-lane form to rounding."""
     monkeypatch.setattr("grenade_py.fused.lanes", lambda device: lanes)
-    fused, plain = build(device64, "relu-logit-tanh"), build(device64, "relu-logit-tanh")
+    fused, plain = build(device64, name), build(device64, name)
     assert fused_trainer(fused).lanes == lanes
     x, y = data(fused, 500)
     train(fused, LP, x, y, per_example=True)

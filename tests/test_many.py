@@ -70,6 +70,28 @@ def test_a_softmax_network_under_cross_entropy(device64):
         train_many(many, lp, xs, ys * 2, loss="cross_entropy")
 
 
+def test_convolutions_and_pooling(device):
+    """Layers with memory of their own in the loop (Pooling's picked offsets): each network's
+    share is its own."""
+    rng = np.random.default_rng(7)
+    xs, ys = rng.normal(size=(20, 6, 8)), rng.uniform(size=(20, 2))
+
+    def build(seed):
+        return g.Network([g.Convolution(1, 3, 3, 3, 1, 1), g.Pooling(2, 2, 2, 2), g.Relu(),
+                          g.Reshape(), g.FullyConnected(18, 2), g.Logit()], input=g.D2(6, 8),
+                         device=device, seed=seed)
+
+    lp = g.LearningParameters(0.05, 0.9, 0.0005)
+    many, solo = [build(1), build(2), build(3)], [build(1), build(2), build(3)]
+    orders = np.stack([rng.permutation(20) for _ in range(3)])
+    train_many(many, lp, xs, ys, orders)
+    for a, b, order in zip(many, solo, orders, strict=True):
+        g.train(b, lp, xs[order], ys[order], per_example=True)
+        for got, want in zip(a.get_parameters(), b.get_parameters(), strict=True):
+            for name in got:
+                np.testing.assert_array_equal(got[name], want[name])
+
+
 def test_what_train_many_refuses(device64):
     xs, ys = np.zeros((4, 3)), np.zeros((4, 2))
     lp = g.LearningParameters(0.01, 0.9, 0.0)

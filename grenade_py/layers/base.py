@@ -248,6 +248,10 @@ class Layer:
         arrays) or scalars (numpy scalars of the kernel's type)."""
         return []
 
+    def fused_scratch(self) -> int:
+        """Values of memory of its own (s{i}, one example's) the layer's fused forms use."""
+        return 0
+
     def fused_forward(self, i: int) -> str | None:
         """OpenCL statements computing a{i+1} from a{i} for one example."""
         return None

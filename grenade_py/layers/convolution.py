@@ -15,6 +15,9 @@ copy the patches out (conv_im2col) for FullyConnected's GEMMs, a gather of singl
 more than the copy. The input delta's patches_s = K dy_s by gemm_outer into a per-batch buffer,
 put back onto dx by conv_col2im (a gather: overlaps add up without atomics). y and dy stay
 (batch, F, positions).
+In the fused per-example loop: direct loops over one sample (conv_direct_rows,
+conv_direct_delta_plane, conv_direct_kernel_grad), the same products as the GEMMs summed in
+another order (equal to rounding).
 Initialisation: "scaled", uniform +-1/sqrt(kh*kw*channels); "grenade", uniform +-1.
 """
 from __future__ import annotations
@@ -199,3 +202,25 @@ class Convolution(Layer):
         if dx is not None:  # then the patches are spent: dx's overwrite them
             launches += self.input_delta(n, dy, dx, buffers)
         return launches
+
+    def fused_args(self, i: int) -> list[tuple[str, cl_array.Array]]:
+        return [(f"global REAL *{name}{i}", group["kernel"]) for name, group in (
+            ("k", self.parameters), ("mk", self.momentum), ("vk", self.second))]
+
+    def fused_forward(self, i: int) -> str:
+        c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
+        blocks = -(-oh // 4)  # CONV_ROWS
+        return (f"for (int q = lid; q < {f * blocks}; q += nl) conv_direct_rows({c}, {h}, {w}, "
+                f"{f}, {kh}, {kw}, {sh}, {sw}, {oh}, {ow}, k{i}, a{i}, q / {blocks}, "
+                f"q % {blocks} * 4, a{i + 1});")
+
+    def fused_backward(self, i: int, input_delta: bool) -> str:
+        # dx from the kernel before this example's update, as Grenade's backward pass does.
+        g = ", ".join(str(v) for v in self.geometry())
+        c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
+        dx = (f"for (int c = lid; c < {c}; c += nl) conv_direct_delta_plane({g}, k{i}, d{i + 1}, "
+              f"c, d{i});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n") if input_delta else ""
+        return dx + (
+            f"for (int q = lid; q < {c * kh * kw * f}; q += nl) optimizer_at(opt, decay, "
+            f"conv_direct_kernel_grad({h}, {w}, {kh}, {kw}, {sh}, {sw}, {oh}, {ow}, a{i}, "
+            f"d{i + 1}, q / {f}, q % {f}), k{i}, mk{i}, vk{i}, q);")

@@ -6,7 +6,8 @@ row-major window order wins a tie; windows that overlap (stride < kernel) add th
 Tape: the input's picked offsets, a per-batch buffer. Kernels: pool_forward_rows, and
 pool_backward (a gather, for overlapping windows) or pool_backward_cells (windows apart); for
 2 x 2 windows every 2, pool2_forward and pool2_backward, vectorised by hand
-(kernels/pooling.cl).
+(kernels/pooling.cl). In the fused per-example loop: pool_forward_row and pool_backward_at,
+the picked offsets in the loop's own memory.
 """
 from __future__ import annotations
 
@@ -80,3 +81,32 @@ class Pooling(Layer):
                                        buffers["picked"], dy, dx)]
         return [self.device.launch("pool_backward", (g[0] * g[1], count), count, *g,
                                    buffers["picked"], dy, dx)]
+
+    def fused_scratch(self) -> int:
+        return size(self.out_shape(self.in_shape))
+
+    def fused_forward(self, i: int) -> str:
+        g = self.geometry()
+        rows, shape = planes(self.in_shape)[0] * g[6], ", ".join(str(v) for v in g)
+        if self.halves():
+            return (f"for (int g = lid; g < {rows}; g += nl) "
+                    f"pool2_forward_row(g, {g[7]}, a{i}, a{i + 1}, s{i});")
+        return (f"for (int g = lid; g < {rows}; g += nl) "
+                f"pool_forward_row(g, {shape}, a{i}, a{i + 1}, s{i});")
+
+    def fused_backward(self, i: int, input_delta: bool) -> str:
+        # As `backward` chooses: by hand for 2 x 2, each window's cells where they are apart,
+        # else a gather.
+        if not input_delta:
+            return ""
+        g = self.geometry()
+        channels, shape, rows = planes(self.in_shape)[0], ", ".join(str(v) for v in g), g[6]
+        if self.halves():
+            return (f"for (int g = lid; g < {channels * rows}; g += nl) "
+                    f"pool2_backward_row(g, {g[7]}, s{i}, d{i + 1}, d{i});")
+        if self.sh >= self.kh and self.sw >= self.kw:
+            return (f"for (int g = lid; g < {channels * rows}; g += nl) "
+                    f"pool_backward_cells_row(g, {shape}, s{i}, d{i + 1}, d{i});")
+        area = g[0] * g[1]
+        return (f"for (int p = lid; p < {channels * area}; p += nl) d{i}[p] = "
+                f"pool_backward_at(p % {area}, p / {area}, {shape}, s{i}, d{i + 1});")
