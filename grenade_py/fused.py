@@ -8,22 +8,25 @@ launch or host round trip per example. The loop is assembled from each layer's d
 standalone kernels, so the maths exists once; Convolution's is the exception, direct loops over
 one sample (its batched kernels are GEMMs over many), the same products summed in another
 order. A layer may keep memory of its own per example (`Layer.fused_scratch`: Pooling's
-picked offsets). The generated source holds the layer types and
+picked offsets, Convolution's padded delta). The generated source holds the layer types and
 sizes as constants (loops of known length unroll and vectorise), so each network shape is a
-build of its own, compiled once and then read from the device's cache.
+build of its own, compiled once and then read from the device's cache. Layers without a form
+(Dropout, BatchNorm, Deconvolution, the recurrent layers) make the network train layer by
+layer, with the same results.
 
 It runs as one work-group: layers are separated by barriers, and lanes share the elements of a
 layer. On a CPU one lane runs each layer's loops as plain vectorisable code; on a GPU the lanes
 are coalesced (FUSED_COALESCED): neighbouring lanes touch neighbouring words, groups of
 FUSED_GROUP lanes sharing each weight row's dot product and summing it in local memory.
 Activations and deltas live in buffers of the loop's own, in global memory. Nested
-networks and lists of layers are unrolled into one chain; a branching layer (Concat, Merge) has no
-device-side form, so such networks train layer by layer.
+networks and lists of layers are unrolled into one chain; a branching layer's (Concat, Merge)
+branches are chains of their own (`LoopPlan`).
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,7 +35,8 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Device, buffer, named_errors
 from grenade_py.kernel_library import kernel_source
-from grenade_py.layers import Layer, Series
+from grenade_py.layers import Concat, Layer, Series
+from grenade_py.layers.branches import Branches
 from grenade_py.losses import SQUARED_ERROR, Loss
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer
@@ -63,58 +67,137 @@ def unrolled(net: Network, loss: Loss) -> tuple[list[Layer], list[Shape], int]:
     return layers, [shape for _, shape in links] + [net.output_shape], top
 
 
-def own_buffers(layers: list[Layer], sizes: list[int]) -> list[tuple[str, int]]:
-    """The loop's own buffers in its parameters' order, (name, values): each boundary's
-    activations a{k} and deltas d{k} after the input, then each layer's scratch s{i}."""
-    own = [(f"{v}{k}", sizes[k]) for k in range(1, len(layers) + 1) for v in ("a", "d")]
-    return own + [(f"s{i}", layer.fused_scratch()) for i, layer in enumerate(layers)
-                  if layer.fused_scratch()]
+@dataclass
+class LoopPlan:
+    """The fused loop's layers, numbered for its source. Layer k reads boundary k (values a{k},
+    their delta d{k}, n{k} of them) and writes boundary k + 1. Each branch of a branching layer
+    (Concat, Merge) is a chain of its own whose ends are pointers into the join's boundaries
+    (Concat's branches write the two parts of its output; Merge's read one delta), so that a
+    join copies nothing but Merge's sum and the sum of the input deltas."""
+
+    numbered: list[tuple[int, Layer]] = field(default_factory=list)
+    sizes: dict[int, int] = field(default_factory=dict)
+    #: The loop's own buffers in its parameters' order, (name, values).
+    own: list[tuple[str, int]] = field(default_factory=list)
+    #: Boundaries that are other boundaries' values: pointer declarations, in order.
+    aliases: list[str] = field(default_factory=list)
+    forward: list[str] = field(default_factory=list)
+    #: The backward statements in the forward pass's order (they run reversed).
+    backward: list[str] = field(default_factory=list)
+    #: Layers without a device-side form.
+    missing: list[str] = field(default_factory=list)
+    end: int = 0
+    top: int = 0
+
+    def boundary(self, shape: Shape, values: str | None = None, delta: str | None = None
+                 ) -> int:
+        """A new boundary: buffers of the loop's own, or pointers `values`, `delta`."""
+        k = len(self.sizes)
+        self.sizes[k] = size(shape)
+        for v, pointer in (("a", values), ("d", delta)):
+            if pointer is None:
+                self.own.append((f"{v}{k}", size(shape)))
+            else:
+                self.aliases.append(f"global REAL *{v}{k} = {pointer};")
+        return k
+
+    def chain(self, links: list[tuple[Layer, Shape]], k: int, input_delta: bool,
+              end: tuple[str | None, str | None] = (None, None), trained: int | None = None
+              ) -> list[int]:
+        """The layers `links` run from boundary k, the last boundary `end`'s pointers where
+        given; those from position `trained` on run forward only. The boundaries, in order."""
+        at = [k]
+        for p, (layer, shape) in enumerate(links):
+            last = end if p == len(links) - 1 else (None, None)
+            out = layer.out_shape(shape)
+            if isinstance(layer, Branches):
+                k = self.branches(layer, shape, out, k, input_delta, last)
+            else:
+                forward = layer.fused_forward(k)
+                backward = "" if trained is not None and p >= trained else \
+                    layer.fused_backward(k, input_delta)
+                if forward is None or backward is None:
+                    self.missing.append(repr(layer))
+                self.numbered.append((k, layer))
+                if layer.fused_scratch():
+                    self.own.append((f"s{k}", layer.fused_scratch()))
+                self.forward.append(forward or "")
+                self.backward.append(backward or "")
+                k = self.boundary(out, *last)
+                assert k == self.numbered[-1][0] + 1  # the forms write a{k + 1}
+            input_delta = True
+            at.append(k)
+        return at
+
+    def branches(self, layer: Branches, shape: Shape, out: Shape, k: int, input_delta: bool,
+                 end: tuple[str | None, str | None]) -> int:
+        """Both branches from boundary k into the join's output: a new boundary (`end`'s
+        pointers where given), returned."""
+        join = self.boundary(out, *end)
+        width = size(layer.a.out_shape(shape))
+        ends: list[tuple[str | None, str | None]]
+        if isinstance(layer, Concat):
+            ends = [(f"a{join}", f"d{join}"), (f"a{join} + {width}", f"d{join} + {width}")]
+        else:
+            ends = [(None, f"d{join}"), (None, f"d{join}")]
+        starts = [self.boundary(shape, f"a{k}", f"d{k}" if input_delta else None)]
+        added = len(self.backward)  # runs after both branches' backward passes
+        self.backward.append("")
+        last = [self.chain(chain(layer.a, shape), starts[0], input_delta, ends[0])[-1]]
+        starts.append(self.boundary(shape, f"a{k}"))
+        last.append(self.chain(chain(layer.b, shape), starts[1], input_delta, ends[1])[-1])
+        if input_delta:  # d{k} = a's delta (written there) + b's
+            self.backward[added] = (f"for (int q = lid; q < n{k}; q += nl) "
+                                    f"d{k}[q] += d{starts[1]}[q];")
+        if not isinstance(layer, Concat):
+            self.forward.append(f"for (int q = lid; q < n{join}; q += nl) "
+                                f"a{join}[q] = a{last[0]}[q] + a{last[1]}[q];")
+        # A layer after the join writes the boundary after its own: a new one, the join's.
+        return self.boundary(out, f"a{join}", f"d{join}") if end == (None, None) else join
 
 
-def fused_source(layers: list[Layer], sizes: list[int], lanes: int = 1, kind: int = 0,
-                 many: bool = False, top: int | None = None, from_logits: bool = False
-                 ) -> str | None:
-    """The fused loop's OpenCL source for a chain of layers run by `lanes` work-items (a power
+def plan_loop(layers: list[Layer], shapes: list[Shape], top: int) -> LoopPlan:
+    """The loop of the chain `layers` (input shape first in `shapes`), trained from boundary
+    `top` of the chain (see fused_source)."""
+    plan = LoopPlan()
+    plan.sizes[0] = size(shapes[0])
+    at = plan.chain(list(zip(layers, shapes, strict=False)), 0, False, trained=top)
+    plan.end, plan.top = at[-1], at[top]
+    return plan
+
+
+def fused_source(plan: LoopPlan, lanes: int = 1, kind: int = 0, many: bool = False,
+                 from_logits: bool = False) -> str | None:
+    """The fused loop's OpenCL source for the planned layers run by `lanes` work-items (a power
     of two) under optimiser `kind` (a constant, so the loop holds its rule alone), or None if a
     layer has no device-side form. Each example's error `output - target` is the delta at
-    boundary `top` (default: the output, Grenade's squared error; one below it for cross
-    entropy, whose gradient p - t enters at the logits, past Softmax's backward pass); the
-    backward pass runs from there. The single network's kernel also takes `order` (the
-    examples' indices, or NULL: in turn) and `acc` (or NULL): each example's loss before its
-    update is added to acc[0] (computed from the logits at `top` if `from_logits`), 1 if it is
-    correct to acc[1] and 1 to acc[2], as `Loss.metrics` counts them. `sizes`, the values at
-    each boundary (input first), are constants too: the compiler unrolls and vectorises loops
-    of known length (the feedforward example's loop ran 1.3x faster than with sizes as
-    arguments), at the cost of a build per network shape (kept in the device's cache).
+    the plan's `top` boundary (the output under Grenade's squared error; the logits under cross
+    entropy, whose gradient p - t enters past Softmax's backward pass); the backward pass runs
+    from there. The single network's kernel also takes `order` (the examples' indices, or
+    NULL: in turn) and `acc` (or NULL): each example's loss before its update is added to
+    acc[0] (computed from the logits at `top` if `from_logits`), 1 if it is correct to acc[1]
+    and 1 to acc[2], as `Loss.metrics` counts them. The sizes at the boundaries are constants:
+    the compiler unrolls and vectorises loops of known length (the feedforward example's loop
+    ran 1.3x faster than with sizes as arguments), at the cost of a build per network shape
+    (kept in the device's cache).
 
     With `many`, the kernel `fused_train_many` trains one network per work-group (see
     grenade_py.many): group g finds its parameters, moments, activations and deltas at
     g x their size in buffers holding every network's, its optimiser's values in row g of
     `values`, and its examples in the order row g of `order` gives; the loop itself is the
     same code, so each network's arithmetic is its solo run's."""
-    count = len(layers)
-    top = count if top is None else top
-    forward, backward = [], []
-    for i, layer in enumerate(layers):
-        code = layer.fused_forward(i)
-        if code is None:
-            return None
-        forward.append(code)
-    for i in reversed(range(top)):
-        code = layers[i].fused_backward(i, input_delta=i > 0)
-        if code is None:
-            return None
-        backward.append(code)
+    if plan.missing:
+        return None
+    end, top, own = plan.end, plan.top, plan.own
     params = ["int start", "int count", "global const REAL *xs", "global const REAL *ys"]
     params += ["global const REAL *values", "global const int *order", "int examples",
                "global REAL *flat", "int flat_size"] if many else [
         "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay", "REAL p1", "REAL p2",
         "global const int *order", "global REAL *acc"]
-    own = own_buffers(layers, sizes)
     params += [f"global REAL *{name}{'_all' if many else ''}" for name, _ in own]
-    prologue = [f"const int n{k} = {n};" for k, n in enumerate(sizes)]
+    prologue = [f"const int n{k} = {n};" for k, n in plan.sizes.items()]
     prologue += ["const int g = get_group_id(0);"] if many else []
-    for i, layer in enumerate(layers):
+    for i, layer in plan.numbered:
         for decl, _ in layer.fused_args(i):
             if many and "*" in decl:  # a view into the flat buffers: an offset into them
                 name = decl.split("*")[-1].strip()
@@ -138,12 +221,13 @@ def fused_source(layers: list[Layer], sizes: list[int], lanes: int = 1, kind: in
     # update loops without run-time alias checks (~8% faster on PoCL).
     params = [p.replace(" *", " *restrict ") for p in params]
     metrics = [] if many else [
-        f"if (acc && lid == 0) {{ acc[0] += loss_row_at(n{count}, {int(from_logits)}, a{count}, "
-        f"a{top}, t); acc[1] += correct_row_at(n{count}, a{count}, t); acc[2] += 1; }}"]
-    body = f"\n{BARRIER}\n".join(forward + metrics + [
-        f"for (int k = lid; k < n{count}; k += nl) "
-        f"d{top}[k] = loss_gradient_at(a{count}[k], t[k], 1);"
-    ] + [code for code in backward if code])
+        f"if (acc && lid == 0) {{ acc[0] += loss_row_at(n{end}, {int(from_logits)}, a{end}, "
+        f"a{top}, t); acc[1] += correct_row_at(n{end}, a{end}, t); acc[2] += 1; }}"]
+    body = "\n".join(plan.aliases) + "\n" + f"\n{BARRIER}\n".join(
+        [code for code in plan.forward if code] + metrics + [
+            f"for (int k = lid; k < n{end}; k += nl) "
+            f"d{top}[k] = loss_gradient_at(a{end}[k], t[k], 1);"]
+        + [code for code in reversed(plan.backward) if code])
     return f"""
 #define FUSED_COALESCED {int(lanes > 1)}
 #define FUSED_LANES {lanes}
@@ -161,7 +245,7 @@ kernel void fused_train{"_many" if many else ""}({", ".join(params)}) {{
     for (int e = start; e < start + count; ++e, opt = optimizer_next(opt)) {{
         const int x = {example};
         global const REAL *a0 = xs + (size_t)x * n0;
-        global const REAL *t = ys + (size_t)x * n{count};
+        global const REAL *t = ys + (size_t)x * n{end};
 {body}
 {BARRIER}
     }}
@@ -197,22 +281,19 @@ def lanes(device: Device) -> int:
 class FusedTrainer:
     """The fused per-example loop of one network, its arguments set once."""
 
-    def __init__(self, net: Network, layers: list[Layer], shapes: list[Shape],
-                 kind: int, top: int, from_logits: bool) -> None:
+    def __init__(self, net: Network, plan: LoopPlan, kind: int, from_logits: bool) -> None:
         device = net.device
         self.device, self.net = device, net
-        widths = [size(shape) for shape in shapes]
-        built = build_loop(device, "fused_train",
-                           lambda count: fused_source(layers, widths, count, kind, top=top,
-                                                      from_logits=from_logits))
+        built = build_loop(device, "fused_train", lambda count: fused_source(
+            plan, count, kind, from_logits=from_logits))
         assert built is not None
         self.kernel, self.lanes = built
         # Arguments 0-12 (range, data, optimiser, order, metrics) are set per call; the rest
         # once.
         # The loop's activations and deltas are its own; `self.held` keeps every buffer the
         # kernel uses alive as long as the loop.
-        self.held: list[Any] = [device.zeros((n,)) for _, n in own_buffers(layers, widths)]
-        for i, layer in enumerate(layers):
+        self.held: list[Any] = [device.zeros((n,)) for _, n in plan.own]
+        for i, layer in plan.numbered:
             self.held += [value for _, value in layer.fused_args(i)]
         fixed = [buffer(a) if isinstance(a, cl_array.Array) else a for a in self.held]
         for index, value in enumerate(fixed, start=13):
@@ -243,12 +324,9 @@ def fused_trainer(net: Network, kind: int = 0, loss: Loss = SQUARED_ERROR
                   ) -> FusedTrainer | None:
     """A fused loop for `net` under optimiser `kind` and `loss`, or None where a layer lacks a
     device-side form: the runner then trains layer by layer, with identical results."""
-    layers, shapes, top = unrolled(net, loss)
-    missing = [repr(layer) for i, layer in enumerate(layers)
-               if layer.fused_forward(i) is None
-               or (i < top and layer.fused_backward(i, input_delta=i > 0) is None)]
-    if missing:
+    plan = plan_loop(*unrolled(net, loss))
+    if plan.missing:
         log.debug("no fused per-example loop for %r (no device-side form: %s); training "
-                  "layer by layer", net, ", ".join(missing))
+                  "layer by layer", net, ", ".join(plan.missing))
         return None
-    return FusedTrainer(net, layers, shapes, kind, top, loss.from_logits)
+    return FusedTrainer(net, plan, kind, loss.from_logits)

@@ -18,14 +18,13 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import buffer, named_errors, opencl_errors
 from grenade_py.errors import GrenadeError
-from grenade_py.fused import MANY_LINE, build_loop, fused_source, own_buffers, unrolled
+from grenade_py.fused import MANY_LINE, build_loop, fused_source, plan_loop, unrolled
 from grenade_py.inputs import examples
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
 from grenade_py.network import Network
 from grenade_py.network_file import ROLES
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.runner import FUSED_WORK
-from grenade_py.shapes import size
 
 
 def padded(count: int) -> int:
@@ -39,10 +38,9 @@ class ManyTrainer:
 
     def __init__(self, net: Network, count: int, kind: int, loss: Loss = SQUARED_ERROR) -> None:
         device = self.device = net.device
-        layers, shapes, top = unrolled(net, loss)
-        widths = [size(shape) for shape in shapes]
+        plan = plan_loop(*unrolled(net, loss))
         built = build_loop(device, "fused_train_many", lambda count: fused_source(
-            layers, widths, count, kind, many=True, top=top))
+            plan, count, kind, many=True))
         if built is None:
             raise GrenadeError(f"{net!r} has a layer without a device-side form: "
                                "train_many runs the fused per-example loop only")
@@ -51,11 +49,10 @@ class ManyTrainer:
         self.flat = device.zeros((len(ROLES) * count * self.size,))
         itemsize = self.flat.dtype.itemsize
         roles = {buffer(net.flat[role]).int_ptr: r for r, role in enumerate(ROLES)}
-        self.boundaries = [device.zeros((count * padded(n),))
-                           for _, n in own_buffers(layers, widths)]
+        self.boundaries = [device.zeros((count * padded(n),)) for _, n in plan.own]
         fixed: list[Any] = [buffer(self.flat), np.int32(self.size)]
         fixed += [buffer(b) for b in self.boundaries]
-        for i, layer in enumerate(layers):
+        for i, layer in plan.numbered:
             for decl, value in layer.fused_args(i):
                 if "*" not in decl:
                     fixed.append(value)

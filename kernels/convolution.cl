@@ -216,39 +216,64 @@ kernel void conv_col2im(int n, int C, int H, int W, int kh, int kw, int sh, int 
 // summed in the loops' order rather than the GEMMs': K (R, F) with row (c kh + a) kw + b,
 // x (C, H, W), y and dy (F, OH, OW).
 
-// Output rows i0 .. i0 + CONV_ROWS - 1 (those below OH) of filter f, into y (F, OH, OW):
-// y[f, i, j] = sum over (c, a, b) of K[(c kh + a) kw + b, f] x[c, i sh + a, j sw + b]. Stride
-// 1 along rows: up to 32 columns at a time in vectors of 8, CONV_ROWS rows at once, so that
-// each kernel value is read once for all of them (16 independent sums: the multiply-adds do
-// not wait on each other); the columns past the last whole vector one by one.
-#define CONV_ROWS 4
-void conv_direct_rows(int C, int H, int W, int F, int kh, int kw, int sh, int sw, int OH,
-                      int OW, global const REAL *k, global const REAL *x, int f, int i0,
-                      global REAL *y) {
-    const int rows = min(CONV_ROWS, OH - i0);
-    global REAL *out = y + ((size_t)f * OH + i0) * OW;
-    for (int j0 = 0; j0 < OW; j0 += 32) {
-        const int whole = sw == 1 ? min(4, (OW - j0) / 8) : 0, end = min(OW, j0 + 32);
-        REAL8 acc[CONV_ROWS][4];
-        for (int r = 0; r < CONV_ROWS; ++r)
-            for (int v = 0; v < 4; ++v) acc[r][v] = 0;
-        for (int j = j0 + 8 * whole; j < end; ++j)
-            for (int r = 0; r < rows; ++r) out[r * OW + j] = 0;
-        for (int c = 0; c < C; ++c)
-            for (int a = 0; a < kh; ++a)
-                for (int b = 0; b < kw; ++b) {
-                    const REAL kv = k[(size_t)((c * kh + a) * kw + b) * F + f];
-                    for (int r = 0; r < rows; ++r) {
-                        global const REAL *row = x + ((size_t)c * H + (i0 + r) * sh + a) * W + b;
-                        for (int v = 0; v < whole; ++v)
-                            acc[r][v] += kv * vload8(0, row + j0 + 8 * v);
-                        for (int j = j0 + 8 * whole; j < end; ++j)
-                            out[r * OW + j] += kv * row[j * sw];
-                    }
-                }
-        for (int r = 0; r < rows; ++r)
-            for (int v = 0; v < whole; ++v) vstore8(acc[r][v], 0, out + r * OW + j0 + 8 * v);
+// Output rows i0 .. i0 + 3 and columns j0 .. j0 + 15 of filter f, into y (F, OH, OW):
+// y[f, i, j] = sum over (c, a, b) of k[c kc + a ka + b kb + f kf] x[c, i sh + a, j + b] (K's
+// order: kc = kh kw F, ka = kw F, kb = F, kf = 1; conv_direct_delta_block's: K turned round
+// and transposed). Rows of 8
+// or more outputs, 4 or more rows, column stride 1: two vectors of 8 columns in each of 4
+// rows, so that each kernel value is read once for 8 independent sums, held in registers
+// (every count is fixed). A block reaching past the plane is moved back onto it and stores
+// only its own outputs (those from i0, j0 on).
+void conv_direct_block(int C, int H, int W, int kh, int kw, int sh, int OH, int OW,
+                       global const REAL *k, int kc, int ka, int kb, int kf,
+                       global const REAL *x, int f, int i0, int j0, global REAL *y) {
+    const int i1 = min(i0, OH - 4), at[2] = {min(j0, OW - 8), min(j0 + 8, OW - 8)};
+    REAL8 s00 = 0, s01 = 0, s10 = 0, s11 = 0, s20 = 0, s21 = 0, s30 = 0, s31 = 0;
+    for (int c = 0; c < C; ++c)
+        for (int a = 0; a < kh; ++a) {
+            global const REAL *r0 = x + ((size_t)c * H + i1 * sh + a) * W;
+            global const REAL *r1 = r0 + sh * W, *r2 = r1 + sh * W, *r3 = r2 + sh * W;
+            for (int b = 0; b < kw; ++b) {
+                const REAL kv = k[c * kc + a * ka + b * kb + f * kf];
+                s00 += kv * vload8(0, r0 + at[0] + b);
+                s01 += kv * vload8(0, r0 + at[1] + b);
+                s10 += kv * vload8(0, r1 + at[0] + b);
+                s11 += kv * vload8(0, r1 + at[1] + b);
+                s20 += kv * vload8(0, r2 + at[0] + b);
+                s21 += kv * vload8(0, r2 + at[1] + b);
+                s30 += kv * vload8(0, r3 + at[0] + b);
+                s31 += kv * vload8(0, r3 + at[1] + b);
+            }
+        }
+    const REAL8 sums[4][2] = {{s00, s01}, {s10, s11}, {s20, s21}, {s30, s31}};
+    for (int r = i0 - i1; r < 4; ++r) {
+        global REAL *row = y + ((size_t)f * OH + i1 + r) * OW;
+        for (int v = 0; v < 2; ++v) {
+            if (at[v] >= j0) {
+                vstore8(sums[r][v], 0, row + at[v]);
+            } else {
+                REAL lanes[8];
+                vstore8(sums[r][v], 0, lanes);
+                for (int l = j0 - at[v]; l < 8; ++l) row[at[v] + l] = lanes[l];
+            }
+        }
     }
+}
+
+// Output row i of filter f, column by column: any stride, any width.
+void conv_direct_row(int C, int H, int W, int F, int kh, int kw, int sh, int sw, int OW,
+                     global const REAL *k, global const REAL *x, int f, int i,
+                     global REAL *y) {
+    global REAL *out = y + (size_t)i * OW;
+    for (int j = 0; j < OW; ++j) out[j] = 0;
+    for (int c = 0; c < C; ++c)
+        for (int a = 0; a < kh; ++a) {
+            global const REAL *row = x + ((size_t)c * H + i * sh + a) * W;
+            for (int b = 0; b < kw; ++b) {
+                const REAL kv = k[(size_t)((c * kh + a) * kw + b) * F + f];
+                for (int j = 0; j < OW; ++j) out[j] += kv * row[j * sw + b];
+            }
+        }
 }
 
 // Input plane c of the delta: each output's K dy put back on the inputs its window read, the
@@ -270,21 +295,99 @@ void conv_direct_delta_plane(int C, int H, int W, int F, int kh, int kw, int sh,
             }
 }
 
-// dK[r, f]: the sum over positions (i, j) of dy[f, i, j] x[c, i sh + a, j sw + b], in vectors
-// of 8 along rows where the stride is 1.
-REAL conv_direct_kernel_grad(int H, int W, int kh, int kw, int sh, int sw, int OH, int OW,
-                             global const REAL *x, global const REAL *dy, int r, int f) {
-    const int c = r / (kh * kw), a = r / kw % kh, b = r % kw;
-    REAL8 s8 = 0;
-    REAL s = 0;
-    for (int i = 0; i < OH; ++i) {
-        global const REAL *g = dy + ((size_t)f * OH + i) * OW;
-        global const REAL *row = x + ((size_t)c * H + i * sh + a) * W + b;
-        int j = 0;
-        if (sw == 1)
-            for (; j + 8 <= OW; j += 8) s8 += vload8(0, g + j) * vload8(0, row + j);
-        for (; j < OW; ++j) s += g[j] * row[j * sw];
+// Stride 1: the input delta is the "full" correlation of dy with K turned round, dx[c, y, x]
+// = sum over (f, a, b) of K[(c kh + a) kw + b, f] dy[f, y - a, x - b]: conv_direct_block over
+// dy padded with kh - 1 rows and kw - 1 columns of zeros all round (`padded`, F planes of
+// (H + kh - 1) x (W + kw - 1)), K read from its last (a, b) back. Rows i0 .. i0 + 3 and
+// columns j0 .. j0 + 15 of input plane c.
+void conv_direct_delta_block(int H, int W, int F, int kh, int kw, global const REAL *k,
+                             global const REAL *padded, int c, int i0, int j0,
+                             global REAL *dx) {
+    conv_direct_block(F, H + kh - 1, W + kw - 1, kh, kw, 1, H, W,
+                      k + ((kh - 1) * kw + kw - 1) * F, 1, -kw * F, -F, kh * kw * F, padded, c,
+                      i0, j0, dx);
+}
+
+// dK[(c kh + a) kw + b, f] for b = b0 .. b0 + 7 (those below kw), into g: the sums over
+// positions (i, j) of dy[f, i, j] x[c, i sh + a, j sw + b]. Stride 1 along rows of 8 or more:
+// in vectors of 8, dy's read once for all b, a row's last vector ending at its end with the
+// columns already summed masked off; other rows column by column.
+void conv_direct_kernel_grads(int H, int W, int kh, int kw, int sh, int sw, int OH, int OW,
+                              global const REAL *x, global const REAL *dy, int c, int a, int f,
+                              int b0, REAL *g) {
+    const int count = min(8, kw - b0), vectors = sw == 1 && OW >= 8;
+    const int whole = vectors ? OW / 8 * 8 : 0;
+    // lanes at or past `whole` in the last vector (from OW - 8): 1, the others 0
+    const REAL8 last = clamp((REAL8)(0, 1, 2, 3, 4, 5, 6, 7) - (REAL)(whole - OW + 7), (REAL)0,
+                             (REAL)1);
+    REAL8 s8[8];
+    REAL s[8];
+    for (int b = 0; b < 8; ++b) {
+        s8[b] = 0;
+        s[b] = 0;
     }
-    const REAL4 s4 = s8.lo + s8.hi;
-    return s + (s4.x + s4.y) + (s4.z + s4.w);
+    for (int i = 0; i < OH; ++i) {
+        global const REAL *gr = dy + ((size_t)f * OH + i) * OW;
+        global const REAL *row = x + ((size_t)c * H + i * sh + a) * W + b0;
+        for (int j = 0; j < whole; j += 8) {
+            const REAL8 d = vload8(0, gr + j);
+            for (int b = 0; b < count; ++b) s8[b] += d * vload8(0, row + j + b);
+        }
+        if (vectors && whole < OW) {
+            const REAL8 d = vload8(0, gr + OW - 8) * last;
+            for (int b = 0; b < count; ++b) s8[b] += d * vload8(0, row + OW - 8 + b);
+        }
+        for (int j = vectors ? OW : 0; j < OW; ++j)
+            for (int b = 0; b < count; ++b) s[b] += gr[j] * row[j * sw + b];
+    }
+    for (int b = 0; b < count; ++b) {
+        const REAL4 s4 = s8[b].lo + s8[b].hi;
+        g[b] = s[b] + (s4.x + s4.y) + (s4.z + s4.w);
+    }
+}
+
+// The same sums for f = f0, f0 + 1 and b = b0 .. b0 + nb - 1 (nb <= 8, a constant: the sums
+// stay in registers), into g[b - b0] and g[8 + b - b0]; filters and columns past the kernel's
+// are computed again from its last (the caller stores those it owns). Column stride 1, rows
+// of 8 or more outputs: each row in vectors of 8, its last ending at its end with the
+// columns the one before summed masked off; dy read once for all nb columns of the kernel.
+#define KERNEL_SUMS(l) REAL8 s0_##l = 0, s1_##l = 0;
+#define KERNEL_STEP(l)                                                                        \
+    if (l < nb) {                                                                             \
+        const REAL8 xl = vload8(0, row + at + min(b0 + l, kw - 1));                           \
+        s0_##l += g0 * xl;                                                                    \
+        s1_##l += g1 * xl;                                                                    \
+    }
+#define KERNEL_STORE(l)                                                                       \
+    if (l < nb) {                                                                             \
+        const REAL4 h0 = s0_##l.lo + s0_##l.hi, h1 = s1_##l.lo + s1_##l.hi;                   \
+        g[l] = (h0.x + h0.y) + (h0.z + h0.w);                                                 \
+        g[8 + l] = (h1.x + h1.y) + (h1.z + h1.w);                                             \
+    }
+void conv_direct_kernel_block(int H, int W, int kh, int kw, int sh, int F, int OH, int OW,
+                              int nb, global const REAL *x, global const REAL *dy, int c,
+                              int a, int f0, int b0, REAL *g) {
+    const int f1 = min(f0 + 1, F - 1), vectors = (OW + 7) / 8;
+    const REAL8 mask = clamp((REAL8)(0, 1, 2, 3, 4, 5, 6, 7) + (REAL)(OW - 8 * vectors + 1),
+                             (REAL)0, (REAL)1);
+    // Named sums, not an array: the compiler keeps them in registers.
+    KERNEL_SUMS(0) KERNEL_SUMS(1) KERNEL_SUMS(2) KERNEL_SUMS(3)
+    KERNEL_SUMS(4) KERNEL_SUMS(5) KERNEL_SUMS(6) KERNEL_SUMS(7)
+    for (int i = 0; i < OH; ++i) {
+        global const REAL *d0 = dy + ((size_t)f0 * OH + i) * OW;
+        global const REAL *d1 = dy + ((size_t)f1 * OH + i) * OW;
+        global const REAL *row = x + ((size_t)c * H + i * sh + a) * W;
+        for (int v = 0; v < vectors; ++v) {
+            const int at = min(8 * v, OW - 8);
+            REAL8 g0 = vload8(0, d0 + at), g1 = vload8(0, d1 + at);
+            if (v == vectors - 1) {
+                g0 *= mask;
+                g1 *= mask;
+            }
+            KERNEL_STEP(0) KERNEL_STEP(1) KERNEL_STEP(2) KERNEL_STEP(3)
+            KERNEL_STEP(4) KERNEL_STEP(5) KERNEL_STEP(6) KERNEL_STEP(7)
+        }
+    }
+    KERNEL_STORE(0) KERNEL_STORE(1) KERNEL_STORE(2) KERNEL_STORE(3)
+    KERNEL_STORE(4) KERNEL_STORE(5) KERNEL_STORE(6) KERNEL_STORE(7)
 }

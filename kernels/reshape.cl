@@ -3,12 +3,16 @@
 // (negative: up and left), zeros where nothing lands. Pad is a positive shift into a larger
 // plane, Crop a negative one into a smaller; each is the other's backward pass.
 
+// dst's value at (plane p, row i, column j).
+REAL shift_at(int p, int i, int j, int h, int w, int top, int left, global const REAL *src) {
+    int si = i - top, sj = j - left;
+    return si >= 0 && si < h && sj >= 0 && sj < w ? src[((size_t)p * h + si) * w + sj] : 0;
+}
+
 // global size (ow, oh, planes)
 kernel void shift_planes(int planes, int h, int w, int oh, int ow, int top, int left,
                          global const REAL *src, global REAL *dst) {
     int j = get_global_id(0), i = get_global_id(1), p = get_global_id(2);
-    if (j >= ow || i >= oh || p >= planes) return;
-    int si = i - top, sj = j - left;
-    dst[((size_t)p * oh + i) * ow + j] =
-        si >= 0 && si < h && sj >= 0 && sj < w ? src[((size_t)p * h + si) * w + sj] : 0;
+    if (j < ow && i < oh && p < planes)
+        dst[((size_t)p * oh + i) * ow + j] = shift_at(p, i, j, h, w, top, left, src);
 }

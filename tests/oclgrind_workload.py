@@ -59,6 +59,16 @@ def main() -> None:
                             seed=lanes)
             g.train(cnn, g.SGD(0.01), rng.normal(size=(2, 6, 12)), np.eye(3)[[0, 2]],
                     per_example=True, loss="cross_entropy")
+            # The convolutions' blocks (moved back onto planes of 7 x 18 and 6 x 16; the input
+            # delta's padded correlation), Concat, Merge, Pad and Crop in the loop.
+            blocks = g.Network([
+                g.Convolution(1, 2, 3, 3, 1, 1), g.Relu(), g.Convolution(2, 2, 2, 3, 1, 1),
+                g.Concat(g.Trivial(), [g.Pad(1, 1, 1, 1), g.Convolution(2, 1, 3, 3, 1, 1)]),
+                g.Crop(1, 1, 1, 1), g.Merge(g.Trivial(), g.Tanh()), g.Reshape(),
+                g.FullyConnected(168, 2), g.Logit()], input=g.D3(9, 20, 1), device=d,
+                seed=lanes)
+            g.train(blocks, g.SGD(0.01), rng.normal(size=(2, 1, 9, 20)),
+                    rng.uniform(size=(2, 2)), per_example=True)
         rn = g.RecurrentNetwork([g.LSTM(3, 4), g.ConcatRecurrent(g.BasicRecurrent(4, 2),
                                                                   g.FullyConnected(4, 1)),
                                  g.FullyConnected(3, 3), g.Softmax()], input=g.D1(3), device=d,

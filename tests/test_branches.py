@@ -204,32 +204,36 @@ def test_random_network_through_fit_and_a_model_file(device64, tmp_path):
     np.testing.assert_array_equal(run_net(loaded, x), run_net(net, x))
 
 
-def test_per_example_training_with_branches_falls_back_identically(device64, monkeypatch):
-    """Concat has no device-side form: the layer-by-layer path trains it, as the numpy
-    transcription does; a nested plain network is unrolled into the fused loop."""
+@pytest.mark.parametrize("join", ["concat", "merge", "first"])
+def test_per_example_training_with_branches_in_the_fused_loop(device64, monkeypatch, join):
+    """Concat and Merge join the fused loop (their branches' ends point into the join's
+    boundaries; the input deltas add up), one first in the network (no input delta), and a
+    nested plain network unrolled: equal to the numpy transcription and to layer by layer."""
     rng = np.random.default_rng(7)
 
-    def make(seed, join):
+    def make(seed):
         inner = Network([FullyConnected(4, 3), Tanh()], input=D1(4), device=device64, seed=seed)
-        last = Concat(FullyConnected(3, 1), Logit()) if join else FullyConnected(3, 2)
-        return Network([FullyConnected(2, 4), inner, last], input=D1(2), device=device64,
+        last = {"concat": Concat(FullyConnected(3, 1), Logit()),
+                "merge": Merge(Trivial(), [FullyConnected(3, 3), Relu()])}
+        if join == "first":
+            return Network([Concat(FullyConnected(2, 2), [Logit(), FullyConnected(2, 3)]),
+                            FullyConnected(5, 3)], input=D1(2), device=device64, seed=seed)
+        return Network([FullyConnected(2, 4), inner, last[join]], input=D1(2), device=device64,
                        seed=seed)
 
-    x, y = rng.normal(size=(300, 2)), rng.uniform(size=(300, 4))
-    branched = make(1, join=True)
-    assert execution.fused(branched) is None
+    branched, plain = make(1), make(1)
+    x = rng.normal(size=(300, 2))
+    y = rng.uniform(size=(300, *branched.output_shape.dims))
+    assert execution.fused(branched) is not None
     ref = reference(branched)
     train(branched, LP, x, y, per_example=True)
     ref.train_per_example(x, y, LP)
     for got, want in zip(branched.get_parameters(), ref.parameters, strict=True):
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-12)
-    nested, plain = make(2, join=False), make(2, join=False)
-    assert execution.fused(nested) is not None
-    train(nested, LP, x, y[:, :2], per_example=True)
     monkeypatch.setattr("grenade_py.execution.fused", lambda *args: None)
-    train(plain, LP, x, y[:, :2], per_example=True)
-    for a, b in zip(nested.get_parameters(), plain.get_parameters(), strict=True):
+    train(plain, LP, x, y, per_example=True)
+    for a, b in zip(branched.get_parameters(), plain.get_parameters(), strict=True):
         for name in a:
             np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-14)
 

@@ -107,9 +107,9 @@ def test_what_train_many_refuses(device64):
         train_many([a, b], g.SGD(0.01, clip_norm=1.0), xs, ys)
     with pytest.raises(ValueError, match=r"orders must be 2 rows of example indices in \[0, 4\)"):
         train_many([a, b], lp, xs, ys, np.array([[0, 1], [2, 4]]))
-    branched = [g.Network([g.Concat(g.FullyConnected(3, 1), g.FullyConnected(3, 1))],
-                          input=g.D1(3), device=device64, seed=s) for s in (1, 2)]
+    dropping = [g.Network([g.FullyConnected(3, 2), g.Dropout(0.5)], input=g.D1(3),
+                          device=device64, seed=s) for s in (1, 2)]
     with pytest.raises(GrenadeError, match="without a device-side form"):
-        train_many(branched, lp, xs, ys)
+        train_many(dropping, lp, xs, ys)
     with pytest.raises(TypeError, match="a list of Networks"):
         train_many([], lp, xs, ys)

@@ -16,7 +16,7 @@ more than the copy. The input delta's patches_s = K dy_s by gemm_outer into a pe
 put back onto dx by conv_col2im (a gather: overlaps add up without atomics). y and dy stay
 (batch, F, positions).
 In the fused per-example loop: direct loops over one sample (conv_direct_rows,
-conv_direct_delta_plane, conv_direct_kernel_grad), the same products as the GEMMs summed in
+conv_direct_delta_plane, conv_direct_kernel_grads), the same products as the GEMMs summed in
 another order (equal to rounding).
 Initialisation: "scaled", uniform +-1/sqrt(kh*kw*channels); "grenade", uniform +-1.
 """
@@ -207,20 +207,66 @@ class Convolution(Layer):
         return [(f"global REAL *{name}{i}", group["kernel"]) for name, group in (
             ("k", self.parameters), ("mk", self.momentum), ("vk", self.second))]
 
-    def fused_forward(self, i: int) -> str:
+    def fused_forward(self, i: int) -> str | None:
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
-        blocks = -(-oh // 4)  # CONV_ROWS
-        return (f"for (int q = lid; q < {f * blocks}; q += nl) conv_direct_rows({c}, {h}, {w}, "
-                f"{f}, {kh}, {kw}, {sh}, {sw}, {oh}, {ow}, k{i}, a{i}, q / {blocks}, "
-                f"q % {blocks} * 4, a{i + 1});")
+        if sw == 1 and ow >= 8 and oh >= 4:  # blocks of 4 rows x 16 columns
+            rows, cols = -(-oh // 4), -(-ow // 16)
+            return (f"for (int q = lid; q < {f * rows * cols}; q += nl) conv_direct_block("
+                    f"{c}, {h}, {w}, {kh}, {kw}, {sh}, {oh}, {ow}, k{i}, {kh * kw * f}, "
+                    f"{kw * f}, {f}, 1, a{i}, q / {rows * cols}, "
+                    f"q / {cols} % {rows} * 4, q % {cols} * 16, a{i + 1});")
+        return (f"for (int q = lid; q < {f * oh}; q += nl) conv_direct_row({c}, {h}, {w}, {f}, "
+                f"{kh}, {kw}, {sh}, {sw}, {ow}, k{i}, a{i}, q / {oh}, q % {oh}, "
+                f"a{i + 1} + (size_t)q / {oh} * {oh * ow});")
 
-    def fused_backward(self, i: int, input_delta: bool) -> str:
+    def _fused_blocks(self) -> bool:
+        """Whether the fused forms run in blocks of vectors (conv_direct_block and its kin):
+        column stride 1, output rows of 8 or more, 4 or more of them."""
+        _, _, _, _, _, _, _, sw, oh, ow = self.geometry()
+        return sw == 1 and ow >= 8 and oh >= 4
+
+    def fused_scratch(self) -> int:
+        """Stride 1 in blocks: dy padded for the input delta (conv_direct_delta_block)."""
+        c, h, w, f, kh, kw, sh, sw, _, _ = self.geometry()
+        return f * (h + kh - 1) * (w + kw - 1) if self._fused_blocks() and sh == 1 else 0
+
+    def fused_backward(self, i: int, input_delta: bool) -> str | None:
         # dx from the kernel before this example's update, as Grenade's backward pass does.
-        g = ", ".join(str(v) for v in self.geometry())
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
-        dx = (f"for (int c = lid; c < {c}; c += nl) conv_direct_delta_plane({g}, k{i}, d{i + 1}, "
-              f"c, d{i});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n") if input_delta else ""
-        return dx + (
-            f"for (int q = lid; q < {c * kh * kw * f}; q += nl) optimizer_at(opt, decay, "
-            f"conv_direct_kernel_grad({h}, {w}, {kh}, {kw}, {sh}, {sw}, {oh}, {ow}, a{i}, "
-            f"d{i + 1}, q / {f}, q % {f}), k{i}, mk{i}, vk{i}, q);")
+        if not input_delta:
+            dx = ""
+        elif self.fused_scratch():
+            ph, pw, rows, cols = h + kh - 1, w + kw - 1, -(-h // 4), -(-w // 16)
+            dx = (f"for (int q = lid; q < {f * ph * pw}; q += nl) s{i}[q] = shift_at(q / "
+                  f"{ph * pw}, q / {pw} % {ph}, q % {pw}, {oh}, {ow}, {kh - 1}, {kw - 1}, "
+                  f"d{i + 1});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
+                  f"for (int q = lid; q < {c * rows * cols}; q += nl) conv_direct_delta_block("
+                  f"{h}, {w}, {f}, {kh}, {kw}, k{i}, s{i}, q / {rows * cols}, "
+                  f"q / {cols} % {rows} * 4, q % {cols} * 16, d{i});\n"
+                  "barrier(CLK_GLOBAL_MEM_FENCE);\n")
+        else:
+            g = ", ".join(str(v) for v in self.geometry())
+            dx = (f"for (int c = lid; c < {c}; c += nl) conv_direct_delta_plane({g}, k{i}, "
+                  f"d{i + 1}, c, d{i});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n")
+        if self._fused_blocks():  # q: (c, a, pair of filters, block of 8 kernel columns)
+            pairs, blocks, nb = -(-f // 2), -(-kw // 8), min(kw, 8)
+            return dx + f"""for (int q = lid; q < {c * kh * pairs * blocks}; q += nl) {{
+    const int ca = q / {pairs * blocks}, f0 = q / {blocks} % {pairs} * 2, b0 = q % {blocks} * 8;
+    REAL g[16];
+    conv_direct_kernel_block({h}, {w}, {kh}, {kw}, {sh}, {f}, {oh}, {ow}, {nb}, a{i}, d{i + 1},
+                             ca / {kh}, ca % {kh}, f0, b0, g);
+    for (int b = 0; b < min({nb}, {kw} - b0); ++b)
+        for (int e = 0; e < min(2, {f} - f0); ++e)
+            optimizer_at(opt, decay, g[8 * e + b], k{i}, mk{i}, vk{i},
+                         (ca * {kw} + b0 + b) * {f} + f0 + e);
+}}"""
+        blocks = -(-kw // 8)  # q: (c, a, f, block of 8 kernel columns)
+        return dx + f"""for (int q = lid; q < {c * kh * f * blocks}; q += nl) {{
+    const int ca = q / ({f * blocks}), fb = q % ({f * blocks}), b0 = fb % {blocks} * 8;
+    REAL g[8];
+    conv_direct_kernel_grads({h}, {w}, {kh}, {kw}, {sh}, {sw}, {oh}, {ow}, a{i}, d{i + 1},
+                             ca / {kh}, ca % {kh}, fb / {blocks}, b0, g);
+    for (int b = 0; b < min(8, {kw} - b0); ++b)
+        optimizer_at(opt, decay, g[b], k{i}, mk{i}, vk{i},
+                     (ca * {kw} + b0 + b) * {f} + fb / {blocks});
+}}"""

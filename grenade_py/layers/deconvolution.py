@@ -24,6 +24,17 @@ from grenade_py.layers.convolution import Convolution, planes
 class Deconvolution(Convolution):
     """The transposed convolution with `filters` outputs per position."""
 
+    # No form in the fused per-example loop yet (Convolution's would compute the wrong
+    # product): networks with a Deconvolution train layer by layer.
+    def fused_scratch(self) -> int:
+        return 0
+
+    def fused_forward(self, i: int) -> None:
+        return None
+
+    def fused_backward(self, i: int, input_delta: bool) -> None:
+        return None
+
     def out_planes(self, rows: int, cols: int) -> tuple[int, int]:
         return (rows - 1) * self.sh + self.kh, (cols - 1) * self.sw + self.kw
 

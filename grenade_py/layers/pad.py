@@ -1,6 +1,7 @@
 """Pad and Crop: zeros around each channel's plane, or its edges cut off; each is the other's
 backward pass, so they share one kernel (shift_planes, kernels/reshape.cl). Port
-Grenade.Layers.Pad and Grenade.Layers.Crop.
+Grenade.Layers.Pad and Grenade.Layers.Crop. In the fused per-example loop: shift_at, the
+kernel's own function.
 
 Shape: D2 rows cols or D3 rows cols channels; Pad adds `top + bottom` rows and `left + right`
 columns, Crop removes them. Arguments in Grenade's order: left, top, right, bottom.
@@ -78,6 +79,24 @@ class Pad(Layer):
             return []
         out = self.out_shape(self.in_shape)
         return [self._shift(n, dy, dx, -self.sign, out, self.in_shape)]
+
+
+    def _fused_shift(self, src: str, dst: str, sign: int, src_shape: Shape,
+                     dst_shape: Shape) -> str:
+        planes, h, w = _planes(src_shape)
+        _, oh, ow = _planes(dst_shape)
+        return (f"for (int q = lid; q < {planes * oh * ow}; q += nl) {dst}[q] = shift_at("
+                f"q / {oh * ow}, q / {ow} % {oh}, q % {ow}, {h}, {w}, {sign * self.top}, "
+                f"{sign * self.left}, {src});")
+
+    def fused_forward(self, i: int) -> str:
+        return self._fused_shift(f"a{i}", f"a{i + 1}", self.sign, self.in_shape,
+                                 self.out_shape(self.in_shape))
+
+    def fused_backward(self, i: int, input_delta: bool) -> str:
+        return self._fused_shift(f"d{i + 1}", f"d{i}", -self.sign,
+                                 self.out_shape(self.in_shape), self.in_shape) \
+            if input_delta else ""
 
 
 class Crop(Pad):
