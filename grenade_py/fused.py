@@ -67,6 +67,11 @@ def unrolled(net: Network, loss: Loss) -> tuple[list[Layer], list[Shape], int]:
     return layers, [shape for _, shape in links] + [net.output_shape], top
 
 
+def trainable(layer: Layer) -> bool:
+    """Whether the layer, or a layer inside it, has parameters."""
+    return any(node.parameter_shapes() for _, node, _ in layer.nodes(layer.in_shape))
+
+
 @dataclass
 class LoopPlan:
     """The fused loop's layers, numbered for its source. Layer k reads boundary k (values a{k},
@@ -105,7 +110,9 @@ class LoopPlan:
               end: tuple[str | None, str | None] = (None, None), trained: int | None = None
               ) -> list[int]:
         """The layers `links` run from boundary k, the last boundary `end`'s pointers where
-        given; those from position `trained` on run forward only. The boundaries, in order."""
+        given; those from position `trained` on run forward only; a layer computes its input
+        delta where `input_delta` or a layer before it in the chain has parameters. The
+        boundaries, in order."""
         at = [k]
         for p, (layer, shape) in enumerate(links):
             last = end if p == len(links) - 1 else (None, None)
@@ -125,7 +132,7 @@ class LoopPlan:
                 self.backward.append(backward or "")
                 k = self.boundary(out, *last)
                 assert k == self.numbered[-1][0] + 1  # the forms write a{k + 1}
-            input_delta = True
+            input_delta = input_delta or trainable(layer)
             at.append(k)
         return at
 

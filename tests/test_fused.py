@@ -20,10 +20,13 @@ from grenade_py import (
     Reshape,
     Softmax,
     Tanh,
+    Trivial,
     train,
 )
 from grenade_py.execution import fused as fused_trainer
 from grenade_py.feedforward import feedforward_network, sample
+from grenade_py.fused import fused_source, plan_loop, unrolled
+from grenade_py.layers import Concat, Crop, InceptionMini
 from grenade_py.losses import loss_named
 from grenade_py.numpy_reference import NumpyNetwork
 
@@ -53,6 +56,13 @@ NETWORKS = {
         Convolution(3, 4, 3, 5, 2, 1, init="scaled"), Tanh(),
         Convolution(4, 2, 1, 9, 1, 1, init="scaled"), Reshape(), FullyConnected(64, 3),
         Logit()]),
+    # mnist.hs's InceptionMini network in small: Concat (Trivial, nested Concats of Pad and
+    # Convolution), Crop; no input delta before its first parameters. Scaled weights (the
+    # network's init): with Grenade's +-1 its descent is chaotic.
+    "conv-inception": (D2(8, 10), lambda: [
+        Reshape(D3(8, 10, 1)), Concat(Trivial(), InceptionMini(1, 2, 3)), Pooling(2, 2, 2, 2),
+        Relu(), Concat(Convolution(6, 2, 1, 1, 1, 1), InceptionMini(6, 2, 3)), Crop(1, 1, 1, 1),
+        Reshape(), FullyConnected(42, 3), Logit()]),
     "conv-wide": (D3(10, 22, 2), lambda: [
         Convolution(2, 3, 3, 5, 1, 1), Pooling(2, 2, 2, 2), Tanh(), Convolution(3, 4, 2, 3, 1, 2),
         Pooling(3, 2, 3, 2), Reshape(), FullyConnected(8, 3), Logit()]),
@@ -62,7 +72,7 @@ NETWORKS = {
 def build(device, name, seed=5):
     shape, layers = NETWORKS[name]
     return Network(layers(), input=D1(shape) if isinstance(shape, int) else shape, device=device,
-                   seed=seed, init="grenade")
+                   seed=seed, init="scaled" if name == "conv-inception" else "grenade")
 
 
 def data(net, count, seed=6):
@@ -156,6 +166,16 @@ def test_fused_equals_numpy_grenade(device64, name):
                                        atol=1e-9 * np.abs(value).max())
 
 
+def test_no_input_delta_before_the_first_parameters(device64):
+    """Deltas nothing reads are not computed: InceptionMini's first block (after a Reshape)
+    has no input delta, its second block has."""
+    net = build(device64, "conv-inception")
+    source = fused_source(plan_loop(*unrolled(net, loss_named("squared_error"))))
+    assert source is not None
+    assert "conv_direct_delta_plane(1, " not in source  # the first block's 1 channel
+    assert "conv_direct_delta_plane(6, " in source
+
+
 def test_deconvolution_trains_layer_by_layer(device64):
     """Deconvolution has no form in the loop (Convolution's would give the wrong product)."""
     from grenade_py import Deconvolution
@@ -206,7 +226,8 @@ def test_progress_reports_in_chunks(device):
 
 
 @pytest.mark.parametrize("lanes", [2, 16, 64])
-@pytest.mark.parametrize("name", ["relu-logit-tanh", "conv-pool", "conv-wide", "conv-blocks"])
+@pytest.mark.parametrize("name", ["relu-logit-tanh", "conv-pool", "conv-wide", "conv-blocks",
+                                  "conv-inception"])
 def test_fused_loop_with_many_lanes(device64, monkeypatch, lanes, name):
     """The loop's GPU form (coalesced lanes: groups of lanes per weight row, summed in local
     memory; lanes over consecutive weights in the update; convolutions' and poolings' rows,
