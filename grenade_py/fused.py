@@ -168,7 +168,7 @@ def plan_loop(layers: list[Layer], shapes: list[Shape], top: int) -> LoopPlan:
     `top` of the chain (see fused_source)."""
     plan = LoopPlan()
     plan.sizes[0] = size(shapes[0])
-    at = plan.chain(list(zip(layers, shapes, strict=False)), 0, False, trained=top)
+    at = plan.chain(list(zip(layers, shapes[:-1], strict=True)), 0, False, trained=top)
     plan.end, plan.top = at[-1], at[top]
     return plan
 
@@ -330,7 +330,8 @@ class FusedTrainer:
 def fused_trainer(net: Network, kind: int = 0, loss: Loss = SQUARED_ERROR
                   ) -> FusedTrainer | None:
     """A fused loop for `net` under optimiser `kind` and `loss`, or None where a layer lacks a
-    device-side form: the runner then trains layer by layer, with identical results."""
+    device-side form: the runner then trains layer by layer, with the same results (to the
+    bit; convolutions to rounding)."""
     plan = plan_loop(*unrolled(net, loss))
     if plan.missing:
         log.debug("no fused per-example loop for %r (no device-side form: %s); training "

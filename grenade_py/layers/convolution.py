@@ -15,9 +15,12 @@ copy the patches out (conv_im2col) for FullyConnected's GEMMs, a gather of singl
 more than the copy. The input delta's patches_s = K dy_s by gemm_outer into a per-batch buffer,
 put back onto dx by conv_col2im (a gather: overlaps add up without atomics). y and dy stay
 (batch, F, positions).
-In the fused per-example loop: direct loops over one sample (conv_direct_rows,
-conv_direct_delta_plane, conv_direct_kernel_grads), the same products as the GEMMs summed in
-another order (equal to rounding).
+In the fused per-example loop: direct loops over one sample, in blocks of 4 rows x 16
+columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the input delta,
+at stride 1, conv_direct_delta_block over the padded delta; the kernel gradient
+conv_direct_kernel_block), else column by column (conv_direct_row, conv_direct_delta_plane,
+conv_direct_kernel_grads): the same products as the GEMMs summed in another order (equal to
+rounding).
 Initialisation: "scaled", uniform +-1/sqrt(kh*kw*channels); "grenade", uniform +-1.
 """
 from __future__ import annotations
