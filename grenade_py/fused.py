@@ -260,17 +260,22 @@ kernel void fused_train{"_many" if many else ""}({", ".join(params)}) {{
 """
 
 
+#: The kernel files whose functions the generated loops call (besides FOUNDATIONS).
+LOOP_FILES = ("fully_connected.cl", "pooling.cl", "recurrent.cl", "reshape.cl", "softmax.cl")
+
+
 def build_loop(device: Device, name: str, source: Callable[[int], str | None]
                ) -> tuple[cl.Kernel, int] | None:
     """Kernel `name` of the loop `source(lanes)` writes for a number of lanes, and its
     work-group size: `lanes`, halved until this build of the kernel may run that many; None if
-    `source` gives None (a layer without a device-side form)."""
+    `source` gives None (a layer without a device-side form). Built with LOOP_FILES' part of
+    the kernel library only."""
     count = lanes(device)
     while True:
         code = source(count)
         if code is None:
             return None
-        kernel = device.kernel(name, device.build(kernel_source() + code))
+        kernel = device.kernel(name, device.build(kernel_source(LOOP_FILES) + code))
         if kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
                                       device.cl_device) >= count:
             return kernel, count

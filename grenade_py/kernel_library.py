@@ -29,17 +29,21 @@ def kernel_dir() -> Path:
 FOUNDATIONS = ("gemm.cl", "activations.cl", "optimizers.cl", "loss.cl", "convolution.cl")
 
 
-@functools.lru_cache(maxsize=1)
-def kernel_source() -> str:
+@functools.lru_cache(maxsize=4)
+def kernel_source(files: tuple[str, ...] | None = None) -> str:
     """All `.cl` files of the kernel library, concatenated: FOUNDATIONS first, then the rest
-    (by name, though any order compiles)."""
+    (by name, though any order compiles). With `files`: FOUNDATIONS and those only, without
+    their templates (the register-blocked GEMMs): the functions a generated loop calls, which
+    build in a fraction of the whole library's time."""
     found = {f.name: f for f in kernel_dir().glob("*.cl")}
     if not set(FOUNDATIONS) <= set(found):
         raise DeviceError(f"the OpenCL kernel sources in {kernel_dir()} are incomplete "
                           f"(need {', '.join(FOUNDATIONS)}); reinstall grenade_py")
-    rest = sorted(set(found) - set(FOUNDATIONS))
-    return "\n".join(f"// ---- {name}\n{instantiate(found[name].read_text())}"
-                     for name in (*FOUNDATIONS, *rest))
+    if files is None:
+        return "\n".join(f"// ---- {name}\n{instantiate(found[name].read_text())}"
+                         for name in (*FOUNDATIONS, *sorted(set(found) - set(FOUNDATIONS))))
+    return "\n".join(f"// ---- {name}\n{_TEMPLATE.sub('', found[name].read_text())}"
+                     for name in (*FOUNDATIONS, *sorted(set(files) - set(FOUNDATIONS))))
 
 
 _TEMPLATE = re.compile(r"^// template ((?:\$\w+ ?)+): ([^\n]+)\n(.*?)^// end template\n",
