@@ -166,6 +166,25 @@ def test_fused_equals_numpy_grenade(device64, name):
                                        atol=1e-9 * np.abs(value).max())
 
 
+@pytest.mark.parametrize("name", ["conv-inception", "conv-blocks"])
+def test_convolutions_in_the_loop_under_adamw(device64, monkeypatch, name):
+    """The convolutions' kernel updates step through the optimiser's rule like every other
+    parameter: AdamW's moments and step counts equal layer by layer's."""
+    from grenade_py import AdamW
+
+    fused, plain = build(device64, name), build(device64, name)
+    x, y = data(fused, 300)
+    train(fused, AdamW(0.001), x, y, per_example=True)
+    layer_by_layer(monkeypatch)
+    train(plain, AdamW(0.001), x, y, per_example=True)
+    assert fused.steps == plain.steps == 300
+    for pa, pb in zip(fused.get_parameters() + fused.get_second(),
+                      plain.get_parameters() + plain.get_second(), strict=True):
+        for key in pa:
+            np.testing.assert_allclose(pa[key], pb[key], rtol=1e-12,
+                                       atol=1e-12 * np.abs(pb[key]).max(), err_msg=key)
+
+
 def test_no_input_delta_before_the_first_parameters(device64):
     """Deltas nothing reads are not computed: InceptionMini's first block (after a Reshape)
     has no input delta, its second block has."""
