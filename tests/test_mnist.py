@@ -163,6 +163,17 @@ def test_mnist_cli_with_adamw_a_schedule_and_clipping(tmp_path):
     assert float(rows[-1][3]) > 0.8  # test accuracy after 2 epochs on 2,000 images
 
 
+def test_mnist_cli_refuses_batch_norm_one_row_at_a_time(tmp_path):
+    """BatchNorm cannot train per example: a one-line error before the first step."""
+    write_mnist(tmp_path / "d", np.zeros((4, 28, 28)), np.array([1, 2, 3, 4]))
+    result = mnist_cli("--data", str(tmp_path / "d"), "--arch", "bn", "--batch-size", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: BatchNorm 96 on D1 96 cannot train on one row at a time (each feature's "
+        "variance over one row is 0): train it on minibatches of 2 or more")
+    assert len(result.stdout.splitlines()) == 1  # the header only: no epoch trained
+
+
 def test_mnist_cli_checks_optimizer_options_before_training(tmp_path):
     write_mnist(tmp_path / "d", np.zeros((4, 28, 28)), np.array([1, 2, 3, 4]))
     result = mnist_cli("--data", str(tmp_path / "d"), "--schedule", "step:0:2")

@@ -117,10 +117,10 @@ class BatchNorm(Layer):
         if not training:
             return [device.launch("batchnorm_inference", self._elements(n), n, c, p,
                                   real(self.eps), x, self.running, g["gamma"], g["beta"], y)]
-        if n * p < 2:
-            raise ValueError(f"{self!r} on {self.in_shape!r} cannot train on one row at a time "
+        if n * p < 2:  # a ShapeError: the CLIs report it as a usage error, in one line
+            raise ShapeError(f"{self!r} on {self.in_shape!r} cannot train on one row at a time "
                              "(each feature's variance over one row is 0): train it on "
-                             "minibatches of 2 or more")
+                             "minibatches of 2 or more", located=True)
         return [device.launch("batchnorm_statistics", (LANES * c,), n, c, p, real(self.eps),
                               real(self.running_momentum), x, g["gamma"], g["beta"],
                               buffers["mean"], buffers["inv_std"], buffers["affine"],
