@@ -126,8 +126,9 @@ class LoopPlan:
                 if forward is None or backward is None:
                     self.missing.append(repr(layer))
                 self.numbered.append((k, layer))
-                if layer.fused_scratch():
-                    self.own.append((f"s{k}", layer.fused_scratch()))
+                scratch = layer.fused_scratch()
+                if scratch:
+                    self.own.append((f"s{k}", scratch))
                 self.forward.append(forward or "")
                 self.backward.append(backward or "")
                 k = self.boundary(out, *last)

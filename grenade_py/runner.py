@@ -3,6 +3,7 @@ apply_update; and fit, for epochs of minibatches over a dataset kept on the devi
 numpy in, numpy out; within a step everything stays on the device."""
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -18,7 +19,6 @@ from grenade_py import execution, inputs
 from grenade_py.device import buffer, check_host_memory, opencl_errors
 from grenade_py.distributed import ends_the_job_on_error
 from grenade_py.execution import Step, enqueue
-from grenade_py.fused import FusedTrainer
 from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer, optimizer
@@ -115,17 +115,25 @@ def train(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         return net
     xs_dev, ys_dev = net.device.to_device(xs), net.device.to_device(ys)
     step = execution.steps(net, 1, chosen)
-    # Launches of bounded work (~10-100 ms), each waited for, so that Ctrl-C is honoured soon.
-    fused = step.fused(params) is not None
-    bound = FUSED_WORK // net.flat["parameters"].size if fused else 256
-    chunk = max(1, min(bound, len(xs) // 100 if progress is not None else len(xs)))
-    for start in range(0, len(xs), chunk):
-        count = min(chunk, len(xs) - start)
-        step.train_examples(params, xs_dev, ys_dev, start, count)
-        queue.finish()
+    bound = FUSED_WORK // net.flat["parameters"].size if step.fused(params) else 256
+    _in_launches(net, len(xs), min(bound, len(xs) // 100 if progress else len(xs)),
+                 lambda start, count: step.train_examples(params, xs_dev, ys_dev, start, count),
+                 progress)
+    return net
+
+
+def _in_launches(net: Network, total: int, chunk: int, run: Callable[[int, int], None],
+                 progress: Callable[[int], None] | None) -> None:
+    """Per-example work on examples 0 .. total - 1 as `run(start, count)` over runs of about
+    `chunk` (at least 1), each waited for, so that Ctrl-C is honoured soon; `progress(done)`
+    after each."""
+    chunk = max(1, chunk)
+    for start in range(0, total, chunk):
+        count = min(chunk, total - start)
+        run(start, count)
+        net.device.queue.finish()
         if progress is not None:
             progress(start + count)
-    return net
 
 
 @opencl_errors
@@ -257,21 +265,6 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     return {"loss": float(totals[0]) / len(xs), "accuracy": float(totals[1]) / len(xs)}
 
 
-def _fused_epoch(fused: FusedTrainer, params: Optimizer, xs: cl_array.Array,
-                 ys: cl_array.Array, order: cl_array.Array, acc: cl_array.Array,
-                 progress: Callable[[int, int], None] | None) -> None:
-    """One epoch of fit at batch 1 in the fused per-example loop: the examples in `order`,
-    their metrics summed into `acc`, in launches of bounded work, each waited for (Ctrl-C),
-    progress about 50 times."""
-    count = len(order)
-    chunk = max(1, min(FUSED_WORK // fused.net.flat["parameters"].size, count // 50))
-    for start in range(0, count, chunk):
-        fused(xs, ys, start, min(chunk, count - start), params, order, acc)
-        fused.device.queue.finish()
-        if progress is not None:
-            progress(min(count, start + chunk), count)
-
-
 @ends_the_job_on_error
 @opencl_errors
 def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
@@ -362,8 +355,11 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
             order.set(permutation, async_=True)
         acc.set(np.zeros(3, dtype=device.dtype))
         start_time = time.perf_counter()
-        if fused is not None:
-            _fused_epoch(fused, epoch_params, xs_dev, ys_dev, order, acc, progress)
+        if fused is not None:  # launches of bounded work; progress about 50 times
+            _in_launches(net, count, min(FUSED_WORK // net.flat["parameters"].size, count // 50),
+                         functools.partial(fused, xs_dev, ys_dev, optimizer=epoch_params,
+                                           order=order, acc=acc),
+                         None if progress is None else lambda done: progress(done, count))
         for index in range(steps if fused is None else 0):
             n = min(batch_size, count - index * batch_size)
             first, last = shard(n)

@@ -309,40 +309,18 @@ void conv_direct_delta_block(int H, int W, int F, int kh, int kw, global const R
 }
 
 // dK[(c kh + a) kw + b, f] for b = b0 .. b0 + 7 (those below kw), into g: the sums over
-// positions (i, j) of dy[f, i, j] x[c, i sh + a, j sw + b]. Stride 1 along rows of 8 or more:
-// in vectors of 8, dy's read once for all b, a row's last vector ending at its end with the
-// columns already summed masked off; other rows column by column.
+// positions (i, j) of dy[f, i, j] x[c, i sh + a, j sw + b], column by column (any stride, any
+// width; conv_direct_kernel_block takes rows of 8 or more at stride 1).
 void conv_direct_kernel_grads(int H, int W, int kh, int kw, int sh, int sw, int OH, int OW,
                               global const REAL *x, global const REAL *dy, int c, int a, int f,
                               int b0, REAL *g) {
-    const int count = min(8, kw - b0), vectors = sw == 1 && OW >= 8;
-    const int whole = vectors ? OW / 8 * 8 : 0;
-    // lanes at or past `whole` in the last vector (from OW - 8): 1, the others 0
-    const REAL8 last = clamp((REAL8)(0, 1, 2, 3, 4, 5, 6, 7) - (REAL)(whole - OW + 7), (REAL)0,
-                             (REAL)1);
-    REAL8 s8[8];
-    REAL s[8];
-    for (int b = 0; b < 8; ++b) {
-        s8[b] = 0;
-        s[b] = 0;
-    }
+    const int count = min(8, kw - b0);
+    for (int b = 0; b < count; ++b) g[b] = 0;
     for (int i = 0; i < OH; ++i) {
         global const REAL *gr = dy + ((size_t)f * OH + i) * OW;
         global const REAL *row = x + ((size_t)c * H + i * sh + a) * W + b0;
-        for (int j = 0; j < whole; j += 8) {
-            const REAL8 d = vload8(0, gr + j);
-            for (int b = 0; b < count; ++b) s8[b] += d * vload8(0, row + j + b);
-        }
-        if (vectors && whole < OW) {
-            const REAL8 d = vload8(0, gr + OW - 8) * last;
-            for (int b = 0; b < count; ++b) s8[b] += d * vload8(0, row + OW - 8 + b);
-        }
-        for (int j = vectors ? OW : 0; j < OW; ++j)
-            for (int b = 0; b < count; ++b) s[b] += gr[j] * row[j * sw + b];
-    }
-    for (int b = 0; b < count; ++b) {
-        const REAL4 s4 = s8[b].lo + s8[b].hi;
-        g[b] = s[b] + (s4.x + s4.y) + (s4.z + s4.w);
+        for (int j = 0; j < OW; ++j)
+            for (int b = 0; b < count; ++b) g[b] += gr[j] * row[j * sw + b];
     }
 }
 

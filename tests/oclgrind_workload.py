@@ -69,6 +69,11 @@ def main() -> None:
                 seed=lanes)
             g.train(blocks, g.SGD(0.01), rng.normal(size=(2, 1, 9, 20)),
                     rng.uniform(size=(2, 2)), per_example=True)
+            short = g.Network([g.Tanh(), g.Convolution(2, 3, 2, 3, 1, 1), g.Reshape(),
+                               g.FullyConnected(72, 2), g.Logit()], input=g.D3(3, 14, 2),
+                              device=d, seed=lanes)  # the kernel gradient's blocks, 2 rows
+            g.train(short, g.SGD(0.01), rng.normal(size=(2, 2, 3, 14)),
+                    rng.uniform(size=(2, 2)), per_example=True)
         rn = g.RecurrentNetwork([g.LSTM(3, 4), g.ConcatRecurrent(g.BasicRecurrent(4, 2),
                                                                   g.FullyConnected(4, 1)),
                                  g.FullyConnected(3, 3), g.Softmax()], input=g.D1(3), device=d,

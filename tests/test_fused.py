@@ -63,6 +63,9 @@ NETWORKS = {
         Reshape(D3(8, 10, 1)), Concat(Trivial(), InceptionMini(1, 2, 3)), Pooling(2, 2, 2, 2),
         Relu(), Concat(Convolution(6, 2, 1, 1, 1, 1), InceptionMini(6, 2, 3)), Crop(1, 1, 1, 1),
         Reshape(), FullyConnected(42, 3), Logit()]),
+    # Output rows of 12, 2 of them: the kernel gradient in blocks, the rest column by column.
+    "conv-short": (D3(3, 14, 2), lambda: [
+        Tanh(), Convolution(2, 3, 2, 3, 1, 1), Reshape(), FullyConnected(72, 2), Logit()]),
     "conv-wide": (D3(10, 22, 2), lambda: [
         Convolution(2, 3, 3, 5, 1, 1), Pooling(2, 2, 2, 2), Tanh(), Convolution(3, 4, 2, 3, 1, 2),
         Pooling(3, 2, 3, 2), Reshape(), FullyConnected(8, 3), Logit()]),

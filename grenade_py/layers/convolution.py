@@ -17,10 +17,10 @@ put back onto dx by conv_col2im (a gather: overlaps add up without atomics). y a
 (batch, F, positions).
 In the fused per-example loop: direct loops over one sample, in blocks of 4 rows x 16
 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the input delta,
-at stride 1, conv_direct_delta_block over the padded delta; the kernel gradient
-conv_direct_kernel_block), else column by column (conv_direct_row, conv_direct_delta_plane,
-conv_direct_kernel_grads): the same products as the GEMMs summed in another order (equal to
-rounding).
+at stride 1, conv_direct_delta_block over the padded delta; the kernel gradient, any number of
+rows, conv_direct_kernel_block), else column by column (conv_direct_row,
+conv_direct_delta_plane, conv_direct_kernel_grads): the same products as the GEMMs summed in
+another order (equal to rounding).
 Initialisation: "scaled", uniform +-1/sqrt(kh*kw*channels); "grenade", uniform +-1.
 """
 from __future__ import annotations
@@ -212,7 +212,7 @@ class Convolution(Layer):
 
     def fused_forward(self, i: int) -> str | None:
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
-        if sw == 1 and ow >= 8 and oh >= 4:  # blocks of 4 rows x 16 columns
+        if self._fused_blocks():  # blocks of 4 rows x 16 columns
             rows, cols = -(-oh // 4), -(-ow // 16)
             return (f"for (int q = lid; q < {f * rows * cols}; q += nl) conv_direct_block("
                     f"{c}, {h}, {w}, {kh}, {kw}, {sh}, {oh}, {ow}, k{i}, {kh * kw * f}, "
@@ -222,11 +222,12 @@ class Convolution(Layer):
                 f"{kh}, {kw}, {sh}, {sw}, {ow}, k{i}, a{i}, q / {oh}, q % {oh}, "
                 f"a{i + 1} + (size_t)q / {oh} * {oh * ow});")
 
-    def _fused_blocks(self) -> bool:
+    def _fused_blocks(self, rows: int = 4) -> bool:
         """Whether the fused forms run in blocks of vectors (conv_direct_block and its kin):
-        column stride 1, output rows of 8 or more, 4 or more of them."""
+        column stride 1, output rows of 8 or more, `rows` or more of them (the kernel
+        gradient's blocks take any number)."""
         _, _, _, _, _, _, _, sw, oh, ow = self.geometry()
-        return sw == 1 and ow >= 8 and oh >= 4
+        return sw == 1 and ow >= 8 and oh >= rows
 
     def fused_scratch(self) -> int:
         """Stride 1 in blocks: dy padded for the input delta (conv_direct_delta_block)."""
@@ -251,7 +252,7 @@ class Convolution(Layer):
             g = ", ".join(str(v) for v in self.geometry())
             dx = (f"for (int c = lid; c < {c}; c += nl) conv_direct_delta_plane({g}, k{i}, "
                   f"d{i + 1}, c, d{i});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n")
-        if self._fused_blocks():  # q: (c, a, pair of filters, block of 8 kernel columns)
+        if self._fused_blocks(rows=1):  # q: (c, a, pair of filters, 8 kernel columns)
             pairs, blocks, nb = -(-f // 2), -(-kw // 8), min(kw, 8)
             return dx + f"""for (int q = lid; q < {c * kh * pairs * blocks}; q += nl) {{
     const int ca = q / {pairs * blocks}, f0 = q / {blocks} % {pairs} * 2, b0 = q % {blocks} * 8;

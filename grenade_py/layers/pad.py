@@ -80,7 +80,6 @@ class Pad(Layer):
         out = self.out_shape(self.in_shape)
         return [self._shift(n, dy, dx, -self.sign, out, self.in_shape)]
 
-
     def _fused_shift(self, src: str, dst: str, sign: int, src_shape: Shape,
                      dst_shape: Shape) -> str:
         planes, h, w = _planes(src_shape)

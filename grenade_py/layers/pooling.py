@@ -6,8 +6,9 @@ row-major window order wins a tie; windows that overlap (stride < kernel) add th
 Tape: the input's picked offsets, a per-batch buffer. Kernels: pool_forward_rows, and
 pool_backward (a gather, for overlapping windows) or pool_backward_cells (windows apart); for
 2 x 2 windows every 2, pool2_forward and pool2_backward, vectorised by hand
-(kernels/pooling.cl). In the fused per-example loop: pool_forward_row and pool_backward_at,
-the picked offsets in the loop's own memory.
+(kernels/pooling.cl). In the fused per-example loop: those kernels' row functions, chosen as
+the kernels are (pool2_forward_row, pool_forward_row; pool2_backward_row,
+pool_backward_cells_row, pool_backward_at), the picked offsets in the loop's own memory.
 """
 from __future__ import annotations
 
