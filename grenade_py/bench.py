@@ -44,7 +44,7 @@ from grenade_py.many import train_many
 from grenade_py.mnist import mnist_network
 from grenade_py.network import Network
 from grenade_py.numpy_reference import NumpyNetwork
-from grenade_py.optimizers import Adam, AdamW, LearningParameters
+from grenade_py.optimizers import Adam, AdamW, LearningParameters, Optimizer
 from grenade_py.platforms import device_spec as spec_of
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import SymbolCorpus
@@ -74,6 +74,9 @@ def _torch():
         import torch
     except ImportError:
         return None
+    # Denormals flushed to zero, as our float32 kernels do (-cl-denorms-are-zero): without it
+    # some PyTorch epochs ran 10-30x slower, on sigmoids' saturated deltas.
+    torch.set_flush_denormal(True)
     return torch
 
 
@@ -150,48 +153,72 @@ def bench_many(device: Device, examples: int, repeats: int) -> list[tuple[str, f
              statistics.median(timings[k][1:]) / (k * examples) * 1e6) for k in counts]
 
 
+def _torch_epoch(torch, model, x: np.ndarray, y: np.ndarray, batch: int,
+                 lp: LearningParameters) -> Callable[[], None]:
+    """One epoch of `model` in PyTorch over (x, y) (prepared as tensors once, outside the
+    timing, as fit uploads its dataset once) in shuffled minibatches, cross entropy,
+    Grenade's momentum rule."""
+    momenta = [torch.zeros_like(p) for p in model.parameters()]
+    tx, ty = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.argmax(axis=1))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def epoch() -> None:
+        order = torch.randperm(len(tx))
+        for start in range(0, len(tx), batch):
+            idx = order[start:start + batch]
+            loss_fn(model(tx[idx]), ty[idx]).backward()
+            _torch_descend(torch, model, momenta, lp)
+
+    return epoch
+
+
+def interleaved_epochs(runs: dict[str, Callable[[], float | None]], repeats: int
+                       ) -> list[tuple[str, float]]:
+    """Median seconds of each run over `repeats` rounds after a warm-up round, the runs taking
+    turns within a round (the machine's noise falls on all alike). A run returning a number
+    gives its own time (fit's epoch, from its history); else its wall time counts."""
+    timings: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats + 1):  # the first round: the warm-up
+        for name, run in runs.items():
+            start = time.perf_counter()
+            own = run()
+            timings[name].append(own if own is not None else time.perf_counter() - start)
+    return [(name, statistics.median(times[1:])) for name, times in timings.items()]
+
+
+def _fit_epoch(net: Network, lp: Optimizer, x: np.ndarray, y: np.ndarray, batch: int
+               ) -> Callable[[], float]:
+    """A run of one epoch of fit at `batch`, giving the epoch's seconds as fit reports them
+    (its shuffle, steps and metrics; not the call's upload of the dataset, which PyTorch's
+    epochs leave out too and a fit of many epochs pays once)."""
+    return lambda: fit(net, lp, x, y, batch_size=batch, epochs=1, seed=1,
+                       loss="cross_entropy")[0]["seconds"]
+
+
 def bench_mnist(device: Device, data: tuple[np.ndarray, np.ndarray], batch: int,
                 repeats: int) -> list[tuple[str, float]]:
-    """Seconds per epoch of MNIST-MLP minibatch training (at batch 64 also under Adam, timed
-    interleaved with SGD's epochs)."""
-    x, y = data
+    """Seconds per epoch of MNIST-MLP minibatch training, grenade_py's (at batch 64 also
+    under Adam) interleaved with PyTorch's; numpy's."""
+    x, y = data[0].astype(np.float32), data[1].astype(np.float32)
     net, adam_net = mnist_network("mlp", device, seed=1), mnist_network("mlp", device, seed=1)
-    timings: dict[str, list[float]] = {"grenade_py": [], "grenade_py, Adam": []}
-    for _ in range(repeats + 1):  # the first of each: the warm-up
-        for name, model, opt in (("grenade_py", net, MLP_LP), ("grenade_py, Adam", adam_net,
-                                                                 Adam(1e-3))):
-            if name.endswith("Adam") and batch != 64:
-                continue
-            start = time.perf_counter()
-            fit(model, opt, x, y, batch_size=batch, epochs=1, seed=1, loss="cross_entropy")
-            timings[name].append(time.perf_counter() - start)
-    rows = [(name, statistics.median(times[1:])) for name, times in timings.items() if times]
-    reference = NumpyNetwork(MLP_KINDS, net.get_parameters(), dtype=np.float32)
-    x32, y32 = x.astype(np.float32), y.astype(np.float32)
-
-    def numpy_epoch() -> None:
-        order = np.random.default_rng(1).permutation(len(x32))
-        for start in range(0, len(x32), batch):
-            idx = order[start:start + batch]
-            reference.train(x32[idx], y32[idx], MLP_LP, loss="cross_entropy")
-
-    rows.append(("numpy", median_time(numpy_epoch, max(1, repeats // 2))))
+    runs: dict[str, Callable[[], float | None]] = {"grenade_py": _fit_epoch(net, MLP_LP, x, y,
+                                                                            batch)}
+    if batch == 64:
+        runs["grenade_py, Adam"] = _fit_epoch(adam_net, Adam(1e-3), x, y, batch)
     torch = _torch()
     if torch is not None:
-        model = _torch_net(torch, MLP_KINDS, net.get_parameters())
-        momenta = [torch.zeros_like(p) for p in model.parameters()]
-        tx, ty = torch.from_numpy(x32), torch.from_numpy(y32.argmax(axis=1))
-        loss_fn = torch.nn.CrossEntropyLoss()
+        runs["pytorch"] = _torch_epoch(torch, _torch_net(torch, MLP_KINDS, net.get_parameters()),
+                                       x, y, batch, MLP_LP)
+    rows = interleaved_epochs(runs, repeats)
+    reference = NumpyNetwork(MLP_KINDS, net.get_parameters(), dtype=np.float32)
 
-        def torch_epoch() -> None:
-            order = torch.randperm(len(tx))
-            for start in range(0, len(tx), batch):
-                idx = order[start:start + batch]
-                loss_fn(model(tx[idx]), ty[idx]).backward()
-                _torch_descend(torch, model, momenta, MLP_LP)
+    def numpy_epoch() -> None:
+        order = np.random.default_rng(1).permutation(len(x))
+        for start in range(0, len(x), batch):
+            idx = order[start:start + batch]
+            reference.train(x[idx], y[idx], MLP_LP, loss="cross_entropy")
 
-        rows.append(("pytorch", median_time(torch_epoch, repeats)))
-    return rows
+    return rows + [("numpy", median_time(numpy_epoch, max(1, repeats // 2)))]
 
 
 #: LeNet's convolutions' flops per example: forward and kernel gradient of both, the input delta
@@ -201,33 +228,20 @@ LENET_FLOPS_PER_EXAMPLE = 2 * (2 * 24 * 24 * 10 * 25 + 3 * 8 * 8 * 16 * 250)
 
 def bench_lenet(device: Device, data: tuple[np.ndarray, np.ndarray],
                 repeats: int) -> list[tuple[str, float]]:
-    """Seconds per LeNet epoch at batch 64: grenade_py, and PyTorch on the same architecture
-    (Grenade's momentum rule, cross-entropy) when it is installed."""
+    """Seconds per LeNet epoch at batch 64: grenade_py's, interleaved with PyTorch's on the
+    same architecture (Grenade's momentum rule, cross-entropy) when it is installed."""
     x, y = data[0].reshape(-1, 28, 28).astype(np.float32), data[1].astype(np.float32)
     net = mnist_network("lenet", device, seed=1)
-    rows = [("grenade_py", median_time(
-        lambda: fit(net, MLP_LP, x, y, batch_size=64, seed=1, loss="cross_entropy"),
-        repeats))]
+    runs: dict[str, Callable[[], float | None]] = {"grenade_py": _fit_epoch(net, MLP_LP, x, y,
+                                                                            64)}
     torch = _torch()
     if torch is not None:
         nn = torch.nn
         model = nn.Sequential(nn.Conv2d(1, 10, 5, bias=False), nn.MaxPool2d(2), nn.ReLU(),
                               nn.Conv2d(10, 16, 5, bias=False), nn.MaxPool2d(2), nn.Flatten(),
                               nn.ReLU(), nn.Linear(256, 80), nn.Sigmoid(), nn.Linear(80, 10))
-        momenta = [torch.zeros_like(p) for p in model.parameters()]
-        tx = torch.from_numpy(x[:, None].astype(np.float32))
-        ty = torch.from_numpy(y.argmax(axis=1))
-        loss_fn = nn.CrossEntropyLoss()
-
-        def torch_epoch() -> None:
-            order = torch.randperm(len(tx))
-            for start in range(0, len(tx), 64):
-                idx = order[start:start + 64]
-                loss_fn(model(tx[idx]), ty[idx]).backward()
-                _torch_descend(torch, model, momenta, MLP_LP)
-
-        rows.append(("pytorch", median_time(torch_epoch, repeats)))
-    return rows
+        runs["pytorch"] = _torch_epoch(torch, model, x[:, None], y, 64, MLP_LP)
+    return interleaved_epochs(runs, repeats)
 
 
 def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, str]]:
@@ -721,7 +735,8 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
 
     (x, y), label = mnist_data(data_dir)
     data = (x[:epoch_examples], y[:epoch_examples])
-    say(f"\n2. MNIST 784-512-10, one epoch of {len(data[0]):,} examples; {label}")
+    say(f"\n2. MNIST 784-512-10, one epoch of {len(data[0]):,} examples; {label}; grenade_py's "
+        "and PyTorch's epochs taking turns, each with its dataset already on its device")
     say(f"   {'batch':>5s} {'':12s} {'s/epoch':>9s} {'x grenade_py':>13s} {'GFLOP/s':>8s}")
     for batch in (32, 64, 128, 256):
         rows = bench_mnist(device, data, batch, repeats)

@@ -349,12 +349,12 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     history = []
     queued: list[cl.Event] = []
     for epoch in range(epochs):
+        start_time = time.perf_counter()
         epoch_params = params.with_rate(rates[epoch])
         if shuffle:  # the host array must live until the copy is done: the epoch's end
             permutation = rng.permutation(count).astype(np.int32)
             order.set(permutation, async_=True)
         acc.set(np.zeros(3, dtype=device.dtype))
-        start_time = time.perf_counter()
         if fused is not None:  # launches of bounded work; progress about 50 times
             _in_launches(net, count, min(FUSED_WORK // net.flat["parameters"].size, count // 50),
                          functools.partial(fused, xs_dev, ys_dev, optimizer=epoch_params,
