@@ -34,7 +34,7 @@ import pyopencl as cl
 
 from grenade_py import blocks
 from grenade_py.datasets import load_mnist
-from grenade_py.device import Device
+from grenade_py.device import Device, Launch
 from grenade_py.execution import sequence_steps
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.gemm import gemm_dot, gemm_outer, vector_width
@@ -244,43 +244,49 @@ def bench_lenet(device: Device, data: tuple[np.ndarray, np.ndarray],
     return interleaved_epochs(runs, repeats)
 
 
+def _is_convolution(launch: Launch) -> bool:
+    """Whether a launch of a LeNet step is a convolution's: its own kernels (conv_*), or a
+    GEMM over a batch of products (only convolutions run those: the input delta's)."""
+    name = launch.kernel.function_name
+    return name.startswith("conv_") or (name.startswith("gemm_") and
+                                         len(launch.global_size) == 3 and
+                                         launch.global_size[2] > 1)
+
+
 def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, str]]:
-    """LeNet's two convolutions, forward and backward at batch 64 (GFLOP/s of the
-    multiply-adds they stand for), and per-example training of a small convnet (us/example:
-    convolutions have no fused form, so it runs layer by layer)."""
+    """LeNet's training step at batch 64, and its convolutions' part of it: the step's time less
+    the time of the same step without the convolutions' launches, the two taking turns
+    (GFLOP/s of the multiply-adds the convolutions stand for); each convolution GEMM's rate at
+    its default and fastest block; per-example training of a small convnet (us/example)."""
     from grenade_py import execution
 
     net = mnist_network("lenet", device, seed=1)
     lenet = execution.steps(net, 64, CROSS_ENTROPY)
-    conv = lenet.forward_launches(True) + lenet.backward_launches()
-    rows = []
-
-    def run() -> None:
-        for launch in conv:
-            launch()
-        device.queue.finish()
-
-    step = median_time(run, repeats)
-    rows.append(("LeNet step at batch 64 (all layers)", step * 1e3, "ms"))
-    rows.append(("  = convolution GFLOP/s over the step", 64 * LENET_FLOPS_PER_EXAMPLE / step / 1e9,
-                 "GFLOP/s"))
-    # The convolutions alone, as LeNet runs them: the second one's input delta included (a Relu
-    # in front of it, so that it has one to compute).
-    with blocks.recording() as sites:
-        alone = [execution.steps(Network(layers, input=shape, device=device, seed=1), 64)
-                 for layers, shape in (([Convolution(1, 10, 5, 5, 1, 1)], D2(28, 28)),
-                                       ([Relu(), Convolution(10, 16, 5, 5, 1, 1)],
-                                        D3(12, 12, 10)))]
-        convs = [launch for s in alone
-                 for launch in s.forward_launches(True) + s.backward_launches()]
-
-    def run_convs() -> None:
-        for launch in convs:
-            launch()
-        device.queue.finish()
-
-    rows.append(("  LeNet's convolutions alone, GFLOP/s",
-                 64 * LENET_FLOPS_PER_EXAMPLE / median_time(run_convs, repeats) / 1e9, "GFLOP/s"))
+    lenet.input.set(np.random.default_rng(0).uniform(size=lenet.input.shape).astype(
+        device.dtype))
+    update = execution.Update(net)
+    step = lenet.forward_launches(True) + lenet.backward_launches()
+    parts = {"step": step, "others": [launch for launch in step if not _is_convolution(launch)]}
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(max(5, repeats) + 1):  # the parts take turns; the first round warms up
+        for name, launches in parts.items():
+            start = time.perf_counter()
+            for _ in range(CONV_STEPS):  # back to back, as fit runs them
+                for launch in launches:
+                    launch()
+                update(MLP_LP)
+            device.queue.finish()
+            times[name].append((time.perf_counter() - start) / CONV_STEPS)
+    whole, without = (statistics.median(times[name][1:]) for name in parts)
+    rows = [("LeNet step at batch 64 (all layers)", whole * 1e3, "ms"),
+            ("  its convolutions (the step less the step without them), GFLOP/s",
+             64 * LENET_FLOPS_PER_EXAMPLE / (whole - without) / 1e9, "GFLOP/s")]
+    with blocks.recording() as sites:  # LeNet's convolutions, the second's input delta too
+        for layers, shape in (([Convolution(1, 10, 5, 5, 1, 1)], D2(28, 28)),
+                              ([Relu(), Convolution(10, 16, 5, 5, 1, 1)], D3(12, 12, 10))):
+            alone = execution.steps(Network(layers, input=shape, device=device, seed=1), 64)
+            alone.forward_launches(True)
+            alone.backward_launches()
     for t in blocks.tune_sites(device, sites, repeats, keep=False):  # each GEMM: fastest runs
         flops = 2 * int(np.prod(t.shape[:4]))  # (n, R, F, P) or (m, n, k, batches)
         for label, block, seconds in (("untuned", t.default, t.default_s),
@@ -301,6 +307,8 @@ def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, s
     return rows
 
 
+#: LeNet steps per timing of bench_convolutions.
+CONV_STEPS = 10
 #: Launches of peak_fma per timing (~3 ms each here).
 PEAK_CALLS = 4
 
@@ -757,10 +765,19 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
     table.add("LeNet epoch, batch 64 (s)", lenet, "{:.3f}")
     for name, seconds in lenet:
         say(f"   {name:32s} {seconds:9.3f} s/epoch {seconds / lenet[0][1]:6.2f}x")
-    for name, value, unit in bench_convolutions(device, repeats):
+    convolutions = bench_convolutions(device, repeats)
+    for name, value, unit in convolutions:
         say(f"   {name:42s} {value:9.1f} {unit}")
+    conv_rate = next(v for name, v, _ in convolutions if name.startswith("  its convolutions"))
+    table.add("  LeNet's convolutions in its step (GFLOP/s)", [("grenade_py", conv_rate)],
+              "{:.0f}")
 
     gemms = report_gemms(device, repeats, say)
+    gemm_rate = next(v for name, v in gemms if name.startswith(
+        f"grenade_py gemm_dot {device.gemm} (y"))
+    say(f"   LeNet's convolutions in its step: {conv_rate:.0f} GFLOP/s, "
+        f"{conv_rate / gemm_rate:.0%} of the rate of gemm_dot at 64x784x512 in this run "
+        f"({gemm_rate:.0f})")
     table.add("GEMM 64×784×512, y = x Wᵀ + b (GFLOP/s)",
               [(n, v) for n, v in gemms if "1024" not in n], "{:.0f}",
               f"grenade_py gemm_dot {device.gemm}")
