@@ -115,12 +115,12 @@ def test_feedforward_fused_equals_layer_by_layer_10k(device64, monkeypatch):
 
 @pytest.mark.parametrize("name", NETWORKS)
 def test_fused_equals_layer_by_layer(device, monkeypatch, name):
-    """float64 to 1e-12. float32 to 1e-4: both paths call the same functions in the same order,
-    so they agree to the last bit in practice; the tolerance only allows a compiler to contract
-    an expression differently in the two contexts (one float32 rounding, 6e-8, per operation,
-    over 2,000 steps of a contracting descent). Convolutions are the exception (direct loops
-    against GEMMs: their sums in another order), so values near 0 compare to 1e-4 of their
-    array's largest."""
+    """float64 to 1e-12. float32 to 1e-4: both paths compute the same sums in the same order
+    (mostly through the same functions), so they agree to the last bit in practice; the
+    tolerance only allows a compiler to contract an expression differently in the two contexts
+    (one float32 rounding, 6e-8, per operation, over 2,000 steps of a contracting descent).
+    Convolutions are the exception (direct loops against GEMMs: their sums in another order),
+    so values near 0 compare to 1e-4 of their array's largest."""
     fused, plain = build(device, name), build(device, name)
     assert fused_trainer(fused) is not None
     x, y = data(fused, 2000)

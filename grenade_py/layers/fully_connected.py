@@ -89,9 +89,15 @@ for (int o = lid; o < n{i + 1}; o += nl) a{i + 1}[o] = fc_forward_at(w{i}, b{i},
 
     def fused_backward(self, i: int, input_delta: bool) -> str:
         # dx from the weights before this example's update, as Grenade's backward pass does.
-        dx = (f"for (int j = lid; j < n{i}; j += nl) "
-              f"d{i}[j] = fc_backward_input_at(w{i}, d{i + 1}, n{i}, n{i + 1}, j);\n"
-              "barrier(CLK_GLOBAL_MEM_FENCE);\n") if input_delta else ""
+        # CPU: row by row of W, vectors of inputs; GPU: an input per lane. The same sums.
+        dx = (f"""#if FUSED_COALESCED
+for (int j = lid; j < n{i}; j += nl)
+    d{i}[j] = fc_backward_input_at(w{i}, d{i + 1}, n{i}, n{i + 1}, j);
+#else
+fc_backward_input_rows(w{i}, d{i + 1}, n{i}, n{i + 1}, d{i});
+#endif
+barrier(CLK_GLOBAL_MEM_FENCE);
+""") if input_delta else ""
         # The update: CPU, a row per lane; GPU, lanes over consecutive weights.
         return dx + f"""#if FUSED_COALESCED
 for (size_t at = lid; at < (size_t)n{i + 1} * n{i}; at += nl)
