@@ -35,12 +35,12 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Device, buffer, named_errors
 from grenade_py.kernel_library import kernel_source
-from grenade_py.layers import Concat, Layer, Series
+from grenade_py.layers import Concat, Convolution, Layer, Pad, Series
 from grenade_py.layers.branches import Branches
 from grenade_py.losses import SQUARED_ERROR, Loss
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer
-from grenade_py.shapes import Shape, size
+from grenade_py.shapes import D2, D3, Shape, size
 
 log = logging.getLogger("grenade_py")
 
@@ -65,6 +65,17 @@ def unrolled(net: Network, loss: Loss) -> tuple[list[Layer], list[Shape], int]:
     layers = [layer for layer, _ in links]
     top = loss.top(net) - (len(net.layers) - len(layers))
     return layers, [shape for _, shape in links] + [net.output_shape], top
+
+
+def needed(before: Layer | None, layer: Layer) -> dict[str, tuple[int, int, int, int]]:
+    """What `layer`'s fused backward pass is told of the layer `before` it: a Convolution
+    after a Pad, that only the interior of its input delta is read (its border is zeros'
+    delta, which Pad's backward pass drops): {"needed": (top, left, rows, cols)}."""
+    if type(layer) is Convolution and type(before) is Pad:
+        shape = before.in_shape
+        assert isinstance(shape, (D2, D3))
+        return {"needed": (before.top, before.left, shape.rows, shape.cols)}
+    return {}
 
 
 def trainable(layer: Layer) -> bool:
@@ -122,7 +133,8 @@ class LoopPlan:
             else:
                 forward = layer.fused_forward(k)
                 backward = "" if trained is not None and p >= trained else \
-                    layer.fused_backward(k, input_delta)
+                    layer.fused_backward(k, input_delta, **needed(links[p - 1][0] if p else None,
+                                                                  layer))
                 if forward is None or backward is None:
                     self.missing.append(repr(layer))
                 self.numbered.append((k, layer))

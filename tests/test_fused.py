@@ -26,7 +26,7 @@ from grenade_py import (
 from grenade_py.execution import fused as fused_trainer
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.fused import fused_source, plan_loop, unrolled
-from grenade_py.layers import Concat, Crop, InceptionMini
+from grenade_py.layers import Concat, Crop, InceptionMini, Pad
 from grenade_py.losses import loss_named
 from grenade_py.numpy_reference import NumpyNetwork
 
@@ -196,6 +196,21 @@ def test_no_input_delta_before_the_first_parameters(device64):
     assert source is not None
     assert "conv_direct_delta_plane(1, " not in source  # the first block's 1 channel
     assert "conv_direct_delta_plane(6, " in source
+
+
+def test_a_padded_convolution_computes_its_input_delta_on_the_interior(device64):
+    """After a Pad, a Convolution's input delta runs only over the blocks that cover the Pad's
+    interior (its border is the zeros' delta, which Pad's backward pass drops): 2 blocks of 4
+    rows x 16 columns of 2 planes here, not the 3 x 2 the padded 10 x 18 planes take. The
+    result equals layer by layer in test_fused_equals_layer_by_layer (conv-blocks,
+    conv-inception)."""
+    net = Network([Convolution(1, 2, 3, 3, 1, 1), Pad(2, 1, 2, 1), Convolution(2, 3, 3, 5, 1, 1),
+                   Reshape(), FullyConnected(3 * 8 * 14, 1)], input=D2(10, 16), device=device64,
+                  seed=1)
+    source = fused_source(plan_loop(*unrolled(net, loss_named("squared_error"))))
+    assert source is not None
+    assert "q < 4; q += nl) conv_direct_delta_block(10, 18, 3, 3, 5, k2, s2, q / 2, " \
+        "1 + q / 1 % 2 * 4, 2 + q % 1 * 16, d2)" in source
 
 
 def test_deconvolution_trains_layer_by_layer(device64):

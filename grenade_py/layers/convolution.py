@@ -17,10 +17,10 @@ put back onto dx by conv_col2im (a gather: overlaps add up without atomics). y a
 (batch, F, positions).
 In the fused per-example loop: direct loops over one sample, in blocks of 4 rows x 16
 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the input delta,
-at stride 1, conv_direct_delta_block over the padded delta; the kernel gradient, any number of
-rows, conv_direct_kernel_block), else column by column (conv_direct_row,
-conv_direct_delta_plane, conv_direct_kernel_grads): the same products as the GEMMs summed in
-another order (equal to rounding).
+at stride 1, conv_direct_delta_block over the padded delta, after a Pad over the blocks of its
+interior alone; the kernel gradient, any number of rows, conv_direct_kernel_block), else
+column by column (conv_direct_row, conv_direct_delta_plane, conv_direct_kernel_grads): the
+same products as the GEMMs summed in another order (equal to rounding).
 Initialisation: "scaled", uniform +-1/sqrt(kh*kw*channels); "grenade", uniform +-1.
 """
 from __future__ import annotations
@@ -234,19 +234,25 @@ class Convolution(Layer):
         c, h, w, f, kh, kw, sh, sw, _, _ = self.geometry()
         return f * (h + kh - 1) * (w + kw - 1) if self._fused_blocks() and sh == 1 else 0
 
-    def fused_backward(self, i: int, input_delta: bool) -> str | None:
+    def fused_backward(self, i: int, input_delta: bool,
+                       needed: tuple[int, int, int, int] | None = None) -> str | None:
+        """`needed`: (top, left, rows, cols), the part of each input plane whose delta the
+        layer before reads (a Pad's interior; default: all of it). Where the input delta runs
+        in blocks, only blocks covering that part run; values outside it are left as they
+        were, or written (a block reaching past the part)."""
         # dx from the kernel before this example's update, as Grenade's backward pass does.
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
+        top, left, nh, nw = needed or (0, 0, h, w)
         if not input_delta:
             dx = ""
         elif self.fused_scratch():
-            ph, pw, rows, cols = h + kh - 1, w + kw - 1, -(-h // 4), -(-w // 16)
+            ph, pw, rows, cols = h + kh - 1, w + kw - 1, -(-nh // 4), -(-nw // 16)
             dx = (f"for (int q = lid; q < {f * ph * pw}; q += nl) s{i}[q] = shift_at(q / "
                   f"{ph * pw}, q / {pw} % {ph}, q % {pw}, {oh}, {ow}, {kh - 1}, {kw - 1}, "
                   f"d{i + 1});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
                   f"for (int q = lid; q < {c * rows * cols}; q += nl) conv_direct_delta_block("
                   f"{h}, {w}, {f}, {kh}, {kw}, k{i}, s{i}, q / {rows * cols}, "
-                  f"q / {cols} % {rows} * 4, q % {cols} * 16, d{i});\n"
+                  f"{top} + q / {cols} % {rows} * 4, {left} + q % {cols} * 16, d{i});\n"
                   "barrier(CLK_GLOBAL_MEM_FENCE);\n")
         else:
             g = ", ".join(str(v) for v in self.geometry())

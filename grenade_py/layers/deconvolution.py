@@ -32,7 +32,8 @@ class Deconvolution(Convolution):
     def fused_forward(self, i: int) -> None:
         return None
 
-    def fused_backward(self, i: int, input_delta: bool) -> None:
+    def fused_backward(self, i: int, input_delta: bool,
+                       needed: tuple[int, int, int, int] | None = None) -> None:
         return None
 
     def out_planes(self, rows: int, cols: int) -> tuple[int, int]:
