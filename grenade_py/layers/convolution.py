@@ -36,6 +36,7 @@ from grenade_py.errors import ShapeError
 from grenade_py.gemm import gemm_dot, gemm_outer, vector_width
 from grenade_py.layers.arguments import chosen_init, initial_values, positive_ints
 from grenade_py.layers.base import Buffers, Layer
+from grenade_py.layers.pad import fused_shift
 from grenade_py.shapes import D2, D3, Shape
 
 
@@ -247,9 +248,8 @@ class Convolution(Layer):
             dx = ""
         elif self.fused_scratch():
             ph, pw, rows, cols = h + kh - 1, w + kw - 1, -(-nh // 4), -(-nw // 16)
-            dx = (f"for (int q = lid; q < {f * ph * pw}; q += nl) s{i}[q] = shift_at(q / "
-                  f"{ph * pw}, q / {pw} % {ph}, q % {pw}, {oh}, {ow}, {kh - 1}, {kw - 1}, "
-                  f"d{i + 1});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
+            dx = (fused_shift(f"d{i + 1}", f"s{i}", f, oh, ow, ph, pw, kh - 1, kw - 1) +
+                  "\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
                   f"for (int q = lid; q < {c * rows * cols}; q += nl) conv_direct_delta_block("
                   f"{h}, {w}, {f}, {kh}, {kw}, k{i}, s{i}, q / {rows * cols}, "
                   f"{top} + q / {cols} % {rows} * 4, {left} + q % {cols} * 16, d{i});\n"
