@@ -216,48 +216,51 @@ kernel void conv_col2im(int n, int C, int H, int W, int kh, int kw, int sh, int 
 // summed in the loops' order rather than the GEMMs': K (R, F) with row (c kh + a) kw + b,
 // x (C, H, W), y and dy (F, OH, OW).
 
-// Output rows i0 .. i0 + 3 and columns j0 .. j0 + 15 of filter f, into y (F, OH, OW):
-// y[f, i, j] = sum over (c, a, b) of k[c kc + a ka + b kb + f kf] x[c, i sh + a, j + b] (K's
-// order: kc = kh kw F, ka = kw F, kb = F, kf = 1; conv_direct_delta_block's: K turned round
-// and transposed). Rows of 8
-// or more outputs, 4 or more rows, column stride 1: two vectors of 8 columns in each of 4
-// rows, so that each kernel value is read once for 8 independent sums, held in registers
-// (every count is fixed). A block reaching past the plane is moved back onto it and stores
-// only its own outputs (those from i0, j0 on).
-void conv_direct_block(int C, int H, int W, int kh, int kw, int sh, int OH, int OW,
+// Output rows i0 .. i0 + 3 and columns j0 .. j0 + 7 of filters f0 and f0 + 1 (the last filter
+// alone where f0 is), into y (F, OH, OW): y[f, i, j] = sum over (c, a, b) of
+// k[c kc + a ka + b kb + f kf] x[c, i sh + a, j + b] (K's order: kc = kh kw F, ka = kw F,
+// kb = F, kf = 1; conv_direct_delta_block's: K turned round and transposed). Rows of 8 or more
+// outputs, 4 or more rows, column stride 1: a vector of 8 columns in each of 4 rows, each
+// read once for both filters, and each kernel value once for 4 vectors: 8 independent sums
+// held in registers (every count is fixed; a filter a block, 4 rows x 16 columns, ran 1.5x
+// slower, reading a vector per multiply-add). A block reaching past the plane is moved back
+// onto it and stores only its own outputs (those from i0, j0 on).
+void conv_direct_block(int C, int H, int W, int kh, int kw, int sh, int F, int OH, int OW,
                        global const REAL *k, int kc, int ka, int kb, int kf,
-                       global const REAL *x, int f, int i0, int j0, global REAL *y) {
-    const int i1 = min(i0, OH - 4), at[2] = {min(j0, OW - 8), min(j0 + 8, OW - 8)};
-    REAL8 s00 = 0, s01 = 0, s10 = 0, s11 = 0, s20 = 0, s21 = 0, s30 = 0, s31 = 0;
+                       global const REAL *x, int f0, int i0, int j0, global REAL *y) {
+    const int f1 = min(f0 + 1, F - 1), i1 = min(i0, OH - 4), at = min(j0, OW - 8);
+    REAL8 s0 = 0, s1 = 0, s2 = 0, s3 = 0, t0 = 0, t1 = 0, t2 = 0, t3 = 0;
     for (int c = 0; c < C; ++c)
         for (int a = 0; a < kh; ++a) {
-            global const REAL *r0 = x + ((size_t)c * H + i1 * sh + a) * W;
+            global const REAL *r0 = x + ((size_t)c * H + i1 * sh + a) * W + at;
             global const REAL *r1 = r0 + sh * W, *r2 = r1 + sh * W, *r3 = r2 + sh * W;
+            global const REAL *kv = k + c * kc + a * ka;
             for (int b = 0; b < kw; ++b) {
-                const REAL kv = k[c * kc + a * ka + b * kb + f * kf];
-                s00 += kv * vload8(0, r0 + at[0] + b);
-                s01 += kv * vload8(0, r0 + at[1] + b);
-                s10 += kv * vload8(0, r1 + at[0] + b);
-                s11 += kv * vload8(0, r1 + at[1] + b);
-                s20 += kv * vload8(0, r2 + at[0] + b);
-                s21 += kv * vload8(0, r2 + at[1] + b);
-                s30 += kv * vload8(0, r3 + at[0] + b);
-                s31 += kv * vload8(0, r3 + at[1] + b);
+                const REAL k0 = kv[b * kb + f0 * kf], k1 = kv[b * kb + f1 * kf];
+                const REAL8 x0 = vload8(0, r0 + b), x1 = vload8(0, r1 + b);
+                const REAL8 x2 = vload8(0, r2 + b), x3 = vload8(0, r3 + b);
+                s0 += k0 * x0;
+                t0 += k1 * x0;
+                s1 += k0 * x1;
+                t1 += k1 * x1;
+                s2 += k0 * x2;
+                t2 += k1 * x2;
+                s3 += k0 * x3;
+                t3 += k1 * x3;
             }
         }
-    const REAL8 sums[4][2] = {{s00, s01}, {s10, s11}, {s20, s21}, {s30, s31}};
-    for (int r = i0 - i1; r < 4; ++r) {
-        global REAL *row = y + ((size_t)f * OH + i1 + r) * OW;
-        for (int v = 0; v < 2; ++v) {
-            if (at[v] >= j0) {
-                vstore8(sums[r][v], 0, row + at[v]);
+    const REAL8 sums[2][4] = {{s0, s1, s2, s3}, {t0, t1, t2, t3}};
+    for (int e = 0; e < 1 + (f1 > f0); ++e)
+        for (int r = i0 - i1; r < 4; ++r) {
+            global REAL *row = y + ((size_t)(f0 + e) * OH + i1 + r) * OW + at;
+            if (at == j0) {
+                vstore8(sums[e][r], 0, row);
             } else {
                 REAL lanes[8];
-                vstore8(sums[r][v], 0, lanes);
-                for (int l = j0 - at[v]; l < 8; ++l) row[at[v] + l] = lanes[l];
+                vstore8(sums[e][r], 0, lanes);
+                for (int l = j0 - at; l < 8; ++l) row[l] = lanes[l];
             }
         }
-    }
 }
 
 // Output row i of filter f, column by column: any stride, any width.
@@ -299,11 +302,11 @@ void conv_direct_delta_plane(int C, int H, int W, int F, int kh, int kw, int sh,
 // = sum over (f, a, b) of K[(c kh + a) kw + b, f] dy[f, y - a, x - b]: conv_direct_block over
 // dy padded with kh - 1 rows and kw - 1 columns of zeros all round (`padded`, F planes of
 // (H + kh - 1) x (W + kw - 1)), K read from its last (a, b) back. Rows i0 .. i0 + 3 and
-// columns j0 .. j0 + 15 of input plane c.
-void conv_direct_delta_block(int H, int W, int F, int kh, int kw, global const REAL *k,
-                             global const REAL *padded, int c, int i0, int j0,
-                             global REAL *dx) {
-    conv_direct_block(F, H + kh - 1, W + kw - 1, kh, kw, 1, H, W,
+// columns j0 .. j0 + 7 of input planes c and c + 1 (of C).
+void conv_direct_delta_block(int C, int H, int W, int F, int kh, int kw,
+                             global const REAL *k, global const REAL *padded, int c, int i0,
+                             int j0, global REAL *dx) {
+    conv_direct_block(F, H + kh - 1, W + kw - 1, kh, kw, 1, C, H, W,
                       k + ((kh - 1) * kw + kw - 1) * F, 1, -kw * F, -F, kh * kw * F, padded, c,
                       i0, j0, dx);
 }

@@ -200,17 +200,17 @@ def test_no_input_delta_before_the_first_parameters(device64):
 
 def test_a_padded_convolution_computes_its_input_delta_on_the_interior(device64):
     """After a Pad, a Convolution's input delta runs only over the blocks that cover the Pad's
-    interior (its border is the zeros' delta, which Pad's backward pass drops): 2 blocks of 4
-    rows x 16 columns of 2 planes here, not the 3 x 2 the padded 10 x 18 planes take. The
-    result equals layer by layer in test_fused_equals_layer_by_layer (conv-blocks,
-    conv-inception)."""
+    interior (its border is the zeros' delta, which Pad's backward pass drops): 2 x 2 blocks
+    of 4 rows x 8 columns (both planes in each) on the 8 x 14 interior here, not the 3 x 3 the
+    padded 10 x 18 planes take. The result equals layer by layer in
+    test_fused_equals_layer_by_layer (conv-blocks, conv-inception)."""
     net = Network([Convolution(1, 2, 3, 3, 1, 1), Pad(2, 1, 2, 1), Convolution(2, 3, 3, 5, 1, 1),
                    Reshape(), FullyConnected(3 * 8 * 14, 1)], input=D2(10, 16), device=device64,
                   seed=1)
     source = fused_source(plan_loop(*unrolled(net, loss_named("squared_error"))))
     assert source is not None
-    assert "q < 4; q += nl) conv_direct_delta_block(10, 18, 3, 3, 5, k2, s2, q / 2, " \
-        "1 + q / 1 % 2 * 4, 2 + q % 1 * 16, d2)" in source
+    assert "q < 4; q += nl) conv_direct_delta_block(2, 10, 18, 3, 3, 5, k2, s2, q / 4 * 2, " \
+        "1 + q / 2 % 2 * 4, 2 + q % 2 * 8, d2)" in source
 
 
 def test_deconvolution_trains_layer_by_layer(device64):

@@ -15,12 +15,12 @@ copy the patches out (conv_im2col) for FullyConnected's GEMMs, a gather of singl
 more than the copy. The input delta's patches_s = K dy_s by gemm_outer into a per-batch buffer,
 put back onto dx by conv_col2im (a gather: overlaps add up without atomics). y and dy stay
 (batch, F, positions).
-In the fused per-example loop: direct loops over one sample, in blocks of 4 rows x 16
-columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the input delta,
-at stride 1, conv_direct_delta_block over the padded delta, after a Pad over the blocks of its
-interior alone; the kernel gradient, any number of rows, conv_direct_kernel_block), else
-column by column (conv_direct_row, conv_direct_delta_plane, conv_direct_kernel_grads): the
-same products as the GEMMs summed in another order (equal to rounding).
+In the fused per-example loop: direct loops over one sample, in blocks of 2 filters x 4 rows
+x 8 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the input
+delta, at stride 1, conv_direct_delta_block over the padded delta, after a Pad over the blocks
+of its interior alone; the kernel gradient, any number of rows, conv_direct_kernel_block),
+else column by column (conv_direct_row, conv_direct_delta_plane, conv_direct_kernel_grads):
+the same products as the GEMMs summed in another order (equal to rounding).
 Initialisation: "scaled", uniform +-1/sqrt(kh*kw*channels); "grenade", uniform +-1.
 """
 from __future__ import annotations
@@ -213,12 +213,12 @@ class Convolution(Layer):
 
     def fused_forward(self, i: int) -> str | None:
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
-        if self._fused_blocks():  # blocks of 4 rows x 16 columns
-            rows, cols = -(-oh // 4), -(-ow // 16)
-            return (f"for (int q = lid; q < {f * rows * cols}; q += nl) conv_direct_block("
-                    f"{c}, {h}, {w}, {kh}, {kw}, {sh}, {oh}, {ow}, k{i}, {kh * kw * f}, "
-                    f"{kw * f}, {f}, 1, a{i}, q / {rows * cols}, "
-                    f"q / {cols} % {rows} * 4, q % {cols} * 16, a{i + 1});")
+        if self._fused_blocks():  # blocks of 2 filters x 4 rows x 8 columns
+            rows, cols = -(-oh // 4), -(-ow // 8)
+            return (f"for (int q = lid; q < {-(-f // 2) * rows * cols}; q += nl) "
+                    f"conv_direct_block({c}, {h}, {w}, {kh}, {kw}, {sh}, {f}, {oh}, {ow}, k{i}, "
+                    f"{kh * kw * f}, {kw * f}, {f}, 1, a{i}, q / {rows * cols} * 2, "
+                    f"q / {cols} % {rows} * 4, q % {cols} * 8, a{i + 1});")
         return (f"for (int q = lid; q < {f * oh}; q += nl) conv_direct_row({c}, {h}, {w}, {f}, "
                 f"{kh}, {kw}, {sh}, {sw}, {ow}, k{i}, a{i}, q / {oh}, q % {oh}, "
                 f"a{i + 1} + (size_t)q / {oh} * {oh * ow});")
@@ -247,13 +247,13 @@ class Convolution(Layer):
         if not input_delta:
             dx = ""
         elif self.fused_scratch():
-            ph, pw, rows, cols = h + kh - 1, w + kw - 1, -(-nh // 4), -(-nw // 16)
+            ph, pw, rows, cols = h + kh - 1, w + kw - 1, -(-nh // 4), -(-nw // 8)
             dx = (fused_shift(f"d{i + 1}", f"s{i}", f, oh, ow, ph, pw, kh - 1, kw - 1) +
                   "\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
-                  f"for (int q = lid; q < {c * rows * cols}; q += nl) conv_direct_delta_block("
-                  f"{h}, {w}, {f}, {kh}, {kw}, k{i}, s{i}, q / {rows * cols}, "
-                  f"{top} + q / {cols} % {rows} * 4, {left} + q % {cols} * 16, d{i});\n"
-                  "barrier(CLK_GLOBAL_MEM_FENCE);\n")
+                  f"for (int q = lid; q < {-(-c // 2) * rows * cols}; q += nl) "
+                  f"conv_direct_delta_block({c}, {h}, {w}, {f}, {kh}, {kw}, k{i}, s{i}, "
+                  f"q / {rows * cols} * 2, {top} + q / {cols} % {rows} * 4, "
+                  f"{left} + q % {cols} * 8, d{i});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n")
         else:
             g = ", ".join(str(v) for v in self.geometry())
             dx = (f"for (int c = lid; c < {c}; c += nl) conv_direct_delta_plane({g}, k{i}, "
