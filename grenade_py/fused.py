@@ -11,8 +11,8 @@ order. A layer may keep memory of its own per example (`Layer.fused_scratch`: Po
 picked offsets, Convolution's padded delta). The generated source holds the layer types and
 sizes as constants (loops of known length unroll and vectorise), so each network shape is a
 build of its own, compiled once and then read from the device's cache. Layers without a form
-(Dropout, BatchNorm, Deconvolution, the recurrent layers) make the network train layer by
-layer, with the same results.
+(Dropout, BatchNorm, the recurrent layers) make the network train layer by layer, with the same
+results.
 
 It runs as one work-group: layers are separated by barriers, and lanes share the elements of a
 layer. On a CPU one lane runs each layer's loops as plain vectorisable code; on a GPU the lanes

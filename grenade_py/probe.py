@@ -30,6 +30,8 @@ def workload(spec: str) -> None:
                           g.Logit()], input=g.D2(8, 8), device=device, seed=1)
         g.fit(conv, g.SGD(0.01), rng.normal(size=(5, 8, 8)), rng.uniform(size=(5, 2)),
               batch_size=5)
+        g.train(conv, g.SGD(0.01), rng.normal(size=(3, 8, 8)), rng.uniform(size=(3, 2)),
+                per_example=True)  # the fused loop's convolution, pooling and deconvolution
         ff = [g.Network([g.FullyConnected(3, 17), g.Tanh(), g.FullyConnected(17, 2)],
                         input=g.D1(3), device=device, seed=s) for s in (1, 2)]
         g.train(ff[0], g.SGD(0.01), rng.normal(size=(4, 3)), rng.normal(size=(4, 2)),

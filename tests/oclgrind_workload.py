@@ -74,6 +74,12 @@ def main() -> None:
                               device=d, seed=lanes)  # the kernel gradient's blocks, 2 rows
             g.train(short, g.SGD(0.01), rng.normal(size=(2, 2, 3, 14)),
                     rng.uniform(size=(2, 2)), per_example=True)
+            deconv = g.Network([g.Reshape(g.D3(2, 3, 2)), g.Deconvolution(2, 3, 3, 2, 2, 2),
+                                g.Relu(), g.Deconvolution(3, 1, 2, 3, 1, 1), g.Reshape(),
+                                g.FullyConnected(48, 1), g.Logit()], input=g.D1(12), device=d,
+                               seed=lanes)  # strides 2 and 1: scatter, rows, kernel sums
+            g.train(deconv, g.SGD(0.01), rng.normal(size=(2, 12)), rng.uniform(size=(2, 1)),
+                    per_example=True)
         rn = g.RecurrentNetwork([g.LSTM(3, 4), g.ConcatRecurrent(g.BasicRecurrent(4, 2),
                                                                   g.FullyConnected(4, 1)),
                                  g.FullyConnected(3, 3), g.Softmax()], input=g.D1(3), device=d,

@@ -11,6 +11,7 @@ from grenade_py import (
     D2,
     D3,
     Convolution,
+    Deconvolution,
     FullyConnected,
     LearningParameters,
     Logit,
@@ -66,6 +67,11 @@ NETWORKS = {
     # Output rows of 12, 2 of them: the kernel gradient in blocks, the rest column by column.
     "conv-short": (D3(3, 14, 2), lambda: [
         Tanh(), Convolution(2, 3, 2, 3, 1, 1), Reshape(), FullyConnected(72, 2), Logit()]),
+    # Grenade's GAN generator in small: Deconvolutions of strides 2 and 1 (the transposed
+    # Convolution's column-by-column forms: its scatter, rows and kernel gradient).
+    "deconv": (6, lambda: [
+        FullyConnected(6, 32), Relu(), Reshape(D3(2, 4, 4)), Deconvolution(4, 3, 3, 3, 2, 2),
+        Relu(), Deconvolution(3, 2, 2, 3, 1, 1), Reshape(), FullyConnected(132, 2), Logit()]),
     "conv-wide": (D3(10, 22, 2), lambda: [
         Convolution(2, 3, 3, 5, 1, 1), Pooling(2, 2, 2, 2), Tanh(), Convolution(3, 4, 2, 3, 1, 2),
         Pooling(3, 2, 3, 2), Reshape(), FullyConnected(8, 3), Logit()]),
@@ -75,7 +81,7 @@ NETWORKS = {
 def build(device, name, seed=5):
     shape, layers = NETWORKS[name]
     return Network(layers(), input=D1(shape) if isinstance(shape, int) else shape, device=device,
-                   seed=seed, init="scaled" if name == "conv-inception" else "grenade")
+                   seed=seed, init="scaled" if name in ("conv-inception", "deconv") else "grenade")
 
 
 def data(net, count, seed=6):
@@ -128,7 +134,7 @@ def test_fused_equals_layer_by_layer(device, monkeypatch, name):
     layer_by_layer(monkeypatch)
     train(plain, LP, x, y, per_example=True)
     assert_same_state(fused, plain, rtol=1e-12 if device.precision == "float64" else 1e-4,
-                      scale=1 if name.startswith("conv") else 1e-3)
+                      scale=1 if "conv" in name else 1e-3)
 
 
 @pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
@@ -169,7 +175,7 @@ def test_fused_equals_numpy_grenade(device64, name):
                                        atol=1e-9 * np.abs(value).max())
 
 
-@pytest.mark.parametrize("name", ["conv-inception", "conv-blocks"])
+@pytest.mark.parametrize("name", ["conv-inception", "conv-blocks", "deconv"])
 def test_convolutions_in_the_loop_under_adamw(device64, monkeypatch, name):
     """The convolutions' kernel updates step through the optimiser's rule like every other
     parameter: AdamW's moments and step counts equal layer by layer's."""
@@ -211,15 +217,6 @@ def test_a_padded_convolution_computes_its_input_delta_on_the_interior(device64)
     assert source is not None
     assert "q < 4; q += nl) conv_direct_delta_block(2, 10, 18, 3, 3, 5, k2, s2, q / 4 * 2, " \
         "1 + q / 2 % 2 * 4, 2 + q % 2 * 8, d2)" in source
-
-
-def test_deconvolution_trains_layer_by_layer(device64):
-    """Deconvolution has no form in the loop (Convolution's would give the wrong product)."""
-    from grenade_py import Deconvolution
-
-    net = Network([Deconvolution(1, 2, 3, 3, 1, 1), Reshape(), FullyConnected(2 * 6 * 7, 1)],
-                  input=D2(4, 5), device=device64, seed=1)
-    assert fused_trainer(net) is None
 
 
 class OpaqueRelu(Relu):
@@ -264,7 +261,7 @@ def test_progress_reports_in_chunks(device):
 
 @pytest.mark.parametrize(("name", "lanes"), [
     ("relu-logit-tanh", 2), ("relu-logit-tanh", 16), ("relu-logit-tanh", 64), ("conv-pool", 16),
-    ("conv-wide", 16), ("conv-blocks", 16), ("conv-inception", 16)])
+    ("conv-wide", 16), ("conv-blocks", 16), ("conv-inception", 16), ("deconv", 16)])
 def test_fused_loop_with_many_lanes(device64, monkeypatch, name, lanes):
     """The loop's GPU form (coalesced lanes: groups of lanes per weight row, summed in local
     memory; lanes over consecutive weights in the update; convolutions' and poolings' rows,

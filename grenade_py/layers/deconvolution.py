@@ -8,7 +8,7 @@ Convolution from `filters` channels to `channels` that this layer transposes; ou
 y[f, i*sh + a, j*sw + b] gets K[f*kh*kw + a*kw + b, c] x[c, i, j] from every input.
 Tape: the input. Kernels: that Convolution's, in transposed roles: its input delta is this
 layer's forward pass, its forward pass this layer's input delta, and the kernel gradient has
-x and dy swapped.
+x and dy swapped; so are its column-by-column forms in the fused per-example loop.
 """
 from __future__ import annotations
 
@@ -24,17 +24,19 @@ from grenade_py.layers.convolution import Convolution, planes
 class Deconvolution(Convolution):
     """The transposed convolution with `filters` outputs per position."""
 
-    # No form in the fused per-example loop yet (Convolution's would compute the wrong
-    # product): networks with a Deconvolution train layer by layer.
+    # In the fused per-example loop, the transposed Convolution's forms for any stride, in
+    # their transposed roles (its blocks would compute Convolution's own products).
     def fused_scratch(self) -> int:
         return 0
 
-    def fused_forward(self, i: int) -> None:
-        return None
+    def fused_forward(self, i: int) -> str:
+        return self._fused_scatter(i, f"a{i}", f"a{i + 1}")
 
     def fused_backward(self, i: int, input_delta: bool,
-                       needed: tuple[int, int, int, int] | None = None) -> None:
-        return None
+                       needed: tuple[int, int, int, int] | None = None) -> str:
+        dx = self._fused_rows(i, f"d{i + 1}", f"d{i}") + "\nbarrier(CLK_GLOBAL_MEM_FENCE);\n" \
+            if input_delta else ""
+        return dx + self._fused_kernel_grads(i, f"d{i + 1}", f"a{i}")
 
     def out_planes(self, rows: int, cols: int) -> tuple[int, int]:
         return (rows - 1) * self.sh + self.kh, (cols - 1) * self.sw + self.kw
