@@ -176,12 +176,14 @@ class LoopPlan:
         return self.boundary(out, f"a{join}", f"d{join}") if end == (None, None) else join
 
 
-def plan_loop(layers: list[Layer], shapes: list[Shape], top: int) -> LoopPlan:
+def plan_loop(layers: list[Layer], shapes: list[Shape], top: int, input_delta: bool = False
+              ) -> LoopPlan:
     """The loop of the chain `layers` (input shape first in `shapes`), trained from boundary
-    `top` of the chain (see fused_source)."""
+    `top` of the chain (see fused_source); with `input_delta`, the first layer's backward
+    pass writes the delta at the input too, d0 (a buffer its user declares)."""
     plan = LoopPlan()
     plan.sizes[0] = size(shapes[0])
-    at = plan.chain(list(zip(layers, shapes[:-1], strict=True)), 0, False, trained=top)
+    at = plan.chain(list(zip(layers, shapes[:-1], strict=True)), 0, input_delta, trained=top)
     plan.end, plan.top = at[-1], at[top]
     return plan
 
