@@ -8,6 +8,7 @@ import numpy as np
 
 import grenade_py as g
 from grenade_py import fused
+from grenade_py.exchange import Exchange
 
 
 def main() -> None:
@@ -80,6 +81,16 @@ def main() -> None:
                                seed=lanes)  # strides 2 and 1: scatter, rows, kernel sums
             g.train(deconv, g.SGD(0.01), rng.normal(size=(2, 12)), rng.uniform(size=(2, 1)),
                     per_example=True)
+            # The GAN's exchange: two networks' passes, gradient-only and delta-only passes.
+            critic = g.Network([g.Convolution(1, 2, 3, 3, 1, 1), g.Pooling(2, 2, 2, 2),
+                                g.Reshape(), g.FullyConnected(12, 1), g.Logit()],
+                               input=g.D2(6, 8), device=d, seed=lanes)
+            maker = g.Network([g.FullyConnected(3, 6), g.Reshape(g.D3(2, 3, 1)),
+                               g.Deconvolution(1, 1, 2, 2, 2, 2), g.Reshape(g.D2(4, 6)),
+                               g.Pad(1, 1, 1, 1), g.Logit()], input=g.D1(3), device=d, seed=1)
+            Exchange(critic, maker)(d.to_device(rng.uniform(size=(2, 6, 8))),
+                                    d.to_device(rng.normal(size=(2, 3))), d.zeros((2,)), 0, 2,
+                                    g.SGD(0.01), g.Adam(0.01))
         rn = g.RecurrentNetwork([g.LSTM(3, 4), g.ConcatRecurrent(g.BasicRecurrent(4, 2),
                                                                   g.FullyConnected(4, 1)),
                                  g.FullyConnected(3, 3), g.Softmax()], input=g.D1(3), device=d,
