@@ -22,21 +22,27 @@ kernel void conv_row_offsets(int C, int H, int W, int kh, int kw, global REAL *r
     if (r < C * kh * kw) rows[r] = ((r / (kh * kw)) * H + r / kw % kh) * W + r % kw;
 }
 
-// patches[s, r, i * OW + j] = x_s[rows[r] + i * pitch + j * sw]: x's patches copied out, for
-// shapes whose rows do not come in runs of 8 (the GEMMs then read them as whole vectors).
-// One work-item copies entry r's OH rows of one sample. global size (R, n)
-kernel void conv_im2col(int n, int sample, int R, int OH, int OW, int pitch, int sw,
-                        global const REAL *rows, global const REAL *x, global REAL *patches) {
-    const int r = get_global_id(0), s = get_global_id(1);
-    if (r >= R || s >= n) return;
-    global const REAL *from = x + (size_t)s * sample + (int)rows[r];
-    global REAL *to = patches + ((size_t)s * R + r) * OH * OW;
+// One patch entry's OH x OW values, from its first input `from` on (rows `pitch` apart,
+// columns sw apart), into `to`.
+void conv_im2col_entry(global const REAL *from, int OH, int OW, int pitch, int sw,
+                       global REAL *to) {
     for (int i = 0; i < OH; ++i, from += pitch, to += OW) {
         int j = 0;
         if (sw == 1)
             for (; j + 8 <= OW; j += 8) vstore8(vload8(0, from + j), 0, to + j);
         for (; j < OW; ++j) to[j] = from[j * sw];
     }
+}
+
+// patches[s, r, i * OW + j] = x_s[rows[r] + i * pitch + j * sw]: x's patches copied out, for
+// shapes whose rows do not come in runs of 8 (the GEMMs then read them as whole vectors).
+// One work-item copies entry r's OH rows of one sample. global size (R, n)
+kernel void conv_im2col(int n, int sample, int R, int OH, int OW, int pitch, int sw,
+                        global const REAL *rows, global const REAL *x, global REAL *patches) {
+    const int r = get_global_id(0), s = get_global_id(1);
+    if (r < R && s < n)
+        conv_im2col_entry(x + (size_t)s * sample + (int)rows[r], OH, OW, pitch, sw,
+                          patches + ((size_t)s * R + r) * OH * OW);
 }
 
 // The implicit GEMMs (conv_forward, conv_kernel_gradient) never store the patches: for stride
@@ -188,14 +194,10 @@ kernel void conv_col2im_rows(int n, int C, int H, int W, int kh, int kw, int OH,
     }
 }
 
-// dx[s, c, yy, xx] = the sum of the patch entries that (yy, xx) went to; patches (n, R, P) as
-// conv_col2im_rows reads them.
-// global size (H * W, n * C)
-kernel void conv_col2im(int n, int C, int H, int W, int kh, int kw, int sh, int sw, int OH,
-                        int OW, global const REAL *patches, global REAL *dx) {
-    int p = get_global_id(0), q = get_global_id(1);
-    if (p >= H * W || q >= n * C) return;
-    int s = q / C, c = q % C, yy = p / W, xx = p % W;
+// Input (yy, xx) of one channel: the sum of the patch entries it went to, `plane` the
+// channel's (kh kw, OH OW) patch entries.
+REAL conv_col2im_at(int yy, int xx, int kh, int kw, int sh, int sw, int OH, int OW,
+                    global const REAL *plane) {
     int4 range = windows_covering(yy, xx, kh, kw, sh, sw, OH, OW);
     REAL acc = 0;
     for (int i = range.x; i <= range.y; ++i) {
@@ -203,12 +205,21 @@ kernel void conv_col2im(int n, int C, int H, int W, int kh, int kw, int sh, int 
         if (a >= kh) continue;
         for (int j = range.z; j <= range.w; ++j) {
             int b = xx - j * sw;
-            if (b < kw)
-                acc += patches[((((size_t)s * C + c) * kh + a) * kw + b) * OH * OW +
-                               i * OW + j];
+            if (b < kw) acc += plane[(size_t)(a * kw + b) * OH * OW + i * OW + j];
         }
     }
-    dx[((size_t)q * H + yy) * W + xx] = acc;
+    return acc;
+}
+
+// dx[s, c, yy, xx] = the sum of the patch entries that (yy, xx) went to; patches (n, R, P) as
+// conv_col2im_rows reads them.
+// global size (H * W, n * C)
+kernel void conv_col2im(int n, int C, int H, int W, int kh, int kw, int sh, int sw, int OH,
+                        int OW, global const REAL *patches, global REAL *dx) {
+    int p = get_global_id(0), q = get_global_id(1);
+    if (p >= H * W || q >= n * C) return;
+    dx[((size_t)q * H + p / W) * W + p % W] = conv_col2im_at(
+        p / W, p % W, kh, kw, sh, sw, OH, OW, patches + (size_t)q * kh * kw * OH * OW);
 }
 
 // -- One example by direct loops: the fused per-example loop (grenade_py.fused) --------------
@@ -261,6 +272,20 @@ void conv_direct_block(int C, int H, int W, int kh, int kw, int sh, int F, int O
                 for (int l = j0 - at; l < 8; ++l) row[l] = lanes[l];
             }
         }
+}
+
+// One work-item's row of a product with P columns: out[p] = sum over k < K of a[k a_step]
+// B[k P + p], in order of k (as gemm_outer sums): the fused loop's patches of the input delta
+// (a = K's row r, B = dy) and convolution through copied patches (a = K's column f, B = the
+// patches).
+void conv_product_row(global const REAL *restrict a, int a_step, int K,
+                      global const REAL *restrict B, int P, global REAL *restrict out) {
+    for (int p = 0; p < P; ++p) out[p] = 0;
+    for (int k = 0; k < K; ++k) {
+        const REAL av = a[(size_t)k * a_step];
+        global const REAL *row = B + (size_t)k * P;
+        for (int p = 0; p < P; ++p) out[p] += av * row[p];
+    }
 }
 
 // Output row i of filter f, column by column: any stride, any width.

@@ -8,7 +8,7 @@ Convolution from `filters` channels to `channels` that this layer transposes; ou
 y[f, i*sh + a, j*sw + b] gets K[f*kh*kw + a*kw + b, c] x[c, i, j] from every input.
 Tape: the input. Kernels: that Convolution's, in transposed roles: its input delta is this
 layer's forward pass, its forward pass this layer's input delta, and the kernel gradient has
-x and dy swapped; so are its column-by-column forms in the fused per-example loop.
+x and dy swapped; in the fused per-example loop, through the patches, as the batched ones.
 """
 from __future__ import annotations
 
@@ -24,19 +24,39 @@ from grenade_py.layers.convolution import Convolution, planes
 class Deconvolution(Convolution):
     """The transposed convolution with `filters` outputs per position."""
 
-    # In the fused per-example loop, the transposed Convolution's forms for any stride, in
-    # their transposed roles (its blocks would compute Convolution's own products).
+    # In the fused per-example loop: the transposed Convolution's products through its
+    # patches (c kh kw, positions), in s{i}, as the batched kernels compute them. Forward: the
+    # patches K x (conv_product_row, a patch entry per lane), put back onto the output
+    # (conv_col2im_at). Backward: dy's patches copied out (conv_im2col_entry); the input delta
+    # K^T patches (conv_product_row, a channel per lane); K's gradient, each entry's patch row
+    # dotted with x's plane.
     def fused_scratch(self) -> int:
-        return 0
+        c, _, _, _, kh, kw, _, _, oh, ow = self.geometry()
+        return c * kh * kw * oh * ow
 
     def fused_forward(self, i: int) -> str:
-        return self._fused_scatter(i, f"a{i}", f"a{i + 1}")
+        c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
+        r, p = c * kh * kw, oh * ow
+        return (f"for (int r = lid; r < {r}; r += nl) conv_product_row(k{i} + (size_t)r * {f}, "
+                f"1, {f}, a{i}, {p}, s{i} + (size_t)r * {p});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
+                f"for (int q = lid; q < {c * h * w}; q += nl) a{i + 1}[q] = conv_col2im_at("
+                f"q / {w} % {h}, q % {w}, {kh}, {kw}, {sh}, {sw}, {oh}, {ow}, "
+                f"s{i} + (size_t)q / {h * w} * {kh * kw * p});")
 
     def fused_backward(self, i: int, input_delta: bool,
                        needed: tuple[int, int, int, int] | None = None) -> str:
-        dx = self._fused_rows(i, f"d{i + 1}", f"d{i}") + "\nbarrier(CLK_GLOBAL_MEM_FENCE);\n" \
-            if input_delta else ""
-        return dx + self._fused_kernel_grads(i, f"d{i + 1}", f"a{i}")
+        c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
+        r, p = c * kh * kw, oh * ow
+        patches = (f"for (int r = lid; r < {r}; r += nl) conv_im2col_entry(d{i + 1} + "
+                   f"(r / {kh * kw} * {h} + r / {kw} % {kh}) * {w} + r % {kw}, {oh}, {ow}, "
+                   f"{sh * w}, {sw}, s{i} + (size_t)r * {p});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n")
+        dx = (f"for (int g = lid; g < {f}; g += nl) conv_product_row(k{i} + g, {f}, {r}, s{i}, "
+              f"{p}, d{i} + (size_t)g * {p});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
+              ) if input_delta else ""
+        return patches + dx + (
+            f"for (int q = lid; q < {r * f}; q += nl) optimizer_at(opt, decay, fc_dot(s{i} + "
+            f"(size_t)q / {f} * {p}, 1, a{i} + (size_t)q % {f} * {p}, {p}), k{i}, mk{i}, vk{i}, "
+            "q);")
 
     def out_planes(self, rows: int, cols: int) -> tuple[int, int]:
         return (rows - 1) * self.sh + self.kh, (cols - 1) * self.sw + self.kw
