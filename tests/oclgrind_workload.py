@@ -78,8 +78,14 @@ def main() -> None:
             deconv = g.Network([g.Reshape(g.D3(2, 3, 2)), g.Deconvolution(2, 3, 3, 2, 2, 2),
                                 g.Relu(), g.Deconvolution(3, 1, 2, 3, 1, 1), g.Reshape(),
                                 g.FullyConnected(48, 1), g.Logit()], input=g.D1(12), device=d,
-                               seed=lanes)  # strides 2 and 1: scatter, rows, kernel sums
+                               seed=lanes)  # strides 2 and 1: patches, col2im, im2col
             g.train(deconv, g.SGD(0.01), rng.normal(size=(2, 12)), rng.uniform(size=(2, 1)),
+                    per_example=True)
+            lenet = g.Network([g.Convolution(1, 2, 3, 3, 1, 1), g.Pooling(2, 2, 2, 2),
+                               g.Convolution(2, 3, 3, 3, 1, 1), g.Reshape(),
+                               g.FullyConnected(27, 1)], input=g.D2(12, 12), device=d,
+                              seed=lanes)  # a 3 x 3 kernel on 3 x 3 outputs
+            g.train(lenet, g.SGD(0.01), rng.normal(size=(2, 12, 12)), rng.uniform(size=(2, 1)),
                     per_example=True)
             # The GAN's exchange: two networks' passes, gradient-only and delta-only passes.
             critic = g.Network([g.Convolution(1, 2, 3, 3, 1, 1), g.Pooling(2, 2, 2, 2),

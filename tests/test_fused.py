@@ -67,8 +67,13 @@ NETWORKS = {
     # Output rows of 12, 2 of them: the kernel gradient in blocks, the rest column by column.
     "conv-short": (D3(3, 14, 2), lambda: [
         Tanh(), Convolution(2, 3, 2, 3, 1, 1), Reshape(), FullyConnected(72, 2), Logit()]),
-    # Grenade's GAN generator in small: Deconvolutions of strides 2 and 1 (the transposed
-    # Convolution's column-by-column forms: its scatter, rows and kernel gradient).
+    # LeNet in small: a 3 x 3 kernel on 3 x 3 outputs (the padded correlation for its input
+    # delta, mostly over the zeros around dy), after pooling.
+    "conv-lenet": (D2(12, 12), lambda: [
+        Convolution(1, 2, 3, 3, 1, 1), Pooling(2, 2, 2, 2), Relu(), Convolution(2, 3, 3, 3, 1, 1),
+        Reshape(), FullyConnected(27, 2), Logit()]),
+    # Grenade's GAN generator in small: Deconvolutions of strides 2 and 1 (through their
+    # patches: K x put back by col2im; dy's patches copied out for the delta and K's gradient).
     "deconv": (6, lambda: [
         FullyConnected(6, 32), Relu(), Reshape(D3(2, 4, 4)), Deconvolution(4, 3, 3, 3, 2, 2),
         Relu(), Deconvolution(3, 2, 2, 3, 1, 1), Reshape(), FullyConnected(132, 2), Logit()]),
@@ -80,8 +85,9 @@ NETWORKS = {
 
 def build(device, name, seed=5):
     shape, layers = NETWORKS[name]
+    scaled = name in ("conv-inception", "deconv", "conv-lenet")
     return Network(layers(), input=D1(shape) if isinstance(shape, int) else shape, device=device,
-                   seed=seed, init="scaled" if name in ("conv-inception", "deconv") else "grenade")
+                   seed=seed, init="scaled" if scaled else "grenade")
 
 
 def data(net, count, seed=6):
@@ -261,7 +267,8 @@ def test_progress_reports_in_chunks(device):
 
 @pytest.mark.parametrize(("name", "lanes"), [
     ("relu-logit-tanh", 2), ("relu-logit-tanh", 16), ("relu-logit-tanh", 64), ("conv-pool", 16),
-    ("conv-wide", 16), ("conv-blocks", 16), ("conv-inception", 16), ("deconv", 16)])
+    ("conv-wide", 16), ("conv-blocks", 16), ("conv-inception", 16), ("deconv", 16),
+    ("conv-lenet", 16)])
 def test_fused_loop_with_many_lanes(device64, monkeypatch, name, lanes):
     """The loop's GPU form (coalesced lanes: groups of lanes per weight row, summed in local
     memory; lanes over consecutive weights in the update; convolutions' and poolings' rows,
