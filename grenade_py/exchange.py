@@ -58,6 +58,8 @@ class Exchange:
 
     def __init__(self, discriminator: Network, generator: Network) -> None:
         d, g = discriminator, generator
+        d.check_runnable()
+        g.check_runnable()
         if d.device is not g.device:
             raise ValueError("the discriminator and the generator must be on one device")
         if g.output_shape != d.input_shape or int(np.prod(d.output_shape.dims)) != 1:

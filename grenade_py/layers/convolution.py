@@ -219,36 +219,9 @@ class Convolution(Layer):
                     f"conv_direct_block({c}, {h}, {w}, {kh}, {kw}, {sh}, {f}, {oh}, {ow}, k{i}, "
                     f"{kh * kw * f}, {kw * f}, {f}, 1, a{i}, q / {rows * cols} * 2, "
                     f"q / {cols} % {rows} * 4, q % {cols} * 8, a{i + 1});")
-        return self._fused_rows(i, f"a{i}", f"a{i + 1}")
-
-    # The forms for any stride, by name of what they read and write (Deconvolution runs them
-    # in transposed roles).
-    def _fused_rows(self, i: int, x: str, y: str) -> str:
-        """y (F, OH, OW) = the correlation of x (C, H, W) with K, an output row per lane."""
-        c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         return (f"for (int q = lid; q < {f * oh}; q += nl) conv_direct_row({c}, {h}, {w}, {f}, "
-                f"{kh}, {kw}, {sh}, {sw}, {ow}, k{i}, {x}, q / {oh}, q % {oh}, "
-                f"{y} + (size_t)q / {oh} * {oh * ow});")
-
-    def _fused_scatter(self, i: int, dy: str, dx: str) -> str:
-        """dx (C, H, W) = K dy (F, OH, OW) put back on the windows, an input plane per lane."""
-        g = ", ".join(str(v) for v in self.geometry())
-        return (f"for (int c = lid; c < {self.geometry()[0]}; c += nl) "
-                f"conv_direct_delta_plane({g}, k{i}, {dy}, c, {dx});")
-
-    def _fused_kernel_grads(self, i: int, x: str, dy: str) -> str:
-        """K's update from its gradient, the sums of dy x's windows, column by column."""
-        c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
-        blocks = -(-kw // 8)  # q: (c, a, f, block of 8 kernel columns)
-        return f"""for (int q = lid; q < {c * kh * f * blocks}; q += nl) {{
-    const int ca = q / ({f * blocks}), fb = q % ({f * blocks}), b0 = fb % {blocks} * 8;
-    REAL g[8];
-    conv_direct_kernel_grads({h}, {w}, {kh}, {kw}, {sh}, {sw}, {oh}, {ow}, {x}, {dy},
-                             ca / {kh}, ca % {kh}, fb / {blocks}, b0, g);
-    for (int b = 0; b < min(8, {kw} - b0); ++b)
-        optimizer_at(opt, decay, g[b], k{i}, mk{i}, vk{i},
-                     (ca * {kw} + b0 + b) * {f} + fb / {blocks});
-}}"""
+                f"{kh}, {kw}, {sh}, {sw}, {ow}, k{i}, a{i}, q / {oh}, q % {oh}, "
+                f"a{i + 1} + (size_t)q / {oh} * {oh * ow});")
 
     def _fused_blocks(self, rows: int = 4) -> bool:
         """Whether the fused forms run in blocks of vectors (conv_direct_block and its kin):
@@ -282,7 +255,9 @@ class Convolution(Layer):
                   f"q / {rows * cols} * 2, {top} + q / {cols} % {rows} * 4, "
                   f"{left} + q % {cols} * 8, d{i});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n")
         else:
-            dx = self._fused_scatter(i, f"d{i + 1}", f"d{i}") + "\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
+            g = ", ".join(str(v) for v in self.geometry())
+            dx = (f"for (int c = lid; c < {c}; c += nl) conv_direct_delta_plane({g}, k{i}, "
+                  f"d{i + 1}, c, d{i});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n")
         if self._fused_blocks(rows=1):  # q: (c, a, pair of filters, 8 kernel columns)
             pairs, blocks, nb = -(-f // 2), -(-kw // 8), min(kw, 8)
             return dx + f"""for (int q = lid; q < {c * kh * pairs * blocks}; q += nl) {{
@@ -295,4 +270,13 @@ class Convolution(Layer):
             optimizer_at(opt, decay, g[8 * e + b], k{i}, mk{i}, vk{i},
                          (ca * {kw} + b0 + b) * {f} + f0 + e);
 }}"""
-        return dx + self._fused_kernel_grads(i, f"a{i}", f"d{i + 1}")
+        blocks = -(-kw // 8)  # q: (c, a, f, block of 8 kernel columns)
+        return dx + f"""for (int q = lid; q < {c * kh * f * blocks}; q += nl) {{
+    const int ca = q / ({f * blocks}), fb = q % ({f * blocks}), b0 = fb % {blocks} * 8;
+    REAL g[8];
+    conv_direct_kernel_grads({h}, {w}, {kh}, {kw}, {sh}, {sw}, {oh}, {ow}, a{i}, d{i + 1},
+                             ca / {kh}, ca % {kh}, fb / {blocks}, b0, g);
+    for (int b = 0; b < min(8, {kw} - b0); ++b)
+        optimizer_at(opt, decay, g[b], k{i}, mk{i}, vk{i},
+                     (ca * {kw} + b0 + b) * {f} + fb / {blocks});
+}}"""
