@@ -275,9 +275,9 @@ void conv_direct_block(int C, int H, int W, int kh, int kw, int sh, int F, int O
 }
 
 // One work-item's row of a product with P columns: out[p] = sum over k < K of a[k a_step]
-// B[k P + p], in order of k (as gemm_outer sums): the fused loop's patches of the input delta
-// (a = K's row r, B = dy) and convolution through copied patches (a = K's column f, B = the
-// patches).
+// B[k P + p], in order of k (as gemm_outer sums). Deconvolution's fused forms: its forward
+// pass's patches (a = K's row r, B = x) and its input delta from dy's copied patches (a = K's
+// column, B = the patches).
 void conv_product_row(global const REAL *restrict a, int a_step, int K,
                       global const REAL *restrict B, int P, global REAL *restrict out) {
     for (int p = 0; p < P; ++p) out[p] = 0;
