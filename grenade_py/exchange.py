@@ -30,12 +30,22 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import buffer, named_errors
 from grenade_py.errors import GrenadeError
-from grenade_py.fused import BARRIER, LoopPlan, build_loop, plan_loop, unrolled
+from grenade_py.fused import (
+    BARRIER,
+    LOOP_LOCALS,
+    LoopPlan,
+    build_loop,
+    flat_place,
+    joined,
+    loop_header,
+    plan_loop,
+    unrolled,
+)
 from grenade_py.losses import SQUARED_ERROR
 from grenade_py.network import Network
+from grenade_py.network_file import ROLES
 from grenade_py.optimizers import Optimizer
 
-ROLE_NAMES = ("parameters", "momentum", "second")
 #: The values of an optimiser as the kernel takes them (Optimizer.kernel_values, then powers).
 VALUES = ("rate", "beta1", "beta2", "eps", "decay", "p1", "p2")
 #: Redefinitions of the layers' update calls for a pass: store the gradient into GRADS (a
@@ -46,10 +56,6 @@ NOTHING = ("#define optimizer_at(o, dc, g, w, m, v, i) ((void)0)\n"
            "#define conv_direct_kernel_grads(...) ((void)0)")
 UNDEFINE = ("#undef optimizer_at\n#undef conv_direct_kernel_block\n"
             "#undef conv_direct_kernel_grads\n#undef GRADS")
-
-
-def _joined(statements: list[str]) -> str:
-    return f"\n{BARRIER}\n".join(code for code in statements if code)
 
 
 class Exchange:
@@ -86,9 +92,9 @@ class Exchange:
         self.own = own + [("f_d0", self.plans["d"].sizes[0])]
         count = d.flat["parameters"].size
         #: Every buffer the kernels take after their per-call arguments, in order.
-        self.held: list[Any] = [d.flat[r] for r in ROLE_NAMES] + [
+        self.held: list[Any] = [d.flat[r] for r in ROLES] + [
             self.device.zeros((count,)) for _ in range(2)] + [
-            g.flat[r] for r in ROLE_NAMES] + [self.device.zeros((n,)) for _, n in self.own]
+            g.flat[r] for r in ROLES] + [self.device.zeros((n,)) for _, n in self.own]
         self.kernels: dict[tuple[int, int], tuple[cl.Kernel, int]] = {}
 
     def kernel(self, kinds: tuple[int, int]) -> tuple[cl.Kernel, int]:
@@ -114,18 +120,13 @@ class Exchange:
         lines += [f"global REAL *{name} = {value};" for name, value in pointers.items()
                   if name not in dict(plan.own)]
         lines += plan.aliases
-        itemsize = np.dtype(self.device.dtype).itemsize
-        roles = {buffer(net.flat[r]).int_ptr: prefix + letter
-                 for r, letter in zip(ROLE_NAMES, "pmv", strict=True)}
         for i, layer in plan.numbered:
             for decl, value in layer.fused_args(i):
                 if "*" not in decl:
                     lines.append(f"const {decl} = {float(value).hex()};")
                     continue
-                region = value.base_data  # a view: where it sits in which flat buffer
-                parent = region.get_info(cl.mem_info.ASSOCIATED_MEMOBJECT)
-                offset = region.get_info(cl.mem_info.OFFSET) // itemsize
-                lines.append(f"{decl} = {roles[parent.int_ptr]} + {offset};")
+                role, offset = flat_place(net, value)
+                lines.append(f"{decl} = {prefix}{'pmv'[role]} + {offset};")
         return "\n".join(lines)
 
     def source(self, lanes: int, d_kind: int = 0, g_kind: int = 0) -> str:
@@ -149,26 +150,26 @@ class Exchange:
         z, real, fake = "noise + (size_t)x * n0", "images + (size_t)x * n0", f"g_a{g_end}"
         passes = [
             # 1-2: the forward passes
-            block(self._declare(g, gp, "g", "g", a0=z) + "\n" + _joined(gp.forward)),
-            block(self._declare(d, dp, "r", "d", a0=real) + "\n" + _joined(dp.forward)),
+            block(self._declare(g, gp, "g", "g", a0=z) + "\n" + joined(gp.forward)),
+            block(self._declare(d, dp, "r", "d", a0=real) + "\n" + joined(dp.forward)),
             block(self._declare(d, dp, "f", "d", a0=fake) + "\n" +
-                  _joined(dp.forward) + f"\n{BARRIER}\nif (lid == 0) verdicts[x] = a{end}[0];"),
+                  joined(dp.forward) + f"\n{BARRIER}\nif (lid == 0) verdicts[x] = a{end}[0];"),
             # 3: the discriminator's gradients, and the delta at its input
             "#define GRADS grads_real\n" + STORE + "\n" + block(
                 self._declare(d, dp, "r", "d", a0=real) + "\n" +
                 error.format(e=end, minus=" - 1") +
-                "\n" + _joined(dp.backward[::-1])) + "\n" + UNDEFINE,
+                "\n" + joined(dp.backward[::-1])) + "\n" + UNDEFINE,
             "#define GRADS grads_fake\n" + STORE + "\n" + block(
                 self._declare(d, dp, "f", "d", a0=fake) + "\n" + error.format(e=end, minus="") +
-                "\n" + _joined(dp.backward[::-1])) + "\n" + UNDEFINE,
+                "\n" + joined(dp.backward[::-1])) + "\n" + UNDEFINE,
             NOTHING + "\n" + block(
                 self._declare(d, pp, "f", "d", a0=fake, d0="f_d0") + "\n" +
-                error.format(e=end, minus=" - 1") + "\n" + _joined(pp.backward[::-1])) +
+                error.format(e=end, minus=" - 1") + "\n" + joined(pp.backward[::-1])) +
             "\n" + UNDEFINE,
             # 4: the generator's backward pass and steps; the discriminator's two steps
             block("const optimizer opt = g_opt; const REAL decay = g_decay;\n" +
                   self._declare(g, gp, "g", "g", a0=z, **{f"d{g_end}": "f_d0"}) + "\n" +
-                  _joined(gp.backward[::-1])),
+                  joined(gp.backward[::-1])),
             block(f"for (int q = lid; q < {d.flat['parameters'].size}; q += nl) "
                   "optimizer_at(d_opt, d_decay, grads_real[q], dp, dm, dv, q);") +
             "\nd_opt = optimizer_next(d_opt);",
@@ -178,14 +179,8 @@ class Exchange:
         ]
         body = "\n".join(passes)
         return f"""
-#define FUSED_COALESCED {int(lanes > 1)}
-#define FUSED_LANES {lanes}
-#define FUSED_GROUP {min(32, lanes)}
-kernel void gan_exchange({", ".join(params)}) {{
-    const int lid = get_local_id(0), nl = get_local_size(0);
-#if FUSED_COALESCED
-    local REAL fused_sums[FUSED_LANES];
-#endif
+{loop_header(lanes)}kernel void gan_exchange({", ".join(params)}) {{
+{LOOP_LOCALS}
     optimizer d_opt = optimizer_make({d_kind}, d_rate, d_beta1, d_beta2, d_eps, d_p1, d_p2);
     optimizer g_opt = optimizer_make({g_kind}, g_rate, g_beta1, g_beta2, g_eps, g_p1, g_p2);
     for (int x = start; x < start + count; ++x, g_opt = optimizer_next(g_opt)) {{

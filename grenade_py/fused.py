@@ -39,6 +39,7 @@ from grenade_py.layers import Concat, Convolution, Layer, Pad, Series
 from grenade_py.layers.branches import Branches
 from grenade_py.losses import SQUARED_ERROR, Loss
 from grenade_py.network import Network
+from grenade_py.network_file import ROLES
 from grenade_py.optimizers import Optimizer
 from grenade_py.shapes import D2, D3, Shape, size
 
@@ -76,6 +77,35 @@ def needed(before: Layer | None, layer: Layer) -> dict[str, tuple[int, int, int,
         assert isinstance(shape, (D2, D3))
         return {"needed": (before.top, before.left, shape.rows, shape.cols)}
     return {}
+
+
+def flat_place(net: Network, view: cl_array.Array) -> tuple[int, int]:
+    """Where a layer's view into `net`'s flat buffers lies: the index of its role in ROLES
+    (parameters, momentum, second) and its offset there, in values (a generated loop that
+    takes the flat buffers finds the parameters there)."""
+    region: Any = view.base_data  # a sub-buffer of one of them
+    parent = region.get_info(cl.mem_info.ASSOCIATED_MEMOBJECT).int_ptr
+    role = next(r for r, name in enumerate(ROLES) if buffer(net.flat[name]).int_ptr == parent)
+    return role, int(region.get_info(cl.mem_info.OFFSET)) // view.dtype.itemsize
+
+
+def joined(statements: list[str]) -> str:
+    """The statements that are not empty, a barrier between each two."""
+    return f"\n{BARRIER}\n".join(code for code in statements if code)
+
+
+def loop_header(lanes: int) -> str:
+    """The defines the layers' fused forms read for `lanes` work-items (before the kernel)."""
+    return (f"#define FUSED_COALESCED {int(lanes > 1)}\n#define FUSED_LANES {lanes}\n"
+            f"#define FUSED_GROUP {min(32, lanes)}\n")
+
+
+#: The locals the layers' fused forms read (the kernel's first statements): lane index and
+#: count, and where coalesced, local memory for the groups' sums.
+LOOP_LOCALS = """    const int lid = get_local_id(0), nl = get_local_size(0);
+#if FUSED_COALESCED
+    local REAL fused_sums[FUSED_LANES];
+#endif"""
 
 
 def trainable(layer: Layer) -> bool:
@@ -245,23 +275,16 @@ def fused_source(plan: LoopPlan, lanes: int = 1, kind: int = 0, many: bool = Fal
     metrics = [] if many else [
         f"if (acc && lid == 0) {{ acc[0] += loss_row_at(n{end}, {int(from_logits)}, a{end}, "
         f"a{top}, t); acc[1] += correct_row_at(n{end}, a{end}, t); acc[2] += 1; }}"]
-    body = "\n".join(plan.aliases) + "\n" + f"\n{BARRIER}\n".join(
-        [code for code in plan.forward if code] + metrics + [
-            f"for (int k = lid; k < n{end}; k += nl) "
-            f"d{top}[k] = loss_gradient_at(a{end}[k], t[k], 1);"]
-        + [code for code in reversed(plan.backward) if code])
+    body = "\n".join(plan.aliases) + "\n" + joined(
+        plan.forward + metrics + [f"for (int k = lid; k < n{end}; k += nl) "
+                                  f"d{top}[k] = loss_gradient_at(a{end}[k], t[k], 1);"]
+        + plan.backward[::-1])
     return f"""
-#define FUSED_COALESCED {int(lanes > 1)}
-#define FUSED_LANES {lanes}
-#define FUSED_GROUP {min(32, lanes)}
-#define FUSED_OPTIMIZER {kind}
+{loop_header(lanes)}#define FUSED_OPTIMIZER {kind}
 #define MANY_PADDED(n) (((n) + MANY_LINE - 1) / MANY_LINE * MANY_LINE)
 #define MANY_LINE {MANY_LINE}
 kernel void fused_train{"_many" if many else ""}({", ".join(params)}) {{
-    const int lid = get_local_id(0), nl = get_local_size(0);
-#if FUSED_COALESCED
-    local REAL fused_sums[FUSED_LANES];
-#endif
+{LOOP_LOCALS}
     {" ".join(prologue)} {decay}
     optimizer opt = {make};
     for (int e = start; e < start + count; ++e, opt = optimizer_next(opt)) {{

@@ -18,7 +18,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import buffer, named_errors, opencl_errors
 from grenade_py.errors import GrenadeError
-from grenade_py.fused import MANY_LINE, build_loop, fused_source, plan_loop, unrolled
+from grenade_py.fused import MANY_LINE, build_loop, flat_place, fused_source, plan_loop, unrolled
 from grenade_py.inputs import examples
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
 from grenade_py.network import Network
@@ -47,8 +47,6 @@ class ManyTrainer:
         self.kernel, self.lanes = built
         self.count, self.size = count, padded(net.flat["parameters"].size)
         self.flat = device.zeros((len(ROLES) * count * self.size,))
-        itemsize = self.flat.dtype.itemsize
-        roles = {buffer(net.flat[role]).int_ptr: r for r, role in enumerate(ROLES)}
         self.boundaries = [device.zeros((count * padded(n),)) for _, n in plan.own]
         fixed: list[Any] = [buffer(self.flat), np.int32(self.size)]
         fixed += [buffer(b) for b in self.boundaries]
@@ -57,10 +55,8 @@ class ManyTrainer:
                 if "*" not in decl:
                     fixed.append(value)
                     continue
-                region = value.base_data  # a view: where it sits in which flat buffer
-                parent = region.get_info(cl.mem_info.ASSOCIATED_MEMOBJECT)
-                offset = region.get_info(cl.mem_info.OFFSET) // itemsize
-                fixed.append(np.int32(roles[parent.int_ptr] * count * self.size + offset))
+                role, offset = flat_place(net, value)
+                fixed.append(np.int32(role * count * self.size + offset))
         for index, value in enumerate(fixed, start=7):
             self.kernel.set_arg(index, value)
 

@@ -274,20 +274,6 @@ void conv_direct_block(int C, int H, int W, int kh, int kw, int sh, int F, int O
         }
 }
 
-// One work-item's row of a product with P columns: out[p] = sum over k < K of a[k a_step]
-// B[k P + p], in order of k (as gemm_outer sums). Deconvolution's fused forms: its forward
-// pass's patches (a = K's row r, B = x) and its input delta from dy's copied patches (a = K's
-// column, B = the patches).
-void conv_product_row(global const REAL *restrict a, int a_step, int K,
-                      global const REAL *restrict B, int P, global REAL *restrict out) {
-    for (int p = 0; p < P; ++p) out[p] = 0;
-    for (int k = 0; k < K; ++k) {
-        const REAL av = a[(size_t)k * a_step];
-        global const REAL *row = B + (size_t)k * P;
-        for (int p = 0; p < P; ++p) out[p] += av * row[p];
-    }
-}
-
 // Output row i of filter f, column by column: any stride, any width.
 void conv_direct_row(int C, int H, int W, int F, int kh, int kw, int sh, int sw, int OW,
                      global const REAL *k, global const REAL *x, int f, int i,

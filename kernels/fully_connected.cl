@@ -24,23 +24,12 @@ REAL fc_forward_at(global const REAL *w, global const REAL *b, global const REAL
 }
 
 // dx[j] = sum over o < out of w[o, j] dy[o], added in order of o: one chain per input, which
-// neighbouring inputs run side by side (work-items of fc_backward_input, or a vector in
-// fc_backward_input_rows, whose sums are the same to the bit).
+// neighbouring inputs run side by side (work-items of fc_backward_input; the fused loop's
+// gemm_row_product over the rows of W, whose sums are the same to the bit).
 REAL fc_backward_input_at(global const REAL *w, global const REAL *dy, int in, int out, int j) {
     REAL s = 0;
     for (int o = 0; o < out; ++o) s += w[(size_t)o * in + j] * dy[o];
     return s;
-}
-
-// dx = W^T dy for one example by one work-item, as fc_backward_input_at's sums: row o of W
-// times dy[o] added to every input's sum at once (contiguous: vectorisable on a CPU).
-void fc_backward_input_rows(global const REAL *restrict w, global const REAL *restrict dy,
-                            int in, int out, global REAL *restrict dx) {
-    for (int j = 0; j < in; ++j) dx[j] = 0;
-    for (int o = 0; o < out; ++o) {
-        const REAL g = dy[o];
-        for (int j = 0; j < in; ++j) dx[j] += w[(size_t)o * in + j] * g;
-    }
 }
 
 // dW[o, j] and db[o], summed over n batch rows.

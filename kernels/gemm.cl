@@ -30,6 +30,20 @@ REAL gemm_hsum(realv v) {
     return c.x + c.y;
 }
 
+// One work-item's row of a product with P columns: out[p] = sum over k < K of a[k a_step]
+// B[k P + p], in order of k, as gemm_outer sums (row by row of B: contiguous, vectorisable on
+// a CPU). The fused loop's one-example products: FullyConnected's input delta (a = dy, B = W),
+// Deconvolution's patches K x (a = K's row) and its input delta K^T patches (a = K's column).
+void gemm_row_product(global const REAL *restrict a, int a_step, int K,
+                      global const REAL *restrict B, int P, global REAL *restrict out) {
+    for (int p = 0; p < P; ++p) out[p] = 0;
+    for (int k = 0; k < K; ++k) {
+        const REAL av = a[(size_t)k * a_step];
+        global const REAL *row = B + (size_t)k * P;
+        for (int p = 0; p < P; ++p) out[p] += av * row[p];
+    }
+}
+
 // Each GEMM is written once, as a template that grenade_py (kernel_library.instantiate) writes
 // out at several register-block shapes, $RM etc. as literal constants (gemm_dot_8x2,
 // gemm_outer_6x2, ...): the tuner (grenade_py/tune.py) times them on the device and each launch takes the

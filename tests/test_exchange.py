@@ -62,21 +62,30 @@ def reference(d, g, d_opt, g_opt, images, noise):
     return np.array(verdicts)
 
 
+def trained(device, d_opt, g_opt, count, seed):
+    """Both ways over `count` examples from the same networks: the exchange (in two launches)
+    and the reference. (exchange, its networks, the reference's, its verdicts, the
+    reference's)."""
+    fused, plain = networks(device), networks(device)
+    rng = np.random.default_rng(seed)
+    images, noise = rng.uniform(size=(count, 10, 12)), rng.uniform(-1, 1, size=(count, 5))
+    expected = reference(*plain, d_opt, g_opt, images, noise)
+    verdicts = device.zeros((count,))
+    exchange = Exchange(*fused)
+    images_dev, noise_dev = device.to_device(images), device.to_device(noise)
+    for start, stop in ((0, count * 2 // 5), (count * 2 // 5, count)):
+        exchange(images_dev, noise_dev, verdicts, start, stop - start, d_opt, g_opt)
+    return exchange, fused, plain, verdicts.get(), expected
+
+
 @pytest.mark.parametrize(("d_opt", "g_opt"), [
     (SGD(0.05, 0.9, 0.005), SGD(0.05, 0.9, 0.0005)), (AdamW(0.01), SGD(0.05))])
 def test_the_exchange_equals_its_steps_layer_by_layer(device, d_opt, g_opt):
     """float64 to 1e-12, float32 to 1e-4 (the convolutions' direct loops sum in another order
     than the GEMMs), over 30 examples: verdicts, parameters, moments and step counts."""
-    fused, plain = networks(device), networks(device)
-    rng = np.random.default_rng(7)
-    images, noise = rng.uniform(size=(30, 10, 12)), rng.uniform(-1, 1, size=(30, 5))
-    expected = reference(*plain, d_opt, g_opt, images, noise)
-    verdicts = device.zeros((30,))
-    exchange = Exchange(*fused)
-    exchange(device.to_device(images), device.to_device(noise), verdicts, 0, 12, d_opt, g_opt)
-    exchange(device.to_device(images), device.to_device(noise), verdicts, 12, 18, d_opt, g_opt)
+    _, fused, plain, verdicts, expected = trained(device, d_opt, g_opt, 30, 7)
     tol = 1e-12 if device.precision == "float64" else 1e-4
-    np.testing.assert_allclose(verdicts.get(), expected, rtol=tol)
+    np.testing.assert_allclose(verdicts, expected, rtol=tol)
     for a, b in zip(fused, plain, strict=True):
         assert a.steps == b.steps
         for got, want in zip(a.get_parameters() + a.get_momentum() + a.get_second(),
@@ -92,16 +101,9 @@ def test_the_exchange_equals_its_steps_layer_by_layer(device, d_opt, g_opt):
 def test_the_exchange_with_many_lanes(device64, monkeypatch):
     """The GPU form (16 lanes sharing each layer's work), run on PoCL: equal to rounding."""
     monkeypatch.setattr("grenade_py.fused.lanes", lambda device: 16)
-    fused, plain = networks(device64), networks(device64)
-    opt = SGD(0.05)
-    rng = np.random.default_rng(8)
-    images, noise = rng.uniform(size=(10, 10, 12)), rng.uniform(-1, 1, size=(10, 5))
-    expected = reference(*plain, opt, opt, images, noise)
-    verdicts = device64.zeros((10,))
-    exchange = Exchange(*fused)
-    exchange(device64.to_device(images), device64.to_device(noise), verdicts, 0, 10, opt, opt)
+    exchange, fused, plain, verdicts, expected = trained(device64, SGD(0.05), SGD(0.05), 10, 8)
     assert exchange.kernel((0, 0))[1] == 16
-    np.testing.assert_allclose(verdicts.get(), expected, rtol=1e-12)
+    np.testing.assert_allclose(verdicts, expected, rtol=1e-12)
     for got, want in zip(fused[1].get_parameters(), plain[1].get_parameters(), strict=True):
         for key in want:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-12,

@@ -26,9 +26,9 @@ class Deconvolution(Convolution):
 
     # In the fused per-example loop: the transposed Convolution's products through its
     # patches (c kh kw, positions), in s{i}, as the batched kernels compute them. Forward: the
-    # patches K x (conv_product_row, a patch entry per lane), put back onto the output
+    # patches K x (gemm_row_product, a patch entry per lane), put back onto the output
     # (conv_col2im_at). Backward: dy's patches copied out (conv_im2col_entry); the input delta
-    # K^T patches (conv_product_row, a channel per lane); K's gradient, each entry's patch row
+    # K^T patches (gemm_row_product, a channel per lane); K's gradient, each entry's patch row
     # dotted with x's plane.
     def fused_scratch(self) -> int:
         c, _, _, _, kh, kw, _, _, oh, ow = self.geometry()
@@ -37,7 +37,7 @@ class Deconvolution(Convolution):
     def fused_forward(self, i: int) -> str:
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         r, p = c * kh * kw, oh * ow
-        return (f"for (int r = lid; r < {r}; r += nl) conv_product_row(k{i} + (size_t)r * {f}, "
+        return (f"for (int r = lid; r < {r}; r += nl) gemm_row_product(k{i} + (size_t)r * {f}, "
                 f"1, {f}, a{i}, {p}, s{i} + (size_t)r * {p});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
                 f"for (int q = lid; q < {c * h * w}; q += nl) a{i + 1}[q] = conv_col2im_at("
                 f"q / {w} % {h}, q % {w}, {kh}, {kw}, {sh}, {sw}, {oh}, {ow}, "
@@ -50,7 +50,7 @@ class Deconvolution(Convolution):
         patches = (f"for (int r = lid; r < {r}; r += nl) conv_im2col_entry(d{i + 1} + "
                    f"(r / {kh * kw} * {h} + r / {kw} % {kh}) * {w} + r % {kw}, {oh}, {ow}, "
                    f"{sh * w}, {sw}, s{i} + (size_t)r * {p});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n")
-        dx = (f"for (int g = lid; g < {f}; g += nl) conv_product_row(k{i} + g, {f}, {r}, s{i}, "
+        dx = (f"for (int g = lid; g < {f}; g += nl) gemm_row_product(k{i} + g, {f}, {r}, s{i}, "
               f"{p}, d{i} + (size_t)g * {p});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
               ) if input_delta else ""
         return patches + dx + (

@@ -94,7 +94,7 @@ for (int o = lid; o < n{i + 1}; o += nl) a{i + 1}[o] = fc_forward_at(w{i}, b{i},
 for (int j = lid; j < n{i}; j += nl)
     d{i}[j] = fc_backward_input_at(w{i}, d{i + 1}, n{i}, n{i + 1}, j);
 #else
-fc_backward_input_rows(w{i}, d{i + 1}, n{i}, n{i + 1}, d{i});
+gemm_row_product(d{i + 1}, 1, n{i + 1}, w{i}, n{i}, d{i});
 #endif
 barrier(CLK_GLOBAL_MEM_FENCE);
 """) if input_delta else ""
