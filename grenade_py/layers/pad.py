@@ -1,7 +1,7 @@
 """Pad and Crop: zeros around each channel's plane, or its edges cut off; each is the other's
 backward pass, so they share one kernel (shift_planes, kernels/reshape.cl). Port
-Grenade.Layers.Pad and Grenade.Layers.Crop. In the fused per-example loop: shift_row, a row of
-what the kernel's shift_at gives, as one work-item's loops.
+Grenade.Layers.Pad and Grenade.Layers.Crop. In the fused per-example loop: shift_row, the
+kernel's row function.
 
 Shape: D2 rows cols or D3 rows cols channels; Pad adds `top + bottom` rows and `left + right`
 columns, Crop removes them. Arguments in Grenade's order: left, top, right, bottom.
@@ -33,8 +33,7 @@ def _resized(shape: Shape, rows: int, cols: int) -> Shape:
 def fused_shift(src: str, dst: str, planes: int, h: int, w: int, oh: int, ow: int, top: int,
                 left: int) -> str:
     """Fused-loop statements shifting `planes` planes h x w of `src` into planes oh x ow of
-    `dst` as the kernel does, a row per lane (shift_row: its copy vectorises; a value per lane,
-    each finding its plane, row and column, took 3x as long on a CPU)."""
+    `dst` as the kernel does, a row per lane (shift_row)."""
     return (f"for (int r = lid; r < {planes * oh}; r += nl) shift_row(r / {oh}, r % {oh}, {h}, "
             f"{w}, {ow}, {top}, {left}, {src}, {dst} + (size_t)r * {ow});")
 
@@ -74,7 +73,7 @@ class Pad(Layer):
                src_shape: Shape, dst_shape: Shape) -> Launch:
         planes, h, w = _planes(src_shape)
         _, oh, ow = _planes(dst_shape)
-        return self.device.launch("shift_planes", (ow, oh, n * planes), n * planes, h, w, oh, ow,
+        return self.device.launch("shift_planes", (oh, n * planes), n * planes, h, w, oh, ow,
                                   sign * self.top, sign * self.left, src, dst)
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
