@@ -32,6 +32,16 @@ def main() -> None:
         g.fit(conv, g.SGD(0.01), rng.normal(size=(5, 8, 8)), rng.normal(size=(5, 2)),
               batch_size=5, epochs=1)
         g.run_net(conv, rng.normal(size=(2, 8, 8)))
+        # Pad and Crop's row kernel; a strided convolution through im2col and col2im; one
+        # example at a time layer by layer (Dropout has no fused form): FullyConnected's
+        # one-row kernels.
+        shifts = g.Network([g.Convolution(1, 2, 3, 3, 2, 2), g.Pad(1, 2, 0, 1), g.Crop(0, 1, 1, 0),
+                            g.Reshape(), g.FullyConnected(40, 3), g.Dropout(0.5),
+                            g.FullyConnected(3, 2)], input=g.D2(7, 9), device=d, seed=1)
+        g.fit(shifts, g.SGD(0.01), rng.normal(size=(3, 7, 9)), rng.normal(size=(3, 2)),
+              batch_size=3, epochs=1)
+        g.train(shifts, g.SGD(0.01), rng.normal(size=(2, 7, 9)), rng.normal(size=(2, 2)),
+                per_example=True)
         # The implicit GEMMs' runs of 8 columns (a last half vector in float32) and col2im's
         # vectors over rows of 8 and of 20 columns.
         for shape, layers in (((5, 12), [g.Convolution(1, 2, 3, 5, 1, 1),
