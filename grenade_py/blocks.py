@@ -13,9 +13,9 @@ computes an output, not the order of its sum), so tuning changes speed only.
 launches of real networks (the MNIST architectures at the batch sizes given), on the device
 itself, and keeps the fastest for each launch shape in the user's cache folder (`tuned.json`),
 per platform, device, driver version, precision and GEMM form. Launches built afterwards, in
-any process, take them; a shape never tuned gets FORMS' first block (the untuned default). The
-local-memory tiled GEMMs of GPUs keep the tiles the device's limits give
-(`device.gemm_tiles`).
+any process, take them; a shape never tuned gets the untuned default (`default`: the form's
+first block, or WIDE_DEFAULT for large GEMMs). The local-memory tiled GEMMs of GPUs keep the
+tiles the device's limits give (`device.gemm_tiles`).
 """
 from __future__ import annotations
 
@@ -63,6 +63,16 @@ LOCALS: dict[str, tuple[Block, ...]] = {
 FORMS: dict[str, tuple[Block, ...]] = {
     form: tuple(r + local for r in registers for local in LOCALS[form])
     for form, registers in REGISTERS.items()}
+#: The untuned default of a large gemm_dot (one product of LARGE or more multiply-adds, WIDE or
+#: more outputs per row): 4x4 in (16, 4), where the first of FORMS is 8x2 in (16, 4). Measured
+#: here (PoCL 3.1, the candidates taking turns, GFLOP/s 8x2 -> 4x4): 1024^3 163 -> 193 and
+#: 174 -> 202, 1536^3 153 -> 204, 256 x 1024 x 1024 121 -> 158, 512^3 126 -> 141 and 196 ->
+#: 196. At MNIST's shapes (32..256 x 512 x 784) 4x4 was faster as a kernel (150..200 ->
+#: 166..204) but MLP epochs were not (0.95x..1.09x at batches 32..256): those keep the first;
+#: at narrow outputs (64 x 80 x 256; N = 10) 4x4 is slower (76 -> 69, 65 -> 51).
+LARGE = 2**27
+WIDE = 256
+WIDE_DEFAULT: Block = (4, 4, 16, 4)
 
 
 def local(form: str, block: Block) -> Block:
@@ -117,7 +127,17 @@ def block(device: Device, form: str, shape: Block) -> Block:
     """The block a launch of `form` over `shape` runs at on `device`: the tuned one, else the
     default."""
     chosen = table(device).get(form, {}).get(",".join(map(str, shape)))
-    return tuple(chosen) if chosen and tuple(chosen) in FORMS[form] else FORMS[form][0]
+    return tuple(chosen) if chosen and tuple(chosen) in FORMS[form] else default(form, shape)
+
+
+def default(form: str, shape: Block) -> Block:
+    """The untuned block of a launch of `form` over `shape`: WIDE_DEFAULT for a gemm_dot
+    (m, n, k, batches) of one product of m n k >= LARGE and n >= WIDE, else the form's
+    first."""
+    m, n, k, *rest = shape
+    if form == "gemm_dot" and rest == [1] and n >= WIDE and m * n * k >= LARGE:
+        return WIDE_DEFAULT
+    return FORMS[form][0]
 
 
 def launch(device: Device, form: str, shape: Block,
@@ -186,8 +206,8 @@ def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], L
         best = min(times, key=lambda b: times[b])
         if keep:
             table(device).setdefault(form, {})[",".join(map(str, shape))] = list(best)
-        default = FORMS[form][0]
-        rows.append(Tuned(form, shape, default, best, times[default], times[best]))
+        untuned = default(form, shape)
+        rows.append(Tuned(form, shape, untuned, best, times[untuned], times[best]))
     if keep and (problem := save(device)) is not None:
         log.warning("the tuned blocks are used in this process but could not be kept: %s",
                     problem)

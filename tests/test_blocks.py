@@ -124,3 +124,21 @@ def test_the_tune_command(tmp_path):
                          timeout=300)
     assert one.returncode == 0 and "Traceback" not in one.stderr, one.stderr
     assert "bn b1: skipped: BatchNorm" in one.stderr and "bn b2 " in one.stdout
+
+
+def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing tuned
+    device = Device()
+    assert blocks.WIDE_DEFAULT in blocks.FORMS["gemm_dot"]
+    assert blocks.block(device, "gemm_dot", (1024, 1024, 1024, 1)) == blocks.WIDE_DEFAULT
+    assert blocks.block(device, "gemm_dot", (2048, blocks.WIDE, 256, 1)) == blocks.WIDE_DEFAULT
+    first = blocks.FORMS["gemm_dot"][0]
+    assert blocks.block(device, "gemm_dot", (256, 512, 784, 1)) == first  # MNIST's, smaller
+    assert blocks.block(device, "gemm_dot", (2**20, 10, 512, 1)) == first  # narrow outputs
+    assert blocks.block(device, "gemm_dot", (512, 512, 512, 8)) == first  # a sum of products
+    assert blocks.block(device, "gemm_outer", (1024, 1024, 1024, 1, 1)) == \
+        blocks.FORMS["gemm_outer"][0]
+    net = Network([FullyConnected(512, blocks.WIDE)], input=D1(512), device=device, seed=1)
+    names = [launch.kernel.function_name for launch in
+             Step(net, 1024, SQUARED_ERROR).forward_launches(True)]
+    assert names == [blocks.kernel_name("gemm_dot", blocks.WIDE_DEFAULT)]
