@@ -10,6 +10,9 @@ from grenade_py.layers.arguments import initial_values
 from grenade_py.layers.base import Buffers, Factor, WindowForm
 from grenade_py.layers.dense import Dense
 
+#: The fused loop's update unrolls its loop over a row's inputs up to this many (on CPUs).
+UNROLLED_ROW = 16
+
 
 class FullyConnected(Dense):
     """A dense layer.
@@ -98,14 +101,17 @@ gemm_row_product(d{i + 1}, 1, n{i + 1}, w{i}, n{i}, d{i});
 #endif
 barrier(CLK_GLOBAL_MEM_FENCE);
 """) if input_delta else ""
-        # The update: CPU, a row per lane; GPU, lanes over consecutive weights.
+        # The update: CPU, a row per lane; GPU, lanes over consecutive weights. Rows of up to
+        # UNROLLED_ROW inputs unrolled: their loop over rows then vectorises (the feedforward
+        # example, 2 and 10 inputs: 0.34 -> 0.30 us per example).
+        unroll = "#pragma unroll\n    " if self.i <= UNROLLED_ROW else ""
         return dx + f"""#if FUSED_COALESCED
 for (size_t at = lid; at < (size_t)n{i + 1} * n{i}; at += nl)
     optimizer_at(opt, decay, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1}, at / n{i},
                  at % n{i}), w{i}, mw{i}, vw{i}, at);
 #else
 for (int o = lid; o < n{i + 1}; o += nl)
-    for (int j = 0; j < n{i}; ++j)
+    {unroll}for (int j = 0; j < n{i}; ++j)
         optimizer_at(opt, decay, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1}, o, j),
                      w{i}, mw{i}, vw{i}, (size_t)o * n{i} + j);
 #endif
