@@ -4,8 +4,10 @@ tuner that chooses them.
 Each GEMM form the layers use is compiled at several register-block shapes (kernels/gemm.cl,
 kernels/convolution.cl): gemm_dot (FullyConnected's forward, LSTM's input delta) in RM x RN
 outputs per work-item, gemm_outer (the weight gradients and input deltas, the recurrent input
-GEMM, the convolution's input delta) in RM rows x CV vectors, conv_forward in FM filters,
+GEMM, a strided convolution's input delta) in RM rows x CV vectors, conv_forward in FM filters,
 conv_kernel_gradient in RM patch entries x FN filters; each runs in a few work-group shapes.
+(A stride-1 convolution's input delta runs gemm_outer's 6x2 blocks in conv_input_delta_6x2,
+untuned.)
 A candidate is a block and a shape; all give the same bits (they change which work-item
 computes an output, not the order of its sum), so tuning changes speed only.
 

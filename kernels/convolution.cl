@@ -161,16 +161,14 @@ typedef int16 lanev;
 #define LANES (lanev)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 #endif
 
-// Stride 1: one work-item per input row (s, c, yy), VW columns xx at a time: for each kernel
+// Stride 1: input row g = (s C + c) H + yy of dx, VW columns xx at a time: for each kernel
 // offset (a, b), the run of OW patch entries of output row yy - a lands on columns b .. b + OW
 // - 1, so one vector load from b columns before the run, its lanes outside the run masked,
 // adds it to every column of the vector. patches (n, R, P) (a sample's patch entries together)
 // with VW values to spare after them: a load reads at most VW - 2 past the last run, and never
-// before the buffer (the run of entry b starts b (P - 1) after entry 0's). global size (n C H)
-kernel void conv_col2im_rows(int n, int C, int H, int W, int kh, int kw, int OH, int OW,
-                             global const REAL *patches, global REAL *dx) {
-    const int g = get_global_id(0);
-    if (g >= n * C * H) return;
+// before the buffer (the run of entry b starts b (P - 1) after entry 0's).
+void conv_col2im_row(int g, int H, int W, int kh, int kw, int OH, int OW,
+                     global const REAL *patches, global REAL *dx) {
     const int yy = g % H, P = OH * OW;
     global const REAL *plane = patches + (size_t)(g / H) * kh * kw * P;  // sample s, channel c
     global REAL *row = dx + (size_t)g * W;
@@ -193,6 +191,35 @@ kernel void conv_col2im_rows(int n, int C, int H, int W, int kh, int kw, int OH,
         }
     }
 }
+
+// A work-item per input row: global size (n C H).
+kernel void conv_col2im_rows(int n, int C, int H, int W, int kh, int kw, int OH, int OW,
+                             global const REAL *patches, global REAL *dx) {
+    const int g = get_global_id(0);
+    if (g < n * C * H) conv_col2im_row(g, H, W, kh, kw, OH, OW, patches, dx);
+}
+
+// The input delta at stride 1 in one launch, a work-group per sample s: its patches K dy_s
+// (R, P) into its part of `patches` (R P + VW values from s (R P + VW): the col2im's loads past
+// its last run stay in the sample's own part) in blocks of RM rows x CV vectors (gemm_outer's
+// sums), then dx_s from them, a row (c, yy) at a time (conv_col2im_rows' sums): the same bits
+// as those two launches, with the sample's patches still in the core's cache when they are
+// read back. global size (L n), local (L).
+// template $RM $CV: 6 2
+kernel void conv_input_delta_$RMx$CV(int C, int H, int W, int kh, int kw, int OH, int OW,
+                                     int F, global const REAL *K, global const REAL *dy,
+                                     global REAL *patches, global REAL *dx) {
+    const int s = get_group_id(0), lid = get_local_id(0), L = get_local_size(0);
+    const int R = C * kh * kw, P = OH * OW, across = (P + $CV * VW - 1) / ($CV * VW);
+    global REAL *own = patches + (size_t)s * (R * P + VW);
+    for (int q = lid; q < (R + $RM - 1) / $RM * across; q += L)
+        gemm_outer_block_$RMx$CV(q / across * $RM, q % across * $CV * VW, R, P, F, K, F, 1,
+                                 dy + (size_t)s * F * P, P, own, P);
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    for (int g = lid; g < C * H; g += L)
+        conv_col2im_row(g, H, W, kh, kw, OH, OW, own, dx + (size_t)s * C * H * W);
+}
+// end template
 
 // Input (yy, xx) of one channel: the sum of the patch entries it went to, `plane` the
 // channel's (kh kw, OH OW) patch entries.

@@ -96,18 +96,14 @@ kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m,
 }
 // end template
 
-// global size (ceil(N / (CV VW)), ceil(M / RM), batches): RM rows x CV vectors of columns per
-// work-item. Rows past the edge of A repeat the last row (clamped index) and are not stored; a
-// vector past the last column moves back to end there (N - VW), recomputing columns of this
-// work-item's own with the same sums; only a block narrower than one vector goes scalar.
+// RM rows x CV vectors of columns of C = A B from row m0 and column n0. Rows past the edge of A
+// repeat the last row (clamped index) and are not stored; a vector past the last column moves
+// back to end there (N - VW), recomputing columns of this block's own with the same sums; only
+// a block narrower than one vector goes scalar. (Also the product of conv_input_delta.)
 // template $RM $CV: 16 1, 8 1, 12 1, 24 1, 6 2, 8 2, 12 2
-kernel void gemm_outer_$RMx$CV(int M, int N, int K, global const REAL *A, int a_m, int a_k,
-                               global const REAL *B, int b_k, int b_batch, global REAL *C,
-                               int c_m, int c_batch) {
-    const int n0 = get_global_id(0) * $CV * VW, m0 = get_global_id(1) * $RM;
-    if (m0 >= M || n0 >= N) return;
-    B += get_global_id(2) * (size_t)b_batch;
-    C += get_global_id(2) * (size_t)c_batch;
+void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const REAL *A,
+                              int a_m, int a_k, global const REAL *B, int b_k, global REAL *C,
+                              int c_m) {
     global const REAL *a[$RM];
     #pragma unroll
     for (int r = 0; r < $RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
@@ -145,6 +141,16 @@ kernel void gemm_outer_$RMx$CV(int M, int N, int K, global const REAL *A, int a_
                 C[(size_t)(m0 + r) * c_m + n] = s;
             }
     }
+}
+
+// global size (ceil(N / (CV VW)), ceil(M / RM), batches): a block per work-item.
+kernel void gemm_outer_$RMx$CV(int M, int N, int K, global const REAL *A, int a_m, int a_k,
+                               global const REAL *B, int b_k, int b_batch, global REAL *C,
+                               int c_m, int c_batch) {
+    const int n0 = get_global_id(0) * $CV * VW, m0 = get_global_id(1) * $RM;
+    if (m0 >= M || n0 >= N) return;
+    gemm_outer_block_$RMx$CV(m0, n0, M, N, K, A, a_m, a_k, B + get_global_id(2) * (size_t)b_batch,
+                             b_k, C + get_global_id(2) * (size_t)c_batch, c_m);
 }
 // end template
 

@@ -1,6 +1,7 @@
 """Every kernel family at small odd sizes, run by tests/test_oclgrind.py under
 `oclgrind --data-races`: both GEMM forms, the fused per-example loop in its one-lane and
-coalesced (GPU) forms and for several networks at once (train_many), convolution, col2im,
+coalesced (GPU) forms and for several networks at once (train_many), convolution (its
+one-launch input delta too), col2im,
 pooling, the recurrent scans and updates (ordered and summed, clipped, through
 ConcatRecurrent), the fused window loop, Dropout, BatchNorm, the activations, the losses,
 every optimiser and the benchmark's peak kernel."""
@@ -24,6 +25,12 @@ def main() -> None:
                   loss="cross_entropy", schedule="cosine")
             g.evaluate(mlp, rng.normal(size=(3, 7)), np.eye(3)[rng.integers(0, 3, 3)],
                        loss="cross_entropy")
+            # A stride-1 convolution's input delta: one launch, a work-group per sample
+            # (registers; 24 positions: a vector moved back), or two (tiled).
+            pair = g.Network([g.Convolution(1, 2, 2, 3, 1, 1), g.Convolution(2, 3, 3, 2, 1, 1)],
+                             input=g.D2(7, 9), device=d, seed=1)
+            g.fit(pair, g.SGD(0.01), rng.normal(size=(3, 7, 9)),
+                  rng.normal(size=(3, *pair.output_shape.dims)), batch_size=3, epochs=1)
         conv = g.Network([g.Convolution(1, 3, 3, 3, 1, 1), g.BatchNorm(3), g.Relu(),
                           g.Pooling(2, 2, 2, 2), g.Convolution(3, 2, 2, 2, 1, 1),
                           g.Deconvolution(2, 2, 2, 2, 1, 1), g.Pooling(2, 2, 1, 1), g.Reshape(),

@@ -10,6 +10,7 @@ from conftest import tolerance
 
 from grenade_py import D3, Convolution, Network
 from grenade_py.execution import enqueue
+from grenade_py.gemm import gemm_outer
 
 # channels, rows, cols, filters, kernel rows, kernel cols, stride rows, stride cols
 SHAPES = {
@@ -72,3 +73,27 @@ def test_convolution_kernels_against_numpy(device, rng, name, n):
     np.testing.assert_allclose(dx_d.get(), col2im(np.einsum("rf,sfp->srp", kernel, dy),
                                                   x.shape, kh, kw, sh, sw),
                                **tolerance(device, f * kh * kw), err_msg="input delta")
+
+
+@pytest.mark.parametrize("name", [k for k, v in SHAPES.items() if v[6] == v[7] == 1])
+def test_the_one_launch_input_delta_equals_the_two_launches(device, rng, name):
+    """conv_input_delta (a work-group per sample) gives the bits of gemm_outer's patches and
+    conv_col2im_rows, the stride-1 input delta's two launches on devices with tiled GEMMs."""
+    if device.gemm != "registers":
+        pytest.skip("the one-launch form runs with the register-blocked GEMMs")
+    c, h, w, f, kh, kw, _, _ = SHAPES[name]
+    n, oh, ow = 3, h - kh + 1, w - kw + 1
+    net = Network([Convolution(c, f, kh, kw, 1, 1)], input=D3(h, w, c), device=device, seed=1)
+    layer = net.layers[0]
+    buffers = device.allocate("the test", layer.batch_buffers(n))
+    dy_d = device.to_device(rng.normal(size=(n, f, oh * ow)))
+    one, two = device.zeros((n, c, h, w)), device.zeros((n, c, h, w))
+    launches = layer.input_delta(n, dy_d, one, buffers)
+    assert [launch.kernel.function_name for launch in launches] == ["conv_input_delta_6x2"]
+    enqueue(launches)
+    r, patches = c * kh * kw, buffers["patches"]
+    enqueue([gemm_outer(device, r, oh * ow, f, layer.parameters["kernel"], f, 1, dy_d, patches,
+                        batches=n, b_k=oh * ow, b_batch=f * oh * ow, c_batch=r * oh * ow),
+             device.launch("conv_col2im_rows", (n * c * h,), n, c, h, w, kh, kw, oh, ow,
+                           patches, two)])
+    np.testing.assert_array_equal(one.get(), two.get())
