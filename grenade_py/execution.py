@@ -20,11 +20,11 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch, buffer
-from grenade_py.fused import FusedTrainer, fused_trainer
+from grenade_py.fused import FusedTrainer, flat_place, fused_trainer
 from grenade_py.layers import Layer
 from grenade_py.layers.base import Buffers, Factor
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
-from grenade_py.network import Network, aligned_offsets, flat_view
+from grenade_py.network import Network, aligned_offsets, flat_view, view_place
 from grenade_py.optimizers import SGD, Optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
 
@@ -32,8 +32,9 @@ from grenade_py.recurrent_network import RecurrentNetwork
 #: from call to call), and per RecurrentNetwork (Grenade's recurrent example trains on 26
 #: sequence lengths).
 MAX_STEPS, MAX_SEQUENCE_STEPS = 4, 32
-#: Columns per work-item of the recurrent update kernels (8 x UPDATE_VECTORS in recurrent.cl).
-UPDATE_COLUMNS = 32
+#: Columns per work-item of the recurrent update kernels (8 x UPDATE_VECTORS in recurrent.cl),
+#: and the ints per parameter array in their table (UPDATE_ENTRY).
+UPDATE_COLUMNS, UPDATE_ENTRY = 32, 9
 
 
 def enqueue(launches: list[Launch]) -> None:
@@ -90,7 +91,8 @@ class Step:
     Buffers: `input` (rows, *in), `target` and `output` (rows, *out), `mask` (rows,: which rows
     have a target, for sequences), `acts` and `deltas` (every boundary's, input first; the
     input's delta None unless `input_delta`), `buffers` (all of them by name: a{k}, d{k}, and
-    layer i's own as "i.name"). Launches are built on first use and kept. An `inference` Step
+    layer i's own as "i.name"; a recurrent Step's all in one allocation, `arena`, where its
+    update's table finds them). Launches are built on first use and kept. An `inference` Step
     (run_net, evaluate) has only what the forward pass outside training needs: no deltas
     (None), no training pass.
     """
@@ -123,10 +125,20 @@ class Step:
                                          [int(np.prod(shape)) for shape in io.values()])
         self.io_layout = list(zip(io, offsets, io.values(), strict=True))
         what = f"{batch} sequences of {steps} steps" if self.recurrent else f"a batch of {rows}"
-        self.buffers = device.allocate(what, wanted | {"input and targets": (total,)})
+        if self.recurrent:  # all in one allocation, io first: the update finds them by offset
+            parts = {"input and targets": (total,)} | wanted
+            at, whole = aligned_offsets(device.alignment,
+                                        [int(np.prod(shape)) for shape in parts.values()])
+            self.arena = device.allocate(what, {"all": (whole,)})["all"]
+            self.buffers = {name: flat_view(self.arena, start, shape) for name, start, shape
+                            in zip(parts, at, parts.values(), strict=True)}
+            self.buffers |= {name: flat_view(self.arena, start, shape)
+                             for name, start, shape in self.io_layout}
+        else:
+            self.buffers = device.allocate(what, wanted | {"input and targets": (total,)})
+            self.buffers |= {name: flat_view(self.buffers["input and targets"], start, shape)
+                             for name, start, shape in self.io_layout}
         self.io = self.buffers.pop("input and targets")
-        self.buffers |= {name: flat_view(self.io, at, shape)
-                         for name, at, shape in self.io_layout}
         self.input, self.target, self.mask = (self.buffers[k] for k in ("a0", "target", "mask"))
         self.acts = [self.buffers[f"a{k}"] for k in range(last + 1)]
         self.deltas: list[cl_array.Array | None] = [
@@ -276,9 +288,9 @@ class Step:
                 launch.set_arg(2, optimizer.kind)
                 for index, value in enumerate((*values, *states), start=3):
                     launch.set_arg(index, real(value))
-            else:
-                for index, value in enumerate((*values, *weights), start=7):
-                    launch.set_arg(index, real(value) if index < 14 else value)
+            else:  # each array's decay: `decay` times its flag in the table
+                for index, value in enumerate((*values, *weights), start=4):
+                    launch.set_arg(index, real(value) if index < 11 else value)
         self._values_set = values_set
         clipping = [] if optimizer.clip_norm is None else self.clip(optimizer.clip_norm, ordered)
         return clipping + [launch for launch, _ in launches]
@@ -340,20 +352,32 @@ class Step:
             self._factor_list = found
         return self._factor_list
 
+    def _offset(self, view: cl_array.Array) -> int:
+        """Where one of this recurrent Step's buffers lies in its one allocation, in values."""
+        parent, offset = view_place(view)
+        assert parent == buffer(self.arena).int_ptr
+        return offset
+
     def _update_launches(self, kernel: str) -> list[tuple[Launch, bool]]:
-        """Each parameter array's update (by the optimiser's kernel) and each starting state's,
-        with whether it decays; the optimiser's values are set per call (`update`)."""
+        """Every parameter array's update in one launch of the optimiser's kernel (a table of
+        the arrays: their factors' places in the Step's allocation, theirs in the flat
+        buffers), then each starting state's, with whether it decays; the optimiser's values
+        are set per call (`update`)."""
         if kernel in self._sequence_update:
             return self._sequence_update[kernel]
         device, zeros = self.net.device, [self.net.device.dtype(0)] * 7
-        launches = self._sequence_update[kernel] = []
-        for (rows, cols, *geometry), f, layer in self._factors():
-            launch = device.launch(
-                f"recurrent_update_{kernel}", (rows, -(-cols // UPDATE_COLUMNS)), self.rows,
-                rows, cols,
-                *geometry, *zeros, 0, layer.parameters[f.name], layer.momentum[f.name],
-                layer.second[f.name])
-            launches.append((launch, f.decay))
+        table, items = [], 0
+        for (rows, cols, d, ldd, x, ldx), f, layer in self._factors():
+            role, at = flat_place(self.net, layer.parameters[f.name])
+            assert role == 0 and flat_place(self.net, layer.momentum[f.name])[1] == at
+            table += [items, rows, cols, self._offset(d), ldd, self._offset(x), ldx,
+                      int(f.decay), at]
+            items += rows * -(-cols // UPDATE_COLUMNS)
+        flat = self.net.flat
+        launches = self._sequence_update[kernel] = [(device.launch(
+            f"recurrent_update_{kernel}", (items,), self.rows, len(table) // UPDATE_ENTRY,
+            cl_array.to_device(device.queue, np.array(table, np.int32)), self.arena, *zeros, 0,
+            flat["parameters"], flat["momentum"], flat["second"]), True)]
         for path, layer in self.cells:
             if int(path.split(".")[0]) >= self.top:
                 continue

@@ -38,7 +38,7 @@ from grenade_py.kernel_library import kernel_source
 from grenade_py.layers import Concat, Convolution, Layer, Pad, Series
 from grenade_py.layers.branches import Branches
 from grenade_py.losses import SQUARED_ERROR, Loss
-from grenade_py.network import Network
+from grenade_py.network import Network, view_place
 from grenade_py.network_file import ROLES
 from grenade_py.optimizers import Optimizer
 from grenade_py.shapes import D2, D3, Shape, size
@@ -83,10 +83,9 @@ def flat_place(net: Network, view: cl_array.Array) -> tuple[int, int]:
     """Where a layer's view into `net`'s flat buffers lies: the index of its role in ROLES
     (parameters, momentum, second) and its offset there, in values (a generated loop that
     takes the flat buffers finds the parameters there)."""
-    region: Any = view.base_data  # a sub-buffer of one of them
-    parent = region.get_info(cl.mem_info.ASSOCIATED_MEMOBJECT).int_ptr
-    role = next(r for r, name in enumerate(ROLES) if buffer(net.flat[name]).int_ptr == parent)
-    return role, int(region.get_info(cl.mem_info.OFFSET)) // view.dtype.itemsize
+    parent, offset = view_place(view)  # a sub-buffer of one of them
+    return next(r for r, name in enumerate(ROLES) if buffer(net.flat[name]).int_ptr == parent), \
+        offset
 
 
 def joined(statements: list[str]) -> str:

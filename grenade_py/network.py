@@ -233,6 +233,13 @@ def flat_view(flat: cl_array.Array, offset: int, shape: tuple[int, ...]) -> cl_a
     return cl_array.Array(flat.queue, shape, flat.dtype, data=region)
 
 
+def view_place(view: cl_array.Array) -> tuple[int, int]:
+    """The allocation a flat_view lies in (its int_ptr) and its offset there, in values."""
+    region: Any = view.base_data
+    parent = region.get_info(cl.mem_info.ASSOCIATED_MEMOBJECT)
+    return parent.int_ptr, int(region.get_info(cl.mem_info.OFFSET)) // view.dtype.itemsize
+
+
 def aligned_offsets(align: int, sizes: Sequence[int]) -> tuple[list[int], int]:
     """Where regions of these sizes (values) lie one after another in one buffer, each from an
     offset that is a multiple of `align` (Device.alignment: so that flat_view can take it), and

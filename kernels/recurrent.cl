@@ -224,16 +224,14 @@ void recurrent_ordered_at(optimizer first, REAL decay, int steps, global const R
 // d[k * ldd + r] * x[k * ldx + c]: with `ordered`, the `steps` gradients applied one at a time in
 // time order, step k being the optimiser's step t0 + k (applyRecurrentUpdate folded over the
 // steps; p1, p2 are Adam's b1^t0, b2^t0); otherwise their sum as step t0. A vector is one row
-// whose d is all ones. `decay` is 0 for parameters Grenade does not regularise. Each
-// work-item: UPDATE_VECTORS vectors of 8 columns of a row (global size (rows, ceil(cols / (8
-// UPDATE_VECTORS))), so a work-group spans rows), then, past the last whole vector, single
-// columns. The kind is a parameter here and a constant in each kernel below, so that each
-// kernel holds one rule.
-void recurrent_update_at(const int kind, int steps, int rows, int cols, global const REAL *d,
-                         int ldd, global const REAL *x, int ldx, REAL rate, REAL beta1,
-                         REAL beta2, REAL eps, REAL decay, REAL p1, REAL p2, int ordered,
-                         global REAL *w, global REAL *m, global REAL *v) {
-    const int r = get_global_id(0), c0 = get_global_id(1) * 8 * UPDATE_VECTORS;
+// whose d is all ones. `decay` is 0 for parameters Grenade does not regularise. The work-item
+// of row r and columns from c0: UPDATE_VECTORS vectors of 8 columns, then, past the last whole
+// vector, single columns. The kind is a parameter here and a constant in each kernel below, so
+// that each kernel holds one rule.
+void recurrent_update_at(const int kind, int r, int c0, int steps, int rows, int cols,
+                         global const REAL *d, int ldd, global const REAL *x, int ldx,
+                         REAL rate, REAL beta1, REAL beta2, REAL eps, REAL decay, REAL p1,
+                         REAL p2, int ordered, global REAL *w, global REAL *m, global REAL *v) {
     if (c0 >= cols || r >= rows) return;
     const optimizer first = optimizer_make(kind, rate, beta1, beta2, eps, p1, p2);
     const int adam = kind != OPTIMIZER_SGD, whole = min(UPDATE_VECTORS, (cols - c0) / 8);
@@ -249,7 +247,15 @@ void recurrent_update_at(const int kind, int steps, int rows, int cols, global c
         g[j] = 0;
     }
     optimizer o = first;
-    if (ordered) {
+    if (ordered && whole == UPDATE_VECTORS) {  // every chain real: no choice per load
+        for (int k = 0; k < steps; ++k, o = optimizer_next(o)) {
+            const REAL dk = d[(size_t)k * ldd + r];
+            global const REAL *xk = x + (size_t)k * ldx + c0;
+            #pragma unroll
+            for (int j = 0; j < UPDATE_VECTORS; ++j)
+                optimizer_step8(o, decay, dk * vload8(j, xk), &wv[j], &mv[j], &vv[j]);
+        }
+    } else if (ordered) {
         for (int k = 0; k < steps; ++k, o = optimizer_next(o)) {
             const REAL dk = d[(size_t)k * ldd + r];
             global const REAL *xk = x + (size_t)k * ldx + c0;
@@ -285,13 +291,29 @@ void recurrent_update_at(const int kind, int steps, int rows, int cols, global c
     }
 }
 
+// Every parameter array of a network in one launch (recurrent_update_at for each): `table`
+// holds UPDATE_ENTRY ints per array, in order: its first work-item, rows, cols, where its d
+// and x lie in `steps_buffer` (a Step's buffers, one allocation) and their row strides, whether
+// it decays (0 or 1: `decay` times it), and its offset in the flat buffers w, m, v. Array a's
+// work-items are rows x ceil(cols / (8 UPDATE_VECTORS)), row by row. global size: the table's
+// work-items (or more: those past the last array's do nothing).
+#define UPDATE_ENTRY 9
 #define RECURRENT_UPDATE(NAME, KIND)                                                          \
-    kernel void NAME(int steps, int rows, int cols, global const REAL *d, int ldd,            \
-                     global const REAL *x, int ldx, REAL rate, REAL beta1, REAL beta2,        \
+    kernel void NAME(int steps, int arrays, global const int *table,                          \
+                     global const REAL *steps_buffer, REAL rate, REAL beta1, REAL beta2,      \
                      REAL eps, REAL decay, REAL p1, REAL p2, int ordered, global REAL *w,     \
                      global REAL *m, global REAL *v) {                                        \
-        recurrent_update_at(KIND, steps, rows, cols, d, ldd, x, ldx, rate, beta1, beta2, eps, \
-                            decay, p1, p2, ordered, w, m, v);                                 \
+        const int q = get_global_id(0);                                                       \
+        int a = 0;                                                                            \
+        while (a + 1 < arrays && q >= table[(a + 1) * UPDATE_ENTRY]) ++a;                     \
+        global const int *e = table + a * UPDATE_ENTRY;                                       \
+        const int item = q - e[0], across = (e[2] + 8 * UPDATE_VECTORS - 1) /                 \
+                                            (8 * UPDATE_VECTORS);                             \
+        if (item >= e[1] * across) return;                                                    \
+        recurrent_update_at(KIND, item / across, item % across * 8 * UPDATE_VECTORS, steps,   \
+                            e[1], e[2], steps_buffer + e[3], e[4], steps_buffer + e[5], e[6], \
+                            rate, beta1, beta2, eps, decay * e[7], p1, p2, ordered,           \
+                            w + e[8], m + e[8], v + e[8]);                                    \
     }
 RECURRENT_UPDATE(recurrent_update_sgd, OPTIMIZER_SGD)
 RECURRENT_UPDATE(recurrent_update_adam, OPTIMIZER_ADAM)

@@ -25,6 +25,16 @@ def run(device, name, size, *args):
     device.queue.finish()
 
 
+def update(device, kind, steps, rows, cols, d, ldd, x, ldx, values, ordered, w, m, v):
+    """recurrent_update_<kind> over one parameter array (a table of one entry): d and x side by
+    side in the buffer the table points into."""
+    both = device.to_device(np.concatenate([d.ravel(), x.ravel()]))
+    table = cl_array.to_device(device.queue, np.array(
+        [0, rows, cols, 0, ldd, d.size, ldx, 1, 0], np.int32))
+    run(device, f"recurrent_update_{KERNELS[kind]}", (rows * -(-cols // 32),), steps, 1, table,
+        both, *values, ordered, w, m, v)
+
+
 @pytest.mark.parametrize(("rows", "cols"), [(1, 1), (3, 7), (17, 8), (5, 17), (1, 257)])
 @pytest.mark.parametrize("steps", [1, 5])
 def test_ordered_update_is_grenades_steps_in_order(device, rng, rows, cols, steps):
@@ -37,9 +47,8 @@ def test_ordered_update_is_grenades_steps_in_order(device, rng, rows, cols, step
     x = rng.normal(size=(steps, cols + 1)).astype(dt)
     for l2 in (L2, 0.0):
         w_dev, m_dev = device.to_device(w), device.to_device(m)
-        run(device, "recurrent_update_sgd", (rows, -(-cols // 8)), steps, rows, cols,
-            device.to_device(d), rows + 2, device.to_device(x), cols + 1,
-            *optimizer_args(dt, *SGD_ARGS, l2), 1, w_dev, m_dev, device.zeros((1,)))
+        update(device, 0, steps, rows, cols, d, rows + 2, x, cols + 1,
+               optimizer_args(dt, *SGD_ARGS, l2), 1, w_dev, m_dev, device.zeros((1,)))
         wv, mv = w.copy(), m.copy()
         for k in range(steps):
             g = d[k, :rows, None] * x[k, None, :cols]
@@ -55,9 +64,8 @@ def test_summed_update_takes_one_step(device, rng, rows, cols):
     w, m = rng.normal(size=(rows, cols)), rng.normal(size=(rows, cols))
     d, x = rng.normal(size=(steps, rows)), rng.normal(size=(steps, cols))
     w_dev, m_dev = device.to_device(w), device.to_device(m)
-    run(device, "recurrent_update_sgd", (rows, -(-cols // 8)), steps, rows, cols,
-        device.to_device(d), rows, device.to_device(x), cols, *optimizer_args(dt, *SGD_ARGS, L2),
-        0, w_dev, m_dev, device.zeros((1,)))
+    update(device, 0, steps, rows, cols, d, rows, x, cols, optimizer_args(dt, *SGD_ARGS, L2),
+           0, w_dev, m_dev, device.zeros((1,)))
     g = d.T @ x
     m2 = MOMENTUM * m - RATE * g
     np.testing.assert_allclose(m_dev.get(), m2, **tolerance(device, steps))
@@ -86,9 +94,8 @@ def test_adam_updates_are_torchs_steps_in_order(device64, rng, rows, cols, kind,
     m, v = rng.normal(size=(rows, cols)), rng.uniform(size=(rows, cols))
     d, x = rng.normal(size=(steps, rows)), rng.normal(size=(steps, cols))
     w_dev, m_dev, v_dev = (device64.to_device(a) for a in (w, m, v))
-    run(device64, f"recurrent_update_{KERNELS[kind]}", (rows, -(-cols // 8)), steps, rows,
-        cols, device64.to_device(d), rows, device64.to_device(x), cols,
-        *optimizer_args(dt, 0.01, 0.9, 0.999, 1e-8, decay, t0), ordered, w_dev, m_dev, v_dev)
+    update(device64, kind, steps, rows, cols, d, rows, x, cols,
+           optimizer_args(dt, 0.01, 0.9, 0.999, 1e-8, decay, t0), ordered, w_dev, m_dev, v_dev)
     gradients = [d[k, :, None] * x[k, None, :] for k in range(steps)]
     for k, g in enumerate(gradients if ordered else [sum(gradients)]):
         w, m, v = adam(w, m, v, g, t0 + k, 0.01, weight_decay=decay, decoupled=kind == 2)
