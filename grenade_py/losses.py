@@ -21,12 +21,15 @@ import pyopencl.array as cl_array
 from grenade_py.device import Device, Launch
 from grenade_py.layers import Softmax
 
+#: Work-items of loss_metrics' one work-group (LOSS_LANES in kernels/loss.cl).
+LOSS_LANES = 64
+
 
 class Loss:
     """A loss: its name, what it needs of a network and targets, and its launches."""
 
     name = ""
-    #: Whether loss_rows computes the loss from the logits (cross entropy), not the output.
+    #: Whether loss_metrics computes the loss from the logits (cross entropy), not the output.
     from_logits = False
 
     def check(self, net: Any) -> None:
@@ -57,13 +60,9 @@ class Loss:
         summed loss to acc[0], their correct rows to acc[1] and their count to acc[2]; the
         caller keeps them for as long as it sums into `acc` (3 values)."""
         n = y.shape[0]
-        row_loss, row_correct, counted = (device.zeros((n,)) for _ in range(3))
-        return [
-            device.launch("loss_rows", (n,), n, y.size // n, int(self.from_logits),
-                          int(mask is not None), y, logits, target,
-                          mask if mask is not None else target, row_loss, row_correct, counted),
-            device.launch("loss_accumulate", (1,), n, row_loss, row_correct, counted, acc),
-        ]
+        return [device.launch("loss_metrics", (LOSS_LANES,), n, y.size // n,
+                              int(self.from_logits), int(mask is not None), y, logits, target,
+                              mask if mask is not None else target, acc, local=(LOSS_LANES,))]
 
     def __repr__(self) -> str:
         return self.name

@@ -11,7 +11,7 @@ kernel void loss_gradient(int rows, int width, REAL scale, int masked, global co
     dy[at] = masked && mask[at / width] == 0 ? (REAL)0 : loss_gradient_at(y[at], t[at], scale);
 }
 
-// One row's loss (see loss_rows) from its output y, logits and target t (w values each).
+// One row's loss (see loss_metrics) from its output y, logits and target t (w values each).
 REAL loss_row_at(int w, int cross_entropy, global const REAL *y, global const REAL *logits,
                  global const REAL *t) {
     REAL value = 0;
@@ -32,7 +32,7 @@ REAL loss_row_at(int w, int cross_entropy, global const REAL *y, global const RE
     return value;
 }
 
-// Whether a row is correct (see loss_rows): 1 or 0.
+// Whether a row is correct (see loss_metrics): 1 or 0.
 REAL correct_row_at(int w, global const REAL *y, global const REAL *t) {
     if (w == 1) return (y[0] > (REAL)0.5) == (t[0] > (REAL)0.5);
     int best_y = 0, best_t = 0;
@@ -48,34 +48,32 @@ REAL correct_row_at(int w, global const REAL *y, global const REAL *t) {
 //   squared error: 0.5 sum (y - t)^2;  cross entropy: -sum t log softmax(logits), computed from
 //   the logits as t . (log sum exp(logits - max) - (logits - max)), finite for any logits.
 // A row is correct when argmax y == argmax t (width 1: both on the same side of 0.5). With
-// `masked`, rows whose mask is 0 (sequence steps without a target) count nothing; counted[r]
-// says whether row r counts.
-kernel void loss_rows(int n, int w, int cross_entropy, int masked, global const REAL *y,
-                      global const REAL *logits, global const REAL *t,
-                      global const REAL *mask, global REAL *loss, global REAL *correct,
-                      global REAL *counted) {
-    int r = get_global_id(0);
-    if (r >= n) return;
-    counted[r] = !masked || mask[r] != 0;
-    loss[r] = correct[r] = 0;
-    if (counted[r] == 0) return;
-    size_t base = (size_t)r * w;
-    loss[r] = loss_row_at(w, cross_entropy, y + base, logits + base, t + base);
-    correct[r] = correct_row_at(w, y + base, t + base);
-}
-
-// acc[0] += sum of loss, acc[1] += sum of correct, acc[2] += sum of counted (n rows); one
-// work-item.
-kernel void loss_accumulate(int n, global const REAL *loss, global const REAL *correct,
-                            global const REAL *counted, global REAL *acc) {
-    if (get_global_id(0) != 0) return;
+// `masked`, rows whose mask is 0 (sequence steps without a target) count nothing. One
+// work-group of LOSS_LANES work-items: lane l sums rows l, l + LOSS_LANES, ... in order, then
+// lane 0 adds the lanes' sums in order to acc[0] (loss), acc[1] (correct rows), acc[2]
+// (rows counted).
+#define LOSS_LANES 64
+kernel void loss_metrics(int n, int w, int cross_entropy, int masked, global const REAL *y,
+                         global const REAL *logits, global const REAL *t,
+                         global const REAL *mask, global REAL *acc) {
+    local REAL sums[3][LOSS_LANES];
+    const int lid = get_local_id(0);
     REAL l = 0, c = 0, k = 0;
-    for (int r = 0; r < n; ++r) {
-        l += loss[r];
-        c += correct[r];
-        k += counted[r];
+    for (int r = lid; r < n; r += LOSS_LANES) {
+        if (masked && mask[r] == 0) continue;
+        const size_t base = (size_t)r * w;
+        l += loss_row_at(w, cross_entropy, y + base, logits + base, t + base);
+        c += correct_row_at(w, y + base, t + base);
+        k += 1;
     }
-    acc[0] += l;
-    acc[1] += c;
-    acc[2] += k;
+    sums[0][lid] = l;
+    sums[1][lid] = c;
+    sums[2][lid] = k;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid != 0) return;
+    for (int j = 0; j < 3; ++j) {
+        REAL total = 0;
+        for (int i = 0; i < LOSS_LANES; ++i) total += sums[j][i];
+        acc[j] += total;
+    }
 }

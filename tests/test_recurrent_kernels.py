@@ -133,10 +133,8 @@ def test_masked_error_and_metrics(device, rng, rows, n):
     for cross_entropy, loss in ((0, 0.5 * ((y - target) ** 2).sum(axis=1)),
                                 (1, -np.log(y[np.arange(rows), hot] / y.sum(axis=1)))):
         sums.fill(0)
-        rows_out = [device.zeros((rows,)) for _ in range(3)]
-        run(device, "loss_rows", (rows,), rows, n, cross_entropy, 1, y_dev,
-            device.to_device(logits), t_dev, m_dev, *rows_out)
-        run(device, "loss_accumulate", (1,), rows, *rows_out, sums)
+        device.launch("loss_metrics", (64,), rows, n, cross_entropy, 1, y_dev,
+                      device.to_device(logits), t_dev, m_dev, sums, local=(64,))()
         want = [loss[kept].sum(), (y.argmax(axis=1) == hot)[kept].sum(), kept.sum()]
         np.testing.assert_allclose(sums.get(), want, **tolerance(device, n))
 

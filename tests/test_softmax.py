@@ -83,30 +83,26 @@ def test_large_logits_give_finite_results(device):
     np.testing.assert_allclose(grads[0]["weights"], (p - t).T @ x / 2, rtol=1e-5, atol=1e-6)
 
 
-def test_loss_rows_kernel(device, rng):
-    """Reported loss values: cross-entropy from the logits (finite at 1e4), squared error."""
-    n, w = 5, 4
+@pytest.mark.parametrize("n", [1, 5, 257])
+def test_loss_metrics_kernel(device, rng, n):
+    """Reported loss values, summed over rows (more rows than the kernel's lanes at 257):
+    cross-entropy from the logits (finite at 1e4), squared error; correct rows; rows."""
+    w = 4
     logits = rng.normal(size=(n, w))
     logits[0] = [1e4, -1e4, 0, 3]
     p = softmax(logits)
     t = np.eye(w)[rng.integers(0, w, size=n)]
     t[0] = [0, 1, 0, 0]  # the -1e4 logit: loss 2e4, not inf
-    loss, correct, counted = (device.zeros((n,)) for _ in range(3))
-    acc = device.zeros((3,))
     p_dev, t_dev = device.to_device(p), device.to_device(t)
-    device.launch("loss_rows", (n,), n, w, 1, 0, p_dev, device.to_device(logits), t_dev, t_dev,
-                  loss, correct, counted)()
-    device.launch("loss_accumulate", (1,), n, loss, correct, counted, acc)()
     log_p = logits - logits.max(axis=1, keepdims=True)
     log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
-    expected = -(t * log_p).sum(axis=1)
-    np.testing.assert_allclose(loss.get(), expected, rtol=1e-5)
-    right = p.argmax(axis=1) == t.argmax(axis=1)
-    np.testing.assert_array_equal(correct.get(), right)
-    np.testing.assert_allclose(acc.get(), [expected.sum(), right.sum(), n], rtol=1e-5)
-    device.launch("loss_rows", (n,), n, w, 0, 0, p_dev, p_dev, t_dev, t_dev, loss, correct,
-                  counted)()
-    np.testing.assert_allclose(loss.get(), 0.5 * ((p - t) ** 2).sum(axis=1), rtol=1e-5)
+    right = (p.argmax(axis=1) == t.argmax(axis=1)).sum()
+    for cross_entropy, loss in ((1, -(t * log_p).sum(axis=1)),
+                                (0, 0.5 * ((p - t) ** 2).sum(axis=1))):
+        acc = device.to_device(np.array([1.0, 2.0, 3.0]))  # it adds to what is there
+        device.launch("loss_metrics", (64,), n, w, cross_entropy, 0, p_dev,
+                      device.to_device(logits), t_dev, t_dev, acc, local=(64,))()
+        np.testing.assert_allclose(acc.get(), [1 + loss.sum(), 2 + right, 3 + n], rtol=1e-5)
 
 
 @pytest.mark.parametrize("width", [1, 3, 17, 784])
