@@ -84,8 +84,8 @@ def flat_place(net: Network, view: cl_array.Array) -> tuple[int, int]:
     (parameters, momentum, second) and its offset there, in values (a generated loop that
     takes the flat buffers finds the parameters there)."""
     parent, offset = view_place(view)  # a sub-buffer of one of them
-    return next(r for r, name in enumerate(ROLES) if buffer(net.flat[name]).int_ptr == parent), \
-        offset
+    role = next(r for r, name in enumerate(ROLES) if buffer(net.flat[name]).int_ptr == parent)
+    return role, offset
 
 
 def joined(statements: list[str]) -> str:
