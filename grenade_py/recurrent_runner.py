@@ -251,7 +251,7 @@ class SymbolCorpus:
         if p not in self._fills:
             n = int(self.net.input_shape.dims[0])
             sums = device.zeros((3,))
-            self._fills[p] = (device.launch("one_hot_sequences", (n, p.rows), steps, batch, n,
+            self._fills[p] = (device.launch("one_hot_sequences", (p.rows,), steps, batch, n,
                                             0, every, self.codes, on_device, p.input, p.target,
                                             p.mask), sums, p.metrics(sums))
         fill, sums, measure = self._fills[p]

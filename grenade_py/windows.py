@@ -251,7 +251,7 @@ def train_symbol_windows(trainer: WindowTrainer, learning: Optimizer, codes: cl_
                 layout.offsets, ((rows, n), (rows, n), (rows,), (size,)), strict=True))
             lengths.fill(steps)
             fills[steps, size] = (layout, io, device.launch(
-                "one_hot_sequences", (n, rows), steps, size, n, 0, every, codes, offsets, x, t,
+                "one_hot_sequences", (rows,), steps, size, n, 0, every, codes, offsets, x, t,
                 m))
         layout, io, fill = fills[steps, size]
         fill.set_arg(3, first)

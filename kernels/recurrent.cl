@@ -403,15 +403,18 @@ kernel void recurrent_start_states(int n, int B, global const REAL *state,
 // Character sequences from a corpus of symbol indices, one-hot: x[t] = corpus[offset + t],
 // target[t] = corpus[offset + t + 1] for T steps of B sequences starting at offsets[first + s];
 // targets on every step (`every`) or on the last only (Grenade's shakespeare.hs).
+// A work-item per row: global size (T B).
 kernel void one_hot_sequences(int T, int B, int n, int first, int every,
                               global const int *corpus, global const int *offsets,
                               global REAL *x, global REAL *target, global REAL *mask) {
-    const int j = get_global_id(0), row = get_global_id(1);
-    if (j >= n || row >= T * B) return;
+    const int row = get_global_id(0);
+    if (row >= T * B) return;
     const int t = row / B, s = row % B;
-    const int at = offsets[first + s] + t;
-    const size_t i = (size_t)row * n + j;
-    x[i] = corpus[at] == j;
-    target[i] = corpus[at + 1] == j;
-    if (j == 0) mask[row] = every || t == T - 1;
+    const int at = offsets[first + s] + t, in = corpus[at], out = corpus[at + 1];
+    global REAL *xr = x + (size_t)row * n, *tr = target + (size_t)row * n;
+    for (int j = 0; j < n; ++j) {
+        xr[j] = in == j;
+        tr[j] = out == j;
+    }
+    mask[row] = every || t == T - 1;
 }

@@ -146,7 +146,7 @@ def test_one_hot_sequences(device, rng, steps, batch, n, every):
     offsets = rng.integers(0, 100 - steps - 1, size=batch + 2).astype(np.int32)
     rows = steps * batch
     x, target, mask = device.zeros((rows, n)), device.zeros((rows, n)), device.zeros((rows,))
-    run(device, "one_hot_sequences", (n, rows), steps, batch, n, 2, every,
+    run(device, "one_hot_sequences", (rows,), steps, batch, n, 2, every,
         cl_array.to_device(device.queue, corpus), cl_array.to_device(device.queue, offsets), x,
         target, mask)
     eye = np.eye(n)
