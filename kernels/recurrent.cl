@@ -247,23 +247,21 @@ void recurrent_update_at(const int kind, int r, int c0, int steps, int rows, int
         g[j] = 0;
     }
     optimizer o = first;
-    if (ordered && whole == UPDATE_VECTORS) {  // every chain real: no choice per load
-        for (int k = 0; k < steps; ++k, o = optimizer_next(o)) {
-            const REAL dk = d[(size_t)k * ldd + r];
-            global const REAL *xk = x + (size_t)k * ldx + c0;
-            #pragma unroll
-            for (int j = 0; j < UPDATE_VECTORS; ++j)
-                optimizer_step8(o, decay, dk * vload8(j, xk), &wv[j], &mv[j], &vv[j]);
-        }
+    // The steps in time order, on the chains below `chains`: with every chain real (a
+    // constant), the choice per load folds away.
+#define ORDERED_STEPS(chains)                                                                 \
+    for (int k = 0; k < steps; ++k, o = optimizer_next(o)) {                                  \
+        const REAL dk = d[(size_t)k * ldd + r];                                               \
+        global const REAL *xk = x + (size_t)k * ldx + c0;                                     \
+        _Pragma("unroll")                                                                     \
+        for (int j = 0; j < UPDATE_VECTORS; ++j)                                              \
+            optimizer_step8(o, decay, dk * (j < (chains) ? vload8(j, xk) : 0), &wv[j],        \
+                            &mv[j], &vv[j]);                                                  \
+    }
+    if (ordered && whole == UPDATE_VECTORS) {
+        ORDERED_STEPS(UPDATE_VECTORS)
     } else if (ordered) {
-        for (int k = 0; k < steps; ++k, o = optimizer_next(o)) {
-            const REAL dk = d[(size_t)k * ldd + r];
-            global const REAL *xk = x + (size_t)k * ldx + c0;
-            #pragma unroll
-            for (int j = 0; j < UPDATE_VECTORS; ++j)
-                optimizer_step8(o, decay, dk * (j < whole ? vload8(j, xk) : 0), &wv[j], &mv[j],
-                                &vv[j]);
-        }
+        ORDERED_STEPS(whole)
     } else {
         for (int k = 0; k < steps; ++k) {
             const REAL dk = d[(size_t)k * ldd + r];
@@ -272,6 +270,7 @@ void recurrent_update_at(const int kind, int r, int c0, int steps, int rows, int
             for (int j = 0; j < UPDATE_VECTORS; ++j) g[j] += dk * (j < whole ? vload8(j, xk) : 0);
         }
     }
+#undef ORDERED_STEPS
     for (int j = 0; j < whole; ++j) {
         if (!ordered) optimizer_step8(first, decay, g[j], &wv[j], &mv[j], &vv[j]);
         vstore8(wv[j], j, w + at);
