@@ -117,8 +117,8 @@ class Exchange:
         lines = [f"const int n{k} = {n};" for k, n in plan.sizes.items()]
         lines += [f"global REAL *{name} = {pointers.get(name, f'{tape}_{name}')};"
                   for name, _ in plan.own]
-        lines += [f"global REAL *{name} = {value};" for name, value in pointers.items()
-                  if name not in dict(plan.own)]
+        lines += [f"global {'const ' * (name == 'a0')}REAL *{name} = {value};"  # as fused_source
+                  for name, value in pointers.items() if name not in dict(plan.own)]
         lines += plan.aliases
         for i, layer in plan.numbered:
             for decl, value in layer.fused_args(i):
