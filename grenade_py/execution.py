@@ -197,7 +197,7 @@ class Step:
                                                  mask, top_delta)]
             self._backward += self.net.backward_below(
                 self.top, self.steps, self.batch, self.input, self.output, top_delta,
-                self.deltas[0], self.buffers)
+                self.deltas[0], self.buffers, gradients=not self.recurrent)
         return self._backward
 
     def backward(self, scale: float | None = None, ordered: bool = False,

@@ -4,16 +4,6 @@
 // is one launch. `states` ((T + 1) * B, n) holds each step's incoming recurrent state: rows
 // 0 .. B - 1 are the states the sequences start from, and step t writes row (t + 1) * B + s.
 
-// sum_k a[k] b[k] over n contiguous values, in vectors of VW lanes (kernels/gemm.cl).
-REAL recurrent_dot(global const REAL *a, global const REAL *b, int n) {
-    realv acc = 0;
-    int k = 0;
-    for (; k + VW <= n; k += VW) acc += VLOAD(0, a + k) * VLOAD(0, b + k);
-    REAL sum = gemm_hsum(acc);
-    for (; k < n; ++k) sum += a[k] * b[k];
-    return sum;
-}
-
 // -- LSTM (Grenade.Recurrent.Layers.LSTM): the state is the cell c; gates f, i, o, c ---------
 
 // One unit r of one step: zr (4 o) holds W x on entry, the gates' values f, i, o, g on exit;
@@ -42,44 +32,68 @@ void lstm_unit_forward(int o, int r, global const REAL *ut, global const REAL *b
     hr[r] = og * cell;
 }
 
+// Vectors of 8 units per work-item of the step kernels: each work-item sums U c- (or U^T d)
+// for that many vectors at once. A single sum is a chain of dependent FMAs, each waiting on the
+// last one's latency; independent chains side by side keep the FMA units busy. Every sum still
+// adds its terms in the same order, so the results are those of one sum at a time.
+#define LSTM_VECTORS 4
+
 // Forward (runRecurrentForwards). z (T * B, 4 o): on entry W x for f, i, o, c; on exit the
 // gates' values f, i, o and g = tanh (the tape). ut (o, 3 o): U_f, U_i, U_o transposed, side by
 // side, so that each lane adds U c- for 8 consecutive units as vectors: c- broadcast, U^T's
-// rows contiguous. b (4 o): the biases. h: o * c.
+// rows contiguous. b (4 o): the biases. h: o * c. Units past the last whole vector of 8 take
+// lstm_unit_forward's scalar form.
 kernel void lstm_forward_steps(int T, int B, int o, global const REAL *ut,
                                global const REAL *b, global REAL *z, global REAL *c,
                                global REAL *h) {
     const int s = get_group_id(0), lid = get_local_id(0), nl = get_local_size(0);
+    const int span = 8 * LSTM_VECTORS;
     for (int t = 0; t < T; ++t) {
         const size_t row = (size_t)t * B + s;
         global const REAL *prev = c + row * o;
         global REAL *zr = z + row * 4 * o, *next = c + (row + B) * o, *hr = h + row * o;
-        for (int r0 = lid * 8; r0 < o; r0 += nl * 8) {
-            if (r0 + 8 <= o) {
-                REAL8 sf = 0, si = 0, so = 0;
-                for (int k = 0; k < o; ++k) {
-                    global const REAL *u = ut + (size_t)k * 3 * o + r0;
-                    const REAL ck = prev[k];
-                    sf += vload8(0, u) * ck;
-                    si += vload8(0, u + o) * ck;
-                    so += vload8(0, u + 2 * o) * ck;
-                }
-                const REAL8 f = 1 / (1 + exp(-(vload8(0, b + r0) + vload8(0, zr + r0) + sf))),
-                            i = 1 / (1 + exp(-(vload8(0, b + o + r0) + vload8(0, zr + o + r0)
-                                               + si))),
-                            og = 1 / (1 + exp(-(vload8(0, b + 2 * o + r0)
-                                                + vload8(0, zr + 2 * o + r0) + so))),
-                            g = tanh(vload8(0, b + 3 * o + r0) + vload8(0, zr + 3 * o + r0));
-                const REAL8 cell = f * vload8(0, prev + r0) + i * g;
-                vstore8(f, 0, zr + r0);
-                vstore8(i, 0, zr + o + r0);
-                vstore8(og, 0, zr + 2 * o + r0);
-                vstore8(g, 0, zr + 3 * o + r0);
-                vstore8(cell, 0, next + r0);
-                vstore8(og * cell, 0, hr + r0);
-            } else {
-                for (int r = r0; r < o; ++r) lstm_unit_forward(o, r, ut, b, zr, prev, next, hr);
+        for (int r0 = lid * span; r0 < o; r0 += nl * span) {
+            const int whole = min(LSTM_VECTORS, (o - r0) / 8);
+            REAL8 sf[LSTM_VECTORS], si[LSTM_VECTORS], so[LSTM_VECTORS];
+            #pragma unroll
+            for (int j = 0; j < LSTM_VECTORS; ++j) sf[j] = si[j] = so[j] = 0;
+#define LSTM_SUMS(vectors)                                                                    \
+            for (int k = 0; k < o; ++k) {                                                     \
+                global const REAL *u = ut + (size_t)k * 3 * o + r0;                           \
+                const REAL ck = prev[k];                                                      \
+                _Pragma("unroll")                                                             \
+                for (int j = 0; j < LSTM_VECTORS; ++j) {                                      \
+                    if (j < (vectors)) {                                                      \
+                        sf[j] += vload8(j, u) * ck;                                           \
+                        si[j] += vload8(j, u + o) * ck;                                       \
+                        so[j] += vload8(j, u + 2 * o) * ck;                                   \
+                    }                                                                         \
+                }                                                                             \
             }
+            if (whole == LSTM_VECTORS) {  // the vectors' count known: no test per term
+                LSTM_SUMS(LSTM_VECTORS)
+            } else {
+                LSTM_SUMS(whole)
+            }
+#undef LSTM_SUMS
+            for (int j = 0; j < whole; ++j) {
+                const int r = r0 + 8 * j;
+                const REAL8 f = 1 / (1 + exp(-(vload8(0, b + r) + vload8(0, zr + r) + sf[j]))),
+                            i = 1 / (1 + exp(-(vload8(0, b + o + r) + vload8(0, zr + o + r)
+                                               + si[j]))),
+                            og = 1 / (1 + exp(-(vload8(0, b + 2 * o + r)
+                                                + vload8(0, zr + 2 * o + r) + so[j]))),
+                            g = tanh(vload8(0, b + 3 * o + r) + vload8(0, zr + 3 * o + r));
+                const REAL8 cell = f * vload8(0, prev + r) + i * g;
+                vstore8(f, 0, zr + r);
+                vstore8(i, 0, zr + o + r);
+                vstore8(og, 0, zr + 2 * o + r);
+                vstore8(g, 0, zr + 3 * o + r);
+                vstore8(cell, 0, next + r);
+                vstore8(og * cell, 0, hr + r);
+            }
+            for (int r = r0 + 8 * whole; r < min(o, r0 + span); ++r)
+                lstm_unit_forward(o, r, ut, b, zr, prev, next, hr);
         }
         barrier(CLK_GLOBAL_MEM_FENCE);
     }
@@ -100,11 +114,45 @@ void lstm_unit_backward(int o, int r, global const REAL *zr, global const REAL *
     dr[3 * o + r] = (1 - g * g) * (dct * i);
 }
 
-// The cell delta carried to the step before, for unit k: U^T (f_s', i_s', o_s') + dc * f (a dot
-// product along a row of U^T).
-REAL lstm_carry_at(int o, int k, global const REAL *ut, global const REAL *zr,
-                   global const REAL *dr, global const REAL *dc) {
-    return recurrent_dot(ut + (size_t)k * 3 * o, dr, 3 * o) + dc[k] * zr[k];
+// The cell delta carried to the step before, for unit k: U^T (f_s', i_s', o_s') + dc * f, from
+// `sum`, the dot product along row k of U^T (in vectors of VW lanes, kernels/gemm.cl) whose
+// terms from `from` on are still to be added one by one.
+REAL lstm_carry_at(int o, int k, realv sum, int from, global const REAL *ut,
+                   global const REAL *zr, global const REAL *dr, global const REAL *dc) {
+    global const REAL *a = ut + (size_t)k * 3 * o;
+    REAL total = gemm_hsum(sum);
+    for (int p = from; p < 3 * o; ++p) total += a[p] * dr[p];
+    return total + dc[k] * zr[k];
+}
+
+// carried[k] for units k0 .. k0 + count - 1 (count at most LSTM_VECTORS, 4): the rows' dot
+// products side by side when there are 4, each summed as one alone would be.
+void lstm_carry_rows(int o, int k0, int count, global const REAL *ut, global const REAL *zr,
+                     global const REAL *dr, global const REAL *dc, global REAL *carried) {
+    const int n = 3 * o;
+    int q = 0;
+    if (count == 4) {
+        global const REAL *u = ut + (size_t)k0 * n;
+        realv s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (; q + VW <= n; q += VW) {
+            const realv d = VLOAD(0, dr + q);
+            s0 += VLOAD(0, u + q) * d;
+            s1 += VLOAD(0, u + n + q) * d;
+            s2 += VLOAD(0, u + 2 * n + q) * d;
+            s3 += VLOAD(0, u + 3 * n + q) * d;
+        }
+        carried[k0] = lstm_carry_at(o, k0, s0, q, ut, zr, dr, dc);
+        carried[k0 + 1] = lstm_carry_at(o, k0 + 1, s1, q, ut, zr, dr, dc);
+        carried[k0 + 2] = lstm_carry_at(o, k0 + 2, s2, q, ut, zr, dr, dc);
+        carried[k0 + 3] = lstm_carry_at(o, k0 + 3, s3, q, ut, zr, dr, dc);
+        return;
+    }
+    for (int k = k0; k < k0 + count; ++k) {
+        global const REAL *u = ut + (size_t)k * n;
+        realv sum = 0;
+        for (q = 0; q + VW <= n; q += VW) sum += VLOAD(0, u + q) * VLOAD(0, dr + q);
+        carried[k] = lstm_carry_at(o, k, sum, q, ut, zr, dr, dc);
+    }
 }
 
 // Backward through time (runRecurrentBackwards, last step first). dh (T * B, o): the delta at
@@ -125,7 +173,8 @@ kernel void lstm_backward_steps(int T, int B, int o, global const REAL *ut, glob
         for (int r = lid; r < o; r += nl)
             lstm_unit_backward(o, r, zr, prev, cell, dh[row * o + r], carried, dc, dr);
         barrier(CLK_GLOBAL_MEM_FENCE);
-        for (int k = lid; k < o; k += nl) carried[k] = lstm_carry_at(o, k, ut, zr, dr, dc);
+        for (int k = lid * LSTM_VECTORS; k < o; k += nl * LSTM_VECTORS)
+            lstm_carry_rows(o, k, min(LSTM_VECTORS, o - k), ut, zr, dr, dc, carried);
         barrier(CLK_GLOBAL_MEM_FENCE);
     }
 }

@@ -114,8 +114,9 @@ def main() -> None:
             Exchange(critic, maker)(d.to_device(rng.uniform(size=(2, 6, 8))),
                                     d.to_device(rng.normal(size=(2, 3))), d.zeros((2,)), 0, 2,
                                     g.SGD(0.01), g.Adam(0.01))
-        rn = g.RecurrentNetwork([g.LSTM(3, 4), g.ConcatRecurrent(g.BasicRecurrent(4, 2),
-                                                                  g.FullyConnected(4, 1)),
+        # 43 units: the LSTM step kernels' lanes of four vectors of 8, of one, and units alone
+        rn = g.RecurrentNetwork([g.LSTM(3, 43), g.ConcatRecurrent(g.BasicRecurrent(43, 2),
+                                                                   g.FullyConnected(43, 1)),
                                  g.FullyConnected(3, 3), g.Softmax()], input=g.D1(3), device=d,
                                 seed=1)
         for summed in (False, True):

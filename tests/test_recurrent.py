@@ -333,15 +333,16 @@ def check_against_torch(net: g.RecurrentNetwork, xs: np.ndarray,
                                    err_msg=name)
 
 
-def test_lstm_matches_torch_transcription_of_grenade_cell(device64: g.Device) -> None:
-    """LSTM 4 6 over 9 steps against Grenade's cell written in torch (torch's nn.LSTM is
-    another cell)."""
+@pytest.mark.parametrize("o", [6, 45])
+def test_lstm_matches_torch_transcription_of_grenade_cell(device64: g.Device, o: int) -> None:
+    """LSTM 4 o over 9 steps against Grenade's cell written in torch (torch's nn.LSTM is
+    another cell). 45 units: the step kernels' vectors of 8 four to a lane, a lane with fewer,
+    and units past the last whole vector (6: those alone)."""
     rng = np.random.default_rng(8)
-    net = g.RecurrentNetwork([g.LSTM(4, 6)], input=g.D1(4), device=device64, seed=1,
+    net = g.RecurrentNetwork([g.LSTM(4, o)], input=g.D1(4), device=device64, seed=1,
                              init="grenade")
     with_states(net, rng)
     xs, targets = sequence(net, 9, rng, every=2)
-    o = 6
 
     def cell(torch, p, c, x):
         z = p["b"] + p["w"].T @ x  # stored transposed

@@ -224,10 +224,11 @@ class Layer:
         return self.forward(steps * batch, x, y, buffers, training)
 
     def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
-                          dy: cl_array.Array, dx: cl_array.Array | None,
-                          buffers: Buffers) -> list[Launch]:
+                          dy: cl_array.Array, dx: cl_array.Array | None, buffers: Buffers,
+                          gradients: bool = True) -> list[Launch]:
         """`backward` over the rows of `batch` sequences of `steps`; a recurrent layer runs
-        backwards through time."""
+        backwards through time. Without `gradients` (a RecurrentNetwork's pass: its update
+        takes them from `factors`) a layer may leave its parameters' gradients unwritten."""
         return self.backward(steps * batch, x, y, dy, dx, buffers)
 
     def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,

@@ -46,8 +46,8 @@ class BasicRecurrent(RecurrentCell):
                                    y, local=local)]
 
     def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
-                          dy: cl_array.Array, dx: cl_array.Array | None,
-                          buffers: Buffers) -> list[Launch]:
+                          dy: cl_array.Array, dx: cl_array.Array | None, buffers: Buffers,
+                          gradients: bool = True) -> list[Launch]:
         device, i, o, local = self.device, self.i, self.o, self.local()
         rows = steps * batch
         return [device.launch("basic_recurrent_backward_steps", (local[0] * batch,), steps,

@@ -74,17 +74,16 @@ class ConcatRecurrent(RecurrentLayer, Branches):
                                               buffers["ya"], buffers["yb"], y)]
 
     def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
-                          dy: cl_array.Array, dx: cl_array.Array | None,
-                          buffers: Buffers) -> list[Launch]:
+                          dy: cl_array.Array, dx: cl_array.Array | None, buffers: Buffers,
+                          gradients: bool = True) -> list[Launch]:
         rows, (_, _, wa), (_, _, wb) = steps * batch, *self._parts()
         launches = [self.device.launch("split_rows", (wa + wb, rows), rows, wa, wb, dy,
                                        buffers["dya"], buffers["dyb"])]
         into = {"a": dx, "b": None if dx is None else buffers["dxb"]}
         for key, part, _ in self._parts():
             out, delta, own = buffers[f"y{key}"], buffers[f"dy{key}"], sub(buffers, key)
-            launches += (part.backward_sequence(steps, batch, x, out, delta, into[key], own)
-                         if isinstance(part, RecurrentLayer)
-                         else part.backward(rows, x, out, delta, into[key], own))
+            launches += part.backward_sequence(steps, batch, x, out, delta, into[key], own,
+                                               gradients)
         if dx is not None:
             count = rows * size(self.in_shape)
             launches.append(self.device.launch("add_values", (count,), count, dx,

@@ -45,19 +45,32 @@ class FullyConnected(Dense):
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        g, w, device = self.gradients, self.parameters["weights"], self.device
+        g, device = self.gradients, self.device
         if n == 1:
             launches = [device.launch("fc_backward_weights", (self.i + 1, self.o), n, self.i,
                                       self.o, x, dy, g["weights"], g["bias"])]
-            if dx is not None:
-                launches.append(device.launch("fc_backward_input", (self.i, n), n, self.i,
-                                              self.o, w, dy, dx))
-            return launches
-        launches = [gemm_outer(device, self.o, self.i, n, dy, 1, self.o, x, g["weights"]),
-                    gemm_column_sums(device, n, self.o, dy, g["bias"])]
-        if dx is not None:
-            launches.append(gemm_outer(device, n, self.i, self.o, dy, self.o, 1, w, dx))
-        return launches
+        else:
+            launches = [gemm_outer(device, self.o, self.i, n, dy, 1, self.o, x, g["weights"]),
+                        gemm_column_sums(device, n, self.o, dy, g["bias"])]
+        return launches + self.input_delta(n, dy, dx)
+
+    def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
+                          dy: cl_array.Array, dx: cl_array.Array | None, buffers: Buffers,
+                          gradients: bool = True) -> list[Launch]:
+        if gradients:
+            return self.backward(steps * batch, x, y, dy, dx, buffers)
+        return self.input_delta(steps * batch, dy, dx)
+
+    def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array | None
+                    ) -> list[Launch]:
+        """The launch writing dx = dy W (n rows), none if dx is None."""
+        w, device = self.parameters["weights"], self.device
+        if dx is None:
+            return []
+        if n == 1:
+            return [device.launch("fc_backward_input", (self.i, n), n, self.i, self.o, w, dy,
+                                  dx)]
+        return [gemm_outer(device, n, self.i, self.o, dy, self.o, 1, w, dx)]
 
     def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                 dy: cl_array.Array, buffers: Buffers) -> list[Factor]:

@@ -64,8 +64,8 @@ class LSTM(RecurrentCell):
                               local=local)]
 
     def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
-                          dy: cl_array.Array, dx: cl_array.Array | None,
-                          buffers: Buffers) -> list[Launch]:
+                          dy: cl_array.Array, dx: cl_array.Array | None, buffers: Buffers,
+                          gradients: bool = True) -> list[Launch]:
         p, device, o = self.parameters, self.device, self.o
         local = self.local()
         launches = [device.launch("lstm_backward_steps", (local[0] * batch,), steps, batch, o,
@@ -114,7 +114,8 @@ for (int t = T - 1; t >= 0; --t) {{
         lstm_unit_backward(o{i}, r, zt, st{i} + (size_t)t * o{i}, st{i} + (size_t)(t + 1) * o{i},
                            d{i + 1}[(size_t)t * o{i} + r], cr{i}, dc{i}, dzt);
     barrier(CLK_GLOBAL_MEM_FENCE);
-    for (int k = lid; k < o{i}; k += nl) cr{i}[k] = lstm_carry_at(o{i}, k, u{i}, zt, dzt, dc{i});
+    for (int k = lid * LSTM_VECTORS; k < o{i}; k += nl * LSTM_VECTORS)
+        lstm_carry_rows(o{i}, k, min(LSTM_VECTORS, o{i} - k), u{i}, zt, dzt, dc{i}, cr{i});
     barrier(CLK_GLOBAL_MEM_FENCE);
 }}"""
         if input_delta:

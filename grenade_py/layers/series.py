@@ -114,9 +114,10 @@ class Series(Layer):
         return self.backward_below(len(self.layers), 1, n, x, y, dy, dx, buffers)
 
     def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
-                          dy: cl_array.Array, dx: cl_array.Array | None,
-                          buffers: Buffers) -> list[Launch]:
-        return self.backward_below(len(self.layers), steps, batch, x, y, dy, dx, buffers)
+                          dy: cl_array.Array, dx: cl_array.Array | None, buffers: Buffers,
+                          gradients: bool = True) -> list[Launch]:
+        return self.backward_below(len(self.layers), steps, batch, x, y, dy, dx, buffers,
+                                   gradients)
 
     def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                 dy: cl_array.Array, buffers: Buffers) -> list[Factor] | None:
@@ -135,10 +136,10 @@ class Series(Layer):
 
     def backward_below(self, top: int, steps: int, batch: int, x: cl_array.Array,
                        y: cl_array.Array, dy: cl_array.Array, dx: cl_array.Array | None,
-                       buffers: Buffers) -> list[Launch]:
+                       buffers: Buffers, gradients: bool = True) -> list[Launch]:
         """The backward pass (through time) of layers top - 1 .. 0, from `dy`, the delta at
         boundary `top` (the output when top is the layer count; the loss may start lower, as
-        cross entropy starts at the logits)."""
+        cross entropy starts at the logits); `gradients` as in Layer.backward_sequence."""
         acts = self.activations(x, y, buffers)
         deltas: list[cl_array.Array | None] = [dx] + [
             buffers[f"d{k}"] for k in range(1, len(self.layers))] + [None]
@@ -148,5 +149,6 @@ class Series(Layer):
             delta = deltas[i + 1]
             assert delta is not None  # only dx may be None
             launches += self.layers[i].backward_sequence(steps, batch, acts[i], acts[i + 1],
-                                                         delta, deltas[i], sub(buffers, str(i)))
+                                                         delta, deltas[i], sub(buffers, str(i)),
+                                                         gradients)
         return launches
