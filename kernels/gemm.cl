@@ -34,15 +34,35 @@ REAL gemm_hsum(realv v) {
 // B[k P + p], in order of k, as gemm_outer sums (row by row of B: contiguous, vectorisable on
 // a CPU). The fused loop's one-example products: FullyConnected's input delta (a = dy, B = W),
 // Deconvolution's patches K x (a = K's row) and its input delta K^T patches (a = K's column).
+// The sums run in registers, up to four vectors of 8 columns side by side (independent chains
+// of FMAs), then a vector at a time, then the last P % 8 columns one at a time.
+#define ROW_PRODUCT(vectors)                                                                  \
+    for (; p0 + 8 * (vectors) <= P; p0 += 8 * (vectors)) {                                   \
+        REAL8 s[vectors];                                                                     \
+        _Pragma("unroll")                                                                     \
+        for (int j = 0; j < (vectors); ++j) s[j] = 0;                                         \
+        for (int k = 0; k < K; ++k) {                                                         \
+            const REAL av = a[(size_t)k * a_step];                                            \
+            global const REAL *row = B + (size_t)k * P + p0;                                  \
+            _Pragma("unroll")                                                                 \
+            for (int j = 0; j < (vectors); ++j) s[j] += av * vload8(j, row);                  \
+        }                                                                                     \
+        _Pragma("unroll")                                                                     \
+        for (int j = 0; j < (vectors); ++j) vstore8(s[j], j, out + p0);                       \
+    }
 void gemm_row_product(global const REAL *restrict a, int a_step, int K,
                       global const REAL *restrict B, int P, global REAL *restrict out) {
-    for (int p = 0; p < P; ++p) out[p] = 0;
-    for (int k = 0; k < K; ++k) {
-        const REAL av = a[(size_t)k * a_step];
-        global const REAL *row = B + (size_t)k * P;
-        for (int p = 0; p < P; ++p) out[p] += av * row[p];
+    int p0 = 0;
+    ROW_PRODUCT(4)
+    ROW_PRODUCT(2)
+    ROW_PRODUCT(1)
+    for (; p0 < P; ++p0) {
+        REAL sum = 0;
+        for (int k = 0; k < K; ++k) sum += a[(size_t)k * a_step] * B[(size_t)k * P + p0];
+        out[p0] = sum;
     }
 }
+#undef ROW_PRODUCT
 
 // Each GEMM is written once, as a template that grenade_py (kernel_library.instantiate) writes
 // out at several register-block shapes, $RM etc. as literal constants (gemm_dot_8x2,

@@ -10,6 +10,7 @@ from conftest import get_device, tolerance
 
 from grenade_py.device import Device
 from grenade_py.gemm import gemm_column_sums, gemm_dot, gemm_outer
+from grenade_py.kernel_library import kernel_source
 
 _tiled: dict[tuple[str, tuple], Device] = {}
 
@@ -154,3 +155,21 @@ def test_every_register_block_against_numpy(device, rng, form, monkeypatch):
             np.testing.assert_allclose(c.get(), want, **tolerance(device, terms=k),
                                        err_msg=f"{blocks.kernel_name(form, candidate)} "
                                                f"{m}x{n}x{k}")
+
+
+@pytest.mark.parametrize("p", [1, 3, 8, 17, 31, 40, 257])
+@pytest.mark.parametrize(("k", "step"), [(1, 1), (3, 3), (17, 1)])
+def test_gemm_row_product_is_gemm_outers_row(device, rng, p, k, step):
+    """The fused loop's one-row product (four, two and one vectors of columns at a time, then
+    columns one by one) gives gemm_outer's bits for the same row, and numpy's values."""
+    a, b = rng.normal(size=k * step), rng.normal(size=(k, p))
+    program = device.build(kernel_source() + """
+kernel void row_product(global const REAL *a, int step, int K, global const REAL *B, int P,
+                        global REAL *out) { gemm_row_product(a, step, K, B, P, out); }""")
+    a_dev, b_dev = device.to_device(a), device.to_device(b)
+    got, want = device.zeros((p,)), device.zeros((1, p))
+    run(device, device.launch("row_product", (1,), a_dev, step, k, b_dev, p, got,
+                              program=program, local=(1,)))
+    run(device, gemm_outer(device, 1, p, k, a_dev, 0, step, b_dev, want))
+    np.testing.assert_array_equal(got.get(), want.get()[0])
+    np.testing.assert_allclose(got.get(), a[::step] @ b, **tolerance(device, terms=k))
