@@ -88,6 +88,13 @@ def flat_place(net: Network, view: cl_array.Array) -> tuple[int, int]:
     return role, offset
 
 
+def flat_role(layer: Layer, view: cl_array.Array) -> int:
+    """The index in ROLES of the role (parameters, momentum, second) of one of `layer`'s views
+    into the flat buffers."""
+    return next(r for r, role in enumerate(ROLES)
+                if any(view is value for value in getattr(layer, role).values()))
+
+
 def joined(statements: list[str]) -> str:
     """The statements that are not empty, a barrier between each two."""
     return f"\n{BARRIER}\n".join(code for code in statements if code)
@@ -234,7 +241,9 @@ def fused_source(plan: LoopPlan, lanes: int = 1, kind: int = 0, many: bool = Fal
 
     With `many`, the kernel `fused_train_many` trains one network per work-group (see
     grenade_py.many): group g finds its parameters, moments, activations and deltas at
-    g x their size in buffers holding every network's, its optimiser's values in row g of
+    g x their size in buffers holding every network's (a buffer per role, as the single loop
+    takes a buffer per array: the compiler then knows that a parameter and its moment never
+    overlap, and vectorises the updates without checking), its optimiser's values in row g of
     `values`, and its examples in the order row g of `order` gives; the loop itself is the
     same code, so each network's arithmetic is its solo run's."""
     if plan.missing:
@@ -242,19 +251,19 @@ def fused_source(plan: LoopPlan, lanes: int = 1, kind: int = 0, many: bool = Fal
     end, top, own = plan.end, plan.top, plan.own
     params = ["int start", "int count", "global const REAL *xs", "global const REAL *ys"]
     params += ["global const REAL *values", "global const int *order", "int examples",
-               "global REAL *flat", "int flat_size"] if many else [
+               *(f"global REAL *{role}_all" for role in ROLES), "int flat_size"] if many else [
         "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay", "REAL p1", "REAL p2",
         "global const int *order", "global REAL *acc"]
     params += [f"global REAL *{name}{'_all' if many else ''}" for name, _ in own]
     prologue = [f"const int n{k} = {n};" for k, n in plan.sizes.items()]
     prologue += ["const int g = get_group_id(0);"] if many else []
     for i, layer in plan.numbered:
-        for decl, _ in layer.fused_args(i):
-            if many and "*" in decl:  # a view into the flat buffers: an offset into them
+        for decl, value in layer.fused_args(i):
+            if many and "*" in decl:  # a view into a flat buffer: an offset into its role's
                 name = decl.split("*")[-1].strip()
                 params.append(f"int {name}_at")
-                prologue.append(f"global REAL *{name} = flat + (size_t)g * flat_size + "
-                                f"{name}_at;")
+                prologue.append(f"global REAL *{name} = {ROLES[flat_role(layer, value)]}_all + "
+                                f"(size_t)g * flat_size + {name}_at;")
             else:
                 params.append(decl)
     if many:

@@ -21,7 +21,7 @@ from grenade_py.errors import GrenadeError
 from grenade_py.fused import MANY_LINE, build_loop, flat_place, fused_source, plan_loop, unrolled
 from grenade_py.inputs import examples
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
-from grenade_py.network import Network
+from grenade_py.network import Network, aligned_offsets, flat_view
 from grenade_py.network_file import ROLES
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.runner import FUSED_WORK
@@ -46,17 +46,16 @@ class ManyTrainer:
                                "train_many runs the fused per-example loop only")
         self.kernel, self.lanes = built
         self.count, self.size = count, padded(net.flat["parameters"].size)
-        self.flat = device.zeros((len(ROLES) * count * self.size,))
+        #: Every network's values by role, one network after another, in one allocation.
+        self.at, total = aligned_offsets(device.alignment, [count * self.size] * len(ROLES))
+        self.flat = device.zeros((total,))
         self.boundaries = [device.zeros((count * padded(n),)) for _, n in plan.own]
-        fixed: list[Any] = [buffer(self.flat), np.int32(self.size)]
+        self.roles = [flat_view(self.flat, at, (count * self.size,)) for at in self.at]
+        fixed: list[Any] = [buffer(view) for view in self.roles] + [np.int32(self.size)]
         fixed += [buffer(b) for b in self.boundaries]
         for i, layer in plan.numbered:
             for decl, value in layer.fused_args(i):
-                if "*" not in decl:
-                    fixed.append(value)
-                    continue
-                role, offset = flat_place(net, value)
-                fixed.append(np.int32(role * count * self.size + offset))
+                fixed.append(np.int32(flat_place(net, value)[1]) if "*" in decl else value)
         for index, value in enumerate(fixed, start=7):
             self.kernel.set_arg(index, value)
 
@@ -66,7 +65,7 @@ class ManyTrainer:
         nbytes = nets[0].flat["parameters"].nbytes
         for g, net in enumerate(nets):
             for r, role in enumerate(ROLES):
-                at = (r * self.count + g) * self.size * itemsize
+                at = (self.at[r] + g * self.size) * itemsize
                 if into:
                     cl.enqueue_copy(queue, buffer(self.flat), buffer(net.flat[role]),
                                     byte_count=nbytes, dst_offset=at)
