@@ -118,8 +118,9 @@ kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m,
 
 // RM rows x CV vectors of columns of C = A B from row m0 and column n0. Rows past the edge of A
 // repeat the last row (clamped index) and are not stored; a vector past the last column moves
-// back to end there (N - VW), recomputing columns of this block's own with the same sums; only
-// a block narrower than one vector goes scalar. (Also the product of conv_input_delta.)
+// back to end there (N - VW), recomputing columns with the same sums, and stores only those from
+// n0 on (the block's own); only a product narrower than one vector goes scalar, with the same
+// sums too. (Also the product of conv_input_delta.)
 // template $RM $CV: 16 1, 8 1, 12 1, 24 1, 6 2, 8 2, 12 2
 void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const REAL *A,
                               int a_m, int a_k, global const REAL *B, int b_k, global REAL *C,
@@ -127,7 +128,7 @@ void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const 
     global const REAL *a[$RM];
     #pragma unroll
     for (int r = 0; r < $RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
-    if (n0 + VW <= N) {
+    if (N >= VW) {
         int cols[$CV];
         #pragma unroll
         for (int c = 0; c < $CV; ++c) cols[c] = min(n0 + c * VW, N - VW);
@@ -151,8 +152,16 @@ void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const 
         for (int r = 0; r < $RM; ++r)
             if (m0 + r < M)
                 #pragma unroll
-                for (int c = 0; c < $CV; ++c)
-                    VSTORE(acc[r][c], 0, C + (size_t)(m0 + r) * c_m + cols[c]);
+                for (int c = 0; c < $CV; ++c) {
+                    global REAL *row = C + (size_t)(m0 + r) * c_m + cols[c];
+                    if (cols[c] >= n0) {
+                        VSTORE(acc[r][c], 0, row);
+                    } else {  // moved back past n0: the columns before it are another block's
+                        REAL lanes[VW];
+                        VSTORE(acc[r][c], 0, lanes);
+                        for (int l = n0 - cols[c]; l < VW; ++l) row[l] = lanes[l];
+                    }
+                }
     } else {
         for (int r = 0; r < min($RM, M - m0); ++r)
             for (int n = n0; n < N; ++n) {

@@ -25,6 +25,11 @@ def main() -> None:
                   loss="cross_entropy", schedule="cosine")
             g.evaluate(mlp, rng.normal(size=(3, 7)), np.eye(3)[rng.integers(0, 3, 3)],
                        loss="cross_entropy")
+            # 40 columns: gemm_outer's last block moved back onto the row's end, its reads
+            # within the row (dW and dx of a layer of 40 inputs)
+            wide = g.Network([g.FullyConnected(40, 3)], input=g.D1(40), device=d, seed=1)
+            g.run_gradient(wide, g.run_network(wide, rng.normal(size=(7, 40)))[0],
+                           rng.normal(size=(7, 3)))
             # A stride-1 convolution's input delta: one launch, a work-group per sample
             # (registers; 24 positions: a vector moved back), or two (tiled).
             pair = g.Network([g.Convolution(1, 2, 2, 3, 1, 1), g.Convolution(2, 3, 3, 2, 1, 1)],
