@@ -103,16 +103,26 @@ kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m,
                 #pragma unroll
                 for (int c = 0; c < $RN; ++c) acc[r][c] = fma(av[r], bv[c], acc[r][c]);
         }
+    REAL sum[$RM][$RN];
     #pragma unroll
     for (int r = 0; r < $RM; ++r)
         #pragma unroll
-        for (int c = 0; c < $RN; ++c) {
-            REAL sum = gemm_hsum(acc[r][c]);
-            for (int s = 0; s < batches; ++s)
-                for (int k = vectors; k < K; ++k)
-                    sum += a[r][(size_t)s * a_batch + k] * b[c][(size_t)s * b_batch + k];
-            if (m0 + r < M && n0 + c < N) C[(size_t)(m0 + r) * N + n0 + c] = sum + bias[n0 + c];
+        for (int c = 0; c < $RN; ++c) sum[r][c] = gemm_hsum(acc[r][c]);
+    // The last terms, each entry's in order, the entries side by side (independent chains).
+    for (int s = 0; s < batches; ++s)
+        for (int k = vectors; k < K; ++k) {
+            const size_t ak = (size_t)s * a_batch + k, bk = (size_t)s * b_batch + k;
+            #pragma unroll
+            for (int r = 0; r < $RM; ++r)
+                #pragma unroll
+                for (int c = 0; c < $RN; ++c) sum[r][c] += a[r][ak] * b[c][bk];
         }
+    #pragma unroll
+    for (int r = 0; r < $RM; ++r)
+        #pragma unroll
+        for (int c = 0; c < $RN; ++c)
+            if (m0 + r < M && n0 + c < N)
+                C[(size_t)(m0 + r) * N + n0 + c] = sum[r][c] + bias[n0 + c];
 }
 // end template
 
