@@ -109,6 +109,13 @@ def main() -> None:
                               seed=lanes)  # a 3 x 3 kernel on 3 x 3 outputs
             g.train(lenet, g.SGD(0.01), rng.normal(size=(2, 12, 12)), rng.uniform(size=(2, 1)),
                     per_example=True)
+            # The input delta through the patches K dy and the col2im rows (4 x 8 outputs of
+            # 4 x 16 inputs), whose vector loads pass the last patch row
+            rows = g.Network([g.Convolution(1, 2, 1, 1, 1, 1), g.Convolution(2, 2, 1, 9, 1, 1),
+                              g.Reshape(), g.FullyConnected(64, 1)], input=g.D2(4, 16),
+                             device=d, seed=lanes)
+            g.train(rows, g.SGD(0.01), rng.normal(size=(2, 4, 16)), rng.uniform(size=(2, 1)),
+                    per_example=True)
             # The GAN's exchange: two networks' passes, gradient-only and delta-only passes.
             critic = g.Network([g.Convolution(1, 2, 3, 3, 1, 1), g.Pooling(2, 2, 2, 2),
                                 g.Reshape(), g.FullyConnected(12, 1), g.Logit()],

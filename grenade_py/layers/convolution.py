@@ -17,11 +17,13 @@ dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in on
 conv_input_delta (a work-group per sample), else gemm_outer and conv_col2im. y and dy stay
 (batch, F, positions).
 In the fused per-example loop: direct loops over one sample, in blocks of 2 filters x 4 rows
-x 8 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the input
-delta, at stride 1, conv_direct_delta_block over the padded delta, after a Pad over the blocks
-of its interior alone; the kernel gradient, any number of rows, conv_direct_kernel_block),
-else column by column (conv_direct_row, conv_direct_delta_plane, conv_direct_kernel_grads):
-the same products as the GEMMs summed in another order (equal to rounding).
+x 8 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the kernel
+gradient, any number of rows, conv_direct_kernel_block; the input delta, at stride 1, either
+conv_input_delta's sums, the patches K dy a row at a time (gemm_row_product) then the col2im
+rows, or conv_direct_delta_block over the padded delta (see _fused_patches), after a Pad only
+its interior's rows or blocks), else column by column (conv_direct_row,
+conv_direct_delta_plane, conv_direct_kernel_grads): the same products as the GEMMs, summed in
+another order where the forms differ (equal to rounding).
 Initialisation: "scaled", uniform +-1/sqrt(kh*kw*channels); "grenade", uniform +-1.
 """
 from __future__ import annotations
@@ -241,22 +243,47 @@ class Convolution(Layer):
         _, _, _, _, _, _, _, sw, oh, ow = self.geometry()
         return sw == 1 and ow >= 8 and oh >= rows
 
+    def _fused_patches(self, rows: int, cols: int) -> bool:
+        """Whether the fused input delta (stride 1, in blocks), needed on `rows` x `cols` of
+        each input plane, goes through the patches K dy and the col2im rows, rather than the
+        correlation of K with dy padded all round, in blocks: where the outputs are under 3/4
+        of the positions the blocks cover (each costs K's kh kw C F multiply-adds; the
+        patches' extra pass costs the rest). LeNet's second layer: 64 outputs against 12 x 16
+        positions; a same-size convolution after a Pad (InceptionMini's): 28 x 28 against
+        28 x 32, where the blocks ran faster."""
+        _, _, _, _, _, _, sh, _, oh, ow = self.geometry()
+        return self._fused_blocks() and sh == 1 and 4 * oh * ow < 3 * (
+            -(-rows // 4) * 4 * -(-cols // 8) * 8)
+
     def fused_scratch(self) -> int:
-        """Stride 1 in blocks: dy padded for the input delta (conv_direct_delta_block)."""
-        c, h, w, f, kh, kw, sh, sw, _, _ = self.geometry()
-        return f * (h + kh - 1) * (w + kw - 1) if self._fused_blocks() and sh == 1 else 0
+        """Stride 1 in blocks: room for either form of the input delta, the patches (R x P,
+        and the vector of values conv_col2im_row may read past them: 16, float32's) or dy
+        padded all round. (The patches are chosen for the whole plane if for any part.)"""
+        c, h, w, f, kh, kw, sh, _, oh, ow = self.geometry()
+        if not (self._fused_blocks() and sh == 1):
+            return 0
+        return max(f * (h + kh - 1) * (w + kw - 1),
+                   c * kh * kw * oh * ow + 16 if self._fused_patches(h, w) else 0)
 
     def fused_backward(self, i: int, input_delta: bool,
                        needed: tuple[int, int, int, int] | None = None) -> str | None:
         """`needed`: (top, left, rows, cols), the part of each input plane whose delta the
         layer before reads (a Pad's interior; default: all of it). Where the input delta runs
-        in blocks, only blocks covering that part run; values outside it are left as they
-        were, or written (a block reaching past the part)."""
+        in rows or blocks, only those covering that part run; values outside it are left as
+        they were, or written (a row or block reaching past the part)."""
         # dx from the kernel before this example's update, as Grenade's backward pass does.
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         top, left, nh, nw = needed or (0, 0, h, w)
         if not input_delta:
             dx = ""
+        elif self._fused_patches(nh, nw):  # conv_input_delta's sums: K dy, then col2im rows
+            r, p = c * kh * kw, oh * ow
+            dx = (f"for (int r = lid; r < {r}; r += nl) gemm_row_product(k{i} + (size_t)r * "
+                  f"{f}, 1, {f}, d{i + 1}, {p}, s{i} + (size_t)r * {p});\n"
+                  "barrier(CLK_GLOBAL_MEM_FENCE);\n"
+                  f"for (int q = lid; q < {c * nh}; q += nl) conv_col2im_row(q / {nh} * {h} + "
+                  f"{top} + q % {nh}, {h}, {w}, {kh}, {kw}, {oh}, {ow}, s{i}, d{i});\n"
+                  "barrier(CLK_GLOBAL_MEM_FENCE);\n")
         elif self.fused_scratch():
             ph, pw, rows, cols = h + kh - 1, w + kw - 1, -(-nh // 4), -(-nw // 8)
             dx = (fused_shift(f"d{i + 1}", f"s{i}", f, oh, ow, ph, pw, kh - 1, kw - 1) +
