@@ -3,24 +3,61 @@
 // The *_at functions are the maths of one element, shared by these kernels (one example at a
 // time) and the fused per-example loop; batches go through the GEMMs of gemm.cl.
 
-// sum over k < n of a[k * stride] * b[k], in four interleaved partial sums: independent chains
-// keep a CPU's FMA units busy where one chain would wait on each add's latency.
+// out[j] = sum over k < n of a_j[k * stride] * b_j[k], a_j = a + j a_step and b_j = b + j b_step,
+// for j < count (COUNT at most; the pairs past count repeat the last, unstored). Each sum in
+// four interleaved partial sums, and COUNT sums side by side: independent chains keep a CPU's
+// FMA units busy where one chain would wait on each add's latency. Every sum is the same
+// whatever COUNT: fc_dot is fc_dots1.
+#define FC_DOTS(NAME, COUNT)                                                                  \
+void NAME(global const REAL *a, size_t a_step, size_t stride, global const REAL *b,           \
+          size_t b_step, int n, int count, REAL *out) {                                       \
+    global const REAL *as[COUNT], *bs[COUNT];                                                 \
+    REAL s0[COUNT], s1[COUNT], s2[COUNT], s3[COUNT];                                          \
+    _Pragma("unroll")                                                                         \
+    for (int j = 0; j < COUNT; ++j) {                                                         \
+        as[j] = a + min(j, count - 1) * a_step;                                               \
+        bs[j] = b + min(j, count - 1) * b_step;                                               \
+        s0[j] = s1[j] = s2[j] = s3[j] = 0;                                                    \
+    }                                                                                         \
+    int k = 0;                                                                                \
+    for (; k + 4 <= n; k += 4)                                                                \
+        _Pragma("unroll")                                                                     \
+        for (int j = 0; j < COUNT; ++j) {                                                     \
+            s0[j] += as[j][k * stride] * bs[j][k];                                            \
+            s1[j] += as[j][(k + 1) * stride] * bs[j][k + 1];                                  \
+            s2[j] += as[j][(k + 2) * stride] * bs[j][k + 2];                                  \
+            s3[j] += as[j][(k + 3) * stride] * bs[j][k + 3];                                  \
+        }                                                                                     \
+    for (; k < n; ++k)                                                                        \
+        _Pragma("unroll")                                                                     \
+        for (int j = 0; j < COUNT; ++j) s0[j] += as[j][k * stride] * bs[j][k];                \
+    _Pragma("unroll")                                                                         \
+    for (int j = 0; j < COUNT; ++j)                                                           \
+        if (j < count) out[j] = (s0[j] + s1[j]) + (s2[j] + s3[j]);                            \
+}
+FC_DOTS(fc_dots1, 1)
+FC_DOTS(fc_dots4, 4)
+#undef FC_DOTS
+
+// sum over k < n of a[k * stride] * b[k] (fc_dots).
 REAL fc_dot(global const REAL *a, size_t stride, global const REAL *b, int n) {
-    REAL s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    int k = 0;
-    for (; k + 4 <= n; k += 4) {
-        s0 += a[k * stride] * b[k];
-        s1 += a[(k + 1) * stride] * b[k + 1];
-        s2 += a[(k + 2) * stride] * b[k + 2];
-        s3 += a[(k + 3) * stride] * b[k + 3];
-    }
-    for (; k < n; ++k) s0 += a[k * stride] * b[k];
-    return (s0 + s1) + (s2 + s3);
+    REAL out;
+    fc_dots1(a, 0, stride, b, 0, n, 1, &out);
+    return out;
 }
 
 REAL fc_forward_at(global const REAL *w, global const REAL *b, global const REAL *x,
                    int in, int o) {
     return fc_dot(w + (size_t)o * in, 1, x, in) + b[o];
+}
+
+// y[o .. o + 3] (those below out): fc_forward_at's sums, four side by side (fc_dots4).
+void fc_forward_rows(global const REAL *w, global const REAL *b, global const REAL *x, int in,
+                     int out, int o, global REAL *y) {
+    REAL s[4];
+    const int count = min(4, out - o);
+    fc_dots4(w + (size_t)o * in, in, 1, x, 0, in, count, s);
+    for (int j = 0; j < count; ++j) y[o + j] = s[j] + b[o + j];
 }
 
 // dx[j] = sum over o < out of w[o, j] dy[o], added in order of o: one chain per input, which

@@ -53,10 +53,14 @@ class Deconvolution(Convolution):
         dx = (f"for (int g = lid; g < {f}; g += nl) gemm_row_product(k{i} + g, {f}, {r}, s{i}, "
               f"{p}, d{i} + (size_t)g * {p});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
               ) if input_delta else ""
-        return patches + dx + (
-            f"for (int q = lid; q < {r * f}; q += nl) optimizer_at(opt, decay, fc_dot(s{i} + "
-            f"(size_t)q / {f} * {p}, 1, a{i} + (size_t)q % {f} * {p}, {p}), k{i}, mk{i}, vk{i}, "
-            "q);")
+        groups = -(-f // 4)  # q: (patch row, 4 of K's columns): fc_dot's sums, 4 side by side
+        return patches + dx + f"""for (int q = lid; q < {r * groups}; q += nl) {{
+    const int row = q / {groups}, g0 = q % {groups} * 4, count = min(4, {f} - g0);
+    REAL g[4];
+    fc_dots4(s{i} + (size_t)row * {p}, 0, 1, a{i} + (size_t)g0 * {p}, {p}, {p}, count, g);
+    for (int j = 0; j < count; ++j)
+        optimizer_at(opt, decay, g[j], k{i}, mk{i}, vk{i}, row * {f} + g0 + j);
+}}"""
 
     def out_planes(self, rows: int, cols: int) -> tuple[int, int]:
         return (rows - 1) * self.sh + self.kh, (cols - 1) * self.sw + self.kw
