@@ -238,6 +238,39 @@ REAL conv_col2im_at(int yy, int xx, int kh, int kw, int sh, int sw, int OH, int 
     return acc;
 }
 
+// Row yy of one channel, its columns x0, x0 + sw, ... (x0 < sw), 8 at a time: each lane
+// conv_col2im_at's sum, its terms in that order (windows' rows, then columns, ascending; the
+// kernel columns b of the phase, descending), a lane whose window does not exist adding an
+// exact zero. `plane` as conv_col2im_at's, with 8 values to spare after it (a load passes its
+// end by at most 7; none starts before it: b P >= b >= -j0). Stores to row[x0 + t sw].
+#ifdef REAL_IS_DOUBLE
+#define CONV_MASK8(m) convert_long8(m)
+#else
+#define CONV_MASK8(m) (m)
+#endif
+void conv_col2im_phase(int yy, int x0, int W, int kh, int kw, int sh, int sw, int OH, int OW,
+                       global const REAL *plane, global REAL *row) {
+    const int P = OH * OW, i0 = max(0, (yy - kh + sh) / sh), i1 = min(OH - 1, yy / sh);
+    const int top = x0 + (kw - 1 - x0) / sw * sw;  // the phase's last kernel column (if x0 < kw)
+    for (int xs = x0; xs < W; xs += 8 * sw) {
+        REAL8 acc = 0;
+        for (int i = i0; i <= i1; ++i) {
+            const int a = yy - i * sh;
+            if (a >= kh) continue;
+            for (int b = top; b >= 0 && x0 < kw; b -= sw) {
+                const int j0 = (xs - b) / sw;  // exact: b and xs are of the phase
+                const int8 j = (int8)(0, 1, 2, 3, 4, 5, 6, 7) + j0;
+                acc += select((REAL8)0,
+                              vload8(0, plane + (size_t)(a * kw + b) * P + i * OW + j0),
+                              CONV_MASK8((j >= 0) & (j < OW)));
+            }
+        }
+        REAL lanes[8];
+        vstore8(acc, 0, lanes);
+        for (int t = 0; t < 8 && xs + t * sw < W; ++t) row[xs + t * sw] = lanes[t];
+    }
+}
+
 // dx[s, c, yy, xx] = the sum of the patch entries that (yy, xx) went to; patches (n, R, P) as
 // conv_col2im_rows reads them.
 // global size (H * W, n * C)

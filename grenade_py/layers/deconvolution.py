@@ -26,22 +26,24 @@ class Deconvolution(Convolution):
 
     # In the fused per-example loop: the transposed Convolution's products through its
     # patches (c kh kw, positions), in s{i}, as the batched kernels compute them. Forward: the
-    # patches K x (gemm_row_product, a patch entry per lane), put back onto the output
-    # (conv_col2im_at). Backward: dy's patches copied out (conv_im2col_entry); the input delta
-    # K^T patches (gemm_row_product, a channel per lane); K's gradient, each entry's patch row
-    # dotted with x's plane.
+    # patches K x (gemm_row_product, a patch entry per lane), put back onto the output a row's
+    # phase of columns at a time (conv_col2im_phase: conv_col2im_at's sums, 8 side by side).
+    # Backward: dy's patches copied out (conv_im2col_entry); the input delta K^T patches
+    # (gemm_row_product, a channel per lane); K's gradient, each entry's patch row dotted with
+    # x's plane, four at a time (fc_dots4).
     def fused_scratch(self) -> int:
+        """The patches, and 8 values conv_col2im_phase may read past them."""
         c, _, _, _, kh, kw, _, _, oh, ow = self.geometry()
-        return c * kh * kw * oh * ow
+        return c * kh * kw * oh * ow + 8
 
     def fused_forward(self, i: int) -> str:
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         r, p = c * kh * kw, oh * ow
         return (f"for (int r = lid; r < {r}; r += nl) gemm_row_product(k{i} + (size_t)r * {f}, "
                 f"1, {f}, a{i}, {p}, s{i} + (size_t)r * {p});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
-                f"for (int q = lid; q < {c * h * w}; q += nl) a{i + 1}[q] = conv_col2im_at("
-                f"q / {w} % {h}, q % {w}, {kh}, {kw}, {sh}, {sw}, {oh}, {ow}, "
-                f"s{i} + (size_t)q / {h * w} * {kh * kw * p});")
+                f"for (int q = lid; q < {c * h * sw}; q += nl) conv_col2im_phase(q / {sw} % {h}, "
+                f"q % {sw}, {w}, {kh}, {kw}, {sh}, {sw}, {oh}, {ow}, "
+                f"s{i} + (size_t)q / {h * sw} * {kh * kw * p}, a{i + 1} + (size_t)q / {sw} * {w});")
 
     def fused_backward(self, i: int, input_delta: bool,
                        needed: tuple[int, int, int, int] | None = None) -> str:
