@@ -125,7 +125,7 @@ class Exchange:
                 if "*" not in decl:
                     lines.append(f"const {decl} = {float(value).hex()};")
                     continue
-                role, offset = flat_place(net, value)
+                role, offset = flat_place(layer, value)
                 lines.append(f"{decl} = {prefix}{'pmv'[role]} + {offset};")
         return "\n".join(lines)
 

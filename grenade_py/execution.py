@@ -368,8 +368,8 @@ class Step:
         device, zeros = self.net.device, [self.net.device.dtype(0)] * 7
         table, items = [], 0
         for (rows, cols, d, ldd, x, ldx), f, layer in self._factors():
-            role, at = flat_place(self.net, layer.parameters[f.name])
-            assert role == 0 and flat_place(self.net, layer.momentum[f.name])[1] == at
+            at = flat_place(layer, layer.parameters[f.name])[1]
+            assert flat_place(layer, layer.momentum[f.name])[1] == at
             table += [items, rows, cols, self._offset(d), ldd, self._offset(x), ldx,
                       int(f.decay), at]
             items += rows * -(-cols // UPDATE_COLUMNS)

@@ -79,20 +79,13 @@ def needed(before: Layer | None, layer: Layer) -> dict[str, tuple[int, int, int,
     return {}
 
 
-def flat_place(net: Network, view: cl_array.Array) -> tuple[int, int]:
-    """Where a layer's view into `net`'s flat buffers lies: the index of its role in ROLES
-    (parameters, momentum, second) and its offset there, in values (a generated loop that
-    takes the flat buffers finds the parameters there)."""
-    parent, offset = view_place(view)  # a sub-buffer of one of them
-    role = next(r for r, name in enumerate(ROLES) if buffer(net.flat[name]).int_ptr == parent)
-    return role, offset
-
-
-def flat_role(layer: Layer, view: cl_array.Array) -> int:
-    """The index in ROLES of the role (parameters, momentum, second) of one of `layer`'s views
-    into the flat buffers."""
-    return next(r for r, role in enumerate(ROLES)
-                if any(view is value for value in getattr(layer, role).values()))
+def flat_place(layer: Layer, view: cl_array.Array) -> tuple[int, int]:
+    """Where one of `layer`'s views into its network's flat buffers lies: the index of its role
+    in ROLES (parameters, momentum, second) and its offset in that buffer, in values (a
+    generated loop that takes the flat buffers finds the parameters there)."""
+    role = next(r for r, name in enumerate(ROLES)
+                if any(view is value for value in getattr(layer, name).values()))
+    return role, view_place(view)[1]
 
 
 def joined(statements: list[str]) -> str:
@@ -262,7 +255,7 @@ def fused_source(plan: LoopPlan, lanes: int = 1, kind: int = 0, many: bool = Fal
             if many and "*" in decl:  # a view into a flat buffer: an offset into its role's
                 name = decl.split("*")[-1].strip()
                 params.append(f"int {name}_at")
-                prologue.append(f"global REAL *{name} = {ROLES[flat_role(layer, value)]}_all + "
+                prologue.append(f"global REAL *{name} = {ROLES[flat_place(layer, value)[0]]}_all + "
                                 f"(size_t)g * flat_size + {name}_at;")
             else:
                 params.append(decl)

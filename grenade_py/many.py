@@ -55,7 +55,7 @@ class ManyTrainer:
         fixed += [buffer(b) for b in self.boundaries]
         for i, layer in plan.numbered:
             for decl, value in layer.fused_args(i):
-                fixed.append(np.int32(flat_place(net, value)[1]) if "*" in decl else value)
+                fixed.append(np.int32(flat_place(layer, value)[1]) if "*" in decl else value)
         for index, value in enumerate(fixed, start=7):
             self.kernel.set_arg(index, value)
 

@@ -251,13 +251,13 @@ REAL conv_col2im_at(int yy, int xx, int kh, int kw, int sh, int sw, int OH, int 
 void conv_col2im_phase(int yy, int x0, int W, int kh, int kw, int sh, int sw, int OH, int OW,
                        global const REAL *plane, global REAL *row) {
     const int P = OH * OW, i0 = max(0, (yy - kh + sh) / sh), i1 = min(OH - 1, yy / sh);
-    const int top = x0 + (kw - 1 - x0) / sw * sw;  // the phase's last kernel column (if x0 < kw)
+    const int top = x0 < kw ? x0 + (kw - 1 - x0) / sw * sw : -1;  // the phase's last column
     for (int xs = x0; xs < W; xs += 8 * sw) {
         REAL8 acc = 0;
         for (int i = i0; i <= i1; ++i) {
             const int a = yy - i * sh;
             if (a >= kh) continue;
-            for (int b = top; b >= 0 && x0 < kw; b -= sw) {
+            for (int b = top; b >= 0; b -= sw) {
                 const int j0 = (xs - b) / sw;  // exact: b and xs are of the phase
                 const int8 j = (int8)(0, 1, 2, 3, 4, 5, 6, 7) + j0;
                 acc += select((REAL8)0,

@@ -208,12 +208,18 @@ def test_convolutions_in_the_loop_under_adamw(device64, monkeypatch, name):
                                        atol=1e-12 * np.abs(pb[key]).max(), err_msg=key)
 
 
+def loop_source(net):
+    """The fused loop's source for `net` under squared error (it has one)."""
+    source = fused_source(plan_loop(*unrolled(net, loss_named("squared_error"))))
+    assert source is not None
+    return source
+
+
 def test_no_input_delta_before_the_first_parameters(device64):
     """Deltas nothing reads are not computed: InceptionMini's first block (after a Reshape)
     has no input delta, its second block has."""
     net = build(device64, "conv-inception")
-    source = fused_source(plan_loop(*unrolled(net, loss_named("squared_error"))))
-    assert source is not None
+    source = loop_source(net)
     assert "conv_direct_delta_plane(1, " not in source  # the first block's 1 channel
     assert "conv_direct_delta_plane(6, " in source
 
@@ -229,15 +235,13 @@ def test_a_padded_convolution_computes_its_input_delta_on_the_interior(device64)
     net = Network([Convolution(1, 2, 3, 3, 1, 1), Pad(2, 1, 2, 1), Convolution(2, 3, 3, 5, 1, 1),
                    Reshape(), FullyConnected(3 * 8 * 14, 1)], input=D2(10, 16), device=device64,
                   seed=1)
-    source = fused_source(plan_loop(*unrolled(net, loss_named("squared_error"))))
-    assert source is not None
+    source = loop_source(net)
     assert "q < 4; q += nl) conv_direct_delta_block(2, 10, 18, 3, 3, 5, k2, s2, q / 4 * 2, " \
         "1 + q / 2 % 2 * 4, 2 + q % 2 * 8, d2)" in source
     lenet = Network([Convolution(1, 2, 5, 5, 1, 1), Relu(), Convolution(2, 3, 5, 5, 1, 1),
                      Reshape(), FullyConnected(3 * 8 * 8, 1)], input=D2(16, 16), device=device64,
                     seed=1)
-    source = fused_source(plan_loop(*unrolled(lenet, loss_named("squared_error"))))
-    assert source is not None
+    source = loop_source(lenet)
     assert "r < 50; r += nl) gemm_row_product(k2 + (size_t)r * 3, 1, 3, d3, 64, s2 + " \
         "(size_t)r * 64);" in source
     assert "q < 24; q += nl) conv_col2im_row(q / 12 * 12 + 0 + q % 12, 12, 12, 5, 5, 8, 8, " \

@@ -257,13 +257,14 @@ class Convolution(Layer):
 
     def fused_scratch(self) -> int:
         """Stride 1 in blocks: room for either form of the input delta, the patches (R x P,
-        and the vector of values conv_col2im_row may read past them: 16, float32's) or dy
-        padded all round. (The patches are chosen for the whole plane if for any part.)"""
+        and the vector of values conv_col2im_row may read past them) or dy padded all round.
+        (The patches are chosen for the whole plane if for any part.)"""
         c, h, w, f, kh, kw, sh, _, oh, ow = self.geometry()
         if not (self._fused_blocks() and sh == 1):
             return 0
         return max(f * (h + kh - 1) * (w + kw - 1),
-                   c * kh * kw * oh * ow + 16 if self._fused_patches(h, w) else 0)
+                   c * kh * kw * oh * ow + vector_width(self.device)
+                   if self._fused_patches(h, w) else 0)
 
     def fused_backward(self, i: int, input_delta: bool,
                        needed: tuple[int, int, int, int] | None = None) -> str | None:
