@@ -161,49 +161,68 @@ typedef int16 lanev;
 #define LANES (lanev)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 #endif
 
-// Stride 1: input row g = (s C + c) H + yy of dx, VW columns xx at a time: for each kernel
-// offset (a, b), the run of OW patch entries of output row yy - a lands on columns b .. b + OW
-// - 1, so one vector load from b columns before the run, its lanes outside the run masked,
-// adds it to every column of the vector. patches (n, R, P) (a sample's patch entries together)
-// with VW values to spare after them: a load reads at most VW - 2 past the last run, and never
-// before the buffer (the run of entry b starts b (P - 1) after entry 0's).
-void conv_col2im_row(int g, int H, int W, int kh, int kw, int OH, int OW,
-                     global const REAL *patches, global REAL *dx) {
-    const int yy = g % H, P = OH * OW;
-    global const REAL *plane = patches + (size_t)(g / H) * kh * kw * P;  // sample s, channel c
-    global REAL *row = dx + (size_t)g * W;
-    const int a0 = max(0, yy - OH + 1), a1 = min(kh - 1, yy);
+// Stride 1: row yy of input channels c .. c + 3 of one sample (those under C), VW columns xx
+// at a time: for each kernel offset (a, b), the run of OW patch entries of output row yy - a
+// lands on columns b .. b + OW - 1, so one vector load from b columns before the run, its lanes
+// outside the run masked, adds it to every column of the vector. The four channels' sums are
+// independent chains (one add waits on the one before), run side by side; a channel past C
+// repeats channel C - 1 and is not stored. `patches` (C kh kw, OH OW), the sample's (its patch
+// entries together) with VW values to spare after them: a load reads at most VW - 2 past the
+// last run, and never before the buffer (the run of entry b starts b (P - 1) after entry 0's).
+// `dx` the sample's (C, H, W).
+#define COL2IM_CHANNELS 4
+void conv_col2im_rows4(int c, int yy, int C, int H, int W, int kh, int kw, int OH, int OW,
+                       global const REAL *patches, global REAL *dx) {
+    const int P = OH * OW, a0 = max(0, yy - OH + 1), a1 = min(kh - 1, yy);
+    global const REAL *plane[COL2IM_CHANNELS];
+    #pragma unroll
+    for (int k = 0; k < COL2IM_CHANNELS; ++k)
+        plane[k] = patches + (size_t)min(c + k, C - 1) * kh * kw * P;
     for (int x0 = 0; x0 < W; x0 += VW) {
-        realv acc = 0;
+        realv acc[COL2IM_CHANNELS];
+        #pragma unroll
+        for (int k = 0; k < COL2IM_CHANNELS; ++k) acc[k] = 0;
         for (int a = a0; a <= a1; ++a) {
-            global const REAL *run = plane + (size_t)a * kw * P + (yy - a) * OW + x0;
+            const size_t run = (size_t)a * kw * P + (yy - a) * OW + x0;
             for (int b = 0; b < kw; ++b) {
                 lanev j = LANES + (x0 - b);
-                acc += select((realv)0, VLOAD(0, run + (size_t)b * P - b), (j >= 0) & (j < OW));
+                #pragma unroll
+                for (int k = 0; k < COL2IM_CHANNELS; ++k)
+                    acc[k] += select((realv)0, VLOAD(0, plane[k] + run + (size_t)b * P - b),
+                                     (j >= 0) & (j < OW));
             }
         }
-        if (x0 + VW <= W) {
-            VSTORE(acc, 0, row + x0);
-        } else {
-            REAL lanes[VW];
-            VSTORE(acc, 0, lanes);
-            for (int l = 0; l < W - x0; ++l) row[x0 + l] = lanes[l];
+        #pragma unroll
+        for (int k = 0; k < COL2IM_CHANNELS; ++k) {
+            if (c + k >= C) break;
+            global REAL *row = dx + ((size_t)(c + k) * H + yy) * W;
+            if (x0 + VW <= W) {
+                VSTORE(acc[k], 0, row + x0);
+            } else {
+                REAL lanes[VW];
+                VSTORE(acc[k], 0, lanes);
+                for (int l = 0; l < W - x0; ++l) row[x0 + l] = lanes[l];
+            }
         }
     }
 }
 
-// A work-item per input row: global size (n C H).
+// Groups of COL2IM_CHANNELS channels by rows: global size (n ceil(C / 4) H).
 kernel void conv_col2im_rows(int n, int C, int H, int W, int kh, int kw, int OH, int OW,
                              global const REAL *patches, global REAL *dx) {
-    const int g = get_global_id(0);
-    if (g < n * C * H) conv_col2im_row(g, H, W, kh, kw, OH, OW, patches, dx);
+    const int g = get_global_id(0), groups = (C + COL2IM_CHANNELS - 1) / COL2IM_CHANNELS;
+    if (g >= n * groups * H) return;
+    const int s = g / (groups * H), q = g % (groups * H);
+    conv_col2im_rows4(q / H * COL2IM_CHANNELS, q % H, C, H, W, kh, kw, OH, OW,
+                      patches + (size_t)s * C * kh * kw * OH * OW,
+                      dx + (size_t)s * C * H * W);
 }
 
 // The input delta at stride 1 in one launch, a work-group per sample s: its patches K dy_s
 // (R, P) into its part of `patches` (R P + VW values from s (R P + VW): the col2im's loads past
 // its last run stay in the sample's own part) in blocks of RM rows x CV vectors (gemm_outer's
-// sums), then dx_s from them, a row (c, yy) at a time (conv_col2im_rows' sums): the same bits
-// as those two launches, with the sample's patches still in the core's cache when they are
+// sums), then dx_s from them, a row of 4 channels at a time (conv_col2im_rows' sums): the same
+// bits as those two launches, with the sample's patches still in the core's cache when they are
 // read back. global size (L n), local (L).
 // template $RM $CV: 6 2
 kernel void conv_input_delta_$RMx$CV(int C, int H, int W, int kh, int kw, int OH, int OW,
@@ -216,8 +235,10 @@ kernel void conv_input_delta_$RMx$CV(int C, int H, int W, int kh, int kw, int OH
         gemm_outer_block_$RMx$CV(q / across * $RM, q % across * $CV * VW, R, P, F, K, F, 1,
                                  dy + (size_t)s * F * P, P, own, P);
     barrier(CLK_GLOBAL_MEM_FENCE);
-    for (int g = lid; g < C * H; g += L)
-        conv_col2im_row(g, H, W, kh, kw, OH, OW, own, dx + (size_t)s * C * H * W);
+    const int groups = (C + COL2IM_CHANNELS - 1) / COL2IM_CHANNELS;
+    for (int q = lid; q < groups * H; q += L)
+        conv_col2im_rows4(q / H * COL2IM_CHANNELS, q % H, C, H, W, kh, kw, OH, OW, own,
+                          dx + (size_t)s * C * H * W);
 }
 // end template
 

@@ -44,6 +44,8 @@ from grenade_py.shapes import D2, D3, Shape
 
 #: Work-items per sample in conv_input_delta.
 DELTA_LANES = 4
+#: Input channels per work-item of the stride-1 col2im (COL2IM_CHANNELS in convolution.cl).
+COL2IM_CHANNELS = 4
 
 
 def planes(shape: Shape) -> tuple[int, int, int]:
@@ -200,8 +202,8 @@ class Convolution(Layer):
                                        kw, oh, ow, f, self.parameters["kernel"], dy, patches,
                                        dx, local=(DELTA_LANES,))]
         if sh == sw == 1:
-            col2im = self.device.launch("conv_col2im_rows", (n * c * h,), n, c, h, w, kh, kw, oh,
-                                        ow, patches, dx)
+            col2im = self.device.launch("conv_col2im_rows", (n * -(-c // COL2IM_CHANNELS) * h,),
+                                        n, c, h, w, kh, kw, oh, ow, patches, dx)
         else:
             col2im = self.device.launch("conv_col2im", (h * w, n * c), n, c, h, w, kh, kw, sh,
                                         sw, oh, ow, patches, dx)
@@ -257,7 +259,7 @@ class Convolution(Layer):
 
     def fused_scratch(self) -> int:
         """Stride 1 in blocks: room for either form of the input delta, the patches (R x P,
-        and the vector of values conv_col2im_row may read past them) or dy padded all round.
+        and the vector of values conv_col2im_rows4 may read past them) or dy padded all round.
         (The patches are chosen for the whole plane if for any part.)"""
         c, h, w, f, kh, kw, sh, _, oh, ow = self.geometry()
         if not (self._fused_blocks() and sh == 1):
@@ -282,8 +284,9 @@ class Convolution(Layer):
             dx = (f"for (int r = lid; r < {r}; r += nl) gemm_row_product(k{i} + (size_t)r * "
                   f"{f}, 1, {f}, d{i + 1}, {p}, s{i} + (size_t)r * {p});\n"
                   "barrier(CLK_GLOBAL_MEM_FENCE);\n"
-                  f"for (int q = lid; q < {c * nh}; q += nl) conv_col2im_row(q / {nh} * {h} + "
-                  f"{top} + q % {nh}, {h}, {w}, {kh}, {kw}, {oh}, {ow}, s{i}, d{i});\n"
+                  f"for (int q = lid; q < {-(-c // COL2IM_CHANNELS) * nh}; q += nl) "
+                  f"conv_col2im_rows4(q / {nh} * {COL2IM_CHANNELS}, {top} + q % {nh}, {c}, {h}, "
+                  f"{w}, {kh}, {kw}, {oh}, {ow}, s{i}, d{i});\n"
                   "barrier(CLK_GLOBAL_MEM_FENCE);\n")
         elif self.fused_scratch():
             ph, pw, rows, cols = h + kh - 1, w + kw - 1, -(-nh // 4), -(-nw // 8)
