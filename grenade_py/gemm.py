@@ -19,6 +19,16 @@ def vector_width(device: Device) -> int:
     return 16 if device.dtype == np.float32 else 8
 
 
+def rows_product(rows: int, a: str, a_row: int, a_step: int, k: int, b: str, p: int, out: str,
+                 out_row: int) -> str:
+    """The fused loop's statement for `rows` rows of a one-example product (gemm_rows_product,
+    four rows per lane): out_t = a_t B for t < rows, a_t = a + t a_row (entries a_step apart, k
+    of them), B (k, p), out_t = out + t out_row; then a barrier. a, b and out: C expressions."""
+    return (f"for (int q = lid; q < {_blocks(rows, 4)}; q += nl) gemm_rows_product({a} + "
+            f"(size_t)q * {4 * a_row}, {a_row}, {a_step}, {k}, {b}, {p}, {out} + (size_t)q * "
+            f"{4 * out_row}, {out_row}, min(4, {rows} - 4 * q));\nbarrier(CLK_GLOBAL_MEM_FENCE);\n")
+
+
 def _blocks(size: int, block: int) -> int:
     return -(-size // block)
 

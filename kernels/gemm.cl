@@ -30,39 +30,80 @@ REAL gemm_hsum(realv v) {
     return c.x + c.y;
 }
 
-// One work-item's row of a product with P columns: out[p] = sum over k < K of a[k a_step]
-// B[k P + p], in order of k, as gemm_outer sums (row by row of B: contiguous, vectorisable on
-// a CPU). The fused loop's one-example products: FullyConnected's input delta (a = dy, B = W),
-// Deconvolution's patches K x (a = K's row) and its input delta K^T patches (a = K's column).
-// The sums run in registers, up to four vectors of 8 columns side by side (independent chains
-// of FMAs), then a vector at a time, then the last P % 8 columns one at a time.
-#define ROW_PRODUCT(vectors)                                                                  \
+// One work-item's rows of a product with P columns: out_t[p] = sum over k < K of
+// a_t[k a_step] B[k P + p] for rows t < count, a_t = a + t a_row and out_t = out + t out_row
+// (rows past count repeat the last and are not stored), in order of k, as gemm_outer sums
+// (row by row of B: contiguous, vectorisable on a CPU). The fused loop's one-example products:
+// FullyConnected's input delta (a = dy, B = W), a Convolution's patches K dy and a
+// Deconvolution's K x (a = K's rows), a Deconvolution's input delta K^T patches (a = K's
+// columns) and its kernel's gradient (a = the patches' rows, B = x transposed). The sums run
+// in registers, ROWS rows x up to four vectors of 8 columns side by side (independent chains
+// of FMAs, where one chain would wait on each add's latency), then fewer vectors, then the last
+// P % 8 columns one at a time. Every sum is the same whatever ROWS: gemm_row_product is one
+// row of gemm_rows_product.
+#define ROW_PRODUCT(ROWS, vectors)                                                            \
     for (; p0 + 8 * (vectors) <= P; p0 += 8 * (vectors)) {                                   \
-        REAL8 s[vectors];                                                                     \
+        REAL8 s[ROWS][vectors];                                                               \
         _Pragma("unroll")                                                                     \
-        for (int j = 0; j < (vectors); ++j) s[j] = 0;                                         \
-        for (int k = 0; k < K; ++k) {                                                         \
-            const REAL av = a[(size_t)k * a_step];                                            \
-            global const REAL *row = B + (size_t)k * P + p0;                                  \
+        for (int t = 0; t < ROWS; ++t)                                                        \
             _Pragma("unroll")                                                                 \
-            for (int j = 0; j < (vectors); ++j) s[j] += av * vload8(j, row);                  \
+            for (int j = 0; j < (vectors); ++j) s[t][j] = 0;                                  \
+        for (int k = 0; k < K; ++k) {                                                         \
+            global const REAL *row = B + (size_t)k * P + p0;                                  \
+            REAL8 b[vectors];                                                                 \
+            _Pragma("unroll")                                                                 \
+            for (int j = 0; j < (vectors); ++j) b[j] = vload8(j, row);                        \
+            _Pragma("unroll")                                                                 \
+            for (int t = 0; t < ROWS; ++t) {                                                  \
+                const REAL av = as[t][(size_t)k * a_step];                                    \
+                _Pragma("unroll")                                                             \
+                for (int j = 0; j < (vectors); ++j) s[t][j] += av * b[j];                     \
+            }                                                                                 \
         }                                                                                     \
         _Pragma("unroll")                                                                     \
-        for (int j = 0; j < (vectors); ++j) vstore8(s[j], j, out + p0);                       \
+        for (int t = 0; t < ROWS; ++t)                                                        \
+            if (t < count)                                                                    \
+                _Pragma("unroll")                                                             \
+                for (int j = 0; j < (vectors); ++j) vstore8(s[t][j], j, outs[t] + p0);        \
     }
+#define ROWS_PRODUCT(NAME, ROWS, WIDEST)                                                      \
+void NAME(global const REAL *restrict a, int a_row, int a_step, int K,                        \
+          global const REAL *restrict B, int P, global REAL *restrict out, int out_row,       \
+          int count) {                                                                        \
+    global const REAL *as[ROWS];                                                              \
+    global REAL *outs[ROWS];                                                                  \
+    _Pragma("unroll")                                                                         \
+    for (int t = 0; t < ROWS; ++t) {                                                          \
+        as[t] = a + (size_t)min(t, count - 1) * a_row;                                        \
+        outs[t] = out + (size_t)t * out_row;                                                  \
+    }                                                                                         \
+    int p0 = 0;                                                                               \
+    if (WIDEST >= 4) ROW_PRODUCT(ROWS, 4)                                                     \
+    ROW_PRODUCT(ROWS, 2)                                                                      \
+    ROW_PRODUCT(ROWS, 1)                                                                      \
+    for (; p0 < P; ++p0) {                                                                    \
+        REAL sum[ROWS];                                                                       \
+        _Pragma("unroll")                                                                     \
+        for (int t = 0; t < ROWS; ++t) sum[t] = 0;                                            \
+        for (int k = 0; k < K; ++k) {                                                         \
+            const REAL bk = B[(size_t)k * P + p0];                                            \
+            _Pragma("unroll")                                                                 \
+            for (int t = 0; t < ROWS; ++t) sum[t] += as[t][(size_t)k * a_step] * bk;          \
+        }                                                                                     \
+        _Pragma("unroll")                                                                     \
+        for (int t = 0; t < ROWS; ++t)                                                        \
+            if (t < count) outs[t][p0] = sum[t];                                              \
+    }                                                                                         \
+}
+ROWS_PRODUCT(gemm_rows_product, 4, 2)
+ROWS_PRODUCT(gemm_one_row_product, 1, 4)
+#undef ROWS_PRODUCT
+#undef ROW_PRODUCT
+
 void gemm_row_product(global const REAL *restrict a, int a_step, int K,
                       global const REAL *restrict B, int P, global REAL *restrict out) {
-    int p0 = 0;
-    ROW_PRODUCT(4)
-    ROW_PRODUCT(2)
-    ROW_PRODUCT(1)
-    for (; p0 < P; ++p0) {
-        REAL sum = 0;
-        for (int k = 0; k < K; ++k) sum += a[(size_t)k * a_step] * B[(size_t)k * P + p0];
-        out[p0] = sum;
-    }
+    gemm_one_row_product(a, 0, a_step, K, B, P, out, 0, 1);
 }
-#undef ROW_PRODUCT
 
 // Each GEMM is written once, as a template that grenade_py (kernel_library.instantiate) writes
 // out at several register-block shapes, $RM etc. as literal constants (gemm_dot_8x2,

@@ -97,11 +97,12 @@ def main() -> None:
                               device=d, seed=lanes)  # the kernel gradient's blocks, 2 rows
             g.train(short, g.SGD(0.01), rng.normal(size=(2, 2, 3, 14)),
                     rng.uniform(size=(2, 2)), per_example=True)
-            deconv = g.Network([g.Reshape(g.D3(2, 3, 2)), g.Deconvolution(2, 3, 3, 2, 2, 2),
+            deconv = g.Network([g.Reshape(g.D3(2, 3, 8)), g.Deconvolution(8, 3, 3, 2, 2, 2),
                                 g.Relu(), g.Deconvolution(3, 1, 2, 3, 1, 1), g.Reshape(),
-                                g.FullyConnected(48, 1), g.Logit()], input=g.D1(12), device=d,
-                               seed=lanes)  # strides 2 and 1: patches, col2im, im2col
-            g.train(deconv, g.SGD(0.01), rng.normal(size=(2, 12)), rng.uniform(size=(2, 1)),
+                                g.FullyConnected(48, 1), g.Logit()], input=g.D1(48), device=d,
+                               seed=lanes)  # strides 2 and 1: patches, col2im, im2col; K's
+            # gradient by rows (8 input channels) and by dots (3)
+            g.train(deconv, g.SGD(0.01), rng.normal(size=(2, 48)), rng.uniform(size=(2, 1)),
                     per_example=True)
             lenet = g.Network([g.Convolution(1, 2, 3, 3, 1, 1), g.Pooling(2, 2, 2, 2),
                                g.Convolution(2, 3, 3, 3, 1, 1), g.Reshape(),

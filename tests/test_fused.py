@@ -242,8 +242,8 @@ def test_a_padded_convolution_computes_its_input_delta_on_the_interior(device64)
                      Reshape(), FullyConnected(3 * 8 * 8, 1)], input=D2(16, 16), device=device64,
                     seed=1)
     source = loop_source(lenet)
-    assert "r < 50; r += nl) gemm_row_product(k2 + (size_t)r * 3, 1, 3, d3, 64, s2 + " \
-        "(size_t)r * 64);" in source
+    assert "q < 13; q += nl) gemm_rows_product(k2 + (size_t)q * 12, 3, 1, 3, d3, 64, s2 + " \
+        "(size_t)q * 256, 64, min(4, 50 - 4 * q));" in source
     assert "q < 12; q += nl) conv_col2im_rows4(q / 12 * 4, 0 + q % 12, 2, 12, 12, 5, 5, 8, " \
         "8, s2, d2);" in source
 

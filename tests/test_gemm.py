@@ -173,3 +173,33 @@ kernel void row_product(global const REAL *a, int step, int K, global const REAL
     run(device, gemm_outer(device, 1, p, k, a_dev, 0, step, b_dev, want))
     np.testing.assert_array_equal(got.get(), want.get()[0])
     np.testing.assert_allclose(got.get(), a[::step] @ b, **tolerance(device, terms=k))
+
+
+@pytest.mark.parametrize("p", [1, 3, 17, 40, 257])
+@pytest.mark.parametrize("count", [1, 3, 4])
+def test_gemm_rows_product_is_gemm_row_product_per_row(device, rng, p, count):
+    """Four rows side by side (gemm_rows_product, rows a_row apart and entries a_step apart in
+    A, outputs out_row apart) give each row gemm_row_product's bits; the rows past `count` are
+    not written."""
+    k, a_row, a_step, out_row = 17, 2, 5, p + 3
+    a, b = rng.normal(size=(count - 1) * a_row + (k - 1) * a_step + 1), rng.normal(size=(k, p))
+    program = device.build(kernel_source() + """
+kernel void rows(global const REAL *a, int a_row, int a_step, int K, global const REAL *B, int P,
+                 global REAL *out, int out_row, int count) {
+    gemm_rows_product(a, a_row, a_step, K, B, P, out, out_row, count);
+}
+kernel void row(global const REAL *a, int a_row, int a_step, int K, global const REAL *B, int P,
+                global REAL *out, int out_row, int count) {
+    for (int t = 0; t < count; ++t)
+        gemm_row_product(a + t * a_row, a_step, K, B, P, out + t * out_row);
+}""")
+    a_dev, b_dev = device.to_device(a), device.to_device(b)
+    got, want = (device.to_device(np.full(4 * out_row, 7.0)) for _ in range(2))
+    for name, out in (("rows", got), ("row", want)):
+        run(device, device.launch(name, (1,), a_dev, a_row, a_step, k, b_dev, p, out, out_row,
+                                  count, program=program, local=(1,)))
+    np.testing.assert_array_equal(got.get(), want.get())
+    assert (got.get()[count * out_row:] == 7).all()
+    for t in range(count):
+        np.testing.assert_allclose(got.get()[t * out_row:t * out_row + p],
+                                   a[t * a_row::a_step][:k] @ b, **tolerance(device, terms=k))

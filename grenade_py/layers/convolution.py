@@ -36,7 +36,7 @@ import pyopencl.array as cl_array
 from grenade_py import blocks
 from grenade_py.device import Launch
 from grenade_py.errors import ShapeError
-from grenade_py.gemm import gemm_dot, gemm_outer, vector_width
+from grenade_py.gemm import gemm_dot, gemm_outer, rows_product, vector_width
 from grenade_py.layers.arguments import chosen_init, initial_values, positive_ints
 from grenade_py.layers.base import Buffers, Layer
 from grenade_py.layers.pad import fused_shift
@@ -281,9 +281,7 @@ class Convolution(Layer):
             dx = ""
         elif self._fused_patches(nh, nw):  # conv_input_delta's sums: K dy, then col2im rows
             r, p = c * kh * kw, oh * ow
-            dx = (f"for (int r = lid; r < {r}; r += nl) gemm_row_product(k{i} + (size_t)r * "
-                  f"{f}, 1, {f}, d{i + 1}, {p}, s{i} + (size_t)r * {p});\n"
-                  "barrier(CLK_GLOBAL_MEM_FENCE);\n"
+            dx = (rows_product(r, f"k{i}", f, 1, f, f"d{i + 1}", p, f"s{i}", p) +
                   f"for (int q = lid; q < {-(-c // COL2IM_CHANNELS) * nh}; q += nl) "
                   f"conv_col2im_rows4(q / {nh} * {COL2IM_CHANNELS}, {top} + q % {nh}, {c}, {h}, "
                   f"{w}, {kh}, {kw}, {oh}, {ow}, s{i}, d{i});\n"

@@ -16,6 +16,7 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
+from grenade_py.gemm import rows_product
 from grenade_py.layers.arguments import initial_values
 from grenade_py.layers.base import Buffers
 from grenade_py.layers.convolution import Convolution, planes
@@ -26,21 +27,24 @@ class Deconvolution(Convolution):
 
     # In the fused per-example loop: the transposed Convolution's products through its
     # patches (c kh kw, positions), in s{i}, as the batched kernels compute them. Forward: the
-    # patches K x (gemm_row_product, a patch entry per lane), put back onto the output a row's
-    # phase of columns at a time (conv_col2im_phase: conv_col2im_at's sums, 8 side by side).
-    # Backward: dy's patches copied out (conv_im2col_entry); the input delta K^T patches
-    # (gemm_row_product, a channel per lane); K's gradient, each entry's patch row dotted with
-    # x's plane, four at a time (fc_dots4).
+    # patches K x (gemm_rows_product, four patch entries per lane), put back onto the output a
+    # row's phase of columns at a time (conv_col2im_phase: conv_col2im_at's sums, 8 side by
+    # side). Backward: dy's patches copied out (conv_im2col_entry); the input delta K^T patches
+    # (gemm_rows_product, four channels per lane); K's gradient: where its rows are whole
+    # vectors (f a multiple of 8), the patches times x transposed, four rows per lane
+    # (gemm_rows_product: each entry summed over positions in order), else each entry's patch
+    # row dotted with x's plane, four at a time (fc_dots4).
     def fused_scratch(self) -> int:
-        """The patches, and 8 values conv_col2im_phase may read past them."""
-        c, _, _, _, kh, kw, _, _, oh, ow = self.geometry()
-        return c * kh * kw * oh * ow + 8
+        """The patches, and 8 values conv_col2im_phase may read past them; where K's gradient
+        runs a row at a time, x transposed and the gradient after them."""
+        c, _, _, f, kh, kw, _, _, oh, ow = self.geometry()
+        r, p = c * kh * kw, oh * ow
+        return r * p + 8 + (p * f + r * f if f % 8 == 0 else 0)
 
     def fused_forward(self, i: int) -> str:
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         r, p = c * kh * kw, oh * ow
-        return (f"for (int r = lid; r < {r}; r += nl) gemm_row_product(k{i} + (size_t)r * {f}, "
-                f"1, {f}, a{i}, {p}, s{i} + (size_t)r * {p});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
+        return (rows_product(r, f"k{i}", f, 1, f, f"a{i}", p, f"s{i}", p) +
                 f"for (int q = lid; q < {c * h * sw}; q += nl) conv_col2im_phase(q / {sw} % {h}, "
                 f"q % {sw}, {w}, {kh}, {kw}, {sh}, {sw}, {oh}, {ow}, "
                 f"s{i} + (size_t)q / {h * sw} * {kh * kw * p}, a{i + 1} + (size_t)q / {sw} * {w});")
@@ -52,9 +56,14 @@ class Deconvolution(Convolution):
         patches = (f"for (int r = lid; r < {r}; r += nl) conv_im2col_entry(d{i + 1} + "
                    f"(r / {kh * kw} * {h} + r / {kw} % {kh}) * {w} + r % {kw}, {oh}, {ow}, "
                    f"{sh * w}, {sw}, s{i} + (size_t)r * {p});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n")
-        dx = (f"for (int g = lid; g < {f}; g += nl) gemm_row_product(k{i} + g, {f}, {r}, s{i}, "
-              f"{p}, d{i} + (size_t)g * {p});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n"
-              ) if input_delta else ""
+        dx = rows_product(f, f"k{i}", 1, f, r, f"s{i}", p, f"d{i}", p) if input_delta else ""
+        if f % 8 == 0:  # K's gradient a row (f values) at a time, from x transposed (p, f)
+            xt, grads = r * p + 8, r * p + 8 + p * f
+            return (f"for (int q = lid; q < {p * f}; q += nl) s{i}[{xt} + q] = "
+                    f"a{i}[q % {f} * {p} + q / {f}];\n" + patches + dx +
+                    rows_product(r, f"s{i}", p, 1, p, f"s{i} + {xt}", f, f"s{i} + {grads}", f) +
+                    f"for (int q = lid; q < {r * f}; q += nl) optimizer_at(opt, decay, "
+                    f"s{i}[{grads} + q], k{i}, mk{i}, vk{i}, q);")
         groups = -(-f // 4)  # q: (patch row, 4 of K's columns): fc_dot's sums, 4 side by side
         return patches + dx + f"""for (int q = lid; q < {r * groups}; q += nl) {{
     const int row = q / {groups}, g0 = q % {groups} * 4, count = min(4, {f} - g0);
