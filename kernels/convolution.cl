@@ -67,7 +67,10 @@ realv conv_gather(global const REAL *from, const int *off) {
 
 // y[s, f, p] = sum_r K[r, f] x_s[rows[r] + off(p)]: FM filters x VW positions of one sample
 // per work-item, K's rows broadcast as gemm_outer's A; a template as gemm.cl's GEMMs are
-// (conv_forward_12, ...). x (n, sample), y (n, F, P). global size (ceil(P / VW), ceil(F / FM), n)
+// (conv_forward_12, ...). Where F >= FM, a block passing the last filter is moved back onto
+// F - FM .. F - 1 and stores only its own filters: K's FM values then lie at fixed offsets from
+// one pointer (clamped indexes, each in a register of its own, spilled at FM 10). x (n, sample),
+// y (n, F, P). global size (ceil(P / VW), ceil(F / FM), n)
 // template $FM: 8, 10, 12, 16
 kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int pitch,
                              global const REAL *rows, global const REAL *K,
@@ -77,20 +80,32 @@ kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int
     int off[VW];
     conv_runs(p0, P, OW, pitch, off);
     x += (size_t)s * sample;
+    const int fb = F >= $FM ? min(f0, F - $FM) : f0;
     int fs[$FM];
     #pragma unroll
-    for (int f = 0; f < $FM; ++f) fs[f] = min(f0 + f, F - 1);
+    for (int f = 0; f < $FM; ++f) fs[f] = min(fb + f, F - 1);
     realv acc[$FM];
     #pragma unroll
     for (int f = 0; f < $FM; ++f) acc[f] = 0;
-    for (int r = 0; r < R; ++r) {
-        realv b = conv_gather(x + (int)rows[r], off);
-        global const REAL *k = K + (size_t)r * F;
-        #pragma unroll
-        for (int f = 0; f < $FM; ++f) acc[f] = fma((realv)(k[fs[f]]), b, acc[f]);
+    if (F >= $FM) {
+        for (int r = 0; r < R; ++r) {
+            realv b = conv_gather(x + (int)rows[r], off);
+            global const REAL *k = K + (size_t)r * F + fb;
+            #pragma unroll
+            for (int f = 0; f < $FM; ++f) acc[f] = fma((realv)(k[f]), b, acc[f]);
+        }
+    } else {
+        for (int r = 0; r < R; ++r) {
+            realv b = conv_gather(x + (int)rows[r], off);
+            global const REAL *k = K + (size_t)r * F;
+            #pragma unroll
+            for (int f = 0; f < $FM; ++f) acc[f] = fma((realv)(k[fs[f]]), b, acc[f]);
+        }
     }
-    global REAL *out = y + ((size_t)s * F + f0) * P + p0;
-    for (int f = 0; f < min($FM, F - f0); ++f, out += P) {
+    global REAL *out = y + ((size_t)s * F + fb) * P + p0;
+    #pragma unroll
+    for (int f = 0; f < $FM; ++f, out += P) {
+        if (fb + f < f0 || fb + f >= F) continue;
         if (p0 + VW <= P) {
             VSTORE(acc[f], 0, out);
         } else {
