@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
@@ -187,10 +188,17 @@ class Device:
         batch size reuses the kernels built for the last one (PoCL builds a kernel anew for
         each work-group shape, 0.1-1.2 s each, which a driver-chosen shape would vary with the
         global size). CPUs: (64,) and (64, 1, ...): PoCL vectorises along dimension 0, where
-        the kernels keep their longest contiguous axis; GPUs: (128,) and (32, 4); both within
-        the kernel's own limit."""
+        the kernels keep their longest contiguous axis, or a kernel's work_group_size_hint
+        (the STREAMING ones'); GPUs: (128,) and (32, 4); both within the kernel's own limit."""
         gpu = self.gpu
         shape = [128 if gpu else 64] if dims == 1 else [32, 4] if gpu else [64, 1]
+        if not gpu and dims == 1:  # STREAMING kernels (kernels/gemm.cl)
+            try:
+                hint = _SIZE_HINT.search(str(kernel.get_info(cl.kernel_info.ATTRIBUTES)))
+            except (cl.Error, UnicodeDecodeError):  # Oclgrind's attributes are not text
+                hint = None
+            if hint:
+                shape = [int(hint[1])]
         shape += [1] * (dims - len(shape))
         limit = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
                                            self.cl_device)
@@ -213,6 +221,10 @@ class Device:
                                   f"most {limit} work-items of it; open the device with "
                                   "gemm='registers'")
         return Launch(self, kernel, global_size, args, local, per_call)
+
+
+#: A kernel's work_group_size_hint attribute, as OpenCL reports it (its first size).
+_SIZE_HINT = re.compile(r"work_group_size_hint\(\s*(\d+)")
 
 
 def _size(nbytes: int) -> str:

@@ -16,12 +16,12 @@ REAL logit_forward_at(REAL x) { return 1 / (1 + exp(-x)); }
 REAL logit_backward_at(REAL y, REAL dy) { return y * (1 - y) * dy; }
 
 #define ACTIVATION_KERNELS(NAME)                                                              \
-    kernel void NAME##_forward(int n, global const REAL *x, global REAL *y) {                \
+    STREAMING kernel void NAME##_forward(int n, global const REAL *x, global REAL *y) {      \
         int i = get_global_id(0);                                                             \
         if (i < n) y[i] = NAME##_forward_at(x[i]);                                            \
     }                                                                                         \
-    kernel void NAME##_backward(int n, global const REAL *tape, global const REAL *dy,       \
-                                global REAL *dx) {                                            \
+    STREAMING kernel void NAME##_backward(int n, global const REAL *tape,                    \
+                                          global const REAL *dy, global REAL *dx) {           \
         int i = get_global_id(0);                                                             \
         if (i < n) dx[i] = NAME##_backward_at(tape[i], dy[i]);                                \
     }
@@ -65,12 +65,13 @@ ACTIVATION_KERNELS(gelu_fast)
 
 // Activations with one argument `a`, given to every kernel and fused-loop call.
 #define ACTIVATION_KERNELS_WITH_ARGUMENT(NAME)                                                \
-    kernel void NAME##_forward(int n, REAL a, global const REAL *x, global REAL *y) {        \
+    STREAMING kernel void NAME##_forward(int n, REAL a, global const REAL *x,                \
+                                         global REAL *y) {                                    \
         int i = get_global_id(0);                                                             \
         if (i < n) y[i] = NAME##_forward_at(x[i], a);                                         \
     }                                                                                         \
-    kernel void NAME##_backward(int n, REAL a, global const REAL *tape,                      \
-                                global const REAL *dy, global REAL *dx) {                     \
+    STREAMING kernel void NAME##_backward(int n, REAL a, global const REAL *tape,            \
+                                          global const REAL *dy, global REAL *dx) {           \
         int i = get_global_id(0);                                                             \
         if (i < n) dx[i] = NAME##_backward_at(tape[i], dy[i], a);                             \
     }

@@ -3,7 +3,8 @@
 // each sample's values (a's first), which is also a channel concat of channel-major D3 samples.
 
 // y = a + b; y may be a.
-kernel void add_values(int n, global const REAL *a, global const REAL *b, global REAL *y) {
+STREAMING kernel void add_values(int n, global const REAL *a, global const REAL *b,
+                                 global REAL *y) {
     int i = get_global_id(0);
     if (i < n) y[i] = a[i] + b[i];
 }

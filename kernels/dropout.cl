@@ -33,8 +33,8 @@ kernel void dropout_advance(global uint *step) {
 }
 
 // global size (count)
-kernel void dropout_backward(int count, global const REAL *mask, global const REAL *dy,
-                             global REAL *dx) {
+STREAMING kernel void dropout_backward(int count, global const REAL *mask,
+                                       global const REAL *dy, global REAL *dx) {
     int i = get_global_id(0);
     if (i < count) dx[i] = dy[i] * mask[i];
 }

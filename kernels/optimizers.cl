@@ -73,9 +73,9 @@ void optimizer_at(optimizer o, REAL decay, REAL g, global REAL *w, global REAL *
 // One step of n parameters: a kernel per optimiser, so that each holds its rule alone (a
 // run-time choice between the rules kept PoCL from vectorising the loop: 1.5-3x slower).
 #define OPTIMIZER_UPDATE(NAME, KIND)                                                          \
-    kernel void NAME(int n, REAL rate, REAL beta1, REAL beta2, REAL eps, REAL decay, REAL p1, \
-                     REAL p2, global REAL *w, global REAL *m, global REAL *v,                 \
-                     global const REAL *g) {                                                  \
+    STREAMING kernel void NAME(int n, REAL rate, REAL beta1, REAL beta2, REAL eps,           \
+                               REAL decay, REAL p1, REAL p2, global REAL *w, global REAL *m,  \
+                               global REAL *v, global const REAL *g) {                        \
         const int i = get_global_id(0);                                                       \
         if (i >= n) return;                                                                   \
         const optimizer o = optimizer_make(KIND, rate, beta1, beta2, eps, p1, p2);            \
@@ -104,7 +104,7 @@ kernel void optimizer_clip_scale(int n, REAL max_norm, global const REAL *g,
     if (lid == 0) scale[0] = fmin((REAL)1, max_norm / (sqrt(sums[0]) + (REAL)1e-6));
 }
 
-kernel void optimizer_clip(int n, global const REAL *scale, global REAL *g) {
+STREAMING kernel void optimizer_clip(int n, global const REAL *scale, global REAL *g) {
     const int i = get_global_id(0);
     if (i < n) g[i] *= scale[0];
 }

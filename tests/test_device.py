@@ -135,6 +135,21 @@ def test_launch_shapes_do_not_depend_on_the_batch(device):
     assert shapes(2) == shapes(97) == shapes(64)
 
 
+def test_streaming_kernels_run_in_large_work_groups_on_cpus(device):
+    """The kernels marked STREAMING (element-wise maps, optimiser updates) ask for work-groups
+    of 1024 through work_group_size_hint, which a CPU device gives them; the others keep 64."""
+    if device.gpu:
+        pytest.skip("GPUs keep their own work-group shapes")
+    values = device.zeros((10,))
+    streaming = [device.launch(name, (10,), 10, values, values, values).local_size
+                 for name in ("relu_backward", "add_values", "dropout_backward")]
+    assert streaming == [(1024,)] * 3
+    assert device.launch("relu_forward", (3,), 3, values, values).local_size == (1024,)
+    assert device.launch("optimizer_update_adam", (10,), 10, *[device.dtype(0)] * 7, values,
+                         values, values, values).local_size == (1024,)
+    assert device.launch("softmax_forward", (3,), 3, 3, values, values).local_size == (64,)
+
+
 def test_an_unwritable_pocl_cache_is_named(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
