@@ -89,6 +89,23 @@ kernel void pool_backward_cells(int planes, int H, int W, int kh, int kw, int sh
 // a work-item takes a row of outputs 4 at a time, loading 8 inputs from each of the 2 rows
 // under them and splitting even from odd columns. The same outputs, tie rule and picked
 // offsets as pool_forward_rows. global size (planes * OH)
+#ifdef REAL_IS_DOUBLE
+typedef long4 pool2_mask;
+#define CONVERT_REAL4 convert_double4
+#else
+typedef int4 pool2_mask;
+#define CONVERT_REAL4 convert_float4
+#endif
+// Candidate c of 4 windows side by side (v) replaces the best where greater: the tie rule of
+// pool_forward_rows; `at` the candidate's index, as ints (a select of REAL constants compiled
+// to masked loads, which stalled ~500 cycles each here).
+#define POOL2_PICK(v, c)                                                                      \
+    {                                                                                         \
+        const REAL4 cand = (v);                                                               \
+        const pool2_mask greater = cand > best;                                               \
+        best = select(best, cand, greater);                                                   \
+        at = select(at, (pool2_mask)(c), greater);                                            \
+    }
 void pool2_forward_row(int row, int OW, global const REAL *x, global REAL *y,
                        global REAL *picked) {
     const int W = 2 * OW;  // row = q * OH + i
@@ -97,20 +114,11 @@ void pool2_forward_row(int row, int OW, global const REAL *x, global REAL *y,
         const size_t o = (size_t)row * OW + j0;
         if (j0 + 4 <= OW) {
             const REAL8 r0 = vload8(0, top), r1 = vload8(0, top + W);
-            REAL4 best = r0.even, at = 0;
-            const REAL4 cands[3] = {r0.odd, r1.even, r1.odd};
-            for (int c = 0; c < 3; ++c) {
-                const REAL4 v = cands[c];
-#ifdef REAL_IS_DOUBLE
-                const long4 greater = v > best;
-#else
-                const int4 greater = v > best;
-#endif
-                best = select(best, v, greater);
-                at = select(at, (REAL4)(c + 1), greater);
-            }
+            REAL4 best = r0.even;
+            pool2_mask at = 0;
+            POOL2_PICK(r0.odd, 1) POOL2_PICK(r1.even, 2) POOL2_PICK(r1.odd, 3)
             vstore4(best, 0, y + o);
-            vstore4(at, 0, picked + o);
+            vstore4(CONVERT_REAL4(at), 0, picked + o);
             continue;
         }
         for (int j = j0; j < OW; ++j) {
