@@ -5,9 +5,9 @@ Each GEMM form the layers use is compiled at several register-block shapes (kern
 kernels/convolution.cl): gemm_dot (FullyConnected's forward, LSTM's input delta) in RM x RN
 outputs per work-item, gemm_outer (the weight gradients and input deltas, the recurrent input
 GEMM, a strided convolution's input delta) in RM rows x CV vectors, conv_forward in FM filters,
-conv_kernel_gradient in RM patch entries x FN filters; each runs in a few work-group shapes.
-(A stride-1 convolution's input delta runs gemm_outer's 6x2 blocks in conv_input_delta_6x2,
-untuned.)
+conv_kernel_gradient in RM patch entries x FN filters, conv_input_delta (a stride-1
+convolution's input delta: gemm_outer's blocks, then col2im) in RM rows x CV vectors; each runs
+in a few work-group shapes.
 A candidate is a block and a shape; all give the same bits (they change which work-item
 computes an output, not the order of its sum), so tuning changes speed only.
 
@@ -41,12 +41,14 @@ Block = tuple[int, ...]
 #: was least (gemm_dot_8x2 in (16, 4): 1.00x the sum of each of 24 shapes' fastest, against
 #: 1.10x for 8x2 in (64, 1); gemm_outer_6x2 in (4, 4): 1.00x over 52 shapes, against 1.20x for
 #: 16x1 in (64, 1); conv_kernel_gradient_5x4 in (1, 1): 1.00x over 16, against 1.07x in
-#: (64, 1); conv_forward_12 in (64, 1, 1): 1.00x).
+#: (64, 1); conv_forward_12 in (64, 1, 1): 1.00x; conv_input_delta_8x1 in (4,) work-items per
+#: sample: 0.89x 6x2's time at LeNet's second layer, the fastest register block at 4 shapes).
 REGISTERS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2)),
     "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2)),
     "conv_forward": ((12,), (8,), (10,), (16,)),
     "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2)),
+    "conv_input_delta": ((8, 1), (6, 2), (12, 1), (16, 1)),
 }
 #: Each form's work-group shapes, the default first: (64, 1) lays a group along one row of
 #: output blocks; the squarer ones share both operands' panels between the group's work-items,
@@ -60,6 +62,7 @@ LOCALS: dict[str, tuple[Block, ...]] = {
     "gemm_outer": ((4, 4, 1), (64, 1, 1), (16, 4, 1), (2, 8, 1)),
     "conv_forward": ((64, 1, 1), (16, 1, 4), (8, 1, 8)),
     "conv_kernel_gradient": ((1, 1), (64, 1), (4, 4)),
+    "conv_input_delta": ((4,), (8,), (2,)),
 }
 #: Every candidate of each form: a register block, then a work-group shape.
 FORMS: dict[str, tuple[Block, ...]] = {

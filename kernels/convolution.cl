@@ -239,7 +239,7 @@ kernel void conv_col2im_rows(int n, int C, int H, int W, int kh, int kw, int OH,
 // sums), then dx_s from them, a row of 4 channels at a time (conv_col2im_rows' sums): the same
 // bits as those two launches, with the sample's patches still in the core's cache when they are
 // read back. global size (L n), local (L).
-// template $RM $CV: 6 2
+// template $RM $CV: 8 1, 6 2, 12 1, 16 1
 kernel void conv_input_delta_$RMx$CV(int C, int H, int W, int kh, int kw, int OH, int OW,
                                      int F, global const REAL *K, global const REAL *dy,
                                      global REAL *patches, global REAL *dx) {

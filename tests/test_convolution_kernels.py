@@ -90,7 +90,7 @@ def test_the_one_launch_input_delta_equals_the_two_launches(device, rng, name):
     dy_d = device.to_device(rng.normal(size=(n, f, oh * ow)))
     one, two = device.zeros((n, c, h, w)), device.zeros((n, c, h, w))
     launches = layer.input_delta(n, dy_d, one, buffers)
-    assert [launch.kernel.function_name for launch in launches] == ["conv_input_delta_6x2"]
+    assert [launch.kernel.function_name for launch in launches] == ["conv_input_delta_8x1"]
     enqueue(launches)
     r, patches = c * kh * kw, buffers["patches"]
     enqueue([gemm_outer(device, r, oh * ow, f, layer.parameters["kernel"], f, 1, dy_d, patches,

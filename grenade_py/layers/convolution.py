@@ -19,7 +19,7 @@ conv_input_delta (a work-group per sample), else gemm_outer and conv_col2im. y a
 In the fused per-example loop: direct loops over one sample, in blocks of 2 filters x 4 rows
 x 8 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the kernel
 gradient, any number of rows, conv_direct_kernel_block; the input delta, at stride 1, either
-conv_input_delta's sums, the patches K dy a row at a time (gemm_row_product) then the col2im
+conv_input_delta's sums, the patches K dy four rows at a time (gemm_rows_product) then the col2im
 rows, or conv_direct_delta_block over the padded delta (see _fused_patches), after a Pad only
 its interior's rows or blocks), else column by column (conv_direct_row,
 conv_direct_delta_plane, conv_direct_kernel_grads): the same products as the GEMMs, summed in
@@ -42,8 +42,6 @@ from grenade_py.layers.base import Buffers, Layer
 from grenade_py.layers.pad import fused_shift
 from grenade_py.shapes import D2, D3, Shape
 
-#: Work-items per sample in conv_input_delta.
-DELTA_LANES = 4
 #: Input channels per work-item of the stride-1 col2im (COL2IM_CHANNELS in convolution.cl).
 COL2IM_CHANNELS = 4
 
@@ -193,14 +191,18 @@ class Convolution(Layer):
     def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array,
                     buffers: Buffers) -> list[Launch]:
         """dx = col2im(K dy), through the patches buffer (which it overwrites): at stride 1 with
-        the register-blocked GEMMs, one launch of conv_input_delta (a work-group per sample:
-        1.2x faster than the two launches at LeNet's second layer, the same bits)."""
+        the register-blocked GEMMs, one launch of conv_input_delta at the tuned block (a
+        work-group per sample: 1.2x faster than the two launches at LeNet's second layer, the
+        same bits)."""
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         p, patches = oh * ow, buffers["patches"]
         if sh == sw == 1 and self.device.gemm == "registers":
-            return [self.device.launch("conv_input_delta_6x2", (DELTA_LANES * n,), c, h, w, kh,
-                                       kw, oh, ow, f, self.parameters["kernel"], dy, patches,
-                                       dx, local=(DELTA_LANES,))]
+            return [blocks.launch(self.device, "conv_input_delta", (n, c * kh * kw, p, f),
+                                  lambda block: self.device.launch(
+                                      blocks.kernel_name("conv_input_delta", block),
+                                      (block[2] * n,), c, h, w, kh, kw, oh, ow, f,
+                                      self.parameters["kernel"], dy, patches, dx,
+                                      local=blocks.local("conv_input_delta", block)))]
         if sh == sw == 1:
             col2im = self.device.launch("conv_col2im_rows", (n * -(-c // COL2IM_CHANNELS) * h,),
                                         n, c, h, w, kh, kw, oh, ow, patches, dx)
