@@ -30,16 +30,15 @@ class Deconvolution(Convolution):
     # patches K x (gemm_rows_product, four patch entries per lane), put back onto the output a
     # row's phase of columns at a time (conv_col2im_phase: conv_col2im_at's sums, 8 side by
     # side). Backward: dy's patches copied out (conv_im2col_entry); the input delta K^T patches
-    # (gemm_rows_product, four channels per lane); K's gradient: where its rows are whole
-    # vectors (f a multiple of 8), the patches times x transposed, four rows per lane
-    # (gemm_rows_product: each entry summed over positions in order), else each entry's patch
-    # row dotted with x's plane, four at a time (fc_dots4).
+    # (gemm_rows_product, four channels per lane); K's gradient, the patches times x
+    # transposed (gemm_rows_product, four rows of K per lane: each entry summed over the
+    # positions in order), then its update in one loop over K.
     def fused_scratch(self) -> int:
-        """The patches, and 8 values conv_col2im_phase may read past them; where K's gradient
-        runs a row at a time, x transposed and the gradient after them."""
+        """The patches and 8 values conv_col2im_phase may read past them, x transposed, K's
+        gradient."""
         c, _, _, f, kh, kw, _, _, oh, ow = self.geometry()
         r, p = c * kh * kw, oh * ow
-        return r * p + 8 + (p * f + r * f if f % 8 == 0 else 0)
+        return r * p + 8 + p * f + r * f
 
     def fused_forward(self, i: int) -> str:
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
@@ -57,21 +56,12 @@ class Deconvolution(Convolution):
                    f"(r / {kh * kw} * {h} + r / {kw} % {kh}) * {w} + r % {kw}, {oh}, {ow}, "
                    f"{sh * w}, {sw}, s{i} + (size_t)r * {p});\nbarrier(CLK_GLOBAL_MEM_FENCE);\n")
         dx = rows_product(f, f"k{i}", 1, f, r, f"s{i}", p, f"d{i}", p) if input_delta else ""
-        if f % 8 == 0:  # K's gradient a row (f values) at a time, from x transposed (p, f)
-            xt, grads = r * p + 8, r * p + 8 + p * f
-            return (f"for (int q = lid; q < {p * f}; q += nl) s{i}[{xt} + q] = "
-                    f"a{i}[q % {f} * {p} + q / {f}];\n" + patches + dx +
-                    rows_product(r, f"s{i}", p, 1, p, f"s{i} + {xt}", f, f"s{i} + {grads}", f) +
-                    f"for (int q = lid; q < {r * f}; q += nl) optimizer_at(opt, decay, "
-                    f"s{i}[{grads} + q], k{i}, mk{i}, vk{i}, q);")
-        groups = -(-f // 4)  # q: (patch row, 4 of K's columns): fc_dot's sums, 4 side by side
-        return patches + dx + f"""for (int q = lid; q < {r * groups}; q += nl) {{
-    const int row = q / {groups}, g0 = q % {groups} * 4, count = min(4, {f} - g0);
-    REAL g[4];
-    fc_dots4(s{i} + (size_t)row * {p}, 0, 1, a{i} + (size_t)g0 * {p}, {p}, {p}, count, g);
-    for (int j = 0; j < count; ++j)
-        optimizer_at(opt, decay, g[j], k{i}, mk{i}, vk{i}, row * {f} + g0 + j);
-}}"""
+        xt, grads = r * p + 8, r * p + 8 + p * f  # x transposed (p, f), K's gradient
+        return (f"for (int q = lid; q < {p * f}; q += nl) s{i}[{xt} + q] = "
+                f"a{i}[q % {f} * {p} + q / {f}];\n" + patches + dx +
+                rows_product(r, f"s{i}", p, 1, p, f"s{i} + {xt}", f, f"s{i} + {grads}", f) +
+                f"for (int q = lid; q < {r * f}; q += nl) optimizer_at(opt, decay, "
+                f"s{i}[{grads} + q], k{i}, mk{i}, vk{i}, q);")
 
     def out_planes(self, rows: int, cols: int) -> tuple[int, int]:
         return (rows - 1) * self.sh + self.kh, (cols - 1) * self.sw + self.kw
