@@ -101,7 +101,7 @@ def main() -> None:
                                 g.Relu(), g.Deconvolution(3, 1, 2, 3, 1, 1), g.Reshape(),
                                 g.FullyConnected(48, 1), g.Logit()], input=g.D1(48), device=d,
                                seed=lanes)  # strides 2 and 1: patches, col2im, im2col; K's
-            # gradient by rows (8 input channels) and by dots (3)
+            # gradient's rows of 8 and of 3 values
             g.train(deconv, g.SGD(0.01), rng.normal(size=(2, 48)), rng.uniform(size=(2, 1)),
                     per_example=True)
             lenet = g.Network([g.Convolution(1, 2, 3, 3, 1, 1), g.Pooling(2, 2, 2, 2),
