@@ -85,10 +85,6 @@ kernel void pool_backward_cells(int planes, int H, int W, int kh, int kw, int sh
     if (g < planes * OH) pool_backward_cells_row(g, H, W, kh, kw, sh, sw, OH, OW, picked, dy, dx);
 }
 
-// Windows of 2 x 2 every 2 (the common case: Grenade's examples, LeNet), vectorised by hand:
-// a work-item takes a row of outputs 4 at a time, loading 8 inputs from each of the 2 rows
-// under them and splitting even from odd columns. The same outputs, tie rule and picked
-// offsets as pool_forward_rows. global size (planes * OH)
 #ifdef REAL_IS_DOUBLE
 typedef long4 pool2_mask;
 #define CONVERT_REAL4 convert_double4
@@ -106,6 +102,11 @@ typedef int4 pool2_mask;
         best = select(best, cand, greater);                                                   \
         at = select(at, (pool2_mask)(c), greater);                                            \
     }
+
+// Windows of 2 x 2 every 2 (the common case: Grenade's examples, LeNet), vectorised by hand:
+// a work-item takes a row of outputs 4 at a time, loading 8 inputs from each of the 2 rows
+// under them and splitting even from odd columns. The same outputs, tie rule and picked
+// offsets as pool_forward_rows. global size (planes * OH)
 void pool2_forward_row(int row, int OW, global const REAL *x, global REAL *y,
                        global REAL *picked) {
     const int W = 2 * OW;  // row = q * OH + i
