@@ -50,10 +50,14 @@ from grenade_py.optimizers import Optimizer
 VALUES = ("rate", "beta1", "beta2", "eps", "decay", "p1", "p2")
 #: Redefinitions of the layers' update calls for a pass: store the gradient into GRADS (a
 #: buffer of the discriminator's flat layout, whose parameters are `dp`), or compute nothing.
+#: (Each with its parameters named: OpenCL C has no variadic macros, and NVIDIA's compiler
+#: refuses them where PoCL's accepts them.)
 STORE = "#define optimizer_at(o, dc, g, w, m, v, i) (GRADS[(w) - dp + (i)] = (g))"
 NOTHING = ("#define optimizer_at(o, dc, g, w, m, v, i) ((void)0)\n"
-           "#define conv_direct_kernel_block(...) ((void)0)\n"
-           "#define conv_direct_kernel_grads(...) ((void)0)")
+           "#define conv_direct_kernel_block(H, W, kh, kw, sh, F, OH, OW, nb, x, dy, c, a, f0, b0, "
+           "g) ((void)0)\n"
+           "#define conv_direct_kernel_grads(H, W, kh, kw, sh, sw, OH, OW, x, dy, c, a, f, b0, g) "
+           "((void)0)")
 UNDEFINE = ("#undef optimizer_at\n#undef conv_direct_kernel_block\n"
             "#undef conv_direct_kernel_grads\n#undef GRADS")
 

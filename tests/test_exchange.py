@@ -3,6 +3,8 @@ API, layer by layer (run_network, run_gradient, apply_update), as examples/gan_m
 train_step takes them."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -25,7 +27,9 @@ from grenade_py import (
     run_gradient,
     run_network,
 )
+from grenade_py.device import Device
 from grenade_py.exchange import Exchange
+from grenade_py.kernel_library import kernel_source
 
 
 def networks(device, seed=3):
@@ -114,3 +118,15 @@ def test_networks_that_do_not_fit_are_refused(device64):
     d, g = networks(device64)
     with pytest.raises(ValueError, match="one verdict"):
         Exchange(g, d)
+
+
+def test_its_source_has_no_variadic_macros(device64, monkeypatch):
+    """OpenCL C has no variadic macros: NVIDIA's compiler refuses the program (PoCL accepts it).
+    Neither the library nor the exchange's generated passes may define one."""
+    built = [kernel_source()]
+    build = Device.build
+    monkeypatch.setattr(Device, "build", lambda self, source: built.append(source) or build(
+        self, source))
+    trained(device64, SGD(0.05), AdamW(0.01), 2, 1)
+    assert len(built) > 1
+    assert [m for source in built for m in re.findall(r"#define\s+\w+\([^)]*\.\.\.", source)] == []
