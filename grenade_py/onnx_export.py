@@ -284,8 +284,11 @@ def to_onnx(net: Any, path: str | os.PathLike[str], steps: int | None = None) ->
         inputs = [helper.make_tensor_value_info("input", element, ["N", *in_dims])]
         outputs.append(helper.make_tensor_value_info("output", element, ["N", *out_dims]))
     graph = helper.make_graph(g.nodes, type(net).__name__, inputs, outputs, g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="grenade_py")
+    opsets = [helper.make_opsetid("", OPSET)]
+    # The oldest IR version that has the opset, not the onnx package's newest: an ONNX Runtime
+    # older than the onnx package refuses newer IR versions (1.30 refused onnx 1.23's 14).
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="grenade_py",
+                              ir_version=helper.find_min_ir_version_for(opsets))
     helper.set_model_props(model, {"grenade_py.spec": json.dumps(net.spec())})
     onnx.checker.check_model(model, full_check=True)
     write_atomically(path, model.SerializeToString())
