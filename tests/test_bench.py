@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The checkout first on the path, before what the environment has there.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 
 
 def test_bench_runs(tmp_path):
@@ -16,7 +19,7 @@ def test_bench_runs(tmp_path):
                              "--epoch-examples", "512", "--repeats", "1", "--windows", "20",
                              "--recurrent-windows", "50"],
                             cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            env=ENV,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -35,7 +38,7 @@ def test_bench_markdown_table(tmp_path):
     result = subprocess.run([sys.executable, "-m", "grenade_py.bench", "--markdown",
                              "--examples", "1000", "--epoch-examples", "256", "--repeats", "1",
                              "--windows", "20"], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            env=ENV,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
