@@ -314,15 +314,17 @@ PEAK_CALLS = 4
 
 def measured_peak(device: Device, repeats: int) -> float:
     """GFLOP/s of chained vector FMAs (peak_fma in kernels/gemm.cl: 8 independent chains per
-    work-item, 64 work-items per compute unit), the device's multiply-add rate as our own kernel
-    reaches it in the fastest of several runs (clpeak is not reliable on PoCL)."""
-    items = device.cl_device.max_compute_units * 64
+    work-item), the device's multiply-add rate as our own kernel reaches it in the fastest of
+    several runs (clpeak is not reliable on PoCL)."""
+    # On a CPU, work-groups of 8: eight per compute unit, whatever size the driver would pick
+    # (PoCL once ran all 64 x units in one group, on one core: half the peak). On a GPU, 2048
+    # work-items per compute unit in groups of 256: every warp's lanes busy, and enough warps
+    # to hide each FMA's latency.
+    per_unit, group, iterations = (2048, 256, 2000) if device.gpu else (64, 8, 20000)
+    items = device.cl_device.max_compute_units * per_unit
     out = device.zeros((items,))
-    iterations = 2000 if device.gpu else 20000
-    # Work-groups of 8: eight per compute unit, whatever size the driver would pick (PoCL once
-    # ran all 64 x units in one group, on one core: half the peak).
     launch = device.launch("peak_fma", (items,), items, iterations, device.dtype(0.999),
-                           device.dtype(0.001), out, local=(8,))
+                           device.dtype(0.001), out, local=(group,))
 
     launch()
     device.queue.finish()  # the build, and a warm-up
