@@ -16,8 +16,8 @@ launches of real networks (the MNIST architectures at the batch sizes given), on
 itself, and keeps the fastest for each launch shape in the user's cache folder (`tuned.json`),
 per platform, device, driver version, precision and GEMM form. Launches built afterwards, in
 any process, take them; a shape never tuned gets the untuned default (`default`: the form's
-first block, or WIDE_DEFAULT for large GEMMs). The local-memory tiled GEMMs of GPUs keep the
-tiles the device's limits give (`device.gemm_tiles`).
+first block, or WIDE_DEFAULT for large GEMMs; NARROW's on CPUs without 16-float vectors). The
+local-memory tiled GEMMs of GPUs keep the tiles the device's limits give (`device.gemm_tiles`).
 """
 from __future__ import annotations
 
@@ -78,6 +78,23 @@ FORMS: dict[str, tuple[Block, ...]] = {
 LARGE = 2**27
 WIDE = 256
 WIDE_DEFAULT: Block = (4, 4, 16, 4)
+#: The untuned blocks on CPUs whose vectors hold 8 floats (AVX2; `narrow`), where a vector of
+#: gemm.cl's 16 lanes takes two of the 16 registers and the blocks above spill. Each is the
+#: candidate whose time summed over the MNIST networks' launch shapes at batches 32 to 256 was
+#: least on a 2-core AMD EPYC without AVX-512 (PoCL 3.1, "pthread-haswell"), in two runs
+#: (x the sum of each shape's fastest, against the wide CPUs' default): gemm_dot_4x2 in (16, 4)
+#: 1.02-1.03x against 8x2's 1.50-1.68x, and at 1024^3 the fastest (4x4 1.45-1.50x slower);
+#: gemm_outer_8x1 in (4, 4, 1) 1.04-1.07x against 6x2's 1.24-1.25x; conv_forward_8 in (16, 1,
+#: 4) 1.12-1.17x against 12's 1.33-1.36x; conv_input_delta_6x2 in (2,) 1.01-1.05x against 8x1's
+#: 1.18-1.20x; conv_kernel_gradient keeps 5x4 in (1, 1) (1.08-1.09x; 5x2 1.05-1.11x).
+NARROW: dict[str, Block] = {
+    "gemm_dot": (4, 2, 16, 4), "gemm_outer": (8, 1, 4, 4, 1), "conv_forward": (8, 16, 1, 4),
+    "conv_kernel_gradient": (5, 4, 1, 1), "conv_input_delta": (6, 2, 2)}
+
+
+def narrow(device: Device) -> bool:
+    """Whether `device` is a CPU whose vectors hold fewer than 16 floats (no AVX-512)."""
+    return not device.gpu and device.cl_device.native_vector_width_float < 16
 
 
 def local(form: str, block: Block) -> Block:
@@ -132,13 +149,17 @@ def block(device: Device, form: str, shape: Block) -> Block:
     """The block a launch of `form` over `shape` runs at on `device`: the tuned one, else the
     default."""
     chosen = table(device).get(form, {}).get(",".join(map(str, shape)))
-    return tuple(chosen) if chosen and tuple(chosen) in FORMS[form] else default(form, shape)
+    if chosen and tuple(chosen) in FORMS[form]:
+        return tuple(chosen)
+    return default(device, form, shape)
 
 
-def default(form: str, shape: Block) -> Block:
-    """The untuned block of a launch of `form` over `shape`: WIDE_DEFAULT for a gemm_dot
-    (m, n, k, batches) of one product of m n k >= LARGE and n >= WIDE, else the form's
-    first."""
+def default(device: Device, form: str, shape: Block) -> Block:
+    """The untuned block of a launch of `form` over `shape` on `device`: NARROW's on a CPU of
+    8-float vectors; else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one product of
+    m n k >= LARGE and n >= WIDE, else the form's first."""
+    if narrow(device):
+        return NARROW[form]
     m, n, k, *rest = shape
     if form == "gemm_dot" and rest == [1] and n >= WIDE and m * n * k >= LARGE:
         return WIDE_DEFAULT
@@ -211,7 +232,7 @@ def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], L
         best = min(times, key=lambda b: times[b])
         if keep:
             table(device).setdefault(form, {})[",".join(map(str, shape))] = list(best)
-        untuned = default(form, shape)
+        untuned = default(device, form, shape)
         rows.append(Tuned(form, shape, untuned, best, times[untuned], times[best]))
     if keep and (problem := save(device)) is not None:
         log.warning("the tuned blocks are used in this process but could not be kept: %s",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import tolerance
 
-from grenade_py import D3, Convolution, Network
+from grenade_py import D3, Convolution, Network, blocks
 from grenade_py.execution import enqueue
 from grenade_py.gemm import gemm_outer
 from grenade_py.layers.convolution import COL2IM_CHANNELS
@@ -85,14 +85,15 @@ def test_the_one_launch_input_delta_equals_the_two_launches(device, rng, name):
     c, h, w, f, kh, kw, _, _ = SHAPES[name]
     n, oh, ow = 3, h - kh + 1, w - kw + 1
     net = Network([Convolution(c, f, kh, kw, 1, 1)], input=D3(h, w, c), device=device, seed=1)
-    layer = net.layers[0]
+    layer, r = net.layers[0], c * kh * kw
     buffers = device.allocate("the test", layer.batch_buffers(n))
     dy_d = device.to_device(rng.normal(size=(n, f, oh * ow)))
     one, two = device.zeros((n, c, h, w)), device.zeros((n, c, h, w))
     launches = layer.input_delta(n, dy_d, one, buffers)
-    assert [launch.kernel.function_name for launch in launches] == ["conv_input_delta_8x1"]
+    assert [launch.kernel.function_name for launch in launches] == [blocks.kernel_name(
+        "conv_input_delta", blocks.block(device, "conv_input_delta", (n, r, oh * ow, f)))]
     enqueue(launches)
-    r, patches = c * kh * kw, buffers["patches"]
+    patches = buffers["patches"]
     enqueue([gemm_outer(device, r, oh * ow, f, layer.parameters["kernel"], f, 1, dy_d, patches,
                         batches=n, b_k=oh * ow, b_batch=f * oh * ow, c_batch=r * oh * ow),
              device.launch("conv_col2im_rows", (n * -(-c // COL2IM_CHANNELS) * h,), n, c, h,
