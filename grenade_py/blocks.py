@@ -44,8 +44,8 @@ Block = tuple[int, ...]
 #: (64, 1); conv_forward_12 in (64, 1, 1): 1.00x; conv_input_delta_8x1 in (4,) work-items per
 #: sample: 0.89x 6x2's time at LeNet's second layer, the fastest register block at 4 shapes).
 REGISTERS: dict[str, tuple[Block, ...]] = {
-    "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2)),
-    "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2)),
+    "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2), (2, 2), (3, 2), (2, 4)),
+    "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2), (4, 1), (6, 1)),
     "conv_forward": ((12,), (8,), (10,), (16,)),
     "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2)),
     "conv_input_delta": ((8, 1), (6, 2), (12, 1), (16, 1)),
@@ -82,13 +82,15 @@ WIDE_DEFAULT: Block = (4, 4, 16, 4)
 #: gemm.cl's 16 lanes takes two of the 16 registers and the blocks above spill. Each is the
 #: candidate whose time summed over the MNIST networks' launch shapes at batches 32 to 256 was
 #: least on a 2-core AMD EPYC without AVX-512 (PoCL 3.1, "pthread-haswell"), in two runs
-#: (x the sum of each shape's fastest, against the wide CPUs' default): gemm_dot_4x2 in (16, 4)
-#: 1.02-1.03x against 8x2's 1.50-1.68x, and at 1024^3 the fastest (4x4 1.45-1.50x slower);
-#: gemm_outer_8x1 in (4, 4, 1) 1.04-1.07x against 6x2's 1.24-1.25x; conv_forward_8 in (16, 1,
-#: 4) 1.12-1.17x against 12's 1.33-1.36x; conv_input_delta_6x2 in (2,) 1.01-1.05x against 8x1's
-#: 1.18-1.20x; conv_kernel_gradient keeps 5x4 in (1, 1) (1.08-1.09x; 5x2 1.05-1.11x).
+#: (x the sum of each shape's fastest, against the wide CPUs' default): gemm_dot_3x2 in (16, 4)
+#: 1.03-1.05x against 8x2's 1.50-1.68x, and at 1024^3 within 3% of the fastest (122 GFLOP/s;
+#: 4x4 96); gemm_outer_6x1 in (2, 8, 1) 1.05-1.07x against 6x2's 1.24-1.25x; conv_forward_8 in
+#: (16, 1, 4) 1.12-1.17x against 12's 1.33-1.36x; conv_input_delta_6x2 in (2,) 1.01-1.05x
+#: against 8x1's 1.18-1.20x; conv_kernel_gradient keeps 5x4 in (1, 1) (1.08-1.09x; 5x2
+#: 1.05-1.11x). The 2x2, 3x2 and 2x4 gemm_dot and 4x1 and 6x1 gemm_outer blocks are there for
+#: these CPUs: no larger block's accumulators fit their registers.
 NARROW: dict[str, Block] = {
-    "gemm_dot": (4, 2, 16, 4), "gemm_outer": (8, 1, 4, 4, 1), "conv_forward": (8, 16, 1, 4),
+    "gemm_dot": (3, 2, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (8, 16, 1, 4),
     "conv_kernel_gradient": (5, 4, 1, 1), "conv_input_delta": (6, 2, 2)}
 
 

@@ -119,7 +119,7 @@ void gemm_row_product(global const REAL *restrict a, int a_step, int K,
 // global size (ceil(N / RN), ceil(M / RM)). Rows past the edge of A or B repeat the last row
 // (clamped index) and are not stored, so every block takes the vector path. The vectors add up
 // over the whole batch first, then the last K % VW terms of each entry.
-// template $RM $RN: 8 2, 4 4, 4 2, 6 2
+// template $RM $RN: 8 2, 4 4, 4 2, 6 2, 2 2, 3 2, 2 4
 kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m, int a_batch,
                              global const REAL *B, int b_n, int b_batch, int batches,
                              global const REAL *bias, global REAL *C) {
@@ -177,7 +177,7 @@ kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m,
 // back to end there (N - VW), recomputing columns with the same sums, and stores only those from
 // n0 on (the block's own); only a product narrower than one vector goes scalar, with the same
 // sums too. (Also the product of conv_input_delta.)
-// template $RM $CV: 16 1, 8 1, 12 1, 24 1, 6 2, 8 2, 12 2
+// template $RM $CV: 16 1, 8 1, 12 1, 24 1, 6 2, 8 2, 12 2, 4 1, 6 1
 void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const REAL *A,
                               int a_m, int a_k, global const REAL *B, int b_k, global REAL *C,
                               int c_m) {
