@@ -256,21 +256,23 @@ kernel void gemm_column_sums(int K, int N, global const REAL *A, global REAL *C)
     }
 }
 
-// The device's multiply-add rate, measured (the benchmark's peak): PEAK_CHAINS independent chains
-// of vector FMAs per work-item, `iterations` steps each, x <- x m + c; out[i] = the sum of every
-// lane of every chain, for i < n (the global size may be rounded up). 2 * PEAK_CHAINS * VW *
-// iterations flops per work-item.
-#define PEAK_CHAINS 8
-kernel void peak_fma(int n, int iterations, REAL m, REAL c, global REAL *out) {
+// The device's multiply-add rate, measured (the benchmark's peak): $CH independent chains of
+// vector FMAs per work-item, `iterations` steps each, x <- x m + c; out[i] = the sum of every
+// lane of every chain, for i < n (the global size may be rounded up). 2 * $CH * VW * iterations
+// flops per work-item. 8 chains keep 8 FMAs in flight per core's two units on AVX-512; on AVX2
+// (two registers a vector) they take all 16 registers and spill, where 6 fit.
+// template $CH: 6, 8
+kernel void peak_fma_$CH(int n, int iterations, REAL m, REAL c, global REAL *out) {
     if (get_global_id(0) >= n) return;
-    realv x[PEAK_CHAINS];
+    realv x[$CH];
     #pragma unroll
-    for (int j = 0; j < PEAK_CHAINS; ++j) x[j] = (realv)(get_global_id(0) + j);
+    for (int j = 0; j < $CH; ++j) x[j] = (realv)(get_global_id(0) + j);
     for (int i = 0; i < iterations; ++i)
         #pragma unroll
-        for (int j = 0; j < PEAK_CHAINS; ++j) x[j] = fma(x[j], (realv)(m), (realv)(c));
+        for (int j = 0; j < $CH; ++j) x[j] = fma(x[j], (realv)(m), (realv)(c));
     realv s = x[0];
     #pragma unroll
-    for (int j = 1; j < PEAK_CHAINS; ++j) s += x[j];
+    for (int j = 1; j < $CH; ++j) s += x[j];
     out[get_global_id(0)] = gemm_hsum(s);
 }
+// end template

@@ -150,7 +150,9 @@ def main() -> None:
                                   lengths=np.array([4, 1, 3]))
             g.SymbolCorpus(small, rng.integers(0, 2, 30)).train(
                 g.SGD(0.01), np.array([0, 5, 9]), 4, loss="cross_entropy")
-        d.launch("peak_fma", (5,), 5, 3, d.dtype(0.9), d.dtype(0.1), d.zeros((5,)))()
+        for chains in (6, 8):
+            d.launch(f"peak_fma_{chains}", (5,), 5, 3, d.dtype(0.9), d.dtype(0.1),
+                     d.zeros((5,)))()
         d.queue.finish()
     print(f"workload done on {d.name}")
 

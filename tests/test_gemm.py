@@ -115,21 +115,22 @@ def test_training_with_tiled_gemms_equals_the_register_form(device64, rng):
             np.testing.assert_allclose(a[name], b[name], rtol=1e-11, atol=1e-13)
 
 
+@pytest.mark.parametrize("chains", [6, 8])
 @pytest.mark.parametrize("iterations", [1, 3, 17, 257])
-def test_the_peak_kernel_computes_its_chains(device, iterations):
-    """peak_fma (the benchmark's measured peak) runs the multiply-adds it counts: each
-    work-item's 8 chains x <- 0.999 x + 0.001 from x = item + chain, summed over lanes."""
+def test_the_peak_kernel_computes_its_chains(device, iterations, chains):
+    """peak_fma_<chains> (the benchmark's measured peak) runs the multiply-adds it counts:
+    each work-item's chains x <- 0.999 x + 0.001 from x = item + chain, summed over lanes."""
     from grenade_py.gemm import vector_width
 
     items = 7
     out = device.zeros((items,))
-    run(device, device.launch("peak_fma", (items,), items, iterations, device.dtype(0.999),
-                              device.dtype(0.001), out))
-    x = (np.arange(items)[:, None] + np.arange(8)[None]).astype(np.float64)
+    run(device, device.launch(f"peak_fma_{chains}", (items,), items, iterations,
+                              device.dtype(0.999), device.dtype(0.001), out))
+    x = (np.arange(items)[:, None] + np.arange(chains)[None]).astype(np.float64)
     for _ in range(iterations):
         x = x * 0.999 + 0.001
     np.testing.assert_allclose(out.get(), x.sum(axis=1) * vector_width(device),
-                               **tolerance(device, terms=iterations * 8))
+                               **tolerance(device, terms=iterations * chains))
 
 
 @pytest.mark.parametrize("form", ["gemm_dot", "gemm_outer"])
