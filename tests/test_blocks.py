@@ -141,10 +141,15 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
     monkeypatch.setattr(blocks, "narrow", lambda d: True)
     for form, chosen in blocks.NARROW.items():
         assert chosen in blocks.FORMS[form]
+        # The tuner leaves out the GEMM blocks of more than 8 accumulator vectors there.
+        tried = blocks.candidates(device, form)
+        assert chosen in tried and set(tried) <= set(blocks.FORMS[form])
+        assert all(b[0] * b[1] <= 8 for b in tried) == form.startswith("gemm_")
         for shape in ((1024, 1024, 1024, 1, 1), (5, 2, 3, 1, 0)):
             assert blocks.block(device, form, shape[:len(shape) - (form != "gemm_outer")]) == \
                 chosen
     monkeypatch.setattr(blocks, "narrow", lambda d: False)
+    assert all(blocks.candidates(device, form) == blocks.FORMS[form] for form in blocks.FORMS)
     assert blocks.WIDE_DEFAULT in blocks.FORMS["gemm_dot"]
     assert blocks.block(device, "gemm_dot", (1024, 1024, 1024, 1)) == blocks.WIDE_DEFAULT
     assert blocks.block(device, "gemm_dot", (2048, blocks.WIDE, 256, 1)) == blocks.WIDE_DEFAULT
