@@ -101,7 +101,7 @@ def narrow(device: Device) -> bool:
 
 def candidates(device: Device, form: str) -> tuple[Block, ...]:
     """The blocks the tuner times for `form` on `device`: every one, except that on narrow CPUs
-    a GEMM's blocks of more than 8 accumulator vectors (16 of the 16 registers, or more) are
+    a GEMM's blocks of more than 8 accumulator vectors (more than their 16 registers) are
     left out: half of the candidates. Over the MNIST networks' launch shapes on such a CPU
     (two runs, 68 GEMM shapes each), one of them was more than 5% faster than every other
     block only at launches of 7-19 us, by 1-6 us."""
