@@ -68,7 +68,7 @@ class Update:
         if optimizer.kernel not in self.rules:
             count = flat["parameters"].size
             self.rules[optimizer.kernel] = self.device.launch(
-                f"optimizer_update_{optimizer.kernel}", (count,), count,
+                f"optimizer_update_{optimizer.kernel}", (-(-count // 8),), count,
                 *(real(0) for _ in range(7)), flat["parameters"], flat["momentum"],
                 flat["second"], flat["gradients"])
         if optimizer.clip_norm is not None:
