@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,9 +47,9 @@ Block = tuple[int, ...]
 REGISTERS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2), (2, 2), (3, 2), (2, 4)),
     "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2), (4, 1), (6, 1)),
-    "conv_forward": ((12,), (8,), (10,), (16,)),
-    "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2)),
-    "conv_input_delta": ((8, 1), (6, 2), (12, 1), (16, 1)),
+    "conv_forward": ((12,), (8,), (10,), (16,), (4,), (5,), (6,)),
+    "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2), (2, 2), (4, 1), (3, 2)),
+    "conv_input_delta": ((8, 1), (6, 2), (12, 1), (16, 1), (4, 1), (6, 1)),
 }
 #: Each form's work-group shapes, the default first: (64, 1) lays a group along one row of
 #: output blocks; the squarer ones share both operands' panels between the group's work-items,
@@ -84,14 +85,17 @@ WIDE_DEFAULT: Block = (4, 4, 16, 4)
 #: least on a 2-core AMD EPYC without AVX-512 (PoCL 3.1, "pthread-haswell"), in two runs
 #: (x the sum of each shape's fastest, against the wide CPUs' default): gemm_dot_3x2 in (16, 4)
 #: 1.03-1.05x against 8x2's 1.50-1.68x, and at 1024^3 within 3% of the fastest (122 GFLOP/s;
-#: 4x4 96); gemm_outer_6x1 in (2, 8, 1) 1.05-1.07x against 6x2's 1.24-1.25x; conv_forward_8 in
-#: (16, 1, 4) 1.12-1.17x against 12's 1.33-1.36x; conv_input_delta_6x2 in (2,) 1.01-1.05x
-#: against 8x1's 1.18-1.20x; conv_kernel_gradient keeps 5x4 in (1, 1) (1.08-1.09x; 5x2
-#: 1.05-1.11x). The 2x2, 3x2 and 2x4 gemm_dot and 4x1 and 6x1 gemm_outer blocks are there for
-#: these CPUs: no larger block's accumulators fit their registers.
+#: 4x4 96); gemm_outer_6x1 in (2, 8, 1) 1.05-1.07x against 6x2's 1.24-1.25x. Over LeNet's
+#: convolutions at the same batches: conv_forward_6 in (16, 1, 4) 1.07-1.10x against 8's
+#: 1.64-1.66x; conv_input_delta_4x1 in (4,) 1.04-1.05x against 6x2's 1.52-1.56x;
+#: conv_kernel_gradient_5x2 in (1, 1) 1.09-1.11x against 5x4's 1.19-1.23x (3x2 1.01-1.11x, but
+#: at batch 64 over 1.13x 5x2's time at the second convolution). The 2x2, 3x2 and
+#: 2x4 gemm_dot, 4x1 and 6x1 gemm_outer, 4, 5 and 6 conv_forward, 2x2, 4x1 and 3x2
+#: conv_kernel_gradient, and 4x1 and 6x1 conv_input_delta blocks are there for these CPUs:
+#: their accumulators fit the registers.
 NARROW: dict[str, Block] = {
-    "gemm_dot": (3, 2, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (8, 16, 1, 4),
-    "conv_kernel_gradient": (5, 4, 1, 1), "conv_input_delta": (6, 2, 2)}
+    "gemm_dot": (3, 2, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (6, 16, 1, 4),
+    "conv_kernel_gradient": (5, 2, 1, 1), "conv_input_delta": (4, 1, 4)}
 
 
 def narrow(device: Device) -> bool:
@@ -101,13 +105,15 @@ def narrow(device: Device) -> bool:
 
 def candidates(device: Device, form: str) -> tuple[Block, ...]:
     """The blocks the tuner times for `form` on `device`: every one, except that on narrow CPUs
-    a GEMM's blocks of more than 8 accumulator vectors (more than their 16 registers) are
-    left out: half of the candidates. Over the MNIST networks' launch shapes on such a CPU
-    (two runs, 68 GEMM shapes each), one of them was more than 5% faster than every other
-    block only at launches of 7-19 us, by 1-6 us."""
-    if not narrow(device) or not form.startswith("gemm_"):
+    the blocks of more than 10 accumulator vectors (more than their 16 registers hold beside
+    the operands) are left out: 64 of 127. Over the MNIST networks' GEMM launch shapes on such
+    a CPU (two runs, 68 shapes each), one of them was more than 5% faster than every other
+    block only at launches of 7-19 us, by 1-6 us; over LeNet's convolutions at batches 32-256
+    the fastest blocks held 4 to 10 accumulators."""
+    if not narrow(device):
         return FORMS[form]
-    return tuple(b for b in FORMS[form] if b[0] * b[1] <= 8)
+    width = len(REGISTERS[form][0])
+    return tuple(b for b in FORMS[form] if math.prod(b[:width]) <= 10)
 
 
 def local(form: str, block: Block) -> Block:

@@ -71,7 +71,7 @@ realv conv_gather(global const REAL *from, const int *off) {
 // F - FM .. F - 1 and stores only its own filters: K's FM values then lie at fixed offsets from
 // one pointer (clamped indexes, each in a register of its own, spilled at FM 10). x (n, sample),
 // y (n, F, P). global size (ceil(P / VW), ceil(F / FM), n)
-// template $FM: 8, 10, 12, 16
+// template $FM: 8, 10, 12, 16, 4, 5, 6
 kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int pitch,
                              global const REAL *rows, global const REAL *K,
                              global const REAL *x, global REAL *y) {
@@ -120,7 +120,7 @@ kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int
 // dK[r, f] = sum_s sum_p x_s[rows[r] + off(p)] dy[s, f, p]: RM patch entries x FN filters per
 // work-item, sample by sample (so the sum's order is fixed: no atomics). Whole vectors of
 // positions first, then the last P % VW of each sample. global size (ceil(F / FN), ceil(R / RM))
-// template $RM $FN: 5 4, 4 4, 2 8, 8 2, 5 2
+// template $RM $FN: 5 4, 4 4, 2 8, 8 2, 5 2, 2 2, 4 1, 3 2
 kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P, int OW,
                                          int pitch, global const REAL *rows,
                                          global const REAL *x, global const REAL *dy,
@@ -239,7 +239,7 @@ kernel void conv_col2im_rows(int n, int C, int H, int W, int kh, int kw, int OH,
 // sums), then dx_s from them, a row of 4 channels at a time (conv_col2im_rows' sums): the same
 // bits as those two launches, with the sample's patches still in the core's cache when they are
 // read back. global size (L n), local (L).
-// template $RM $CV: 8 1, 6 2, 12 1, 16 1
+// template $RM $CV: 8 1, 6 2, 12 1, 16 1, 4 1, 6 1
 kernel void conv_input_delta_$RMx$CV(int C, int H, int W, int kh, int kw, int OH, int OW,
                                      int F, global const REAL *K, global const REAL *dy,
                                      global REAL *patches, global REAL *dx) {

@@ -5,6 +5,7 @@ GEMMs (a GPU's default is the tiled form, which has no blocks to tune)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -141,10 +142,11 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
     monkeypatch.setattr(blocks, "narrow", lambda d: True)
     for form, chosen in blocks.NARROW.items():
         assert chosen in blocks.FORMS[form]
-        # The tuner leaves out the GEMM blocks of more than 8 accumulator vectors there.
+        # The tuner leaves out the blocks of more than 10 accumulator vectors there.
         tried = blocks.candidates(device, form)
-        assert chosen in tried and set(tried) <= set(blocks.FORMS[form])
-        assert all(b[0] * b[1] <= 8 for b in tried) == form.startswith("gemm_")
+        width = len(blocks.REGISTERS[form][0])
+        assert chosen in tried and set(tried) < set(blocks.FORMS[form])
+        assert set(tried) == {b for b in blocks.FORMS[form] if math.prod(b[:width]) <= 10}
         for shape in ((1024, 1024, 1024, 1, 1), (5, 2, 3, 1, 0)):
             assert blocks.block(device, form, shape[:len(shape) - (form != "gemm_outer")]) == \
                 chosen
