@@ -264,6 +264,12 @@ def _arg(value: Any) -> Any:
     return value
 
 
+def streaming_size(count: int) -> tuple[int]:
+    """The global size of a STREAMING kernel over `count` values: one work-item per 8
+    (kernels/gemm.cl's STREAMING_EACH)."""
+    return (-(-count // 8),)
+
+
 class Launch:
     """One kernel over a fixed global size, arguments set at construction (≈2 µs to enqueue on
     PoCL, against ≈12 µs when they are passed on every call)."""

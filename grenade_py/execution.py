@@ -19,7 +19,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import Launch, buffer
+from grenade_py.device import Launch, buffer, streaming_size
 from grenade_py.fused import FusedTrainer, flat_place, fused_trainer
 from grenade_py.layers import Layer
 from grenade_py.layers.base import Buffers, Factor
@@ -54,7 +54,7 @@ class Update:
         self.clip = [
             self.device.launch("optimizer_clip_scale", (64,), count, self.device.dtype(0),
                                gradients, factor, local=(64,)),
-            self.device.launch("optimizer_clip", (count,), count, factor, gradients)]
+            self.device.launch("optimizer_clip", streaming_size(count), count, factor, gradients)]
         self.rules: dict[str, Launch] = {}
         self.last: Optimizer | None = None
 
@@ -68,7 +68,7 @@ class Update:
         if optimizer.kernel not in self.rules:
             count = flat["parameters"].size
             self.rules[optimizer.kernel] = self.device.launch(
-                f"optimizer_update_{optimizer.kernel}", (-(-count // 8),), count,
+                f"optimizer_update_{optimizer.kernel}", streaming_size(count), count,
                 *(real(0) for _ in range(7)), flat["parameters"], flat["momentum"],
                 flat["second"], flat["gradients"])
         if optimizer.clip_norm is not None:

@@ -17,13 +17,11 @@ REAL logit_backward_at(REAL y, REAL dy) { return y * (1 - y) * dy; }
 
 #define ACTIVATION_KERNELS(NAME)                                                              \
     STREAMING kernel void NAME##_forward(int n, global const REAL *x, global REAL *y) {      \
-        int i = get_global_id(0);                                                             \
-        if (i < n) y[i] = NAME##_forward_at(x[i]);                                            \
+        STREAMING_EACH(i, n, y[i] = NAME##_forward_at(x[i]))                                   \
     }                                                                                         \
     STREAMING kernel void NAME##_backward(int n, global const REAL *tape,                    \
                                           global const REAL *dy, global REAL *dx) {           \
-        int i = get_global_id(0);                                                             \
-        if (i < n) dx[i] = NAME##_backward_at(tape[i], dy[i]);                                \
+        STREAMING_EACH(i, n, dx[i] = NAME##_backward_at(tape[i], dy[i]))                       \
     }
 
 ACTIVATION_KERNELS(trivial)
@@ -67,13 +65,11 @@ ACTIVATION_KERNELS(gelu_fast)
 #define ACTIVATION_KERNELS_WITH_ARGUMENT(NAME)                                                \
     STREAMING kernel void NAME##_forward(int n, REAL a, global const REAL *x,                \
                                          global REAL *y) {                                    \
-        int i = get_global_id(0);                                                             \
-        if (i < n) y[i] = NAME##_forward_at(x[i], a);                                         \
+        STREAMING_EACH(i, n, y[i] = NAME##_forward_at(x[i], a))                                \
     }                                                                                         \
     STREAMING kernel void NAME##_backward(int n, REAL a, global const REAL *tape,            \
                                           global const REAL *dy, global REAL *dx) {           \
-        int i = get_global_id(0);                                                             \
-        if (i < n) dx[i] = NAME##_backward_at(tape[i], dy[i], a);                             \
+        STREAMING_EACH(i, n, dx[i] = NAME##_backward_at(tape[i], dy[i], a))                    \
     }
 
 // LeakyRelu (the Grenade fork's): x, or a x below 0 (slope a there, 1 at 0 and above).

@@ -5,8 +5,7 @@
 // y = a + b; y may be a.
 STREAMING kernel void add_values(int n, global const REAL *a, global const REAL *b,
                                  global REAL *y) {
-    int i = get_global_id(0);
-    if (i < n) y[i] = a[i] + b[i];
+    STREAMING_EACH(i, n, y[i] = a[i] + b[i])
 }
 
 // global size (wa + wb, n): y[r] = a[r] ++ b[r]

@@ -32,9 +32,7 @@ kernel void dropout_advance(global uint *step) {
     if (get_global_id(0) == 0) step[0] += 1;
 }
 
-// global size (count)
 STREAMING kernel void dropout_backward(int count, global const REAL *mask,
                                        global const REAL *dy, global REAL *dx) {
-    int i = get_global_id(0);
-    if (i < count) dx[i] = dy[i] * mask[i];
+    STREAMING_EACH(i, count, dx[i] = dy[i] * mask[i])
 }

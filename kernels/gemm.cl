@@ -19,10 +19,21 @@ typedef float16 realv;
 #define VSTORE vstore16
 #endif
 
-// Kernels whose work-items each map a value or two (the element-wise activations, the
+// Kernels whose work-items each map a few values (the element-wise activations, the
 // optimisers' updates): on CPUs they run in work-groups of 1024 (Device.local_size), where
 // PoCL's cost per work-group made the usual 64 1.7-1.9x slower over 131k-407k values.
 #define STREAMING __attribute__((work_group_size_hint(1024, 1, 1)))
+// Their loop: 8 consecutive values per work-item (global size n / 8 rounded up, as
+// device.streaming_size gives), STATEMENT for each value i < n. The whole runs of 8 have no
+// bounds check: with one per value PoCL did not vectorise the kernels (over 410k values on AVX2:
+// Relu 2.3-2.9x, Logit 1.7-2.2x, Elu 1.5x slower), though the forms bound by their scalar
+// calls (Tanh's and Sinusoid's forward, Gelu) were up to 15% faster.
+#define STREAMING_EACH(i, n, STATEMENT)                                                       \
+    const int i##_first = 8 * get_global_id(0);                                               \
+    if (i##_first + 8 <= (n))                                                                 \
+        for (int i = i##_first; i < i##_first + 8; ++i) STATEMENT;                            \
+    else                                                                                      \
+        for (int i = i##_first; i < (n); ++i) STATEMENT;
 
 REAL gemm_hsum(realv v) {
 #ifdef REAL_IS_DOUBLE

@@ -74,7 +74,7 @@ void optimizer_at(optimizer o, REAL decay, REAL g, global REAL *w, global REAL *
 // harmless): a kernel per optimiser, so that each holds its rule alone (a run-time choice
 // between the rules kept PoCL from vectorising the loop: 1.5-3x slower). Explicit vectors, as a
 // bounds check in a kernel of one element per work-item also kept PoCL from vectorising it
-// (5-6x slower on AVX2).
+// (5-6x slower on AVX2), and STREAMING_EACH over optimizer_at did no better.
 #define OPTIMIZER_UPDATE(NAME, KIND)                                                          \
     STREAMING kernel void NAME(int n, REAL rate, REAL beta1, REAL beta2, REAL eps,           \
                                REAL decay, REAL p1, REAL p2, global REAL *w, global REAL *m,  \
@@ -116,6 +116,5 @@ kernel void optimizer_clip_scale(int n, REAL max_norm, global const REAL *g,
 }
 
 STREAMING kernel void optimizer_clip(int n, global const REAL *scale, global REAL *g) {
-    const int i = get_global_id(0);
-    if (i < n) g[i] *= scale[0];
+    STREAMING_EACH(i, n, g[i] *= scale[0])
 }

@@ -5,7 +5,7 @@ from typing import Any
 
 import pyopencl.array as cl_array
 
-from grenade_py.device import Launch
+from grenade_py.device import Launch, streaming_size
 from grenade_py.layers.base import Buffers, Layer, WindowForm, over_rows
 from grenade_py.shapes import Shape, size
 
@@ -39,8 +39,8 @@ class Activation(Layer):
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
         count = n * size(self.in_shape)
-        return [self.device.launch(f"{self.family}_forward", (count,), count, *self._extra(),
-                                   x, y)]
+        return [self.device.launch(f"{self.family}_forward", streaming_size(count), count,
+                                   *self._extra(), x, y)]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
@@ -48,8 +48,8 @@ class Activation(Layer):
             return []
         count = n * size(self.in_shape)
         tape = x if self.tape == "input" else y
-        return [self.device.launch(f"{self.family}_backward", (count,), count, *self._extra(),
-                                   tape, dy, dx)]
+        return [self.device.launch(f"{self.family}_backward", streaming_size(count), count,
+                                   *self._extra(), tape, dy, dx)]
 
     def fused_args(self, i: int) -> list[tuple[str, Any]]:
         return [(f"REAL arg{i}", value) for value in self._extra()]

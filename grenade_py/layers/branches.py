@@ -13,7 +13,7 @@ from typing import Any
 
 import pyopencl.array as cl_array
 
-from grenade_py.device import Launch
+from grenade_py.device import Launch, streaming_size
 from grenade_py.errors import ShapeError
 from grenade_py.layers.activation import Activation
 from grenade_py.layers.base import Buffers, Layer, sub
@@ -94,7 +94,8 @@ class Branches(Layer):
                     + self.b.backward(n, x, buffers["yb"], dyb, dxb, sub(buffers, "b")))
         if dx is not None:
             count = n * size(self.in_shape)
-            launches.append(self.device.launch("add_values", (count,), count, dx, dxb, dx))
+            launches.append(self.device.launch("add_values", streaming_size(count), count, dx,
+                                               dxb, dx))
         return launches
 
 
@@ -115,7 +116,7 @@ class Merge(Branches):
                 training: bool) -> list[Launch]:
         count = y.size
         return self.run_branches(n, x, buffers, training) + [self.device.launch(
-            "add_values", (count,), count, buffers["ya"], buffers["yb"], y)]
+            "add_values", streaming_size(count), count, buffers["ya"], buffers["yb"], y)]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import pyopencl.array as cl_array
 
-from grenade_py.device import Launch
+from grenade_py.device import Launch, streaming_size
 from grenade_py.errors import ShapeError
 from grenade_py.layers.base import Buffers, Factor, Layer, sub
 from grenade_py.layers.branches import Branches
@@ -86,7 +86,7 @@ class ConcatRecurrent(RecurrentLayer, Branches):
                                                gradients)
         if dx is not None:
             count = rows * size(self.in_shape)
-            launches.append(self.device.launch("add_values", (count,), count, dx,
+            launches.append(self.device.launch("add_values", streaming_size(count), count, dx,
                                                buffers["dxb"], dx))
         return launches
 

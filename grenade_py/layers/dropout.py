@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyopencl.array as cl_array
 
-from grenade_py.device import Device, Launch
+from grenade_py.device import Device, Launch, streaming_size
 from grenade_py.layers.arguments import real_argument
 from grenade_py.layers.base import Buffers, Layer
 from grenade_py.shapes import Shape, size
@@ -78,7 +78,7 @@ class Dropout(Layer):
                 training: bool) -> list[Launch]:
         count, device = n * size(self.in_shape), self.device
         if not training:
-            return [device.launch("trivial_forward", (count,), count, x, y)]
+            return [device.launch("trivial_forward", streaming_size(count), count, x, y)]
         real = np.dtype(device.dtype).type
         return [device.launch("dropout_forward", (count,), count, np.uint32(0),
                               np.uint32(size(self.in_shape)), real(self.rate),
@@ -92,4 +92,5 @@ class Dropout(Layer):
         if dx is None:
             return []
         count = n * size(self.in_shape)
-        return [self.device.launch("dropout_backward", (count,), count, buffers["mask"], dy, dx)]
+        return [self.device.launch("dropout_backward", streaming_size(count), count,
+                                   buffers["mask"], dy, dx)]
