@@ -335,8 +335,8 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     for step in held.values():  # a layer that cannot train on a batch says so before training
         step.forward_launches(True)
     gathers = {
-        n: [device.launch("gather_rows", (n,), n, src.shape[1], 0, order, src, dst,
-                          per_call={"first": 2})
+        n: [device.launch("gather_rows", (n * -(-src.shape[1] // 64),), n, src.shape[1], 0,
+                          order, src, dst, per_call={"first": 2})
             for src, dst in ((xs_dev, step.input), (ys_dev, step.target))]
         for n, step in held.items()
     }

@@ -105,7 +105,7 @@ def test_loss_metrics_kernel(device, rng, n):
         np.testing.assert_allclose(acc.get(), [1 + loss.sum(), 2 + right, 3 + n], rtol=1e-5)
 
 
-@pytest.mark.parametrize("width", [1, 3, 17, 784])
+@pytest.mark.parametrize("width", [1, 3, 17, 70, 784])
 def test_gather_rows(device, rng, width):
     """fit's batches: rows order[2 .. 5) of the dataset, whole vectors and the rest."""
     import pyopencl.array as cl_array
@@ -113,6 +113,6 @@ def test_gather_rows(device, rng, width):
     src = rng.normal(size=(11, width))
     order = np.array([4, 0, 10, 7, 7, 1], dtype=np.int32)
     dst = device.zeros((3, width))
-    device.launch("gather_rows", (3,), 3, width, 2, cl_array.to_device(device.queue, order),
-                  device.to_device(src), dst)()
+    device.launch("gather_rows", (3 * -(-width // 64),), 3, width, 2,
+                  cl_array.to_device(device.queue, order), device.to_device(src), dst)()
     np.testing.assert_array_equal(dst.get(), src[order[2:5]].astype(device.dtype))
