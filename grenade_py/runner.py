@@ -334,7 +334,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     held = {n: execution.steps(net, n, chosen) for n in sizes if n > 0}
     for step in held.values():  # a layer that cannot train on a batch says so before training
         step.forward_launches(True)
-    gathers = {
+    gathers = {  # a work-item per 64 values of a row (GATHER_RUN, kernels/data.cl)
         n: [device.launch("gather_rows", (n * -(-src.shape[1] // 64),), n, src.shape[1], 0,
                           order, src, dst, per_call={"first": 2})
             for src, dst in ((xs_dev, step.input), (ys_dev, step.target))]
