@@ -11,6 +11,7 @@ import pytest
 from conftest import numeric_gradients, same_as_torch, tolerance
 
 import grenade_py as g
+from grenade_py.device import streaming_size
 
 SIZES = [1, 3, 17, 257]
 
@@ -41,7 +42,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("family", CASES)
-@pytest.mark.parametrize("count", SIZES)
+@pytest.mark.parametrize("count", SIZES + [20011])  # 20011: more than a group of 1024 x 8
 def test_activation_kernels_against_numpy(device, rng, family, count):
     layer, forward, derivative = CASES[family]
     x = rng.normal(scale=2, size=count)
@@ -49,9 +50,9 @@ def test_activation_kernels_against_numpy(device, rng, family, count):
     extra = [device.dtype(getattr(layer, layer.argument))] if layer.argument else []
     y, dx = device.zeros((count,)), device.zeros((count,))
     x_dev = device.to_device(x)
-    device.launch(f"{family}_forward", (count,), count, *extra, x_dev, y)()
-    device.launch(f"{family}_backward", (count,), count, *extra, x_dev, device.to_device(dy),
-                  dx)()
+    device.launch(f"{family}_forward", streaming_size(count), count, *extra, x_dev, y)()
+    device.launch(f"{family}_backward", streaming_size(count), count, *extra, x_dev,
+                  device.to_device(dy), dx)()
     x = x.astype(device.dtype).astype(np.float64)
     tol = tolerance(device, 4)
     np.testing.assert_allclose(y.get(), forward(x), **tol)

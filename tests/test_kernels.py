@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from conftest import tolerance
 
+from grenade_py.device import streaming_size
 from grenade_py.numpy_reference import _backward, _forward, descend
 from grenade_py.optimizers import LearningParameters
 
@@ -91,16 +92,16 @@ def test_loss_gradient(device, rng, count, masked):
     np.testing.assert_allclose(dy.get(), expected, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("count", SIZES)
+@pytest.mark.parametrize("count", SIZES + [20011])  # 20011: more than a group of 1024 x 8
 def test_sgd_is_grenades_descend(device, rng, count):
     """Rounded exactly as Grenade's descend loop, so at most 1 ulp from numpy (0 in practice)."""
     lp = LearningParameters(rate=0.01, momentum=0.9, l2=0.0005)
     dt = device.dtype
     w, m, g = (rng.normal(size=count).astype(dt) for _ in range(3))
     w_dev, m_dev = device.to_device(w), device.to_device(m)
-    run(device, "optimizer_update_sgd", (count,), count, dt(lp.rate), dt(lp.momentum), dt(0),
-        dt(0), dt(lp.l2), dt(0), dt(0), w_dev, m_dev, device.zeros((count,)),
-        device.to_device(g))
+    run(device, "optimizer_update_sgd", streaming_size(count), count, dt(lp.rate),
+        dt(lp.momentum), dt(0), dt(0), dt(lp.l2), dt(0), dt(0), w_dev, m_dev,
+        device.zeros((count,)), device.to_device(g))
     lp_typed = LearningParameters(float(dt(lp.rate)), float(dt(lp.momentum)), float(dt(lp.l2)))
     m2 = dt(lp_typed.momentum) * m - dt(lp_typed.rate) * g
     w2 = w + m2 - (dt(lp_typed.rate) * dt(lp_typed.l2)) * w

@@ -10,6 +10,7 @@ from test_recurrent import assert_same, nets, sequence, with_states
 
 import grenade_py as g
 from grenade_py import execution
+from grenade_py.device import streaming_size
 from grenade_py.mnist import mnist_network
 from grenade_py.numpy_recurrent import NumpyRecurrent
 from grenade_py.numpy_reference import adam
@@ -23,15 +24,15 @@ def kernel_args(device, opt, t):
     return tuple(device.dtype(v) for v in (*opt.kernel_values(), *opt.powers(t)))
 
 
-@pytest.mark.parametrize("count", SIZES)
+@pytest.mark.parametrize("count", SIZES + [20011])  # more than a group of 1024 x 8
 @pytest.mark.parametrize("opt", [Adam(0.01, weight_decay=0.1), AdamW(0.01, 0.8, 0.9, 1e-6, 0.1)])
 def test_adam_kernel_against_numpy(device, rng, count, opt):
     dt, t = device.dtype, 7
     w, m, g_ = (rng.normal(size=count).astype(dt) for _ in range(3))
     v = rng.uniform(size=count).astype(dt)
     arrays = [device.to_device(a) for a in (w, m, v)]
-    device.launch(f"optimizer_update_{opt.kernel}", (count,), count, *kernel_args(device, opt, t),
-                  *arrays, device.to_device(g_))()
+    device.launch(f"optimizer_update_{opt.kernel}", streaming_size(count), count,
+                  *kernel_args(device, opt, t), *arrays, device.to_device(g_))()
     want = adam(w.astype(float), m.astype(float), v.astype(float), g_.astype(float), t,
                 opt.rate, opt.beta1, opt.beta2, opt.eps, opt.weight_decay,
                 isinstance(opt, AdamW))
@@ -40,7 +41,7 @@ def test_adam_kernel_against_numpy(device, rng, count, opt):
         np.testing.assert_allclose(got.get(), expected, rtol=rtol, atol=rtol)
 
 
-@pytest.mark.parametrize("count", SIZES + [4099])
+@pytest.mark.parametrize("count", SIZES + [4099, 20011])
 def test_clip_scale_is_clip_grad_norms_factor(device, rng, count):
     g_ = rng.normal(size=count)
     scale = device.zeros((1,))
@@ -52,7 +53,7 @@ def test_clip_scale_is_clip_grad_norms_factor(device, rng, count):
                       local=(64,))()
         want = min(1.0, max_norm / (norm + 1e-6))
         np.testing.assert_allclose(scale.get()[0], want, rtol=rtol)
-        device.launch("optimizer_clip", (count,), count, scale, g_dev)()
+        device.launch("optimizer_clip", streaming_size(count), count, scale, g_dev)()
         np.testing.assert_allclose(g_dev.get(), g_ * want, rtol=rtol)
 
 

@@ -13,6 +13,7 @@ from conftest import get_device, numeric_gradients, tolerance
 
 import grenade_py as g
 from grenade_py import windows
+from grenade_py.device import streaming_size
 from grenade_py.errors import ModelFileError, ShapeError
 from grenade_py.network_file import read_metadata
 from grenade_py.numpy_recurrent import NumpyRecurrent, decays, is_state, state_deltas
@@ -623,7 +624,7 @@ def test_train_sequences_does_not_wait_for_queued_work(device64: g.Device, batch
     g.train_sequences(net, LP, xs, ts, np.ones((batch, 4), bool))  # builds, waits once
     device64.queue.finish()
     big = device64.zeros((1 << 22,))
-    busy = device64.launch("optimizer_update_sgd", (big.size,), big.size,
+    busy = device64.launch("optimizer_update_sgd", streaming_size(big.size), big.size,
                            *(np.float64(0) for _ in range(7)), big, big, big, big)
     for _ in range(40):  # ~0.1 s of work on a CPU device
         busy()

@@ -107,12 +107,13 @@ def test_loss_metrics_kernel(device, rng, n):
 
 @pytest.mark.parametrize("width", [1, 3, 17, 70, 784])
 def test_gather_rows(device, rng, width):
-    """fit's batches: rows order[2 .. 5) of the dataset, whole vectors and the rest."""
+    """fit's batches: rows order[2 .. 10) of the dataset, whole vectors and the rest, a
+    work-item per 64 values of a row (at 784: more work-items than one group of 64)."""
     import pyopencl.array as cl_array
 
     src = rng.normal(size=(11, width))
-    order = np.array([4, 0, 10, 7, 7, 1], dtype=np.int32)
-    dst = device.zeros((3, width))
-    device.launch("gather_rows", (3 * -(-width // 64),), 3, width, 2,
+    order = np.array([4, 0, 10, 7, 7, 1, 3, 9, 2, 5, 6], dtype=np.int32)
+    dst = device.zeros((8, width))
+    device.launch("gather_rows", (8 * -(-width // 64),), 8, width, 2,
                   cl_array.to_device(device.queue, order), device.to_device(src), dst)()
-    np.testing.assert_array_equal(dst.get(), src[order[2:5]].astype(device.dtype))
+    np.testing.assert_array_equal(dst.get(), src[order[2:10]].astype(device.dtype))
