@@ -45,7 +45,7 @@ Block = tuple[int, ...]
 #: (64, 1); conv_forward_12 in (64, 1, 1): 1.00x; conv_input_delta_8x1 in (4,) work-items per
 #: sample: 0.89x 6x2's time at LeNet's second layer, the fastest register block at 4 shapes).
 REGISTERS: dict[str, tuple[Block, ...]] = {
-    "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2), (2, 2), (3, 2), (2, 4)),
+    "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2), (2, 2), (3, 2), (2, 4), (4, 3), (5, 2), (3, 3)),
     "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2), (4, 1), (6, 1)),
     "conv_forward": ((12,), (8,), (10,), (16,), (4,), (5,), (6,)),
     "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2), (2, 2), (4, 1), (3, 2)),
@@ -83,37 +83,41 @@ WIDE_DEFAULT: Block = (4, 4, 16, 4)
 #: gemm.cl's 16 lanes takes two of the 16 registers and the blocks above spill. Each is the
 #: candidate whose time summed over the MNIST networks' launch shapes at batches 32 to 256 was
 #: least on a 2-core AMD EPYC without AVX-512 (PoCL 3.1, "pthread-haswell"), in two runs
-#: (x the sum of each shape's fastest, against the wide CPUs' default): gemm_dot_3x2 in (16, 4)
-#: 1.03-1.05x against 8x2's 1.50-1.68x, and at 1024^3 within 3% of the fastest (122 GFLOP/s;
-#: 4x4 96); gemm_outer_6x1 in (2, 8, 1) 1.05-1.07x against 6x2's 1.24-1.25x. Over LeNet's
+#: (x the sum of each shape's fastest, against the wide CPUs' default): gemm_dot_4x3 in (16, 4)
+#: (its vectors there 8 lanes, one register: DOT_VW in gemm.cl) 1.07x, the fastest at 1024^3
+#: (163 GFLOP/s, where the default before, 3x2 in 16 lanes, ran at 111); gemm_outer_6x1 in
+#: (2, 8, 1) 1.05-1.07x against 6x2's 1.24-1.25x. Over LeNet's
 #: convolutions at the same batches: conv_forward_6 in (16, 1, 4) 1.07-1.10x against 8's
 #: 1.64-1.66x; conv_input_delta_4x1 in (4,) 1.04-1.05x against 6x2's 1.52-1.56x;
 #: conv_kernel_gradient_5x2 in (1, 1) 1.09-1.11x against 5x4's 1.19-1.23x (3x2 1.01-1.11x, but
-#: at batch 64 over 1.13x 5x2's time at the second convolution). The 2x2, 3x2 and
-#: 2x4 gemm_dot, 4x1 and 6x1 gemm_outer, 4, 5 and 6 conv_forward, 2x2, 4x1 and 3x2
+#: at batch 64 over 1.13x 5x2's time at the second convolution). The 2x2, 3x2, 2x4, 4x3, 5x2
+#: and 3x3 gemm_dot, 4x1 and 6x1 gemm_outer, 4, 5 and 6 conv_forward, 2x2, 4x1 and 3x2
 #: conv_kernel_gradient, and 4x1 and 6x1 conv_input_delta blocks are there for these CPUs:
 #: their accumulators fit the registers.
 NARROW: dict[str, Block] = {
-    "gemm_dot": (3, 2, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (6, 16, 1, 4),
+    "gemm_dot": (4, 3, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (6, 16, 1, 4),
     "conv_kernel_gradient": (5, 2, 1, 1), "conv_input_delta": (4, 1, 4)}
 
 
 def narrow(device: Device) -> bool:
     """Whether `device` is a CPU whose vectors hold fewer than 16 floats (no AVX-512)."""
-    return not device.gpu and device.cl_device.native_vector_width_float < 16
+    return device.narrow
 
 
 def candidates(device: Device, form: str) -> tuple[Block, ...]:
     """The blocks the tuner times for `form` on `device`: every one, except that on narrow CPUs
     the blocks of more than 10 accumulator vectors (more than their 16 registers hold beside
-    the operands) are left out: 64 of 127. Over the MNIST networks' GEMM launch shapes on such
-    a CPU (two runs, 68 shapes each), one of them was more than 5% faster than every other
-    block only at launches of 7-19 us, by 1-6 us; over LeNet's convolutions at batches 32-256
-    the fastest blocks held 4 to 10 accumulators."""
+    the operands) are left out, and of gemm_dot (whose vectors there take one register each)
+    all but those of 8 to 12. Over the MNIST networks' GEMM launch shapes on such a CPU (two
+    runs, 68 shapes each), one of the others was more than 5% faster than every other block
+    only at launches of 7-19 us, by 1-6 us; over LeNet's convolutions at batches 32-256 the
+    fastest blocks held 4 to 10 accumulators, and over the MNIST networks' 17 gemm_dot shapes
+    (in 8 lanes) every fastest block 8 to 12."""
     if not narrow(device):
         return FORMS[form]
     width = len(REGISTERS[form][0])
-    return tuple(b for b in FORMS[form] if math.prod(b[:width]) <= 10)
+    low, high = (8, 12) if form == "gemm_dot" else (1, 10)
+    return tuple(b for b in FORMS[form] if low <= math.prod(b[:width]) <= high)
 
 
 def local(form: str, block: Block) -> Block:

@@ -75,6 +75,9 @@ class Device:
         #: The largest buffer the device allocates, in bytes.
         self.max_alloc = int(self.cl_device.max_mem_alloc_size)
         self.gpu = not self.cl_device.type & cl.device_type.CPU
+        #: A CPU whose vectors hold fewer than 16 floats (AVX2, no AVX-512): its GEMM blocks
+        #: and gemm_dot's vectors (DOT_VW in kernels/gemm.cl) are chosen for 256-bit registers.
+        self.narrow = not self.gpu and self.cl_device.native_vector_width_float < 16
         #: How batched GEMMs run: "registers" (register-blocked, for CPUs) or "tiled" (local
         #: memory tiles, for GPUs); "auto" picks by the device's type.
         self.gemm = gemm if gemm != "auto" else ("tiled" if self.gpu else "registers")
@@ -99,6 +102,8 @@ class Device:
             tiles = dict(zip(("TM", "TN", "TK", "WM", "WN"), self.tiles, strict=True))
             prelude = "".join(f"#define GEMM_{k} {v}\n" for k, v in tiles.items())
             prelude += "".join(f"#define REAL{w} {self.c_type}{w}\n" for w in (2, 4, 8))
+            if self.narrow:  # one 256-bit register
+                prelude += f"#define DOT_VW {32 // np.dtype(self.dtype).itemsize}\n"
             prelude += (
                 "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n#define REAL_IS_DOUBLE 1\n"
                 if self.c_type == "double" else "")

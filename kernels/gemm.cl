@@ -1,5 +1,6 @@
 // Row-major GEMMs for FullyConnected on batches, register-blocked with explicit vectors of VW
-// lanes (16 floats or 8 doubles: one 512-bit register). Each work-item computes one block of C,
+// lanes (16 floats or 8 doubles: one 512-bit register; gemm_dot's DOT_VW lanes, below, can be
+// fewer). Each work-item computes one block of C,
 // any size: see each kernel for its edges. Both run over a batch of products (a convolution's
 // samples, each an (F, positions) plane), with `batches` and the strides between them:
 //   gemm_dot:   C[m, n] = sum_s sum_k A_s[m * a_m + k] B_s[n * b_n + k] + bias[n]
@@ -35,16 +36,23 @@ typedef float16 realv;
     else                                                                                      \
         for (int i = i##_first; i < (n); ++i) STATEMENT;
 
-REAL gemm_hsum(realv v) {
+// The sum of a vector's lanes, in halves: of VW / 2 lanes (one 256-bit register), of VW.
 #ifdef REAL_IS_DOUBLE
-    double4 a = v.lo + v.hi;
+typedef double4 halfv;
 #else
-    float8 b = v.lo + v.hi;
-    float4 a = b.lo + b.hi;
+typedef float8 halfv;
 #endif
+REAL gemm_hsum_half(halfv v) {
+#ifdef REAL_IS_DOUBLE
+    REAL2 c = v.lo + v.hi;
+#else
+    float4 a = v.lo + v.hi;
     REAL2 c = a.lo + a.hi;
+#endif
     return c.x + c.y;
 }
+
+REAL gemm_hsum(realv v) { return gemm_hsum_half(v.lo + v.hi); }
 
 // One work-item's rows of a product with P columns: out_t[p] = sum over k < K of
 // a_t[k a_step] B[k P + p] for rows t < count, a_t = a + t a_row and out_t = out + t out_row
@@ -127,10 +135,27 @@ void gemm_row_product(global const REAL *restrict a, int a_step, int K,
 // fastest for its shape. The block shape changes only which work-item computes an output,
 // never the order of its sum: every shape gives the same bits.
 
+// gemm_dot's vectors: VW lanes, or DOT_VW where the device's build defines it (CPUs whose
+// vectors are 256 bits: 8 floats or 4 doubles, one register, where one of VW lanes takes two and
+// a block's operand loads were 10 registers per 12 FMAs; at 1024^3 on AVX2 4x3 in 8 lanes ran at
+// 161-172 GFLOP/s, 3x2 in 16 at 104-111).
+#ifndef DOT_VW
+#define DOT_VW VW
+#endif
+#define DOT_CAT(a, b) a##b
+#define DOT_TYPE(a, b) DOT_CAT(a, b)
+typedef DOT_TYPE(REAL, DOT_VW) dotv;
+#define DOT_VLOAD DOT_TYPE(vload, DOT_VW)
+#if DOT_VW == VW
+#define dot_hsum gemm_hsum
+#else
+#define dot_hsum gemm_hsum_half
+#endif
+
 // global size (ceil(N / RN), ceil(M / RM)). Rows past the edge of A or B repeat the last row
 // (clamped index) and are not stored, so every block takes the vector path. The vectors add up
-// over the whole batch first, then the last K % VW terms of each entry.
-// template $RM $RN: 8 2, 4 4, 4 2, 6 2, 2 2, 3 2, 2 4
+// over the whole batch first, then the last K % DOT_VW terms of each entry.
+// template $RM $RN: 8 2, 4 4, 4 2, 6 2, 2 2, 3 2, 2 4, 4 3, 5 2, 3 3
 kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m, int a_batch,
                              global const REAL *B, int b_n, int b_batch, int batches,
                              global const REAL *bias, global REAL *C) {
@@ -141,20 +166,20 @@ kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m,
     for (int r = 0; r < $RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
     #pragma unroll
     for (int c = 0; c < $RN; ++c) b[c] = B + (size_t)min(n0 + c, N - 1) * b_n;
-    realv acc[$RM][$RN];
+    dotv acc[$RM][$RN];
     #pragma unroll
     for (int r = 0; r < $RM; ++r)
         #pragma unroll
         for (int c = 0; c < $RN; ++c) acc[r][c] = 0;
-    const int vectors = K / VW * VW;
+    const int vectors = K / DOT_VW * DOT_VW;
     for (int s = 0; s < batches; ++s)
-        for (int k = 0; k < vectors; k += VW) {
+        for (int k = 0; k < vectors; k += DOT_VW) {
             const size_t ak = (size_t)s * a_batch + k, bk = (size_t)s * b_batch + k;
-            realv av[$RM], bv[$RN];
+            dotv av[$RM], bv[$RN];
             #pragma unroll
-            for (int r = 0; r < $RM; ++r) av[r] = VLOAD(0, a[r] + ak);
+            for (int r = 0; r < $RM; ++r) av[r] = DOT_VLOAD(0, a[r] + ak);
             #pragma unroll
-            for (int c = 0; c < $RN; ++c) bv[c] = VLOAD(0, b[c] + bk);
+            for (int c = 0; c < $RN; ++c) bv[c] = DOT_VLOAD(0, b[c] + bk);
             #pragma unroll
             for (int r = 0; r < $RM; ++r)
                 #pragma unroll
@@ -164,7 +189,7 @@ kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m,
     #pragma unroll
     for (int r = 0; r < $RM; ++r)
         #pragma unroll
-        for (int c = 0; c < $RN; ++c) sum[r][c] = gemm_hsum(acc[r][c]);
+        for (int c = 0; c < $RN; ++c) sum[r][c] = dot_hsum(acc[r][c]);
     // The last terms, each entry's in order, the entries side by side (independent chains).
     for (int s = 0; s < batches; ++s)
         for (int k = vectors; k < K; ++k) {
