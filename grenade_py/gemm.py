@@ -56,10 +56,11 @@ def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_ar
         m, n, *args, local=blocks.local("gemm_dot", block)))
 
 
-def gemm_column_sums(device: Device, k: int, n: int, a: cl_array.Array,
-                     c: cl_array.Array) -> Launch:
-    """C (n,) = sum over rows of A (k, n)."""
-    return device.launch("gemm_column_sums", (_blocks(n, vector_width(device)),), k, n, a, c)
+def gemm_transpose_sums(device: Device, k: int, n: int, a: cl_array.Array,
+                        at: cl_array.Array, c: cl_array.Array) -> Launch:
+    """C (n,) = sum over rows of A (k, n), and At (n, k) = A transposed; in groups of 8
+    work-items (of 8 columns each: the default 64 put a layer of 512 outputs on one core)."""
+    return device.launch("gemm_transpose_sums", (_blocks(n, 8),), k, n, a, at, c, local=(8,))
 
 
 def gemm_outer(device: Device, m: int, n: int, k: int, a: cl_array.Array, a_m: int, a_k: int,

@@ -275,18 +275,39 @@ kernel void gemm_outer_$RMx$CV(int M, int N, int K, global const REAL *A, int a_
 }
 // end template
 
-// global size (ceil(N / VW)): C[n] = sum_k A[k, n], A (K, N) row-major (a bias gradient).
-kernel void gemm_column_sums(int K, int N, global const REAL *A, global REAL *C) {
-    const int n0 = get_global_id(0) * VW;
+// global size (ceil(N / 8)): C[n] = sum_k A[k, n] in order of k, A (K, N) row-major (a bias
+// gradient), and At (N, K) = A transposed, 8 columns per work-item. The weight gradient's
+// gemm_outer reads dy^T as At's contiguous rows rather than through A's strides, where each k's
+// few values lie in a cache line of their own: on AVX2 at 512 x 784 x 32..256, 7-12% faster
+// with the transpose (which costs 8-60 us more than the sums alone).
+kernel void gemm_transpose_sums(int K, int N, global const REAL *A, global REAL *At,
+                                global REAL *C) {
+    const int n0 = get_global_id(0) * 8;
     if (n0 >= N) return;
-    if (n0 + VW <= N) {
-        realv acc = 0;
-        for (int k = 0; k < K; ++k) acc += VLOAD(0, A + (size_t)k * N + n0);
-        VSTORE(acc, 0, C + n0);
+    if (n0 + 8 <= N) {
+        REAL8 acc = 0;
+        for (int k = 0; k < K; ++k) {
+            const REAL8 a = vload8(0, A + (size_t)k * N + n0);
+            acc += a;
+            global REAL *column = At + (size_t)n0 * K + k;
+            column[0] = a.s0;
+            column[K] = a.s1;
+            column[2 * K] = a.s2;
+            column[3 * K] = a.s3;
+            column[4 * K] = a.s4;
+            column[5 * K] = a.s5;
+            column[6 * K] = a.s6;
+            column[7 * K] = a.s7;
+        }
+        vstore8(acc, 0, C + n0);
     } else {
         for (int n = n0; n < N; ++n) {
             REAL s = 0;
-            for (int k = 0; k < K; ++k) s += A[(size_t)k * N + n];
+            for (int k = 0; k < K; ++k) {
+                const REAL a = A[(size_t)k * N + n];
+                s += a;
+                At[(size_t)n * K + k] = a;
+            }
             C[n] = s;
         }
     }

@@ -9,7 +9,7 @@ import pytest
 from conftest import get_device, tolerance
 
 from grenade_py.device import Device
-from grenade_py.gemm import gemm_column_sums, gemm_dot, gemm_outer
+from grenade_py.gemm import gemm_dot, gemm_outer, gemm_transpose_sums
 from grenade_py.kernel_library import kernel_source
 
 _tiled: dict[tuple[str, tuple], Device] = {}
@@ -91,11 +91,13 @@ def test_batched_gemms_through_strides(gemm_device, rng, batches, m, n, k):
 
 @pytest.mark.parametrize("n", BATCHES)
 @pytest.mark.parametrize("o", SIZES)
-def test_gemm_column_sums(device, rng, n, o):
+def test_gemm_transpose_sums(device, rng, n, o):
     dy = rng.normal(size=(n, o))
-    db = device.zeros((o,))
-    run(device, gemm_column_sums(device, n, o, device.to_device(dy), db))
+    db, dy_t = device.zeros((o,)), device.zeros((o + 1, n))  # a row past the end, kept zero
+    run(device, gemm_transpose_sums(device, n, o, device.to_device(dy), dy_t, db))
     np.testing.assert_allclose(db.get(), dy.sum(axis=0), **tolerance(device, terms=n))
+    assert np.array_equal(dy_t.get()[:o], dy.astype(device.dtype).T)
+    assert not dy_t.get()[o:].any()
 
 
 def test_training_with_tiled_gemms_equals_the_register_form(device64, rng):

@@ -5,7 +5,7 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.gemm import gemm_column_sums, gemm_dot, gemm_outer
+from grenade_py.gemm import gemm_dot, gemm_outer, gemm_transpose_sums
 from grenade_py.layers.arguments import initial_values
 from grenade_py.layers.base import Buffers, Factor, WindowForm
 from grenade_py.layers.dense import Dense
@@ -29,8 +29,15 @@ class FullyConnected(Dense):
     Kernels: one example at a time (per-example training, as the fused loop): fc_forward,
         fc_backward_input, fc_backward_weights (kernels/fully_connected.cl); batches: the
         register-blocked GEMMs gemm_dot (y = x W^T + b) and gemm_outer (dW = dy^T x,
-        dx = dy W) and gemm_column_sums (db) of kernels/gemm.cl.
+        dx = dy W) and gemm_transpose_sums (db, and dy^T for dW) of kernels/gemm.cl.
+    Buffers: `dy_t` (o, n), dy transposed (batches of n > 1, in training).
     """
+
+    def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {"dy_t": (self.o, n)} if n > 1 else {}
+
+    def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
+        return {}
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weights": (self.o, self.i), "bias": (self.o,)}
@@ -54,8 +61,9 @@ class FullyConnected(Dense):
             launches = [device.launch("fc_backward_weights", (self.i + 1, self.o), n, self.i,
                                       self.o, x, dy, g["weights"], g["bias"])]
         else:
-            launches = [gemm_outer(device, self.o, self.i, n, dy, 1, self.o, x, g["weights"]),
-                        gemm_column_sums(device, n, self.o, dy, g["bias"])]
+            dy_t = buffers["dy_t"]
+            launches = [gemm_transpose_sums(device, n, self.o, dy, dy_t, g["bias"]),
+                        gemm_outer(device, self.o, self.i, n, dy_t, n, 1, x, g["weights"])]
         return launches + self.input_delta(n, dy, dx)
 
     def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
