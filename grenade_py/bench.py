@@ -378,14 +378,14 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
     rows = []
     for form in (device.gemm, "tiled" if device.gemm == "registers" else "registers"):
         dev = device if form == device.gemm else Device(spec_of(device.cl_device), gemm=form)
-        xd, wd, bd, dyd, bigd = map(dev.to_device, (x, w, b, dy, big))
+        xd, wd, bd, dytd, bigd = map(dev.to_device, (x, w, b, dy.T.copy(), big))
         y, dw, cd = dev.zeros((n, o)), dev.zeros((o, i)), dev.zeros((1024, 1024))
         zero = dev.zeros((1024,))
         for name, make, flops in (
                 (f"gemm_dot {form} (y = x W^T + b)",
                  partial(gemm_dot, dev, n, o, i, xd, wd, bd, y), 2 * n * i * o),
-                (f"gemm_outer {form} (dW = dy^T x)",
-                 partial(gemm_outer, dev, o, i, n, dyd, 1, o, xd, dw), 2 * n * i * o),
+                (f"gemm_outer {form} (dW = dy^T x, dy^T stored as FullyConnected's dy_t)",
+                 partial(gemm_outer, dev, o, i, n, dytd, n, 1, xd, dw), 2 * n * i * o),
                 (f"gemm_dot {form} 1024^3",
                  partial(gemm_dot, dev, 1024, 1024, 1024, bigd, bigd, zero, cd), 2 * 1024**3)):
             launch = make()
@@ -412,6 +412,8 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
                                      flops / seconds / 1e9))
     rows.append(("numpy sgemm x @ W.T", GEMM_CALLS * 2 * n * i * o / median_time(
         lambda: [x @ w.T for _ in range(GEMM_CALLS)], repeats) / 1e9))
+    rows.append(("numpy sgemm dy.T @ x", GEMM_CALLS * 2 * n * i * o / median_time(
+        lambda: [dy.T @ x for _ in range(GEMM_CALLS)], repeats) / 1e9))
     rows.append(("numpy sgemm 1024^3 (host peak)", 2 * 1024**3 / median_time(
         lambda: big @ big, repeats) / 1e9))
     return rows
