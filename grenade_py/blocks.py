@@ -48,7 +48,8 @@ REGISTERS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2), (2, 2), (3, 2), (2, 4), (4, 3), (5, 2), (3, 3)),
     "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2), (4, 1), (6, 1)),
     "conv_forward": ((12,), (8,), (10,), (16,), (4,), (5,), (6,)),
-    "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2), (2, 2), (4, 1), (3, 2)),
+    "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2), (2, 2), (4, 1), (3, 2), (4, 3),
+                             (6, 2), (3, 4)),
     "conv_input_delta": ((8, 1), (6, 2), (12, 1), (16, 1), (4, 1), (6, 1)),
 }
 #: Each form's work-group shapes, the default first: (64, 1) lays a group along one row of
@@ -89,14 +90,18 @@ WIDE_DEFAULT: Block = (4, 4, 16, 4)
 #: (2, 8, 1) 1.05-1.07x against 6x2's 1.24-1.25x. Over LeNet's
 #: convolutions at the same batches: conv_forward_6 in (16, 1, 4) 1.07-1.10x against 8's
 #: 1.64-1.66x; conv_input_delta_4x1 in (4,) 1.04-1.05x against 6x2's 1.52-1.56x;
-#: conv_kernel_gradient_5x2 in (1, 1) 1.09-1.11x against 5x4's 1.19-1.23x (3x2 1.01-1.11x, but
-#: at batch 64 over 1.13x 5x2's time at the second convolution). The 2x2, 3x2, 2x4, 4x3, 5x2
-#: and 3x3 gemm_dot, 4x1 and 6x1 gemm_outer, 4, 5 and 6 conv_forward, 2x2, 4x1 and 3x2
-#: conv_kernel_gradient, and 4x1 and 6x1 conv_input_delta blocks are there for these CPUs:
-#: their accumulators fit the registers.
+#: conv_kernel_gradient_5x2 in (1, 1) 1.09-1.11x against 5x4's 1.19-1.23x in 16 lanes, and
+#: 1.12x in 8 (DOT_VW, as gemm_dot: 4x3 1.08x, but 1.17x at batch 64). The 2x2, 3x2, 2x4,
+#: 4x3, 5x2 and 3x3 gemm_dot, 4x1 and 6x1 gemm_outer, 4, 5 and 6 conv_forward, 2x2, 4x1, 3x2,
+#: 4x3, 6x2 and 3x4 conv_kernel_gradient, and 4x1 and 6x1 conv_input_delta blocks are there
+#: for these CPUs: their accumulators fit the registers.
 NARROW: dict[str, Block] = {
     "gemm_dot": (4, 3, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (6, 16, 1, 4),
     "conv_kernel_gradient": (5, 2, 1, 1), "conv_input_delta": (4, 1, 4)}
+
+
+#: The forms whose vectors are DOT_VW lanes (kernels/gemm.cl): on narrow CPUs one register.
+DOT_FORMS = ("gemm_dot", "conv_kernel_gradient")
 
 
 def narrow(device: Device) -> bool:
@@ -107,16 +112,17 @@ def narrow(device: Device) -> bool:
 def candidates(device: Device, form: str) -> tuple[Block, ...]:
     """The blocks the tuner times for `form` on `device`: every one, except that on narrow CPUs
     the blocks of more than 10 accumulator vectors (more than their 16 registers hold beside
-    the operands) are left out, and of gemm_dot (whose vectors there take one register each)
-    all but those of 8 to 12. Over the MNIST networks' GEMM launch shapes on such a CPU (two
-    runs, 68 shapes each), one of the others was more than 5% faster than every other block
-    only at launches of 7-19 us, by 1-6 us; over LeNet's convolutions at batches 32-256 the
-    fastest blocks held 4 to 10 accumulators, and over the MNIST networks' 17 gemm_dot shapes
-    (in 8 lanes) every fastest block 8 to 12."""
+    the operands) are left out, and of the dot forms (DOT_FORMS: their vectors there take one
+    register each) all but those of 6 to 12. Over the MNIST networks' GEMM launch shapes on
+    such a CPU (two runs, 68 shapes each), one of the others was more than 5% faster than every
+    other block only at launches of 7-19 us, by 1-6 us; over LeNet's convolutions at batches
+    32-256 the fastest forward and input delta blocks held 4 to 10 accumulators, and over the
+    MNIST networks' 17 gemm_dot shapes and LeNet's 8 kernel gradients (in 8 lanes) every
+    fastest block 6 to 12."""
     if not narrow(device):
         return FORMS[form]
     width = len(REGISTERS[form][0])
-    low, high = (8, 12) if form == "gemm_dot" else (1, 10)
+    low, high = (6, 12) if form in DOT_FORMS else (1, 10)
     return tuple(b for b in FORMS[form] if low <= math.prod(b[:width]) <= high)
 
 

@@ -47,12 +47,14 @@ kernel void conv_im2col(int n, int sample, int R, int OH, int OW, int pitch, int
 
 // The implicit GEMMs (conv_forward, conv_kernel_gradient) never store the patches: for stride
 // 1 along rows of a multiple of 8 outputs, each 8 outputs from a multiple of 8 are one run of
-// consecutive inputs, so a vector of VW outputs p0 .. p0 + VW - 1 of one patch entry is VW / 8
-// vector loads. off[q]: where the run of outputs p0 + q starts, from the entry's first input
-// (a run past P repeats the last one; the callers neither store nor sum it).
-void conv_runs(int p0, int P, int OW, int pitch, int *off) {
-    for (int q = 0; q < VW; q += 8) {
-        int p = min(p0 + q, P - 8);
+// consecutive inputs, so a vector of `width` outputs p0 .. p0 + width - 1 of one patch entry
+// (VW, or the kernel gradient's DOT_VW) is width / 8 vector loads, or one of fewer than 8.
+// off[q]: where the run of outputs p0 + q starts, from the entry's first input (a run past P
+// repeats the last one; the callers neither store nor sum it).
+void conv_runs(int p0, int P, int OW, int pitch, int width, int *off) {
+    const int run = min(8, width);
+    for (int q = 0; q < width; q += run) {
+        int p = min(p0 + q, P - run);
         off[q] = p / OW * pitch + p % OW;
     }
 }
@@ -62,6 +64,14 @@ realv conv_gather(global const REAL *from, const int *off) {
     return vload8(0, from + off[0]);
 #else
     return (float16)(vload8(0, from + off[0]), vload8(0, from + off[8]));
+#endif
+}
+
+dotv conv_gather_dot(global const REAL *from, const int *off) {
+#if DOT_VW == VW
+    return conv_gather(from, off);
+#else
+    return DOT_VLOAD(0, from + off[0]);  // at most 8 lanes: one run
 #endif
 }
 
@@ -78,7 +88,7 @@ kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int
     const int p0 = get_global_id(0) * VW, f0 = get_global_id(1) * $FM, s = get_global_id(2);
     if (p0 >= P || f0 >= F || s >= n) return;
     int off[VW];
-    conv_runs(p0, P, OW, pitch, off);
+    conv_runs(p0, P, OW, pitch, VW, off);
     x += (size_t)s * sample;
     const int fb = F >= $FM ? min(f0, F - $FM) : f0;
     int fs[$FM];
@@ -119,8 +129,9 @@ kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int
 
 // dK[r, f] = sum_s sum_p x_s[rows[r] + off(p)] dy[s, f, p]: RM patch entries x FN filters per
 // work-item, sample by sample (so the sum's order is fixed: no atomics). Whole vectors of
-// positions first, then the last P % VW of each sample. global size (ceil(F / FN), ceil(R / RM))
-// template $RM $FN: 5 4, 4 4, 2 8, 8 2, 5 2, 2 2, 4 1, 3 2
+// positions first (DOT_VW lanes, as gemm_dot's), then the last P % DOT_VW of each sample.
+// global size (ceil(F / FN), ceil(R / RM))
+// template $RM $FN: 5 4, 4 4, 2 8, 8 2, 5 2, 2 2, 4 1, 3 2, 4 3, 6 2, 3 4
 kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P, int OW,
                                          int pitch, global const REAL *rows,
                                          global const REAL *x, global const REAL *dy,
@@ -132,33 +143,33 @@ kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P,
     for (int r = 0; r < $RM; ++r) at[r] = (int)rows[min(r0 + r, R - 1)];
     #pragma unroll
     for (int f = 0; f < $FN; ++f) fs[f] = min(f0 + f, F - 1);
-    realv acc[$RM][$FN];
+    dotv acc[$RM][$FN];
     #pragma unroll
     for (int r = 0; r < $RM; ++r)
         #pragma unroll
         for (int f = 0; f < $FN; ++f) acc[r][f] = 0;
-    const int vectors = P / VW * VW;
+    const int vectors = P / DOT_VW * DOT_VW;
     for (int s = 0; s < n; ++s) {
         global const REAL *xs = x + (size_t)s * sample;
-        for (int p0 = 0; p0 < vectors; p0 += VW) {
-            int off[VW];
-            conv_runs(p0, P, OW, pitch, off);
+        for (int p0 = 0; p0 < vectors; p0 += DOT_VW) {
+            int off[DOT_VW];
+            conv_runs(p0, P, OW, pitch, DOT_VW, off);
             global const REAL *d = dy + (size_t)s * F * P + p0;
-            realv a[$RM], b[$FN];
+            dotv a[$RM], b[$FN];
             #pragma unroll
-            for (int r = 0; r < $RM; ++r) a[r] = conv_gather(xs + at[r], off);
+            for (int r = 0; r < $RM; ++r) a[r] = conv_gather_dot(xs + at[r], off);
             #pragma unroll
-            for (int f = 0; f < $FN; ++f) b[f] = VLOAD(0, d + (size_t)fs[f] * P);
+            for (int f = 0; f < $FN; ++f) b[f] = DOT_VLOAD(0, d + (size_t)fs[f] * P);
             #pragma unroll
             for (int r = 0; r < $RM; ++r)
                 #pragma unroll
                 for (int f = 0; f < $FN; ++f) acc[r][f] = fma(a[r], b[f], acc[r][f]);
         }
     }
-    const int tail = vectors / OW * pitch + vectors % OW;  // the last P % VW outputs: a run
+    const int tail = vectors / OW * pitch + vectors % OW;  // the last P % DOT_VW outputs: a run
     for (int r = 0; r < min($RM, R - r0); ++r)
         for (int f = 0; f < min($FN, F - f0); ++f) {
-            REAL sum = gemm_hsum(acc[r][f]);
+            REAL sum = dot_hsum(acc[r][f]);
             for (int s = 0; s < n; ++s)
                 for (int p = vectors; p < P; ++p)
                     sum += x[(size_t)s * sample + at[r] + tail + p - vectors] *

@@ -143,11 +143,11 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
     for form, chosen in blocks.NARROW.items():
         assert chosen in blocks.FORMS[form]
         # The tuner leaves out the blocks of more than 10 accumulator vectors there, and the
-        # gemm_dot blocks (one register a vector there) of fewer than 8 or more than 12.
+        # dot forms' blocks (one register a vector there) of fewer than 6 or more than 12.
         tried = blocks.candidates(device, form)
         width = len(blocks.REGISTERS[form][0])
         assert chosen in tried and set(tried) < set(blocks.FORMS[form])
-        low, high = (8, 12) if form == "gemm_dot" else (1, 10)
+        low, high = (6, 12) if form in blocks.DOT_FORMS else (1, 10)
         assert set(tried) == {b for b in blocks.FORMS[form]
                               if low <= math.prod(b[:width]) <= high}
         for shape in ((1024, 1024, 1024, 1, 1), (5, 2, 3, 1, 0)):
