@@ -76,7 +76,8 @@ class Device:
         self.max_alloc = int(self.cl_device.max_mem_alloc_size)
         self.gpu = not self.cl_device.type & cl.device_type.CPU
         #: A CPU whose vectors hold fewer than 16 floats (AVX2, no AVX-512): its GEMM blocks
-        #: and gemm_dot's vectors (DOT_VW in kernels/gemm.cl) are chosen for 256-bit registers.
+        #: and the dot forms' vectors (DOT_VW in kernels/gemm.cl) are chosen for 256-bit
+        #: registers.
         self.narrow = not self.gpu and self.cl_device.native_vector_width_float < 16
         #: How batched GEMMs run: "registers" (register-blocked, for CPUs) or "tiled" (local
         #: memory tiles, for GPUs); "auto" picks by the device's type.

@@ -135,7 +135,8 @@ void gemm_row_product(global const REAL *restrict a, int a_step, int K,
 // fastest for its shape. The block shape changes only which work-item computes an output,
 // never the order of its sum: every shape gives the same bits.
 
-// gemm_dot's vectors: VW lanes, or DOT_VW where the device's build defines it (CPUs whose
+// The vectors of gemm_dot and conv_kernel_gradient (sums of dot products, in lanes then
+// across them): VW lanes, or DOT_VW where the device's build defines it (CPUs whose
 // vectors are 256 bits: 8 floats or 4 doubles, one register, where one of VW lanes takes two and
 // a block's operand loads were 10 registers per 12 FMAs; at 1024^3 on AVX2 4x3 in 8 lanes ran at
 // 161-172 GFLOP/s, 3x2 in 16 at 104-111).
