@@ -334,10 +334,11 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     held = {n: execution.steps(net, n, chosen) for n in sizes if n > 0}
     for step in held.values():  # a layer that cannot train on a batch says so before training
         step.forward_launches(True)
-    gathers = {  # a work-item per 64 values of a row (GATHER_RUN, kernels/data.cl)
-        n: [device.launch("gather_rows", (n * -(-src.shape[1] // 64),), n, src.shape[1], 0,
-                          order, src, dst, per_call={"first": 2})
-            for src, dst in ((xs_dev, step.input), (ys_dev, step.target))]
+    widths = xs_dev.shape[1], ys_dev.shape[1]
+    gathers = {  # inputs and targets, a work-item per 64 values of a row (kernels/data.cl)
+        n: device.launch("gather_rows", (n * sum(-(-w // 64) for w in widths),), n, 0, order,
+                         widths[0], xs_dev, step.input, widths[1], ys_dev, step.target,
+                         per_call={"first": 1})
         for n, step in held.items()
     }
     metrics = {n: step.metrics(acc) for n, step in held.items()}
@@ -366,9 +367,8 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
             rows = last - first
             if rows:
                 step = held[rows]
-                for gather in gathers[rows]:
-                    gather.set("first", index * batch_size + first)
-                    gather()
+                gathers[rows].set("first", index * batch_size + first)
+                gathers[rows]()
                 step.forward(True, first)
                 step.backward(1.0 / n, measure=metrics[rows])
             if group is not None:

@@ -107,13 +107,17 @@ def test_loss_metrics_kernel(device, rng, n):
 
 @pytest.mark.parametrize("width", [1, 3, 17, 70, 784])
 def test_gather_rows(device, rng, width):
-    """fit's batches: rows order[2 .. 10) of the dataset, whole vectors and the rest, a
-    work-item per 64 values of a row (at 784: more work-items than one group of 64)."""
+    """fit's batches: rows order[2 .. 10) of the inputs and of the targets (of 10 values), in
+    one launch, whole vectors and the rest, a work-item per 64 values of a row (at 784: more
+    work-items than one group of 64)."""
     import pyopencl.array as cl_array
 
-    src = rng.normal(size=(11, width))
+    x, t = rng.normal(size=(11, width)), rng.normal(size=(11, 10))
     order = np.array([4, 0, 10, 7, 7, 1, 3, 9, 2, 5, 6], dtype=np.int32)
-    dst = device.zeros((8, width))
-    device.launch("gather_rows", (8 * -(-width // 64),), 8, width, 2,
-                  cl_array.to_device(device.queue, order), device.to_device(src), dst)()
-    np.testing.assert_array_equal(dst.get(), src[order[2:10]].astype(device.dtype))
+    x_dst, t_dst = device.zeros((8, width)), device.zeros((9, 10))  # a row past the end
+    device.launch("gather_rows", (8 * (-(-width // 64) + 1),), 8, 2,
+                  cl_array.to_device(device.queue, order), width, device.to_device(x), x_dst,
+                  10, device.to_device(t), t_dst)()
+    np.testing.assert_array_equal(x_dst.get(), x[order[2:10]].astype(device.dtype))
+    np.testing.assert_array_equal(t_dst.get()[:8], t[order[2:10]].astype(device.dtype))
+    assert not t_dst.get()[8:].any()
