@@ -401,7 +401,7 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
                 dev.queue.finish()
 
             rows.append((f"grenade_py {name}", calls * flops / median_time(run, repeats) / 1e9))
-            if form == "registers":  # the fastest candidate for the shape, timed now
+            if form == device.gemm:  # the fastest candidate for the shape, timed now
                 with blocks.recording() as sites:
                     make()
                 for t in blocks.tune_sites(dev, sites, repeats, keep=False):  # fastest runs

@@ -7,7 +7,8 @@ outputs per work-item, gemm_outer (the weight gradients and input deltas, the re
 GEMM, a strided convolution's input delta) in RM rows x CV vectors, conv_forward in FM filters,
 conv_kernel_gradient in RM patch entries x FN filters, conv_input_delta (a stride-1
 convolution's input delta: gemm_outer's blocks, then col2im) in RM rows x CV vectors; each runs
-in a few work-group shapes.
+in a few work-group shapes. The local-memory tiled GEMMs of GPUs (kernels/gemm_tiled.cl:
+gemm_dot_tiled, gemm_outer_tiled) come in several tile shapes (TILES), each its own work-group.
 A candidate is a block and a shape; all give the same bits (they change which work-item
 computes an output, not the order of its sum), so tuning changes speed only.
 
@@ -16,8 +17,8 @@ launches of real networks (the MNIST architectures at the batch sizes given), on
 itself, and keeps the fastest for each launch shape in the user's cache folder (`tuned.json`),
 per platform, device, driver version, precision and GEMM form. Launches built afterwards, in
 any process, take them; a shape never tuned gets the untuned default (`default`: the form's
-first block, or WIDE_DEFAULT for large GEMMs; NARROW's on CPUs without 16-float vectors). The
-local-memory tiled GEMMs of GPUs keep the tiles the device's limits give (`device.gemm_tiles`).
+first block, or WIDE_DEFAULT for large GEMMs; NARROW's on CPUs without 16-float vectors; the
+first tile shape the device's limits allow).
 """
 from __future__ import annotations
 
@@ -30,12 +31,34 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from grenade_py.device import Device, Launch
+from grenade_py.errors import DeviceError
 from grenade_py.platforms import cache_folder
 
 log = logging.getLogger(__name__)
 
 Block = tuple[int, ...]
+
+#: The tiled GEMMs' shapes (kernels/gemm_tiled.cl; GPUs): tile rows, columns, depth, outputs
+#: per work-item (rows, columns); the work-group is (columns / per item, rows / per item). The
+#: untuned default is the first that the device's work-group and local memory limits allow
+#: (`fits`): 64 x 64 x 16 of 4 x 4 (256 work-items, 16 accumulators), or on a GPU BIG_TILE for
+#: a product of at least BIG_TILE_WAVES of its tiles per compute unit. On an NVIDIA H200 (issue
+#: 19's GPU session, when one tile shape served every launch of a device) 64 x 64 x 16 ran
+#: 1024^3 at 12.4-12.6 TFLOP/s and 4096^3 at 14.1; 128 x 128 of 8 x 8 ran 4096^3 (7.8 such
+#: tiles per multiprocessor) at 21.5-22.8, but 1024^3 (0.5) at 7.7-8.7 and MNIST's shapes
+#: slower.
+TILES: tuple[Block, ...] = (
+    (64, 64, 16, 4, 4), (32, 32, 16, 4, 4), (16, 16, 8, 2, 2), (8, 8, 8, 2, 2),
+    (128, 128, 8, 8, 8), (128, 128, 16, 8, 8), (128, 64, 16, 8, 4), (64, 64, 8, 4, 4),
+    (32, 64, 16, 4, 4))
+BIG_TILE: Block = (128, 128, 8, 8, 8)
+BIG_TILE_WAVES = 4
+SMALLEST_TILE: Block = (8, 8, 8, 2, 2)
+#: The forms whose blocks are tile shapes, their work-groups given by the shape.
+TILED_FORMS = ("gemm_dot_tiled", "gemm_outer_tiled")
 
 #: Each form's register blocks, the untuned default first: with the first of LOCALS, the
 #: candidate whose time summed over the MNIST networks' launch shapes at batches 32 to 256 here
@@ -51,6 +74,8 @@ REGISTERS: dict[str, tuple[Block, ...]] = {
     "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2), (2, 2), (4, 1), (3, 2), (4, 3),
                              (6, 2), (3, 4)),
     "conv_input_delta": ((8, 1), (6, 2), (12, 1), (16, 1), (4, 1), (6, 1)),
+    "gemm_dot_tiled": TILES,
+    "gemm_outer_tiled": TILES,
 }
 #: Each form's work-group shapes, the default first: (64, 1) lays a group along one row of
 #: output blocks; the squarer ones share both operands' panels between the group's work-items,
@@ -65,6 +90,8 @@ LOCALS: dict[str, tuple[Block, ...]] = {
     "conv_forward": ((64, 1, 1), (16, 1, 4), (8, 1, 8)),
     "conv_kernel_gradient": ((1, 1), (64, 1), (4, 4)),
     "conv_input_delta": ((4,), (8,), (2,)),
+    "gemm_dot_tiled": ((),),
+    "gemm_outer_tiled": ((),),
 }
 #: Every candidate of each form: a register block, then a work-group shape.
 FORMS: dict[str, tuple[Block, ...]] = {
@@ -118,7 +145,10 @@ def candidates(device: Device, form: str) -> tuple[Block, ...]:
     other block only at launches of 7-19 us, by 1-6 us; over LeNet's convolutions at batches
     32-256 the fastest forward and input delta blocks held 4 to 10 accumulators, and over the
     MNIST networks' 17 gemm_dot shapes and LeNet's 8 kernel gradients (in 8 lanes) every
-    fastest block 6 to 12."""
+    fastest block 6 to 12. The tiled forms' tile shapes: those the device's limits allow
+    (`fits`)."""
+    if form in TILED_FORMS:
+        return tuple(b for b in FORMS[form] if fits(device, b))
     if not narrow(device):
         return FORMS[form]
     width = len(REGISTERS[form][0])
@@ -127,8 +157,22 @@ def candidates(device: Device, form: str) -> tuple[Block, ...]:
 
 
 def local(form: str, block: Block) -> Block:
-    """The work-group shape `block` gives its launches."""
+    """The work-group shape `block` gives its launches (a tile shape's: its work-items
+    across the tile's columns, then its rows)."""
+    if form in TILED_FORMS:
+        rows, columns, _, per_row, per_column = block
+        return columns // per_column, rows // per_row, 1
     return block[len(REGISTERS[form][0]):]
+
+
+def fits(device: Device, tile: Block) -> bool:
+    """Whether the device runs a tile shape's work-groups and holds its two operand tiles in
+    local memory."""
+    rows, columns, depth, per_row, per_column = tile
+    items = rows // per_row * (columns // per_column)
+    local_bytes = depth * (rows + columns) * np.dtype(device.dtype).itemsize
+    return items <= device.cl_device.max_work_group_size and \
+        local_bytes <= device.cl_device.local_mem_size
 
 
 #: (form, launch shape, the launch at a given block), for each tunable launch built while
@@ -184,12 +228,20 @@ def block(device: Device, form: str, shape: Block) -> Block:
 
 
 def default(device: Device, form: str, shape: Block) -> Block:
-    """The untuned block of a launch of `form` over `shape` on `device`: NARROW's on a CPU of
+    """The untuned block of a launch of `form` over `shape` on `device`: a tiled form's first
+    tile shape that `fits` (else the smallest), BIG_TILE on a GPU where it fits and the product
+    (m, n, ...) is at least BIG_TILE_WAVES of them per compute unit; NARROW's on a CPU of
     8-float vectors; else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one product of
     m n k >= LARGE and n >= WIDE, else the form's first."""
+    m, n, k, *rest = shape
+    if form in TILED_FORMS:
+        tiles = -(-m // BIG_TILE[0]) * -(-n // BIG_TILE[1])
+        if device.gpu and fits(device, BIG_TILE) and \
+                tiles >= BIG_TILE_WAVES * device.cl_device.max_compute_units:
+            return BIG_TILE
+        return next((b for b in FORMS[form] if fits(device, b)), SMALLEST_TILE)
     if narrow(device):
         return NARROW[form]
-    m, n, k, *rest = shape
     if form == "gemm_dot" and rest == [1] and n >= WIDE and m * n * k >= LARGE:
         return WIDE_DEFAULT
     return FORMS[form][0]
@@ -251,7 +303,12 @@ def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], L
         if (form, shape) in done:
             continue
         done.add((form, shape))
-        launches = {b: build(b) for b in candidates(device, form)}
+        launches = {}
+        for b in candidates(device, form):
+            try:
+                launches[b] = build(b)
+            except DeviceError:  # more work-items than the kernel runs on this device
+                continue
         for run in launches.values():
             run()
         times = dict.fromkeys(launches, float("inf"))
@@ -262,7 +319,7 @@ def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], L
         if keep:
             table(device).setdefault(form, {})[",".join(map(str, shape))] = list(best)
         untuned = default(device, form, shape)
-        rows.append(Tuned(form, shape, untuned, best, times[untuned], times[best]))
+        rows.append(Tuned(form, shape, untuned, best, times.get(untuned, math.inf), times[best]))
     if keep and (problem := save(device)) is not None:
         log.warning("the tuned blocks are used in this process but could not be kept: %s",
                     problem)

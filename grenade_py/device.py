@@ -34,18 +34,6 @@ DENORMALS = {"float": ["-cl-denorms-are-zero"], "double": []}
 GEMM_FORMS = ("auto", "registers", "tiled")
 
 
-def gemm_tiles(device: cl.Device, itemsize: int) -> tuple[int, int, int, int, int]:
-    """The largest tiled-GEMM shape (tile rows = columns, depth, outputs per work-item each way)
-    whose work-group and local memory the device has: 64 x 64 tiles of 4 x 4 per work-item (256
-    work-items, 16 accumulators: well within a GPU thread's registers) down to 8 x 8."""
-    for tile, depth, per_item in ((64, 16, 4), (32, 16, 4), (16, 8, 2), (8, 8, 2)):
-        items = (tile // per_item) ** 2
-        if items <= device.max_work_group_size and \
-                2 * tile * depth * itemsize <= device.local_mem_size:
-            return tile, tile, depth, per_item, per_item
-    return 8, 8, 8, 2, 2
-
-
 class Device:
     """An OpenCL context and in-order queue on one device, with a working precision.
 
@@ -82,8 +70,6 @@ class Device:
         #: How batched GEMMs run: "registers" (register-blocked, for CPUs) or "tiled" (local
         #: memory tiles, for GPUs); "auto" picks by the device's type.
         self.gemm = gemm if gemm != "auto" else ("tiled" if self.gpu else "registers")
-        #: The tiled GEMMs' shape: tile rows, columns, depth, outputs per work-item (rows, cols).
-        self.tiles = gemm_tiles(self.cl_device, np.dtype(self.dtype).itemsize)
         self._programs: dict[str, cl.Program] = {}
         self._library: cl.Program | None = None
 
@@ -100,9 +86,7 @@ class Device:
         key = hashlib.sha1(source.encode()).hexdigest()
         program = self._programs.get(key)
         if program is None:
-            tiles = dict(zip(("TM", "TN", "TK", "WM", "WN"), self.tiles, strict=True))
-            prelude = "".join(f"#define GEMM_{k} {v}\n" for k, v in tiles.items())
-            prelude += "".join(f"#define REAL{w} {self.c_type}{w}\n" for w in (2, 4, 8))
+            prelude = "".join(f"#define REAL{w} {self.c_type}{w}\n" for w in (2, 4, 8))
             if self.narrow:  # one 256-bit register
                 prelude += f"#define DOT_VW {32 // np.dtype(self.dtype).itemsize}\n"
             prelude += (

@@ -2,8 +2,8 @@
 register-blocked for CPUs (kernels/gemm.cl) or local-memory tiled for GPUs (kernels/gemm_tiled.cl).
 
 The register blocks (RM x RN outputs per work-item for gemm_dot, RM rows x CV vectors of VW lanes
-for gemm_outer) are the ones tuned for the launch's shape on the device (grenade_py/blocks.py),
-else the default; the tiled kernels' shape is the device's (`Device.tiles`).
+for gemm_outer) and the tiled kernels' tile shapes are the ones tuned for the launch's shape on
+the device (grenade_py/blocks.py), else the default.
 """
 from __future__ import annotations
 
@@ -33,11 +33,18 @@ def _blocks(size: int, block: int) -> int:
     return -(-size // block)
 
 
-def _tiled(device: Device, name: str, m: int, n: int, batches: int, *args: object) -> Launch:
-    tm, tn, _, wm, wn = device.tiles
-    local = (tn // wn, tm // wm, 1)
-    return device.launch(name, (_blocks(n, tn) * local[0], _blocks(m, tm) * local[1], batches),
-                         m, n, *args, local=local)
+def _tiled(device: Device, form: str, shape: tuple[int, ...], batches: int,
+           *args: object) -> Launch:
+    """A tiled GEMM's launch (m, n first of `shape`) at the tile shape chosen for `shape`."""
+    m, n = shape[:2]
+
+    def build(tile: tuple[int, ...]) -> Launch:
+        local = blocks.local(form, tile)
+        return device.launch(blocks.kernel_name(form, tile), (
+            _blocks(n, tile[1]) * local[0], _blocks(m, tile[0]) * local[1], batches), m, n,
+            *args, local=local)
+
+    return blocks.launch(device, form, shape, build)
 
 
 def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_array.Array,
@@ -50,7 +57,7 @@ def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_ar
     args = (k, a, k if a_m is None else a_m, a_batch, b, k if b_n is None else b_n, b_batch,
             batches, bias, c)
     if device.gemm == "tiled":
-        return _tiled(device, "gemm_dot_tiled", m, n, 1, *args)
+        return _tiled(device, "gemm_dot_tiled", (m, n, k, batches), 1, *args)
     return blocks.launch(device, "gemm_dot", (m, n, k, batches), lambda block: device.launch(
         blocks.kernel_name("gemm_dot", block), (_blocks(n, block[1]), _blocks(m, block[0])),
         m, n, *args, local=blocks.local("gemm_dot", block)))
@@ -71,9 +78,9 @@ def gemm_outer(device: Device, m: int, n: int, k: int, a: cl_array.Array, a_m: i
     B + s b_batch into C + s c_batch, B's rows b_k apart and C's c_m (default n: contiguous)."""
     args = (k, a, a_m, a_k, b, n if b_k is None else b_k, b_batch, c, n if c_m is None else c_m,
             c_batch)
-    if device.gemm == "tiled":
-        return _tiled(device, "gemm_outer_tiled", m, n, batches, *args)
     shape = (m, n, k, batches, int(a_k == 1))
+    if device.gemm == "tiled":
+        return _tiled(device, "gemm_outer_tiled", shape, batches, *args)
     return blocks.launch(device, "gemm_outer", shape, lambda block: device.launch(
         blocks.kernel_name("gemm_outer", block),
         (_blocks(n, block[1] * vector_width(device)), _blocks(m, block[0]), batches), m, n,

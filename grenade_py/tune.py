@@ -64,9 +64,6 @@ def main(archs: str, batches: str, repeats: int, device_spec: str | None,
                                  param_hint="--batch")
     with user_errors():
         device = open_device(device_spec, precision)
-        if device.gemm == "tiled":
-            click.echo("this device runs the local-memory tiled GEMMs, whose tiles come from "
-                       "its limits: only the convolutions' blocks are tuned", err=True)
         problem = blocks.save(device)  # before any timing: a folder it cannot write
         if problem:
             raise click.ClickException(f"cannot keep the tuned blocks ({problem}): set "

@@ -1,7 +1,7 @@
 """The kernels' register blocks and their tuner (grenade_py/blocks.py, python -m grenade_py.tune):
 every block gives the same bits, tuned blocks persist per device and launches built later take
-them, and the CLI reports and keeps what it measured. The devices here run the register-blocked
-GEMMs (a GPU's default is the tiled form, which has no blocks to tune)."""
+them, and the CLI reports and keeps what it measured. The tiled GEMMs (a GPU's form, run here on
+PoCL) tune their tile shapes the same way."""
 from __future__ import annotations
 
 import json
@@ -47,8 +47,9 @@ def test_every_block_trains_to_the_same_bits(device, form, monkeypatch):
     results = []
     default = blocks.default
     monkeypatch.setattr(blocks, "_records", dict)  # no tuned table: the defaults
+    gemm = "tiled" if form in blocks.TILED_FORMS else "registers"
     for candidate in blocks.FORMS[form]:
-        fresh = Device(precision=device.precision, gemm="registers")
+        fresh = Device(precision=device.precision, gemm=gemm)
         monkeypatch.setattr(blocks, "default", lambda d, f, s, c=candidate: c if f == form
                             else default(d, f, s))
         net = convnet(fresh)
@@ -66,7 +67,7 @@ def test_tuned_blocks_persist_and_later_launches_take_them(tmp_path, monkeypatch
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     device = Device(gemm="registers")
     rows = tune_network(convnet(device), 7, loss="squared_error", repeats=1)
-    assert {row.form for row in rows} == set(blocks.FORMS)
+    assert {row.form for row in rows} == set(blocks.FORMS) - set(blocks.TILED_FORMS)
     records = json.loads((tmp_path / "grenade_py" / "tuned.json").read_text())
     kept = records[blocks.identity(device)]
     # Every shape timed is kept with its fastest block, and launches take it from then on.
@@ -91,6 +92,48 @@ def test_tuned_blocks_persist_and_later_launches_take_them(tmp_path, monkeypatch
         blocks.default(again, "gemm_dot", (7, 17, 12, 1))
 
 
+def test_a_tiled_device_tunes_its_tile_shapes(tmp_path, monkeypatch):
+    """A GPU's form: the tuner times every tile shape the device's limits allow at each of a
+    network's GEMM shapes, keeps the fastest, and launches built later take it (and its
+    work-group); untuned, the first shape that fits; one that does not fit is never tried."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    device = Device(gemm="tiled")
+    net = Network([FullyConnected(13, 40), Relu(), FullyConnected(40, 5)], input=D1(13),
+                  device=device, seed=1)
+    assert blocks.block(device, "gemm_dot_tiled", (7, 40, 13, 1)) == blocks.TILES[0]
+    rows = tune_network(net, 7, loss="squared_error", repeats=1)
+    assert {row.form for row in rows} == set(blocks.TILED_FORMS)
+    assert all(row.default == blocks.TILES[0] for row in rows)
+    kept = json.loads((tmp_path / "grenade_py" / "tuned.json").read_text())[
+        blocks.identity(device)]
+    assert kept["gemm_dot_tiled"]["7,40,13,1"] == list(
+        next(row.best for row in rows if row.shape == (7, 40, 13, 1)))
+    kept["gemm_dot_tiled"]["7,40,13,1"] = [32, 64, 16, 4, 4]
+    (tmp_path / "grenade_py" / "tuned.json").write_text(
+        json.dumps({blocks.identity(device): kept}))
+    again = Network([FullyConnected(13, 40), Relu(), FullyConnected(40, 5)], input=D1(13),
+                    device=Device(gemm="tiled"), seed=1)
+    first = Step(again, 7, SQUARED_ERROR).forward_launches(True)[0]
+    assert first.kernel.function_name == "gemm_dot_tiled_32x64x16x4x4"
+    assert first.local_size == (16, 8, 1)
+    # A GPU of 132 compute units: 128 x 128 tiles for products of 4 or more of them to each.
+    gpu = type("Limits", (), {"max_work_group_size": 1024, "local_mem_size": 49152,
+                              "max_compute_units": 132})
+    monkeypatch.setattr(device, "cl_device", gpu)
+    monkeypatch.setattr(device, "gpu", True)
+    assert blocks.default(device, "gemm_dot_tiled", (4096, 4096, 4096, 1)) == blocks.BIG_TILE
+    assert blocks.default(device, "gemm_outer_tiled", (3000, 3000, 64, 1, 1)) == blocks.BIG_TILE
+    for shape in ((1024, 1024, 1024, 1), (256, 512, 784, 1), (2000, 2000, 9, 1)):
+        assert blocks.default(device, "gemm_dot_tiled", shape) == blocks.TILES[0]
+    # A device with 64 work-items to a group and 2 KiB of local memory: only the small tiles.
+    small = type("Limits", (), {"max_work_group_size": 64, "local_mem_size": 2048,
+                                "max_compute_units": 1})
+    monkeypatch.setattr(device, "cl_device", small)
+    assert blocks.candidates(device, "gemm_dot_tiled") == ((16, 16, 8, 2, 2), (8, 8, 8, 2, 2))
+    for shape in ((7, 40, 13, 1, 1), (4096, 4096, 4096, 1, 1)):
+        assert blocks.default(device, "gemm_outer_tiled", shape) == (16, 16, 8, 2, 2)
+
+
 def test_an_unreadable_record_means_untuned(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     (tmp_path / "grenade_py").mkdir()
@@ -109,10 +152,7 @@ def test_the_tune_command(tmp_path):
                           "--batch", "5", "--repeats", "1"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert run.returncode == 0, run.stderr
-    if Device().gemm == "registers":
-        assert "mlp b5 5,512,784,1" in run.stdout and "gemm_dot_" in run.stdout
-    else:  # a GPU: the tiled GEMMs have no blocks, and an MLP has nothing else to tune
-        assert "only the convolutions' blocks are tuned" in run.stderr
+    assert "mlp b5 5,512,784,1" in run.stdout and "gemm_dot_" in run.stdout
     assert (tmp_path / "grenade_py" / "tuned.json").exists()
     bad = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--arch", "vgg"],
                          capture_output=True, text=True, env=env, timeout=300)
@@ -154,7 +194,8 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
             assert blocks.block(device, form, shape[:len(shape) - (form != "gemm_outer")]) == \
                 chosen
     monkeypatch.setattr(blocks, "narrow", lambda d: False)
-    assert all(blocks.candidates(device, form) == blocks.FORMS[form] for form in blocks.FORMS)
+    assert all(blocks.candidates(device, form) == blocks.FORMS[form] for form in blocks.FORMS
+               if form not in blocks.TILED_FORMS)
     assert blocks.WIDE_DEFAULT in blocks.FORMS["gemm_dot"]
     assert blocks.block(device, "gemm_dot", (1024, 1024, 1024, 1)) == blocks.WIDE_DEFAULT
     assert blocks.block(device, "gemm_dot", (2048, blocks.WIDE, 256, 1)) == blocks.WIDE_DEFAULT

@@ -12,23 +12,30 @@ from grenade_py.device import Device
 from grenade_py.gemm import gemm_dot, gemm_outer, gemm_transpose_sums
 from grenade_py.kernel_library import kernel_source
 
-_tiled: dict[tuple[str, tuple], Device] = {}
+_tiled: dict[str, Device] = {}
+
+
+def _tiled_device(precision):
+    if precision not in _tiled:
+        _tiled[precision] = Device(precision=precision, gemm="tiled")
+    return _tiled[precision]
 
 
 @pytest.fixture(params=[("float32", None), ("float64", None), ("float32", "tiled"),
                         ("float64", "tiled"), ("float64", (8, 8, 8, 2, 2))],
                 ids=["float32", "float64", "tiled32", "tiled64", "small-tiles64"])
-def gemm_device(request):
+def gemm_device(request, monkeypatch):
+    """A device of each form; "small-tiles64" runs every launch in tiles of 8 x 8, which
+    every size here crosses."""
+    from grenade_py import blocks
+
     precision, form = request.param
     if form is None:
         return get_device(precision)
-    key = (precision, form if isinstance(form, tuple) else ())
-    if key not in _tiled:
-        device = Device(precision=precision, gemm="tiled")
-        if isinstance(form, tuple):
-            device.tiles = form
-        _tiled[key] = device
-    return _tiled[key]
+    if isinstance(form, tuple):
+        monkeypatch.setattr(blocks, "block", lambda *_: form)
+    return _tiled_device(precision)
+
 
 SIZES = [1, 3, 17, 257, 784]
 BATCHES = [1, 7, 64]
@@ -135,18 +142,21 @@ def test_the_peak_kernel_computes_its_chains(device, iterations, chains):
                                **tolerance(device, terms=iterations * chains))
 
 
-@pytest.mark.parametrize("form", ["gemm_dot", "gemm_outer"])
+@pytest.mark.parametrize("form", ["gemm_dot", "gemm_outer", "gemm_dot_tiled",
+                                  "gemm_outer_tiled"])
 def test_every_register_block_against_numpy(device, rng, form, monkeypatch):
-    """Each block the tuner may choose, at sizes that leave partial blocks and vectors (and a
-    row narrower than one vector)."""
+    """Each block the tuner may choose (register blocks, and the tiled form's tile shapes), at
+    sizes that leave partial blocks and vectors (and a row narrower than one vector)."""
     from grenade_py import blocks
 
+    if form in blocks.TILED_FORMS:
+        device = _tiled_device(device.precision)
     for candidate in blocks.FORMS[form]:
         monkeypatch.setattr(blocks, "block", lambda *_, candidate=candidate: candidate)
         for m, n, k in [(1, 1, 1), (7, 3, 17), (3, 12, 5), (17, 20, 5), (25, 257, 33)]:
             a, b = rng.normal(size=(m, k)), rng.normal(size=(n, k))
             c = device.zeros((m, n))
-            if form == "gemm_dot":
+            if form.startswith("gemm_dot"):
                 bias = rng.normal(size=(n,))
                 run(device, gemm_dot(device, m, n, k, device.to_device(a), device.to_device(b),
                                      device.to_device(bias), c))
