@@ -32,6 +32,7 @@ import numpy as np
 import pyopencl as cl
 
 from grenade_py import blocks
+from grenade_py.cli import user_errors
 from grenade_py.datasets import load_mnist
 from grenade_py.device import Device, Launch
 from grenade_py.execution import sequence_steps
@@ -569,11 +570,12 @@ def bench_recipe(device: Device, directory: str | None, examples: int
 
 
 def mnist_data(directory: str | None) -> tuple[tuple[np.ndarray, np.ndarray], str]:
-    candidates = [directory] if directory else [str(Path("..") / "shared" / "data" / "mnist")]
-    for folder in candidates:
-        if folder and Path(folder).is_dir():
-            train_x, train_y, _, _ = load_mnist(folder)
-            return (train_x, train_y), f"MNIST, 24k-train subset ({folder})"
+    """MNIST's training set from `directory` (DataError if it is not an MNIST folder), else
+    from ../shared/data/mnist where there is one, else random data of its shapes."""
+    folder = directory or str(Path("..") / "shared" / "data" / "mnist")
+    if directory or Path(folder).is_dir():
+        train_x, train_y, _, _ = load_mnist(folder)
+        return (train_x, train_y), f"MNIST, 24k-train subset ({folder})"
     rng = np.random.default_rng(0)
     return ((rng.uniform(size=(24000, 784)), np.eye(10)[rng.integers(0, 10, 24000)]),
             "random data shaped as MNIST (no --data given)")
@@ -703,15 +705,17 @@ class Table:
 @click.option("--data", "data_dir", default=None,
               help="MNIST folder  [default: ../shared/data/mnist if it exists]")
 @click.option("--device", "device_spec", default=None, help="PLATFORM:DEVICE.")
-@click.option("--examples", default=100_000, show_default=True,
+@click.option("--examples", default=100_000, show_default=True, type=click.IntRange(min=1),
               help="Examples per per-example training run.")
 @click.option("--epoch-examples", default=24_000, show_default=True,
-              help="Examples per MNIST epoch.")
-@click.option("--windows", default=400, show_default=True,
+              type=click.IntRange(min=1), help="Examples per MNIST epoch.")
+@click.option("--windows", default=400, show_default=True, type=click.IntRange(min=1),
               help="Windows of 50 symbols per recurrent run (pytorch: 1/20 of them).")
-@click.option("--repeats", default=5, show_default=True, help="Timed runs per figure.")
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Timed runs per figure.")
 @click.option("--gemm-only", is_flag=True, help="Only the GEMMs against the device's peak.")
 @click.option("--recurrent-windows", default=40_000, show_default=True,
+              type=click.IntRange(min=1),
               help="Windows of Grenade's recurrent example, timed as a whole process.")
 @click.option("--markdown", is_flag=True,
               help="Print one Markdown table of the main figures (with the machine, device and "
@@ -720,7 +724,17 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
          windows: int, repeats: int, gemm_only: bool, recurrent_windows: int,
          markdown: bool) -> None:
     """Time grenade_py, numpy and PyTorch on the same work; print one table."""
+    with user_errors():
+        run_all(data_dir, device_spec, examples, epoch_examples, windows, repeats, gemm_only,
+                recurrent_windows, markdown)
+
+
+def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_examples: int,
+            windows: int, repeats: int, gemm_only: bool, recurrent_windows: int,
+            markdown: bool) -> None:
+    """`main`'s work (its options as arguments)."""
     device = Device(device_spec)
+    (x, y), label = mnist_data(data_dir)  # a bad --data says so before anything is timed
     torch = _torch()
     table = Table()
 
@@ -751,7 +765,6 @@ def main(data_dir: str | None, device_spec: str | None, examples: int, epoch_exa
             f"({many[0][1] / us:.2f}x the examples/s of one)")
     table.add(f"  {many[-1][0][12:]}, train_many (µs/example each)", many[-1:], "{:.2f}")
 
-    (x, y), label = mnist_data(data_dir)
     data = (x[:epoch_examples], y[:epoch_examples])
     say(f"\n2. MNIST 784-512-10, one epoch of {len(data[0]):,} examples; {label}; grenade_py's "
         "and PyTorch's epochs taking turns, each with its dataset already on its device")

@@ -22,7 +22,8 @@ LENET_PARAMETERS = 250 + 4000 + 256 * 80 + 80 + 80 * 10 + 10
 
 
 @click.command()
-@click.option("--repeats", default=200, show_default=True, help="Timed Allreduces per figure.")
+@click.option("--repeats", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Timed Allreduces per figure.")
 def main(repeats: int) -> None:
     """Time the per-step communication of data-parallel training; print one table."""
     comm = world()

@@ -89,7 +89,7 @@ def train_cycle(net: RecurrentNetwork, learning: Optimizer, examples: int,
     them."""
     bar = click.progressbar(length=examples, label="training", file=sys.stderr) \
         if progress and examples else None
-    rounds = {examples * k // 10 for k in range(1, 11)}
+    rounds = {examples * k // 10 for k in range(1, 11)} - {0}  # fewer than 10: not every tenth
     done = 0
     for end in sorted(rounds | set(range(CHUNK, examples, CHUNK))) if examples else []:
         drawn = windows(rng, end - done)

@@ -52,3 +52,16 @@ def test_bench_markdown_table(tmp_path):
         value = float(cells[1].replace(",", ""))
         # random data never reaches 99%: the recipe's time to it is nan then
         assert len(cells) == 4 and (value > 0 or "99%" in row and math.isnan(value)), row
+
+
+def test_bad_options_are_one_line_errors_before_any_timing(tmp_path):
+    """A count below 1, a --data folder that is not MNIST's, a device that is not there: one
+    line, no traceback, before anything is timed."""
+    for args, said in ((["--repeats", "0"], "0 is not in the range x>=1"),
+                       (["--data", str(tmp_path / "absent")], "does not exist"),
+                       (["--data", str(tmp_path)], "no file matching"),
+                       (["--device", "9:9"], "no OpenCL device '9:9'")):
+        result = subprocess.run([sys.executable, "-m", "grenade_py.bench", *args], cwd=tmp_path,
+                                env=ENV, capture_output=True, text=True, timeout=300)
+        assert result.returncode in (1, 2) and said in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr and "1. feedforward" not in result.stdout

@@ -586,6 +586,22 @@ def test_recurrent_example_learns_the_cycle() -> None:
     assert "learned" in trained.output.splitlines()[-1]
 
 
+def test_the_recurrent_example_with_fewer_windows_than_ten() -> None:
+    """-e below 10, whose first tenths round to 0 windows, trains each window once (it drew
+    an empty batch and failed)."""
+    result = CliRunner().invoke(recurrent_main, ["--seed", "1", "-e", "7"])
+    assert result.exit_code == 0, result.output
+    assert "the cycle 0, 0, 1:" in result.output
+    from grenade_py.recurrent import cycle_network, train_cycle
+
+    net, fresh = (cycle_network(get_device("float64"), seed=2) for _ in range(2))
+    done: list[int] = []
+    train_cycle(net, LP, 7, np.random.default_rng(3), progress=False, on_round=done.append)
+    assert done == [1, 2, 3, 4, 5, 6, 7]
+    assert net.get_parameters()[0]["w"].tolist() != \
+        fresh.get_parameters()[0]["w"].tolist()
+
+
 def test_is_cycle() -> None:
     assert is_cycle([0, 1, 0, 0, 1]) and is_cycle([1, 0, 0, 1])
     assert not is_cycle([0, 0, 0, 0]) and not is_cycle([0, 1, 1])
