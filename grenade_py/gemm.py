@@ -12,6 +12,7 @@ import pyopencl.array as cl_array
 
 from grenade_py import blocks
 from grenade_py.device import Device, Launch
+from grenade_py.errors import DeviceError
 
 
 def vector_width(device: Device) -> int:
@@ -35,7 +36,9 @@ def _blocks(size: int, block: int) -> int:
 
 def _tiled(device: Device, form: str, shape: tuple[int, ...], batches: int,
            *args: object) -> Launch:
-    """A tiled GEMM's launch (m, n first of `shape`) at the tile shape chosen for `shape`."""
+    """A tiled GEMM's launch (m, n first of `shape`) at the tile shape chosen for `shape`, or
+    at the smallest where the chosen shape's kernel runs fewer work-items on this device than
+    its work-group has (a GPU may limit a kernel of many registers below the device's limit)."""
     m, n = shape[:2]
 
     def build(tile: tuple[int, ...]) -> Launch:
@@ -44,7 +47,10 @@ def _tiled(device: Device, form: str, shape: tuple[int, ...], batches: int,
             _blocks(n, tile[1]) * local[0], _blocks(m, tile[0]) * local[1], batches), m, n,
             *args, local=local)
 
-    return blocks.launch(device, form, shape, build)
+    try:
+        return blocks.launch(device, form, shape, build)
+    except DeviceError:
+        return build(blocks.SMALLEST_TILE)
 
 
 def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_array.Array,

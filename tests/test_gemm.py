@@ -216,3 +216,27 @@ kernel void row(global const REAL *a, int a_row, int a_step, int K, global const
     for t in range(count):
         np.testing.assert_allclose(got.get()[t * out_row:t * out_row + p],
                                    a[t * a_row::a_step][:k] @ b, **tolerance(device, terms=k))
+
+
+def test_a_tile_shape_the_kernel_cannot_run_falls_back_to_the_smallest(rng, monkeypatch):
+    """Where the chosen tile shape's kernel runs fewer work-items than its work-group (a GPU
+    limits a kernel of many registers), the launch takes the smallest tiles: right results."""
+    from grenade_py import blocks
+    from grenade_py.errors import DeviceError
+
+    device = _tiled_device("float64")
+    launch = device.launch
+
+    def limited(name, *args, local=None, **kwargs):
+        if local is not None and np.prod(local) > 16:
+            raise DeviceError(f"{name} runs at most 16 work-items here")
+        return launch(name, *args, local=local, **kwargs)
+
+    monkeypatch.setattr(device, "launch", limited)
+    x, w, b = rng.normal(size=(9, 20)), rng.normal(size=(30, 20)), rng.normal(size=(30,))
+    y = device.zeros((9, 30))
+    step = gemm_dot(device, 9, 30, 20, *map(device.to_device, (x, w, b)), y)
+    assert step.kernel.function_name == blocks.kernel_name("gemm_dot_tiled",
+                                                           blocks.SMALLEST_TILE)
+    run(device, step)
+    np.testing.assert_allclose(y.get(), x @ w.T + b, **tolerance(device, terms=20))
