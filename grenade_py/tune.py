@@ -1,6 +1,7 @@
-"""`python -m grenade_py.tune`: choose the kernels' register blocks for this device by timing
-them on the training steps of the MNIST networks (see grenade_py/blocks.py); later runs, in any
-process, use what it keeps in the user's cache folder."""
+"""`python -m grenade_py.tune`: choose the kernels' register blocks (on a GPU, the tiled GEMMs'
+tile shapes and the convolutions' blocks) for this device by timing them on the training steps
+of the MNIST networks (see grenade_py/blocks.py); later runs, in any process, use what it keeps
+in the user's cache folder."""
 from __future__ import annotations
 
 import time
@@ -19,7 +20,7 @@ from grenade_py.network import Network
 
 def tune_network(net: Network, n: int, loss: str = "cross_entropy",
                  repeats: int = 5) -> list[blocks.Tuned]:
-    """Tune the register blocks of every launch of a training step of `net` over `n` rows
+    """Tune the blocks (or tile shapes) of every launch of a training step of `net` over `n` rows
     (see `blocks.tune_sites`), on random data; the network's gradients are overwritten, its
     parameters are not. Steps built afterwards use the results (those a network keeps from
     earlier calls keep their blocks)."""
@@ -47,9 +48,10 @@ def tune_network(net: Network, n: int, loss: str = "cross_entropy",
 @device_options
 def main(archs: str, batches: str, repeats: int, device_spec: str | None,
          precision: str) -> None:
-    """Time every register block of the GEMM and convolution kernels on the training steps
-    of the given networks and batch sizes, on this device, and keep the fastest for each
-    launch shape in the user's cache folder: later runs use them."""
+    """Time every register block of the GEMM and convolution kernels (on a GPU, every tile
+    shape of the tiled GEMMs) on the training steps of the given networks and batch sizes, on
+    this device, and keep the fastest for each launch shape in the user's cache folder: later
+    runs use them."""
     names = [a.strip() for a in archs.split(",") if a.strip()]
     unknown = [a for a in names if a not in ARCHS]
     if unknown or not names:
