@@ -130,14 +130,22 @@ kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int
 // dK[r, f] = sum_s sum_p x_s[rows[r] + off(p)] dy[s, f, p]: RM patch entries x FN filters per
 // work-item, sample by sample (so the sum's order is fixed: no atomics). Whole vectors of
 // positions first (DOT_VW lanes, as gemm_dot's), then the last P % DOT_VW of each sample.
-// global size (ceil(F / FN), ceil(R / RM))
+// Over chunks of `per` samples (global id 2: chunk c, samples c per .. c per + per - 1, its
+// sums into dK + c R F; conv_sum_chunks adds them up): where R F outputs are too few work-items
+// for a GPU. One chunk (per = n): dK itself.
+// global size (ceil(F / FN), ceil(R / RM), ceil(n / per))
 // template $RM $FN: 5 4, 4 4, 2 8, 8 2, 5 2, 2 2, 4 1, 3 2, 4 3, 6 2, 3 4
 kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P, int OW,
                                          int pitch, global const REAL *rows,
                                          global const REAL *x, global const REAL *dy,
-                                         global REAL *dK) {
+                                         global REAL *dK, int per) {
     const int f0 = get_global_id(0) * $FN, r0 = get_global_id(1) * $RM;
     if (f0 >= F || r0 >= R) return;
+    const int first = get_global_id(2) * per;
+    n = min(n - first, per);
+    x += (size_t)first * sample;
+    dy += (size_t)first * F * P;
+    dK += (size_t)get_global_id(2) * R * F;
     int at[$RM], fs[$FN];
     #pragma unroll
     for (int r = 0; r < $RM; ++r) at[r] = (int)rows[min(r0 + r, R - 1)];
@@ -178,6 +186,17 @@ kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P,
         }
 }
 // end template
+
+// out[i] = the sum over chunks c = 0, 1, ... of partial[c count + i], in that order: the chunked
+// kernel gradient's sums (conv_kernel_gradient), deterministic. global size (count)
+kernel void conv_sum_chunks(int count, int chunks, global const REAL *partial,
+                            global REAL *out) {
+    const int i = get_global_id(0);
+    if (i >= count) return;
+    REAL s = partial[i];
+    for (int c = 1; c < chunks; ++c) s += partial[(size_t)c * count + i];
+    out[i] = s;
+}
 
 #ifdef REAL_IS_DOUBLE
 typedef long8 lanev;

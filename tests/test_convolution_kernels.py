@@ -76,6 +76,61 @@ def test_convolution_kernels_against_numpy(device, rng, name, n):
                                **tolerance(device, f * kh * kw), err_msg="input delta")
 
 
+@pytest.mark.parametrize("chunks", [2, 3, 17])
+@pytest.mark.parametrize("name", ["lenet-1", "lenet-2", "half-vector"])
+def test_the_kernel_gradient_in_chunks_of_the_batch(device, rng, name, chunks, monkeypatch):
+    """A GPU's form (Convolution.kernel_chunks > 1): the batch's samples in chunks, each summed
+    apart, then added in order (conv_sum_chunks); at batch 17 against numpy, and one chunk's
+    sums (a batch of its samples alone) have the unchunked form's bits."""
+    from grenade_py.layers.convolution import Convolution as Layer
+
+    monkeypatch.setattr(Layer, "kernel_chunks", lambda self, n: min(n, chunks))
+    c, h, w, f, kh, kw, sh, sw = SHAPES[name]
+    net = Network([Convolution(c, f, kh, kw, sh, sw)], input=D3(h, w, c), device=device, seed=1)
+    layer, n = net.layers[0], 17
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    x, dy = rng.normal(size=(n, c, h, w)), rng.normal(size=(n, f, oh * ow))
+    buffers = device.allocate("the test", layer.batch_buffers(n))
+    assert buffers["chunks"].size == chunks * c * kh * kw * f
+    launches = layer.kernel_gradient(n, device.to_device(x), device.to_device(dy), buffers)
+    assert [launch.kernel.function_name for launch in launches][-1] == "conv_sum_chunks"
+    enqueue(layer.setup(n, buffers) + launches)
+    xp = patches(x, kh, kw, sh, sw)
+    np.testing.assert_allclose(layer.gradients["kernel"].get(), np.einsum("srp,sfp->rf", xp, dy),
+                               **tolerance(device, n * oh * ow))
+    per = -(-n // chunks)
+    monkeypatch.setattr(Layer, "kernel_chunks", lambda self, n: 1)
+    alone = device.allocate("the test", layer.batch_buffers(per))
+    enqueue(layer.setup(per, alone) + layer.kernel_gradient(
+        per, device.to_device(x[:per]), device.to_device(dy[:per]), alone))
+    np.testing.assert_array_equal(layer.gradients["kernel"].get().ravel(),
+                                  buffers["chunks"].get()[:c * kh * kw * f])
+
+
+def test_training_with_the_kernel_gradient_in_chunks(device64, rng, monkeypatch):
+    """fit through Steps whose convolutions sum their kernel gradients in chunks (a GPU's
+    form) reaches the unchunked weights to rounding."""
+    from grenade_py import D2, FullyConnected, LearningParameters, Pooling, Relu, Reshape, fit
+    from grenade_py.layers.convolution import Convolution as Layer
+
+    x, y = rng.normal(size=(30, 20, 20)), rng.normal(size=(30, 5))
+    results, launched = [], []
+    for chunks in (1, 4):
+        monkeypatch.setattr(Layer, "kernel_chunks", lambda self, n, k=chunks: min(n, k))
+        net = Network([Convolution(1, 4, 5, 5, 1, 1), Pooling(2, 2, 2, 2), Relu(),
+                       Convolution(4, 3, 1, 1, 1, 1), Reshape(), FullyConnected(192, 5)],
+                      input=D2(20, 20), device=device64, seed=3)  # both implicit: 16, 8 wide
+        fit(net, LearningParameters(0.01, 0.9, 1e-4), x, y, batch_size=13, epochs=2, seed=1)
+        results.append(net.get_parameters())
+        launched.append(sum(launch.kernel.function_name == "conv_sum_chunks"
+                            for step in net.held.values() if hasattr(step, "backward_launches")
+                            for launch in step.backward_launches()))
+    assert launched[0] == 0 and launched[1] == 4  # two layers, batches of 13 and 4
+    for got, want in zip(*results, strict=True):
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-11, atol=1e-13)
+
+
 @pytest.mark.parametrize("name", [k for k, v in SHAPES.items() if v[6] == v[7] == 1])
 def test_the_one_launch_input_delta_equals_the_two_launches(device, rng, name):
     """conv_input_delta (a work-group per sample) gives the bits of gemm_outer's patches and
