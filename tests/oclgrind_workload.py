@@ -1,10 +1,10 @@
 """Every kernel family at small odd sizes, run by tests/test_oclgrind.py under
 `oclgrind --data-races`: both GEMM forms, the fused per-example loop in its one-lane and
 coalesced (GPU) forms and for several networks at once (train_many), convolution (its
-one-launch input delta too), col2im,
-pooling, the recurrent scans and updates (ordered and summed, clipped, through
-ConcatRecurrent), the fused window loop, Dropout, BatchNorm, the activations, the losses,
-every optimiser and the benchmark's peak kernel."""
+one-launch input delta too, and a GPU's kernel gradient in chunks), col2im, pooling, the
+recurrent scans and updates (ordered and summed, clipped, through ConcatRecurrent), the fused
+window loop, Dropout, BatchNorm, the activations, the losses, every optimiser and the
+benchmark's peak kernel."""
 import numpy as np
 
 import grenade_py as g
@@ -64,6 +64,16 @@ def main() -> None:
                              seed=1)
             g.fit(runs, g.SGD(0.01), rng.normal(size=(3, *shape)),
                   rng.uniform(size=(3, *runs.output_shape.dims)), batch_size=3, epochs=1)
+        # A GPU's kernel gradient in chunks of the batch (conv_sum_chunks), forced: one sample
+        # a chunk.
+        unchunked = g.Convolution.kernel_chunks
+        g.Convolution.kernel_chunks = (  # type: ignore[method-assign]
+            lambda self, n: n if self.implicit() else 1)
+        split = g.Network([g.Convolution(1, 2, 3, 5, 1, 1), g.Logit()], input=g.D2(5, 12),
+                          device=d, seed=1)
+        g.fit(split, g.SGD(0.01), rng.normal(size=(3, 5, 12)),
+              rng.uniform(size=(3, *split.output_shape.dims)), batch_size=3, epochs=1)
+        g.Convolution.kernel_chunks = unchunked  # type: ignore[method-assign]
         for lanes in (1, 16):  # the one-lane loop and the coalesced (GPU) form
             fused.lanes = lambda device, lanes=lanes: lanes  # type: ignore[assignment]
             ff = g.Network([g.FullyConnected(3, 5), g.Tanh(), g.FullyConnected(5, 2),
