@@ -8,15 +8,37 @@ benchmark's peak kernel."""
 import numpy as np
 
 import grenade_py as g
-from grenade_py import fused
+from grenade_py import blocks, fused, gemm
 from grenade_py.exchange import Exchange
+
+DEFAULT = blocks.default
+
+
+def smallest_tiles(device, form, shape):
+    """The tiled forms at their smallest tile shape: Oclgrind takes about a second over each
+    work-group of the default's 256 work-items, their local memory checked for races. Every
+    shape is the same template (gemm_tiled.cl), with the same edges and order of sums."""
+    return blocks.SMALLEST_TILE if form in blocks.TILED_FORMS else DEFAULT(device, form, shape)
+
+
+def default_tiles(d):
+    """Each tiled form once at the default tile shape (64 x 64 x 16 of 4 x 4 here), over a
+    product smaller than the tile in every dimension, and deeper than it."""
+    m, n, k = 37, 41, 19
+    a, b, bias, c = (d.zeros(s) for s in [(m, k), (n, k), (n,), (m, n)])
+    gemm.gemm_dot(d, m, n, k, a, b, bias, c)()
+    gemm.gemm_outer(d, m, n, k, a, k, 1, d.zeros((k, n)), c)()
 
 
 def main() -> None:
     rng = np.random.default_rng(0)
     for precision in ("float32", "float64"):
-        for gemm in ("registers", "tiled"):
-            d = g.Device(precision=precision, gemm=gemm)
+        for form in ("registers", "tiled"):
+            d = g.Device(precision=precision, gemm=form)
+            if form == "tiled":
+                blocks.default = DEFAULT
+                default_tiles(d)
+                blocks.default = smallest_tiles
             mlp = g.Network([g.FullyConnected(7, 5), g.Gelu(), g.Dropout(0.3),
                              g.FullyConnected(5, 3), g.Softmax()], input=g.D1(7), device=d,
                             seed=1)
@@ -94,13 +116,13 @@ def main() -> None:
                     per_example=True, loss="cross_entropy")
             # The convolutions' blocks (moved back onto planes of 7 x 18 and 6 x 16; the input
             # delta's padded correlation), Concat, Merge, Pad and Crop in the loop.
-            blocks = g.Network([
+            planes = g.Network([
                 g.Convolution(1, 2, 3, 3, 1, 1), g.Relu(), g.Convolution(2, 2, 2, 3, 1, 1),
                 g.Concat(g.Trivial(), [g.Pad(1, 1, 1, 1), g.Convolution(2, 1, 3, 3, 1, 1)]),
                 g.Crop(1, 1, 1, 1), g.Merge(g.Trivial(), g.Tanh()), g.Reshape(),
                 g.FullyConnected(168, 2), g.Logit()], input=g.D3(9, 20, 1), device=d,
                 seed=lanes)
-            g.train(blocks, g.SGD(0.01), rng.normal(size=(2, 1, 9, 20)),
+            g.train(planes, g.SGD(0.01), rng.normal(size=(2, 1, 9, 20)),
                     rng.uniform(size=(2, 2)), per_example=True)
             short = g.Network([g.Tanh(), g.Convolution(2, 3, 2, 3, 1, 1), g.Reshape(),
                                g.FullyConnected(72, 2), g.Logit()], input=g.D3(3, 14, 2),
