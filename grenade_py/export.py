@@ -16,7 +16,7 @@ def load_any(path: str) -> Network:
     try:
         return Network.load(path)
     except ModelFileError as e:
-        if "holds no grenade_py Network" not in str(e):
+        if "holds a RecurrentNetwork" not in str(e):
             raise
     return RecurrentNetwork.load(path)
 

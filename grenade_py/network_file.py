@@ -78,8 +78,11 @@ def read(path: str | os.PathLike[str], kind: str) -> Stored:
     """The network of type `kind` ("Network", "RecurrentNetwork") that `path` holds, checked;
     ModelFileError for anything that does not fit."""
     header, arrays = model_file.read(path)
+    other = {"Network": "RecurrentNetwork", "RecurrentNetwork": "Network"}[kind]
     try:
         spec = header["network"]
+        if header.get("format") == "grenade_py" and spec.get("type") == other:
+            raise ModelFileError(f"{path} holds a {other}: read it with {other}.load")
         if header.get("format") != "grenade_py" or spec.get("type") != kind:
             raise ValueError(f"it holds no grenade_py {kind}")
         input_shape = parse_shape(spec["input"])

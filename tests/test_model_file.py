@@ -11,10 +11,12 @@ import pytest
 
 from grenade_py import (
     D1,
+    LSTM,
     FullyConnected,
     LearningParameters,
     ModelFileError,
     Network,
+    RecurrentNetwork,
     Relu,
     Tanh,
     model_file,
@@ -186,6 +188,16 @@ def test_other_version_and_not_a_model(device64, tmp_path):
         Network.load(path)
     with pytest.raises(ModelFileError, match="cannot read"):
         Network.load(tmp_path / "missing")
+
+
+def test_the_other_kind_of_network_says_which_load_reads_it(device64, tmp_path):
+    path, _ = saved(device64, tmp_path)
+    with pytest.raises(ModelFileError, match="holds a Network: read it with Network.load"):
+        RecurrentNetwork.load(path)
+    RecurrentNetwork([LSTM(2, 3)], input=D1(2), device=device64).save(tmp_path / "r")
+    with pytest.raises(ModelFileError, match="holds a RecurrentNetwork: read it with "
+                                             "RecurrentNetwork.load"):
+        Network.load(tmp_path / "r")
 
 
 def test_other_architecture(device64, tmp_path):
