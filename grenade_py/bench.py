@@ -5,7 +5,8 @@
    and 128 over 24,000 examples: seconds per epoch, grenade_py's GFLOP/s; at batch 64 also an
    Adam epoch (its cost against SGD's: the optimiser's share of a step).
 3. LeNet (Grenade's README network) for one MNIST epoch at batch 64, and its convolutions.
-4. The FullyConnected GEMMs alone at 64x784x512 against numpy's sgemm on the same product.
+4. The FullyConnected GEMMs alone at 64x784x512 and 128x784x512, and 1024^3, against numpy's
+   sgemm on the same products.
 5. Grenade's Shakespeare network (LSTM 40 80, LSTM 80 40, FC 40 40, Logit) on windows of 50
    symbols: characters per second with Grenade's training semantics, and the same cell in a few
    lines of PyTorch (autograd, summed-gradient BPTT) on the same windows.
@@ -367,28 +368,45 @@ GEMM_CALLS = 50
 GEMM_SECONDS = 0.25
 
 
+def _products(a: np.ndarray, b: np.ndarray) -> None:
+    """numpy's sgemm a @ b, GEMM_CALLS times."""
+    for _ in range(GEMM_CALLS):
+        a @ b
+
+
+#: The FullyConnected GEMMs timed: MNIST 784-512-10's first layer at these batch sizes.
+GEMM_BATCHES = (64, 128)
+
+
 def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
-    """GFLOP/s of the FullyConnected GEMMs at 64x784x512 in both of grenade_py's forms
-    (register-blocked for CPUs, tiled for GPUs) and at 1024^3, and of numpy's sgemm; the
-    register form at the block this device's launches take (tuned or the default) and at the
-    fastest block for the shape, timed now."""
-    n, i, o = 64, 784, 512
+    """GFLOP/s of the FullyConnected GEMMs at Bx784x512 (B in GEMM_BATCHES) in both of
+    grenade_py's forms (register-blocked for CPUs, tiled for GPUs) and at 1024^3, and of
+    numpy's sgemm on the same products; the register form at the block this device's launches
+    take (tuned or the default) and at the fastest block for the shape, timed now."""
+    i, o = 784, 512
     rng = np.random.default_rng(0)
-    x, w, b, dy = (rng.normal(size=s).astype(np.float32) for s in [(n, i), (o, i), (o,), (n, o)])
     big = rng.normal(size=(1024, 1024)).astype(np.float32)
+    w, b = (rng.normal(size=s).astype(np.float32) for s in [(o, i), (o,)])
+    data = {n: (rng.normal(size=(n, i)).astype(np.float32),
+                rng.normal(size=(n, o)).astype(np.float32)) for n in GEMM_BATCHES}
     rows = []
     for form in (device.gemm, "tiled" if device.gemm == "registers" else "registers"):
         dev = device if form == device.gemm else Device(spec_of(device.cl_device), gemm=form)
-        xd, wd, bd, dytd, bigd = map(dev.to_device, (x, w, b, dy.T.copy(), big))
-        y, dw, cd = dev.zeros((n, o)), dev.zeros((o, i)), dev.zeros((1024, 1024))
-        zero = dev.zeros((1024,))
-        for name, make, flops in (
-                (f"gemm_dot {form} (y = x W^T + b)",
-                 partial(gemm_dot, dev, n, o, i, xd, wd, bd, y), 2 * n * i * o),
-                (f"gemm_outer {form} (dW = dy^T x, dy^T stored as FullyConnected's dy_t)",
-                 partial(gemm_outer, dev, o, i, n, dytd, n, 1, xd, dw), 2 * n * i * o),
-                (f"gemm_dot {form} 1024^3",
-                 partial(gemm_dot, dev, 1024, 1024, 1024, bigd, bigd, zero, cd), 2 * 1024**3)):
+        wd, bd, bigd = map(dev.to_device, (w, b, big))
+        products = []
+        for n, (x, dy) in data.items():
+            xd, dytd = dev.to_device(x), dev.to_device(dy.T.copy())
+            products += [
+                (f"gemm_dot {form} {n}x{i}x{o} (y = x W^T + b)",
+                 partial(gemm_dot, dev, n, o, i, xd, wd, bd, dev.zeros((n, o))), 2 * n * i * o),
+                (f"gemm_outer {form} {n}x{i}x{o} (dW = dy^T x, dy^T stored as "
+                 "FullyConnected's dy_t)",
+                 partial(gemm_outer, dev, o, i, n, dytd, n, 1, xd, dev.zeros((o, i))),
+                 2 * n * i * o)]
+        products.append((f"gemm_dot {form} 1024^3", partial(
+            gemm_dot, dev, 1024, 1024, 1024, bigd, bigd, dev.zeros((1024,)),
+            dev.zeros((1024, 1024))), 2 * 1024**3))
+        for name, make, flops in products:
             launch = make()
             for _ in range(2):  # the build; then a measure of one product
                 start = time.perf_counter()
@@ -411,10 +429,10 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
                         rows.append((f"grenade_py {name}, {label} "
                                      f"({blocks.label(t.form, block)})",
                                      flops / seconds / 1e9))
-    rows.append(("numpy sgemm x @ W.T", GEMM_CALLS * 2 * n * i * o / median_time(
-        lambda: [x @ w.T for _ in range(GEMM_CALLS)], repeats) / 1e9))
-    rows.append(("numpy sgemm dy.T @ x", GEMM_CALLS * 2 * n * i * o / median_time(
-        lambda: [dy.T @ x for _ in range(GEMM_CALLS)], repeats) / 1e9))
+    for n, (x, dy) in data.items():
+        for name, left, right in (("x @ W.T", x, w.T), ("dy.T @ x", dy.T, x)):
+            rows.append((f"numpy sgemm {n}x{i}x{o} {name}", GEMM_CALLS * 2 * n * i * o /
+                         median_time(partial(_products, left, right), repeats) / 1e9))
     rows.append(("numpy sgemm 1024^3 (host peak)", 2 * 1024**3 / median_time(
         lambda: big @ big, repeats) / 1e9))
     return rows
@@ -797,21 +815,17 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
 
     gemms = report_gemms(device, repeats, say)
     gemm_rate = next(v for name, v in gemms if name.startswith(
-        f"grenade_py gemm_dot {device.gemm} (y"))
+        f"grenade_py gemm_dot {device.gemm} 64x784x512"))
     say(f"   LeNet's convolutions in its step: {conv_rate:.0f} GFLOP/s, "
         f"{conv_rate / gemm_rate:.0%} of the rate of gemm_dot at 64x784x512 in this run "
         f"({gemm_rate:.0f})")
-    table.add("GEMM 64×784×512, y = x Wᵀ + b (GFLOP/s)",
-              [(n, v) for n, v in gemms if "1024" not in n], "{:.0f}",
-              f"grenade_py gemm_dot {device.gemm}")
-    table.add("GEMM 1024³ (GFLOP/s)", [(n, v) for n, v in gemms if "1024" in n], "{:.0f}",
-              f"grenade_py gemm_dot {device.gemm}")
-    for what, shape in (("64×784×512", "(y = x"), ("1024³", "1024^3")):
-        table.add(f"  the fastest block and work-group shape, {what} (GFLOP/s; python -m "
-                  "grenade_py.tune)",
-                  [(n, v) for n, v in gemms if n.startswith(f"grenade_py gemm_dot registers "
-                                                            f"{shape}") and ", tuned (" in n],
-                  "{:.0f}")
+    for what, shape in [(f"{n}×784×512, y = x Wᵀ + b", f"{n}x784x512") for n in GEMM_BATCHES
+                        ] + [("1024³", "1024^3")]:
+        mine = [(n, v) for n, v in gemms if shape in n and "dW" not in n and "dy.T" not in n]
+        table.add(f"GEMM {what} (GFLOP/s)", mine, "{:.0f}", f"grenade_py gemm_dot {device.gemm}")
+        table.add("  the fastest block and work-group shape (GFLOP/s; python -m "
+                  "grenade_py.tune)", [(n, v) for n, v in mine if n.startswith(
+                      "grenade_py gemm_dot registers") and ", tuned (" in n], "{:.0f}")
     table.add("  the device's measured FMA peak (GFLOP/s)",
               [(n, v) for n, v in gemms if n.endswith("measured FMA peak")], "{:.0f}",
               "grenade_py measured")
