@@ -524,7 +524,7 @@ def test_model_file_keeps_states_and_metadata(device: g.Device, tmp_path, index:
     with pytest.raises(ModelFileError, match="metadata must be JSON values"):
         net.save(tmp_path / "other.gpy", {"bad": np.float32(1)})
     assert not (tmp_path / "other.gpy").exists()
-    with pytest.raises(ModelFileError, match="no grenade_py Network"):
+    with pytest.raises(ModelFileError, match="holds a RecurrentNetwork: read it with"):
         g.Network.load(path)
 
 
