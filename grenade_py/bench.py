@@ -1,8 +1,8 @@
 """`python -m grenade_py.bench`: grenade_py against numpy and PyTorch on the same work, in one run.
 
 1. Grenade's feedforward example trained per example (batch 1): microseconds per example.
-2. One epoch of MNIST 784-512-10 (Relu, Softmax, cross-entropy, momentum SGD) at batch 32, 64
-   and 128 over 24,000 examples: seconds per epoch, grenade_py's GFLOP/s; at batch 64 also an
+2. One epoch of MNIST 784-512-10 (Relu, Softmax, cross-entropy, momentum SGD) at batch 32, 64,
+   128 and 256 over 24,000 examples: seconds per epoch, grenade_py's GFLOP/s; at batch 64 also an
    Adam epoch (its cost against SGD's: the optimiser's share of a step).
 3. LeNet (Grenade's README network) for one MNIST epoch at batch 64, and its convolutions.
 4. The FullyConnected GEMMs alone at 64x784x512 and 128x784x512, and 1024^3, against numpy's
