@@ -881,7 +881,26 @@ def report_gemms(device: Device, repeats: int,
     rows = bench_gemm(device, repeats)
     for name, gflops in rows:
         say(f"   {name:64s} {gflops:7.1f} GFLOP/s {gflops / peak:6.1%} of peak")
+    say(f"   as launched, against numpy's sgemm on the same product: {gemm_ratios(rows, device)}")
     return rows + [("grenade_py measured FMA peak", peak)]
+
+
+def gemm_ratios(rows: list[tuple[str, float]], device: Device) -> str:
+    """Each product's rate as the device's launches run it (its first row) over numpy's."""
+    def first(prefix: str) -> float | None:
+        return next((v for name, v in rows if name.startswith(prefix)), None)
+
+    ratios = []
+    for what, ours, numpy in [
+            (f"{n}x784x512 {what}", f"grenade_py {form} {device.gemm} {n}x784x512 ({mine}",
+             f"numpy sgemm {n}x784x512 {theirs}")
+            for n in GEMM_BATCHES for what, form, mine, theirs in (
+                ("y = x W^T", "gemm_dot", "y", "x @ W.T"), ("dW", "gemm_outer", "dW", "dy.T @ x"))
+    ] + [("1024^3", f"grenade_py gemm_dot {device.gemm} 1024^3", "numpy sgemm 1024^3")]:
+        a, b = first(ours), first(numpy)
+        if a is not None and b:
+            ratios.append(f"{what} {a / b:.2f}x")
+    return ", ".join(ratios)
 
 
 if __name__ == "__main__":

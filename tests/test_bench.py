@@ -31,6 +31,8 @@ def test_bench_runs(tmp_path):
         assert section in out
     assert "random data shaped as MNIST" in out  # no ../shared beside tmp_path
     assert out.count("grenade_py ") >= 3 and "numpy" in out and "grenade_py, Adam" in out
+    ratios = next(line for line in out.splitlines() if "against numpy's sgemm" in line)
+    assert ratios.count("x784x512") == 4 and "1024^3" in ratios, ratios
 
 
 def test_bench_markdown_table(tmp_path):
