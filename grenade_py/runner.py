@@ -314,8 +314,12 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
                              "(each step needs the weights the last one left): give distributed "
                              "training a larger global batch")
         group = Group(comm, net)
+    if seed is not None:
+        seed = inputs.count(seed, "seed", 0)
     xs, ys = inputs.examples(net, x, y, chosen)
     if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise ValueError("validation must be a pair (x, y) of inputs and targets")
         inputs.examples(net, *validation, chosen)
     device, queue, count = net.device, net.device.queue, len(xs)
     xs_dev = device.to_device(xs.reshape(count, -1))

@@ -174,6 +174,10 @@ def test_fit_input_errors(device):
         fit(net, LP, x, y, loss="hinge")
     with pytest.raises(ValueError, match="NaN"):
         fit(net, LP, x, y, validation=(np.full((2, 2), np.nan), y[:2]))
+    with pytest.raises(ValueError, match=r"validation must be a pair \(x, y\)"):
+        fit(net, LP, x, y, validation=(x, y, y))
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got 'a'"):
+        fit(net, LP, x, y, seed="a")
     plain = Network([FullyConnected(2, 2)], input=D1(2), device=device)
     with pytest.raises(ValueError, match="ending in a Softmax"):
         fit(plain, LP, x, y, loss="cross_entropy")
