@@ -79,13 +79,13 @@ def sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """x (B, T, *in), targets (B, T, *out) and mask (B, T) checked, time-major: (T, B, ...)."""
     dtype = net.device.dtype
-    xs = np.asarray(x)
-    if xs.ndim < 2 + len(net.input_shape.dims):
-        raise ValueError(f"x has shape {xs.shape}: pass sequences (B, T, "
-                         f"{', '.join(map(str, net.input_shape.dims))}) for {net.input_shape!r}")
+    xs, given = np.asarray(x), np.asarray(targets)
+    for what, array, shape in (("x", xs, net.input_shape), ("targets", given, net.output_shape)):
+        if array.shape[2:] != shape.dims or 0 in array.shape[:2]:
+            raise ValueError(f"{what} has shape {array.shape}: pass B >= 1 sequences of T >= 1 "
+                             f"steps, (B, T, {', '.join(map(str, shape.dims))}) for {shape!r}")
     batch, steps = xs.shape[:2]
     flat, _ = samples(xs.reshape(batch * steps, *xs.shape[2:]), net.input_shape, "x", dtype)
-    given = np.asarray(targets)
     if given.shape[:2] != (batch, steps):
         raise ValueError(f"targets have shape {given.shape}, but x has {batch} sequences of "
                          f"{steps} steps")

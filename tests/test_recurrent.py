@@ -568,6 +568,12 @@ def test_shapes_and_misuse_are_refused(device: g.Device) -> None:
         g.train_recurrent(net, LP, [(np.array([np.nan, 0.0]), np.zeros(3))])
     with pytest.raises(ValueError, match="x has shape"):
         g.train_sequences(net, LP, np.zeros((4, 2)), np.zeros((4, 3)), np.ones(4, bool))
+    # Said in the sequences' own shapes, not flattened ones
+    with pytest.raises(ValueError, match=r"targets has shape \(1, 4, 2\): pass B >= 1 sequences "
+                                         r"of T >= 1 steps, \(B, T, 3\) for D1 3"):
+        g.train_sequences(net, LP, np.zeros((1, 4, 2)), np.zeros((1, 4, 2)), np.ones((1, 4), bool))
+    with pytest.raises(ValueError, match=r"x has shape \(1, 0, 2\): pass B >= 1"):
+        g.train_sequences(net, LP, np.zeros((1, 0, 2)), np.zeros((1, 0, 3)), np.ones((1, 0), bool))
     with pytest.raises(ValueError, match="offsets must be ints"):
         SymbolCorpus(g.RecurrentNetwork([g.LSTM(3, 3)], input=g.D1(3), device=device),
                      np.zeros(10, int)).train(LP, np.array([5]), 5)
