@@ -816,9 +816,13 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
     gemms = report_gemms(device, repeats, say)
     gemm_rate = next(v for name, v in gemms if name.startswith(
         f"grenade_py gemm_dot {device.gemm} 64x784x512"))
+    peak = dict(gemms)["grenade_py measured FMA peak"]
+    kernels = [value / peak for name, value, unit in convolutions
+               if unit == "GFLOP/s" and name.startswith("    ")]
     say(f"   LeNet's convolutions in its step: {conv_rate:.0f} GFLOP/s, "
         f"{conv_rate / gemm_rate:.0%} of the rate of gemm_dot at 64x784x512 in this run "
-        f"({gemm_rate:.0f})")
+        f"({gemm_rate:.0f}), {conv_rate / peak:.0%} of the measured peak (their kernels alone, "
+        f"untuned and tuned: {min(kernels):.0%}-{max(kernels):.0%})")
     for what, shape in [(f"{n}×784×512, y = x Wᵀ + b", f"{n}x784x512") for n in GEMM_BATCHES
                         ] + [("1024³", "1024^3")]:
         mine = [(n, v) for n, v in gemms if shape in n and "dW" not in n and "dy.T" not in n]
