@@ -6,7 +6,8 @@ kernels/convolution.cl): gemm_dot (FullyConnected's forward, LSTM's input delta)
 outputs per work-item, gemm_outer (the weight gradients and input deltas, the recurrent input
 GEMM, a strided convolution's input delta) in RM rows x CV vectors, conv_forward in FM filters,
 conv_kernel_gradient in RM patch entries x FN filters, conv_input_delta (a stride-1
-convolution's input delta: gemm_outer's blocks, then col2im) in RM rows x CV vectors; each runs
+convolution's input delta where output rows are not whole vectors of 8: gemm_outer's blocks,
+then col2im) in RM rows x CV vectors; each runs
 in a few work-group shapes. The local-memory tiled GEMMs of GPUs (kernels/gemm_tiled.cl:
 gemm_dot_tiled, gemm_outer_tiled) come in several tile shapes (TILES), each its own work-group.
 A candidate is a block and a shape; all give the same bits (they change which work-item

@@ -1,7 +1,7 @@
 """Every kernel family at small odd sizes, run by tests/test_oclgrind.py under
 `oclgrind --data-races`: both GEMM forms, the fused per-example loop in its one-lane and
 coalesced (GPU) forms and for several networks at once (train_many), convolution (its
-one-launch input delta too, and a GPU's kernel gradient in chunks), col2im, pooling, the
+one-launch input deltas too, and a GPU's kernel gradient in chunks), col2im, pooling, the
 recurrent scans and updates (ordered and summed, clipped, through ConcatRecurrent), the fused
 window loop, Dropout, BatchNorm, the activations, the losses, every optimiser and the
 benchmark's peak kernel."""
@@ -58,6 +58,14 @@ def main() -> None:
                              input=g.D2(7, 9), device=d, seed=1)
             g.fit(pair, g.SGD(0.01), rng.normal(size=(3, 7, 9)),
                   rng.normal(size=(3, *pair.output_shape.dims)), batch_size=3, epochs=1)
+            # Output rows of 8 and of 16 (registers: conv_scatter_delta, its last run of
+            # fewer than SCATTER_UNITS, runs across rows)
+            for shape, second in (((5, 12), g.Convolution(2, 3, 1, 3, 1, 1)),
+                                  ((6, 21), g.Convolution(2, 2, 2, 4, 1, 1))):
+                eights = g.Network([g.Convolution(1, 2, 2, 3, 1, 1), second], input=g.D2(*shape),
+                                   device=d, seed=1)
+                g.fit(eights, g.SGD(0.01), rng.normal(size=(3, *shape)),
+                      rng.normal(size=(3, *eights.output_shape.dims)), batch_size=3, epochs=1)
         conv = g.Network([g.Convolution(1, 3, 3, 3, 1, 1), g.BatchNorm(3), g.Relu(),
                           g.Pooling(2, 2, 2, 2), g.Convolution(3, 2, 2, 2, 1, 1),
                           g.Deconvolution(2, 2, 2, 2, 1, 1), g.Pooling(2, 2, 1, 1), g.Reshape(),

@@ -132,25 +132,35 @@ def test_training_with_the_kernel_gradient_in_chunks(device64, rng, monkeypatch)
 
 
 @pytest.mark.parametrize("name", [k for k, v in SHAPES.items() if v[6] == v[7] == 1])
-def test_the_one_launch_input_delta_equals_the_two_launches(device, rng, name):
-    """conv_input_delta (a work-group per sample) gives the bits of gemm_outer's patches and
-    conv_col2im_rows, the stride-1 input delta's two launches on devices with tiled GEMMs."""
+def test_the_one_launch_input_deltas_equal_the_two_launches(device, rng, name):
+    """conv_input_delta (a work-group per sample) and, where output rows are whole vectors of 8,
+    conv_scatter_delta (a work-item per sample and channel, which the layer then takes) give the
+    bits of gemm_outer's patches and conv_col2im_rows, the stride-1 input delta's two launches
+    on devices with tiled GEMMs."""
     if device.gemm != "registers":
-        pytest.skip("the one-launch form runs with the register-blocked GEMMs")
+        pytest.skip("the one-launch forms run with the register-blocked GEMMs")
     c, h, w, f, kh, kw, _, _ = SHAPES[name]
     n, oh, ow = 3, h - kh + 1, w - kw + 1
     net = Network([Convolution(c, f, kh, kw, 1, 1)], input=D3(h, w, c), device=device, seed=1)
     layer, r = net.layers[0], c * kh * kw
+    kernel = layer.parameters["kernel"]
     buffers = device.allocate("the test", layer.batch_buffers(n))
     dy_d = device.to_device(rng.normal(size=(n, f, oh * ow)))
-    one, two = device.zeros((n, c, h, w)), device.zeros((n, c, h, w))
-    launches = layer.input_delta(n, dy_d, one, buffers)
-    assert [launch.kernel.function_name for launch in launches] == [blocks.kernel_name(
-        "conv_input_delta", blocks.block(device, "conv_input_delta", (n, r, oh * ow, f)))]
-    enqueue(launches)
     patches = buffers["patches"]
-    enqueue([gemm_outer(device, r, oh * ow, f, layer.parameters["kernel"], f, 1, dy_d, patches,
-                        batches=n, b_k=oh * ow, b_batch=f * oh * ow, c_batch=r * oh * ow),
+    two = device.zeros((n, c, h, w))
+    enqueue([gemm_outer(device, r, oh * ow, f, kernel, f, 1, dy_d, patches, batches=n,
+                        b_k=oh * ow, b_batch=f * oh * ow, c_batch=r * oh * ow),
              device.launch("conv_col2im_rows", (n * -(-c // COL2IM_CHANNELS) * h,), n, c, h,
                            w, kh, kw, oh, ow, patches, two)])
+    block = blocks.block(device, "conv_input_delta", (n, r, oh * ow, f))
+    one = device.zeros((n, c, h, w))
+    device.launch(blocks.kernel_name("conv_input_delta", block), (block[2] * n,), c, h, w, kh,
+                  kw, oh, ow, f, kernel, dy_d, patches, one,
+                  local=blocks.local("conv_input_delta", block))()
     np.testing.assert_array_equal(one.get(), two.get())
+    taken = device.zeros((n, c, h, w)) - 7  # every value written: none left from before
+    launches = layer.input_delta(n, dy_d, taken, buffers)
+    assert [launch.kernel.function_name for launch in launches] == [
+        "conv_scatter_delta" if ow % 8 == 0 else blocks.kernel_name("conv_input_delta", block)]
+    enqueue(launches)
+    np.testing.assert_array_equal(taken.get(), two.get())

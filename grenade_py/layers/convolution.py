@@ -14,7 +14,9 @@ where output rows come in whole vectors of 8 (stride 1, a multiple of 8 columns)
 copy the patches out (conv_im2col) for FullyConnected's GEMMs, a gather of single values costing
 more than the copy. The input delta's patches_s = K dy_s into a per-batch buffer, put back onto
 dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in one launch,
-conv_input_delta (a work-group per sample), else gemm_outer and conv_col2im. y and dy stay
+conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
+conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per
+sample and input channel), else gemm_outer and conv_col2im. y and dy stay
 (batch, F, positions). On GPUs the implicit kernel gradient sums chunks of the batch apart and
 adds them up in order (`kernel_chunks`, conv_sum_chunks): its R x F outputs alone are too few
 work-items there.
@@ -218,11 +220,15 @@ class Convolution(Layer):
     def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array,
                     buffers: Buffers) -> list[Launch]:
         """dx = col2im(K dy), through the patches buffer (which it overwrites): at stride 1 with
-        the register-blocked GEMMs, one launch of conv_input_delta at the tuned block (a
-        work-group per sample: 1.2x faster than the two launches at LeNet's second layer, the
-        same bits)."""
+        the register-blocked GEMMs, one launch, of conv_scatter_delta where output rows are
+        whole vectors of 8 (no patches buffer), else of conv_input_delta at the tuned block (a
+        work-group per sample: 1.2x faster than the two launches at LeNet's second layer);
+        the same bits all three ways."""
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         p, patches = oh * ow, buffers["patches"]
+        if sh == sw == 1 and ow % 8 == 0 and self.device.gemm == "registers":
+            return [self.device.launch("conv_scatter_delta", (c * n,), n, c, h, w, kh, kw, oh,
+                                       ow, f, self.parameters["kernel"], dy, dx, local=(1,))]
         if sh == sw == 1 and self.device.gemm == "registers":
             return [blocks.launch(self.device, "conv_input_delta", (n, c * kh * kw, p, f),
                                   lambda block: self.device.launch(
