@@ -127,6 +127,12 @@ class Convolution(Layer):
         multiple of 8 outputs: whole vector loads); else they read them from an im2col copy."""
         return self.sw == 1 and self.geometry()[9] % 8 == 0
 
+    def scatters(self) -> bool:
+        """Whether the input delta is conv_scatter_delta (stride 1, output rows of whole vectors
+        of 8, the register-blocked GEMMs): then, the GEMMs implicit, no launch reads patches."""
+        return self.sh == self.sw == 1 and self.geometry()[9] % 8 == 0 and \
+            self.device.gemm == "registers"
+
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         c, h, w, f, kh, kw, _, _, oh, ow = self.geometry()
         if c * h * w >= 2**24:  # the offsets are exact in float32: checked before allocating
@@ -135,9 +141,9 @@ class Convolution(Layer):
         # conv_input_delta, a vector after each sample's): the input delta's, and x's where
         # they are copied out
         chunks = self.kernel_chunks(n)
-        wanted: dict[str, tuple[int, ...]] = {
-            "patches": (n * (c * kh * kw * oh * ow + vector_width(self.device)),),
-            "rows": (c * kh * kw,), "zeros": (f,)}
+        wanted: dict[str, tuple[int, ...]] = {"rows": (c * kh * kw,), "zeros": (f,)}
+        if not self.scatters():
+            wanted["patches"] = (n * (c * kh * kw * oh * ow + vector_width(self.device)),)
         if chunks > 1:  # the chunked kernel gradient's sums
             wanted["chunks"] = (chunks * c * kh * kw * f,)
         return wanted
@@ -225,10 +231,10 @@ class Convolution(Layer):
         work-group per sample: 1.2x faster than the two launches at LeNet's second layer);
         the same bits all three ways."""
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
-        p, patches = oh * ow, buffers["patches"]
-        if sh == sw == 1 and ow % 8 == 0 and self.device.gemm == "registers":
+        if self.scatters():
             return [self.device.launch("conv_scatter_delta", (c * n,), n, c, h, w, kh, kw, oh,
                                        ow, f, self.parameters["kernel"], dy, dx, local=(1,))]
+        p, patches = oh * ow, buffers["patches"]
         if sh == sw == 1 and self.device.gemm == "registers":
             return [blocks.launch(self.device, "conv_input_delta", (n, c * kh * kw, p, f),
                                   lambda block: self.device.launch(
