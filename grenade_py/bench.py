@@ -282,12 +282,17 @@ def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, s
     rows = [("LeNet step at batch 64 (all layers)", whole * 1e3, "ms"),
             ("  its convolutions (the step less the step without them), GFLOP/s",
              64 * LENET_FLOPS_PER_EXAMPLE / (whole - without) / 1e9, "GFLOP/s")]
+    untuned = []  # the launches of no register block (conv_scatter_delta), with their shapes
     with blocks.recording() as sites:  # LeNet's convolutions, the second's input delta too
-        for layers, shape in (([Convolution(1, 10, 5, 5, 1, 1)], D2(28, 28)),
-                              ([Relu(), Convolution(10, 16, 5, 5, 1, 1)], D3(12, 12, 10))):
-            alone = execution.steps(Network(layers, input=shape, device=device, seed=1), 64)
+        for conv, layers, inputs in ((Convolution(1, 10, 5, 5, 1, 1), [], D2(28, 28)),
+                                     (Convolution(10, 16, 5, 5, 1, 1), [Relu()], D3(12, 12, 10))):
+            alone = execution.steps(Network(layers + [conv], input=inputs, device=device,
+                                            seed=1), 64)
             alone.forward_launches(True)
-            alone.backward_launches()
+            c, _, _, f, kh, kw, _, _, oh, ow = conv.geometry()
+            untuned += [(launch, (64, c * kh * kw, oh * ow, f))
+                        for launch in alone.backward_launches()
+                        if launch.kernel.function_name == "conv_scatter_delta"]
     for t in blocks.tune_sites(device, sites, repeats, keep=False):  # each GEMM: fastest runs
         flops = 2 * int(np.prod(t.shape[:4]))  # (n, R, F, P) or (m, n, k, batches)
         for label, block, seconds in (("untuned", t.default, t.default_s),
@@ -295,6 +300,10 @@ def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, s
             rows.append((f"    {blocks.label(t.form, block)} "
                          f"{','.join(map(str, t.shape[:4]))} {label}", flops / seconds / 1e9,
                          "GFLOP/s"))
+    for launch, dims in untuned:  # timed as the tuner times its candidates
+        rows.append((f"    {launch.kernel.function_name} {','.join(map(str, dims))}",
+                     2 * int(np.prod(dims)) / blocks.seconds(device, launch, repeats) / 1e9,
+                     "GFLOP/s"))
     small = Network([Convolution(1, 4, 3, 3, 1, 1), Pooling(2, 2, 2, 2), Relu(), Reshape(),
                      FullyConnected(100, 10), Logit()], input=D2(12, 12), device=device, seed=1)
     rng = np.random.default_rng(0)
