@@ -295,8 +295,9 @@ kernel void conv_input_delta_$RMx$CV(int C, int H, int W, int kh, int kw, int OH
 // registers) are added onto dx_s[c] at rows i + a, columns j + b. Each dx value so takes the
 // same terms in the same order as conv_col2im_rows4 takes them from gemm_outer's patches (every
 // sum from 0, K dy by fma in filter order; then the offsets' in order of a, then b): the bits of
-// conv_input_delta, 1.4-1.8x faster at LeNet's second layer on AVX2 (F = 16: too few terms per
-// patch entry to pay for a GEMM block's set-up and the patches' round trip through memory).
+// conv_input_delta, 1.2-1.4x faster at LeNet's second layer on AVX2, the two taking turns with
+// 8 MB swept through the caches between runs (F = 16: too few terms per patch entry to pay for
+// a GEMM block's set-up and the patches' round trip through memory).
 #ifdef REAL_IS_DOUBLE
 #define SCATTER_UNITS 4
 #else

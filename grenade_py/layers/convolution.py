@@ -225,11 +225,11 @@ class Convolution(Layer):
 
     def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array,
                     buffers: Buffers) -> list[Launch]:
-        """dx = col2im(K dy), through the patches buffer (which it overwrites): at stride 1 with
-        the register-blocked GEMMs, one launch, of conv_scatter_delta where output rows are
-        whole vectors of 8 (no patches buffer), else of conv_input_delta at the tuned block (a
-        work-group per sample: 1.2x faster than the two launches at LeNet's second layer);
-        the same bits all three ways."""
+        """dx = col2im(K dy): at stride 1 with the register-blocked GEMMs one launch, of
+        conv_scatter_delta where output rows are whole vectors of 8, else of conv_input_delta
+        at the tuned block through the patches buffer, which it overwrites (a work-group per
+        sample: 1.2x faster than the two launches, gemm_outer then col2im, that the other
+        cases take); the same bits all three ways."""
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         if self.scatters():
             return [self.device.launch("conv_scatter_delta", (c * n,), n, c, h, w, kh, kw, oh,
