@@ -130,8 +130,7 @@ class Convolution(Layer):
     def scatters(self) -> bool:
         """Whether the input delta is conv_scatter_delta (stride 1, output rows of whole vectors
         of 8, the register-blocked GEMMs): then, the GEMMs implicit, no launch reads patches."""
-        return self.sh == self.sw == 1 and self.geometry()[9] % 8 == 0 and \
-            self.device.gemm == "registers"
+        return self.sh == 1 and self.implicit() and self.device.gemm == "registers"
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         c, h, w, f, kh, kw, _, _, oh, ow = self.geometry()
