@@ -1,6 +1,7 @@
 """Shared fixtures: one Device per precision for the whole session (builds are cached)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,19 @@ import pytest
 from grenade_py.device import Device
 
 MNIST_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
+
+#: The folder of PoCL's kernel cache for this test session (PoCL's own default, unless
+#: POCL_CACHE_DIR says otherwise).
+POCL_CACHE = os.environ.get("POCL_CACHE_DIR") or str(
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pocl" / "kcache")
+
+
+def cache_env(folder: Path) -> dict[str, str]:
+    """A child process's environment whose user cache folder is `folder` (grenade_py's
+    tuned.json and compilers.json go there) but whose PoCL kernel cache is the session's: moving
+    PoCL's with XDG_CACHE_HOME would compile every kernel anew (10-20 s a child)."""
+    return {**os.environ, "XDG_CACHE_HOME": str(folder), "POCL_CACHE_DIR": POCL_CACHE}
+
 
 _devices: dict[str, Device] = {}
 

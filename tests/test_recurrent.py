@@ -226,12 +226,14 @@ def test_window_loop_trains_softmax_as_layer_by_layer(
             np.testing.assert_allclose(a[name], b[name], rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("lanes", [3, 16])
-def test_window_loop_with_many_lanes(device64: g.Device, monkeypatch: pytest.MonkeyPatch,
-                                     lanes: int) -> None:
+def test_window_loop_with_many_lanes(device64: g.Device, monkeypatch: pytest.MonkeyPatch
+                                     ) -> None:
     """The window loop's GPU form (its loops shared by lanes, barriers between the phases), run
     on PoCL: each value is still computed by one lane from the same functions, so the results
-    are the one-lane loop's exactly."""
+    are the one-lane loop's exactly. Three lanes: more than some layers' rows (the LSTM's 2),
+    fewer than others' (4), splitting neither evenly (each lane count costs PoCL a compile of
+    ~12 s)."""
+    lanes = 3
     rng = np.random.default_rng(16)
     xs, ts = rng.normal(size=(3, 5, 3)), rng.uniform(size=(3, 5, 2))
     mask = rng.uniform(size=(3, 5)) < 0.6
