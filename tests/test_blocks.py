@@ -59,7 +59,7 @@ def test_every_block_trains_to_the_same_bits(device, form, monkeypatch):
     default = blocks.default
     monkeypatch.setattr(blocks, "_records", dict)  # no tuned table: the defaults
     gemm = "tiled" if form in blocks.TILED_FORMS else "registers"
-    for candidate in paired(form, shift=device.precision == "float64"):
+    for candidate in paired(form, shift=int(device.precision == "float64")):
         fresh = Device(precision=device.precision, gemm=gemm)
         monkeypatch.setattr(blocks, "default", lambda d, f, s, c=candidate: c if f == form
                             else default(d, f, s))
