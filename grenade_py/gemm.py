@@ -56,17 +56,21 @@ def _tiled(device: Device, form: str, shape: tuple[int, ...], batches: int,
 def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_array.Array,
              bias: cl_array.Array, c: cl_array.Array, batches: int = 1,
              a_m: int | None = None, a_batch: int = 0, b_n: int | None = None,
-             b_batch: int = 0) -> Launch:
+             b_batch: int = 0, chunks: int = 1) -> Launch:
     """C (m, n) = A (m, k) B(n, k)^T + bias (n,); over `batches` (a convolution's samples), the
     sum of the products of A + s a_batch and B + s b_batch, rows a_m and b_n apart (default
-    k: contiguous)."""
+    k: contiguous). With `chunks`, the batch in chunks of ceil(batches / chunks) entries, chunk
+    i's sum (plus the bias in the first only) into C + i m n, for conv_sum_chunks to add up:
+    more work-items where m n alone are too few for a GPU."""
+    per = -(-batches // max(1, min(chunks, batches)))
     args = (k, a, k if a_m is None else a_m, a_batch, b, k if b_n is None else b_n, b_batch,
-            batches, bias, c)
+            batches, per, bias, c)
     if device.gemm == "tiled":
-        return _tiled(device, "gemm_dot_tiled", (m, n, k, batches), 1, *args)
+        return _tiled(device, "gemm_dot_tiled", (m, n, k, batches), -(-batches // per), *args)
     return blocks.launch(device, "gemm_dot", (m, n, k, batches), lambda block: device.launch(
-        blocks.kernel_name("gemm_dot", block), (_blocks(n, block[1]), _blocks(m, block[0])),
-        m, n, *args, local=blocks.local("gemm_dot", block)))
+        blocks.kernel_name("gemm_dot", block),
+        (_blocks(n, block[1]), _blocks(m, block[0]), -(-batches // per)), m, n, *args,
+        local=(*blocks.local("gemm_dot", block), 1)))
 
 
 def gemm_transpose_sums(device: Device, k: int, n: int, a: cl_array.Array,

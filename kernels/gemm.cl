@@ -153,15 +153,21 @@ typedef DOT_TYPE(REAL, DOT_VW) dotv;
 #define dot_hsum gemm_hsum_half
 #endif
 
-// global size (ceil(N / RN), ceil(M / RM)). Rows past the edge of A or B repeat the last row
-// (clamped index) and are not stored, so every block takes the vector path. The vectors add up
-// over the whole batch first, then the last K % DOT_VW terms of each entry.
+// global size (ceil(N / RN), ceil(M / RM), chunks). Rows past the edge of A or B repeat the last
+// row (clamped index) and are not stored, so every block takes the vector path. The vectors add
+// up over the whole batch first, then the last K % DOT_VW terms of each entry. Chunk c of the
+// batch (entries c per .. c per + per - 1; GPUs, where M N outputs are too few work-items) sums
+// into C + c M N, the bias in chunk 0's only; one chunk (per = batches): C itself.
 // template $RM $RN: 8 2, 4 4, 4 2, 6 2, 2 2, 3 2, 2 4, 4 3, 5 2, 3 3
 kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m, int a_batch,
-                             global const REAL *B, int b_n, int b_batch, int batches,
+                             global const REAL *B, int b_n, int b_batch, int batches, int per,
                              global const REAL *bias, global REAL *C) {
-    const int n0 = get_global_id(0) * $RN, m0 = get_global_id(1) * $RM;
+    const int n0 = get_global_id(0) * $RN, m0 = get_global_id(1) * $RM, chunk = get_global_id(2);
     if (m0 >= M || n0 >= N) return;
+    batches = min(batches - chunk * per, per);
+    A += (size_t)chunk * per * a_batch;
+    B += (size_t)chunk * per * b_batch;
+    C += (size_t)chunk * M * N;
     global const REAL *a[$RM], *b[$RN];
     #pragma unroll
     for (int r = 0; r < $RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
@@ -205,7 +211,7 @@ kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m,
         #pragma unroll
         for (int c = 0; c < $RN; ++c)
             if (m0 + r < M && n0 + c < N)
-                C[(size_t)(m0 + r) * N + n0 + c] = sum[r][c] + bias[n0 + c];
+                C[(size_t)(m0 + r) * N + n0 + c] = sum[r][c] + (chunk ? 0 : bias[n0 + c]);
 }
 // end template
 

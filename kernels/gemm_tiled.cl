@@ -63,14 +63,19 @@ void gemm_tile_$TMx$TNx$TKx$WMx$WN(int M, int N, int K, global const REAL *A, in
         }
 }
 
-// local size ($TN / $WN, $TM / $WM); global size (ceil(N / $TN) $TN / $WN, ceil(M / $TM) $TM / $WM)
+// local size ($TN / $WN, $TM / $WM); global size (ceil(N / $TN) $TN / $WN, ceil(M / $TM) $TM / $WM,
+// chunks): chunk c of the batch as gemm.cl's gemm_dot sums it (into C + c M N, the bias in chunk
+// 0's only)
 kernel void gemm_dot_tiled_$TMx$TNx$TKx$WMx$WN(int M, int N, int K, global const REAL *A,
                                                 int a_m, int a_batch, global const REAL *B,
-                                                int b_n, int b_batch, int batches,
+                                                int b_n, int b_batch, int batches, int per,
                                                 global const REAL *bias, global REAL *C) {
     local REAL As[$TK * $TM], Bs[$TK * $TN];
-    gemm_tile_$TMx$TNx$TKx$WMx$WN(M, N, K, A, a_m, 1, a_batch, B, b_n, 1, b_batch, batches, bias,
-                                  C, N, As, Bs);
+    const int chunk = get_group_id(2);
+    gemm_tile_$TMx$TNx$TKx$WMx$WN(M, N, K, A + (size_t)chunk * per * a_batch, a_m, 1, a_batch,
+                                  B + (size_t)chunk * per * b_batch, b_n, 1, b_batch,
+                                  min(batches - chunk * per, per), chunk ? 0 : bias,
+                                  C + (size_t)chunk * M * N, N, As, Bs);
 }
 
 // local size as gemm_dot_tiled's; global size as gemm_dot_tiled's by batches

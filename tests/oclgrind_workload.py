@@ -95,12 +95,11 @@ def main() -> None:
             g.fit(runs, g.SGD(0.01), rng.normal(size=(3, *shape)),
                   rng.uniform(size=(3, *runs.output_shape.dims)), batch_size=3, epochs=1)
         # A GPU's kernel gradient in chunks of the batch (conv_sum_chunks), forced: one sample
-        # a chunk.
+        # a chunk, implicit (8 wide), then through copied-out patches (gemm_dot; 6 wide).
         unchunked = g.Convolution.kernel_chunks
-        g.Convolution.kernel_chunks = (  # type: ignore[method-assign]
-            lambda self, n: n if self.implicit() else 1)
-        split = g.Network([g.Convolution(1, 2, 3, 5, 1, 1), g.Logit()], input=g.D2(5, 12),
-                          device=d, seed=1)
+        g.Convolution.kernel_chunks = lambda self, n: n  # type: ignore[method-assign]
+        split = g.Network([g.Convolution(1, 2, 3, 5, 1, 1), g.Convolution(2, 1, 2, 3, 1, 1),
+                           g.Logit()], input=g.D2(5, 12), device=d, seed=1)
         g.fit(split, g.SGD(0.01), rng.normal(size=(3, 5, 12)),
               rng.uniform(size=(3, *split.output_shape.dims)), batch_size=3, epochs=1)
         g.Convolution.kernel_chunks = unchunked  # type: ignore[method-assign]

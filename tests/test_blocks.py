@@ -93,7 +93,7 @@ def test_tuned_blocks_persist_and_later_launches_take_them(tmp_path, monkeypatch
     step = Step(convnet(again), 7, SQUARED_ERROR)
     names = [launch.kernel.function_name for launch in step.forward_launches(True)]
     assert "gemm_dot_4x2" in names
-    assert (8, 8) in [launch.local_size for launch in step.forward_launches(True)
+    assert (8, 8, 1) in [launch.local_size for launch in step.forward_launches(True)
                       if launch.kernel.function_name == "gemm_dot_4x2"]  # and its work-group
     # A block the kernels do not have (an older grenade_py's) falls back to the default.
     entry["gemm_dot"]["7,17,12,1"] = [3, 3]

@@ -9,6 +9,7 @@ import pytest
 from conftest import tolerance
 
 from grenade_py import D3, Convolution, Network, blocks
+from grenade_py.device import Device
 from grenade_py.execution import enqueue
 from grenade_py.gemm import gemm_outer, vector_width
 from grenade_py.layers.convolution import COL2IM_CHANNELS
@@ -76,14 +77,24 @@ def test_convolution_kernels_against_numpy(device, rng, name, n):
                                **tolerance(device, f * kh * kw), err_msg="input delta")
 
 
+_tiled: dict[str, Device] = {}
+
+
 @pytest.mark.parametrize("chunks", [2, 3, 17])
-@pytest.mark.parametrize("name", ["lenet-1", "lenet-2", "half-vector"])
-def test_the_kernel_gradient_in_chunks_of_the_batch(device, rng, name, chunks, monkeypatch):
+@pytest.mark.parametrize("name, form", [
+    ("lenet-1", "registers"), ("lenet-2", "registers"), ("half-vector", "registers"),
+    ("strided", "registers"), ("wide", "registers"), ("strided", "tiled"), ("wide", "tiled")])
+def test_the_kernel_gradient_in_chunks_of_the_batch(device, rng, name, form, chunks,
+                                                    monkeypatch):
     """A GPU's form (Convolution.kernel_chunks > 1): the batch's samples in chunks, each summed
     apart, then added in order (conv_sum_chunks); at batch 17 against numpy, and one chunk's
-    sums (a batch of its samples alone) have the unchunked form's bits."""
+    sums (a batch of its samples alone) have the unchunked form's bits. Where the patches are
+    copied out ("strided", "wide"), gemm_dot sums the chunks, in both its forms."""
     from grenade_py.layers.convolution import Convolution as Layer
 
+    if form == "tiled":
+        device = _tiled.setdefault(device.precision,
+                                   Device(precision=device.precision, gemm="tiled"))
     monkeypatch.setattr(Layer, "kernel_chunks", lambda self, n: min(n, chunks))
     c, h, w, f, kh, kw, sh, sw = SHAPES[name]
     net = Network([Convolution(c, f, kh, kw, sh, sw)], input=D3(h, w, c), device=device, seed=1)
@@ -93,7 +104,10 @@ def test_the_kernel_gradient_in_chunks_of_the_batch(device, rng, name, chunks, m
     buffers = device.allocate("the test", layer.batch_buffers(n))
     assert buffers["chunks"].size == chunks * c * kh * kw * f
     launches = layer.kernel_gradient(n, device.to_device(x), device.to_device(dy), buffers)
-    assert [launch.kernel.function_name for launch in launches][-1] == "conv_sum_chunks"
+    names = [launch.kernel.function_name for launch in launches]
+    assert names[-1] == "conv_sum_chunks"
+    product = "gemm_dot_tiled_" if form == "tiled" else "gemm_dot_"
+    assert names[-2].startswith("conv_kernel_gradient" if layer.implicit() else product)
     enqueue(layer.setup(n, buffers) + launches)
     xp = patches(x, kh, kw, sh, sw)
     np.testing.assert_allclose(layer.gradients["kernel"].get(), np.einsum("srp,sfp->rf", xp, dy),
@@ -109,7 +123,8 @@ def test_the_kernel_gradient_in_chunks_of_the_batch(device, rng, name, chunks, m
 
 def test_training_with_the_kernel_gradient_in_chunks(device64, rng, monkeypatch):
     """fit through Steps whose convolutions sum their kernel gradients in chunks (a GPU's
-    form) reaches the unchunked weights to rounding."""
+    form; the first convolution's implicit, the second's through copied-out patches) reaches
+    the unchunked weights to rounding."""
     from grenade_py import D2, FullyConnected, LearningParameters, Pooling, Relu, Reshape, fit
     from grenade_py.layers.convolution import Convolution as Layer
 
@@ -118,8 +133,8 @@ def test_training_with_the_kernel_gradient_in_chunks(device64, rng, monkeypatch)
     for chunks in (1, 4):
         monkeypatch.setattr(Layer, "kernel_chunks", lambda self, n, k=chunks: min(n, k))
         net = Network([Convolution(1, 4, 5, 5, 1, 1), Pooling(2, 2, 2, 2), Relu(),
-                       Convolution(4, 3, 1, 1, 1, 1), Reshape(), FullyConnected(192, 5)],
-                      input=D2(20, 20), device=device64, seed=3)  # both implicit: 16, 8 wide
+                       Convolution(4, 3, 3, 3, 1, 1), Reshape(), FullyConnected(108, 5)],
+                      input=D2(20, 20), device=device64, seed=3)  # 16 wide, then 6
         fit(net, LearningParameters(0.01, 0.9, 1e-4), x, y, batch_size=13, epochs=2, seed=1)
         results.append(net.get_parameters())
         launched.append(sum(launch.kernel.function_name == "conv_sum_chunks"

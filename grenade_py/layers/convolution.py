@@ -17,9 +17,9 @@ dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in on
 conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
 conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per
 sample and input channel), else gemm_outer and conv_col2im. y and dy stay
-(batch, F, positions). On GPUs the implicit kernel gradient sums chunks of the batch apart and
-adds them up in order (`kernel_chunks`, conv_sum_chunks): its R x F outputs alone are too few
-work-items there.
+(batch, F, positions). On GPUs the kernel gradient (either form) sums chunks of the batch apart
+and adds them up in order (`kernel_chunks`, conv_sum_chunks): its R x F outputs alone are too
+few work-items there.
 In the fused per-example loop: direct loops over one sample, in blocks of 2 filters x 4 rows
 x 8 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the kernel
 gradient, any number of rows, conv_direct_kernel_block; the input delta, at stride 1, either
@@ -48,7 +48,7 @@ from grenade_py.shapes import D2, D3, Shape
 
 #: Input channels per work-item of the stride-1 col2im (COL2IM_CHANNELS in convolution.cl).
 COL2IM_CHANNELS = 4
-#: On a GPU the implicit kernel gradient splits the batch into chunks until its R x F outputs
+#: On a GPU the kernel gradient splits the batch into chunks until its R x F outputs
 #: times the chunks reach this many (see `kernel_chunks`).
 SPLIT_OUTPUTS = 1 << 16
 
@@ -148,11 +148,12 @@ class Convolution(Layer):
         return wanted
 
     def kernel_chunks(self, n: int) -> int:
-        """Chunks of the batch whose kernel gradients the implicit GEMM sums apart, then adds
-        up in order (conv_sum_chunks): 1 on CPUs; on a GPU enough for SPLIT_OUTPUTS outputs in
-        all (at most n). On an H200 LeNet's first layer's kernel gradient, R x F = 25 x 10
-        outputs summed over the whole batch by 25 work-items, took 1.8 ms of a 2.5 ms step."""
-        if not self.device.gpu or not self.implicit():
+        """Chunks of the batch whose kernel gradients conv_kernel_gradient or gemm_dot (where
+        the patches are copied out) sums apart, then adds up in order (conv_sum_chunks): 1 on
+        CPUs; on a GPU enough for SPLIT_OUTPUTS outputs in all (at most n). On an H200
+        LeNet's first layer's kernel gradient, R x F = 25 x 10 outputs summed over the whole
+        batch by 25 work-items, took 1.8 ms of a 2.5 ms step."""
+        if not self.device.gpu:
             return 1
         c, _, _, f, kh, kw, *_ = self.geometry()
         return max(1, min(n, SPLIT_OUTPUTS // (c * kh * kw * f)))
@@ -204,19 +205,20 @@ class Convolution(Layer):
         into K's layout; `patched` as for `convolve`."""
         args = self._patch_args(n)
         _, _, r, f, p, *_ = args
-        if not self.implicit():
-            return ([] if patched else self.im2col(n, x, buffers)) + [
-                gemm_dot(self.device, r, f, p, buffers["patches"], dy, buffers["zeros"],
-                         self.gradients["kernel"], batches=n, a_m=p, a_batch=r * p, b_n=p,
-                         b_batch=f * p)]
         chunks, dk = self.kernel_chunks(n), self.gradients["kernel"]
         per = -(-n // chunks)
         out = buffers["chunks"] if chunks > 1 else dk
-        launches = [blocks.launch(self.device, "conv_kernel_gradient", (n, r, f, p), lambda block: (
-            self.device.launch(blocks.kernel_name("conv_kernel_gradient", block),
-                               (-(-f // block[1]), -(-r // block[0]), -(-n // per)), *args,
-                               buffers["rows"], x, dy, out, per,
-                               local=(*blocks.local("conv_kernel_gradient", block), 1))))]
+        if not self.implicit():
+            launches = ([] if patched else self.im2col(n, x, buffers)) + [
+                gemm_dot(self.device, r, f, p, buffers["patches"], dy, buffers["zeros"], out,
+                         batches=n, a_m=p, a_batch=r * p, b_n=p, b_batch=f * p,
+                         chunks=chunks)]
+        else:
+            launches = [blocks.launch(self.device, "conv_kernel_gradient", (n, r, f, p),
+                                      lambda block: self.device.launch(
+                blocks.kernel_name("conv_kernel_gradient", block),
+                (-(-f // block[1]), -(-r // block[0]), -(-n // per)), *args, buffers["rows"],
+                x, dy, out, per, local=(*blocks.local("conv_kernel_gradient", block), 1)))]
         if chunks > 1:
             launches.append(self.device.launch("conv_sum_chunks", (r * f,), r * f, -(-n // per),
                                                out, dk))
