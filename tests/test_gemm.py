@@ -103,6 +103,8 @@ def test_gemm_transpose_sums(device, rng, n, o):
     db, dy_t = device.zeros((o,)), device.zeros((o + 1, n))  # a row past the end, kept zero
     run(device, gemm_transpose_sums(device, n, o, device.to_device(dy), dy_t, db))
     np.testing.assert_allclose(db.get(), dy.sum(axis=0), **tolerance(device, terms=n))
+    # in order of k: numpy's running sum in the device's precision, to the bit
+    assert np.array_equal(db.get(), np.cumsum(dy.astype(device.dtype), axis=0)[-1])
     assert np.array_equal(dy_t.get()[:o], dy.astype(device.dtype).T)
     assert not dy_t.get()[o:].any()
 
