@@ -16,6 +16,7 @@ import click
 from grenade_py.device import PRECISIONS, Device
 from grenade_py.errors import GrenadeError
 from grenade_py.network import Network
+from grenade_py.network_file import read_optimizer
 from grenade_py.optimizers import OPTIMIZERS, Adam, LearningParameters, Optimizer
 from grenade_py.platforms import generic_cpu_note
 from grenade_py.schedules import schedule_rate
@@ -47,12 +48,12 @@ def learning_options(momentum: float, l2: float, rate: float | None = 0.01,
             command = click.option("--clip-norm", type=float, default=None,
                                    help="Rescale each gradient to at most this global L2 norm "
                                         "before the step.")(command)
+        shown = optimizer or "the architecture's"
         command = click.option("--optimizer", type=click.Choice(sorted(OPTIMIZERS)),
-                               default=optimizer, show_default=optimizer is not None,
+                               default=None,
                                help="sgd: Grenade's momentum + L2 step; adam, adamw: "
-                                    "torch.optim's." + ("" if optimizer else
-                                                        "  [default: the architecture's]")
-                               )(command)
+                                    f"torch.optim's.  [default: {shown}; with --load, the "
+                                    "model's]")(command)
         command = click.option("--l2", type=float, default=None,
                                help=f"L2 regulariser (Adam, AdamW: weight_decay)  [default: {l2}"
                                     "; adam: 0; adamw: 0.01]")(command)
@@ -64,6 +65,16 @@ def learning_options(momentum: float, l2: float, rate: float | None = 0.01,
                             help=f"Learning rate  [default: {shown}; adam, adamw: 0.001]"
                             )(command)
     return decorate
+
+
+def chosen_optimizer(name: str | None, load: str | None, default: str) -> str:
+    """--optimizer's value: as given, else that of the model file `load` (whose state it holds,
+    so that a resumed run goes on as it was), else `default`. A file that cannot be read says
+    so when it is loaded."""
+    if name is None and load:
+        with contextlib.suppress(GrenadeError, OSError):
+            name = read_optimizer(load)
+    return name if name in OPTIMIZERS else default
 
 
 def optimizer_from_options(name: str, rate: float | None, momentum: float | None,

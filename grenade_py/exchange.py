@@ -44,7 +44,7 @@ from grenade_py.fused import (
 from grenade_py.losses import SQUARED_ERROR
 from grenade_py.network import Network
 from grenade_py.network_file import ROLES
-from grenade_py.optimizers import Optimizer
+from grenade_py.optimizers import Optimizer, take_state
 
 #: The values of an optimiser as the kernel takes them (Optimizer.kernel_values, then powers).
 VALUES = ("rate", "beta1", "beta2", "eps", "decay", "p1", "p2")
@@ -206,6 +206,7 @@ class Exchange:
             k.set_arg(index, buffer(array))
         at = 5
         for opt, net, steps in ((d_optimizer, self.d, 2), (g_optimizer, self.g, 1)):
+            take_state(net, opt)
             for value in (*opt.kernel_values(), *opt.powers(net.steps + 1)):
                 k.set_arg(at, real(value))
                 at += 1

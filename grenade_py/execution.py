@@ -25,7 +25,7 @@ from grenade_py.layers import Layer
 from grenade_py.layers.base import Buffers, Factor
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
 from grenade_py.network import Network, aligned_offsets, flat_view, view_place
-from grenade_py.optimizers import SGD, Optimizer
+from grenade_py.optimizers import SGD, Optimizer, take_state
 from grenade_py.recurrent_network import RecurrentNetwork
 
 #: Batch shapes whose Steps `steps` keeps per network (what train, run_net and evaluate reuse
@@ -63,6 +63,7 @@ class Update:
         buffer (clipped there first, if the optimiser clips); its step count (Adam's t)
         advances."""
         real, flat = self.device.dtype, self.flat
+        take_state(self.net, optimizer)
         self.net.steps += 1
         t = self.net.steps
         if optimizer.kernel not in self.rules:
@@ -217,6 +218,7 @@ class Step:
         t) advance. A recurrent network's applies the per-step gradients: with `ordered`, one
         optimiser step per row in time order (Grenade's), else one from their sum; then the
         starting states' (see `update_launches`)."""
+        take_state(self.net, optimizer)
         if not self.recurrent:
             if self._update is None:
                 self._update = Update(self.net)

@@ -17,6 +17,7 @@ import numpy as np
 from grenade_py.cli import (
     check_schedule,
     check_writable,
+    chosen_optimizer,
     device_options,
     learning_options,
     model_file_options,
@@ -128,10 +129,11 @@ def train_circles(net: Network, params: Optimizer, examples: int, batch_size: in
               help="Write validation loss and accuracy after each chunk of examples here, a "
                    "JSON line each.")
 def main(examples: int, rate: float | None, momentum: float | None, l2: float | None,
-         optimizer: str, clip_norm: float | None, schedule: str | None, load: str | None,
+         optimizer: str | None, clip_norm: float | None, schedule: str | None, load: str | None,
          save: str | None, seed: int | None, device_spec: str | None, precision: str,
          batch_size: int, plot: str | None, log: str | None) -> None:
     """Learn two circles and draw them, as Grenade's feedforward example does."""
+    optimizer = chosen_optimizer(optimizer, load, "sgd")
     params = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm, (0.01, 0.9, 0.0005),
                                     precision)
     check_schedule(schedule, params.rate, -(-examples // CHUNK))

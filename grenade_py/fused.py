@@ -40,7 +40,7 @@ from grenade_py.layers.branches import Branches
 from grenade_py.losses import SQUARED_ERROR, Loss
 from grenade_py.network import Network, view_place
 from grenade_py.network_file import ROLES
-from grenade_py.optimizers import Optimizer
+from grenade_py.optimizers import Optimizer, take_state
 from grenade_py.shapes import D2, D3, Shape, size
 
 log = logging.getLogger("grenade_py")
@@ -356,6 +356,7 @@ class FusedTrainer:
         """Enqueue one optimiser step per example for examples start .. start + count - 1 of
         xs/ys, or of the indices in `order` (the network's step count advances by `count`);
         with `acc`, add their loss, correct count and count to acc[0:3]."""
+        take_state(self.net, optimizer)
         k, real = self.kernel, np.dtype(self.device.dtype).type
         k.set_arg(2, buffer(xs))
         k.set_arg(3, buffer(ys))

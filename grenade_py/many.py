@@ -23,7 +23,7 @@ from grenade_py.inputs import examples
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
 from grenade_py.network import Network, aligned_offsets, flat_view
 from grenade_py.network_file import ROLES
-from grenade_py.optimizers import Optimizer, optimizer
+from grenade_py.optimizers import Optimizer, optimizer, take_state
 from grenade_py.runner import FUSED_WORK
 
 
@@ -125,6 +125,8 @@ def train_many(nets: Sequence[Network], params: Optimizer | Sequence[Optimizer],
     device = first.device
     trainer = ManyTrainer(first, len(nets), chosen[0].kind, chosen_loss)
     steps = order.shape[1]
+    for p, net in zip(chosen, nets, strict=True):
+        take_state(net, p)
     values = [(*p.kernel_values(), *p.powers(net.steps + 1)) for p, net in zip(
         chosen, nets, strict=True)]
     held = [device.to_device(xs), device.to_device(ys), device.to_device(np.array(values)),

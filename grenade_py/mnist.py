@@ -17,6 +17,7 @@ import numpy as np
 from grenade_py.cli import (
     check_schedule,
     check_writable,
+    chosen_optimizer,
     device_options,
     learning_options,
     open_device,
@@ -125,7 +126,7 @@ def main(data_dir: str, arch: str, arch_file: str | None, epochs: int | None,
          plot: str | None, distributed: bool) -> None:
     """Train an MLP on MNIST; print train loss, test accuracy and examples/s per epoch."""
     recipe = RECIPES.get(arch, {}) if arch_file is None else {}
-    optimizer = optimizer or recipe.get("optimizer", "sgd")
+    optimizer = chosen_optimizer(optimizer, load, recipe.get("optimizer", "sgd"))
     same = optimizer == recipe.get("optimizer", "sgd")  # the recipe's values go with its own
     rate = rate if rate is not None else recipe.get("rate") if same else None
     l2 = l2 if l2 is not None else recipe.get("l2") if same else None

@@ -66,6 +66,9 @@ class Network(Series):
         self.steps = 0
         #: Updates of a RecurrentNetwork's starting states (their Adam t), one per sequence.
         self.state_steps = 0
+        #: The optimiser (sgd, adam, adamw) whose state the momentum and second buffers and
+        #: the step counts hold; None before the first step (`optimizers.take_state`).
+        self.optimizer_name: str | None = None
         #: What the functions taking only a network (run_net, train, evaluate,
         #: train_sequences, ...) hold between calls: their Steps by batch shape, most recently
         #: used last (`grenade_py.execution.steps`), and the marker of the last queued work.
@@ -185,12 +188,12 @@ class Network(Series):
     # -- model files (grenade_py.network_file) -----------------------------------------------
     def save(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None,
              optimizer_state: bool = True) -> None:
-        """Write the network (structure, shapes, parameters, the optimiser's state, each
-        Dropout's key and counter) to `path`, atomically, with `metadata` (JSON values, such as
-        a text model's alphabet; `network_file.read_metadata` gives it back). Without
-        `optimizer_state` the moments are left out (a third of the size, for a model to run
-        rather than resume: it loads with them zero). Raises ModelFileError, writing nothing,
-        if a value is NaN or Inf."""
+        """Write the network (structure, shapes, parameters, the optimiser's state and which
+        optimiser's it is, each Dropout's key and counter) to `path`, atomically, with
+        `metadata` (JSON values, such as a text model's alphabet; `network_file.read_metadata`
+        gives it back). Without `optimizer_state` the moments and step counts are left out (a
+        third of the size, for a model to run rather than resume: it loads with them zero, as
+        a new network's). Raises ModelFileError, writing nothing, if a value is NaN or Inf."""
         network_file.save(self, path, metadata, optimizer_state)
 
     @classmethod

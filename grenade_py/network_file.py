@@ -51,8 +51,9 @@ def save(net: Any, path: str | os.PathLike[str], metadata: dict[str, Any] | None
                 arrays.append(({"layer": index, "role": role, "name": name}, value))
     header = {"format": "grenade_py", "precision": net.device.precision,
               "network": net.spec(), "shapes": [repr(s) for s in net.shapes],
-              "metadata": metadata or {}, "steps": net.steps, "state_steps": net.state_steps,
-              "optimizer_state": optimizer_state,
+              "metadata": metadata or {}, "optimizer_state": optimizer_state,
+              **({"steps": net.steps, "state_steps": net.state_steps,
+                  "optimizer": net.optimizer_name} if optimizer_state else {}),
               "layer_state": {node: state for node, layer, _ in net.nodes(net.input_shape)
                               if (state := layer.get_state())}}
     model_file.write(path, header, arrays)
@@ -62,7 +63,7 @@ def save(net: Any, path: str | os.PathLike[str], metadata: dict[str, Any] | None
 class Stored:
     """A model file's network, read and checked: its spec, the unplaced structure and input
     shape, the values by role (as get_parameters gives them), the step counts, the layers'
-    state by path, and the precision it was saved in."""
+    state by path, the precision it was saved in, and the optimiser whose state it holds."""
 
     spec: dict[str, Any]
     structure: Series
@@ -72,6 +73,7 @@ class Stored:
     state_steps: int
     layer_state: dict[str, Any]
     precision: str
+    optimizer: str | None
 
 
 def read(path: str | os.PathLike[str], kind: str) -> Stored:
@@ -99,10 +101,21 @@ def read(path: str | os.PathLike[str], kind: str) -> Stored:
         layer_state = header.get("layer_state", {})
         if not isinstance(layer_state, dict):
             raise ValueError("layer_state is not an object")
+        optimizer = header.get("optimizer")
+        if optimizer is not None and not isinstance(optimizer, str):
+            raise ValueError(f"optimizer {optimizer!r} is not a name")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise ModelFileError(f"{path} has a corrupted header ({e})") from None
     return Stored(spec, structure, input_shape, values, counts[0], counts[1], layer_state,
-                  header["precision"])
+                  header["precision"], optimizer)
+
+
+def read_optimizer(path: str | os.PathLike[str]) -> str | None:
+    """The optimiser (sgd, adam, adamw) whose state a model file holds; None where it holds
+    none (saved without it, before a step, or by a grenade_py that did not say)."""
+    header, _ = model_file.read(path)
+    name = header.get("optimizer")
+    return name if isinstance(name, str) else None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -242,4 +255,5 @@ def load(cls: Any, network: Any, path: str | os.PathLike[str], device: Device | 
         raise ModelFileError(f"{path} does not fit this {device.precision} device: {e}"
                              ) from None
     loaded.steps, loaded.state_steps = stored.steps, stored.state_steps
+    loaded.optimizer_name = stored.optimizer
     return loaded

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
+
+log = logging.getLogger("grenade_py")
 
 #: The ranges an optimiser's fields are checked against, by how its errors name them.
 RANGES: dict[str, Callable[[float], bool]] = {
@@ -40,6 +43,9 @@ class Optimizer:
     #: The rule's number in kernels/optimizers.cl, and its kernels' suffix.
     kind: ClassVar[int] = -1
     kernel: ClassVar[str] = ""
+    #: What its state in the network's buffers is: one optimiser takes over another's state
+    #: only where this is the same (Adam's and AdamW's moments; SGD's momentum is neither).
+    state: ClassVar[str] = ""
 
     #: Each field's range (a key of RANGES); clip_norm may also be None.
     ranges: ClassVar[dict[str, str]] = {"rate": "> 0", "clip_norm": "> 0"}
@@ -99,6 +105,7 @@ class SGD(Optimizer):
 
     kind: ClassVar[int] = 0
     kernel: ClassVar[str] = "sgd"
+    state: ClassVar[str] = "momentum"
     ranges: ClassVar[dict[str, str]] = Optimizer.ranges | {"momentum": "in [0, 1)", "l2": ">= 0"}
 
     rate: float
@@ -129,6 +136,7 @@ class Adam(Optimizer):
 
     kind: ClassVar[int] = 1
     kernel: ClassVar[str] = "adam"
+    state: ClassVar[str] = "moments"
     ranges: ClassVar[dict[str, str]] = Optimizer.ranges | {
         "beta1": "in [0, 1)", "beta2": "in [0, 1)", "eps": "> 0", "weight_decay": ">= 0"}
 
@@ -158,6 +166,33 @@ class AdamW(Adam):
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+class Stateful(Protocol):
+    """A network as `take_state` sees it: where an optimiser's state lives."""
+
+    optimizer_name: str | None
+    steps: int
+    state_steps: int
+    flat: dict[str, Any]
+
+
+def take_state(net: Stateful, chosen: Optimizer) -> None:
+    """Before `chosen` steps `net`: where the network's optimiser state (its momentum and
+    second-moment buffers and its step counts) is another rule's (SGD's momentum is no moment
+    of Adam's, nor the reverse; Adam and AdamW share theirs), it starts from zero, as a new
+    torch optimiser's does, with a warning. Then it is `chosen`'s (`Network.optimizer_name`,
+    kept in model files). Every path that steps a network calls this first."""
+    held = net.optimizer_name
+    if held == chosen.kernel:
+        return
+    if held is not None and getattr(OPTIMIZERS.get(held), "state", None) != chosen.state:
+        log.warning("the network's optimiser state is %s's, which %s cannot use: its moments "
+                    "and step counts start from zero", held, chosen.kernel)
+        for role in ("momentum", "second"):
+            net.flat[role].fill(0)
+        net.steps = net.state_steps = 0
+    net.optimizer_name = chosen.kernel
 
 
 def optimizer(value: object, dtype: Any) -> Optimizer:

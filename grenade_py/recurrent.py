@@ -19,6 +19,7 @@ import numpy as np
 
 from grenade_py.cli import (
     check_writable,
+    chosen_optimizer,
     device_options,
     learning_options,
     model_file_options,
@@ -134,9 +135,10 @@ def is_cycle(values: list[int]) -> bool:
 @device_options
 @report_options
 def main(examples: int, rate: float | None, momentum: float | None, l2: float | None,
-         optimizer: str, seed: int | None, load: str | None, save: str | None,
+         optimizer: str | None, seed: int | None, load: str | None, save: str | None,
          device_spec: str | None, precision: str, log: str | None, plot: str | None) -> None:
     """Learn the cycle 0, 0, 1 with an LSTM and print what it generates."""
+    optimizer = chosen_optimizer(optimizer, load, "sgd")
     learning = optimizer_from_options(optimizer, rate, momentum, l2, None, (0.01, 0.9, 0.0005),
                                       precision)
     check_writable(save)

@@ -24,6 +24,7 @@ import numpy as np
 from grenade_py.cli import (
     check_schedule,
     check_writable,
+    chosen_optimizer,
     device_options,
     learning_options,
     model_file_options,
@@ -156,12 +157,13 @@ def report(round_: int, size: int, m: Metrics, loss: str) -> str:
 @device_options
 @report_options
 def main(data: str | None, examples: int, rate: float | None, momentum: float | None,
-         l2: float | None, optimizer: str, clip_norm: float | None, schedule: str | None,
+         l2: float | None, optimizer: str | None, clip_norm: float | None, schedule: str | None,
          sequence_length: int, temperature: float, sample_length: int, targets: str,
          batch: int, output: str, annotate: bool, symbols: int | None, init: str,
          seed: int | None, load: str | None, save: str | None, device_spec: str | None,
          precision: str, log: str | None, plot: str | None) -> None:
     """Learn a text character by character and write like it, as Grenade's example does."""
+    optimizer = chosen_optimizer(optimizer, load, "sgd")
     learning = optimizer_from_options(optimizer, rate, momentum, l2, clip_norm,
                                       (0.01, 0.95, 0.000001), precision)
     check_schedule(schedule, learning.rate, 10)

@@ -29,7 +29,7 @@ from grenade_py.layers import Layer
 from grenade_py.layers.base import WindowForm
 from grenade_py.losses import Loss
 from grenade_py.network import aligned_offsets, flat_view, pack
-from grenade_py.optimizers import Optimizer
+from grenade_py.optimizers import Optimizer, take_state
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.shapes import size
 
@@ -176,6 +176,7 @@ class WindowTrainer:
         `lengths`), in order, adding what they measure to `acc` (3 values) if given; the
         network's step counts advance as the layer-by-layer updates would advance them."""
         net, launch, real = self.net, self.launch, self.device.dtype
+        take_state(net, optimizer)
         if layout.steps > self.capacity:
             scratch = self._scratch(layout.steps)
             for index, array in enumerate(scratch, start=len(launch.args) - len(scratch)):

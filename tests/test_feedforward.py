@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from grenade_py import fit, train
+from grenade_py import Network, fit, train
 from grenade_py.feedforward import (
     circles,
     feedforward_network,
@@ -17,6 +17,7 @@ from grenade_py.feedforward import (
     seeds,
     train_circles,
 )
+from grenade_py.network_file import read_optimizer
 
 
 def feedforward(*args, timeout=300):
@@ -172,6 +173,23 @@ def test_cli_trains_with_adam_and_a_schedule():
         result = feedforward("--seed", "1", *args)
         assert result.returncode == 0, result.stderr
         assert balanced(result.stdout.rstrip("\n")) >= 0.85, (args, result.stdout)
+
+
+def test_cli_resumes_with_the_models_optimiser(tmp_path):
+    """--load without --optimizer goes on with the optimiser whose state the model holds (here
+    Adam's, not the default SGD, which would read Adam's moments as momentum); another
+    --optimizer starts that state from zero, saying so."""
+    adam, resumed, switched = (tmp_path / name for name in ("adam", "resumed", "switched"))
+    first = feedforward("--seed", "1", "-e", "2000", "--optimizer", "adam", "--save", str(adam))
+    assert first.returncode == 0, first.stderr
+    again = feedforward("--load", str(adam), "-e", "2000", "--save", str(resumed))
+    assert again.returncode == 0 and "optimiser state" not in again.stderr, again.stderr
+    other = feedforward("--load", str(adam), "-e", "2000", "--optimizer", "sgd", "--save",
+                        str(switched))
+    assert other.returncode == 0, other.stderr
+    assert "optimiser state is adam's, which sgd cannot use" in other.stderr
+    assert [read_optimizer(path) for path in (adam, resumed, switched)] == ["adam", "adam", "sgd"]
+    assert Network.load(resumed).steps == 4000 and Network.load(switched).steps == 2000
 
 
 def test_cli_optimizer_options_are_checked_before_training():

@@ -23,6 +23,7 @@ from grenade_py import (
     train,
 )
 from grenade_py.model_file import MAGIC
+from grenade_py.network_file import read_optimizer
 
 LP = LearningParameters(0.05, 0.9, 0.001)
 
@@ -63,6 +64,9 @@ def test_a_model_saved_without_its_optimiser_state(device, tmp_path, rng):
             np.testing.assert_array_equal(a[name], b[name])
     assert all(np.all(v == 0) for p in loaded.get_momentum() + loaded.get_second()
                for v in p.values())
+    assert (loaded.steps, loaded.optimizer_name) == (0, None)  # as a new network's
+    assert (Network.load(tmp_path / "full").steps, read_optimizer(tmp_path / "full")) == (
+        net.steps, "sgd")
     header, arrays = model_file.read(tmp_path / "lean")
     del header["optimizer_state"]
     model_file.write(tmp_path / "unmarked", header, arrays)

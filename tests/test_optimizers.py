@@ -147,13 +147,19 @@ def test_ordered_recurrent_adam_matches_the_transcription(device64, opt):
 def test_recurrent_updates_follow_each_calls_optimiser(device64):
     """One network's sequence Step trained under SGD at two rates, then Adam, then SGD again:
     each call's values reach the update kernels (they are set only when they change), as the
-    transcription computes them."""
+    transcription computes them; at each switch between SGD and Adam the optimiser state
+    starts from zero (take_state), the transcription's too."""
     rng = np.random.default_rng(8)
     net = nets(device64, 3, 5)[0]
     with_states(net, rng)
     ref = NumpyRecurrent([layer.spec() for layer in net.layers], net.get_parameters())
     xs, targets = sequence(net, 4, rng)
     for opt in (SGD(0.05, 0.9, 0.01), SGD(0.02, 0.5, 0.0), Adam(0.01), SGD(0.05, 0.9, 0.01)):
+        if net.optimizer_name not in (None, opt.kernel):
+            for moments in (*ref.momentum, *ref.second):
+                for value in moments.values():
+                    value[...] = 0
+            ref.t = ref.state_t = 0
         for _ in range(2):
             g.train_recurrent(net, opt, list(zip(xs, targets, strict=True)))
             ref.train(xs, targets, opt)
@@ -207,11 +213,55 @@ def test_a_saved_model_resumes_exactly(device64, rng, tmp_path, opt):
         g.train(first, opt, x, y)
     first.save(tmp_path / "half.gnpy")
     resumed = g.Network.load(tmp_path / "half.gnpy")
-    assert resumed.steps == 3
+    assert resumed.steps == 3 and resumed.optimizer_name == opt.kernel
     for x, y in batches[3:]:
         g.train(resumed, opt, x, y)
     for a, b in zip(flat(whole.get_parameters()), flat(resumed.get_parameters()), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def small_net(device):
+    return g.Network([g.FullyConnected(3, 4), g.Tanh(), g.FullyConnected(4, 2)], input=g.D1(3),
+                     device=device, seed=4)
+
+
+@pytest.mark.parametrize("per_example", [False, True])
+def test_an_optimiser_never_reads_anothers_state(device64, rng, caplog, per_example):
+    """SGD after Adam, and Adam after SGD, start the optimiser state (momentum, second moment,
+    step counts) from zero, as a new torch optimiser's would, saying so: the network ends where
+    one with the same parameters and no state, trained alike, does (SGD reading Adam's first
+    moment as its momentum would step uphill). AdamW takes over Adam's moments and t. In
+    minibatch steps and in the fused per-example loop."""
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+
+    def steps(net, opt):
+        g.train(net, opt, x, y, per_example=per_example)
+
+    net = small_net(device64)
+    for first, then in ((Adam(0.01), SGD(0.05)), (SGD(0.05), Adam(0.01))):
+        steps(net, first)
+        steps(net, first)
+        fresh = small_net(device64)
+        fresh.set_parameters(net.get_parameters())
+        caplog.clear()
+        steps(net, then)
+        steps(fresh, then)
+        assert f"is {first.kernel}'s, which {then.kernel} cannot use" in caplog.text
+        for a, b in zip(flat(net.get_parameters() + net.get_momentum() + net.get_second()),
+                        flat(fresh.get_parameters() + fresh.get_momentum() +
+                             fresh.get_second()), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert (net.steps, net.optimizer_name) == (fresh.steps, then.kernel)
+    caplog.clear()
+    fresh = small_net(device64)
+    fresh.set_parameters(net.get_parameters())
+    before = net.steps
+    steps(net, AdamW(0.01))
+    steps(fresh, AdamW(0.01))
+    assert not caplog.text and net.optimizer_name == "adamw"
+    assert net.steps == before + fresh.steps  # t goes on, and the moments with it
+    assert any(np.any(a != b) for a, b in zip(flat(net.get_parameters()),
+                                              flat(fresh.get_parameters()), strict=True))
 
 
 def test_schedules():
