@@ -85,7 +85,7 @@ class Optimizer:
         """ValueError if a value (or rate x decay) overflows the device's precision."""
         real = np.dtype(dtype).type
         rate, *rest = self.kernel_values()
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):  # inf x 0: NaN, refused below
             values = [real(rate), *(real(v) for v in rest), real(rate) * real(rest[-1])]
         if not all(np.isfinite(values)):
             raise ValueError(f"{self}: a value overflows {np.dtype(dtype).name}; use a smaller "

@@ -4,6 +4,8 @@ per-example loop against batch-1 steps, Grenade-ordered recurrent updates agains
 transcription, schedules, and model files that resume Adam exactly."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from test_recurrent import assert_same, nets, sequence, with_states
@@ -319,3 +321,7 @@ def test_bad_optimisers_are_refused():
         SGD(0)
     with pytest.raises(TypeError, match="expected an optimiser"):
         g.train(circles(g.Device()), 0.1, np.zeros((1, 2)), np.zeros((1, 1)))
+    with warnings.catch_warnings():  # a one-line error, no numpy warning (inf x 0)
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="overflows float32"):
+            Adam(1e39).check(np.float32)
