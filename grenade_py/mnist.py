@@ -29,7 +29,7 @@ from grenade_py.cli import (
 )
 from grenade_py.datasets import load_mnist
 from grenade_py.device import Device
-from grenade_py.errors import GrenadeError
+from grenade_py.errors import GrenadeError, ModelFileError
 from grenade_py.layers import (
     BatchNorm,
     Concat,
@@ -46,7 +46,7 @@ from grenade_py.layers import (
     Trivial,
 )
 from grenade_py.network import Network
-from grenade_py.network_file import layer_from_spec
+from grenade_py.network_file import layer_from_spec, read_metadata
 from grenade_py.optimizers import Optimizer
 from grenade_py.runner import fit
 from grenade_py.shapes import D1, D2, D3, Shape, parse_shape, size
@@ -113,7 +113,9 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
 @click.option("--save", type=click.Path(dir_okay=False),
               help="Write the trained model here (also on Ctrl-C after an epoch).")
 @click.option("--load", type=click.Path(dir_okay=False),
-              help="Resume from a model file written by --save (momentum included).")
+              help="Resume from a model file written by --save: its optimiser and state, and "
+                   "its epochs, which --epochs more go on from (numbered, scheduled and "
+                   "shuffled as one run's).")
 @report_options
 @click.option("--distributed", is_flag=True,
               help="Run as one rank of `mpiexec -n R ...`: data-parallel over the ranks, one "
@@ -217,8 +219,15 @@ def train_mnist(data_dir: str, arch: str, spec: dict[str, Any] | None, epochs: i
         device = open_device(device_spec, precision, announce=lead)
     net = (Network.from_spec(spec, device, seed=seed) if spec is not None
            else mnist_network(arch, device, seed=seed))
+    # The epochs done before (a loaded model's), and in all: the file says, so that a resumed
+    # run numbers, schedules and shuffles its epochs as one run would.
+    done_before = 0
     if load:
         net = Network.load(load, device=device, like=net)
+        done_before = read_metadata(load).get("epochs", 0)
+        if type(done_before) is not int or done_before < 0:
+            raise ModelFileError(f"{load} has a corrupted header (epochs {done_before!r})")
+    metadata = {"epochs": done_before}
     train_x = train_x.reshape(len(train_x), *net.input_shape.dims)
     test_x = test_x.reshape(len(test_x), *net.input_shape.dims)
     say(f"{net}\n{len(train_x)} training images, {len(test_x)} test images", err=True)
@@ -235,6 +244,7 @@ def train_mnist(data_dir: str, arch: str, spec: dict[str, Any] | None, epochs: i
     def report(record: dict) -> None:
         nonlocal done
         done += steps
+        metadata["epochs"] = record["epoch"]
         say(f"{record['epoch']:5d}  {record['loss']:10.4f}  {record['accuracy']:9.4f}"
             f"  {record['val_accuracy']:8.4f}  {record['examples_per_s']:10.0f}")
         if record_epoch is not None:
@@ -242,14 +252,15 @@ def train_mnist(data_dir: str, arch: str, spec: dict[str, Any] | None, epochs: i
         if not np.isfinite(record["loss"]):
             raise click.ClickException("training diverged (loss is not finite); lower --rate")
 
-    with save_on_interrupt(net, save if lead else None, lambda: done > 0):
+    with save_on_interrupt(net, save if lead else None, lambda: done > 0, metadata):
         fit(net, params, train_x, train_y, batch_size=batch_size, epochs=epochs, seed=seed,
             loss="cross_entropy", validation=(test_x, test_y), on_epoch=report,
-            progress=progress if bar is not None else None, comm=comm, schedule=schedule)
+            progress=progress if bar is not None else None, comm=comm, schedule=schedule,
+            first_epoch=done_before)
     if bar is not None:
         bar.render_finish()
     if save and lead:
-        net.save(save)
+        net.save(save, metadata)
 
 
 if __name__ == "__main__":

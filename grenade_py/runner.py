@@ -272,7 +272,8 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         loss: str | Loss = "squared_error", progress: Callable[[int, int], None] | None = None,
         validation: tuple[np.ndarray, np.ndarray] | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
-        comm: Any = None, schedule: Schedule | None = None) -> list[dict[str, Any]]:
+        comm: Any = None, schedule: Schedule | None = None, first_epoch: int = 0
+        ) -> list[dict[str, Any]]:
     """Train for `epochs` passes over (x, y) in minibatches of `batch_size` (the last one of an
     epoch may be smaller), each an optimiser step (`params`: LearningParameters/SGD, Adam,
     AdamW) on the batch's averaged gradient.
@@ -280,6 +281,10 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     `schedule`: the rate of each epoch, from `params.rate` (see `schedules.schedule_rate`:
     "constant", "step:EVERY:FACTOR", "exponential:FACTOR", "cosine", or any callable
     epoch -> rate, epochs counted from 0); nothing is rebuilt when it changes.
+    `first_epoch`: the epochs a resumed run has done already (a loaded model's): this call's
+    are numbered on from there, take the schedule's rates for epochs first_epoch .. of
+    first_epoch + epochs, and shuffle as those epochs of one run from `seed` would, so that a
+    run saved and resumed ends with the weights of one that was not.
 
     With `comm` (an MPI communicator, see `grenade_py.distributed`), every rank of it calls fit
     with the same data and seed; each computes its shard of every batch, and one Allreduce per
@@ -302,7 +307,9 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     params, chosen = _check(net, params, loss)
     batch_size = inputs.count(batch_size, "batch_size", 1)
     epochs = inputs.count(epochs, "epochs", 0)
-    rates = [schedule_rate(schedule, params.rate, epoch, epochs) for epoch in range(epochs)]
+    first_epoch = inputs.count(first_epoch, "first_epoch", 0)
+    rates = [schedule_rate(schedule, params.rate, first_epoch + epoch, first_epoch + epochs)
+             for epoch in range(epochs)]
     for rate in rates:  # fail before training, not in a later epoch
         optimizer(params.with_rate(rate), net.device.dtype)
     group = None
@@ -329,6 +336,8 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     if group is not None:  # every rank shuffles as rank 0 does
         seed = group.agree(seed, "seed")
     rng = np.random.default_rng(seed)
+    for _ in range(first_epoch if shuffle else 0):  # the orders of the epochs done
+        rng.permutation(count)
     steps = -(-count // batch_size)
     report = max(1, steps // 50)
     # This process's rows [first, last) of each batch size: all of them, or its shard.
@@ -390,8 +399,9 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
             totals = group.sum(totals)
         seconds = time.perf_counter() - start_time
         record: dict[str, Any] = {
-            "epoch": epoch + 1, "rate": rates[epoch], "loss": float(totals[0]) / count,
-            "accuracy": float(totals[1]) / count, "examples_per_s": count / seconds,
+            "epoch": first_epoch + epoch + 1, "rate": rates[epoch],
+            "loss": float(totals[0]) / count, "accuracy": float(totals[1]) / count,
+            "examples_per_s": count / seconds,
             "seconds": seconds,
         }
         if not np.isfinite(record["loss"]):

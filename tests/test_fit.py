@@ -6,11 +6,14 @@ import pytest
 
 from grenade_py import (
     D1,
+    Adam,
+    Dropout,
     FullyConnected,
     LearningParameters,
     Network,
     Relu,
     Softmax,
+    Tanh,
     evaluate,
     fit,
     train,
@@ -206,3 +209,36 @@ def test_evaluate(device64, rng):
     scores = evaluate(net, x, y, loss="cross_entropy")
     assert scores["loss"] == pytest.approx(-np.sum(y * np.log(p)) / 9, rel=1e-12)
     assert scores["accuracy"] == pytest.approx(np.mean(p.argmax(1) == y.argmax(1)))
+
+
+def test_a_resumed_run_ends_where_one_run_does(device64, rng, tmp_path):
+    """4 epochs in one fit equal 2, a save and a load, and 2 more from first_epoch=2, to the
+    bit: the schedule's rates, the shuffled orders, Adam's moments and t and Dropout's counter
+    go on; the records are numbered on. From epoch 0 instead, the orders and rates differ."""
+    x, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 2))
+
+    def net():
+        return Network([FullyConnected(3, 8), Tanh(), Dropout(0.2), FullyConnected(8, 2)],
+                       input=D1(3), device=device64, seed=2)
+
+    def run(n, epochs, first=0):
+        return fit(n, Adam(0.01), x, y, batch_size=8, epochs=epochs, seed=5,
+                   schedule="exponential:0.5", first_epoch=first)
+
+    whole, half = net(), net()
+    records = run(whole, 4)
+    run(half, 2)
+    half.save(tmp_path / "half")
+    resumed = Network.load(tmp_path / "half")
+    later = run(resumed, 2, first=2)
+    assert [r["epoch"] for r in later] == [3, 4]
+    assert [r["rate"] for r in later] == [r["rate"] for r in records[2:]] == [0.0025, 0.00125]
+    np.testing.assert_array_equal(
+        [r["loss"] for r in later], [r["loss"] for r in records[2:]])
+    for a, b in zip(whole.get_parameters(), resumed.get_parameters(), strict=True):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+    again = Network.load(tmp_path / "half")
+    run(again, 2)
+    assert not np.array_equal(again.get_parameters()[0]["weights"],
+                              whole.get_parameters()[0]["weights"])

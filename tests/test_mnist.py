@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from conftest import MNIST_DIR
 
-from grenade_py import DataError, LearningParameters, fit
+from grenade_py import DataError, LearningParameters, Network, fit
 from grenade_py.datasets import load_mnist, read_idx
 from grenade_py.mnist import mnist_network
+from grenade_py.network_file import read_metadata
 
 needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists(),
                                  reason=f"real MNIST not found at {MNIST_DIR}")
@@ -141,6 +142,33 @@ def test_load_mnist_refuses_what_is_not_mnist(tmp_path):
 def mnist_cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "grenade_py.mnist", *args],
                           capture_output=True, text=True, timeout=timeout)
+
+
+def test_mnist_cli_resumes_where_it_stopped(tmp_path):
+    """3 epochs in one run equal 1 saved and 2 more from --load, to the bit: the model file
+    holds the optimiser (Adam, not the default SGD) and the epochs done, from which the
+    resumed run numbers, schedules and shuffles its epochs."""
+    rng = np.random.default_rng(3)
+    write_mnist(tmp_path / "d", rng.integers(0, 256, (48, 28, 28)), rng.integers(0, 10, 48))
+    common = ("--data", str(tmp_path / "d"), "--batch-size", "16", "--schedule",
+              "exponential:0.5")
+    whole = mnist_cli(*common, "--epochs", "3", "--optimizer", "adam", "--save",
+                      str(tmp_path / "whole"))
+    first = mnist_cli(*common, "--epochs", "1", "--optimizer", "adam", "--save",
+                      str(tmp_path / "first"))
+    rest = mnist_cli(*common, "--epochs", "2", "--load", str(tmp_path / "first"), "--save",
+                     str(tmp_path / "rest"))
+    for result in (whole, first, rest):
+        assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in rest.stdout.splitlines()[1:]] == ["2", "3"]
+    # loss and accuracies of epochs 2 and 3
+    assert [line.split()[1:4] for line in rest.stdout.splitlines()[1:]] == [
+        line.split()[1:4] for line in whole.stdout.splitlines()[2:]]
+    assert read_metadata(tmp_path / "rest") == {"epochs": 3}
+    a, b = (Network.load(tmp_path / name) for name in ("whole", "rest"))
+    for x, y in zip(a.get_parameters(), b.get_parameters(), strict=True):
+        for name in x:
+            np.testing.assert_array_equal(x[name], y[name])
 
 
 def test_mnist_cli_checks_arguments_before_training(tmp_path):
