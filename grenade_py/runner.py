@@ -406,7 +406,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         }
         if not np.isfinite(record["loss"]):
             log.warning("training loss is %s in epoch %d: lower the learning rate",
-                        record["loss"], epoch + 1)
+                        record["loss"], record["epoch"])
         if validation is not None:
             scores = evaluate(net, *validation, loss=chosen)
             record["val_loss"], record["val_accuracy"] = scores["loss"], scores["accuracy"]
