@@ -266,7 +266,8 @@ class Launch:
     """One kernel over a fixed global size, arguments set at construction (≈2 µs to enqueue on
     PoCL, against ≈12 µs when they are passed on every call)."""
 
-    __slots__ = ("queue", "kernel", "global_size", "local_size", "args", "name", "per_call")
+    __slots__ = ("queue", "kernel", "global_size", "local_size", "args", "name", "per_call",
+                 "given")
 
     def __init__(self, device: Device, kernel: cl.Kernel, global_size: tuple[int, ...],
                  args: tuple[Any, ...], local: tuple[int, ...] | None = None,
@@ -282,10 +283,16 @@ class Launch:
         kernel.set_args(*(_arg(a) for a in args))
         #: Arguments its caller sets on each call, by name: their indices.
         self.per_call = per_call or {}
+        #: The values `set` was last given, by name (what they are, before conversion).
+        self.given: dict[str, Any] = {}
 
     def set_arg(self, index: int, value: Any) -> None:
         """Set argument `index`, unless it holds that value already (setting one costs ~15 us
         on PoCL: a step's launches mostly keep theirs)."""
+        self.given.clear()
+        self._store(index, value)
+
+    def _store(self, index: int, value: Any) -> None:
         old = self.args[index]
         if old is value or (type(old) is type(value) and isinstance(value, (int, np.generic))
                             and old == value):
@@ -295,9 +302,17 @@ class Launch:
 
     def set(self, name: str, value: Any) -> None:
         """Set the per-call argument `name`, of the type the kernel declares."""
+        if name in self.given and self.given[name] == value:
+            return
         index = self.per_call[name]
         old = self.args[index]
-        self.set_arg(index, type(old)(value) if isinstance(old, np.generic) else value)
+        self._store(index, type(old)(value) if isinstance(old, np.generic) else value)
+        self.given[name] = value
+
+    def set_all(self, values: dict[str, Any]) -> None:
+        """Set per-call arguments by name (`set` for each)."""
+        for name, value in values.items():
+            self.set(name, value)
 
     def __call__(self) -> None:
         try:

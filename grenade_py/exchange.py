@@ -44,10 +44,8 @@ from grenade_py.fused import (
 from grenade_py.losses import SQUARED_ERROR
 from grenade_py.network import Network
 from grenade_py.network_file import ROLES
-from grenade_py.optimizers import Optimizer, take_state
+from grenade_py.optimizers import VALUES, Optimizer, take_state
 
-#: The values of an optimiser as the kernel takes them (Optimizer.kernel_values, then powers).
-VALUES = ("rate", "beta1", "beta2", "eps", "decay", "p1", "p2")
 #: Redefinitions of the layers' update calls for a pass: store the gradient into GRADS (a
 #: buffer of the discriminator's flat layout, whose parameters are `dp`), or compute nothing.
 #: (Each with its parameters named: OpenCL C has no variadic macros, and NVIDIA's compiler
@@ -207,7 +205,7 @@ class Exchange:
         at = 5
         for opt, net, steps in ((d_optimizer, self.d, 2), (g_optimizer, self.g, 1)):
             take_state(net, opt)
-            for value in (*opt.kernel_values(), *opt.powers(net.steps + 1)):
+            for value in opt.arguments(net.steps + 1).values():
                 k.set_arg(at, real(value))
                 at += 1
             net.steps += steps * count

@@ -22,10 +22,10 @@ import pyopencl.array as cl_array
 from grenade_py.device import Launch, buffer, streaming_size
 from grenade_py.fused import FusedTrainer, flat_place, fused_trainer
 from grenade_py.layers import Layer
-from grenade_py.layers.base import Buffers, Factor
+from grenade_py.layers.base import Buffers, Factor, sub
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
 from grenade_py.network import Network, aligned_offsets, flat_view, view_place
-from grenade_py.optimizers import SGD, Optimizer, take_state
+from grenade_py.optimizers import VALUES, Optimizer, take_state, value_slots
 from grenade_py.recurrent_network import RecurrentNetwork
 
 #: Batch shapes whose Steps `steps` keeps per network (what train, run_net and evaluate reuse
@@ -53,36 +53,28 @@ class Update:
         factor = self.device.zeros((1,))
         self.clip = [
             self.device.launch("optimizer_clip_scale", (64,), count, self.device.dtype(0),
-                               gradients, factor, local=(64,)),
+                               gradients, factor, local=(64,), per_call={"max_norm": 1}),
             self.device.launch("optimizer_clip", streaming_size(count), count, factor, gradients)]
         self.rules: dict[str, Launch] = {}
-        self.last: Optimizer | None = None
 
     def __call__(self, optimizer: Optimizer) -> None:
         """Enqueue the network's next step of `optimizer` from the gradients in the flat
         buffer (clipped there first, if the optimiser clips); its step count (Adam's t)
         advances."""
-        real, flat = self.device.dtype, self.flat
+        flat = self.flat
         take_state(self.net, optimizer)
         self.net.steps += 1
-        t = self.net.steps
         if optimizer.kernel not in self.rules:
             count = flat["parameters"].size
             self.rules[optimizer.kernel] = self.device.launch(
                 f"optimizer_update_{optimizer.kernel}", streaming_size(count), count,
-                *(real(0) for _ in range(7)), flat["parameters"], flat["momentum"],
-                flat["second"], flat["gradients"])
+                *(self.device.dtype(0) for _ in VALUES), flat["parameters"], flat["momentum"],
+                flat["second"], flat["gradients"], per_call=value_slots(1))
         if optimizer.clip_norm is not None:
-            self.clip[0].set_arg(1, real(optimizer.clip_norm))
+            self.clip[0].set("max_norm", optimizer.clip_norm)
             enqueue(self.clip)
         rule = self.rules[optimizer.kernel]
-        if optimizer != self.last:  # SGD's arguments stay set from step to step
-            for index, value in enumerate(optimizer.kernel_values(), start=1):
-                rule.set_arg(index, real(value))
-            self.last = optimizer
-        if optimizer.kind != SGD.kind:
-            for index, value in enumerate(optimizer.powers(t), start=6):
-                rule.set_arg(index, real(value))
+        rule.set_all(optimizer.arguments(self.net.steps))
         rule()
 
 
@@ -157,15 +149,13 @@ class Step:
         self._backward: list[Launch] | None = None
         self._update: Update | None = None
         self._fused: dict[int, FusedTrainer | None] = {}
-        self._sequence_update: dict[str, list[tuple[Launch, bool]]] = {}
-        self._values_set: tuple[Any, ...] | None = None
+        self._sequence_update: dict[str, list[Launch]] = {}
         self._clip: dict[bool, list[Launch]] = {}
         self._factor_list: list[tuple[tuple[Any, ...], Factor, Layer]] | None = None
 
     def own(self, path: int | str) -> Buffers:
         """The own buffers of layer `path` (its index, or a cell's path through branches)."""
-        prefix = f"{path}."
-        return {k[len(prefix):]: v for k, v in self.buffers.items() if k.startswith(prefix)}
+        return sub(self.buffers, str(path))
 
     def forward_launches(self, training: bool) -> list[Launch]:
         """Every layer (over every step), from the input to the output (built on first use)."""
@@ -278,24 +268,13 @@ class Step:
         counts: with `ordered`, one optimiser step per row in time order (Grenade's), else one
         step from their sum; then the starting states' update. With the optimiser's
         `clip_norm`, first the clipping (`clip`)."""
-        real = self.net.device.dtype
-        rate, beta1, beta2, eps, decay = optimizer.kernel_values()
-        weights = (*optimizer.powers(self.net.steps + 1), int(ordered))
-        states = optimizer.powers(self.net.state_steps + 1)
-        launches = self._update_launches(optimizer.kernel)
-        values_set = (optimizer, weights, states)  # SGD's stay set from window to window
-        for launch, decays in launches if values_set != self._values_set else ():
-            values = (rate, beta1, beta2, eps, decay if decays else 0.0)
-            if launch.kernel.function_name == "recurrent_state_update":
-                launch.set_arg(2, optimizer.kind)
-                for index, value in enumerate((*values, *states), start=3):
-                    launch.set_arg(index, real(value))
-            else:  # each array's decay: `decay` times its flag in the table
-                for index, value in enumerate((*values, *weights), start=4):
-                    launch.set_arg(index, real(value) if index < 11 else value)
-        self._values_set = values_set
+        weights, *states = self._update_launches(optimizer.kernel)
+        weights.set_all(optimizer.arguments(self.net.steps + 1) | {"ordered": int(ordered)})
+        for launch in states:
+            launch.set_all(optimizer.arguments(self.net.state_steps + 1) |
+                           {"kind": optimizer.kind})
         clipping = [] if optimizer.clip_norm is None else self.clip(optimizer.clip_norm, ordered)
-        return clipping + [launch for launch, _ in launches]
+        return clipping + [weights, *states]
 
     def clip(self, max_norm: float, ordered: bool) -> list[Launch]:
         """clip_grad_norm_ before the update: with `ordered`, each step's gradient (over all
@@ -313,7 +292,8 @@ class Step:
                                           *g, int(k > 0), factor)
                             for k, g in enumerate(geometry)]
                 launches.append(device.launch("recurrent_row_scales", (self.rows,), self.rows,
-                                              device.dtype(0), factor))
+                                              device.dtype(0), factor,
+                                              per_call={"max_norm": 1}))
             else:
                 norms = device.zeros((sum(g[0] for g in geometry),))
                 at = 0
@@ -323,15 +303,14 @@ class Step:
                     at += g[0]
                 factor = device.zeros((1,))
                 launches.append(device.launch("optimizer_clip_scale", (64,), norms.size,
-                                              device.dtype(0), norms, factor, local=(64,)))
+                                              device.dtype(0), norms, factor, local=(64,),
+                                              per_call={"max_norm": 1}))
             launches += [device.launch("recurrent_scale_rows", (ld, self.rows), self.rows, ld,
                                        ld, factor, int(ordered), buffer)
                          for buffer, ld in deltas.values()]
             self._clip[ordered] = launches
         launches = self._clip[ordered]
-        scale = next(launch for launch in launches if launch.kernel.function_name in
-                     ("recurrent_row_scales", "optimizer_clip_scale"))
-        scale.set_arg(1, self.net.device.dtype(max_norm))
+        next(launch for launch in launches if launch.per_call).set("max_norm", max_norm)
         return launches
 
     def _factors(self) -> list[tuple[tuple[Any, ...], Factor, Layer]]:
@@ -360,14 +339,14 @@ class Step:
         assert parent == buffer(self.arena).int_ptr
         return offset
 
-    def _update_launches(self, kernel: str) -> list[tuple[Launch, bool]]:
+    def _update_launches(self, kernel: str) -> list[Launch]:
         """Every parameter array's update in one launch of the optimiser's kernel (a table of
         the arrays: their factors' places in the Step's allocation, theirs in the flat
-        buffers), then each starting state's, with whether it decays; the optimiser's values
-        are set per call (`update`)."""
+        buffers), then each starting state's; the optimiser's values are set per call
+        (`update_launches`)."""
         if kernel in self._sequence_update:
             return self._sequence_update[kernel]
-        device, zeros = self.net.device, [self.net.device.dtype(0)] * 7
+        device, zeros = self.net.device, [self.net.device.dtype(0)] * len(VALUES)
         table, items = [], 0
         for (rows, cols, d, ldd, x, ldx), f, layer in self._factors():
             at = flat_place(layer, layer.parameters[f.name])[1]
@@ -376,18 +355,16 @@ class Step:
                       int(f.decay), at]
             items += rows * -(-cols // UPDATE_COLUMNS)
         flat = self.net.flat
-        launches = self._sequence_update[kernel] = [(device.launch(
+        launches = self._sequence_update[kernel] = [device.launch(
             f"recurrent_update_{kernel}", (items,), self.rows, len(table) // UPDATE_ENTRY,
             cl_array.to_device(device.queue, np.array(table, np.int32)), self.arena, *zeros, 0,
-            flat["parameters"], flat["momentum"], flat["second"]), True)]
-        for path, layer in self.cells:
-            if int(path.split(".")[0]) >= self.top:
-                continue
-            launch = device.launch(
-                "recurrent_state_update", (layer.state_size,), layer.state_size,
-                self.batch, 0, *zeros, self.own(path)["dstate"], layer.parameters["state"],
-                layer.momentum["state"], layer.second["state"])
-            launches.append((launch, True))
+            flat["parameters"], flat["momentum"], flat["second"],
+            per_call=value_slots(4) | {"ordered": 11})]
+        launches += [device.launch(
+            "recurrent_state_update", (layer.state_size,), layer.state_size, self.batch, 0,
+            *zeros, self.own(path)["dstate"], layer.parameters["state"], layer.momentum["state"],
+            layer.second["state"], per_call=value_slots(3) | {"kind": 2})
+            for path, layer in self.cells if int(path.split(".")[0]) < self.top]
         return launches
 
 

@@ -40,7 +40,7 @@ from grenade_py.layers.branches import Branches
 from grenade_py.losses import SQUARED_ERROR, Loss
 from grenade_py.network import Network, view_place
 from grenade_py.network_file import ROLES
-from grenade_py.optimizers import Optimizer, take_state
+from grenade_py.optimizers import VALUES, Optimizer, take_state
 from grenade_py.shapes import D2, D3, Shape, size
 
 log = logging.getLogger("grenade_py")
@@ -245,8 +245,7 @@ def fused_source(plan: LoopPlan, lanes: int = 1, kind: int = 0, many: bool = Fal
     params = ["int start", "int count", "global const REAL *xs", "global const REAL *ys"]
     params += ["global const REAL *values", "global const int *order", "int examples",
                *(f"global REAL *{role}_all" for role in ROLES), "int flat_size"] if many else [
-        "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay", "REAL p1", "REAL p2",
-        "global const int *order", "global REAL *acc"]
+        *(f"REAL {name}" for name in VALUES), "global const int *order", "global REAL *acc"]
     params += [f"global REAL *{name}{'_all' if many else ''}" for name, _ in own]
     prologue = [f"const int n{k} = {n};" for k, n in plan.sizes.items()]
     prologue += ["const int g = get_group_id(0);"] if many else []
@@ -360,7 +359,7 @@ class FusedTrainer:
         k, real = self.kernel, np.dtype(self.device.dtype).type
         k.set_arg(2, buffer(xs))
         k.set_arg(3, buffer(ys))
-        values = (*optimizer.kernel_values(), *optimizer.powers(self.net.steps + 1))
+        values = optimizer.arguments(self.net.steps + 1).values()
         for index, value in enumerate(values, start=4):
             k.set_arg(index, real(value))
         k.set_arg(11, None if order is None else buffer(order))

@@ -127,7 +127,7 @@ def train_many(nets: Sequence[Network], params: Optimizer | Sequence[Optimizer],
     steps = order.shape[1]
     for p, net in zip(chosen, nets, strict=True):
         take_state(net, p)
-    values = [(*p.kernel_values(), *p.powers(net.steps + 1)) for p, net in zip(
+    values = [list(p.arguments(net.steps + 1).values()) for p, net in zip(
         chosen, nets, strict=True)]
     held = [device.to_device(xs), device.to_device(ys), device.to_device(np.array(values)),
             cl_array.to_device(device.queue, np.ascontiguousarray(order, dtype=np.int32))]

@@ -34,6 +34,15 @@ log = logging.getLogger("grenade_py")
 #: The ranges an optimiser's fields are checked against, by how its errors name them.
 RANGES: dict[str, Callable[[float], bool]] = {
     "> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, "in [0, 1)": lambda v: 0 <= v < 1}
+#: An optimiser's values as every update kernel takes them, in this order (`Optimizer.values`;
+#: kernels/optimizers.cl): the decay is SGD's l2 or Adam's weight_decay, p1 and p2 are
+#: beta1^t and beta2^t.
+VALUES = ("rate", "beta1", "beta2", "eps", "decay", "p1", "p2")
+
+
+def value_slots(first: int) -> dict[str, int]:
+    """The VALUES as a kernel's arguments first, first + 1, ... (a Launch's `per_call`)."""
+    return {name: index for index, name in enumerate(VALUES, start=first)}
 
 
 class Optimizer:
@@ -80,6 +89,10 @@ class Optimizer:
         """(beta1^t, beta2^t) at step t, as torch computes them (Python floats), for Adam's
         bias corrections; SGD has none."""
         return 0.0, 0.0
+
+    def arguments(self, t: int) -> dict[str, float]:
+        """The update kernels' VALUES at step t (counted from 1), by name."""
+        return dict(zip(VALUES, (*self.kernel_values(), *self.powers(t)), strict=True))
 
     def check(self, dtype: Any) -> None:
         """ValueError if a value (or rate x decay) overflows the device's precision."""

@@ -29,7 +29,7 @@ from grenade_py.layers import Layer
 from grenade_py.layers.base import WindowForm
 from grenade_py.losses import Loss
 from grenade_py.network import aligned_offsets, flat_view, pack
-from grenade_py.optimizers import Optimizer, take_state
+from grenade_py.optimizers import VALUES, Optimizer, take_state
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.shapes import size
 
@@ -42,9 +42,8 @@ WINDOW_PARAMETERS = 1024
 #: The arguments before the widths: the windows, the two optimisers' values, `one` and the
 #: metrics' sums.
 FIXED = ["int count", "global const REAL *io", "int xs_at", "int ts_at", "int ms_at",
-         "int lengths_at", "REAL rate", "REAL beta1", "REAL beta2", "REAL eps", "REAL decay",
-         "REAL p1", "REAL p2", "REAL q1", "REAL q2", "global const REAL *one",
-         "global REAL *acc"]
+         "int lengths_at", *(f"REAL {name}" for name in VALUES), "REAL q1", "REAL q2",
+         "global const REAL *one", "global REAL *acc"]
 
 
 def window_source(forms: list[WindowForm], top: int, kind: int, from_logits: bool) -> str:
@@ -186,7 +185,7 @@ class WindowTrainer:
         launch.set_arg(1, io)
         for index, at in enumerate(layout.offsets, start=2):
             launch.set_arg(index, np.int32(at))
-        values = (*optimizer.kernel_values(), *optimizer.powers(net.steps + 1),
+        values = (*optimizer.arguments(net.steps + 1).values(),
                   *optimizer.powers(net.state_steps + 1))
         for index, value in enumerate(values, start=6):
             launch.set_arg(index, real(value))

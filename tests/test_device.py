@@ -376,3 +376,22 @@ def test_a_cold_build_writes_nothing_to_stderr(tmp_path):
                           "Device().library"], env=env, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
+def test_a_per_call_argument_set_by_name_after_one_set_by_index(device):
+    """`Launch.set` skips a value it was given last time, unless set_arg changed the argument
+    since: the launch then computes with the value set last, whichever way."""
+    from grenade_py.losses import SQUARED_ERROR
+
+    y = device.to_device(np.arange(5.0))
+    t = device.to_device(np.ones(5))
+    delta = device.zeros((5, 1))
+    launch = SQUARED_ERROR.gradient(device, y.reshape(5, 1), t.reshape(5, 1), None, delta)
+    for how, scale in [("set", 2.0), ("set", 2.0), ("set_arg", 3.0), ("set", 2.0),
+                       ("set", 0.5)]:
+        if how == "set":
+            launch.set("scale", scale)
+        else:
+            launch.set_arg(launch.per_call["scale"], device.dtype(scale))
+        launch()
+        np.testing.assert_allclose(delta.get().ravel(), scale * (np.arange(5.0) - 1))
