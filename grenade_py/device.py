@@ -302,7 +302,9 @@ class Launch:
 
     def set(self, name: str, value: Any) -> None:
         """Set the per-call argument `name`, of the type the kernel declares."""
-        if name in self.given and self.given[name] == value:
+        given = self.given.get(name, self)  # self: nothing given yet
+        if given is value or (type(given) is type(value) and isinstance(value, (int, float))
+                              and given == value):
             return
         index = self.per_call[name]
         old = self.args[index]

@@ -29,18 +29,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import Device, buffer, named_errors
+from grenade_py.device import Device, Launch
 from grenade_py.kernel_library import kernel_source
 from grenade_py.layers import Concat, Convolution, Layer, Pad, Series
 from grenade_py.layers.branches import Branches
 from grenade_py.losses import SQUARED_ERROR, Loss
 from grenade_py.network import Network, view_place
 from grenade_py.network_file import ROLES
-from grenade_py.optimizers import VALUES, Optimizer, take_state
+from grenade_py.optimizers import VALUES, Optimizer, take_state, value_slots
 from grenade_py.shapes import D2, D3, Shape, size
 
 log = logging.getLogger("grenade_py")
@@ -333,21 +332,19 @@ class FusedTrainer:
 
     def __init__(self, net: Network, plan: LoopPlan, kind: int, from_logits: bool) -> None:
         device = net.device
-        self.device, self.net = device, net
+        self.net = net
         built = build_loop(device, "fused_train", lambda count: fused_source(
             plan, count, kind, from_logits=from_logits))
         assert built is not None
-        self.kernel, self.lanes = built
-        # Arguments 0-12 (range, data, optimiser, order, metrics) are set per call; the rest
-        # once.
-        # The loop's activations and deltas are its own; `self.held` keeps every buffer the
-        # kernel uses alive as long as the loop.
-        self.held: list[Any] = [device.zeros((n,)) for _, n in plan.own]
+        kernel, lanes = built
+        # The loop's activations and deltas are its own, then the layers' arguments.
+        fixed: list[Any] = [device.zeros((n,)) for _, n in plan.own]
         for i, layer in plan.numbered:
-            self.held += [value for _, value in layer.fused_args(i)]
-        fixed = [buffer(a) if isinstance(a, cl_array.Array) else a for a in self.held]
-        for index, value in enumerate(fixed, start=13):
-            self.kernel.set_arg(index, value)
+            fixed += [value for _, value in layer.fused_args(i)]
+        per_call = {"start": 0, "count": 1, "xs": 2, "ys": 3} | value_slots(4) | {
+            "order": 11, "acc": 12}
+        self.launch = Launch(device, kernel, (lanes,), (0, 0, None, None, *(
+            device.dtype(0) for _ in VALUES), None, None, *fixed), (lanes,), per_call)
 
     def __call__(self, xs: cl_array.Array, ys: cl_array.Array, start: int, count: int,
                  optimizer: Optimizer, order: cl_array.Array | None = None,
@@ -356,19 +353,10 @@ class FusedTrainer:
         xs/ys, or of the indices in `order` (the network's step count advances by `count`);
         with `acc`, add their loss, correct count and count to acc[0:3]."""
         take_state(self.net, optimizer)
-        k, real = self.kernel, np.dtype(self.device.dtype).type
-        k.set_arg(2, buffer(xs))
-        k.set_arg(3, buffer(ys))
-        values = optimizer.arguments(self.net.steps + 1).values()
-        for index, value in enumerate(values, start=4):
-            k.set_arg(index, real(value))
-        k.set_arg(11, None if order is None else buffer(order))
-        k.set_arg(12, None if acc is None else buffer(acc))
-        k.set_arg(0, np.int32(start))
-        k.set_arg(1, np.int32(count))
+        self.launch.set_all(optimizer.arguments(self.net.steps + 1) | {
+            "xs": xs, "ys": ys, "order": order, "acc": acc, "start": start, "count": count})
         self.net.steps += count
-        with named_errors(f"run the fused training loop on {self.device.name}"):
-            cl.enqueue_nd_range_kernel(self.device.queue, k, (self.lanes,), (self.lanes,))
+        self.launch()
 
 
 def fused_trainer(net: Network, kind: int = 0, loss: Loss = SQUARED_ERROR

@@ -27,7 +27,7 @@ from grenade_py.losses import Loss, loss_named
 from grenade_py.network import pack
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
-from grenade_py.windows import SymbolFills, train_symbol_windows, window_trainer
+from grenade_py.windows import ONE_HOT_PER_CALL, SymbolFills, train_symbol_windows, window_trainer
 
 #: SymbolCorpus.train keeps at most about twice this many windows' launches queued.
 WINDOWS_QUEUED = 256
@@ -253,14 +253,14 @@ class SymbolCorpus:
             sums = device.zeros((3,))
             self._fills[p] = (device.launch("one_hot_sequences", (p.rows,), steps, batch, n,
                                             0, every, self.codes, on_device, p.input, p.target,
-                                            p.mask), sums, p.metrics(sums))
+                                            p.mask, per_call=ONE_HOT_PER_CALL), sums,
+                              p.metrics(sums))
         fill, sums, measure = self._fills[p]
-        fill.set_arg(4, every)
-        fill.set_arg(6, on_device)
+        fill.set_all({"every": every, "offsets": on_device})
         sums.fill(0)
         pending: cl.Event | None = None
         for count, first in enumerate(range(0, len(starts) - batch + 1, batch), start=1):
-            fill.set_arg(3, first)
+            fill.set("first", first)
             fill()
             p.train(learning, ordered=batch == 1, measure=measure)
             if count % WINDOWS_QUEUED == 0:  # bounded: the device runs while the host enqueues

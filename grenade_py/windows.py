@@ -229,6 +229,9 @@ WINDOW_CHUNK = 256
 #: What train_symbol_windows keeps for a corpus, by (steps, windows): a chunk's layout, its io
 #: buffer and the launch making its one-hot rows there.
 SymbolFills = dict[tuple[int, int], tuple[Layout, cl_array.Array, Launch]]
+#: one_hot_sequences' arguments set per call (kernels/recurrent.cl): the first window, whether
+#: every step has a target, the windows' offsets.
+ONE_HOT_PER_CALL = {"first": 3, "every": 4, "offsets": 6}
 
 
 def train_symbol_windows(trainer: WindowTrainer, learning: Optimizer, codes: cl_array.Array,
@@ -252,11 +255,9 @@ def train_symbol_windows(trainer: WindowTrainer, learning: Optimizer, codes: cl_
             lengths.fill(steps)
             fills[steps, size] = (layout, io, device.launch(
                 "one_hot_sequences", (rows,), steps, size, n, 0, every, codes, offsets, x, t,
-                m))
+                m, per_call=ONE_HOT_PER_CALL))
         layout, io, fill = fills[steps, size]
-        fill.set_arg(3, first)
-        fill.set_arg(4, every)
-        fill.set_arg(6, offsets)
+        fill.set_all({"first": first, "every": every, "offsets": offsets})
         fill()
         trainer(io, layout, np.full(size, steps), learning, sums)
         if pending is not None:  # bounded: the device runs while the host enqueues

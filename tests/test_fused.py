@@ -302,7 +302,7 @@ def test_fused_loop_with_many_lanes(device64, monkeypatch, name, lanes):
     so it equals the one-lane form to rounding."""
     monkeypatch.setattr("grenade_py.fused.lanes", lambda device: lanes)
     fused, plain = build(device64, name), build(device64, name)
-    assert fused_trainer(fused).lanes == lanes
+    assert fused_trainer(fused).launch.local_size == (lanes,)
     x, y = data(fused, 500)
     train(fused, LP, x, y, per_example=True)
     layer_by_layer(monkeypatch)
