@@ -173,14 +173,28 @@ def _torch_epoch(torch, model, x: np.ndarray, y: np.ndarray, batch: int,
     return epoch
 
 
-def interleaved_epochs(runs: dict[str, Callable[[], float | None]], repeats: int
-                       ) -> list[tuple[str, float]]:
+#: How long `interleaved_epochs(settle=True)` pauses before each run: numpy's OpenBLAS keeps
+#: its threads spinning for ~0.1 s after a product (2**28 cycles), taking both cores from
+#: PoCL's threads. Measured here, 128x784x512 gemm_dot, 50 launches straight after 50 numpy
+#: products: 85-95 GFLOP/s, with or without an untimed run of ours between; after this pause
+#: and an untimed run, 146-165, as when ours ran alone (161-171).
+SETTLE_S = 0.15
+
+
+def interleaved_epochs(runs: dict[str, Callable[[], float | None]], repeats: int,
+                       settle: bool = False) -> list[tuple[str, float]]:
     """Median seconds of each run over `repeats` rounds after a warm-up round, the runs taking
     turns within a round (the machine's noise falls on all alike). A run returning a number
-    gives its own time (fit's epoch, from its history); else its wall time counts."""
+    gives its own time (fit's epoch, from its history); else its wall time counts. With
+    `settle` (runs of milliseconds: the GEMMs), each timed run follows a pause of SETTLE_S and
+    an untimed run of itself, so that neither times the other's spinning threads or the cores
+    waking."""
     timings: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats + 1):  # the first round: the warm-up
         for name, run in runs.items():
+            if settle:
+                time.sleep(SETTLE_S)
+                run()
             start = time.perf_counter()
             own = run()
             timings[name].append(own if own is not None else time.perf_counter() - start)
@@ -377,9 +391,9 @@ GEMM_CALLS = 50
 GEMM_SECONDS = 0.25
 
 
-def _products(a: np.ndarray, b: np.ndarray) -> None:
-    """numpy's sgemm a @ b, GEMM_CALLS times."""
-    for _ in range(GEMM_CALLS):
+def _products(a: np.ndarray, b: np.ndarray, calls: int) -> None:
+    """numpy's sgemm a @ b, `calls` times."""
+    for _ in range(calls):
         a @ b
 
 
@@ -390,8 +404,10 @@ GEMM_BATCHES = (64, 128)
 def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
     """GFLOP/s of the FullyConnected GEMMs at Bx784x512 (B in GEMM_BATCHES) in both of
     grenade_py's forms (register-blocked for CPUs, tiled for GPUs) and at 1024^3, and of
-    numpy's sgemm on the same products; the register form at the block this device's launches
-    take (tuned or the default) and at the fastest block for the shape, timed now."""
+    numpy's sgemm on the same products, each taking turns with the device's own form
+    (`interleaved_epochs`: the machine's noise falls on both alike); the register form also
+    at the block this device's launches take (tuned or the default) and at the fastest block
+    for the shape, timed now."""
     i, o = 784, 512
     rng = np.random.default_rng(0)
     big = rng.normal(size=(1024, 1024)).astype(np.float32)
@@ -402,20 +418,21 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
     for form in (device.gemm, "tiled" if device.gemm == "registers" else "registers"):
         dev = device if form == device.gemm else Device(spec_of(device.cl_device), gemm=form)
         wd, bd, bigd = map(dev.to_device, (w, b, big))
-        products = []
+        products = []  # (name, its launch's maker, flops, numpy's same product)
         for n, (x, dy) in data.items():
             xd, dytd = dev.to_device(x), dev.to_device(dy.T.copy())
             products += [
                 (f"gemm_dot {form} {n}x{i}x{o} (y = x W^T + b)",
-                 partial(gemm_dot, dev, n, o, i, xd, wd, bd, dev.zeros((n, o))), 2 * n * i * o),
+                 partial(gemm_dot, dev, n, o, i, xd, wd, bd, dev.zeros((n, o))), 2 * n * i * o,
+                 (f"{n}x{i}x{o} x @ W.T", x, w.T)),
                 (f"gemm_outer {form} {n}x{i}x{o} (dW = dy^T x, dy^T stored as "
                  "FullyConnected's dy_t)",
                  partial(gemm_outer, dev, o, i, n, dytd, n, 1, xd, dev.zeros((o, i))),
-                 2 * n * i * o)]
+                 2 * n * i * o, (f"{n}x{i}x{o} dy.T @ x", dy.T, x))]
         products.append((f"gemm_dot {form} 1024^3", partial(
             gemm_dot, dev, 1024, 1024, 1024, bigd, bigd, dev.zeros((1024,)),
-            dev.zeros((1024, 1024))), 2 * 1024**3))
-        for name, make, flops in products:
+            dev.zeros((1024, 1024))), 2 * 1024**3, ("1024^3 (host peak)", big, big)))
+        for name, make, flops, (theirs, left, right) in products:
             launch = make()
             for _ in range(2):  # the build; then a measure of one product
                 start = time.perf_counter()
@@ -428,7 +445,11 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
                     launch()
                 dev.queue.finish()
 
-            rows.append((f"grenade_py {name}", calls * flops / median_time(run, repeats) / 1e9))
+            runs: dict[str, Callable[[], float | None]] = {f"grenade_py {name}": run}
+            if form == device.gemm:
+                runs[f"numpy sgemm {theirs}"] = partial(_products, left, right, calls)
+            rows += [(what, calls * flops / seconds / 1e9)
+                     for what, seconds in interleaved_epochs(runs, repeats, settle=len(runs) > 1)]
             if form == device.gemm:  # the fastest candidate for the shape, timed now
                 with blocks.recording() as sites:
                     make()
@@ -438,12 +459,6 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
                         rows.append((f"grenade_py {name}, {label} "
                                      f"({blocks.label(t.form, block)})",
                                      flops / seconds / 1e9))
-    for n, (x, dy) in data.items():
-        for name, left, right in (("x @ W.T", x, w.T), ("dy.T @ x", dy.T, x)):
-            rows.append((f"numpy sgemm {n}x{i}x{o} {name}", GEMM_CALLS * 2 * n * i * o /
-                         median_time(partial(_products, left, right), repeats) / 1e9))
-    rows.append(("numpy sgemm 1024^3 (host peak)", 2 * 1024**3 / median_time(
-        lambda: big @ big, repeats) / 1e9))
     return rows
 
 
