@@ -286,7 +286,7 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
     sizes = [int(np.prod(shape)) for layer in leaves for shape in layer.parameter_shapes().values()]
     device.check_allocation("the network's parameters",
                             max(1, aligned_offsets(align, sizes)[1]) * itemsize)
-    layout, chunks, total = [], [], 0  # layout: (layer, name, offset, shape)
+    arrays = []  # (layer, name, its values by role)
     for layer in leaves:
         layer.draw(rng)
         if not layer.parameter_shapes():
@@ -298,14 +298,14 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
             fresh = layer.initial_parameters(rng, layer.init or init)
             values = {"parameters": fresh} | {
                 role: {k: np.zeros_like(v) for k, v in fresh.items()} for role in ROLES[1:]}
-        for name, value in values["parameters"].items():
-            layout.append((layer, name, total, value.shape))
-            chunks.append((total, {role: values[role][name] for role in ROLES}))
-            total += -(-value.size // align) * align
-    host = {role: np.zeros(max(total, 1), device.dtype) for role in ROLES}
-    for offset, by_role in chunks:
-        for role, value in by_role.items():
-            host[role][offset:offset + value.size] = np.ravel(value)
+        arrays += [(layer, name, {role: values[role][name] for role in ROLES})
+                   for name in values["parameters"]]
+    offsets, total = aligned_offsets(align, [by_role["parameters"].size
+                                             for _, _, by_role in arrays])
+    layout = [(layer, name, offset, by_role["parameters"].shape)
+              for (layer, name, by_role), offset in zip(arrays, offsets, strict=True)]
+    host = {role: pack(max(total, 1), offsets, [by_role[role] for _, _, by_role in arrays],
+                       device.dtype) for role in ROLES}
     with named_errors(f"allocate the network's {total} parameters on {device.name}"):
         flat = {role: device.to_device(host[role]) for role in ROLES}
         flat["gradients"] = device.zeros((max(total, 1),))
