@@ -173,7 +173,7 @@ def _torch_epoch(torch, model, x: np.ndarray, y: np.ndarray, batch: int,
     return epoch
 
 
-#: How long `interleaved_epochs(settle=True)` pauses before each run: numpy's OpenBLAS keeps
+#: How long `interleaved(settle=True)` pauses before each run: numpy's OpenBLAS keeps
 #: its threads spinning for ~0.1 s after a product (2**28 cycles), taking both cores from
 #: PoCL's threads. Measured here, 128x784x512 gemm_dot, 50 launches straight after 50 numpy
 #: products: 85-95 GFLOP/s, with or without an untimed run of ours between; after this pause
@@ -181,8 +181,8 @@ def _torch_epoch(torch, model, x: np.ndarray, y: np.ndarray, batch: int,
 SETTLE_S = 0.15
 
 
-def interleaved_epochs(runs: dict[str, Callable[[], float | None]], repeats: int,
-                       settle: bool = False) -> list[tuple[str, float]]:
+def interleaved(runs: dict[str, Callable[[], float | None]], repeats: int,
+                settle: bool = False) -> list[tuple[str, float]]:
     """Median seconds of each run over `repeats` rounds after a warm-up round, the runs taking
     turns within a round (the machine's noise falls on all alike). A run returning a number
     gives its own time (fit's epoch, from its history); else its wall time counts. With
@@ -224,7 +224,7 @@ def bench_mnist(device: Device, data: tuple[np.ndarray, np.ndarray], batch: int,
     if torch is not None:
         runs["pytorch"] = _torch_epoch(torch, _torch_net(torch, MLP_KINDS, net.get_parameters()),
                                        x, y, batch, MLP_LP)
-    rows = interleaved_epochs(runs, repeats)
+    rows = interleaved(runs, repeats)
     reference = NumpyNetwork(MLP_KINDS, net.get_parameters(), dtype=np.float32)
 
     def numpy_epoch() -> None:
@@ -256,7 +256,7 @@ def bench_lenet(device: Device, data: tuple[np.ndarray, np.ndarray],
                               nn.Conv2d(10, 16, 5, bias=False), nn.MaxPool2d(2), nn.Flatten(),
                               nn.ReLU(), nn.Linear(256, 80), nn.Sigmoid(), nn.Linear(80, 10))
         runs["pytorch"] = _torch_epoch(torch, model, x[:, None], y, 64, MLP_LP)
-    return interleaved_epochs(runs, repeats)
+    return interleaved(runs, repeats)
 
 
 def _is_convolution(launch: Launch) -> bool:
@@ -405,7 +405,7 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
     """GFLOP/s of the FullyConnected GEMMs at Bx784x512 (B in GEMM_BATCHES) in both of
     grenade_py's forms (register-blocked for CPUs, tiled for GPUs) and at 1024^3, and of
     numpy's sgemm on the same products, each taking turns with the device's own form
-    (`interleaved_epochs`: the machine's noise falls on both alike); the register form also
+    (`interleaved`: the machine's noise falls on both alike); the register form also
     at the block this device's launches take (tuned or the default) and at the fastest block
     for the shape, timed now."""
     i, o = 784, 512
@@ -449,7 +449,7 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
             if form == device.gemm:
                 runs[f"numpy sgemm {theirs}"] = partial(_products, left, right, calls)
             rows += [(what, calls * flops / seconds / 1e9)
-                     for what, seconds in interleaved_epochs(runs, repeats, settle=len(runs) > 1)]
+                     for what, seconds in interleaved(runs, repeats, settle=len(runs) > 1)]
             if form == device.gemm:  # the fastest candidate for the shape, timed now
                 with blocks.recording() as sites:
                     make()
