@@ -173,11 +173,12 @@ def _torch_epoch(torch, model, x: np.ndarray, y: np.ndarray, batch: int,
     return epoch
 
 
-#: How long `interleaved(settle=True)` pauses before each run: numpy's OpenBLAS keeps
-#: its threads spinning for ~0.1 s after a product (2**28 cycles), taking both cores from
-#: PoCL's threads. Measured here, 128x784x512 gemm_dot, 50 launches straight after 50 numpy
-#: products: 85-95 GFLOP/s, with or without an untimed run of ours between; after this pause
-#: and an untimed run, 146-165, as when ours ran alone (161-171).
+#: How long `interleaved(settle=True)` pauses before each run, then runs it untimed: numpy's
+#: OpenBLAS keeps its threads spinning for ~0.1 s after a product (2**28 cycles), taking both
+#: cores from PoCL's threads, and the cores come back slowly from the pause. Measured here,
+#: gemm_dot's 50 launches straight after 50 numpy products: 85-95 GFLOP/s at 128x784x512,
+#: against 161-171 alone; at 64x784x512 after the pause and one untimed run (20 ms) 92-101,
+#: after the pause and SETTLE_S of untimed runs 144-148 (numpy's 98-129 either way).
 SETTLE_S = 0.15
 
 
@@ -187,14 +188,17 @@ def interleaved(runs: dict[str, Callable[[], float | None]], repeats: int,
     turns within a round (the machine's noise falls on all alike). A run returning a number
     gives its own time (fit's epoch, from its history); else its wall time counts. With
     `settle` (runs of milliseconds: the GEMMs), each timed run follows a pause of SETTLE_S and
-    an untimed run of itself, so that neither times the other's spinning threads or the cores
-    waking."""
+    SETTLE_S of untimed runs of itself, so that neither times the other's spinning threads or
+    the cores waking."""
     timings: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats + 1):  # the first round: the warm-up
         for name, run in runs.items():
             if settle:
                 time.sleep(SETTLE_S)
+                woken = time.perf_counter() + SETTLE_S
                 run()
+                while time.perf_counter() < woken:
+                    run()
             start = time.perf_counter()
             own = run()
             timings[name].append(own if own is not None else time.perf_counter() - start)
