@@ -86,9 +86,9 @@ REGISTERS: dict[str, tuple[Block, ...]] = {
 #: (5x4 in (1, 1) was within 4% of each of the MNIST networks' shapes' fastest, 64 x 1 up
 #: to 19% slower). gemm_outer's (1, 16, 1) stacks 16 row blocks over one column strip of B,
 #: which the group then reads from L1 (AVX2, 512 x 784 x 64..256, taking turns with the
-#: default: 3-15% faster in medians of 7; in one tuner run the fastest at 5 of the MNIST
-#: networks' 44 gemm_outer shapes, 1.17x the default at LeNet's 80 x 256 x 256, 1.01x at
-#: the rest).
+#: block the launch took, 6x1 in (2, 8, 1) or (16, 4, 1): 3-15% faster in medians of 7; in
+#: one tuner run the fastest at 5 of the MNIST networks' 44 gemm_outer shapes, 1.17x the
+#: default at LeNet's 80 x 256 x 256, 1.01-1.06x at the other four).
 LOCALS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((16, 4), (64, 1), (8, 8), (32, 2)),
     "gemm_outer": ((4, 4, 1), (64, 1, 1), (16, 4, 1), (2, 8, 1), (1, 16, 1)),
