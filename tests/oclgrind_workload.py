@@ -58,9 +58,9 @@ def main() -> None:
                              input=g.D2(7, 9), device=d, seed=1)
             g.fit(pair, g.SGD(0.01), rng.normal(size=(3, 7, 9)),
                   rng.normal(size=(3, *pair.output_shape.dims)), batch_size=3, epochs=1)
-            # Output rows of 8 and of 16 (registers: conv_scatter_delta, its last run of
-            # fewer than SCATTER_UNITS, runs across rows)
-            for shape, second in (((5, 12), g.Convolution(2, 3, 1, 3, 1, 1)),
+            # Output rows of 8 and of 16 (registers: conv_scatter_delta, its last block part
+            # filled, runs across rows, fewer channels than a work-item takes)
+            for shape, second in (((5, 12), g.Convolution(2, 3, 2, 3, 1, 1)),
                                   ((6, 21), g.Convolution(2, 2, 2, 4, 1, 1))):
                 eights = g.Network([g.Convolution(1, 2, 2, 3, 1, 1), second], input=g.D2(*shape),
                                    device=d, seed=1)

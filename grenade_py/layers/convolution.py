@@ -48,6 +48,8 @@ from grenade_py.shapes import D2, D3, Shape
 
 #: Input channels per work-item of the stride-1 col2im (COL2IM_CHANNELS in convolution.cl).
 COL2IM_CHANNELS = 4
+#: Input channels per work-item of conv_scatter_delta (SCATTER_CHANNELS in convolution.cl).
+SCATTER_CHANNELS = 3
 #: On a GPU the kernel gradient splits the batch into chunks until its R x F outputs
 #: times the chunks reach this many (see `kernel_chunks`).
 SPLIT_OUTPUTS = 1 << 16
@@ -233,8 +235,9 @@ class Convolution(Layer):
         cases take); the same bits all three ways."""
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         if self.scatters():
-            return [self.device.launch("conv_scatter_delta", (c * n,), n, c, h, w, kh, kw, oh,
-                                       ow, f, self.parameters["kernel"], dy, dx, local=(1,))]
+            return [self.device.launch("conv_scatter_delta", (-(-c // SCATTER_CHANNELS) * n,),
+                                       n, c, h, w, kh, kw, oh, ow, f, self.parameters["kernel"],
+                                       dy, dx, local=(1,))]
         p, patches = oh * ow, buffers["patches"]
         if sh == sw == 1 and self.device.gemm == "registers":
             return [blocks.launch(self.device, "conv_input_delta", (n, c * kh * kw, p, f),
