@@ -4,11 +4,11 @@ tuner that chooses them.
 Each GEMM form the layers use is compiled at several register-block shapes (kernels/gemm.cl,
 kernels/convolution.cl): gemm_dot (FullyConnected's forward, LSTM's input delta) in RM x RN
 outputs per work-item, gemm_outer (the weight gradients and input deltas, the recurrent input
-GEMM, a strided convolution's input delta) in RM rows x CV vectors, conv_forward in FM filters,
-conv_kernel_gradient in RM patch entries x FN filters, conv_input_delta (a stride-1
-convolution's input delta where output rows are not whole vectors of 8: gemm_outer's blocks,
-then col2im) in RM rows x CV vectors; each runs
-in a few work-group shapes. The local-memory tiled GEMMs of GPUs (kernels/gemm_tiled.cl:
+GEMM, a strided convolution's input delta) in RM rows x CV vectors, conv_forward in FM filters
+x PV vectors of positions, conv_kernel_gradient in RM patch entries x FN filters,
+conv_input_delta (a stride-1 convolution's input delta where output rows are not whole vectors
+of 8: gemm_outer's blocks, then col2im) in RM rows x CV vectors; each runs in a few work-group
+shapes. The local-memory tiled GEMMs of GPUs (kernels/gemm_tiled.cl:
 gemm_dot_tiled, gemm_outer_tiled) come in several tile shapes (TILES), each its own work-group.
 A candidate is a block and a shape; all give the same bits (they change which work-item
 computes an output, not the order of its sum), so tuning changes speed only.
@@ -66,12 +66,16 @@ TILED_FORMS = ("gemm_dot_tiled", "gemm_outer_tiled")
 #: was least (gemm_dot_8x2 in (16, 4): 1.00x the sum of each of 24 shapes' fastest, against
 #: 1.10x for 8x2 in (64, 1); gemm_outer_6x2 in (4, 4): 1.00x over 52 shapes, against 1.20x for
 #: 16x1 in (64, 1); conv_kernel_gradient_5x4 in (1, 1): 1.00x over 16, against 1.07x in
-#: (64, 1); conv_forward_12 in (64, 1, 1): 1.00x; conv_input_delta_8x1 in (4,) work-items per
-#: sample: 0.89x 6x2's time at LeNet's second layer, the fastest register block at 4 shapes).
+#: (64, 1); conv_forward_6x4 in (8, 1, 8): 1.06-1.13x over the 16 of LeNet and bn in three
+#: runs, against 1.62x for 12x1 in (64, 1, 1), the default when a work-item took one vector of
+#: positions (on an AVX-512 EPYC, where the fastest of two vectors ran 1.15-1.2x as fast as
+#: the fastest of one at LeNet's shapes); conv_input_delta_8x1 in (4,) work-items per sample: 0.89x 6x2's time at
+#: LeNet's second layer, the fastest register block at 4 shapes).
 REGISTERS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2), (2, 2), (3, 2), (2, 4), (4, 3), (5, 2), (3, 3)),
     "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2), (4, 1), (6, 1)),
-    "conv_forward": ((12,), (8,), (10,), (16,), (4,), (5,), (6,)),
+    "conv_forward": ((6, 4), (12, 2), (10, 2), (8, 2), (6, 2), (5, 2), (4, 2), (10, 1), (8, 1),
+                     (6, 1), (5, 1), (4, 1)),
     "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2), (2, 2), (4, 1), (3, 2), (4, 3),
                              (6, 2), (3, 4)),
     "conv_input_delta": ((8, 1), (6, 2), (12, 1), (16, 1), (4, 1), (6, 1)),
@@ -92,7 +96,7 @@ REGISTERS: dict[str, tuple[Block, ...]] = {
 LOCALS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((16, 4), (64, 1), (8, 8), (32, 2)),
     "gemm_outer": ((4, 4, 1), (64, 1, 1), (16, 4, 1), (2, 8, 1), (1, 16, 1)),
-    "conv_forward": ((64, 1, 1), (16, 1, 4), (8, 1, 8)),
+    "conv_forward": ((8, 1, 8), (16, 1, 4), (64, 1, 1)),
     "conv_kernel_gradient": ((1, 1), (64, 1), (4, 4)),
     "conv_input_delta": ((4,), (8,), (2,)),
     "gemm_dot_tiled": ((),),
@@ -120,15 +124,15 @@ WIDE_DEFAULT: Block = (4, 4, 16, 4)
 #: (its vectors there 8 lanes, one register: DOT_VW in gemm.cl) 1.07x, the fastest at 1024^3
 #: (163 GFLOP/s, where the default before, 3x2 in 16 lanes, ran at 111); gemm_outer_6x1 in
 #: (2, 8, 1) 1.05-1.07x against 6x2's 1.24-1.25x. Over LeNet's
-#: convolutions at the same batches: conv_forward_6 in (16, 1, 4) 1.07-1.10x against 8's
+#: convolutions at the same batches: conv_forward_6x1 in (16, 1, 4) 1.07-1.10x against 8x1's
 #: 1.64-1.66x; conv_input_delta_4x1 in (4,) 1.04-1.05x against 6x2's 1.52-1.56x;
 #: conv_kernel_gradient_5x2 in (1, 1) 1.09-1.11x against 5x4's 1.19-1.23x in 16 lanes, and
 #: 1.12x in 8 (DOT_VW, as gemm_dot: 4x3 1.08x, but 1.17x at batch 64). The 2x2, 3x2, 2x4,
-#: 4x3, 5x2 and 3x3 gemm_dot, 4x1 and 6x1 gemm_outer, 4, 5 and 6 conv_forward, 2x2, 4x1, 3x2,
+#: 4x3, 5x2 and 3x3 gemm_dot, 4x1 and 6x1 gemm_outer, 4x1, 5x1 and 6x1 conv_forward, 2x2, 4x1, 3x2,
 #: 4x3, 6x2 and 3x4 conv_kernel_gradient, and 4x1 and 6x1 conv_input_delta blocks are there
 #: for these CPUs: their accumulators fit the registers.
 NARROW: dict[str, Block] = {
-    "gemm_dot": (4, 3, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (6, 16, 1, 4),
+    "gemm_dot": (4, 3, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (6, 1, 16, 1, 4),
     "conv_kernel_gradient": (5, 2, 1, 1), "conv_input_delta": (4, 1, 4)}
 
 

@@ -75,53 +75,71 @@ dotv conv_gather_dot(global const REAL *from, const int *off) {
 #endif
 }
 
-// y[s, f, p] = sum_r K[r, f] x_s[rows[r] + off(p)]: FM filters x VW positions of one sample
-// per work-item, K's rows broadcast as gemm_outer's A; a template as gemm.cl's GEMMs are
-// (conv_forward_12, ...). Where F >= FM, a block passing the last filter is moved back onto
-// F - FM .. F - 1 and stores only its own filters: K's FM values then lie at fixed offsets from
-// one pointer (clamped indexes, each in a register of its own, spilled at FM 10). x (n, sample),
-// y (n, F, P). global size (ceil(P / VW), ceil(F / FM), n)
-// template $FM: 8, 10, 12, 16, 4, 5, 6
-kernel void conv_forward_$FM(int n, int sample, int R, int F, int P, int OW, int pitch,
-                             global const REAL *rows, global const REAL *K,
-                             global const REAL *x, global REAL *y) {
-    const int p0 = get_global_id(0) * VW, f0 = get_global_id(1) * $FM, s = get_global_id(2);
+// y[s, f, p] = sum_r K[r, f] x_s[rows[r] + off(p)]: FM filters x PV vectors of VW positions
+// of one sample per work-item, K's rows broadcast as gemm_outer's A, each gathered vector used
+// by FM filters; a template as gemm.cl's GEMMs are (conv_forward_6x4, conv_forward_8x1, ...).
+// Where F >= FM, a block passing the last filter is moved back onto F - FM .. F - 1 and stores
+// only its own filters: K's FM values then lie at fixed offsets from one pointer (clamped
+// indexes, each in a register of its own, spilled at FM 10). Positions past P repeat the last
+// run (conv_runs) and are not stored. x (n, sample), y (n, F, P).
+// global size (ceil(P / (PV VW)), ceil(F / FM), n)
+// template $FM $PV: 6 4, 12 2, 10 2, 8 2, 6 2, 5 2, 4 2, 10 1, 8 1, 6 1, 5 1, 4 1
+kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW, int pitch,
+                                 global const REAL *rows, global const REAL *K,
+                                 global const REAL *x, global REAL *y) {
+    const int p0 = get_global_id(0) * $PV * VW, f0 = get_global_id(1) * $FM;
+    const int s = get_global_id(2);
     if (p0 >= P || f0 >= F || s >= n) return;
-    int off[VW];
-    conv_runs(p0, P, OW, pitch, VW, off);
+    int off[$PV * VW];
+    conv_runs(p0, P, OW, pitch, $PV * VW, off);
     x += (size_t)s * sample;
     const int fb = F >= $FM ? min(f0, F - $FM) : f0;
     int fs[$FM];
     #pragma unroll
     for (int f = 0; f < $FM; ++f) fs[f] = min(fb + f, F - 1);
-    realv acc[$FM];
+    realv acc[$FM][$PV];
     #pragma unroll
-    for (int f = 0; f < $FM; ++f) acc[f] = 0;
+    for (int f = 0; f < $FM; ++f)
+        #pragma unroll
+        for (int v = 0; v < $PV; ++v) acc[f][v] = 0;
     if (F >= $FM) {
         for (int r = 0; r < R; ++r) {
-            realv b = conv_gather(x + (int)rows[r], off);
+            realv b[$PV];
+            #pragma unroll
+            for (int v = 0; v < $PV; ++v) b[v] = conv_gather(x + (int)rows[r], off + v * VW);
             global const REAL *k = K + (size_t)r * F + fb;
             #pragma unroll
-            for (int f = 0; f < $FM; ++f) acc[f] = fma((realv)(k[f]), b, acc[f]);
+            for (int f = 0; f < $FM; ++f)
+                #pragma unroll
+                for (int v = 0; v < $PV; ++v) acc[f][v] = fma((realv)(k[f]), b[v], acc[f][v]);
         }
     } else {
         for (int r = 0; r < R; ++r) {
-            realv b = conv_gather(x + (int)rows[r], off);
+            realv b[$PV];
+            #pragma unroll
+            for (int v = 0; v < $PV; ++v) b[v] = conv_gather(x + (int)rows[r], off + v * VW);
             global const REAL *k = K + (size_t)r * F;
             #pragma unroll
-            for (int f = 0; f < $FM; ++f) acc[f] = fma((realv)(k[fs[f]]), b, acc[f]);
+            for (int f = 0; f < $FM; ++f)
+                #pragma unroll
+                for (int v = 0; v < $PV; ++v)
+                    acc[f][v] = fma((realv)(k[fs[f]]), b[v], acc[f][v]);
         }
     }
-    global REAL *out = y + ((size_t)s * F + fb) * P + p0;
     #pragma unroll
-    for (int f = 0; f < $FM; ++f, out += P) {
-        if (fb + f < f0 || fb + f >= F) continue;
-        if (p0 + VW <= P) {
-            VSTORE(acc[f], 0, out);
-        } else {
-            REAL lanes[VW];
-            VSTORE(acc[f], 0, lanes);
-            for (int l = 0; l < P - p0; ++l) out[l] = lanes[l];
+    for (int v = 0; v < $PV; ++v) {
+        const int q0 = p0 + v * VW;
+        global REAL *out = y + ((size_t)s * F + fb) * P + q0;
+        #pragma unroll
+        for (int f = 0; f < $FM; ++f, out += P) {
+            if (fb + f < f0 || fb + f >= F) continue;
+            if (q0 + VW <= P) {
+                VSTORE(acc[f][v], 0, out);
+            } else {
+                REAL lanes[VW];
+                VSTORE(acc[f][v], 0, lanes);
+                for (int l = 0; l < P - q0; ++l) out[l] = lanes[l];
+            }
         }
     }
 }

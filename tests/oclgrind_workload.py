@@ -59,13 +59,22 @@ def main() -> None:
             g.fit(pair, g.SGD(0.01), rng.normal(size=(3, 7, 9)),
                   rng.normal(size=(3, *pair.output_shape.dims)), batch_size=3, epochs=1)
             # Output rows of 8 and of 16 (registers: conv_scatter_delta, its last block part
-            # filled, runs across rows, fewer channels than a work-item takes)
-            for shape, second in (((5, 12), g.Convolution(2, 3, 2, 3, 1, 1)),
-                                  ((6, 21), g.Convolution(2, 2, 2, 4, 1, 1))):
-                eights = g.Network([g.Convolution(1, 2, 2, 3, 1, 1), second], input=g.D2(*shape),
-                                   device=d, seed=1)
-                g.fit(eights, g.SGD(0.01), rng.normal(size=(3, *shape)),
-                      rng.normal(size=(3, *eights.output_shape.dims)), batch_size=3, epochs=1)
+            # filled, runs across rows, fewer channels than a work-item takes), the forward at
+            # the narrow default (one vector of positions) and at 4 vectors (24 and 64
+            # positions: a work-item's vectors past the last, and in part)
+            chosen = blocks.default
+            for forward in (None, (6, 4, 8, 1, 8)):
+                blocks.default = chosen if forward is None else (
+                    lambda dev, form, shape, f=forward: f if form == "conv_forward"
+                    else chosen(dev, form, shape))
+                for shape, second in (((5, 12), g.Convolution(2, 3, 2, 3, 1, 1)),
+                                      ((6, 21), g.Convolution(2, 2, 2, 4, 1, 1))):
+                    eights = g.Network([g.Convolution(1, 2, 2, 3, 1, 1), second],
+                                       input=g.D2(*shape), device=d, seed=1)
+                    g.fit(eights, g.SGD(0.01), rng.normal(size=(3, *shape)),
+                          rng.normal(size=(3, *eights.output_shape.dims)), batch_size=3,
+                          epochs=1)
+            blocks.default = chosen
         conv = g.Network([g.Convolution(1, 3, 3, 3, 1, 1), g.BatchNorm(3), g.Relu(),
                           g.Pooling(2, 2, 2, 2), g.Convolution(3, 2, 2, 2, 1, 1),
                           g.Deconvolution(2, 2, 2, 2, 1, 1), g.Pooling(2, 2, 1, 1), g.Reshape(),

@@ -197,7 +197,8 @@ class Convolution(Layer):
                            c_batch=f * p)]
         return [blocks.launch(self.device, "conv_forward", (n, r, f, p), lambda block: (
             self.device.launch(blocks.kernel_name("conv_forward", block),
-                               (-(-p // vector_width(self.device)), -(-f // block[0]), n),
+                               (-(-p // (block[1] * vector_width(self.device))),
+                                -(-f // block[0]), n),
                                *args, buffers["rows"], self.parameters["kernel"], x, y,
                                local=blocks.local("conv_forward", block))))]
 
