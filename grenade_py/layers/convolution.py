@@ -16,7 +16,7 @@ more than the copy. The input delta's patches_s = K dy_s into a per-batch buffer
 dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in one launch,
 conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
 conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per
-sample and input channel), else gemm_outer and conv_col2im. y and dy stay
+sample and 3 input channels), else gemm_outer and conv_col2im. y and dy stay
 (batch, F, positions). On GPUs the kernel gradient (either form) sums chunks of the batch apart
 and adds them up in order (`kernel_chunks`, conv_sum_chunks): its R x F outputs alone are too
 few work-items there.
