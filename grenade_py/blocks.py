@@ -69,8 +69,8 @@ TILED_FORMS = ("gemm_dot_tiled", "gemm_outer_tiled")
 #: (64, 1); conv_forward_6x4 in (8, 1, 8): 1.06-1.13x over the 16 of LeNet and bn in three
 #: runs, against 1.62x for 12x1 in (64, 1, 1), the default when a work-item took one vector of
 #: positions (on an AVX-512 EPYC, where the fastest of two vectors ran 1.15-1.2x as fast as
-#: the fastest of one at LeNet's shapes); conv_input_delta_8x1 in (4,) work-items per sample: 0.89x 6x2's time at
-#: LeNet's second layer, the fastest register block at 4 shapes).
+#: the fastest of one at LeNet's shapes); conv_input_delta_8x1 in (4,) work-items per sample:
+#: 0.89x 6x2's time at LeNet's second layer, the fastest register block at 4 shapes).
 REGISTERS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2), (2, 2), (3, 2), (2, 4), (4, 3), (5, 2), (3, 3)),
     "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2), (4, 1), (6, 1)),

@@ -316,15 +316,17 @@ kernel void conv_input_delta_$RMx$CV(int C, int H, int W, int kh, int kw, int OH
 // from 0, K dy by fma in filter order; then the offsets' in order of a, then b): the bits of
 // conv_input_delta, 1.2-1.4x faster at LeNet's second layer on AVX2, the two taking turns with
 // 8 MB swept through the caches between runs (F = 16: too few terms per patch entry to pay for
-// a GEMM block's set-up and the patches' round trip through memory). Three channels of 4
-// vectors of VW lanes ran 1.5-1.9x as fast as one channel of 8 runs of 8 values, on an AVX-512
-// EPYC at LeNet's second layer, batch 64 and 128, float32 and float64 (2 channels at 0.88-0.97x
-// the speed of 3, 4 channels at 0.93-1.04x, at four shapes); on 256-bit vectors 2 vectors a
-// channel keep the sums in 12 registers of 16 (not measured there).
-#define SCATTER_CHANNELS 3
+// a GEMM block's set-up and the patches' round trip through memory). At LeNet's second layer
+// (batch 64 and 128, and 16 input channels at 64; float32 and float64), against one channel
+// of 8 runs of 8 values: on an AVX-512 EPYC 3 channels of 4 vectors of VW lanes ran 1.5-1.9x
+// as fast (2 channels at 0.88-0.97x the speed of 3, 4 at 0.93-1.04x); on 256-bit vectors (the
+// same EPYC running AVX2 code, PoCL's haswell build) 2 channels of 2 vectors 1.26-1.46x (3 of
+// 2 0.86-1.01x, 3 of 4 0.63-0.83x: the sums spill).
 #if DOT_VW < VW
+#define SCATTER_CHANNELS 2
 #define SCATTER_VECTORS 2
 #else
+#define SCATTER_CHANNELS 3
 #define SCATTER_VECTORS 4
 #endif
 #ifdef REAL_IS_DOUBLE

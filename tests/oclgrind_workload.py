@@ -65,8 +65,8 @@ def main() -> None:
             chosen = blocks.default
             for forward in (None, (6, 4, 8, 1, 8)):
                 blocks.default = chosen if forward is None else (
-                    lambda dev, form, shape, f=forward: f if form == "conv_forward"
-                    else chosen(dev, form, shape))
+                    lambda dev, form, shape, f=forward, before=chosen: f
+                    if form == "conv_forward" else before(dev, form, shape))
                 for shape, second in (((5, 12), g.Convolution(2, 3, 2, 3, 1, 1)),
                                       ((6, 21), g.Convolution(2, 2, 2, 4, 1, 1))):
                     eights = g.Network([g.Convolution(1, 2, 2, 3, 1, 1), second],

@@ -149,9 +149,9 @@ def test_training_with_the_kernel_gradient_in_chunks(device64, rng, monkeypatch)
 @pytest.mark.parametrize("name", [k for k, v in SHAPES.items() if v[6] == v[7] == 1])
 def test_the_one_launch_input_deltas_equal_the_two_launches(device, rng, name):
     """conv_input_delta (a work-group per sample) and, where output rows are whole vectors of 8,
-    conv_scatter_delta (a work-item per sample and 3 channels, which the layer then takes) give
-    the bits of gemm_outer's patches and conv_col2im_rows, the stride-1 input delta's two
-    launches on devices with tiled GEMMs."""
+    conv_scatter_delta (a work-item per sample and 2 or 3 channels, which the layer then
+    takes) give the bits of gemm_outer's patches and conv_col2im_rows, the stride-1 input
+    delta's two launches on devices with tiled GEMMs."""
     if device.gemm != "registers":
         pytest.skip("the one-launch forms run with the register-blocked GEMMs")
     c, h, w, f, kh, kw, _, _ = SHAPES[name]

@@ -16,7 +16,7 @@ more than the copy. The input delta's patches_s = K dy_s into a per-batch buffer
 dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in one launch,
 conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
 conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per
-sample and 3 input channels), else gemm_outer and conv_col2im. y and dy stay
+sample and 2 or 3 input channels), else gemm_outer and conv_col2im. y and dy stay
 (batch, F, positions). On GPUs the kernel gradient (either form) sums chunks of the batch apart
 and adds them up in order (`kernel_chunks`, conv_sum_chunks): its R x F outputs alone are too
 few work-items there.
@@ -48,8 +48,6 @@ from grenade_py.shapes import D2, D3, Shape
 
 #: Input channels per work-item of the stride-1 col2im (COL2IM_CHANNELS in convolution.cl).
 COL2IM_CHANNELS = 4
-#: Input channels per work-item of conv_scatter_delta (SCATTER_CHANNELS in convolution.cl).
-SCATTER_CHANNELS = 3
 #: On a GPU the kernel gradient splits the batch into chunks until its R x F outputs
 #: times the chunks reach this many (see `kernel_chunks`).
 SPLIT_OUTPUTS = 1 << 16
@@ -236,7 +234,8 @@ class Convolution(Layer):
         cases take); the same bits all three ways."""
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         if self.scatters():
-            return [self.device.launch("conv_scatter_delta", (-(-c // SCATTER_CHANNELS) * n,),
+            per_item = 2 if self.device.narrow else 3  # SCATTER_CHANNELS in convolution.cl
+            return [self.device.launch("conv_scatter_delta", (-(-c // per_item) * n,),
                                        n, c, h, w, kh, kw, oh, ow, f, self.parameters["kernel"],
                                        dy, dx, local=(1,))]
         p, patches = oh * ow, buffers["patches"]
