@@ -74,8 +74,8 @@ TILED_FORMS = ("gemm_dot_tiled", "gemm_outer_tiled")
 REGISTERS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2), (2, 2), (3, 2), (2, 4), (4, 3), (5, 2), (3, 3)),
     "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2), (4, 1), (6, 1)),
-    "conv_forward": ((6, 4), (12, 2), (10, 2), (8, 2), (6, 2), (5, 2), (4, 2), (10, 1), (8, 1),
-                     (6, 1), (5, 1), (4, 1)),
+    "conv_forward": ((6, 4), (12, 2), (10, 2), (8, 2), (6, 2), (5, 2), (4, 2), (12, 1), (10, 1),
+                     (8, 1), (6, 1), (5, 1), (4, 1)),
     "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2), (2, 2), (4, 1), (3, 2), (4, 3),
                              (6, 2), (3, 4)),
     "conv_input_delta": ((8, 1), (6, 2), (12, 1), (16, 1), (4, 1), (6, 1)),
@@ -135,6 +135,10 @@ NARROW: dict[str, Block] = {
     "gemm_dot": (4, 3, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (6, 1, 16, 1, 4),
     "conv_kernel_gradient": (5, 2, 1, 1), "conv_input_delta": (4, 1, 4)}
 
+#: The untuned blocks on GPUs where they differ from the first of FORMS: conv_forward's default
+#: before its work-items took several vectors of positions (6x4's 24 vectors of 16 floats, 384
+#: values, are more than a GPU thread's registers hold; neither is timed on a GPU yet).
+GPU: dict[str, Block] = {"conv_forward": (12, 1, 64, 1, 1)}
 
 #: The forms whose vectors are DOT_VW lanes (kernels/gemm.cl): on narrow CPUs one register.
 DOT_FORMS = ("gemm_dot", "conv_kernel_gradient")
@@ -240,8 +244,8 @@ def default(device: Device, form: str, shape: Block) -> Block:
     """The untuned block of a launch of `form` over `shape` on `device`: a tiled form's first
     tile shape that `fits` (else the smallest), BIG_TILE on a GPU where it fits and the product
     (m, n, ...) is at least BIG_TILE_WAVES of them per compute unit; NARROW's on a CPU of
-    8-float vectors; else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one product of
-    m n k >= LARGE and n >= WIDE, else the form's first."""
+    8-float vectors; GPU's on a GPU; else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one
+    product of m n k >= LARGE and n >= WIDE, else the form's first."""
     m, n, k, *rest = shape
     if form in TILED_FORMS:
         tiles = -(-m // BIG_TILE[0]) * -(-n // BIG_TILE[1])
@@ -251,6 +255,8 @@ def default(device: Device, form: str, shape: Block) -> Block:
         return next((b for b in FORMS[form] if fits(device, b)), SMALLEST_TILE)
     if narrow(device):
         return NARROW[form]
+    if device.gpu and form in GPU:
+        return GPU[form]
     if form == "gemm_dot" and rest == [1] and n >= WIDE and m * n * k >= LARGE:
         return WIDE_DEFAULT
     return FORMS[form][0]

@@ -83,7 +83,7 @@ dotv conv_gather_dot(global const REAL *from, const int *off) {
 // indexes, each in a register of its own, spilled at FM 10). Positions past P repeat the last
 // run (conv_runs) and are not stored. x (n, sample), y (n, F, P).
 // global size (ceil(P / (PV VW)), ceil(F / FM), n)
-// template $FM $PV: 6 4, 12 2, 10 2, 8 2, 6 2, 5 2, 4 2, 10 1, 8 1, 6 1, 5 1, 4 1
+// template $FM $PV: 6 4, 12 2, 10 2, 8 2, 6 2, 5 2, 4 2, 12 1, 10 1, 8 1, 6 1, 5 1, 4 1
 kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW, int pitch,
                                  global const REAL *rows, global const REAL *K,
                                  global const REAL *x, global REAL *y) {

@@ -136,6 +136,15 @@ def test_a_tiled_device_tunes_its_tile_shapes(tmp_path, monkeypatch):
     assert blocks.default(device, "gemm_outer_tiled", (3000, 3000, 64, 1, 1)) == blocks.BIG_TILE
     for shape in ((1024, 1024, 1024, 1), (256, 512, 784, 1), (2000, 2000, 9, 1)):
         assert blocks.default(device, "gemm_dot_tiled", shape) == blocks.TILES[0]
+    # Its implicit convolutions' forward at GPU's block, one of the candidates; a wide CPU's
+    # first.
+    monkeypatch.setattr(device, "narrow", False)
+    assert blocks.default(device, "conv_forward", (64, 25, 10, 576)) == (12, 1, 64, 1, 1)
+    assert all(b in blocks.FORMS[form] for form, b in blocks.GPU.items())
+    monkeypatch.setattr(device, "gpu", False)
+    assert blocks.default(device, "conv_forward", (64, 25, 10, 576)) == \
+        blocks.FORMS["conv_forward"][0]
+    monkeypatch.setattr(device, "gpu", True)
     # A device with 64 work-items to a group and 2 KiB of local memory: only the small tiles.
     small = type("Limits", (), {"max_work_group_size": 64, "local_mem_size": 2048,
                                 "max_compute_units": 1})
