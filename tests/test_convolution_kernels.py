@@ -77,6 +77,34 @@ def test_convolution_kernels_against_numpy(device, rng, name, n):
                                **tolerance(device, f * kh * kw), err_msg="input delta")
 
 
+@pytest.mark.parametrize("name", ["half-vector", "lenet-2"])
+def test_every_forward_block_against_numpy(device, rng, name):
+    """Each conv_forward register block (FM filters x PV vectors of positions), in the first
+    work-group shape, against numpy: 88 positions, the last work-item's vectors in part and
+    wholly past them at PV 2 and 4, and 17 filters, past every FM; 64 positions, 16 filters.
+    The same bits at every block."""
+    c, h, w, f, kh, kw, _, _ = SHAPES[name]
+    n, oh, ow = 3, h - kh + 1, w - kw + 1
+    net = Network([Convolution(c, f, kh, kw, 1, 1)], input=D3(h, w, c), device=device, seed=1)
+    layer = net.layers[0]
+    buffers = device.allocate("the test", layer.batch_buffers(n))
+    x = rng.normal(size=(n, c, h, w))
+    x_d, y_d = device.to_device(x), device.zeros((n, f, oh * ow))
+    with blocks.recording() as sites:
+        enqueue(layer.setup(n, buffers) + layer.convolve(n, x_d, y_d, buffers))
+    (form, _, build), = sites
+    want = np.einsum("rf,srp->sfp", net.get_parameters()[0]["kernel"], patches(x, kh, kw, 1, 1))
+    results = []
+    for registers in blocks.REGISTERS[form]:
+        y_d.fill(7)  # every output written: none left from before
+        enqueue([build(registers + blocks.LOCALS[form][0])])
+        results.append(y_d.get())
+        np.testing.assert_allclose(results[-1], want, **tolerance(device, c * kh * kw),
+                                   err_msg=str(registers))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+
+
 _tiled: dict[str, Device] = {}
 
 
