@@ -21,6 +21,7 @@ import pyopencl.array as cl_array
 
 from grenade_py.device import Launch, buffer, streaming_size
 from grenade_py.fused import FusedTrainer, flat_place, fused_trainer
+from grenade_py.gemm import vector_width
 from grenade_py.layers import Layer
 from grenade_py.layers.base import Buffers, Factor, sub
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
@@ -32,9 +33,9 @@ from grenade_py.recurrent_network import RecurrentNetwork
 #: from call to call), and per RecurrentNetwork (Grenade's recurrent example trains on 26
 #: sequence lengths).
 MAX_STEPS, MAX_SEQUENCE_STEPS = 4, 32
-#: Columns per work-item of the recurrent update kernels (8 x UPDATE_VECTORS in recurrent.cl),
-#: and the ints per parameter array in their table (UPDATE_ENTRY).
-UPDATE_COLUMNS, UPDATE_ENTRY = 32, 9
+#: The ints per parameter array in the recurrent update kernels' table (UPDATE_ENTRY in
+#: recurrent.cl).
+UPDATE_ENTRY = 9
 
 
 def enqueue(launches: list[Launch]) -> None:
@@ -348,12 +349,15 @@ class Step:
             return self._sequence_update[kernel]
         device, zeros = self.net.device, [self.net.device.dtype(0)] * len(VALUES)
         table, items = [], 0
+        # Columns per work-item (UPDATE_COLUMNS in recurrent.cl): 4 vectors of 512 bits, or of
+        # 8 values on CPUs of 256-bit vectors.
+        columns = 4 * (8 if device.narrow else vector_width(device))
         for (rows, cols, d, ldd, x, ldx), f, layer in self._factors():
             at = flat_place(layer, layer.parameters[f.name])[1]
             assert flat_place(layer, layer.momentum[f.name])[1] == at
             table += [items, rows, cols, self._offset(d), ldd, self._offset(x), ldx,
                       int(f.decay), at]
-            items += rows * -(-cols // UPDATE_COLUMNS)
+            items += rows * -(-cols // columns)
         flat = self.net.flat
         launches = self._sequence_update[kernel] = [device.launch(
             f"recurrent_update_{kernel}", (items,), self.rows, len(table) // UPDATE_ENTRY,

@@ -58,6 +58,7 @@ optimizer optimizer_next(optimizer o) {
     }
 OPTIMIZER_STEP(REAL, optimizer_step)
 OPTIMIZER_STEP(REAL8, optimizer_step8)
+OPTIMIZER_STEP(realv, optimizer_stepv)
 #pragma OPENCL FP_CONTRACT ON
 
 // One step of element i from gradient g (v is neither read nor written under SGD).

@@ -264,35 +264,52 @@ void recurrent_ordered_at(optimizer first, REAL decay, int steps, global const R
     if (first.kind != OPTIMIZER_SGD) v[at] = vi;
 }
 
-// Columns per work-item of recurrent_update, in vectors of 8: a step's optimiser updates form a
-// chain of dependent operations, so each work-item carries several independent chains at once
-// (4: ~1.8x the single chain's speed on PoCL's CPU device).
+// Columns per work-item of recurrent_update (as Step._update_launches counts them in
+// grenade_py/execution.py): UPDATE_VECTORS vectors of UPDATE_LANES. A step's optimiser updates
+// form a chain of dependent operations, so each work-item carries several independent chains at
+// once (4: ~1.8x the single chain's speed on PoCL's CPU device, in vectors of 8). Vectors of VW
+// lanes where a register holds them (on an AVX-512 EPYC, float32: Grenade's ordered SGD steps of
+// the Shakespeare network 1.22-1.43x as fast as in 8 lanes, Adam's 0.97-1.08x, summed steps
+// 0.97-1.13x), else of 8 (on 256-bit vectors, PoCL's haswell build there, 4 lanes of doubles
+// ran at 0.78-1.05x the speed of 8).
 #define UPDATE_VECTORS 4
+#if DOT_VW < VW
+#define UPDATE_LANES 8
+#define UPDATE_STEP optimizer_step8
+#else
+#define UPDATE_LANES VW
+#define UPDATE_STEP optimizer_stepv
+#endif
+#define UPDATE_COLUMNS (UPDATE_VECTORS * UPDATE_LANES)
+typedef DOT_TYPE(REAL, UPDATE_LANES) updatev;
+#define UPDATE_VLOAD DOT_TYPE(vload, UPDATE_LANES)
+#define UPDATE_VSTORE DOT_TYPE(vstore, UPDATE_LANES)
 
 // Grenade's trainRecurrent update of a weight matrix w (rows, cols) whose gradient at step k is
 // d[k * ldd + r] * x[k * ldx + c]: with `ordered`, the `steps` gradients applied one at a time in
 // time order, step k being the optimiser's step t0 + k (applyRecurrentUpdate folded over the
 // steps; p1, p2 are Adam's b1^t0, b2^t0); otherwise their sum as step t0. A vector is one row
 // whose d is all ones. `decay` is 0 for parameters Grenade does not regularise. The work-item
-// of row r and columns from c0: UPDATE_VECTORS vectors of 8 columns, then, past the last whole
-// vector, single columns. The kind is a parameter here and a constant in each kernel below, so
-// that each kernel holds one rule.
+// of row r and columns from c0: UPDATE_VECTORS vectors of UPDATE_LANES columns, then, past the
+// last whole vector, single columns. The kind is a parameter here and a constant in each kernel
+// below, so that each kernel holds one rule.
 void recurrent_update_at(const int kind, int r, int c0, int steps, int rows, int cols,
                          global const REAL *d, int ldd, global const REAL *x, int ldx,
                          REAL rate, REAL beta1, REAL beta2, REAL eps, REAL decay, REAL p1,
                          REAL p2, int ordered, global REAL *w, global REAL *m, global REAL *v) {
     if (c0 >= cols || r >= rows) return;
     const optimizer first = optimizer_make(kind, rate, beta1, beta2, eps, p1, p2);
-    const int adam = kind != OPTIMIZER_SGD, whole = min(UPDATE_VECTORS, (cols - c0) / 8);
+    const int adam = kind != OPTIMIZER_SGD;
+    const int whole = min(UPDATE_VECTORS, (cols - c0) / UPDATE_LANES);
     const size_t at = (size_t)r * cols + c0;
     // The chains past `whole` run on zeros and are not stored: a fixed count of chains
     // stays in registers.
-    REAL8 wv[UPDATE_VECTORS], mv[UPDATE_VECTORS], vv[UPDATE_VECTORS], g[UPDATE_VECTORS];
+    updatev wv[UPDATE_VECTORS], mv[UPDATE_VECTORS], vv[UPDATE_VECTORS], g[UPDATE_VECTORS];
     #pragma unroll
     for (int j = 0; j < UPDATE_VECTORS; ++j) {
-        wv[j] = j < whole ? vload8(j, w + at) : 0;
-        mv[j] = j < whole ? vload8(j, m + at) : 0;
-        vv[j] = adam && j < whole ? vload8(j, v + at) : 0;
+        wv[j] = j < whole ? UPDATE_VLOAD(j, w + at) : 0;
+        mv[j] = j < whole ? UPDATE_VLOAD(j, m + at) : 0;
+        vv[j] = adam && j < whole ? UPDATE_VLOAD(j, v + at) : 0;
         g[j] = 0;
     }
     optimizer o = first;
@@ -304,8 +321,8 @@ void recurrent_update_at(const int kind, int r, int c0, int steps, int rows, int
         global const REAL *xk = x + (size_t)k * ldx + c0;                                     \
         _Pragma("unroll")                                                                     \
         for (int j = 0; j < UPDATE_VECTORS; ++j)                                              \
-            optimizer_step8(o, decay, dk * (j < (chains) ? vload8(j, xk) : 0), &wv[j],        \
-                            &mv[j], &vv[j]);                                                  \
+            UPDATE_STEP(o, decay, dk * (j < (chains) ? UPDATE_VLOAD(j, xk) : 0), &wv[j],      \
+                        &mv[j], &vv[j]);                                                      \
     }
     if (ordered && whole == UPDATE_VECTORS) {
         ORDERED_STEPS(UPDATE_VECTORS)
@@ -316,18 +333,19 @@ void recurrent_update_at(const int kind, int r, int c0, int steps, int rows, int
             const REAL dk = d[(size_t)k * ldd + r];
             global const REAL *xk = x + (size_t)k * ldx + c0;
             #pragma unroll
-            for (int j = 0; j < UPDATE_VECTORS; ++j) g[j] += dk * (j < whole ? vload8(j, xk) : 0);
+            for (int j = 0; j < UPDATE_VECTORS; ++j)
+                g[j] += dk * (j < whole ? UPDATE_VLOAD(j, xk) : 0);
         }
     }
 #undef ORDERED_STEPS
     for (int j = 0; j < whole; ++j) {
-        if (!ordered) optimizer_step8(first, decay, g[j], &wv[j], &mv[j], &vv[j]);
-        vstore8(wv[j], j, w + at);
-        vstore8(mv[j], j, m + at);
-        if (adam) vstore8(vv[j], j, v + at);
+        if (!ordered) UPDATE_STEP(first, decay, g[j], &wv[j], &mv[j], &vv[j]);
+        UPDATE_VSTORE(wv[j], j, w + at);
+        UPDATE_VSTORE(mv[j], j, m + at);
+        if (adam) UPDATE_VSTORE(vv[j], j, v + at);
     }
     if (whole == UPDATE_VECTORS) return;
-    for (int c = c0 + 8 * whole; c < cols; ++c) {
+    for (int c = c0 + UPDATE_LANES * whole; c < cols; ++c) {
         if (ordered) {
             recurrent_ordered_at(first, decay, steps, d + r, ldd, x + c, ldx, w, m, v,
                                  (size_t)r * cols + c);
@@ -343,7 +361,7 @@ void recurrent_update_at(const int kind, int r, int c0, int steps, int rows, int
 // holds UPDATE_ENTRY ints per array, in order: its first work-item, rows, cols, where its d
 // and x lie in `steps_buffer` (a Step's buffers, one allocation) and their row strides, whether
 // it decays (0 or 1: `decay` times it), and its offset in the flat buffers w, m, v. Array a's
-// work-items are rows x ceil(cols / (8 UPDATE_VECTORS)), row by row. global size: the table's
+// work-items are rows x ceil(cols / UPDATE_COLUMNS), row by row. global size: the table's
 // work-items (or more: those past the last array's do nothing).
 #define UPDATE_ENTRY 9
 #define RECURRENT_UPDATE(NAME, KIND)                                                          \
@@ -355,10 +373,9 @@ void recurrent_update_at(const int kind, int r, int c0, int steps, int rows, int
         int a = 0;                                                                            \
         while (a + 1 < arrays && q >= table[(a + 1) * UPDATE_ENTRY]) ++a;                     \
         global const int *e = table + a * UPDATE_ENTRY;                                       \
-        const int item = q - e[0], across = (e[2] + 8 * UPDATE_VECTORS - 1) /                 \
-                                            (8 * UPDATE_VECTORS);                             \
+        const int item = q - e[0], across = (e[2] + UPDATE_COLUMNS - 1) / UPDATE_COLUMNS;     \
         if (item >= e[1] * across) return;                                                    \
-        recurrent_update_at(KIND, item / across, item % across * 8 * UPDATE_VECTORS, steps,   \
+        recurrent_update_at(KIND, item / across, item % across * UPDATE_COLUMNS, steps,       \
                             e[1], e[2], steps_buffer + e[3], e[4], steps_buffer + e[5], e[6], \
                             rate, beta1, beta2, eps, decay * e[7], p1, p2, ordered,           \
                             w + e[8], m + e[8], v + e[8]);                                    \
