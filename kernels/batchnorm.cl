@@ -4,7 +4,13 @@
 // moves the running statistics by `momentum` (the variance's unbiased, as PyTorch does);
 // inference normalises by the running ones. y = gamma x^ + beta.
 
-// The channel reductions run as one work-group of BATCHNORM_LANES work-items per channel.
+// The kernels take the batch in runs: each (sample n, channel c) row's P values in runs of 8
+// (a shorter last one where P % 8 != 0), run j of channel c being sample j / R's run j % R
+// (R = ceil(P / 8) runs a row): one division per 8 values, whole runs as vectors. The
+// channel reductions run as one work-group of BATCHNORM_LANES work-items per channel, work-item
+// lid summing runs lid, lid + LANES, ... in REAL8 lanes, then across them; the element-wise
+// kernels as a work-item per run (global size N C R), or where P is 1 (D1: a channel per
+// feature) per run of 8 features of a sample (global size N ceil(C / 8)).
 #define BATCHNORM_LANES 64
 
 // The sum over the work-group of each lane's `value` (every lane gets it).
@@ -21,9 +27,45 @@ REAL batchnorm_group_sum(local REAL *part, REAL value) {
     return sum;
 }
 
-// The index of channel c's k-th value of the batch.
-size_t batchnorm_at(int C, int P, int c, int k) {
-    return ((size_t)(k / P) * C + c) * P + k % P;
+REAL batchnorm_hsum(REAL8 v) {
+    const REAL4 h = v.lo + v.hi;
+    return (h.x + h.y) + (h.z + h.w);
+}
+
+// Where row `row` (n C + c)'s run r starts, and in *count its values (8, or fewer at the end).
+size_t batchnorm_run(int P, size_t row, int r, int *count) {
+    *count = min(8, P - 8 * r);
+    return row * P + 8 * r;
+}
+
+// Channel c's run j of the batch (j < N R): its start, and its values in *count.
+size_t batchnorm_channel_run(int C, int P, int c, int j, int *count) {
+    const int runs = (P + 7) / 8;
+    return batchnorm_run(P, (size_t)(j / runs) * C + c, j % runs, count);
+}
+
+// The element-wise kernels' run: the work-item's start, its (first) channel in *c and its
+// values in *count; -1 past the batch.
+long batchnorm_element_run(int N, int C, int P, int *c, int *count) {
+    const int q = get_global_id(0);
+    if (P == 1) {  // runs of features
+        const int runs = (C + 7) / 8;
+        if (q >= N * runs) return -1;
+        *c = q % runs * 8;
+        return batchnorm_run(C, q / runs, q % runs, count);
+    }
+    const int runs = (P + 7) / 8;
+    if (q >= N * C * runs) return -1;
+    *c = q / runs % C;
+    return batchnorm_run(P, q / runs, q % runs, count);
+}
+
+// A per-channel value (v[c], a channel from *c on) for a whole run, and for value q of a run.
+REAL8 batchnorm_run_of(global const REAL *v, int c, int P) {
+    return P == 1 ? vload8(0, v + c) : (REAL8)v[c];
+}
+REAL batchnorm_value_of(global const REAL *v, int c, int P, int q) {
+    return v[P == 1 ? c + q : c];
 }
 
 // Per channel (work-group): its batch mean and 1 / sqrt(var + eps) (two passes), the
@@ -36,16 +78,30 @@ kernel void batchnorm_statistics(int N, int C, int P, REAL eps, REAL momentum,
                                  global REAL *inv_std, global REAL *affine,
                                  global REAL *running) {
     local REAL part[BATCHNORM_LANES];
-    const int c = get_group_id(0), lid = get_local_id(0), count = N * P;
+    const int c = get_group_id(0), lid = get_local_id(0), runs = N * ((P + 7) / 8);
+    const int count = N * P;
+    REAL8 sum8 = 0;
     REAL sum = 0;
-    for (int k = lid; k < count; k += BATCHNORM_LANES) sum += x[batchnorm_at(C, P, c, k)];
-    const REAL m = batchnorm_group_sum(part, sum) / count;
-    REAL squares = 0;
-    for (int k = lid; k < count; k += BATCHNORM_LANES) {
-        const REAL e = x[batchnorm_at(C, P, c, k)] - m;
-        squares += e * e;
+    for (int j = lid; j < runs; j += BATCHNORM_LANES) {
+        int n;
+        const size_t at = batchnorm_channel_run(C, P, c, j, &n);
+        if (n == 8) sum8 += vload8(0, x + at);
+        else for (int q = 0; q < n; ++q) sum += x[at + q];
     }
-    squares = batchnorm_group_sum(part, squares);
+    const REAL m = batchnorm_group_sum(part, batchnorm_hsum(sum8) + sum) / count;
+    REAL8 squares8 = 0;
+    REAL squares = 0;
+    for (int j = lid; j < runs; j += BATCHNORM_LANES) {
+        int n;
+        const size_t at = batchnorm_channel_run(C, P, c, j, &n);
+        if (n == 8) {
+            const REAL8 e = vload8(0, x + at) - m;
+            squares8 += e * e;
+        } else {
+            for (int q = 0; q < n; ++q) squares += (x[at + q] - m) * (x[at + q] - m);
+        }
+    }
+    squares = batchnorm_group_sum(part, batchnorm_hsum(squares8) + squares);
     if (lid != 0) return;
     const REAL var = squares / count;
     mean[c] = m;
@@ -57,38 +113,42 @@ kernel void batchnorm_statistics(int N, int C, int P, REAL eps, REAL momentum,
                      + momentum * (count > 1 ? squares / (count - 1) : var);
 }
 
-// The element-wise kernels run over global size (P, N C) (D3: positions along dimension 0,
-// so a work-group shares a channel) or, where P is 1, (C, N) (D1: features along dimension 0).
-// This work-item's channel in *c and its value's index, or -1 past the batch.
-long batchnorm_element(int N, int C, int P, int *c) {
-    const int i = get_global_id(0), row = get_global_id(1);
-    if (P == 1) {
-        *c = i;
-        return i < C && row < N ? (long)row * C + i : -1;
-    }
-    *c = row % C;
-    return i < P && row < N * C ? (long)row * P + i : -1;
-}
-
 // y = a x + b, with a = affine[c] and b = affine[C + c] per channel: the training forward pass
-// (batchnorm_statistics' scale and shift) and the backward pass's input delta
-// (batchnorm_backward_statistics': dx = a dy + b x + d, see batchnorm_backward_input).
-kernel void batchnorm_normalise(int N, int C, int P, global const REAL *x,
-                                global const REAL *affine, global REAL *y) {
-    int c;
-    const long at = batchnorm_element(N, C, P, &c);
+// (batchnorm_statistics' scale and shift).
+STREAMING kernel void batchnorm_normalise(int N, int C, int P, global const REAL *x,
+                                          global const REAL *affine, global REAL *y) {
+    int c, n;
+    const long at = batchnorm_element_run(N, C, P, &c, &n);
     if (at < 0) return;
-    y[at] = affine[c] * x[at] + affine[C + c];
+    if (n == 8) {
+        vstore8(batchnorm_run_of(affine, c, P) * vload8(0, x + at) +
+                batchnorm_run_of(affine + C, c, P), 0, y + at);
+        return;
+    }
+    for (int q = 0; q < n; ++q)
+        y[at + q] = batchnorm_value_of(affine, c, P, q) * x[at + q] +
+                    batchnorm_value_of(affine + C, c, P, q);
 }
 
 // Inference: y = gamma (x - running mean) / sqrt(running var + eps) + beta.
-kernel void batchnorm_inference(int N, int C, int P, REAL eps, global const REAL *x,
-                                global const REAL *running, global const REAL *gamma,
-                                global const REAL *beta, global REAL *y) {
-    int c;
-    const long at = batchnorm_element(N, C, P, &c);
+STREAMING kernel void batchnorm_inference(int N, int C, int P, REAL eps, global const REAL *x,
+                                          global const REAL *running, global const REAL *gamma,
+                                          global const REAL *beta, global REAL *y) {
+    int c, n;
+    const long at = batchnorm_element_run(N, C, P, &c, &n);
     if (at < 0) return;
-    y[at] = gamma[c] * ((x[at] - running[c]) / sqrt(running[C + c] + eps)) + beta[c];
+    if (n == 8) {
+        const REAL8 s = sqrt(batchnorm_run_of(running + C, c, P) + eps);
+        vstore8(batchnorm_run_of(gamma, c, P) * ((vload8(0, x + at) -
+                                                  batchnorm_run_of(running, c, P)) / s) +
+                batchnorm_run_of(beta, c, P), 0, y + at);
+        return;
+    }
+    for (int q = 0; q < n; ++q)
+        y[at + q] = batchnorm_value_of(gamma, c, P, q) *
+                    ((x[at + q] - batchnorm_value_of(running, c, P, q)) /
+                     sqrt(batchnorm_value_of(running + C, c, P, q) + eps)) +
+                    batchnorm_value_of(beta, c, P, q);
 }
 
 // Backward, per channel (work-group): dbeta = sum dy, dgamma = sum dy x^ (over the batch),
@@ -100,30 +160,52 @@ kernel void batchnorm_backward_statistics(int N, int C, int P, global const REAL
                                           global REAL *dgamma, global REAL *dbeta,
                                           global REAL *coefficients) {
     local REAL part[BATCHNORM_LANES];
-    const int c = get_group_id(0), lid = get_local_id(0), count = N * P;
+    const int c = get_group_id(0), lid = get_local_id(0), runs = N * ((P + 7) / 8);
+    const int count = N * P;
+    const REAL m = mean[c], s = inv_std[c];
+    REAL8 dy8 = 0, dy_xhat8 = 0;
     REAL sum_dy = 0, sum_dy_xhat = 0;
-    for (int k = lid; k < count; k += BATCHNORM_LANES) {
-        const size_t at = batchnorm_at(C, P, c, k);
-        sum_dy += dy[at];
-        sum_dy_xhat += dy[at] * ((x[at] - mean[c]) * inv_std[c]);
+    for (int j = lid; j < runs; j += BATCHNORM_LANES) {
+        int n;
+        const size_t at = batchnorm_channel_run(C, P, c, j, &n);
+        if (n == 8) {
+            const REAL8 d = vload8(0, dy + at);
+            dy8 += d;
+            dy_xhat8 += d * ((vload8(0, x + at) - m) * s);
+        } else {
+            for (int q = 0; q < n; ++q) {
+                sum_dy += dy[at + q];
+                sum_dy_xhat += dy[at + q] * ((x[at + q] - m) * s);
+            }
+        }
     }
-    sum_dy = batchnorm_group_sum(part, sum_dy);
-    sum_dy_xhat = batchnorm_group_sum(part, sum_dy_xhat);
+    sum_dy = batchnorm_group_sum(part, batchnorm_hsum(dy8) + sum_dy);
+    sum_dy_xhat = batchnorm_group_sum(part, batchnorm_hsum(dy_xhat8) + sum_dy_xhat);
     if (lid != 0) return;
     dbeta[c] = sum_dy;
     dgamma[c] = sum_dy_xhat;
-    const REAL a = gamma[c] * inv_std[c], m_dy = sum_dy / count, m_dy_xhat = sum_dy_xhat / count;
+    const REAL a = gamma[c] * s, m_dy = sum_dy / count, m_dy_xhat = sum_dy_xhat / count;
     coefficients[c] = a;
-    coefficients[C + c] = -a * inv_std[c] * m_dy_xhat;
-    coefficients[2 * C + c] = a * (mean[c] * inv_std[c] * m_dy_xhat - m_dy);
+    coefficients[C + c] = -a * s * m_dy_xhat;
+    coefficients[2 * C + c] = a * (m * s * m_dy_xhat - m_dy);
 }
 
 // dx = a dy + b x + d with batchnorm_backward_statistics' coefficients.
-kernel void batchnorm_backward_input(int N, int C, int P, global const REAL *x,
-                                     global const REAL *dy, global const REAL *coefficients,
-                                     global REAL *dx) {
-    int c;
-    const long at = batchnorm_element(N, C, P, &c);
+STREAMING kernel void batchnorm_backward_input(int N, int C, int P, global const REAL *x,
+                                               global const REAL *dy,
+                                               global const REAL *coefficients,
+                                               global REAL *dx) {
+    int c, n;
+    global const REAL *a = coefficients, *b = coefficients + C, *d = coefficients + 2 * C;
+    const long at = batchnorm_element_run(N, C, P, &c, &n);
     if (at < 0) return;
-    dx[at] = coefficients[c] * dy[at] + coefficients[C + c] * x[at] + coefficients[2 * C + c];
+    if (n == 8) {
+        vstore8(batchnorm_run_of(a, c, P) * vload8(0, dy + at) +
+                batchnorm_run_of(b, c, P) * vload8(0, x + at) + batchnorm_run_of(d, c, P), 0,
+                dx + at);
+        return;
+    }
+    for (int q = 0; q < n; ++q)
+        dx[at + q] = batchnorm_value_of(a, c, P, q) * dy[at + q] +
+                     batchnorm_value_of(b, c, P, q) * x[at + q] + batchnorm_value_of(d, c, P, q);
 }

@@ -39,11 +39,12 @@ def main() -> None:
                 blocks.default = DEFAULT
                 default_tiles(d)
                 blocks.default = smallest_tiles
-            mlp = g.Network([g.FullyConnected(7, 5), g.Gelu(), g.Dropout(0.3),
-                             g.FullyConnected(5, 3), g.Softmax()], input=g.D1(7), device=d,
+            # (BatchNorm over 9 features: a run of 8 and one of 1)
+            mlp = g.Network([g.FullyConnected(7, 9), g.BatchNorm(9), g.Gelu(), g.Dropout(0.3),
+                             g.FullyConnected(9, 3), g.Softmax()], input=g.D1(7), device=d,
                             seed=1)
-            g.fit(mlp, g.AdamW(0.01, clip_norm=0.5), rng.normal(size=(9, 7)),
-                  np.eye(3)[rng.integers(0, 3, 9)], batch_size=4, epochs=1,
+            g.fit(mlp, g.AdamW(0.01, clip_norm=0.5), rng.normal(size=(10, 7)),
+                  np.eye(3)[rng.integers(0, 3, 10)], batch_size=4, epochs=1,
                   loss="cross_entropy", schedule="cosine")
             g.evaluate(mlp, rng.normal(size=(3, 7)), np.eye(3)[rng.integers(0, 3, 3)],
                        loss="cross_entropy")

@@ -26,8 +26,12 @@ def shape_of(c, p):
     return g.D1(c) if p == 1 else g.D3(p, 1, c)
 
 
-@pytest.mark.parametrize(("n", "c", "p"), [(2, 1, 1), (3, 17, 1), (5, 3, 7), (2, 1, 257)])
+@pytest.mark.parametrize(("n", "c", "p"), [(2, 1, 1), (3, 17, 1), (70, 9, 1), (5, 3, 7),
+                                           (4, 5, 24), (2, 1, 257)])
 def test_against_numpy(device, rng, n, c, p):
+    """Training forward and backward, the running statistics after it and inference from them:
+    runs of 8 values and shorter ones, rows of features (D1) in runs of 8 and fewer, more runs
+    than a channel's work-group has work-items."""
     net = g.Network([g.BatchNorm(c)], input=shape_of(c, p), device=device, seed=1)
     gamma, beta = rng.normal(size=c), rng.normal(size=c)
     net.set_parameters([{"gamma": gamma, "beta": beta}])
@@ -43,6 +47,13 @@ def test_against_numpy(device, rng, n, c, p):
     grads = net.layers[0].gradients
     np.testing.assert_allclose(grads["gamma"].get(), dgamma, **tol)
     np.testing.assert_allclose(grads["beta"].get(), dbeta, **tol)
+    state = net.layers[0].get_state()
+    means, variances = x.mean(axis=(0, 2)), x.var(axis=(0, 2), ddof=1)
+    np.testing.assert_allclose(state["running_mean"], 0.1 * means, **tol)
+    np.testing.assert_allclose(state["running_var"], 0.9 + 0.1 * variances, **tol)
+    rm, rv = (np.array(state[k])[None, :, None] for k in ("running_mean", "running_var"))
+    want = gamma[None, :, None] * (x - rm) / np.sqrt(rv + 1e-5) + beta[None, :, None]
+    np.testing.assert_allclose(g.run_net(net, x.reshape(dims)).reshape(x.shape), want, **tol)
 
 
 @pytest.mark.parametrize("image", [False, True])

@@ -97,10 +97,11 @@ class BatchNorm(Layer):
         return (shape.n, 1) if isinstance(shape, D1) else \
             (self.channels, shape.rows * shape.cols)  # type: ignore[attr-defined]
 
-    def _elements(self, n: int) -> tuple[int, int]:
-        """The element-wise kernels' global size: (P, n C), or (C, n) where P is 1."""
+    def _elements(self, n: int) -> tuple[int]:
+        """The element-wise kernels' global size: a work-item per run of up to 8 values of a
+        (sample, channel) row, or where P is 1 of 8 features of a sample (kernels/batchnorm.cl)."""
         c, p = self._geometry()
-        return (c, n) if p == 1 else (p, n * c)
+        return (n * -(-c // 8),) if p == 1 else (n * c * -(-p // 8),)
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         return {"mean": (self.channels,), "inv_std": (self.channels,),
