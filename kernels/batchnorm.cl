@@ -68,6 +68,22 @@ REAL batchnorm_value_of(global const REAL *v, int c, int P, int q) {
     return v[P == 1 ? c + q : c];
 }
 
+// Channel c's statistics from its `count` values' mean m and summed squared deviations: mean,
+// 1 / sqrt(var + eps), the forward pass's scale and shift, the running statistics' update.
+void batchnorm_keep_statistics(int C, int c, int count, REAL m, REAL squares, REAL eps,
+                               REAL momentum, global const REAL *gamma, global const REAL *beta,
+                               global REAL *mean, global REAL *inv_std, global REAL *affine,
+                               global REAL *running) {
+    const REAL var = squares / count;
+    mean[c] = m;
+    inv_std[c] = 1 / sqrt(var + eps);
+    affine[c] = gamma[c] * inv_std[c];
+    affine[C + c] = beta[c] - m * affine[c];
+    running[c] = (1 - momentum) * running[c] + momentum * m;
+    running[C + c] = (1 - momentum) * running[C + c]
+                     + momentum * (count > 1 ? squares / (count - 1) : var);
+}
+
 // Per channel (work-group): its batch mean and 1 / sqrt(var + eps) (two passes), the
 // running statistics' update, and the forward pass as y = x scale + shift: affine[c] = scale
 // = gamma inv_std, affine[C + c] = shift = beta - mean scale. running: (2, C), the means then
@@ -102,15 +118,26 @@ kernel void batchnorm_statistics(int N, int C, int P, REAL eps, REAL momentum,
         }
     }
     squares = batchnorm_group_sum(part, batchnorm_hsum(squares8) + squares);
-    if (lid != 0) return;
-    const REAL var = squares / count;
-    mean[c] = m;
-    inv_std[c] = 1 / sqrt(var + eps);
-    affine[c] = gamma[c] * inv_std[c];
-    affine[C + c] = beta[c] - m * affine[c];
-    running[c] = (1 - momentum) * running[c] + momentum * m;
-    running[C + c] = (1 - momentum) * running[C + c]
-                     + momentum * (count > 1 ? squares / (count - 1) : var);
+    if (lid == 0)
+        batchnorm_keep_statistics(C, c, count, m, squares, eps, momentum, gamma, beta, mean,
+                                  inv_std, affine, running);
+}
+
+// batchnorm_statistics where P is 1 (D1: a channel per feature): a work-item per feature,
+// its N values C apart summed one by one. global size (C)
+kernel void batchnorm_feature_statistics(int N, int C, REAL eps, REAL momentum,
+                                         global const REAL *x, global const REAL *gamma,
+                                         global const REAL *beta, global REAL *mean,
+                                         global REAL *inv_std, global REAL *affine,
+                                         global REAL *running) {
+    const int c = get_global_id(0);
+    if (c >= C) return;
+    REAL sum = 0, squares = 0;
+    for (int n = 0; n < N; ++n) sum += x[(size_t)n * C + c];
+    const REAL m = sum / N;
+    for (int n = 0; n < N; ++n) squares += (x[(size_t)n * C + c] - m) * (x[(size_t)n * C + c] - m);
+    batchnorm_keep_statistics(C, c, N, m, squares, eps, momentum, gamma, beta, mean, inv_std,
+                              affine, running);
 }
 
 // y = a x + b, with a = affine[c] and b = affine[C + c] per channel: the training forward pass
@@ -151,6 +178,19 @@ STREAMING kernel void batchnorm_inference(int N, int C, int P, REAL eps, global 
                     batchnorm_value_of(beta, c, P, q);
 }
 
+// Channel c's gradients from its sums over `count` values of dy and dy x^ (mean m, inv_std s):
+// dbeta, dgamma, and the input delta's coefficients (see batchnorm_backward_statistics).
+void batchnorm_keep_gradients(int C, int c, int count, REAL sum_dy, REAL sum_dy_xhat, REAL m,
+                              REAL s, global const REAL *gamma, global REAL *dgamma,
+                              global REAL *dbeta, global REAL *coefficients) {
+    dbeta[c] = sum_dy;
+    dgamma[c] = sum_dy_xhat;
+    const REAL a = gamma[c] * s, m_dy = sum_dy / count, m_dy_xhat = sum_dy_xhat / count;
+    coefficients[c] = a;
+    coefficients[C + c] = -a * s * m_dy_xhat;
+    coefficients[2 * C + c] = a * (m * s * m_dy_xhat - m_dy);
+}
+
 // Backward, per channel (work-group): dbeta = sum dy, dgamma = sum dy x^ (over the batch),
 // and the input delta dx = gamma inv_std (dy - mean(dy) - x^ mean(dy x^)) as
 // dx = a dy + b x + d: coefficients[c], [C + c], [2 C + c] = a, b, d.
@@ -181,13 +221,30 @@ kernel void batchnorm_backward_statistics(int N, int C, int P, global const REAL
     }
     sum_dy = batchnorm_group_sum(part, batchnorm_hsum(dy8) + sum_dy);
     sum_dy_xhat = batchnorm_group_sum(part, batchnorm_hsum(dy_xhat8) + sum_dy_xhat);
-    if (lid != 0) return;
-    dbeta[c] = sum_dy;
-    dgamma[c] = sum_dy_xhat;
-    const REAL a = gamma[c] * s, m_dy = sum_dy / count, m_dy_xhat = sum_dy_xhat / count;
-    coefficients[c] = a;
-    coefficients[C + c] = -a * s * m_dy_xhat;
-    coefficients[2 * C + c] = a * (m * s * m_dy_xhat - m_dy);
+    if (lid == 0)
+        batchnorm_keep_gradients(C, c, count, sum_dy, sum_dy_xhat, m, s, gamma, dgamma, dbeta,
+                                 coefficients);
+}
+
+// batchnorm_backward_statistics where P is 1 (D1): a work-item per feature. global size (C)
+kernel void batchnorm_feature_backward_statistics(int N, int C, global const REAL *x,
+                                                  global const REAL *mean,
+                                                  global const REAL *inv_std,
+                                                  global const REAL *gamma,
+                                                  global const REAL *dy, global REAL *dgamma,
+                                                  global REAL *dbeta,
+                                                  global REAL *coefficients) {
+    const int c = get_global_id(0);
+    if (c >= C) return;
+    const REAL m = mean[c], s = inv_std[c];
+    REAL sum_dy = 0, sum_dy_xhat = 0;
+    for (int n = 0; n < N; ++n) {
+        const size_t at = (size_t)n * C + c;
+        sum_dy += dy[at];
+        sum_dy_xhat += dy[at] * ((x[at] - m) * s);
+    }
+    batchnorm_keep_gradients(C, c, N, sum_dy, sum_dy_xhat, m, s, gamma, dgamma, dbeta,
+                             coefficients);
 }
 
 // dx = a dy + b x + d with batchnorm_backward_statistics' coefficients.

@@ -122,10 +122,12 @@ class BatchNorm(Layer):
             raise ShapeError(f"{self!r} on {self.in_shape!r} cannot train on one row at a time "
                              "(each feature's variance over one row is 0): train it on "
                              "minibatches of 2 or more", located=True)
-        return [device.launch("batchnorm_statistics", (LANES * c,), n, c, p, real(self.eps),
-                              real(self.running_momentum), x, g["gamma"], g["beta"],
-                              buffers["mean"], buffers["inv_std"], buffers["affine"],
-                              self.running, local=(LANES,)),
+        statistics = (real(self.eps), real(self.running_momentum), x, g["gamma"], g["beta"],
+                      buffers["mean"], buffers["inv_std"], buffers["affine"], self.running)
+        return [device.launch("batchnorm_feature_statistics", (c,), n, c, *statistics)
+                if p == 1 else
+                device.launch("batchnorm_statistics", (LANES * c,), n, c, p, *statistics,
+                              local=(LANES,)),
                 device.launch("batchnorm_normalise", self._elements(n), n, c, p, x,
                               buffers["affine"], y)]
 
@@ -134,9 +136,11 @@ class BatchNorm(Layer):
         c, p = self._geometry()
         device, grads = self.device, self.gradients
         assert self.running is not None
-        launches = [device.launch("batchnorm_backward_statistics", (LANES * c,), n, c, p, x,
-                                  buffers["mean"], buffers["inv_std"], self.parameters["gamma"],
-                                  dy, grads["gamma"], grads["beta"], buffers["coefficients"],
+        sums = (x, buffers["mean"], buffers["inv_std"], self.parameters["gamma"], dy,
+                grads["gamma"], grads["beta"], buffers["coefficients"])
+        launches = [device.launch("batchnorm_feature_backward_statistics", (c,), n, c, *sums)
+                    if p == 1 else
+                    device.launch("batchnorm_backward_statistics", (LANES * c,), n, c, p, *sums,
                                   local=(LANES,))]
         if dx is not None:
             launches.append(device.launch("batchnorm_backward_input", self._elements(n), n, c, p,
