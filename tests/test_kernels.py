@@ -111,3 +111,21 @@ def test_sgd_is_grenades_descend(device, rng, count):
         expected_w, expected_m = descend(w, m, g, lp)
         np.testing.assert_array_max_ulp(w_dev.get(), expected_w, maxulp=1)
         np.testing.assert_array_max_ulp(m_dev.get(), expected_m, maxulp=1)
+
+
+@pytest.mark.parametrize(("wa", "wb"), [(1, 3), (7, 9), (8, 8), (9, 7), (15, 17), (3, 1)])
+@pytest.mark.parametrize("n", BATCHES)
+def test_concat_and_split_rows(device, rng, wa, wb, n):
+    """concat_rows and split_rows, a work-item per run of 8 values of a row: runs within one
+    side (one vector copy), across the two (value by value) and a row's shorter last one."""
+    a, b = rng.normal(size=(n, wa)), rng.normal(size=(n, wb))
+    y = device.zeros((n, wa + wb)) - 7  # every value written: none left from before
+    size = (n * -(-(wa + wb) // 8),)
+    run(device, "concat_rows", size, n, wa, wb, device.to_device(a), device.to_device(b), y)
+    np.testing.assert_array_equal(y.get(), np.concatenate([a, b], axis=1).astype(device.dtype))
+    # the parts in rows of their own, with a row's worth to spare after them: nothing spills
+    a_d, b_d = device.zeros((n + 1, wa)) - 7, device.zeros((n + 1, wb)) - 7
+    run(device, "split_rows", size, n, wa, wb, y, a_d, b_d)
+    np.testing.assert_array_equal(a_d.get()[:n], a.astype(device.dtype))
+    np.testing.assert_array_equal(b_d.get()[:n], b.astype(device.dtype))
+    assert (a_d.get()[n] == -7).all() and (b_d.get()[n] == -7).all()

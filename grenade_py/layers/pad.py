@@ -73,7 +73,7 @@ class Pad(Layer):
                src_shape: Shape, dst_shape: Shape) -> Launch:
         planes, h, w = _planes(src_shape)
         _, oh, ow = _planes(dst_shape)
-        return self.device.launch("shift_planes", (oh, n * planes), n * planes, h, w, oh, ow,
+        return self.device.launch("shift_planes", (n * planes * oh,), n * planes, h, w, oh, ow,
                                   sign * self.top, sign * self.left, src, dst)
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
