@@ -106,11 +106,6 @@ LOOP_LOCALS = """    const int lid = get_local_id(0), nl = get_local_size(0);
 #endif"""
 
 
-def trainable(layer: Layer) -> bool:
-    """Whether the layer, or a layer inside it, has parameters."""
-    return any(node.parameter_shapes() for _, node, _ in layer.nodes(layer.in_shape))
-
-
 @dataclass
 class LoopPlan:
     """The fused loop's layers, numbered for its source. Layer k reads boundary k (values a{k},
@@ -173,7 +168,7 @@ class LoopPlan:
                 self.backward.append(backward or "")
                 k = self.boundary(out, *last)
                 assert k == self.numbered[-1][0] + 1  # the forms write a{k + 1}
-            input_delta = input_delta or trainable(layer)
+            input_delta = input_delta or layer.trainable()
             at.append(k)
         return at
 

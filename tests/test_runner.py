@@ -239,3 +239,36 @@ def test_the_network_holds_its_last_steps(device):
     assert [key[2] for key in held] == [3, 4, 1, 5]
     train(net, LP, np.zeros((3, 3)), np.zeros((3, 2)))  # a training Step is another shape
     assert [key[2] for key in net.held if key[0] == "step"] == [4, 1, 5, 3]
+
+
+def test_the_backward_pass_stops_at_the_lowest_layer_with_parameters(device64, rng):
+    """A Step's backward pass leaves out the layers below the lowest with parameters (and that
+    layer's input delta) unless the input's delta is asked for: the same gradients either way,
+    and run_gradient's input delta that of the whole chain."""
+    from grenade_py import Reshape, run_gradient, run_network
+    from grenade_py.execution import Step
+    from grenade_py.shapes import D2
+
+    net = Network([Reshape(D1(12)), Tanh(), FullyConnected(12, 5), Relu(), FullyConnected(5, 3)],
+                  input=D2(3, 4), device=device64, seed=1)
+    x, dy = rng.normal(size=(7, 3, 4)), rng.normal(size=(7, 3))
+    steps = {wanted: Step(net, 7, input_delta=wanted) for wanted in (False, True)}
+    names = {wanted: [launch.kernel.function_name for launch in step.backward_launches()]
+             for wanted, step in steps.items()}
+    assert "tanh_backward" not in names[False] and "tanh_backward" in names[True]
+    assert len(names[False]) < len(names[True])
+    tapes, _ = run_network(net, x)
+    grads, dx = run_gradient(net, tapes, dy)
+    for wanted, step in steps.items():
+        step.input.set(x)
+        step.forward(True)
+        step.delta.set(dy)
+        for launch in step.backward_launches()[1:]:  # from dy itself, not the loss gradient
+            launch()
+        np.testing.assert_allclose(net.flat["gradients"].get(), grads.flat.get(), rtol=1e-12,
+                                   atol=1e-15)
+    w1 = net.get_parameters()[2]["weights"]
+    h = np.tanh(x.reshape(7, 12)) @ w1.T + net.get_parameters()[2]["bias"]
+    w2 = net.get_parameters()[4]["weights"]
+    want_dx = ((dy @ w2) * (h > 0)) @ w1 * (1 - np.tanh(x.reshape(7, 12)) ** 2)
+    np.testing.assert_allclose(dx, want_dx.reshape(x.shape), rtol=1e-10, atol=1e-12)

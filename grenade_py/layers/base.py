@@ -130,6 +130,10 @@ class Layer:
         """A composite layer's parts as (key, layer, that layer's input shape)."""
         return []
 
+    def trainable(self) -> bool:
+        """Whether the layer, or a layer inside it, has parameters."""
+        return any(node.parameter_shapes() for _, node, _ in self.nodes(self.in_shape))
+
     def nodes(self, in_shape: Shape, path: str = "") -> Iterator[tuple[str, Layer, Shape]]:
         """This layer and every layer inside it, parents first, as (path, layer, input shape)."""
         yield path, self, in_shape

@@ -139,13 +139,19 @@ class Series(Layer):
                        buffers: Buffers, gradients: bool = True) -> list[Launch]:
         """The backward pass (through time) of layers top - 1 .. 0, from `dy`, the delta at
         boundary `top` (the output when top is the layer count; the loss may start lower, as
-        cross entropy starts at the logits); `gradients` as in Layer.backward_sequence."""
+        cross entropy starts at the logits); `gradients` as in Layer.backward_sequence. Without
+        `dx`, the layers below the lowest with parameters are left out, and that one computes
+        no input delta (as the fused loop does)."""
         acts = self.activations(x, y, buffers)
+        lowest = 0 if dx is not None else next(
+            (i for i, layer in enumerate(self.layers[:top]) if layer.trainable()), top)
         deltas: list[cl_array.Array | None] = [dx] + [
             buffers[f"d{k}"] for k in range(1, len(self.layers))] + [None]
         deltas[top] = dy
+        if dx is None and lowest < top:
+            deltas[lowest] = None  # nothing below it wants its input's delta
         launches = []
-        for i in reversed(range(top)):
+        for i in reversed(range(lowest, top)):
             delta = deltas[i + 1]
             assert delta is not None  # only dx may be None
             launches += self.layers[i].backward_sequence(steps, batch, acts[i], acts[i + 1],
