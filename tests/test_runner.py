@@ -259,7 +259,7 @@ def test_the_backward_pass_stops_at_the_lowest_layer_with_parameters(device64, r
     assert len(names[False]) < len(names[True])
     tapes, _ = run_network(net, x)
     grads, dx = run_gradient(net, tapes, dy)
-    for wanted, step in steps.items():
+    for step in steps.values():
         step.input.set(x)
         step.forward(True)
         step.delta.set(dy)
