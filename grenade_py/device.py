@@ -256,10 +256,11 @@ def _arg(value: Any) -> Any:
     return value
 
 
-def streaming_size(count: int) -> tuple[int]:
+def streaming_size(count: int, rows: int = 1) -> tuple[int]:
     """The global size of a STREAMING kernel over `count` values: one work-item per 8
-    (kernels/gemm.cl's STREAMING_EACH)."""
-    return (-(-count // 8),)
+    (kernels/gemm.cl's STREAMING_EACH); over `rows` rows of `count` values, one per run of 8
+    of a row, a row's last run shorter (BatchNorm's element-wise kernels, concat_rows)."""
+    return (rows * -(-count // 8),)
 
 
 class Launch:

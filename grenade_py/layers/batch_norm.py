@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyopencl.array as cl_array
 
-from grenade_py.device import Device, Launch
+from grenade_py.device import Device, Launch, streaming_size
 from grenade_py.errors import ShapeError
 from grenade_py.layers.arguments import positive_ints, real_argument
 from grenade_py.layers.base import Buffers, Layer
@@ -101,7 +101,7 @@ class BatchNorm(Layer):
         """The element-wise kernels' global size: a work-item per run of up to 8 values of a
         (sample, channel) row, or where P is 1 of 8 features of a sample (kernels/batchnorm.cl)."""
         c, p = self._geometry()
-        return (n * -(-c // 8),) if p == 1 else (n * c * -(-p // 8),)
+        return streaming_size(c, n) if p == 1 else streaming_size(p, n * c)
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         return {"mean": (self.channels,), "inv_std": (self.channels,),

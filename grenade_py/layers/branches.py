@@ -169,12 +169,12 @@ class Concat(Branches):
                 training: bool) -> list[Launch]:
         wa, wb = self._widths()
         return self.run_branches(n, x, buffers, training) + [self.device.launch(
-            "concat_rows", (n * -(-(wa + wb) // 8),), n, wa, wb, buffers["ya"], buffers["yb"], y)]
+            "concat_rows", streaming_size(wa + wb, n), n, wa, wb, buffers["ya"], buffers["yb"], y)]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
         wa, wb = self._widths()
-        split = self.device.launch("split_rows", (n * -(-(wa + wb) // 8),), n, wa, wb, dy,
+        split = self.device.launch("split_rows", streaming_size(wa + wb, n), n, wa, wb, dy,
                                    buffers["dya"], buffers["dyb"])
         return [split] + self.backward_branches(n, x, buffers["dya"], buffers["dyb"], dx,
                                                 buffers)
