@@ -309,9 +309,9 @@ kernel void conv_input_delta_$RMx$CV(int C, int H, int W, int kh, int kw, int OH
 // the patches buffer: a work-item per (sample s, SCATTER_CHANNELS input channels c), global
 // size (ceil(C / SCATTER_CHANNELS) n), in work-groups of one (the fastest of 1, 4 and 16 at
 // most shapes tried). For each kernel offset (a, b) in order, the patch entries r = (c, a, b)'s
-// sums over the filters, in order, of K[r, f] dy_s[f] (SCATTER_VECTORS vectors of VW positions
-// side by side, in registers, each dy vector read once for every channel) are added onto
-// dx_s[c] at rows i + a, columns j + b, a run of 8 at a time. Each dx value so takes the same
+// sums over the filters, in order, of K[r, f] dy_s[f] (SCATTER_VECTORS vectors of
+// SCATTER_LANES positions side by side, in registers, each dy vector read once for every
+// channel) are added onto dx_s[c] at rows i + a, columns j + b, a run of 8 at a time. Each dx value so takes the same
 // terms in the same order as conv_col2im_rows4 takes them from gemm_outer's patches (every sum
 // from 0, K dy by fma in filter order; then the offsets' in order of a, then b): the bits of
 // conv_input_delta, 1.2-1.4x faster at LeNet's second layer on AVX2, the two taking turns with
@@ -319,28 +319,42 @@ kernel void conv_input_delta_$RMx$CV(int C, int H, int W, int kh, int kw, int OH
 // a GEMM block's set-up and the patches' round trip through memory). At LeNet's second layer
 // (batch 64 and 128, and 16 input channels at 64; float32 and float64), against one channel
 // of 8 runs of 8 values: on an AVX-512 EPYC 3 channels of 4 vectors of VW lanes ran 1.5-1.9x
-// as fast (2 channels at 0.88-0.97x the speed of 3, 4 at 0.93-1.04x); on 256-bit vectors (the
-// same EPYC running AVX2 code, PoCL's haswell build) 2 channels of 2 vectors 1.26-1.46x (3 of
-// 2 0.86-1.01x, 3 of 4 0.63-0.83x: the sums spill).
-#if DOT_VW < VW
+// as fast (2 channels at 0.88-0.97x the speed of 3, 4 at 0.93-1.04x). On 256-bit CPUs (an AVX2
+// EPYC, Zen 3) a vector is one run of 8 values: in float32 2 channels of 4 such vectors (one
+// register each) took 0.84-0.97x the time of 2 channels of 2 vectors of 16 (two registers
+// each; caches warm or swept; batch 32, 64, 128), 1 channel of 8 runs 0.93-1.15x; more
+// channels or vectors spill (3 of 4: 1.21-1.34x, 2 of 8: 1.34-1.40x). In float64 (a run two
+// registers) 2 channels of 2 runs were the fastest of 9 (1 of 4: 1.03-1.13x its time).
+#if DOT_VW < VW  // vectors of one run of 8 (SCATTER_LANES)
 #define SCATTER_CHANNELS 2
+#ifdef REAL_IS_DOUBLE
 #define SCATTER_VECTORS 2
+#else
+#define SCATTER_VECTORS 4
+#endif
+#define SCATTER_LANES 8
 #else
 #define SCATTER_CHANNELS 3
 #define SCATTER_VECTORS 4
+#define SCATTER_LANES VW
 #endif
-#ifdef REAL_IS_DOUBLE
+#if SCATTER_LANES == 8
+typedef REAL8 scatv;
+#define SCATTER_LOAD vload8
 #define SCATTER_RUN(t, q) (t)
 #else
+typedef realv scatv;
+#define SCATTER_LOAD VLOAD
 #define SCATTER_RUN(t, q) ((q) ? (t).hi : (t).lo)  // run q of a vector's two
 #endif
 
-// Runs `first` and on (VW / 8 of them) of 8 values from `from`, those past `last` repeating it.
-realv scatter_runs(global const REAL *from, int first, int last) {
-#ifdef REAL_IS_DOUBLE
+// Runs `first` and on (SCATTER_LANES / 8 of them) of 8 values from `from`, those past `last`
+// repeating it.
+scatv scatter_runs(global const REAL *from, int first, int last) {
+#if SCATTER_LANES == 8
     return vload8(min(first, last), from);
 #else
-    return (float16)(vload8(min(first, last), from), vload8(min(first + 1, last), from));
+    return (scatv)(vload8(min(first, last), from), vload8(min(first + 1, last), from));
 #endif
 }
 
@@ -350,7 +364,7 @@ kernel void conv_scatter_delta(int n, int C, int H, int W, int kh, int kw, int O
     const int groups = (C + SCATTER_CHANNELS - 1) / SCATTER_CHANNELS;
     const int c0 = get_global_id(0) % groups * SCATTER_CHANNELS, s = get_global_id(0) / groups;
     if (s >= n) return;
-    const int P = OH * OW, across = OW / 8, units = OH * across, per = VW / 8;
+    const int P = OH * OW, across = OW / 8, units = OH * across, per = SCATTER_LANES / 8;
     const int block = SCATTER_VECTORS * per;  // runs of 8 a block of sums covers
     global REAL *planes[SCATTER_CHANNELS];
     int cs[SCATTER_CHANNELS];
@@ -371,26 +385,26 @@ kernel void conv_scatter_delta(int n, int C, int H, int W, int kh, int kw, int O
             for (int u0 = 0; u0 < units; u0 += block) {
                 global const REAL *du = d + (size_t)u0 * 8;
                 const int full = min(block, units - u0);
-                realv t[SCATTER_CHANNELS][SCATTER_VECTORS];
+                scatv t[SCATTER_CHANNELS][SCATTER_VECTORS];
                 #pragma unroll
                 for (int e = 0; e < SCATTER_CHANNELS; ++e)
                     #pragma unroll
                     for (int v = 0; v < SCATTER_VECTORS; ++v) t[e][v] = 0;
                 if (full == block) {  // (the offsets constant: no registers for them)
                     for (int f = 0; f < F; ++f) {
-                        realv g[SCATTER_VECTORS];
+                        scatv g[SCATTER_VECTORS];
                         #pragma unroll
                         for (int v = 0; v < SCATTER_VECTORS; ++v)
-                            g[v] = VLOAD(v, du + (size_t)f * P);
+                            g[v] = SCATTER_LOAD(v, du + (size_t)f * P);
                         #pragma unroll
                         for (int e = 0; e < SCATTER_CHANNELS; ++e)
                             #pragma unroll
                             for (int v = 0; v < SCATTER_VECTORS; ++v)
-                                t[e][v] = fma((realv)k[e][f], g[v], t[e][v]);
+                                t[e][v] = fma((scatv)k[e][f], g[v], t[e][v]);
                     }
                 } else {  // the last runs: those past it repeat the last and are not added
                     for (int f = 0; f < F; ++f) {
-                        realv g[SCATTER_VECTORS];
+                        scatv g[SCATTER_VECTORS];
                         #pragma unroll
                         for (int v = 0; v < SCATTER_VECTORS; ++v)
                             g[v] = scatter_runs(du + (size_t)f * P, v * per, full - 1);
@@ -398,7 +412,7 @@ kernel void conv_scatter_delta(int n, int C, int H, int W, int kh, int kw, int O
                         for (int e = 0; e < SCATTER_CHANNELS; ++e)
                             #pragma unroll
                             for (int v = 0; v < SCATTER_VECTORS; ++v)
-                                t[e][v] = fma((realv)k[e][f], g[v], t[e][v]);
+                                t[e][v] = fma((scatv)k[e][f], g[v], t[e][v]);
                     }
                 }
                 #pragma unroll
@@ -408,7 +422,7 @@ kernel void conv_scatter_delta(int n, int C, int H, int W, int kh, int kw, int O
                     #pragma unroll
                     for (int v = 0; v < SCATTER_VECTORS; ++v)
                         #pragma unroll
-                        for (int q = 0; q < VW / 8; ++q) {
+                        for (int q = 0; q < per; ++q) {
                             global REAL *row = planes[e] + (i + a) * W + j + b;
                             if (v * per + q < full)
                                 vstore8(vload8(0, row) + SCATTER_RUN(t[e][v], q), 0, row);
