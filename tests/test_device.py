@@ -368,6 +368,25 @@ def test_templates_are_written_out_once_per_instance():
             assert blocks.kernel_name(form, block) in names
 
 
+def test_a_loops_part_of_the_library_has_its_functions_and_no_kernels(device):
+    """Generated loops build on the library's functions without its kernels: braces in
+    comments and nested blocks do not end a kernel early; what follows one is kept."""
+    from grenade_py.fused import LOOP_FILES
+    from grenade_py.kernel_library import kernel_dir, kernel_source, without_kernels
+
+    text = ("REAL f(REAL x) { return x; }\nkernel void k(int n) { if (n) { n++; } // }\n"
+            "  /* { */ }\nSTREAMING kernel void s(int n) {\n}\nREAL g(REAL x) { return f(x); }\n")
+    assert without_kernels(text) == ("REAL f(REAL x) { return x; }\n\n\n"
+                                     "REAL g(REAL x) { return f(x); }\n")
+    program = device.build(kernel_source(LOOP_FILES) + "kernel void probe_loop(global REAL *y)"
+                           " { y[0] = logit_forward_at(y[0]); }\n")
+    names = set(program.kernel_names.split(";"))
+    written = "".join(path.read_text() for path in kernel_dir().glob("*.cl"))
+    # left: the probe, and the kernels a macro makes (the activations'), none written out
+    assert "probe_loop" in names and "relu_forward" in names
+    assert [name for name in names if f"kernel void {name}(" in written] == []
+
+
 def test_a_cold_build_writes_nothing_to_stderr(tmp_path):
     """PoCL's compiler notes harmless ABI details of 16-lane vectors on AVX2 ("99 warnings
     generated." on stderr at every cold build): the library builds without warnings."""
