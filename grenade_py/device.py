@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
+from pyopencl.characterize import has_src_build_cache
 
 from grenade_py.errors import DeviceError, KernelBuildError
 from grenade_py.kernel_library import kernel_source
@@ -32,6 +33,30 @@ PRECISIONS = {"float32": ("float", np.float32), "float64": ("double", np.float64
 DENORMALS = {"float": ["-cl-denorms-are-zero"], "double": []}
 
 GEMM_FORMS = ("auto", "registers", "tiled")
+
+
+def compile_program(device: Device, source: str, options: list[str]) -> cl.Program:
+    """`source` built for `device` with `options` alone where the driver caches builds itself
+    (PoCL, NVIDIA's), else through pyopencl's binary cache; KernelBuildError with the
+    compiler's log if it fails. (pyopencl's Program.build adds `-I <its own headers>`, a path
+    inside the Python environment, and PoCL keys its kernel cache on the options: each new
+    environment, a fresh venv or a CI clone, compiled every kernel anew. The library in a second
+    venv: 5.1 s, against 0.2 s from the cache with the options alone; PoCL 3.1, Zen 3.)"""
+    try:
+        if has_src_build_cache(device.cl_device):
+            program = cl._cl._Program(device.context, source)
+            program.build(" ".join(options).encode(), [device.cl_device])
+            return cl.Program(program)
+        with warnings.catch_warnings():  # -w's notes still come as CompilerWarnings
+            warnings.simplefilter("ignore", cl.CompilerWarning)
+            return cl.Program(device.context, source).build(options=options)
+    except cl.Error as e:  # its text holds the build log
+        hint = ""
+        if "unknown target CPU" in str(e):
+            hint = ("\nThis PoCL's LLVM does not know this CPU. Install a newer PoCL (on "
+                    "Debian/Ubuntu: `apt install pocl-opencl-icd`) or pick another device "
+                    "(`python -m grenade_py.devices`).")
+        raise KernelBuildError(f"OpenCL build failed on {device.name}:\n{e}{hint}") from None
 
 
 class Device:
@@ -92,21 +117,10 @@ class Device:
             prelude += (
                 "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n#define REAL_IS_DOUBLE 1\n"
                 if self.c_type == "double" else "")
-            try:
-                # No warnings: on AVX2 PoCL's compiler notes each 16-lane vector argument's ABI
-                # (harmless), as a CompilerWarning and as "99 warnings generated." on stderr.
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", cl.CompilerWarning)
-                    program = cl.Program(self.context, prelude + source).build(
-                        options=[f"-DREAL={self.c_type}", "-cl-std=CL1.2", "-w",
-                                 *DENORMALS[self.c_type]])
-            except cl.RuntimeError as e:
-                hint = ""
-                if "unknown target CPU" in str(e):
-                    hint = ("\nThis PoCL's LLVM does not know this CPU. Install a newer PoCL (on "
-                            "Debian/Ubuntu: `apt install pocl-opencl-icd`) or pick another device "
-                            "(`python -m grenade_py.devices`).")
-                raise KernelBuildError(f"OpenCL build failed on {self.name}:\n{e}{hint}") from None
+            # -w: on AVX2 PoCL's compiler notes each 16-lane vector argument's ABI (harmless),
+            # as "99 warnings generated." on stderr
+            program = compile_program(self, prelude + source, [
+                f"-DREAL={self.c_type}", "-cl-std=CL1.2", "-w", *DENORMALS[self.c_type]])
             self._programs[key] = program
             if self._library is None and source.startswith(kernel_source()):
                 self._library = program  # it holds every library kernel: no second build

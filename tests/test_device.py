@@ -77,9 +77,24 @@ def test_precision_sets_dtype(device):
     assert device.precision in device.name
 
 
-def test_build_error_carries_the_compiler_log(device):
+@pytest.mark.parametrize("driver_caches", [True, None])
+def test_build_error_carries_the_compiler_log(device, driver_caches, monkeypatch):
+    """Both ways a program is built: with the options alone (a driver that caches builds), and
+    through pyopencl's binary cache (one that may not)."""
+    monkeypatch.setattr("grenade_py.device.has_src_build_cache", lambda d: driver_caches)
+    fresh = Device(precision=device.precision)
+    program = fresh.build("kernel void works(global REAL *x) { x[0] = 3; }")
+    assert program.kernel_names == "works"
     with pytest.raises(KernelBuildError, match="(?s)OpenCL build failed.*undeclared"):
-        device.build("kernel void broken(global REAL *x) { x[0] = undeclared_name; }")
+        fresh.build("kernel void broken(global REAL *x) { x[0] = undeclared_name; }")
+
+
+def test_build_options_hold_no_path_of_this_environment(device):
+    """PoCL's kernel cache keys on the build options: a path of the Python environment among
+    them (pyopencl adds its header folder) would make every new venv compile everything."""
+    options = device.build("kernel void k(global REAL *x) { x[0] = 2; }").get_build_info(
+        device.cl_device, cl.program_build_info.OPTIONS)
+    assert "-DREAL=" in options and "-I" not in options and sys.prefix not in options
 
 
 def test_programs_are_built_once(device):
