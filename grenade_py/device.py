@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
+from pyopencl.cache import create_built_program_from_source_cached
 from pyopencl.characterize import has_src_build_cache
 
 from grenade_py.errors import DeviceError, KernelBuildError
@@ -36,20 +37,23 @@ GEMM_FORMS = ("auto", "registers", "tiled")
 
 
 def compile_program(device: Device, source: str, options: list[str]) -> cl.Program:
-    """`source` built for `device` with `options` alone where the driver caches builds itself
-    (PoCL, NVIDIA's), else through pyopencl's binary cache; KernelBuildError with the
+    """`source` built for `device` with `options` alone, and kept by the driver where it caches
+    builds itself (PoCL, NVIDIA's), else in pyopencl's binary cache; KernelBuildError with the
     compiler's log if it fails. (pyopencl's Program.build adds `-I <its own headers>`, a path
-    inside the Python environment, and PoCL keys its kernel cache on the options: each new
-    environment, a fresh venv or a CI clone, compiled every kernel anew. The library in a second
-    venv: 5.1 s, against 0.2 s from the cache with the options alone; PoCL 3.1, Zen 3.)"""
+    inside the Python environment, to the options both caches key on: each new environment, a
+    fresh venv or a CI clone, compiled every kernel anew. The library in a second venv: 5.1 s,
+    against 0.2 s from PoCL's cache with the options alone; PoCL 3.1, Zen 3.)"""
+    flags = " ".join(options).encode()
     try:
         if has_src_build_cache(device.cl_device):
             program = cl._cl._Program(device.context, source)
-            program.build(" ".join(options).encode(), [device.cl_device])
-            return cl.Program(program)
-        with warnings.catch_warnings():  # -w's notes still come as CompilerWarnings
-            warnings.simplefilter("ignore", cl.CompilerWarning)
-            return cl.Program(device.context, source).build(options=options)
+            program.build(flags, [device.cl_device])
+        else:
+            with warnings.catch_warnings():  # -w's notes still come as CompilerWarnings
+                warnings.simplefilter("ignore", cl.CompilerWarning)
+                program, _ = create_built_program_from_source_cached(
+                    device.context, source, flags, [device.cl_device])
+        return cl.Program(program)
     except cl.Error as e:  # its text holds the build log
         hint = ""
         if "unknown target CPU" in str(e):
