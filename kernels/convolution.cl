@@ -311,9 +311,10 @@ kernel void conv_input_delta_$RMx$CV(int C, int H, int W, int kh, int kw, int OH
 // most shapes tried). For each kernel offset (a, b) in order, the patch entries r = (c, a, b)'s
 // sums over the filters, in order, of K[r, f] dy_s[f] (SCATTER_VECTORS vectors of
 // SCATTER_LANES positions side by side, in registers, each dy vector read once for every
-// channel) are added onto dx_s[c] at rows i + a, columns j + b, a run of 8 at a time. Each dx value so takes the same
-// terms in the same order as conv_col2im_rows4 takes them from gemm_outer's patches (every sum
-// from 0, K dy by fma in filter order; then the offsets' in order of a, then b): the bits of
+// channel) are added onto dx_s[c] at rows i + a, columns j + b, a run of 8 at a time. Each dx
+// value so takes the same terms in the same order as conv_col2im_rows4 takes them from
+// gemm_outer's patches (every sum from 0, K dy by fma in filter order; then the offsets' in
+// order of a, then b): the bits of
 // conv_input_delta, 1.2-1.4x faster at LeNet's second layer on AVX2, the two taking turns with
 // 8 MB swept through the caches between runs (F = 16: too few terms per patch entry to pay for
 // a GEMM block's set-up and the patches' round trip through memory). At LeNet's second layer
