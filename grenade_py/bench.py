@@ -276,7 +276,8 @@ def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, s
     """LeNet's training step at batch 64, and its convolutions' part of it: the step's time less
     the time of the same step without the convolutions' launches, the two taking turns
     (GFLOP/s of the multiply-adds the convolutions stand for); each convolution GEMM's rate at
-    its default and fastest block; per-example training of a small convnet (us/example)."""
+    its default and tuned block (the median of the tuner's rounds); per-example training of a
+    small convnet (us/example)."""
     from grenade_py import execution
 
     net = mnist_network("lenet", device, seed=1)
@@ -311,7 +312,7 @@ def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, s
             untuned += [(launch, (64, c * kh * kw, oh * ow, f))
                         for launch in alone.backward_launches()
                         if launch.kernel.function_name == "conv_scatter_delta"]
-    for t in blocks.tune_sites(device, sites, repeats, keep=False):  # each GEMM: fastest runs
+    for t in blocks.tune_sites(device, sites, repeats, keep=False):  # each GEMM: median runs
         flops = 2 * int(np.prod(t.shape[:4]))  # (n, R, F, P) or (m, n, k, batches)
         for label, block, seconds in (("untuned", t.default, t.default_s),
                                       ("tuned", t.best, t.best_s)):
@@ -320,7 +321,8 @@ def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, s
                          "GFLOP/s"))
     for launch, dims in untuned:  # timed as the tuner times its candidates
         rows.append((f"    {launch.kernel.function_name} {','.join(map(str, dims))}",
-                     2 * int(np.prod(dims)) / blocks.seconds(device, launch, repeats) / 1e9,
+                     2 * int(np.prod(dims)) / statistics.median(
+                         blocks.seconds(device, launch) for _ in range(repeats)) / 1e9,
                      "GFLOP/s"))
     small = Network([Convolution(1, 4, 3, 3, 1, 1), Pooling(2, 2, 2, 2), Relu(), Reshape(),
                      FullyConnected(100, 10), Logit()], input=D2(12, 12), device=device, seed=1)
@@ -412,7 +414,7 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
     (`interleaved`: the machine's noise falls on both alike); the register form also
     at the block this device's launches take (tuned or the default) and at the fastest block
     for the shape, timed now. The products as launched are medians ("median"), the blocks'
-    rows the fastest run, as the tuner times them ("fastest run")."""
+    rows the median of the tuner's rounds ("median run")."""
     i, o = 784, 512
     rng = np.random.default_rng(0)
     big = rng.normal(size=(1024, 1024)).astype(np.float32)
@@ -458,11 +460,11 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
             if form == device.gemm:  # the fastest candidate for the shape, timed now
                 with blocks.recording() as sites:
                     make()
-                for t in blocks.tune_sites(dev, sites, repeats, keep=False):  # fastest runs
+                for t in blocks.tune_sites(dev, sites, repeats, keep=False):  # median runs
                     for label, block, seconds in (("untuned", t.default, t.default_s),
                                                   ("tuned", t.best, t.best_s)):
                         rows.append((f"grenade_py {name}, {label} "
-                                     f"({blocks.label(t.form, block)}), fastest run",
+                                     f"({blocks.label(t.form, block)}), median run",
                                      flops / seconds / 1e9))
     return rows
 

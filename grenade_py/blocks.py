@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -281,24 +282,22 @@ def recording() -> Iterator[list[tuple[str, Block, Callable[[Block], Launch]]]]:
         _sites = outer
 
 
-def seconds(device: Device, run: Launch, repeats: int = 5, calls: int = 5) -> float:
-    """The fastest of `repeats` timings of `calls` launches back to back, per launch, each
-    after a launch untimed (the first launch after another kernel's runs slower on PoCL)."""
-    best = float("inf")
-    for _ in range(repeats):
+def seconds(device: Device, run: Launch, calls: int = 5) -> float:
+    """Seconds per launch of `calls` launches back to back, after a launch untimed (the first
+    launch after another kernel's runs slower on PoCL)."""
+    run()
+    device.queue.finish()
+    start = time.perf_counter()
+    for _ in range(calls):
         run()
-        device.queue.finish()
-        start = time.perf_counter()
-        for _ in range(calls):
-            run()
-        device.queue.finish()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
+    device.queue.finish()
+    return (time.perf_counter() - start) / calls
 
 
 @dataclass
 class Tuned:
-    """One launch shape's result: the untuned default block, the fastest, and their seconds."""
+    """One launch shape's result: the untuned default block, the chosen one, and their median
+    seconds per launch over the tuner's rounds."""
     form: str
     shape: Block
     default: Block
@@ -309,9 +308,16 @@ class Tuned:
 
 def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], Launch]]],
                repeats: int = 5, keep: bool = True) -> list[Tuned]:
-    """Time every block of each distinct (form, shape) among `sites`, the candidates
-    interleaved round by round (the machine's noise falls on all alike), keep the fastest in
-    the device's table and the cache file (unless not `keep`); one Tuned per shape."""
+    """Time every block of each distinct (form, shape) among `sites` in `repeats` rounds, the
+    candidates interleaved within each, and keep the one of the lowest median over the rounds of
+    its time / the round's median time (the machine's noise, common to a round, divides out) in
+    the device's table and the cache file (unless not `keep`); one Tuned per shape.
+
+    Why not each candidate's fastest round: on a shared 2-core EPYC, where one launch's time
+    varied 1.7-3.0 ms within a minute, a candidate that caught one quiet moment won. Over 4
+    tunings of MLP 784-512-10's forward at batch 256, the fastest-round rule's choices took a
+    median 2.11-2.55 ms (mean 2.31) in 21 later interleaved rounds; this rule's, from the same
+    timings, 1.92-2.28 (mean 2.06)."""
     rows = []
     done: set[tuple[str, Block]] = set()
     for form, shape, build in sites:
@@ -326,15 +332,17 @@ def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], L
                 continue
         for run in launches.values():
             run()
-        times = dict.fromkeys(launches, float("inf"))
-        for _ in range(repeats):
-            for b, run in launches.items():
-                times[b] = min(times[b], seconds(device, run, repeats=1))
-        best = min(times, key=lambda b: times[b])
+        rounds = [{b: seconds(device, run) for b, run in launches.items()}
+                  for _ in range(repeats)]
+        score = {b: statistics.median(r[b] / statistics.median(r.values()) for r in rounds)
+                 for b in launches}
+        best = min(score, key=lambda b: score[b])
         if keep:
             table(device).setdefault(form, {})[",".join(map(str, shape))] = list(best)
         untuned = default(device, form, shape)
-        rows.append(Tuned(form, shape, untuned, best, times.get(untuned, math.inf), times[best]))
+        median = {b: statistics.median(r[b] for r in rounds) for b in launches}
+        rows.append(Tuned(form, shape, untuned, best, median.get(untuned, math.inf),
+                          median[best]))
     if keep and (problem := save(device)) is not None:
         log.warning("the tuned blocks are used in this process but could not be kept: %s",
                     problem)

@@ -103,6 +103,30 @@ def test_tuned_blocks_persist_and_later_launches_take_them(tmp_path, monkeypatch
         blocks.default(again, "gemm_dot", (7, 17, 12, 1))
 
 
+def test_the_tuner_is_not_fooled_by_one_quiet_moment(device, monkeypatch):
+    """Scripted timings: block A is the fastest in every round; B is 10% slower but caught a
+    quiet moment in round 2, where noise tripled everything else. Each one's fastest round
+    would choose B; the median of times over each round's median chooses A."""
+    a, b, c = blocks.FORMS["gemm_dot"][:3]
+    script = {a: [1.0, 3.0, 1.0, 3.3, 1.0], b: [1.1, 0.9, 1.1, 3.6, 1.1],
+              c: [1.2, 3.6, 1.2, 4.0, 1.2]}
+    launches = {block: lambda: None for block in script}  # a launch that does nothing
+    calls: dict[blocks.Block, int] = dict.fromkeys(script, 0)
+
+    def scripted(_device, run):
+        block = next(k for k, launch in launches.items() if launch is run)
+        calls[block] += 1
+        return script[block][calls[block] - 1]
+
+    monkeypatch.setattr(blocks, "candidates", lambda _d, _f: (a, b, c))
+    monkeypatch.setattr(blocks, "seconds", scripted)
+    [row] = blocks.tune_sites(device, [("gemm_dot", (3, 3, 3, 1), launches.__getitem__)] * 2,
+                              repeats=5, keep=False)
+    assert row.best == a and row.best_s == 1.0
+    assert min(script, key=lambda k: min(script[k])) == b  # what the fastest round would pick
+    assert calls == dict.fromkeys(script, 5)  # each shape once, every candidate every round
+
+
 def test_a_tiled_device_tunes_its_tile_shapes(tmp_path, monkeypatch):
     """A GPU's form: the tuner times every tile shape the device's limits allow at each of a
     network's GEMM shapes, keeps the fastest, and launches built later take it (and its
