@@ -250,7 +250,7 @@ def train_mnist(data_dir: str, arch: str, spec: dict[str, Any] | None, epochs: i
         if record_epoch is not None:
             record_epoch(record)
         if not np.isfinite(record["loss"]):
-            raise click.ClickException("training diverged (loss is not finite); lower --rate")
+            raise click.ClickException("training diverged (loss is not finite); lower --train_rate")
 
     with save_on_interrupt(net, save if lead else None, lambda: done > 0, metadata):
         fit(net, params, train_x, train_y, batch_size=batch_size, epochs=epochs, seed=seed,

@@ -180,6 +180,21 @@ def test_mnist_cli_checks_arguments_before_training(tmp_path):
     assert result.returncode == 2 and "--seed" in result.stderr
 
 
+def test_mnist_cli_stops_a_diverged_run_and_saves_nothing(tmp_path):
+    """The error names the option to lower as --help spells it; no NaN model is written."""
+    rng = np.random.default_rng(0)
+    write_mnist(tmp_path / "d", rng.integers(0, 256, (8, 28, 28)), rng.integers(0, 10, 8))
+    result = mnist_cli("--data", str(tmp_path / "d"), "--epochs", "3", "-r", "1e30", "--save",
+                       str(tmp_path / "m"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    option = result.stderr.strip().splitlines()[-1].split("lower ")[-1]
+    assert result.stderr.strip().endswith(f"training diverged (loss is not finite); lower {option}")
+    assert f" {option}" in mnist_cli("--help").stdout
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert rows[-1][1] == "nan" and len(rows) < 3  # stopped at the first diverged epoch
+    assert "nothing was written" in result.stderr and not (tmp_path / "m").exists()
+
+
 @needs_mnist
 def test_mnist_cli_with_adamw_a_schedule_and_clipping(tmp_path):
     result = subprocess.run([sys.executable, "-m", "grenade_py.mnist", "--data", str(MNIST_DIR),
