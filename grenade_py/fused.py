@@ -33,7 +33,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py.device import Device, Launch
-from grenade_py.kernel_library import kernel_source
+from grenade_py.kernel_library import called_only, kernel_source
 from grenade_py.layers import Concat, Convolution, Layer, Pad, Series
 from grenade_py.layers.branches import Branches
 from grenade_py.losses import SQUARED_ERROR, Loss
@@ -300,14 +300,15 @@ def build_loop(device: Device, name: str, source: Callable[[int], str | None]
                ) -> tuple[cl.Kernel, int] | None:
     """Kernel `name` of the loop `source(lanes)` writes for a number of lanes, and its
     work-group size: `lanes`, halved until this build of the kernel may run that many; None if
-    `source` gives None (a layer without a device-side form). Built with LOOP_FILES' part of
-    the kernel library only."""
+    `source` gives None (a layer without a device-side form). Built with the functions it calls
+    of LOOP_FILES' part of the kernel library only."""
     count = lanes(device)
     while True:
         code = source(count)
         if code is None:
             return None
-        kernel = device.kernel(name, device.build(kernel_source(LOOP_FILES) + code))
+        library = kernel_source(LOOP_FILES)
+        kernel = device.kernel(name, device.build(called_only(library, code) + code))
         if kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE,
                                       device.cl_device) >= count:
             return kernel, count

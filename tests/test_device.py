@@ -384,22 +384,40 @@ def test_templates_are_written_out_once_per_instance():
 
 
 def test_a_loops_part_of_the_library_has_its_functions_and_no_kernels(device):
-    """Generated loops build on the library's functions without its kernels: braces in
-    comments and nested blocks do not end a kernel early; what follows one is kept."""
+    """Generated loops build on the library's functions without its kernels, and only on
+    those they call: braces in comments and nested blocks do not end a kernel or a function
+    early; what follows one is kept; a macro that defines kernels is defined empty, others
+    are kept, and what they call; a declaration is not a definition."""
     from grenade_py.fused import LOOP_FILES
-    from grenade_py.kernel_library import kernel_dir, kernel_source, without_kernels
+    from grenade_py.kernel_library import called_only, functions_only, kernel_dir, kernel_source
 
     text = ("REAL f(REAL x) { return x; }\nkernel void k(int n) { if (n) { n++; } // }\n"
-            "  /* { */ }\nSTREAMING kernel void s(int n) {\n}\nREAL g(REAL x) { return f(x); }\n")
-    assert without_kernels(text) == ("REAL f(REAL x) { return x; }\n\n\n"
-                                     "REAL g(REAL x) { return f(x); }\n")
-    program = device.build(kernel_source(LOOP_FILES) + "kernel void probe_loop(global REAL *y)"
-                           " { y[0] = logit_forward_at(y[0]); }\n")
-    names = set(program.kernel_names.split(";"))
+            "  /* { */ }\nSTREAMING kernel void s(int n) {\n}\nREAL8 *g(REAL x) { return f(x); }\n"
+            "#define TWICE(x) \\\n    (2 * h(x))\n#define MAKE(NAME, A) \\\n"
+            "    kernel void NAME(int A) { \\\n    }\nMAKE(m, n)\n"
+            "REAL h(REAL x) { /* } */ if (x) { x++; } return x; }\nREAL u(REAL x);\n"
+            "REAL u(REAL x) { return x; }\nvoid v(REAL x) { u(x); }\n// not v(x): a comment\n")
+    functions = ("REAL f(REAL x) { return x; }\n\n\nREAL8 *g(REAL x) { return f(x); }\n"
+                 "#define TWICE(x) \\\n    (2 * h(x))\n#define MAKE(NAME, A)\nMAKE(m, n)\n"
+                 "REAL h(REAL x) { /* } */ if (x) { x++; } return x; }\nREAL u(REAL x);\n"
+                 "REAL u(REAL x) { return x; }\nvoid v(REAL x) { u(x); }\n"
+                 "// not v(x): a comment\n")
+    assert functions_only(text) == functions
+    # the code calls g (so f); a macro calls h; u is declared; v is called by nothing (a
+    # comment naming it does not count)
+    assert called_only(functions, "kernel void z() { g(1); }") == (
+        "REAL f(REAL x) { return x; }\n\n\nREAL8 *g(REAL x) { return f(x); }\n"
+        "#define TWICE(x) \\\n    (2 * h(x))\n#define MAKE(NAME, A)\nMAKE(m, n)\n"
+        "REAL h(REAL x) { /* } */ if (x) { x++; } return x; }\nREAL u(REAL x);\n"
+        "REAL u(REAL x) { return x; }\n\n// not v(x): a comment\n")
+    assert "REAL8 *g" not in called_only(functions, "kernel void z() { h(1); }")
+    library = kernel_source(LOOP_FILES)
+    probe = "kernel void probe_loop(global REAL *y) { y[0] = logit_forward_at(y[0]); }\n"
+    program = device.build(called_only(library, probe) + probe)
+    assert program.kernel_names.split(";") == ["probe_loop"]  # no kernel of the library's
+    assert "relu_forward_at" in library and "relu_forward_at" not in called_only(library, probe)
     written = "".join(path.read_text() for path in kernel_dir().glob("*.cl"))
-    # left: the probe, and the kernels a macro makes (the activations'), none written out
-    assert "probe_loop" in names and "relu_forward" in names
-    assert [name for name in names if f"kernel void {name}(" in written] == []
+    assert "kernel void NAME" in written and "STREAMING kernel void NAME" in written
 
 
 def test_a_cold_build_writes_nothing_to_stderr(tmp_path):
