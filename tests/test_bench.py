@@ -68,3 +68,16 @@ def test_bad_options_are_one_line_errors_before_any_timing(tmp_path):
                                 env=ENV, capture_output=True, text=True, timeout=300)
         assert result.returncode in (1, 2) and said in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr and "1. feedforward" not in result.stdout
+
+
+def test_interleaved_runs_take_every_place_in_turn():
+    """Each round starts one run further on, so no run is always first; the warm-up round's
+    times are left out of the medians."""
+    from grenade_py.bench import interleaved
+
+    order: list[str] = []
+    runs = {name: (lambda name=name: order.append(name) or len(order)) for name in "abc"}
+    medians = dict(interleaved(runs, repeats=3))
+    assert order == list("abc" "bca" "cab" "abc")
+    # a "time" is the count of calls so far: a's 1 (the warm-up), 6, 8, 10 -> median 8
+    assert medians == {"a": 8, "b": 9, "c": 7}
