@@ -87,8 +87,8 @@ def functions_only(text: str) -> str:
 @functools.lru_cache(maxsize=4)
 def _definitions(text: str) -> tuple[frozenset[str], dict[str, tuple[int, int, frozenset[str]]]]:
     """The identifiers in `text` outside its function definitions (macros, types, declarations,
-    macro calls) and comments, and each definition at the start of a line outside a macro: its
-    name -> its span and the identifiers in it."""
+    macro calls) and comments, and each definition at the start of a line outside a macro, in
+    the text's order: its name -> its span and the identifiers in it."""
     macros = [m.span() for m in _MACRO.finditer(text)]
     found, outside, start = {}, [], 0
     for match in _FUNCTION.finditer(text):
@@ -129,7 +129,7 @@ def called_only(text: str, code: str) -> str:
             called.add(name)
             todo += [word for word in found[name][2] if word in found]
     kept, start = [], 0
-    for name, (first, end, _) in sorted(found.items(), key=lambda item: item[1][0]):
+    for name, (first, end, _) in found.items():  # in the text's order
         if name not in called:
             kept.append(text[start:first])
             start = end
