@@ -306,10 +306,23 @@ class Tuned:
     best_s: float
 
 
+#: Seconds of timed launches per candidate in each of the tuner's rounds after the first
+#: (which times one launch of each, its median setting the count): up to 5 launches back to
+#: back, fewer where they take longer. With 5 always, `python -m grenade_py.tune` took 67 s
+#: on its first run (31 s of it PoCL compiling the 98 kernels and work-group shapes timed,
+#: 30 s timing) and 34 s warm; with this, 57 s and 18 s. The choices were as good: each
+#: rule tuning one launch 6-8 times, taking turns, the blocks chosen took 1.026x (quiet) and
+#: 1.055x (another process busy half the time) the fastest block's time at MNIST's 128 x 784 x
+#: 512 forward (1 ms: 2 launches), against 1.043x and 1.047x; 1.006x against 1.000x at bn's
+#: 5.7 ms kernel gradient at batch 256 (1 launch; 0.99 s a tuning, against 2.46).
+TIMED_S = 0.002
+
+
 def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], Launch]]],
                repeats: int = 5, keep: bool = True) -> list[Tuned]:
     """Time every block of each distinct (form, shape) among `sites` in `repeats` rounds, the
-    candidates interleaved within each, and keep the one of the lowest median over the rounds of
+    candidates interleaved within each (one launch each in the first round, then up to
+    TIMED_S of launches), and keep the one of the lowest median over the rounds of
     its time / the round's median time (the machine's noise, common to a round, divides out) in
     the device's table and the cache file (unless not `keep`); one Tuned per shape.
 
@@ -332,8 +345,10 @@ def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], L
                 continue
         for run in launches.values():
             run()
-        rounds = [{b: seconds(device, run) for b, run in launches.items()}
-                  for _ in range(repeats)]
+        rounds = [{b: seconds(device, run, 1) for b, run in launches.items()}]
+        calls = max(1, min(5, math.ceil(TIMED_S / statistics.median(rounds[0].values()))))
+        rounds += [{b: seconds(device, run, calls) for b, run in launches.items()}
+                   for _ in range(repeats - 1)]
         score = {b: statistics.median(r[b] / statistics.median(r.values()) for r in rounds)
                  for b in launches}
         best = min(score, key=lambda b: score[b])

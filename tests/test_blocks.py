@@ -113,7 +113,7 @@ def test_the_tuner_is_not_fooled_by_one_quiet_moment(device, monkeypatch):
     launches = {block: lambda: None for block in script}  # a launch that does nothing
     calls: dict[blocks.Block, int] = dict.fromkeys(script, 0)
 
-    def scripted(_device, run):
+    def scripted(_device, run, _calls=5):
         block = next(k for k, launch in launches.items() if launch is run)
         calls[block] += 1
         return script[block][calls[block] - 1]
@@ -125,6 +125,24 @@ def test_the_tuner_is_not_fooled_by_one_quiet_moment(device, monkeypatch):
     assert row.best == a and row.best_s == 1.0
     assert min(script, key=lambda k: min(script[k])) == b  # what the fastest round would pick
     assert calls == dict.fromkeys(script, 5)  # each shape once, every candidate every round
+
+
+@pytest.mark.parametrize("launch_s, calls", [(0.0001, 5), (0.0008, 3), (0.005, 1)])
+def test_the_tuner_times_long_launches_fewer_times(device, monkeypatch, launch_s, calls):
+    """The first round times one launch of each candidate; the later rounds as many as take
+    about TIMED_S (2 ms), 1 to 5."""
+    blocks_ = blocks.FORMS["gemm_dot"][:3]
+    asked: list[int] = []
+
+    def timed(_device, _run, count=5):
+        asked.append(count)
+        return launch_s
+
+    monkeypatch.setattr(blocks, "candidates", lambda _d, _f: blocks_)
+    monkeypatch.setattr(blocks, "seconds", timed)
+    blocks.tune_sites(device, [("gemm_dot", (3, 3, 3, 1), lambda b: lambda: None)], repeats=4,
+                      keep=False)
+    assert asked == [1] * 3 + [calls] * 9
 
 
 def test_a_tiled_device_tunes_its_tile_shapes(tmp_path, monkeypatch):
