@@ -43,8 +43,8 @@ def test_ranks_reach_the_weights_of_one_process(device64, tmp_path, ranks, batch
     assert result.returncode == 0, result.stderr
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(ranks)]
     assert len({r["checksum"] for r in reports}) == 1  # the same parameters on every rank
-    cores = os.cpu_count() or 1
-    assert all(r["threads"] == max(1, cores // ranks) for r in reports)  # PoCL capped per rank
+    if "Portable Computing Language" in device64.cl_device.platform.name:  # capped per rank
+        assert all(r["threads"] == max(1, (os.cpu_count() or 1) // ranks) for r in reports)
     single = network(device64, variant)
     x, y = data()
     history = fit(single, OPTIMIZERS[variant], x, y, batch_size=batch, epochs=3, seed=4,

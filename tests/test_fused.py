@@ -298,8 +298,10 @@ def test_progress_reports_in_chunks(device):
 def test_fused_loop_with_many_lanes(device64, monkeypatch, name, lanes):
     """The loop's GPU form (coalesced lanes: groups of lanes per weight row, summed in local
     memory; lanes over consecutive weights in the update; convolutions' and poolings' rows,
-    planes and kernel entries shared out), run on PoCL. Its dot products sum in another order,
-    so it equals the one-lane form to rounding."""
+    planes and kernel entries shared out), run on the CPU. Its dot products sum in another
+    order, so it equals the one-lane form to rounding: every value to rtol x the array's
+    largest, as on a GPU (on PoCL values near 0 came within 1e-3 of that; on Intel's CPU
+    runtime two weights of 257 at 0.5% of the largest differed by 1.7e-14 x the largest)."""
     monkeypatch.setattr("grenade_py.fused.lanes", lambda device: lanes)
     fused, plain = build(device64, name), build(device64, name)
     assert fused_trainer(fused).launch.local_size == (lanes,)
@@ -307,4 +309,4 @@ def test_fused_loop_with_many_lanes(device64, monkeypatch, name, lanes):
     train(fused, LP, x, y, per_example=True)
     layer_by_layer(monkeypatch)
     train(plain, LP, x, y, per_example=True)
-    assert_same_state(fused, plain, rtol=1e-12)
+    assert_same_state(fused, plain, rtol=1e-12, scale=1)
