@@ -377,9 +377,12 @@ def measured_peak(device: Device, repeats: int) -> float:
 
 def peak_gflops(device: Device) -> tuple[float, str]:
     """An estimate of the device's FP32 peak from what OpenCL reports, and how it was made:
-    clock x compute units x FP32 lanes per unit x 2 (a fused multiply-add is two flops)."""
+    clock x compute units x FP32 lanes per unit x 2 (a fused multiply-add is two flops); 0
+    where the driver reports no clock (Intel's CPU runtime reports 0 MHz)."""
     d = device.cl_device
     clock, units, vendor = d.max_clock_frequency / 1e3, d.max_compute_units, d.vendor.lower()
+    if clock <= 0:
+        return 0.0, f"{d.name.strip()} reports no clock"
     if not device.gpu:  # a core: native vector lanes on each of two FMA ports
         lanes, how = 2 * d.native_vector_width_float, "2 FMA ports x native vector width"
     elif "nvidia" in vendor:
@@ -915,8 +918,10 @@ def report_gemms(device: Device, repeats: int,
     measured peak among them."""
     estimate, how = peak_gflops(device)
     peak = measured_peak(device, repeats)
+    clocks = f"estimated from clocks: {estimate:.0f} = {how}" if estimate else \
+        f"no estimate from clocks: {how}"
     say(f"\n4. GEMMs, float32, on {device.name}: measured FMA peak {peak:.0f} GFLOP/s "
-        f"(chained vector FMAs; estimated from clocks: {estimate:.0f} = {how})")
+        f"(chained vector FMAs; {clocks})")
     rows = bench_gemm(device, repeats)
     for name, gflops in rows:
         say(f"   {name:64s} {gflops:7.1f} GFLOP/s {gflops / peak:6.1%} of peak")

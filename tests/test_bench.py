@@ -81,3 +81,19 @@ def test_interleaved_runs_take_every_place_in_turn():
     assert order == list("abc" "bca" "cab" "abc")
     # a "time" is the count of calls so far: a's 1 (the warm-up), 6, 8, 10 -> median 8
     assert medians == {"a": 8, "b": 9, "c": 7}
+
+
+def test_the_clock_estimate_is_left_out_where_the_driver_reports_no_clock():
+    """Intel's CPU runtime reports 0 MHz: no '0 = 0.00 GHz x ...' estimate, a line saying so."""
+    from types import SimpleNamespace
+
+    from grenade_py.bench import peak_gflops
+
+    def device(mhz):
+        return SimpleNamespace(gpu=False, cl_device=SimpleNamespace(
+            name="AMD EPYC ", max_clock_frequency=mhz, max_compute_units=2,
+            vendor="Intel(R) Corporation", native_vector_width_float=8))
+
+    assert peak_gflops(device(0)) == (0.0, "AMD EPYC reports no clock")
+    estimate, how = peak_gflops(device(2450))
+    assert estimate == 2.45 * 2 * 16 * 2 and how.startswith("2.45 GHz x 2 units x 16 lanes")
