@@ -12,13 +12,22 @@ from grenade_py.device import Device
 from grenade_py.gemm import gemm_dot, gemm_outer, gemm_transpose_sums
 from grenade_py.kernel_library import kernel_source
 
-_tiled: dict[str, Device] = {}
+_devices: dict[tuple[str, str], Device] = {}
+
+
+def _form_device(precision, gemm):
+    """A device of this precision whose GEMMs take this form ("registers" or "tiled"): the
+    default device where it does (a GPU's default is "tiled", a CPU's "registers")."""
+    default = get_device(precision)
+    if default.gemm == gemm:
+        return default
+    if (precision, gemm) not in _devices:
+        _devices[precision, gemm] = Device(precision=precision, gemm=gemm)
+    return _devices[precision, gemm]
 
 
 def _tiled_device(precision):
-    if precision not in _tiled:
-        _tiled[precision] = Device(precision=precision, gemm="tiled")
-    return _tiled[precision]
+    return _form_device(precision, "tiled")
 
 
 @pytest.fixture(params=[("float32", None), ("float64", None), ("float32", "tiled"),
@@ -31,7 +40,7 @@ def gemm_device(request, monkeypatch):
 
     precision, form = request.param
     if form is None:
-        return get_device(precision)
+        return _form_device(precision, "registers")
     if isinstance(form, tuple):
         monkeypatch.setattr(blocks, "block", lambda *_: form)
     return _tiled_device(precision)
@@ -151,8 +160,8 @@ def test_every_register_block_against_numpy(device, rng, form, monkeypatch):
     sizes that leave partial blocks and vectors (and a row narrower than one vector)."""
     from grenade_py import blocks
 
-    if form in blocks.TILED_FORMS:
-        device = _tiled_device(device.precision)
+    device = _form_device(device.precision,
+                          "tiled" if form in blocks.TILED_FORMS else "registers")
     for candidate in blocks.FORMS[form]:
         monkeypatch.setattr(blocks, "block", lambda *_, candidate=candidate: candidate)
         for m, n, k in [(1, 1, 1), (7, 3, 17), (3, 12, 5), (17, 20, 5), (25, 257, 33)]:
