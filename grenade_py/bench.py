@@ -867,7 +867,7 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
         table.add(f"GEMM {what} (GFLOP/s)", mine, "{:.0f}", f"grenade_py gemm_dot {device.gemm}")
         table.add("  the fastest block and work-group shape (GFLOP/s; python -m "
                   "grenade_py.tune)", [(n, v) for n, v in mine if n.startswith(
-                      "grenade_py gemm_dot registers") and ", tuned (" in n], "{:.0f}")
+                      f"grenade_py gemm_dot {device.gemm}") and ", tuned (" in n], "{:.0f}")
     table.add("  the device's measured FMA peak (GFLOP/s)",
               [(n, v) for n, v in gemms if n.endswith("measured FMA peak")], "{:.0f}",
               "grenade_py measured")

@@ -26,10 +26,6 @@ def _form_device(precision, gemm):
     return _devices[precision, gemm]
 
 
-def _tiled_device(precision):
-    return _form_device(precision, "tiled")
-
-
 @pytest.fixture(params=[("float32", None), ("float64", None), ("float32", "tiled"),
                         ("float64", "tiled"), ("float64", (8, 8, 8, 2, 2))],
                 ids=["float32", "float64", "tiled32", "tiled64", "small-tiles64"])
@@ -43,7 +39,7 @@ def gemm_device(request, monkeypatch):
         return _form_device(precision, "registers")
     if isinstance(form, tuple):
         monkeypatch.setattr(blocks, "block", lambda *_: form)
-    return _tiled_device(precision)
+    return _form_device(precision, "tiled")
 
 
 SIZES = [1, 3, 17, 257, 784]
@@ -235,7 +231,7 @@ def test_a_tile_shape_the_kernel_cannot_run_falls_back_to_the_smallest(rng, monk
     from grenade_py import blocks
     from grenade_py.errors import DeviceError
 
-    device = _tiled_device("float64")
+    device = _form_device("float64", "tiled")
     launch = device.launch
 
     def limited(name, *args, local=None, **kwargs):
