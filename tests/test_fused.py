@@ -114,14 +114,19 @@ def layer_by_layer(monkeypatch):
 def assert_same_state(a, b, rtol, scale=1e-3):
     """Parameters and momenta to `rtol`, values near 0 to rtol x `scale` x the array's
     largest. On a device running the tiled GEMMs (a GPU's), layer by layer sums each product in
-    another order than the loop: every value compares to rtol x the array's largest."""
-    if a.device.gemm == "tiled":
-        scale = 1
-    for pa, pb in zip(a.get_parameters() + a.get_momentum(),
-                      b.get_parameters() + b.get_momentum(), strict=True):
+    another order than the loop: every value compares to rtol x the array's largest, and
+    momenta to 100 rtol. A momentum near convergence is a small difference of large terms (a
+    saturated Tanh's 1 - y^2, y within an ulp of 1): under Intel's CPU runtime posing as a GPU,
+    relu-logit-tanh's float32 momenta differed by 2.8e-3 of their largest after 50 steps (float64:
+    1.8e-12 after 2,000), while its parameters stayed within 2e-7 (2e-13)."""
+    tiled = a.device.gemm == "tiled"
+    parameters = len(a.get_parameters())
+    for i, (pa, pb) in enumerate(zip(a.get_parameters() + a.get_momentum(),
+                                     b.get_parameters() + b.get_momentum(), strict=True)):
+        tol = rtol * (100 if tiled and i >= parameters else 1)
         for name in pa:
-            np.testing.assert_allclose(pa[name], pb[name], rtol=rtol,
-                                       atol=rtol * scale * np.abs(pb[name]).max(), err_msg=name)
+            np.testing.assert_allclose(pa[name], pb[name], rtol=tol, err_msg=name,
+                                       atol=tol * (1 if tiled else scale) * np.abs(pb[name]).max())
 
 
 def test_feedforward_fused_equals_layer_by_layer_10k(device64, monkeypatch):
