@@ -7,15 +7,18 @@ Grenade's `(rows * channels) x cols` matrix per sample, and PyTorch's NCHW.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 
 def _check_dims(shape: Shape) -> None:
-    for d in shape.dims:
-        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise ValueError(
-                f"{type(shape).__name__} sizes must be positive ints, got {shape.dims}")
+    """ValueError unless every size is a positive int, naming them in the constructor's order
+    (D3's dims are in another)."""
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape.dims):
+        names = ", ".join(f.name for f in dataclasses.fields(shape))
+        raise ValueError(f"{type(shape).__name__} sizes ({names}) must be positive ints, got "
+                         f"{dataclasses.astuple(shape)}")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pyopencl as cl
 import pytest
 
-from grenade_py import D1, D2, FullyConnected, Logit, Network, Relu, ShapeError, Tanh, run_net
+from grenade_py import D1, D2, D3, FullyConnected, Logit, Network, Relu, ShapeError, Tanh, run_net
 
 
 def test_shapes_and_repr(device):
@@ -25,6 +25,15 @@ def test_shape_error_names_layer_and_both_shapes(device):
     message = str(e.value)
     assert "layer 2" in message and "FullyConnected 10 1" in message
     assert "D1 10" in message and "D1 40" in message
+
+
+def test_a_bad_size_is_named_in_the_constructors_order():
+    # D3's dims are (channels, rows, cols): the error gives what the caller wrote
+    with pytest.raises(ValueError, match=r"D3 sizes \(rows, cols, channels\) must be positive "
+                                         r"ints, got \(1, -1, 2\)"):
+        D3(1, -1, 2)
+    with pytest.raises(ValueError, match=r"D1 sizes \(n\) .* got \(True,\)"):
+        D1(True)
 
 
 def test_fully_connected_rejects_2d_input(device):
