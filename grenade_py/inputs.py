@@ -19,8 +19,10 @@ if TYPE_CHECKING:
     from grenade_py.recurrent_network import RecurrentNetwork
 
 
-def samples(x: object, shape: Shape, what: str, dtype: type) -> tuple[np.ndarray, bool]:
-    """`x` as a contiguous (N, *shape) array of `dtype`, and whether it was one sample."""
+def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0
+            ) -> tuple[np.ndarray, bool]:
+    """`x` as a contiguous (N, *shape) array of `dtype`, and whether it was one sample. With
+    `steps`, the samples are sequences' steps, b * steps + t, and errors name them so."""
     array = np.asarray(x)
     dims = shape.dims
     if array.dtype == object or not (np.issubdtype(array.dtype, np.floating)
@@ -37,9 +39,9 @@ def samples(x: object, shape: Shape, what: str, dtype: type) -> tuple[np.ndarray
     with np.errstate(over="ignore"):
         cast: np.ndarray = np.ascontiguousarray(array, dtype=dtype)
     if not np.all(np.isfinite(cast)):
-        bad = np.argwhere(~np.isfinite(cast.reshape(len(cast), -1)))[0][0]
-        raise ValueError(f"{what} holds NaN or Inf in {np.dtype(dtype).name} (first in sample "
-                         f"{bad})")
+        bad = int(np.argwhere(~np.isfinite(cast.reshape(len(cast), -1)))[0][0])
+        place = f"sequence {bad // steps}, step {bad % steps}" if steps else f"sample {bad}"
+        raise ValueError(f"{what} holds NaN or Inf in {np.dtype(dtype).name} (first in {place})")
     return cast, single
 
 
@@ -77,7 +79,9 @@ def count(value: object, name: str, least: int) -> int:
 
 def sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x (B, T, *in), targets (B, T, *out) and mask (B, T) checked, time-major: (T, B, ...)."""
+    """x (B, T, *in), targets (B, T, *out) and mask (B, T) checked, time-major: (T, B, ...).
+    The targets of steps without a mark are ignored, whatever they hold (NaN too), and given
+    as 0."""
     dtype = net.device.dtype
     xs, given = np.asarray(x), np.asarray(targets)
     for what, array, shape in (("x", xs, net.input_shape), ("targets", given, net.output_shape)):
@@ -85,15 +89,19 @@ def sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
             raise ValueError(f"{what} has shape {array.shape}: pass B >= 1 sequences of T >= 1 "
                              f"steps, (B, T, {', '.join(map(str, shape.dims))}) for {shape!r}")
     batch, steps = xs.shape[:2]
-    flat, _ = samples(xs.reshape(batch * steps, *xs.shape[2:]), net.input_shape, "x", dtype)
+    flat, _ = samples(xs.reshape(batch * steps, *xs.shape[2:]), net.input_shape, "x", dtype,
+                      steps)
     if given.shape[:2] != (batch, steps):
         raise ValueError(f"targets have shape {given.shape}, but x has {batch} sequences of "
                          f"{steps} steps")
-    ts, _ = samples(given.reshape(-1, *given.shape[2:]), net.output_shape, "targets", dtype)
     marks = np.asarray(mask)
     if marks.shape != (batch, steps) or marks.dtype != bool:
         raise ValueError(f"mask must be a bool array ({batch}, {steps}) marking the steps with a "
                          f"target, got {marks.dtype} {marks.shape}")
+    if not marks.all() and np.issubdtype(given.dtype, np.floating):
+        given = np.where(marks.reshape(batch, steps, *[1] * (given.ndim - 2)), given, 0)
+    ts, _ = samples(given.reshape(-1, *given.shape[2:]), net.output_shape, "targets", dtype,
+                    steps)
 
     def time_major(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.swapaxes(a.reshape(batch, steps, *a.shape[1:]), 0, 1))

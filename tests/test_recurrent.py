@@ -581,6 +581,34 @@ def test_shapes_and_misuse_are_refused(device: g.Device) -> None:
                      np.zeros(10, int)).train(LP, np.array([5]), 5)
 
 
+@pytest.mark.parametrize("summed", [False, True])
+def test_targets_of_unmarked_steps_are_ignored_even_nan(device: g.Device, summed: bool) -> None:
+    """The steps without a mark may hold any target, NaN placeholders too (they were refused):
+    training is that of zeros there. A NaN on a marked step is refused, named by its sequence
+    and step."""
+    rng = np.random.default_rng(3)
+    x, targets = rng.normal(size=(3, 5, 2)), rng.normal(size=(3, 5, 2))
+    mask = rng.random((3, 5)) < 0.5
+    placeholders, zeros = targets.copy(), targets.copy()
+    placeholders[~mask], zeros[~mask] = np.nan, 0.0
+    trained = []
+    for given in (placeholders, zeros):
+        net = g.RecurrentNetwork([g.LSTM(2, 4), g.FullyConnected(4, 2)], input=g.D1(2),
+                                 device=device, seed=5)
+        g.train_sequences(net, LP, x, given, mask, summed=summed)
+        trained.append(net.get_parameters())
+    for got, want in zip(*trained, strict=True):
+        for name in want:
+            assert np.isfinite(got[name]).all()
+            np.testing.assert_array_equal(got[name], want[name])
+    marked = targets.copy()
+    marked[2, 3] = np.nan
+    mask[2, 3] = True
+    with pytest.raises(ValueError, match=r"targets holds NaN or Inf in \w+ \(first in "
+                                         r"sequence 2, step 3\)"):
+        g.train_sequences(net, LP, x, marked, mask, summed=summed)
+
+
 def test_recurrent_example_learns_the_cycle() -> None:
     """Grenade's recurrent.hs: trained, the LSTM generates 0, 0, 1 repeated; untrained (the
     baseline) it does not."""
