@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -77,6 +78,11 @@ def chosen_optimizer(name: str | None, load: str | None, default: str) -> str:
     return name if name in OPTIMIZERS else default
 
 
+#: The option giving each optimiser field (Adam's weight decay is --l2).
+OPTIMIZER_FLAGS = {"rate": "-r/--train_rate", "momentum": "--momentum", "l2": "--l2",
+                   "weight_decay": "--l2", "clip_norm": "--clip-norm"}
+
+
 def optimizer_from_options(name: str, rate: float | None, momentum: float | None,
                            l2: float | None, clip_norm: float | None,
                            defaults: tuple[float, float, float], precision: str) -> Optimizer:
@@ -105,8 +111,12 @@ def optimizer_from_options(name: str, rate: float | None, momentum: float | None
         chosen = kind(**values)
         chosen.check(PRECISIONS[precision][1])
         return chosen
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+    except ValueError as e:  # "SGD.rate must be > 0, got -1" names the option instead
+        field = re.fullmatch(r"\w+\.(\w+) (must be .*)", str(e))
+        if field is None or field[1] not in OPTIMIZER_FLAGS:
+            raise click.BadParameter(str(e)) from None
+        raise click.BadParameter(field[2].replace(" (or None)", ""),
+                                 param_hint=OPTIMIZER_FLAGS[field[1]]) from None
 
 
 def check_schedule(schedule: str | None, rate: float, epochs: int) -> None:

@@ -38,7 +38,7 @@ def schedule_rate(schedule: Schedule | None, rate: float, epoch: int, epochs: in
         else:
             raise ValueError(f"schedule {schedule!r} is not one of constant, step:EVERY:FACTOR "
                              "(e.g. step:5:0.5), exponential:FACTOR (e.g. exponential:0.9), "
-                             "cosine, or a callable epoch -> rate")
+                             "cosine (from Python also a callable epoch -> rate)")
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
             not math.isfinite(value) or not value > 0:
         raise ValueError(f"schedule {schedule!r} gives epoch {epoch} the rate {value!r}; "

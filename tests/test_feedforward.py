@@ -130,7 +130,7 @@ def test_cli_errors_are_clear(tmp_path):
     assert result.returncode != 0 and "not a grenade_py model file" in result.stderr
     assert "Traceback" not in result.stderr
     result = feedforward("--train_rate", "-1")
-    assert result.returncode != 0 and "rate must be > 0" in result.stderr
+    assert result.returncode != 0 and "-r/--train_rate: must be > 0" in result.stderr
     result = feedforward("--device", "9:9")
     assert result.returncode != 0 and "no OpenCL device '9:9'" in result.stderr
 
@@ -195,8 +195,10 @@ def test_cli_resumes_with_the_models_optimiser(tmp_path):
 def test_cli_optimizer_options_are_checked_before_training():
     for args, message in ((["--schedule", "linear"], "--schedule"),
                           (["--optimizer", "adam", "--momentum", "0.5"], "--momentum"),
-                          (["--clip-norm", "0"], "clip_norm must be > 0"),
-                          (["--optimizer", "adamw", "--l2", "-1"], "weight_decay must be >= 0"),
+                          # the option named, not the optimiser's field
+                          (["--clip-norm", "0"], "for --clip-norm: must be > 0, got 0.0\n"),
+                          (["--momentum", "1"], "for --momentum: must be in [0, 1), got 1.0"),
+                          (["--optimizer", "adamw", "--l2", "-1"], "for --l2: must be >= 0"),
                           (["-r", "1e300"], "overflows float32"),
                           (["--save", ""], "--save: is empty"),
                           (["--save", "/"], "is a directory")):
