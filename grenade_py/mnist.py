@@ -127,6 +127,10 @@ def main(data_dir: str, arch: str, arch_file: str | None, epochs: int | None,
          limit: int | None, save: str | None, load: str | None, log: str | None,
          plot: str | None, distributed: bool) -> None:
     """Train an MLP on MNIST; print train loss, test accuracy and examples/s per epoch."""
+    given = click.get_current_context().get_parameter_source("arch")
+    if arch_file is not None and given is not click.core.ParameterSource.DEFAULT:
+        raise click.BadParameter("give --arch or --arch-file, not both",
+                                 param_hint="--arch-file")
     recipe = RECIPES.get(arch, {}) if arch_file is None else {}
     optimizer = chosen_optimizer(optimizer, load, recipe.get("optimizer", "sgd"))
     same = optimizer == recipe.get("optimizer", "sgd")  # the recipe's values go with its own

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import signal
 import struct
 import subprocess
@@ -266,13 +267,15 @@ def test_mnist_cli_checks_an_arch_file_before_training(tmp_path):
         result = mnist_cli("--data", str(tmp_path / "d"), "--arch-file", str(arch))
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr and "epoch" not in result.stdout
+    # --arch given beside it is not silently ignored (--arch mlp, the default, neither)
+    arch.write_text(json.dumps(mnist_network("mlp").spec()))
+    result = mnist_cli("--data", str(tmp_path / "d"), "--arch-file", str(arch), "--arch", "mlp")
+    assert result.returncode == 2 and "give --arch or --arch-file, not both" in result.stderr
 
 
 @needs_mnist
 def test_mnist_cli_trains_a_network_from_an_arch_file(tmp_path):
     """A JSON spec (here the mlp's own, from spec()) trains as --arch does."""
-    import json
-
     arch = tmp_path / "net.json"
     arch.write_text(json.dumps(mnist_network("mlp").spec()))
     result = subprocess.run([sys.executable, "-m", "grenade_py.mnist", "--data", str(MNIST_DIR),
