@@ -183,6 +183,9 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
             if not isinstance(meta.get("alphabet"), list):
                 raise ModelFileError(f"{load} holds no alphabet: it was not saved by this "
                                      "program")
+            if annotate and not meta.get("annotate_capitals"):
+                raise click.BadParameter(f"{load} was trained without it; leave it out",
+                                         param_hint="--annotate-capitals")
             annotate = bool(meta.get("annotate_capitals"))
         text = annotate_capitals(raw) if annotate else raw
         alphabet = meta["alphabet"] if load else alphabet_of(text, symbols)
@@ -200,6 +203,8 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
         width = symbols if symbols is not None and not load else len(alphabet)
         fresh = shakespeare_network(width, device, weights_seed, init, output)
         net = RecurrentNetwork.load(load, device=device) if load else fresh
+        if load:  # the file's network, not options describing another, silently ignored
+            check_loaded(net, load, output, symbols)
         loss = "cross_entropy" if isinstance(net.layers[-1], Softmax) else "squared_error"
         corpus = SymbolCorpus(net, codes)
         metadata = {"alphabet": alphabet, "annotate_capitals": annotate}
@@ -234,6 +239,20 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
                 click.echo(unannotate_capitals(written) if annotate else written)
         if save:
             net.save(save, metadata)
+
+
+def check_loaded(net: RecurrentNetwork, load: str, output: str, symbols: int | None) -> None:
+    """A usage error where --output (given) or --symbols describe another network than the
+    model file `load` holds."""
+    held = "softmax" if isinstance(net.layers[-1], Softmax) else "logit"
+    given = click.get_current_context().get_parameter_source("output")
+    if output != held and given is not click.core.ParameterSource.DEFAULT:
+        raise click.BadParameter(f"{load} holds a network of {held} outputs; leave it out",
+                                 param_hint="--output")
+    width = int(net.input_shape.dims[0])
+    if symbols is not None and symbols != width:
+        raise click.BadParameter(f"{load} holds a network of {width} symbols; leave it out",
+                                 param_hint="--symbols")
 
 
 if __name__ == "__main__":

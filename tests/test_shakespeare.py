@@ -111,3 +111,27 @@ def test_an_error_after_training_began_saves_what_was_trained(tmp_path, monkeypa
     assert isinstance(result.exception, RuntimeError)
     assert "saved what was trained" in result.output and model.exists()
     g.RecurrentNetwork.load(model)
+
+
+def test_a_loaded_model_refuses_options_that_describe_another(tmp_path) -> None:
+    """With --load, the file's network trains: --output, --symbols or --annotate-capitals that
+    contradict it are usage errors (they were silently ignored); agreeing ones are welcome."""
+    text = tmp_path / "text.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 4)
+    model = tmp_path / "m.gpy"
+    runner = CliRunner()
+    common = ["--data", str(text), "-e", "0", "--sample-length", "0"]
+    made = runner.invoke(shakespeare_main, [*common, "--output", "softmax", "--save", str(model)])
+    assert made.exit_code == 0, made.output
+    width = len(read_metadata(model)["alphabet"])
+    for args, message in ((["--output", "logit"], "--output: .* holds a network of softmax "
+                                                  "outputs; leave it out"),
+                          (["--symbols", str(width + 1)], f"--symbols: .* holds a network of "
+                                                          f"{width} symbols"),
+                          (["--annotate-capitals"], "--annotate-capitals: .* was trained "
+                                                    "without it")):
+        result = runner.invoke(shakespeare_main, [*common, "--load", str(model), *args])
+        assert result.exit_code == 2 and re.search(message, result.output), result.output
+    for args in ([], ["--output", "softmax", "--symbols", str(width)]):
+        result = runner.invoke(shakespeare_main, [*common, "--load", str(model), *args])
+        assert result.exit_code == 0, result.output
