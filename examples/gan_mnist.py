@@ -47,7 +47,7 @@ from grenade_py import (
     run_net,
     run_network,
 )
-from grenade_py.cli import check_writable
+from grenade_py.cli import check_writable, optimizer_from_options, user_errors
 from grenade_py.datasets import load_mnist
 from grenade_py.exchange import Exchange
 from grenade_py.model_file import write_atomically
@@ -157,12 +157,20 @@ def write_png(path: Path, image: np.ndarray) -> None:
 def main(data_dir: str, iterations: int, examples: int, batch_size: int, rate: float,
          seed: int, png: str | None, save: str | None) -> None:
     """Train Grenade's MNIST GAN and print a generated digit after each iteration."""
+    lp = optimizer_from_options("sgd", rate, None, None, None, (rate, 0.9, 0.0005), "float32")
+    assert isinstance(lp, LearningParameters)
     check_writable(save)
     check_writable(png, "--png")
+    with user_errors():
+        train(data_dir, iterations, examples, batch_size, lp, seed, png, save)
+
+
+def train(data_dir: str, iterations: int, examples: int, batch_size: int,
+          lp: LearningParameters, seed: int, png: str | None, save: str | None) -> None:
+    """main's run, its options checked."""
     train_x = load_mnist(data_dir)[0].reshape(-1, 28, 28)[:examples]
     discriminator_seed, generator_seed, rng = streams(seed)
     discriminator, generator = networks(discriminator_seed, generator_seed)
-    lp = LearningParameters(rate, 0.9, 0.0005)
     tapes: dict[str, Tapes] = {}
     shown = np.random.default_rng([seed, 7]).uniform(-1, 1, size=(8, 80))  # its own stream
     rows = []

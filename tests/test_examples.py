@@ -60,3 +60,17 @@ def test_gan_noise_is_independent_of_the_weights():
     kernel = discriminator.get_parameters()[0]["kernel"].ravel()
     first = noise.uniform(-1, 1, size=80)
     assert abs(np.corrcoef(first[:25], kernel[:25])[0, 1]) < 0.9
+
+
+def test_gan_example_errors_are_one_line(tmp_path):
+    """A bad rate or a folder without MNIST: a one-line usage or data error, no traceback (both
+    were tracebacks)."""
+    from click.testing import CliRunner
+
+    gan = load("gan_mnist")
+    for args, code, message in ((["--data", str(tmp_path), "-r", "-1"], 2,
+                                 "Invalid value for -r/--train_rate: must be > 0, got -1.0"),
+                                (["--data", str(tmp_path)], 1, "Error: no file matching")):
+        result = CliRunner().invoke(gan.main, args)
+        assert result.exit_code == code and message in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
