@@ -133,10 +133,12 @@ def load_grenade(path: str | os.PathLike[str], like: Network) -> Network:
         if struct.unpack(">Q", blob[at:at + 8])[0] != array.size:
             raise ModelFileError(f"{path} is not a Grenade file of {like!r}: {what} should "
                                  f"hold {array.size} values here")
-        value = np.frombuffer(blob, ">f8", array.size, at + 8).reshape(array.shape)
-        if not np.all(np.isfinite(value.astype(net.device.dtype))):
+        with np.errstate(over="ignore"):  # too large for float32: refused just below
+            value = np.frombuffer(blob, ">f8", array.size, at + 8).reshape(
+                array.shape).astype(net.device.dtype)
+        if not np.all(np.isfinite(value)):
             raise ModelFileError(f"{path}: {what} is not finite in {net.device.precision}")
-        read.append((layer, value.astype(net.device.dtype)))
+        read.append((layer, value))
         at += 8 + 8 * array.size
     by_layer: dict[int, list[np.ndarray]] = {}
     for layer, value in read:

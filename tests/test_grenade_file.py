@@ -3,9 +3,11 @@ writes the same bytes."""
 from __future__ import annotations
 
 import struct
+import warnings
 
 import numpy as np
 import pytest
+from conftest import get_device
 
 from grenade_py import D1, FullyConnected, ModelFileError, Network, run_net
 from grenade_py.feedforward import feedforward_network
@@ -59,6 +61,18 @@ def test_wrong_files_are_model_file_errors(device64, tmp_path):
                           (cereal(np.zeros(4), np.zeros(5)), "should hold 3 values")):
         path.write_bytes(blob)
         with pytest.raises(ModelFileError, match=message):
+            load_grenade(path, like=like)
+
+
+def test_values_beyond_float32_are_refused_without_a_warning(tmp_path):
+    """A double too large for float32 is a ModelFileError, and numpy's overflow warning does
+    not leak to the user (it did, beside the error)."""
+    like = Network([FullyConnected(2, 3)], input=D1(2), device=get_device("float32"))
+    path = tmp_path / "f"
+    path.write_bytes(cereal(np.zeros(3), np.full((3, 2), 1e300)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ModelFileError, match=r"FullyConnected 2 3 is not finite in float32"):
             load_grenade(path, like=like)
 
 
