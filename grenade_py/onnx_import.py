@@ -233,6 +233,15 @@ def from_onnx(cls: Any, path: str | os.PathLike[str], device: Device | str | Non
         raise ModelFileError(f"cannot read {path}: {e.strerror or e}") from None
     except Exception as e:  # protobuf's DecodeError and kin
         raise ModelFileError(f"{path} is not an ONNX model: {e}") from None
+    try:
+        return _read(cls, onnx, model, device)
+    except (ModelFileError, ValueError, TypeError, KeyError) as e:  # a spec, shape or tensor
+        # that does not decode (UnicodeDecodeError, JSONDecodeError, ShapeError are ValueErrors)
+        raise ModelFileError(f"{path}: {e}") from None
+
+
+def _read(cls: Any, onnx: Any, model: Any, device: Device | str | None) -> Any:
+    """from_onnx's network from the loaded `model`."""
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     floats = [w.dtype for w in weights.values() if w.dtype.kind == "f"]
     precision = "float64" if floats and all(d == np.float64 for d in floats) else "float32"

@@ -218,6 +218,37 @@ def test_what_cannot_be_read_is_named(tmp_path):
         g.Network.from_onnx(tmp_path / "c")
 
 
+def test_a_damaged_export_is_a_model_file_error(tmp_path):
+    """grenade_py's own export with its spec or a tensor damaged: a ModelFileError naming the
+    file (they were JSONDecodeError, UnicodeDecodeError or numpy's ValueError)."""
+    net = feedforward_network(get_device("float32"), seed=1)
+    net.to_onnx(tmp_path / "ff.onnx")
+    spec = next(p for p in onnx.load(tmp_path / "ff.onnx").metadata_props
+                if p.key == "grenade_py.spec").value
+    damages = {
+        "json": lambda m: _set_spec(m, spec[:-3]),
+        "type": lambda m: _set_spec(m, spec.replace('"FullyConnected"', '"FullyConnecteh"', 1)),
+        "tensor": _cut_first_tensor,
+    }
+    for name, damage in damages.items():
+        model = onnx.load(tmp_path / "ff.onnx")
+        damage(model)
+        path = tmp_path / f"{name}.onnx"
+        path.write_bytes(model.SerializeToString())
+        with pytest.raises(ModelFileError, match=f"^{path}: "):
+            g.Network.from_onnx(path)
+
+
+def _set_spec(model, text):
+    next(p for p in model.metadata_props if p.key == "grenade_py.spec").value = text
+
+
+def _cut_first_tensor(model):
+    tensor = model.graph.initializer[0]
+    assert len(tensor.raw_data) > 4
+    tensor.raw_data = tensor.raw_data[:4]
+
+
 def test_export_cli(tmp_path):
     net = feedforward_network(get_device("float32"), seed=1)
     net.save(tmp_path / "ff.gnpy")
