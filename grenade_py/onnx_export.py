@@ -256,9 +256,10 @@ def to_onnx(net: Any, path: str | os.PathLike[str], steps: int | None = None) ->
     in_dims, out_dims = list(net.input_shape.dims), list(net.output_shape.dims)
     outputs = []
     if hasattr(net, "recurrent_layers"):  # a RecurrentNetwork
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"a RecurrentNetwork is exported over a fixed number of steps: "
                              f"give steps=T >= 1, got {steps!r}")
+        steps = int(steps)
         states = {p: _recurrent_parameters(g, cell, p) for p, cell in net.recurrent_layers()}
         ys = []
         for t in range(steps):

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 
 def _check_dims(shape: Shape) -> None:
-    """ValueError unless every size is a positive int, naming them in the constructor's order
-    (D3's dims are in another)."""
-    if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape.dims):
-        names = ", ".join(f.name for f in dataclasses.fields(shape))
-        raise ValueError(f"{type(shape).__name__} sizes ({names}) must be positive ints, got "
-                         f"{dataclasses.astuple(shape)}")
+    """ValueError unless every size is a positive int (numpy's too, kept as Python ints),
+    naming them in the constructor's order (D3's dims are in another)."""
+    fields = dataclasses.fields(shape)
+    if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1
+           for d in shape.dims):
+        raise ValueError(f"{type(shape).__name__} sizes ({', '.join(f.name for f in fields)}) "
+                         f"must be positive ints, got {dataclasses.astuple(shape)}")
+    for field in fields:
+        object.__setattr__(shape, field.name, int(getattr(shape, field.name)))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,20 @@ import numpy as np
 import pyopencl as cl
 import pytest
 
-from grenade_py import D1, D2, D3, FullyConnected, Logit, Network, Relu, ShapeError, Tanh, run_net
+from grenade_py import (
+    D1,
+    D2,
+    D3,
+    FullyConnected,
+    Logit,
+    Network,
+    Pad,
+    Relu,
+    Reshape,
+    ShapeError,
+    Tanh,
+    run_net,
+)
 
 
 def test_shapes_and_repr(device):
@@ -34,6 +47,18 @@ def test_a_bad_size_is_named_in_the_constructors_order():
         D3(1, -1, 2)
     with pytest.raises(ValueError, match=r"D1 sizes \(n\) .* got \(True,\)"):
         D1(True)
+
+
+def test_numpy_ints_are_sizes_as_layers_take_them(device):
+    """Sizes computed with numpy (np.prod, a shape's entries as np.int64) build shapes, Pad and
+    an export as the layers' own arguments do (D1, D2, D3 and Pad refused them), kept as
+    Python ints."""
+    shape = D3(np.int64(4), np.int32(4), np.int64(1))
+    assert shape == D3(4, 4, 1) and all(type(d) is int for d in shape.dims)
+    net = Network([Pad(np.int64(1), 0, 0, np.int64(1)), Reshape(D1(np.prod([5, 5])))],
+                  input=shape, device=device)
+    assert json.loads(json.dumps(net.spec())) == net.spec()
+    assert net.shapes[-1] == D1(25) and repr(net.layers[0]) == "Pad 1 0 0 1"
 
 
 def test_fully_connected_rejects_2d_input(device):

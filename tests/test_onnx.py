@@ -113,7 +113,7 @@ def test_recurrent_networks_run_in_onnxruntime(device, tmp_path, which):
             if name.endswith("state"):
                 p[name] = rng.normal(size=p[name].shape)
     net.set_parameters(params)
-    net.to_onnx(tmp_path / "rnn.onnx", steps=7)
+    net.to_onnx(tmp_path / "rnn.onnx", steps=np.int64(7))  # a numpy int too (was refused)
     xs = rng.uniform(size=(2, 7, *net.input_shape.dims))
     ys, states = g.run_recurrent(net, xs)
     got = run_onnx(tmp_path / "rnn.onnx", {"input": xs.astype(device.dtype)}, False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
@@ -47,10 +48,11 @@ class Pad(Layer):
         super().__init__()
         for name, value in zip(("left", "top", "right", "bottom"), (left, top, right, bottom),
                                strict=True):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"{type(self).__name__} {name} must be an int >= 0, "
                                  f"got {value!r}")
-        self.left, self.top, self.right, self.bottom = left, top, right, bottom
+        self.left, self.top, self.right, self.bottom = (int(v) for v in (left, top, right,
+                                                                         bottom))
 
     def out_shape(self, in_shape: Shape) -> Shape:
         if not isinstance(in_shape, (D2, D3)):
