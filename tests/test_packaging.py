@@ -27,6 +27,16 @@ def test_wheel_contains_kernels(tmp_path):
     shipped = {f"grenade_py/models/{p.name}" for p in (ROOT / "grenade_py" / "models").iterdir()
                if p.suffix in (".gnpy", ".grenade", ".json")}
     assert "grenade_py/models/index.json" in shipped and shipped <= set(names)
+    # every program (python -m grenade_py.X) is installed as grenade-X
+    (entry_points,) = (n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    for program in PROGRAMS:
+        assert f"grenade-{program} = grenade_py.{program}:main" in scripts, program
+
+
+#: The command-line programs (DESIGN.md's top floor).
+PROGRAMS = ("feedforward", "mnist", "recurrent", "shakespeare", "devices", "bench", "tune",
+            "export")
 
 
 @pytest.mark.parametrize("path", ["flake.nix", "nix/package.nix", "nix/shell.nix"])
