@@ -27,6 +27,7 @@ from grenade_py.cli import (
     optimizer_from_options,
     report_options,
     run_log,
+    save_on_interrupt,
     user_errors,
 )
 from grenade_py.device import Device
@@ -151,11 +152,13 @@ def main(examples: int, rate: float | None, momentum: float | None, l2: float | 
         click.echo("Training network...")
         check_rng = np.random.default_rng(check_seed)
         held_out = windows(check_rng, 100)
-        train_cycle(net, learning, examples, np.random.default_rng(data_seed),
-                    progress=sys.stderr.isatty(),
-                    on_round=(lambda done: record({"round": len(record.records) + 1,
-                                                   "windows": done} | validate(net, held_out)))
-                    if log or plot else None)
+        start = net.steps  # Ctrl-C saves what was trained (any step since)
+        with save_on_interrupt(net, save, lambda: net.steps > start):
+            train_cycle(net, learning, examples, np.random.default_rng(data_seed),
+                        progress=sys.stderr.isatty(),
+                        on_round=(lambda done: record({"round": len(record.records) + 1,
+                                                       "windows": done} | validate(net, held_out)))
+                        if log or plot else None)
         values = generate(net, 150)[100:]
         click.echo(str(values))
         click.echo("the cycle 0, 0, 1: " + ("learned" if is_cycle(values) else "not learned"))

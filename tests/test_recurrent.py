@@ -690,3 +690,26 @@ def test_run_recurrent_names_a_state_of_the_wrong_type(device64: g.Device) -> No
     net = nets(device64, 3, 5)[0]
     with pytest.raises(TypeError, match="state must be a RecurrentState .*got str"):
         g.run_recurrent(net, np.zeros((2, 3)), state="abc")  # type: ignore[arg-type]
+
+
+def test_ctrl_c_in_the_recurrent_example_saves_what_was_trained(tmp_path) -> None:
+    """SIGINT during a long run ends it within seconds with status 130, the windows trained so
+    far in --save (it printed 'Aborted!' and saved nothing)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model = tmp_path / "cycle.gnpy"
+    process = subprocess.Popen([sys.executable, "-m", "grenade_py.recurrent", "-e",
+                                "100000000", "--seed", "1", "--save", str(model)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.readline()  # "Training network...": training starts
+    time.sleep(1.0)
+    assert process.poll() is None
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and time.monotonic() - sent < 5, err
+    assert f"interrupted: saved what was trained to {model}" in err
+    assert g.RecurrentNetwork.load(model).steps > 0
