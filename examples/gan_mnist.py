@@ -47,7 +47,12 @@ from grenade_py import (
     run_net,
     run_network,
 )
-from grenade_py.cli import check_writable, optimizer_from_options, user_errors
+from grenade_py.cli import (
+    check_writable,
+    optimizer_from_options,
+    save_on_interrupt,
+    user_errors,
+)
 from grenade_py.datasets import load_mnist
 from grenade_py.exchange import Exchange
 from grenade_py.model_file import write_atomically
@@ -178,25 +183,27 @@ def train(data_dir: str, iterations: int, examples: int, batch_size: int,
     images = device.to_device(train_x)  # uploaded once; each step takes a slice
     verdicts = device.zeros((len(train_x), 1))
     exchange = Exchange(discriminator, generator) if batch_size == 1 else None
-    for iteration in range(1, iterations + 1):
-        # The iteration's noise in one draw (the same numbers as a draw per step) and upload.
-        noise = device.to_device(rng.uniform(-1, 1, size=(len(train_x), 80)))
-        for start in range(0, len(train_x), EXCHANGES if exchange else batch_size):
-            if exchange is not None:  # each launch waited for, so that Ctrl-C is honoured
-                exchange(images, noise, verdicts, start, min(EXCHANGES, len(train_x) - start),
-                         stronger(lp), lp)
-                device.queue.finish()
-                continue
-            end = min(start + batch_size, len(train_x))
-            verdicts[start:end] = train_step(discriminator, generator, lp, images[start:end],
-                                              noise[start:end], tapes)
-        _, sample = run_network(generator, rng.uniform(-1, 1, size=80))
-        click.echo(f"iteration {iteration}: discriminator's verdict on fakes "
-                   f"{verdicts.get().mean():.3f}\n{ascii_image(sample)}")
-        sys.stdout.flush()
-        if png:
-            rows.append(run_net(generator, shown))
-            write_png(Path(png), tiles(rows))
+    begun = generator.steps  # Ctrl-C saves the generator (no --load: the critic is not kept)
+    with save_on_interrupt(generator, save, lambda: generator.steps > begun, resumable=False):
+        for iteration in range(1, iterations + 1):
+            # The iteration's noise in one draw (the same numbers as a draw per step) and upload.
+            noise = device.to_device(rng.uniform(-1, 1, size=(len(train_x), 80)))
+            for start in range(0, len(train_x), EXCHANGES if exchange else batch_size):
+                if exchange is not None:  # each launch waited for, so that Ctrl-C is honoured
+                    exchange(images, noise, verdicts, start, min(EXCHANGES, len(train_x) - start),
+                             stronger(lp), lp)
+                    device.queue.finish()
+                    continue
+                end = min(start + batch_size, len(train_x))
+                verdicts[start:end] = train_step(discriminator, generator, lp, images[start:end],
+                                                  noise[start:end], tapes)
+            _, sample = run_network(generator, rng.uniform(-1, 1, size=80))
+            click.echo(f"iteration {iteration}: discriminator's verdict on fakes "
+                       f"{verdicts.get().mean():.3f}\n{ascii_image(sample)}")
+            sys.stdout.flush()
+            if png:
+                rows.append(run_net(generator, shown))
+                write_png(Path(png), tiles(rows))
     if save:
         generator.save(save)
 

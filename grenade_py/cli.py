@@ -191,18 +191,19 @@ def check_writable(path: str | None, option: str = "--save") -> None:
 
 @contextlib.contextmanager
 def save_on_interrupt(net: Network, path: str | None, trained: Callable[[], bool],
-                      metadata: dict[str, Any] | None = None) -> Iterator[None]:
+                      metadata: dict[str, Any] | None = None, resumable: bool = True
+                      ) -> Iterator[None]:
     """On Ctrl-C, save what was trained to `path` (if given and `trained()`) with `metadata`,
-    say so, and exit with status 130. On any other error once training has begun, save it too
-    (unless it cannot be saved, say a diverged network: then say why) and let the error go
-    on."""
+    say so (and, if `resumable`, that --load goes on from it), and exit with status 130. On
+    any other error once training has begun, save it too (unless it cannot be saved, say a
+    diverged network: then say why) and let the error go on."""
+    resume = f" (resume with --load {path})" if resumable else ""
     try:
         yield
     except KeyboardInterrupt:
         if path and trained():
             net.save(path, metadata)
-            click.echo(f"\ninterrupted: saved what was trained to {path} (resume with --load "
-                       f"{path})", err=True)
+            click.echo(f"\ninterrupted: saved what was trained to {path}{resume}", err=True)
         else:
             click.echo("\ninterrupted: nothing saved", err=True)
         sys.exit(130)
@@ -210,8 +211,8 @@ def save_on_interrupt(net: Network, path: str | None, trained: Callable[[], bool
         if path and trained():
             try:
                 net.save(path, metadata)
-                click.echo(f"\nsaved what was trained to {path} before the error below "
-                           f"(resume with --load {path})", err=True)
+                click.echo(f"\nsaved what was trained to {path} before the error below"
+                           f"{resume}", err=True)
             except GrenadeError as e:
                 click.echo(f"\nnothing saved: {e}", err=True)
         raise

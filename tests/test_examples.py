@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import struct
 from pathlib import Path
 
@@ -74,3 +75,31 @@ def test_gan_example_errors_are_one_line(tmp_path):
         result = CliRunner().invoke(gan.main, args)
         assert result.exit_code == code and message in result.output, result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_ctrl_c_in_the_gan_example_saves_the_generator(tmp_path):
+    """SIGINT ends a long run with status 130 and the generator trained so far in --save
+    (it printed 'Aborted!' and saved nothing); no --load to offer, as the critic is not kept."""
+    import signal
+    import subprocess
+    import sys
+
+    import pytest
+    from conftest import MNIST_DIR
+
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST not found at {MNIST_DIR}")
+    from grenade_py import Network
+
+    model = tmp_path / "g.gnpy"
+    process = subprocess.Popen([sys.executable, str(EXAMPLES / "gan_mnist.py"), "--data",
+                                str(MNIST_DIR), "--iterations", "100000", "--examples", "64",
+                                "--save", str(model)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(EXAMPLES.parent)})
+    assert process.stdout.readline().startswith("iteration 1:"), process.stderr.read()
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert err.rstrip().endswith(f"interrupted: saved what was trained to {model}")
+    assert Network.load(model).steps > 0
