@@ -2,6 +2,8 @@
 as accepted by `--device`, `Device(spec)` and the PYOPENCL_CTX variable."""
 from __future__ import annotations
 
+import os
+
 import click
 import pyopencl as cl
 
@@ -14,9 +16,15 @@ def main() -> None:
     """List OpenCL devices; '*' marks the one grenade_py picks by default."""
     try:
         platforms = _platforms()
-        default = choose_cl_device()
     except DeviceError as e:
         raise click.ClickException(str(e)) from None
+    try:
+        default, problem = choose_cl_device(), ""
+    except DeviceError as e:  # a PYOPENCL_CTX naming no device, say: list them all the same
+        default, problem = None, str(e)
+    if os.environ.get("PYOPENCL_CTX") and default is None:
+        problem = (f"PYOPENCL_CTX={os.environ['PYOPENCL_CTX']!r} names none of these devices: "
+                   "set it to one of the PLATFORM:DEVICE above, or unset it")
     for p_index, platform in enumerate(platforms):
         click.echo(f"platform {p_index}: {platform.name.strip()} ({platform.version.strip()})")
         for d_index, device in enumerate(platform.get_devices()):
@@ -29,6 +37,8 @@ def main() -> None:
             note = generic_cpu_note(device)
             if note:
                 click.echo(f"        note: {note}")
+    if problem:
+        click.echo(problem, err=True)
 
 
 if __name__ == "__main__":
