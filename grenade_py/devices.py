@@ -20,11 +20,15 @@ def main() -> None:
         raise click.ClickException(str(e)) from None
     try:
         default, problem = choose_cl_device(), ""
-    except DeviceError as e:  # a PYOPENCL_CTX naming no device, say: list them all the same
+    except DeviceError as e:  # a PYOPENCL_CTX naming no device, say: list them all first
         default, problem = None, str(e)
-    if os.environ.get("PYOPENCL_CTX") and default is None:
-        problem = (f"PYOPENCL_CTX={os.environ['PYOPENCL_CTX']!r} names none of these devices: "
-                   "set it to one of the PLATFORM:DEVICE above, or unset it")
+    if os.environ.get("PYOPENCL_CTX") and problem.startswith("no OpenCL device '"):
+        try:  # the variable is the problem only where there is a device without it
+            choose_cl_device("")
+            problem = (f"PYOPENCL_CTX={os.environ['PYOPENCL_CTX']!r} names none of these "
+                       "devices: set it to one of the PLATFORM:DEVICE above, or unset it")
+        except DeviceError as e:
+            problem = str(e)
     for p_index, platform in enumerate(platforms):
         click.echo(f"platform {p_index}: {platform.name.strip()} ({platform.version.strip()})")
         for d_index, device in enumerate(platform.get_devices()):
@@ -37,8 +41,8 @@ def main() -> None:
             note = generic_cpu_note(device)
             if note:
                 click.echo(f"        note: {note}")
-    if problem:
-        click.echo(problem, err=True)
+    if problem:  # after the listing, which is what the user came for
+        raise click.ClickException(problem)
 
 
 if __name__ == "__main__":

@@ -193,10 +193,10 @@ def test_devices_cli_marks_the_device_pyopencl_ctx_picks():
 
 def test_devices_cli_lists_the_devices_when_pyopencl_ctx_names_none():
     """The listing is what a bad PYOPENCL_CTX's error sends the user to: it lists every device,
-    marks none and says what is wrong (it failed with that same error)."""
+    marks none, then fails saying what is wrong (it failed with that error, listing nothing)."""
     result = subprocess.run([sys.executable, "-m", "grenade_py.devices"], capture_output=True,
                             text=True, timeout=60, env={**os.environ, "PYOPENCL_CTX": "7:3"})
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
     assert " 0:0 " in result.stdout and " * " not in result.stdout
     assert "PYOPENCL_CTX='7:3' names none of these devices" in result.stderr
 
