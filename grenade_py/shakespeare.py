@@ -171,6 +171,11 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
         raise click.BadParameter(f"{temperature!r} is not a finite number whose inverse is "
                                  "finite", param_hint="--temperature")
     check_writable(save)
+    if examples and -(-examples // 10) < batch:  # no round holds a whole batch
+        raise click.BadParameter(f"{batch} is more than the {-(-examples // 10)} windows of a "
+                                 f"round (-e {examples} in 10 rounds), so nothing would train: "
+                                 f"give -e of at least {10 * batch} or a smaller batch",
+                                 param_hint="--batch")
     if data is None:
         raise click.UsageError("pass the training text with --data PATH (for example "
                                "../shared/data/shakespeare/plays.txt)")
@@ -213,7 +218,7 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
         steps, trained = sequence_length - 1, [False]
         with save_on_interrupt(net, save, lambda: trained[0], metadata):
             for round_ in range(1, 11):
-                count = examples // 10
+                count = examples * round_ // 10 - examples * (round_ - 1) // 10  # all of them
                 total = Metrics()
                 bar = click.progressbar(length=count, label=f"round {round_}", file=sys.stderr) \
                     if sys.stderr.isatty() else None

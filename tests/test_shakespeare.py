@@ -135,3 +135,19 @@ def test_a_loaded_model_refuses_options_that_describe_another(tmp_path) -> None:
     for args in ([], ["--output", "softmax", "--symbols", str(width)]):
         result = runner.invoke(shakespeare_main, [*common, "--load", str(model), *args])
         assert result.exit_code == 0, result.output
+
+
+def test_every_window_asked_for_trains(tmp_path) -> None:
+    """-e below 10 trains its windows (each round took -e // 10 of them: none), and a batch
+    no round can fill is a usage error (every round trained nothing, reporting 0 targets)."""
+    text = tmp_path / "text.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 4)
+    runner = CliRunner()
+    common = ["--data", str(text), "--sample-length", "0", "--sequence-length", "20"]
+    result = runner.invoke(shakespeare_main, [*common, "-e", "5"])
+    assert result.exit_code == 0, result.output
+    targets = [int(n) for n in re.findall(r"over (\d+) targets", result.output)]
+    assert len(targets) == 10 and sum(targets) == 5
+    result = runner.invoke(shakespeare_main, [*common, "-e", "100", "--batch", "11"])
+    assert result.exit_code == 2
+    assert "11 is more than the 10 windows of a round (-e 100 in 10 rounds)" in result.output
