@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,11 +54,14 @@ class RunLog:
             Path(log).write_text("")
 
     def __call__(self, record: dict[str, Any]) -> None:
-        """Add one record (JSON values)."""
+        """Add one record (JSON values; a NaN or infinite figure, a diverged run's, is logged
+        as null: JSON has no such numbers)."""
         self.records.append(record)
         if self.log is not None:
+            finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                      for k, v in record.items()}
             with open(self.log, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json.dumps(finite, allow_nan=False) + "\n")
         if self.plot is not None:
             self.draw(self.plot)
 

@@ -86,3 +86,19 @@ def test_without_matplotlib_plot_is_refused_before_training(tmp_path, monkeypatc
     assert "Training network" not in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(recurrent_main, ["-e", 10, "--log", str(tmp_path / "r.jsonl")])
     assert result.exit_code == 0 and len(records(tmp_path / "r.jsonl")) == 10
+
+
+def test_a_diverged_epoch_is_logged_as_strict_json(tmp_path):
+    """The NaN loss of a diverged run is null in the log, which strict JSON readers (jq, a
+    browser's JSON.parse) take; it was written as NaN, which they refuse."""
+    import math
+
+    from grenade_py.plots import RunLog
+
+    log = tmp_path / "run.jsonl"
+    run_log = RunLog(str(log), None, "a run")
+    run_log({"epoch": 1, "loss": float("nan"), "val_loss": math.inf, "accuracy": 0.1})
+    line = log.read_text().splitlines()[0]
+    assert json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in the log")) == \
+        {"epoch": 1, "loss": None, "val_loss": None, "accuracy": 0.1}
+    assert math.isnan(run_log.records[0]["loss"])  # the plot's records keep the gap
