@@ -22,6 +22,7 @@ from grenade_py import model_file
 from grenade_py.device import Device
 from grenade_py.errors import ModelFileError
 from grenade_py.layers import LAYER_TYPES, Concat, ConcatRecurrent, Layer, Merge, Series
+from grenade_py.optimizers import OPTIMIZERS
 from grenade_py.shapes import Shape, parse_shape
 
 #: The flat buffers saved in model files: the parameters and the optimiser's state (momentum or
@@ -36,10 +37,13 @@ def save(net: Any, path: str | os.PathLike[str], metadata: dict[str, Any] | None
          optimizer_state: bool = True) -> None:
     """Write the Network `net` to `path` (see `Network.save`)."""
     try:
+        if not isinstance(metadata or {}, dict):
+            raise TypeError(f"got {type(metadata).__name__}, not a dict")
         json.dumps(metadata or {}, allow_nan=False)
     except (TypeError, ValueError) as e:
-        raise ModelFileError(f"metadata must be JSON values (str, finite numbers, lists, dicts "
-                             f"with str keys): {e}; nothing was written to {path}") from None
+        raise ModelFileError(f"metadata must be a dict of JSON values (str, finite numbers, "
+                             f"lists, dicts with str keys): {e}; nothing was written to {path}"
+                             ) from None
     arrays = []
     getters = (net.get_parameters, net.get_momentum, net.get_second)
     for role, get in zip(ROLES if optimizer_state else ROLES[:1], getters, strict=False):
@@ -102,8 +106,8 @@ def read(path: str | os.PathLike[str], kind: str) -> Stored:
         if not isinstance(layer_state, dict):
             raise ValueError("layer_state is not an object")
         optimizer = header.get("optimizer")
-        if optimizer is not None and not isinstance(optimizer, str):
-            raise ValueError(f"optimizer {optimizer!r} is not a name")
+        if optimizer is not None and optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer {optimizer!r} is none of {sorted(OPTIMIZERS)}")
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise ModelFileError(f"{path} has a corrupted header ({e})") from None
     return Stored(spec, structure, input_shape, values, counts[0], counts[1], layer_state,

@@ -336,3 +336,15 @@ def test_a_bad_nested_input_is_a_model_file_error(device64, tmp_path):
     with pytest.raises(ModelFileError, match="corrupted header .*network.layers\\[0\\] "
                                              "\\(Network\\): needs an \"input\" shape"):
         Network.load(path)
+
+
+def test_an_unknown_optimizer_name_is_a_model_file_error(device64, tmp_path):
+    """A CRC-valid file naming an optimiser grenade_py has not: refused when read (it loaded,
+    and the network claimed an optimiser state no rule can use)."""
+    path = tmp_path / "opt.gnpy"
+    Network([FullyConnected(2, 2)], input=D1(2), device=device64).save(path)
+    header, arrays = model_file.read(path)
+    model_file.write(path, header | {"optimizer": "rmsprop"}, arrays)
+    with pytest.raises(ModelFileError, match="corrupted header \\(optimizer 'rmsprop' is none "
+                                             "of \\['adam', 'adamw', 'sgd'\\]\\)"):
+        Network.load(path)

@@ -523,8 +523,10 @@ def test_model_file_keeps_states_and_metadata(device: g.Device, tmp_path, index:
     rebuilt = g.RecurrentNetwork.from_spec(json.loads(json.dumps(net.spec())), device=device)
     assert repr(rebuilt) == repr(net)
     assert read_metadata(path) == {"alphabet": ["a", "b"]}
-    with pytest.raises(ModelFileError, match="metadata must be JSON values"):
+    with pytest.raises(ModelFileError, match="metadata must be a dict of JSON values"):
         net.save(tmp_path / "other.gpy", {"bad": np.float32(1)})
+    with pytest.raises(ModelFileError, match="got list, not a dict; nothing was written"):
+        net.save(tmp_path / "other.gpy", ["a", "b"])  # saved, then refused by read_metadata
     assert not (tmp_path / "other.gpy").exists()
     with pytest.raises(ModelFileError, match="holds a RecurrentNetwork: read it with"):
         g.Network.load(path)
