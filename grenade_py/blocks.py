@@ -227,8 +227,11 @@ def table(device: Device) -> dict[str, dict[str, list[int]]]:
     """The device's tuned blocks, form -> launch shape ("m,n,k,...") -> block; read once per
     Device."""
     kept = device.__dict__.get("_tuned")
-    if kept is None:
-        kept = device.__dict__["_tuned"] = _records().get(identity(device), {})
+    if kept is None:  # the file is the user's: entries of another shape are left out
+        found = _records().get(identity(device))
+        kept = device.__dict__["_tuned"] = {
+            form: shapes for form, shapes in found.items() if isinstance(shapes, dict)
+        } if isinstance(found, dict) else {}
     return kept
 
 
@@ -236,7 +239,7 @@ def block(device: Device, form: str, shape: Block) -> Block:
     """The block a launch of `form` over `shape` runs at on `device`: the tuned one, else the
     default."""
     chosen = table(device).get(form, {}).get(",".join(map(str, shape)))
-    if chosen and tuple(chosen) in FORMS[form]:
+    if isinstance(chosen, list) and tuple(chosen) in FORMS[form]:
         return tuple(chosen)
     return default(device, form, shape)
 

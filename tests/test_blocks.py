@@ -208,6 +208,24 @@ def test_an_unreadable_record_means_untuned(tmp_path, monkeypatch):
     assert [f for f, _, _ in sites] == ["gemm_dot"]
 
 
+@pytest.mark.parametrize("entry", ["x", [1], {"gemm_dot": [1]}, {"gemm_dot": {"5,2,3,1": 5}},
+                                   {"gemm_dot": {"5,2,3,1": "ab"}},
+                                   {"gemm_dot": {"5,2,3,1": {"a": 1}}}])
+def test_a_record_of_another_shape_means_untuned(tmp_path, monkeypatch, entry):
+    """tuned.json is the user's file: valid JSON of another structure under the device's
+    name is left out, not an AttributeError or TypeError in every program (four of these
+    were)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    device = Device(gemm="registers")
+    (tmp_path / "grenade_py").mkdir()
+    (tmp_path / "grenade_py" / "tuned.json").write_text(
+        json.dumps({blocks.identity(device): entry}))
+    assert blocks.block(device, "gemm_dot", (5, 2, 3, 1)) == \
+        blocks.default(device, "gemm_dot", (5, 2, 3, 1))
+    net = Network([FullyConnected(3, 2)], input=D1(3), device=device, seed=1)
+    Step(net, 5, SQUARED_ERROR).forward(True)
+
+
 def test_the_tune_command(tmp_path):
     env = cache_env(tmp_path)
     run = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--arch", "mlp",
