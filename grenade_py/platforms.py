@@ -138,6 +138,8 @@ def check_compiler(device: cl.Device) -> None:
         verdicts = json.loads(record.read_text())
     except (OSError, ValueError):
         verdicts = {}
+    if not isinstance(verdicts, dict):  # the user's file, of another structure
+        verdicts = {}
     if key not in verdicts:
         with tempfile.TemporaryDirectory() as cache:
             env = {**os.environ, "GRENADE_PY_PROBING": "1", "POCL_CACHE_DIR": cache}

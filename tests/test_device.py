@@ -458,3 +458,21 @@ def test_a_per_call_argument_set_by_name_after_one_set_by_index(device):
             launch.set_arg(launch.per_call["scale"], device.dtype(scale))
         launch()
         np.testing.assert_allclose(delta.get().ravel(), scale * (np.arange(5.0) - 1))
+
+
+def test_a_verdicts_file_of_another_structure_is_probed_anew(tmp_path, monkeypatch):
+    """compilers.json is the user's file: a JSON list there means no verdicts (it was a
+    TypeError), and the probe's verdict replaces it."""
+    import json
+
+    from grenade_py import platforms
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "grenade_py").mkdir()
+    record = tmp_path / "grenade_py" / "compilers.json"
+    record.write_text("[1]")
+    probed = []
+    monkeypatch.setattr(platforms.subprocess, "run", lambda *a, **k: probed.append(a) or
+                        subprocess.CompletedProcess(a, 0))
+    platforms.check_compiler(choose_cl_device())
+    assert len(probed) == 1 and list(json.loads(record.read_text()).values()) == [True]
