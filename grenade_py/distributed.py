@@ -20,8 +20,8 @@ broadcast from rank 0 first, so all ranks start alike. R ranks give the weights 
 to the re-association of float sums.
 
 Grenade's per-example training is inherently serial (each step needs the weights the previous
-example left), so a distributed `fit` refuses batch_size 1. Needs `pip install
-'grenade_py[mpi]'` (mpi4py, and MPICH from wheels).
+example left), so a distributed `fit` refuses batch_size 1. Needs `pip install mpi4py mpich`
+(the [mpi] extra: MPI for Python, and MPICH from wheels).
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _mpi() -> Any:
         from mpi4py import MPI
     except ImportError:
         raise ImportError("distributed training needs mpi4py and an MPI runtime: "
-                          "pip install 'grenade_py[mpi]'") from None
+                          "pip install mpi4py mpich (the [mpi] extra)") from None
     return MPI
 
 

@@ -119,7 +119,7 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
 @report_options
 @click.option("--distributed", is_flag=True,
               help="Run as one rank of `mpiexec -n R ...`: data-parallel over the ranks, one "
-                   "device each (pip install 'grenade_py[mpi]').")
+                   "device each (pip install mpi4py mpich).")
 def main(data_dir: str, arch: str, arch_file: str | None, epochs: int | None,
          batch_size: int, rate: float | None, momentum: float | None, l2: float | None,
          optimizer: str | None, clip_norm: float | None,

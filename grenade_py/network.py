@@ -212,7 +212,7 @@ class Network(Series):
         checked by onnx.checker, for inference as run_net / run_recurrent compute it: input
         "input" (N, *input dims), output "output". A RecurrentNetwork is unrolled over
         `steps` (its input (N, steps, *in), output (N, steps, *out), and each cell's last
-        state as outputs "state0", ...). Needs pip install 'grenade_py[onnx]'."""
+        state as outputs "state0", ...). Needs the onnx package (pip install onnx)."""
         onnx_export.to_onnx(self, path, steps)
 
     @classmethod

@@ -2,7 +2,7 @@
 runs as `run_net`/`run_recurrent` do (inference: BatchNorm by its running statistics, Dropout
 the identity).
 
-Needs the `onnx` package (pip install 'grenade_py[onnx]'). Layouts: a batch of D1 is (N, n), D2
+Needs the `onnx` package (pip install onnx: the [onnx] extra). Layouts: a batch of D1 is (N, n), D2
 (N, rows, cols), D3 (N, channels, rows, cols), as grenade_py's; Convolution's K becomes ONNX's
 (F, C, kh, kw) weight, Deconvolution's ConvTranspose's (C, F, kh, kw). Max pooling picks the
 same values as ONNX's MaxPool (which of two equal values wins only matters to the gradient).
@@ -36,8 +36,8 @@ def _onnx() -> Any:
     try:
         import onnx
     except ImportError:
-        raise GrenadeError("ONNX export needs the onnx package: pip install "
-                           "'grenade_py[onnx]'") from None
+        raise GrenadeError("ONNX export needs the onnx package: pip install onnx (the "
+                           "[onnx] extra)") from None
     return onnx
 
 

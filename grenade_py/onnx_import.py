@@ -4,7 +4,7 @@ Two kinds of model: those grenade_py exported (`grenade_py.onnx_export`; their m
 the network's spec, their initializers are named by layer path) come back as the same network,
 recurrent ones included; any other model (PyTorch's exporter, say) must be a chain of ops that
 grenade_py has layers for (see FOREIGN_OPS), which become those layers. Needs the `onnx`
-package (pip install 'grenade_py[onnx]').
+package (pip install onnx: the [onnx] extra).
 """
 from __future__ import annotations
 

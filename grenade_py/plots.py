@@ -1,7 +1,7 @@
 """What the CLIs' --log and --plot write: each epoch's (or round's) record as a JSON line, as it
 comes, and PNG pictures of a run (loss and accuracy per epoch; the feedforward map; the GAN's
-samples). Pictures need matplotlib (pip install 'grenade_py[plot]'), drawn off screen; each file
-is written atomically, so an interrupted run leaves the last good one."""
+samples). Pictures need matplotlib (pip install matplotlib: the [plot] extra), drawn off
+screen; each file is written atomically, so an interrupted run leaves the last good one."""
 from __future__ import annotations
 
 import io
@@ -23,7 +23,8 @@ def pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise GrenadeError("--plot needs matplotlib: pip install 'grenade_py[plot]'") from None
+        raise GrenadeError("--plot needs matplotlib: pip install matplotlib (the [plot] "
+                           "extra)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt

@@ -45,3 +45,20 @@ def test_nix_files_parse(path):
     if nix is None:
         pytest.skip("nix-instantiate is not installed (Debian: apt install nix-bin)")
     subprocess.run([nix, "--parse", str(ROOT / path)], check=True, capture_output=True)
+
+
+def test_a_missing_extra_names_packages_pip_can_install(monkeypatch):
+    """grenade_py is not on PyPI, so `pip install 'grenade_py[onnx]'` (what these said) finds
+    nothing: each names the packages themselves."""
+    from grenade_py import D1, FullyConnected, GrenadeError, Network, distributed, plots
+
+    for hidden in ("onnx", "matplotlib", "mpi4py"):
+        monkeypatch.setitem(sys.modules, hidden, None)  # its import fails
+    net = Network([FullyConnected(2, 1)], input=D1(2))
+    for call, error, message in (
+            (lambda: net.to_onnx("unwritten.onnx"), GrenadeError, "pip install onnx (the"),
+            (plots.pyplot, GrenadeError, "pip install matplotlib (the [plot] extra)"),
+            (distributed._mpi, ImportError, "pip install mpi4py mpich (the [mpi] extra)")):
+        with pytest.raises(error) as raised:
+            call()
+        assert message in str(raised.value) and "grenade_py[" not in str(raised.value)

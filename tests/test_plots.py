@@ -82,7 +82,7 @@ def test_without_matplotlib_plot_is_refused_before_training(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
     result = CliRunner().invoke(recurrent_main, ["-e", 10, "--plot", str(tmp_path / "r.png")])
     assert result.exit_code == 1
-    assert "--plot needs matplotlib: pip install 'grenade_py[plot]'" in result.output
+    assert "--plot needs matplotlib: pip install matplotlib (the [plot] extra)" in result.output
     assert "Training network" not in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(recurrent_main, ["-e", 10, "--log", str(tmp_path / "r.jsonl")])
     assert result.exit_code == 0 and len(records(tmp_path / "r.jsonl")) == 10
