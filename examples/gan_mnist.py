@@ -183,8 +183,8 @@ def train(data_dir: str, iterations: int, examples: int, batch_size: int,
     images = device.to_device(train_x)  # uploaded once; each step takes a slice
     verdicts = device.zeros((len(train_x), 1))
     exchange = Exchange(discriminator, generator) if batch_size == 1 else None
-    begun = generator.steps  # Ctrl-C saves the generator (no --load: the critic is not kept)
-    with save_on_interrupt(generator, save, lambda: generator.steps > begun, resumable=False):
+    # Ctrl-C saves the generator (no --load to offer: the critic is not kept)
+    with save_on_interrupt(generator, save, resumable=False):
         for iteration in range(1, iterations + 1):
             # The iteration's noise in one draw (the same numbers as a draw per step) and upload.
             noise = device.to_device(rng.uniform(-1, 1, size=(len(train_x), 80)))

@@ -119,6 +119,19 @@ def optimizer_from_options(name: str, rate: float | None, momentum: float | None
                                  param_hint=OPTIMIZER_FLAGS[field[1]]) from None
 
 
+def given(option: str) -> bool:
+    """Whether the running command's `option` (its parameter name) was given, not defaulted."""
+    source = click.get_current_context().get_parameter_source(option)
+    return source is not click.core.ParameterSource.DEFAULT
+
+
+def tenths(total: int) -> list[int]:
+    """Where each of 10 rounds over `total` items ends (round k: items ends[k - 1] .. ends[k],
+    ends[-1] being 0): every item in one round, the rounds of a total below 10 partly
+    empty."""
+    return [total * k // 10 for k in range(1, 11)]
+
+
 def check_schedule(schedule: str | None, rate: float, epochs: int) -> None:
     """A usage error now, before any training, unless `schedule` gives every epoch a rate."""
     try:
@@ -190,14 +203,20 @@ def check_writable(path: str | None, option: str = "--save") -> None:
 
 
 @contextlib.contextmanager
-def save_on_interrupt(net: Network, path: str | None, trained: Callable[[], bool],
+def save_on_interrupt(net: Network, path: str | None,
+                      trained: Callable[[], bool] | None = None,
                       metadata: dict[str, Any] | None = None, resumable: bool = True
                       ) -> Iterator[None]:
-    """On Ctrl-C, save what was trained to `path` (if given and `trained()`) with `metadata`,
-    say so (and, if `resumable`, that --load goes on from it), and exit with status 130. On
-    any other error once training has begun, save it too (unless it cannot be saved, say a
-    diverged network: then say why) and let the error go on."""
+    """On Ctrl-C, save what was trained to `path` (if given and `trained()`: by default, if
+    the network took an optimiser step inside the block) with `metadata`, say so (and, if
+    `resumable`, that --load goes on from it), and exit with status 130. On any other error
+    once training has begun, save it too (unless it cannot be saved, say a diverged network:
+    then say why) and let the error go on."""
     resume = f" (resume with --load {path})" if resumable else ""
+    begun = net.steps
+    if trained is None:
+        def trained() -> bool:
+            return net.steps > begun
     try:
         yield
     except KeyboardInterrupt:

@@ -156,8 +156,7 @@ def main(examples: int, rate: float | None, momentum: float | None, l2: float | 
             record({"examples": done, "val_loss": float(np.mean(0.5 * (out - held_out[1]) ** 2)),
                     "val_accuracy": float(np.mean((out > 0.5) == (held_out[1] > 0.5)))})
 
-        start = net.steps  # Ctrl-C saves what was trained (any step since), as mnist's does
-        with save_on_interrupt(net, save, lambda: net.steps > start):
+        with save_on_interrupt(net, save):  # Ctrl-C saves what was trained
             train_circles(net, params, examples, batch_size, rng, progress=sys.stderr.isatty(),
                           schedule=schedule, on_chunk=validate if log else None)
         values = run_net(net, grid())

@@ -19,6 +19,7 @@ from grenade_py.cli import (
     check_writable,
     chosen_optimizer,
     device_options,
+    given,
     learning_options,
     open_device,
     optimizer_from_options,
@@ -127,8 +128,7 @@ def main(data_dir: str, arch: str, arch_file: str | None, epochs: int | None,
          limit: int | None, save: str | None, load: str | None, log: str | None,
          plot: str | None, distributed: bool) -> None:
     """Train an MLP on MNIST; print train loss, test accuracy and examples/s per epoch."""
-    given = click.get_current_context().get_parameter_source("arch")
-    if arch_file is not None and given is not click.core.ParameterSource.DEFAULT:
+    if arch_file is not None and given("arch"):
         raise click.BadParameter("give --arch or --arch-file, not both",
                                  param_hint="--arch-file")
     recipe = RECIPES.get(arch, {}) if arch_file is None else {}

@@ -28,6 +28,7 @@ from grenade_py.cli import (
     report_options,
     run_log,
     save_on_interrupt,
+    tenths,
     user_errors,
 )
 from grenade_py.device import Device
@@ -91,7 +92,7 @@ def train_cycle(net: RecurrentNetwork, learning: Optimizer, examples: int,
     them."""
     bar = click.progressbar(length=examples, label="training", file=sys.stderr) \
         if progress and examples else None
-    rounds = {examples * k // 10 for k in range(1, 11)} - {0}  # fewer than 10: not every tenth
+    rounds = set(tenths(examples)) - {0}  # fewer than 10: not every tenth
     done = 0
     for end in sorted(rounds | set(range(CHUNK, examples, CHUNK))) if examples else []:
         drawn = windows(rng, end - done)
@@ -152,8 +153,7 @@ def main(examples: int, rate: float | None, momentum: float | None, l2: float | 
         click.echo("Training network...")
         check_rng = np.random.default_rng(check_seed)
         held_out = windows(check_rng, 100)
-        start = net.steps  # Ctrl-C saves what was trained (any step since)
-        with save_on_interrupt(net, save, lambda: net.steps > start):
+        with save_on_interrupt(net, save):  # Ctrl-C saves what was trained
             train_cycle(net, learning, examples, np.random.default_rng(data_seed),
                         progress=sys.stderr.isatty(),
                         on_round=(lambda done: record({"round": len(record.records) + 1,

@@ -26,6 +26,7 @@ from grenade_py.cli import (
     check_writable,
     chosen_optimizer,
     device_options,
+    given,
     learning_options,
     model_file_options,
     open_device,
@@ -33,6 +34,7 @@ from grenade_py.cli import (
     report_options,
     run_log,
     save_on_interrupt,
+    tenths,
     user_errors,
 )
 from grenade_py.datasets import read_text
@@ -215,10 +217,10 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
         metadata = {"alphabet": alphabet, "annotate_capitals": annotate}
         click.echo(f"{len(codes)} symbols, alphabet of {len(alphabet)}; a model that knows only "
                    f"their frequencies scores {unigram_nats(codes):.3f} nats/symbol")
-        steps, trained = sequence_length - 1, [False]
-        with save_on_interrupt(net, save, lambda: trained[0], metadata):
+        steps, ends = sequence_length - 1, [0, *tenths(examples)]
+        with save_on_interrupt(net, save, metadata=metadata):
             for round_ in range(1, 11):
-                count = examples * round_ // 10 - examples * (round_ - 1) // 10  # all of them
+                count = ends[round_] - ends[round_ - 1]
                 total = Metrics()
                 bar = click.progressbar(length=count, label=f"round {round_}", file=sys.stderr) \
                     if sys.stderr.isatty() else None
@@ -228,7 +230,6 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
                                            size=min(CHUNK, count - first))
                     total += corpus.train(learning.with_rate(rate), offsets, steps,
                                           every=targets == "every", batch=batch, loss=loss)
-                    trained[0] = True
                     if bar is not None:
                         bar.update(min(CHUNK, count - first))
                 if bar is not None:
@@ -250,8 +251,7 @@ def check_loaded(net: RecurrentNetwork, load: str, output: str, symbols: int | N
     """A usage error where --output (given) or --symbols describe another network than the
     model file `load` holds."""
     held = "softmax" if isinstance(net.layers[-1], Softmax) else "logit"
-    given = click.get_current_context().get_parameter_source("output")
-    if output != held and given is not click.core.ParameterSource.DEFAULT:
+    if output != held and given("output"):
         raise click.BadParameter(f"{load} holds a network of {held} outputs; leave it out",
                                  param_hint="--output")
     width = int(net.input_shape.dims[0])
