@@ -119,6 +119,34 @@ class Network(Series):
         if self.nested:
             raise ValueError("this network is part of another network now; run that one")
 
+    # -- copies ------------------------------------------------------------------------------
+    def __deepcopy__(self, memo: dict[int, Any]) -> Self:
+        """`copy.deepcopy(net)`: an independent network on the same device holding what this
+        one holds (parameters, the optimiser's state and step counts, the last backward pass's
+        gradients, each layer's state: a Dropout's key and counter, BatchNorm's running
+        statistics), so that both train on exactly as this one would; Grenade's networks are
+        values, and this keeps one while another trains. A nested network's copy runs on
+        its own. Copied on the device: nothing is read back but the layers' state."""
+        copied = type(self).from_spec(self.spec(), device=self.device, seed=0)
+        queue = self.device.queue
+        for ours, theirs in zip(self.layers, copied.layers, strict=True):
+            for role in (*ROLES, "gradients"):
+                for name, view in getattr(ours, role).items():
+                    cl.enqueue_copy(queue, getattr(theirs, role)[name].data, view.data)
+        for (_, ours, _), (_, theirs, _) in zip(self.nodes(self.input_shape),
+                                                copied.nodes(copied.input_shape), strict=True):
+            if state := ours.get_state():
+                theirs.set_state(state)
+        copied.steps, copied.state_steps = self.steps, self.state_steps
+        copied.optimizer_name = self.optimizer_name
+        memo[id(self)] = copied
+        return copied
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(f"a {type(self).__name__} holds device buffers and cannot be pickled "
+                        "or shallow-copied: save it with net.save(path), or copy it with "
+                        "copy.deepcopy(net)")
+
     # -- parameters as numpy -----------------------------------------------------------------
     def get_parameters(self) -> list[dict[str, np.ndarray]]:
         """Host copies of every layer's parameters: one dict per layer (empty for activations),

@@ -259,3 +259,68 @@ def test_set_parameters_takes_arrays_in_any_memory_order(device64):
     weights = np.arange(6.0).reshape(3, 2).T  # (2, 3), not C-contiguous
     net.set_parameters([{"weights": weights, "bias": np.zeros(2)}])
     np.testing.assert_array_equal(net.get_parameters()[0]["weights"], weights)
+
+
+def _all_values(net):
+    return [v for layers in (net.get_parameters(), net.get_momentum(), net.get_second())
+            for layer in layers for v in layer.values()]
+
+
+def test_a_deep_copy_trains_on_as_the_original_would(device64, rng):
+    """copy.deepcopy keeps a network (Grenade's are values) while another trains: Adam's
+    moments and step count, Dropout's key and counter, BatchNorm's running statistics and the
+    last backward pass's gradients go with it, and nothing is shared."""
+    import copy
+
+    from grenade_py import Adam, BatchNorm, Dropout, apply_update, back_propagate, train
+    net = Network([FullyConnected(3, 8), BatchNorm(8), Tanh(), Dropout(0.3),
+                   FullyConnected(8, 2)], input=D1(3), device=device64, seed=5)
+    batches = [(rng.normal(size=(6, 3)), rng.normal(size=(6, 2))) for _ in range(6)]
+    opt = Adam(0.01)
+    for x, y in batches[:3]:
+        train(net, opt, x, y)
+    back_propagate(net, *batches[0])
+    kept = copy.deepcopy(net)
+    before = _all_values(net)
+    apply_update(kept, opt)
+    for x, y in batches[3:]:
+        train(kept, opt, x, y)
+    for a, b in zip(before, _all_values(net), strict=True):  # the original did not move
+        np.testing.assert_array_equal(a, b)
+    assert net.steps == 3 and kept.steps == 7
+    apply_update(net, opt)
+    for x, y in batches[3:]:
+        train(net, opt, x, y)
+    for a, b in zip(_all_values(net), _all_values(kept), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(run_net(net, batches[0][0]), run_net(kept, batches[0][0]))
+    assert net.layers[1].get_state() == kept.layers[1].get_state()  # running statistics
+    assert (kept.optimizer_name, kept.device) == ("adam", net.device)
+
+
+def test_deep_copies_of_recurrent_and_nested_networks(device64, rng):
+    import copy
+
+    from grenade_py import LSTM, RecurrentNetwork, run_recurrent
+    rnet = RecurrentNetwork([LSTM(2, 3), FullyConnected(3, 2)], input=D1(2), device=device64,
+                            seed=2)
+    rcopy = copy.deepcopy(rnet)
+    assert type(rcopy) is RecurrentNetwork
+    x = rng.normal(size=(4, 2))
+    np.testing.assert_array_equal(run_recurrent(rnet, x)[0], run_recurrent(rcopy, x)[0])
+    inner = Network([FullyConnected(2, 3), Tanh()], input=D1(2), device=device64, seed=3)
+    outer = Network([inner, FullyConnected(3, 1)], input=D1(2), device=device64, seed=4)
+    alone = copy.deepcopy(inner)  # part of outer: its copy runs on its own
+    assert not alone.nested
+    np.testing.assert_array_equal(alone.get_parameters()[0]["weights"],
+                                  outer.get_parameters()[0]["0.weights"])
+
+
+def test_a_network_is_not_pickled_or_shallow_copied(device):
+    import copy
+    import pickle
+    net = Network([FullyConnected(2, 1)], input=D1(2), device=device)
+    for attempt in (pickle.dumps, copy.copy):
+        with pytest.raises(TypeError, match=r"cannot be pickled or shallow-copied: save it "
+                           r"with net.save\(path\), or copy it with copy.deepcopy\(net\)"):
+            attempt(net)
