@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0
             ) -> tuple[np.ndarray, bool]:
     """`x` as a contiguous (N, *shape) array of `dtype`, and whether it was one sample. With
-    `steps`, the samples are sequences' steps, b * steps + t, and errors name them so."""
+    `steps`, the samples are sequences' steps, b * steps + t, and errors name them so. `what`
+    names the argument: "x", the network's input; anything else (y, targets, dy), its output."""
     array = np.asarray(x)
     dims = shape.dims
     if array.dtype == object or not (np.issubdtype(array.dtype, np.floating)
@@ -32,10 +33,13 @@ def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0
     if single:
         array = array[None]
     if array.shape[1:] != dims or array.shape[0] < 1:
+        labels = what != "x" and array.ndim == 1 and len(dims) == 1 and dims[0] > 1 and \
+            np.issubdtype(array.dtype, np.integer)
+        verb = "takes" if what == "x" else "outputs"
         raise ValueError(
-            f"{what} has shape {array.shape}, but the network takes {shape!r}: pass one sample "
+            f"{what} has shape {array.shape}, but the network {verb} {shape!r}: pass one sample "
             f"of shape {dims} or a batch of shape (N, {', '.join(map(str, dims))}) with N >= 1"
-        )
+            + (f" (class labels as one-hot rows: np.eye({dims[0]})[labels])" if labels else ""))
     with np.errstate(over="ignore"):
         cast: np.ndarray = np.ascontiguousarray(array, dtype=dtype)
     if not np.all(np.isfinite(cast)):

@@ -10,6 +10,7 @@ from grenade_py import (
     LearningParameters,
     Network,
     Relu,
+    Softmax,
     Tanh,
     apply_update,
     back_propagate,
@@ -104,8 +105,12 @@ def test_bad_inputs_are_value_errors(device, x, message):
 
 def test_mismatched_targets(device):
     net = Network([FullyConnected(2, 1)], input=D1(2), device=device)
-    with pytest.raises(ValueError, match="y has shape"):
+    with pytest.raises(ValueError, match=r"y has shape \(3, 2\), but the network outputs D1 1"):
         train(net, LP, np.zeros((3, 2)), np.zeros((3, 2)))
+    wide = Network([FullyConnected(2, 3), Softmax()], input=D1(2), device=device)
+    with pytest.raises(ValueError, match=r"outputs D1 3: .* \(class labels as one-hot rows: "
+                       r"np.eye\(3\)\[labels\]\)$"):
+        train(wide, LP, np.zeros((3, 2)), np.array([0, 2, 1]), loss="cross_entropy")
     with pytest.raises(ValueError, match="3 samples but y has 2"):
         train(net, LP, np.zeros((3, 2)), np.zeros((2, 1)))
     with pytest.raises(TypeError, match="LearningParameters"):
