@@ -33,13 +33,11 @@ def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0
     if single:
         array = array[None]
     if array.shape[1:] != dims or array.shape[0] < 1:
-        labels = what != "x" and array.ndim == 1 and len(dims) == 1 and dims[0] > 1 and \
-            np.issubdtype(array.dtype, np.integer)
         verb = "takes" if what == "x" else "outputs"
         raise ValueError(
             f"{what} has shape {array.shape}, but the network {verb} {shape!r}: pass one sample "
             f"of shape {dims} or a batch of shape (N, {', '.join(map(str, dims))}) with N >= 1"
-            + (f" (class labels as one-hot rows: np.eye({dims[0]})[labels])" if labels else ""))
+            + ("" if what == "x" else labels_hint(array, shape)))
     with np.errstate(over="ignore"):
         cast: np.ndarray = np.ascontiguousarray(array, dtype=dtype)
     if not np.all(np.isfinite(cast)):
@@ -47,6 +45,15 @@ def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0
         place = f"sequence {bad // steps}, step {bad % steps}" if steps else f"sample {bad}"
         raise ValueError(f"{what} holds NaN or Inf in {np.dtype(dtype).name} (first in {place})")
     return cast, single
+
+
+def labels_hint(y: np.ndarray, shape: Shape) -> str:
+    """What to say of targets `y` that look like class labels (1-D integers) for an output of
+    several values: pass one-hot rows, as PyTorch's class-index targets are not taken."""
+    if y.ndim == 1 and len(shape.dims) == 1 and shape.dims[0] > 1 and \
+            np.issubdtype(y.dtype, np.integer):
+        return f" (class labels as one-hot rows: np.eye({shape.dims[0]})[labels])"
+    return ""
 
 
 def device_samples(x: cl_array.Array, shape: Shape, what: str, device: Device) -> int:
@@ -68,7 +75,8 @@ def examples(net: Network, x: object, y: object, loss: Loss) -> tuple[np.ndarray
     xs, _ = samples(x, net.input_shape, "x", net.device.dtype)
     ys, _ = samples(y, net.output_shape, "y", net.device.dtype)
     if len(xs) != len(ys):
-        raise ValueError(f"x has {len(xs)} samples but y has {len(ys)}")
+        raise ValueError(f"x has {len(xs)} samples but y has {len(ys)}"
+                         + labels_hint(np.asarray(y), net.output_shape))
     loss.check_targets(ys)
     return xs, ys
 

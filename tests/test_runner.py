@@ -108,8 +108,10 @@ def test_mismatched_targets(device):
     with pytest.raises(ValueError, match=r"y has shape \(3, 2\), but the network outputs D1 1"):
         train(net, LP, np.zeros((3, 2)), np.zeros((3, 2)))
     wide = Network([FullyConnected(2, 3), Softmax()], input=D1(2), device=device)
-    with pytest.raises(ValueError, match=r"outputs D1 3: .* \(class labels as one-hot rows: "
-                       r"np.eye\(3\)\[labels\]\)$"):
+    hint = r" \(class labels as one-hot rows: np.eye\(3\)\[labels\]\)$"
+    with pytest.raises(ValueError, match=r"outputs D1 3: .*" + hint):
+        train(wide, LP, np.zeros((5, 2)), np.array([0, 2, 1, 1, 0]), loss="cross_entropy")
+    with pytest.raises(ValueError, match="x has 3 samples but y has 1" + hint):  # (3,): 1 sample
         train(wide, LP, np.zeros((3, 2)), np.array([0, 2, 1]), loss="cross_entropy")
     with pytest.raises(ValueError, match="3 samples but y has 2"):
         train(net, LP, np.zeros((3, 2)), np.zeros((2, 1)))
