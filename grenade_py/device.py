@@ -110,6 +110,14 @@ class Device:
     def __repr__(self) -> str:
         return f"Device({self.name})"
 
+    def __copy__(self) -> Device:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Device:
+        """A Device is a handle on the hardware: copies of what holds one (a deep copy of a
+        network, of a user's object holding a network and its device) share it."""
+        return self
+
     def build(self, source: str) -> cl.Program:
         """Compile `source` (prefixed by the REAL prelude) once per device; cached by its text."""
         key = hashlib.sha1(source.encode()).hexdigest()

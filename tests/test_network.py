@@ -317,10 +317,19 @@ def test_deep_copies_of_recurrent_and_nested_networks(device64, rng):
 
 
 def test_a_network_is_not_pickled_or_shallow_copied(device):
+    """Nor is a layer placed in one; a layer not yet placed is, and a device is shared by
+    copies (a user's object holding a network and its device deep-copies)."""
     import copy
     import pickle
-    net = Network([FullyConnected(2, 1)], input=D1(2), device=device)
+    layer = FullyConnected(2, 1)
+    assert repr(pickle.loads(pickle.dumps(layer))) == repr(copy.deepcopy(layer)) == repr(layer)
+    net = Network([layer], input=D1(2), device=device)
     for attempt in (pickle.dumps, copy.copy):
         with pytest.raises(TypeError, match=r"cannot be pickled or shallow-copied: save it "
                            r"with net.save\(path\), or copy it with copy.deepcopy\(net\)"):
             attempt(net)
+        with pytest.raises(TypeError, match=r"FullyConnected 2 1 is placed in a network.*"
+                           r"copy the network \(copy.deepcopy\(net\)\), or build a new layer"):
+            attempt(layer)
+    held = copy.deepcopy({"net": net, "device": device})
+    assert held["device"] is device and held["net"].device is device and held["net"] is not net

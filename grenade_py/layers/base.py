@@ -97,6 +97,12 @@ class Layer:
         #: The layer's own initialisation (one of INITS), or None: the network's.
         self.init: str | None = None
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if self._owner is not None:
+            raise TypeError(f"{self!r} is placed in a network, whose buffers hold its values: "
+                            "copy the network (copy.deepcopy(net)), or build a new layer")
+        return super().__reduce_ex__(protocol)
+
     # -- shapes and description ------------------------------------------------------------
     def out_shape(self, in_shape: Shape) -> Shape:
         """The output shape for `in_shape`; raises ShapeError saying what the layer takes."""
