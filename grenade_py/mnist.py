@@ -234,7 +234,8 @@ def train_mnist(data_dir: str, arch: str, spec: dict[str, Any] | None, epochs: i
     metadata = {"epochs": done_before}
     train_x = train_x.reshape(len(train_x), *net.input_shape.dims)
     test_x = test_x.reshape(len(test_x), *net.input_shape.dims)
-    say(f"{net}\n{len(train_x)} training images, {len(test_x)} test images", err=True)
+    say(f"{net}\n{net.parameter_count:,} parameters, {len(train_x)} training images, "
+        f"{len(test_x)} test images", err=True)
     say("epoch  train loss  train acc  test acc  examples/s")
     steps = -(-len(train_x) // batch_size)
     bar = (click.progressbar(length=epochs * steps, file=sys.stderr, label="training")

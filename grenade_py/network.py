@@ -91,6 +91,12 @@ class Network(Series):
     def output_shape(self) -> Shape:
         return self.shapes[-1]
 
+    @property
+    def parameter_count(self) -> int:
+        """How many values training moves: every layer's parameters, as PyTorch's
+        `sum(p.numel() for p in model.parameters())` counts them."""
+        return sum(view.size for layer in self.layers for view in layer.parameters.values())
+
     def out_shape(self, in_shape: Shape) -> Shape:
         if in_shape != self.input_shape:
             raise ShapeError(f"takes {self.input_shape!r}")

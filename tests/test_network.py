@@ -333,3 +333,15 @@ def test_a_network_is_not_pickled_or_shallow_copied(device):
             attempt(layer)
     held = copy.deepcopy({"net": net, "device": device})
     assert held["device"] is device and held["net"].device is device and held["net"] is not net
+
+
+def test_parameter_count(device):
+    """As PyTorch counts nn.Linear's: 784 x 512 + 512 + 512 x 10 + 10; a nested network's and
+    BatchNorm's (scale and shift per feature) are counted, activations have none."""
+    from grenade_py import BatchNorm, Softmax
+    mlp = Network([FullyConnected(784, 512), Relu(), FullyConnected(512, 10), Softmax()],
+                  input=D1(784), device=device)
+    assert mlp.parameter_count == 407_050
+    inner = Network([FullyConnected(3, 4), BatchNorm(4)], input=D1(3), device=device)
+    outer = Network([inner, Tanh(), FullyConnected(4, 2)], input=D1(3), device=device)
+    assert outer.parameter_count == (3 * 4 + 4) + 2 * 4 + (4 * 2 + 2)
