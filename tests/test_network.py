@@ -40,6 +40,28 @@ def test_shape_error_names_layer_and_both_shapes(device):
     assert "D1 10" in message and "D1 40" in message
 
 
+def test_common_mistakes_say_how_to_fix_them(device):
+    """A convolution's D3 (or a D2 input) into a FullyConnected of as many values: a Reshape()
+    there builds (and the message says so); a layer class for a layer; one layer for a list."""
+    from grenade_py import Convolution, Softmax
+    conv = [Convolution(1, 4, 5, 5, 1, 1), Relu()]
+    with pytest.raises(ShapeError, match=r"layer 2 \(FullyConnected 2304 10\) takes D1 2304, "
+                       r"but its input is D3 24 24 4: put a Reshape\(\) before it to give it "
+                       r"the same 2304 values as D1 2304$"):
+        Network([*conv, FullyConnected(2304, 10)], input=D3(28, 28, 1), device=device)
+    Network([*conv, Reshape(), FullyConnected(2304, 10)], input=D3(28, 28, 1), device=device)
+    with pytest.raises(ShapeError, match=r"its input is D2 28 28: put a Reshape\(\) before it"):
+        Network([FullyConnected(784, 10)], input=D2(28, 28), device=device)
+    with pytest.raises(ShapeError, match=r"its input is D1 40$"):  # not as many values
+        Network([FullyConnected(2, 40), FullyConnected(10, 1)], input=D1(2), device=device)
+    with pytest.raises(TypeError, match=r"layer 1 is the class Softmax, not a layer: write "
+                       r"Softmax\(...\)"):
+        Network([FullyConnected(3, 2), Softmax], input=D1(3), device=device)
+    with pytest.raises(TypeError, match=r"layers must be a list of layers, got one "
+                       r"\(FullyConnected 3 2\): pass \[layer, ...\]"):
+        Network(FullyConnected(3, 2), input=D1(3), device=device)
+
+
 def test_a_bad_size_is_named_in_the_constructors_order():
     # D3's dims are (channels, rows, cols): the error gives what the caller wrote
     with pytest.raises(ValueError, match=r"D3 sizes \(rows, cols, channels\) must be positive "

@@ -15,7 +15,7 @@ import pyopencl.array as cl_array
 from grenade_py.device import Device, Launch
 from grenade_py.errors import ShapeError
 from grenade_py.layers.base import Buffers, Factor, Layer, sub
-from grenade_py.shapes import Shape
+from grenade_py.shapes import Shape, size
 
 
 class Series(Layer):
@@ -26,10 +26,16 @@ class Series(Layer):
 
     def __init__(self, layers: Sequence[Layer]) -> None:
         super().__init__()
+        if isinstance(layers, Layer):
+            raise TypeError(f"layers must be a list of layers, got one ({layers!r}): pass "
+                            "[layer, ...]")
         self.layers = list(layers)
         if not self.layers:
             raise ShapeError("a network needs at least one layer")
         for index, layer in enumerate(self.layers):
+            if isinstance(layer, type) and issubclass(layer, Layer):
+                raise TypeError(f"layer {index} is the class {layer.__name__}, not a layer: "
+                                f"write {layer.__name__}(...)")
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {index} is {layer!r}, not a grenade_py layer")
         for index, layer in enumerate(self.layers):  # past layers that keep any shape
@@ -49,7 +55,12 @@ class Series(Layer):
                 where = f"layer {index} ({layer.label()})"
                 if e.located:
                     raise ShapeError(f"{where} {e}", located=True) from None
-                raise ShapeError(f"{where} {e}, but its input is {shapes[-1]!r}",
+                takes, hint = layer.takes(), ""
+                if takes is not None and type(takes) is not type(shapes[-1]) and \
+                        size(takes) == size(shapes[-1]):
+                    hint = (f": put a Reshape() before it to give it the same {size(takes)} "
+                            f"values as {takes!r}")
+                raise ShapeError(f"{where} {e}, but its input is {shapes[-1]!r}{hint}",
                                  located=True) from None
         return shapes
 
