@@ -54,11 +54,12 @@ def _pack(p: Step, *arrays: np.ndarray) -> np.ndarray:
 
 @opencl_errors
 def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
-                    targets: np.ndarray, mask: np.ndarray, summed: bool = False,
+                    targets: np.ndarray, mask: np.ndarray | None = None, summed: bool = False,
                     loss: str | Loss = "squared_error", lengths: np.ndarray | None = None
                     ) -> None:
     """Train on B sequences of T steps: x (B, T, *in), targets (B, T, *out), mask (B, T) bool
-    (True where a step has a target; other steps' targets are ignored). Returns once the work
+    (True where a step has a target; other steps' targets are ignored; default: every step
+    has one). Returns once the work
     is queued, and the call before it done (so a loop of calls keeps host and device busy
     without queueing without bound).
 
@@ -81,6 +82,8 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
     instead of Grenade's y - target at the output.
     """
     learning = optimizer(learning, net.device.dtype)
+    if mask is None:
+        mask = np.ones(np.shape(x)[:2], bool)
     xs, ts, ms = inputs.sequences(net, x, targets, mask)
     chosen = loss_named(loss)
     chosen.check(net)
@@ -132,6 +135,16 @@ def train_recurrent(net: RecurrentNetwork, learning: Optimizer,
     if not examples:
         raise ValueError("a sequence needs at least one step")
     shape = net.output_shape.dims
+    for i, step in enumerate(examples):
+        if not isinstance(step, (tuple, list)) or len(step) != 2:
+            raise ValueError(f"step {i} is {step!r:.60}: each step is a pair (input, target or "
+                             "None)")
+        checks = [("input", step[0], net.input_shape, "takes")] + (
+            [] if step[1] is None else [("target", step[1], net.output_shape, "outputs")])
+        for what, value, wanted, verb in checks:
+            if np.shape(value) != wanted.dims:
+                raise ValueError(f"step {i}'s {what} has shape {np.shape(value)}, but the "
+                                 f"network {verb} {wanted!r}: give it shape {wanted.dims}")
     xs = np.stack([np.asarray(x) for x, _ in examples])
     ts = np.stack([np.zeros(shape) if t is None else np.asarray(t) for _, t in examples])
     marks = np.array([t is not None for _, t in examples])
@@ -145,11 +158,15 @@ def run_recurrent(net: RecurrentNetwork, x: np.ndarray, state: RecurrentState | 
     sequences (B, T, *in), with the recurrent states after the last step. The run starts from
     `state` (from an earlier run over as many sequences) or the learned starting states."""
     xs = np.asarray(x)
-    single = xs.ndim == 1 + len(net.input_shape.dims)
+    dims = net.input_shape.dims
+    if xs.ndim not in (len(dims) + 1, len(dims) + 2):
+        each = ", ".join(map(str, dims))
+        raise ValueError(f"x has shape {xs.shape}: pass one sequence of T steps (T, {each}) or "
+                         f"B sequences (B, T, {each}) for {net.input_shape!r}")
+    single = xs.ndim == 1 + len(dims)
     if single:
         xs = xs[None]
-    batch = xs.shape[0] if xs.ndim >= 2 else 0
-    steps = xs.shape[1] if xs.ndim >= 2 else 0
+    batch, steps = xs.shape[:2]
     inputs.count(steps, "the number of steps", 1)
     dummy_targets = np.zeros((batch, steps, *net.output_shape.dims))
     xs, _, _ = inputs.sequences(net, xs, dummy_targets, np.zeros((batch, steps), bool))

@@ -578,6 +578,18 @@ def test_shapes_and_misuse_are_refused(device: g.Device) -> None:
         g.train_sequences(net, LP, np.zeros((1, 4, 2)), np.zeros((1, 4, 2)), np.ones((1, 4), bool))
     with pytest.raises(ValueError, match=r"x has shape \(1, 0, 2\): pass B >= 1"):
         g.train_sequences(net, LP, np.zeros((1, 0, 2)), np.zeros((1, 0, 3)), np.ones((1, 0), bool))
+    with pytest.raises(ValueError, match=r"x has shape \(5,\): pass one sequence of T steps "
+                       r"\(T, 2\) or B sequences \(B, T, 2\) for D1 2"):
+        g.run_recurrent(net, np.zeros(5))
+    with pytest.raises(ValueError, match=r"step 1's input has shape \(3,\), but the network "
+                       r"takes D1 2: give it shape \(2,\)"):
+        g.train_recurrent(net, LP, [(np.zeros(2), None), (np.zeros(3), np.zeros(3))])
+    with pytest.raises(ValueError, match=r"step 0's target has shape \(\), but the network "
+                       r"outputs D1 3"):
+        g.train_recurrent(net, LP, [(np.zeros(2), 0.5)])
+    with pytest.raises(ValueError, match=r"step 0 is array\(\[0\., 0\.\]\): each step is a "
+                       r"pair \(input, target or None\)"):
+        g.train_recurrent(net, LP, [np.zeros(2)])
     with pytest.raises(ValueError, match="offsets must be ints"):
         SymbolCorpus(g.RecurrentNetwork([g.LSTM(3, 3)], input=g.D1(3), device=device),
                      np.zeros(10, int)).train(LP, np.array([5]), 5)
@@ -715,3 +727,16 @@ def test_ctrl_c_in_the_recurrent_example_saves_what_was_trained(tmp_path) -> Non
     assert process.returncode == 130 and time.monotonic() - sent < 5, err
     assert f"interrupted: saved what was trained to {model}" in err
     assert g.RecurrentNetwork.load(model).steps > 0
+
+
+def test_without_a_mask_every_step_has_a_target(device: g.Device, rng) -> None:
+    x, t = rng.normal(size=(3, 5, 2)), rng.normal(size=(3, 5, 3))
+    nets = [g.RecurrentNetwork([g.LSTM(2, 3)], input=g.D1(2), device=device, seed=6)
+            for _ in range(3)]
+    g.train_sequences(nets[0], LP, x, t, np.ones((3, 5), bool))
+    g.train_sequences(nets[1], LP, x, t)
+    for a, b in zip(nets[0].get_parameters(), nets[1].get_parameters(), strict=True):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+    assert not np.array_equal(nets[1].get_parameters()[0]["state"],
+                              nets[2].get_parameters()[0]["state"])  # it trained
