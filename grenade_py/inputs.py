@@ -19,11 +19,12 @@ if TYPE_CHECKING:
     from grenade_py.recurrent_network import RecurrentNetwork
 
 
-def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0
-            ) -> tuple[np.ndarray, bool]:
+def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0,
+            output: bool = False) -> tuple[np.ndarray, bool]:
     """`x` as a contiguous (N, *shape) array of `dtype`, and whether it was one sample. With
     `steps`, the samples are sequences' steps, b * steps + t, and errors name them so. `what`
-    names the argument: "x", the network's input; anything else (y, targets, dy), its output."""
+    names the argument in errors; `output`: it is shaped as the network's output (targets, a
+    delta), not its input."""
     array = np.asarray(x)
     dims = shape.dims
     if array.dtype == object or not (np.issubdtype(array.dtype, np.floating)
@@ -33,11 +34,11 @@ def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0
     if single:
         array = array[None]
     if array.shape[1:] != dims or array.shape[0] < 1:
-        verb = "takes" if what == "x" else "outputs"
+        verb = "outputs" if output else "takes"
         raise ValueError(
             f"{what} has shape {array.shape}, but the network {verb} {shape!r}: pass one sample "
             f"of shape {dims} or a batch of shape (N, {', '.join(map(str, dims))}) with N >= 1"
-            + ("" if what == "x" else labels_hint(array, shape)))
+            + (labels_hint(array, shape) if output else ""))
     with np.errstate(over="ignore"):
         cast: np.ndarray = np.ascontiguousarray(array, dtype=dtype)
     if not np.all(np.isfinite(cast)):
@@ -69,15 +70,17 @@ def device_samples(x: cl_array.Array, shape: Shape, what: str, device: Device) -
     return int(x.shape[0])
 
 
-def examples(net: Network, x: object, y: object, loss: Loss) -> tuple[np.ndarray, np.ndarray]:
+def examples(net: Network, x: object, y: object, loss: Loss, names: str = "x y"
+             ) -> tuple[np.ndarray, np.ndarray]:
     """Inputs x (N, *in) and targets y (N, *out) for `net` (one sample each also), as arrays of
-    its precision, N alike, y targets `loss` can use."""
-    xs, _ = samples(x, net.input_shape, "x", net.device.dtype)
-    ys, _ = samples(y, net.output_shape, "y", net.device.dtype)
+    its precision, N alike, y targets `loss` can use. `names`: what errors call them."""
+    x_name, y_name = names.split()
+    xs, _ = samples(x, net.input_shape, x_name, net.device.dtype)
+    ys, _ = samples(y, net.output_shape, y_name, net.device.dtype, output=True)
     if len(xs) != len(ys):
-        raise ValueError(f"x has {len(xs)} samples but y has {len(ys)}"
+        raise ValueError(f"{x_name} has {len(xs)} samples but {y_name} has {len(ys)}"
                          + labels_hint(np.asarray(y), net.output_shape))
-    loss.check_targets(ys)
+    loss.check_targets(ys, y_name)
     return xs, ys
 
 
@@ -113,7 +116,7 @@ def sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
     if not marks.all() and np.issubdtype(given.dtype, np.floating):
         given = np.where(marks.reshape(batch, steps, *[1] * (given.ndim - 2)), given, 0)
     ts, _ = samples(given.reshape(-1, *given.shape[2:]), net.output_shape, "targets", dtype,
-                    steps)
+                    steps, output=True)
 
     def time_major(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.swapaxes(a.reshape(batch, steps, *a.shape[1:]), 0, 1))

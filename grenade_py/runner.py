@@ -227,7 +227,7 @@ def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray | cl_array.Array
     if isinstance(dy, cl_array.Array):
         rows = inputs.device_samples(dy, net.output_shape, "dy", net.device)
     else:
-        dys, single = inputs.samples(dy, net.output_shape, "dy", net.device.dtype)
+        dys, single = inputs.samples(dy, net.output_shape, "dy", net.device.dtype, output=True)
         rows = len(dys)
     if rows != tapes.rows:
         raise ValueError(f"dy has {rows} samples but the tapes hold {tapes.rows}")
@@ -327,7 +327,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise ValueError("validation must be a pair (x, y) of inputs and targets")
-        inputs.examples(net, *validation, chosen)
+        inputs.examples(net, *validation, chosen, "validation[0] validation[1]")
     device, queue, count = net.device, net.device.queue, len(xs)
     xs_dev = device.to_device(xs.reshape(count, -1))
     ys_dev = device.to_device(ys.reshape(count, -1))

@@ -175,8 +175,14 @@ def test_fit_input_errors(device):
         fit(net, LP, x, y, epochs=-1)
     with pytest.raises(ValueError, match="loss must be one of"):
         fit(net, LP, x, y, loss="hinge")
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="^validation.0. holds NaN"):
         fit(net, LP, x, y, validation=(np.full((2, 2), np.nan), y[:2]))
+    with pytest.raises(ValueError, match=r"^validation\[1\] has shape \(2, 3\), but the network "
+                       r"outputs D1"):
+        fit(net, LP, x, y, validation=(x[:2], np.zeros((2, 3))))
+    with pytest.raises(ValueError, match=r"^validation\[0\] has 2 samples but validation\[1\] "
+                       r"has 1"):
+        fit(net, LP, x, y, validation=(x[:2], y[:1]))
     with pytest.raises(ValueError, match=r"validation must be a pair \(x, y\)"):
         fit(net, LP, x, y, validation=(x, y, y))
     with pytest.raises(ValueError, match="seed must be an int >= 0, got 'a'"):
