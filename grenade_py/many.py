@@ -103,9 +103,13 @@ def train_many(nets: Sequence[Network], params: Optimizer | Sequence[Optimizer],
     first = nets[0]
     for net in nets:
         net.check_runnable()
-        if net.spec() != first.spec() or net.device is not first.device:
-            raise ValueError(f"train_many trains networks of one architecture on one device: "
-                             f"{net!r} differs from {first!r}")
+        if net.spec() != first.spec():
+            raise ValueError(f"train_many trains networks of one architecture: {net!r} differs "
+                             f"from {first!r}")
+        if net.device is not first.device:
+            raise ValueError("train_many trains networks on one Device object, and these are on "
+                             "several (each Network built without device= makes its own): "
+                             "build them with one, dev = Device(); Network(..., device=dev)")
     if len({id(net) for net in nets}) != len(nets):
         raise ValueError("a network appears twice in train_many's list")
     chosen = [optimizer(p, first.device.dtype) for p in (

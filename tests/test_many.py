@@ -97,8 +97,12 @@ def test_what_train_many_refuses(device64):
     lp = g.LearningParameters(0.01, 0.9, 0.0)
     a, b = networks(device64, (3, 5, 2), (1, 2))
     other = networks(device64, (3, 4, 2), (1,))[0]
-    with pytest.raises(ValueError, match="one architecture on one device"):
+    with pytest.raises(ValueError, match="one architecture: Network"):
         train_many([a, other], lp, xs, ys)
+    elsewhere = g.Network.from_spec(a.spec(), device=g.Device(precision="float64"))
+    with pytest.raises(ValueError, match=r"on one Device object, and these are on several .*: "
+                       r"build them with one, dev = Device\(\); Network\(..., device=dev\)"):
+        train_many([a, elsewhere], lp, xs, ys)
     with pytest.raises(ValueError, match="appears twice"):
         train_many([a, a], lp, xs, ys)
     with pytest.raises(ValueError, match="all of one kind and without clip_norm"):
