@@ -62,7 +62,11 @@ def device_samples(x: cl_array.Array, shape: Shape, what: str, device: Device) -
     twin of `samples` for data already there, whose values are not checked); ValueError for
     another array."""
     dims = shape.dims
-    if x.context != device.context or x.dtype != device.dtype or x.shape[1:] != dims or \
+    if x.context != device.context:
+        raise ValueError(f"{what} is a device array of another Device object than the "
+                         "network's (each Network built without device= makes its own): build "
+                         "them with one, dev = Device(); Network(..., device=dev)")
+    if x.dtype != device.dtype or x.shape[1:] != dims or \
             len(x.shape) != 1 + len(dims) or x.shape[0] < 1 or not x.flags.c_contiguous:
         raise ValueError(f"{what} is a device array {x.dtype} {x.shape}; the network takes a "
                          f"contiguous (N, {', '.join(map(str, dims))}) array of "

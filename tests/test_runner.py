@@ -221,11 +221,13 @@ def test_low_level_api_on_device_arrays(device64, rng):
     np.testing.assert_array_equal(grads_d.flat.get(), grads.flat.get())
     run_network(nets[1], on_device[:3], reuse=tapes_d)  # y_d is the caller's: not overwritten
     np.testing.assert_array_equal(y_d.get(), y)
-    other = Device(precision="float32")
     for bad in (on_device[:, :2], device64.to_device(xs.reshape(7, 3, 1)),
-                other.to_device(xs)):
+                cl_array.to_device(device64.queue, xs.astype(np.float32))):
         with pytest.raises(ValueError, match="contiguous \\(N, 3\\) array of float64"):
             run_network(nets[1], bad)
+    with pytest.raises(ValueError, match=r"x is a device array of another Device object than "
+                       r"the network's .*: build them with one"):
+        run_network(nets[1], Device(precision="float64").to_device(xs))
     with pytest.raises(ValueError, match="contiguous \\(N, 2\\) array"):
         run_gradient(nets[1], tapes_d, device64.to_device(np.ones((3, 3))))
 
