@@ -59,9 +59,8 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
                     ) -> None:
     """Train on B sequences of T steps: x (B, T, *in), targets (B, T, *out), mask (B, T) bool
     (True where a step has a target; other steps' targets are ignored; default: every step
-    has one). Returns once the work
-    is queued, and the call before it done (so a loop of calls keeps host and device busy
-    without queueing without bound).
+    has one). Returns once the work is queued, and the call before it done (so a loop of calls
+    keeps host and device busy without queueing without bound).
 
     Default (Grenade's trainRecurrent, sequence after sequence): each sequence runs forward
     from the learned starting states; its error y - target (0 where no target) runs back
