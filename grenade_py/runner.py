@@ -222,6 +222,8 @@ def run_gradient(net: Network, tapes: Tapes, dy: np.ndarray | cl_array.Array
     forward pass `tapes` kept. Returns the parameters' gradients (summed over the batch; for
     `apply_update`) and the delta at the input, shaped as the input: a new device array when
     `dy` is one (see run_network), else a host array."""
+    if not isinstance(tapes, Step) or tapes.net is not net or tapes.deltas[0] is None:
+        raise ValueError("tapes must be what run_network returned for this network")
     delta, dx = tapes.delta, tapes.deltas[0]
     assert delta is not None and dx is not None  # run_network's Steps keep both
     if isinstance(dy, cl_array.Array):

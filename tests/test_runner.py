@@ -230,6 +230,12 @@ def test_low_level_api_on_device_arrays(device64, rng):
         run_network(nets[1], Device(precision="float64").to_device(xs))
     with pytest.raises(ValueError, match="contiguous \\(N, 2\\) array"):
         run_gradient(nets[1], tapes_d, device64.to_device(np.ones((3, 3))))
+    before = nets[0].flat["gradients"].get()
+    for other in (tapes_d, "tapes"):  # another network's: its backward pass would have run
+        with pytest.raises(ValueError, match="tapes must be what run_network returned for "
+                           "this network"):
+            run_gradient(nets[0], other, dy)
+    np.testing.assert_array_equal(nets[0].flat["gradients"].get(), before)
 
 
 def test_the_network_holds_its_last_steps(device):
