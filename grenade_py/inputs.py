@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from grenade_py.device import ONE_DEVICE
 from grenade_py.losses import Loss
 from grenade_py.shapes import Shape
 
@@ -64,8 +65,7 @@ def device_samples(x: cl_array.Array, shape: Shape, what: str, device: Device) -
     dims = shape.dims
     if x.context != device.context:
         raise ValueError(f"{what} is a device array of another Device object than the "
-                         "network's (each Network built without device= makes its own): build "
-                         "them with one, dev = Device(); Network(..., device=dev)")
+                         f"network's {ONE_DEVICE}")
     if x.dtype != device.dtype or x.shape[1:] != dims or \
             len(x.shape) != 1 + len(dims) or x.shape[0] < 1 or not x.flags.c_contiguous:
         raise ValueError(f"{what} is a device array {x.dtype} {x.shape}; the network takes a "

@@ -16,7 +16,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import buffer, named_errors, opencl_errors
+from grenade_py.device import ONE_DEVICE, buffer, named_errors, opencl_errors
 from grenade_py.errors import GrenadeError
 from grenade_py.fused import MANY_LINE, build_loop, flat_place, fused_source, plan_loop, unrolled
 from grenade_py.inputs import examples
@@ -107,9 +107,8 @@ def train_many(nets: Sequence[Network], params: Optimizer | Sequence[Optimizer],
             raise ValueError(f"train_many trains networks of one architecture: {net!r} differs "
                              f"from {first!r}")
         if net.device is not first.device:
-            raise ValueError("train_many trains networks on one Device object, and these are on "
-                             "several (each Network built without device= makes its own): "
-                             "build them with one, dev = Device(); Network(..., device=dev)")
+            raise ValueError(f"train_many trains networks on one Device object, and these are "
+                             f"on several {ONE_DEVICE}")
     if len({id(net) for net in nets}) != len(nets):
         raise ValueError("a network appears twice in train_many's list")
     chosen = [optimizer(p, first.device.dtype) for p in (

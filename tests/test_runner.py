@@ -169,7 +169,7 @@ def test_values_beyond_float32_are_refused():
 def test_grenade_low_level_api(device64, rng):
     """run_network keeps tapes of its own; run_gradient from dy = (y - t) / n gives
     back_propagate's gradients and the input's delta; apply_update applies given gradients."""
-    from grenade_py import run_gradient, run_network
+    from grenade_py import Device, run_gradient, run_network
 
     def make():
         return Network([FullyConnected(3, 4), Tanh(), FullyConnected(4, 2)], input=D1(3),
@@ -197,6 +197,12 @@ def test_grenade_low_level_api(device64, rng):
     delta = (acts[-1] - t) / 5
     delta = (delta @ numpy_net.parameters[2]["weights"]) * (1 - acts[2] ** 2)
     np.testing.assert_allclose(dx, delta @ numpy_net.parameters[0]["weights"], rtol=1e-10)
+    elsewhere = Network.from_spec(net.spec(), device=Device(precision="float64"))
+    with pytest.raises(ValueError, match="these gradients are on another Device object than "
+                       "the network's"):
+        apply_update(elsewhere, LP, grads)  # (OpenCL's INVALID_CONTEXT before)
+    with pytest.raises(TypeError, match="gradients must be what run_gradient returns, got list"):
+        apply_update(net, LP, back_propagate(net, x1, t))
 
 
 def test_low_level_api_on_device_arrays(device64, rng):
