@@ -160,7 +160,8 @@ def apply_update(net: Network, params: Optimizer, gradients: Gradients | None = 
     if gradients is not None:
         if not isinstance(gradients, Gradients):
             raise TypeError(f"gradients must be what run_gradient returns, got "
-                            f"{type(gradients).__name__}")
+                            f"{type(gradients).__name__} (after back_propagate, leave them out: "
+                            "the gradients it left on the device are applied)")
         if gradients.flat.shape != net.flat["gradients"].shape:
             raise ValueError("these gradients belong to another network")
         if gradients.flat.context != net.device.context:
