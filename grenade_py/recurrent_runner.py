@@ -21,7 +21,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import inputs
-from grenade_py.device import Launch, buffer, opencl_errors
+from grenade_py.device import ONE_DEVICE, Launch, buffer, opencl_errors
 from grenade_py.execution import Step, enqueue, sequence_steps
 from grenade_py.losses import Loss, loss_named
 from grenade_py.network import pack
@@ -180,6 +180,9 @@ def run_recurrent(net: RecurrentNetwork, x: np.ndarray, state: RecurrentState | 
                     state.states, layers, strict=False)):
             raise ValueError(f"state holds {[s.shape for s in state.states]}, but {batch} "
                              f"sequences need {[(batch, lay.state_size) for _, lay in layers]}")
+        if any(s.context != net.device.context for s in state.states):
+            raise ValueError(f"state is on another Device object than the network's "
+                             f"{ONE_DEVICE}")
         for s, (path, _) in zip(state.states, layers, strict=True):
             cl.enqueue_copy(queue, buffer(p.own(path)["states"]), buffer(s),
                             byte_count=s.nbytes)

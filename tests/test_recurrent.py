@@ -701,9 +701,14 @@ def test_train_sequences_does_not_wait_for_queued_work(device64: g.Device, batch
 
 
 def test_run_recurrent_names_a_state_of_the_wrong_type(device64: g.Device) -> None:
+    """Or of another device (OpenCL's INVALID_CONTEXT before)."""
     net = nets(device64, 3, 5)[0]
     with pytest.raises(TypeError, match="state must be a RecurrentState .*got str"):
         g.run_recurrent(net, np.zeros((2, 3)), state="abc")  # type: ignore[arg-type]
+    twin = g.RecurrentNetwork.from_spec(net.spec(), device=g.Device(precision="float64"))
+    _, state = g.run_recurrent(twin, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="state is on another Device object than the network's"):
+        g.run_recurrent(net, np.zeros((2, 3)), state)
 
 
 def test_ctrl_c_in_the_recurrent_example_saves_what_was_trained(tmp_path) -> None:
