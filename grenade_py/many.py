@@ -97,6 +97,9 @@ def train_many(nets: Sequence[Network], params: Optimizer | Sequence[Optimizer],
     Shape: x (N, *input.dims), y (N, *output.dims), orders (K, M) of ints in [0, N).
     Launched for runs of about FUSED_WORK examples x parameters, each waited for (Ctrl-C).
     """
+    if isinstance(nets, Network):
+        raise TypeError("train_many takes a list of Networks, got one: pass [net, ...], or "
+                        "train one with train(net, params, x, y, per_example=True)")
     nets = list(nets)
     if not nets or not all(isinstance(net, Network) for net in nets):
         raise TypeError("train_many takes a list of Networks")

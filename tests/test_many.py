@@ -105,6 +105,8 @@ def test_what_train_many_refuses(device64):
         train_many([a, elsewhere], lp, xs, ys)
     with pytest.raises(ValueError, match="appears twice"):
         train_many([a, a], lp, xs, ys)
+    with pytest.raises(TypeError, match=r"a list of Networks, got one: pass \[net, ...\]"):
+        train_many(a, lp, xs, ys)
     with pytest.raises(ValueError, match="all of one kind and without clip_norm"):
         train_many([a, b], [lp, g.Adam(0.01)], xs, ys)
     with pytest.raises(ValueError, match="all of one kind and without clip_norm"):
