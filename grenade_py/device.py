@@ -36,11 +36,6 @@ DENORMALS = {"float": ["-cl-denorms-are-zero"], "double": []}
 GEMM_FORMS = ("auto", "registers", "tiled")
 
 
-#: How to put networks on one device, for the errors where they are on several.
-ONE_DEVICE = ("(each Network built without device= makes its own Device): build them with "
-              "one, dev = Device(); Network(..., device=dev)")
-
-
 def compile_program(device: Device, source: str, options: list[str]) -> cl.Program:
     """`source` built for `device` with `options` alone, and kept by the driver where it caches
     builds itself (PoCL, NVIDIA's), else in pyopencl's binary cache; KernelBuildError with the

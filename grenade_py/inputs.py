@@ -4,11 +4,11 @@ says what was wrong and what was expected."""
 from __future__ import annotations
 
 import numbers
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from grenade_py.device import ONE_DEVICE
 from grenade_py.losses import Loss
 from grenade_py.shapes import Shape
 
@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from grenade_py.device import Device
     from grenade_py.network import Network
     from grenade_py.recurrent_network import RecurrentNetwork
+
+
+#: How to put networks on one device, for the errors where they are on several.
+ONE_DEVICE = ("(each Network built without device= makes its own Device): build them with "
+              "one, dev = Device(); Network(..., device=dev)")
 
 
 def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0,
@@ -63,9 +68,7 @@ def device_samples(x: cl_array.Array, shape: Shape, what: str, device: Device) -
     twin of `samples` for data already there, whose values are not checked); ValueError for
     another array."""
     dims = shape.dims
-    if x.context != device.context:
-        raise ValueError(f"{what} is a device array of another Device object than the "
-                         f"network's {ONE_DEVICE}")
+    same_device([x], device, what)
     if x.dtype != device.dtype or x.shape[1:] != dims or \
             len(x.shape) != 1 + len(dims) or x.shape[0] < 1 or not x.flags.c_contiguous:
         raise ValueError(f"{what} is a device array {x.dtype} {x.shape}; the network takes a "
@@ -125,6 +128,64 @@ def sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
     def time_major(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.swapaxes(a.reshape(batch, steps, *a.shape[1:]), 0, 1))
     return time_major(flat), time_major(ts), time_major(marks.reshape(-1).astype(dtype))
+
+
+def recurrent_steps(net: RecurrentNetwork, examples: Sequence[Any]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grenade's sequence of (input, target or None) steps as x (1, T, *in), targets
+    (1, T, *out), 0 where None, and the mask (1, T) of the steps with one; ValueError naming a
+    step that is not such a pair."""
+    if not examples:
+        raise ValueError("a sequence needs at least one step")
+    for i, step in enumerate(examples):
+        if not isinstance(step, (tuple, list)) or len(step) != 2:
+            raise ValueError(f"step {i} is {step!r:.60}: each step is a pair (input, target or "
+                             "None)")
+        checks = [("input", step[0], net.input_shape, "takes")] + (
+            [] if step[1] is None else [("target", step[1], net.output_shape, "outputs")])
+        for what, value, wanted, verb in checks:
+            if np.shape(value) != wanted.dims:
+                raise ValueError(f"step {i}'s {what} has shape {np.shape(value)}, but the "
+                                 f"network {verb} {wanted!r}: give it shape {wanted.dims}")
+    xs = np.stack([np.asarray(x) for x, _ in examples])
+    ts = np.stack([np.zeros(net.output_shape.dims) if t is None else np.asarray(t)
+                   for _, t in examples])
+    return xs[None], ts[None], np.array([[t is not None for _, t in examples]])
+
+
+def run_sequences(net: RecurrentNetwork, x: object) -> tuple[np.ndarray, bool]:
+    """One sequence (T, *in) or B of them (B, T, *in), checked, as a time-major (T, B, *in)
+    array of the network's precision; and whether it was one."""
+    xs = np.asarray(x)
+    dims = net.input_shape.dims
+    if xs.ndim not in (len(dims) + 1, len(dims) + 2):
+        each = ", ".join(map(str, dims))
+        raise ValueError(f"x has shape {xs.shape}: pass one sequence of T steps (T, {each}) or "
+                         f"B sequences (B, T, {each}) for {net.input_shape!r}")
+    single = xs.ndim == 1 + len(dims)
+    if single:
+        xs = xs[None]
+    batch, steps = xs.shape[:2]
+    count(steps, "the number of steps", 1)
+    no_targets = np.zeros((batch, steps, *net.output_shape.dims))
+    return sequences(net, xs, no_targets, np.zeros((batch, steps), bool))[0], single
+
+
+def states(net: RecurrentNetwork, given: Sequence[cl_array.Array], batch: int) -> None:
+    """ValueError unless `given` are the states of the network's cells for `batch` sequences,
+    on its device."""
+    cells = net.recurrent_layers()
+    wanted = [(batch, cell.state_size) for _, cell in cells]
+    if [s.shape for s in given] != wanted:
+        raise ValueError(f"state holds {[s.shape for s in given]}, but {batch} sequences need "
+                         f"{wanted}")
+    same_device(given, net.device, "state")
+
+
+def same_device(arrays: Sequence[cl_array.Array], device: Device, what: str) -> None:
+    """ValueError unless every one of these device arrays is on `device`."""
+    if any(a.context != device.context for a in arrays):
+        raise ValueError(f"another Device object holds {what}, not the network's {ONE_DEVICE}")
 
 
 def lengths(value: object, batch: int, steps: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import inputs
-from grenade_py.device import ONE_DEVICE, Launch, buffer, opencl_errors
+from grenade_py.device import Launch, buffer, opencl_errors
 from grenade_py.execution import Step, enqueue, sequence_steps
 from grenade_py.losses import Loss, loss_named
 from grenade_py.network import pack
@@ -131,23 +131,8 @@ def train_recurrent(net: RecurrentNetwork, learning: Optimizer,
                     loss: str | Loss = "squared_error") -> None:
     """Grenade's trainRecurrent: one sequence of (input, target or None) steps, trained as
     `train_sequences` does by default."""
-    if not examples:
-        raise ValueError("a sequence needs at least one step")
-    shape = net.output_shape.dims
-    for i, step in enumerate(examples):
-        if not isinstance(step, (tuple, list)) or len(step) != 2:
-            raise ValueError(f"step {i} is {step!r:.60}: each step is a pair (input, target or "
-                             "None)")
-        checks = [("input", step[0], net.input_shape, "takes")] + (
-            [] if step[1] is None else [("target", step[1], net.output_shape, "outputs")])
-        for what, value, wanted, verb in checks:
-            if np.shape(value) != wanted.dims:
-                raise ValueError(f"step {i}'s {what} has shape {np.shape(value)}, but the "
-                                 f"network {verb} {wanted!r}: give it shape {wanted.dims}")
-    xs = np.stack([np.asarray(x) for x, _ in examples])
-    ts = np.stack([np.zeros(shape) if t is None else np.asarray(t) for _, t in examples])
-    marks = np.array([t is not None for _, t in examples])
-    train_sequences(net, learning, xs[None], ts[None], marks[None], loss=loss)
+    xs, ts, marks = inputs.recurrent_steps(net, examples)
+    train_sequences(net, learning, xs, ts, marks, loss=loss)
 
 
 @opencl_errors
@@ -156,33 +141,15 @@ def run_recurrent(net: RecurrentNetwork, x: np.ndarray, state: RecurrentState | 
     """Grenade's runRecurrent over whole sequences: the outputs for x (T, *in), or for B
     sequences (B, T, *in), with the recurrent states after the last step. The run starts from
     `state` (from an earlier run over as many sequences) or the learned starting states."""
-    xs = np.asarray(x)
-    dims = net.input_shape.dims
-    if xs.ndim not in (len(dims) + 1, len(dims) + 2):
-        each = ", ".join(map(str, dims))
-        raise ValueError(f"x has shape {xs.shape}: pass one sequence of T steps (T, {each}) or "
-                         f"B sequences (B, T, {each}) for {net.input_shape!r}")
-    single = xs.ndim == 1 + len(dims)
-    if single:
-        xs = xs[None]
-    batch, steps = xs.shape[:2]
-    inputs.count(steps, "the number of steps", 1)
-    dummy_targets = np.zeros((batch, steps, *net.output_shape.dims))
-    xs, _, _ = inputs.sequences(net, xs, dummy_targets, np.zeros((batch, steps), bool))
+    xs, single = inputs.run_sequences(net, x)
+    steps, batch = xs.shape[:2]
     p = sequence_steps(net, steps, batch)
     queue, layers = net.device.queue, net.recurrent_layers()
     if state is not None and not isinstance(state, RecurrentState):
         raise TypeError(f"state must be a RecurrentState (what run_recurrent returns), got "
                         f"{type(state).__name__}")
     if state is not None:
-        if len(state.states) != len(layers) or any(
-                s.shape != (batch, layer.state_size) for s, (_, layer) in zip(
-                    state.states, layers, strict=False)):
-            raise ValueError(f"state holds {[s.shape for s in state.states]}, but {batch} "
-                             f"sequences need {[(batch, lay.state_size) for _, lay in layers]}")
-        if any(s.context != net.device.context for s in state.states):
-            raise ValueError(f"state is on another Device object than the network's "
-                             f"{ONE_DEVICE}")
+        inputs.states(net, state.states, batch)
         for s, (path, _) in zip(state.states, layers, strict=True):
             cl.enqueue_copy(queue, buffer(p.own(path)["states"]), buffer(s),
                             byte_count=s.nbytes)

@@ -16,7 +16,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import execution, inputs
-from grenade_py.device import ONE_DEVICE, buffer, check_host_memory, opencl_errors
+from grenade_py.device import buffer, check_host_memory, opencl_errors
 from grenade_py.distributed import ends_the_job_on_error
 from grenade_py.execution import Step, enqueue
 from grenade_py.losses import Loss, loss_named
@@ -164,9 +164,7 @@ def apply_update(net: Network, params: Optimizer, gradients: Gradients | None = 
                             "the gradients it left on the device are applied)")
         if gradients.flat.shape != net.flat["gradients"].shape:
             raise ValueError("these gradients belong to another network")
-        if gradients.flat.context != net.device.context:
-            raise ValueError(f"these gradients are on another Device object than the "
-                             f"network's {ONE_DEVICE}")
+        inputs.same_device([gradients.flat], net.device, "the gradients")
         cl.enqueue_copy(net.device.queue, buffer(net.flat["gradients"]), buffer(gradients.flat))
     execution.steps(net, 1).update(params)
 

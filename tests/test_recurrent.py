@@ -707,7 +707,7 @@ def test_run_recurrent_names_a_state_of_the_wrong_type(device64: g.Device) -> No
         g.run_recurrent(net, np.zeros((2, 3)), state="abc")  # type: ignore[arg-type]
     twin = g.RecurrentNetwork.from_spec(net.spec(), device=g.Device(precision="float64"))
     _, state = g.run_recurrent(twin, np.zeros((2, 3)))
-    with pytest.raises(ValueError, match="state is on another Device object than the network's"):
+    with pytest.raises(ValueError, match="another Device object holds state, not the network's"):
         g.run_recurrent(net, np.zeros((2, 3)), state)
 
 

@@ -198,7 +198,7 @@ def test_grenade_low_level_api(device64, rng):
     delta = (delta @ numpy_net.parameters[2]["weights"]) * (1 - acts[2] ** 2)
     np.testing.assert_allclose(dx, delta @ numpy_net.parameters[0]["weights"], rtol=1e-10)
     elsewhere = Network.from_spec(net.spec(), device=Device(precision="float64"))
-    with pytest.raises(ValueError, match="these gradients are on another Device object than "
+    with pytest.raises(ValueError, match="another Device object holds the gradients, not "
                        "the network's"):
         apply_update(elsewhere, LP, grads)  # (OpenCL's INVALID_CONTEXT before)
     with pytest.raises(TypeError, match="gradients must be what run_gradient returns, got list"):
@@ -231,8 +231,8 @@ def test_low_level_api_on_device_arrays(device64, rng):
                 cl_array.to_device(device64.queue, xs.astype(np.float32))):
         with pytest.raises(ValueError, match="contiguous \\(N, 3\\) array of float64"):
             run_network(nets[1], bad)
-    with pytest.raises(ValueError, match=r"x is a device array of another Device object than "
-                       r"the network's .*: build them with one"):
+    with pytest.raises(ValueError, match=r"another Device object holds x, not the network's "
+                       r".*: build them with one"):
         run_network(nets[1], Device(precision="float64").to_device(xs))
     with pytest.raises(ValueError, match="contiguous \\(N, 2\\) array"):
         run_gradient(nets[1], tapes_d, device64.to_device(np.ones((3, 3))))
