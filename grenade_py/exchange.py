@@ -41,6 +41,7 @@ from grenade_py.fused import (
     plan_loop,
     unrolled,
 )
+from grenade_py.inputs import ONE_DEVICE
 from grenade_py.losses import SQUARED_ERROR
 from grenade_py.network import Network
 from grenade_py.network_file import ROLES
@@ -69,7 +70,8 @@ class Exchange:
         d.check_runnable()
         g.check_runnable()
         if d.device is not g.device:
-            raise ValueError("the discriminator and the generator must be on one device")
+            raise ValueError(f"the discriminator and the generator must be on one Device "
+                             f"object {ONE_DEVICE}")
         if g.output_shape != d.input_shape or int(np.prod(d.output_shape.dims)) != 1:
             raise ValueError(f"the generator must give the discriminator's input "
                              f"({d.input_shape!r}) and the discriminator one verdict, not "

@@ -118,6 +118,10 @@ def test_networks_that_do_not_fit_are_refused(device64):
     d, g = networks(device64)
     with pytest.raises(ValueError, match="one verdict"):
         Exchange(g, d)
+    elsewhere = networks(Device(precision="float64"))[1]
+    with pytest.raises(ValueError, match=r"on one Device object \(each Network built without "
+                       r"device= makes its own Device\)"):
+        Exchange(d, elsewhere)
 
 
 def test_its_source_has_no_variadic_macros(device64, monkeypatch):
