@@ -278,7 +278,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         batch_size: int = 32, epochs: int = 1, shuffle: bool = True, seed: int | None = None,
         loss: str | Loss = "squared_error", progress: Callable[[int, int], None] | None = None,
         validation: tuple[np.ndarray, np.ndarray] | None = None,
-        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        on_epoch: Callable[[dict[str, Any]], bool | None] | None = None,
         comm: Any = None, schedule: Schedule | None = None, first_epoch: int = 0
         ) -> list[dict[str, Any]]:
     """Train for `epochs` passes over (x, y) in minibatches of `batch_size` (the last one of an
@@ -307,7 +307,8 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
 
     Shape: x (N, *input.dims), y (N, *output.dims).
     `progress(step, steps)` is called about 50 times an epoch (it waits for the device then),
-    `on_epoch(record)` after each epoch. Returns one dict per epoch: epoch, rate, loss (mean
+    `on_epoch(record)` after each epoch; if it returns False, fit stops there (early stopping:
+    with `comm`, as rank 0's says). Returns one dict per epoch done: epoch, rate, loss (mean
     training loss, measured on each batch before its update), accuracy, examples_per_s,
     seconds, and with `validation=(xv, yv)`, val_loss and val_accuracy.
     """
@@ -418,6 +419,9 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
             scores = evaluate(net, *validation, loss=chosen)
             record["val_loss"], record["val_accuracy"] = scores["loss"], scores["accuracy"]
         history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
+        stop = on_epoch is not None and on_epoch(record) is False
+        if group is not None:
+            stop = group.agree(stop, "on_epoch's stop")
+        if stop:
+            break
     return history

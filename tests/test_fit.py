@@ -248,3 +248,23 @@ def test_a_resumed_run_ends_where_one_run_does(device64, rng, tmp_path):
     run(again, 2)
     assert not np.array_equal(again.get_parameters()[0]["weights"],
                               whole.get_parameters()[0]["weights"])
+
+
+def test_on_epoch_returning_false_stops_early(device64, rng):
+    """After the epoch whose callback returns False, fit returns the epochs done, and the
+    network is where a fit of that many epochs leaves it (the same shuffles); None goes on."""
+    x, y = sample(40, rng)
+    stopped, planned = (feedforward_network(device64, seed=3) for _ in range(2))
+    seen = []
+
+    def until_two(record):
+        seen.append(record["epoch"])
+        return None if record["epoch"] < 2 else False
+
+    history = fit(stopped, LP, x, y, batch_size=8, epochs=5, seed=1, on_epoch=until_two)
+    assert [r["epoch"] for r in history] == seen == [1, 2]
+    assert fit(planned, LP, x, y, batch_size=8, epochs=2, seed=1)[-1]["loss"] == \
+        history[-1]["loss"]
+    for a, b in zip(stopped.get_parameters(), planned.get_parameters(), strict=True):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
