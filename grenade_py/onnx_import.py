@@ -22,6 +22,7 @@ from grenade_py.layers import (
     Deconvolution,
     Elu,
     FullyConnected,
+    Gelu,
     Layer,
     LeakyRelu,
     Logit,
@@ -40,8 +41,8 @@ from grenade_py.shapes import D1, D2, D3, Shape
 
 #: The ops of other exporters' models that become grenade_py layers.
 FOREIGN_OPS = ("Gemm", "MatMul", "Add (a MatMul's bias)", "Relu", "Tanh", "Sigmoid", "Sin",
-               "Elu", "LeakyRelu", "Softmax", "Identity", "Dropout", "Flatten", "Reshape",
-               "Conv", "ConvTranspose", "MaxPool", "Pad", "BatchNormalization")
+               "Elu", "LeakyRelu", "Gelu (exact)", "Softmax", "Identity", "Dropout", "Flatten",
+               "Reshape", "Conv", "ConvTranspose", "MaxPool", "Pad", "BatchNormalization")
 
 
 def _shape(dims: list[int]) -> Shape:
@@ -154,6 +155,13 @@ class _Chain:
             self.add(Elu())
         elif op == "LeakyRelu":
             self.add(LeakyRelu(float(attrs.get("alpha", 0.01))))
+        elif op == "Gelu":  # opset 20; the tanh form is not Gelu(approximate=True)'s sigmoid
+            approximate = attrs.get("approximate", b"none")
+            approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+            if approximate != "none":
+                raise ModelFileError(f"{where}: only the exact (erf) GELU is read, not its "
+                                     f"{approximate!r} approximation")
+            self.add(Gelu())
         elif op == "Softmax" and attrs.get("axis", -1) in (1, -1):
             self.add(Softmax())
         elif op == "Gemm" and attrs.get("transA", 0) == 0 and \

@@ -133,12 +133,12 @@ def test_recurrent_networks_run_in_onnxruntime(device, tmp_path, which):
     assert not (tmp_path / "no.onnx").exists()
 
 
-def torch_export(model, example, path: Path, dtype=None) -> None:
+def torch_export(model, example, path: Path, dtype=None, **options) -> None:
     torch = pytest.importorskip("torch", reason="PyTorch's exporter writes these models")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(example, dtype=dtype),), str(path), dynamo=False,
-                          input_names=["x"], dynamic_axes={"x": {0: "n"}})
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}}, **options)
 
 
 def sgd_step(model, loss, rate: float) -> None:
@@ -172,6 +172,26 @@ def test_a_pytorch_mlp_imports_runs_and_trains_on(tmp_path):
              0.1)
     np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
                                rtol=1e-10, atol=1e-12)
+
+
+def test_a_pytorch_gelu_imports(tmp_path):
+    """ONNX's Gelu op (opset 20), as PyTorch's nn.GELU exports: Gelu(), equal to PyTorch's
+    outputs in float64; its tanh approximation (not Gelu(approximate=True)'s) is named."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the oracle here")
+    torch.manual_seed(4)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(3, 6), nn.GELU(), nn.Linear(6, 2)).double()
+    torch_export(model, (1, 3), tmp_path / "gelu.onnx", torch.float64, opset_version=20)
+    net = g.Network.from_onnx(tmp_path / "gelu.onnx")
+    assert repr(net).startswith("Network '[FullyConnected 3 6, Gelu, FullyConnected 6 2]")
+    x = np.random.default_rng(5).normal(size=(7, 3))
+    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-12, atol=1e-14)
+    torch_export(nn.Sequential(nn.Linear(3, 2), nn.GELU(approximate="tanh")), (1, 3),
+                 tmp_path / "tanh.onnx", opset_version=20)
+    with pytest.raises(ModelFileError, match=r"\(Gelu\): only the exact \(erf\) GELU is read, "
+                       r"not its 'tanh' approximation$"):
+        g.Network.from_onnx(tmp_path / "tanh.onnx")
 
 
 def test_a_pytorch_lenet_imports_runs_and_trains_on(tmp_path):
