@@ -197,17 +197,6 @@ class Device:
         self.check_allocation(what, array.size * np.dtype(self.dtype).itemsize)
         return cl_array.to_device(self.queue, np.ascontiguousarray(array, dtype=self.dtype))
 
-    def adopt(self, array: np.ndarray, what: str = "the data") -> cl_array.Array:
-        """A read-only device array holding `array`, which the caller gives up (nothing else
-        may change it): a CPU device reads it where it is (no copy, no second allocation: a
-        dataset's upload for fit, 78 ms of 75 MB on PoCL, takes none); another, a copy."""
-        if self.gpu or array.dtype != self.dtype or not array.flags.c_contiguous or \
-                array.size == 0:
-            return self.to_device(array, what)
-        held = cl.Buffer(self.context, cl.mem_flags.READ_ONLY | cl.mem_flags.USE_HOST_PTR,
-                         hostbuf=array)  # it keeps `array` alive
-        return cl_array.Array(self.queue, array.shape, array.dtype, data=held)
-
     def zeros(self, shape: tuple[int, ...]) -> cl_array.Array:
         """A new device array of zeros in this device's precision."""
         return cl_array.zeros(self.queue, shape, self.dtype)

@@ -113,22 +113,13 @@ def train(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         _upload(queue, step, xs, ys)
         step.train(params)
         return net
-    xs_dev, ys_dev = _dataset(net, xs, x), _dataset(net, ys, y)
+    xs_dev, ys_dev = net.device.to_device(xs), net.device.to_device(ys)
     step = execution.steps(net, 1, chosen)
     bound = FUSED_WORK // net.flat["parameters"].size if step.fused(params) else 256
     _in_launches(net, len(xs), min(bound, len(xs) // 100 if progress else len(xs)),
                  lambda start, count: step.train_examples(params, xs_dev, ys_dev, start, count),
                  progress)
     return net
-
-
-def _dataset(net: Network, array: np.ndarray, given: object) -> cl_array.Array:
-    """`array`, inputs.examples' cast of the caller's `given`, on the device: read where it is
-    when it is a copy of its own (Device.adopt), copied when it is `given` itself (the
-    caller's, free to change it once the call returns)."""
-    if isinstance(given, np.ndarray) and np.may_share_memory(array, given):
-        return net.device.to_device(array)
-    return net.device.adopt(array)
 
 
 def _in_launches(net: Network, total: int, chunk: int, run: Callable[[int, int], None],
@@ -346,8 +337,8 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
             raise ValueError("validation must be a pair (x, y) of inputs and targets")
         inputs.examples(net, *validation, chosen, "validation[0] validation[1]")
     device, queue, count = net.device, net.device.queue, len(xs)
-    xs_dev = _dataset(net, xs.reshape(count, -1), x)
-    ys_dev = _dataset(net, ys.reshape(count, -1), y)
+    xs_dev = device.to_device(xs.reshape(count, -1))
+    ys_dev = device.to_device(ys.reshape(count, -1))
     order = cl_array.to_device(queue, np.arange(count, dtype=np.int32))
     acc = device.zeros((3,))
     if group is not None:  # every rank shuffles as rank 0 does

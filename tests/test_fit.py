@@ -268,26 +268,3 @@ def test_on_epoch_returning_false_stops_early(device64, rng):
     for a, b in zip(stopped.get_parameters(), planned.get_parameters(), strict=True):
         for name in a:
             np.testing.assert_array_equal(a[name], b[name])
-
-
-def test_the_dataset_is_read_in_place_only_where_fit_owns_it(device, rng):
-    """fit's cast of the caller's data (float16 here; or a list) is read where it is
-    (Device.adopt: no upload); an array of the device's precision is the caller's own, so it
-    is copied, and changing it in on_epoch changes nothing that fit trains on. All three train
-    alike, to the bit."""
-    x, y = sample(40, rng)
-    half = x.astype(np.float16)  # values every precision holds exactly
-    own = half.astype(device.dtype)
-    nets = [feedforward_network(device, seed=4) for _ in range(3)]
-
-    def scribble(record):
-        own[:] = 0  # the caller changes its own array after epoch 1
-
-    fit(nets[0], LP, half, y, batch_size=8, epochs=2, seed=1)
-    fit(nets[1], LP, own, y, batch_size=8, epochs=2, seed=1, on_epoch=scribble)
-    fit(nets[2], LP, half.tolist(), y, batch_size=8, epochs=2, seed=1)
-    assert not own.any()
-    for other in nets[1:]:
-        for a, b in zip(nets[0].get_parameters(), other.get_parameters(), strict=True):
-            for name in a:
-                np.testing.assert_array_equal(a[name], b[name])
