@@ -1,13 +1,14 @@
 """One rank of the distributed tests (run by tests/test_distributed.py under mpiexec).
 
-    mpiexec -n R python tests/mpi_worker.py OUT BATCH VARIANT [FAIL_RANK [bare]]
+    mpiexec -n R python tests/mpi_worker.py OUT BATCH VARIANT [FAIL_RANK [bare] | stopE]
 
 Trains a float64 network with `fit(..., comm=COMM_WORLD)` on fixed data (each rank passing
 another seed: rank 0's is used); every rank writes a checksum of its parameters, rank 0 also
 the parameters and a saved model. VARIANT: "sgd" (the
 network under LearningParameters) or "dropout-adam" (with a Dropout layer, under Adam). With
 FAIL_RANK, that rank raises in the middle of training instead; with "bare", outside an
-abort_on_error block (as a library user would call fit).
+abort_on_error block (as a library user would call fit). With stopE, rank 0's on_epoch alone
+returns False after epoch E: every rank stops there.
 """
 import contextlib
 import hashlib
@@ -47,7 +48,9 @@ def network(device, variant="sgd"):
 
 def main():
     out, batch, variant = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    fail = int(sys.argv[4]) if len(sys.argv) > 4 else -1
+    option = sys.argv[4] if len(sys.argv) > 4 else "-1"
+    fail = -1 if option.startswith("stop") else int(option)
+    stop = int(option[4:]) if option.startswith("stop") else None
     comm = world()
     with contextlib.nullcontext() if sys.argv[5:] == ["bare"] else abort_on_error(comm):
         net = network(rank_device(comm, "float64"), variant)
@@ -59,6 +62,7 @@ def main():
         def maybe_fail(record):
             if comm.Get_rank() == fail:
                 raise RuntimeError("this rank failed on purpose")
+            return False if comm.Get_rank() == 0 and record["epoch"] == stop else None
 
         seed = 4 if comm.Get_rank() == 0 else 4 + comm.Get_rank()  # rank 0's seed is used
         history = fit(net, OPTIMIZERS[variant], x, y, batch_size=batch, epochs=3, seed=seed,
@@ -66,7 +70,8 @@ def main():
         flat = net.flat["parameters"].get()
         (out / f"rank{comm.Get_rank()}.json").write_text(json.dumps({
             "checksum": hashlib.sha256(flat.tobytes()).hexdigest(),
-            "loss": history[-1]["loss"], "threads": net.device.cl_device.max_compute_units}))
+            "loss": history[-1]["loss"], "threads": net.device.cl_device.max_compute_units,
+            "epochs": len(history)}))
         if comm.Get_rank() == 0:
             np.savez(out / "params.npz", *[v for p in net.get_parameters() for v in p.values()])
             net.save(out / "model.gnpy")

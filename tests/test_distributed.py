@@ -59,6 +59,23 @@ def test_ranks_reach_the_weights_of_one_process(device64, tmp_path, ranks, batch
                                   stored["arr_0"])
 
 
+def test_rank_0s_on_epoch_stops_every_rank(device64, tmp_path):
+    """Only rank 0's on_epoch returns False (after epoch 2 of 3): every rank stops there, with
+    the weights of one process's 2 epochs."""
+    result = mpirun(2, tmp_path, 15, "sgd", "stop2")
+    assert result.returncode == 0, result.stderr
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["epochs"] for r in reports] == [2, 2]
+    assert len({r["checksum"] for r in reports}) == 1
+    single = network(device64)
+    fit(single, OPTIMIZERS["sgd"], *data(), batch_size=15, epochs=2, seed=4,
+        loss="cross_entropy")
+    stored = np.load(tmp_path / "params.npz")
+    expected = [v for p in single.get_parameters() for v in p.values()]
+    for index, value in enumerate(expected):
+        np.testing.assert_allclose(stored[f"arr_{index}"], value, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("guard", ["", "bare"])
 def test_a_failing_rank_ends_the_job(tmp_path, guard):
     """Inside the worker's own abort_on_error block, or as a library user calls fit (bare):
