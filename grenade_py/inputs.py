@@ -73,7 +73,7 @@ def device_samples(x: cl_array.Array, shape: Shape, what: str, device: Device) -
             len(x.shape) != 1 + len(dims) or x.shape[0] < 1 or not x.flags.c_contiguous:
         raise ValueError(f"{what} is a device array {x.dtype} {x.shape}; the network takes a "
                          f"contiguous (N, {', '.join(map(str, dims))}) array of "
-                         f"{device.precision} on its own device")
+                         f"{device.precision}")
     return int(x.shape[0])
 
 
