@@ -8,6 +8,7 @@ device is `grenade_py.platforms`'s; the library's source, `grenade_py.kernel_lib
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import hashlib
 import re
@@ -193,13 +194,43 @@ class Device:
         return {name: self.zeros(shape) for name, shape in shapes.items()}
 
     def to_device(self, array: np.ndarray, what: str = "the data") -> cl_array.Array:
-        """Copy a host array to a new device array of this device's precision."""
+        """Copy a host array to a new device array of this device's precision (converted as
+        it is copied, through `_written`: 75 MB, MNIST's 24k images, in 13-14 ms instead of
+        62-78 on PoCL 3.1)."""
         self.check_allocation(what, array.size * np.dtype(self.dtype).itemsize)
-        return cl_array.to_device(self.queue, np.ascontiguousarray(array, dtype=self.dtype))
+        out = cl_array.empty(self.queue, array.shape, self.dtype)
+        if out.size:
+            with self._written(out) as mapped:
+                np.copyto(mapped, array, casting="unsafe")
+        return out
 
     def zeros(self, shape: tuple[int, ...]) -> cl_array.Array:
-        """A new device array of zeros in this device's precision."""
-        return cl_array.zeros(self.queue, shape, self.dtype)
+        """A new device array of zeros in this device's precision (written from the host,
+        through `_written`, where it is large and the device a CPU: 75 MB in 11-12 ms instead
+        of 52-54)."""
+        out = cl_array.empty(self.queue, shape, self.dtype)
+        if self.gpu or out.nbytes < HUGE_PAGE:
+            out.fill(0)
+        else:
+            with self._written(out) as mapped:
+                mapped.fill(0)
+        return out
+
+    @contextlib.contextmanager
+    def _written(self, array: cl_array.Array) -> Iterator[np.ndarray]:
+        """A new device array mapped for writing, as a host array. On a CPU device, whose
+        buffers are host memory that this write touches first, the memory is first given
+        transparent huge pages (`huge_pages`): one page fault per 2 MiB instead of per 4 KiB,
+        which cost a fresh buffer's first write 4-5x its copy."""
+        mapped, _ = cl.enqueue_map_buffer(self.queue, buffer(array),
+                                          cl.map_flags.WRITE_INVALIDATE_REGION, 0, array.shape,
+                                          array.dtype)
+        try:
+            if not self.gpu:
+                huge_pages(mapped)
+            yield mapped
+        finally:
+            mapped.base.release(self.queue)
 
     def local_size(self, kernel: cl.Kernel, dims: int) -> tuple[int, ...]:
         """The work-group shape of every launch of `dims` dimensions: fixed, so that a new
@@ -267,6 +298,27 @@ def check_host_memory(what: str, nbytes: int) -> None:
     if available is not None and nbytes > available:
         raise DeviceError(f"{what} need {_size(nbytes)} of host memory, more than the "
                           f"{_size(available)} available: use fewer samples at a time")
+
+
+def huge_pages(array: np.ndarray) -> None:
+    """Ask Linux to back the 2 MiB pages that lie wholly inside `array`'s memory with
+    transparent huge pages (madvise MADV_HUGEPAGE; numpy does so for its own large arrays),
+    before anything touches them: one page fault per 2 MiB instead of per 4 KiB. Advice only:
+    where it is refused or unknown, nothing changes."""
+    start = -(-array.ctypes.data // HUGE_PAGE) * HUGE_PAGE
+    end = (array.ctypes.data + array.nbytes) // HUGE_PAGE * HUGE_PAGE
+    if end > start and _LIBC is not None:
+        _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_HUGEPAGE)
+
+
+#: Bytes in a transparent huge page on x86-64, and madvise's advice for them.
+HUGE_PAGE, _MADV_HUGEPAGE = 1 << 21, 14
+_LIBC: ctypes.CDLL | None
+try:
+    _LIBC = ctypes.CDLL(None)
+    _LIBC.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+except (OSError, AttributeError):
+    _LIBC = None
 
 
 def buffer(array: cl_array.Array) -> cl.Buffer:

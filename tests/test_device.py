@@ -476,3 +476,44 @@ def test_a_verdicts_file_of_another_structure_is_probed_anew(tmp_path, monkeypat
                         subprocess.CompletedProcess(a, 0))
     platforms.check_compiler(choose_cl_device())
     assert len(probed) == 1 and list(json.loads(record.read_text()).values()) == [True]
+
+
+@pytest.mark.parametrize("shape", [(1,), (3, 17), (257, 3), ((1 << 21) // 4 + 5,)])
+def test_uploads_and_zeros_convert_and_fill_every_value(device, shape):
+    """to_device and zeros write through a mapping (and, large on a CPU, huge pages): every
+    value arrives, converted to the device's precision, from any dtype and layout."""
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=shape) * 1e3
+    for host in (values, values.astype(np.float32), values.astype(np.int64),
+                 np.asfortranarray(values), values[..., ::-1]):
+        on_device = device.to_device(host)
+        assert on_device.dtype == device.dtype and on_device.shape == host.shape
+        np.testing.assert_array_equal(on_device.get(), host.astype(device.dtype))
+    zeros = device.zeros(shape)
+    assert zeros.dtype == device.dtype and not zeros.get().any()
+    assert device.to_device(np.zeros((0, 4))).shape == (0, 4)
+
+
+def test_huge_pages_are_asked_for_the_whole_pages_inside_the_array(monkeypatch):
+    from grenade_py import device as device_module
+
+    asked = []
+
+    class Libc:
+        @staticmethod
+        def madvise(start, length, advice):
+            asked.append((start.value, length.value, advice))
+
+    monkeypatch.setattr(device_module, "_LIBC", Libc)
+    page = device_module.HUGE_PAGE
+    memory = np.zeros(4 * page + 100, dtype=np.uint8)
+    address = memory.ctypes.data
+    first = -(-address // page) * page
+    inside = memory[first - address:][:2 * page + 1]
+    device_module.huge_pages(inside)
+    assert asked == [(first, 2 * page, 14)]
+    device_module.huge_pages(memory[first - address + 1:][:2 * page - 2])  # no whole page in it
+    assert len(asked) == 1
+    asked.clear()
+    Device().to_device(np.ones(page))  # a CPU device's upload asks
+    assert len(asked) == 1 and asked[0][1] >= page
