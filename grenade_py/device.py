@@ -194,43 +194,29 @@ class Device:
         return {name: self.zeros(shape) for name, shape in shapes.items()}
 
     def to_device(self, array: np.ndarray, what: str = "the data") -> cl_array.Array:
-        """Copy a host array to a new device array of this device's precision (converted as
-        it is copied, through `_written`: 75 MB, MNIST's 24k images, in 13-14 ms instead of
+        """Copy a host array to a new device array of this device's precision, converted as it
+        is copied into the buffer mapped for writing (waiting for the device). On a CPU device,
+        whose buffers are host memory that this copy touches first, the memory is first given
+        transparent huge pages (`huge_pages`): one page fault per 2 MiB instead of per 4 KiB,
+        which cost a fresh buffer 4-5x its copy (75 MB, MNIST's 24k images: 13-14 ms instead of
         62-78 on PoCL 3.1)."""
         self.check_allocation(what, array.size * np.dtype(self.dtype).itemsize)
         out = cl_array.empty(self.queue, array.shape, self.dtype)
         if out.size:
-            with self._written(out) as mapped:
+            mapped, _ = cl.enqueue_map_buffer(self.queue, buffer(out),
+                                              cl.map_flags.WRITE_INVALIDATE_REGION, 0,
+                                              out.shape, out.dtype)
+            try:
+                if not self.gpu:
+                    huge_pages(mapped)
                 np.copyto(mapped, array, casting="unsafe")
+            finally:
+                mapped.base.release(self.queue)
         return out
 
     def zeros(self, shape: tuple[int, ...]) -> cl_array.Array:
-        """A new device array of zeros in this device's precision (written from the host,
-        through `_written`, where it is large and the device a CPU: 75 MB in 11-12 ms instead
-        of 52-54)."""
-        out = cl_array.empty(self.queue, shape, self.dtype)
-        if self.gpu or out.nbytes < HUGE_PAGE:
-            out.fill(0)
-        else:
-            with self._written(out) as mapped:
-                mapped.fill(0)
-        return out
-
-    @contextlib.contextmanager
-    def _written(self, array: cl_array.Array) -> Iterator[np.ndarray]:
-        """A new device array mapped for writing, as a host array. On a CPU device, whose
-        buffers are host memory that this write touches first, the memory is first given
-        transparent huge pages (`huge_pages`): one page fault per 2 MiB instead of per 4 KiB,
-        which cost a fresh buffer's first write 4-5x its copy."""
-        mapped, _ = cl.enqueue_map_buffer(self.queue, buffer(array),
-                                          cl.map_flags.WRITE_INVALIDATE_REGION, 0, array.shape,
-                                          array.dtype)
-        try:
-            if not self.gpu:
-                huge_pages(mapped)
-            yield mapped
-        finally:
-            mapped.base.release(self.queue)
+        """A new device array of zeros in this device's precision."""
+        return cl_array.zeros(self.queue, shape, self.dtype)
 
     def local_size(self, kernel: cl.Kernel, dims: int) -> tuple[int, ...]:
         """The work-group shape of every launch of `dims` dimensions: fixed, so that a new
