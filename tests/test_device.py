@@ -478,14 +478,16 @@ def test_a_verdicts_file_of_another_structure_is_probed_anew(tmp_path, monkeypat
     assert len(probed) == 1 and list(json.loads(record.read_text()).values()) == [True]
 
 
+@pytest.mark.parametrize("gpu", [False, True])
 @pytest.mark.parametrize("shape", [(1,), (3, 17), (257, 3), ((1 << 21) // 4 + 5,)])
-def test_uploads_convert_every_value(device, shape):
-    """to_device writes through a mapping (and, large on a CPU, huge pages): every
-    value arrives, converted to the device's precision, from any dtype and layout."""
+def test_uploads_convert_every_value(device, shape, gpu, monkeypatch):
+    """to_device (on a CPU through a mapping given huge pages, on a GPU as pyopencl copies):
+    every value arrives, converted to the device's precision, from any dtype and layout."""
+    monkeypatch.setattr(device, "gpu", gpu)
     rng = np.random.default_rng(1)
     values = rng.normal(size=shape) * 1e3
     for host in (values, values.astype(np.float32), values.astype(np.int64),
-                 np.asfortranarray(values), values[..., ::-1]):
+                 np.asfortranarray(values), values[..., ::-1], values[0]):
         on_device = device.to_device(host)
         assert on_device.dtype == device.dtype and on_device.shape == host.shape
         np.testing.assert_array_equal(on_device.get(), host.astype(device.dtype))
