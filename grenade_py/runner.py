@@ -335,7 +335,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise ValueError("validation must be a pair (x, y) of inputs and targets")
-        inputs.examples(net, *validation, chosen, "validation[0] validation[1]")
+        validation = inputs.examples(net, *validation, chosen, "validation[0] validation[1]")
     device, queue, count = net.device, net.device.queue, len(xs)
     xs_dev = device.to_device(xs.reshape(count, -1))
     ys_dev = device.to_device(ys.reshape(count, -1))
