@@ -198,7 +198,7 @@ class Device:
         device, whose buffers are host memory that this copy touches first, the buffer is
         mapped and given transparent huge pages (`huge_pages`) before the values are converted
         into it: one page fault per 2 MiB instead of per 4 KiB, which cost a fresh buffer 4-5x
-        its copy (75 MB, MNIST's 24k images: 13-14 ms instead of 62-78 on PoCL 3.1). A GPU's
+        its copy (75 MB, MNIST's 24k images: 13-17 ms instead of 51-85 on PoCL 3.1). A GPU's
         copy goes through the driver's staging, as pyopencl's to_device does it."""
         self.check_allocation(what, array.size * np.dtype(self.dtype).itemsize)
         if self.gpu:
