@@ -213,10 +213,12 @@ def save_on_interrupt(net: Network, path: str | None,
     once training has begun, save it too (unless it cannot be saved, say a diverged network:
     then say why) and let the error go on."""
     resume = f" (resume with --load {path})" if resumable else ""
-    begun = net.steps
+    # A step moves the step count, or (another optimiser's first, which restarts the count
+    # from zero: optimizers.take_state) the optimiser the network's state belongs to.
+    begun = net.steps, net.optimizer_name
     if trained is None:
         def trained() -> bool:
-            return net.steps > begun
+            return (net.steps, net.optimizer_name) != begun
     try:
         yield
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from grenade_py import Network, fit, train
+from grenade_py import D1, FullyConnected, LearningParameters, Network, fit, train
 from grenade_py.feedforward import (
     circles,
     feedforward_network,
@@ -209,3 +209,29 @@ def test_cli_optimizer_options_are_checked_before_training():
         result = feedforward("--seed", "1", *args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr and not result.stdout
+
+
+@pytest.mark.parametrize("resumed_with", ["sgd", "adam"])
+def test_ctrl_c_saves_a_step_even_after_another_optimisers_state_restarted_the_count(
+        tmp_path, resumed_with):
+    """The CLIs' save_on_interrupt saves once the network took a step inside it, by default.
+    A loaded model trained under SGD and resumed under Adam restarts its step count from zero
+    (its momentum is no Adam moment): one Adam step leaves fewer steps than before, and was
+    trained all the same. Nothing trained, nothing saved."""
+    from grenade_py.cli import save_on_interrupt
+    from grenade_py.optimizers import Adam
+
+    net = Network([FullyConnected(2, 1)], D1(2), seed=1)
+    x, y = np.ones((4, 2)), np.ones((4, 1))
+    for _ in range(5):
+        train(net, LearningParameters(0.1, 0.9, 0.0), x, y)
+    step = LearningParameters(0.1, 0.9, 0.0) if resumed_with == "sgd" else Adam(1e-3)
+    for trains, model in ((False, tmp_path / "none.gnpy"), (True, tmp_path / "some.gnpy")):
+        with pytest.raises(SystemExit) as ended, save_on_interrupt(net, str(model)):
+            if trains:
+                train(net, step, x, y)
+            raise KeyboardInterrupt
+        assert ended.value.code == 130 and model.exists() == trains
+    assert net.steps == (6 if resumed_with == "sgd" else 1)
+    np.testing.assert_array_equal(Network.load(model).get_parameters()[0]["weights"],
+                                  net.get_parameters()[0]["weights"])
