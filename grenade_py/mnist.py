@@ -49,7 +49,7 @@ from grenade_py.layers import (
 from grenade_py.network import Network
 from grenade_py.network_file import layer_from_spec, read_metadata
 from grenade_py.optimizers import Optimizer
-from grenade_py.runner import fit
+from grenade_py.runner import evaluate, fit
 from grenade_py.shapes import D1, D2, D3, Shape, parse_shape, size
 
 ARCHS = {
@@ -104,7 +104,8 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
               help="Train the network this JSON file specifies (Network.spec()'s structure: "
                    "784 inputs, D1 10 out of a Softmax) instead of --arch.")
 @click.option("--epochs", type=click.IntRange(min=0), default=None,
-              help="Passes over the training images  [default: 10; bn: 6]")
+              help="Passes over the training images; 0: only score the model (a --load'ed "
+                   "one) on the test images  [default: 10; bn: 6]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @learning_options(momentum=0.9, l2=0.0001, rate=None, epochs="epoch", optimizer=None)
 @click.option("--seed", type=click.IntRange(min=0), default=1, show_default=True)
@@ -236,6 +237,13 @@ def train_mnist(data_dir: str, arch: str, spec: dict[str, Any] | None, epochs: i
     test_x = test_x.reshape(len(test_x), *net.input_shape.dims)
     say(f"{net}\n{net.parameter_count:,} parameters, {len(train_x)} training images, "
         f"{len(test_x)} test images", err=True)
+    if epochs == 0:  # a model's scores, as it is (a loaded one's, most usefully)
+        scores = evaluate(net, test_x, test_y, loss="cross_entropy")
+        say(f"test loss {scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f} after "
+            f"{done_before} epochs")
+        if save and lead:
+            net.save(save, metadata)
+        return
     say("epoch  train loss  train acc  test acc  examples/s")
     steps = -(-len(train_x) // batch_size)
     bar = (click.progressbar(length=epochs * steps, file=sys.stderr, label="training")

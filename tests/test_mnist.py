@@ -172,6 +172,21 @@ def test_mnist_cli_resumes_where_it_stopped(tmp_path):
             np.testing.assert_array_equal(x[name], y[name])
 
 
+def test_mnist_cli_scores_a_loaded_model_with_zero_epochs(tmp_path):
+    """--epochs 0 prints the loaded model's test scores (the ones its last epoch printed) and
+    trains nothing."""
+    rng = np.random.default_rng(4)
+    write_mnist(tmp_path / "d", rng.integers(0, 256, (48, 28, 28)), rng.integers(0, 10, 48))
+    common = ("--data", str(tmp_path / "d"), "--batch-size", "16")
+    trained = mnist_cli(*common, "--epochs", "2", "--save", str(tmp_path / "m"))
+    scored = mnist_cli(*common, "--epochs", "0", "--load", str(tmp_path / "m"))
+    for result in (trained, scored):
+        assert result.returncode == 0, result.stderr
+    accuracy = trained.stdout.splitlines()[-1].split()[3]
+    assert scored.stdout.split() == ["test", "loss", scored.stdout.split()[2],
+                                     "test", "accuracy", accuracy, "after", "2", "epochs"]
+
+
 def test_mnist_cli_checks_arguments_before_training(tmp_path):
     write_mnist(tmp_path / "d", np.zeros((4, 28, 28)), np.array([1, 2, 3, 4]))
     result = mnist_cli("--data", str(tmp_path / "d"), "--save", str(tmp_path / "no" / "m"))
