@@ -129,7 +129,9 @@ def report(round_: int, size: int, m: Metrics, loss: str) -> str:
 @click.option("--data", "data", type=click.Path(dir_okay=False), default=None,
               help="The training text, e.g. ../shared/data/shakespeare/plays.txt.")
 @click.option("-e", "--examples", default=1000000, show_default=True,
-              type=click.IntRange(min=0), help="Training windows, in 10 rounds.")
+              type=click.IntRange(min=0),
+              help="Training windows, in 10 rounds; 0: only write a sample (of a --load'ed "
+                   "model).")
 @learning_options(momentum=0.95, l2=0.000001, epochs="round")
 @click.option("-s", "--sequence-length", default=50, show_default=True,
               type=click.IntRange(min=2), help="Characters per window.")
@@ -219,7 +221,7 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
                    f"their frequencies scores {unigram_nats(codes):.3f} nats/symbol")
         steps, ends = sequence_length - 1, [0, *tenths(examples)]
         with save_on_interrupt(net, save, metadata=metadata):
-            for round_ in range(1, 11):
+            for round_ in range(1, 11 if examples else 1):
                 count = ends[round_] - ends[round_ - 1]
                 total = Metrics()
                 bar = click.progressbar(length=count, label=f"round {round_}", file=sys.stderr) \
@@ -241,6 +243,9 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
                 if not np.isfinite(total.loss):
                     raise click.ClickException("training diverged: the network outputs NaN or "
                                                "Inf; lower --train_rate")
+                written = sample_text(net, alphabet, sample_length, temperature, rng)
+                click.echo(unannotate_capitals(written) if annotate else written)
+            if not examples:  # nothing to train: the model's writing only
                 written = sample_text(net, alphabet, sample_length, temperature, rng)
                 click.echo(unannotate_capitals(written) if annotate else written)
         if save:

@@ -151,3 +151,25 @@ def test_every_window_asked_for_trains(tmp_path) -> None:
     result = runner.invoke(shakespeare_main, [*common, "-e", "100", "--batch", "11"])
     assert result.exit_code == 2
     assert "11 is more than the 10 windows of a round (-e 100 in 10 rounds)" in result.output
+
+
+def test_no_windows_only_writes_a_sample(tmp_path) -> None:
+    """-e 0 trains nothing and reports no rounds (it printed ten of "0 targets", each with a
+    sample): it writes one sample of the model (a loaded one's: saved again, unchanged)."""
+    text = tmp_path / "text.txt"
+    text.write_text("To be, or not to be, that is the question.\n" * 4)
+    runner = CliRunner()
+    common = ["--data", str(text), "--sequence-length", "20", "--seed", "2"]
+    made = runner.invoke(shakespeare_main, [*common, "-e", "20", "--sample-length", "0",
+                                            "--save", str(tmp_path / "m")])
+    assert made.exit_code == 0, made.output
+    result = runner.invoke(shakespeare_main, [*common, "-e", "0", "--sample-length", "30",
+                                              "--load", str(tmp_path / "m"), "--save",
+                                              str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert "round" not in result.output
+    sample = result.output.split("nats/symbol\n", 1)[1][:-1]  # echo's newline after it
+    assert len(sample) == 30 and set(sample) <= set(text.read_text())
+    a, b = (g.RecurrentNetwork.load(tmp_path / name) for name in ("m", "again"))
+    for x, y in zip(a.get_parameters(), b.get_parameters(), strict=True):
+        assert x.keys() == y.keys() and all((x[k] == y[k]).all() for k in x)
