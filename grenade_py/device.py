@@ -267,14 +267,18 @@ def _size(nbytes: int) -> str:
     return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes} bytes"
 
 
+_MEM_AVAILABLE = re.compile(rb"^MemAvailable:\s*(\d+) kB", re.MULTILINE)
+
+
 def host_available() -> int | None:
-    """Bytes of host memory available (Linux's MemAvailable), or None where unknown."""
+    """Bytes of host memory available (Linux's MemAvailable), or None where unknown. (One
+    read and a search: parsing every line took 57-76 us, a tenth of a one-sample run_net.)"""
     try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
+        with open("/proc/meminfo", "rb") as f:
+            found = _MEM_AVAILABLE.search(f.read())
+    except OSError:
         return None
+    return int(found.group(1)) * 1024 if found else None
 
 
 def check_host_memory(what: str, nbytes: int) -> None:

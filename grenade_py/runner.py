@@ -34,10 +34,14 @@ RUN_BYTES = 1 << 28
 
 def run_chunk(net: Network) -> int:
     """How many samples run_net and evaluate run at a time: RUN_CHUNK, fewer where a sample's
-    buffers are large (an Inception network's are ~1.6 MB)."""
-    per_sample = sum(int(np.prod(shape)) for shape in net.inference_buffers(1).values()) + 2 * (
-        int(np.prod(net.input_shape.dims)) + int(np.prod(net.output_shape.dims)))
-    return max(1, min(RUN_CHUNK, RUN_BYTES // (per_sample * np.dtype(net.device.dtype).itemsize)))
+    buffers are large (an Inception network's are ~1.6 MB). Held on the network (working it
+    out took 60-250 us: a one-sample run_net's kernels take less)."""
+    if "run_chunk" not in net.held:
+        per_sample = sum(math.prod(shape) for shape in net.inference_buffers(1).values()) + 2 * (
+            math.prod(net.input_shape.dims) + math.prod(net.output_shape.dims))
+        net.held["run_chunk"] = max(1, min(RUN_CHUNK, RUN_BYTES // (
+            per_sample * np.dtype(net.device.dtype).itemsize)))
+    return int(net.held["run_chunk"])
 #: Per-example training launches about this many examples x parameters at a time.
 FUSED_WORK = 1 << 25
 #: fit keeps at most about twice this many steps queued (so Ctrl-C is honoured within a few
@@ -79,7 +83,8 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
     for start in range(0, len(batch), size):
         chunk = batch[start:start + size]
         step = execution.steps(net, len(chunk), inference=True)
-        cl.enqueue_copy(queue, buffer(step.input), chunk)
+        # Not waited for: the read below waits for it (and `batch` outlives both).
+        cl.enqueue_copy(queue, buffer(step.input), chunk, is_blocking=False)
         step.forward(training=False)
         cl.enqueue_copy(queue, out[start:start + len(chunk)], buffer(step.output))
     return out[0] if single else out

@@ -517,3 +517,24 @@ def test_huge_pages_are_asked_for_the_whole_pages_inside_the_array(monkeypatch):
     asked.clear()
     Device().to_device(np.ones(page))  # a CPU device's upload asks
     assert len(asked) == 1 and asked[0][1] >= page
+
+
+def test_host_available_reads_memavailable(monkeypatch, tmp_path):
+    """MemAvailable in bytes, as /proc/meminfo gives it in kB; None where the file or the
+    field is missing."""
+    from grenade_py import device
+
+    real = open
+    fake = tmp_path / "meminfo"
+    fake.write_text("MemTotal:       24576000 kB\nMemFree:  100 kB\n"
+                    "MemAvailable:   12345678 kB\nBuffers:           0 kB\n")
+
+    def opened(path, *args, **kwargs):
+        return real(fake if path == "/proc/meminfo" else path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", opened)
+    assert device.host_available() == 12345678 * 1024
+    fake.write_text("MemTotal:       24576000 kB\nMemFree:  100 kB\n")
+    assert device.host_available() is None
+    fake.unlink()
+    assert device.host_available() is None
