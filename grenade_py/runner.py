@@ -20,7 +20,7 @@ from grenade_py.device import buffer, check_host_memory, opencl_errors
 from grenade_py.distributed import ends_the_job_on_error
 from grenade_py.execution import Step, enqueue
 from grenade_py.losses import Loss, loss_named
-from grenade_py.network import Network
+from grenade_py.network import Network, pack
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.schedules import Schedule, schedule_rate
 
@@ -63,6 +63,24 @@ def _upload(queue: cl.CommandQueue, step: Step, xs: np.ndarray, ys: np.ndarray) 
     caller's, free to change once this returns)."""
     cl.enqueue_copy(queue, buffer(step.input), xs)
     cl.enqueue_copy(queue, buffer(step.target), ys)
+
+
+def _train_queued(net: Network, step: Step, xs: np.ndarray, ys: np.ndarray,
+                  params: Optimizer | None) -> None:
+    """Enqueue `step.train(params)` on (x, y), uploaded as one copy of a host array laid out as
+    the step's io buffer (a copy: the caller's arrays are free to change once this returns),
+    not waited for. The work of the call before the last is waited for first, so that in a
+    loop of calls (Grenade's fold of train) the device has the next call's work while the
+    host prepares the one after, and no more is queued."""
+    pending = net.held.setdefault("queued", [])
+    if len(pending) == 2:
+        pending.pop(0)[0].wait()
+    host = pack(step.io.size, [at for _, at, _ in step.io_layout[:2]], (xs, ys), step.io.dtype)
+    upload = cl.enqueue_copy(net.device.queue, buffer(step.io), host, is_blocking=False)
+    step.train(params)
+    # The upload's event holds the host array (pyopencl waits for it when it is dropped).
+    pending.append((cl.enqueue_marker(net.device.queue), upload))
+    net.device.queue.flush()
 
 
 @opencl_errors
@@ -108,15 +126,13 @@ def train(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     `loss`: "squared_error" (Grenade's gradient output - target) or "cross_entropy" (network
     ending in Softmax; gradient p - t at the logits), or a Loss.
     `progress(done)` is called now and then with the number of examples done (per_example only).
-    Nothing is read back to the host.
+    Nothing is read back to the host. A batch's step returns once it is queued (with the step
+    of the call before last done), so that a loop of calls keeps the device busy.
     """
     params, chosen = _check(net, params, loss)
     xs, ys = inputs.examples(net, x, y, chosen)
-    queue = net.device.queue
     if not per_example:
-        step = execution.steps(net, len(xs), chosen)
-        _upload(queue, step, xs, ys)
-        step.train(params)
+        _train_queued(net, execution.steps(net, len(xs), chosen), xs, ys, params)
         return net
     xs_dev, ys_dev = net.device.to_device(xs), net.device.to_device(ys)
     step = execution.steps(net, 1, chosen)
@@ -150,9 +166,7 @@ def back_propagate(net: Network, x: np.ndarray, y: np.ndarray,
     net.check_runnable()
     chosen = loss_named(loss)
     xs, ys = inputs.examples(net, x, y, chosen)
-    step = execution.steps(net, len(xs), chosen)
-    _upload(net.device.queue, step, xs, ys)
-    step.train(None)
+    _train_queued(net, execution.steps(net, len(xs), chosen), xs, ys, None)
     return [{k: v.get() for k, v in layer.gradients.items()} for layer in net.layers]
 
 

@@ -293,3 +293,24 @@ def test_the_backward_pass_stops_at_the_lowest_layer_with_parameters(device64, r
     w2 = net.get_parameters()[4]["weights"]
     want_dx = ((dy @ w2) * (h > 0)) @ w1 * (1 - np.tanh(x.reshape(7, 12)) ** 2)
     np.testing.assert_allclose(dx, want_dx.reshape(x.shape), rtol=1e-10, atol=1e-12)
+
+
+def test_train_returns_before_its_step_runs_and_copies_the_callers_arrays(device, rng):
+    """train queues its step and returns (the device runs up to two calls behind the host):
+    arrays the caller overwrites at once (of the device's precision: nothing converted them)
+    still train as they were, and the result equals training that waits for each step."""
+    waited, queued = (Network([FullyConnected(30, 200), Tanh(), FullyConnected(200, 5)],
+                              input=D1(30), device=device, seed=4) for _ in range(2))
+    lp = LearningParameters(rate=0.01, momentum=0.9, l2=0.0001)
+    batches = [(rng.normal(size=(64, 30)).astype(device.dtype),
+                rng.normal(size=(64, 5)).astype(device.dtype)) for _ in range(12)]
+    for x, y in batches:
+        train(waited, lp, x, y)
+        waited.device.queue.finish()
+    for x, y in batches:
+        x_, y_ = x.copy(), y.copy()
+        train(queued, lp, x_, y_)
+        x_[:], y_[:] = np.nan, np.nan  # the caller's arrays, reused at once
+    for a, b in zip(waited.get_parameters(), queued.get_parameters(), strict=True):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
