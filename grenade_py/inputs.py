@@ -171,10 +171,10 @@ def run_sequences(net: RecurrentNetwork, x: object) -> tuple[np.ndarray, bool]:
     return sequences(net, xs, no_targets, np.zeros((batch, steps), bool))[0], single
 
 
-def states(net: RecurrentNetwork, given: Sequence[cl_array.Array], batch: int) -> None:
-    """ValueError unless `given` are the states of the network's cells for `batch` sequences,
-    on its device."""
-    cells = net.recurrent_layers()
+def states(net: RecurrentNetwork, given: Sequence[cl_array.Array], batch: int,
+           cells: Sequence[tuple[str, Any]]) -> None:
+    """ValueError unless `given` are the states of the network's `cells` (its
+    recurrent_layers()) for `batch` sequences, on its device."""
     wanted = [(batch, cell.state_size) for _, cell in cells]
     if [s.shape for s in given] != wanted:
         raise ValueError(f"state holds {[s.shape for s in given]}, but {batch} sequences need "

@@ -144,26 +144,29 @@ def run_recurrent(net: RecurrentNetwork, x: np.ndarray, state: RecurrentState | 
     xs, single = inputs.run_sequences(net, x)
     steps, batch = xs.shape[:2]
     p = sequence_steps(net, steps, batch)
-    queue, layers = net.device.queue, net.recurrent_layers()
+    queue, layers = net.device.queue, p.cells
     if state is not None and not isinstance(state, RecurrentState):
         raise TypeError(f"state must be a RecurrentState (what run_recurrent returns), got "
                         f"{type(state).__name__}")
     if state is not None:
-        inputs.states(net, state.states, batch)
+        inputs.states(net, state.states, batch, layers)
         for s, (path, _) in zip(state.states, layers, strict=True):
             cl.enqueue_copy(queue, buffer(p.own(path)["states"]), buffer(s),
                             byte_count=s.nbytes)
     else:
         enqueue(p.start)
-    cl.enqueue_copy(queue, buffer(p.buffers["a0"]), xs, is_blocking=False)
+    # Not waited for: the read of the outputs waits for it. (pyopencl waits for a copy whose
+    # event is dropped, so the event is kept until then.)
+    upload = cl.enqueue_copy(queue, buffer(p.buffers["a0"]), xs, is_blocking=False)
     enqueue(p.forward_launches(False))
     after = []
-    for path, layer in layers:
-        s = net.device.zeros((batch, layer.state_size))
+    for path, layer in layers:  # each filled whole by its copy
+        s = cl_array.empty(queue, (batch, layer.state_size), net.device.dtype)
         cl.enqueue_copy(queue, buffer(s), buffer(p.own(path)["states"]), byte_count=s.nbytes,
                         src_offset=steps * s.nbytes)
         after.append(s)
     ys = np.swapaxes(p.acts[-1].get().reshape(steps, batch, *net.output_shape.dims), 0, 1)
+    del upload
     return (ys[0] if single else ys), RecurrentState(after)
 
 

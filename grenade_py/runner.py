@@ -101,10 +101,12 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
     for start in range(0, len(batch), size):
         chunk = batch[start:start + size]
         step = execution.steps(net, len(chunk), inference=True)
-        # Not waited for: the read below waits for it (and `batch` outlives both).
-        cl.enqueue_copy(queue, buffer(step.input), chunk, is_blocking=False)
+        # Not waited for: the read below waits for it. (pyopencl waits for a copy whose event
+        # is dropped, so the event is kept until then.)
+        upload = cl.enqueue_copy(queue, buffer(step.input), chunk, is_blocking=False)
         step.forward(training=False)
         cl.enqueue_copy(queue, out[start:start + len(chunk)], buffer(step.output))
+        del upload
     return out[0] if single else out
 
 
