@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import pyopencl as cl
@@ -58,11 +59,13 @@ def _check(net: Network, params: object, loss: str | Loss) -> tuple[Optimizer, L
     return optimizer(params, net.device.dtype), chosen
 
 
-def _upload(queue: cl.CommandQueue, step: Step, xs: np.ndarray, ys: np.ndarray) -> None:
-    """Copy (x, y) into the step's input and target (waiting: the host arrays are the
-    caller's, free to change once this returns)."""
-    cl.enqueue_copy(queue, buffer(step.input), xs)
-    cl.enqueue_copy(queue, buffer(step.target), ys)
+def _upload(queue: cl.CommandQueue, step: Step, xs: np.ndarray, ys: np.ndarray
+            ) -> list[cl.Event]:
+    """Enqueue copies of (x, y) into the step's input and target, not waited for: their
+    events, which the caller keeps until a blocking read after them (pyopencl waits for a
+    copy whose event is dropped)."""
+    return [cl.enqueue_copy(queue, buffer(step.input), xs, is_blocking=False),
+            cl.enqueue_copy(queue, buffer(step.target), ys, is_blocking=False)]
 
 
 def _train_queued(net: Network, step: Step, xs: np.ndarray, ys: np.ndarray,
@@ -282,14 +285,24 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     chosen.check(net)
     xs, ys = inputs.examples(net, x, y, chosen)
     device = net.device
-    acc = device.zeros((3,))
+    # The sums, and each Step's launches adding to them, held on the network (a new kernel
+    # object costs ~0.5 ms in pyopencl: more than a small evaluate's kernels).
+    if "evaluate" not in net.held:
+        net.held["evaluate"] = (device.zeros((3,)), WeakKeyDictionary())
+    acc, measures = net.held["evaluate"]
+    acc.fill(0)
     size = run_chunk(net)
+    uploads = []
     for start in range(0, len(xs), size):
         step = execution.steps(net, min(size, len(xs) - start), chosen, inference=True)
-        _upload(device.queue, step, xs[start:start + step.rows], ys[start:start + step.rows])
+        uploads += _upload(device.queue, step, xs[start:start + step.rows],
+                           ys[start:start + step.rows])
         step.forward(training=False)
-        enqueue(step.metrics(acc))
+        if step not in measures:
+            measures[step] = step.metrics(acc)
+        enqueue(measures[step])
     totals = acc.get()
+    del uploads
     return {"loss": float(totals[0]) / len(xs), "accuracy": float(totals[1]) / len(xs)}
 
 

@@ -215,6 +215,10 @@ def test_evaluate(device64, rng):
     scores = evaluate(net, x, y, loss="cross_entropy")
     assert scores["loss"] == pytest.approx(-np.sum(y * np.log(p)) / 9, rel=1e-12)
     assert scores["accuracy"] == pytest.approx(np.mean(p.argmax(1) == y.argmax(1)))
+    # The sums it holds between calls start again from zero, over any batch sizes.
+    for n in (4, 9, 1):
+        evaluate(net, x[:n], y[:n], loss="cross_entropy")
+        assert evaluate(net, x, y, loss="cross_entropy") == scores
 
 
 def test_a_resumed_run_ends_where_one_run_does(device64, rng, tmp_path):
