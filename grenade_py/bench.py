@@ -3,7 +3,8 @@
 1. Grenade's feedforward example trained per example (batch 1): microseconds per example.
 2. One epoch of MNIST 784-512-10 (Relu, Softmax, cross-entropy, momentum SGD) at batch 32, 64,
    128 and 256 over 24,000 examples: seconds per epoch, grenade_py's GFLOP/s; at batch 64 also an
-   Adam epoch (its cost against SGD's: the optimiser's share of a step).
+   Adam epoch (its cost against SGD's: the optimiser's share of a step). Then the same network's
+   output for one sample (run_net): microseconds, a served model's latency.
 3. LeNet (Grenade's README network) for one MNIST epoch at batch 64, and its convolutions.
 4. The FullyConnected GEMMs alone at 64x784x512 and 128x784x512, and 1024^3, against numpy's
    sgemm on the same products.
@@ -49,7 +50,7 @@ from grenade_py.optimizers import Adam, AdamW, LearningParameters, Optimizer
 from grenade_py.platforms import device_spec as spec_of
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.recurrent_runner import SymbolCorpus
-from grenade_py.runner import fit, train
+from grenade_py.runner import fit, run_net, train
 from grenade_py.shapes import D1, D2, D3
 
 FF_KINDS = ["FullyConnected", "Tanh", "FullyConnected", "Relu", "FullyConnected", "Logit"]
@@ -242,6 +243,35 @@ def bench_mnist(device: Device, data: tuple[np.ndarray, np.ndarray], batch: int,
             reference.train(x[idx], y[idx], MLP_LP, loss="cross_entropy")
 
     return rows + [("numpy", median_time(numpy_epoch, max(1, repeats // 2)))]
+
+
+#: run_net calls per timed run of `bench_one_sample`.
+ONE_SAMPLE_CALLS = 200
+
+
+def bench_one_sample(device: Device, repeats: int) -> list[tuple[str, float]]:
+    """Microseconds for the MNIST MLP's output for one sample from the host: run_net,
+    interleaved with PyTorch's forward pass (no_grad, softmax included)."""
+    net = mnist_network("mlp", device, seed=1)
+    x = np.random.default_rng(0).random(784, dtype=np.float32)
+
+    def ours() -> None:
+        for _ in range(ONE_SAMPLE_CALLS):
+            run_net(net, x)
+
+    runs: dict[str, Callable[[], float | None]] = {"grenade_py": ours}
+    torch = _torch()
+    if torch is not None:
+        model, xt = _torch_net(torch, MLP_KINDS, net.get_parameters()), torch.from_numpy(x[None])
+
+        def theirs() -> None:
+            with torch.no_grad():
+                for _ in range(ONE_SAMPLE_CALLS):
+                    model(xt).softmax(-1).numpy()
+
+        runs["pytorch"] = theirs
+    return [(name, seconds / ONE_SAMPLE_CALLS * 1e6)
+            for name, seconds in interleaved(runs, repeats)]
 
 
 #: LeNet's convolutions' flops per example: forward and kernel gradient of both, the input delta
@@ -837,6 +867,10 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
             gflops = len(data[0]) * MLP_FLOPS_PER_EXAMPLE / seconds / 1e9
             say(f"   {batch:5d} {name:12s} {seconds:9.3f} {seconds / ours:13.2f} "
                 f"{gflops:8.1f}")
+    one = bench_one_sample(device, repeats)
+    table.add("  its output for one sample, run_net (µs)", one, "{:.0f}")
+    say("   one sample's output (run_net; PyTorch's forward, no_grad): " + ", ".join(
+        f"{name} {us:.0f} us" for name, us in one))
 
     say(f"\n3. LeNet (Grenade's README network, Softmax head), one epoch of "
         f"{len(data[0]):,} examples at batch 64, float32")

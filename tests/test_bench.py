@@ -23,7 +23,8 @@ def test_bench_runs(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for section in ("1. feedforward", "2. MNIST", "3. LeNet", "us/example", "4. GEMMs", "of peak",
+    for section in ("1. feedforward", "2. MNIST", "one sample's output", "3. LeNet",
+                    "us/example", "4. GEMMs", "of peak",
                     "measured FMA peak", "tiled 1024^3", "1024^3, tuned (gemm_dot_",
                     "of the rate of gemm_dot", "of the measured peak (their kernels alone",
                     "5. Shakespeare", "Grenade's semantics", "chars/s",
@@ -49,7 +50,7 @@ def test_bench_markdown_table(tmp_path):
                                                           "- date"]
     assert "1. feedforward" not in result.stdout  # the table instead of the sections
     table = [line for line in lines if line.startswith("| ")]
-    assert table[0] == "| | grenade_py | numpy | PyTorch (CPU) |" and len(table) == 2 + 19
+    assert table[0] == "| | grenade_py | numpy | PyTorch (CPU) |" and len(table) == 2 + 20
     for row in table[2:]:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         value = float(cells[1].replace(",", ""))
