@@ -29,12 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import Device, Launch
+from grenade_py.device import Device, Launch, buffer
 from grenade_py.kernel_library import called_only, kernel_source
-from grenade_py.layers import Concat, Convolution, Layer, Pad, Series
+from grenade_py.layers import Concat, Convolution, Deconvolution, Layer, Pad, Series
 from grenade_py.layers.branches import Branches
 from grenade_py.losses import SQUARED_ERROR, Loss
 from grenade_py.network import Network, view_place
@@ -292,6 +293,30 @@ kernel void fused_train{"_many" if many else ""}({", ".join(params)}) {{
 """
 
 
+def run_source(plan: LoopPlan, lanes: int = 1) -> str:
+    """The OpenCL source of `fused_run(count, xs, out, ...)`: the planned layers' forward
+    passes (their fused forms) of samples 0 .. count - 1 of xs (count, n0), one after another,
+    each output into its row of out (count, n_end)."""
+    params = ["int count", "global const REAL *xs", "global REAL *out",
+              *(f"global REAL *{name}" for name, _ in plan.own)]
+    params += [decl for i, layer in plan.numbered for decl, _ in layer.fused_args(i)]
+    params = [p.replace(" *", " *restrict ") for p in params]
+    end = plan.end
+    body = "\n".join(plan.aliases) + "\n" + joined(plan.forward + [
+        f"for (int k = lid; k < n{end}; k += nl) out[(size_t)e * n{end} + k] = a{end}[k];"])
+    return f"""
+{loop_header(lanes)}kernel void fused_run({", ".join(params)}) {{
+{LOOP_LOCALS}
+    {" ".join(f"const int n{k} = {n};" for k, n in plan.sizes.items())}
+    for (int e = 0; e < count; ++e) {{
+        global const REAL *a0 = xs + (size_t)e * n0;
+{body}
+{BARRIER}
+    }}
+}}
+"""
+
+
 #: The kernel files whose functions the generated loops call (besides FOUNDATIONS).
 LOOP_FILES = ("fully_connected.cl", "pooling.cl", "recurrent.cl", "reshape.cl", "softmax.cl")
 
@@ -366,3 +391,44 @@ def fused_trainer(net: Network, kind: int = 0, loss: Loss = SQUARED_ERROR
                   "layer by layer", net, ", ".join(plan.missing))
         return None
     return FusedTrainer(net, plan, kind, loss.from_logits)
+
+
+class FusedRunner:
+    """run_net's form for one sample of a small network: its forward pass in one launch of a
+    generated loop (the layers' fused forms, which call the functions their kernels call: the
+    same bits as a one-row Step's pass), where each layer's kernel is a launch and a wake-up of
+    the device's threads. Holds input and output buffers for up to `rows` samples."""
+
+    def __init__(self, net: Network, plan: LoopPlan, rows: int = 1) -> None:
+        device = net.device
+        built = build_loop(device, "fused_run", lambda count: run_source(plan, count))
+        assert built is not None
+        kernel, lanes = built
+        self.rows, self.input = rows, device.zeros((rows, size(net.input_shape)))
+        self.output = device.zeros((rows, size(net.output_shape)))
+        fixed: list[Any] = [device.zeros((n,)) for _, n in plan.own]
+        fixed += [value for i, layer in plan.numbered for _, value in layer.fused_args(i)]
+        self.launch = Launch(device, kernel, (lanes,), (0, self.input, self.output, *fixed),
+                             (lanes,), {"count": 0})
+
+    def __call__(self, batch: np.ndarray, out: np.ndarray) -> None:
+        """out (n, *output.dims) = the outputs for batch (n <= rows, *input.dims), read back."""
+        queue = self.launch.queue
+        # Not waited for: the read waits (pyopencl waits for a copy whose event is dropped).
+        upload = cl.enqueue_copy(queue, buffer(self.input), batch, is_blocking=False)
+        self.launch.set("count", len(batch))
+        self.launch()
+        cl.enqueue_copy(queue, out, buffer(self.output))  # out.nbytes of it
+        del upload
+
+
+def fused_runner(net: Network, rows: int = 1) -> FusedRunner | None:
+    """A FusedRunner of `net` for up to `rows` samples, or None: where a layer has no
+    device-side form, or is a convolution (its form, direct loops over one sample, sums in
+    another order than its kernels, and on one core)."""
+    layers, shapes, _ = unrolled(net, SQUARED_ERROR)
+    plan = plan_loop(layers, shapes, 0)
+    if plan.missing or any(isinstance(node, (Convolution, Deconvolution))
+                           for _, node, _ in net.nodes(net.input_shape)):
+        return None
+    return FusedRunner(net, plan, rows)

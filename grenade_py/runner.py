@@ -20,6 +20,7 @@ from grenade_py import execution, inputs
 from grenade_py.device import buffer, check_host_memory, opencl_errors
 from grenade_py.distributed import ends_the_job_on_error
 from grenade_py.execution import Step, enqueue
+from grenade_py.fused import fused_runner
 from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network, pack
 from grenade_py.optimizers import Optimizer, optimizer
@@ -43,6 +44,16 @@ def run_chunk(net: Network) -> int:
         net.held["run_chunk"] = max(1, min(RUN_CHUNK, RUN_BYTES // (
             per_sample * np.dtype(net.device.dtype).itemsize)))
     return int(net.held["run_chunk"])
+
+
+#: run_net gives one sample of a network of at most this many parameters by one launch of
+#: its layers' fused forms (`grenade_py.fused.FusedRunner`: the bits of a one-row pass of
+#: their kernels), once the network has run FUSED_RUN_AFTER single samples (the build takes
+#: ~0.5 s the first time). Interleaved with the layers' kernels, run_net's time: the MNIST
+#: MLP (407k parameters) 0.76x, the circles network 0.83x. Not for batches: their rows would
+#: take other bits than the batch's GEMMs give them, and the loop runs on one core.
+FUSED_RUN_PARAMETERS = 1 << 20
+FUSED_RUN_AFTER = 16
 #: Per-example training launches about this many examples x parameters at a time.
 FUSED_WORK = 1 << 25
 #: fit keeps at most about twice this many steps queued (so Ctrl-C is honoured within a few
@@ -99,6 +110,14 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
     check_host_memory(f"run_net's outputs for {len(batch)} samples",
                       math.prod(shape) * np.dtype(net.device.dtype).itemsize)
     out = np.empty(shape, dtype=net.device.dtype)
+    if len(batch) == 1 and net.parameter_count <= FUSED_RUN_PARAMETERS:
+        held = net.held.setdefault("fused run", [0, None])  # calls, the runner once built
+        held[0] += 1
+        if held[0] == FUSED_RUN_AFTER:
+            held[1] = fused_runner(net)
+        if held[1] is not None:
+            held[1](batch, out)
+            return out[0] if single else out
     queue = net.device.queue
     size = run_chunk(net)
     for start in range(0, len(batch), size):

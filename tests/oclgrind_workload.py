@@ -1,14 +1,14 @@
 """Every kernel family at small odd sizes, run by tests/test_oclgrind.py under
 `oclgrind --data-races`: both GEMM forms, the fused per-example loop in its one-lane and
-coalesced (GPU) forms and for several networks at once (train_many), convolution (its
-one-launch input deltas too, and a GPU's kernel gradient in chunks), col2im, pooling, the
-recurrent scans and updates (ordered and summed, clipped, through ConcatRecurrent), the fused
-window loop, Dropout, BatchNorm, the activations, the losses, every optimiser and the
-benchmark's peak kernel."""
+coalesced (GPU) forms and for several networks at once (train_many), run_net's one-sample
+loop, convolution (its one-launch input deltas too, and a GPU's kernel gradient in chunks),
+col2im, pooling, the recurrent scans and updates (ordered and summed, clipped, through
+ConcatRecurrent), the fused window loop, Dropout, BatchNorm, the activations, the losses,
+every optimiser and the benchmark's peak kernel."""
 import numpy as np
 
 import grenade_py as g
-from grenade_py import blocks, fused, gemm
+from grenade_py import blocks, fused, gemm, runner
 from grenade_py.exchange import Exchange
 
 DEFAULT = blocks.default
@@ -118,6 +118,9 @@ def main() -> None:
             ff = g.Network([g.FullyConnected(3, 5), g.Tanh(), g.FullyConnected(5, 2),
                             g.Logit()], input=g.D1(3), device=d, seed=lanes)
             other = g.Network.from_spec(ff.spec(), device=d, seed=lanes + 1)
+            # run_net's one-sample loop (fused.FusedRunner), once it has run a few samples
+            for sample in rng.normal(size=(runner.FUSED_RUN_AFTER, 3)):
+                g.run_net(ff, sample)
             for opt in (g.SGD(0.01), g.Adam(0.01)):
                 g.train(ff, opt, rng.normal(size=(4, 3)), rng.uniform(size=(4, 2)),
                         per_example=True)

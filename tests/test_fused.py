@@ -315,3 +315,23 @@ def test_fused_loop_with_many_lanes(device64, monkeypatch, name, lanes):
     layer_by_layer(monkeypatch)
     train(plain, LP, x, y, per_example=True)
     assert_same_state(fused, plain, rtol=1e-12, scale=1)
+
+
+@pytest.mark.parametrize("name", ["relu-logit-tanh", "softmax", "branches", "conv-pool"])
+def test_run_net_gives_one_sample_by_the_fused_forms(device, monkeypatch, name):
+    """Once a network has run FUSED_RUN_AFTER single samples, run_net gives one by one launch
+    of its layers' fused forms, with the bits of the layers' kernels; a network with
+    convolutions keeps the kernels."""
+    from grenade_py import run_net
+
+    net = Network([FullyConnected(3, 4), Concat(Tanh(), Logit()), FullyConnected(8, 2), Relu()],
+                  input=D1(3), device=device, seed=2) if name == "branches" else build(device, name)
+    x, _ = data(net, 5)
+    monkeypatch.setattr("grenade_py.runner.FUSED_RUN_PARAMETERS", 0)
+    expected = [run_net(net, sample) for sample in x]  # layer by layer
+    monkeypatch.setattr("grenade_py.runner.FUSED_RUN_PARAMETERS", 1 << 20)
+    monkeypatch.setattr("grenade_py.runner.FUSED_RUN_AFTER", 2)
+    got = [run_net(net, sample) for sample in x]  # from the second on, fused
+    assert (net.held["fused run"][1] is None) == name.startswith("conv")
+    for e, g in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(e, g)
