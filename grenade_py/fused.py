@@ -425,10 +425,11 @@ class FusedRunner:
 def fused_runner(net: Network, rows: int = 1) -> FusedRunner | None:
     """A FusedRunner of `net` for up to `rows` samples, or None: where a layer has no
     device-side form, or is a convolution (its form, direct loops over one sample, sums in
-    another order than its kernels, and on one core)."""
+    another order than its kernels, and on one core), and on GPUs (their loop's lanes share
+    a row's sum in another order than the tiled GEMMs; a launch costs less there)."""
     layers, shapes, _ = unrolled(net, SQUARED_ERROR)
     plan = plan_loop(layers, shapes, 0)
-    if plan.missing or any(isinstance(node, (Convolution, Deconvolution))
-                           for _, node, _ in net.nodes(net.input_shape)):
+    if net.device.gpu or plan.missing or any(isinstance(node, (Convolution, Deconvolution))
+                                             for _, node, _ in net.nodes(net.input_shape)):
         return None
     return FusedRunner(net, plan, rows)
