@@ -13,7 +13,7 @@ used it last.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyopencl as cl
@@ -77,6 +77,14 @@ class Update:
         rule = self.rules[optimizer.kernel]
         rule.set_all(optimizer.arguments(self.net.steps))
         rule()
+
+
+def update_of(net: Network) -> Update:
+    """The network's Update, held on it (its launches are kernel objects: ~0.5 ms each to
+    make in pyopencl), for every Step and fit call."""
+    if "update" not in net.held:
+        net.held["update"] = Update(net)
+    return cast(Update, net.held["update"])
 
 
 class Step:
@@ -148,7 +156,6 @@ class Step:
                                     self.own(path)["states"]) for path, layer in self.cells]
         self._forward: dict[bool, list[Launch]] = {}
         self._backward: list[Launch] | None = None
-        self._update: Update | None = None
         self._fused: dict[int, FusedTrainer | None] = {}
         self._sequence_update: dict[str, list[Launch]] = {}
         self._clip: dict[bool, list[Launch]] = {}
@@ -211,9 +218,7 @@ class Step:
         starting states' (see `update_launches`)."""
         take_state(self.net, optimizer)
         if not self.recurrent:
-            if self._update is None:
-                self._update = Update(self.net)
-            self._update(optimizer)
+            update_of(self.net)(optimizer)
             return
         enqueue(self.update_launches(optimizer, ordered))
         self.net.steps += self.rows if ordered else 1

@@ -393,7 +393,12 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     xs_dev = device.to_device(xs.reshape(count, -1))
     ys_dev = device.to_device(ys.reshape(count, -1))
     order = cl_array.to_device(queue, np.arange(count, dtype=np.int32))
-    acc = device.zeros((3,))
+    # The sums, and each Step's gather and metrics launches, held on the network between calls
+    # (a new kernel object costs ~0.5 ms in pyopencl: 7 were most of a small fit's setup);
+    # this call's data are set on the gathers.
+    if "fit" not in net.held:
+        net.held["fit"] = (device.zeros((3,)), WeakKeyDictionary())
+    acc, made = net.held["fit"]
     if group is not None:  # every rank shuffles as rank 0 does
         seed = group.agree(seed, "seed")
     rng = np.random.default_rng(seed)
@@ -409,16 +414,18 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     for step in held.values():  # a layer that cannot train on a batch says so before training
         step.forward_launches(True)
     widths = xs_dev.shape[1], ys_dev.shape[1]
-    gathers = {  # inputs and targets, a work-item per 64 values of a row (kernels/data.cl)
-        n: device.launch("gather_rows", (n * sum(-(-w // 64) for w in widths),), n, 0, order,
-                         widths[0], xs_dev, step.input, widths[1], ys_dev, step.target,
-                         per_call={"first": 1})
-        for n, step in held.items()
-    }
-    metrics = {n: step.metrics(acc) for n, step in held.items()}
+    for n, step in held.items():
+        if step not in made:  # inputs and targets, a work-item per 64 values of a row
+            made[step] = (device.launch(
+                "gather_rows", (n * sum(-(-w // 64) for w in widths),), n, 0, order, widths[0],
+                xs_dev, step.input, widths[1], ys_dev, step.target,
+                per_call={"first": 1, "order": 2, "x": 4, "t": 7}), step.metrics(acc))
+        made[step][0].set_all({"order": order, "x": xs_dev, "t": ys_dev})
+    gathers = {n: made[step][0] for n, step in held.items()}
+    metrics = {n: made[step][1] for n, step in held.items()}
     # batch 1 (one process): Grenade's per-example steps, in the fused loop where it runs
     fused = held[1].fused(params) if batch_size == 1 and group is None else None
-    update = execution.Update(net)
+    update = execution.update_of(net)
     if group is not None:
         group.broadcast()
     history = []

@@ -272,3 +272,20 @@ def test_on_epoch_returning_false_stops_early(device64, rng):
     for a, b in zip(stopped.get_parameters(), planned.get_parameters(), strict=True):
         for name in a:
             np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_fit_calls_in_turn_train_on_their_own_data(device64, rng):
+    """fit's gathers, metrics and update are held on the network between calls: each call's
+    data, order and sums are its own (the same weights and losses as calls that make them all
+    anew, over batch sizes with and without a partial last batch)."""
+    held, fresh = (Network([FullyConnected(3, 5), Tanh(), FullyConnected(5, 2)], input=D1(3),
+                           device=device64, seed=3) for _ in range(2))
+    for count, batch in ((20, 8), (12, 4), (20, 8), (9, 2)):
+        x, y = rng.normal(size=(count, 3)), rng.normal(size=(count, 2))
+        fresh.held.clear()
+        ours, theirs = (fit(net, LP, x, y, batch_size=batch, seed=count)[0]
+                        for net in (held, fresh))
+        assert (ours["loss"], ours["accuracy"]) == (theirs["loss"], theirs["accuracy"])
+    for a, b in zip(held.get_parameters(), fresh.get_parameters(), strict=True):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
