@@ -69,9 +69,11 @@ class Network(Series):
         #: The optimiser (sgd, adam, adamw) whose state the momentum and second buffers and
         #: the step counts hold; None before the first step (`optimizers.take_state`).
         self.optimizer_name: str | None = None
-        #: What the functions taking only a network (run_net, train, evaluate,
+        #: What the functions taking only a network (run_net, train, evaluate, fit,
         #: train_sequences, ...) hold between calls: their Steps by batch shape, most recently
-        #: used last (`grenade_py.execution.steps`), and the marker of the last queued work.
+        #: used last (`grenade_py.execution.steps`), the markers of the last queued work, and
+        #: what is derived from the layers alone and costly to make each call (the Update, fit's
+        #: and evaluate's launches and sums, run_net's chunk size and one-sample loop).
         self.held: dict[Any, Any] = {}
         _place(self, device if isinstance(device, Device) else Device(device), seed, init)
 
