@@ -191,7 +191,7 @@ def back_propagate(net: Network, x: np.ndarray, y: np.ndarray,
     chosen = loss_named(loss)
     xs, ys = inputs.examples(net, x, y, chosen)
     _train_queued(net, execution.steps(net, len(xs), chosen), xs, ys, None)
-    return [{k: v.get() for k, v in layer.gradients.items()} for layer in net.layers]
+    return net.host_copies("gradients")
 
 
 @opencl_errors
