@@ -223,8 +223,11 @@ class Network(Series):
                     raise ValueError(f"layer {index} ({layer!r}) {name} must be finite numbers "
                                      f"in {self.device.precision}")
                 checked.append((target, cast))
-        for target, array in checked:  # only once everything is valid: never half-set
-            target.set(array)
+        # Only once everything is valid: never half-set. Then one wait for all the copies,
+        # not a round trip each.
+        for target, array in checked:
+            target.set(array, async_=True)
+        self.device.queue.finish()
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], device: Device | str | None = None,
