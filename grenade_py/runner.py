@@ -56,6 +56,8 @@ FUSED_RUN_PARAMETERS = 1 << 20
 FUSED_RUN_AFTER = 16
 #: Per-example training launches about this many examples x parameters at a time.
 FUSED_WORK = 1 << 25
+#: train uploads batches of up to this many bytes of inputs and targets without waiting.
+QUEUED_BYTES = 1 << 20
 #: fit keeps at most about twice this many steps queued (so Ctrl-C is honoured within a few
 #: steps, not at the epoch's end, with no progress bar to wait on the device).
 QUEUED_STEPS = 16
@@ -85,8 +87,16 @@ def _train_queued(net: Network, step: Step, xs: np.ndarray, ys: np.ndarray,
     the step's io buffer (a copy: the caller's arrays are free to change once this returns),
     not waited for. The work of the call before the last is waited for first, so that in a
     loop of calls (Grenade's fold of train) the device has the next call's work while the
-    host prepares the one after, and no more is queued."""
+    host prepares the one after, and no more is queued. A batch of more than QUEUED_BYTES is
+    copied in place and waited for, as its kernels take far longer than the wait: the host
+    then holds no copy of it once this returns."""
     pending = net.held.setdefault("queued", [])
+    if xs.nbytes + ys.nbytes > QUEUED_BYTES:
+        pending.clear()  # (their uploads are waited for as they are dropped)
+        cl.enqueue_copy(net.device.queue, buffer(step.input), xs)
+        cl.enqueue_copy(net.device.queue, buffer(step.target), ys)
+        step.train(params)
+        return
     if len(pending) == 2:
         pending.pop(0)[0].wait()
     host = pack(step.io.size, [at for _, at, _ in step.io_layout[:2]], (xs, ys), step.io.dtype)
@@ -393,9 +403,9 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     xs_dev = device.to_device(xs.reshape(count, -1))
     ys_dev = device.to_device(ys.reshape(count, -1))
     order = cl_array.to_device(queue, np.arange(count, dtype=np.int32))
-    # The sums, and each Step's gather and metrics launches, held on the network between calls
-    # (a new kernel object costs ~0.5 ms in pyopencl: 7 were most of a small fit's setup);
-    # this call's data are set on the gathers.
+    # The sums and each Step's metrics launches, held on the network between calls (a new
+    # kernel object costs ~0.5 ms in pyopencl: 7 were most of a small fit's setup). The
+    # gathers are this call's: they hold its data, which the device frees when it returns.
     if "fit" not in net.held:
         net.held["fit"] = (device.zeros((3,)), WeakKeyDictionary())
     acc, made = net.held["fit"]
@@ -414,15 +424,16 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     for step in held.values():  # a layer that cannot train on a batch says so before training
         step.forward_launches(True)
     widths = xs_dev.shape[1], ys_dev.shape[1]
-    for n, step in held.items():
-        if step not in made:  # inputs and targets, a work-item per 64 values of a row
-            made[step] = (device.launch(
-                "gather_rows", (n * sum(-(-w // 64) for w in widths),), n, 0, order, widths[0],
-                xs_dev, step.input, widths[1], ys_dev, step.target,
-                per_call={"first": 1, "order": 2, "x": 4, "t": 7}), step.metrics(acc))
-        made[step][0].set_all({"order": order, "x": xs_dev, "t": ys_dev})
-    gathers = {n: made[step][0] for n, step in held.items()}
-    metrics = {n: made[step][1] for n, step in held.items()}
+    gathers = {  # inputs and targets, a work-item per 64 values of a row (kernels/data.cl)
+        n: device.launch("gather_rows", (n * sum(-(-w // 64) for w in widths),), n, 0, order,
+                         widths[0], xs_dev, step.input, widths[1], ys_dev, step.target,
+                         per_call={"first": 1})
+        for n, step in held.items()
+    }
+    for step in held.values():
+        if step not in made:
+            made[step] = step.metrics(acc)
+    metrics = {n: made[step] for n, step in held.items()}
     # batch 1 (one process): Grenade's per-example steps, in the fused loop where it runs
     fused = held[1].fused(params) if batch_size == 1 and group is None else None
     update = execution.update_of(net)

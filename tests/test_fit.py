@@ -275,9 +275,9 @@ def test_on_epoch_returning_false_stops_early(device64, rng):
 
 
 def test_fit_calls_in_turn_train_on_their_own_data(device64, rng):
-    """fit's gathers, metrics and update are held on the network between calls: each call's
-    data, order and sums are its own (the same weights and losses as calls that make them all
-    anew, over batch sizes with and without a partial last batch)."""
+    """fit's metrics, sums and update are held on the network between calls: each call's
+    sums are its own (the same weights and losses as calls that make them all anew, over
+    batch sizes with and without a partial last batch)."""
     held, fresh = (Network([FullyConnected(3, 5), Tanh(), FullyConnected(5, 2)], input=D1(3),
                            device=device64, seed=3) for _ in range(2))
     for count, batch in ((20, 8), (12, 4), (20, 8), (9, 2)):

@@ -19,6 +19,7 @@ from grenade_py import (
 )
 from grenade_py.feedforward import feedforward_network, sample
 from grenade_py.numpy_reference import NumpyNetwork
+from grenade_py.runner import QUEUED_BYTES
 
 KINDS = ["FullyConnected", "Tanh", "FullyConnected", "Relu", "FullyConnected", "Logit"]
 LP = LearningParameters(rate=0.01, momentum=0.9, l2=0.0005)
@@ -314,3 +315,7 @@ def test_train_returns_before_its_step_runs_and_copies_the_callers_arrays(device
     for a, b in zip(waited.get_parameters(), queued.get_parameters(), strict=True):
         for name in a:
             np.testing.assert_array_equal(a[name], b[name])
+    # A large batch is copied in place and waited for: nothing of it stays held.
+    x = rng.normal(size=(QUEUED_BYTES // 4 // 30 + 1, 30)).astype(device.dtype)
+    train(queued, lp, x, np.zeros((len(x), 5), device.dtype))
+    assert queued.held["queued"] == []
