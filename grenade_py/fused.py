@@ -397,39 +397,38 @@ class FusedRunner:
     """run_net's form for one sample of a small network: its forward pass in one launch of a
     generated loop (the layers' fused forms, which call the functions their kernels call: the
     same bits as a one-row Step's pass), where each layer's kernel is a launch and a wake-up of
-    the device's threads. Holds input and output buffers for up to `rows` samples."""
+    the device's threads."""
 
-    def __init__(self, net: Network, plan: LoopPlan, rows: int = 1) -> None:
+    def __init__(self, net: Network, plan: LoopPlan) -> None:
         device = net.device
         built = build_loop(device, "fused_run", lambda count: run_source(plan, count))
         assert built is not None
         kernel, lanes = built
-        self.rows, self.input = rows, device.zeros((rows, size(net.input_shape)))
-        self.output = device.zeros((rows, size(net.output_shape)))
+        self.input = device.zeros((1, size(net.input_shape)))
+        self.output = device.zeros((1, size(net.output_shape)))
         fixed: list[Any] = [device.zeros((n,)) for _, n in plan.own]
         fixed += [value for i, layer in plan.numbered for _, value in layer.fused_args(i)]
-        self.launch = Launch(device, kernel, (lanes,), (0, self.input, self.output, *fixed),
-                             (lanes,), {"count": 0})
+        self.launch = Launch(device, kernel, (lanes,), (1, self.input, self.output, *fixed),
+                             (lanes,))
 
-    def __call__(self, batch: np.ndarray, out: np.ndarray) -> None:
-        """out (n, *output.dims) = the outputs for batch (n <= rows, *input.dims), read back."""
+    def __call__(self, x: np.ndarray, out: np.ndarray) -> None:
+        """out (1, *output.dims) = the output for x (1, *input.dims), read back."""
         queue = self.launch.queue
         # Not waited for: the read waits (pyopencl waits for a copy whose event is dropped).
-        upload = cl.enqueue_copy(queue, buffer(self.input), batch, is_blocking=False)
-        self.launch.set("count", len(batch))
+        upload = cl.enqueue_copy(queue, buffer(self.input), x, is_blocking=False)
         self.launch()
-        cl.enqueue_copy(queue, out, buffer(self.output))  # out.nbytes of it
+        cl.enqueue_copy(queue, out, buffer(self.output))
         del upload
 
 
-def fused_runner(net: Network, rows: int = 1) -> FusedRunner | None:
-    """A FusedRunner of `net` for up to `rows` samples, or None: where a layer has no
-    device-side form, or is a convolution (its form, direct loops over one sample, sums in
-    another order than its kernels, and on one core), and on GPUs (their loop's lanes share
-    a row's sum in another order than the tiled GEMMs; a launch costs less there)."""
+def fused_runner(net: Network) -> FusedRunner | None:
+    """A FusedRunner of `net`, or None: where a layer has no device-side form, or is a
+    convolution (its form, direct loops over one sample, sums in another order than its
+    kernels, and on one core), and on GPUs (their loop's lanes share a row's sum in another
+    order than the tiled GEMMs; a launch costs less there)."""
     layers, shapes, _ = unrolled(net, SQUARED_ERROR)
     plan = plan_loop(layers, shapes, 0)
     if net.device.gpu or plan.missing or any(isinstance(node, (Convolution, Deconvolution))
                                              for _, node, _ in net.nodes(net.input_shape)):
         return None
-    return FusedRunner(net, plan, rows)
+    return FusedRunner(net, plan)
