@@ -17,7 +17,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import execution, inputs
-from grenade_py.device import buffer, check_host_memory, opencl_errors
+from grenade_py.device import Launch, buffer, check_host_memory, opencl_errors
 from grenade_py.distributed import ends_the_job_on_error
 from grenade_py.execution import Step, enqueue
 from grenade_py.fused import fused_runner
@@ -81,6 +81,24 @@ def _upload(queue: cl.CommandQueue, step: Step, xs: np.ndarray, ys: np.ndarray
             cl.enqueue_copy(queue, buffer(step.target), ys, is_blocking=False)]
 
 
+def _sums(net: Network, user: str) -> tuple[cl_array.Array, WeakKeyDictionary[Step, Any]]:
+    """The sums (loss, correct, count) that `user` (evaluate, fit) adds up on the device, and
+    its launches adding to them by Step (`Step.metrics`), held on the network between calls:
+    a new kernel object costs ~0.5 ms in pyopencl, more than a small call's kernels."""
+    if user not in net.held:
+        net.held[user] = (net.device.zeros((3,)), WeakKeyDictionary())
+    return cast(tuple[cl_array.Array, WeakKeyDictionary[Step, Any]], net.held[user])
+
+
+def _measure(sums: tuple[cl_array.Array, WeakKeyDictionary[Step, Any]], step: Step
+             ) -> list[Launch]:
+    """The held launches adding `step`'s metrics to the sums (made on first use)."""
+    acc, made = sums
+    if step not in made:
+        made[step] = step.metrics(acc)
+    return cast(list[Launch], made[step])
+
+
 def _train_queued(net: Network, step: Step, xs: np.ndarray, ys: np.ndarray,
                   params: Optimizer | None) -> None:
     """Enqueue `step.train(params)` on (x, y), uploaded as one copy of a host array laid out as
@@ -93,8 +111,8 @@ def _train_queued(net: Network, step: Step, xs: np.ndarray, ys: np.ndarray,
     pending = net.held.setdefault("queued", [])
     if xs.nbytes + ys.nbytes > QUEUED_BYTES:
         pending.clear()  # (their uploads are waited for as they are dropped)
-        cl.enqueue_copy(net.device.queue, buffer(step.input), xs)
-        cl.enqueue_copy(net.device.queue, buffer(step.target), ys)
+        for copied in _upload(net.device.queue, step, xs, ys):
+            copied.wait()
         step.train(params)
         return
     if len(pending) == 2:
@@ -314,11 +332,8 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     chosen.check(net)
     xs, ys = inputs.examples(net, x, y, chosen)
     device = net.device
-    # The sums, and each Step's launches adding to them, held on the network (a new kernel
-    # object costs ~0.5 ms in pyopencl: more than a small evaluate's kernels).
-    if "evaluate" not in net.held:
-        net.held["evaluate"] = (device.zeros((3,)), WeakKeyDictionary())
-    acc, measures = net.held["evaluate"]
+    sums = _sums(net, "evaluate")
+    acc = sums[0]
     acc.fill(0)
     size = run_chunk(net)
     uploads = []
@@ -327,9 +342,7 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
         uploads += _upload(device.queue, step, xs[start:start + step.rows],
                            ys[start:start + step.rows])
         step.forward(training=False)
-        if step not in measures:
-            measures[step] = step.metrics(acc)
-        enqueue(measures[step])
+        enqueue(_measure(sums, step))
     totals = acc.get()
     del uploads
     return {"loss": float(totals[0]) / len(xs), "accuracy": float(totals[1]) / len(xs)}
@@ -403,12 +416,10 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     xs_dev = device.to_device(xs.reshape(count, -1))
     ys_dev = device.to_device(ys.reshape(count, -1))
     order = cl_array.to_device(queue, np.arange(count, dtype=np.int32))
-    # The sums and each Step's metrics launches, held on the network between calls (a new
-    # kernel object costs ~0.5 ms in pyopencl: 7 were most of a small fit's setup). The
-    # gathers are this call's: they hold its data, which the device frees when it returns.
-    if "fit" not in net.held:
-        net.held["fit"] = (device.zeros((3,)), WeakKeyDictionary())
-    acc, made = net.held["fit"]
+    # The sums and their launches are held (`_sums`); the gathers are this call's: they hold
+    # its data, which the device frees when it returns.
+    sums = _sums(net, "fit")
+    acc = sums[0]
     if group is not None:  # every rank shuffles as rank 0 does
         seed = group.agree(seed, "seed")
     rng = np.random.default_rng(seed)
@@ -430,10 +441,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
                          per_call={"first": 1})
         for n, step in held.items()
     }
-    for step in held.values():
-        if step not in made:
-            made[step] = step.metrics(acc)
-    metrics = {n: made[step] for n, step in held.items()}
+    metrics = {n: _measure(sums, step) for n, step in held.items()}
     # batch 1 (one process): Grenade's per-example steps, in the fused loop where it runs
     fused = held[1].fused(params) if batch_size == 1 and group is None else None
     update = execution.update_of(net)
