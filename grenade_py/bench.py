@@ -4,7 +4,8 @@
 2. One epoch of MNIST 784-512-10 (Relu, Softmax, cross-entropy, momentum SGD) at batch 32, 64,
    128 and 256 over 24,000 examples: seconds per epoch, grenade_py's GFLOP/s; at batch 64 also an
    Adam epoch (its cost against SGD's: the optimiser's share of a step). Then the same network's
-   output for one sample (run_net): microseconds, a served model's latency.
+   output for one sample (run_net): microseconds, a served model's latency; and a training step
+   on one example from the host (train, as a Python loop over examples makes them).
 3. LeNet (Grenade's README network) for one MNIST epoch at batch 64, and its convolutions.
 4. The FullyConnected GEMMs alone at 64x784x512 and 128x784x512, and 1024^3, against numpy's
    sgemm on the same products.
@@ -268,6 +269,39 @@ def bench_one_sample(device: Device, repeats: int) -> list[tuple[str, float]]:
             with torch.no_grad():
                 for _ in range(ONE_SAMPLE_CALLS):
                     model(xt).softmax(-1).numpy()
+
+        runs["pytorch"] = theirs
+    return [(name, seconds / ONE_SAMPLE_CALLS * 1e6)
+            for name, seconds in interleaved(runs, repeats)]
+
+
+def bench_one_example(device: Device, repeats: int) -> list[tuple[str, float]]:
+    """Microseconds for one training step of the MNIST MLP on one example from the host, as a
+    Python loop over examples (Grenade's fold of train) makes them: train, interleaved with
+    PyTorch's forward, cross entropy, backward and Grenade's momentum rule."""
+    net = mnist_network("mlp", device, seed=1)
+    rng = np.random.default_rng(0)
+    xs = rng.random((ONE_SAMPLE_CALLS, 784), dtype=np.float32)
+    labels = rng.integers(0, 10, ONE_SAMPLE_CALLS)
+    ys = np.eye(10, dtype=np.float32)[labels]
+
+    def ours() -> None:
+        for x, y in zip(xs, ys, strict=True):
+            train(net, MLP_LP, x, y, loss="cross_entropy")
+        net.device.queue.finish()
+
+    runs: dict[str, Callable[[], float | None]] = {"grenade_py": ours}
+    torch = _torch()
+    if torch is not None:
+        model = _torch_net(torch, MLP_KINDS, net.get_parameters())
+        momenta = [torch.zeros_like(p) for p in model.parameters()]
+        loss_fn = torch.nn.CrossEntropyLoss()
+        tx, ty = torch.from_numpy(xs[:, None]), torch.from_numpy(labels[:, None])
+
+        def theirs() -> None:
+            for x, y in zip(tx, ty, strict=True):
+                loss_fn(model(x), y).backward()
+                _torch_descend(torch, model, momenta, MLP_LP)
 
         runs["pytorch"] = theirs
     return [(name, seconds / ONE_SAMPLE_CALLS * 1e6)
@@ -871,6 +905,10 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
     table.add("  its output for one sample, run_net (µs)", one, "{:.0f}")
     say("   one sample's output (run_net; PyTorch's forward, no_grad): " + ", ".join(
         f"{name} {us:.0f} us" for name, us in one))
+    step = bench_one_example(device, repeats)
+    table.add("  a training step on one example, train (µs)", step, "{:.0f}")
+    say("   a training step on one example (train; PyTorch's forward, backward and update): "
+        + ", ".join(f"{name} {us:.0f} us" for name, us in step))
 
     say(f"\n3. LeNet (Grenade's README network, Softmax head), one epoch of "
         f"{len(data[0]):,} examples at batch 64, float32")

@@ -422,13 +422,17 @@ class FusedRunner:
 
 
 def fused_runner(net: Network) -> FusedRunner | None:
-    """A FusedRunner of `net`, or None: where a layer has no device-side form, or is a
-    convolution (its form, direct loops over one sample, sums in another order than its
-    kernels, and on one core), and on GPUs (their loop's lanes share a row's sum in another
-    order than the tiled GEMMs; a launch costs less there)."""
+    """A FusedRunner of `net`, or None: where a layer has no device-side form, or where the
+    forms would not give the kernels' bits (`kernels_bits`; on a GPU a launch costs less)."""
     layers, shapes, _ = unrolled(net, SQUARED_ERROR)
     plan = plan_loop(layers, shapes, 0)
-    if net.device.gpu or plan.missing or any(isinstance(node, (Convolution, Deconvolution))
-                                             for _, node, _ in net.nodes(net.input_shape)):
-        return None
-    return FusedRunner(net, plan)
+    return FusedRunner(net, plan) if not plan.missing and kernels_bits(net) else None
+
+
+def kernels_bits(net: Network) -> bool:
+    """Whether the fused forms of `net`'s layers give the bits of a one-row Step's kernels:
+    on a CPU, where no layer is a convolution (whose fused form, direct loops over one sample,
+    sums in another order than its kernels; on a GPU the loop's lanes share a row's sum in
+    another order than the tiled GEMMs)."""
+    return not net.device.gpu and not any(isinstance(node, (Convolution, Deconvolution))
+                                          for _, node, _ in net.nodes(net.input_shape))

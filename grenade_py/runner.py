@@ -20,7 +20,7 @@ from grenade_py import execution, inputs
 from grenade_py.device import Launch, buffer, check_host_memory, opencl_errors
 from grenade_py.distributed import ends_the_job_on_error
 from grenade_py.execution import Step, enqueue
-from grenade_py.fused import fused_runner
+from grenade_py.fused import FusedTrainer, fused_runner, kernels_bits
 from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network, pack
 from grenade_py.optimizers import Optimizer, optimizer
@@ -51,7 +51,8 @@ def run_chunk(net: Network) -> int:
 #: their kernels), once the network has run FUSED_RUN_AFTER single samples (the build takes
 #: ~0.5 s the first time). Interleaved with the layers' kernels, run_net's time: the MNIST
 #: MLP (407k parameters) 0.76x, the circles network 0.83x. Not for batches: their rows would
-#: take other bits than the batch's GEMMs give them, and the loop runs on one core.
+#: take other bits than the batch's GEMMs give them, and the loop runs on one core. train on
+#: one example does likewise with the fused per-example loop (`_fused_example`).
 FUSED_RUN_PARAMETERS = 1 << 20
 FUSED_RUN_AFTER = 16
 #: Per-example training launches about this many examples x parameters at a time.
@@ -107,7 +108,8 @@ def _train_queued(net: Network, step: Step, xs: np.ndarray, ys: np.ndarray,
     loop of calls (Grenade's fold of train) the device has the next call's work while the
     host prepares the one after, and no more is queued. A batch of more than QUEUED_BYTES is
     copied in place and waited for, as its kernels take far longer than the wait: the host
-    then holds no copy of it once this returns."""
+    then holds no copy of it once this returns. One example of a small network trains by one
+    launch of the fused per-example loop where `_fused_example` says so: the same bits."""
     pending = net.held.setdefault("queued", [])
     if xs.nbytes + ys.nbytes > QUEUED_BYTES:
         pending.clear()  # (their uploads are waited for as they are dropped)
@@ -119,10 +121,30 @@ def _train_queued(net: Network, step: Step, xs: np.ndarray, ys: np.ndarray,
         pending.pop(0)[0].wait()
     host = pack(step.io.size, [at for _, at, _ in step.io_layout[:2]], (xs, ys), step.io.dtype)
     upload = cl.enqueue_copy(net.device.queue, buffer(step.io), host, is_blocking=False)
-    step.train(params)
+    if params is not None and (trainer := _fused_example(net, step, params)) is not None:
+        trainer(step.input, step.target, 0, 1, params)
+    else:
+        step.train(params)
     # The upload's event holds the host array (pyopencl waits for it when it is dropped).
     pending.append((cl.enqueue_marker(net.device.queue), upload))
     net.device.queue.flush()
+
+
+def _fused_example(net: Network, step: Step, params: Optimizer) -> FusedTrainer | None:
+    """The fused per-example loop that trains a one-row `step` of a network of at most
+    FUSED_RUN_PARAMETERS parameters in one launch, once the network has trained
+    FUSED_RUN_AFTER single examples (the loop's build takes ~0.5 s the first time), where it
+    gives the bits of the step's kernels (`fused.kernels_bits`) and `Step.fused` allows; else
+    None. The loop leaves no gradients in the flat buffer, as per-example training does not."""
+    if step.rows != 1:
+        return None
+    held = net.held.setdefault("fused train", [0, None])  # examples, whether the loop fits
+    held[0] += 1
+    if held[0] < FUSED_RUN_AFTER:
+        return None
+    if held[1] is None:
+        held[1] = net.parameter_count <= FUSED_RUN_PARAMETERS and kernels_bits(net)
+    return step.fused(params) if held[1] else None
 
 
 @opencl_errors
@@ -179,7 +201,9 @@ def train(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     ending in Softmax; gradient p - t at the logits), or a Loss.
     `progress(done)` is called now and then with the number of examples done (per_example only).
     Nothing is read back to the host. A batch's step returns once it is queued (with the step
-    of the call before last done), so that a loop of calls keeps the device busy.
+    of the call before last done), so that a loop of calls keeps the device busy; a step on one
+    example of a network that has trained FUSED_RUN_AFTER single examples runs as one launch
+    of the fused per-example loop where it gives the same bits (see `_fused_example`).
     """
     params, chosen = _check(net, params, loss)
     xs, ys = inputs.examples(net, x, y, chosen)

@@ -121,6 +121,11 @@ def main() -> None:
             # run_net's one-sample loop (fused.FusedRunner), once it has run a few samples
             for sample in rng.normal(size=(runner.FUSED_RUN_AFTER, 3)):
                 g.run_net(ff, sample)
+            # train's one-example loop, the step's own input and target buffers its data
+            for sample, target in zip(rng.normal(size=(runner.FUSED_RUN_AFTER + 1, 3)),
+                                      rng.uniform(size=(runner.FUSED_RUN_AFTER + 1, 2)),
+                                      strict=True):
+                g.train(ff, g.SGD(0.01), sample, target)
             for opt in (g.SGD(0.01), g.Adam(0.01)):
                 g.train(ff, opt, rng.normal(size=(4, 3)), rng.uniform(size=(4, 2)),
                         per_example=True)

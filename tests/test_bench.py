@@ -50,7 +50,7 @@ def test_bench_markdown_table(tmp_path):
                                                           "- date"]
     assert "1. feedforward" not in result.stdout  # the table instead of the sections
     table = [line for line in lines if line.startswith("| ")]
-    assert table[0] == "| | grenade_py | numpy | PyTorch (CPU) |" and len(table) == 2 + 20
+    assert table[0] == "| | grenade_py | numpy | PyTorch (CPU) |" and len(table) == 2 + 21
     for row in table[2:]:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         value = float(cells[1].replace(",", ""))

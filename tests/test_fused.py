@@ -335,3 +335,35 @@ def test_run_net_gives_one_sample_by_the_fused_forms(device, monkeypatch, name):
     assert (net.held["fused run"][1] is None) == name.startswith("conv")
     for e, g in zip(expected, got, strict=True):
         np.testing.assert_array_equal(e, g)
+
+
+@pytest.mark.parametrize("name", ["relu-logit-tanh", "softmax", "branches", "conv-pool"])
+def test_train_on_one_example_by_the_fused_loop(device, monkeypatch, name):
+    """Once a network has trained FUSED_RUN_AFTER single examples, train on one example runs
+    one launch of the fused per-example loop, with the bits of the one-row Step's kernels, under
+    SGD and Adam and both losses; a network with convolutions keeps the kernels."""
+    from grenade_py import Adam, runner
+
+    def make():
+        if name == "branches":
+            return Network([FullyConnected(3, 4), Concat(Tanh(), Logit()), FullyConnected(8, 2),
+                             Relu()], input=D1(3), device=device, seed=2)
+        return build(device, name)
+
+    loss = "cross_entropy" if name == "softmax" else "squared_error"
+    kernels, looped = make(), make()
+    x, y = data(kernels, 30)
+    for net, after in ((kernels, 10**9), (looped, 2)):
+        monkeypatch.setattr(runner, "FUSED_RUN_AFTER", after)
+        for optimizer in (LP, Adam(0.01)):
+            for one, target in zip(x, y, strict=True):
+                train(net, optimizer, one, target, loss=loss)
+    assert looped.held["fused train"][1] == (not name.startswith("conv"))
+    assert kernels.steps == looped.steps == 30  # Adam's, from its first step
+    for role in ("get_parameters", "get_momentum", "get_second"):
+        for a, b in zip(getattr(kernels, role)(), getattr(looped, role)(), strict=True):
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{role} {key}")
+    trained, start = kernels.get_parameters(), make().get_parameters()
+    assert not any(np.array_equal(a[key], b[key]) for a, b in zip(trained, start, strict=True)
+                   for key in a)  # every array trained
