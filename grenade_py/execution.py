@@ -397,6 +397,8 @@ def steps(net: Network, batch: int, loss: str | Loss = SQUARED_ERROR, inference:
         net.check_runnable()
     chosen = loss_named(loss)
     key = ("step", steps, batch, chosen.name, inference)
+    if next(reversed(net.held), None) == key:  # the most recently used already
+        return cast(Step, net.held[key])
     step = net.held.pop(key, None) or Step(net, batch, chosen, inference, steps)
     kept = [k for k in net.held if k[0] == "step"]
     for old in kept[:max(0, len(kept) + 1 - (MAX_SEQUENCE_STEPS if recurrent else MAX_STEPS))]:

@@ -25,6 +25,10 @@ ONE_DEVICE = ("(each Network built without device= makes its own Device): build 
               "one, dev = Device(); Network(..., device=dev)")
 
 
+#: The dtype kinds of real numbers (numpy's `dtype.kind`): floats, signed and unsigned ints.
+REAL_KINDS = "fiu"
+
+
 def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0,
             output: bool = False) -> tuple[np.ndarray, bool]:
     """`x` as a contiguous (N, *shape) array of `dtype`, and whether it was one sample. With
@@ -33,8 +37,7 @@ def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0,
     delta), not its input."""
     array = np.asarray(x)
     dims = shape.dims
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating)
-                                     or np.issubdtype(array.dtype, np.integer)):
+    if array.dtype.kind not in REAL_KINDS:
         raise ValueError(f"{what} must be real numbers, got dtype {array.dtype}")
     single = array.shape == dims
     if single:
@@ -45,9 +48,12 @@ def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0,
             f"{what} has shape {array.shape}, but the network {verb} {shape!r}: pass one sample "
             f"of shape {dims} or a batch of shape (N, {', '.join(map(str, dims))}) with N >= 1"
             + (labels_hint(array, shape) if output else ""))
-    with np.errstate(over="ignore"):
-        cast: np.ndarray = np.ascontiguousarray(array, dtype=dtype)
-    if not np.all(np.isfinite(cast)):
+    if array.dtype == dtype:
+        cast: np.ndarray = np.ascontiguousarray(array)
+    else:
+        with np.errstate(over="ignore"):  # a value past the precision's range: Inf, refused
+            cast = np.ascontiguousarray(array, dtype=dtype)
+    if not np.isfinite(cast).all():
         bad = int(np.argwhere(~np.isfinite(cast.reshape(len(cast), -1)))[0][0])
         place = f"sequence {bad // steps}, step {bad % steps}" if steps else f"sample {bad}"
         raise ValueError(f"{what} holds NaN or Inf in {np.dtype(dtype).name} (first in {place})")

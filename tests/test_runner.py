@@ -95,6 +95,9 @@ def test_run_net_single_sample_and_chunks(device, rng, monkeypatch):
     (np.array([[np.inf, 0.0]]), "NaN or Inf"),
     (np.array([["a", "b"]]), "real numbers"),
     (np.array([[1 + 1j, 0]]), "real numbers"),
+    (np.array([[True, False]]), "real numbers"),
+    (np.array([[1.0, None]], dtype=object), "real numbers"),
+    (np.array([[1, 2]], dtype="m8[s]"), "real numbers"),
 ])
 def test_bad_inputs_are_value_errors(device, x, message):
     net = Network([FullyConnected(2, 1)], input=D1(2), device=device)
