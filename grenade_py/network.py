@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Self, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyopencl as cl
@@ -23,6 +23,9 @@ from grenade_py.errors import ShapeError
 from grenade_py.layers import INITS, Layer, Series
 from grenade_py.network_file import ROLES
 from grenade_py.shapes import Shape, check_shape
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11's; grenade_py runs on 3.10
+    from typing_extensions import Self
 
 
 class Network(Series):
@@ -239,7 +242,7 @@ class Network(Series):
         nest), built as `Network(layers, input=...)` is, shapes checked the same way.
         Raises ValueError naming the place in the spec for what cannot be built, ShapeError
         for shapes that do not chain."""
-        return cast(Self, network_file.from_spec(cls, Network, spec, device, seed, init))
+        return cast("Self", network_file.from_spec(cls, Network, spec, device, seed, init))
 
     # -- model files (grenade_py.network_file) -----------------------------------------------
     def save(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None,
@@ -260,7 +263,7 @@ class Network(Series):
         hold that network's structure, else ModelFileError says how they differ."""
         if like is not None and not isinstance(like, Network):
             raise TypeError(f"like must be a Network, got {like!r}")
-        return cast(Self, network_file.load(cls, Network, path, device, like))
+        return cast("Self", network_file.load(cls, Network, path, device, like))
 
     # -- ONNX (grenade_py.onnx_export, grenade_py.onnx_import) ---------------------------------
     def to_onnx(self, path: str | os.PathLike[str], steps: int | None = None) -> None:
@@ -279,7 +282,7 @@ class Network(Series):
         must be a chain of ops grenade_py has layers for (onnx_import.FOREIGN_OPS: an MLP, a
         LeNet whose convolutions have no bias...). ModelFileError names the op and node of
         anything it cannot read."""
-        return cast(Self, onnx_import.from_onnx(cls, path, device))
+        return cast("Self", onnx_import.from_onnx(cls, path, device))
 
 
 def flat_view(flat: cl_array.Array, offset: int, shape: tuple[int, ...]) -> cl_array.Array:
