@@ -123,7 +123,8 @@ def train_many(nets: Sequence[Network], params: Optimizer | Sequence[Optimizer],
     chosen_loss = loss_named(loss)
     chosen_loss.check(first)
     xs, ys = examples(first, x, y, chosen_loss)
-    order = np.tile(np.arange(len(xs)), (len(nets), 1)) if orders is None else np.asarray(orders)
+    order: np.ndarray = (np.tile(np.arange(len(xs)), (len(nets), 1)) if orders is None
+                         else np.asarray(orders))
     if order.ndim != 2 or len(order) != len(nets) or not np.issubdtype(order.dtype, np.integer) \
             or order.size == 0 or order.min() < 0 or order.max() >= len(xs):
         raise ValueError(f"orders must be {len(nets)} rows of example indices in "
