@@ -231,7 +231,8 @@ class Device:
         if not gpu and dims == 1:  # STREAMING kernels (kernels/gemm.cl)
             try:
                 hint = _SIZE_HINT.search(str(kernel.get_info(cl.kernel_info.ATTRIBUTES)))
-            except (cl.Error, UnicodeDecodeError):  # Oclgrind's attributes are not text
+            except (cl.Error, UnicodeDecodeError, RuntimeError):  # Oclgrind's attributes are
+                # not text (pyopencl 2025.1 raised std::bad_cast as a RuntimeError)
                 hint = None
             if hint:
                 shape = [int(hint[1])]

@@ -46,7 +46,7 @@ class Graph:
 
     def __init__(self, dtype: type) -> None:
         self.onnx = _onnx()
-        self.dtype = np.dtype(dtype)
+        self.dtype: np.dtype[Any] = np.dtype(dtype)
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.names: set[str] = set()
