@@ -149,11 +149,13 @@ class Step:
         if self.recurrent:
             self.buffers["ones"].fill(1)
         enqueue(net.setup(rows, self.buffers))
-        #: The cells (layers with a state of their own), with their paths.
+        #: The cells (layers with a state of their own), with their paths, and their states
+        #: over the steps ((steps + 1) * batch rows of the state size, the starting states first).
         self.cells = net.recurrent_layers() if isinstance(net, RecurrentNetwork) else []
+        self.states = [self.own(path)["states"] for path, _ in self.cells]
         self.start = [device.launch("recurrent_start_states", (layer.state_size, batch),
-                                    layer.state_size, batch, layer.parameters["state"],
-                                    self.own(path)["states"]) for path, layer in self.cells]
+                                    layer.state_size, batch, layer.parameters["state"], states)
+                      for (_, layer), states in zip(self.cells, self.states, strict=True)]
         self._forward: dict[bool, list[Launch]] = {}
         self._backward: list[Launch] | None = None
         self._fused: dict[int, FusedTrainer | None] = {}

@@ -111,14 +111,10 @@ def sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
     The targets of steps without a mark are ignored, whatever they hold (NaN too), and given
     as 0."""
     dtype = net.device.dtype
-    xs, given = np.asarray(x), np.asarray(targets)
-    for what, array, shape in (("x", xs, net.input_shape), ("targets", given, net.output_shape)):
-        if array.shape[2:] != shape.dims or 0 in array.shape[:2]:
-            raise ValueError(f"{what} has shape {array.shape}: pass B >= 1 sequences of T >= 1 "
-                             f"steps, (B, T, {', '.join(map(str, shape.dims))}) for {shape!r}")
-    batch, steps = xs.shape[:2]
-    flat, _ = samples(xs.reshape(batch * steps, *xs.shape[2:]), net.input_shape, "x", dtype,
-                      steps)
+    given = np.asarray(targets)
+    xs = _sequence_inputs(net, x)
+    _sequence_shape("targets", given, net.output_shape)
+    steps, batch = xs.shape[:2]
     if given.shape[:2] != (batch, steps):
         raise ValueError(f"targets have shape {given.shape}, but x has {batch} sequences of "
                          f"{steps} steps")
@@ -130,10 +126,30 @@ def sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
         given = np.where(marks.reshape(batch, steps, *[1] * (given.ndim - 2)), given, 0)
     ts, _ = samples(given.reshape(-1, *given.shape[2:]), net.output_shape, "targets", dtype,
                     steps, output=True)
+    return xs, _time_major(ts, batch, steps), _time_major(marks.reshape(-1).astype(dtype),
+                                                          batch, steps)
 
-    def time_major(a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.swapaxes(a.reshape(batch, steps, *a.shape[1:]), 0, 1))
-    return time_major(flat), time_major(ts), time_major(marks.reshape(-1).astype(dtype))
+
+def _sequence_shape(what: str, array: np.ndarray, shape: Shape) -> None:
+    """ValueError unless `array` is B >= 1 sequences of T >= 1 steps of `shape`."""
+    if array.shape[2:] != shape.dims or 0 in array.shape[:2]:
+        raise ValueError(f"{what} has shape {array.shape}: pass B >= 1 sequences of T >= 1 "
+                         f"steps, (B, T, {', '.join(map(str, shape.dims))}) for {shape!r}")
+
+
+def _sequence_inputs(net: RecurrentNetwork, x: object) -> np.ndarray:
+    """x (B, T, *in) checked, time-major (T, B, *in) in the network's precision."""
+    xs = np.asarray(x)
+    _sequence_shape("x", xs, net.input_shape)
+    batch, steps = xs.shape[:2]
+    flat, _ = samples(xs.reshape(batch * steps, *xs.shape[2:]), net.input_shape, "x",
+                      net.device.dtype, steps)
+    return _time_major(flat, batch, steps)
+
+
+def _time_major(rows: np.ndarray, batch: int, steps: int) -> np.ndarray:
+    """Rows b * steps + t as a contiguous (steps, batch, ...) array."""
+    return np.ascontiguousarray(np.swapaxes(rows.reshape(batch, steps, *rows.shape[1:]), 0, 1))
 
 
 def recurrent_steps(net: RecurrentNetwork, examples: Sequence[Any]
@@ -171,10 +187,8 @@ def run_sequences(net: RecurrentNetwork, x: object) -> tuple[np.ndarray, bool]:
     single = xs.ndim == 1 + len(dims)
     if single:
         xs = xs[None]
-    batch, steps = xs.shape[:2]
-    count(steps, "the number of steps", 1)
-    no_targets = np.zeros((batch, steps, *net.output_shape.dims))
-    return sequences(net, xs, no_targets, np.zeros((batch, steps), bool))[0], single
+    count(xs.shape[1], "the number of steps", 1)
+    return _sequence_inputs(net, xs), single
 
 
 def states(net: RecurrentNetwork, given: Sequence[cl_array.Array], batch: int,

@@ -150,19 +150,18 @@ def run_recurrent(net: RecurrentNetwork, x: np.ndarray, state: RecurrentState | 
                         f"{type(state).__name__}")
     if state is not None:
         inputs.states(net, state.states, batch, layers)
-        for s, (path, _) in zip(state.states, layers, strict=True):
-            cl.enqueue_copy(queue, buffer(p.own(path)["states"]), buffer(s),
-                            byte_count=s.nbytes)
+        for s, held in zip(state.states, p.states, strict=True):
+            cl.enqueue_copy(queue, buffer(held), buffer(s), byte_count=s.nbytes)
     else:
         enqueue(p.start)
     # Not waited for: the read of the outputs waits for it. (pyopencl waits for a copy whose
     # event is dropped, so the event is kept until then.)
-    upload = cl.enqueue_copy(queue, buffer(p.buffers["a0"]), xs, is_blocking=False)
+    upload = cl.enqueue_copy(queue, buffer(p.input), xs, is_blocking=False)
     enqueue(p.forward_launches(False))
     after = []
-    for path, layer in layers:  # each filled whole by its copy
+    for (_, layer), held in zip(layers, p.states, strict=True):  # each filled by its copy
         s = cl_array.empty(queue, (batch, layer.state_size), net.device.dtype)
-        cl.enqueue_copy(queue, buffer(s), buffer(p.own(path)["states"]), byte_count=s.nbytes,
+        cl.enqueue_copy(queue, buffer(s), buffer(held), byte_count=s.nbytes,
                         src_offset=steps * s.nbytes)
         after.append(s)
     ys = np.swapaxes(p.acts[-1].get().reshape(steps, batch, *net.output_shape.dims), 0, 1)

@@ -581,6 +581,13 @@ def test_shapes_and_misuse_are_refused(device: g.Device) -> None:
     with pytest.raises(ValueError, match=r"x has shape \(5,\): pass one sequence of T steps "
                        r"\(T, 2\) or B sequences \(B, T, 2\) for D1 2"):
         g.run_recurrent(net, np.zeros(5))
+    with pytest.raises(ValueError, match=r"x has shape \(1, 3, 5\): pass B >= 1 sequences"):
+        g.run_recurrent(net, np.zeros((1, 3, 5)))
+    with pytest.raises(ValueError, match="the number of steps must be an int >= 1, got 0"):
+        g.run_recurrent(net, np.zeros((0, 2)))
+    with pytest.raises(ValueError, match=r"x holds NaN or Inf in float\d\d \(first in sequence "
+                       r"1, step 2\)"):
+        g.run_recurrent(net, np.where(np.arange(12).reshape(2, 3, 2) == 10, np.nan, 0.0))
     with pytest.raises(ValueError, match=r"step 1's input has shape \(3,\), but the network "
                        r"takes D1 2: give it shape \(2,\)"):
         g.train_recurrent(net, LP, [(np.zeros(2), None), (np.zeros(3), np.zeros(3))])
