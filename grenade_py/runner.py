@@ -250,7 +250,8 @@ def back_propagate(net: Network, x: np.ndarray, y: np.ndarray,
 def apply_update(net: Network, params: Optimizer, gradients: Gradients | None = None) -> None:
     """Grenade's applyUpdate: one optimiser step of every layer (Grenade's momentum + L2
     descent under SGD), from `gradients` (as `run_gradient` returns them), else from those the
-    last backward pass left."""
+    last `back_propagate` left on the device (a `train` on one example through the fused loop
+    leaves none there)."""
     params, _ = _check(net, params, "squared_error")
     if gradients is not None:
         if not isinstance(gradients, Gradients):
