@@ -264,6 +264,10 @@ def test_the_network_holds_its_last_steps(device):
     assert [key[2] for key in held] == [3, 4, 1, 5]
     train(net, LP, np.zeros((3, 3)), np.zeros((3, 2)))  # a training Step is another shape
     assert [key[2] for key in net.held if key[0] == "step"] == [4, 1, 5, 3]
+    newest = execution.steps(net, 3)
+    train(net, LP, np.zeros((3, 3)), np.zeros((3, 2)))  # the newest again: nothing moves
+    assert execution.steps(net, 3) is newest
+    assert [key[2] for key in net.held if key[0] == "step"] == [4, 1, 5, 3]
 
 
 def test_the_backward_pass_stops_at_the_lowest_layer_with_parameters(device64, rng):
