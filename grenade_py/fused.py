@@ -379,6 +379,12 @@ class FusedTrainer:
         self.net.steps += count
         self.launch()
 
+    def release(self) -> None:
+        """Let go of the last call's data (its examples, order and sums), once its work is
+        done: the loop is held on the network from call to call, and would otherwise keep a
+        whole dataset on the device until the next."""
+        self.launch.set_all({"xs": None, "ys": None, "order": None, "acc": None})
+
 
 def fused_trainer(net: Network, kind: int = 0, loss: Loss = SQUARED_ERROR
                   ) -> FusedTrainer | None:

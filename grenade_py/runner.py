@@ -212,10 +212,13 @@ def train(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         return net
     xs_dev, ys_dev = net.device.to_device(xs), net.device.to_device(ys)
     step = execution.steps(net, 1, chosen)
-    bound = FUSED_WORK // net.flat["parameters"].size if step.fused(params) else 256
+    trainer = step.fused(params)
+    bound = FUSED_WORK // net.flat["parameters"].size if trainer else 256
     _in_launches(net, len(xs), min(bound, len(xs) // 100 if progress else len(xs)),
                  lambda start, count: step.train_examples(params, xs_dev, ys_dev, start, count),
                  progress)
+    if trainer is not None:  # its work is done (_in_launches waited)
+        trainer.release()
     return net
 
 
@@ -528,4 +531,6 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
             stop = group.agree(stop, "on_epoch's stop")
         if stop:
             break
+    if fused is not None:  # the epochs' work is done (their sums were read)
+        fused.release()
     return history

@@ -367,3 +367,29 @@ def test_train_on_one_example_by_the_fused_loop(device, monkeypatch, name):
     trained, start = kernels.get_parameters(), make().get_parameters()
     assert not any(np.array_equal(a[key], b[key]) for a, b in zip(trained, start, strict=True)
                    for key in a)  # every array trained
+
+
+def test_the_held_loop_lets_go_of_the_data(device, monkeypatch):
+    """The fused per-example loop is held on the network from call to call; once
+    train(per_example=True) or fit(batch_size=1) returns, its arguments hold none of the call's
+    data (the examples on the device, fit's order), so a dataset is freed with its call."""
+    import pyopencl.array as cl_array
+
+    from grenade_py import execution, fit
+
+    made = []
+    upload = device.to_device
+    monkeypatch.setattr(device, "to_device",
+                        lambda array, *rest: made.append(upload(array, *rest)) or made[-1])
+    for run in (lambda net, x, y: train(net, LP, x, y, per_example=True),
+                lambda net, x, y: fit(net, LP, x, y, batch_size=1, epochs=2, seed=1)):
+        net = build(device, "relu-logit-tanh")
+        x, y = data(net, 50)
+        made.clear()
+        run(net, x, y)
+        assert len(made) >= 2  # the examples went to the device...
+        trainer = execution.steps(net, 1).fused(LP)
+        assert trainer is not None
+        held = [a for a in trainer.launch.args if isinstance(a, cl_array.Array)]
+        assert not any(a is m for a in held for m in made)  # ...and the loop let go of them
+        assert not any(a.dtype == np.int32 for a in held)  # fit's order too
