@@ -27,6 +27,7 @@ from grenade_py.losses import Loss, loss_named
 from grenade_py.network import pack
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
+from grenade_py.runner import QUEUED_BYTES
 from grenade_py.windows import ONE_HOT_PER_CALL, SymbolFills, train_symbol_windows, window_trainer
 
 #: SymbolCorpus.train keeps at most about twice this many windows' launches queued.
@@ -60,7 +61,8 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
     """Train on B sequences of T steps: x (B, T, *in), targets (B, T, *out), mask (B, T) bool
     (True where a step has a target; other steps' targets are ignored; default: every step
     has one). Returns once the work is queued, and the call before it done (so a loop of calls
-    keeps host and device busy without queueing without bound).
+    keeps host and device busy without queueing without bound); a call uploading more than
+    QUEUED_BYTES returns once its work is done, holding nothing of it.
 
     Default (Grenade's trainRecurrent, sequence after sequence): each sequence runs forward
     from the learned starting states; its error y - target (0 where no target) runs back
@@ -105,10 +107,12 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
         host = layout.pack(xs, ts, ms, counts)
         io, copied = trainer.upload(host)
         trainer(io, layout, counts, learning)
-        upload = (copied, host)
+        upload, size = (copied, host), host.nbytes
     elif summed or (batch == 1 and counts[0] == steps):
         p = sequence_steps(net, steps, batch, chosen)
-        upload = cl.enqueue_copy(queue, buffer(p.io), _pack(p, xs, ts, ms), is_blocking=False)
+        host = _pack(p, xs, ts, ms)
+        upload = cl.enqueue_copy(queue, buffer(p.io), host, is_blocking=False)
+        size = host.nbytes
         p.train(learning, ordered=not summed)
     else:  # one upload (a host copy costs ~90 us on PoCL), then a device copy per sequence
         held = [sequence_steps(net, int(n), 1, chosen) for n in counts]
@@ -121,9 +125,14 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
                             src_offset=at)
             at += p.io.nbytes
             p.train(learning, ordered=True)
-        upload = staged  # it holds its upload's event
-    net.held["pending"] = (cl.enqueue_marker(queue), upload)
-    queue.flush()
+        upload, size = staged, staged.nbytes  # it holds its upload's event
+    marker = cl.enqueue_marker(queue)
+    if size > QUEUED_BYTES:  # waited for, as train does: nothing of it is held on the network
+        marker.wait()
+        net.held.pop("pending", None)
+    else:
+        net.held["pending"] = (marker, upload)
+        queue.flush()
 
 
 def train_recurrent(net: RecurrentNetwork, learning: Optimizer,

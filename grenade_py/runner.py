@@ -57,7 +57,8 @@ FUSED_RUN_PARAMETERS = 1 << 20
 FUSED_RUN_AFTER = 16
 #: Per-example training launches about this many examples x parameters at a time.
 FUSED_WORK = 1 << 25
-#: train uploads batches of up to this many bytes of inputs and targets without waiting.
+#: train and train_sequences upload up to this many bytes of inputs and targets without
+#: waiting for their work (keeping the upload until the next call); more, they wait.
 QUEUED_BYTES = 1 << 20
 #: fit keeps at most about twice this many steps queued (so Ctrl-C is honoured within a few
 #: steps, not at the epoch's end, with no progress bar to wait on the device).

@@ -752,3 +752,21 @@ def test_without_a_mask_every_step_has_a_target(device: g.Device, rng) -> None:
             np.testing.assert_array_equal(a[name], b[name])
     assert not np.array_equal(nets[1].get_parameters()[0]["state"],
                               nets[2].get_parameters()[0]["state"])  # it trained
+
+
+def test_a_large_call_holds_nothing_on_the_network(device: g.Device, monkeypatch) -> None:
+    """train_sequences returns with the call before it done, its own upload held on the
+    network until the next call (a loop of calls keeps the device busy); a call uploading more
+    than QUEUED_BYTES waits for its work instead and holds nothing of it: the window loop, summed
+    BPTT, and sequences of several lengths layer by layer (a network over WINDOW_PARAMETERS)."""
+    x, t = np.zeros((2, 4, 2)), np.zeros((2, 4, 3))
+    small = g.RecurrentNetwork([g.LSTM(2, 3)], input=g.D1(2), device=device, seed=1)
+    g.train_sequences(small, LP, x, t)
+    assert "pending" in small.held
+    monkeypatch.setattr("grenade_py.recurrent_runner.QUEUED_BYTES", 0)
+    large = g.RecurrentNetwork([g.LSTM(2, 30), g.FullyConnected(30, 3)], input=g.D1(2),
+                               device=device, seed=1)
+    for net, options in ((small, {}), (small, {"summed": True}),
+                         (large, {"lengths": np.array([4, 2])})):
+        g.train_sequences(net, LP, x, t, **options)
+        assert "pending" not in net.held, options
