@@ -243,7 +243,9 @@ class SymbolCorpus:
         if trainer is not None:
             sums = train_symbol_windows(trainer, learning, self.codes, on_device, len(starts),
                                         steps, every, self._window_fills)
-            return Metrics(*(float(v) for v in sums.get()))
+            measured = Metrics(*(float(v) for v in sums.get()))  # (waits for the work)
+            trainer.release()
+            return measured
         p = sequence_steps(self.net, steps, batch, loss)
         if p not in self._fills:
             n = int(self.net.input_shape.dims[0])

@@ -194,6 +194,12 @@ class WindowTrainer:
         net.steps += int(lengths.sum())
         net.state_steps += layout.count
 
+    def release(self) -> None:
+        """Let go of a caller's io buffer and sums (a SymbolCorpus's), once the work is done:
+        the loop is held on the network, and would otherwise keep them until its next call."""
+        self.launch.set_arg(1, self.io)
+        self.launch.set_arg(16, self.sums)
+
 
 def window_trainer(net: RecurrentNetwork, optimizer: Optimizer, loss: Loss
                    ) -> WindowTrainer | None:

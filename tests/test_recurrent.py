@@ -770,3 +770,21 @@ def test_a_large_call_holds_nothing_on_the_network(device: g.Device, monkeypatch
                          (large, {"lengths": np.array([4, 2])})):
         g.train_sequences(net, LP, x, t, **options)
         assert "pending" not in net.held, options
+
+
+def test_the_held_window_loop_lets_go_of_a_corpus(device: g.Device) -> None:
+    """The fused window loop is held on the network; once SymbolCorpus.train returns, its
+    arguments hold none of the corpus's buffers (its windows' io, the call's sums), so a
+    corpus dropped after training is freed."""
+    import pyopencl.array as cl_array
+
+    net = g.RecurrentNetwork([g.LSTM(5, 4), g.FullyConnected(4, 5), g.Logit()],
+                             input=g.D1(5), device=device, seed=2)
+    corpus = SymbolCorpus(net, np.random.default_rng(3).integers(0, 5, size=100))
+    corpus.train(LP, np.arange(0, 80, 7), 9)
+    trainer = net.held[("windows", LP.kind, "squared_error")]
+    assert trainer is not None and corpus._window_fills
+    theirs = [io for _, io, _ in corpus._window_fills.values()]
+    held = [a for a in trainer.launch.args if isinstance(a, cl_array.Array)]
+    assert not any(a is io for a in held for io in theirs)
+    assert any(a is trainer.sums for a in held)
