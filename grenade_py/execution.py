@@ -25,7 +25,7 @@ from grenade_py.gemm import vector_width
 from grenade_py.layers import Layer
 from grenade_py.layers.base import Buffers, Factor, sub
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named
-from grenade_py.network import Network, aligned_offsets, flat_view, view_place
+from grenade_py.network import Network, aligned_offsets, flat_view, pack, view_place
 from grenade_py.optimizers import VALUES, Optimizer, take_state, value_slots
 from grenade_py.recurrent_network import RecurrentNetwork
 
@@ -162,6 +162,12 @@ class Step:
         self._sequence_update: dict[str, list[Launch]] = {}
         self._clip: dict[bool, list[Launch]] = {}
         self._factor_list: list[tuple[tuple[Any, ...], Factor, Layer]] | None = None
+
+    def host_io(self, *arrays: np.ndarray) -> np.ndarray:
+        """A host array laid out as the `io` buffer, holding `arrays` (the input, then the
+        targets, then the mask; those given): one copy fills them."""
+        return pack(self.io.size, [at for _, at, _ in self.io_layout[:len(arrays)]], arrays,
+                    self.io.dtype)
 
     def own(self, path: int | str) -> Buffers:
         """The own buffers of layer `path` (its index, or a cell's path through branches)."""

@@ -348,6 +348,13 @@ def lanes(device: Device) -> int:
     return 1 << (int(min(256, device.cl_device.max_work_group_size)).bit_length() - 1)
 
 
+def loop_arguments(device: Device, plan: LoopPlan) -> list[Any]:
+    """A single loop's trailing arguments, in the order its source declares them: its own
+    activations and deltas (new buffers), then the layers' arguments (`fused_args`)."""
+    return [device.zeros((n,)) for _, n in plan.own] + [
+        value for i, layer in plan.numbered for _, value in layer.fused_args(i)]
+
+
 class FusedTrainer:
     """The fused per-example loop of one network, its arguments set once."""
 
@@ -358,10 +365,7 @@ class FusedTrainer:
             plan, count, kind, from_logits=from_logits))
         assert built is not None
         kernel, lanes = built
-        # The loop's activations and deltas are its own, then the layers' arguments.
-        fixed: list[Any] = [device.zeros((n,)) for _, n in plan.own]
-        for i, layer in plan.numbered:
-            fixed += [value for _, value in layer.fused_args(i)]
+        fixed = loop_arguments(device, plan)
         per_call = {"start": 0, "count": 1, "xs": 2, "ys": 3} | value_slots(4) | {
             "order": 11, "acc": 12}
         self.launch = Launch(device, kernel, (lanes,), (0, 0, None, None, *(
@@ -412,8 +416,7 @@ class FusedRunner:
         kernel, lanes = built
         self.input = device.zeros((1, size(net.input_shape)))
         self.output = device.zeros((1, size(net.output_shape)))
-        fixed: list[Any] = [device.zeros((n,)) for _, n in plan.own]
-        fixed += [value for i, layer in plan.numbered for _, value in layer.fused_args(i)]
+        fixed = loop_arguments(device, plan)
         self.launch = Launch(device, kernel, (lanes,), (1, self.input, self.output, *fixed),
                              (lanes,))
 

@@ -24,7 +24,6 @@ from grenade_py import inputs
 from grenade_py.device import Launch, buffer, opencl_errors
 from grenade_py.execution import Step, enqueue, sequence_steps
 from grenade_py.losses import Loss, loss_named
-from grenade_py.network import pack
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
 from grenade_py.runner import QUEUED_BYTES
@@ -46,11 +45,6 @@ class RecurrentState:
     def get(self) -> list[np.ndarray]:
         """Host copies of the states."""
         return [state.get() for state in self.states]
-
-
-def _pack(p: Step, *arrays: np.ndarray) -> np.ndarray:
-    """The input, targets and mask laid out as the plan's io buffer holds them."""
-    return pack(p.io.size, [at for _, at, _ in p.io_layout], arrays, p.io.dtype)
 
 
 @opencl_errors
@@ -110,14 +104,14 @@ def train_sequences(net: RecurrentNetwork, learning: Optimizer, x: np.ndarray,
         upload, size = (copied, host), host.nbytes
     elif summed or (batch == 1 and counts[0] == steps):
         p = sequence_steps(net, steps, batch, chosen)
-        host = _pack(p, xs, ts, ms)
+        host = p.host_io(xs, ts, ms)
         upload = cl.enqueue_copy(queue, buffer(p.io), host, is_blocking=False)
         size = host.nbytes
         p.train(learning, ordered=not summed)
     else:  # one upload (a host copy costs ~90 us on PoCL), then a device copy per sequence
         held = [sequence_steps(net, int(n), 1, chosen) for n in counts]
         staged = cl_array.to_device(queue, np.concatenate(
-            [_pack(p, *(a[:n, s] for a in (xs, ts, ms)))
+            [p.host_io(*(a[:n, s] for a in (xs, ts, ms)))
              for s, (p, n) in enumerate(zip(held, counts, strict=True))]), async_=True)
         at = 0
         for p in held:

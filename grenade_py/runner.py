@@ -22,7 +22,7 @@ from grenade_py.distributed import ends_the_job_on_error
 from grenade_py.execution import Step, enqueue
 from grenade_py.fused import FusedTrainer, fused_runner, kernels_bits
 from grenade_py.losses import Loss, loss_named
-from grenade_py.network import Network, pack
+from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.schedules import Schedule, schedule_rate
 
@@ -120,7 +120,7 @@ def _train_queued(net: Network, step: Step, xs: np.ndarray, ys: np.ndarray,
         return
     if len(pending) == 2:
         pending.pop(0)[0].wait()
-    host = pack(step.io.size, [at for _, at, _ in step.io_layout[:2]], (xs, ys), step.io.dtype)
+    host = step.host_io(xs, ys)
     upload = cl.enqueue_copy(net.device.queue, buffer(step.io), host, is_blocking=False)
     if params is not None and (trainer := _fused_example(net, step, params)) is not None:
         trainer(step.input, step.target, 0, 1, params)
@@ -131,21 +131,28 @@ def _train_queued(net: Network, step: Step, xs: np.ndarray, ys: np.ndarray,
     net.device.queue.flush()
 
 
-def _fused_example(net: Network, step: Step, params: Optimizer) -> FusedTrainer | None:
-    """The fused per-example loop that trains a one-row `step` of a network of at most
-    FUSED_RUN_PARAMETERS parameters in one launch, once the network has trained
-    FUSED_RUN_AFTER single examples (the loop's build takes ~0.5 s the first time), where it
-    gives the bits of the step's kernels (`fused.kernels_bits`) and `Step.fused` allows; else
-    None. The loop leaves no gradients in the flat buffer, as per-example training does not."""
-    if step.rows != 1:
+def _after_singles(net: Network, key: str, make: Callable[[], Any]) -> Any:
+    """What `make()` gave, made once a network of at most FUSED_RUN_PARAMETERS parameters has
+    made FUSED_RUN_AFTER one-sample calls of kind `key` (counted here; the fused loops' builds
+    take ~0.5 s the first time); None before, and for larger networks. Held on the network
+    as [calls, what make gave]: run_net's and train's switch to the fused loops."""
+    if net.parameter_count > FUSED_RUN_PARAMETERS:
         return None
-    held = net.held.setdefault("fused train", [0, None])  # examples, whether the loop fits
+    held = net.held.setdefault(key, [0, None])
     held[0] += 1
-    if held[0] < FUSED_RUN_AFTER:
+    if held[0] == FUSED_RUN_AFTER:
+        held[1] = make()
+    return held[1]
+
+
+def _fused_example(net: Network, step: Step, params: Optimizer) -> FusedTrainer | None:
+    """The fused per-example loop that trains a one-row `step` in one launch, past
+    `_after_singles`' count, where it gives the bits of the step's kernels
+    (`fused.kernels_bits`) and `Step.fused` allows; else None. The loop leaves no gradients in
+    the flat buffer, as per-example training does not."""
+    if step.rows != 1 or not _after_singles(net, "fused train", lambda: kernels_bits(net)):
         return None
-    if held[1] is None:
-        held[1] = net.parameter_count <= FUSED_RUN_PARAMETERS and kernels_bits(net)
-    return step.fused(params) if held[1] else None
+    return step.fused(params)
 
 
 @opencl_errors
@@ -161,14 +168,10 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
     check_host_memory(f"run_net's outputs for {len(batch)} samples",
                       math.prod(shape) * np.dtype(net.device.dtype).itemsize)
     out = np.empty(shape, dtype=net.device.dtype)
-    if len(batch) == 1 and net.parameter_count <= FUSED_RUN_PARAMETERS:
-        held = net.held.setdefault("fused run", [0, None])  # calls, the runner once built
-        held[0] += 1
-        if held[0] == FUSED_RUN_AFTER:
-            held[1] = fused_runner(net)
-        if held[1] is not None:
-            held[1](batch, out)
-            return out[0] if single else out
+    if len(batch) == 1 and (runner := _after_singles(net, "fused run",
+                                                     lambda: fused_runner(net))) is not None:
+        runner(batch, out)
+        return out[0] if single else out
     queue = net.device.queue
     size = run_chunk(net)
     for start in range(0, len(batch), size):

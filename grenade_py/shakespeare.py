@@ -220,6 +220,11 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
         click.echo(f"{len(codes)} symbols, alphabet of {len(alphabet)}; a model that knows only "
                    f"their frequencies scores {unigram_nats(codes):.3f} nats/symbol")
         steps, ends = sequence_length - 1, [0, *tenths(examples)]
+
+        def write() -> None:
+            written = sample_text(net, alphabet, sample_length, temperature, rng)
+            click.echo(unannotate_capitals(written) if annotate else written)
+
         with save_on_interrupt(net, save, metadata=metadata):
             for round_ in range(1, 11 if examples else 1):
                 count = ends[round_] - ends[round_ - 1]
@@ -243,11 +248,9 @@ def main(data: str | None, examples: int, rate: float | None, momentum: float | 
                 if not np.isfinite(total.loss):
                     raise click.ClickException("training diverged: the network outputs NaN or "
                                                "Inf; lower --train_rate")
-                written = sample_text(net, alphabet, sample_length, temperature, rng)
-                click.echo(unannotate_capitals(written) if annotate else written)
+                write()
             if not examples:  # nothing to train: the model's writing only
-                written = sample_text(net, alphabet, sample_length, temperature, rng)
-                click.echo(unannotate_capitals(written) if annotate else written)
+                write()
         if save:
             net.save(save, metadata)
 
