@@ -87,7 +87,10 @@ class LSTM(RecurrentCell):
         # The window's states st{i} ((T + 1) x o, the starting state first), gates z{i} and
         # their deltas dz{i} (T x 4 o), and the carried cell delta cr{i} (o: after BPTT, the
         # starting state's delta) are the loop's, laid out as one sequence of
-        # lstm_forward_steps' and lstm_backward_steps' buffers.
+        # lstm_forward_steps' and lstm_backward_steps' buffers. The starting states' copy has
+        # a barrier of its own: in one interval with the gates' loop, PoCL 3.1's build of a
+        # work-group of 4 or more lanes trained otherwise than one lane and than Oclgrind
+        # (which agree, and find no race) wherever a starting state was not zero.
         p, m, v, o = self.parameters, self.momentum, self.second, self.o
         args = [(f"global REAL *{role}{name[0]}{i}", buffers[name])
                 for role, buffers in (("", p), ("m", m), ("v", v))
@@ -96,6 +99,7 @@ class LSTM(RecurrentCell):
                    f"cr{i}": (0, o), f"dc{i}": (0, o)}
         g = f"4 * o{i}"
         forward = f"""for (int r = lid; r < o{i}; r += nl) st{i}[r] = s{i}[r];
+barrier(CLK_GLOBAL_MEM_FENCE);
 for (int q = lid; q < T * {g}; q += nl)
     z{i}[q] = fc_dot(w{i} + q % ({g}), {g}, a{i} + (size_t)(q / ({g})) * n{i}, n{i});
 barrier(CLK_GLOBAL_MEM_FENCE);

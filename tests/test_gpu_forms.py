@@ -1,0 +1,143 @@
+"""The GPU forms of the training paths, run on the CPU device, against its CPU forms.
+
+A Device told it is a GPU (`gpu`, with the tiled GEMMs and full-width vectors a GPU gets) runs
+what only a GPU would otherwise run: the tiled GEMMs inside networks, the GPU work-group
+shapes, the fused loops' many lanes (coalesced sums, the window loop's lanes), a convolution's
+GPU path and the recurrent step kernels' GPU lanes. No GPU has run grenade_py yet; these forms
+must at least compute what the CPU forms do, here to float64 rounding. Oclgrind checks the same
+forms for races (tests/oclgrind_workload.py); this checks their values.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import grenade_py as g
+
+_devices: dict[bool, g.Device] = {}
+
+
+def device(gpu: bool) -> g.Device:
+    """A float64 Device on the CPU, in its own form or told it is a GPU."""
+    if gpu not in _devices:
+        d = g.Device(precision="float64")
+        if gpu:
+            d.gpu, d.narrow, d.gemm = True, False, "tiled"
+        _devices[gpu] = d
+    return _devices[gpu]
+
+
+def both(run: Callable[[g.Device], list[np.ndarray]]) -> None:
+    """`run` on the CPU form and on the GPU form: every array it returns equal to rounding, and
+    the run changing something (so that equal results are not two untrained networks)."""
+    cpu, gpu = run(device(False)), run(device(True))
+    assert len(cpu) == len(gpu)
+    for a, b in zip(cpu, gpu, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-10)
+
+
+def parameters(net: Any) -> np.ndarray:
+    return np.concatenate([v.ravel() for layer in net.get_parameters() for v in layer.values()])
+
+
+def data(rows: int, x: tuple[int, ...], classes: int, seed: int = 1
+         ) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(rows, *x)), np.eye(classes)[rng.integers(0, classes, rows)]
+
+
+def trained(net: Any, start: np.ndarray, *outputs: np.ndarray) -> list[np.ndarray]:
+    """The network's parameters (which must have moved from `start`) and `outputs`."""
+    now = parameters(net)
+    assert np.abs(now - start).max() > 1e-4
+    return [now, *outputs]
+
+
+def test_minibatches_of_a_network_with_batch_norm_and_dropout():
+    def run(d: g.Device) -> list[np.ndarray]:
+        net = g.Network([g.FullyConnected(7, 33), g.BatchNorm(33), g.Gelu(), g.Dropout(0.3),
+                         g.FullyConnected(33, 3), g.Softmax()], input=g.D1(7), device=d, seed=1)
+        start, (x, y) = parameters(net), data(37, (7,), 3)
+        history = g.fit(net, g.AdamW(0.01, clip_norm=1.0), x, y, batch_size=8, epochs=2,
+                        loss="cross_entropy", seed=3, schedule="cosine")
+        scores = g.evaluate(net, x, y, loss="cross_entropy")
+        return trained(net, start, g.run_net(net, x),
+                       np.array([history[-1]["loss"], scores["loss"]]))
+
+    both(run)
+
+
+def test_minibatches_and_examples_of_a_convolutional_network():
+    def run(d: g.Device) -> list[np.ndarray]:
+        net = g.Network([g.Convolution(1, 3, 3, 3, 1, 1), g.Relu(), g.Pooling(2, 2, 2, 2),
+                         g.Convolution(3, 2, 2, 2, 1, 1), g.Deconvolution(2, 2, 2, 2, 1, 1),
+                         g.Reshape(), g.FullyConnected(24, 4), g.Logit()],
+                        input=g.D2(10, 8), device=d, seed=1)
+        start, (x, y) = parameters(net), data(21, (10, 8), 4)
+        g.fit(net, g.SGD(0.05), x, y, batch_size=8, epochs=2, seed=3)
+        g.train(net, g.Adam(0.01), x[:5], y[:5], per_example=True)
+        return trained(net, start, g.run_net(net, x))
+
+    both(run)
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
+def test_the_fused_per_example_loop_with_branches(loss):
+    def run(d: g.Device) -> list[np.ndarray]:
+        net = g.Network([g.FullyConnected(5, 40), g.Tanh(),
+                         g.Concat(g.FullyConnected(40, 6), g.Merge(g.FullyConnected(40, 3),
+                                                                   g.FullyConnected(40, 3))),
+                         g.Relu(), g.FullyConnected(9, 3), g.Softmax()],
+                        input=g.D1(5), device=d, seed=1)
+        start, (x, y) = parameters(net), data(40, (5,), 3)
+        g.train(net, g.LearningParameters(0.05, 0.9, 0.0005), x, y, per_example=True, loss=loss)
+        g.fit(net, g.Adam(0.01), x, y, batch_size=1, epochs=1, loss=loss, seed=2)
+        for k in range(20):  # one example a call
+            g.train(net, g.SGD(0.05), x[k], y[k], loss=loss)
+        return trained(net, start, g.run_net(net, x[0]))
+
+    both(run)
+
+
+def test_many_networks_in_one_launch():
+    def run(d: g.Device) -> list[np.ndarray]:
+        nets = [g.Network([g.FullyConnected(4, 9), g.Relu(), g.FullyConnected(9, 2)],
+                          input=g.D1(4), device=d, seed=s) for s in (1, 2, 3)]
+        start, (x, y) = [parameters(n) for n in nets], data(30, (4,), 2)
+        g.train_many(nets, g.Adam(0.01), x, y)
+        return [out for n, s in zip(nets, start, strict=True) for out in trained(n, s)]
+
+    both(run)
+
+
+# LSTM 3 -> 1 and 3 -> 5: fewer units than the window loop's lanes (PoCL miscompiled that
+# form, see LSTM.window_form); 3 -> 43 (with ConcatRecurrent) trains layer by layer.
+RECURRENT: list[Callable[[], list[Any]]] = [
+    lambda: [g.LSTM(3, 1), g.FullyConnected(1, 3), g.Logit()],
+    lambda: [g.LSTM(3, 5), g.BasicRecurrent(5, 4), g.FullyConnected(4, 3), g.Softmax()],
+    lambda: [g.LSTM(3, 43), g.ConcatRecurrent(g.BasicRecurrent(43, 2), g.FullyConnected(43, 1)),
+             g.FullyConnected(3, 3), g.Softmax()],
+]
+
+
+@pytest.mark.parametrize("layers", RECURRENT, ids=["lstm1", "lstm5", "lstm43"])
+@pytest.mark.parametrize("opt", [g.LearningParameters(0.05, 0.9, 0.0005), g.Adam(0.01),
+                                 g.SGD(0.05, clip_norm=0.1)], ids=["sgd", "adam", "clipped"])
+def test_sequences(layers, opt):
+    def run(d: g.Device) -> list[np.ndarray]:
+        net = g.RecurrentNetwork(layers(), input=g.D1(3), device=d, seed=1)
+        loss = "cross_entropy" if isinstance(net.layers[-1], g.Softmax) else "squared_error"
+        rng = np.random.default_rng(2)
+        x, mask = rng.normal(size=(4, 9, 3)), rng.uniform(size=(4, 9)) < 0.6
+        t = np.eye(3)[rng.integers(0, 3, (4, 9))]
+        start = parameters(net)
+        for kwargs in ({}, {"summed": True}, {"lengths": np.array([5, 9, 7, 3])}):
+            g.train_sequences(net, opt, x, t, mask, loss=loss, **kwargs)  # type: ignore[arg-type]
+        g.SymbolCorpus(net, rng.integers(0, 3, 40)).train(opt, np.array([0, 11, 23]), 6,
+                                                          loss=loss)
+        return trained(net, start, g.run_recurrent(net, x[0])[0])
+
+    both(run)
