@@ -107,7 +107,9 @@ class Exchange:
         if kinds not in self.kernels:
             built = build_loop(self.device, "gan_exchange",
                                lambda lanes: self.source(lanes, *kinds))
-            assert built is not None
+            if built is None:
+                raise GrenadeError(f"the exchange's kernel takes more arguments than "
+                                   f"{self.device.name} does; run it layer by layer")
             for index, value in enumerate(self.held, start=5 + 2 * len(VALUES)):
                 built[0].set_arg(index, buffer(value))
             self.kernels[kinds] = built

@@ -321,16 +321,38 @@ def run_source(plan: LoopPlan, lanes: int = 1) -> str:
 LOOP_FILES = ("fully_connected.cl", "pooling.cl", "recurrent.cl", "reshape.cl", "softmax.cl")
 
 
+#: The most arguments a kernel may take on any device (OpenCL 3.0's limit).
+MAX_ARGUMENTS = 255
+
+
+def arguments_fit(device: Device, code: str, name: str) -> bool:
+    """Whether kernel `name` of `code` takes arguments a GPU compiles: at most MAX_ARGUMENTS,
+    of at most the device's max_parameter_size bytes in all (NVIDIA's and Intel's compilers
+    refuse more). A CPU device is not checked: PoCL reports 1,024 bytes but runs the loop of a
+    20-layer MLP (213 arguments, 1.7 kB)."""
+    if not device.gpu:
+        return True
+    start = code.index(f"kernel void {name}(") + len(f"kernel void {name}(")
+    declared = code[start:code.index(")", start)].split(",")
+    pointer, real = device.cl_device.address_bits // 8, np.dtype(device.dtype).itemsize
+    total = sum(pointer if "*" in d else real if "REAL" in d else 4 for d in declared)
+    return len(declared) <= MAX_ARGUMENTS and total <= device.cl_device.max_parameter_size
+
+
 def build_loop(device: Device, name: str, source: Callable[[int], str | None]
                ) -> tuple[cl.Kernel, int] | None:
     """Kernel `name` of the loop `source(lanes)` writes for a number of lanes, and its
     work-group size: `lanes`, halved until this build of the kernel may run that many; None if
-    `source` gives None (a layer without a device-side form). Built with the functions it calls
-    of LOOP_FILES' part of the kernel library only."""
+    `source` gives None (a layer without a device-side form) or a kernel whose arguments the
+    device does not take (`arguments_fit`: the caller runs layer by layer). Built with the
+    functions it calls of LOOP_FILES' part of the kernel library only."""
     count = lanes(device)
     while True:
         code = source(count)
         if code is None:
+            return None
+        if not arguments_fit(device, code, name):
+            log.debug("no %s loop: its arguments are more than %s takes", name, device.name)
             return None
         library = kernel_source(LOOP_FILES)
         kernel = device.kernel(name, device.build(called_only(library, code) + code))
@@ -356,14 +378,12 @@ def loop_arguments(device: Device, plan: LoopPlan) -> list[Any]:
 
 
 class FusedTrainer:
-    """The fused per-example loop of one network, its arguments set once."""
+    """The fused per-example loop of one network (`built` by build_loop from its `plan`), its
+    arguments set once."""
 
-    def __init__(self, net: Network, plan: LoopPlan, kind: int, from_logits: bool) -> None:
+    def __init__(self, net: Network, plan: LoopPlan, built: tuple[cl.Kernel, int]) -> None:
         device = net.device
         self.net = net
-        built = build_loop(device, "fused_train", lambda count: fused_source(
-            plan, count, kind, from_logits=from_logits))
-        assert built is not None
         kernel, lanes = built
         fixed = loop_arguments(device, plan)
         per_call = {"start": 0, "count": 1, "xs": 2, "ys": 3} | value_slots(4) | {
@@ -393,14 +413,17 @@ class FusedTrainer:
 def fused_trainer(net: Network, kind: int = 0, loss: Loss = SQUARED_ERROR
                   ) -> FusedTrainer | None:
     """A fused loop for `net` under optimiser `kind` and `loss`, or None where a layer lacks a
-    device-side form: the runner then trains layer by layer, with the same results (to the
-    bit; convolutions to rounding)."""
+    device-side form or the loop's arguments do not fit the device (`arguments_fit`): the
+    runner then trains layer by layer, with the same results (to the bit; convolutions to
+    rounding)."""
     plan = plan_loop(*unrolled(net, loss))
     if plan.missing:
         log.debug("no fused per-example loop for %r (no device-side form: %s); training "
                   "layer by layer", net, ", ".join(plan.missing))
         return None
-    return FusedTrainer(net, plan, kind, loss.from_logits)
+    built = build_loop(net.device, "fused_train", lambda count: fused_source(
+        plan, count, kind, from_logits=loss.from_logits))
+    return None if built is None else FusedTrainer(net, plan, built)
 
 
 class FusedRunner:
@@ -409,10 +432,8 @@ class FusedRunner:
     same bits as a one-row Step's pass), where each layer's kernel is a launch and a wake-up of
     the device's threads."""
 
-    def __init__(self, net: Network, plan: LoopPlan) -> None:
+    def __init__(self, net: Network, plan: LoopPlan, built: tuple[cl.Kernel, int]) -> None:
         device = net.device
-        built = build_loop(device, "fused_run", lambda count: run_source(plan, count))
-        assert built is not None
         kernel, lanes = built
         self.input = device.zeros((1, size(net.input_shape)))
         self.output = device.zeros((1, size(net.output_shape)))
@@ -435,7 +456,9 @@ def fused_runner(net: Network) -> FusedRunner | None:
     forms would not give the kernels' bits (`kernels_bits`; on a GPU a launch costs less)."""
     layers, shapes, _ = unrolled(net, SQUARED_ERROR)
     plan = plan_loop(layers, shapes, 0)
-    return FusedRunner(net, plan) if not plan.missing and kernels_bits(net) else None
+    built = build_loop(net.device, "fused_run", lambda count: run_source(plan, count)) \
+        if not plan.missing and kernels_bits(net) else None
+    return None if built is None else FusedRunner(net, plan, built)
 
 
 def kernels_bits(net: Network) -> bool:

@@ -42,8 +42,10 @@ class ManyTrainer:
         built = build_loop(device, "fused_train_many", lambda count: fused_source(
             plan, count, kind, many=True))
         if built is None:
-            raise GrenadeError(f"{net!r} has a layer without a device-side form: "
-                               "train_many runs the fused per-example loop only")
+            raise GrenadeError(f"{net!r} " + (
+                "has a layer without a device-side form" if plan.missing else
+                f"makes a loop of more arguments than {device.name} takes") +
+                ": train_many runs the fused per-example loop only")
         self.kernel, self.lanes = built
         self.count, self.size = count, padded(net.flat["parameters"].size)
         #: Every network's values by role, one network after another, in one allocation.

@@ -129,11 +129,8 @@ class WindowTrainer:
     of them took ~120 us); its scratch grows to the longest window it has seen."""
 
     def __init__(self, net: RecurrentNetwork, layers: list[Layer], forms: list[WindowForm],
-                 top: int, kind: int, from_logits: bool) -> None:
+                 built: tuple[cl.Kernel, int]) -> None:
         self.net, self.device, self.forms = net, net.device, forms
-        built = build_loop(self.device, "windows_train",
-                           lambda _: window_source(forms, top, kind, from_logits))
-        assert built is not None
         kernel, lanes = built
         shapes = [layer.in_shape for layer in layers] + [net.output_shape]
         self.widths = [size(shape) for shape in shapes]
@@ -205,8 +202,8 @@ def window_trainer(net: RecurrentNetwork, optimizer: Optimizer, loss: Loss
                    ) -> WindowTrainer | None:
     """The fused window loop for `net` under `optimizer` and `loss` (kept in `net.held`), or
     None where the network trains layer by layer: a layer without a window form, a network
-    over WINDOW_PARAMETERS, or an optimiser that clips (clipping needs each step's whole
-    gradient before any update)."""
+    over WINDOW_PARAMETERS, an optimiser that clips (clipping needs each step's whole gradient
+    before any update), or a loop whose arguments the device does not take."""
     if optimizer.clip_norm is not None:
         return None
     key = ("windows", optimizer.kind, loss.name)
@@ -219,13 +216,16 @@ def window_trainer(net: RecurrentNetwork, optimizer: Optimizer, loss: Loss
     reason = ("a layer has no window form" if None in forms else
               f"{parameters} parameters, over WINDOW_PARAMETERS" if parameters > WINDOW_PARAMETERS
               else None)
-    if reason is None:
-        net.held[key] = WindowTrainer(net, layers, forms, top,  # type: ignore[arg-type]
-                                      optimizer.kind, loss.from_logits)
+    built = build_loop(net.device, "windows_train", lambda _: window_source(
+        forms, top, optimizer.kind, loss.from_logits)  # type: ignore[arg-type]
+    ) if reason is None else None
+    if built is not None:
+        net.held[key] = WindowTrainer(net, layers, forms, built)  # type: ignore[arg-type]
         log.debug("%r trains windows in the fused window loop", net)
     else:
         net.held[key] = None
-        log.debug("%r trains windows layer by layer (%s)", net, reason)
+        log.debug("%r trains windows layer by layer (%s)", net,
+                  reason or "its arguments are more than the device takes")
     return window_trainer(net, optimizer, loss)
 
 

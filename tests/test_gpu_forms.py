@@ -10,12 +10,15 @@ forms for races (tests/oclgrind_workload.py); this checks their values.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
 import grenade_py as g
+from grenade_py import fused
+from grenade_py.errors import GrenadeError
 
 _devices: dict[bool, g.Device] = {}
 
@@ -141,3 +144,45 @@ def test_sequences(layers, opt):
         return trained(net, start, g.run_recurrent(net, x[0])[0])
 
     both(run)
+
+
+def test_what_a_gpu_takes_of_a_loops_arguments():
+    """At most 255 arguments (OpenCL 3.0), of at most max_parameter_size bytes: pointers of
+    address_bits, REALs of the precision, ints of 4 bytes. A CPU device is not checked."""
+    def fits(gpu: bool, declared: list[str], dtype: type = np.float32) -> bool:
+        stub = SimpleNamespace(gpu=gpu, dtype=dtype, cl_device=SimpleNamespace(
+            address_bits=64, max_parameter_size=1024))
+        return fused.arguments_fit(stub, f"kernel void k({', '.join(declared)}) {{}}", "k")
+
+    pointers = [f"global REAL *restrict p{i}" for i in range(126)]
+    assert fits(True, pointers + ["int a", "REAL b", "REAL c"])  # 1008 + 4 + 8 bytes
+    assert not fits(True, pointers + ["int a", "REAL b", "REAL c"], np.float64)  # 1028
+    assert not fits(True, pointers + ["global const REAL *q", "int a", "int b", "int c"])  # 1028
+    assert not fits(True, ["int a"] * 256)  # 1024 bytes, 256 arguments
+    assert fits(False, pointers * 3)
+
+
+def test_loops_whose_arguments_a_gpu_refuses_run_layer_by_layer(monkeypatch):
+    """Where a GPU would refuse a loop's kernel, per-example training and the window loop
+    train layer by layer instead, with the same results, and train_many says why it cannot."""
+    def run(d: g.Device) -> list[np.ndarray]:
+        net = g.Network([g.FullyConnected(5, 8), g.Tanh(), g.FullyConnected(8, 3)],
+                        input=g.D1(5), device=d, seed=1)
+        x, y = data(20, (5,), 3)
+        g.train(net, g.Adam(0.01), x, y, per_example=True)
+        rnn = g.RecurrentNetwork(RECURRENT[0](), input=g.D1(3), device=d, seed=1)
+        rng = np.random.default_rng(2)
+        g.train_sequences(rnn, g.SGD(0.05), rng.normal(size=(3, 5, 3)),
+                          rng.uniform(size=(3, 5, 3)))
+        return [parameters(net), parameters(rnn)]
+
+    d = device(True)
+    loops = run(d)
+    monkeypatch.setattr(fused, "MAX_ARGUMENTS", 20)
+    nets = [g.Network([g.FullyConnected(5, 8), g.Tanh(), g.FullyConnected(8, 3)],
+                      input=g.D1(5), device=d, seed=s) for s in (1, 2)]
+    assert fused.fused_trainer(nets[0]) is None
+    for a, b in zip(loops, run(d), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-10)
+    with pytest.raises(GrenadeError, match="more arguments than"):
+        g.train_many(nets, g.SGD(0.01), *data(4, (5,), 3))
