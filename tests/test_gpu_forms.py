@@ -1,10 +1,11 @@
 """The GPU forms of the training paths, run on the CPU device, against its CPU forms.
 
-A Device told it is a GPU (`gpu`, with the tiled GEMMs and full-width vectors a GPU gets) runs
-what only a GPU would otherwise run: the tiled GEMMs inside networks, the GPU work-group
-shapes, the fused loops' many lanes (coalesced sums, the window loop's lanes), a convolution's
-GPU path and the recurrent step kernels' GPU lanes. No GPU has run grenade_py yet; these forms
-must at least compute what the CPU forms do, here to float64 rounding. Oclgrind checks the same
+A Device told it is a GPU (`gpu`, with the tiled GEMMs, full-width vectors and sub-buffer
+alignment a GPU gets) runs what only a GPU would otherwise run: the tiled GEMMs inside
+networks, the GPU work-group shapes, the fused loops' many lanes (coalesced sums, the window
+loop's lanes), a convolution's GPU path and the recurrent step kernels' GPU lanes. No GPU has
+run grenade_py yet; these forms must at least compute what the CPU forms do, here to float64
+rounding. Oclgrind checks the same
 forms for races (tests/oclgrind_workload.py); this checks their values.
 """
 from __future__ import annotations
@@ -23,11 +24,22 @@ from grenade_py.errors import GrenadeError
 _devices: dict[bool, g.Device] = {}
 
 
+class GPUForm(g.Device):
+    """A Device on the CPU that runs the GPU forms, its sub-buffers aligned to 4,096 bits as
+    many GPUs' are (PoCL's: 1,024), so that every layout of parts of one buffer (a Step's io
+    and arena, the flat buffers, the window loop's io) is laid out as there."""
+
+    @property
+    def alignment(self) -> int:
+        return 4 * super().alignment
+
+
 def device(gpu: bool) -> g.Device:
     """A float64 Device on the CPU, in its own form or told it is a GPU."""
     if gpu not in _devices:
         d = g.Device(precision="float64")
         if gpu:
+            d.__class__ = GPUForm
             d.gpu, d.narrow, d.gemm = True, False, "tiled"
         _devices[gpu] = d
     return _devices[gpu]
