@@ -3,9 +3,9 @@
 A Device told it is a GPU (`gpu`, with the tiled GEMMs, full-width vectors and sub-buffer
 alignment a GPU gets) runs what only a GPU would otherwise run: the tiled GEMMs inside
 networks, the GPU work-group shapes, the fused loops' many lanes (coalesced sums, the window
-loop's lanes), a convolution's GPU path and the recurrent step kernels' GPU lanes. No GPU has
-run grenade_py yet; these forms must at least compute what the CPU forms do, here to float64
-rounding. Oclgrind checks the same
+loop's lanes), a convolution's GPU path and the recurrent step kernels' GPU lanes. A GPU runs
+them only where one is lent (.ci/gpu-check); here, on every machine, they must compute what the
+CPU forms do, to float64 rounding. Oclgrind checks the same
 forms for races (tests/oclgrind_workload.py); this checks their values.
 """
 from __future__ import annotations
