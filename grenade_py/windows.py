@@ -216,16 +216,17 @@ def window_trainer(net: RecurrentNetwork, optimizer: Optimizer, loss: Loss
     reason = ("a layer has no window form" if None in forms else
               f"{parameters} parameters, over WINDOW_PARAMETERS" if parameters > WINDOW_PARAMETERS
               else None)
-    built = build_loop(net.device, "windows_train", lambda _: window_source(
-        forms, top, optimizer.kind, loss.from_logits)  # type: ignore[arg-type]
-    ) if reason is None else None
+    built = None
+    if reason is None:
+        built = build_loop(net.device, "windows_train", lambda _: window_source(
+            forms, top, optimizer.kind, loss.from_logits))  # type: ignore[arg-type]
+        reason = None if built else "its arguments are more than the device takes"
     if built is not None:
         net.held[key] = WindowTrainer(net, layers, forms, built)  # type: ignore[arg-type]
         log.debug("%r trains windows in the fused window loop", net)
     else:
         net.held[key] = None
-        log.debug("%r trains windows layer by layer (%s)", net,
-                  reason or "its arguments are more than the device takes")
+        log.debug("%r trains windows layer by layer (%s)", net, reason)
     return window_trainer(net, optimizer, loss)
 
 
