@@ -174,10 +174,12 @@ def test_sequences(layers, opt, precision):
 
 def test_what_a_gpu_takes_of_a_loops_arguments():
     """At most 255 arguments (OpenCL 3.0), of at most max_parameter_size bytes: pointers of
-    address_bits, REALs of the precision, ints of 4 bytes. A CPU device is not checked."""
-    def fits(gpu: bool, declared: list[str], dtype: type = np.float32) -> bool:
+    address_bits, REALs of the precision, ints of 4 bytes. PoCL's CPU device is not checked;
+    another platform's CPU device is."""
+    def fits(gpu: bool, declared: list[str], dtype: type = np.float32,
+             platform: str = "NVIDIA CUDA") -> bool:
         stub = SimpleNamespace(gpu=gpu, dtype=dtype, cl_device=SimpleNamespace(
-            address_bits=64, max_parameter_size=1024))
+            address_bits=64, max_parameter_size=1024, platform=SimpleNamespace(name=platform)))
         return fused.arguments_fit(stub, f"kernel void k({', '.join(declared)}) {{}}", "k")
 
     pointers = [f"global REAL *restrict p{i}" for i in range(126)]
@@ -185,7 +187,8 @@ def test_what_a_gpu_takes_of_a_loops_arguments():
     assert not fits(True, pointers + ["int a", "REAL b", "REAL c"], np.float64)  # 1028
     assert not fits(True, pointers + ["global const REAL *q", "int a", "int b", "int c"])  # 1028
     assert not fits(True, ["int a"] * 256)  # 1024 bytes, 256 arguments
-    assert fits(False, pointers * 3)
+    assert fits(False, pointers * 3, platform="Portable Computing Language")
+    assert not fits(False, pointers * 3, platform="Intel(R) OpenCL")
 
 
 def test_loops_whose_arguments_a_gpu_refuses_run_layer_by_layer(monkeypatch):
