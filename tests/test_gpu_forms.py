@@ -131,6 +131,27 @@ def test_the_fused_per_example_loop_with_branches(loss, precision):
     both(run, precision)
 
 
+def test_grenade_passes_by_hand_on_device_arrays(precision):
+    """run_network and run_gradient on device arrays and apply_update (the GAN example's
+    layer-by-layer exchange), and back_propagate."""
+    def run(d: g.Device) -> list[np.ndarray]:
+        net = g.Network([g.FullyConnected(6, 20), g.Relu(), g.FullyConnected(20, 4), g.Logit()],
+                        input=g.D1(6), device=d, seed=1)
+        start, (x, y) = parameters(net), data(9, (6,), 4)
+        xs = d.to_device(x)
+        deltas = []
+        for k in range(3):
+            tapes, out = g.run_network(net, xs[3 * k:3 * k + 3])
+            gradients, dx = g.run_gradient(net, tapes, out - d.to_device(y[3 * k:3 * k + 3]))
+            g.apply_update(net, g.SGD(0.5), gradients)
+            deltas.append(dx.get())
+        g.back_propagate(net, x, y)
+        g.apply_update(net, g.Adam(0.01))
+        return trained(net, start, *deltas)
+
+    both(run, precision)
+
+
 def test_many_networks_in_one_launch(precision):
     def run(d: g.Device) -> list[np.ndarray]:
         nets = [g.Network([g.FullyConnected(4, 9), g.Relu(), g.FullyConnected(9, 2)],
