@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import get_device
 
 import grenade_py as g
 from grenade_py import fused
 from grenade_py.errors import GrenadeError
 
-_devices: dict[tuple[bool, str], g.Device] = {}
+_gpu_forms: dict[str, g.Device] = {}
 #: assert_allclose's tolerances by precision: float64 to rounding; float32 to what a float32
 #: sum in another order moves over a few dozen steps.
 TOLERANCE = {"float64": {"rtol": 1e-8, "atol": 1e-10}, "float32": {"rtol": 2e-4, "atol": 2e-5}}
@@ -38,14 +39,15 @@ class GPUForm(g.Device):
 
 
 def device(gpu: bool, precision: str = "float64") -> g.Device:
-    """A Device on the CPU, in its own form or told it is a GPU."""
-    if (gpu, precision) not in _devices:
+    """The session's Device on the CPU (conftest's), or one of its own told it is a GPU."""
+    if not gpu:
+        return get_device(precision)
+    if precision not in _gpu_forms:
         d = g.Device(precision=precision)
-        if gpu:
-            d.__class__ = GPUForm
-            d.gpu, d.narrow, d.gemm = True, False, "tiled"
-        _devices[gpu, precision] = d
-    return _devices[gpu, precision]
+        d.__class__ = GPUForm
+        d.gpu, d.narrow, d.gemm = True, False, "tiled"
+        _gpu_forms[precision] = d
+    return _gpu_forms[precision]
 
 
 @pytest.fixture(params=["float64", "float32"])
