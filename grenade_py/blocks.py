@@ -181,10 +181,10 @@ def local(form: str, block: Block) -> Block:
 
 def fits(device: Device, tile: Block) -> bool:
     """Whether the device runs a tile shape's work-groups and holds its two operand tiles in
-    local memory."""
+    local memory (each row of a tile one value longer: kernels/gemm_tiled.cl's padding)."""
     rows, columns, depth, per_row, per_column = tile
     items = rows // per_row * (columns // per_column)
-    local_bytes = depth * (rows + columns) * np.dtype(device.dtype).itemsize
+    local_bytes = depth * (rows + columns + 2) * np.dtype(device.dtype).itemsize
     return items <= device.cl_device.max_work_group_size and \
         local_bytes <= device.cl_device.local_mem_size
 

@@ -13,8 +13,11 @@
 
 // template $TM $TN $TK $WM $WN: 64 64 16 4 4, 32 32 16 4 4, 16 16 8 2 2, 8 8 8 2 2, 128 128 8 8 8, 128 128 16 8 8, 128 64 16 8 4, 64 64 8 4 4, 32 64 16 4 4
 // Stage rows r0 .. r0 + rows of operand X (X[r, k] at X[r * x_r + k * x_k]), for k0 .. k0 + $TK,
-// into Xs[kk * rows + rr]; consecutive work-items take consecutive addresses of X (consecutive
-// k when k is the unit stride, else consecutive rows). Past the edges: zeros.
+// into Xs[kk * (rows + 1) + rr]; consecutive work-items take consecutive addresses of X
+// (consecutive k when k is the unit stride, else consecutive rows). Past the edges: zeros.
+// The one word of padding per kk: where k is the unit stride, the work-items of one row write
+// kk = 0, 1, ... at once, which rows words apart (a multiple of 32) would all fall in one bank
+// of local memory (a 16-way conflict at $TK = 16); rows + 1 apart they fall in 16 banks.
 void gemm_stage_$TMx$TNx$TKx$WMx$WN(local REAL *Xs, int rows, global const REAL *X, int x_r,
                                     int x_k, int r0, int R, int k0, int K, int t) {
     const int threads = ($TN / $WN) * ($TM / $WM);
@@ -22,7 +25,7 @@ void gemm_stage_$TMx$TNx$TKx$WMx$WN(local REAL *Xs, int rows, global const REAL 
         int rr = x_k == 1 ? idx / $TK : idx % rows;
         int kk = x_k == 1 ? idx % $TK : idx / rows;
         int r = r0 + rr, k = k0 + kk;
-        Xs[kk * rows + rr] = r < R && k < K ? X[(size_t)r * x_r + (size_t)k * x_k] : 0;
+        Xs[kk * (rows + 1) + rr] = r < R && k < K ? X[(size_t)r * x_r + (size_t)k * x_k] : 0;
     }
 }
 
@@ -49,8 +52,8 @@ void gemm_tile_$TMx$TNx$TKx$WMx$WN(int M, int N, int K, global const REAL *A, in
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int kk = 0; kk < $TK; ++kk) {
             REAL a[$WM], b[$WN];
-            for (int i = 0; i < $WM; ++i) a[i] = As[kk * $TM + tm + i * lm];
-            for (int j = 0; j < $WN; ++j) b[j] = Bs[kk * $TN + tn + j * ln];
+            for (int i = 0; i < $WM; ++i) a[i] = As[kk * ($TM + 1) + tm + i * lm];
+            for (int j = 0; j < $WN; ++j) b[j] = Bs[kk * ($TN + 1) + tn + j * ln];
             for (int i = 0; i < $WM; ++i)
                 for (int j = 0; j < $WN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
         }
@@ -70,7 +73,7 @@ kernel void gemm_dot_tiled_$TMx$TNx$TKx$WMx$WN(int M, int N, int K, global const
                                                 int a_m, int a_batch, global const REAL *B,
                                                 int b_n, int b_batch, int batches, int per,
                                                 global const REAL *bias, global REAL *C) {
-    local REAL As[$TK * $TM], Bs[$TK * $TN];
+    local REAL As[$TK * ($TM + 1)], Bs[$TK * ($TN + 1)];
     const int chunk = get_group_id(2);
     gemm_tile_$TMx$TNx$TKx$WMx$WN(M, N, K, A + (size_t)chunk * per * a_batch, a_m, 1, a_batch,
                                   B + (size_t)chunk * per * b_batch, b_n, 1, b_batch,
@@ -83,7 +86,7 @@ kernel void gemm_outer_tiled_$TMx$TNx$TKx$WMx$WN(int M, int N, int K, global con
                                                   int a_m, int a_k, global const REAL *B,
                                                   int b_k, int b_batch, global REAL *C,
                                                   int c_m, int c_batch) {
-    local REAL As[$TK * $TM], Bs[$TK * $TN];
+    local REAL As[$TK * ($TM + 1)], Bs[$TK * ($TN + 1)];
     gemm_tile_$TMx$TNx$TKx$WMx$WN(M, N, K, A, a_m, a_k, 0, B + get_group_id(2) * (size_t)b_batch,
                                   1, b_k, 0, 1, 0, C + get_group_id(2) * (size_t)c_batch, c_m,
                                   As, Bs);
