@@ -16,8 +16,9 @@
 // into Xs[kk * (rows + 1) + rr]; consecutive work-items take consecutive addresses of X
 // (consecutive k when k is the unit stride, else consecutive rows). Past the edges: zeros.
 // The one word of padding per kk: where k is the unit stride, the work-items of one row write
-// kk = 0, 1, ... at once, which rows words apart (a multiple of 32) would all fall in one bank
-// of local memory (a 16-way conflict at $TK = 16); rows + 1 apart they fall in 16 banks.
+// kk = 0, 1, ... at once, which rows words apart (32, 64 or 128 for the larger tiles) would all
+// fall in one of 32 banks of local memory (a 16-way conflict at $TK = 16); rows + 1 apart,
+// in as many banks as there are work-items.
 void gemm_stage_$TMx$TNx$TKx$WMx$WN(local REAL *Xs, int rows, global const REAL *X, int x_r,
                                     int x_k, int r0, int R, int k0, int K, int t) {
     const int threads = ($TN / $WN) * ($TM / $WM);
