@@ -209,7 +209,7 @@ class Exchange:
         at = 5
         for opt, net, steps in ((d_optimizer, self.d, 2), (g_optimizer, self.g, 1)):
             take_state(net, opt)
-            for value in opt.arguments(net.steps + 1).values():
+            for value in opt.arguments(net.steps + 1, real).values():
                 k.set_arg(at, real(value))
                 at += 1
             net.steps += steps * count

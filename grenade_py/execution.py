@@ -75,7 +75,7 @@ class Update:
             self.clip[0].set("max_norm", optimizer.clip_norm)
             enqueue(self.clip)
         rule = self.rules[optimizer.kernel]
-        rule.set_all(optimizer.arguments(self.net.steps))
+        rule.set_all(optimizer.arguments(self.net.steps, self.device.dtype))
         rule()
 
 
@@ -283,9 +283,10 @@ class Step:
         step from their sum; then the starting states' update. With the optimiser's
         `clip_norm`, first the clipping (`clip`)."""
         weights, *states = self._update_launches(optimizer.kernel)
-        weights.set_all(optimizer.arguments(self.net.steps + 1) | {"ordered": int(ordered)})
+        dtype = self.net.device.dtype
+        weights.set_all(optimizer.arguments(self.net.steps + 1, dtype) | {"ordered": int(ordered)})
         for launch in states:
-            launch.set_all(optimizer.arguments(self.net.state_steps + 1) |
+            launch.set_all(optimizer.arguments(self.net.state_steps + 1, dtype) |
                            {"kind": optimizer.kind})
         clipping = [] if optimizer.clip_norm is None else self.clip(optimizer.clip_norm, ordered)
         return clipping + [weights, *states]

@@ -398,7 +398,7 @@ class FusedTrainer:
         xs/ys, or of the indices in `order` (the network's step count advances by `count`);
         with `acc`, add their loss, correct count and count to acc[0:3]."""
         take_state(self.net, optimizer)
-        self.launch.set_all(optimizer.arguments(self.net.steps + 1) | {
+        self.launch.set_all(optimizer.arguments(self.net.steps + 1, self.net.device.dtype) | {
             "xs": xs, "ys": ys, "order": order, "acc": acc, "start": start, "count": count})
         self.net.steps += count
         self.launch()

@@ -136,7 +136,7 @@ def train_many(nets: Sequence[Network], params: Optimizer | Sequence[Optimizer],
     steps = order.shape[1]
     for p, net in zip(chosen, nets, strict=True):
         take_state(net, p)
-    values = [list(p.arguments(net.steps + 1).values()) for p, net in zip(
+    values = [list(p.arguments(net.steps + 1, device.dtype).values()) for p, net in zip(
         chosen, nets, strict=True)]
     held = [device.to_device(xs), device.to_device(ys), device.to_device(np.array(values)),
             cl_array.to_device(device.queue, np.ascontiguousarray(order, dtype=np.int32))]

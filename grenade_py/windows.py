@@ -182,8 +182,8 @@ class WindowTrainer:
         launch.set_arg(1, io)
         for index, at in enumerate(layout.offsets, start=2):
             launch.set_arg(index, np.int32(at))
-        values = (*optimizer.arguments(net.steps + 1).values(),
-                  *optimizer.powers(net.state_steps + 1))
+        values = (*optimizer.arguments(net.steps + 1, real).values(),
+                  *optimizer.powers(net.state_steps + 1, real))
         for index, value in enumerate(values, start=6):
             launch.set_arg(index, real(value))
         launch.set_arg(16, self.sums if acc is None else acc)

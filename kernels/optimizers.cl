@@ -12,9 +12,11 @@
 #define OPTIMIZER_ADAM 1
 #define OPTIMIZER_ADAMW 2
 
-// beta1 is SGD's momentum. p1 = b1^t and p2 = b2^t at Adam's step t (the caller gives them for
-// the first step, computed as torch computes them; optimizer_next advances them), c1 = 1 - p1
-// and c2 = sqrt(1 - p2) its bias corrections.
+// beta1 is SGD's momentum. p1 = b1^t and p2 = b2^t at Adam's step t, formed as b1 multiplied
+// into 1, t times in REAL (the caller gives them for a launch's first step, formed so by
+// grenade_py.optimizers.power; optimizer_next advances them by one product each step: every
+// path gives the same bits however its steps fall into launches), c1 = 1 - p1 and
+// c2 = sqrt(1 - p2) its bias corrections.
 typedef struct {
     int kind;
     REAL rate, beta1, beta2, eps, p1, p2, c1, c2;

@@ -11,7 +11,7 @@ import pytest
 from test_recurrent import assert_same, nets, sequence, with_states
 
 import grenade_py as g
-from grenade_py import execution
+from grenade_py import execution, optimizers
 from grenade_py.device import streaming_size
 from grenade_py.mnist import mnist_network
 from grenade_py.numpy_recurrent import NumpyRecurrent
@@ -23,7 +23,7 @@ SIZES = [1, 3, 17, 257]
 
 
 def kernel_args(device, opt, t):
-    return tuple(device.dtype(v) for v in (*opt.kernel_values(), *opt.powers(t)))
+    return tuple(device.dtype(v) for v in (*opt.kernel_values(), *opt.powers(t, device.dtype)))
 
 
 @pytest.mark.parametrize("count", SIZES + [20011])  # more than a group of 1024 x 8
@@ -124,10 +124,50 @@ def test_per_example_training_equals_batch_one_steps(device64, rng, opt):
         g.train(stepped, opt, x[i:i + 1], y[i:i + 1])
     assert fused.steps == stepped.steps == 300
     for a, b in zip(flat(fused.get_parameters()), flat(stepped.get_parameters()), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(a, b)
     start = flat(circles(device64).get_parameters())
     assert max(np.abs(a - b).max() for a, b in zip(start, flat(fused.get_parameters()),
                                                    strict=True)) > 1e-2  # it did train
+
+
+@pytest.mark.parametrize("opt", [Adam(0.003), AdamW(0.003, weight_decay=0.05)])
+def test_adam_gives_the_same_bits_however_its_steps_fall_into_launches(device, rng, opt):
+    """Adam's powers beta^t at a launch's first step (the host's) and at the steps after it (the
+    loop's) are formed alike (optimizers.power), so per-example training in one launch, in a
+    launch per 1% (a progress callback), as fit's batch-1 epoch and as one train call per
+    example reach the same weights and moments to the bit, in both precisions. (With torch's
+    beta ** t at each launch's start they were up to 2e-6 of the weights' scale apart in
+    float32 after 600 steps.)"""
+    x = rng.normal(size=(600, 8))
+    y = np.tanh(x[:, :3] * 0.7)
+    nets_ = [g.Network([g.FullyConnected(8, 16), g.Tanh(), g.FullyConnected(16, 3)],
+                       input=g.D1(8), device=device, seed=2) for _ in range(4)]
+    g.train(nets_[0], opt, x, y, per_example=True)
+    g.train(nets_[1], opt, x, y, per_example=True, progress=lambda done: None)
+    g.fit(nets_[2], opt, x, y, batch_size=1, shuffle=False)
+    for i in range(len(x)):
+        g.train(nets_[3], opt, x[i], y[i])
+    for other in nets_[1:]:
+        assert other.steps == 600
+        for role in ("get_parameters", "get_momentum", "get_second"):
+            for a, b in zip(flat(getattr(nets_[0], role)()), flat(getattr(other, role)()),
+                            strict=True):
+                np.testing.assert_array_equal(a, b, err_msg=role)
+
+
+def test_power_is_the_loops_product_from_any_step_asked_before():
+    """optimizers.power: beta multiplied into 1 t times in the precision, each product
+    rounded there, whichever steps were asked before (it continues from the nearest below)."""
+    for dtype in (np.float32, np.float64):
+        beta = 0.999
+        product, want = dtype(1), {}
+        for t in range(1, 3001):
+            product = dtype(product * dtype(beta))
+            want[t] = float(product)
+        asked = [1, 2, 3000, 17, 2999, 5, 1500, 3000, 1, 1024]
+        for t in asked:
+            assert optimizers.power(beta, t, dtype) == want[t], (dtype, t)
+        assert optimizers.power(beta, 0, dtype) == 1.0
 
 
 @pytest.mark.parametrize("opt", [Adam(0.01, weight_decay=0.01), AdamW(0.02, weight_decay=0.1)])
