@@ -155,6 +155,28 @@ def test_adam_gives_the_same_bits_however_its_steps_fall_into_launches(device, r
                 np.testing.assert_array_equal(a, b, err_msg=role)
 
 
+@pytest.mark.parametrize("hidden", [3, 40])  # the window loop; layer by layer
+def test_sequences_under_adam_give_the_same_bits_in_one_call_or_several(device, hidden):
+    """Grenade's ordered Adam steps over six sequences: one train_sequences call, one per
+    sequence, or two and four, reach the same bits (the window loop of the small network takes
+    each call in one launch; it advances beta^t as optimizers.power forms it)."""
+    rng = np.random.default_rng(1)
+    xs, ts = rng.normal(size=(6, 9, 2)), rng.uniform(size=(6, 9, 2))
+    mask = rng.uniform(size=(6, 9)) < 0.5
+    nets_ = [g.RecurrentNetwork([g.LSTM(2, hidden), g.FullyConnected(hidden, 2), g.Logit()],
+                                input=g.D1(2), device=device, seed=3) for _ in range(3)]
+    opt = Adam(0.003)
+    g.train_sequences(nets_[0], opt, xs, ts, mask)
+    for s in range(6):
+        g.train_sequences(nets_[1], opt, xs[s:s + 1], ts[s:s + 1], mask[s:s + 1])
+    for part in (slice(0, 2), slice(2, 6)):
+        g.train_sequences(nets_[2], opt, xs[part], ts[part], mask[part])
+    for other in nets_[1:]:
+        for a, b in zip(flat(nets_[0].get_parameters()), flat(other.get_parameters()),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_power_is_the_loops_product_from_any_step_asked_before():
     """optimizers.power: beta multiplied into 1 t times in the precision, each product
     rounded there, whichever steps were asked before (it continues from the nearest below)."""
