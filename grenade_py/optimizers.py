@@ -201,10 +201,14 @@ def power(beta: float, t: int, dtype: Any) -> float:
     (POWERS_KEPT of them): a training loop's next step is one multiplication."""
     real = np.dtype(dtype).type
     kept = _POWERS.setdefault((beta, real), {})
-    if t in kept:
-        return kept[t]
-    done = t - 1 if t - 1 in kept else max((s for s in kept if s <= t), default=0)
-    value, factor = real(kept[done] if done else 1), real(beta)
+    found = kept.get(t)
+    if found is not None:
+        return found
+    done = t - 1 if t - 1 in kept else max((s for s in list(kept) if s <= t), default=0)
+    start = kept.get(done) if done else 1.0
+    if start is None:  # let go of meanwhile by another thread: from the start
+        done, start = 0, 1.0
+    value, factor = real(start), real(beta)
     for _ in range(min(t - done, 64)):  # numpy scalars: each product rounded to dtype
         value = value * factor
         done += 1
@@ -215,9 +219,9 @@ def power(beta: float, t: int, dtype: Any) -> float:
         value = np.multiply.accumulate(factors)[-1]
         done += run
     kept[t] = float(value)
-    if len(kept) > POWERS_KEPT:
-        del kept[next(iter(kept))]  # the oldest asked
-    return kept[t]
+    if len(kept) > POWERS_KEPT:  # the oldest asked (as get, safe beside another thread)
+        kept.pop(list(kept)[0], None)
+    return float(value)
 
 
 class Stateful(Protocol):
