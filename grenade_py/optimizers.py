@@ -196,9 +196,9 @@ def power(beta: float, t: int, dtype: Any) -> float:
     the weights' scale apart after 600 float32 steps, 8e-16 in float64.) Against torch's
     beta ** t it drifts with beta's own rounding (float32's 0.999 is 1.3e-8 from 0.999): 110
     float32 epsilons at t = 1,000, which puts sqrt(1 - beta2^t) 4e-6 from torch's there, as far
-    as forming 1 - beta2^t in float32 already puts it at t = 10; in float64 within 13
-    epsilons to t = 100,000. Continues from the nearest step below that it was last asked
-    (POWERS_KEPT of them): a training loop's next step is one multiplication."""
+    as forming 1 - beta2^t in float32 already puts it at t = 10; in float64 at most 13
+    epsilons at t = 10, 100, ..., 100,000. Continues from the nearest step below that it was
+    last asked (POWERS_KEPT of them): a training loop's next step is one multiplication."""
     real = np.dtype(dtype).type
     kept = _POWERS.setdefault((beta, real), {})
     found = kept.get(t)
@@ -219,7 +219,7 @@ def power(beta: float, t: int, dtype: Any) -> float:
         value = np.multiply.accumulate(factors)[-1]
         done += run
     kept[t] = float(value)
-    if len(kept) > POWERS_KEPT:  # the oldest asked (as get, safe beside another thread)
+    if len(kept) > POWERS_KEPT:  # the oldest asked (pop, not del: another thread may have)
         kept.pop(list(kept)[0], None)
     return float(value)
 
