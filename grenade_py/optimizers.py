@@ -96,7 +96,10 @@ class Optimizer:
         return dict(zip(VALUES, (*self.kernel_values(), *self.powers(t, dtype)), strict=True))
 
     def check(self, dtype: Any) -> None:
-        """ValueError if a value (or rate x decay) overflows the device's precision."""
+        """ValueError if a value (or rate x decay) overflows the device's precision, or a
+        value other than 0 is 0 there: below float32's smallest normal number (its kernels
+        flush smaller ones to 0; an Adam eps there gave NaN weights wherever a gradient was
+        0), or float64's smallest subnormal."""
         real = np.dtype(dtype).type
         rate, *rest = self.kernel_values()
         with np.errstate(over="ignore", invalid="ignore"):  # inf x 0: NaN, refused below
@@ -104,6 +107,13 @@ class Optimizer:
         if not all(np.isfinite(values)):
             raise ValueError(f"{self}: a value overflows {np.dtype(dtype).name}; use a smaller "
                              "value")
+        info = np.finfo(real)
+        least = info.tiny if real == np.float32 else info.smallest_subnormal
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if value is not None and 0 < abs(value) < least:
+                raise ValueError(f"{self}: {field.name} {value!r} is 0 in {np.dtype(dtype).name} "
+                                 f"on the device (below {float(least):.3g}); use a larger value")
 
 
 @dataclass(frozen=True)

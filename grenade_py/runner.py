@@ -426,8 +426,12 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     first_epoch = inputs.count(first_epoch, "first_epoch", 0)
     rates = [schedule_rate(schedule, params.rate, first_epoch + epoch, first_epoch + epochs)
              for epoch in range(epochs)]
-    for rate in rates:  # fail before training, not in a later epoch
-        optimizer(params.with_rate(rate), net.device.dtype)
+    for epoch, rate in enumerate(rates, start=first_epoch):  # fail now, not in a later epoch
+        try:
+            optimizer(params.with_rate(rate), net.device.dtype)
+        except ValueError as e:  # (params passed: a schedule's rate)
+            raise ValueError(f"schedule {schedule!r} gives epoch {epoch} the rate {rate!r}: "
+                             f"{e}") from None
     group = None
     if comm is not None:
         from grenade_py.distributed import Group

@@ -30,9 +30,9 @@ def schedule_rate(schedule: Schedule | None, rate: float, epoch: int, epochs: in
             value = rate
         elif name == "step" and len(numbers_) == 2 and numbers_[0] >= 1 \
                 and numbers_[0] == int(numbers_[0]) and numbers_[1] > 0:
-            value = rate * numbers_[1] ** (epoch // int(numbers_[0]))
+            value = rate * _power(numbers_[1], epoch // int(numbers_[0]))
         elif name == "exponential" and len(numbers_) == 1 and numbers_[0] > 0:
-            value = rate * numbers_[0] ** epoch
+            value = rate * _power(numbers_[0], epoch)
         elif name == "cosine" and not args:
             value = rate * (1 + math.cos(math.pi * epoch / max(1, epochs))) / 2
         else:
@@ -44,3 +44,11 @@ def schedule_rate(schedule: Schedule | None, rate: float, epoch: int, epochs: in
         raise ValueError(f"schedule {schedule!r} gives epoch {epoch} the rate {value!r}; "
                          "rates must be finite and > 0")
     return float(value)
+
+
+def _power(factor: float, n: int) -> float:
+    """factor ** n, inf where that overflows a float (Python raises OverflowError there)."""
+    try:
+        return float(factor) ** n
+    except OverflowError:
+        return math.inf

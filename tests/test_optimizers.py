@@ -356,6 +356,13 @@ def test_fit_follows_its_schedule_without_rebuilding(device64, rng):
         np.testing.assert_array_equal(p, q)
     with pytest.raises(ValueError, match="rates must be finite"):
         g.fit(a, Adam(0.01), x, y, epochs=2, schedule=lambda e: 0.0)
+    before = a.get_parameters()
+    # (0.01 x 1e100^4 overflows a Python float: it was an OverflowError, a CLI's traceback)
+    with pytest.raises(ValueError, match="schedule 'exponential:1e100' gives epoch 4 the rate "
+                                         "inf; rates must be finite"):
+        g.fit(a, Adam(0.01), x, y, epochs=3, schedule="exponential:1e100", first_epoch=2)
+    for p, q in zip(flat(before), flat(a.get_parameters()), strict=True):  # nothing trained
+        np.testing.assert_array_equal(p, q)
 
 
 def test_a_step_left_with_a_shard_scale_computes_the_batch_average(device64, rng):
@@ -387,3 +394,26 @@ def test_bad_optimisers_are_refused():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="overflows float32"):
             Adam(1e39).check(np.float32)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_values_the_device_would_take_as_zero_are_refused(precision):
+    """An eps, rate or clip_norm that the device's precision takes as 0 is refused before a
+    step (an Adam eps of 1e-40 or 1e-50 in float32 used to give NaN weights wherever a
+    gradient was 0: 0 / 0); float64 holds 1e-40, and training with it stays finite."""
+    net = g.Network([g.FullyConnected(3, 4), g.Relu(), g.FullyConnected(4, 2)], input=g.D1(3),
+                    device=g.Device(precision=precision), seed=1)
+    x, y = np.zeros((8, 3)), np.ones((8, 2))
+    tiny = [Adam(eps=1e-40), SGD(1e-40), AdamW(clip_norm=1e-40)]
+    if precision == "float32":
+        for opt in tiny:
+            with pytest.raises(ValueError, match="is 0 in float32 on the device"):
+                g.train(net, opt, x, y)
+        with pytest.raises(ValueError, match="schedule 'exponential:1e-20' gives epoch 2 the "
+                                             "rate 1e-41: .* is 0 in float32 on the device"):
+            g.fit(net, Adam(0.1), x, y, epochs=3, schedule="exponential:1e-20")
+    else:
+        for opt in tiny:
+            g.train(net, opt, x, y)
+        assert all(np.isfinite(v).all() for layer in net.get_parameters()
+                   for v in layer.values())
