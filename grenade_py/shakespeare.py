@@ -92,15 +92,17 @@ def shakespeare_network(n: int, device: Device | None = None,
 def sample_text(net: RecurrentNetwork, alphabet: list[str], count: int, temperature: float,
                 rng: np.random.Generator) -> str:
     """Grenade's generateParagraph: from a zero input and the learned states, `count` symbols,
-    each drawn with probability proportional to output^(1 / temperature) and fed back."""
+    each drawn with probability proportional to output^(1 / temperature) and fed back (the
+    logarithms less their largest, in float64, then divided by the temperature: at a tiny
+    temperature the most likely symbol, where float32's quotients overflowed to -inf - -inf)."""
     n = net.input_shape.dims[0]
     x = np.zeros((1, n))
     state: RecurrentState | None = None
     out = []
     for _ in range(count):
         y, state = run_recurrent(net, x, state)
-        logs = np.log(np.maximum(y[0, :len(alphabet)], 1e-30)) / temperature
-        weights = np.exp(logs - logs.max())
+        logs = np.log(np.maximum(y[0, :len(alphabet)].astype(np.float64), 1e-30))
+        weights = np.exp((logs - logs.max()) / temperature)
         k = int(rng.choice(len(alphabet), p=weights / weights.sum()))
         out.append(alphabet[k])
         x = np.zeros((1, n))

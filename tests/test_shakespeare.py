@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 import grenade_py as g
 from grenade_py.network_file import read_metadata
-from grenade_py.shakespeare import annotate_capitals, unannotate_capitals
+from grenade_py.shakespeare import annotate_capitals, sample_text, unannotate_capitals
 from grenade_py.shakespeare import main as shakespeare_main
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "shakespeare" \
@@ -173,3 +174,21 @@ def test_no_windows_only_writes_a_sample(tmp_path) -> None:
     a, b = (g.RecurrentNetwork.load(tmp_path / name) for name in ("m", "again"))
     for x, y in zip(a.get_parameters(), b.get_parameters(), strict=True):
         assert x.keys() == y.keys() and all((x[k] == y[k]).all() for k in x)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_tiny_temperatures_sample_the_most_likely_symbol(precision) -> None:
+    """At 1e-300 (float32 logarithms over it overflowed to -inf and numpy refused the NaN
+    probabilities: a traceback after training) every symbol drawn is the most likely one."""
+    alphabet = list("abcde")
+    net = g.RecurrentNetwork([g.LSTM(5, 8), g.FullyConnected(8, 5), g.Logit()], input=g.D1(5),
+                             device=g.Device(precision=precision), seed=3)
+    text = sample_text(net, alphabet, 12, 1e-300, np.random.default_rng(0))
+    x, state, greedy = np.zeros((1, 5)), None, []
+    for _ in range(12):
+        y, state = g.run_recurrent(net, x, state)
+        greedy.append(alphabet[int(np.argmax(y[0]))])
+        x = np.zeros((1, 5))
+        x[0, int(np.argmax(y[0]))] = 1
+    assert text == "".join(greedy)
+    assert len(set(sample_text(net, alphabet, 200, 1e3, np.random.default_rng(0)))) == 5
