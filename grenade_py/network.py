@@ -20,6 +20,7 @@ import pyopencl.array as cl_array
 from grenade_py import network_file, onnx_export, onnx_import
 from grenade_py.device import Device, named_errors
 from grenade_py.errors import ShapeError
+from grenade_py.inputs import count
 from grenade_py.layers import INITS, Layer, Series
 from grenade_py.network_file import ROLES
 from grenade_py.shapes import Shape, check_shape
@@ -339,6 +340,8 @@ def _place(net: Network, device: Device, seed: int | np.random.SeedSequence | No
         owner = layer._owner
         if owner is not None and owner is not net.token and owner not in nested:
             raise ValueError(f"{layer!r} already belongs to a network; create a new layer")
+    if seed is not None and not isinstance(seed, np.random.SeedSequence):
+        seed = count(seed, "seed", 0)
     rng = np.random.default_rng(seed)
     itemsize, align = np.dtype(device.dtype).itemsize, device.alignment
     leaves = [layer for _, layer, in_shape in nodes if not layer.children(in_shape)]

@@ -132,6 +132,11 @@ def test_seeded_initialisation(device):
     assert 0.9 < np.abs(grenade).max() <= 1.0
     with pytest.raises(ValueError, match="init"):
         weights(1, "glorot")
+    np.testing.assert_array_equal(weights(np.int64(1)), weights(1))
+    np.testing.assert_array_equal(weights(np.random.SeedSequence(1)), weights(1))
+    for bad in (-1, 1.5, "1", True):
+        with pytest.raises(ValueError, match=rf"seed must be an int >= 0, got {bad!r}"):
+            weights(bad)
 
 
 def test_a_failed_build_places_nothing(device):
