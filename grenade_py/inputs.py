@@ -3,14 +3,13 @@ targets, counts, and sequences with their masks. Each check raises ValueError in
 says what was wrong and what was expected."""
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from grenade_py.losses import Loss
-from grenade_py.shapes import Shape
+from grenade_py.shapes import Shape, count
 
 if TYPE_CHECKING:
     import pyopencl.array as cl_array
@@ -95,14 +94,6 @@ def examples(net: Network, x: object, y: object, loss: Loss, names: str = "x y"
                          + labels_hint(np.asarray(y), net.output_shape))
     loss.check_targets(ys, y_name)
     return xs, ys
-
-
-def count(value: object, name: str, least: int) -> int:
-    """`value` as an int >= least (numpy integers welcome), else ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or \
-            value < least:
-        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
-    return int(value)
 
 
 def sequences(net: RecurrentNetwork, x: object, targets: object, mask: object

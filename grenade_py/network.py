@@ -20,10 +20,9 @@ import pyopencl.array as cl_array
 from grenade_py import network_file, onnx_export, onnx_import
 from grenade_py.device import Device, named_errors
 from grenade_py.errors import ShapeError
-from grenade_py.inputs import count
 from grenade_py.layers import INITS, Layer, Series
 from grenade_py.network_file import ROLES
-from grenade_py.shapes import Shape, check_shape
+from grenade_py.shapes import Shape, check_shape, count
 
 if TYPE_CHECKING:  # typing.Self is Python 3.11's; grenade_py runs on 3.10
     from typing_extensions import Self

@@ -13,6 +13,13 @@ import numbers
 from dataclasses import dataclass
 
 
+def count(value: object, name: str, least: int) -> int:
+    """`value` as an int >= least (numpy integers welcome; bools refused), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    return int(value)
+
+
 def _check_dims(shape: Shape) -> None:
     """ValueError unless every size is a positive int (numpy's too, kept as Python ints),
     naming them in the constructor's order (D3's dims are in another)."""
