@@ -11,11 +11,18 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
+from typing import TypeGuard
+
+
+def _is_count(value: object, least: int) -> TypeGuard[numbers.Integral]:
+    """Whether `value` is an int >= least (numpy integers too; bools not)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and \
+        int(value) >= least
 
 
 def count(value: object, name: str, least: int) -> int:
     """`value` as an int >= least (numpy integers welcome; bools refused), else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+    if not _is_count(value, least):
         raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
     return int(value)
 
@@ -24,8 +31,7 @@ def _check_dims(shape: Shape) -> None:
     """ValueError unless every size is a positive int (numpy's too, kept as Python ints),
     naming them in the constructor's order (D3's dims are in another)."""
     fields = dataclasses.fields(shape)
-    if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1
-           for d in shape.dims):
+    if not all(_is_count(d, 1) for d in shape.dims):
         raise ValueError(f"{type(shape).__name__} sizes ({', '.join(f.name for f in fields)}) "
                          f"must be positive ints, got {dataclasses.astuple(shape)}")
     for field in fields:
