@@ -100,7 +100,10 @@ def mnist_network(arch: str, device: Device | None = None, seed: int | None = No
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
               help="Folder holding the MNIST IDX files (gzipped or not).")
-@click.option("--arch", type=click.Choice(sorted(ARCHS)), default="mlp", show_default=True)
+@click.option("--arch", type=click.Choice(sorted(ARCHS)), default="mlp", show_default=True,
+              help="mlp: 784-512-10; mlp3: 784-300-100-10 with Logit activations; lenet: "
+                   "Grenade README's LeNet; inception: Grenade's mnist.hs network; bn: LeNet's "
+                   "shape with BatchNorm, AdamW and a cosine schedule.")
 @click.option("--arch-file", type=click.Path(dir_okay=False), default=None,
               help="Train the network this JSON file specifies (Network.spec()'s structure: "
                    "784 inputs, D1 10 out of a Softmax) instead of --arch.")
@@ -129,7 +132,8 @@ def main(data_dir: str, arch: str, arch_file: str | None, epochs: int | None,
          schedule: str | None, seed: int, device_spec: str | None, precision: str,
          limit: int | None, save: str | None, load: str | None, log: str | None,
          plot: str | None, distributed: bool) -> None:
-    """Train an MLP on MNIST; print train loss, test accuracy and examples/s per epoch."""
+    """Train a network on MNIST (the 784-512-10 MLP unless --arch or --arch-file says
+    otherwise); print train loss, test accuracy and examples/s per epoch."""
     if arch_file is not None and given("arch"):
         raise click.BadParameter("give --arch or --arch-file, not both",
                                  param_hint="--arch-file")
