@@ -72,6 +72,11 @@ TILED_FORMS = ("gemm_dot_tiled", "gemm_outer_tiled")
 #: positions (on an AVX-512 EPYC, where the fastest of two vectors ran 1.15-1.2x as fast as
 #: the fastest of one at LeNet's shapes); conv_input_delta_8x1 in (4,) work-items per sample:
 #: 0.89x 6x2's time at LeNet's second layer, the fastest register block at 4 shapes).
+#: Tried and left out, on a 2-core Ice Lake Xeon (AVX-512): gemm_outer blocks of 3 and 4
+#: vectors (6x4, 4x4, 8x3, 7x3, 5x4, 4x3) ran FullyConnected's dW at 512 x 784 x 128..256 at
+#: 149-156 GFLOP/s against 136 alone, and the tuner chose them at 34 of 44 shapes, but MLP
+#: epochs with them took 0.90-1.10x the time (paired medians of 9 and 11 rounds at batches 32
+#: to 256, within the machine's noise) and the tuner 109 s instead of 40.
 REGISTERS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2), (2, 2), (3, 2), (2, 4), (4, 3), (5, 2), (3, 3)),
     "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2), (4, 1), (6, 1)),
