@@ -66,6 +66,10 @@ class FullyConnected(Dense):
             launches = [device.launch("fc_backward_weights", (self.i + 1, self.o), n, self.i,
                                       self.o, x, dy, g["weights"], g["bias"])]
         else:
+            # (x copied into strips of 32 columns, each strip's rows contiguous, ran dW
+            # 1.05x as fast at batch 128 and 1.21x at 256 on a 2-core Ice Lake Xeon, before
+            # the copy's cost: at most ~4% of an MLP's epoch, so not done. dW^T = x^T dy, x
+            # read through its strides, ran at 0.79x.)
             dy_t = buffers["dy_t"]
             launches = [gemm_transpose_sums(device, n, self.o, dy, dy_t, g["bias"]),
                         gemm_outer(device, self.o, self.i, n, dy_t, n, 1, x, g["weights"])]
