@@ -153,8 +153,8 @@ typedef DOT_TYPE(REAL, DOT_VW) dotv;
 #define dot_hsum gemm_hsum_half
 #endif
 
-// Its inner loop compiles (PoCL 3.1, 4x4, AVX-512) to 8 vector loads and 16 FMAs: the rate it
-// reaches is that of its operands from L2. Blocking k for L1 was slower there (1024^3 on a
+// gemm_dot's inner loop compiles (PoCL 3.1, 4x4, AVX-512) to 8 vector loads and 16 FMAs: its rate
+// is that of its operands from L2. Blocking k for L1 was slower there (1024^3 on a
 // 2-core Ice Lake Xeon, 147-154 GFLOP/s unblocked): a barrier between blocks of 128-512 k
 // 45-92, as PoCL keeps each work-item's accumulators in memory across it; one work-item
 // taking 1x4 to 4x4 blocks a block of k at a time, their sums in a private array, 89-130.
