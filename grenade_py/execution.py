@@ -257,7 +257,8 @@ class Step:
         """Enqueue Grenade's per-example training on examples start .. start + count - 1 of
         the device arrays xs (N, *in) and ys (N, *out), one optimiser step each, in order: one
         launch of the fused loop where `fused` allows (the same layer, loss and optimiser
-        functions), else this one-row Step's launches per example, with identical results."""
+        functions), else this one-row Step's launches per example: the same results (to the bit
+        where `fused.kernels_bits`; else to rounding)."""
         trainer = self.fused(optimizer)
         if trainer is not None:
             trainer(xs, ys, start, count, optimizer)

@@ -414,8 +414,8 @@ def fused_trainer(net: Network, kind: int = 0, loss: Loss = SQUARED_ERROR
                   ) -> FusedTrainer | None:
     """A fused loop for `net` under optimiser `kind` and `loss`, or None where a layer lacks a
     device-side form or the loop's arguments do not fit the device (`arguments_fit`): the
-    runner then trains layer by layer, with the same results (to the bit; convolutions to
-    rounding)."""
+    runner then trains layer by layer, with the same results (to the bit; convolutions, and
+    every layer on a GPU, to rounding)."""
     plan = plan_loop(*unrolled(net, loss))
     if plan.missing:
         log.debug("no fused per-example loop for %r (no device-side form: %s); training "

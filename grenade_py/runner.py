@@ -197,8 +197,9 @@ def train(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     exactly Grenade's step); with `per_example=True`, N of Grenade's steps, one per example in
     order, each moving the weights before the next example is seen, run by a kernel that loops
     over the examples on the device (`grenade_py.fused`) where every layer has a device-side
-    form, else layer by layer with identical results; launched for runs of about FUSED_WORK
-    examples x parameters, each waited for, so that Ctrl-C is honoured within ~0.1 s.
+    form, else layer by layer with the same results (on a GPU, to rounding); launched for runs
+    of about FUSED_WORK examples x parameters, each waited for, so that Ctrl-C is honoured
+    within ~0.1 s.
     `params`: the optimiser (`LearningParameters`/`SGD`, `Adam`, `AdamW`; see
     `grenade_py.optimizers`); per-example training takes one optimiser step per example.
     `loss`: "squared_error" (Grenade's gradient output - target) or "cross_entropy" (network

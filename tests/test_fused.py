@@ -26,7 +26,7 @@ from grenade_py import (
 )
 from grenade_py.execution import fused as fused_trainer
 from grenade_py.feedforward import feedforward_network, sample
-from grenade_py.fused import fused_source, plan_loop, unrolled
+from grenade_py.fused import fused_source, kernels_bits, plan_loop, unrolled
 from grenade_py.layers import Concat, Crop, InceptionMini, Pad
 from grenade_py.losses import loss_named
 from grenade_py.numpy_reference import NumpyNetwork
@@ -321,7 +321,7 @@ def test_fused_loop_with_many_lanes(device64, monkeypatch, name, lanes):
 def test_run_net_gives_one_sample_by_the_fused_forms(device, monkeypatch, name):
     """Once a network has run FUSED_RUN_AFTER single samples, run_net gives one by one launch
     of its layers' fused forms, with the bits of the layers' kernels; a network with
-    convolutions keeps the kernels."""
+    convolutions keeps the kernels, as every network on a GPU does (kernels_bits)."""
     from grenade_py import run_net
 
     net = Network([FullyConnected(3, 4), Concat(Tanh(), Logit()), FullyConnected(8, 2), Relu()],
@@ -332,7 +332,8 @@ def test_run_net_gives_one_sample_by_the_fused_forms(device, monkeypatch, name):
     monkeypatch.setattr("grenade_py.runner.FUSED_RUN_PARAMETERS", 1 << 20)
     monkeypatch.setattr("grenade_py.runner.FUSED_RUN_AFTER", 2)
     got = [run_net(net, sample) for sample in x]  # from the second on, fused
-    assert (net.held["fused run"][1] is None) == name.startswith("conv")
+    assert (net.held["fused run"][1] is None) == (not kernels_bits(net))
+    assert kernels_bits(net) == (not net.device.gpu and not name.startswith("conv"))
     for e, g in zip(expected, got, strict=True):
         np.testing.assert_array_equal(e, g)
 
@@ -341,7 +342,8 @@ def test_run_net_gives_one_sample_by_the_fused_forms(device, monkeypatch, name):
 def test_train_on_one_example_by_the_fused_loop(device, monkeypatch, name):
     """Once a network has trained FUSED_RUN_AFTER single examples, train on one example runs
     one launch of the fused per-example loop, with the bits of the one-row Step's kernels, under
-    SGD and Adam and both losses; a network with convolutions keeps the kernels."""
+    SGD and Adam and both losses; a network with convolutions keeps the kernels, as every
+    network on a GPU does (kernels_bits)."""
     from grenade_py import Adam, runner
 
     def make():
@@ -358,7 +360,7 @@ def test_train_on_one_example_by_the_fused_loop(device, monkeypatch, name):
         for optimizer in (LP, Adam(0.01)):
             for one, target in zip(x, y, strict=True):
                 train(net, optimizer, one, target, loss=loss)
-    assert looped.held["fused train"][1] == (not name.startswith("conv"))
+    assert looped.held["fused train"][1] == kernels_bits(looped)
     assert kernels.steps == looped.steps == 30  # Adam's, from its first step
     for role in ("get_parameters", "get_momentum", "get_second"):
         for a, b in zip(getattr(kernels, role)(), getattr(looped, role)(), strict=True):

@@ -16,16 +16,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import get_device
+from conftest import ORDER_TOLERANCE, get_device
 
 import grenade_py as g
 from grenade_py import fused
 from grenade_py.errors import GrenadeError
 
 _gpu_forms: dict[str, g.Device] = {}
-#: assert_allclose's tolerances by precision: float64 to rounding; float32 to what a float32
-#: sum in another order moves over a few dozen steps.
-TOLERANCE = {"float64": {"rtol": 1e-8, "atol": 1e-10}, "float32": {"rtol": 2e-4, "atol": 2e-5}}
 
 
 class GPUForm(g.Device):
@@ -58,12 +55,12 @@ def precision(request: pytest.FixtureRequest) -> str:
 
 def both(run: Callable[[g.Device], list[np.ndarray]], precision: str = "float64") -> None:
     """`run` on the CPU form and on the GPU form: every array it returns equal to rounding
-    (TOLERANCE), and the run changing something (so that equal results are not two untrained
-    networks)."""
+    (ORDER_TOLERANCE), and the run changing something (so that equal results are not two
+    untrained networks)."""
     cpu, gpu = run(device(False, precision)), run(device(True, precision))
     assert len(cpu) == len(gpu)
     for a, b in zip(cpu, gpu, strict=True):
-        np.testing.assert_allclose(b, a, **TOLERANCE[precision])
+        np.testing.assert_allclose(b, a, **ORDER_TOLERANCE[precision])
 
 
 def parameters(net: Any) -> np.ndarray:
