@@ -141,10 +141,15 @@ NARROW: dict[str, Block] = {
     "gemm_dot": (4, 3, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (6, 1, 16, 1, 4),
     "conv_kernel_gradient": (5, 2, 1, 1), "conv_input_delta": (4, 1, 4)}
 
-#: The untuned blocks on GPUs where they differ from the first of FORMS: conv_forward's default
-#: before its work-items took several vectors of positions (6x4's 24 vectors of 16 floats, 384
-#: values, are more than a GPU thread's registers hold; neither is timed on a GPU yet).
-GPU: dict[str, Block] = {"conv_forward": (12, 1, 64, 1, 1)}
+#: The untuned blocks on GPUs where they differ from the first of FORMS: the tuner's most
+#: frequent choice on an NVIDIA H200 (OpenCL 3.0, CUDA 13.0) over the MNIST networks' launch
+#: shapes at batches 32 to 256 (x the summed time of the defaults before: FORMS' first, and
+#: conv_forward 12x1 in (64, 1, 1)): conv_kernel_gradient 3x2 in (4, 4), the choice at 12 of 16
+#: shapes (5x4 in (1, 1), one work-item a group, took 17.9x the tuned sum: 10.9 ms against
+#: 0.61 ms); conv_forward 4x1 in (64, 1, 1), at 5 of 14 (4x1 in (16, 1, 4) at 4; 12x1 took
+#: 1.38x); gemm_outer_tiled 32 x 64 x 16 of 4 x 4, at 36 of 50 (64 x 64 took 1.08x).
+GPU: dict[str, Block] = {"conv_forward": (4, 1, 64, 1, 1), "conv_kernel_gradient": (3, 2, 4, 4),
+                         "gemm_outer_tiled": (32, 64, 16, 4, 4)}
 
 #: The forms whose vectors are DOT_VW lanes (kernels/gemm.cl): on narrow CPUs one register.
 DOT_FORMS = ("gemm_dot", "conv_kernel_gradient")
@@ -251,8 +256,9 @@ def block(device: Device, form: str, shape: Block) -> Block:
 
 def default(device: Device, form: str, shape: Block) -> Block:
     """The untuned block of a launch of `form` over `shape` on `device`: a tiled form's first
-    tile shape that `fits` (else the smallest), BIG_TILE on a GPU where it fits and the product
-    (m, n, ...) is at least BIG_TILE_WAVES of them per compute unit; NARROW's on a CPU of
+    tile shape that `fits` (on a GPU, GPU's first; else the smallest), BIG_TILE on a GPU where
+    it fits and the product (m, n, ...) is at least BIG_TILE_WAVES of them per compute unit;
+    NARROW's on a CPU of
     8-float vectors; GPU's on a GPU; else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one
     product of m n k >= LARGE and n >= WIDE, else the form's first."""
     m, n, k, *rest = shape
@@ -261,7 +267,8 @@ def default(device: Device, form: str, shape: Block) -> Block:
         if device.gpu and fits(device, BIG_TILE) and \
                 tiles >= BIG_TILE_WAVES * device.cl_device.max_compute_units:
             return BIG_TILE
-        return next((b for b in FORMS[form] if fits(device, b)), SMALLEST_TILE)
+        first = (GPU[form],) if device.gpu and form in GPU else ()
+        return next((b for b in first + FORMS[form] if fits(device, b)), SMALLEST_TILE)
     if narrow(device):
         return NARROW[form]
     if device.gpu and form in GPU:

@@ -178,10 +178,13 @@ def test_a_tiled_device_tunes_its_tile_shapes(tmp_path, monkeypatch):
     assert blocks.default(device, "gemm_outer_tiled", (3000, 3000, 64, 1, 1)) == blocks.BIG_TILE
     for shape in ((1024, 1024, 1024, 1), (256, 512, 784, 1), (2000, 2000, 9, 1)):
         assert blocks.default(device, "gemm_dot_tiled", shape) == blocks.TILES[0]
-    # Its implicit convolutions' forward at GPU's block, one of the candidates; a wide CPU's
-    # first.
+    # Its convolutions and smaller outer products at GPU's blocks (the H200's tuner's
+    # choices), each one of the candidates; a wide CPU's first.
     monkeypatch.setattr(device, "narrow", False)
-    assert blocks.default(device, "conv_forward", (64, 25, 10, 576)) == (12, 1, 64, 1, 1)
+    assert blocks.default(device, "conv_forward", (64, 25, 10, 576)) == (4, 1, 64, 1, 1)
+    assert blocks.default(device, "conv_kernel_gradient", (64, 25, 10, 576)) == (3, 2, 4, 4)
+    assert blocks.default(device, "gemm_outer_tiled", (512, 784, 64, 1, 1)) == \
+        (32, 64, 16, 4, 4)
     assert all(b in blocks.FORMS[form] for form, b in blocks.GPU.items())
     monkeypatch.setattr(device, "gpu", False)
     assert blocks.default(device, "conv_forward", (64, 25, 10, 576)) == \
