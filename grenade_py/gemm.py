@@ -60,7 +60,7 @@ def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_ar
     """C (m, n) = A (m, k) B(n, k)^T + bias (n,); over `batches` (a convolution's samples), the
     sum of the products of A + s a_batch and B + s b_batch, rows a_m and b_n apart (default
     k: contiguous). With `chunks`, the batch in chunks of ceil(batches / chunks) entries, chunk
-    i's sum (plus the bias in the first only) into C + i m n, for conv_sum_chunks to add up:
+    i's sum (plus the bias in the first only) into C + i m n, for gemm_sum_chunks to add up:
     more work-items where m n alone are too few for a GPU."""
     per = -(-batches // max(1, min(chunks, batches)))
     args = (k, a, k if a_m is None else a_m, a_batch, b, k if b_n is None else b_n, b_batch,
@@ -71,6 +71,25 @@ def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_ar
         blocks.kernel_name("gemm_dot", block),
         (_blocks(n, block[1]), _blocks(m, block[0]), -(-batches // per)), m, n, *args,
         local=(*blocks.local("gemm_dot", block), 1)))
+
+
+#: On a GPU, a gemm_dot of one product whose 64 x 64 tiles are fewer than the device's compute
+#: units sums k in parts of at least SPLIT_DEPTH apart (`k_splits`), then adds them up in order.
+#: On an NVIDIA H200 MNIST's forward at 64 x 512 x 784 (8 tiles, 49 steps of k a tile) took
+#: 86 us in one part at any tile shape and 19-26 us in 16 (.ci/gpu-gemm-variants).
+SPLIT_DEPTH = 32
+
+
+def k_splits(device: Device, m: int, n: int, k: int) -> int:
+    """The parts that C (m, n) = A (m, k) B (n, k)^T sums k in on `device` (FullyConnected's
+    forward): 1 on CPUs; on a GPU the fewest that divide k into parts of at least SPLIT_DEPTH
+    and give its compute units a 64 x 64 tile each, else the most that do so divide it."""
+    if not device.gpu:
+        return 1
+    tiles = _blocks(m, 64) * _blocks(n, 64)
+    parts = [s for s in range(1, k // SPLIT_DEPTH + 1) if k % s == 0] or [1]
+    return next((s for s in parts if tiles * s >= device.cl_device.max_compute_units),
+                parts[-1])
 
 
 def gemm_transpose_sums(device: Device, k: int, n: int, a: cl_array.Array,

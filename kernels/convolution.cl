@@ -149,7 +149,7 @@ kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW,
 // work-item, sample by sample (so the sum's order is fixed: no atomics). Whole vectors of
 // positions first (DOT_VW lanes, as gemm_dot's), then the last P % DOT_VW of each sample.
 // Over chunks of `per` samples (global id 2: chunk c, samples c per .. c per + per - 1, its
-// sums into dK + c R F; conv_sum_chunks adds them up): where R F outputs are too few work-items
+// sums into dK + c R F; gemm_sum_chunks adds them up): where R F outputs are too few work-items
 // for a GPU. One chunk (per = n): dK itself.
 // global size (ceil(F / FN), ceil(R / RM), ceil(n / per))
 // template $RM $FN: 5 4, 4 4, 2 8, 8 2, 5 2, 2 2, 4 1, 3 2, 4 3, 6 2, 3 4
@@ -204,17 +204,6 @@ kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P,
         }
 }
 // end template
-
-// out[i] = the sum over chunks c = 0, 1, ... of partial[c count + i], in that order: the chunked
-// kernel gradient's sums (conv_kernel_gradient), deterministic. global size (count)
-kernel void conv_sum_chunks(int count, int chunks, global const REAL *partial,
-                            global REAL *out) {
-    const int i = get_global_id(0);
-    if (i >= count) return;
-    REAL s = partial[i];
-    for (int c = 1; c < chunks; ++c) s += partial[(size_t)c * count + i];
-    out[i] = s;
-}
 
 #ifdef REAL_IS_DOUBLE
 typedef long8 lanev;

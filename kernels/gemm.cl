@@ -220,6 +220,18 @@ kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m,
 }
 // end template
 
+// out[i] = the sum over chunks c = 0, 1, ... of partial[c count + i], in that order: the sums
+// that gemm_dot (either form) or conv_kernel_gradient wrote chunk by chunk, added up
+// deterministically. global size (count)
+kernel void gemm_sum_chunks(int count, int chunks, global const REAL *partial,
+                            global REAL *out) {
+    const int i = get_global_id(0);
+    if (i >= count) return;
+    REAL s = partial[i];
+    for (int c = 1; c < chunks; ++c) s += partial[(size_t)c * count + i];
+    out[i] = s;
+}
+
 // RM rows x CV vectors of columns of C = A B from row m0 and column n0. Rows past the edge of A
 // repeat the last row (clamped index) and are not stored; a vector past the last column moves
 // back to end there (N - VW), recomputing columns with the same sums, and stores only those from

@@ -104,7 +104,7 @@ def main() -> None:
                              seed=1)
             g.fit(runs, g.SGD(0.01), rng.normal(size=(3, *shape)),
                   rng.uniform(size=(3, *runs.output_shape.dims)), batch_size=3, epochs=1)
-        # A GPU's kernel gradient in chunks of the batch (conv_sum_chunks), forced: one sample
+        # A GPU's kernel gradient in chunks of the batch (gemm_sum_chunks), forced: one sample
         # a chunk, implicit (8 wide), then through copied-out patches (gemm_dot; 6 wide).
         unchunked = g.Convolution.kernel_chunks
         g.Convolution.kernel_chunks = lambda self, n: n  # type: ignore[method-assign]

@@ -115,7 +115,7 @@ _tiled: dict[str, Device] = {}
 def test_the_kernel_gradient_in_chunks_of_the_batch(device, rng, name, form, chunks,
                                                     monkeypatch):
     """A GPU's form (Convolution.kernel_chunks > 1): the batch's samples in chunks, each summed
-    apart, then added in order (conv_sum_chunks); at batch 17 against numpy, and one chunk's
+    apart, then added in order (gemm_sum_chunks); at batch 17 against numpy, and one chunk's
     sums (a batch of its samples alone) have the unchunked form's bits. Where the patches are
     copied out ("strided", "wide"), gemm_dot sums the chunks, in both its forms."""
     from grenade_py.layers.convolution import Convolution as Layer
@@ -133,7 +133,7 @@ def test_the_kernel_gradient_in_chunks_of_the_batch(device, rng, name, form, chu
     assert buffers["chunks"].size == chunks * c * kh * kw * f
     launches = layer.kernel_gradient(n, device.to_device(x), device.to_device(dy), buffers)
     names = [launch.kernel.function_name for launch in launches]
-    assert names[-1] == "conv_sum_chunks"
+    assert names[-1] == "gemm_sum_chunks"
     product = "gemm_dot_tiled_" if form == "tiled" else "gemm_dot_"
     assert names[-2].startswith("conv_kernel_gradient" if layer.implicit() else product)
     enqueue(layer.setup(n, buffers) + launches)
@@ -165,7 +165,7 @@ def test_training_with_the_kernel_gradient_in_chunks(device64, rng, monkeypatch)
                       input=D2(20, 20), device=device64, seed=3)  # 16 wide, then 6
         fit(net, LearningParameters(0.01, 0.9, 1e-4), x, y, batch_size=13, epochs=2, seed=1)
         results.append(net.get_parameters())
-        launched.append(sum(launch.kernel.function_name == "conv_sum_chunks"
+        launched.append(sum(launch.kernel.function_name == "gemm_sum_chunks"
                             for step in net.held.values() if hasattr(step, "backward_launches")
                             for launch in step.backward_launches()))
     assert launched[0] == 0 and launched[1] == 4  # two layers, batches of 13 and 4

@@ -19,7 +19,7 @@ import pytest
 from conftest import ORDER_TOLERANCE, get_device
 
 import grenade_py as g
-from grenade_py import fused
+from grenade_py import fused, gemm
 from grenade_py.errors import GrenadeError
 
 _gpu_forms: dict[str, g.Device] = {}
@@ -96,6 +96,41 @@ def test_minibatches_of_a_network_with_batch_norm_and_dropout(precision):
                        np.array([history[-1]["loss"], scores["loss"]]))
 
     both(run, precision)
+
+
+@pytest.mark.parametrize("splits", [3, 17, 51])
+def test_the_forward_in_parts_of_the_inputs(monkeypatch, splits, precision):
+    """FullyConnected's forward on a GPU with k in parts (gemm.k_splits, forced: the 51 inputs
+    in 3, 17 or 51 parts), in a fit and run_net, against the CPU form."""
+    from grenade_py.layers import fully_connected
+
+    def run(d: g.Device) -> list[np.ndarray]:
+        if d.gpu:
+            monkeypatch.setattr(fully_connected, "k_splits", lambda device, m, n, k: splits
+                                if k == 51 and device.gpu and m > 1 else 1)
+        net = g.Network([g.FullyConnected(51, 13), g.Tanh(), g.FullyConnected(13, 3)],
+                        input=g.D1(51), device=d, seed=1)
+        start, (x, y) = parameters(net), data(23, (51,), 3)
+        g.fit(net, g.SGD(0.05), x, y, batch_size=9, epochs=2, seed=3)
+        monkeypatch.undo()
+        return trained(net, start, g.run_net(net, x))
+
+    both(run, precision)
+
+
+def test_the_parts_of_k_on_a_gpu(monkeypatch):
+    """k_splits: MNIST's forward on a GPU of 132 compute units in parts of k that give each
+    unit a 64 x 64 tile (64 x 512 x 784: 16 of 49; 128 rows: 14 of 56; 256: 7 of 112), none
+    where the tiles fill it (1024^3) or k is under two parts of SPLIT_DEPTH or prime; CPUs
+    none."""
+    device = get_device("float32")
+    assert gemm.k_splits(device, 64, 512, 784) == 1
+    limits = type("Limits", (), {"max_compute_units": 132})
+    monkeypatch.setattr(device, "cl_device", limits)
+    monkeypatch.setattr(device, "gpu", True)
+    cases = {(64, 512, 784): 16, (128, 512, 784): 14, (256, 512, 784): 7, (64, 10, 512): 16,
+             (1024, 1024, 1024): 1, (64, 512, 63): 1, (64, 512, 997): 1}
+    assert {shape: gemm.k_splits(device, *shape) for shape in cases} == cases
 
 
 def test_minibatches_and_examples_of_a_convolutional_network(precision):

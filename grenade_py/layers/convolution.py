@@ -18,7 +18,7 @@ conv_input_delta (a work-group per sample), or where output rows are whole vecto
 conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per
 sample and 2 or 3 input channels), else gemm_outer and conv_col2im. y and dy stay
 (batch, F, positions). On GPUs the kernel gradient (either form) sums chunks of the batch apart
-and adds them up in order (`kernel_chunks`, conv_sum_chunks): its R x F outputs alone are too
+and adds them up in order (`kernel_chunks`, gemm_sum_chunks): its R x F outputs alone are too
 few work-items there.
 In the fused per-example loop: direct loops over one sample, in blocks of 2 filters x 4 rows
 x 8 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the kernel
@@ -149,7 +149,7 @@ class Convolution(Layer):
 
     def kernel_chunks(self, n: int) -> int:
         """Chunks of the batch whose kernel gradients conv_kernel_gradient or gemm_dot (where
-        the patches are copied out) sums apart, then adds up in order (conv_sum_chunks): 1 on
+        the patches are copied out) sums apart, then adds up in order (gemm_sum_chunks): 1 on
         CPUs; on a GPU enough for SPLIT_OUTPUTS outputs in all (at most n). On an H200
         LeNet's first layer's kernel gradient, R x F = 25 x 10 outputs summed over the whole
         batch by 25 work-items, took 1.8 ms of a 2.5 ms step. (On a 2-core Ice Lake Xeon, 2
@@ -223,7 +223,7 @@ class Convolution(Layer):
                 (-(-f // block[1]), -(-r // block[0]), -(-n // per)), *args, buffers["rows"],
                 x, dy, out, per, local=(*blocks.local("conv_kernel_gradient", block), 1)))]
         if chunks > 1:
-            launches.append(self.device.launch("conv_sum_chunks", (r * f,), r * f, -(-n // per),
+            launches.append(self.device.launch("gemm_sum_chunks", (r * f,), r * f, -(-n // per),
                                                out, dk))
         return launches
 

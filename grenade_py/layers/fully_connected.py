@@ -5,7 +5,7 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.gemm import gemm_dot, gemm_outer, gemm_transpose_sums
+from grenade_py.gemm import gemm_dot, gemm_outer, gemm_transpose_sums, k_splits
 from grenade_py.layers.arguments import initial_values
 from grenade_py.layers.base import Buffers, Factor, WindowForm
 from grenade_py.layers.dense import Dense
@@ -30,14 +30,17 @@ class FullyConnected(Dense):
         fc_backward_input, fc_backward_weights (kernels/fully_connected.cl); batches: the
         register-blocked GEMMs gemm_dot (y = x W^T + b) and gemm_outer (dW = dy^T x,
         dx = dy W) and gemm_transpose_sums (db, and dy^T for dW) of kernels/gemm.cl.
-    Buffers: `dy_t` (o, n), dy transposed (batches of n > 1, in training).
+    Buffers: `dy_t` (o, n), dy transposed (batches of n > 1, in training); on GPUs `parts`
+        (splits, n, o), the forward's sums over parts of the inputs (`gemm.k_splits`), added
+        up in order by gemm_sum_chunks.
     """
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
-        return {"dy_t": (self.o, n)} if n > 1 else {}
+        return ({"dy_t": (self.o, n)} if n > 1 else {}) | self.inference_buffers(n)
 
     def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
-        return {}
+        splits = k_splits(self.device, n, self.o, self.i) if n > 1 else 1
+        return {"parts": (splits * n * self.o,)} if splits > 1 else {}
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weights": (self.o, self.i), "bias": (self.o,)}
@@ -57,7 +60,14 @@ class FullyConnected(Dense):
         # 784 x 512 (fastest block) against gemm_dot's 215-242, but with the transposes of x and
         # y it took 1.04-1.10x gemm_dot's time (chains of launches, medians of 7); y = x W^T on
         # a transposed W ran at 196-220.
-        return [gemm_dot(device, n, self.o, self.i, x, p["weights"], p["bias"], y)]
+        splits = k_splits(device, n, self.o, self.i)
+        if splits == 1:
+            return [gemm_dot(device, n, self.o, self.i, x, p["weights"], p["bias"], y)]
+        part, parts = self.i // splits, buffers["parts"]
+        return [gemm_dot(device, n, self.o, part, x, p["weights"], p["bias"], parts,
+                         batches=splits, a_m=self.i, a_batch=part, b_n=self.i, b_batch=part,
+                         chunks=splits),
+                device.launch("gemm_sum_chunks", (n * self.o,), n * self.o, splits, parts, y)]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
