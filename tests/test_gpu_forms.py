@@ -124,6 +124,7 @@ def test_the_parts_of_k_on_a_gpu(monkeypatch):
     where the tiles fill it (1024^3) or k is under two parts of SPLIT_DEPTH or prime; CPUs
     none."""
     device = get_device("float32")
+    monkeypatch.setattr(device, "gpu", False)
     assert gemm.k_splits(device, 64, 512, 784) == 1
     limits = type("Limits", (), {"max_compute_units": 132})
     monkeypatch.setattr(device, "cl_device", limits)
