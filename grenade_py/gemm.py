@@ -82,9 +82,10 @@ SPLIT_DEPTH = 32
 
 def k_splits(device: Device, m: int, n: int, k: int) -> int:
     """The parts that C (m, n) = A (m, k) B (n, k)^T sums k in on `device` (FullyConnected's
-    forward): 1 on CPUs; on a GPU the fewest that divide k into parts of at least SPLIT_DEPTH
-    and give its compute units a 64 x 64 tile each, else the most that do so divide it."""
-    if not device.gpu:
+    forward): 1 on CPUs and in the register-blocked form; on a GPU in the tiled form the
+    fewest that divide k into parts of at least SPLIT_DEPTH and give its compute units a
+    64 x 64 tile each, else the most that do so divide it."""
+    if not device.gpu or device.gemm != "tiled":
         return 1
     tiles = _blocks(m, 64) * _blocks(n, 64)
     parts = [s for s in range(1, k // SPLIT_DEPTH + 1) if k % s == 0] or [1]
