@@ -2,6 +2,7 @@
 `oclgrind --data-races`: both GEMM forms, the fused per-example loop in its one-lane and
 coalesced (GPU) forms and for several networks at once (train_many), run_net's one-sample
 loop, convolution (its one-launch input deltas too, and a GPU's kernel gradient in chunks),
+FullyConnected's forward in parts of k (a GPU's),
 col2im, pooling, the recurrent scans and updates (ordered and summed, clipped, through
 ConcatRecurrent), the fused window loop, Dropout, BatchNorm, the activations, the losses,
 every optimiser and the benchmark's peak kernel."""
@@ -10,6 +11,7 @@ import numpy as np
 import grenade_py as g
 from grenade_py import blocks, fused, gemm, runner
 from grenade_py.exchange import Exchange
+from grenade_py.layers import fully_connected
 
 DEFAULT = blocks.default
 
@@ -113,6 +115,15 @@ def main() -> None:
         g.fit(split, g.SGD(0.01), rng.normal(size=(3, 5, 12)),
               rng.uniform(size=(3, *split.output_shape.dims)), batch_size=3, epochs=1)
         g.Convolution.kernel_chunks = unchunked  # type: ignore[method-assign]
+        # FullyConnected's forward in parts of k (a GPU's, gemm.k_splits), forced: 4 parts of
+        # 10 inputs summed apart (gemm_dot's chunks), then added in order (gemm_sum_chunks).
+        whole = fully_connected.k_splits
+        fully_connected.k_splits = lambda device, m, n, k: 4 if k == 40 else 1
+        parts = g.Network([g.FullyConnected(40, 3), g.Logit()], input=g.D1(40), device=d,
+                          seed=1)
+        g.fit(parts, g.SGD(0.01), rng.normal(size=(3, 40)), rng.uniform(size=(3, 3)),
+              batch_size=3, epochs=1)
+        fully_connected.k_splits = whole
         for lanes in (1, 16):  # the one-lane loop and the coalesced (GPU) form
             fused.lanes = lambda device, lanes=lanes: lanes  # type: ignore[assignment]
             ff = g.Network([g.FullyConnected(3, 5), g.Tanh(), g.FullyConnected(5, 2),
