@@ -258,9 +258,8 @@ def default(device: Device, form: str, shape: Block) -> Block:
     """The untuned block of a launch of `form` over `shape` on `device`: a tiled form's first
     tile shape that `fits` (on a GPU, GPU's first; else the smallest), BIG_TILE on a GPU where
     it fits and the product (m, n, ...) is at least BIG_TILE_WAVES of them per compute unit;
-    NARROW's on a CPU of
-    8-float vectors; GPU's on a GPU; else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one
-    product of m n k >= LARGE and n >= WIDE, else the form's first."""
+    NARROW's on a CPU of 8-float vectors; GPU's on a GPU; else WIDE_DEFAULT for a gemm_dot
+    (m, n, k, batches) of one product of m n k >= LARGE and n >= WIDE, else the form's first."""
     m, n, k, *rest = shape
     if form in TILED_FORMS:
         tiles = -(-m // BIG_TILE[0]) * -(-n // BIG_TILE[1])
