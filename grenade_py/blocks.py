@@ -78,7 +78,8 @@ TILED_FORMS = ("gemm_dot_tiled", "gemm_outer_tiled")
 #: epochs with them took 0.90-1.10x the time (paired medians of 9 and 11 rounds at batches 32
 #: to 256, within the machine's noise) and the tuner 109 s instead of 40.
 REGISTERS: dict[str, tuple[Block, ...]] = {
-    "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2), (2, 2), (3, 2), (2, 4), (4, 3), (5, 2), (3, 3)),
+    "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2), (2, 2), (3, 2), (2, 4), (4, 3), (5, 2), (3, 3),
+                 (6, 4)),
     "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2), (4, 1), (6, 1)),
     "conv_forward": ((6, 4), (12, 2), (10, 2), (8, 2), (6, 2), (5, 2), (4, 2), (12, 1), (10, 1),
                      (8, 1), (6, 1), (5, 1), (4, 1)),
@@ -113,15 +114,23 @@ FORMS: dict[str, tuple[Block, ...]] = {
     form: tuple(r + local for r in registers for local in LOCALS[form])
     for form, registers in REGISTERS.items()}
 #: The untuned default of a large gemm_dot (one product of LARGE or more multiply-adds, WIDE or
-#: more outputs per row): 4x4 in (16, 4), where the first of FORMS is 8x2 in (16, 4). Measured
-#: here (PoCL 3.1, the candidates taking turns, GFLOP/s 8x2 -> 4x4): 1024^3 163 -> 193 and
-#: 174 -> 202, 1536^3 153 -> 204, 256 x 1024 x 1024 121 -> 158, 512^3 126 -> 141 and 196 ->
-#: 196. At MNIST's shapes (32..256 x 512 x 784) 4x4 was faster as a kernel (150..200 ->
-#: 166..204) but MLP epochs were not (0.95x..1.09x at batches 32..256): those keep the first;
-#: at narrow outputs (64 x 80 x 256; N = 10) 4x4 is slower (76 -> 69, 65 -> 51).
+#: more outputs per row): 6x4 in (8, 8), where the first of FORMS is 8x2 in (16, 4). Where the
+#: default before, 4x4 in (16, 4), was chosen (a 2-core AVX-512 machine, PoCL 3.1, the
+#: candidates taking turns, GFLOP/s 8x2 -> 4x4):
+#: 1024^3 163 -> 193 and 174 -> 202, 1536^3 153 -> 204, 256 x 1024 x 1024 121 -> 158, 512^3
+#: 126 -> 141 and 196 -> 196. 6x4 (24 accumulators, 6 + 1 operand vectors: 31 of AVX-512's 32
+#: registers) loads 10 vectors per 24 FMAs where 4x4 loads 8 per 16; on a 2-core Ice Lake
+#: Xeon (two runs, 4x4 in (16, 4) -> 6x4 in (8, 8)): 1024^3 151 -> 180 and 105 -> 112, 1536^3
+#: 145 -> 161 and 102 -> 133, 512^3 119 -> 145 and 104 -> 115, 256 x 1024 x 1024 132 -> 154
+#: and 101 -> 108; taking turns with numpy's sgemm at 1024^3, 125 -> 134 (numpy 158) and
+#: 102 -> 128 (numpy 110). At MNIST's shapes (32..256 x 512 x
+#: 784) the larger blocks are faster as kernels (the tuner took 6x4 at all four there, 1.06-
+#: 1.26x the default) but MLP epochs were not (tuned tables with and without 6x4 taking
+#: turns: 0.94-1.02x at batches 32..256): those keep the first; at narrow outputs (64 x 80 x
+#: 256; N = 10) 4x4 was slower (76 -> 69, 65 -> 51).
 LARGE = 2**27
 WIDE = 256
-WIDE_DEFAULT: Block = (4, 4, 16, 4)
+WIDE_DEFAULT: Block = (6, 4, 8, 8)
 #: The untuned blocks on CPUs whose vectors hold 8 floats (AVX2; `narrow`), where a vector of
 #: gemm.cl's 16 lanes takes two of the 16 registers and the blocks above spill. Each is the
 #: candidate whose time summed over the MNIST networks' launch shapes at batches 32 to 256 was

@@ -163,7 +163,7 @@ typedef DOT_TYPE(REAL, DOT_VW) dotv;
 // up over the whole batch first, then the last K % DOT_VW terms of each entry. Chunk c of the
 // batch (entries c per .. c per + per - 1; GPUs, where M N outputs are too few work-items) sums
 // into C + c M N, the bias in chunk 0's only; one chunk (per = batches): C itself.
-// template $RM $RN: 8 2, 4 4, 4 2, 6 2, 2 2, 3 2, 2 4, 4 3, 5 2, 3 3
+// template $RM $RN: 8 2, 4 4, 4 2, 6 2, 2 2, 3 2, 2 4, 4 3, 5 2, 3 3, 6 4
 kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m, int a_batch,
                              global const REAL *B, int b_n, int b_batch, int batches, int per,
                              global const REAL *bias, global REAL *C) {
