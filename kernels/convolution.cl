@@ -152,7 +152,7 @@ kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW,
 // sums into dK + c R F; gemm_sum_chunks adds them up): where R F outputs are too few work-items
 // for a GPU. One chunk (per = n): dK itself.
 // global size (ceil(F / FN), ceil(R / RM), ceil(n / per))
-// template $RM $FN: 5 4, 4 4, 2 8, 8 2, 5 2, 2 2, 4 1, 3 2, 4 3, 6 2, 3 4
+// template $RM $FN: 5 4, 4 4, 2 8, 8 2, 5 2, 2 2, 4 1, 3 2, 4 3, 6 2, 3 4, 6 4, 8 3
 kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P, int OW,
                                          int pitch, global const REAL *rows,
                                          global const REAL *x, global const REAL *dy,
