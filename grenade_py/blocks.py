@@ -72,11 +72,15 @@ TILED_FORMS = ("gemm_dot_tiled", "gemm_outer_tiled")
 #: positions (on an AVX-512 EPYC, where the fastest of two vectors ran 1.15-1.2x as fast as
 #: the fastest of one at LeNet's shapes); conv_input_delta_8x1 in (4,) work-items per sample:
 #: 0.89x 6x2's time at LeNet's second layer, the fastest register block at 4 shapes).
-#: Tried and left out, on a 2-core Ice Lake Xeon (AVX-512): gemm_outer blocks of 3 and 4
-#: vectors (6x4, 4x4, 8x3, 7x3, 5x4, 4x3) ran FullyConnected's dW at 512 x 784 x 128..256 at
-#: 149-156 GFLOP/s against 136 alone, and the tuner chose them at 34 of 44 shapes, but MLP
-#: epochs with them took 0.90-1.10x the time (paired medians of 9 and 11 rounds at batches 32
-#: to 256, within the machine's noise) and the tuner 109 s instead of 40. The kernel
+#: gemm_outer's blocks of 3 and 4 vectors, on a 2-core Ice Lake Xeon (AVX-512): all six of
+#: 6x4, 4x4, 8x3, 7x3, 5x4 and 4x3 ran FullyConnected's dW at 512 x 784 x 128..256 at 149-156
+#: GFLOP/s against 136, but made the tuner take 109 s instead of 40, and MLP epochs took
+#: 0.90-1.10x the time (paired medians, against the table before). Timed alone at dW's shapes,
+#: 8x3 and 6x4 led (512 x 784 x 64 / 128 / 256: 134 / 185 / 125 against the default 6x2's 105 /
+#: 126 / 101); with those two only the tuner takes 42 s warm, chooses them at 8 of the MLP's 12
+#: gemm_outer shapes, and MLP epochs under tuned tables with and without them, taking turns
+#: in one process (three runs, medians of 8), took at batches 32 / 64 / 128 / 256: 0.91-0.97 /
+#: 0.91-1.05 / 0.88-0.93 / 0.81-0.95x the time. The kernel
 #: gradient's 6x4 and 8x3 (24 accumulators, as gemm_dot's 6x4), on that Xeon: the tuner took
 #: them at 11 and 14 of LeNet's and bn's 16 shapes in two runs, and LeNet's epochs under tuned
 #: tables with and without them, taking turns, took 0.92-1.00x and 0.96-0.97x the time at
@@ -84,7 +88,8 @@ TILED_FORMS = ("gemm_dot_tiled", "gemm_outer_tiled")
 REGISTERS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((8, 2), (4, 4), (4, 2), (6, 2), (2, 2), (3, 2), (2, 4), (4, 3), (5, 2), (3, 3),
                  (6, 4)),
-    "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2), (4, 1), (6, 1)),
+    "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2), (4, 1), (6, 1),
+                   (8, 3), (6, 4)),
     "conv_forward": ((6, 4), (12, 2), (10, 2), (8, 2), (6, 2), (5, 2), (4, 2), (12, 1), (10, 1),
                      (8, 1), (6, 1), (5, 1), (4, 1)),
     "conv_kernel_gradient": ((5, 4), (4, 4), (2, 8), (8, 2), (5, 2), (2, 2), (4, 1), (3, 2), (4, 3),

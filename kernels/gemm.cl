@@ -237,7 +237,7 @@ kernel void gemm_sum_chunks(int count, int chunks, global const REAL *partial,
 // back to end there (N - VW), recomputing columns with the same sums, and stores only those from
 // n0 on (the block's own); only a product narrower than one vector goes scalar, with the same
 // sums too. (Also the product of conv_input_delta.)
-// template $RM $CV: 16 1, 8 1, 12 1, 24 1, 6 2, 8 2, 12 2, 4 1, 6 1
+// template $RM $CV: 16 1, 8 1, 12 1, 24 1, 6 2, 8 2, 12 2, 4 1, 6 1, 8 3, 6 4
 void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const REAL *A,
                               int a_m, int a_k, global const REAL *B, int b_k, global REAL *C,
                               int c_m) {
