@@ -87,7 +87,8 @@ def k_splits(device: Device, m: int, n: int, k: int) -> int:
     64 x 64 tile each, else the most that do so divide it."""
     if not device.gpu or device.gemm != "tiled":
         return 1
-    tiles = _blocks(m, 64) * _blocks(n, 64)
+    rows, columns = blocks.TILES[0][:2]  # the untuned tile of a product of few tiles
+    tiles = _blocks(m, rows) * _blocks(n, columns)
     parts = [s for s in range(1, k // SPLIT_DEPTH + 1) if k % s == 0] or [1]
     return next((s for s in parts if tiles * s >= device.cl_device.max_compute_units),
                 parts[-1])
