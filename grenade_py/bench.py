@@ -33,14 +33,15 @@ from pathlib import Path
 import click
 import numpy as np
 import pyopencl as cl
+import pyopencl.array as cl_array
 
 from grenade_py import blocks
 from grenade_py.cli import user_errors
 from grenade_py.datasets import load_mnist
 from grenade_py.device import Device, Launch
-from grenade_py.execution import sequence_steps
+from grenade_py.execution import enqueue, sequence_steps
 from grenade_py.feedforward import feedforward_network, sample
-from grenade_py.gemm import gemm_dot, gemm_outer, vector_width
+from grenade_py.gemm import gemm_forward, gemm_outer, k_splits, vector_width
 from grenade_py.layers import LSTM, Convolution, FullyConnected, Logit, Pooling, Relu, Reshape
 from grenade_py.losses import CROSS_ENTROPY
 from grenade_py.many import train_many
@@ -478,9 +479,20 @@ def _products(a: np.ndarray, b: np.ndarray, calls: int) -> None:
 GEMM_BATCHES = (64, 128)
 
 
+def _forward(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_array.Array,
+             bias: cl_array.Array) -> Callable[[], None]:
+    """C (m, n) = A (m, k) B (n, k)^T + bias as FullyConnected's forward launches it
+    (`gemm.gemm_forward`: on a GPU, k in parts where `gemm.k_splits` says so)."""
+    splits = k_splits(device, m, n, k)
+    launches = gemm_forward(device, m, n, k, a, b, bias, device.zeros((m, n)), splits,
+                            device.zeros((splits * m * n,)) if splits > 1 else None)
+    return lambda: enqueue(launches)
+
+
 def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
     """GFLOP/s of the FullyConnected GEMMs at Bx784x512 (B in GEMM_BATCHES) in both of
-    grenade_py's forms (register-blocked for CPUs, tiled for GPUs) and at 1024^3, and of
+    grenade_py's forms (register-blocked for CPUs, tiled for GPUs) and at 1024^3 (the
+    forward's products as the layer launches them: `_forward`), and of
     numpy's sgemm on the same products, each taking turns with the device's own form
     (`interleaved`: the machine's noise falls on both alike); the register form also
     at the block this device's launches take (tuned or the default) and at the fastest block
@@ -496,20 +508,22 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
     for form in (device.gemm, "tiled" if device.gemm == "registers" else "registers"):
         dev = device if form == device.gemm else Device(spec_of(device.cl_device), gemm=form)
         wd, bd, bigd = map(dev.to_device, (w, b, big))
-        products = []  # (name, its launch's maker, flops, numpy's same product)
+        # (name, its launch's maker, flops, numpy's same product)
+        products: list[tuple[str, Callable[[], Callable[[], object]], int,
+                             tuple[str, np.ndarray, np.ndarray]]] = []
         for n, (x, dy) in data.items():
             xd, dytd = dev.to_device(x), dev.to_device(dy.T.copy())
             products += [
                 (f"gemm_dot {form} {n}x{i}x{o} (y = x W^T + b)",
-                 partial(gemm_dot, dev, n, o, i, xd, wd, bd, dev.zeros((n, o))), 2 * n * i * o,
+                 partial(_forward, dev, n, o, i, xd, wd, bd), 2 * n * i * o,
                  (f"{n}x{i}x{o} x @ W.T", x, w.T)),
                 (f"gemm_outer {form} {n}x{i}x{o} (dW = dy^T x, dy^T stored as "
                  "FullyConnected's dy_t)",
                  partial(gemm_outer, dev, o, i, n, dytd, n, 1, xd, dev.zeros((o, i))),
                  2 * n * i * o, (f"{n}x{i}x{o} dy.T @ x", dy.T, x))]
         products.append((f"gemm_dot {form} 1024^3", partial(
-            gemm_dot, dev, 1024, 1024, 1024, bigd, bigd, dev.zeros((1024,)),
-            dev.zeros((1024, 1024))), 2 * 1024**3, ("1024^3 (host peak)", big, big)))
+            _forward, dev, 1024, 1024, 1024, bigd, bigd, dev.zeros((1024,))), 2 * 1024**3,
+            ("1024^3 (host peak)", big, big)))
         for name, make, flops, (theirs, left, right) in products:
             launch = make()
             for _ in range(2):  # the build; then a measure of one product

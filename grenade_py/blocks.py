@@ -272,17 +272,30 @@ def block(device: Device, form: str, shape: Block) -> Block:
     return default(device, form, shape)
 
 
+def big_tiles(device: Device, shape: Block) -> int:
+    """The BIG_TILE tiles of a product of shape (m, n, ...) on a GPU where BIG_TILE fits and m
+    and n are each at least its side (none of its rows or columns idle); else 0."""
+    m, n = shape[:2]
+    if not device.gpu or not fits(device, BIG_TILE) or m < BIG_TILE[0] or n < BIG_TILE[1]:
+        return 0
+    return -(-m // BIG_TILE[0]) * -(-n // BIG_TILE[1])
+
+
 def default(device: Device, form: str, shape: Block) -> Block:
     """The untuned block of a launch of `form` over `shape` on `device`: a tiled form's first
     tile shape that `fits` (on a GPU, GPU's first; else the smallest), BIG_TILE on a GPU where
-    it fits and the product (m, n, ...) is at least BIG_TILE_WAVES of them per compute unit;
-    NARROW's on a CPU of 8-float vectors; GPU's on a GPU; else WIDE_DEFAULT for a gemm_dot
-    (m, n, k, batches) of one product of m n k >= LARGE and n >= WIDE, else the form's first."""
+    it fits and the product (m, n, ...) is at least BIG_TILE_WAVES of them per compute unit, or
+    is a gemm_dot_tiled (m, n, k, batches, chunks) whose `big_tiles` in its chunks are one or
+    more per unit (as `gemm.k_splits` makes its parts); NARROW's on a CPU of 8-float vectors;
+    GPU's on a GPU; else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one product of
+    m n k >= LARGE and n >= WIDE, else the form's first."""
     m, n, k, *rest = shape
     if form in TILED_FORMS:
-        tiles = -(-m // BIG_TILE[0]) * -(-n // BIG_TILE[1])
-        if device.gpu and fits(device, BIG_TILE) and \
-                tiles >= BIG_TILE_WAVES * device.cl_device.max_compute_units:
+        tiles, units = -(-m // BIG_TILE[0]) * -(-n // BIG_TILE[1]), \
+            device.cl_device.max_compute_units
+        chunks = rest[1] if form == "gemm_dot_tiled" else 1
+        if device.gpu and fits(device, BIG_TILE) and tiles >= BIG_TILE_WAVES * units or \
+                chunks > 1 and big_tiles(device, shape) * chunks >= units:
             return BIG_TILE
         first = (GPU[form],) if device.gpu and form in GPU else ()
         return next((b for b in first + FORMS[form] if fits(device, b)), SMALLEST_TILE)

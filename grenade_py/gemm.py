@@ -66,7 +66,8 @@ def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_ar
     args = (k, a, k if a_m is None else a_m, a_batch, b, k if b_n is None else b_n, b_batch,
             batches, per, bias, c)
     if device.gemm == "tiled":
-        return _tiled(device, "gemm_dot_tiled", (m, n, k, batches), -(-batches // per), *args)
+        depth = -(-batches // per)
+        return _tiled(device, "gemm_dot_tiled", (m, n, k, batches, depth), depth, *args)
     return blocks.launch(device, "gemm_dot", (m, n, k, batches), lambda block: device.launch(
         blocks.kernel_name("gemm_dot", block),
         (_blocks(n, block[1]), _blocks(m, block[0]), -(-batches // per)), m, n, *args,
@@ -76,22 +77,47 @@ def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_ar
 #: On a GPU, a gemm_dot of one product whose 64 x 64 tiles are fewer than the device's compute
 #: units sums k in parts of at least SPLIT_DEPTH apart (`k_splits`), then adds them up in order.
 #: On an NVIDIA H200 MNIST's forward at 64 x 512 x 784 (8 tiles, 49 steps of k a tile) took
-#: 86 us in one part at any tile shape and 19-26 us in 16 (.ci/gpu-gemm-variants).
+#: 86 us in one part at any tile shape and 19-26 us in 16 (.ci/gpu-gemm-variants). A product
+#: whose 64 x 64 tiles fill the units but whose BIG_TILE tiles do not sums k in parts of those:
+#: there 1024^3 (64 such tiles for 132 units) ran at 15.1 TFLOP/s in one part of 64 x 64 tiles,
+#: 19.8-20.9 in 4 parts of 128 x 128, 16.3 in 2 and 18.4-18.9 in 8.
 SPLIT_DEPTH = 32
 
 
 def k_splits(device: Device, m: int, n: int, k: int) -> int:
     """The parts that C (m, n) = A (m, k) B (n, k)^T sums k in on `device` (FullyConnected's
-    forward): 1 on CPUs and in the register-blocked form; on a GPU in the tiled form the
-    fewest that divide k into parts of at least SPLIT_DEPTH and give its compute units a
-    64 x 64 tile each, else the most that do so divide it."""
+    forward: `gemm_forward`'s splits): 1 on CPUs and in the register-blocked form; on a GPU in
+    the tiled form the fewest that divide k into parts of at least SPLIT_DEPTH and give each of
+    its compute units a 64 x 64 tile (else the most that do so divide it), or where those tiles
+    are enough but BIG_TILE's (`blocks.big_tiles`) are not, one of those (the tile
+    `blocks.default` then takes)."""
     if not device.gpu or device.gemm != "tiled":
         return 1
-    rows, columns = blocks.TILES[0][:2]  # the untuned tile of a product of few tiles
-    tiles = _blocks(m, rows) * _blocks(n, columns)
+    units = device.cl_device.max_compute_units
+    tiles = _blocks(m, blocks.TILES[0][0]) * _blocks(n, blocks.TILES[0][1])
+    if tiles >= units:
+        tiles = blocks.big_tiles(device, (m, n))
+        if not tiles or tiles >= units:
+            return 1
     parts = [s for s in range(1, k // SPLIT_DEPTH + 1) if k % s == 0] or [1]
-    return next((s for s in parts if tiles * s >= device.cl_device.max_compute_units),
-                parts[-1])
+    return next((s for s in parts if tiles * s >= units), parts[-1])
+
+
+def gemm_forward(device: Device, m: int, n: int, k: int, a: cl_array.Array,
+                 b: cl_array.Array, bias: cl_array.Array, c: cl_array.Array, splits: int = 1,
+                 parts: cl_array.Array | None = None) -> list[Launch]:
+    """C (m, n) = A (m, k) B (n, k)^T + bias (n,) as FullyConnected's forward runs it: one
+    gemm_dot, or with `splits` (from `k_splits`, which divides k) k in that many parts, summed
+    into `parts` (splits x m x n values) and added up in order by gemm_sum_chunks."""
+    if splits == 1:
+        return [gemm_dot(device, m, n, k, a, b, bias, c)]
+    if parts is None or parts.size < splits * m * n or k % splits:
+        raise ValueError(f"k = {k} in {splits} parts needs k a multiple of them and a buffer "
+                         f"of {splits * m * n} values for their sums")
+    part = k // splits
+    return [gemm_dot(device, m, n, part, a, b, bias, parts, batches=splits, a_m=k,
+                     a_batch=part, b_n=k, b_batch=part, chunks=splits),
+            device.launch("gemm_sum_chunks", (m * n,), m * n, splits, parts, c)]
 
 
 def gemm_transpose_sums(device: Device, k: int, n: int, a: cl_array.Array,

@@ -154,16 +154,16 @@ def test_a_tiled_device_tunes_its_tile_shapes(tmp_path, monkeypatch):
     device = Device(gemm="tiled")
     net = Network([FullyConnected(13, 40), Relu(), FullyConnected(40, 5)], input=D1(13),
                   device=device, seed=1)
-    assert blocks.block(device, "gemm_dot_tiled", (7, 40, 13, 1)) == blocks.TILES[0]
+    assert blocks.block(device, "gemm_dot_tiled", (7, 40, 13, 1, 1)) == blocks.TILES[0]
     rows = tune_network(net, 7, loss="squared_error", repeats=1)
     assert {row.form for row in rows} == set(blocks.TILED_FORMS)
     assert all(row.default == (blocks.GPU.get(row.form, blocks.TILES[0]) if device.gpu
                                else blocks.TILES[0]) for row in rows)
     kept = json.loads((tmp_path / "grenade_py" / "tuned.json").read_text())[
         blocks.identity(device)]
-    assert kept["gemm_dot_tiled"]["7,40,13,1"] == list(
-        next(row.best for row in rows if row.shape == (7, 40, 13, 1)))
-    kept["gemm_dot_tiled"]["7,40,13,1"] = [32, 64, 16, 4, 4]
+    assert kept["gemm_dot_tiled"]["7,40,13,1,1"] == list(
+        next(row.best for row in rows if row.shape == (7, 40, 13, 1, 1)))
+    kept["gemm_dot_tiled"]["7,40,13,1,1"] = [32, 64, 16, 4, 4]
     (tmp_path / "grenade_py" / "tuned.json").write_text(
         json.dumps({blocks.identity(device): kept}))
     again = Network([FullyConnected(13, 40), Relu(), FullyConnected(40, 5)], input=D1(13),
@@ -171,14 +171,18 @@ def test_a_tiled_device_tunes_its_tile_shapes(tmp_path, monkeypatch):
     first = Step(again, 7, SQUARED_ERROR).forward_launches(True)[0]
     assert first.kernel.function_name == "gemm_dot_tiled_32x64x16x4x4"
     assert first.local_size == (16, 8, 1)
-    # A GPU of 132 compute units: 128 x 128 tiles for products of 4 or more of them to each.
+    # A GPU of 132 compute units: 128 x 128 tiles for products of 4 or more of them to each,
+    # and for products in chunks (gemm.k_splits' parts) of one or more to each.
     gpu = type("Limits", (), {"max_work_group_size": 1024, "local_mem_size": 49152,
                               "max_compute_units": 132})
     monkeypatch.setattr(device, "cl_device", gpu)
     monkeypatch.setattr(device, "gpu", True)
-    assert blocks.default(device, "gemm_dot_tiled", (4096, 4096, 4096, 1)) == blocks.BIG_TILE
+    for shape in ((4096, 4096, 4096, 1, 1), (1024, 1024, 256, 4, 4), (128, 4096, 64, 64, 33)):
+        assert blocks.default(device, "gemm_dot_tiled", shape) == blocks.BIG_TILE
     assert blocks.default(device, "gemm_outer_tiled", (3000, 3000, 64, 1, 1)) == blocks.BIG_TILE
-    for shape in ((1024, 1024, 1024, 1), (256, 512, 784, 1), (2000, 2000, 9, 1)):
+    for shape in ((1024, 1024, 1024, 1, 1), (256, 512, 784, 1, 1), (2000, 2000, 9, 1, 1),
+                  (1024, 1024, 512, 2, 2), (64, 512, 49, 16, 16), (128, 512, 56, 14, 14),
+                  (127, 4096, 64, 64, 64)):
         assert blocks.default(device, "gemm_dot_tiled", shape) == blocks.TILES[0]
     # Its convolutions and smaller outer products at GPU's blocks (the H200's tuner's
     # choices), each one of the candidates; a wide CPU's first.

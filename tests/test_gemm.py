@@ -9,7 +9,7 @@ import pytest
 from conftest import get_device, tolerance
 
 from grenade_py.device import Device
-from grenade_py.gemm import gemm_dot, gemm_outer, gemm_transpose_sums
+from grenade_py.gemm import gemm_dot, gemm_forward, gemm_outer, gemm_transpose_sums
 from grenade_py.kernel_library import kernel_source
 
 _devices: dict[tuple[str, str], Device] = {}
@@ -68,6 +68,23 @@ def test_fully_connected_gemms(gemm_device, rng, n, i, o):
     dx = device.zeros((n, i))
     run(device, gemm_outer(device, n, i, o, dyd, o, 1, wd, dx))
     np.testing.assert_allclose(dx.get(), dy @ w, **tol, err_msg="input gradient")
+
+
+@pytest.mark.parametrize("splits", [1, 3, 17])
+@pytest.mark.parametrize("n, i, o", [(7, 51, 3), (64, 17 * 15, 17)])
+def test_the_forward_in_parts(gemm_device, rng, splits, n, i, o):
+    """gemm_forward: FullyConnected's forward with k in parts (a GPU's, gemm.k_splits), their
+    sums added up in order, against numpy; refused without a buffer for the parts."""
+    device = gemm_device
+    x, w, b = (rng.normal(size=s) for s in [(n, i), (o, i), (o,)])
+    xd, wd, bd, y = *map(device.to_device, (x, w, b)), device.zeros((n, o))
+    parts = device.zeros((splits * n * o,))
+    for launch in gemm_forward(device, n, o, i, xd, wd, bd, y, splits, parts):
+        run(device, launch)
+    np.testing.assert_allclose(y.get(), x @ w.T + b, **tolerance(device, terms=i))
+    if splits > 1:
+        with pytest.raises(ValueError, match="parts needs k a multiple of them and a buffer"):
+            gemm_forward(device, n, o, i, xd, wd, bd, y, splits)
 
 
 @pytest.mark.parametrize("batches", [1, 3, 17])

@@ -120,20 +120,23 @@ def test_the_forward_in_parts_of_the_inputs(monkeypatch, splits, precision):
 
 def test_the_parts_of_k_on_a_gpu(monkeypatch):
     """k_splits: MNIST's forward on a GPU of 132 compute units in parts of k that give each
-    unit a 64 x 64 tile (64 x 512 x 784: 16 of 49; 128 rows: 14 of 56; 256: 7 of 112), none
-    where the tiles fill it (1024^3) or k is under two parts of SPLIT_DEPTH or prime; CPUs
-    and a GPU's register-blocked form none."""
+    unit a 64 x 64 tile (64 x 512 x 784: 16 of 49; 128 rows: 14 of 56; 256: 7 of 112); where
+    those fill it but 128 x 128 tiles do not, parts that give each one of those (1024^3: 4 of
+    256, 1023 inputs: 3 of 341); none where either fills it (2048^2 x 1024), or k is under two
+    parts of SPLIT_DEPTH or prime; CPUs and a GPU's register-blocked form none."""
     device = get_device("float32")
     monkeypatch.setattr(device, "gpu", False)
     assert gemm.k_splits(device, 64, 512, 784) == 1
-    limits = type("Limits", (), {"max_compute_units": 132})
+    limits = type("Limits", (), {"max_compute_units": 132, "max_work_group_size": 1024,
+                                 "local_mem_size": 49152})
     monkeypatch.setattr(device, "cl_device", limits)
     monkeypatch.setattr(device, "gpu", True)
     monkeypatch.setattr(device, "gemm", "registers")
     assert gemm.k_splits(device, 64, 512, 784) == 1
     monkeypatch.setattr(device, "gemm", "tiled")
     cases = {(64, 512, 784): 16, (128, 512, 784): 14, (256, 512, 784): 7, (64, 10, 512): 16,
-             (1024, 1024, 1024): 1, (64, 512, 63): 1, (64, 512, 997): 1}
+             (1024, 1024, 1024): 4, (1024, 1024, 1023): 3, (2048, 2048, 1024): 1,
+             (64, 512, 63): 1, (64, 512, 997): 1}
     assert {shape: gemm.k_splits(device, *shape) for shape in cases} == cases
 
 

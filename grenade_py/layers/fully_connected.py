@@ -5,7 +5,7 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.gemm import gemm_dot, gemm_outer, gemm_transpose_sums, k_splits
+from grenade_py.gemm import gemm_forward, gemm_outer, gemm_transpose_sums, k_splits
 from grenade_py.layers.arguments import initial_values
 from grenade_py.layers.base import Buffers, Factor, WindowForm
 from grenade_py.layers.dense import Dense
@@ -60,14 +60,8 @@ class FullyConnected(Dense):
         # 784 x 512 (fastest block) against gemm_dot's 215-242, but with the transposes of x and
         # y it took 1.04-1.10x gemm_dot's time (chains of launches, medians of 7); y = x W^T on
         # a transposed W ran at 196-220.
-        splits = k_splits(device, n, self.o, self.i)
-        if splits == 1:
-            return [gemm_dot(device, n, self.o, self.i, x, p["weights"], p["bias"], y)]
-        part, parts = self.i // splits, buffers["parts"]
-        return [gemm_dot(device, n, self.o, part, x, p["weights"], p["bias"], parts,
-                         batches=splits, a_m=self.i, a_batch=part, b_n=self.i, b_batch=part,
-                         chunks=splits),
-                device.launch("gemm_sum_chunks", (n * self.o,), n * self.o, splits, parts, y)]
+        return gemm_forward(device, n, self.o, self.i, x, p["weights"], p["bias"], y,
+                            k_splits(device, n, self.o, self.i), buffers.get("parts"))
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
