@@ -241,7 +241,7 @@ def test_the_tune_command(tmp_path):
                           "--batch", "5", "--repeats", "1"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert run.returncode == 0, run.stderr
-    # (on a GPU the forward's k in parts: 5,512,49,16)
+    # (on a GPU the forward's k in parts: 5,512,49,16,16)
     assert "mlp b5 5,512," in run.stdout and "gemm_dot_" in run.stdout
     assert (tmp_path / "grenade_py" / "tuned.json").exists()
     bad = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--arch", "vgg"],
