@@ -303,14 +303,31 @@ kernel void gemm_outer_$RMx$CV(int M, int N, int K, global const REAL *A, int a_
 // gradient), and At (N, K) = A transposed, 8 columns per work-item. The weight gradient's
 // gemm_outer reads dy^T as At's contiguous rows rather than through A's strides, where each k's
 // few values lie in a cache line of their own: on AVX2 at 512 x 784 x 32..256, 7-12% faster
-// with the transpose (which costs 8-60 us more than the sums alone).
+// with the transpose (which costs 8-60 us more than the sums alone). An 8 x 8 block of A at a
+// time, each of its columns stored as one vector of At: at 64/128/256 x 512 on a 2-core Ice Lake
+// Xeon 0.57-0.69x the time of 8 scalar stores per row of A (taking turns, 55 rounds).
 kernel void gemm_transpose_sums(int K, int N, global const REAL *A, global REAL *At,
                                 global REAL *C) {
     const int n0 = get_global_id(0) * 8;
     if (n0 >= N) return;
     if (n0 + 8 <= N) {
         REAL8 acc = 0;
-        for (int k = 0; k < K; ++k) {
+        int k = 0;
+        for (; k + 8 <= K; k += 8) {
+            REAL block[8][8];
+            #pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const REAL8 a = vload8(0, A + (size_t)(k + i) * N + n0);
+                acc += a;
+                vstore8(a, 0, block[i]);
+            }
+            #pragma unroll
+            for (int c = 0; c < 8; ++c)
+                vstore8((REAL8)(block[0][c], block[1][c], block[2][c], block[3][c], block[4][c],
+                                block[5][c], block[6][c], block[7][c]), 0,
+                        At + (size_t)(n0 + c) * K + k);
+        }
+        for (; k < K; ++k) {
             const REAL8 a = vload8(0, A + (size_t)k * N + n0);
             acc += a;
             global REAL *column = At + (size_t)n0 * K + k;

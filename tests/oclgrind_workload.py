@@ -41,6 +41,9 @@ def main() -> None:
                 blocks.default = DEFAULT
                 default_tiles(d)
                 blocks.default = smallest_tiles
+            # dy^T and db: blocks of 8 rows, then one row; a vector of 8 columns, then one
+            gemm.gemm_transpose_sums(d, 17, 9, d.zeros((17, 9)), d.zeros((9, 17)),
+                                     d.zeros((9,)))()
             # (BatchNorm over 9 features: a run of 8 and one of 1)
             mlp = g.Network([g.FullyConnected(7, 9), g.BatchNorm(9), g.Gelu(), g.Dropout(0.3),
                              g.FullyConnected(9, 3), g.Softmax()], input=g.D1(7), device=d,

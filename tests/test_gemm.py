@@ -118,7 +118,7 @@ def test_batched_gemms_through_strides(gemm_device, rng, batches, m, n, k):
     assert not got[:, :, n:].any(), "gemm_outer wrote past its rows"
 
 
-@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("n", [*BATCHES, 17])  # 17: blocks of 8 rows, then one more
 @pytest.mark.parametrize("o", SIZES)
 def test_gemm_transpose_sums(device, rng, n, o):
     dy = rng.normal(size=(n, o))
