@@ -25,10 +25,9 @@ branches are chains of their own (`LoopPlan`).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pyopencl as cl
@@ -43,6 +42,7 @@ from grenade_py.network import Network, view_place
 from grenade_py.network_file import ROLES
 from grenade_py.optimizers import VALUES, Optimizer, take_state, value_slots
 from grenade_py.shapes import D2, D3, Shape, size
+from grenade_py.waits import polls, read
 
 log = logging.getLogger("grenade_py")
 
@@ -427,22 +427,6 @@ def fused_trainer(net: Network, kind: int = 0, loss: Loss = SQUARED_ERROR
     return None if built is None else FusedTrainer(net, plan, built)
 
 
-#: How long FusedRunner polls for its result before it blocks, in seconds: longer than a small
-#: network's one-sample pass (the MNIST MLP's: 50-100 us on a 2-core Ice Lake Xeon).
-POLL_S = 0.002
-
-
-def poll(event: cl.Event, seconds: float) -> None:
-    """Return once `event` has completed (or failed), or after `seconds` of asking. On PoCL
-    3.1 (2-core Ice Lake Xeon) a blocking wait returned ~60 us after its read was done (the
-    host thread's wake-up): run_net of one MNIST MLP sample took 123-134 us polling, 185-208
-    blocking (PyTorch's forward: 60-64), the three taking turns."""
-    deadline = time.perf_counter() + seconds
-    status = cl.event_info.COMMAND_EXECUTION_STATUS
-    while cast(int, event.get_info(status)) > 0 and time.perf_counter() < deadline:
-        pass
-
-
 class FusedRunner:
     """run_net's form for one sample of a small network: its forward pass in one launch of a
     generated loop (the layers' fused forms, which call the functions their kernels call: the
@@ -457,9 +441,8 @@ class FusedRunner:
         fixed = loop_arguments(device, plan)
         self.launch = Launch(device, kernel, (lanes,), (1, self.input, self.output, *fixed),
                              (lanes,))
-        #: Whether the host polls for the result (a CPU device of two or more cores, one of
-        #: which the loop's one work-group leaves free), rather than sleeping until it is told.
-        self.polls = not device.gpu and device.cl_device.max_compute_units > 1
+        #: Whether the host polls for the result (`waits.polls`) rather than sleeping.
+        self.polls = polls(device)
 
     def __call__(self, x: np.ndarray, out: np.ndarray) -> None:
         """out (1, *output.dims) = the output for x (1, *input.dims), read back."""
@@ -467,11 +450,7 @@ class FusedRunner:
         # Not waited for: the read waits (pyopencl waits for a copy whose event is dropped).
         upload = cl.enqueue_copy(queue, buffer(self.input), x, is_blocking=False)
         self.launch()
-        read = cl.enqueue_copy(queue, out, buffer(self.output), is_blocking=False)
-        if self.polls:
-            queue.flush()
-            poll(read, POLL_S)
-        read.wait()
+        read(queue, out, self.output, self.polls)
         del upload
 
 

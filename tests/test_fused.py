@@ -338,27 +338,6 @@ def test_run_net_gives_one_sample_by_the_fused_forms(device, monkeypatch, name):
         np.testing.assert_array_equal(e, g)
 
 
-def test_poll_returns_when_the_event_completes_or_the_time_is_up(device):
-    """FusedRunner's wait: polling returns at once for a completed event, and after the time
-    given for one that has not completed (a blocking wait then follows it)."""
-    import time
-
-    import pyopencl as cl
-
-    from grenade_py.fused import poll
-
-    pending = cl.UserEvent(device.context)
-    start = time.perf_counter()
-    poll(pending, 0.05)
-    waited = time.perf_counter() - start
-    assert pending.command_execution_status != cl.command_execution_status.COMPLETE
-    assert waited >= 0.05
-    pending.set_status(cl.command_execution_status.COMPLETE)
-    start = time.perf_counter()
-    poll(pending, 60)
-    assert time.perf_counter() - start < 30
-
-
 def test_run_net_gives_the_same_bits_polling_or_blocking(device, monkeypatch):
     """run_net's one-sample loop waits for its result by polling on a CPU of several cores
     (FusedRunner.polls), else by a blocking wait: the same outputs either way."""

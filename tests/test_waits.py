@@ -1,0 +1,60 @@
+"""grenade_py.waits: the host's wait for a device's result, polling or blocking."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyopencl as cl
+
+from grenade_py import RecurrentNetwork, run_recurrent
+from grenade_py.layers import LSTM, FullyConnected
+from grenade_py.shapes import D1
+from grenade_py.waits import poll, polls, read
+
+
+def test_poll_returns_when_the_event_completes_or_the_time_is_up(device):
+    """Polling returns at once for a completed event, and after the time given for one that
+    has not completed (read's blocking wait then follows it)."""
+    pending = cl.UserEvent(device.context)
+    start = time.perf_counter()
+    poll(pending, 0.05)
+    assert time.perf_counter() - start >= 0.05
+    assert pending.command_execution_status != cl.command_execution_status.COMPLETE
+    pending.set_status(cl.command_execution_status.COMPLETE)
+    start = time.perf_counter()
+    poll(pending, 60)
+    assert time.perf_counter() - start < 30
+
+
+def test_read_gives_the_array_polling_or_not(device, rng):
+    values = rng.normal(size=(3, 17)).astype(device.dtype)
+    array = device.to_device(values)
+    for polling in (True, False):
+        out = np.empty_like(values)
+        read(device.queue, out, array, polling)
+        np.testing.assert_array_equal(out, values)
+    assert polls(device) == (not device.gpu and device.cl_device.max_compute_units > 1)
+
+
+def test_run_recurrent_on_one_step_the_same_polling_or_blocking(device, rng, monkeypatch):
+    """run_recurrent polls for one step of one sequence (a generated symbol's): the outputs
+    and states of a run of single steps are those of the blocking wait."""
+    from grenade_py import recurrent_runner
+
+    net = RecurrentNetwork([LSTM(3, 5), FullyConnected(5, 2)], input=D1(3), device=device,
+                           seed=1)
+    xs = rng.normal(size=(6, 1, 3))
+    runs = {}
+    for polling in (True, False):
+        monkeypatch.setattr(recurrent_runner, "polls", lambda d, p=polling: p)
+        state, outputs = None, []
+        for x in xs:
+            y, state = run_recurrent(net, x, state)
+            outputs.append(y)
+        runs[polling] = (np.array(outputs), state.get())
+    np.testing.assert_array_equal(runs[True][0], runs[False][0])
+    for a, b in zip(runs[True][1], runs[False][1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    whole, _ = run_recurrent(net, xs[:, 0])  # the six steps as one sequence
+    tol = 1e-5 if device.dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(runs[True][0][:, 0], whole, rtol=tol, atol=tol)
