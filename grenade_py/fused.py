@@ -442,7 +442,7 @@ class FusedRunner:
         self.launch = Launch(device, kernel, (lanes,), (1, self.input, self.output, *fixed),
                              (lanes,))
         #: Whether the host polls for the result (`waits.polls`) rather than sleeping.
-        self.polls = polls(device)
+        self.polls = polls(device, 1, net.parameter_count)
 
     def __call__(self, x: np.ndarray, out: np.ndarray) -> None:
         """out (1, *output.dims) = the output for x (1, *input.dims), read back."""

@@ -168,10 +168,11 @@ def run_recurrent(net: RecurrentNetwork, x: np.ndarray, state: RecurrentState | 
         cl.enqueue_copy(queue, buffer(s), buffer(held), byte_count=s.nbytes,
                         src_offset=steps * s.nbytes)
         after.append(s)
-    # One step of one sequence (a generated symbol's) is polled for (grenade_py.waits): sampling
-    # Shakespeare's network, 253 and 248 us a symbol against 303 and 288 blocking, taking turns.
+    # One step of one sequence (a generated symbol's) of a small network is polled for
+    # (grenade_py.waits): sampling Shakespeare's network, 253 and 248 us a symbol against 303
+    # and 288 blocking, taking turns.
     outputs = np.empty(p.acts[-1].shape, p.acts[-1].dtype)
-    read(queue, outputs, p.acts[-1], p.rows == 1 and polls(net.device))
+    read(queue, outputs, p.acts[-1], polls(net.device, p.rows, net.parameter_count))
     ys = np.swapaxes(outputs.reshape(steps, batch, *net.output_shape.dims), 0, 1)
     del upload
     return (ys[0] if single else ys), RecurrentState(after)

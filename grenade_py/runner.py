@@ -25,6 +25,7 @@ from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.schedules import Schedule, schedule_rate
+from grenade_py.waits import polls, read
 
 log = logging.getLogger("grenade_py")
 
@@ -181,7 +182,8 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
         # is dropped, so the event is kept until then.)
         upload = cl.enqueue_copy(queue, buffer(step.input), chunk, is_blocking=False)
         step.forward(training=False)
-        cl.enqueue_copy(queue, out[start:start + len(chunk)], buffer(step.output))
+        read(queue, out[start:start + len(chunk)], step.output,
+             polls(net.device, len(chunk), net.parameter_count))
         del upload
     return out[0] if single else out
 

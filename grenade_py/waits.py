@@ -1,9 +1,11 @@
-"""Waiting for a device's result from the host: by a blocking wait, or, where the work is one
-row's and the device a CPU of several cores, by polling.
+"""Waiting for a device's result from the host: by a blocking wait, or, for one row's work of a
+small network on a CPU of several cores (`polls`), by polling.
 
 On PoCL 3.1 (a 2-core Ice Lake Xeon) a blocking wait returned ~60 us after its read was done:
-the host thread's wake-up. Polling costs a core while it waits, which one row's work (the fused
-one-sample loop: one work-group; one step of a recurrent network) leaves free.
+the host thread's wake-up. Polling takes a core while it waits, which one row's work of a small
+network leaves free (the fused one-sample loop is one work-group), and which a large network's
+GEMMs would want (`POLLED_PARAMETERS`). Used by run_net for one sample and run_recurrent for one
+step of one sequence.
 """
 from __future__ import annotations
 
@@ -21,9 +23,19 @@ from grenade_py.device import Device, buffer
 POLL_S = 0.002
 
 
-def polls(device: Device) -> bool:
-    """Whether a wait for one row's work on `device` polls: a CPU device of two or more cores."""
-    return not device.gpu and device.cl_device.max_compute_units > 1
+#: The most parameters a network whose one row's work is polled for may have. One sample
+#: through the layers' kernels on the 2-core Ice Lake Xeon, taking turns, blocking -> polling
+#: (us): LeNet 184 -> 139, the bn network 264 -> 197, InceptionMini 540 -> 545; but MLPs of two
+#: 1024 x 1024 layers (2.1 M parameters) 623 -> 745 and of 4096 x 4096 8,556 -> 9,400, whose
+#: GEMMs keep both cores busy while the host polls.
+POLLED_PARAMETERS = 1 << 20
+
+
+def polls(device: Device, rows: int, parameters: int) -> bool:
+    """Whether a wait for `rows` rows' work of a network of `parameters` parameters on `device`
+    polls: one row, at most POLLED_PARAMETERS, a CPU device of two or more cores."""
+    return rows == 1 and parameters <= POLLED_PARAMETERS and not device.gpu and \
+        device.cl_device.max_compute_units > 1
 
 
 def poll(event: cl.Event, seconds: float) -> None:

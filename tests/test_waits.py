@@ -9,7 +9,7 @@ import pyopencl as cl
 from grenade_py import RecurrentNetwork, run_recurrent
 from grenade_py.layers import LSTM, FullyConnected
 from grenade_py.shapes import D1
-from grenade_py.waits import poll, polls, read
+from grenade_py.waits import POLLED_PARAMETERS, poll, polls, read
 
 
 def test_poll_returns_when_the_event_completes_or_the_time_is_up(device):
@@ -33,7 +33,10 @@ def test_read_gives_the_array_polling_or_not(device, rng):
         out = np.empty_like(values)
         read(device.queue, out, array, polling)
         np.testing.assert_array_equal(out, values)
-    assert polls(device) == (not device.gpu and device.cl_device.max_compute_units > 1)
+    cpu = not device.gpu and device.cl_device.max_compute_units > 1
+    assert polls(device, 1, POLLED_PARAMETERS) == cpu
+    assert not polls(device, 2, 1)
+    assert not polls(device, 1, POLLED_PARAMETERS + 1)
 
 
 def test_run_recurrent_on_one_step_the_same_polling_or_blocking(device, rng, monkeypatch):
@@ -46,7 +49,7 @@ def test_run_recurrent_on_one_step_the_same_polling_or_blocking(device, rng, mon
     xs = rng.normal(size=(6, 1, 3))
     runs = {}
     for polling in (True, False):
-        monkeypatch.setattr(recurrent_runner, "polls", lambda d, p=polling: p)
+        monkeypatch.setattr(recurrent_runner, "polls", lambda *_, p=polling: p)
         state, outputs = None, []
         for x in xs:
             y, state = run_recurrent(net, x, state)
@@ -58,3 +61,20 @@ def test_run_recurrent_on_one_step_the_same_polling_or_blocking(device, rng, mon
     whole, _ = run_recurrent(net, xs[:, 0])  # the six steps as one sequence
     tol = 1e-5 if device.dtype == np.float32 else 1e-12
     np.testing.assert_allclose(runs[True][0][:, 0], whole, rtol=tol, atol=tol)
+
+
+def test_run_net_on_one_sample_through_the_kernels_the_same_polling_or_blocking(device, rng,
+                                                                                monkeypatch):
+    """run_net polls for one sample of a small network through the layers' kernels too (a
+    network with a convolution keeps them: kernels_bits): the same outputs as blocking."""
+    from grenade_py import Convolution, Network, Pooling, Relu, Reshape, run_net, runner
+    from grenade_py.shapes import D2
+
+    net = Network([Convolution(1, 2, 3, 3, 1, 1), Pooling(2, 2, 2, 2), Relu(), Reshape(),
+                   FullyConnected(18, 3)], input=D2(8, 8), device=device, seed=1)
+    xs = rng.normal(size=(4, 8, 8))
+    outputs = {}
+    for polling in (True, False):
+        monkeypatch.setattr(runner, "polls", lambda *_, p=polling: p)
+        outputs[polling] = [run_net(net, x) for x in xs]
+    np.testing.assert_array_equal(np.array(outputs[True]), np.array(outputs[False]))
