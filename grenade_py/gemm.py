@@ -56,13 +56,15 @@ def _tiled(device: Device, form: str, shape: tuple[int, ...], batches: int,
 def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_array.Array,
              bias: cl_array.Array, c: cl_array.Array, batches: int = 1,
              a_m: int | None = None, a_batch: int = 0, b_n: int | None = None,
-             b_batch: int = 0, chunks: int = 1) -> Launch:
+             b_batch: int = 0, chunks: int = 1, relu: cl_array.Array | None = None) -> Launch:
     """C (m, n) = A (m, k) B(n, k)^T + bias (n,); over `batches` (a convolution's samples), the
     sum of the products of A + s a_batch and B + s b_batch, rows a_m and b_n apart (default
     k: contiguous). With `chunks`, the batch in chunks of ceil(batches / chunks) entries, chunk
     i's sum (plus the bias in the first only) into C + i m n, for gemm_sum_chunks to add up:
-    more work-items where m n alone are too few for a GPU."""
+    more work-items where m n alone are too few for a GPU. With `relu` (m, n) (register-blocked
+    form, one chunk), relu(C) too: a Relu's output after FullyConnected's."""
     per = -(-batches // max(1, min(chunks, batches)))
+    assert relu is None or device.gemm == "registers" and per == batches
     args = (k, a, k if a_m is None else a_m, a_batch, b, k if b_n is None else b_n, b_batch,
             batches, per, bias, c)
     if device.gemm == "tiled":
@@ -70,7 +72,7 @@ def gemm_dot(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_ar
         return _tiled(device, "gemm_dot_tiled", (m, n, k, batches, depth), depth, *args)
     return blocks.launch(device, "gemm_dot", (m, n, k, batches), lambda block: device.launch(
         blocks.kernel_name("gemm_dot", block),
-        (_blocks(n, block[1]), _blocks(m, block[0]), -(-batches // per)), m, n, *args,
+        (_blocks(n, block[1]), _blocks(m, block[0]), -(-batches // per)), m, n, *args, relu,
         local=(*blocks.local("gemm_dot", block), 1)))
 
 
@@ -105,12 +107,14 @@ def k_splits(device: Device, m: int, n: int, k: int) -> int:
 
 def gemm_forward(device: Device, m: int, n: int, k: int, a: cl_array.Array,
                  b: cl_array.Array, bias: cl_array.Array, c: cl_array.Array, splits: int = 1,
-                 parts: cl_array.Array | None = None) -> list[Launch]:
+                 parts: cl_array.Array | None = None, relu: cl_array.Array | None = None
+                 ) -> list[Launch]:
     """C (m, n) = A (m, k) B (n, k)^T + bias (n,) as FullyConnected's forward runs it: one
     gemm_dot, or with `splits` (from `k_splits`, which divides k) k in that many parts, summed
-    into `parts` (splits x m x n values) and added up in order by gemm_sum_chunks."""
+    into `parts` (splits x m x n values) and added up in order by gemm_sum_chunks. `relu`: as
+    gemm_dot's (in one part)."""
     if splits == 1:
-        return [gemm_dot(device, m, n, k, a, b, bias, c)]
+        return [gemm_dot(device, m, n, k, a, b, bias, c, relu=relu)]
     if parts is None or parts.size < splits * m * n or k % splits:
         raise ValueError(f"k = {k} in {splits} parts needs k a multiple of them and a buffer "
                          f"of {splits * m * n} values for their sums")
@@ -129,16 +133,20 @@ def gemm_transpose_sums(device: Device, k: int, n: int, a: cl_array.Array,
 
 def gemm_outer(device: Device, m: int, n: int, k: int, a: cl_array.Array, a_m: int, a_k: int,
                b: cl_array.Array, c: cl_array.Array, batches: int = 1, b_k: int | None = None,
-               b_batch: int = 0, c_m: int | None = None, c_batch: int = 0) -> Launch:
+               b_batch: int = 0, c_m: int | None = None, c_batch: int = 0,
+               relu: cl_array.Array | None = None) -> Launch:
     """C (m, n) = sum over k of A[i * a_m + k * a_k] B (k, n): A is read through strides, so
     either operand of a transposed product fits. Over `batches`, one product per entry s, of
-    B + s b_batch into C + s c_batch, B's rows b_k apart and C's c_m (default n: contiguous)."""
+    B + s b_batch into C + s c_batch, B's rows b_k apart and C's c_m (default n: contiguous).
+    With `relu` (register-blocked form), the input of a Relu laid out as C: C is then its
+    input delta, relu_backward_at(relu, A B)."""
     args = (k, a, a_m, a_k, b, n if b_k is None else b_k, b_batch, c, n if c_m is None else c_m,
             c_batch)
     shape = (m, n, k, batches, int(a_k == 1))
+    assert relu is None or device.gemm == "registers"
     if device.gemm == "tiled":
         return _tiled(device, "gemm_outer_tiled", shape, batches, *args)
     return blocks.launch(device, "gemm_outer", shape, lambda block: device.launch(
         blocks.kernel_name("gemm_outer", block),
         (_blocks(n, block[1] * vector_width(device)), _blocks(m, block[0]), batches), m, n,
-        *args, local=blocks.local("gemm_outer", block)))
+        *args, relu, local=blocks.local("gemm_outer", block)))

@@ -285,7 +285,7 @@ kernel void conv_input_delta_$RMx$CV(int C, int H, int W, int kh, int kw, int OH
     global REAL *own = patches + (size_t)s * (R * P + VW);
     for (int q = lid; q < (R + $RM - 1) / $RM * across; q += L)
         gemm_outer_block_$RMx$CV(q / across * $RM, q % across * $CV * VW, R, P, F, K, F, 1,
-                                 dy + (size_t)s * F * P, P, own, P);
+                                 dy + (size_t)s * F * P, P, own, P, 0);
     barrier(CLK_GLOBAL_MEM_FENCE);
     const int groups = (C + COL2IM_CHANNELS - 1) / COL2IM_CHANNELS;
     for (int q = lid; q < groups * H; q += L)

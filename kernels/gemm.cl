@@ -129,6 +129,12 @@ void gemm_row_product(global const REAL *restrict a, int a_step, int K,
     gemm_one_row_product(a, 0, a_step, K, B, P, out, 0, 1);
 }
 
+// Relu's functions (activations.cl), which gemm_dot and gemm_outer apply to their results where
+// a FullyConnected layer's Relu runs in its launches.
+REAL relu_forward_at(REAL x);
+REAL relu_backward_at(REAL x, REAL dy);
+realv relu_backward_v(realv x, realv dy);
+
 // Each GEMM is written once, as a template that grenade_py (kernel_library.instantiate) writes
 // out at several register-block shapes, $RM etc. as literal constants (gemm_dot_8x2,
 // gemm_outer_6x2, ...): the tuner (grenade_py/tune.py) times them on the device and each launch takes the
@@ -162,11 +168,12 @@ typedef DOT_TYPE(REAL, DOT_VW) dotv;
 // row (clamped index) and are not stored, so every block takes the vector path. The vectors add
 // up over the whole batch first, then the last K % DOT_VW terms of each entry. Chunk c of the
 // batch (entries c per .. c per + per - 1; GPUs, where M N outputs are too few work-items) sums
-// into C + c M N, the bias in chunk 0's only; one chunk (per = batches): C itself.
+// into C + c M N, the bias in chunk 0's only; one chunk (per = batches): C itself. R, unless
+// NULL (one chunk only): relu(C) too, the output of a Relu after FullyConnected's forward.
 // template $RM $RN: 8 2, 4 4, 4 2, 6 2, 2 2, 3 2, 2 4, 4 3, 5 2, 3 3, 6 4
 kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m, int a_batch,
                              global const REAL *B, int b_n, int b_batch, int batches, int per,
-                             global const REAL *bias, global REAL *C) {
+                             global const REAL *bias, global REAL *C, global REAL *R) {
     const int n0 = get_global_id(0) * $RN, m0 = get_global_id(1) * $RM, chunk = get_global_id(2);
     if (m0 >= M || n0 >= N) return;
     batches = min(batches - chunk * per, per);
@@ -215,8 +222,12 @@ kernel void gemm_dot_$RMx$RN(int M, int N, int K, global const REAL *A, int a_m,
     for (int r = 0; r < $RM; ++r)
         #pragma unroll
         for (int c = 0; c < $RN; ++c)
-            if (m0 + r < M && n0 + c < N)
-                C[(size_t)(m0 + r) * N + n0 + c] = sum[r][c] + (chunk ? 0 : bias[n0 + c]);
+            if (m0 + r < M && n0 + c < N) {
+                const size_t at = (size_t)(m0 + r) * N + n0 + c;
+                const REAL v = sum[r][c] + (chunk ? 0 : bias[n0 + c]);
+                C[at] = v;
+                if (R) R[at] = relu_forward_at(v);
+            }
 }
 // end template
 
@@ -236,11 +247,13 @@ kernel void gemm_sum_chunks(int count, int chunks, global const REAL *partial,
 // repeat the last row (clamped index) and are not stored; a vector past the last column moves
 // back to end there (N - VW), recomputing columns with the same sums, and stores only those from
 // n0 on (the block's own); only a product narrower than one vector goes scalar, with the same
-// sums too. (Also the product of conv_input_delta.)
+// sums too. Y, unless NULL: the input of a Relu (laid out as C) whose input delta C then is
+// (relu_backward_at(Y, A B)): a FullyConnected layer's input delta through the Relu below it.
+// (Also the product of conv_input_delta.)
 // template $RM $CV: 16 1, 8 1, 12 1, 24 1, 6 2, 8 2, 12 2, 4 1, 6 1, 8 3, 6 4
 void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const REAL *A,
                               int a_m, int a_k, global const REAL *B, int b_k, global REAL *C,
-                              int c_m) {
+                              int c_m, global const REAL *Y) {
     global const REAL *a[$RM];
     #pragma unroll
     for (int r = 0; r < $RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
@@ -269,7 +282,9 @@ void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const 
             if (m0 + r < M)
                 #pragma unroll
                 for (int c = 0; c < $CV; ++c) {
-                    global REAL *row = C + (size_t)(m0 + r) * c_m + cols[c];
+                    const size_t at = (size_t)(m0 + r) * c_m + cols[c];
+                    global REAL *row = C + at;
+                    if (Y) acc[r][c] = relu_backward_v(VLOAD(0, Y + at), acc[r][c]);
                     if (cols[c] >= n0) {
                         VSTORE(acc[r][c], 0, row);
                     } else {  // moved back past n0: the columns before it are another block's
@@ -283,7 +298,8 @@ void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const 
             for (int n = n0; n < N; ++n) {
                 REAL s = 0;
                 for (int k = 0; k < K; ++k) s += a[r][(size_t)k * a_k] * B[(size_t)k * b_k + n];
-                C[(size_t)(m0 + r) * c_m + n] = s;
+                const size_t at = (size_t)(m0 + r) * c_m + n;
+                C[at] = Y ? relu_backward_at(Y[at], s) : s;
             }
     }
 }
@@ -291,11 +307,12 @@ void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const 
 // global size (ceil(N / (CV VW)), ceil(M / RM), batches): a block per work-item.
 kernel void gemm_outer_$RMx$CV(int M, int N, int K, global const REAL *A, int a_m, int a_k,
                                global const REAL *B, int b_k, int b_batch, global REAL *C,
-                               int c_m, int c_batch) {
+                               int c_m, int c_batch, global const REAL *Y) {
     const int n0 = get_global_id(0) * $CV * VW, m0 = get_global_id(1) * $RM;
     if (m0 >= M || n0 >= N) return;
+    const size_t c_at = get_global_id(2) * (size_t)c_batch;
     gemm_outer_block_$RMx$CV(m0, n0, M, N, K, A, a_m, a_k, B + get_global_id(2) * (size_t)b_batch,
-                             b_k, C + get_global_id(2) * (size_t)c_batch, c_m);
+                             b_k, C + c_at, c_m, Y ? Y + c_at : Y);
 }
 // end template
 

@@ -55,6 +55,12 @@ def main() -> None:
                        loss="cross_entropy")
             # 40 columns: gemm_outer's last block moved back onto the row's end, its reads
             # within the row (dW and dx of a layer of 40 inputs)
+            # with Relus run in FullyConnected's launches: gemm_dot's relu output, gemm_outer's
+            # reads of the Relu's input (moved back at 40 and 20 columns)
+            wide = g.Network([g.Relu(), g.FullyConnected(40, 20), g.Relu(),
+                              g.FullyConnected(20, 3)], input=g.D1(40), device=d, seed=1)
+            g.run_gradient(wide, g.run_network(wide, rng.normal(size=(7, 40)))[0],
+                           rng.normal(size=(7, 3)))
             wide = g.Network([g.FullyConnected(40, 3)], input=g.D1(40), device=d, seed=1)
             g.run_gradient(wide, g.run_network(wide, rng.normal(size=(7, 40)))[0],
                            rng.normal(size=(7, 3)))

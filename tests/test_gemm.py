@@ -194,6 +194,38 @@ def test_every_register_block_against_numpy(device, rng, form, monkeypatch):
                                                f"{m}x{n}x{k}")
 
 
+@pytest.mark.parametrize("form", ["gemm_dot", "gemm_outer"])
+def test_every_register_block_runs_a_relu(device, rng, form, monkeypatch):
+    """Each register block with a Relu fused (FullyConnected's): gemm_dot's relu output is
+    relu_forward_at of its C, and gemm_outer's C through a Relu's input Y is relu_backward_at(Y,
+    its C without one), both to the bit, over partial blocks, moved-back vectors and rows
+    narrower than a vector."""
+    from grenade_py import blocks
+
+    device = _form_device(device.precision, "registers")
+    for candidate in blocks.FORMS[form]:
+        monkeypatch.setattr(blocks, "block", lambda *_, candidate=candidate: candidate)
+        for m, n, k in [(1, 1, 1), (7, 3, 17), (3, 12, 5), (17, 20, 5), (25, 257, 33)]:
+            a, b = device.to_device(rng.normal(size=(m, k))), rng.normal(size=(n, k))
+            c, fused = device.zeros((m, n)), device.zeros((m, n))
+            what = f"{blocks.kernel_name(form, candidate)} {m}x{n}x{k}"
+            if form == "gemm_dot":
+                bias = device.to_device(rng.normal(size=(n,)))
+                run(device, gemm_dot(device, m, n, k, a, device.to_device(b), bias, c,
+                                     relu=fused))
+                np.testing.assert_allclose(c.get(), a.get() @ b.T + bias.get(),
+                                           **tolerance(device, terms=k), err_msg=what)
+                want = np.where(c.get() > 0, c.get(), 0)
+            else:
+                y = rng.normal(size=(m, n))
+                bt = device.to_device(b.T.copy())
+                run(device, gemm_outer(device, m, n, k, a, k, 1, bt, c))
+                run(device, gemm_outer(device, m, n, k, a, k, 1, bt, fused,
+                                       relu=device.to_device(y)))
+                want = np.where(y > 0, c.get(), 0)
+            np.testing.assert_array_equal(fused.get(), want, err_msg=what)
+
+
 @pytest.mark.parametrize("p", [1, 3, 8, 17, 31, 40, 257])
 @pytest.mark.parametrize(("k", "step"), [(1, 1), (3, 3), (17, 1)])
 def test_gemm_row_product_is_gemm_outers_row(device, rng, p, k, step):

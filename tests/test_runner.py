@@ -303,6 +303,40 @@ def test_the_backward_pass_stops_at_the_lowest_layer_with_parameters(device64, r
     np.testing.assert_allclose(dx, want_dx.reshape(x.shape), rtol=1e-10, atol=1e-12)
 
 
+def test_a_relu_next_to_a_fully_connected_layer_runs_in_its_launches(device, rng):
+    """In batches, a Relu after a FullyConnected layer runs in its forward GEMM and one before
+    it in its input delta's GEMM (FullyConnected.relu_fused): their own launches left out, and
+    the same bits as with them, in fit, run_network, run_gradient (to the input's delta, through
+    the first Relu) and run_net."""
+    from grenade_py import fit, run_gradient, run_network
+    from grenade_py.execution import Step
+
+    def make(fused):
+        net = Network([Relu(), FullyConnected(5, 9), Relu(), FullyConnected(9, 17), Relu(),
+                       FullyConnected(17, 3)], input=D1(5), device=device, seed=3)
+        if not fused:
+            for layer in net.layers[1::2]:
+                layer.relu_fused = lambda n: False
+        return net
+
+    nets = {fused: make(fused) for fused in (True, False)}
+    for fused, net in nets.items():
+        step = Step(net, 6, input_delta=True)
+        names = [launch.kernel.function_name
+                 for launch in step.forward_launches(True) + step.backward_launches()]
+        assert names.count("relu_forward") == (1 if fused else 3)  # the first has no layer below
+        assert names.count("relu_backward") == (0 if fused else 3)
+    x, y = rng.normal(size=(22, 5)), rng.normal(size=(22, 3))
+    got = {}
+    for fused, net in nets.items():
+        fit(net, LP, x, y, batch_size=4, epochs=3, seed=2)
+        tapes, out = run_network(net, x[:6])
+        grads, dx = run_gradient(net, tapes, y[:6])
+        got[fused] = [out, grads.flat.get(), dx, run_net(net, x[:7]), net.flat["parameters"].get()]
+    for a, b in zip(got[True], got[False], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_train_returns_before_its_step_runs_and_copies_the_callers_arrays(device, rng):
     """train queues its step and returns (the device runs up to two calls behind the host):
     arrays the caller overwrites at once (of the device's precision: nothing converted them)

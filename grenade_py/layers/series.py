@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pyopencl.array as cl_array
 
 from grenade_py.device import Device, Launch
 from grenade_py.errors import ShapeError
 from grenade_py.layers.base import Buffers, Factor, Layer, sub
+from grenade_py.layers.fully_connected import FullyConnected
+from grenade_py.layers.relu import Relu
 from grenade_py.shapes import Shape, size
 
 
@@ -111,13 +113,26 @@ class Series(Layer):
                 training: bool) -> list[Launch]:
         return self.forward_sequence(1, n, x, y, buffers, training)
 
+    def relu_fused(self, i: int, relu: int, rows: int) -> FullyConnected | None:
+        """Layer i if it is a FullyConnected layer that runs the Relu at index `relu` (the
+        next layer or the one before) in its launches over `rows` rows (see
+        FullyConnected.relu_fused), else None."""
+        layer = self.layers[i]
+        fused = 0 <= relu < len(self.layers) and type(self.layers[relu]) is Relu and \
+            isinstance(layer, FullyConnected) and layer.relu_fused(rows)
+        return cast(FullyConnected, layer) if fused else None
+
     def forward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                          buffers: Buffers, training: bool) -> list[Launch]:
-        acts = self.activations(x, y, buffers)
+        acts, rows = self.activations(x, y, buffers), steps * batch
         launches = []
         for i, layer in enumerate(self.layers):
-            launches += layer.forward_sequence(steps, batch, acts[i], acts[i + 1],
-                                               sub(buffers, str(i)), training)
+            own = sub(buffers, str(i))
+            if (fc := self.relu_fused(i, i + 1, rows)) is not None:
+                launches += fc.forward(rows, acts[i], acts[i + 1], own, training, acts[i + 2])
+            elif i == 0 or self.relu_fused(i - 1, i, rows) is None:
+                launches += layer.forward_sequence(steps, batch, acts[i], acts[i + 1], own,
+                                                   training)
         return launches
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
@@ -152,7 +167,8 @@ class Series(Layer):
         boundary `top` (the output when top is the layer count; the loss may start lower, as
         cross entropy starts at the logits); `gradients` as in Layer.backward_sequence. Without
         `dx`, the layers below the lowest with parameters are left out, and that one computes
-        no input delta (as the fused loop does)."""
+        no input delta (as the fused loop does). A Relu below a FullyConnected layer that runs
+        it (`relu_fused`) runs in that layer's input delta."""
         acts = self.activations(x, y, buffers)
         lowest = 0 if dx is not None else next(
             (i for i, layer in enumerate(self.layers[:top]) if layer.trainable()), top)
@@ -161,11 +177,15 @@ class Series(Layer):
         deltas[top] = dy
         if dx is None and lowest < top:
             deltas[lowest] = None  # nothing below it wants its input's delta
-        launches = []
+        launches, rows = [], steps * batch
+        fused = [self.relu_fused(i, i - 1, rows) if i > lowest else None for i in range(top)]
         for i in reversed(range(lowest, top)):
-            delta = deltas[i + 1]
+            delta, own, fc = deltas[i + 1], sub(buffers, str(i)), fused[i]
             assert delta is not None  # only dx may be None
-            launches += self.layers[i].backward_sequence(steps, batch, acts[i], acts[i + 1],
-                                                         delta, deltas[i], sub(buffers, str(i)),
-                                                         gradients)
+            if fc is not None:  # its input delta through the Relu below
+                launches += fc.backward_sequence(steps, batch, acts[i], acts[i + 1], delta,
+                                                 deltas[i - 1], own, gradients, acts[i - 1])
+            elif i + 1 == top or fused[i + 1] is None:
+                launches += self.layers[i].backward_sequence(steps, batch, acts[i], acts[i + 1],
+                                                             delta, deltas[i], own, gradients)
         return launches
