@@ -37,7 +37,7 @@ class FullyConnected(Dense):
     it in the forward's gemm_dot, one before it in the input delta's gemm_outer; the same bits
     as the Relu's own launches, one launch less each way. MNIST's MLP at batch 256 on a 2-core
     Ice Lake Xeon (profiled, 3 runs each): the GEMMs took the same time with the Relu as
-    without, and relu_forward and relu_backward's 150-170 us a step (~4%) were gone.
+    without, and relu_forward and relu_backward's 154-169 us a step (~4%) were gone.
     """
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
@@ -62,6 +62,7 @@ class FullyConnected(Dense):
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool, relu: cl_array.Array | None = None) -> list[Launch]:
         """With `relu` (where `relu_fused`), the output of a Relu after this layer too."""
+        assert relu is None or self.relu_fused(n), "the Relu runs in batches' GEMMs only"
         p, device = self.parameters, self.device
         if n == 1:
             return [device.launch("fc_forward", (self.o, n), n, self.i, self.o,
@@ -104,6 +105,7 @@ class FullyConnected(Dense):
                     relu: cl_array.Array | None = None) -> list[Launch]:
         """The launch writing dx = dy W (n rows), none if dx is None. With `relu` (where
         `relu_fused`), the input of a Relu before this layer, whose input delta dx then is."""
+        assert relu is None or self.relu_fused(n), "the Relu runs in batches' GEMMs only"
         w, device = self.parameters["weights"], self.device
         if dx is None:
             return []
