@@ -46,7 +46,8 @@ def enqueue(launches: list[Launch]) -> None:
 class Update:
     """One optimiser step over a network's flat buffers: if the optimiser clips, the
     gradient's clipping factor and the gradient scaled by it; then the optimiser's rule over
-    every parameter (a kernel per rule)."""
+    every parameter (a kernel per rule), or over the ranges between the weights that took
+    the step in their gradients' GEMMs (`Step.descend`)."""
 
     def __init__(self, net: Network) -> None:
         self.net, self.device, self.flat = net, net.device, net.flat
@@ -56,27 +57,42 @@ class Update:
             self.device.launch("optimizer_clip_scale", (64,), count, self.device.dtype(0),
                                gradients, factor, local=(64,), per_call={"max_norm": 1}),
             self.device.launch("optimizer_clip", streaming_size(count), count, factor, gradients)]
-        self.rules: dict[str, Launch] = {}
+        self.rules: dict[tuple[str, tuple[int, ...]], list[Launch]] = {}
 
-    def __call__(self, optimizer: Optimizer) -> None:
+    def __call__(self, optimizer: Optimizer, stepped: list[Layer] | None = None) -> None:
         """Enqueue the network's next step of `optimizer` from the gradients in the flat
-        buffer (clipped there first, if the optimiser clips); its step count (Adam's t)
-        advances."""
-        flat = self.flat
+        buffer (clipped there first, if the optimiser clips), but for the weights of the
+        layers `stepped` (they took this step in their gradients' GEMMs); its step count
+        (Adam's t) advances."""
         take_state(self.net, optimizer)
         self.net.steps += 1
-        if optimizer.kernel not in self.rules:
-            count = flat["parameters"].size
-            self.rules[optimizer.kernel] = self.device.launch(
+        key = (optimizer.kernel, tuple(id(layer) for layer in stepped or []))
+        if key not in self.rules:
+            self.rules[key] = [self.device.launch(
                 f"optimizer_update_{optimizer.kernel}", streaming_size(count), count,
-                *(self.device.dtype(0) for _ in VALUES), flat["parameters"], flat["momentum"],
-                flat["second"], flat["gradients"], per_call=value_slots(1))
+                *(self.device.dtype(0) for _ in VALUES),
+                *(flat_view(self.flat[role], start, (count,))
+                  for role in ("parameters", "momentum", "second", "gradients")),
+                per_call=value_slots(1)) for start, count in self._ranges(stepped or [])]
         if optimizer.clip_norm is not None:
             self.clip[0].set("max_norm", optimizer.clip_norm)
             enqueue(self.clip)
-        rule = self.rules[optimizer.kernel]
-        rule.set_all(optimizer.arguments(self.net.steps, self.device.dtype))
-        rule()
+        for rule in self.rules[key]:
+            rule.set_all(optimizer.arguments(self.net.steps, self.device.dtype))
+            rule()
+
+    def _ranges(self, stepped: list[Layer]) -> list[tuple[int, int]]:
+        """(start, count) of the flat buffer's runs of parameters outside the weights of
+        `stepped`, each from an aligned offset (a parameter's: see `aligned_offsets`)."""
+        align, ranges, at = self.device.alignment, [], 0
+        for start, size in sorted(
+                (view_place(w)[1], w.size) for w in (layer.parameters["weights"]
+                                                       for layer in stepped)):
+            if start > at:
+                ranges.append((at, start - at))
+            at = -(-(start + size) // align) * align
+        total = self.flat["parameters"].size
+        return ranges + ([(at, total - at)] if at < total else [])
 
 
 def update_of(net: Network) -> Update:
@@ -157,7 +173,7 @@ class Step:
                                     layer.state_size, batch, layer.parameters["state"], states)
                       for (_, layer), states in zip(self.cells, self.states, strict=True)]
         self._forward: dict[bool, list[Launch]] = {}
-        self._backward: list[Launch] | None = None
+        self._backward: dict[bool, list[Launch]] = {}
         self._fused: dict[int, FusedTrainer | None] = {}
         self._sequence_update: dict[str, list[Launch]] = {}
         self._clip: dict[bool, list[Launch]] = {}
@@ -192,32 +208,53 @@ class Step:
                 launch.set("first_row", first_row)
             launch()
 
-    def backward_launches(self) -> list[Launch]:
+    def backward_launches(self, update: bool = False) -> list[Launch]:
         """The loss gradient's launch (its scale set per call), then every layer backwards
-        (through time) from the delta the loss writes."""
-        if self._backward is None:
+        (through time) from the delta the loss writes; with `update`, those of `descend`."""
+        if update not in self._backward:
             top_delta = self.deltas[self.top]
             if top_delta is None:
                 raise RuntimeError("an inference Step has no backward pass")
             mask = self.mask if self.recurrent else None
-            self._backward = [self.loss.gradient(self.net.device, self.output, self.target,
-                                                 mask, top_delta)]
-            self._backward += self.net.backward_below(
+            self._backward[update] = [self.loss.gradient(self.net.device, self.output,
+                                                         self.target, mask, top_delta)]
+            self._backward[update] += self.net.backward_below(
                 self.top, self.steps, self.batch, self.input, self.output, top_delta,
-                self.deltas[0], self.buffers, gradients=not self.recurrent)
-        return self._backward
+                self.deltas[0], self.buffers, gradients=not self.recurrent, update=update)
+        return self._backward[update]
 
     def backward(self, scale: float | None = None, ordered: bool = False,
-                 measure: list[Launch] | None = None) -> None:
+                 measure: list[Launch] | None = None, update: bool = False) -> None:
         """Enqueue the loss gradient (`target` against the last forward pass), scaled by
         `scale` (default 1 in Grenade's `ordered` form, else 1/batch: the batch's average),
         the `measure` launches (see `metrics`), and the backward pass from it, leaving the
         gradients (summed over the rows) in the network's flat buffer, or a recurrent
-        network's per-row factors for `update`."""
-        launches = self.backward_launches()
+        network's per-row factors for `update`. (With `update`: `descend`'s.)"""
+        launches = self.backward_launches(update)
         launches[0].set("scale", (1.0 if ordered else 1.0 / self.batch) if scale is None
                         else scale)
         enqueue(launches[:1] + (measure or []) + launches[1:])
+
+    def descend(self, optimizer: Optimizer, scale: float | None = None,
+                measure: list[Launch] | None = None, ordered: bool = False) -> None:
+        """`backward` then `update` under `optimizer`, the same values in fewer passes over
+        memory: the layers of `Series.update_fused` step their weights where their gradients'
+        GEMMs form the gradient (gemm.gemm_outer_update), which is not stored (the flat buffer
+        keeps no gradient of theirs), and the update steps the rest. Not in a recurrent Step,
+        nor where the optimiser clips (the norm needs the whole gradient first)."""
+        stepped = [] if self.recurrent or optimizer.clip_norm is not None else \
+            self.net.update_fused(self.top, self.rows)
+        if not stepped:
+            self.backward(scale, ordered, measure)
+            self.update(optimizer, ordered)
+            return
+        take_state(self.net, optimizer)
+        values = optimizer.arguments(self.net.steps + 1, self.net.device.dtype)
+        for launch in self.backward_launches(update=True):
+            if "kind" in launch.per_call:
+                launch.set_all(values | {"kind": optimizer.kind})
+        self.backward(scale, measure=measure, update=True)
+        update_of(self.net)(optimizer, stepped)
 
     def update(self, optimizer: Optimizer, ordered: bool = False) -> None:
         """Enqueue the network's next optimiser step; its step counts (`Network.steps`, Adam's
@@ -234,13 +271,14 @@ class Step:
 
     def train(self, optimizer: Optimizer | None, scale: float | None = None,
               ordered: bool = False, measure: list[Launch] | None = None) -> None:
-        """Forward (training), `backward` and, with an optimiser, its update (see `update`),
-        for data already in `input`, `target` and `mask` (fit runs the parts itself, its
-        Allreduce between backward and update)."""
+        """Forward (training), `backward` and, with an optimiser, its update (`descend`), for
+        data already in `input`, `target` and `mask` (fit runs the parts itself, a distributed
+        fit its Allreduce between backward and update)."""
         self.forward(True)
-        self.backward(scale, ordered, measure)
-        if optimizer is not None:
-            self.update(optimizer, ordered)
+        if optimizer is None:
+            self.backward(scale, ordered, measure)
+        else:
+            self.descend(optimizer, scale, measure, ordered)
 
     def fused(self, optimizer: Optimizer) -> FusedTrainer | None:
         """The fused per-example loop this one-row Step trains through under `optimizer` and

@@ -13,6 +13,7 @@ import pyopencl.array as cl_array
 from grenade_py import blocks
 from grenade_py.device import Device, Launch
 from grenade_py.errors import DeviceError
+from grenade_py.optimizers import VALUES, value_slots
 
 
 def vector_width(device: Device) -> int:
@@ -150,3 +151,21 @@ def gemm_outer(device: Device, m: int, n: int, k: int, a: cl_array.Array, a_m: i
         blocks.kernel_name("gemm_outer", block),
         (_blocks(n, block[1] * vector_width(device)), _blocks(m, block[0]), batches), m, n,
         *args, relu, local=blocks.local("gemm_outer", block)))
+
+
+def gemm_outer_update(device: Device, m: int, n: int, k: int, a: cl_array.Array, a_m: int,
+                      a_k: int, b: cl_array.Array, weights: cl_array.Array,
+                      momentum: cl_array.Array, second: cl_array.Array) -> Launch:
+    """The optimiser's step on `weights` (m, n), n >= VW (`vector_width`), from their gradient
+    A B (as gemm_outer's C: A read through strides, B (k, n)), in one launch: the gradient is
+    never stored (register-blocked form). The optimiser's kind and VALUES are per-call
+    arguments ("kind" and `optimizers.value_slots(9)`), zero until set: a step of SGD at rate 0
+    and momentum 0, which zeroes the momentum and leaves the weights as they are."""
+    assert device.gemm == "registers" and n >= vector_width(device)
+    zeros = [device.dtype(0)] * len(VALUES)
+    return blocks.launch(device, "gemm_outer_update", (m, n, k), lambda block: device.launch(
+        blocks.kernel_name("gemm_outer_update", block),
+        (_blocks(n, block[1] * vector_width(device)), _blocks(m, block[0])), m, n, k, a, a_m,
+        a_k, b, n, 0, *zeros, weights, momentum, second,
+        local=blocks.local("gemm_outer_update", block),
+        per_call={"kind": 8} | value_slots(9)))

@@ -509,10 +509,13 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
                 gathers[rows].set("first", index * batch_size + first)
                 gathers[rows]()
                 step.forward(True, first)
-                step.backward(1.0 / n, measure=metrics[rows])
+                if group is None:
+                    step.descend(epoch_params, 1.0 / n, metrics[rows])
+                else:
+                    step.backward(1.0 / n, measure=metrics[rows])
             if group is not None:
                 group.allreduce_gradients(rows, n)
-            update(epoch_params)
+                update(epoch_params)
             if (index + 1) % QUEUED_STEPS == 0:  # wait for the marker QUEUED_STEPS steps back
                 queued.append(cl.enqueue_marker(queue))
                 if len(queued) > 1:

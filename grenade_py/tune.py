@@ -21,13 +21,15 @@ from grenade_py.network import Network
 def tune_network(net: Network, n: int, loss: str = "cross_entropy",
                  repeats: int = 5) -> list[blocks.Tuned]:
     """Tune the blocks (or tile shapes) of every launch of a training step of `net` over `n` rows
-    (see `blocks.tune_sites`), on random data; the network's gradients are overwritten, its
+    (see `blocks.tune_sites`), on random data, the weights' steps in their gradients' GEMMs
+    (`Step.descend`) too; the network's gradients and momentum are overwritten (zeroed), its
     parameters are not. Steps built afterwards use the results (those a network keeps from
     earlier calls keep their blocks)."""
     with blocks.recording() as sites:
         step = Step(net, n, LOSSES[loss])
         step.forward_launches(True)
         step.backward_launches()
+        step.backward_launches(update=True)
     rng = np.random.default_rng(0)
     step.input.set(rng.uniform(size=step.input.shape).astype(net.device.dtype))
     step.target.set(np.full(step.target.shape, 1 / np.prod(step.target.shape[1:]),

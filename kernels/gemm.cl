@@ -134,6 +134,11 @@ void gemm_row_product(global const REAL *restrict a, int a_step, int K,
 REAL relu_forward_at(REAL x);
 REAL relu_backward_at(REAL x, REAL dy);
 realv relu_backward_v(realv x, realv dy);
+// The optimisers' step on VW weights from their gradient g (optimizers.cl), which
+// gemm_outer_update takes where a weight gradient's update runs in its GEMM.
+void optimizer_lanes(int kind, REAL rate, REAL beta1, REAL beta2, REAL eps, REAL decay, REAL p1,
+                     REAL p2, realv g, int own, size_t at, global REAL *w, global REAL *m,
+                     global REAL *v);
 
 // Each GEMM is written once, as a template that grenade_py (kernel_library.instantiate) writes
 // out at several register-block shapes, $RM etc. as literal constants (gemm_dot_8x2,
@@ -243,40 +248,48 @@ kernel void gemm_sum_chunks(int count, int chunks, global const REAL *partial,
     out[i] = s;
 }
 
-// RM rows x CV vectors of columns of C = A B from row m0 and column n0. Rows past the edge of A
-// repeat the last row (clamped index) and are not stored; a vector past the last column moves
-// back to end there (N - VW), recomputing columns with the same sums, and stores only those from
-// n0 on (the block's own); only a product narrower than one vector goes scalar, with the same
-// sums too. Y, unless NULL: the input of a Relu (laid out as C) whose input delta C then is
-// (relu_backward_at(Y, A B)): a FullyConnected layer's input delta through the Relu below it.
-// (Also the product of conv_input_delta.)
+// The sums of gemm_outer's blocks, in a function of m0, n0, M, N, K, A, a_m, a_k, B and b_k:
+// `ROWS` rows x `VECTORS` vectors of columns of A B from row m0 and column n0 (N >= VW),
+// acc[r][c] holding the columns from cols[c]. Rows past the edge of A repeat the last row
+// (clamped index); a vector past the last column moves back to end there (N - VW),
+// recomputing columns with the same sums. (A macro: as a function taking the arrays, PoCL 3.1
+// kept acc in memory, 1.7-2.2x slower.)
+#define GEMM_OUTER_SUMS(ROWS, VECTORS)                                                        \
+    global const REAL *a[ROWS];                                                               \
+    _Pragma("unroll")                                                                         \
+    for (int r = 0; r < (ROWS); ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;             \
+    int cols[VECTORS];                                                                        \
+    _Pragma("unroll")                                                                         \
+    for (int c = 0; c < (VECTORS); ++c) cols[c] = min(n0 + c * VW, N - VW);                   \
+    realv acc[ROWS][VECTORS];                                                                 \
+    _Pragma("unroll")                                                                         \
+    for (int r = 0; r < (ROWS); ++r)                                                          \
+        _Pragma("unroll")                                                                     \
+        for (int c = 0; c < (VECTORS); ++c) acc[r][c] = 0;                                    \
+    for (int k = 0; k < K; ++k) {                                                             \
+        realv b[VECTORS];                                                                     \
+        _Pragma("unroll")                                                                     \
+        for (int c = 0; c < (VECTORS); ++c) b[c] = VLOAD(0, B + (size_t)k * b_k + cols[c]);   \
+        _Pragma("unroll")                                                                     \
+        for (int r = 0; r < (ROWS); ++r) {                                                    \
+            const realv ar = (realv)(a[r][(size_t)k * a_k]);                                  \
+            _Pragma("unroll")                                                                 \
+            for (int c = 0; c < (VECTORS); ++c) acc[r][c] = fma(ar, b[c], acc[r][c]);         \
+        }                                                                                     \
+    }
+
 // template $RM $CV: 16 1, 8 1, 12 1, 24 1, 6 2, 8 2, 12 2, 4 1, 6 1, 8 3, 6 4
+// The block of C = A B from row m0 and column n0 (GEMM_OUTER_SUMS): rows past the edge of A are
+// not stored, and a vector moved back stores only the columns from n0 on (the block's own);
+// only a product narrower than one vector goes scalar, with the same sums. Y, unless NULL: the
+// input of a Relu (laid out as C) whose input delta C then is (relu_backward_at(Y, A B)): a
+// FullyConnected layer's input delta through the Relu below it. (Also the product of
+// conv_input_delta.)
 void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const REAL *A,
                               int a_m, int a_k, global const REAL *B, int b_k, global REAL *C,
                               int c_m, global const REAL *Y) {
-    global const REAL *a[$RM];
-    #pragma unroll
-    for (int r = 0; r < $RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
     if (N >= VW) {
-        int cols[$CV];
-        #pragma unroll
-        for (int c = 0; c < $CV; ++c) cols[c] = min(n0 + c * VW, N - VW);
-        realv acc[$RM][$CV];
-        #pragma unroll
-        for (int r = 0; r < $RM; ++r)
-            #pragma unroll
-            for (int c = 0; c < $CV; ++c) acc[r][c] = 0;
-        for (int k = 0; k < K; ++k) {
-            realv b[$CV];
-            #pragma unroll
-            for (int c = 0; c < $CV; ++c) b[c] = VLOAD(0, B + (size_t)k * b_k + cols[c]);
-            #pragma unroll
-            for (int r = 0; r < $RM; ++r) {
-                const realv ar = (realv)(a[r][(size_t)k * a_k]);
-                #pragma unroll
-                for (int c = 0; c < $CV; ++c) acc[r][c] = fma(ar, b[c], acc[r][c]);
-            }
-        }
+        GEMM_OUTER_SUMS($RM, $CV)
         #pragma unroll
         for (int r = 0; r < $RM; ++r)
             if (m0 + r < M)
@@ -294,10 +307,11 @@ void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const 
                     }
                 }
     } else {
-        for (int r = 0; r < min($RM, M - m0); ++r)
+        global const REAL *a = A + (size_t)m0 * a_m;
+        for (int r = 0; r < min($RM, M - m0); ++r, a += a_m)
             for (int n = n0; n < N; ++n) {
                 REAL s = 0;
-                for (int k = 0; k < K; ++k) s += a[r][(size_t)k * a_k] * B[(size_t)k * b_k + n];
+                for (int k = 0; k < K; ++k) s += a[(size_t)k * a_k] * B[(size_t)k * b_k + n];
                 const size_t at = (size_t)(m0 + r) * c_m + n;
                 C[at] = Y ? relu_backward_at(Y[at], s) : s;
             }
@@ -313,6 +327,31 @@ kernel void gemm_outer_$RMx$CV(int M, int N, int K, global const REAL *A, int a_
     const size_t c_at = get_global_id(2) * (size_t)c_batch;
     gemm_outer_block_$RMx$CV(m0, n0, M, N, K, A, a_m, a_k, B + get_global_id(2) * (size_t)b_batch,
                              b_k, C + c_at, c_m, Y ? Y + c_at : Y);
+}
+
+// The optimiser's step on weights W (M, N), N >= VW, whose gradient is A B (as gemm_outer): each
+// work-item's block of sums is the gradient of its weights, which it steps (optimizer_lanes:
+// W, its momentum Mo and second moment V) where gemm_outer would store it: the weight
+// gradient's GEMM and the update in one launch, the gradient never stored. Each weight is
+// stepped once: a vector moved back steps only the columns past the block's vectors before it.
+// The optimiser as the update kernels take it (optimizers.cl), its kind too. global size
+// (ceil(N / (CV VW)), ceil(M / RM)).
+kernel void gemm_outer_update_$RMx$CV(int M, int N, int K, global const REAL *A, int a_m,
+                                      int a_k, global const REAL *B, int b_k, int kind,
+                                      REAL rate, REAL beta1, REAL beta2, REAL eps, REAL decay,
+                                      REAL p1, REAL p2, global REAL *W, global REAL *Mo,
+                                      global REAL *V) {
+    const int n0 = get_global_id(0) * $CV * VW, m0 = get_global_id(1) * $RM;
+    if (m0 >= M || n0 >= N) return;
+    GEMM_OUTER_SUMS($RM, $CV)
+    #pragma unroll
+    for (int r = 0; r < $RM; ++r)
+        if (m0 + r < M)
+            #pragma unroll
+            for (int c = 0; c < $CV; ++c)
+                optimizer_lanes(kind, rate, beta1, beta2, eps, decay, p1, p2, acc[r][c],
+                                max(0, n0 + c * VW - cols[c]),
+                                (size_t)(m0 + r) * N + cols[c], W, Mo, V);
 }
 // end template
 

@@ -73,6 +73,28 @@ void optimizer_at(optimizer o, REAL decay, REAL g, global REAL *w, global REAL *
     if (o.kind != OPTIMIZER_SGD) v[i] = vi;
 }
 
+// The step of weights w[at + own .. at + VW - 1] (m, v: their moments) from lanes own .. of
+// their gradient g: one vector step where own is 0, else lane by lane (the same arithmetic);
+// none where own >= VW. gemm_outer_update's blocks (gemm.cl), where a weight gradient's update
+// runs in its GEMM.
+void optimizer_lanes(int kind, REAL rate, REAL beta1, REAL beta2, REAL eps, REAL decay, REAL p1,
+                     REAL p2, realv g, int own, size_t at, global REAL *w, global REAL *m,
+                     global REAL *v) {
+    const optimizer o = optimizer_make(kind, rate, beta1, beta2, eps, p1, p2);
+    if (own == 0) {
+        realv wi = VLOAD(0, w + at), mi = VLOAD(0, m + at);
+        realv vi = kind == OPTIMIZER_SGD ? (realv)0 : VLOAD(0, v + at);
+        optimizer_stepv(o, decay, g, &wi, &mi, &vi);
+        VSTORE(wi, 0, w + at);
+        VSTORE(mi, 0, m + at);
+        if (kind != OPTIMIZER_SGD) VSTORE(vi, 0, v + at);
+        return;
+    }
+    REAL lanes[VW];
+    VSTORE(g, 0, lanes);
+    for (int l = own; l < VW; ++l) optimizer_at(o, decay, lanes[l], w, m, v, at + l);
+}
+
 // One step of n parameters, 8 per work-item (global size n / 8 rounded up; a larger one is
 // harmless): a kernel per optimiser, so that each holds its rule alone (a run-time choice
 // between the rules kept PoCL from vectorising the loop: 1.5-3x slower). Explicit vectors, as a

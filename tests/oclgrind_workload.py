@@ -2,7 +2,7 @@
 `oclgrind --data-races`: both GEMM forms, the fused per-example loop in its one-lane and
 coalesced (GPU) forms and for several networks at once (train_many), run_net's one-sample
 loop, convolution (its one-launch input deltas too, and a GPU's kernel gradient in chunks),
-FullyConnected's forward in parts of k (a GPU's),
+FullyConnected's forward in parts of k (a GPU's), its weights stepped in their gradient's GEMM,
 col2im, pooling, the recurrent scans and updates (ordered and summed, clipped, through
 ConcatRecurrent), the fused window loop, Dropout, BatchNorm, the activations, the losses,
 every optimiser and the benchmark's peak kernel."""
@@ -61,6 +61,13 @@ def main() -> None:
                               g.FullyConnected(20, 3)], input=g.D1(40), device=d, seed=1)
             g.run_gradient(wide, g.run_network(wide, rng.normal(size=(7, 40)))[0],
                            rng.normal(size=(7, 3)))
+            # fit stepping those layers' weights in their gradients' GEMMs (registers form:
+            # gemm_outer_update, moved back at 40 and 20 columns; below UPDATE_FUSED outside
+            # tests)
+            least, fully_connected.UPDATE_FUSED = fully_connected.UPDATE_FUSED, 0
+            g.fit(wide, g.Adam(0.01), rng.normal(size=(7, 40)), rng.normal(size=(7, 3)),
+                  batch_size=7, epochs=1)
+            fully_connected.UPDATE_FUSED = least
             wide = g.Network([g.FullyConnected(40, 3)], input=g.D1(40), device=d, seed=1)
             g.run_gradient(wide, g.run_network(wide, rng.normal(size=(7, 40)))[0],
                            rng.normal(size=(7, 3)))

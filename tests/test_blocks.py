@@ -27,14 +27,23 @@ from grenade_py import (
 )
 from grenade_py.device import Device
 from grenade_py.execution import Step
+from grenade_py.layers import fully_connected
 from grenade_py.losses import SQUARED_ERROR
 from grenade_py.optimizers import LearningParameters
 from grenade_py.tune import tune_network
 
 
+@pytest.fixture(autouse=True)
+def update_in_gemms(monkeypatch):
+    """The last FullyConnected layer of `convnet` steps its weights in their gradient's GEMM
+    (fit's batches; gemm_outer_update), below the size from which it does outside tests."""
+    monkeypatch.setattr(fully_connected, "UPDATE_FUSED", 0)
+
+
 def convnet(device: Device) -> Network:
     """Every tunable form: both convolution GEMMs in runs (8 x 8 outputs) and gathered lanes,
-    the input delta's gemm_outer, FullyConnected's gemm_dot and gemm_outer."""
+    the input delta's gemm_outer, FullyConnected's gemm_dot, gemm_outer and (17 inputs: at
+    least a vector) gemm_outer_update."""
     return Network([Convolution(1, 10, 5, 5, 1, 1), Pooling(2, 2, 2, 2), Relu(),
                     Convolution(10, 3, 3, 3, 1, 1), Reshape(), FullyConnected(12, 17),
                     Relu(), FullyConnected(17, 5)], input=D2(12, 12), device=device, seed=3)

@@ -7,6 +7,7 @@ import pytest
 from grenade_py import (
     D1,
     Adam,
+    AdamW,
     Dropout,
     FullyConnected,
     LearningParameters,
@@ -18,7 +19,9 @@ from grenade_py import (
     fit,
     train,
 )
+from grenade_py.device import Launch
 from grenade_py.feedforward import feedforward_network, sample
+from grenade_py.layers import fully_connected
 
 LP = LearningParameters(0.05, 0.9, 0.0)
 
@@ -95,12 +98,16 @@ def test_fit_is_seeded_and_learns(device):
     assert runs[0][-1]["val_accuracy"] > constant + 0.07, (constant, runs[0][-1])
 
 
+@pytest.mark.parametrize("in_gemm", [False, True], ids=["", "update-in-gemm"])
 @pytest.mark.parametrize("shuffle", [True, False])
-def test_fit_equals_a_numpy_transcription(device64, shuffle):
+def test_fit_equals_a_numpy_transcription(device64, shuffle, in_gemm, monkeypatch):
     """Epochs of shuffled minibatches (uneven last batch) equal numpy doing the same steps in
-    the same seeded order: without the permutation's upload this fails."""
+    the same seeded order: without the permutation's upload this fails. `in_gemm`: the second
+    layer (40 inputs) steps its weights in its gradient's GEMM."""
     from grenade_py.numpy_reference import NumpyNetwork
 
+    if in_gemm:
+        monkeypatch.setattr(fully_connected, "UPDATE_FUSED", 0)
     net = feedforward_network(device64, seed=8)
     reference = NumpyNetwork([layer.spec() for layer in net.layers], net.get_parameters())
     x, y = sample(90, np.random.default_rng(9))
@@ -114,6 +121,37 @@ def test_fit_equals_a_numpy_transcription(device64, shuffle):
     for got, want in zip(net.get_parameters(), reference.parameters, strict=True):
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("chosen", [LearningParameters(0.05, 0.9, 1e-4),
+                                    Adam(1e-3, weight_decay=1e-3), AdamW(1e-3, weight_decay=1e-2)],
+                         ids=["sgd", "adam", "adamw"])
+def test_weights_step_in_their_gradients_gemms(device, rng, chosen, monkeypatch):
+    """fit and train on batches step the weights of FullyConnected layers of a vector's inputs
+    or more in their gradients' GEMMs (gemm_outer_update), and the weights, both moments and
+    the step count come out as backward then update leave them, to the bit: with a layer of
+    fewer inputs (7) between, which the update steps, and a last batch of one row, which takes
+    the two passes."""
+    monkeypatch.setattr(fully_connected, "UPDATE_FUSED", 0)
+    x, y = rng.normal(size=(2 * 13 + 1, 37)), np.eye(5)[rng.integers(0, 5, 2 * 13 + 1)]
+    nets = [Network([FullyConnected(37, 40), Relu(), FullyConnected(40, 7), Relu(),
+                     FullyConnected(7, 5), Softmax()], D1(37), device=device, seed=3)
+            for _ in range(2)]
+    ran = []
+    launch = Launch.__call__
+    monkeypatch.setattr(Launch, "__call__", lambda self: ran.append(self.name) or launch(self))
+    for net in nets:
+        fit(net, chosen, x, y, batch_size=13, epochs=2, seed=1, loss="cross_entropy")
+        train(net, chosen, x[:6], y[:6], loss="cross_entropy")
+        monkeypatch.setattr(Network, "update_fused", lambda *_: [])  # the second: two passes
+    stepping = [name for name in ran if name.startswith("gemm_outer_update")]
+    assert len(stepping) == 2 * (2 * 2 + 1), stepping  # two layers; 2 epochs of 2, one train
+    fused, plain = nets
+    assert fused.steps == plain.steps == 2 * 3 + 1
+    for role in ("parameters", "momentum", "second"):
+        for got, want in zip(fused.host_copies(role), plain.host_copies(role), strict=True):
+            for name in want:
+                np.testing.assert_array_equal(got[name], want[name], err_msg=role + name)
 
 
 def test_cross_entropy_needs_distributions(device):

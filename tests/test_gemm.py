@@ -8,9 +8,17 @@ import numpy as np
 import pytest
 from conftest import get_device, tolerance
 
-from grenade_py.device import Device
-from grenade_py.gemm import gemm_dot, gemm_forward, gemm_outer, gemm_transpose_sums
+from grenade_py.device import Device, streaming_size
+from grenade_py.gemm import (
+    gemm_dot,
+    gemm_forward,
+    gemm_outer,
+    gemm_outer_update,
+    gemm_transpose_sums,
+    vector_width,
+)
 from grenade_py.kernel_library import kernel_source
+from grenade_py.optimizers import SGD, VALUES, Adam, AdamW
 
 _devices: dict[tuple[str, str], Device] = {}
 
@@ -224,6 +232,44 @@ def test_every_register_block_runs_a_relu(device, rng, form, monkeypatch):
                                        relu=device.to_device(y)))
                 want = np.where(y > 0, c.get(), 0)
             np.testing.assert_array_equal(fused.get(), want, err_msg=what)
+
+
+@pytest.mark.parametrize("chosen", [SGD(0.03, 0.9, 1e-3), Adam(0.01, weight_decay=0.1),
+                                    AdamW(0.01, weight_decay=0.1)], ids=["sgd", "adam", "adamw"])
+def test_every_register_block_steps_the_weights(device, rng, chosen, monkeypatch):
+    """Each register block of gemm_outer_update steps the weights (and moments) from the
+    product it forms exactly as gemm_outer's product then the optimiser's update kernel do, to
+    the bit: over partial blocks, rows past the edge, and vectors moved back past columns that
+    the block (or the block before) steps already, each weight stepped once."""
+    from grenade_py import blocks
+
+    device = _form_device(device.precision, "registers")
+    vw = vector_width(device)
+    values = chosen.arguments(3, device.dtype)
+    chosen_block = blocks.block
+    for candidate in blocks.FORMS["gemm_outer_update"]:
+        monkeypatch.setattr(blocks, "block", lambda d, f, s, c=candidate: c
+                            if f == "gemm_outer_update" else chosen_block(d, f, s))
+        for m, n, k in [(1, vw, 1), (7, vw + 1, 17), (3, 2 * vw + 1, 5), (17, 40, 5),
+                        (25, 257, 33)]:
+            a, b = device.to_device(rng.normal(size=(m, k))), device.to_device(
+                rng.normal(size=(k, n)))
+            start = [rng.normal(size=(m, n)), rng.normal(size=(m, n)),
+                     rng.uniform(size=(m, n))]
+            want, got = ([device.to_device(x) for x in start] for _ in range(2))
+            gradient = device.zeros((m, n))
+            run(device, gemm_outer(device, m, n, k, a, k, 1, b, gradient))
+            rule = device.launch(f"optimizer_update_{chosen.kernel}", streaming_size(m * n),
+                                 m * n, *(device.dtype(values[v]) for v in VALUES), *want,
+                                 gradient)
+            run(device, rule)
+            launch = gemm_outer_update(device, m, n, k, a, k, 1, b, *got)
+            launch.set_all(values | {"kind": chosen.kind})
+            run(device, launch)
+            what = f"{blocks.kernel_name('gemm_outer_update', candidate)} {m}x{n}x{k}"
+            for name, x, y in zip(("weights", "momentum", "second"), got, want, strict=True):
+                np.testing.assert_array_equal(x.get(), y.get(), err_msg=f"{what} {name}")
+            assert not np.array_equal(got[0].get(), start[0]), what
 
 
 @pytest.mark.parametrize("p", [1, 3, 8, 17, 31, 40, 257])

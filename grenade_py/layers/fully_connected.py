@@ -5,13 +5,25 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py.device import Launch
-from grenade_py.gemm import gemm_forward, gemm_outer, gemm_transpose_sums, k_splits
+from grenade_py.gemm import (
+    gemm_forward,
+    gemm_outer,
+    gemm_outer_update,
+    gemm_transpose_sums,
+    k_splits,
+    vector_width,
+)
 from grenade_py.layers.arguments import initial_values
 from grenade_py.layers.base import Buffers, Factor, WindowForm
 from grenade_py.layers.dense import Dense
 
 #: The fused loop's update unrolls its loop over a row's inputs up to this many (on CPUs).
 UNROLLED_ROW = 16
+#: Weights from which a batch's backward pass steps them in their gradient's GEMM
+#: (`update_fused`). MNIST's 10 x 512 output layer, below it, took 16-17 us a step at batch 64
+#: that way against 9-11 for its gradient alone, and parted the update of the rest into two
+#: launches.
+UPDATE_FUSED = 1 << 16
 #: Inputs from which the fused loop's forward pass sums four rows of W side by side
 #: (fc_forward_rows: MNIST's 784-512-10 per example, 142-159 -> 75-92 us); smaller rows run
 #: one to a lane (the feedforward example's, 2 and 40 inputs, ran 5% slower four at a time).
@@ -38,6 +50,10 @@ class FullyConnected(Dense):
     as the Relu's own launches, one launch less each way. MNIST's MLP at batch 256 on a 2-core
     Ice Lake Xeon (profiled, 3 runs each): the GEMMs took the same time with the Relu as
     without, and relu_forward and relu_backward's 154-169 us a step (~4%) were gone.
+    Under `Step.descend` (fit, train) the weights take the optimiser's step in the GEMM that
+    forms their gradient, where `update_fused` says: one pass over them and their moments
+    fewer. MNIST's 784-512-10 on a 2-core AVX-512 Xeon, profiled at batch 64: gemm_outer_update
+    321-325 us a step against gemm_outer's 215-225 plus the update's 165-176.
     """
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
@@ -75,30 +91,45 @@ class FullyConnected(Dense):
         return gemm_forward(device, n, self.o, self.i, x, p["weights"], p["bias"], y,
                             k_splits(device, n, self.o, self.i), buffers.get("parts"), relu)
 
+    def update_fused(self, n: int) -> bool:
+        """Whether a batch of `n` rows steps the weights in their gradient's GEMM (`backward`
+        with `update`): batches of the register-blocked GEMMs, at least VW inputs, and
+        UPDATE_FUSED weights."""
+        return n > 1 and self.device.gemm == "registers" and \
+            self.i >= vector_width(self.device) and self.i * self.o >= UPDATE_FUSED
+
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers,
-                 relu: cl_array.Array | None = None) -> list[Launch]:
-        """With `relu` (where `relu_fused`): see `input_delta`."""
+                 relu: cl_array.Array | None = None, update: bool = False) -> list[Launch]:
+        """With `relu` (where `relu_fused`): see `input_delta`. With `update` (where
+        `update_fused`): the weights take the optimiser's step in their gradient's GEMM
+        (`gemm.gemm_outer_update`, its values set per call), after the input delta has used
+        them, and no gradient of theirs is stored."""
+        assert not update or self.update_fused(n), "the update runs in batches' GEMMs only"
         g, device = self.gradients, self.device
         if n == 1:
-            launches = [device.launch("fc_backward_weights", (self.i + 1, self.o), n, self.i,
-                                      self.o, x, dy, g["weights"], g["bias"])]
-        else:
-            # (x copied into strips of 32 columns, each strip's rows contiguous, ran dW
-            # 1.05x as fast at batch 128 and 1.21x at 256 on a 2-core Ice Lake Xeon, before
-            # the copy's cost: at most ~4% of an MLP's epoch, so not done. dW^T = x^T dy, x
-            # read through its strides, ran at 0.79x.)
-            dy_t = buffers["dy_t"]
-            launches = [gemm_transpose_sums(device, n, self.o, dy, dy_t, g["bias"]),
-                        gemm_outer(device, self.o, self.i, n, dy_t, n, 1, x, g["weights"])]
-        return launches + self.input_delta(n, dy, dx, relu)
+            return [device.launch("fc_backward_weights", (self.i + 1, self.o), n, self.i,
+                                  self.o, x, dy, g["weights"], g["bias"])
+                    ] + self.input_delta(n, dy, dx, relu)
+        # (x copied into strips of 32 columns, each strip's rows contiguous, ran dW 1.05x as
+        # fast at batch 128 and 1.21x at 256 on a 2-core Ice Lake Xeon, before the copy's
+        # cost: at most ~4% of an MLP's epoch, so not done. dW^T = x^T dy, x read through its
+        # strides, ran at 0.79x.)
+        dy_t = buffers["dy_t"]
+        weights = (gemm_outer_update(device, self.o, self.i, n, dy_t, n, 1, x,
+                                     *(role["weights"] for role in (
+                                         self.parameters, self.momentum, self.second)))
+                   if update else gemm_outer(device, self.o, self.i, n, dy_t, n, 1, x,
+                                             g["weights"]))
+        return [gemm_transpose_sums(device, n, self.o, dy, dy_t, g["bias"]),
+                *self.input_delta(n, dy, dx, relu), weights]
 
     def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                           dy: cl_array.Array, dx: cl_array.Array | None, buffers: Buffers,
-                          gradients: bool = True, relu: cl_array.Array | None = None
-                          ) -> list[Launch]:
+                          gradients: bool = True, relu: cl_array.Array | None = None,
+                          update: bool = False) -> list[Launch]:
         if gradients:
-            return self.backward(steps * batch, x, y, dy, dx, buffers, relu)
+            return self.backward(steps * batch, x, y, dy, dx, buffers, relu, update)
         return self.input_delta(steps * batch, dy, dx, relu)
 
     def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array | None,
