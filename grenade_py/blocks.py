@@ -163,7 +163,8 @@ WIDE_DEFAULT: Block = (6, 4, 8, 8)
 #: 1.12x in 8 (DOT_VW, as gemm_dot: 4x3 1.08x, but 1.17x at batch 64). The 2x2, 3x2, 2x4,
 #: 4x3, 5x2 and 3x3 gemm_dot, 4x1 and 6x1 gemm_outer, 4x1, 5x1 and 6x1 conv_forward, 2x2, 4x1, 3x2,
 #: 4x3, 6x2 and 3x4 conv_kernel_gradient, and 4x1 and 6x1 conv_input_delta blocks are there
-#: for these CPUs: their accumulators fit the registers.
+#: for these CPUs: their accumulators fit the registers. gemm_outer_update's is gemm_outer's
+#: block in its own work-group shape, not measured on such a CPU (none was at hand).
 NARROW: dict[str, Block] = {
     "gemm_dot": (4, 3, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (6, 1, 16, 1, 4),
     "conv_kernel_gradient": (5, 2, 1, 1), "conv_input_delta": (4, 1, 4),

@@ -13,6 +13,7 @@ used it last.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -59,21 +60,22 @@ class Update:
             self.device.launch("optimizer_clip", streaming_size(count), count, factor, gradients)]
         self.rules: dict[tuple[str, tuple[int, ...]], list[Launch]] = {}
 
-    def __call__(self, optimizer: Optimizer, stepped: list[Layer] | None = None) -> None:
+    def __call__(self, optimizer: Optimizer, stepped: Sequence[Layer] = ()) -> None:
         """Enqueue the network's next step of `optimizer` from the gradients in the flat
         buffer (clipped there first, if the optimiser clips), but for the weights of the
         layers `stepped` (they took this step in their gradients' GEMMs); its step count
         (Adam's t) advances."""
+        assert not (stepped and optimizer.clip_norm), "clipping needs every gradient"
         take_state(self.net, optimizer)
         self.net.steps += 1
-        key = (optimizer.kernel, tuple(id(layer) for layer in stepped or []))
+        key = (optimizer.kernel, tuple(id(layer) for layer in stepped))
         if key not in self.rules:
             self.rules[key] = [self.device.launch(
                 f"optimizer_update_{optimizer.kernel}", streaming_size(count), count,
                 *(self.device.dtype(0) for _ in VALUES),
                 *(flat_view(self.flat[role], start, (count,))
                   for role in ("parameters", "momentum", "second", "gradients")),
-                per_call=value_slots(1)) for start, count in self._ranges(stepped or [])]
+                per_call=value_slots(1)) for start, count in self._ranges(stepped)]
         if optimizer.clip_norm is not None:
             self.clip[0].set("max_norm", optimizer.clip_norm)
             enqueue(self.clip)
@@ -81,7 +83,7 @@ class Update:
             rule.set_all(optimizer.arguments(self.net.steps, self.device.dtype))
             rule()
 
-    def _ranges(self, stepped: list[Layer]) -> list[tuple[int, int]]:
+    def _ranges(self, stepped: Sequence[Layer]) -> list[tuple[int, int]]:
         """(start, count) of the flat buffer's runs of parameters outside the weights of
         `stepped`, each from an aligned offset (a parameter's: see `aligned_offsets`)."""
         align, ranges, at = self.device.alignment, [], 0

@@ -51,8 +51,9 @@ class FullyConnected(Dense):
     Ice Lake Xeon (profiled, 3 runs each): the GEMMs took the same time with the Relu as
     without, and relu_forward and relu_backward's 154-169 us a step (~4%) were gone.
     Under `Step.descend` (fit, train) the weights take the optimiser's step in the GEMM that
-    forms their gradient, where `update_fused` says: one pass over them and their moments
-    fewer. MNIST's 784-512-10 on a 2-core AVX-512 Xeon, profiled at batch 64: gemm_outer_update
+    forms their gradient, where `update_fused` says: the gradient is neither stored nor read
+    back, and the weights and moments are stepped while the product's block is in hand.
+    MNIST's 784-512-10 on a 2-core AVX-512 Xeon, profiled at batch 64: gemm_outer_update
     321-325 us a step against gemm_outer's 215-225 plus the update's 165-176.
     """
 
