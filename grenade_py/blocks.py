@@ -228,9 +228,10 @@ def fits(device: Device, tile: Block) -> bool:
         local_bytes <= device.cl_device.local_mem_size
 
 
-#: (form, launch shape, the launch at a given block), for each tunable launch built while
-#: `recording` (None otherwise).
-_sites: list[tuple[str, Block, Callable[[Block], Launch]]] | None = None
+#: A tunable launch: its form, launch shape, the launch at a given block, and the launch built.
+Site = tuple[str, Block, Callable[[Block], Launch], Launch]
+#: The sites of the tunable launches built while `recording` (None otherwise).
+_sites: list[Site] | None = None
 
 
 def kernel_name(form: str, block: Block) -> str:
@@ -322,14 +323,15 @@ def default(device: Device, form: str, shape: Block) -> Block:
 def launch(device: Device, form: str, shape: Block,
            build: Callable[[Block], Launch]) -> Launch:
     """`build`'s launch at the block chosen for `shape` (see `block`)."""
+    built = build(block(device, form, shape))
     if _sites is not None:
-        _sites.append((form, shape, build))
-    return build(block(device, form, shape))
+        _sites.append((form, shape, build, built))
+    return built
 
 
 @contextlib.contextmanager
-def recording() -> Iterator[list[tuple[str, Block, Callable[[Block], Launch]]]]:
-    """The tunable launches built inside the block, as (form, shape, build)."""
+def recording() -> Iterator[list[Site]]:
+    """The tunable launches built inside the block, as Sites."""
     global _sites
     outer, _sites = _sites, []
     try:
@@ -338,7 +340,7 @@ def recording() -> Iterator[list[tuple[str, Block, Callable[[Block], Launch]]]]:
         _sites = outer
 
 
-def seconds(device: Device, run: Launch, calls: int = 5) -> float:
+def seconds(device: Device, run: Callable[[], object], calls: int = 5) -> float:
     """Seconds per launch of `calls` launches back to back, after a launch untimed (the first
     launch after another kernel's runs slower on PoCL)."""
     run()
@@ -374,13 +376,26 @@ class Tuned:
 TIMED_S = 0.002
 
 
-def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], Launch]]],
-               repeats: int = 5, keep: bool = True) -> list[Tuned]:
+#: The candidates of the lowest scores alone that `tune_sites` times again inside the training
+#: step, in IN_STEP_ROUNDS rounds. Alone, a launch reads operands its own last run left in the
+#: caches; in the step, what the kernels before it left. On a 2-core AVX-512 Xeon two of three
+#: tunings of launches alone chose MNIST's batch-64 forward in (64, 1) groups (4x3, 8x2), whose
+#: fit epochs took 1.19-1.28x as long as under tunings inside the step (taking turns, 7 rounds);
+#: elsewhere (batches 32, 128, 256; the third tuning) the tables' epochs came within 0.93-1.04x.
+#: `python -m grenade_py.tune` took 35 s there instead of 24 (4 finalists in 5 rounds: 48).
+FINALISTS, IN_STEP_ROUNDS = 3, 3
+
+
+def tune_sites(device: Device, sites: list[Site], repeats: int = 5, keep: bool = True,
+               step: Callable[[], object] | None = None) -> list[Tuned]:
     """Time every block of each distinct (form, shape) among `sites` in `repeats` rounds, the
     candidates interleaved within each (one launch each in the first round, then up to
     TIMED_S of launches), and keep the one of the lowest median over the rounds of
     its time / the round's median time (the machine's noise, common to a round, divides out) in
-    the device's table and the cache file (unless not `keep`); one Tuned per shape.
+    the device's table and the cache file (unless not `keep`); one Tuned per shape. With
+    `step` (a training step that runs the sites' launches), the FINALISTS of the lowest such
+    scores are scored again by `step`'s time, each in turn run by the step's launches of that
+    form and shape (`Launch.adopt`), which keep the one chosen.
 
     Why not each candidate's fastest round: on a shared 2-core EPYC, where one launch's time
     varied 1.7-3.0 ms within a minute, a candidate that caught one quiet moment won. Over 4
@@ -389,7 +404,7 @@ def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], L
     timings, 1.92-2.28 (mean 2.06)."""
     rows = []
     done: set[tuple[str, Block]] = set()
-    for form, shape, build in sites:
+    for form, shape, build, _ in sites:
         if (form, shape) in done:
             continue
         done.add((form, shape))
@@ -405,9 +420,15 @@ def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], L
         calls = max(1, min(5, math.ceil(TIMED_S / statistics.median(rounds[0].values()))))
         rounds += [{b: seconds(device, run, calls) for b, run in launches.items()}
                    for _ in range(repeats - 1)]
-        score = {b: statistics.median(r[b] / statistics.median(r.values()) for r in rounds)
-                 for b in launches}
+        score = _scores(rounds)
+        held = [built for f, s, _, built in sites if (f, s) == (form, shape)] if step else []
+        if step is not None:
+            finalists = sorted(score, key=lambda b: score[b])[:FINALISTS]
+            score = _scores(_in_step(device, held, {b: launches[b] for b in finalists}, step,
+                                     min(repeats, IN_STEP_ROUNDS)))
         best = min(score, key=lambda b: score[b])
+        for built in held:
+            built.adopt(launches[best])
         if keep:
             table(device).setdefault(form, {})[",".join(map(str, shape))] = list(best)
         untuned = default(device, form, shape)
@@ -418,6 +439,28 @@ def tune_sites(device: Device, sites: list[tuple[str, Block, Callable[[Block], L
         log.warning("the tuned blocks are used in this process but could not be kept: %s",
                     problem)
     return rows
+
+
+def _scores(rounds: list[dict[Block, float]]) -> dict[Block, float]:
+    """Each candidate's median over the rounds of its time / the round's median time."""
+    return {b: statistics.median(r[b] / statistics.median(r.values()) for r in rounds)
+            for b in rounds[0]}
+
+
+def _in_step(device: Device, held: list[Launch], launches: dict[Block, Launch],
+             step: Callable[[], object], repeats: int) -> list[dict[Block, float]]:
+    """`repeats` rounds of `step`'s seconds with each candidate run by the launches `held`
+    (taking turns in each round; a step untimed first, then as many as take about TIMED_S)."""
+    rounds: list[dict[Block, float]] = []
+    for _ in range(repeats):
+        times = {}
+        for b, candidate in launches.items():
+            for built in held:
+                built.adopt(candidate)
+            times[b] = seconds(device, step, max(1, min(5, math.ceil(
+                TIMED_S / rounds[-1][b]))) if rounds else 1)
+        rounds.append(times)
+    return rounds
 
 
 def save(device: Device) -> str | None:

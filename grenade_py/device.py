@@ -393,6 +393,12 @@ class Launch:
         for name, value in values.items():
             self.set(name, value)
 
+    def adopt(self, other: Launch) -> None:
+        """Run as `other` runs from now on (its kernel, sizes and arguments), wherever this
+        launch is held: how the tuner tries a block inside a training step."""
+        for slot in Launch.__slots__:
+            setattr(self, slot, getattr(other, slot))
+
     def __call__(self) -> None:
         try:
             cl.enqueue_nd_range_kernel(self.queue, self.kernel, self.global_size,

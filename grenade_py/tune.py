@@ -22,9 +22,9 @@ def tune_network(net: Network, n: int, loss: str = "cross_entropy",
                  repeats: int = 5) -> list[blocks.Tuned]:
     """Tune the blocks (or tile shapes) of every launch of a training step of `net` over `n` rows
     (see `blocks.tune_sites`), on random data, the weights' steps in their gradients' GEMMs
-    (`Step.descend`) too; the network's gradients and momentum are overwritten (zeroed), its
-    parameters are not. Steps built afterwards use the results (those a network keeps from
-    earlier calls keep their blocks)."""
+    (`Step.descend`) too, each timed alone, then the FINALISTS inside the step; the network's
+    gradients and momentum are overwritten (zeroed), its parameters are not. Steps built
+    afterwards use the results (those a network keeps from earlier calls keep their blocks)."""
     with blocks.recording() as sites:
         step = Step(net, n, LOSSES[loss])
         step.forward_launches(True)
@@ -36,7 +36,13 @@ def tune_network(net: Network, n: int, loss: str = "cross_entropy",
                             net.device.dtype))
     step.forward(True)
     step.backward()
-    return blocks.tune_sites(net.device, sites, repeats)
+
+    def training() -> None:  # the step as fit runs it, and as back_propagate does
+        step.forward(True)
+        step.backward()
+        step.backward(update=True)
+
+    return blocks.tune_sites(net.device, sites, repeats, step=training)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

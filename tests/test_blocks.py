@@ -27,6 +27,7 @@ from grenade_py import (
 )
 from grenade_py.device import Device
 from grenade_py.execution import Step
+from grenade_py.gemm import gemm_dot
 from grenade_py.layers import fully_connected
 from grenade_py.losses import SQUARED_ERROR
 from grenade_py.optimizers import LearningParameters
@@ -75,7 +76,7 @@ def test_every_block_trains_to_the_same_bits(device, form, monkeypatch):
         net = convnet(fresh)
         with blocks.recording() as sites:
             fit(net, LearningParameters(0.01, 0.9, 1e-4), x, y, batch_size=4, epochs=2, seed=1)
-        assert {blocks.block(fresh, f, s) for f, s, _ in sites if f == form} == {candidate}
+        assert {blocks.block(fresh, f, s) for f, s, *_ in sites if f == form} == {candidate}
         results.append(net.get_parameters())
     for params in results[1:]:
         for got, want in zip(params, results[0], strict=True):
@@ -129,11 +130,52 @@ def test_the_tuner_is_not_fooled_by_one_quiet_moment(device, monkeypatch):
 
     monkeypatch.setattr(blocks, "candidates", lambda _d, _f: (a, b, c))
     monkeypatch.setattr(blocks, "seconds", scripted)
-    [row] = blocks.tune_sites(device, [("gemm_dot", (3, 3, 3, 1), launches.__getitem__)] * 2,
+    [row] = blocks.tune_sites(device, [("gemm_dot", (3, 3, 3, 1), launches.__getitem__, None)] * 2,
                               repeats=5, keep=False)
     assert row.best == a and row.best_s == 1.0
     assert min(script, key=lambda k: min(script[k])) == b  # what the fastest round would pick
     assert calls == dict.fromkeys(script, 5)  # each shape once, every candidate every round
+
+
+def test_the_finalists_are_timed_inside_the_step(monkeypatch):
+    """Scripted timings: alone, A is the fastest, then B, C and D; inside the training step B
+    is. The tuner keeps B, the step's launches of that shape (two here) run B's kernel and
+    work-group afterwards (C's was the last tried), and D, past the FINALISTS, never runs
+    inside the step."""
+    device = Device(gemm="registers")
+    shape = (3, 3, 3, 1)
+    candidates = [blocks.FORMS["gemm_dot"][i] for i in (0, 5, 10, 20)]
+    a, b, c, d = candidates
+    alone = dict(zip(candidates, (1.0, 1.1, 1.2, 1.3), strict=True))
+    inside = {a: 2.0, b: 1.5, c: 2.1}
+
+    def build(block):
+        monkeypatch.setattr(blocks, "block", lambda *_: block)
+        return gemm_dot(device, *shape[:3], *(device.zeros((3, 3)) for _ in range(2)),
+                        device.zeros((3,)), device.zeros((3, 3)))
+
+    built = {bl: build(bl) for bl in candidates}
+    names = {bl: launch.name for bl, launch in built.items()}
+    held = [build(a), build(a)]
+    stepped = []
+
+    def step():
+        stepped.append(next(bl for bl, name in names.items() if name == held[0].name))
+
+    def scripted(_device, run, _calls=5):
+        if run is step:
+            run()
+            return inside[stepped[-1]]
+        return alone[next(bl for bl, launch in built.items() if launch is run)]
+
+    monkeypatch.setattr(blocks, "candidates", lambda _d, _f: tuple(candidates))
+    monkeypatch.setattr(blocks, "seconds", scripted)
+    sites = [("gemm_dot", shape, built.__getitem__, launch) for launch in held]
+    [row] = blocks.tune_sites(device, sites, repeats=5, keep=False, step=step)
+    assert row.best == b
+    assert all(launch.name == names[b] and launch.local_size == built[b].local_size
+               for launch in held)
+    assert set(stepped) == {a, b, c}
 
 
 @pytest.mark.parametrize("launch_s, calls", [(0.0001, 5), (0.0008, 3), (0.005, 1)])
@@ -149,7 +191,7 @@ def test_the_tuner_times_long_launches_fewer_times(device, monkeypatch, launch_s
 
     monkeypatch.setattr(blocks, "candidates", lambda _d, _f: blocks_)
     monkeypatch.setattr(blocks, "seconds", timed)
-    blocks.tune_sites(device, [("gemm_dot", (3, 3, 3, 1), lambda b: lambda: None)], repeats=4,
+    blocks.tune_sites(device, [("gemm_dot", (3, 3, 3, 1), lambda b: lambda: None, None)], repeats=4,
                       keep=False)
     assert asked == [1] * 3 + [calls] * 9
 
@@ -223,7 +265,7 @@ def test_an_unreadable_record_means_untuned(tmp_path, monkeypatch):
         blocks.default(net.device, "gemm_dot", (5, 2, 3, 1))
     with blocks.recording() as sites:
         Step(net, 5, SQUARED_ERROR).forward_launches(True)
-    assert [f for f, _, _ in sites] == ["gemm_dot"]
+    assert [f for f, *_ in sites] == ["gemm_dot"]
 
 
 @pytest.mark.parametrize("entry", ["x", [1], {"gemm_dot": [1]}, {"gemm_dot": {"5,2,3,1": 5}},

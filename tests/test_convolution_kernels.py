@@ -92,7 +92,7 @@ def test_every_forward_block_against_numpy(device, rng, name):
     x_d, y_d = device.to_device(x), device.zeros((n, f, oh * ow))
     with blocks.recording() as sites:
         enqueue(layer.setup(n, buffers) + layer.convolve(n, x_d, y_d, buffers))
-    (form, _, build), = sites
+    (form, _, build, _), = sites
     want = np.einsum("rf,srp->sfp", net.get_parameters()[0]["kernel"], patches(x, kh, kw, 1, 1))
     results = []
     for registers in blocks.REGISTERS[form]:
