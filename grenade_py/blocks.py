@@ -377,13 +377,16 @@ TIMED_S = 0.002
 
 
 #: The candidates of the lowest scores alone that `tune_sites` times again inside the training
-#: step, in IN_STEP_ROUNDS rounds. Alone, a launch reads operands its own last run left in the
-#: caches; in the step, what the kernels before it left. On a 2-core AVX-512 Xeon two of three
-#: tunings of launches alone chose MNIST's batch-64 forward in (64, 1) groups (4x3, 8x2), whose
-#: fit epochs took 1.19-1.28x as long as under tunings inside the step (taking turns, 7 rounds);
-#: elsewhere (batches 32, 128, 256; the third tuning) the tables' epochs came within 0.93-1.04x.
-#: `python -m grenade_py.tune` took 35 s there instead of 24 (4 finalists in 5 rounds: 48).
-FINALISTS, IN_STEP_ROUNDS = 3, 3
+#: step: in IN_STEP_ROUNDS rounds, IN_STEP_S of steps each. Alone, a launch reads operands its
+#: own last run left in the caches; in the step, what the kernels before it left. On a 2-core
+#: AVX-512 Xeon, pairs of tunings (one alone, one inside the step), their tables then training
+#: MNIST's MLP taking turns (7 rounds), epochs inside over alone: 0.88 and 0.98 at batch 32,
+#: 0.97 and 0.93 at 64, 0.99 and 1.00 at 128, 0.95 and 1.01 at 256. With about 2 ms of steps a
+#: candidate, tunings alone had chosen the batch-64 forward in (64, 1) groups in two of three
+#: runs (epochs 1.19-1.28x as long), but a cold tuning inside chose the weights' step there as
+#: 6x1, 1.09x the epoch of the two passes it replaces. `python -m grenade_py.tune` took 40 s
+#: there, warm, against 25 alone.
+FINALISTS, IN_STEP_ROUNDS, IN_STEP_S = 3, 3, 0.01
 
 
 def tune_sites(device: Device, sites: list[Site], repeats: int = 5, keep: bool = True,
@@ -450,15 +453,16 @@ def _scores(rounds: list[dict[Block, float]]) -> dict[Block, float]:
 def _in_step(device: Device, held: list[Launch], launches: dict[Block, Launch],
              step: Callable[[], object], repeats: int) -> list[dict[Block, float]]:
     """`repeats` rounds of `step`'s seconds with each candidate run by the launches `held`
-    (taking turns in each round; a step untimed first, then as many as take about TIMED_S)."""
+    (taking turns in each round; a step untimed first, then as many as take about
+    IN_STEP_S, at most 10)."""
     rounds: list[dict[Block, float]] = []
     for _ in range(repeats):
         times = {}
         for b, candidate in launches.items():
             for built in held:
                 built.adopt(candidate)
-            times[b] = seconds(device, step, max(1, min(5, math.ceil(
-                TIMED_S / rounds[-1][b]))) if rounds else 1)
+            times[b] = seconds(device, step, max(1, min(10, math.ceil(
+                IN_STEP_S / rounds[-1][b]))) if rounds else 1)
         rounds.append(times)
     return rounds
 
