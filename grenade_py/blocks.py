@@ -115,7 +115,7 @@ REGISTERS: dict[str, tuple[Block, ...]] = {
 #: default at LeNet's 80 x 256 x 256, 1.01-1.06x at the other four).
 #: gemm_outer_update (the weights' step in their gradient's GEMM) lays a group along a strip of
 #: W's rows, whose weights and moments its work-items then read and write in order: on a 2-core
-#: AVX-512 Xeon, MNIST's 512 x 784 x 64 dW with the update took 551 us a chain (forward, dW)
+#: AVX-512 Xeon, MNIST's 512 x 784 x 64 dW with the update took 552 us a chain (forward, dW)
 #: in (16, 1) against 947 in (1, 16) (8x2; the chain without the update 458).
 LOCALS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((16, 4), (64, 1), (8, 8), (32, 2)),
