@@ -341,8 +341,8 @@ def recording() -> Iterator[list[Site]]:
 
 
 def seconds(device: Device, run: Callable[[], object], calls: int = 5) -> float:
-    """Seconds per launch of `calls` launches back to back, after a launch untimed (the first
-    launch after another kernel's runs slower on PoCL)."""
+    """Seconds per run of `calls` runs back to back of `run` (a launch, or a training step),
+    after a run untimed (the first launch after another kernel's runs slower on PoCL)."""
     run()
     device.queue.finish()
     start = time.perf_counter()

@@ -79,8 +79,9 @@ class Update:
         if optimizer.clip_norm is not None:
             self.clip[0].set("max_norm", optimizer.clip_norm)
             enqueue(self.clip)
+        values = optimizer.arguments(self.net.steps, self.device.dtype)
         for rule in self.rules[key]:
-            rule.set_all(optimizer.arguments(self.net.steps, self.device.dtype))
+            rule.set_all(values)
             rule()
 
     def _ranges(self, stepped: Sequence[Layer]) -> list[tuple[int, int]]:
