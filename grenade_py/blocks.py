@@ -180,6 +180,16 @@ NARROW: dict[str, Block] = {
 GPU: dict[str, Block] = {"conv_forward": (4, 1, 64, 1, 1), "conv_kernel_gradient": (3, 2, 4, 4),
                          "gemm_outer_tiled": (32, 64, 16, 4, 4)}
 
+#: On CPUs of 16-float vectors (AVX-512), the fewest accumulator vectors of the blocks the
+#: tuner times of these forms. On a 2-core AVX-512 Xeon, in two tunings of the MNIST networks
+#: at batches 32 to 256 (24 launch shapes of each form a tuning), none of the blocks left out
+#: was ever among the FINALISTS: the weights' step in 8x2, 6x2, 16x1, 8x1, 12x1, 4x1 and 6x1
+#: (at best 1.04-1.25x the fastest score alone), the convolution's forward in 4x2, 8x1, 6x1,
+#: 5x1 and 4x1 (1.04-1.22x), its kernel gradient in 2x2, 4x1 and 3x2 (1.40-1.93x). Leaving
+#: them out (37 of the 199 kernels and work-group shapes PoCL compiles for a tuning) made
+#: `python -m grenade_py.tune`'s first run take 59 s instead of 67.
+WIDE_LEAST = {"gemm_outer_update": 20, "conv_forward": 10, "conv_kernel_gradient": 10}
+
 #: The forms whose vectors are DOT_VW lanes (kernels/gemm.cl): on narrow CPUs one register.
 DOT_FORMS = ("gemm_dot", "conv_kernel_gradient")
 
@@ -198,13 +208,16 @@ def candidates(device: Device, form: str) -> tuple[Block, ...]:
     other block only at launches of 7-19 us, by 1-6 us; over LeNet's convolutions at batches
     32-256 the fastest forward and input delta blocks held 4 to 10 accumulators, and over the
     MNIST networks' 17 gemm_dot shapes and LeNet's 8 kernel gradients (in 8 lanes) every
-    fastest block 6 to 12. The tiled forms' tile shapes: those the device's limits allow
-    (`fits`)."""
+    fastest block 6 to 12. On CPUs of 16-float vectors, the blocks of fewer than WIDE_LEAST
+    accumulator vectors are left out (but for the form's first, the untuned default). The
+    tiled forms' tile shapes: those the device's limits allow (`fits`)."""
     if form in TILED_FORMS:
         return tuple(b for b in FORMS[form] if fits(device, b))
-    if not narrow(device):
-        return FORMS[form]
     width = len(REGISTERS[form][0])
+    if not narrow(device):
+        least = 1 if device.gpu else WIDE_LEAST.get(form, 1)
+        return tuple(b for b in FORMS[form]
+                     if math.prod(b[:width]) >= least or b == FORMS[form][0])
     low, high = (6, 12) if form in DOT_FORMS else (1, 10)
     return tuple(b for b in FORMS[form] if low <= math.prod(b[:width]) <= high)
 
@@ -387,6 +400,36 @@ TIMED_S = 0.002
 #: 6x1, 1.09x the epoch of the two passes it replaces. `python -m grenade_py.tune` took 40 s
 #: there, warm, against 25 alone.
 FINALISTS, IN_STEP_ROUNDS, IN_STEP_S = 3, 3, 0.01
+#: Only launches taking at least this share of the step are timed inside it: timed as the
+#: tuner does (3 steps), a step's time differs by a median 1-4% from one timing to the next
+#: (MLP at batches 64 and 256, LeNet at 64), as much as any block changes a smaller launch's
+#: share of it. On a 2-core AVX-512 Xeon, 47 of the MNIST networks' 104 launch shapes were
+#: timed inside the step, and `python -m grenade_py.tune`'s first run took 49 s instead of 59
+#: (27 s warm); 3 pairs of tunings with this and WIDE_LEAST and without either, their tables'
+#: epochs taking turns, with over without: MLP 0.97-0.98 at batch 32, 0.88-1.18 at 64,
+#: 0.99-1.04 at 128, 1.00-1.01 at 256; LeNet 1.01-1.03 at 64.
+IN_STEP_SHARE = 0.02
+
+
+def compile_part(device: Device, sites: list[Site], part: int, parts: int,
+                 seen: set[tuple[str, Block]]) -> None:
+    """Run once each candidate of `sites` (kernel and work-group shape) not in `seen`, the
+    `part`-th of every `parts` in order of first appearance (adding each to `seen`), so that
+    PoCL compiles its work-group function (one per kernel and shape, some 0.2 s) and keeps it
+    in its cache on disk: `python -m grenade_py.tune` compiles a CPU's candidates in one process
+    per core, each its part, before timing any."""
+    for form, _, build, _ in sites:
+        for b in candidates(device, form):
+            key = (kernel_name(form, b), local(form, b))
+            if key in seen:
+                continue
+            seen.add(key)
+            if len(seen) % parts == part:
+                try:
+                    build(b)()
+                except DeviceError:  # more work-items than the kernel runs on this device
+                    pass
+    device.queue.finish()
 
 
 def tune_sites(device: Device, sites: list[Site], repeats: int = 5, keep: bool = True,
@@ -407,6 +450,7 @@ def tune_sites(device: Device, sites: list[Site], repeats: int = 5, keep: bool =
     timings, 1.92-2.28 (mean 2.06)."""
     rows = []
     done: set[tuple[str, Block]] = set()
+    step_s = seconds(device, step, 3) if step is not None else 0.0
     for form, shape, build, _ in sites:
         if (form, shape) in done:
             continue
@@ -424,8 +468,9 @@ def tune_sites(device: Device, sites: list[Site], repeats: int = 5, keep: bool =
         rounds += [{b: seconds(device, run, calls) for b, run in launches.items()}
                    for _ in range(repeats - 1)]
         score = _scores(rounds)
+        median = {b: statistics.median(r[b] for r in rounds) for b in launches}
         held = [built for f, s, _, built in sites if (f, s) == (form, shape)] if step else []
-        if step is not None:
+        if step is not None and min(median.values()) >= IN_STEP_SHARE * step_s:
             finalists = sorted(score, key=lambda b: score[b])[:FINALISTS]
             score = _scores(_in_step(device, held, {b: launches[b] for b in finalists}, step,
                                      min(repeats, IN_STEP_ROUNDS)))
@@ -435,7 +480,6 @@ def tune_sites(device: Device, sites: list[Site], repeats: int = 5, keep: bool =
         if keep:
             table(device).setdefault(form, {})[",".join(map(str, shape))] = list(best)
         untuned = default(device, form, shape)
-        median = {b: statistics.median(r[b] for r in rounds) for b in launches}
         rows.append(Tuned(form, shape, untuned, best, median.get(untuned, math.inf),
                           median[best]))
     if keep and (problem := save(device)) is not None:

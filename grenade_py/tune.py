@@ -4,7 +4,10 @@ of the MNIST networks (see grenade_py/blocks.py); later runs, in any process, us
 in the user's cache folder."""
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import click
 import numpy as np
@@ -12,10 +15,59 @@ import numpy as np
 from grenade_py import blocks
 from grenade_py.blocks import label, record_path
 from grenade_py.cli import device_options, open_device, user_errors
+from grenade_py.device import Device
 from grenade_py.execution import Step
 from grenade_py.losses import LOSSES
 from grenade_py.mnist import ARCHS, mnist_network
 from grenade_py.network import Network
+
+#: The most processes `compile_ahead` compiles in.
+COMPILERS = 8
+
+
+def training_sites(net: Network, n: int, loss: str = "cross_entropy"
+                   ) -> tuple[Step, list[blocks.Site]]:
+    """A training step of `net` over `n` rows and the tunable launches of its forward pass,
+    backward pass, and backward pass stepping the weights in their gradients' GEMMs."""
+    with blocks.recording() as sites:
+        step = Step(net, n, LOSSES[loss])
+        step.forward_launches(True)
+        step.backward_launches()
+        step.backward_launches(update=True)
+    return step, sites
+
+
+def compile_part(archs: list[str], sizes: list[int], device_spec: str | None, precision: str,
+                 part: int, parts: int, device: Device | None = None) -> None:
+    """Compile this process's part of the candidates of the networks' training steps
+    (`blocks.compile_part`), on `device` or the one `device_spec` names."""
+    device = device or open_device(device_spec, precision, announce=False)
+    seen: set[tuple[str, blocks.Block]] = set()
+    for arch in archs:
+        for n in sizes:
+            try:
+                _, sites = training_sites(mnist_network(arch, device, seed=1), n)
+            except ValueError:  # a network that cannot train on n rows (tune_network says so)
+                continue
+            blocks.compile_part(device, sites, part, parts, seen)
+
+
+def compile_ahead(archs: list[str], sizes: list[int], device_spec: str | None,
+                  device: Device) -> None:
+    """On a CPU of several cores (PoCL compiles a kernel's work-group function for each
+    work-group shape the first time it runs, one at a time in a process), compile the
+    candidates the tuner will time in one process per core (at most COMPILERS), each its part,
+    before any is timed; PoCL's cache on disk then holds them all. Nothing on a GPU (its
+    programs are compiled whole)."""
+    parts = 1 if device.gpu else min(COMPILERS, len(os.sched_getaffinity(0)))
+    if parts < 2:
+        return
+    with ProcessPoolExecutor(parts - 1, mp_context=get_context("spawn")) as pool:
+        others = [pool.submit(compile_part, archs, sizes, device_spec, device.precision, part,
+                              parts) for part in range(1, parts)]
+        compile_part(archs, sizes, device_spec, device.precision, 0, parts, device)
+        for other in others:
+            other.result()
 
 
 def tune_network(net: Network, n: int, loss: str = "cross_entropy",
@@ -25,11 +77,7 @@ def tune_network(net: Network, n: int, loss: str = "cross_entropy",
     (`Step.descend`) too, each timed alone, then the FINALISTS inside the step; the network's
     gradients and momentum are overwritten (zeroed), its parameters are not. Steps built
     afterwards use the results (those a network keeps from earlier calls keep their blocks)."""
-    with blocks.recording() as sites:
-        step = Step(net, n, LOSSES[loss])
-        step.forward_launches(True)
-        step.backward_launches()
-        step.backward_launches(update=True)
+    step, sites = training_sites(net, n, loss)
     rng = np.random.default_rng(0)
     step.input.set(rng.uniform(size=step.input.shape).astype(net.device.dtype))
     step.target.set(np.full(step.target.shape, 1 / np.prod(step.target.shape[1:]),
@@ -79,6 +127,7 @@ def main(archs: str, batches: str, repeats: int, device_spec: str | None,
             raise click.ClickException(f"cannot keep the tuned blocks ({problem}): set "
                                        "XDG_CACHE_HOME to a writable folder")
         start = time.perf_counter()
+        compile_ahead(names, sizes, device_spec, device)
         click.echo(f"{'network, batch, shape':24s} {'untuned':>42s} {'tuned':>42s}")
         for arch in names:
             for n in sizes:

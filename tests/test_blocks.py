@@ -178,6 +178,58 @@ def test_the_finalists_are_timed_inside_the_step(monkeypatch):
     assert set(stepped) == {a, b, c}
 
 
+def test_launches_too_short_to_show_in_the_step_are_chosen_alone(monkeypatch):
+    """A launch under IN_STEP_SHARE of the step's time: its block is the fastest alone, and
+    the step never runs with another."""
+    device = Device(gemm="registers")
+    a, b = blocks.FORMS["gemm_dot"][:2]
+    alone = {a: 1.0, b: 0.9}
+    launches = {block: lambda: None for block in alone}
+    stepped = []
+
+    def step():
+        stepped.append(1)
+
+    def scripted(_device, run, _calls=5):
+        if run is step:
+            run()
+            return 0.99 / blocks.IN_STEP_SHARE  # the faster block's median is under the share
+        return alone[next(k for k, launch in launches.items() if launch is run)]
+
+    class Held:
+        adopted = None
+
+        def adopt(self, launch):
+            self.adopted = launch
+
+    held = Held()
+    monkeypatch.setattr(blocks, "candidates", lambda _d, _f: (a, b))
+    monkeypatch.setattr(blocks, "seconds", scripted)
+    [row] = blocks.tune_sites(device, [("gemm_dot", (3, 3, 3, 1), launches.__getitem__, held)],
+                              repeats=3, keep=False, step=step)
+    assert row.best == b and held.adopted is launches[b]
+    assert stepped == [1]  # the step timed once, for its time alone
+
+
+def test_each_candidate_is_compiled_by_one_process(device):
+    """`python -m grenade_py.tune` compiles the candidates in parts, one a process: every
+    kernel and work-group shape of the sites' candidates is run by exactly one part, once."""
+    ran: dict[int, list[tuple[str, blocks.Block]]] = {}
+    sites = []
+    for form, shape in (("gemm_dot", (3, 3, 3, 1)), ("gemm_outer", (3, 3, 3, 1, 1)),
+                        ("gemm_dot", (5, 5, 5, 1))):  # (the third's candidates the first's)
+        def build(b, form=form):
+            return lambda: ran.setdefault(part, []).append((blocks.kernel_name(form, b),
+                                                            blocks.local(form, b)))
+        sites.append((form, shape, build, None))
+    for part in range(3):
+        blocks.compile_part(device, sites, part, 3, set())
+    every = [(blocks.kernel_name(f, b), blocks.local(f, b)) for f in ("gemm_dot", "gemm_outer")
+             for b in blocks.candidates(device, f)]
+    assert sorted(sum(ran.values(), [])) == sorted(every)
+    assert all(len(ran[part]) >= len(every) // 3 for part in range(3))
+
+
 @pytest.mark.parametrize("launch_s, calls", [(0.0001, 5), (0.0008, 3), (0.005, 1)])
 def test_the_tuner_times_long_launches_fewer_times(device, monkeypatch, launch_s, calls):
     """The first round times one launch of each candidate; the later rounds as many as take
@@ -335,8 +387,20 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
             assert blocks.block(device, form, shape[:len(shape) - (form != "gemm_outer")]) == \
                 chosen
     monkeypatch.setattr(blocks, "narrow", lambda d: False)
+    for form, registers in blocks.REGISTERS.items():
+        if form in blocks.TILED_FORMS:
+            continue
+        # On CPUs of 16-float vectors, the blocks of WIDE_LEAST accumulators or more, and the
+        # form's first (the untuned default); on a GPU, every one.
+        least = blocks.WIDE_LEAST.get(form, 1)
+        assert blocks.candidates(device, form) == tuple(
+            b for b in blocks.FORMS[form]
+            if math.prod(b[:len(registers[0])]) >= least or b == blocks.FORMS[form][0])
+        assert (least > 1) == (len(blocks.candidates(device, form)) < len(blocks.FORMS[form]))
+    monkeypatch.setattr(device, "gpu", True)
     assert all(blocks.candidates(device, form) == blocks.FORMS[form] for form in blocks.FORMS
                if form not in blocks.TILED_FORMS)
+    monkeypatch.setattr(device, "gpu", False)
     assert blocks.WIDE_DEFAULT in blocks.FORMS["gemm_dot"]
     assert blocks.block(device, "gemm_dot", (1024, 1024, 1024, 1)) == blocks.WIDE_DEFAULT
     assert blocks.block(device, "gemm_dot", (2048, blocks.WIDE, 256, 1)) == blocks.WIDE_DEFAULT
