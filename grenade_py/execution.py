@@ -180,6 +180,7 @@ class Step:
         self._fused: dict[int, FusedTrainer | None] = {}
         self._sequence_update: dict[str, list[Launch]] = {}
         self._clip: dict[bool, list[Launch]] = {}
+        self._metrics: dict[int, list[Launch]] = {}
         self._factor_list: list[tuple[tuple[Any, ...], Factor, Layer]] | None = None
 
     def host_io(self, *arrays: np.ndarray) -> np.ndarray:
@@ -313,11 +314,14 @@ class Step:
             self.train(optimizer)
 
     def metrics(self, acc: cl_array.Array) -> list[Launch]:
-        """New launches adding the summed loss of the rows with a target to acc[0], their
+        """The launches adding the summed loss of the rows with a target to acc[0], their
         correct rows to acc[1] and their count to acc[2] (after a forward pass with `target`
-        in place); the caller keeps them."""
-        return self.loss.metrics(self.net.device, self.output, self.acts[self.top],
-                                 self.target, acc, self.mask if self.recurrent else None)
+        in place), made on first use for `acc` and kept."""
+        if id(acc) not in self._metrics:  # (the launches hold acc: its id stays its own)
+            self._metrics[id(acc)] = self.loss.metrics(
+                self.net.device, self.output, self.acts[self.top], self.target, acc,
+                self.mask if self.recurrent else None)
+        return self._metrics[id(acc)]
 
     def update_launches(self, optimizer: Optimizer, ordered: bool) -> list[Launch]:
         """The update's launches, given the optimiser's values and the network's next step

@@ -213,9 +213,9 @@ class SymbolCorpus:
             raise ValueError(f"symbols must be a 1-D array of at least 2 ints in [0, {n})")
         self.net, self.size = net, len(codes)
         self.codes = cl_array.to_device(net.device.queue, codes.astype(np.int32))
-        #: For each Step it has filled: the one-hot launch, the metrics' sums and launches.
-        self._fills: weakref.WeakKeyDictionary[
-            Step, tuple[Launch, cl_array.Array, list[Launch]]] = weakref.WeakKeyDictionary()
+        #: For each Step it has filled, the one-hot launch; the sums of what training measured.
+        self._fills: weakref.WeakKeyDictionary[Step, Launch] = weakref.WeakKeyDictionary()
+        self._sums = net.device.zeros((3,))
         #: For the fused window loop, by (steps, windows): the layout, io buffer and one-hot
         #: launch of a chunk.
         self._window_fills: SymbolFills = {}
@@ -248,20 +248,18 @@ class SymbolCorpus:
             return measured
         p = sequence_steps(self.net, steps, batch, loss)
         if p not in self._fills:
-            n = int(self.net.input_shape.dims[0])
-            sums = device.zeros((3,))
-            self._fills[p] = (device.launch("one_hot_sequences", (p.rows,), steps, batch, n,
-                                            0, every, self.codes, on_device, p.input, p.target,
-                                            p.mask, per_call=ONE_HOT_PER_CALL), sums,
-                              p.metrics(sums))
-        fill, sums, measure = self._fills[p]
+            self._fills[p] = device.launch(
+                "one_hot_sequences", (p.rows,), steps, batch, int(self.net.input_shape.dims[0]),
+                0, every, self.codes, on_device, p.input, p.target, p.mask,
+                per_call=ONE_HOT_PER_CALL)
+        fill, sums = self._fills[p], self._sums
         fill.set_all({"every": every, "offsets": on_device})
         sums.fill(0)
         pending: cl.Event | None = None
         for count, first in enumerate(range(0, len(starts) - batch + 1, batch), start=1):
             fill.set("first", first)
             fill()
-            p.train(learning, ordered=batch == 1, measure=measure)
+            p.train(learning, ordered=batch == 1, measure=p.metrics(sums))
             if count % WINDOWS_QUEUED == 0:  # bounded: the device runs while the host enqueues
                 if pending is not None:
                     pending.wait()

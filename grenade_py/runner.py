@@ -10,14 +10,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
-from weakref import WeakKeyDictionary
 
 import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import execution, inputs
-from grenade_py.device import Launch, buffer, check_host_memory, opencl_errors
+from grenade_py.device import buffer, check_host_memory, opencl_errors
 from grenade_py.distributed import ends_the_job_on_error
 from grenade_py.execution import Step, enqueue
 from grenade_py.fused import FusedTrainer, fused_runner, kernels_bits
@@ -84,22 +83,14 @@ def _upload(queue: cl.CommandQueue, step: Step, xs: np.ndarray, ys: np.ndarray
             cl.enqueue_copy(queue, buffer(step.target), ys, is_blocking=False)]
 
 
-def _sums(net: Network, user: str) -> tuple[cl_array.Array, WeakKeyDictionary[Step, Any]]:
-    """The sums (loss, correct, count) that `user` (evaluate, fit) adds up on the device, and
-    its launches adding to them by Step (`Step.metrics`), held on the network between calls:
-    a new kernel object costs ~0.5 ms in pyopencl, more than a small call's kernels."""
+def _sums(net: Network, user: str) -> cl_array.Array:
+    """The sums (loss, correct, count) that `user` (evaluate, fit) adds up on the device, held
+    on the network between calls, so that the launches adding to them (`Step.metrics`) are
+    made once: a new kernel object costs ~0.5 ms in pyopencl, more than a small call's
+    kernels."""
     if user not in net.held:
-        net.held[user] = (net.device.zeros((3,)), WeakKeyDictionary())
-    return cast(tuple[cl_array.Array, WeakKeyDictionary[Step, Any]], net.held[user])
-
-
-def _measure(sums: tuple[cl_array.Array, WeakKeyDictionary[Step, Any]], step: Step
-             ) -> list[Launch]:
-    """The held launches adding `step`'s metrics to the sums (made on first use)."""
-    acc, made = sums
-    if step not in made:
-        made[step] = step.metrics(acc)
-    return cast(list[Launch], made[step])
+        net.held[user] = net.device.zeros((3,))
+    return cast(cl_array.Array, net.held[user])
 
 
 def _train_queued(net: Network, step: Step, xs: np.ndarray, ys: np.ndarray,
@@ -367,8 +358,7 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     chosen.check(net)
     xs, ys = inputs.examples(net, x, y, chosen)
     device = net.device
-    sums = _sums(net, "evaluate")
-    acc = sums[0]
+    acc = _sums(net, "evaluate")
     acc.fill(0)
     size = run_chunk(net)
     uploads = []
@@ -377,7 +367,7 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
         uploads += _upload(device.queue, step, xs[start:start + step.rows],
                            ys[start:start + step.rows])
         step.forward(training=False)
-        enqueue(_measure(sums, step))
+        enqueue(step.metrics(acc))
     totals = acc.get()
     del uploads
     return {"loss": float(totals[0]) / len(xs), "accuracy": float(totals[1]) / len(xs)}
@@ -457,8 +447,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     order = cl_array.to_device(queue, np.arange(count, dtype=np.int32))
     # The sums and their launches are held (`_sums`); the gathers are this call's: they hold
     # its data, which the device frees when it returns.
-    sums = _sums(net, "fit")
-    acc = sums[0]
+    acc = _sums(net, "fit")
     if group is not None:  # every rank shuffles as rank 0 does
         seed = group.agree(seed, "seed")
     rng = np.random.default_rng(seed)
@@ -480,7 +469,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
                          per_call={"first": 1})
         for n, step in held.items()
     }
-    metrics = {n: _measure(sums, step) for n, step in held.items()}
+    metrics = {n: step.metrics(acc) for n, step in held.items()}
     # batch 1 (one process): Grenade's per-example steps, in the fused loop where it runs
     fused = held[1].fused(params) if batch_size == 1 and group is None else None
     update = execution.update_of(net)
