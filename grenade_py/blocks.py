@@ -415,7 +415,7 @@ def compile_part(device: Device, sites: list[Site], part: int, parts: int,
                  seen: set[tuple[str, Block]]) -> None:
     """Run once each candidate of `sites` (kernel and work-group shape) not in `seen`, the
     `part`-th of every `parts` in order of first appearance (adding each to `seen`), so that
-    PoCL compiles its work-group function (one per kernel and shape, some 0.2 s) and keeps it
+    PoCL compiles its work-group function (one per kernel and shape, 0.1-1.2 s) and keeps it
     in its cache on disk: `python -m grenade_py.tune` compiles a CPU's candidates in one process
     per core, each its part, before timing any."""
     for form, _, build, _ in sites:

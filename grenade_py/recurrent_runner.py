@@ -26,7 +26,7 @@ from grenade_py.execution import Step, enqueue, sequence_steps
 from grenade_py.losses import Loss, loss_named
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.recurrent_network import RecurrentNetwork
-from grenade_py.runner import QUEUED_BYTES
+from grenade_py.runner import QUEUED_BYTES, held_sums
 from grenade_py.waits import polls, read
 from grenade_py.windows import ONE_HOT_PER_CALL, SymbolFills, train_symbol_windows, window_trainer
 
@@ -213,9 +213,8 @@ class SymbolCorpus:
             raise ValueError(f"symbols must be a 1-D array of at least 2 ints in [0, {n})")
         self.net, self.size = net, len(codes)
         self.codes = cl_array.to_device(net.device.queue, codes.astype(np.int32))
-        #: For each Step it has filled, the one-hot launch; the sums of what training measured.
+        #: For each Step it has filled, the one-hot launch.
         self._fills: weakref.WeakKeyDictionary[Step, Launch] = weakref.WeakKeyDictionary()
-        self._sums = net.device.zeros((3,))
         #: For the fused window loop, by (steps, windows): the layout, io buffer and one-hot
         #: launch of a chunk.
         self._window_fills: SymbolFills = {}
@@ -252,7 +251,8 @@ class SymbolCorpus:
                 "one_hot_sequences", (p.rows,), steps, batch, int(self.net.input_shape.dims[0]),
                 0, every, self.codes, on_device, p.input, p.target, p.mask,
                 per_call=ONE_HOT_PER_CALL)
-        fill, sums = self._fills[p], self._sums
+        # One sum buffer a network (not a corpus), so a Step keeps one set of its launches.
+        fill, sums = self._fills[p], held_sums(self.net, "symbol windows")
         fill.set_all({"every": every, "offsets": on_device})
         sums.fill(0)
         pending: cl.Event | None = None

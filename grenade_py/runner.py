@@ -83,11 +83,11 @@ def _upload(queue: cl.CommandQueue, step: Step, xs: np.ndarray, ys: np.ndarray
             cl.enqueue_copy(queue, buffer(step.target), ys, is_blocking=False)]
 
 
-def _sums(net: Network, user: str) -> cl_array.Array:
-    """The sums (loss, correct, count) that `user` (evaluate, fit) adds up on the device, held
-    on the network between calls, so that the launches adding to them (`Step.metrics`) are
-    made once: a new kernel object costs ~0.5 ms in pyopencl, more than a small call's
-    kernels."""
+def held_sums(net: Network, user: str) -> cl_array.Array:
+    """The sums (loss, correct, count) that `user` (evaluate, fit, SymbolCorpus) adds up on
+    the device, held on the network between calls, so that the launches adding to them
+    (`Step.metrics`, kept by each Step for each sum buffer) are made once: a new kernel object
+    costs ~0.5 ms in pyopencl, more than a small call's kernels."""
     if user not in net.held:
         net.held[user] = net.device.zeros((3,))
     return cast(cl_array.Array, net.held[user])
@@ -358,7 +358,7 @@ def evaluate(net: Network, x: np.ndarray, y: np.ndarray,
     chosen.check(net)
     xs, ys = inputs.examples(net, x, y, chosen)
     device = net.device
-    acc = _sums(net, "evaluate")
+    acc = held_sums(net, "evaluate")
     acc.fill(0)
     size = run_chunk(net)
     uploads = []
@@ -445,9 +445,9 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     xs_dev = device.to_device(xs.reshape(count, -1))
     ys_dev = device.to_device(ys.reshape(count, -1))
     order = cl_array.to_device(queue, np.arange(count, dtype=np.int32))
-    # The sums and their launches are held (`_sums`); the gathers are this call's: they hold
+    # The sums and their launches are held (`held_sums`); the gathers are this call's: they hold
     # its data, which the device frees when it returns.
-    acc = _sums(net, "fit")
+    acc = held_sums(net, "fit")
     if group is not None:  # every rank shuffles as rank 0 does
         seed = group.agree(seed, "seed")
     rng = np.random.default_rng(seed)

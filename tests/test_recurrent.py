@@ -788,3 +788,19 @@ def test_the_held_window_loop_lets_go_of_a_corpus(device: g.Device) -> None:
     held = [a for a in trainer.launch.args if isinstance(a, cl_array.Array)]
     assert not any(a is io for a in held for io in theirs)
     assert any(a is trainer.sums for a in held)
+
+
+def test_corpora_on_one_network_share_a_steps_metrics(device: g.Device) -> None:
+    """Minibatch windows (batch 2, layer by layer) of two corpora on one network: they add up
+    into the network's one sum buffer, so the Step they share keeps one set of metrics
+    launches, not one a corpus (which would pile up with every corpus made); each call's
+    metrics count its own windows."""
+    from grenade_py.execution import sequence_steps
+
+    net = g.RecurrentNetwork([g.LSTM(5, 4), g.FullyConnected(4, 5), g.Logit()],
+                             input=g.D1(5), device=device, seed=2)
+    rng = np.random.default_rng(3)
+    measured = [SymbolCorpus(net, rng.integers(0, 5, size=60)).train(
+        LP, np.arange(0, 40, 5), 6, every=every, batch=2) for every in (False, True)]
+    assert [m.steps for m in measured] == [8, 8 * 6]
+    assert len(sequence_steps(net, 6, 2)._metrics) == 1
