@@ -88,7 +88,12 @@ class FullyConnected(Dense):
         # outer form on transposed operands, y^T = W x^T, ran at 272-294 GFLOP/s at 64..256 x
         # 784 x 512 (fastest block) against gemm_dot's 215-242, but with the transposes of x and
         # y it took 1.04-1.10x gemm_dot's time (chains of launches, medians of 7); y = x W^T on
-        # a transposed W ran at 196-220.
+        # a transposed W ran at 196-220. W packed into k-major panels of 32 rows (BLIS's
+        # layout: a work-item's 14 x 32 block over 256 values of k a time, the panel's part in
+        # L1 for 8 such blocks, sums waiting in y between parts) ran at 272-296 GFLOP/s at
+        # 512..4096 x 512 x 784 and 1024^3 against gemm_dot's 250-264, taking turns, but with
+        # the packing launch (157-454 us) at 0.85-1.08x its rate, and MNIST's evaluate 1.04x as
+        # long; each work-item packing its own panel in private memory, 0.58-0.96x.
         return gemm_forward(device, n, self.o, self.i, x, p["weights"], p["bias"], y,
                             k_splits(device, n, self.o, self.i), buffers.get("parts"), relu)
 
