@@ -92,8 +92,9 @@ class FullyConnected(Dense):
         # layout: a work-item's 14 x 32 block over 256 values of k a time, the panel's part in
         # L1 for 8 such blocks, sums waiting in y between parts) ran at 272-296 GFLOP/s at
         # 512..4096 x 512 x 784 and 1024^3 against gemm_dot's 250-264, taking turns, but with
-        # the packing launch (157-454 us) at 0.85-1.08x its rate, and MNIST's evaluate 1.04x as
-        # long; each work-item packing its own panel in private memory, 0.58-0.96x.
+        # the packing launch (157-454 us at 512 x 784, 1.1 ms at 1024^2) at 0.94-1.08x its
+        # rate, and MNIST's evaluate 1.01-1.15x as long (median 1.05); each work-item packing
+        # its own panel in private memory, 0.58-0.96x.
         return gemm_forward(device, n, self.o, self.i, x, p["weights"], p["bias"], y,
                             k_splits(device, n, self.o, self.i), buffers.get("parts"), relu)
 
