@@ -50,9 +50,9 @@ def run_chunk(net: Network) -> int:
 #: its layers' fused forms (`grenade_py.fused.FusedRunner`: the bits of a one-row pass of
 #: their kernels), once the network has run FUSED_RUN_AFTER single samples (the build takes
 #: ~0.5 s the first time). Interleaved with the layers' kernels, run_net's time: the MNIST
-#: MLP (407k parameters) 0.76x, the circles network 0.83x. Not for batches: their rows would
-#: take other bits than the batch's GEMMs give them, and the loop runs on one core. train on
-#: one example does likewise with the fused per-example loop (`_fused_example`).
+#: MLP (407k parameters) 0.83-0.92x, the circles network 0.83x. Not for batches: their rows
+#: would take other bits than the batch's GEMMs give them, and the loop runs on one core. train
+#: on one example does likewise with the fused per-example loop (`_fused_example`).
 FUSED_RUN_PARAMETERS = 1 << 20
 FUSED_RUN_AFTER = 16
 #: Per-example training launches about this many examples x parameters at a time.

@@ -19,7 +19,7 @@ def run(device, name, size, *args):
     device.queue.finish()
 
 
-@pytest.mark.parametrize("i", SIZES)
+@pytest.mark.parametrize("i", [*SIZES, 63, 64, 79])  # (from 64 inputs, sums in vector lanes)
 @pytest.mark.parametrize("o", [1, 17, 257])
 @pytest.mark.parametrize("n", BATCHES)
 def test_fc_forward(device, rng, i, o, n):
