@@ -71,7 +71,7 @@ def main() -> None:
             wide = g.Network([g.FullyConnected(40, 3)], input=g.D1(40), device=d, seed=1)
             g.run_gradient(wide, g.run_network(wide, rng.normal(size=(7, 40)))[0],
                            rng.normal(size=(7, 3)))
-            # One row's forward (fc_forward): from 64 inputs in vector lanes, then 15 more
+            # One row's forward (fc_forward): from 64 inputs, whole vectors, then the last values
             one = g.Network([g.FullyConnected(79, 3)], input=g.D1(79), device=d, seed=1)
             g.run_net(one, rng.normal(size=79))
             # A stride-1 convolution's input delta: one launch, a work-group per sample
