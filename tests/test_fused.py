@@ -42,7 +42,8 @@ NETWORKS = {
                                 Relu()]),
     "relu-first": (2, lambda: [Relu(), FullyConnected(2, 3), Tanh(), FullyConnected(3, 2),
                                Logit()]),
-    "softmax": (5, lambda: [FullyConnected(5, 17), Relu(), FullyConnected(17, 3), Softmax()]),
+    # (79 inputs: whole vectors and the rest, in rows of four then three)
+    "softmax": (5, lambda: [FullyConnected(5, 79), Relu(), FullyConnected(79, 7), Softmax()]),
     # Strides 2 and 3, overlapping windows (a gather), 2 x 2 windows past a whole vector,
     # windows apart (cells), D2 and D3 inputs, rows of 18 outputs, partial blocks of rows.
     "conv-pool": (D2(9, 11), lambda: [
