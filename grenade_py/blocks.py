@@ -258,10 +258,14 @@ def label(form: str, block: Block) -> str:
 
 
 def identity(device: Device) -> str:
-    """What a tuned result holds for: platform, device, driver, precision and GEMM form."""
+    """What a tuned result holds for: platform, device, its compute units, driver, precision and
+    GEMM form. (PoCL names a CPU device by its LLVM target and model name alone, which a 2-core
+    and a 16-core machine, or containers given different cores, share: their fastest blocks and
+    work-group shapes need not be.)"""
     d = device.cl_device
     return "|".join([d.platform.name.strip(), d.platform.version.strip(), d.name.strip(),
-                     d.driver_version.strip(), device.precision, device.gemm])
+                     f"{d.max_compute_units} units", d.driver_version.strip(), device.precision,
+                     device.gemm])
 
 
 def record_path() -> Path:

@@ -320,6 +320,34 @@ def test_an_unreadable_record_means_untuned(tmp_path, monkeypatch):
     assert [f for f, *_ in sites] == ["gemm_dot"]
 
 
+class OtherUnits:
+    """A device's OpenCL handle reporting `units` compute units, the rest its own."""
+
+    def __init__(self, cl_device, units):
+        self.cl_device, self.max_compute_units = cl_device, units
+
+    def __getattr__(self, name):
+        return getattr(self.cl_device, name)
+
+
+def test_a_table_tuned_with_other_compute_units_is_not_taken(tmp_path, monkeypatch):
+    """PoCL names a CPU device by its model alone: a table tuned where it had 2 compute units is
+    kept for that many, and a device of 16 (another machine, or a container given more cores)
+    runs the defaults until it is tuned itself."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    device, shape = Device(gemm="registers"), (7, 17, 12, 1)
+    default = blocks.default(device, "gemm_dot", shape)
+    other = next(b for b in blocks.FORMS["gemm_dot"] if b != default)
+    (tmp_path / "grenade_py").mkdir()
+    (tmp_path / "grenade_py" / "tuned.json").write_text(
+        json.dumps({blocks.identity(device): {"gemm_dot": {"7,17,12,1": list(other)}}}))
+    assert blocks.block(Device(gemm="registers"), "gemm_dot", shape) == other
+    more = Device(gemm="registers")
+    more.cl_device = OtherUnits(more.cl_device, more.cl_device.max_compute_units + 14)
+    assert blocks.identity(more) != blocks.identity(device)
+    assert blocks.block(more, "gemm_dot", shape) == default
+
+
 @pytest.mark.parametrize("entry", ["x", [1], {"gemm_dot": [1]}, {"gemm_dot": {"5,2,3,1": 5}},
                                    {"gemm_dot": {"5,2,3,1": "ab"}},
                                    {"gemm_dot": {"5,2,3,1": {"a": 1}}}])
