@@ -67,6 +67,8 @@ def main() -> None:
             least, fully_connected.UPDATE_FUSED = fully_connected.UPDATE_FUSED, 0
             g.fit(wide, g.Adam(0.01), rng.normal(size=(7, 40)), rng.normal(size=(7, 3)),
                   batch_size=7, epochs=1)
+            # and one row's (a rank-1 gemm_outer_update)
+            g.train(wide, g.Adam(0.01), rng.normal(size=40), rng.normal(size=3))
             fully_connected.UPDATE_FUSED = least
             wide = g.Network([g.FullyConnected(40, 3)], input=g.D1(40), device=d, seed=1)
             g.run_gradient(wide, g.run_network(wide, rng.normal(size=(7, 40)))[0],

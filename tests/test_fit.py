@@ -130,8 +130,8 @@ def test_weights_step_in_their_gradients_gemms(device, rng, chosen, monkeypatch)
     """fit and train on batches step the weights of FullyConnected layers of a vector's inputs
     or more in their gradients' GEMMs (gemm_outer_update), and the weights, both moments and
     the step count come out as backward then update leave them, to the bit: with a layer of
-    fewer inputs (7) between, which the update steps, and a last batch of one row, which takes
-    the two passes."""
+    fewer inputs (7) between, which the update steps, and a last batch of one row (a rank-1
+    gemm_outer_update, as against fc_backward_weights then the update)."""
     monkeypatch.setattr(fully_connected, "UPDATE_FUSED", 0)
     x, y = rng.normal(size=(2 * 13 + 1, 37)), np.eye(5)[rng.integers(0, 5, 2 * 13 + 1)]
     nets = [Network([FullyConnected(37, 40), Relu(), FullyConnected(40, 7), Relu(),
@@ -145,7 +145,7 @@ def test_weights_step_in_their_gradients_gemms(device, rng, chosen, monkeypatch)
         train(net, chosen, x[:6], y[:6], loss="cross_entropy")
         monkeypatch.setattr(Network, "update_fused", lambda *_: [])  # the second: two passes
     stepping = [name for name in ran if name.startswith("gemm_outer_update")]
-    assert len(stepping) == 2 * (2 * 2 + 1), stepping  # two layers; 2 epochs of 2, one train
+    assert len(stepping) == 2 * (2 * 3 + 1), stepping  # two layers; 2 epochs of 3, one train
     fused, plain = nets
     assert fused.steps == plain.steps == 2 * 3 + 1
     for role in ("parameters", "momentum", "second"):

@@ -361,13 +361,20 @@ def test_run_net_gives_the_same_bits_polling_or_blocking(device, monkeypatch):
     np.testing.assert_array_equal(np.array(outputs[True]), run_net(net, x))
 
 
+@pytest.mark.parametrize("in_gemm", [False, True])
 @pytest.mark.parametrize("name", ["relu-logit-tanh", "softmax", "branches", "conv-pool"])
-def test_train_on_one_example_by_the_fused_loop(device, monkeypatch, name):
+def test_train_on_one_example_by_the_fused_loop(device, monkeypatch, name, in_gemm):
     """Once a network has trained FUSED_RUN_AFTER single examples, train on one example runs
     one launch of the fused per-example loop, with the bits of the one-row Step's kernels, under
     SGD and Adam and both losses; a network with convolutions keeps the kernels, as every
-    network on a GPU does (kernels_bits)."""
+    network on a GPU does (kernels_bits). `in_gemm`: the one-row Step steps the weights of
+    FullyConnected layers of VW inputs or more in their gradient's gemm_outer_update (as it does
+    from UPDATE_FUSED weights on), as the fused loop's update does one weight at a time."""
     from grenade_py import Adam, runner
+    from grenade_py.layers import fully_connected
+
+    if in_gemm:
+        monkeypatch.setattr(fully_connected, "UPDATE_FUSED", 0)
 
     def make():
         if name == "branches":
@@ -384,6 +391,8 @@ def test_train_on_one_example_by_the_fused_loop(device, monkeypatch, name):
             for one, target in zip(x, y, strict=True):
                 train(net, optimizer, one, target, loss=loss)
     assert looped.held["fused train"][1] == kernels_bits(looped)
+    if name in ("relu-logit-tanh", "softmax"):  # layers of 257 and 79 inputs
+        assert bool(kernels.update_fused(len(kernels.layers), 1)) == in_gemm
     assert kernels.steps == looped.steps == 30  # Adam's, from its first step
     for role in ("get_parameters", "get_momentum", "get_second"):
         for a, b in zip(getattr(kernels, role)(), getattr(looped, role)(), strict=True):
