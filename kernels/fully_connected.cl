@@ -12,9 +12,9 @@
 // latency. COUNT sums side by side. Every sum is the same whatever COUNT: fc_dot is fc_dots1.
 // One row through fc_forward_at on a 2-core AVX-512 Xeon (PoCL "skylake-avx512"), lanes against
 // four scalar chains for every term: 784 x 512 0.37-0.46x the time, 256 x 256 0.38-0.41x, 80 x
-// 40 0.57-0.60x, 128 x 10 0.52-0.55x, 64 x 10 0.79-0.87x. Below 64 terms the last ones are as
-// many as the vectors' (and the feedforward example's 2, 40 and 10 inputs stay as they were):
-// there, the last terms in one chain, as gemm_dot adds them, took 1.5x as long at 40 and 63.
+// 40 0.57-0.60x, 128 x 10 0.52-0.55x, 64 x 10 0.79-0.87x. Below 64 terms the rest is a large
+// share of the sum: added in one chain after the lanes (as gemm_dot adds its last terms), 40 and
+// 63 inputs took 1.5x as long; the four chains alone keep the feedforward example's bits.
 #define FC_VECTORS_FROM 64
 #define FC_DOTS(NAME, COUNT)                                                                  \
 void NAME(global const REAL *a, size_t a_step, size_t stride, global const REAL *b,           \
