@@ -41,7 +41,7 @@ from grenade_py.datasets import load_mnist
 from grenade_py.device import Device, Launch
 from grenade_py.execution import enqueue, sequence_steps
 from grenade_py.feedforward import feedforward_network, sample
-from grenade_py.gemm import gemm_forward, gemm_outer, k_splits, vector_width
+from grenade_py.gemm import gemm_forward, gemm_outer, k_splits, panel_size, vector_width
 from grenade_py.layers import LSTM, Convolution, FullyConnected, Logit, Pooling, Relu, Reshape
 from grenade_py.losses import CROSS_ENTROPY
 from grenade_py.many import train_many
@@ -482,10 +482,12 @@ GEMM_BATCHES = (64, 128)
 def _forward(device: Device, m: int, n: int, k: int, a: cl_array.Array, b: cl_array.Array,
              bias: cl_array.Array) -> Callable[[], None]:
     """C (m, n) = A (m, k) B (n, k)^T + bias as FullyConnected's forward launches it
-    (`gemm.gemm_forward`: on a GPU, k in parts where `gemm.k_splits` says so)."""
-    splits = k_splits(device, m, n, k)
+    (`gemm.gemm_forward`: on a GPU, k in parts where `gemm.k_splits` says so; on a CPU, from
+    panels of B where `gemm.panel_size` says so, packing them included)."""
+    splits, panels = k_splits(device, m, n, k), panel_size(device, m, n, k)
     launches = gemm_forward(device, m, n, k, a, b, bias, device.zeros((m, n)), splits,
-                            device.zeros((splits * m * n,)) if splits > 1 else None)
+                            device.zeros((splits * m * n,)) if splits > 1 else None,
+                            panels=device.zeros((panels,)) if panels else None)
     return lambda: enqueue(launches)
 
 
@@ -514,14 +516,14 @@ def bench_gemm(device: Device, repeats: int) -> list[tuple[str, float]]:
         for n, (x, dy) in data.items():
             xd, dytd = dev.to_device(x), dev.to_device(dy.T.copy())
             products += [
-                (f"gemm_dot {form} {n}x{i}x{o} (y = x W^T + b)",
+                (f"forward {form} {n}x{i}x{o} (y = x W^T + b)",
                  partial(_forward, dev, n, o, i, xd, wd, bd), 2 * n * i * o,
                  (f"{n}x{i}x{o} x @ W.T", x, w.T)),
                 (f"gemm_outer {form} {n}x{i}x{o} (dW = dy^T x, dy^T stored as "
                  "FullyConnected's dy_t)",
                  partial(gemm_outer, dev, o, i, n, dytd, n, 1, xd, dev.zeros((o, i))),
                  2 * n * i * o, (f"{n}x{i}x{o} dy.T @ x", dy.T, x))]
-        products.append((f"gemm_dot {form} 1024^3", partial(
+        products.append((f"forward {form} 1024^3", partial(
             _forward, dev, 1024, 1024, 1024, bigd, bigd, dev.zeros((1024,))), 2 * 1024**3,
             ("1024^3 (host peak)", big, big)))
         for name, make, flops, (theirs, left, right) in products:
@@ -939,7 +941,7 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
 
     gemms = report_gemms(device, repeats, say)
     gemm_rate = next(v for name, v in gemms if name.startswith(
-        f"grenade_py gemm_dot {device.gemm} 64x784x512"))
+        f"grenade_py forward {device.gemm} 64x784x512"))
     peak = dict(gemms)["grenade_py measured FMA peak"]
     kernels = [value / peak for name, value, unit in convolutions
                if unit == "GFLOP/s" and name.startswith("    ")]
@@ -950,10 +952,10 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
     for what, shape in [(f"{n}×784×512, y = x Wᵀ + b", f"{n}x784x512") for n in GEMM_BATCHES
                         ] + [("1024³", "1024^3")]:
         mine = [(n, v) for n, v in gemms if shape in n and "dW" not in n and "dy.T" not in n]
-        table.add(f"GEMM {what} (GFLOP/s)", mine, "{:.0f}", f"grenade_py gemm_dot {device.gemm}")
+        table.add(f"GEMM {what} (GFLOP/s)", mine, "{:.0f}", f"grenade_py forward {device.gemm}")
         table.add("  the fastest block and work-group shape (GFLOP/s; python -m "
                   "grenade_py.tune)", [(n, v) for n, v in mine if n.startswith(
-                      f"grenade_py gemm_dot {device.gemm}") and ", tuned (" in n], "{:.0f}")
+                      f"grenade_py forward {device.gemm}") and ", tuned (" in n], "{:.0f}")
     table.add("  the device's measured FMA peak (GFLOP/s)",
               [(n, v) for n, v in gemms if n.endswith("measured FMA peak")], "{:.0f}",
               "grenade_py measured")
@@ -1028,8 +1030,8 @@ def gemm_ratios(rows: list[tuple[str, float]], device: Device) -> str:
             (f"{n}x784x512 {what}", f"grenade_py {form} {device.gemm} {n}x784x512 ({mine}",
              f"numpy sgemm {n}x784x512 {theirs}")
             for n in GEMM_BATCHES for what, form, mine, theirs in (
-                ("y = x W^T", "gemm_dot", "y", "x @ W.T"), ("dW", "gemm_outer", "dW", "dy.T @ x"))
-    ] + [("1024^3", f"grenade_py gemm_dot {device.gemm} 1024^3", "numpy sgemm 1024^3")]:
+                ("y = x W^T", "forward", "y", "x @ W.T"), ("dW", "gemm_outer", "dW", "dy.T @ x"))
+    ] + [("1024^3", f"grenade_py forward {device.gemm} 1024^3", "numpy sgemm 1024^3")]:
         a, b = first(ours), first(numpy)
         if a is not None and b:
             ratios.append(f"{what} {a / b:.2f}x")

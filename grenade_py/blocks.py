@@ -3,8 +3,10 @@ tuner that chooses them.
 
 Each GEMM form the layers use is compiled at several register-block shapes (kernels/gemm.cl,
 kernels/convolution.cl): gemm_dot (FullyConnected's forward, LSTM's input delta) in RM x RN
-outputs per work-item, gemm_outer (the weight gradients and input deltas, the recurrent input
-GEMM, a strided convolution's input delta) in RM rows x CV vectors, gemm_outer_update (a
+outputs per work-item, gemm_panels (FullyConnected's forward from W's panels, on wide CPUs
+from gemm.PANEL_ROWS rows) in RM rows x CV vectors of a panel's 4, gemm_outer (the weight
+gradients and input deltas, the recurrent input GEMM, a strided convolution's input delta) in
+RM rows x CV vectors, gemm_outer_update (a
 FullyConnected weight gradient that steps the weights: `Step.descend`) in the same blocks,
 conv_forward in FM filters
 x PV vectors of positions, conv_kernel_gradient in RM patch entries x FN filters,
@@ -92,6 +94,7 @@ REGISTERS: dict[str, tuple[Block, ...]] = {
                  (6, 4)),
     "gemm_outer": ((6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (8, 2), (12, 2), (4, 1), (6, 1),
                    (8, 3), (6, 4)),
+    "gemm_panels": ((6, 4), (5, 4), (4, 4), (12, 2), (8, 2), (6, 2)),
     "gemm_outer_update": ((8, 2), (6, 2), (16, 1), (8, 1), (12, 1), (24, 1), (12, 2), (4, 1),
                           (6, 1), (8, 3), (6, 4)),
     "conv_forward": ((6, 4), (12, 2), (10, 2), (8, 2), (6, 2), (5, 2), (4, 2), (12, 1), (10, 1),
@@ -120,6 +123,7 @@ REGISTERS: dict[str, tuple[Block, ...]] = {
 LOCALS: dict[str, tuple[Block, ...]] = {
     "gemm_dot": ((16, 4), (64, 1), (8, 8), (32, 2)),
     "gemm_outer": ((4, 4, 1), (64, 1, 1), (16, 4, 1), (2, 8, 1), (1, 16, 1)),
+    "gemm_panels": ((1, 16), (1, 8), (1, 4)),
     "gemm_outer_update": ((16, 1), (4, 4)),
     "conv_forward": ((8, 1, 8), (16, 1, 4), (64, 1, 1)),
     "conv_kernel_gradient": ((1, 1), (64, 1), (4, 4)),
@@ -315,7 +319,8 @@ def default(device: Device, form: str, shape: Block) -> Block:
     tile shape that `fits` (on a GPU, GPU's first; else the smallest), BIG_TILE on a GPU where
     it fits and the product (m, n, ...) is at least BIG_TILE_WAVES of them per compute unit, or
     is a gemm_dot_tiled (m, n, k, batches, chunks) whose `big_tiles` in its chunks are one or
-    more per unit (as `gemm.k_splits` makes its parts); NARROW's on a CPU of 8-float vectors;
+    more per unit (as `gemm.k_splits` makes its parts); NARROW's on a CPU of 8-float vectors
+    (gemm_panels, which runs on wider CPUs only, has none);
     GPU's on a GPU; else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one product of
     m n k >= LARGE and n >= WIDE, else the form's first."""
     m, n, k, *rest = shape
@@ -328,7 +333,7 @@ def default(device: Device, form: str, shape: Block) -> Block:
             return BIG_TILE
         first = (GPU[form],) if device.gpu and form in GPU else ()
         return next((b for b in first + FORMS[form] if fits(device, b)), SMALLEST_TILE)
-    if narrow(device):
+    if narrow(device) and form in NARROW:
         return NARROW[form]
     if device.gpu and form in GPU:
         return GPU[form]

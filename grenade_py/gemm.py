@@ -106,14 +106,43 @@ def k_splits(device: Device, m: int, n: int, k: int) -> int:
     return next((s for s in parts if tiles * s >= units), parts[-1])
 
 
+#: FullyConnected's forward on at least PANEL_ROWS rows and blocks.WIDE outputs runs from
+#: panels of W (`panel_size`) on CPUs of 16-float vectors: packing W costs about a copy of its
+#: n x k values, whatever the rows, and the product then runs faster per row; a panel of
+#: fewer outputs is mostly padding (see FullyConnected.forward for the rates).
+PANEL_ROWS = 512
+
+
+def panel_size(device: Device, m: int, n: int, k: int) -> int:
+    """The values of the panels (`gemm_pack_panels`) that C (m, n) = A (m, k) B (n, k)^T runs
+    from on `device` (B's n rows rounded up to whole panels of 4 VW, times k), or 0 where it
+    runs as gemm_dot: fewer than PANEL_ROWS rows or blocks.WIDE outputs, CPUs of narrower
+    vectors, GPUs."""
+    if device.gemm != "registers" or device.gpu or device.narrow or m < PANEL_ROWS or \
+            n < blocks.WIDE:
+        return 0
+    panel = 4 * vector_width(device)
+    return _blocks(n, panel) * panel * k
+
+
 def gemm_forward(device: Device, m: int, n: int, k: int, a: cl_array.Array,
                  b: cl_array.Array, bias: cl_array.Array, c: cl_array.Array, splits: int = 1,
-                 parts: cl_array.Array | None = None, relu: cl_array.Array | None = None
-                 ) -> list[Launch]:
+                 parts: cl_array.Array | None = None, relu: cl_array.Array | None = None,
+                 panels: cl_array.Array | None = None) -> list[Launch]:
     """C (m, n) = A (m, k) B (n, k)^T + bias (n,) as FullyConnected's forward runs it: one
-    gemm_dot, or with `splits` (from `k_splits`, which divides k) k in that many parts, summed
-    into `parts` (splits x m x n values) and added up in order by gemm_sum_chunks. `relu`: as
-    gemm_dot's (in one part)."""
+    gemm_dot; with `panels` (`panel_size` values), B packed into them, then gemm_panels; or
+    with `splits` (from `k_splits`, which divides k) k in that many parts, summed into `parts`
+    (splits x m x n values) and added up in order by gemm_sum_chunks. `relu`: relu(C) too (in
+    one part)."""
+    if panels is not None:
+        panel = 4 * vector_width(device)
+        assert splits == 1 and panels.size >= _blocks(n, panel) * panel * k
+        return [device.launch("gemm_pack_panels", (_blocks(k, panel // 4), _blocks(n, panel)),
+                              n, k, b, k, panels, local=(16, 1)),
+                blocks.launch(device, "gemm_panels", (m, n, k), lambda block: device.launch(
+                    blocks.kernel_name("gemm_panels", block),
+                    (_blocks(n, panel) * 4 // block[1], _blocks(m, block[0])), m, n, k, a, k,
+                    panels, bias, c, relu, local=blocks.local("gemm_panels", block)))]
     if splits == 1:
         return [gemm_dot(device, m, n, k, a, b, bias, c, relu=relu)]
     if parts is None or parts.size < splits * m * n or k % splits:

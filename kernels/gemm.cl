@@ -281,6 +281,104 @@ kernel void gemm_sum_chunks(int count, int chunks, global const REAL *partial,
         }                                                                                     \
     }
 
+// Panels: B (N, K) row-major (FullyConnected's W) as k-major panels of PANEL columns of B^T,
+// Bp[(p K + k) PANEL + w] = B[(p PANEL + w) b_n + k], rows past N repeating the last: what
+// gemm_panels reads, each k's PANEL values contiguous. (At 1024^3 on a 2-core AVX-512 Xeon,
+// gemm_dot ran at 204 GFLOP/s with the operands' rows 4 KiB apart, 219-223 with them 4160-4352
+// bytes apart, which spreads them over more sets of L1; gemm_panels' kernel alone at 250-266.
+// See FullyConnected.forward for the rates with the packing.)
+#define PANEL (4 * VW)
+#ifdef REAL_IS_DOUBLE
+typedef ulong8 maskv;
+#define LANE_INDEX ((maskv)(0, 1, 2, 3, 4, 5, 6, 7))
+#else
+typedef uint16 maskv;
+#define LANE_INDEX ((maskv)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
+#endif
+
+// v[i][l] <-> v[l][i]: a VW x VW block transposed in registers, by swapping the off-diagonal
+// d x d blocks of each 2d x 2d block, d = VW / 2 .. 1 (shuffle2: lane l of (a, b) is a's
+// l-th or b's (l - VW)-th; ~2 shuffles per VW values a stage, where moving the values
+// one at a time through private memory took 1.6x the packing's time).
+void gemm_transpose_block(realv v[VW]) {
+    #pragma unroll
+    for (int d = VW / 2; d > 0; d /= 2) {
+        const maskv high = (LANE_INDEX & (maskv)d) / (maskv)d;  // 1 in the lanes with bit d
+        const maskv first = LANE_INDEX + high * (maskv)(VW - d);
+        const maskv second = LANE_INDEX + (maskv)d - high * (maskv)d + high * (maskv)VW;
+        #pragma unroll
+        for (int i = 0; i < VW; ++i)
+            if (!(i & d)) {
+                const realv a = v[i], b = v[i + d];
+                v[i] = shuffle2(a, b, first);
+                v[i + d] = shuffle2(a, b, second);
+            }
+    }
+}
+
+// global size (ceil(K / VW), ceil(N / PANEL)): a work-item's VW values of k for a panel.
+kernel void gemm_pack_panels(int N, int K, global const REAL *B, int b_n, global REAL *Bp) {
+    const int k0 = get_global_id(0) * VW, p = get_global_id(1);
+    if (k0 >= K || p * PANEL >= N) return;
+    global REAL *out = Bp + ((size_t)p * K + k0) * PANEL;
+    for (int c = 0; c < 4; ++c) {
+        global const REAL *rows[VW];
+        #pragma unroll
+        for (int i = 0; i < VW; ++i)
+            rows[i] = B + (size_t)min(p * PANEL + c * VW + i, N - 1) * b_n;
+        if (k0 + VW <= K) {
+            realv v[VW];
+            #pragma unroll
+            for (int i = 0; i < VW; ++i) v[i] = VLOAD(0, rows[i] + k0);
+            gemm_transpose_block(v);
+            #pragma unroll
+            for (int j = 0; j < VW; ++j) VSTORE(v[j], 0, out + j * PANEL + c * VW);
+        } else {
+            for (int k = k0; k < K; ++k)
+                for (int i = 0; i < VW; ++i) out[(k - k0) * PANEL + c * VW + i] = rows[i][k];
+        }
+    }
+}
+
+// template $RM $CV: 6 4, 5 4, 4 4, 12 2, 8 2, 6 2
+// C = A B^T + bias from B's panels (gemm_pack_panels), C having `columns` columns: gemm_outer's
+// sums (GEMM_OUTER_SUMS over the block's panel, A's rows contiguous), then + bias[n]. A
+// work-item's block: $RM rows x $CV vectors of a panel's 4. Rows past M repeat the last
+// (clamped index) and are not stored, nor are columns past `columns`. R, unless NULL: relu(C)
+// too, as gemm_dot's. global size (ceil(columns / PANEL) 4 / $CV, ceil(M / $RM)).
+kernel void gemm_panels_$RMx$CV(int M, int columns, int K, global const REAL *A, int a_m,
+                                global const REAL *Bp, global const REAL *bias, global REAL *C,
+                                global REAL *R) {
+    const int q = get_global_id(0) * $CV, m0 = get_global_id(1) * $RM, first = q * VW;
+    if (m0 >= M || first >= columns) return;
+    // The panel as GEMM_OUTER_SUMS' B: PANEL columns, k PANEL apart, this block's from n0.
+    global const REAL *B = Bp + (size_t)(q / 4) * K * PANEL;
+    const int N = PANEL, n0 = (q % 4) * VW, a_k = 1, b_k = PANEL;
+    GEMM_OUTER_SUMS($RM, $CV)
+    #pragma unroll
+    for (int r = 0; r < $RM; ++r)
+        if (m0 + r < M)
+            #pragma unroll
+            for (int c = 0; c < $CV; ++c) {
+                const int n = first + c * VW;
+                const size_t at = (size_t)(m0 + r) * columns + n;
+                if (n + VW <= columns) {
+                    const realv v = acc[r][c] + VLOAD(0, bias + n);
+                    VSTORE(v, 0, C + at);
+                    if (R) VSTORE(select((realv)0, v, isgreater(v, (realv)0)), 0, R + at);
+                } else if (n < columns) {
+                    REAL lanes[VW];
+                    VSTORE(acc[r][c], 0, lanes);
+                    for (int l = 0; l < columns - n; ++l) {
+                        const REAL v = lanes[l] + bias[n + l];
+                        C[at + l] = v;
+                        if (R) R[at + l] = relu_forward_at(v);
+                    }
+                }
+            }
+}
+// end template
+
 // template $RM $CV: 16 1, 8 1, 12 1, 24 1, 6 2, 8 2, 12 2, 4 1, 6 1, 8 3, 6 4
 // The block of C = A B from row m0 and column n0 (GEMM_OUTER_SUMS): rows past the edge of A are
 // not stored, and a vector moved back stores only the columns from n0 on (the block's own);

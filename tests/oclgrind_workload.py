@@ -2,10 +2,10 @@
 `oclgrind --data-races`: both GEMM forms, the fused per-example loop in its one-lane and
 coalesced (GPU) forms and for several networks at once (train_many), run_net's one-sample
 loop, convolution (its one-launch input deltas too, and a GPU's kernel gradient in chunks),
-FullyConnected's forward in parts of k (a GPU's), its weights stepped in their gradient's GEMM,
-col2im, pooling, the recurrent scans and updates (ordered and summed, clipped, through
-ConcatRecurrent), the fused window loop, Dropout, BatchNorm, the activations, the losses,
-every optimiser and the benchmark's peak kernel."""
+FullyConnected's forward in parts of k (a GPU's) and from panels of W, its weights stepped in
+their gradient's GEMM, col2im, pooling, the recurrent scans and updates (ordered and summed,
+clipped, through ConcatRecurrent), the fused window loop, Dropout, BatchNorm, the activations,
+the losses, every optimiser and the benchmark's peak kernel."""
 import numpy as np
 
 import grenade_py as g
@@ -76,6 +76,17 @@ def main() -> None:
             # One row's forward (fc_forward): from 64 inputs, whole vectors, then the last values
             one = g.Network([g.FullyConnected(79, 3)], input=g.D1(79), device=d, seed=1)
             g.run_net(one, rng.normal(size=79))
+            if form == "registers":  # the forward from panels of W (a wide CPU's from
+                # PANEL_ROWS rows), forced: 5 rows, 70 outputs (a partial panel and vector), 19
+                # inputs (VW-wide steps of k and a partial one), a Relu after it in its launch
+                panelled = fully_connected.panel_size
+                fully_connected.panel_size = lambda device, m, n, k: \
+                    -(-n // 64) * 64 * k if n == 70 else 0  # (float64 panels need less)
+                packed = g.Network([g.FullyConnected(19, 70), g.Relu(), g.FullyConnected(70, 3),
+                                    g.Logit()], input=g.D1(19), device=d, seed=1)
+                g.fit(packed, g.SGD(0.01), rng.normal(size=(5, 19)), rng.uniform(size=(5, 3)),
+                      batch_size=5, epochs=1)
+                fully_connected.panel_size = panelled
             # A stride-1 convolution's input delta: one launch, a work-group per sample
             # (registers; 24 positions: a vector moved back), or two (tiled).
             pair = g.Network([g.Convolution(1, 2, 2, 3, 1, 1), g.Convolution(2, 3, 3, 2, 1, 1)],

@@ -27,7 +27,7 @@ from grenade_py import (
 )
 from grenade_py.device import Device
 from grenade_py.execution import Step
-from grenade_py.gemm import gemm_dot
+from grenade_py.gemm import PANEL_ROWS, gemm_dot, panel_size
 from grenade_py.layers import fully_connected
 from grenade_py.losses import SQUARED_ERROR
 from grenade_py.optimizers import LearningParameters
@@ -37,14 +37,18 @@ from grenade_py.tune import tune_network
 @pytest.fixture(autouse=True)
 def update_in_gemms(monkeypatch):
     """The last FullyConnected layer of `convnet` steps its weights in their gradient's GEMM
-    (fit's batches; gemm_outer_update), below the size from which it does outside tests."""
+    (fit's batches; gemm_outer_update), below the size from which it does outside tests, and
+    runs its forward from panels of its weights (gemm_panels) in the register form, below the
+    rows and outputs from which it does (gemm.panel_size)."""
     monkeypatch.setattr(fully_connected, "UPDATE_FUSED", 0)
+    monkeypatch.setattr(fully_connected, "panel_size", lambda device, m, n, k: 64 * k
+                        if n == 5 and device.gemm == "registers" else 0)
 
 
 def convnet(device: Device) -> Network:
     """Every tunable form: both convolution GEMMs in runs (8 x 8 outputs) and gathered lanes,
-    the input delta's gemm_outer, FullyConnected's gemm_dot, gemm_outer and (17 inputs: at
-    least a vector) gemm_outer_update."""
+    the input delta's gemm_outer, FullyConnected's gemm_dot, gemm_panels (`update_in_gemms`),
+    gemm_outer and (17 inputs: at least a vector) gemm_outer_update."""
     return Network([Convolution(1, 10, 5, 5, 1, 1), Pooling(2, 2, 2, 2), Relu(),
                     Convolution(10, 3, 3, 3, 1, 1), Reshape(), FullyConnected(12, 17),
                     Relu(), FullyConnected(17, 5)], input=D2(12, 12), device=device, seed=3)
@@ -438,7 +442,13 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
     assert blocks.block(device, "gemm_dot", (512, 512, 512, 8)) == first  # a sum of products
     assert blocks.block(device, "gemm_outer", (1024, 1024, 1024, 1, 1)) == \
         blocks.FORMS["gemm_outer"][0]
-    net = Network([FullyConnected(512, blocks.WIDE)], input=D1(512), device=device, seed=1)
-    names = [launch.kernel.function_name for launch in
-             Step(net, 1024, SQUARED_ERROR).forward_launches(True)]
-    assert names == [blocks.kernel_name("gemm_dot", blocks.WIDE_DEFAULT)]
+    # FullyConnected's forward: below PANEL_ROWS rows gemm_dot (at WIDE_DEFAULT, 2^28 terms);
+    # from them, gemm_panels at its form's first (this fixture's panel_size aside)
+    monkeypatch.setattr(fully_connected, "panel_size", panel_size)
+    monkeypatch.setattr(device, "narrow", False)
+    net = Network([FullyConnected(2048, blocks.WIDE)], input=D1(2048), device=device, seed=1)
+    for rows, names in ((PANEL_ROWS - 1, [blocks.kernel_name("gemm_dot", blocks.WIDE_DEFAULT)]),
+                        (PANEL_ROWS, ["gemm_pack_panels", blocks.kernel_name(
+                            "gemm_panels", blocks.FORMS["gemm_panels"][0])])):
+        assert [launch.kernel.function_name for launch in
+                Step(net, rows, SQUARED_ERROR).forward_launches(True)] == names

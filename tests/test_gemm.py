@@ -10,11 +10,13 @@ from conftest import get_device, tolerance
 
 from grenade_py.device import Device, streaming_size
 from grenade_py.gemm import (
+    PANEL_ROWS,
     gemm_dot,
     gemm_forward,
     gemm_outer,
     gemm_outer_update,
     gemm_transpose_sums,
+    panel_size,
     vector_width,
 )
 from grenade_py.kernel_library import kernel_source
@@ -270,6 +272,56 @@ def test_every_register_block_steps_the_weights(device, rng, chosen, monkeypatch
             for name, x, y in zip(("weights", "momentum", "second"), got, want, strict=True):
                 np.testing.assert_array_equal(x.get(), y.get(), err_msg=f"{what} {name}")
             assert not np.array_equal(got[0].get(), start[0]), what
+
+
+def test_every_panel_block_sums_as_gemm_outer(device, rng, monkeypatch):
+    """FullyConnected's forward from panels of W (gemm_pack_panels, then gemm_panels: batches of
+    PANEL_ROWS rows or more) at each block the tuner may choose, over partial blocks, panels and
+    vectors, k below, at and past a vector: numpy's values; gemm_outer's bits of A B^T (the same
+    sums in the same order) plus the bias, where that runs in vectors (n >= VW); relu(C) to the
+    bit."""
+    from grenade_py import blocks
+
+    device = _form_device(device.precision, "registers")
+    vw, chosen = vector_width(device), blocks.block
+    for candidate in blocks.FORMS["gemm_panels"]:
+        monkeypatch.setattr(blocks, "block", lambda d, f, s, c=candidate: c
+                            if f == "gemm_panels" else chosen(d, f, s))
+        for m, n, k in [(1, 1, 1), (7, 3, 17), (13, 4 * vw + 5, vw), (25, 257, 2 * vw + 3)]:
+            a, b = device.to_device(rng.normal(size=(m, k))), rng.normal(size=(n, k))
+            bias = rng.normal(size=(n,)).astype(device.dtype)
+            panels = device.zeros((-(-n // (4 * vw)) * 4 * vw * k,))
+            c, r, sums = (device.zeros((m, n)) for _ in range(3))
+            for launch in gemm_forward(device, m, n, k, a, device.to_device(b),
+                                       device.to_device(bias), c, relu=r, panels=panels):
+                run(device, launch)
+            what = f"{blocks.kernel_name('gemm_panels', candidate)} {m}x{n}x{k}"
+            np.testing.assert_allclose(c.get(), a.get() @ b.T + bias,
+                                       **tolerance(device, terms=k), err_msg=what)
+            if n >= vw:
+                run(device, gemm_outer(device, m, n, k, a, k, 1, device.to_device(b.T.copy()),
+                                       sums))
+                np.testing.assert_array_equal(c.get(), sums.get() + bias, err_msg=what)
+            np.testing.assert_array_equal(r.get(), np.where(c.get() > 0, c.get(), 0),
+                                          err_msg=what)
+
+
+def test_a_batch_of_panel_rows_runs_from_panels(device, rng):
+    """FullyConnected's forward over PANEL_ROWS rows and 257 outputs runs from panels of W on a
+    CPU of 16-float vectors (`panel_size`), with numpy's values; fewer rows or outputs, and
+    narrower CPUs, as gemm_dot."""
+    from grenade_py import D1, FullyConnected, Network, execution, run_net
+
+    net = Network([FullyConnected(33, 257)], input=D1(33), device=device, seed=1)
+    x = rng.normal(size=(PANEL_ROWS, 33))
+    wide = device.gemm == "registers" and not device.narrow
+    assert bool(panel_size(device, PANEL_ROWS, 257, 33)) == wide
+    assert not panel_size(device, PANEL_ROWS - 1, 257, 33)
+    assert not panel_size(device, PANEL_ROWS, 255, 33)
+    assert ("0.panels" in execution.steps(net, PANEL_ROWS, inference=True).buffers) == wide
+    p = net.get_parameters()[0]
+    np.testing.assert_allclose(run_net(net, x), x @ p["weights"].T + p["bias"],
+                               **tolerance(device, terms=33))
 
 
 @pytest.mark.parametrize("p", [1, 3, 8, 17, 31, 40, 257])

@@ -11,6 +11,7 @@ from grenade_py.gemm import (
     gemm_outer_update,
     gemm_transpose_sums,
     k_splits,
+    panel_size,
     vector_width,
 )
 from grenade_py.layers.arguments import initial_values
@@ -41,12 +42,14 @@ class FullyConnected(Dense):
     Kernels: one example at a time (per-example training, as the fused loop): fc_forward,
         fc_backward_input, fc_backward_weights (kernels/fully_connected.cl; under
         `update_fused`, gemm_transpose_sums and gemm_outer_update instead); batches: the
-        register-blocked GEMMs gemm_dot (y = x W^T + b) and gemm_outer (dW = dy^T x,
-        dx = dy W) and gemm_transpose_sums (db, and dy^T for dW) of kernels/gemm.cl.
+        register-blocked GEMMs gemm_dot (y = x W^T + b; from PANEL_ROWS rows, gemm_panels from
+        W packed by gemm_pack_panels) and gemm_outer (dW = dy^T x, dx = dy W) and
+        gemm_transpose_sums (db, and dy^T for dW) of kernels/gemm.cl.
     Buffers: `dy_t` (o, n), dy transposed (in training: batches of n > 1, and one row whose
         weights step in their GEMM, `update_fused`); on GPUs `parts`
         (splits, n, o), the forward's sums over parts of the inputs (`gemm.k_splits`), added
-        up in order by gemm_sum_chunks.
+        up in order by gemm_sum_chunks; `panels`, W packed for the forward where
+        `gemm.panel_size` says.
     A Relu next to it runs in its launches where `relu_fused` says (a Series asks): one after
     it in the forward's gemm_dot, one before it in the input delta's gemm_outer; the same bits
     as the Relu's own launches, one launch less each way. MNIST's MLP at batch 256 on a 2-core
@@ -65,7 +68,9 @@ class FullyConnected(Dense):
 
     def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         splits = k_splits(self.device, n, self.o, self.i) if n > 1 else 1
-        return {"parts": (splits * n * self.o,)} if splits > 1 else {}
+        sizes = {"parts": splits * n * self.o if splits > 1 else 0,
+                 "panels": panel_size(self.device, n, self.o, self.i)}
+        return {name: (size,) for name, size in sizes.items() if size}
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weights": (self.o, self.i), "bias": (self.o,)}
@@ -87,19 +92,23 @@ class FullyConnected(Dense):
         if n == 1:
             return [device.launch("fc_forward", (self.o, n), n, self.i, self.o,
                                   p["weights"], p["bias"], x, y)]
-        # In dot form, as W is stored. On a 2-core AVX-512 Xeon (PoCL "skylake-avx512") the
-        # outer form on transposed operands, y^T = W x^T, ran at 272-294 GFLOP/s at 64..256 x
-        # 784 x 512 (fastest block) against gemm_dot's 215-242, but with the transposes of x and
-        # y it took 1.04-1.10x gemm_dot's time (chains of launches, medians of 7); y = x W^T on
-        # a transposed W ran at 196-220. W packed into k-major panels of 32 rows (BLIS's
-        # layout: a work-item's 14 x 32 block over 256 values of k a time, the panel's part in
-        # L1 for 8 such blocks, sums waiting in y between parts) ran at 272-296 GFLOP/s at
-        # 512..4096 x 512 x 784 and 1024^3 against gemm_dot's 250-264, taking turns, but with
-        # the packing launch (157-454 us at 512 x 784, 1.1 ms at 1024^2) at 0.94-1.08x its
-        # rate, and MNIST's evaluate 1.01-1.15x as long (median 1.05); each work-item packing
-        # its own panel in private memory, 0.58-0.96x.
+        # In dot form, as W is stored, but from PANEL_ROWS rows and blocks.WIDE outputs on CPUs
+        # of 16-float vectors (gemm.panel_size): there W is packed into k-major panels of 4 VW
+        # rows (gemm_pack_panels, VW x VW blocks transposed in registers), then gemm_panels
+        # sums from them. Taking turns in one process on a 2-core AVX-512 Xeon (PoCL
+        # "skylake-avx512"), float32, packing included, against gemm_dot's tuned block: 1024^3
+        # 0.81x the time (264 GFLOP/s against 215), 4096 / 1024 / 512 x 512 x 784 0.79x /
+        # 0.83x / 0.89x; float64 0.77-0.91x; at 10 outputs 1.8-2.5x (a panel mostly padding).
+        # MNIST's evaluate over 10k samples, profiled: the first layer's products 33.8-35.6 ms
+        # against 41.5-41.7, the packing 1.3-1.8 ms. (A packing moving values one at a time,
+        # 1.1 ms at 1024^2 against 0.32-0.40 now, had left the panels at 0.94-1.08x gemm_dot's
+        # rate.) The outer form on transposed operands, y^T = W x^T, ran at 272-294 GFLOP/s at
+        # 64..256 x 784 x 512 (fastest block) against gemm_dot's 215-242, but with the
+        # transposes of x and y it took 1.04-1.10x gemm_dot's time (chains of launches,
+        # medians of 7).
         return gemm_forward(device, n, self.o, self.i, x, p["weights"], p["bias"], y,
-                            k_splits(device, n, self.o, self.i), buffers.get("parts"), relu)
+                            k_splits(device, n, self.o, self.i), buffers.get("parts"), relu,
+                            buffers.get("panels"))
 
     def update_fused(self, n: int) -> bool:
         """Whether `n` rows' step moves the weights in their gradient's GEMM (`backward` with
