@@ -442,11 +442,11 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
     assert blocks.block(device, "gemm_dot", (512, 512, 512, 8)) == first  # a sum of products
     assert blocks.block(device, "gemm_outer", (1024, 1024, 1024, 1, 1)) == \
         blocks.FORMS["gemm_outer"][0]
-    # FullyConnected's forward: below PANEL_ROWS rows gemm_dot (at WIDE_DEFAULT, 2^28 terms);
-    # from them, gemm_panels at its form's first (this fixture's panel_size aside)
+    # FullyConnected's forward: below PANEL_ROWS rows gemm_dot (at WIDE_DEFAULT, over 2^27
+    # terms); from them, gemm_panels at its form's first (this fixture's panel_size aside)
     monkeypatch.setattr(fully_connected, "panel_size", panel_size)
     monkeypatch.setattr(device, "narrow", False)
-    net = Network([FullyConnected(2048, blocks.WIDE)], input=D1(2048), device=device, seed=1)
+    net = Network([FullyConnected(4096, blocks.WIDE)], input=D1(4096), device=device, seed=1)
     for rows, names in ((PANEL_ROWS - 1, [blocks.kernel_name("gemm_dot", blocks.WIDE_DEFAULT)]),
                         (PANEL_ROWS, ["gemm_pack_panels", blocks.kernel_name(
                             "gemm_panels", blocks.FORMS["gemm_panels"][0])])):

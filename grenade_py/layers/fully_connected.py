@@ -97,8 +97,10 @@ class FullyConnected(Dense):
         # rows (gemm_pack_panels, VW x VW blocks transposed in registers), then gemm_panels
         # sums from them. Taking turns in one process on a 2-core AVX-512 Xeon (PoCL
         # "skylake-avx512"), float32, packing included, against gemm_dot's tuned block: 1024^3
-        # 0.81x the time (264 GFLOP/s against 215), 4096 / 1024 / 512 x 512 x 784 0.79x /
-        # 0.83x / 0.89x; float64 0.77-0.91x; at 10 outputs 1.8-2.5x (a panel mostly padding).
+        # 0.81x the time (264 GFLOP/s against 215), 4096 / 1024 / 512 / 256 x 512 x 784 0.79x /
+        # 0.83x / 0.89x / 1.03x (inside MNIST's training steps the panels gain at 256 rows:
+        # see gemm.PANEL_ROWS); float64 0.77-0.91x; at 10 outputs 1.8-2.5x (a panel mostly
+        # padding).
         # MNIST's evaluate over 10k samples, profiled: the first layer's products 33.8-35.6 ms
         # against 41.5-41.7, the packing 1.3-1.8 ms. (A packing moving values one at a time,
         # 1.1 ms at 1024^2 against 0.32-0.40 now, had left the panels at 0.94-1.08x gemm_dot's
