@@ -6,10 +6,9 @@ kernels/convolution.cl): gemm_dot (FullyConnected's forward, LSTM's input delta)
 outputs per work-item, gemm_panels (FullyConnected's forward from W's panels, on wide CPUs
 from gemm.PANEL_ROWS rows) in RM rows x CV vectors of a panel's 4, gemm_outer (the weight
 gradients and input deltas, the recurrent input GEMM, a strided convolution's input delta) in
-RM rows x CV vectors, gemm_outer_update (a
-FullyConnected weight gradient that steps the weights: `Step.descend`) in the same blocks,
-conv_forward in FM filters
-x PV vectors of positions, conv_kernel_gradient in RM patch entries x FN filters,
+RM rows x CV vectors, gemm_outer_update (a FullyConnected weight gradient that steps the
+weights: `Step.descend`) in the same blocks, conv_forward in FM filters x PV vectors of
+positions, conv_kernel_gradient in RM patch entries x FN filters,
 conv_input_delta (a stride-1 convolution's input delta where output rows are not whole vectors
 of 8: gemm_outer's blocks, then col2im) in RM rows x CV vectors; each runs in a few work-group
 shapes. The local-memory tiled GEMMs of GPUs (kernels/gemm_tiled.cl:
