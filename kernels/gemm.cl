@@ -298,8 +298,8 @@ typedef uint16 maskv;
 
 // v[i][l] <-> v[l][i]: a VW x VW block transposed in registers, by swapping the off-diagonal
 // d x d blocks of each 2d x 2d block, d = VW / 2 .. 1 (shuffle2: lane l of (a, b) is a's
-// l-th or b's (l - VW)-th; ~2 shuffles per VW values a stage, where moving the values
-// one at a time through private memory took 1.6x the packing's time).
+// l-th or b's (l - VW)-th): one shuffle per vector a stage. (Moving the values one at a time
+// through private memory, the packing took 1.6x as long at 1024^2.)
 void gemm_transpose_block(realv v[VW]) {
     #pragma unroll
     for (int d = VW / 2; d > 0; d /= 2) {
