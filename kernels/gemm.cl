@@ -340,6 +340,19 @@ kernel void gemm_pack_panels(int N, int K, global const REAL *B, int b_n, global
     }
 }
 
+// B (K, N) row-major, rows b_k apart, as panels of its PANEL-column strips, Bp[(p K + k)
+// PANEL + w] = B[k b_k + p PANEL + w], N a multiple of PANEL: gemm_outer's B over the batch of
+// panels (FullyConnected's input delta where W's rows lie 4 KiB apart: `gemm.outer_panels`).
+// global size (K, N / PANEL)
+kernel void gemm_copy_panels(int K, global const REAL *B, int b_k, global REAL *Bp) {
+    const int k = get_global_id(0), p = get_global_id(1);
+    if (k >= K) return;
+    global const REAL *row = B + (size_t)k * b_k + p * PANEL;
+    global REAL *out = Bp + ((size_t)p * K + k) * PANEL;
+    #pragma unroll
+    for (int c = 0; c < 4; ++c) VSTORE(VLOAD(c, row), c, out);
+}
+
 // template $RM $CV: 6 4, 5 4, 4 4, 12 2, 8 2, 6 2
 // C = A B^T + bias from B's panels (gemm_pack_panels), C having `columns` columns: gemm_outer's
 // sums (GEMM_OUTER_SUMS over the block's panel, A's rows contiguous), then + bias[n]. A

@@ -2,10 +2,11 @@
 `oclgrind --data-races`: both GEMM forms, the fused per-example loop in its one-lane and
 coalesced (GPU) forms and for several networks at once (train_many), run_net's one-sample
 loop, convolution (its one-launch input deltas too, and a GPU's kernel gradient in chunks),
-FullyConnected's forward in parts of k (a GPU's) and from panels of W, its weights stepped in
-their gradient's GEMM, col2im, pooling, the recurrent scans and updates (ordered and summed,
-clipped, through ConcatRecurrent), the fused window loop, Dropout, BatchNorm, the activations,
-the losses, every optimiser and the benchmark's peak kernel."""
+FullyConnected's forward in parts of k (a GPU's) and from panels of W, its input delta from W's
+column strips, its weights stepped in their gradient's GEMM, col2im, pooling, the recurrent
+scans and updates (ordered and summed, clipped, through ConcatRecurrent), the fused window loop,
+Dropout, BatchNorm, the activations, the losses, every optimiser and the benchmark's peak
+kernel."""
 import numpy as np
 
 import grenade_py as g
@@ -87,6 +88,16 @@ def main() -> None:
                 g.fit(packed, g.SGD(0.01), rng.normal(size=(5, 19)), rng.uniform(size=(5, 3)),
                       batch_size=5, epochs=1)
                 fully_connected.panel_size = panelled
+                # and an input delta from W's column strips (gemm_copy_panels), forced: 64
+                # inputs (one float32 panel, two float64 ones), a Relu below in its launch
+                outer = fully_connected.outer_panel_size
+                fully_connected.outer_panel_size = lambda device, m, n, k: \
+                    k * n if n == 64 else 0
+                strips = g.Network([g.FullyConnected(5, 64), g.Relu(), g.FullyConnected(64, 9),
+                                    g.Logit()], input=g.D1(5), device=d, seed=1)
+                g.fit(strips, g.SGD(0.01), rng.normal(size=(5, 5)), rng.uniform(size=(5, 9)),
+                      batch_size=5, epochs=1)
+                fully_connected.outer_panel_size = outer
             # A stride-1 convolution's input delta: one launch, a work-group per sample
             # (registers; 24 positions: a vector moved back), or two (tiled).
             pair = g.Network([g.Convolution(1, 2, 2, 3, 1, 1), g.Convolution(2, 3, 3, 2, 1, 1)],

@@ -14,8 +14,10 @@ from grenade_py.gemm import (
     gemm_dot,
     gemm_forward,
     gemm_outer,
+    gemm_outer_panels,
     gemm_outer_update,
     gemm_transpose_sums,
+    outer_panel_size,
     panel_size,
     vector_width,
 )
@@ -322,6 +324,59 @@ def test_a_batch_of_panel_rows_runs_from_panels(device, rng):
     p = net.get_parameters()[0]
     np.testing.assert_allclose(run_net(net, x), x @ p["weights"].T + p["bias"],
                                **tolerance(device, terms=33))
+
+
+@pytest.mark.parametrize(("m", "panels", "k"), [(1, 1, 1), (3, 2, 5), (17, 3, 33)])
+def test_gemm_outer_from_panels_is_gemm_outer(device, rng, m, panels, k):
+    """gemm_outer over B's column strips copied into panels (gemm_copy_panels; FullyConnected's
+    input delta where W is large: `outer_panel_size`), B's rows further apart than its width,
+    A read through strides, with and without a Relu's input: gemm_outer's bits, numpy's
+    values."""
+    device = _form_device(device.precision, "registers")
+    n = panels * 4 * vector_width(device)
+    a, b = rng.normal(size=(k, m)), rng.normal(size=(k, n + 3))  # A read transposed
+    y = device.to_device(rng.normal(size=(m, n)))
+    ad, bd = device.to_device(a), device.to_device(b)
+    for relu in (None, y):
+        got, want = device.zeros((m, n)), device.zeros((m, n))
+        for launch in gemm_outer_panels(device, m, n, k, ad, 1, m, bd, n + 3, got,
+                                        device.zeros((k * n,)), relu):
+            run(device, launch)
+        run(device, gemm_outer(device, m, n, k, ad, 1, m, bd, want, b_k=n + 3, relu=relu))
+        np.testing.assert_array_equal(got.get(), want.get())
+        product = a.T @ b[:, :n]
+        np.testing.assert_allclose(got.get(), product if relu is None else
+                                   np.where(y.get() > 0, product, 0),
+                                   **tolerance(device, terms=k))
+
+
+def test_a_large_layers_input_delta_runs_from_panels(device, rng):
+    """FullyConnected's input delta through a layer of 1024 inputs and 512 outputs (W of 2 MiB
+    in float32) over 32 rows runs from W's panels on a CPU of 16-float vectors
+    (`outer_panel_size`), its Relu below in the launch, with numpy's values, and its forward
+    still as gemm_dot; a smaller W, fewer rows or inputs not whole panels as one gemm_outer."""
+    from grenade_py import D1, FullyConnected, Network, Relu, execution, run_gradient, run_network
+
+    net = Network([FullyConnected(3, 1024), Relu(), FullyConnected(1024, 512)], input=D1(3),
+                  device=device, seed=1)
+    wide = device.gemm == "registers" and not device.narrow
+    assert bool(outer_panel_size(device, 32, 1024, 512)) == wide
+    assert not outer_panel_size(device, 31, 1024, 512)
+    assert not outer_panel_size(device, 32, 1024, 128)  # 1 MiB in float64
+    assert not outer_panel_size(device, 32, 1000, 512)
+    step = execution.Step(net, 32, input_delta=True)
+    names = [launch.kernel.function_name for launch in step.backward_launches()]
+    assert ("gemm_copy_panels" in names) == wide
+    # (the forward shares the panels' buffer, but below PANEL_ROWS rows runs as gemm_dot)
+    assert "gemm_pack_panels" not in [launch.kernel.function_name
+                                      for launch in step.forward_launches(True)]
+    x, dy = rng.normal(size=(32, 3)), rng.normal(size=(32, 512))
+    tapes, _ = run_network(net, x)
+    _, dx = run_gradient(net, tapes, dy)
+    first, second = net.get_parameters()[0], net.get_parameters()[2]
+    hidden = x @ first["weights"].T + first["bias"]
+    want = np.where(hidden > 0, dy @ second["weights"], 0) @ first["weights"]
+    np.testing.assert_allclose(dx, want, **tolerance(device, terms=1024))
 
 
 @pytest.mark.parametrize("p", [1, 3, 8, 17, 31, 40, 257])

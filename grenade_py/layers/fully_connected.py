@@ -8,9 +8,11 @@ from grenade_py.device import Launch
 from grenade_py.gemm import (
     gemm_forward,
     gemm_outer,
+    gemm_outer_panels,
     gemm_outer_update,
     gemm_transpose_sums,
     k_splits,
+    outer_panel_size,
     panel_size,
     vector_width,
 )
@@ -43,13 +45,15 @@ class FullyConnected(Dense):
         fc_backward_input, fc_backward_weights (kernels/fully_connected.cl; under
         `update_fused`, gemm_transpose_sums and gemm_outer_update instead); batches: the
         register-blocked GEMMs gemm_dot (y = x W^T + b; from PANEL_ROWS rows, gemm_panels from
-        W packed by gemm_pack_panels) and gemm_outer (dW = dy^T x, dx = dy W) and
-        gemm_transpose_sums (db, and dy^T for dW) of kernels/gemm.cl.
+        W packed by gemm_pack_panels) and gemm_outer (dW = dy^T x, dx = dy W; dx from W's
+        column strips copied by gemm_copy_panels where W is large: `gemm.outer_panel_size`)
+        and gemm_transpose_sums (db, and dy^T for dW) of kernels/gemm.cl.
     Buffers: `dy_t` (o, n), dy transposed (in training: batches of n > 1, and one row whose
         weights step in their GEMM, `update_fused`); on GPUs `parts`
         (splits, n, o), the forward's sums over parts of the inputs (`gemm.k_splits`), added
         up in order by gemm_sum_chunks; `panels`, W packed for the forward where
-        `gemm.panel_size` says.
+        `gemm.panel_size` says, and for the input delta where `gemm.outer_panel_size` says
+        (one buffer: the forward is done with it by then).
     A Relu next to it runs in its launches where `relu_fused` says (a Series asks): one after
     it in the forward's gemm_dot, one before it in the input delta's gemm_outer; the same bits
     as the Relu's own launches, one launch less each way. MNIST's MLP at batch 256 on a 2-core
@@ -63,8 +67,12 @@ class FullyConnected(Dense):
     """
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
-        return ({"dy_t": (self.o, n)} if n > 1 or self.update_fused(n) else {}) | \
-            self.inference_buffers(n)
+        own = self.inference_buffers(n)
+        # The input delta's panels (gemm.outer_panel_size) reuse the forward's buffer.
+        panels = max(own.get("panels", (0,))[0], outer_panel_size(self.device, n, self.i,
+                                                                  self.o))
+        return ({"dy_t": (self.o, n)} if n > 1 or self.update_fused(n) else {}) | own | \
+            ({"panels": (panels,)} if panels else {})
 
     def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         splits = k_splits(self.device, n, self.o, self.i) if n > 1 else 1
@@ -110,7 +118,7 @@ class FullyConnected(Dense):
         # medians of 7).
         return gemm_forward(device, n, self.o, self.i, x, p["weights"], p["bias"], y,
                             k_splits(device, n, self.o, self.i), buffers.get("parts"), relu,
-                            buffers.get("panels"))
+                            buffers["panels"] if panel_size(device, n, self.o, self.i) else None)
 
     def update_fused(self, n: int) -> bool:
         """Whether `n` rows' step moves the weights in their gradient's GEMM (`backward` with
@@ -133,7 +141,7 @@ class FullyConnected(Dense):
         if n == 1 and not update:
             return [device.launch("fc_backward_weights", (self.i + 1, self.o), n, self.i,
                                   self.o, x, dy, g["weights"], g["bias"])
-                    ] + self.input_delta(n, dy, dx, relu)
+                    ] + self.input_delta(n, dy, dx, relu, buffers)
         # (x copied into strips of 32 columns, each strip's rows contiguous, ran dW 1.05x as
         # fast at batch 128 and 1.21x at 256 on a 2-core Ice Lake Xeon, before the copy's
         # cost: at most ~4% of an MLP's epoch, so not done. dW^T = x^T dy, x read through its
@@ -145,7 +153,7 @@ class FullyConnected(Dense):
                    if update else gemm_outer(device, self.o, self.i, n, dy_t, n, 1, x,
                                              g["weights"]))
         return [gemm_transpose_sums(device, n, self.o, dy, dy_t, g["bias"]),
-                *self.input_delta(n, dy, dx, relu), weights]
+                *self.input_delta(n, dy, dx, relu, buffers), weights]
 
     def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                           dy: cl_array.Array, dx: cl_array.Array | None, buffers: Buffers,
@@ -153,12 +161,15 @@ class FullyConnected(Dense):
                           update: bool = False) -> list[Launch]:
         if gradients:
             return self.backward(steps * batch, x, y, dy, dx, buffers, relu, update)
-        return self.input_delta(steps * batch, dy, dx, relu)
+        return self.input_delta(steps * batch, dy, dx, relu, buffers)
 
     def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array | None,
-                    relu: cl_array.Array | None = None) -> list[Launch]:
-        """The launch writing dx = dy W (n rows), none if dx is None. With `relu` (where
-        `relu_fused`), the input of a Relu before this layer, whose input delta dx then is."""
+                    relu: cl_array.Array | None = None, buffers: Buffers | None = None
+                    ) -> list[Launch]:
+        """The launches writing dx = dy W (n rows), none if dx is None: one gemm_outer, or
+        from W's column strips copied into `panels` (of `buffers`) where
+        `gemm.outer_panel_size` says. With `relu` (where `relu_fused`), the input of a Relu
+        before this layer, whose input delta dx then is."""
         assert relu is None or self.relu_fused(n), "the Relu runs in batches' GEMMs only"
         w, device = self.parameters["weights"], self.device
         if dx is None:
@@ -166,6 +177,9 @@ class FullyConnected(Dense):
         if n == 1:
             return [device.launch("fc_backward_input", (self.i, n), n, self.i, self.o, w, dy,
                                   dx)]
+        if outer_panel_size(device, n, self.i, self.o) and buffers is not None:
+            return gemm_outer_panels(device, n, self.i, self.o, dy, self.o, 1, w, self.i, dx,
+                                     buffers["panels"], relu)
         return [gemm_outer(device, n, self.i, self.o, dy, self.o, 1, w, dx, relu=relu)]
 
     def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
