@@ -115,13 +115,18 @@ def k_splits(device: Device, m: int, n: int, k: int) -> int:
 PANEL_ROWS = 256
 
 
+def _panels_run(device: Device) -> bool:
+    """Whether products run from panels on `device` where their shapes ask: the
+    register-blocked form on CPUs of 16-float vectors (where they were measured)."""
+    return device.gemm == "registers" and not device.gpu and not device.narrow
+
+
 def panel_size(device: Device, m: int, n: int, k: int) -> int:
     """The values of the panels (`gemm_pack_panels`) that C (m, n) = A (m, k) B (n, k)^T runs
     from on `device` (B's n rows rounded up to whole panels of 4 VW, times k), or 0 where it
     runs as gemm_dot: fewer than PANEL_ROWS rows or blocks.WIDE outputs, CPUs of narrower
     vectors, GPUs."""
-    if device.gemm != "registers" or device.gpu or device.narrow or m < PANEL_ROWS or \
-            n < blocks.WIDE:
+    if not _panels_run(device) or m < PANEL_ROWS or n < blocks.WIDE:
         return 0
     panel = 4 * vector_width(device)
     return _blocks(n, panel) * panel * k
@@ -200,8 +205,7 @@ def outer_panel_size(device: Device, m: int, n: int, k: int) -> int:
     """The values of the panels that C (m, n) = A B (k, n) runs from on `device`
     (`gemm_outer_panels`), or 0 where it runs as one gemm_outer: B under OUTER_PANEL_BYTES, n
     not whole panels, fewer than OUTER_PANEL_ROWS rows, CPUs of narrower vectors, GPUs."""
-    if device.gemm != "registers" or device.gpu or device.narrow or m < OUTER_PANEL_ROWS or \
-            n % (4 * vector_width(device)) or \
+    if not _panels_run(device) or m < OUTER_PANEL_ROWS or n % (4 * vector_width(device)) or \
             k * n * np.dtype(device.dtype).itemsize < OUTER_PANEL_BYTES:
         return 0
     return k * n

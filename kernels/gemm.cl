@@ -342,7 +342,7 @@ kernel void gemm_pack_panels(int N, int K, global const REAL *B, int b_n, global
 
 // B (K, N) row-major, rows b_k apart, as panels of its PANEL-column strips, Bp[(p K + k)
 // PANEL + w] = B[k b_k + p PANEL + w], N a multiple of PANEL: gemm_outer's B over the batch of
-// panels (FullyConnected's input delta where W's rows lie 4 KiB apart: `gemm.outer_panels`).
+// panels (FullyConnected's input delta where W is large: `gemm.gemm_outer_panels`).
 // global size (K, N / PANEL)
 kernel void gemm_copy_panels(int K, global const REAL *B, int b_k, global REAL *Bp) {
     const int k = get_global_id(0), p = get_global_id(1);

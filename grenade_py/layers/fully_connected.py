@@ -141,7 +141,7 @@ class FullyConnected(Dense):
         if n == 1 and not update:
             return [device.launch("fc_backward_weights", (self.i + 1, self.o), n, self.i,
                                   self.o, x, dy, g["weights"], g["bias"])
-                    ] + self.input_delta(n, dy, dx, relu, buffers)
+                    ] + self.input_delta(n, dy, dx, buffers, relu)
         # (x copied into strips of 32 columns, each strip's rows contiguous, ran dW 1.05x as
         # fast at batch 128 and 1.21x at 256 on a 2-core Ice Lake Xeon, before the copy's
         # cost: at most ~4% of an MLP's epoch, so not done. dW^T = x^T dy, x read through its
@@ -153,7 +153,7 @@ class FullyConnected(Dense):
                    if update else gemm_outer(device, self.o, self.i, n, dy_t, n, 1, x,
                                              g["weights"]))
         return [gemm_transpose_sums(device, n, self.o, dy, dy_t, g["bias"]),
-                *self.input_delta(n, dy, dx, relu, buffers), weights]
+                *self.input_delta(n, dy, dx, buffers, relu), weights]
 
     def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                           dy: cl_array.Array, dx: cl_array.Array | None, buffers: Buffers,
@@ -161,11 +161,10 @@ class FullyConnected(Dense):
                           update: bool = False) -> list[Launch]:
         if gradients:
             return self.backward(steps * batch, x, y, dy, dx, buffers, relu, update)
-        return self.input_delta(steps * batch, dy, dx, relu, buffers)
+        return self.input_delta(steps * batch, dy, dx, buffers, relu)
 
     def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array | None,
-                    relu: cl_array.Array | None = None, buffers: Buffers | None = None
-                    ) -> list[Launch]:
+                    buffers: Buffers, relu: cl_array.Array | None = None) -> list[Launch]:
         """The launches writing dx = dy W (n rows), none if dx is None: one gemm_outer, or
         from W's column strips copied into `panels` (of `buffers`) where
         `gemm.outer_panel_size` says. With `relu` (where `relu_fused`), the input of a Relu
@@ -177,7 +176,7 @@ class FullyConnected(Dense):
         if n == 1:
             return [device.launch("fc_backward_input", (self.i, n), n, self.i, self.o, w, dy,
                                   dx)]
-        if outer_panel_size(device, n, self.i, self.o) and buffers is not None:
+        if outer_panel_size(device, n, self.i, self.o):
             return gemm_outer_panels(device, n, self.i, self.o, dy, self.o, 1, w, self.i, dx,
                                      buffers["panels"], relu)
         return [gemm_outer(device, n, self.i, self.o, dy, self.o, 1, w, dx, relu=relu)]
