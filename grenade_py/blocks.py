@@ -308,6 +308,22 @@ def block(device: Device, form: str, shape: Block) -> Block:
     return default(device, form, shape)
 
 
+#: Choices between two ways of running a layer that give the same bits, which the tuner makes
+#: per launch shape by timing training steps each way (`tune.tune_choices`), kept in the table
+#: as [1] (the first way) or [0]: "update_fused", a FullyConnected layer's weights (o, i)
+#: stepped over n rows in their gradient's GEMM or by the update after it
+#: (`FullyConnected.update_fused`). Untuned, each takes its rule's answer. (The forward from
+#: panels of W, or from W in place, is no such choice: the two sum in different orders.)
+CHOICES = ("update_fused",)
+
+
+def chosen(device: Device, name: str, shape: Block, rule: bool) -> bool:
+    """Whether `device` runs choice `name` at `shape` the first way: as the tuner chose, else
+    as `rule` says."""
+    kept = table(device).get(name, {}).get(",".join(map(str, shape)))
+    return bool(kept[0]) if kept in ([0], [1]) else rule
+
+
 def big_tiles(device: Device, shape: Block) -> int:
     """The BIG_TILE tiles of a product of shape (m, n, ...) on a GPU where BIG_TILE fits and m
     and n are each at least its side (none of its rows or columns idle); else 0."""

@@ -132,6 +132,9 @@ class Step:
         self.rows = rows = steps * batch
         #: The boundary whose delta the loss writes: the output, or the logits.
         self.top = loss.top(net)
+        #: The layers whose weights `descend` steps in their gradients' GEMMs, fixed here (the
+        #: tuner's later choices are for the Steps built after them).
+        self.stepped = [] if self.recurrent or inference else net.update_fused(self.top, rows)
         out = (rows, *shapes[-1].dims)
         wanted = (net.inference_buffers(rows) | {f"a{last}": out} if inference else
                   net.sequence_buffers(steps, batch) | {f"a{last}": out, f"d{last}": out})
@@ -224,7 +227,8 @@ class Step:
                                                          self.target, mask, top_delta)]
             self._backward[update] += self.net.backward_below(
                 self.top, self.steps, self.batch, self.input, self.output, top_delta,
-                self.deltas[0], self.buffers, gradients=not self.recurrent, update=update)
+                self.deltas[0], self.buffers, gradients=not self.recurrent,
+                stepped=self.stepped if update else ())
         return self._backward[update]
 
     def backward(self, scale: float | None = None, ordered: bool = False,
@@ -242,12 +246,11 @@ class Step:
     def descend(self, optimizer: Optimizer, scale: float | None = None,
                 measure: list[Launch] | None = None, ordered: bool = False) -> None:
         """`backward` then `update` under `optimizer`, the same values in fewer passes over
-        memory: the layers of `Series.update_fused` step their weights where their gradients'
-        GEMMs form the gradient (gemm.gemm_outer_update), which is not stored (the flat buffer
+        memory: the layers `stepped` step their weights where their gradients' GEMMs form the
+        gradient (gemm.gemm_outer_update), which is not stored (the flat buffer
         keeps no gradient of theirs), and the update steps the rest. Not in a recurrent Step,
         nor where the optimiser clips (the norm needs the whole gradient first)."""
-        stepped = [] if self.recurrent or optimizer.clip_norm is not None else \
-            self.net.update_fused(self.top, self.rows)
+        stepped = [] if optimizer.clip_norm is not None else self.stepped
         if not stepped:
             self.backward(scale, ordered, measure)
             self.update(optimizer, ordered)

@@ -4,9 +4,13 @@ of the MNIST networks (see grenade_py/blocks.py); later runs, in any process, us
 in the user's cache folder."""
 from __future__ import annotations
 
+import contextlib
 import os
+import statistics
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 
 import click
@@ -17,9 +21,11 @@ from grenade_py.blocks import label, record_path
 from grenade_py.cli import device_options, open_device, user_errors
 from grenade_py.device import Device
 from grenade_py.execution import Step
+from grenade_py.layers.fully_connected import FullyConnected
 from grenade_py.losses import LOSSES
 from grenade_py.mnist import ARCHS, mnist_network
 from grenade_py.network import Network
+from grenade_py.optimizers import SGD
 
 #: The most processes `compile_ahead` compiles in.
 COMPILERS = 8
@@ -93,6 +99,96 @@ def tune_network(net: Network, n: int, loss: str = "cross_entropy",
     return blocks.tune_sites(net.device, sites, repeats, step=training)
 
 
+@dataclass
+class Choice:
+    """One of blocks.CHOICES made for a launch shape: the training step's median seconds the
+    first way and the other, and which was kept."""
+    name: str
+    shape: blocks.Block
+    first_s: float
+    other_s: float
+    first: bool
+
+
+@contextlib.contextmanager
+def _choosing(device: Device, name: str, shape: blocks.Block, first: bool) -> Iterator[None]:
+    """Choice `name` at `shape` taken the first way or not while inside; as before after."""
+    shapes = blocks.table(device).setdefault(name, {})
+    key, before = ",".join(map(str, shape)), shapes.get(",".join(map(str, shape)))
+    shapes[key] = [int(first)]
+    try:
+        yield
+    finally:
+        if before is None:
+            del shapes[key]
+        else:
+            shapes[key] = before
+
+
+def choice_points(net: Network, n: int) -> list[tuple[str, blocks.Block]]:
+    """The choices (blocks.CHOICES) that change a training step of `net` over `n` rows on its
+    device: each FullyConnected layer's weights' step in their gradient's GEMM, where it can
+    run there."""
+    device = net.device
+    found: list[tuple[str, blocks.Block]] = []
+    for _, layer, _ in net.nodes(net.input_shape):
+        if isinstance(layer, FullyConnected):
+            shape = (layer.o, layer.i, n)
+            with _choosing(device, "update_fused", shape, True):
+                if layer.update_fused(n):
+                    found.append(("update_fused", shape))
+    return found
+
+
+#: Rounds of `tune_choices`' timings per round of the blocks' (3 steps each way a round; at
+#: MNIST's MLP at batch 256 on a 2-core EPYC, 0.3 s a choice in 15 rounds). The first way of
+#: a choice (the one it takes untuned) is kept unless the other's score is CHOICE_MARGIN lower:
+#: on a 2-core AVX-512 EPYC the MLP's steps at batch 256 took 2.36 ms with the weights stepped
+#: in the GEMM and 2.34 without, but its epochs, taking turns (20 pairs), 0.99x as long with
+#: (faster in 14); at batch 32, 416 us against 385, epochs 1.06x (faster in 3 of 20).
+CHOICE_ROUNDS, CHOICE_MARGIN = 3, 0.02
+
+
+def tune_choices(net: Network, n: int, tuned: list[blocks.Tuned], loss: str = "cross_entropy",
+                 repeats: int = 5) -> list[Choice]:
+    """Make each choice of `choice_points` for a training step of `net` over `n` rows: a Step
+    built each way (the blocks of launch shapes not among `tuned` tuned first, as
+    `tune_network` does), then their steps (forward, and `descend` under SGD) timed taking
+    turns in CHOICE_ROUNDS x `repeats` rounds; the way of the lower median of its time over
+    the round's mean (by CHOICE_MARGIN, to leave the first way) is kept in the device's table
+    and the cache file. Steps built afterwards take it; the network's parameters are as
+    before, its momentum zeroed."""
+    device, made = net.device, []
+    kept = net.get_parameters()
+    done = {(row.form, row.shape) for row in tuned}
+    rng = np.random.default_rng(0)
+    for name, shape in choice_points(net, n):
+        runs = {}
+        for first in (True, False):
+            with _choosing(device, name, shape, first):
+                step, sites = training_sites(net, n, loss)
+            step.input.set(rng.uniform(size=step.input.shape).astype(device.dtype))
+            step.target.set(np.full(step.target.shape, 1 / np.prod(step.target.shape[1:]),
+                                    device.dtype))
+            new = [site for site in sites if (site[0], site[1]) not in done]
+            done |= {(site[0], site[1]) for site in new}
+            blocks.tune_sites(device, new, repeats)
+            runs[first] = lambda step=step: (step.forward(True), step.descend(SGD(0.01), 1 / n))
+        rounds = [{first: blocks.seconds(device, run, 3) for first, run in runs.items()}
+                  for _ in range(CHOICE_ROUNDS * repeats)]
+        score = {first: statistics.median(r[first] / (r[True] + r[False]) for r in rounds)
+                 for first in runs}
+        first = score[False] * (1 + CHOICE_MARGIN) >= score[True]
+        blocks.table(device).setdefault(name, {})[",".join(map(str, shape))] = [int(first)]
+        made.append(Choice(name, shape, statistics.median(r[True] for r in rounds),
+                           statistics.median(r[False] for r in rounds), first))
+    net.set_parameters(kept)
+    if made and (problem := blocks.save(device)) is not None:
+        blocks.log.warning("the tuned choices are used in this process but could not be "
+                           "kept: %s", problem)
+    return made
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--arch", "archs", default="mlp,lenet,bn", show_default=True,
               help="The MNIST architectures (python -m grenade_py.mnist --arch) whose training "
@@ -142,6 +238,12 @@ def main(archs: str, batches: str, repeats: int, device_spec: str | None,
                                f"{row.default_s * 1e6:6.0f} us "
                                f"{label(row.form, row.best):>32s} "
                                f"{row.best_s * 1e6:6.0f} us {row.default_s / row.best_s:5.2f}x")
+                for c in tune_choices(mnist_network(arch, device, seed=1), n, rows,
+                                      repeats=repeats):
+                    where = f"{arch} b{n} {','.join(map(str, c.shape))}"
+                    click.echo(f"{where:24s} {c.name:>21s}: a step {c.first_s * 1e6:6.0f} us "
+                               f"with, {c.other_s * 1e6:6.0f} us without: "
+                               f"{'with' if c.first else 'without'}")
         click.echo(f"tuned in {time.perf_counter() - start:.1f} s; kept in {record_path()}")
 
 

@@ -31,7 +31,7 @@ from grenade_py.gemm import PANEL_ROWS, gemm_dot, panel_size
 from grenade_py.layers import fully_connected
 from grenade_py.losses import SQUARED_ERROR
 from grenade_py.optimizers import LearningParameters
-from grenade_py.tune import tune_network
+from grenade_py.tune import choice_points, tune_choices, tune_network
 
 
 @pytest.fixture(autouse=True)
@@ -115,6 +115,38 @@ def test_tuned_blocks_persist_and_later_launches_take_them(tmp_path, monkeypatch
     again = Device(gemm="registers")
     assert blocks.block(again, "gemm_dot", (7, 17, 12, 1)) == \
         blocks.default(again, "gemm_dot", (7, 17, 12, 1))
+
+
+def test_the_tuner_chooses_where_the_weights_step(tmp_path, monkeypatch):
+    """Scripted timings: training steps that step the weights after their gradient's GEMM (the
+    two passes) are the faster. tune_choices keeps that for each layer that could step them in
+    the GEMM, in the table and the file; Steps built afterwards run the two passes, one built
+    before keeps its own launches; the network's parameters are as they were."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    device = Device(gemm="registers")
+    net = convnet(device)
+    points = [("update_fused", (layer.o, layer.i, 7)) for layer in net.layers
+              if isinstance(layer, FullyConnected) and layer.update_fused(7)]
+    assert points and choice_points(net, 7) == points
+    before, parameters = Step(net, 7, SQUARED_ERROR), net.get_parameters()
+
+    def scripted(_device, run, _calls=5):
+        run()  # a real step, which moves the parameters
+        return 1.0 if run.__defaults__[0].stepped else 0.8
+
+    monkeypatch.setattr(blocks, "seconds", scripted)
+    monkeypatch.setattr(blocks, "tune_sites", lambda *_args, **_kwargs: [])
+    made = tune_choices(net, 7, [], loss="squared_error", repeats=1)
+    assert [(c.name, c.shape, c.first, c.first_s, c.other_s) for c in made] == [
+        (name, shape, False, 1.0, 0.8) for name, shape in points]
+    assert before.stepped and not Step(net, 7, SQUARED_ERROR).stepped
+    kept = json.loads((tmp_path / "grenade_py" / "tuned.json").read_text())
+    assert kept[blocks.identity(device)]["update_fused"] == {
+        ",".join(map(str, shape)): [0] for _, shape in points}
+    for got, want in zip(net.get_parameters(), parameters, strict=True):
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+    assert choice_points(convnet(Device(gemm="tiled")), 7) == []
 
 
 def test_the_tuner_is_not_fooled_by_one_quiet_moment(device, monkeypatch):
@@ -378,6 +410,8 @@ def test_the_tune_command(tmp_path):
     assert run.returncode == 0, run.stderr
     # (on a GPU the forward's k in parts: 5,512,49,16,16)
     assert "mlp b5 5,512," in run.stdout and "gemm_dot_" in run.stdout
+    if Device().gemm == "registers":  # and where the weights step, chosen and kept
+        assert "mlp b5 512,784,5" in run.stdout and "update_fused: a step" in run.stdout
     assert (tmp_path / "grenade_py" / "tuned.json").exists()
     bad = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--arch", "vgg"],
                          capture_output=True, text=True, env=env, timeout=300)

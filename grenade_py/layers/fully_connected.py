@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pyopencl.array as cl_array
 
+from grenade_py import blocks
 from grenade_py.device import Launch
 from grenade_py.gemm import (
     gemm_forward,
@@ -123,11 +124,13 @@ class FullyConnected(Dense):
     def update_fused(self, n: int) -> bool:
         """Whether `n` rows' step moves the weights in their gradient's GEMM (`backward` with
         `update`): the register-blocked GEMMs, at least VW inputs, and UPDATE_FUSED weights,
-        whatever `n`; one row too (a rank-1 gemm_outer_update, the bits of fc_backward_weights
+        whatever `n`, unless the tuner chose the two passes for (o, i, n) (blocks.chosen
+        "update_fused"); one row too (a rank-1 gemm_outer_update, the bits of fc_backward_weights
         and the update's: a train call on one MNIST-MLP example by the layers' kernels took
         0.58x the time, taking turns, and one with Dropout, which has no fused loop, 0.59x)."""
         return self.device.gemm == "registers" and \
-            self.i >= vector_width(self.device) and self.i * self.o >= UPDATE_FUSED
+            self.i >= vector_width(self.device) and self.i * self.o >= UPDATE_FUSED and \
+            blocks.chosen(self.device, "update_fused", (self.o, self.i, n), True)
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers,
@@ -136,7 +139,6 @@ class FullyConnected(Dense):
         `update_fused`): the weights take the optimiser's step in their gradient's GEMM
         (`gemm.gemm_outer_update`, its values set per call), after the input delta has used
         them, and no gradient of theirs is stored."""
-        assert not update or self.update_fused(n), "the update runs in the GEMMs only"
         g, device = self.gradients, self.device
         if n == 1 and not update:
             return [device.launch("fc_backward_weights", (self.i + 1, self.o), n, self.i,

@@ -162,21 +162,22 @@ class Series(Layer):
 
     def update_fused(self, top: int, rows: int) -> list[FullyConnected]:
         """The layers below `top` whose weights take the optimiser's step in their gradient's
-        GEMM over `rows` rows (`backward_below` with `update`; FullyConnected.update_fused)."""
+        GEMM over `rows` rows (`backward_below`'s `stepped`; FullyConnected.update_fused)."""
         return [layer for layer in self.layers[:top]
                 if isinstance(layer, FullyConnected) and layer.update_fused(rows)]
 
     def backward_below(self, top: int, steps: int, batch: int, x: cl_array.Array,
                        y: cl_array.Array, dy: cl_array.Array, dx: cl_array.Array | None,
-                       buffers: Buffers, gradients: bool = True, update: bool = False
-                       ) -> list[Launch]:
+                       buffers: Buffers, gradients: bool = True,
+                       stepped: Sequence[Layer] = ()) -> list[Launch]:
         """The backward pass (through time) of layers top - 1 .. 0, from `dy`, the delta at
         boundary `top` (the output when top is the layer count; the loss may start lower, as
         cross entropy starts at the logits); `gradients` as in Layer.backward_sequence. Without
         `dx`, the layers below the lowest with parameters are left out, and that one computes
         no input delta (as the fused loop does). A Relu below a FullyConnected layer that runs
-        it (`relu_fused`) runs in that layer's input delta. With `update`, the layers of
-        `update_fused` step their weights in their gradients' GEMMs (the values set per call)."""
+        it (`relu_fused`) runs in that layer's input delta. The layers `stepped` (of
+        `update_fused`) step their weights in their gradients' GEMMs (the values set per
+        call)."""
         acts = self.activations(x, y, buffers)
         lowest = 0 if dx is not None else next(
             (i for i, layer in enumerate(self.layers[:top]) if layer.trainable()), top)
@@ -187,7 +188,7 @@ class Series(Layer):
             deltas[lowest] = None  # nothing below it wants its input's delta
         launches, rows = [], steps * batch
         fused = [self.relu_fused(i, i - 1, rows) if i > lowest else None for i in range(top)]
-        updated = {id(layer) for layer in self.update_fused(top, rows)} if update else set()
+        updated = {id(layer) for layer in stepped}
         for i in reversed(range(lowest, top)):
             delta, own, fc, layer = deltas[i + 1], sub(buffers, str(i)), fused[i], self.layers[i]
             assert delta is not None  # only dx may be None
