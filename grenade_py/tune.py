@@ -152,8 +152,8 @@ CHOICE_ROUNDS, CHOICE_MARGIN = 3, 0.02
 def tune_choices(net: Network, n: int, tuned: list[blocks.Tuned], loss: str = "cross_entropy",
                  repeats: int = 5) -> list[Choice]:
     """Make each choice of `choice_points` for a training step of `net` over `n` rows: a Step
-    built each way (the blocks of launch shapes not among `tuned` tuned first, as
-    `tune_network` does), then their steps (forward, and `descend` under SGD) timed taking
+    built each way (the blocks of its launch shapes not among `tuned` tuned first, each
+    alone), then their steps (forward, and `descend` under SGD) timed taking
     turns in CHOICE_ROUNDS x `repeats` rounds; the way of the lower median of its time over
     the round's mean (by CHOICE_MARGIN, to leave the first way) is kept in the device's table
     and the cache file. Steps built afterwards take it; the network's parameters are as
@@ -162,27 +162,30 @@ def tune_choices(net: Network, n: int, tuned: list[blocks.Tuned], loss: str = "c
     kept = net.get_parameters()
     done = {(row.form, row.shape) for row in tuned}
     rng = np.random.default_rng(0)
-    for name, shape in choice_points(net, n):
-        runs = {}
-        for first in (True, False):
-            with _choosing(device, name, shape, first):
-                step, sites = training_sites(net, n, loss)
-            step.input.set(rng.uniform(size=step.input.shape).astype(device.dtype))
-            step.target.set(np.full(step.target.shape, 1 / np.prod(step.target.shape[1:]),
-                                    device.dtype))
-            new = [site for site in sites if (site[0], site[1]) not in done]
-            done |= {(site[0], site[1]) for site in new}
-            blocks.tune_sites(device, new, repeats)
-            runs[first] = lambda step=step: (step.forward(True), step.descend(SGD(0.01), 1 / n))
-        rounds = [{first: blocks.seconds(device, run, 3) for first, run in runs.items()}
-                  for _ in range(CHOICE_ROUNDS * repeats)]
-        score = {first: statistics.median(r[first] / (r[True] + r[False]) for r in rounds)
-                 for first in runs}
-        first = score[False] * (1 + CHOICE_MARGIN) >= score[True]
-        blocks.table(device).setdefault(name, {})[",".join(map(str, shape))] = [int(first)]
-        made.append(Choice(name, shape, statistics.median(r[True] for r in rounds),
-                           statistics.median(r[False] for r in rounds), first))
-    net.set_parameters(kept)
+    try:
+        for name, shape in choice_points(net, n):
+            runs = {}
+            for first in (True, False):
+                with _choosing(device, name, shape, first):
+                    step, sites = training_sites(net, n, loss)
+                step.input.set(rng.uniform(size=step.input.shape).astype(device.dtype))
+                step.target.set(np.full(step.target.shape, 1 / np.prod(step.target.shape[1:]),
+                                        device.dtype))
+                new = [site for site in sites if (site[0], site[1]) not in done]
+                done |= {(site[0], site[1]) for site in new}
+                blocks.tune_sites(device, new, repeats)
+                runs[first] = lambda step=step: (step.forward(True),
+                                                 step.descend(SGD(0.01), 1 / n))
+            rounds = [{first: blocks.seconds(device, run, 3) for first, run in runs.items()}
+                      for _ in range(CHOICE_ROUNDS * repeats)]
+            score = {first: statistics.median(r[first] / (r[True] + r[False]) for r in rounds)
+                     for first in runs}
+            first = score[False] * (1 + CHOICE_MARGIN) >= score[True]
+            blocks.table(device).setdefault(name, {})[",".join(map(str, shape))] = [int(first)]
+            made.append(Choice(name, shape, statistics.median(r[True] for r in rounds),
+                               statistics.median(r[False] for r in rounds), first))
+    finally:
+        net.set_parameters(kept)
     if made and (problem := blocks.save(device)) is not None:
         blocks.log.warning("the tuned choices are used in this process but could not be "
                            "kept: %s", problem)
