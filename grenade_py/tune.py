@@ -1,7 +1,8 @@
 """`python -m grenade_py.tune`: choose the kernels' register blocks (on a GPU, the tiled GEMMs'
 tile shapes and the convolutions' blocks) for this device by timing them on the training steps
-of the MNIST networks (see grenade_py/blocks.py); later runs, in any process, use what it keeps
-in the user's cache folder."""
+of the MNIST networks (see grenade_py/blocks.py), and where FullyConnected weights take their
+step (blocks.CHOICES); later runs, in any process, use what it keeps in the user's cache
+folder."""
 from __future__ import annotations
 
 import contextlib
@@ -205,8 +206,9 @@ def main(archs: str, batches: str, repeats: int, device_spec: str | None,
          precision: str) -> None:
     """Time every register block of the GEMM and convolution kernels (on a GPU, every tile
     shape of the tiled GEMMs) on the training steps of the given networks and batch sizes, on
-    this device, and keep the fastest for each launch shape in the user's cache folder: later
-    runs use them."""
+    this device, and keep the fastest for each launch shape in the user's cache folder, with
+    whether each large FullyConnected layer's weights step in their gradient's GEMM or after
+    it: later runs use them."""
     names = [a.strip() for a in archs.split(",") if a.strip()]
     unknown = [a for a in names if a not in ARCHS]
     if unknown or not names:
