@@ -186,7 +186,8 @@ SETTLE_S = 0.15
 
 
 def interleaved(runs: dict[str, Callable[[], float | None]], repeats: int,
-                settle: bool = False) -> list[tuple[str, float]]:
+                settle: bool = False, ratios: dict[str, float] | None = None
+                ) -> list[tuple[str, float]]:
     """Median seconds of each run over `repeats` rounds after a warm-up round, the runs taking
     turns within a round (the machine's noise falls on all alike), each round starting one run
     further on (on a 2-core EPYC, of four alike MLP epochs at batch 64 taking turns in a fixed
@@ -194,7 +195,9 @@ def interleaved(runs: dict[str, Callable[[], float | None]], repeats: int,
     gives its own time (fit's epoch, from its history); else its wall time counts. With
     `settle` (runs of milliseconds: the GEMMs), each timed run follows a pause of SETTLE_S and
     SETTLE_S of untimed runs of itself, so that neither times the other's spinning threads or
-    the cores waking."""
+    the cores waking. `ratios`, if given, gets the median over the rounds of the first run's
+    time over each other's in the same round, by the other's name: a phase of the machine's
+    noise that slows a round's runs alike divides out."""
     timings: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for turn in range(repeats + 1):  # the first round: the warm-up
@@ -209,6 +212,10 @@ def interleaved(runs: dict[str, Callable[[], float | None]], repeats: int,
             start = time.perf_counter()
             own = run()
             timings[name].append(own if own is not None else time.perf_counter() - start)
+    if ratios is not None:
+        ratios.update({name: statistics.median(
+            a / b for a, b in zip(timings[names[0]][1:], timings[name][1:], strict=True))
+            for name in names[1:]})
     return [(name, statistics.median(times[1:])) for name, times in timings.items()]
 
 
@@ -235,7 +242,10 @@ def bench_mnist(device: Device, data: tuple[np.ndarray, np.ndarray], batch: int,
     if torch is not None:
         runs["pytorch"] = _torch_epoch(torch, _torch_net(torch, MLP_KINDS, net.get_parameters()),
                                        x, y, batch, MLP_LP)
-    rows = interleaved(runs, repeats)
+    ratios: dict[str, float] = {}
+    rows = interleaved(runs, repeats, ratios=ratios)
+    if "pytorch" in ratios:
+        rows.append(("grenade_py / pytorch, by round", ratios["pytorch"]))
     reference = NumpyNetwork(MLP_KINDS, net.get_parameters(), dtype=np.float32)
 
     def numpy_epoch() -> None:
@@ -905,6 +915,7 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
     say(f"\n2. MNIST 784-512-10, one epoch of {len(data[0]):,} examples; {label}; grenade_py's "
         "and PyTorch's epochs taking turns, each with its dataset already on its device")
     say(f"   {'batch':>5s} {'':12s} {'s/epoch':>9s} {'x grenade_py':>13s} {'GFLOP/s':>8s}")
+    by_round = []
     for batch in (32, 64, 128, 256):
         rows = bench_mnist(device, data, batch, repeats)
         table.add(f"MNIST 784-512-10 epoch of {len(data[0]):,}, batch {batch} (s)", rows,
@@ -914,9 +925,17 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
                       "grenade_py, Adam")
         ours = rows[0][1]
         for name, seconds in rows:
+            if name.endswith("by round"):
+                by_round.append(f"{seconds:.2f}")
+                say(f"   {batch:5d} grenade_py's epoch / PyTorch's in the same round: "
+                    f"{seconds:.2f} (median of the rounds)")
+                continue
             gflops = len(data[0]) * MLP_FLOPS_PER_EXAMPLE / seconds / 1e9
             say(f"   {batch:5d} {name:12s} {seconds:9.3f} {seconds / ours:13.2f} "
                 f"{gflops:8.1f}")
+    if by_round:
+        table.rows.append(("  grenade_py's epoch / PyTorch's in the same round, batch 32, 64, "
+                           "128, 256 (median of the rounds)", ", ".join(by_round), "—", "—"))
     one = bench_one_sample(device, repeats)
     table.add("  its output for one sample, run_net (µs)", one, "{:.0f}")
     say("   one sample's output (run_net; PyTorch's forward, no_grad): " + ", ".join(

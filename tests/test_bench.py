@@ -57,8 +57,15 @@ def test_bench_markdown_table(tmp_path):
                                                           "- date"]
     assert "1. feedforward" not in result.stdout  # the table instead of the sections
     table = [line for line in lines if line.startswith("| ")]
-    assert table[0] == "| | grenade_py | numpy | PyTorch (CPU) |" and len(table) == 2 + 21
+    # (with PyTorch, a row of grenade_py's MLP epoch over PyTorch's in each round, by batch)
+    by_round = [row for row in table if "in the same round" in row]
+    assert table[0] == "| | grenade_py | numpy | PyTorch (CPU) |" and \
+        len(table) == 2 + 21 + len(by_round)
+    for row in by_round:
+        assert len([float(v) for v in row.split("|")[2].split(",")]) == 4, row
     for row in table[2:]:
+        if row in by_round:
+            continue
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         value = float(cells[1].replace(",", ""))
         # random data never reaches 99%: the recipe's time to it is nan then
@@ -85,10 +92,13 @@ def test_interleaved_runs_take_every_place_in_turn():
 
     order: list[str] = []
     runs = {name: (lambda name=name: order.append(name) or len(order)) for name in "abc"}
-    medians = dict(interleaved(runs, repeats=3))
+    ratios: dict[str, float] = {}
+    medians = dict(interleaved(runs, repeats=3, ratios=ratios))
     assert order == list("abc" "bca" "cab" "abc")
     # a "time" is the count of calls so far: a's 1 (the warm-up), 6, 8, 10 -> median 8
     assert medians == {"a": 8, "b": 9, "c": 7}
+    # a's over b's in each round after the warm-up: 6/4, 8/9, 10/11; over c's 6/5, 8/7, 10/12
+    assert ratios == {"b": 10 / 11, "c": 8 / 7}
 
 
 def test_the_clock_estimate_is_left_out_where_the_driver_reports_no_clock():
