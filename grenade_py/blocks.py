@@ -299,10 +299,15 @@ def table(device: Device) -> dict[str, dict[str, list[int]]]:
     return kept
 
 
+def key(shape: Block) -> str:
+    """How the table names a launch shape: "m,n,k,..."."""
+    return ",".join(map(str, shape))
+
+
 def block(device: Device, form: str, shape: Block) -> Block:
     """The block a launch of `form` over `shape` runs at on `device`: the tuned one, else the
     default."""
-    chosen = table(device).get(form, {}).get(",".join(map(str, shape)))
+    chosen = table(device).get(form, {}).get(key(shape))
     if isinstance(chosen, list) and tuple(chosen) in FORMS[form]:
         return tuple(chosen)
     return default(device, form, shape)
@@ -320,7 +325,7 @@ CHOICES = ("update_fused",)
 def chosen(device: Device, name: str, shape: Block, rule: bool) -> bool:
     """Whether `device` runs choice `name` at `shape` the first way: as the tuner chose, else
     as `rule` says."""
-    kept = table(device).get(name, {}).get(",".join(map(str, shape)))
+    kept = table(device).get(name, {}).get(key(shape))
     return bool(kept[0]) if kept in ([0], [1]) else rule
 
 
@@ -506,7 +511,7 @@ def tune_sites(device: Device, sites: list[Site], repeats: int = 5, keep: bool =
         for built in held:
             built.adopt(launches[best])
         if keep:
-            table(device).setdefault(form, {})[",".join(map(str, shape))] = list(best)
+            table(device).setdefault(form, {})[key(shape)] = list(best)
         untuned = default(device, form, shape)
         rows.append(Tuned(form, shape, untuned, best, median.get(untuned, math.inf),
                           median[best]))

@@ -114,8 +114,8 @@ class Choice:
 @contextlib.contextmanager
 def _choosing(device: Device, name: str, shape: blocks.Block, first: bool) -> Iterator[None]:
     """Choice `name` at `shape` taken the first way or not while inside; as before after."""
-    shapes = blocks.table(device).setdefault(name, {})
-    key, before = ",".join(map(str, shape)), shapes.get(",".join(map(str, shape)))
+    shapes, key = blocks.table(device).setdefault(name, {}), blocks.key(shape)
+    before = shapes.get(key)
     shapes[key] = [int(first)]
     try:
         yield
@@ -182,7 +182,7 @@ def tune_choices(net: Network, n: int, tuned: list[blocks.Tuned], loss: str = "c
             score = {first: statistics.median(r[first] / (r[True] + r[False]) for r in rounds)
                      for first in runs}
             first = score[False] * (1 + CHOICE_MARGIN) >= score[True]
-            blocks.table(device).setdefault(name, {})[",".join(map(str, shape))] = [int(first)]
+            blocks.table(device).setdefault(name, {})[blocks.key(shape)] = [int(first)]
             made.append(Choice(name, shape, statistics.median(r[True] for r in rounds),
                                statistics.median(r[False] for r in rounds), first))
     finally:

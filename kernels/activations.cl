@@ -11,7 +11,9 @@ REAL tanh_backward_at(REAL y, REAL dy) { return (1 - y * y) * dy; }
 
 REAL relu_forward_at(REAL x) { return x > 0 ? x : (REAL)0; }
 REAL relu_backward_at(REAL x, REAL dy) { return x > 0 ? dy : (REAL)0; }  // slope 0 at x <= 0
-// relu_backward_at in each lane: gemm_outer's input delta through a Relu (FullyConnected's).
+// relu_forward_at and relu_backward_at in each lane: a Relu in FullyConnected's GEMMs (the
+// forward's gemm_panels, the input delta's gemm_outer).
+realv relu_forward_v(realv x) { return select((realv)0, x, isgreater(x, (realv)0)); }
 realv relu_backward_v(realv x, realv dy) { return select((realv)0, dy, isgreater(x, (realv)0)); }
 
 REAL logit_forward_at(REAL x) { return 1 / (1 + exp(-x)); }

@@ -133,6 +133,7 @@ void gemm_row_product(global const REAL *restrict a, int a_step, int K,
 // a FullyConnected layer's Relu runs in its launches.
 REAL relu_forward_at(REAL x);
 REAL relu_backward_at(REAL x, REAL dy);
+realv relu_forward_v(realv x);
 realv relu_backward_v(realv x, realv dy);
 // The optimisers' step on VW weights from their gradient g (optimizers.cl), which
 // gemm_outer_update takes where a weight gradient's update runs in its GEMM.
@@ -378,7 +379,7 @@ kernel void gemm_panels_$RMx$CV(int M, int columns, int K, global const REAL *A,
                 if (n + VW <= columns) {
                     const realv v = acc[r][c] + VLOAD(0, bias + n);
                     VSTORE(v, 0, C + at);
-                    if (R) VSTORE(select((realv)0, v, isgreater(v, (realv)0)), 0, R + at);
+                    if (R) VSTORE(relu_forward_v(v), 0, R + at);
                 } else if (n < columns) {
                     REAL lanes[VW];
                     VSTORE(acc[r][c], 0, lanes);
