@@ -117,7 +117,7 @@ class FullyConnected(Dense):
         # 64..256 x 784 x 512 (fastest block) against gemm_dot's 215-242, but with the
         # transposes of x and y it took 1.04-1.10x gemm_dot's time (chains of launches,
         # medians of 7). Inside MNIST's batch-256 step on a 2-core AVX-512 EPYC the packing
-        # takes ~200 us (W, just stepped, comes from L3; 100-140 alone), and neither way of
+        # takes 190-330 us (W, just stepped, comes from L3; 100-140 alone), and neither way of
         # avoiding its pass paid: the weights' step (gemm_outer_update) storing W's panels too
         # took ~300 us longer (scalar or transposed-vector stores alike), epochs 1.03-1.04x;
         # each gemm_panels work-group packing its own panel first took as long as both
