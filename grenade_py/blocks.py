@@ -216,7 +216,9 @@ def candidates(device: Device, form: str) -> tuple[Block, ...]:
     32-256 the fastest forward and input delta blocks held 4 to 10 accumulators, and over the
     MNIST networks' 17 gemm_dot shapes and LeNet's 8 kernel gradients (in 8 lanes) every
     fastest block 6 to 12. On CPUs of 16-float vectors, the blocks of fewer than WIDE_LEAST
-    accumulator vectors are left out (but for the form's first, the untuned default). The
+    accumulator vectors are left out (but for the form's first, the untuned default). A form
+    none of whose blocks a narrow CPU holds (gemm_panels, which runs there only where a test
+    forces it) keeps its first. The
     tiled forms' tile shapes: those the device's limits allow (`fits`)."""
     if form in TILED_FORMS:
         return tuple(b for b in FORMS[form] if fits(device, b))
@@ -226,7 +228,8 @@ def candidates(device: Device, form: str) -> tuple[Block, ...]:
         return tuple(b for b in FORMS[form]
                      if math.prod(b[:width]) >= least or b == FORMS[form][0])
     low, high = (6, 12) if form in DOT_FORMS else (1, 10)
-    return tuple(b for b in FORMS[form] if low <= math.prod(b[:width]) <= high)
+    return tuple(b for b in FORMS[form] if low <= math.prod(b[:width]) <= high) or \
+        FORMS[form][:1]
 
 
 def local(form: str, block: Block) -> Block:
