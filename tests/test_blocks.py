@@ -452,6 +452,9 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
         for shape in ((1024, 1024, 1024, 1, 1), (5, 2, 3, 1, 0)):
             assert blocks.block(device, form, shape[:len(shape) - (form != "gemm_outer")]) == \
                 chosen
+    # None of gemm_panels' blocks (16-float panels) fit there: it keeps its first, so that a
+    # test forcing the panels on (`update_in_gemms`) still has a block to tune.
+    assert blocks.candidates(device, "gemm_panels") == blocks.FORMS["gemm_panels"][:1]
     monkeypatch.setattr(blocks, "narrow", lambda d: False)
     for form, registers in blocks.REGISTERS.items():
         if form in blocks.TILED_FORMS:
