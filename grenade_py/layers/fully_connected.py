@@ -121,7 +121,11 @@ class FullyConnected(Dense):
         # avoiding its pass paid: the weights' step (gemm_outer_update) storing W's panels too
         # took ~300 us longer (scalar or transposed-vector stores alike), epochs 1.03-1.04x;
         # each gemm_panels work-group packing its own panel first took as long as both
-        # launches; gemm_dot from W in place, 1.00x.
+        # launches; gemm_dot from W in place, 1.00x. Nor would W kept transposed, (i, o): on a
+        # 2-core AVX2 EPYC (each at its fastest block, taking turns) y = x W^T as gemm_outer
+        # from it took 3,566 us at 256 x 512 x 784 against gemm_dot's 2,943, and dW^T = x^T dy
+        # stepping the weights (x read through its strides) 4,057 against dW's 3,410 (each
+        # with gemm_transpose_sums' launch).
         return gemm_forward(device, n, self.o, self.i, x, p["weights"], p["bias"], y,
                             k_splits(device, n, self.o, self.i), buffers.get("parts"), relu,
                             buffers["panels"] if panel_size(device, n, self.o, self.i) else None)
