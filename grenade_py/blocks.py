@@ -218,8 +218,8 @@ def candidates(device: Device, form: str) -> tuple[Block, ...]:
     fastest block 6 to 12. On CPUs of 16-float vectors, the blocks of fewer than WIDE_LEAST
     accumulator vectors are left out (but for the form's first, the untuned default). A form
     none of whose blocks a narrow CPU holds (gemm_panels, which runs there only where a test
-    forces it) keeps its first. The
-    tiled forms' tile shapes: those the device's limits allow (`fits`)."""
+    forces it) keeps its first. The tiled forms' tile shapes: those the device's limits allow
+    (`fits`)."""
     if form in TILED_FORMS:
         return tuple(b for b in FORMS[form] if fits(device, b))
     width = len(REGISTERS[form][0])
