@@ -399,10 +399,10 @@ class Launch:
         for slot in Launch.__slots__:
             setattr(self, slot, getattr(other, slot))
 
-    def __call__(self) -> None:
+    def __call__(self) -> cl.Event:
         try:
-            cl.enqueue_nd_range_kernel(self.queue, self.kernel, self.global_size,
-                                       self.local_size)
+            return cl.enqueue_nd_range_kernel(self.queue, self.kernel, self.global_size,
+                                              self.local_size)
         except cl.Error as e:
             raise DeviceError(f"OpenCL could not run {self.name} over {self.global_size}: "
                               f"{e}") from None

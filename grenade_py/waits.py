@@ -49,8 +49,13 @@ def poll(event: cl.Event, seconds: float) -> None:
 def read(queue: cl.CommandQueue, out: np.ndarray, array: cl_array.Array, polling: bool) -> None:
     """Copy the device array `array` into the host array `out` (of its size) after the work
     queued before; with `polling`, waiting by `poll` for up to POLL_S first."""
-    copied = cl.enqueue_copy(queue, out, buffer(array), is_blocking=False)
+    wait(queue, cl.enqueue_copy(queue, out, buffer(array), is_blocking=False), polling)
+
+
+def wait(queue: cl.CommandQueue, event: cl.Event, polling: bool) -> None:
+    """Return once `event` (of `queue`) has completed; with `polling`, asking by `poll` for up
+    to POLL_S before a blocking wait."""
     if polling:
         queue.flush()
-        poll(copied, POLL_S)
-    copied.wait()
+        poll(event, POLL_S)
+    event.wait()

@@ -361,6 +361,36 @@ def test_run_net_gives_the_same_bits_polling_or_blocking(device, monkeypatch):
     np.testing.assert_array_equal(np.array(outputs[True]), run_net(net, x))
 
 
+def test_run_net_gives_the_same_bits_from_shared_memory_or_copies(device, monkeypatch):
+    """Where the device shares memory with the host (fused.shares_memory: fine-grained SVM,
+    as PoCL's CPU devices have), run_net's one-sample loop takes its input and gives its
+    output there, else through an upload and a read: the same outputs either way (D2 in and
+    out: the shared arrays are flat)."""
+    from grenade_py import fused, run_net
+
+    net = Network([Reshape(), FullyConnected(6, 6), Tanh(), Reshape(D2(3, 2))], input=D2(2, 3),
+                  device=device, seed=3)
+    x, _ = data(net, 6)
+    monkeypatch.setattr("grenade_py.runner.FUSED_RUN_PARAMETERS", 0)
+    expected = np.array([run_net(net, sample) for sample in x])  # layer by layer
+    monkeypatch.setattr("grenade_py.runner.FUSED_RUN_PARAMETERS", 1 << 20)
+    monkeypatch.setattr("grenade_py.runner.FUSED_RUN_AFTER", 1)
+    run_net(net, x[0])
+    runner = net.held["fused run"][1]
+    if runner is None:
+        pytest.skip("no one-sample loop on this device (kernels_bits)")
+    assert (runner.shared is not None) == fused.shares_memory(device)
+    outputs = {}
+    for shares in (True, False):
+        monkeypatch.setattr(fused, "shares_memory", lambda device, shares=shares: shares)
+        net.held["fused run"][1] = fused.fused_runner(net)
+        assert (net.held["fused run"][1].shared is None) == (not shares)
+        outputs[shares] = np.array([run_net(net, sample) for sample in x])
+        assert outputs[shares].shape == (6, 3, 2)
+    np.testing.assert_array_equal(outputs[True], outputs[False])
+    np.testing.assert_array_equal(outputs[True], expected)
+
+
 @pytest.mark.parametrize("in_gemm", [False, True])
 @pytest.mark.parametrize("name", ["relu-logit-tanh", "softmax", "branches", "conv-pool"])
 def test_train_on_one_example_by_the_fused_loop(device, monkeypatch, name, in_gemm):
