@@ -475,7 +475,28 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     update = execution.update_of(net)
     if group is not None:
         group.broadcast()
-    history = []
+
+    def one_batch(index: int, optimizer: Optimizer) -> None:
+        """Batch `index` of the epoch's order (this process's shard of it): gathered on the
+        device, forward, backward and the optimiser's step, with the Allreduce between
+        backward and update where distributed."""
+        n = min(batch_size, count - index * batch_size)
+        first, last = shard(n)
+        rows = last - first
+        if rows:
+            step = held[rows]
+            gathers[rows].set("first", index * batch_size + first)
+            gathers[rows]()
+            step.forward(True, first)
+            if group is None:
+                step.descend(optimizer, 1.0 / n, metrics[rows])
+            else:
+                step.backward(1.0 / n, measure=metrics[rows])
+        if group is not None:
+            group.allreduce_gradients(rows, n)
+            update(optimizer)
+
+    history: list[dict[str, Any]] = []
     queued: list[cl.Event] = []
     for epoch in range(epochs):
         start_time = time.perf_counter()
@@ -490,21 +511,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
                                            order=order, acc=acc),
                          None if progress is None else lambda done: progress(done, count))
         for index in range(steps if fused is None else 0):
-            n = min(batch_size, count - index * batch_size)
-            first, last = shard(n)
-            rows = last - first
-            if rows:
-                step = held[rows]
-                gathers[rows].set("first", index * batch_size + first)
-                gathers[rows]()
-                step.forward(True, first)
-                if group is None:
-                    step.descend(epoch_params, 1.0 / n, metrics[rows])
-                else:
-                    step.backward(1.0 / n, measure=metrics[rows])
-            if group is not None:
-                group.allreduce_gradients(rows, n)
-                update(epoch_params)
+            one_batch(index, epoch_params)
             if (index + 1) % QUEUED_STEPS == 0:  # wait for the marker QUEUED_STEPS steps back
                 queued.append(cl.enqueue_marker(queue))
                 if len(queued) > 1:
@@ -515,21 +522,9 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         totals = acc.get()  # waits for the epoch's last step
         if group is not None:
             totals = group.sum(totals)
-        seconds = time.perf_counter() - start_time
-        record: dict[str, Any] = {
-            "epoch": first_epoch + epoch + 1, "rate": rates[epoch],
-            "loss": float(totals[0]) / count, "accuracy": float(totals[1]) / count,
-            "examples_per_s": count / seconds,
-            "seconds": seconds,
-        }
-        if not np.isfinite(record["loss"]):
-            log.warning("training loss is %s in epoch %d: lower the learning rate",
-                        record["loss"], record["epoch"])
-        if validation is not None:
-            scores = evaluate(net, *validation, loss=chosen)
-            record["val_loss"], record["val_accuracy"] = scores["loss"], scores["accuracy"]
-        history.append(record)
-        stop = on_epoch is not None and on_epoch(record) is False
+        history.append(_epoch_record(net, first_epoch + epoch + 1, rates[epoch], totals, count,
+                                     time.perf_counter() - start_time, validation, chosen))
+        stop = on_epoch is not None and on_epoch(history[-1]) is False
         if group is not None:
             stop = group.agree(stop, "on_epoch's stop")
         if stop:
@@ -537,3 +532,23 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     if fused is not None:  # the epochs' work is done (their sums were read)
         fused.release()
     return history
+
+
+def _epoch_record(net: Network, epoch: int, rate: float, totals: np.ndarray, count: int,
+                  seconds: float, validation: tuple[np.ndarray, np.ndarray] | None,
+                  loss: Loss) -> dict[str, Any]:
+    """fit's record of epoch `epoch` (counted from 1): its rate, mean training loss and
+    accuracy from the device's sums `totals` over `count` examples, examples/s and `seconds`,
+    and with `validation`, its scores there; a warning if the loss is not finite."""
+    record: dict[str, Any] = {
+        "epoch": epoch, "rate": rate, "loss": float(totals[0]) / count,
+        "accuracy": float(totals[1]) / count, "examples_per_s": count / seconds,
+        "seconds": seconds,
+    }
+    if not np.isfinite(record["loss"]):
+        log.warning("training loss is %s in epoch %d: lower the learning rate",
+                    record["loss"], epoch)
+    if validation is not None:
+        scores = evaluate(net, *validation, loss=loss)
+        record["val_loss"], record["val_accuracy"] = scores["loss"], scores["accuracy"]
+    return record
