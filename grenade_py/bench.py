@@ -4,8 +4,9 @@
 2. One epoch of MNIST 784-512-10 (Relu, Softmax, cross-entropy, momentum SGD) at batch 32, 64,
    128 and 256 over 24,000 examples: seconds per epoch, grenade_py's GFLOP/s; at batch 64 also an
    Adam epoch (its cost against SGD's: the optimiser's share of a step). Then the same network's
-   output for one sample (run_net): microseconds, a served model's latency; and a training step
-   on one example from the host (train, as a Python loop over examples makes them).
+   output for one sample (run_net): microseconds, a served model's latency; for a batch of 1,000
+   (milliseconds); and a training step on one example from the host (train, as a Python loop
+   over examples makes them).
 3. LeNet (Grenade's README network) for one MNIST epoch at batch 64, and its convolutions.
 4. The FullyConnected GEMMs alone at 64x784x512 and 128x784x512, and 1024^3, against numpy's
    sgemm on the same products.
@@ -257,33 +258,39 @@ def bench_mnist(device: Device, data: tuple[np.ndarray, np.ndarray], batch: int,
     return rows + [("numpy", median_time(numpy_epoch, max(1, repeats // 2)))]
 
 
-#: run_net calls per timed run of `bench_one_sample`.
-ONE_SAMPLE_CALLS = 200
+#: run_net calls per timed run of `bench_run_net` on one sample, and on a batch of RUN_NET_ROWS.
+ONE_SAMPLE_CALLS, BATCH_CALLS = 200, 10
+RUN_NET_ROWS = 1000
 
 
-def bench_one_sample(device: Device, repeats: int) -> list[tuple[str, float]]:
-    """Microseconds for the MNIST MLP's output for one sample from the host: run_net,
-    interleaved with PyTorch's forward pass (no_grad, softmax included)."""
+def bench_run_net(device: Device, repeats: int, rows: int = 1) -> list[tuple[str, float]]:
+    """Microseconds for the MNIST MLP's output for one sample (rows 1) or a batch of `rows`
+    from the host: run_net, interleaved with PyTorch's forward pass (no_grad, softmax
+    included). A batch's runs settle first (`interleaved`'s settle): after each forward
+    PyTorch's OpenMP threads spin for milliseconds on both cores: a run_net of 1,000 rows
+    straight after a forward took 1.2-1.8x as long as after a pause of 10 ms (2-core EPYC)."""
     net = mnist_network("mlp", device, seed=1)
-    x = np.random.default_rng(0).random(784, dtype=np.float32)
+    x = np.random.default_rng(0).random((rows, 784) if rows > 1 else 784, dtype=np.float32)
+    calls = ONE_SAMPLE_CALLS if rows == 1 else BATCH_CALLS
 
     def ours() -> None:
-        for _ in range(ONE_SAMPLE_CALLS):
+        for _ in range(calls):
             run_net(net, x)
 
     runs: dict[str, Callable[[], float | None]] = {"grenade_py": ours}
     torch = _torch()
     if torch is not None:
-        model, xt = _torch_net(torch, MLP_KINDS, net.get_parameters()), torch.from_numpy(x[None])
+        model = _torch_net(torch, MLP_KINDS, net.get_parameters())
+        xt = torch.from_numpy(x.reshape(-1, 784))
 
         def theirs() -> None:
             with torch.no_grad():
-                for _ in range(ONE_SAMPLE_CALLS):
+                for _ in range(calls):
                     model(xt).softmax(-1).numpy()
 
         runs["pytorch"] = theirs
-    return [(name, seconds / ONE_SAMPLE_CALLS * 1e6)
-            for name, seconds in interleaved(runs, repeats)]
+    return [(name, seconds / calls * 1e6)
+            for name, seconds in interleaved(runs, repeats, settle=rows > 1)]
 
 
 def bench_one_example(device: Device, repeats: int) -> list[tuple[str, float]]:
@@ -940,10 +947,14 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
     if by_round:
         table.rows.append(("  grenade_py's epoch / PyTorch's in the same round, batch 32, 64, "
                            "128, 256 (median of the rounds)", ", ".join(by_round), "—", "—"))
-    one = bench_one_sample(device, repeats)
+    one = bench_run_net(device, repeats)
     table.add("  its output for one sample, run_net (µs)", one, "{:.0f}")
     say("   one sample's output (run_net; PyTorch's forward, no_grad): " + ", ".join(
         f"{name} {us:.0f} us" for name, us in one))
+    batch_out = [(name, us / 1e3) for name, us in bench_run_net(device, repeats, RUN_NET_ROWS)]
+    table.add(f"  its output for {RUN_NET_ROWS:,} samples, run_net (ms)", batch_out, "{:.2f}")
+    say(f"   {RUN_NET_ROWS:,} samples' output (run_net; PyTorch's forward, no_grad): "
+        + ", ".join(f"{name} {ms:.2f} ms" for name, ms in batch_out))
     step = bench_one_example(device, repeats)
     table.add("  a training step on one example, train (µs)", step, "{:.0f}")
     say("   a training step on one example (train; PyTorch's forward, backward and update): "
