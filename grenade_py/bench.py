@@ -268,7 +268,7 @@ def bench_run_net(device: Device, repeats: int, rows: int = 1) -> list[tuple[str
     from the host: run_net, interleaved with PyTorch's forward pass (no_grad, softmax
     included). A batch's runs settle first (`interleaved`'s settle): after each forward
     PyTorch's OpenMP threads spin for milliseconds on both cores: a run_net of 1,000 rows
-    straight after a forward took 1.2-1.8x as long as after a pause of 10 ms (2-core EPYC)."""
+    straight after a forward took 1.2-2.2x as long as after a pause of 10 ms (2-core EPYC)."""
     net = mnist_network("mlp", device, seed=1)
     x = np.random.default_rng(0).random((rows, 784) if rows > 1 else 784, dtype=np.float32)
     calls = ONE_SAMPLE_CALLS if rows == 1 else BATCH_CALLS
