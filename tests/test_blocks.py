@@ -477,6 +477,13 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
     assert blocks.block(device, "gemm_dot", (256, 512, 784, 1)) == first  # MNIST's, smaller
     assert blocks.block(device, "gemm_dot", (2**20, 10, 512, 1)) == first  # narrow outputs
     assert blocks.block(device, "gemm_dot", (512, 512, 512, 8)) == first  # a sum of products
+    # fewer than FEW_ROWS rows: the block that pads them the least (the first rounds 10 to 16)
+    assert blocks.block(device, "gemm_dot", (10, 512, 784, 1)) == (5, 2, 16, 4)
+    assert blocks.block(device, "gemm_dot", (3, 512, 784, 1)) == (3, 2, 64, 1)  # one block
+    assert blocks.block(device, "gemm_dot", (7, 512, 784, 1)) == first
+    assert blocks.block(device, "gemm_dot", (blocks.FEW_ROWS, 512, 784, 1)) == first
+    assert all(blocks.block(device, "gemm_dot", (m, 10, 512, 1)) in blocks.FORMS["gemm_dot"]
+               for m in range(1, blocks.FEW_ROWS))
     assert blocks.block(device, "gemm_outer", (1024, 1024, 1024, 1, 1)) == \
         blocks.FORMS["gemm_outer"][0]
     # FullyConnected's forward: below PANEL_ROWS rows gemm_dot (at WIDE_DEFAULT, over 2^27
