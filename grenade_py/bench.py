@@ -247,6 +247,8 @@ def bench_mnist(device: Device, data: tuple[np.ndarray, np.ndarray], batch: int,
     rows = interleaved(runs, repeats, ratios=ratios)
     if "pytorch" in ratios:
         rows.append(("grenade_py / pytorch, by round", ratios["pytorch"]))
+    if "grenade_py, Adam" in ratios:
+        rows.append(("Adam / SGD, by round", 1 / ratios["grenade_py, Adam"]))
     reference = NumpyNetwork(MLP_KINDS, net.get_parameters(), dtype=np.float32)
 
     def numpy_epoch() -> None:
@@ -936,6 +938,12 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
                       "grenade_py, Adam")
         ours = rows[0][1]
         for name, seconds in rows:
+            if name == "Adam / SGD, by round":
+                table.rows.append(("  Adam's epoch / SGD's, median over the rounds",
+                                   f"{seconds:.2f}", "—", "—"))
+                say(f"   {batch:5d} grenade_py's Adam epoch / its SGD epoch in the same round: "
+                    f"{seconds:.2f} (median of the rounds)")
+                continue
             if name.endswith("by round"):
                 by_round.append(f"{seconds:.2f}")
                 say(f"   {batch:5d} grenade_py's epoch / PyTorch's in the same round: "
