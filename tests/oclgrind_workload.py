@@ -63,14 +63,15 @@ def main() -> None:
             g.run_gradient(wide, g.run_network(wide, rng.normal(size=(7, 40)))[0],
                            rng.normal(size=(7, 3)))
             # fit stepping those layers' weights in their gradients' GEMMs (registers form:
-            # gemm_outer_update, moved back at 40 and 20 columns; below UPDATE_FUSED outside
-            # tests)
-            least, fully_connected.UPDATE_FUSED = fully_connected.UPDATE_FUSED, 0
+            # gemm_outer_update, moved back at 40 and 20 columns; outside tests, below
+            # UPDATE_FUSED weights and UPDATE_FUSED_ROWS rows)
+            least = fully_connected.UPDATE_FUSED, fully_connected.UPDATE_FUSED_ROWS
+            fully_connected.UPDATE_FUSED = fully_connected.UPDATE_FUSED_ROWS = 0
             g.fit(wide, g.Adam(0.01), rng.normal(size=(7, 40)), rng.normal(size=(7, 3)),
                   batch_size=7, epochs=1)
             # and one row's (a rank-1 gemm_outer_update)
             g.train(wide, g.Adam(0.01), rng.normal(size=40), rng.normal(size=3))
-            fully_connected.UPDATE_FUSED = least
+            fully_connected.UPDATE_FUSED, fully_connected.UPDATE_FUSED_ROWS = least
             wide = g.Network([g.FullyConnected(40, 3)], input=g.D1(40), device=d, seed=1)
             g.run_gradient(wide, g.run_network(wide, rng.normal(size=(7, 40)))[0],
                            rng.normal(size=(7, 3)))

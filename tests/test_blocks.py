@@ -37,10 +37,11 @@ from grenade_py.tune import choice_points, tune_choices, tune_network
 @pytest.fixture(autouse=True)
 def update_in_gemms(monkeypatch):
     """The last FullyConnected layer of `convnet` steps its weights in their gradient's GEMM
-    (fit's batches; gemm_outer_update), below the size from which it does outside tests, and
-    runs its forward from panels of its weights (gemm_panels) in the register form, below the
-    rows and outputs from which it does (gemm.panel_size)."""
+    (fit's batches; gemm_outer_update), below the weights and rows from which it does outside
+    tests, and runs its forward from panels of its weights (gemm_panels) in the register form,
+    below the rows and outputs from which it does (gemm.panel_size)."""
     monkeypatch.setattr(fully_connected, "UPDATE_FUSED", 0)
+    monkeypatch.setattr(fully_connected, "UPDATE_FUSED_ROWS", 0)
     monkeypatch.setattr(fully_connected, "panel_size", lambda device, m, n, k: 64 * k
                         if n == 5 and device.gemm == "registers" else 0)
 

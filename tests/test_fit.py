@@ -108,6 +108,7 @@ def test_fit_equals_a_numpy_transcription(device64, shuffle, in_gemm, monkeypatc
 
     if in_gemm:
         monkeypatch.setattr(fully_connected, "UPDATE_FUSED", 0)
+        monkeypatch.setattr(fully_connected, "UPDATE_FUSED_ROWS", 0)
     net = feedforward_network(device64, seed=8)
     reference = NumpyNetwork([layer.spec() for layer in net.layers], net.get_parameters())
     x, y = sample(90, np.random.default_rng(9))
@@ -133,6 +134,7 @@ def test_weights_step_in_their_gradients_gemms(device, rng, chosen, monkeypatch)
     fewer inputs (7) between, which the update steps, and a last batch of one row (a rank-1
     gemm_outer_update, as against fc_backward_weights then the update)."""
     monkeypatch.setattr(fully_connected, "UPDATE_FUSED", 0)
+    monkeypatch.setattr(fully_connected, "UPDATE_FUSED_ROWS", 0)
     x, y = rng.normal(size=(2 * 13 + 1, 37)), np.eye(5)[rng.integers(0, 5, 2 * 13 + 1)]
     nets = [Network([FullyConnected(37, 40), Relu(), FullyConnected(40, 7), Relu(),
                      FullyConnected(7, 5), Softmax()], D1(37), device=device, seed=3)

@@ -28,6 +28,13 @@ UNROLLED_ROW = 16
 #: that way against 12 for its gradient alone, and parted the update of the rest into two
 #: launches: with it, the MLP's batch-32 epochs took 1.02-1.06x as long.
 UPDATE_FUSED = 1 << 16
+#: Rows from which, untuned, a batch's step moves the weights in their gradient's GEMM (and at
+#: one row); fewer take the two passes, gemm_outer then the update, as the tuner chose at
+#: MNIST's batch 32 on a 2-core AVX2 EPYC and on an AVX-512 one (there 591 against 627 us a
+#: step; 322 against 349 at batch 16). MLP epochs there taking turns, the same weights at the
+#: end: the two passes 1.062-1.075x as fast at batches 10, 16 and 24, 1.016x at 40, and 0.958x
+#: at 64.
+UPDATE_FUSED_ROWS = 48
 #: Inputs from which the fused loop's forward pass sums four rows of W side by side
 #: (fc_forward_rows: MNIST's 784-512-10 per example, 142-159 -> 75-92 us); smaller rows run
 #: one to a lane (the feedforward example's, 2 and 40 inputs, ran 5% slower four at a time).
@@ -132,14 +139,16 @@ class FullyConnected(Dense):
 
     def update_fused(self, n: int) -> bool:
         """Whether `n` rows' step moves the weights in their gradient's GEMM (`backward` with
-        `update`): the register-blocked GEMMs, at least VW inputs, and UPDATE_FUSED weights,
-        whatever `n`, unless the tuner chose the two passes for (o, i, n) (blocks.chosen
-        "update_fused"); one row too (a rank-1 gemm_outer_update, the bits of fc_backward_weights
-        and the update's: a train call on one MNIST-MLP example by the layers' kernels took
-        0.58x the time, taking turns, and one with Dropout, which has no fused loop, 0.59x)."""
+        `update`): the register-blocked GEMMs, at least VW inputs, and UPDATE_FUSED weights, as
+        the tuner chose for (o, i, n) (blocks.chosen "update_fused"), untuned from
+        UPDATE_FUSED_ROWS rows; and one row (a rank-1 gemm_outer_update, the bits of
+        fc_backward_weights and the update's: a train call on one MNIST-MLP example by the
+        layers' kernels took 0.58x the time, taking turns, and one with Dropout, which has no
+        fused loop, 0.59x)."""
         return self.device.gemm == "registers" and \
             self.i >= vector_width(self.device) and self.i * self.o >= UPDATE_FUSED and \
-            blocks.chosen(self.device, "update_fused", (self.o, self.i, n), True)
+            blocks.chosen(self.device, "update_fused", (self.o, self.i, n),
+                          n == 1 or n >= UPDATE_FUSED_ROWS)
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers,
