@@ -156,10 +156,11 @@ WIDE_DEFAULT: Block = (6, 4, 8, 8)
 #: (16, 4), computes m rounded up to 8 rows (10 rows as 16, 2 as 8). Below FEW_ROWS it takes the
 #: block of SMALL_RM rows (two columns) that pads m the least in at most 4 row blocks, the
 #: larger of those alike, in (16, 4), or in (64, 1) where one block holds every row. On a
-#: 2-core AVX-512 EPYC (PoCL 3.1), taking turns with the first (medians of 7) at m = 2-11, 13,
-#: 17, 20, 22 and 25, n x k = 512 x 784, 300 x 784 and 100 x 300: 0.44-1.19x its time with W in
-#: the caches (run_net's calls), 0.82x at the median; 0.64-1.07x with W just written (a training
-#: step's), 0.86x. From 32 rows the first's groups of 4 row blocks are full.
+#: 2-core AVX-512 EPYC (PoCL 3.1), taking turns with the first (medians of 7) at the 12 of m =
+#: 2-25 tried where the two differ (2-6, 8-11, 13, 17, 20), n x k = 512 x 784, 300 x 784 and
+#: 100 x 300: 0.49-1.27x its time with W in the caches (run_net's calls), 0.84x at the median;
+#: 0.54-1.32x with W just written (a training step's), 0.87x. From 32 rows the first's groups
+#: of 4 row blocks are full.
 FEW_ROWS = 32
 SMALL_RM = (8, 6, 5, 4, 3, 2)
 #: The untuned blocks on CPUs whose vectors hold 8 floats (AVX2; `narrow`), where a vector of
