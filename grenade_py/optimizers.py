@@ -107,13 +107,11 @@ class Optimizer:
         if not all(np.isfinite(values)):
             raise ValueError(f"{self}: a value overflows {np.dtype(dtype).name}; use a smaller "
                              "value")
-        info = np.finfo(real)
-        least = info.tiny if real == np.float32 else info.smallest_subnormal
         for field in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, field.name)
-            if value is not None and 0 < abs(value) < least:
+            if value is not None and 0 < abs(value) < least(real):
                 raise ValueError(f"{self}: {field.name} {value!r} is 0 in {np.dtype(dtype).name} "
-                                 f"on the device (below {float(least):.3g}); use a larger value")
+                                 f"on the device (below {least(real):.3g}); use a larger value")
 
 
 @dataclass(frozen=True)
@@ -174,6 +172,16 @@ class Adam(Optimizer):
     def kernel_values(self) -> tuple[float, float, float, float, float]:
         return self.rate, self.beta1, self.beta2, self.eps, self.weight_decay
 
+    def check(self, dtype: Any) -> None:
+        """As Optimizer.check, and also refuses an eps whose product with sqrt(1 - beta2)
+        (the kernels' epsilon at step 1; later steps' are larger) is 0 on the device."""
+        super().check(dtype)
+        real = np.dtype(dtype).type
+        if real(self.eps) * np.sqrt(1 - real(self.beta2)) < least(real):
+            raise ValueError(f"{self}: eps {self.eps!r} times sqrt(1 - beta2) is 0 in "
+                             f"{np.dtype(dtype).name} on the device (below {least(real):.3g}); "
+                             "use a larger eps")
+
     def powers(self, t: int, dtype: Any) -> tuple[float, float]:
         return power(self.beta1, t, dtype), power(self.beta2, t, dtype)
 
@@ -187,6 +195,13 @@ class AdamW(Adam):
     kernel: ClassVar[str] = "adamw"
 
     weight_decay: float = 0.01
+
+
+def least(real: Any) -> float:
+    """The least magnitude other than 0 that the kernels hold in precision `real`: float32's
+    smallest normal number (they flush smaller ones to 0), float64's smallest subnormal."""
+    info = np.finfo(real)
+    return float(info.tiny if real == np.float32 else info.smallest_subnormal)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}

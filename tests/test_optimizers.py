@@ -407,15 +407,19 @@ def test_bad_optimisers_are_refused():
 def test_values_the_device_would_take_as_zero_are_refused(precision):
     """An eps, rate or clip_norm that the device's precision takes as 0 is refused before a
     step (an Adam eps of 1e-40 or 1e-50 in float32 used to give NaN weights wherever a
-    gradient was 0: 0 / 0); float64 holds 1e-40, and training with it stays finite."""
+    gradient was 0: 0 / 0), and so is an Adam eps whose product with sqrt(1 - beta2), the
+    kernels' epsilon, is; float64 holds 1e-40, and training with it stays finite."""
     net = g.Network([g.FullyConnected(3, 4), g.Relu(), g.FullyConnected(4, 2)], input=g.D1(3),
                     device=g.Device(precision=precision), seed=1)
     x, y = np.zeros((8, 3)), np.ones((8, 2))
-    tiny = [Adam(eps=1e-40), SGD(1e-40), AdamW(clip_norm=1e-40)]
+    tiny = [Adam(eps=1e-40), SGD(1e-40), AdamW(clip_norm=1e-40), Adam(eps=1e-37)]
     if precision == "float32":
         for opt in tiny:
             with pytest.raises(ValueError, match="is 0 in float32 on the device"):
                 g.train(net, opt, x, y)
+        with pytest.raises(ValueError, match=r"eps 2e-38 times sqrt\(1 - beta2\) is 0"):
+            Adam(eps=2e-38).check(np.float32)
+        Adam(eps=2e-38, beta2=0).check(np.float32)
         with pytest.raises(ValueError, match="schedule 'exponential:1e-20' gives epoch 2 the "
                                              "rate 1e-41: .* is 0 in float32 on the device"):
             g.fit(net, Adam(0.1), x, y, epochs=3, schedule="exponential:1e-20")
