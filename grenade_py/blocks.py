@@ -184,6 +184,17 @@ NARROW: dict[str, Block] = {
     "conv_kernel_gradient": (5, 2, 1, 1), "conv_input_delta": (4, 1, 4),
     "gemm_outer_update": (6, 1, 16, 1)}
 
+#: The untuned blocks on AMD CPUs of 16-float vectors (Zen 4: PoCL's "skylake-avx512" on an
+#: AMD EPYC) where they differ from the first of FORMS (the other wide CPUs' defaults): the
+#: tuner's choices for the MNIST MLP on a 2-core EPYC (gemm_outer at its dW of batch 32,
+#: gemm_panels at 256, gemm_outer_update at 256; 6x1 or 8x1 in (16, 1) at 64 and 128). There,
+#: MLP epochs with no tuned table took 1.00x, 1.06x and 1.20x the tuned table's time at batch
+#: 32, 64 and 256 under FORMS' first, and 0.98x, 1.01x and 0.99x under these (medians by round,
+#: the three taking turns for 15 rounds; at 128, 9 rounds: 1.09x against 0.98x); LeNet's at 64
+#: 1.03x against 1.00x.
+AMD_WIDE: dict[str, Block] = {"gemm_outer": (6, 1, 4, 4, 1), "gemm_panels": (4, 4, 1, 8),
+                              "gemm_outer_update": (8, 1, 4, 4)}
+
 #: The untuned blocks on GPUs where they differ from the first of FORMS: the tuner's most
 #: frequent choice on an NVIDIA H200 (OpenCL 3.0, CUDA 13.0) over the MNIST networks' launch
 #: shapes at batches 32 to 256 (x the summed time of the defaults before: FORMS' first, and
@@ -215,6 +226,12 @@ DOT_FORMS = ("gemm_dot", "conv_kernel_gradient")
 def narrow(device: Device) -> bool:
     """Whether `device` is a CPU whose vectors hold fewer than 16 floats (no AVX-512)."""
     return device.narrow
+
+
+def amd_wide(device: Device) -> bool:
+    """Whether `device` is an AMD CPU whose vectors hold 16 floats (AMD_WIDE's): PoCL names
+    the CPU's vendor ("AuthenticAMD"; its vendor id is Intel's, 0x8086, on any CPU)."""
+    return not device.gpu and not narrow(device) and "AMD" in device.cl_device.vendor
 
 
 def candidates(device: Device, form: str) -> tuple[Block, ...]:
@@ -359,7 +376,8 @@ def default(device: Device, form: str, shape: Block) -> Block:
     is a gemm_dot_tiled (m, n, k, batches, chunks) whose `big_tiles` in its chunks are one or
     more per unit (as `gemm.k_splits` makes its parts); NARROW's on a CPU of 8-float vectors
     (gemm_panels, which runs on wider CPUs only, has none);
-    GPU's on a GPU; else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one product of
+    GPU's on a GPU; AMD_WIDE's on an AMD CPU of 16-float vectors (`amd_wide`);
+    else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one product of
     m n k >= LARGE and n >= WIDE, FEW_ROWS' rule for a CPU's gemm_dot of fewer rows, else the
     form's first."""
     m, n, k, *rest = shape
@@ -376,6 +394,8 @@ def default(device: Device, form: str, shape: Block) -> Block:
         return NARROW[form]
     if device.gpu and form in GPU:
         return GPU[form]
+    if form in AMD_WIDE and amd_wide(device):
+        return AMD_WIDE[form]
     if form == "gemm_dot" and rest == [1] and n >= WIDE and m * n * k >= LARGE:
         return WIDE_DEFAULT
     if form == "gemm_dot" and not device.gpu and m < FEW_ROWS:

@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -471,6 +472,7 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
     assert all(blocks.candidates(device, form) == blocks.FORMS[form] for form in blocks.FORMS
                if form not in blocks.TILED_FORMS)
     monkeypatch.setattr(device, "gpu", False)
+    monkeypatch.setattr(blocks, "amd_wide", lambda d: False)  # an Intel CPU's (AMD's: below)
     assert blocks.WIDE_DEFAULT in blocks.FORMS["gemm_dot"]
     assert blocks.block(device, "gemm_dot", (1024, 1024, 1024, 1)) == blocks.WIDE_DEFAULT
     assert blocks.block(device, "gemm_dot", (2048, blocks.WIDE, 256, 1)) == blocks.WIDE_DEFAULT
@@ -488,12 +490,33 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
     assert blocks.block(device, "gemm_outer", (1024, 1024, 1024, 1, 1)) == \
         blocks.FORMS["gemm_outer"][0]
     # FullyConnected's forward: below PANEL_ROWS rows gemm_dot (at WIDE_DEFAULT, over 2^27
-    # terms); from them, gemm_panels at its form's first (this fixture's panel_size aside)
+    # terms); from them, gemm_panels at its form's first, on AMD's CPUs at AMD_WIDE's (this
+    # fixture's panel_size aside)
     monkeypatch.setattr(fully_connected, "panel_size", panel_size)
     monkeypatch.setattr(device, "narrow", False)
     net = Network([FullyConnected(4096, blocks.WIDE)], input=D1(4096), device=device, seed=1)
-    for rows, names in ((PANEL_ROWS - 1, [blocks.kernel_name("gemm_dot", blocks.WIDE_DEFAULT)]),
-                        (PANEL_ROWS, ["gemm_pack_panels", blocks.kernel_name(
-                            "gemm_panels", blocks.FORMS["gemm_panels"][0])])):
-        assert [launch.kernel.function_name for launch in
-                Step(net, rows, SQUARED_ERROR).forward_launches(True)] == names
+    for amd, panels in ((False, blocks.FORMS["gemm_panels"][0]),
+                        (True, blocks.AMD_WIDE["gemm_panels"])):
+        monkeypatch.setattr(blocks, "amd_wide", lambda d, amd=amd: amd)
+        for rows, names in (
+                (PANEL_ROWS - 1, [blocks.kernel_name("gemm_dot", blocks.WIDE_DEFAULT)]),
+                (PANEL_ROWS, ["gemm_pack_panels", blocks.kernel_name("gemm_panels", panels)])):
+            assert [launch.kernel.function_name for launch in
+                    Step(net, rows, SQUARED_ERROR).forward_launches(True)] == names
+    # On AMD's CPUs of 16-float vectors, AMD_WIDE's blocks, which the tuner also tries
+    shapes = {"gemm_outer": (1024, 1024, 1024, 1, 1), "gemm_panels": (256, 512, 784),
+              "gemm_outer_update": (512, 784, 256)}
+    assert set(blocks.AMD_WIDE) == set(shapes)
+    for form, chosen in blocks.AMD_WIDE.items():
+        assert chosen in blocks.candidates(device, form) and chosen != blocks.FORMS[form][0]
+        assert blocks.block(device, form, shapes[form]) == chosen
+
+
+def test_amd_wide_is_an_amd_cpu_of_16_float_vectors():
+    """PoCL gives any CPU Intel's vendor id; its vendor string names AMD's."""
+    def device(vendor, narrow=False, gpu=False):
+        return SimpleNamespace(gpu=gpu, narrow=narrow, cl_device=SimpleNamespace(vendor=vendor))
+    assert blocks.amd_wide(device("AuthenticAMD"))
+    assert not blocks.amd_wide(device("GenuineIntel"))
+    assert not blocks.amd_wide(device("AuthenticAMD", narrow=True))  # AVX2: NARROW's
+    assert not blocks.amd_wide(device("Advanced Micro Devices, Inc.", gpu=True))
