@@ -737,7 +737,7 @@ def mnist_data(directory: str | None) -> tuple[tuple[np.ndarray, np.ndarray], st
         return (train_x, train_y), f"MNIST, 24k-train subset ({folder})"
     rng = np.random.default_rng(0)
     return ((rng.uniform(size=(24000, 784)), np.eye(10)[rng.integers(0, 10, 24000)]),
-            "random data shaped as MNIST (no --data given)")
+            f"random data shaped as MNIST (no --data given, and no {folder})")
 
 
 #: Haskell Grenade's own per-unit costs, from issue 17 (upstream 83cb4e4 built with GHC 9.0.2,
@@ -821,8 +821,9 @@ def bench_grenade_examples(device: Device, repeats: int, windows: int
     return rows
 
 
-def environment(device: Device, torch: object) -> list[str]:
-    """What a table's figures were measured on: machine, device, driver and versions."""
+def environment(device: Device, torch: object, data: str) -> list[str]:
+    """What a table's figures were measured on: machine, device, driver, versions and the
+    MNIST rows' data (`mnist_data`'s label: random data where no MNIST folder was found)."""
     import platform
     import sys
 
@@ -838,7 +839,7 @@ def environment(device: Device, torch: object) -> list[str]:
             f"versions: Python {sys.version.split()[0]}, numpy {np.__version__}, pyopencl "
             f"{pyopencl.VERSION_TEXT}, PyTorch "
             f"{getattr(torch, '__version__', 'not installed')}",
-            f"date: {time.strftime('%Y-%m-%d')}"]
+            f"data: {data}", f"date: {time.strftime('%Y-%m-%d')}"]
 
 
 class Table:
@@ -1038,7 +1039,7 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
             click.echo(f"   {name:24s} {value:11.3f} {unit:30s} "
                        f"{GRENADE[name.split()[0]]:>22s}")
     if markdown:
-        click.echo(table.markdown(environment(device, torch)))
+        click.echo(table.markdown(environment(device, torch, label)))
         return
     others = [f"{p}:{d}" for p, platform in enumerate(cl.get_platforms())
               for d, gpu in enumerate(platform.get_devices())

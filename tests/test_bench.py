@@ -45,7 +45,8 @@ def test_bench_runs(tmp_path):
 
 
 def test_bench_markdown_table(tmp_path):
-    """--markdown: the machine, device and versions, then one table of every main figure."""
+    """--markdown: the machine, device, versions and data, then one table of every main
+    figure."""
     result = subprocess.run([sys.executable, "-m", "grenade_py.bench", "--markdown",
                              "--examples", "1000", "--epoch-examples", "256", "--repeats", "1",
                              "--windows", "20"], cwd=tmp_path,
@@ -53,8 +54,10 @@ def test_bench_markdown_table(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines[:4]] == ["- machine", "- device", "- versions",
-                                                          "- date"]
+    assert [line.split(":")[0] for line in lines[:5]] == ["- machine", "- device", "- versions",
+                                                          "- data", "- date"]
+    assert lines[3] == "- data: random data shaped as MNIST (no --data given, and no " \
+        "../shared/data/mnist)"  # none beside tmp_path
     assert "1. feedforward" not in result.stdout  # the table instead of the sections
     table = [line for line in lines if line.startswith("| ")]
     # (with PyTorch, a row of grenade_py's MLP epoch over PyTorch's in each round, by batch;
