@@ -82,10 +82,16 @@ void optimizer_at(optimizer o, REAL decay, REAL g, global REAL *w, global REAL *
 // The step of weights w[at + own .. at + VW - 1] (m, v: their moments) from lanes own .. of
 // their gradient g: one vector step where own is 0, else lane by lane (the same arithmetic);
 // none where own >= VW. gemm_outer_update's blocks (gemm.cl), where a weight gradient's update
-// runs in its GEMM.
-void optimizer_lanes(int kind, REAL rate, REAL beta1, REAL beta2, REAL eps, REAL decay, REAL p1,
-                     REAL p2, realv g, int own, size_t at, global REAL *w, global REAL *m,
-                     global REAL *v) {
+// runs in its GEMM, once in a loop over the block's vectors. Inlined: as a call (PoCL did not
+// inline it), it formed the optimiser for each vector; inlined, the loop forms it once. Inside
+// fit's MNIST MLP steps (medians of 175-700 launches, the two versions taking turns) the
+// weights' step in the GEMM then took 0.91x the time under SGD and 0.90x under Adam at batch
+// 64, 0.91x and 0.79x at 128, 0.89-0.99x and 0.92x at 256.
+__attribute__((always_inline)) void optimizer_lanes(int kind, REAL rate, REAL beta1, REAL beta2,
+                                                    REAL eps, REAL decay, REAL p1, REAL p2,
+                                                    realv g, int own, size_t at,
+                                                    global REAL *w, global REAL *m,
+                                                    global REAL *v) {
     const optimizer o = optimizer_make(kind, rate, beta1, beta2, eps, p1, p2);
     if (own == 0) {
         realv wi = VLOAD(0, w + at), mi = VLOAD(0, m + at);
