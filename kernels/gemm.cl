@@ -414,22 +414,31 @@ void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const 
                               int c_m, global const REAL *Y) {
     if (N >= VW) {
         GEMM_OUTER_SUMS($RM, $CV)
+        // A vector moved back past n0 (its first columns are another block's) can only be the
+        // block's first, where the block is the row's last and narrower than one vector past
+        // n0: stored after the others, in a loop not unrolled.
+        const int back = cols[0] < n0;
         #pragma unroll
         for (int r = 0; r < $RM; ++r)
             if (m0 + r < M)
                 #pragma unroll
                 for (int c = 0; c < $CV; ++c) {
                     const size_t at = (size_t)(m0 + r) * c_m + cols[c];
-                    global REAL *row = C + at;
                     if (Y) acc[r][c] = relu_backward_v(VLOAD(0, Y + at), acc[r][c]);
-                    if (cols[c] >= n0) {
-                        VSTORE(acc[r][c], 0, row);
-                    } else {  // moved back past n0: the columns before it are another block's
-                        REAL lanes[VW];
-                        VSTORE(acc[r][c], 0, lanes);
-                        for (int l = n0 - cols[c]; l < VW; ++l) row[l] = lanes[l];
-                    }
+                    if (cols[c] >= n0) VSTORE(acc[r][c], 0, C + at);
                 }
+        if (back) {
+            realv first[$RM];
+            #pragma unroll
+            for (int r = 0; r < $RM; ++r) first[r] = acc[r][0];
+            #pragma unroll 1
+            for (int r = 0; r < min($RM, M - m0); ++r) {
+                REAL lanes[VW];
+                VSTORE(first[r], 0, lanes);
+                global REAL *row = C + (size_t)(m0 + r) * c_m + cols[0];
+                for (int l = n0 - cols[0]; l < VW; ++l) row[l] = lanes[l];
+            }
+        }
     } else {
         global const REAL *a = A + (size_t)m0 * a_m;
         for (int r = 0; r < min($RM, M - m0); ++r, a += a_m)
