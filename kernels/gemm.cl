@@ -414,9 +414,10 @@ void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const 
                               int c_m, global const REAL *Y) {
     if (N >= VW) {
         GEMM_OUTER_SUMS($RM, $CV)
-        // A vector moved back past n0 (its first columns are another block's) can only be the
-        // block's first, where the block is the row's last and narrower than one vector past
-        // n0: stored after the others, in a loop not unrolled.
+        // A block within one vector of N (the row's last) has every vector moved back to
+        // N - VW, past n0 (their first columns another block's): the first alone is stored,
+        // lane by lane, after the loop and in a loop not unrolled (RM CV copies of that made
+        // PoCL's first launch of a block take up to 2x as long; the kernel's time the same).
         const int back = cols[0] < n0;
         #pragma unroll
         for (int r = 0; r < $RM; ++r)
