@@ -284,6 +284,16 @@ kernel void gemm_sum_chunks(int count, int chunks, global const REAL *partial,
         }                                                                                     \
     }
 
+// GEMM_OUTER_SUMS' acc copied into sums[ROWS][VECTORS], for a loop over the block that is not
+// unrolled (it indexes them at run time, which would keep acc itself in memory through the
+// GEMM): gemm_panels' stores, gemm_outer_update's steps.
+#define GEMM_OUTER_SUMS_OUT(ROWS, VECTORS)                                                    \
+    realv sums[ROWS][VECTORS];                                                                \
+    _Pragma("unroll")                                                                         \
+    for (int r = 0; r < (ROWS); ++r)                                                          \
+        _Pragma("unroll")                                                                     \
+        for (int c = 0; c < (VECTORS); ++c) sums[r][c] = acc[r][c];
+
 // Panels: B (N, K) row-major (FullyConnected's W) as k-major panels of PANEL columns of B^T,
 // Bp[(p K + k) PANEL + w] = B[(p PANEL + w) b_n + k], rows past N repeating the last: what
 // gemm_panels reads, each k's PANEL values contiguous. (At 1024^3 on a 2-core AVX-512 Xeon,
@@ -374,11 +384,7 @@ kernel void gemm_panels_$RMx$CV(int M, int columns, int K, global const REAL *A,
     // The stores in a loop, not unrolled (as gemm_outer_update's steps): PoCL's first launch of
     // a block took 0.17-0.20 s, against 0.75-1.11 s for RM CV copies of the stores and their
     // scalar tail; the kernel's time at 256 x 512 x 784 and 1024^3 moved by -0.5% to +1.9%.
-    realv sums[$RM][$CV];
-    #pragma unroll
-    for (int r = 0; r < $RM; ++r)
-        #pragma unroll
-        for (int c = 0; c < $CV; ++c) sums[r][c] = acc[r][c];
+    GEMM_OUTER_SUMS_OUT($RM, $CV)
     #pragma unroll 1
     for (int r = 0; r < min($RM, M - m0); ++r)
         #pragma unroll 1
@@ -480,12 +486,8 @@ kernel void gemm_outer_update_$RMx$CV(int M, int N, int K, global const REAL *A,
     GEMM_OUTER_SUMS($RM, $CV)
     // The steps in a loop, not unrolled: optimizer_lanes, inlined, is then compiled once (each
     // of RM CV copies of its three rules made PoCL's first launch of a 24x1 block take 1.7 s
-    // instead of 0.2), and the sums are copied out first so that the GEMM's stay in registers.
-    realv sums[$RM][$CV];
-    #pragma unroll
-    for (int r = 0; r < $RM; ++r)
-        #pragma unroll
-        for (int c = 0; c < $CV; ++c) sums[r][c] = acc[r][c];
+    // instead of 0.2).
+    GEMM_OUTER_SUMS_OUT($RM, $CV)
     #pragma unroll 1
     for (int r = 0; r < min($RM, M - m0); ++r)
         #pragma unroll 1
