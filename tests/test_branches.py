@@ -83,6 +83,12 @@ def test_nested_network_keeps_its_parameters_and_belongs_to_the_outer(device64, 
         run_net(inner, x)
     with pytest.raises(ValueError, match="already belongs"):
         Network([inner], input=D1(3), device=device64)
+    # The nested network's parameters are views of the outer's: a step of the outer moves them.
+    train(outer, LearningParameters(0.1, 0.9, 0.0), x, rng.normal(size=(5, 2)))
+    moved = outer.get_parameters()[0]
+    assert not np.array_equal(moved["0.weights"], before["weights"])
+    for name, value in inner.get_parameters()[0].items():
+        np.testing.assert_array_equal(value, moved[f"0.{name}"])
 
 
 def test_a_layer_cannot_appear_twice(device):

@@ -202,6 +202,38 @@ def test_fit_reports_the_loss_it_computes(device64, rng):
     assert record["accuracy"] == pytest.approx(accuracy)
 
 
+def test_fit_reports_progress_without_changing_the_steps(device64, rng):
+    """progress(step, steps) comes about 50 times an epoch (every step of a short one), in
+    order, ending at the last step; the weights are those of a run without it."""
+    a, b = (feedforward_network(device64, seed=2) for _ in range(2))
+    x, y = sample(1000, rng)
+    seen: list[tuple[int, int]] = []
+    fit(a, LP, x, y, batch_size=4, epochs=2, seed=3,
+        progress=lambda done, steps: seen.append((done, steps)))
+    fit(b, LP, x, y, batch_size=4, epochs=2, seed=3)
+    epoch = [(done, 250) for done in range(5, 251, 5)]  # 250 steps: every 250 // 50
+    assert seen == epoch + epoch
+    for pa, pb in zip(a.get_parameters(), b.get_parameters(), strict=True):
+        for name in pa:
+            np.testing.assert_array_equal(pa[name], pb[name])
+    seen.clear()
+    fit(a, LP, x[:10], y[:10], batch_size=4, progress=lambda *done: seen.append(done))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_fit_warns_when_the_loss_is_not_finite(device, caplog):
+    """A rate that makes the weights overflow gives a record whose loss is not finite, and a
+    warning that says what to do, rather than an error that would lose the epochs done."""
+    net = Network([FullyConnected(2, 8), FullyConnected(8, 1)], input=D1(2), device=device,
+                  seed=1)
+    x, y = np.full((64, 2), 10.0), np.full((64, 1), 1.0)
+    with caplog.at_level("WARNING", logger="grenade_py"):
+        history = fit(net, LearningParameters(1e3, 0.9, 0.0), x, y, batch_size=8, epochs=3,
+                      shuffle=False)
+    assert len(history) == 3 and not np.isfinite(history[-1]["loss"])
+    assert "lower the learning rate" in caplog.text
+
+
 def test_fit_input_errors(device):
     net = Network([FullyConnected(2, 3), Relu(), FullyConnected(3, 2), Softmax()], input=D1(2),
                   device=device)

@@ -60,6 +60,10 @@ def test_common_mistakes_say_how_to_fix_them(device):
     with pytest.raises(TypeError, match=r"layers must be a list of layers, got one "
                        r"\(FullyConnected 3 2\): pass \[layer, ...\]"):
         Network(FullyConnected(3, 2), input=D1(3), device=device)
+    with pytest.raises(ShapeError, match="^a network needs at least one layer$"):
+        Network([], input=D1(3), device=device)
+    with pytest.raises(TypeError, match=r"^layer 1 is 'relu', not a grenade_py layer$"):
+        Network([FullyConnected(3, 2), "relu"], input=D1(3), device=device)
 
 
 def test_a_bad_size_is_named_in_the_constructors_order():
@@ -115,8 +119,14 @@ def test_parameters_round_trip_and_validate(device):
     nan = [{"weights": np.full((3, 2), np.nan), "bias": np.zeros(3)}, {}]
     with pytest.raises(ValueError, match="finite"):
         net.set_parameters(nan)
+    with pytest.raises(ValueError, match="^expected momentum for 2 layers, got 1$"):
+        net.set_momentum(params[:1])
+    with pytest.raises(ValueError, match=r"^layer 0 \(FullyConnected 2 3\) has second "
+                       r"\['bias', 'weights'\], got \['weights'\]$"):
+        net.set_second([{"weights": params[0]["weights"]}, {}])
     # a failed set changes nothing
     np.testing.assert_array_equal(net.get_parameters()[0]["weights"], params[0]["weights"])
+    assert not net.get_momentum()[0]["weights"].any() and not net.get_second()[0]["bias"].any()
 
 
 def test_seeded_initialisation(device):

@@ -207,6 +207,11 @@ def test_grenade_low_level_api(device64, rng):
         apply_update(elsewhere, LP, grads)  # (OpenCL's INVALID_CONTEXT before)
     with pytest.raises(TypeError, match="gradients must be what run_gradient returns, got list"):
         apply_update(net, LP, back_propagate(net, x1, t))
+    smaller = Network([FullyConnected(3, 2)], input=D1(3), device=device64)
+    with pytest.raises(ValueError, match="^these gradients belong to another network$"):
+        apply_update(smaller, LP, grads)
+    with pytest.raises(ValueError, match="^dy has 4 samples but the tapes hold 5$"):
+        run_gradient(net, tapes1, np.ones((4, 2)))
 
 
 def test_low_level_api_on_device_arrays(device64, rng):
