@@ -138,6 +138,22 @@ def test_load_mnist_refuses_what_is_not_mnist(tmp_path):
     path.write_bytes(bytes(blob))
     with pytest.raises(DataError, match="truncated or corrupted gzip"):
         load_mnist(tmp_path / "corrupt")
+    write_mnist(tmp_path / "fewer", np.zeros((3, 28, 28)), np.array([1, 2]))
+    with pytest.raises(DataError, match=r"fewer: 3 \*train\* images but 2 labels$"):
+        load_mnist(tmp_path / "fewer")
+    write_mnist(tmp_path / "labels", np.zeros((2, 28, 28)), np.array([1, 10]))
+    with pytest.raises(DataError, match=r"\*train\* labels go up to 10, not 0-9$"):
+        load_mnist(tmp_path / "labels")
+    write_mnist(tmp_path / "swapped", np.zeros((2, 28, 28)), np.array([1, 2]))
+    for name in ("images-idx3", "labels-idx1"):
+        (tmp_path / "swapped" / f"train-{name}-ubyte.gz").rename(tmp_path / "swapped" / name)
+    for name, other in (("images-idx3", "labels-idx1"), ("labels-idx1", "images-idx3")):
+        (tmp_path / "swapped" / name).rename(tmp_path / "swapped" / f"train-{other}-ubyte.gz")
+    with pytest.raises(DataError, match=r"\*train\* images and labels files are swapped$"):
+        load_mnist(tmp_path / "swapped")
+    (tmp_path / "cut").write_bytes(struct.pack(">III", 2051, 1, 28))
+    with pytest.raises(DataError, match="image header cut short$"):
+        read_idx(tmp_path / "cut")
 
 
 def mnist_cli(*args, timeout=300):

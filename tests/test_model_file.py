@@ -92,6 +92,9 @@ def test_truncated_file(device64, tmp_path):
         path.write_bytes(blob[:cut])
         with pytest.raises(ModelFileError, match="truncated|not a grenade_py"):
             Network.load(path)
+    path.write_bytes(blob + b"\0")  # (another file's tail left by a copy, say)
+    with pytest.raises(ModelFileError, match="has trailing bytes after its checksum$"):
+        Network.load(path)
 
 
 def test_corrupted_data(device64, tmp_path):
@@ -128,6 +131,15 @@ def test_corrupted_header(device64, tmp_path):
         Network.load(path)
 
 
+def test_metadata_that_is_not_an_object(device64, tmp_path):
+    from grenade_py.network_file import read_metadata
+
+    path, blob = saved(device64, tmp_path)
+    path.write_bytes(rewrite(blob, lambda h: h.update(metadata=["a"])))
+    with pytest.raises(ModelFileError, match=r"corrupted header \(metadata is not an object\)"):
+        read_metadata(path)
+
+
 def huge(header):
     """FullyConnected 2 30000000, Tanh, FullyConnected 30000000 1: a consistent network whose
     parameters the file's arrays do not hold."""
@@ -142,6 +154,18 @@ def huge(header):
     (lambda h: h["network"]["layers"][0].update(o=30_000_000), "takes D1 3, but its input is"),
     (huge, "no parameters 'weights' of shape"),
     (lambda h: h["arrays"][0].update(name="bias"), "no parameters 'bias'"),
+    (lambda h: h["arrays"][0].update(layer=7), "belongs to no layer"),
+    (lambda h: h["arrays"][0].update(role="velocity"), "belongs to no layer"),
+    (lambda h: h.update(format="keras"), "holds no grenade_py Network"),
+    (lambda h: h.update(shapes=["D1 2", "D1 3", "D1 3", "D1 2"]), "stored shapes .* differ"),
+    (lambda h: h.update(steps=-1), r"step counts \[-1, 0\] are not counts"),
+    (lambda h: h.update(state_steps=1.5), "are not counts"),
+    (lambda h: h.update(layer_state=[]), "layer_state is not an object"),
+    (lambda h: h["network"]["layers"].__setitem__(1, "Tanh"), r"layers\[1\]: a layer is an "
+     "object with a \"type\""),
+    (lambda h: h["network"].pop("layers"), r"network \(Network\): needs \"layers\", a list"),
+    (lambda h: h["network"]["layers"].__setitem__(1, {"type": "Merge", "a": {"type": "Tanh"}}),
+     r"layers\[1\] \(Merge\): needs branches \"a\" and \"b\""),
 ])
 def test_crafted_headers_are_refused_before_building(device64, tmp_path, edit, message):
     """A header whose arrays do not tile the data, or do not fit the layers, is refused before
