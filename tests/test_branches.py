@@ -97,6 +97,13 @@ def test_a_layer_cannot_appear_twice(device):
         Network([tanh, Merge(tanh, Relu())], input=D1(2), device=device)
     # nothing was placed: the layer can still be used
     Network([tanh], input=D1(2), device=device)
+    with pytest.raises(ValueError, match="^the two branches must be different layers$"):
+        Merge(tanh, tanh)
+    with pytest.raises(TypeError, match="^a branch is a layer, a list of layers or a Network, "
+                       "got 'tanh'$"):
+        Concat("tanh", Relu())
+    with pytest.raises(TypeError, match="^stacked must be True or False, got 'yes'$"):
+        Concat(Tanh(), Relu(), stacked="yes")
 
 
 #: The activations random networks draw from (the fork's with their arguments).

@@ -140,6 +140,28 @@ def test_metadata_that_is_not_an_object(device64, tmp_path):
         read_metadata(path)
 
 
+@pytest.mark.parametrize("state, message", [
+    ({"1": {"key": [1], "step": 0}}, r"Dropout state \{'key': \[1\], 'step': 0\} is not a key "
+     "and a step"),
+    ({"1": {"key": [1, 2], "step": -3}}, "is not a key and a step"),
+    ({"2": {"running_mean": [0.0], "running_var": [1.0, 1.0]}}, "BatchNorm state .* is not 2 "
+     "running means and variances"),
+    ({"2": {"running_mean": [0.0, 0.0], "running_var": [1.0, -1.0]}}, "is not 2 running"),
+])
+def test_layer_states_that_do_not_fit_are_refused(device64, tmp_path, state, message):
+    """A Dropout's key and step or a BatchNorm's running statistics that a file's header holds
+    are checked as they are set; the error names the file."""
+    from grenade_py import BatchNorm, Dropout
+
+    net = Network([FullyConnected(3, 2), Dropout(0.5), BatchNorm(2)], input=D1(3),
+                  device=device64, seed=1)
+    path = tmp_path / "states.gpy"
+    net.save(path)
+    path.write_bytes(rewrite(path.read_bytes(), lambda h: h["layer_state"].update(state)))
+    with pytest.raises(ModelFileError, match=f"^{path}.*{message}"):
+        Network.load(path, device=device64)
+
+
 def huge(header):
     """FullyConnected 2 30000000, Tanh, FullyConnected 30000000 1: a consistent network whose
     parameters the file's arrays do not hold."""

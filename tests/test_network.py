@@ -92,6 +92,31 @@ def test_fully_connected_rejects_2d_input(device):
         Network([FullyConnected(6, 1)], input=D2(2, 3), device=device)
 
 
+def test_shapes_from_text():
+    """Model files and specs write shapes as their repr; anything else is refused."""
+    from grenade_py.shapes import parse_shape
+
+    assert parse_shape("D3 28 28 1") == D3(28, 28, 1) and parse_shape(" D1  7 ") == D1(7)
+    for text, message in (("D2 3", "wrong number of sizes"), ("D4 1", "expected e.g."),
+                          ("D1 -1", "expected e.g."), (None, "expected e.g.")):
+        with pytest.raises(ValueError, match=f"^not a shape: {text!r}.*{message}"):
+            parse_shape(text)  # type: ignore[arg-type]
+
+
+def test_pad_and_crop_take_sizes_and_planes(device):
+    from grenade_py import Crop
+
+    for layer in (Pad, Crop):
+        with pytest.raises(ValueError, match=f"^{layer.__name__} top must be an int >= 0, got "
+                           "-1$"):
+            layer(0, -1, 0, 0)
+        with pytest.raises(ValueError, match="right must be an int >= 0, got 1.5$"):
+            layer(0, 0, 1.5, 0)
+        with pytest.raises(ShapeError, match=r"^layer 0 \((Pad|Crop) 1 1 1 1\) takes D2 or D3, "
+                           "but its input is D1 4$"):
+            Network([layer(1, 1, 1, 1)], input=D1(4), device=device)
+
+
 def test_activations_keep_any_shape(device, rng):
     net = Network([Relu()], input=D2(2, 3), device=device)
     x = rng.normal(size=(4, 2, 3))

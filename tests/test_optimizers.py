@@ -343,7 +343,8 @@ def test_schedules():
         pytest.approx([1, 0.853553, 0.5, 0.146447], rel=1e-5)
     assert schedule_rate(None, 0.3, 5, 9) == schedule_rate("constant", 0.3, 5, 9) == 0.3
     assert schedule_rate(lambda e: 0.1 / (e + 1), 9.0, 3, 9) == pytest.approx(0.025)
-    for bad in ("step:0:0.5", "exponential", "cosine:2", "linear"):
+    for bad in ("step:0:0.5", "exponential", "cosine:2", "linear", "step:a:0.5",
+                "exponential:0.9x"):
         with pytest.raises(ValueError, match="is not one of"):
             schedule_rate(bad, 0.1, 0, 3)
     with pytest.raises(ValueError, match="rates must be finite and > 0"):
