@@ -3,14 +3,15 @@
 Two kinds of model: those grenade_py exported (`grenade_py.onnx_export`; their metadata holds
 the network's spec, their initializers are named by layer path) come back as the same network,
 recurrent ones included; any other model (PyTorch's exporter, say) must be a chain of ops that
-grenade_py has layers for (see FOREIGN_OPS), which become those layers. Needs the `onnx`
-package (pip install onnx: the [onnx] extra).
+grenade_py has layers for (see FOREIGN_OPS), which become those layers; nodes computed from
+constants alone (PyTorch's ZeroPad2d computes its Pad's pads so) are computed once, by the onnx
+package's reference evaluator. Needs the `onnx` package (pip install onnx: the [onnx] extra).
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from grenade_py.errors import ModelFileError
 from grenade_py.layers import (
     BatchNorm,
     Convolution,
+    Crop,
     Deconvolution,
     Elu,
     FullyConnected,
@@ -39,10 +41,19 @@ from grenade_py.layers import (
 from grenade_py.onnx_export import _onnx
 from grenade_py.shapes import D1, D2, D3, Shape
 
-#: The ops of other exporters' models that become grenade_py layers.
+#: The ops of other exporters' models that become grenade_py layers (a Conv's zero padding a
+#: Pad before its Convolution, a ConvTranspose's a Crop after its Deconvolution).
 FOREIGN_OPS = ("Gemm", "MatMul", "Add (a MatMul's bias)", "Relu", "Tanh", "Sigmoid", "Sin",
                "Elu", "LeakyRelu", "Gelu (exact)", "Softmax", "Identity", "Dropout", "Flatten",
                "Reshape", "Conv", "ConvTranspose", "MaxPool", "Pad", "BatchNormalization")
+
+
+def _decimal(value: float) -> float:
+    """A float attribute (ONNX keeps them in float32) as the shortest decimal that float32
+    holds as it: the value its exporter was given (0.2 for float32's 0.2000000029...), so that
+    a float64 network computes what the exported model did (PyTorch's LeakyReLU(0.2),
+    BatchNorm2d's eps 1e-5)."""
+    return float(str(np.float32(value)))
 
 
 def _shape(dims: list[int]) -> Shape:
@@ -99,8 +110,9 @@ def _ours(cls: Any, spec: dict[str, Any], weights: dict[str, np.ndarray], device
 class _Chain:
     """Another exporter's graph read as a chain of layers."""
 
-    def __init__(self, graph: Any, weights: dict[str, np.ndarray]) -> None:
-        self.weights = dict(weights)
+    def __init__(self, graph: Any, weights: dict[str, np.ndarray], opsets: dict[str, int]
+                 ) -> None:
+        self.weights, self.opsets = dict(weights), opsets
         self.layers: list[Layer] = []
         self.values: list[dict[str, np.ndarray]] = []
         self.states: dict[int, dict[str, Any]] = {}
@@ -134,8 +146,8 @@ class _Chain:
         attrs: dict[str, Any]
         for node in self.graph.node:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            if node.op_type == "Constant":
-                self.weights[node.output[0]] = onnx.numpy_helper.to_array(attrs["value"])
+            if all(name in self.weights for name in node.input if name):  # constants alone
+                self.fold(node)
                 continue
             if not node.input or node.input[0] != self.current:
                 raise ModelFileError(f"node {node.name!r} ({node.op_type}) does not follow the "
@@ -144,6 +156,19 @@ class _Chain:
             self.current, self.last = node.output[0], node.op_type
         if self.current != self.graph.output[0].name:
             raise ModelFileError("the graph's output is not the end of its chain of nodes")
+
+    def fold(self, node: Any) -> None:
+        """Compute a node of constants alone (a Constant, or the nodes giving a Pad its pads)
+        by the onnx package's reference evaluator, keeping its outputs as constants."""
+        from onnx.reference import ReferenceEvaluator
+
+        given = {name: self.weights[name] for name in node.input if name}
+        try:
+            found = ReferenceEvaluator(node, opsets=self.opsets).run(None, given)
+        except Exception as e:  # whatever an op the evaluator lacks or rejects raises
+            raise ModelFileError(f"node {node.name!r} ({node.op_type}) of constants alone could "
+                                 f"not be computed: {e}") from None
+        self.weights.update(zip(node.output, cast(list[np.ndarray], found), strict=True))
 
     def op(self, node: Any, attrs: dict[str, Any]) -> None:
         op, where = node.op_type, f"node {node.name!r} ({node.op_type})"
@@ -154,7 +179,7 @@ class _Chain:
         elif op == "Elu" and attrs.get("alpha", 1.0) == 1.0:
             self.add(Elu())
         elif op == "LeakyRelu":
-            self.add(LeakyRelu(float(attrs.get("alpha", 0.01))))
+            self.add(LeakyRelu(_decimal(attrs.get("alpha", 0.01))))
         elif op == "Gelu":  # opset 20; the tanh form is not Gelu(approximate=True)'s sigmoid
             approximate = attrs.get("approximate", b"none")
             approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
@@ -198,20 +223,23 @@ class _Chain:
             gamma, beta, mean, var = (self.constant(node, k) for k in range(1, 5))
             self.states[len(self.layers)] = {"running_mean": mean.astype(float).tolist(),
                                              "running_var": var.astype(float).tolist()}
-            self.add(BatchNorm(len(gamma), float(attrs.get("epsilon", 1e-5)),
-                               1 - float(attrs.get("momentum", 0.9))),
+            self.add(BatchNorm(len(gamma), _decimal(attrs.get("epsilon", 1e-5)),
+                               1 - _decimal(attrs.get("momentum", 0.9))),
                      {"gamma": gamma, "beta": beta})
         else:
             raise ModelFileError(f"{where} has no grenade_py layer here (read: "
                                  f"{', '.join(FOREIGN_OPS)})")
 
     def spatial(self, node: Any, attrs: dict[str, Any], where: str) -> None:
-        if any(attrs.get("pads", [])) or any(d != 1 for d in attrs.get("dilations", [])) or \
-                attrs.get("group", 1) != 1 or attrs.get("ceil_mode", 0) or \
+        top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])
+        extra = attrs.get("output_padding", [0, 0])  # a ConvTranspose's: less cropped at the end
+        if any(d != 1 for d in attrs.get("dilations", [])) or attrs.get("group", 1) != 1 or \
+                attrs.get("ceil_mode", 0) or "output_shape" in attrs or \
                 attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or \
-                any(attrs.get("output_padding", [])):
-            raise ModelFileError(f"{where}: only unpadded, undilated, ungrouped windows are read "
-                                 "(pad with a Pad node before it)")
+                (node.op_type == "MaxPool" and any((top, left, bottom, right))) or \
+                extra[0] > bottom or extra[1] > right:
+            raise ModelFileError(f"{where}: only undilated, ungrouped windows are read, padded "
+                                 "by zeros (a MaxPool's unpadded)")
         if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 2 and node.input[2]:
             raise ModelFileError(f"{where} has a bias, which grenade_py's (Grenade's) "
                                  "convolutions do not: export it without (bias=False)")
@@ -223,11 +251,15 @@ class _Chain:
         kh, kw = weight.shape[2:]
         kernel = weight.reshape(weight.shape[0], -1).T
         if node.op_type == "Conv":
+            if any((top, left, bottom, right)):
+                self.add(Pad(left, top, right, bottom))
             self.add(Convolution(weight.shape[1], weight.shape[0], kh, kw, *strides),
                      {"kernel": kernel})
         else:
             self.add(Deconvolution(weight.shape[0], weight.shape[1], kh, kw, *strides),
                      {"kernel": kernel})
+            if any((top, left, bottom - extra[0], right - extra[1])):
+                self.add(Crop(left, top, right - extra[1], bottom - extra[0]))
 
 
 def from_onnx(cls: Any, path: str | os.PathLike[str], device: Device | str | None = None
@@ -258,7 +290,7 @@ def _read(cls: Any, onnx: Any, model: Any, device: Device | str | None) -> Any:
     props = {p.key: p.value for p in model.metadata_props}
     if "grenade_py.spec" in props:
         return _ours(cls, json.loads(props["grenade_py.spec"]), weights, placed)
-    chain = _Chain(model.graph, weights)
+    chain = _Chain(model.graph, weights, {o.domain: o.version for o in model.opset_import})
     chain.read()
     net = cls(chain.layers, input=chain.input_shape, device=placed, seed=0)
     net.set_parameters([values if layer.parameter_shapes() else {}

@@ -223,6 +223,61 @@ def test_a_pytorch_lenet_imports_runs_and_trains_on(tmp_path):
                                rtol=1e-9, atol=1e-12)
 
 
+def test_a_padded_pytorch_convnet_imports_runs_and_trains_on(tmp_path):
+    """Padding as PyTorch exports it: ZeroPad2d (a Pad whose pads a chain of constant nodes
+    computes), a Conv2d's padding (a Pad before the Convolution) and a ConvTranspose2d's padding
+    and output_padding (a Crop after the Deconvolution); with LeakyReLU(0.2) and ELU, in
+    float64: PyTorch's outputs, and one SGD step on the half squared error equals torch's."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the oracle here")
+    torch.manual_seed(3)
+    nn = torch.nn
+    model = nn.Sequential(
+        nn.ZeroPad2d((1, 2, 0, 1)), nn.Conv2d(1, 4, 3, padding=1, bias=False),
+        nn.LeakyReLU(0.2), nn.MaxPool2d(2), nn.Conv2d(4, 3, (3, 2), padding=(2, 1), bias=False),
+        nn.ELU(), nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1,
+                                     bias=False),
+        nn.Tanh(), nn.Flatten(), nn.Linear(200, 5)).double()
+    torch_export(model, (1, 1, 5, 5), tmp_path / "pads.onnx", torch.float64)
+    net = g.Network.from_onnx(tmp_path / "pads.onnx")
+    assert repr(net).startswith(
+        "Network '[Pad 1 0 2 1, Pad 1 1 1 1, Convolution 1 4 3 3 1 1, LeakyRelu 0.2, Pooling 2 2 "
+        "2 2, Pad 1 2 1 2, Convolution 4 3 3 2 1 1, Elu, Deconvolution 3 2 3 3 2 2, Crop 1 1 0 0, "
+        "Tanh, Reshape D1 200, FullyConnected 200 5]")
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(4, 1, 5, 5)), rng.normal(size=(4, 5))
+    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-12, atol=1e-14)
+    g.train(net, g.LearningParameters(0.1, 0.0, 0.0), x, y)
+    sgd_step(model, 0.5 * ((model(torch.tensor(x)) - torch.tensor(y)) ** 2).sum() / len(x),
+             0.1)
+    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_a_pytorch_batch_norm_imports_with_its_running_statistics(tmp_path):
+    """BatchNormalization (exported without constant folding, which would fold it into the
+    convolution as a bias): BatchNorm with PyTorch's scale, shift, running statistics and eps
+    1e-5 (ONNX holds it in float32), so run_net in float64 is PyTorch's eval() output."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the oracle here")
+    torch.manual_seed(4)
+    nn = torch.nn
+    norm = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        for value in (norm.running_mean, norm.weight, norm.bias):
+            value.copy_(torch.randn(3))
+        norm.running_var.copy_(torch.rand(3) + 0.5)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, bias=False), norm, nn.ReLU(), nn.Flatten(),
+                          nn.Linear(27, 2)).double().eval()
+    torch_export(model, (1, 1, 5, 5), tmp_path / "bn.onnx", torch.float64,
+                 do_constant_folding=False)
+    net = g.Network.from_onnx(tmp_path / "bn.onnx")
+    assert [type(layer).__name__ for layer in net.layers] == [
+        "Convolution", "BatchNorm", "Relu", "Reshape", "FullyConnected"]
+    x = np.random.default_rng(6).normal(size=(3, 1, 5, 5))
+    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-12, atol=1e-14)
+
+
 def test_what_cannot_be_read_is_named(tmp_path):
     torch = pytest.importorskip("torch", reason="PyTorch's exporter writes these models")
     nn = torch.nn
@@ -234,6 +289,22 @@ def test_what_cannot_be_read_is_named(tmp_path):
                  tmp_path / "b")
     with pytest.raises(ModelFileError, match=r"node '.*' \(AveragePool\) has no grenade_py layer"):
         g.Network.from_onnx(tmp_path / "b")
+    for name, layer in (("dilated", nn.Conv2d(1, 2, 3, dilation=2, bias=False)),
+                        ("padded pool", nn.MaxPool2d(2, padding=1))):
+        torch_export(nn.Sequential(layer), (1, 1, 6, 6), tmp_path / name)
+        with pytest.raises(ModelFileError, match=r"only undilated, ungrouped windows are read, "
+                           r"padded by zeros \(a MaxPool's unpadded\)$"):
+            g.Network.from_onnx(tmp_path / name)
+    helper, tensor = onnx.helper, onnx.TensorProto.FLOAT
+    constant = helper.make_tensor("v", tensor, [1], [1.0])
+    onnx.save(helper.make_model(helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], value=constant),
+         helper.make_node("Unheard", ["c"], ["d"]), helper.make_node("Relu", ["x"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", tensor, ["n", 3])],
+        [helper.make_tensor_value_info("y", tensor, ["n", 3])])), tmp_path / "d")
+    with pytest.raises(ModelFileError, match=r"node '' \(Unheard\) of constants alone could not "
+                       "be computed: No registered schema for operator 'Unheard'"):
+        g.Network.from_onnx(tmp_path / "d")
     (tmp_path / "c").write_bytes(b"\x01\x02not a model")
     with pytest.raises(ModelFileError, match="is not an ONNX model"):
         g.Network.from_onnx(tmp_path / "c")
