@@ -151,6 +151,20 @@ def sgd_step(model, loss, rate: float) -> None:
             parameter -= rate * parameter.grad
 
 
+def runs_and_trains_as_torch(net: g.Network, model, x: np.ndarray, y: np.ndarray) -> None:
+    """The float64 `net` imported from `model` gives its outputs on x, and after one SGD step
+    (no momentum, no L2) on the half squared error against y, again."""
+    import torch
+
+    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-12, atol=1e-14)
+    g.train(net, g.LearningParameters(0.1, 0.0, 0.0), x, y)
+    sgd_step(model, 0.5 * ((model(torch.tensor(x)) - torch.tensor(y)) ** 2).sum() / len(x),
+             0.1)
+    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-10, atol=1e-12)
+
+
 def test_a_pytorch_mlp_imports_runs_and_trains_on(tmp_path):
     """PyTorch's nn.Linear/ReLU/Tanh export (Gemm) becomes FullyConnected layers with its
     weights: the same outputs, and one SGD step (no momentum, no L2) on the half squared error
@@ -165,13 +179,7 @@ def test_a_pytorch_mlp_imports_runs_and_trains_on(tmp_path):
                                 "FullyConnected 5 3]")
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(6, 4)), rng.normal(size=(6, 3))
-    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
-                               rtol=1e-12, atol=1e-14)
-    g.train(net, g.LearningParameters(0.1, 0.0, 0.0), x, y)
-    sgd_step(model, 0.5 * ((model(torch.tensor(x)) - torch.tensor(y)) ** 2).sum() / len(x),
-             0.1)
-    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
-                               rtol=1e-10, atol=1e-12)
+    runs_and_trains_as_torch(net, model, x, y)
 
 
 def test_a_pytorch_gelu_imports(tmp_path):
@@ -245,13 +253,7 @@ def test_a_padded_pytorch_convnet_imports_runs_and_trains_on(tmp_path):
         "Tanh, Reshape D1 200, FullyConnected 200 5]")
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(4, 1, 5, 5)), rng.normal(size=(4, 5))
-    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
-                               rtol=1e-12, atol=1e-14)
-    g.train(net, g.LearningParameters(0.1, 0.0, 0.0), x, y)
-    sgd_step(model, 0.5 * ((model(torch.tensor(x)) - torch.tensor(y)) ** 2).sum() / len(x),
-             0.1)
-    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
-                               rtol=1e-10, atol=1e-12)
+    runs_and_trains_as_torch(net, model, x, y)
 
 
 def test_a_pytorch_batch_norm_imports_with_its_running_statistics(tmp_path):
