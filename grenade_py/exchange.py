@@ -81,7 +81,7 @@ class Exchange:
         self.plans = {"d": plan_loop(*d_chain[:2], len(d_chain[0])),
                       "push": plan_loop(*d_chain[:2], len(d_chain[0]), input_delta=True),
                       "g": plan_loop(*g_chain[:2], len(g_chain[0]))}
-        missing = [m for plan in self.plans.values() for m in plan.missing]
+        missing = list(dict.fromkeys(m for plan in self.plans.values() for m in plan.missing))
         if missing:
             raise GrenadeError(f"{', '.join(missing)}: no device-side form, so the exchange "
                                "cannot run in one kernel; run it layer by layer")

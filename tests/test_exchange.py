@@ -16,7 +16,9 @@ from grenade_py import (
     AdamW,
     Convolution,
     Deconvolution,
+    Dropout,
     FullyConnected,
+    GrenadeError,
     Logit,
     Network,
     Pooling,
@@ -122,6 +124,11 @@ def test_networks_that_do_not_fit_are_refused(device64):
     with pytest.raises(ValueError, match=r"on one Device object \(each Network built without "
                        r"device= makes its own Device\)"):
         Exchange(d, elsewhere)
+    dropout = Network([FullyConnected(4, 3), Dropout(0.5), FullyConnected(3, 1), Logit()],
+                      input=D1(4), device=device64)
+    with pytest.raises(GrenadeError, match=r"^Dropout 0.5: no device-side form, so the exchange "
+                       "cannot run in one kernel; run it layer by layer$"):
+        Exchange(dropout, Network([FullyConnected(2, 4), Tanh()], input=D1(2), device=device64))
 
 
 def test_its_source_has_no_variadic_macros(device64, monkeypatch):
