@@ -4,8 +4,9 @@ Two kinds of model: those grenade_py exported (`grenade_py.onnx_export`; their m
 the network's spec, their initializers are named by layer path) come back as the same network,
 recurrent ones included; any other model (PyTorch's exporter, say) must be a chain of ops that
 grenade_py has layers for (see FOREIGN_OPS), which become those layers; nodes computed from
-constants alone (PyTorch's ZeroPad2d computes its Pad's pads so) are computed once, by the onnx
-package's reference evaluator. Needs the `onnx` package (pip install onnx: the [onnx] extra).
+constants alone (PyTorch's ZeroPad2d computes its Pad's pads so; a Shape of the data is one,
+the batch axis taken as 1) are computed once, by the onnx package's reference evaluator.
+Needs the `onnx` package (pip install onnx: the [onnx] extra).
 """
 from __future__ import annotations
 
@@ -148,6 +149,12 @@ class _Chain:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             if all(name in self.weights for name in node.input if name):  # constants alone
                 self.fold(node)
+                continue
+            if node.op_type == "Shape" and node.input[0] == self.current:  # a constant too,
+                # the batch axis 1 (PyTorch's x.view(x.size(0), -1): a Reshape's target, whose
+                # batch entry the Reshape leaves out)
+                full = np.array([1, *self.shape().dims], np.int64)
+                self.weights[node.output[0]] = full[attrs.get("start", 0):attrs.get("end")]
                 continue
             if not node.input or node.input[0] != self.current:
                 raise ModelFileError(f"node {node.name!r} ({node.op_type}) does not follow the "

@@ -234,17 +234,23 @@ def test_a_pytorch_lenet_imports_runs_and_trains_on(tmp_path):
 def test_a_padded_pytorch_convnet_imports_runs_and_trains_on(tmp_path):
     """Padding as PyTorch exports it: ZeroPad2d (a Pad whose pads a chain of constant nodes
     computes), a Conv2d's padding (a Pad before the Convolution) and a ConvTranspose2d's padding
-    and output_padding (a Crop after the Deconvolution); with LeakyReLU(0.2) and ELU, in
+    and output_padding (a Crop after the Deconvolution); with LeakyReLU(0.2), ELU and
+    x.view(x.size(0), -1) (a Reshape whose target is computed from the data's Shape), in
     float64: PyTorch's outputs, and one SGD step on the half squared error equals torch's."""
     torch = pytest.importorskip("torch", reason="PyTorch is the oracle here")
     torch.manual_seed(3)
     nn = torch.nn
+
+    class View(nn.Module):
+        def forward(self, x):
+            return x.view(x.size(0), -1)
+
     model = nn.Sequential(
         nn.ZeroPad2d((1, 2, 0, 1)), nn.Conv2d(1, 4, 3, padding=1, bias=False),
         nn.LeakyReLU(0.2), nn.MaxPool2d(2), nn.Conv2d(4, 3, (3, 2), padding=(2, 1), bias=False),
         nn.ELU(), nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1,
                                      bias=False),
-        nn.Tanh(), nn.Flatten(), nn.Linear(200, 5)).double()
+        nn.Tanh(), View(), nn.Linear(200, 5)).double()
     torch_export(model, (1, 1, 5, 5), tmp_path / "pads.onnx", torch.float64)
     net = g.Network.from_onnx(tmp_path / "pads.onnx")
     assert repr(net).startswith(
