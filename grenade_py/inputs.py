@@ -28,13 +28,22 @@ ONE_DEVICE = ("(each Network built without device= makes its own Device): build 
 REAL_KINDS = "fiu"
 
 
+def array_of(value: object, what: str) -> np.ndarray:
+    """np.asarray(value); ValueError naming `what` where numpy cannot make one array of it (a
+    ragged list, say)."""
+    try:
+        return np.asarray(value)
+    except ValueError as e:
+        raise ValueError(f"{what} is not one array of numbers: {e}") from None
+
+
 def samples(x: object, shape: Shape, what: str, dtype: type, steps: int = 0,
             output: bool = False) -> tuple[np.ndarray, bool]:
     """`x` as a contiguous (N, *shape) array of `dtype`, and whether it was one sample. With
     `steps`, the samples are sequences' steps, b * steps + t, and errors name them so. `what`
     names the argument in errors; `output`: it is shaped as the network's output (targets, a
     delta), not its input."""
-    array = np.asarray(x)
+    array = array_of(x, what)
     dims = shape.dims
     if array.dtype.kind not in REAL_KINDS:
         raise ValueError(f"{what} must be real numbers, got dtype {array.dtype}")
@@ -102,14 +111,14 @@ def sequences(net: RecurrentNetwork, x: object, targets: object, mask: object
     The targets of steps without a mark are ignored, whatever they hold (NaN too), and given
     as 0."""
     dtype = net.device.dtype
-    given = np.asarray(targets)
+    given = array_of(targets, "targets")
     xs = _sequence_inputs(net, x)
     _sequence_shape("targets", given, net.output_shape)
     steps, batch = xs.shape[:2]
     if given.shape[:2] != (batch, steps):
         raise ValueError(f"targets have shape {given.shape}, but x has {batch} sequences of "
                          f"{steps} steps")
-    marks = np.asarray(mask)
+    marks = array_of(mask, "mask")
     if marks.shape != (batch, steps) or marks.dtype != bool:
         raise ValueError(f"mask must be a bool array ({batch}, {steps}) marking the steps with a "
                          f"target, got {marks.dtype} {marks.shape}")
@@ -130,7 +139,7 @@ def _sequence_shape(what: str, array: np.ndarray, shape: Shape) -> None:
 
 def _sequence_inputs(net: RecurrentNetwork, x: object) -> np.ndarray:
     """x (B, T, *in) checked, time-major (T, B, *in) in the network's precision."""
-    xs = np.asarray(x)
+    xs = array_of(x, "x")
     _sequence_shape("x", xs, net.input_shape)
     batch, steps = xs.shape[:2]
     flat, _ = samples(xs.reshape(batch * steps, *xs.shape[2:]), net.input_shape, "x",
@@ -169,7 +178,7 @@ def recurrent_steps(net: RecurrentNetwork, examples: Sequence[Any]
 def run_sequences(net: RecurrentNetwork, x: object) -> tuple[np.ndarray, bool]:
     """One sequence (T, *in) or B of them (B, T, *in), checked, as a time-major (T, B, *in)
     array of the network's precision; and whether it was one."""
-    xs = np.asarray(x)
+    xs = array_of(x, "x")
     dims = net.input_shape.dims
     if xs.ndim not in (len(dims) + 1, len(dims) + 2):
         each = ", ".join(map(str, dims))
