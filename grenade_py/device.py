@@ -375,7 +375,10 @@ class Launch:
                             and old == value):
             return
         self.args[index] = value
-        self.kernel.set_arg(index, _arg(value))
+        if value is None:  # a NULL buffer: pyopencl 2024.3's set_arg refuses None, set_args not
+            self.kernel.set_args(*(_arg(a) for a in self.args))
+        else:
+            self.kernel.set_arg(index, _arg(value))
 
     def set(self, name: str, value: Any) -> None:
         """Set the per-call argument `name`, of the type the kernel declares."""
