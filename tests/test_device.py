@@ -464,6 +464,37 @@ def test_a_per_call_argument_set_by_name_after_one_set_by_index(device):
         np.testing.assert_allclose(delta.get().ravel(), scale * (np.arange(5.0) - 1))
 
 
+def test_a_null_buffer_argument_is_not_set_through_set_arg(device):
+    """pyopencl 2024.3 (setup.cfg's minimum) refuses None in Kernel.set_arg, and takes it as
+    a NULL buffer in set_args: a launch letting go of a buffer (the fused loops' `release`)
+    sets None through set_args, so that it works there too."""
+    from grenade_py.device import Launch
+
+    y = device.to_device(np.arange(5.0))
+    launch = Launch(device, device.kernel("loss_gradient"), (5,),
+                    (5, 1, device.dtype(1), 0, y, y, y, device.zeros((5,))),
+                    per_call={"mask": 6})
+
+    class Strict:  # a Kernel as pyopencl 2024.3's
+        def __init__(self, kernel):
+            self.kernel, self.nulls = kernel, []
+
+        def set_arg(self, index, value):
+            if value is None:
+                raise TypeError("set_arg(): incompatible function arguments")
+            self.kernel.set_arg(index, value)
+
+        def set_args(self, *values):
+            self.nulls += [i for i, v in enumerate(values) if v is None]
+            self.kernel.set_args(*values)
+
+    launch.kernel = strict = Strict(launch.kernel)
+    launch.set("mask", None)
+    assert strict.nulls == [6] and launch.args[6] is None
+    launch.set("mask", y)  # and back to a buffer, by set_arg
+    assert launch.args[6] is y and strict.nulls == [6]
+
+
 def test_a_verdicts_file_of_another_structure_is_probed_anew(tmp_path, monkeypatch):
     """compilers.json is the user's file: a JSON list there means no verdicts (it was a
     TypeError), and the probe's verdict replaces it."""
