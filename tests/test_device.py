@@ -464,10 +464,10 @@ def test_a_per_call_argument_set_by_name_after_one_set_by_index(device):
         np.testing.assert_allclose(delta.get().ravel(), scale * (np.arange(5.0) - 1))
 
 
-def test_a_null_buffer_argument_is_not_set_through_set_arg(device):
+def test_a_null_buffer_argument_where_set_arg_refuses_it(device):
     """pyopencl 2024.3 (setup.cfg's minimum) refuses None in Kernel.set_arg, and takes it as
     a NULL buffer in set_args: a launch letting go of a buffer (the fused loops' `release`)
-    sets None through set_args, so that it works there too."""
+    whose set_arg refuses None sets it through set_args, so that it works there too."""
     from grenade_py.device import Launch
 
     y = device.to_device(np.arange(5.0))
