@@ -43,7 +43,8 @@ from grenade_py.onnx_export import _onnx
 from grenade_py.shapes import D1, D2, D3, Shape
 
 #: The ops of other exporters' models that become grenade_py layers (a Conv's zero padding a
-#: Pad before its Convolution, a ConvTranspose's a Crop after its Deconvolution).
+#: Pad before its Convolution, a ConvTranspose's a Crop after its Deconvolution; the rows a
+#: Conv's or MaxPool's windows leave out a Crop before it).
 FOREIGN_OPS = ("Gemm", "MatMul", "Add (a MatMul's bias)", "Relu", "Tanh", "Sigmoid", "Sin",
                "Elu", "LeakyRelu", "Gelu (exact)", "Softmax", "Identity", "Dropout", "Flatten",
                "Reshape", "Conv", "ConvTranspose", "MaxPool", "Pad", "BatchNormalization")
@@ -237,6 +238,21 @@ class _Chain:
             raise ModelFileError(f"{where} has no grenade_py layer here (read: "
                                  f"{', '.join(FOREIGN_OPS)})")
 
+    def pad_to_fit(self, left: int, top: int, right: int, bottom: int,
+                   kernel: tuple[int, int], strides: list[int]) -> None:
+        """A Pad of a Conv's zero padding, and a Crop of the last rows and cols that its (or a
+        MaxPool's) windows leave out, before the layer: ONNX, as PyTorch, leaves them out
+        (its output size rounds down), where Grenade's Convolution and Pooling need windows
+        that end at the input's edge."""
+        _, rows, cols = self.shape().dims
+        ends = [edge - (size + first + edge - k) % stride if size + first + edge >= k else edge
+                for size, first, edge, k, stride in
+                zip((rows, cols), (top, left), (bottom, right), kernel, strides, strict=True)]
+        if any((left, top, max(ends[1], 0), max(ends[0], 0))):
+            self.add(Pad(left, top, max(ends[1], 0), max(ends[0], 0)))
+        if min(ends) < 0:
+            self.add(Crop(0, 0, max(-ends[1], 0), max(-ends[0], 0)))
+
     def spatial(self, node: Any, attrs: dict[str, Any], where: str) -> None:
         top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])
         extra = attrs.get("output_padding", [0, 0])  # a ConvTranspose's: less cropped at the end
@@ -251,15 +267,15 @@ class _Chain:
             raise ModelFileError(f"{where} has a bias, which grenade_py's (Grenade's) "
                                  "convolutions do not: export it without (bias=False)")
         strides = attrs.get("strides", [1, 1])
-        if node.op_type == "MaxPool":
-            self.add(Pooling(*attrs["kernel_shape"], *strides))
+        weight = None if node.op_type == "MaxPool" else self.constant(node, 1)
+        kh, kw = attrs["kernel_shape"] if weight is None else weight.shape[2:]
+        if node.op_type != "ConvTranspose":
+            self.pad_to_fit(left, top, right, bottom, (kh, kw), strides)
+        if weight is None:
+            self.add(Pooling(kh, kw, *strides))
             return
-        weight = self.constant(node, 1)
-        kh, kw = weight.shape[2:]
         kernel = weight.reshape(weight.shape[0], -1).T
         if node.op_type == "Conv":
-            if any((top, left, bottom, right)):
-                self.add(Pad(left, top, right, bottom))
             self.add(Convolution(weight.shape[1], weight.shape[0], kh, kw, *strides),
                      {"kernel": kernel})
         else:

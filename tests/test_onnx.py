@@ -262,6 +262,29 @@ def test_a_padded_pytorch_convnet_imports_runs_and_trains_on(tmp_path):
     runs_and_trains_as_torch(net, model, x, y)
 
 
+def test_pytorch_windows_that_leave_rows_out_import_as_crops(tmp_path):
+    """A strided Conv2d or a MaxPool2d whose last windows would run past the (padded) input
+    leaves its last rows and cols out (PyTorch's output sizes round down); Grenade's layers need
+    windows that end at the edge, so the import pads less at the end, or crops: on 10 x 12
+    inputs, PyTorch's outputs, and one SGD step equals torch's."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the oracle here")
+    torch.manual_seed(6)
+    nn = torch.nn
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, stride=2, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 3, 2, stride=3, padding=1, bias=False), nn.Tanh(), nn.Flatten(),
+        nn.Linear(6, 2)).double()
+    torch_export(model, (1, 1, 10, 12), tmp_path / "floor.onnx", torch.float64)
+    net = g.Network.from_onnx(tmp_path / "floor.onnx")
+    assert repr(net).startswith(
+        "Network '[Pad 1 1 0 0, Convolution 1 4 3 3 2 2, Relu, Crop 0 0 0 1, Pooling 2 2 2 2, "
+        "Pad 1 1 1 0, Crop 0 0 0 1, Convolution 4 3 2 2 3 3, Tanh, Reshape D1 6, "
+        "FullyConnected 6 2]")
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(3, 1, 10, 12)), rng.normal(size=(3, 2))
+    runs_and_trains_as_torch(net, model, x, y)
+
+
 def test_a_pytorch_batch_norm_imports_with_its_running_statistics(tmp_path):
     """BatchNormalization (exported without constant folding, which would fold it into the
     convolution as a bias): BatchNorm with PyTorch's scale, shift, running statistics and eps
