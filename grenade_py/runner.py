@@ -18,6 +18,7 @@ import pyopencl.array as cl_array
 from grenade_py import execution, inputs
 from grenade_py.device import buffer, check_host_memory, opencl_errors
 from grenade_py.distributed import ends_the_job_on_error
+from grenade_py.errors import ShapeError
 from grenade_py.execution import Step, enqueue
 from grenade_py.fused import FusedTrainer, fused_runner, kernels_bits
 from grenade_py.losses import Loss, loss_named
@@ -460,8 +461,18 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     sizes = {shard(n)[1] - shard(n)[0]
              for n in {min(batch_size, count), count - (steps - 1) * batch_size}}
     held = {n: execution.steps(net, n, chosen) for n in sizes if n > 0}
-    for step in held.values():  # a layer that cannot train on a batch says so before training
-        step.forward_launches(True)
+    every = shard(min(batch_size, count))
+    for n, step in held.items():  # a layer that cannot train on a batch says so before training
+        try:
+            step.forward_launches(True)
+        except ShapeError as e:
+            if group is None and n == every[1] - every[0]:
+                raise
+            part = "" if group is None else f"this process's share (of {group.size}) of "
+            which, fix = ("every batch", "a larger batch_size") if n == every[1] - every[0] \
+                else ("the last batch of each epoch", "a batch_size that leaves more")
+            raise ShapeError(f"{part}{which} has {n} example{'s' * (n > 1)} ({count} in batches "
+                             f"of {batch_size}: choose {fix}), and {e}") from None
     widths = xs_dev.shape[1], ys_dev.shape[1]
     gathers = {  # inputs and targets, a work-item per 64 values of a row (kernels/data.cl)
         n: device.launch("gather_rows", (n * sum(-(-w // 64) for w in widths),), n, 0, order,

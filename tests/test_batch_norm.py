@@ -143,9 +143,14 @@ def test_bad_arguments_and_shapes(device64):
 
 
 def test_fit_refuses_a_last_batch_of_one_row_before_training(device64, rng):
+    """Saying that the last batch is the one: the batch size the caller gave is 2 or more."""
     net = g.Network([g.FullyConnected(3, 4), g.BatchNorm(4)], input=g.D1(3), device=device64)
     before = net.get_parameters()
-    with pytest.raises(ValueError, match="cannot train on one row at a time"):
+    with pytest.raises(ValueError, match=r"^the last batch of each epoch has 1 example \(7 in "
+                       r"batches of 3: choose a batch_size that leaves more\), and BatchNorm 4 "
+                       r"on D1 4 cannot train on one row at a time"):
         g.fit(net, g.SGD(0.1), rng.normal(size=(7, 3)), rng.normal(size=(7, 4)), batch_size=3)
+    with pytest.raises(ValueError, match=r"^BatchNorm 4 on D1 4 cannot train on one row"):
+        g.fit(net, g.SGD(0.1), rng.normal(size=(7, 3)), rng.normal(size=(7, 4)), batch_size=1)
     assert net.steps == 0
     np.testing.assert_array_equal(net.get_parameters()[0]["weights"], before[0]["weights"])

@@ -16,7 +16,7 @@ import pytest
 from conftest import MNIST_DIR
 from mpi_worker import OPTIMIZERS, data, network
 
-from grenade_py import D1, Network, fit
+from grenade_py import D1, BatchNorm, Network, fit
 
 pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install '.[mpi]')")
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
@@ -127,3 +127,15 @@ def test_per_example_training_is_refused(device64):
     x, y = data()
     with pytest.raises(ValueError, match="per-example training, which is serial"):
         fit(net, OPTIMIZERS["sgd"], x, y, batch_size=1, comm=MPI.COMM_SELF)
+
+
+def test_a_share_of_one_row_that_batch_norm_cannot_train_on_is_named(device64):
+    """Every rank's share of each batch and of the last one (here one rank's: all of it)."""
+    from mpi4py import MPI
+
+    net = Network([BatchNorm(3)], input=D1(3), device=device64)
+    x, y = np.zeros((7, 3)), np.zeros((7, 3))
+    with pytest.raises(ValueError, match=r"^this process's share \(of 1\) of the last batch of "
+                       r"each epoch has 1 example \(7 in batches of 3: choose a batch_size that "
+                       r"leaves more\), and BatchNorm 3 on D1 3 cannot train on one row"):
+        fit(net, OPTIMIZERS["sgd"], x, y, batch_size=3, comm=MPI.COMM_SELF)
