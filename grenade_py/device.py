@@ -24,13 +24,19 @@ from pyopencl.characterize import has_src_build_cache
 
 from grenade_py.errors import DeviceError, KernelBuildError
 from grenade_py.kernel_library import kernel_source
-from grenade_py.platforms import check_compiler, choose_cl_device, generic_cpu_note
+from grenade_py.platforms import (
+    check_compiler,
+    choose_cl_device,
+    flushes_denormals,
+    generic_cpu_note,
+)
 
 PRECISIONS = {"float32": ("float", np.float32), "float64": ("double", np.float64)}
 
 #: Build options by precision. float32 flushes denormal values to zero (as GPUs do): saturated
 #: sigmoids and their deltas reach them, and x86 computes on them 3-4x slower (measured on an
-#: LSTM with Grenade's initialisation). float64 keeps them: it is the precision that checks
+#: LSTM with Grenade's initialisation); except on the PoCLs where the option costs far more
+#: (`platforms.flushes_denormals`). float64 keeps them: it is the precision that checks
 #: results against numpy to the last digit.
 DENORMALS = {"float": ["-cl-denorms-are-zero"], "double": []}
 
@@ -133,7 +139,8 @@ class Device:
             # -w: on AVX2 PoCL's compiler notes each 16-lane vector argument's ABI (harmless),
             # as "99 warnings generated." on stderr
             program = compile_program(self, prelude + source, [
-                f"-DREAL={self.c_type}", "-cl-std=CL1.2", "-w", *DENORMALS[self.c_type]])
+                f"-DREAL={self.c_type}", "-cl-std=CL1.2", "-w",
+                *(DENORMALS[self.c_type] if flushes_denormals(self.cl_device) else [])])
             self._programs[key] = program
             if self._library is None and source.startswith(kernel_source()):
                 self._library = program  # it holds every library kernel: no second build

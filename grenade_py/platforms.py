@@ -65,6 +65,20 @@ def _pocl_version(device: cl.Device) -> tuple[int, ...]:
     return tuple(int(g) for g in match.groups()) if match else (0,)
 
 
+def flushes_denormals(device: cl.Device) -> bool:
+    """Whether float32 kernels are built with -cl-denorms-are-zero on `device` (see
+    device.DENORMALS): everywhere but on a PoCL before 7.0 on LLVM 16 or newer. Its LLVM
+    refuses to inline a function whose denormal mode differs from its caller's, and that PoCL
+    leaves the attribute on its builtins (7.0 strips it): every fma, exp or max in a kernel built
+    so is a call, neither inlined nor vectorised. Debian 13's PoCL 6.0 (LLVM 18) ran the GEMMs 7x
+    slower so, the MNIST MLP's epochs 5x; 3.1 (LLVM 15) and 7.1 (LLVM 21) ran as fast with the
+    option as without. There float32 keeps denormals, as float64 does."""
+    version = device.platform.version
+    llvm = re.search(r"LLVM (\d+)\.", version)
+    return not ("PoCL" in version and _pocl_version(device) < (7, 0) and llvm is not None
+                and int(llvm[1]) >= 16)
+
+
 def _default_cl_device() -> cl.Device:
     """First GPU of any platform, else the newest PoCL's CPU device, else any device.
 
