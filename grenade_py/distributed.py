@@ -17,7 +17,9 @@ Each rank computes its shard's gradient sum divided by the global batch size, th
 the network's flat gradient buffer (with the example count appended) gives every rank the batch's
 average gradient, and every rank applies the same update. The parameters and momentum are
 broadcast from rank 0 first, so all ranks start alike. R ranks give the weights one process gives,
-to the re-association of float sums.
+to the re-association of float sums, but where a BatchNorm is: it normalises each shard by the
+shard's own statistics, as PyTorch's DistributedDataParallel does without SyncBatchNorm (fit
+warns), and after each epoch every rank takes rank 0's running statistics (`share_states`).
 
 Grenade's per-example training is inherently serial (each step needs the weights the previous
 example left), so a distributed `fit` refuses batch_size 1. Needs `pip install mpi4py mpich`
@@ -40,6 +42,7 @@ import numpy as np
 import pyopencl as cl
 
 from grenade_py.device import Device
+from grenade_py.layers import BatchNorm
 from grenade_py.network import Network
 
 log = logging.getLogger("grenade_py")
@@ -93,6 +96,14 @@ class Group:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         gradients = net.flat["gradients"]
         self.host = np.empty(gradients.size + 1, dtype=gradients.dtype)  # + the example count
+        #: Every layer, composites' parts included (`share_states`).
+        self.layers = [layer for _, layer, _ in net.nodes(net.input_shape)]
+        if self.rank == 0 < self.size - 1 and any(isinstance(layer, BatchNorm)
+                                                  for layer in self.layers):
+            log.warning("BatchNorm normalises each rank's shard of a batch by the shard's own "
+                        "statistics, as PyTorch's DistributedDataParallel does without "
+                        "SyncBatchNorm: %d ranks do not reach one process's weights",
+                        self.size)
 
     def agree(self, value: Any, name: str) -> Any:
         """Rank 0's `value` on every rank; a rank whose own differed says so (logged)."""
@@ -112,6 +123,16 @@ class Group:
             values = self.net.flat[role].get()
             self.comm.Bcast(values, root=0)
             self.net.flat[role].set(values)
+
+    def share_states(self) -> None:
+        """Rank 0's layer states on every rank: BatchNorm's running statistics, which each rank
+        moves by its own shards' (Dropout's key and counter are every rank's already), so that
+        validation, on_epoch and a saved model see one network whichever rank runs them."""
+        states = self.comm.bcast([layer.get_state() for layer in self.layers]
+                                 if self.rank == 0 else None, root=0)
+        for layer, state in zip(self.layers, states, strict=True):
+            if self.rank and state:
+                layer.set_state(state)
 
     def allreduce_gradients(self, rows: int, n: int) -> None:
         """Sum every rank's gradient buffer (each holding its shard's sum / n) in place."""

@@ -533,6 +533,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         totals = acc.get()  # waits for the epoch's last step
         if group is not None:
             totals = group.sum(totals)
+            group.share_states()
         history.append(_epoch_record(net, first_epoch + epoch + 1, rates[epoch], totals, count,
                                      time.perf_counter() - start_time, validation, chosen))
         stop = on_epoch is not None and on_epoch(history[-1]) is False

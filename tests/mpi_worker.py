@@ -5,7 +5,8 @@
 Trains a float64 network with `fit(..., comm=COMM_WORLD)` on fixed data (each rank passing
 another seed: rank 0's is used); every rank writes a checksum of its parameters, rank 0 also
 the parameters and a saved model. VARIANT: "sgd" (the
-network under LearningParameters) or "dropout-adam" (with a Dropout layer, under Adam). With
+network under LearningParameters), "dropout-adam" (with a Dropout layer, under Adam) or "bn-sgd"
+(with a BatchNorm after the first layer, under momentum without L2). With
 FAIL_RANK, that rank raises in the middle of training instead; with "bare", outside an
 abort_on_error block (as a library user would call fit). With stopE, rank 0's on_epoch alone
 returns False after epoch E: every rank stops there.
@@ -21,6 +22,7 @@ import numpy as np
 from grenade_py import (
     D1,
     Adam,
+    BatchNorm,
     Dropout,
     FullyConnected,
     LearningParameters,
@@ -31,7 +33,8 @@ from grenade_py import (
 )
 from grenade_py.distributed import abort_on_error, rank_device, world
 
-OPTIMIZERS = {"sgd": LearningParameters(0.1, 0.9, 0.001), "dropout-adam": Adam(0.01)}
+OPTIMIZERS = {"sgd": LearningParameters(0.1, 0.9, 0.001), "dropout-adam": Adam(0.01),
+              "bn-sgd": LearningParameters(0.1, 0.9, 0.0)}
 
 
 def data():
@@ -42,8 +45,9 @@ def data():
 
 def network(device, variant="sgd"):
     dropout = [Dropout(0.3)] if variant == "dropout-adam" else []
-    return Network([FullyConnected(3, 6), Tanh(), *dropout, FullyConnected(6, 4), Softmax()],
-                   input=D1(3), device=device, seed=3)
+    norm = [BatchNorm(6)] if variant == "bn-sgd" else []
+    return Network([FullyConnected(3, 6), *norm, Tanh(), *dropout, FullyConnected(6, 4),
+                    Softmax()], input=D1(3), device=device, seed=3)
 
 
 def main():
@@ -71,7 +75,7 @@ def main():
         (out / f"rank{comm.Get_rank()}.json").write_text(json.dumps({
             "checksum": hashlib.sha256(flat.tobytes()).hexdigest(),
             "loss": history[-1]["loss"], "threads": net.device.cl_device.max_compute_units,
-            "epochs": len(history)}))
+            "epochs": len(history), "states": [layer.get_state() for layer in net.layers]}))
         if comm.Get_rank() == 0:
             np.savez(out / "params.npz", *[v for p in net.get_parameters() for v in p.values()])
             net.save(out / "model.gnpy")

@@ -43,6 +43,7 @@ def test_ranks_reach_the_weights_of_one_process(device64, tmp_path, ranks, batch
     assert result.returncode == 0, result.stderr
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(ranks)]
     assert len({r["checksum"] for r in reports}) == 1  # the same parameters on every rank
+    assert len({json.dumps(r["states"]) for r in reports}) == 1
     if "Portable Computing Language" in device64.cl_device.platform.name:  # capped per rank
         assert all(r["threads"] == max(1, (os.cpu_count() or 1) // ranks) for r in reports)
     single = network(device64, variant)
@@ -57,6 +58,65 @@ def test_ranks_reach_the_weights_of_one_process(device64, tmp_path, ranks, batch
     loaded = Network.load(tmp_path / "model.gnpy", device=device64)  # in one process
     np.testing.assert_array_equal(loaded.get_parameters()[0]["weights"],
                                   stored["arr_0"])
+
+
+def test_batch_norm_normalises_each_rank_s_shard_by_its_own_statistics(device64, tmp_path):
+    """As PyTorch's DistributedDataParallel without SyncBatchNorm: each shard (7 and 8 rows of
+    a batch of 15, 2 and 3 of the last) is normalised by its own statistics, and the gradient
+    is the global batch's average. The oracle is PyTorch, each rank a replica of the module
+    (float64, momentum without L2 as torch's SGD takes it); rank 0's running statistics are
+    every rank's after fit. One process's weights differ."""
+    torch = pytest.importorskip("torch")
+    result = mpirun(2, tmp_path, 15, "bn-sgd")
+    assert result.returncode == 0, result.stderr
+    assert "do not reach one process's weights" in result.stderr
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert len({r["checksum"] for r in reports}) == 1
+    assert reports[0]["states"] == reports[1]["states"]
+    start = network(device64, "bn-sgd").get_parameters()
+    x, y = data()
+    replicas = []
+    for _ in range(2):
+        module = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.BatchNorm1d(6),
+                                     torch.nn.Tanh(), torch.nn.Linear(6, 4)).double()
+        with torch.no_grad():
+            for (weight, bias), values in zip(((0, 0), (1, 1), (3, 3)),
+                                              (start[0], start[1], start[3]), strict=True):
+                w, b = values.values()
+                module[weight].weight.copy_(torch.from_numpy(w))
+                module[bias].bias.copy_(torch.from_numpy(b))
+        replicas.append(module)
+    parameters = [list(m.parameters()) for m in replicas]
+    velocity = [torch.zeros_like(p) for p in parameters[0]]
+    rng = np.random.default_rng(4)
+    xt, labels = torch.from_numpy(x), torch.from_numpy(y.argmax(1))
+    for _ in range(3):
+        order = rng.permutation(len(x))
+        for first in range(0, len(x), 15):
+            batch = order[first:first + 15]
+            for rank, module in enumerate(replicas):
+                rows = batch[len(batch) * rank // 2:len(batch) * (rank + 1) // 2]
+                module.zero_grad()
+                loss = torch.nn.functional.cross_entropy(module(xt[rows]), labels[rows],
+                                                         reduction="sum")
+                (loss / len(batch)).backward()
+            with torch.no_grad():
+                for k, v in enumerate(velocity):
+                    v.mul_(0.9).add_(parameters[0][k].grad + parameters[1][k].grad)
+                    for ps in parameters:
+                        ps[k].sub_(0.1 * v)
+    stored = np.load(tmp_path / "params.npz")
+    expected = [t.detach().numpy() for t in parameters[0]]
+    for index, value in enumerate(expected):
+        np.testing.assert_allclose(stored[f"arr_{index}"], value, rtol=1e-12, atol=1e-14)
+    norm = replicas[0][1]
+    state = reports[1]["states"][1]
+    np.testing.assert_allclose(state["running_mean"], norm.running_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(state["running_var"], norm.running_var.numpy(), rtol=1e-12)
+    single = network(device64, "bn-sgd")
+    fit(single, OPTIMIZERS["bn-sgd"], x, y, batch_size=15, epochs=3, seed=4,
+        loss="cross_entropy")
+    assert not np.allclose(single.get_parameters()[0]["weights"], stored["arr_0"], rtol=1e-6)
 
 
 def test_rank_0s_on_epoch_stops_every_rank(device64, tmp_path):
