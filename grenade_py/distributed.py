@@ -42,7 +42,7 @@ import numpy as np
 import pyopencl as cl
 
 from grenade_py.device import Device
-from grenade_py.layers import BatchNorm
+from grenade_py.layers import BatchNorm, Dropout
 from grenade_py.network import Network
 
 log = logging.getLogger("grenade_py")
@@ -98,6 +98,11 @@ class Group:
         self.host = np.empty(gradients.size + 1, dtype=gradients.dtype)  # + the example count
         #: Every layer, composites' parts included (`share_states`).
         self.layers = [layer for _, layer, _ in net.nodes(net.input_shape)]
+        #: What a rank whose shard of a batch is empty runs for the forward pass it skips:
+        #: each Dropout's step counter advances, as the other ranks' forward passes advance
+        #: theirs (else its masks lag theirs from the next batch on).
+        self.idle = [net.device.launch("dropout_advance", (1,), layer.step)
+                     for layer in self.layers if isinstance(layer, Dropout)]
         if self.rank == 0 < self.size - 1 and any(isinstance(layer, BatchNorm)
                                                   for layer in self.layers):
             log.warning("BatchNorm normalises each rank's shard of a batch by the shard's own "
@@ -137,8 +142,10 @@ class Group:
     def allreduce_gradients(self, rows: int, n: int) -> None:
         """Sum every rank's gradient buffer (each holding its shard's sum / n) in place."""
         gradients = self.net.flat["gradients"]
-        if rows == 0:  # a shard of an uneven last batch may be empty
+        if rows == 0:  # a batch of fewer rows than ranks leaves some shards empty
             gradients.fill(0)
+            for launch in self.idle:
+                launch()
         gradients.get(ary=self.host[:-1])
         self.host[-1] = rows
         self.comm.Allreduce(self.mpi.IN_PLACE, self.host, op=self.mpi.SUM)

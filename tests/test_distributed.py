@@ -34,11 +34,13 @@ def mpirun(ranks, *args, timeout=120):
 
 
 @pytest.mark.parametrize("ranks, batch, variant", [(2, 15, "sgd"), (3, 4, "sgd"),
-                                                   (2, 15, "dropout-adam")])
+                                                   (2, 15, "dropout-adam"),
+                                                   (3, 4, "dropout-adam")])
 def test_ranks_reach_the_weights_of_one_process(device64, tmp_path, ranks, batch, variant):
     """50 examples: batches of 15 end with 5 (shards 2 and 3); batches of 4 over 3 ranks end
     with 2 (shards 0, 1, 1: a rank with nothing to do). With Dropout each shard draws the masks
-    of its rows in the whole batch, and Adam's steps count alike on every rank."""
+    of its rows in the whole batch, a rank with nothing to do advances its Dropout's counter
+    as the others' forward passes do, and Adam's steps count alike on every rank."""
     result = mpirun(ranks, tmp_path, batch, variant)
     assert result.returncode == 0, result.stderr
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(ranks)]
