@@ -172,6 +172,25 @@ def test_the_fused_per_example_loop_with_branches(loss, precision):
     both(run, precision)
 
 
+def test_a_layer_of_one_weight_in_the_fused_loops(precision):
+    """FullyConnected(1, 1) trained per example and in the window loop: the lanes' loop over
+    its one weight (PoCL 3.1 ran the per-example loop's, `for (size_t at = lid; at < 1; at +=
+    nl)` after a barrier, on no lane of a work-group of 16 or more; 6.0 and 7.1 on lane 0)."""
+    def run(d: g.Device) -> list[np.ndarray]:
+        net = g.Network([g.FullyConnected(1, 1), g.Tanh(), g.FullyConnected(1, 2)],
+                        input=g.D1(1), device=d, seed=1)
+        start, (x, y) = parameters(net), data(20, (1,), 2)
+        g.train(net, g.SGD(0.05), x, y, per_example=True)
+        recurrent = g.RecurrentNetwork([g.LSTM(1, 2), g.FullyConnected(2, 1),
+                                        g.FullyConnected(1, 1)], input=g.D1(1), device=d, seed=1)
+        begin, rng = parameters(recurrent), np.random.default_rng(3)
+        g.train_sequences(recurrent, g.SGD(0.05), rng.normal(size=(3, 5, 1)),
+                          rng.normal(size=(3, 5, 1)))
+        return trained(net, start, g.run_net(net, x)) + trained(recurrent, begin)
+
+    both(run, precision)
+
+
 def test_grenade_passes_by_hand_on_device_arrays(precision):
     """run_network and run_gradient on device arrays and apply_update (the GAN example's
     layer-by-layer exchange), and back_propagate."""

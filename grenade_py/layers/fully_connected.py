@@ -251,10 +251,13 @@ barrier(CLK_GLOBAL_MEM_FENCE);
 """) if input_delta else ""
         # The update: CPU, a row per lane; GPU, lanes over consecutive weights. Rows of up to
         # UNROLLED_ROW inputs unrolled: their loop over rows then vectorises (the feedforward
-        # example, 2 and 10 inputs: 0.34 -> 0.30 us per example).
+        # example, 2 and 10 inputs: 0.34 -> 0.30 us per example). The lanes' counter is an int
+        # (a buffer holds fewer than 2**31 values): with a size_t, PoCL 3.1 ran no lane of a
+        # work-group of 16 or more through the loop over one weight (after a barrier, bounded
+        # by 1), so a FullyConnected(1, 1) never learned.
         unroll = "#pragma unroll\n    " if self.i <= UNROLLED_ROW else ""
         return dx + f"""#if FUSED_COALESCED
-for (size_t at = lid; at < (size_t)n{i + 1} * n{i}; at += nl)
+for (int at = lid; at < n{i + 1} * n{i}; at += nl)
     optimizer_at(opt, decay, fc_weight_grad_at(a{i}, d{i + 1}, 1, n{i}, n{i + 1}, at / n{i},
                  at % n{i}), w{i}, mw{i}, vw{i}, at);
 #else
