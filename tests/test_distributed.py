@@ -62,7 +62,7 @@ def test_ranks_reach_the_weights_of_one_process(device64, tmp_path, ranks, batch
                                   stored["arr_0"])
 
 
-def test_batch_norm_normalises_each_rank_s_shard_by_its_own_statistics(device64, tmp_path):
+def test_batch_norm_normalises_each_shard_by_its_own_statistics(device64, tmp_path):
     """As PyTorch's DistributedDataParallel without SyncBatchNorm: each shard (7 and 8 rows of
     a batch of 15, 2 and 3 of the last) is normalised by its own statistics, and the gradient
     is the global batch's average. The oracle is PyTorch, each rank a replica of the module
@@ -82,11 +82,10 @@ def test_batch_norm_normalises_each_rank_s_shard_by_its_own_statistics(device64,
         module = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.BatchNorm1d(6),
                                      torch.nn.Tanh(), torch.nn.Linear(6, 4)).double()
         with torch.no_grad():
-            for (weight, bias), values in zip(((0, 0), (1, 1), (3, 3)),
-                                              (start[0], start[1], start[3]), strict=True):
-                w, b = values.values()
-                module[weight].weight.copy_(torch.from_numpy(w))
-                module[bias].bias.copy_(torch.from_numpy(b))
+            for index in (0, 1, 3):  # Linear, BatchNorm1d (gamma, beta), Linear
+                w, b = start[index].values()
+                module[index].weight.copy_(torch.from_numpy(w))
+                module[index].bias.copy_(torch.from_numpy(b))
         replicas.append(module)
     parameters = [list(m.parameters()) for m in replicas]
     velocity = [torch.zeros_like(p) for p in parameters[0]]
