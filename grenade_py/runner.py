@@ -449,7 +449,10 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     # The sums and their launches are held (`held_sums`); the gathers are this call's: they hold
     # its data, which the device frees when it returns.
     acc = held_sums(net, "fit")
-    if group is not None:  # every rank shuffles as rank 0 does
+    if group is not None:  # every rank trains as rank 0 does, shuffled as rank 0 is
+        group.check_same(precision=device.precision, data=(xs, ys), batch_size=batch_size,
+                         epochs=epochs, first_epoch=first_epoch, shuffle=shuffle,
+                         loss=chosen.name, optimizer=params, rates=rates)
         seed = group.agree(seed, "seed")
     rng = np.random.default_rng(seed)
     for _ in range(first_epoch if shuffle else 0):  # the orders of the epochs done

@@ -1,6 +1,6 @@
 """One rank of the distributed tests (run by tests/test_distributed.py under mpiexec).
 
-    mpiexec -n R python tests/mpi_worker.py OUT BATCH VARIANT [FAIL_RANK [bare] | stopE]
+    mpiexec -n R python tests/mpi_worker.py OUT BATCH VARIANT [FAIL_RANK [bare] | stopE | epochsE]
 
 Trains a float64 network with `fit(..., comm=COMM_WORLD)` on fixed data (each rank passing
 another seed: rank 0's is used); every rank writes a checksum of its parameters, rank 0 also
@@ -9,7 +9,8 @@ network under LearningParameters), "dropout-adam" (with a Dropout layer, under A
 (with a BatchNorm after the first layer, under momentum without L2). With
 FAIL_RANK, that rank raises in the middle of training instead; with "bare", outside an
 abort_on_error block (as a library user would call fit). With stopE, rank 0's on_epoch alone
-returns False after epoch E: every rank stops there.
+returns False after epoch E: every rank stops there. With epochsE, the ranks but 0 ask for E
+epochs (rank 0 for 3).
 """
 import contextlib
 import hashlib
@@ -53,7 +54,7 @@ def network(device, variant="sgd"):
 def main():
     out, batch, variant = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     option = sys.argv[4] if len(sys.argv) > 4 else "-1"
-    fail = -1 if option.startswith("stop") else int(option)
+    fail = -1 if option.startswith(("stop", "epochs")) else int(option)
     stop = int(option[4:]) if option.startswith("stop") else None
     comm = world()
     with contextlib.nullcontext() if sys.argv[5:] == ["bare"] else abort_on_error(comm):
@@ -69,8 +70,9 @@ def main():
             return False if comm.Get_rank() == 0 and record["epoch"] == stop else None
 
         seed = 4 if comm.Get_rank() == 0 else 4 + comm.Get_rank()  # rank 0's seed is used
-        history = fit(net, OPTIMIZERS[variant], x, y, batch_size=batch, epochs=3, seed=seed,
-                      loss="cross_entropy", on_epoch=maybe_fail, comm=comm)
+        epochs = int(option[6:]) if option.startswith("epochs") and comm.Get_rank() else 3
+        history = fit(net, OPTIMIZERS[variant], x, y, batch_size=batch, epochs=epochs,
+                      seed=seed, loss="cross_entropy", on_epoch=maybe_fail, comm=comm)
         flat = net.flat["parameters"].get()
         (out / f"rank{comm.Get_rank()}.json").write_text(json.dumps({
             "checksum": hashlib.sha256(flat.tobytes()).hexdigest(),

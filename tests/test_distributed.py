@@ -146,6 +146,18 @@ def test_a_failing_rank_ends_the_job(tmp_path, guard):
     assert result.returncode != 0
     assert "rank 1 of 2: RuntimeError: this rank failed on purpose" in result.stderr
     assert time.perf_counter() - start < 30
+    assert not (tmp_path / "rank1.json").exists()  # nothing after its fit ran
+
+
+def test_a_rank_whose_fit_differs_ends_the_job(tmp_path):
+    """Rank 1 asks for 4 epochs where rank 0 asks for 3 (it waited for rank 0 forever in its
+    4th): the job ends at once, naming what differs."""
+    result = mpirun(2, tmp_path, 15, "sgd", "epochs4", timeout=60)
+    assert result.returncode != 0
+    assert ("rank 1 of 2: ValueError: rank 1's fit differs from rank 0's in epochs 4 (rank 0's "
+            "3), rates: every rank of a distributed fit takes the same network, data, "
+            "batch_size, epochs, optimiser and schedule") in result.stderr
+    assert not list(tmp_path.glob("rank*.json"))
 
 
 def mnist_ranks(*per_rank: list[str], timeout: int = 60) -> subprocess.CompletedProcess:
