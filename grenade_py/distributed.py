@@ -88,8 +88,9 @@ def rank_device(comm: Any, precision: str = "float32") -> Device:
 
 
 class Group:
-    """The ranks of a communicator training one network: shards, the broadcast of the starting
-    parameters, the per-step Allreduce of the flat gradient buffer."""
+    """The ranks of a communicator training one network: the check that every rank was given
+    the same fit, shards, the broadcast of the starting parameters, the per-step Allreduce of
+    the flat gradient buffer, and rank 0's layer states on every rank after each epoch."""
 
     def __init__(self, comm: Any, net: Network) -> None:
         self.mpi = _mpi()
