@@ -90,7 +90,7 @@ def rank_device(comm: Any, precision: str = "float32") -> Device:
 class Group:
     """The ranks of a communicator training one network: the check that every rank was given
     the same fit, shards, the broadcast of the starting parameters, the per-step Allreduce of
-    the flat gradient buffer, and rank 0's layer states on every rank after each epoch."""
+    the flat gradient buffer, and rank 0's BatchNorm statistics on every rank after each epoch."""
 
     def __init__(self, comm: Any, net: Network) -> None:
         self.mpi = _mpi()
@@ -98,15 +98,14 @@ class Group:
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         gradients = net.flat["gradients"]
         self.host = np.empty(gradients.size + 1, dtype=gradients.dtype)  # + the example count
-        #: Every layer, composites' parts included (`share_states`).
-        self.layers = [layer for _, layer, _ in net.nodes(net.input_shape)]
+        layers = [layer for _, layer, _ in net.nodes(net.input_shape)]
         #: What a rank whose shard of a batch is empty runs for the forward pass it skips:
         #: each Dropout's step counter advances, as the other ranks' forward passes advance
         #: theirs (else its masks lag theirs from the next batch on).
-        self.idle = [net.device.launch("dropout_advance", (1,), layer.step)
-                     for layer in self.layers if isinstance(layer, Dropout)]
-        if self.rank == 0 < self.size - 1 and any(isinstance(layer, BatchNorm)
-                                                  for layer in self.layers):
+        self.idle = [layer.advance() for layer in layers if isinstance(layer, Dropout)]
+        #: The layers whose state each rank moves by its own shards (`share_states`).
+        self.norms = [layer for layer in layers if isinstance(layer, BatchNorm)]
+        if self.rank == 0 and self.size > 1 and self.norms:
             log.warning("BatchNorm normalises each rank's shard of a batch by the shard's own "
                         "statistics, as PyTorch's DistributedDataParallel does without "
                         "SyncBatchNorm: %d ranks do not reach one process's weights",
@@ -148,13 +147,16 @@ class Group:
             self.net.flat[role].set(values)
 
     def share_states(self) -> None:
-        """Rank 0's layer states on every rank: BatchNorm's running statistics, which each rank
-        moves by its own shards' (Dropout's key and counter are every rank's already), so that
-        validation, on_epoch and a saved model see one network whichever rank runs them."""
-        states = self.comm.bcast([layer.get_state() for layer in self.layers]
+        """Rank 0's BatchNorm running statistics on every rank (each rank moves them by its own
+        shards'), so that validation, on_epoch and a saved model see one network whichever
+        rank runs them. Nothing where the network has no BatchNorm (the same on every rank:
+        `check_same`)."""
+        if not self.norms:
+            return
+        states = self.comm.bcast([layer.get_state() for layer in self.norms]
                                  if self.rank == 0 else None, root=0)
-        for layer, state in zip(self.layers, states, strict=True):
-            if self.rank and state:
+        for layer, state in zip(self.norms, states, strict=True):
+            if self.rank:
                 layer.set_state(state)
 
     def allreduce_gradients(self, rows: int, n: int) -> None:

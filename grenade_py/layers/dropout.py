@@ -85,7 +85,12 @@ class Dropout(Layer):
                               real(1 / (1 - self.rate)), np.uint32(self.key[0]),
                               np.uint32(self.key[1]), self.step, x, y, buffers["mask"],
                               per_call={"first_row": 1}),
-                device.launch("dropout_advance", (1,), self.step)]
+                self.advance()]
+
+    def advance(self) -> Launch:
+        """The launch moving the mask counter on by one training forward pass: the last of
+        `forward`'s, and what a distributed rank runs for a pass it skips (an empty shard)."""
+        return self.device.launch("dropout_advance", (1,), self.step)
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
