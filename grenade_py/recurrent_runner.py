@@ -240,11 +240,12 @@ class SymbolCorpus:
         on_device = cl_array.to_device(queue, starts.astype(np.int32))
         trainer = window_trainer(self.net, learning, loss_named(loss)) if batch == 1 else None
         if trainer is not None:
-            sums = train_symbol_windows(trainer, learning, self.codes, on_device, len(starts),
-                                        steps, every, self._window_fills)
-            measured = Metrics(*(float(v) for v in sums.get()))  # (waits for the work)
-            trainer.release()
-            return measured
+            try:
+                sums = train_symbol_windows(trainer, learning, self.codes, on_device,
+                                            len(starts), steps, every, self._window_fills)
+                return Metrics(*(float(v) for v in sums.get()))  # (waits for the work)
+            finally:  # as runner.train does, even after an error
+                trainer.release()
         p = sequence_steps(self.net, steps, batch, loss)
         if p not in self._fills:
             self._fills[p] = device.launch(

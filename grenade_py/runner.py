@@ -213,11 +213,13 @@ def train(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     step = execution.steps(net, 1, chosen)
     trainer = step.fused(params)
     bound = FUSED_WORK // net.flat["parameters"].size if trainer else 256
-    _in_launches(net, len(xs), min(bound, len(xs) // 100 if progress else len(xs)),
-                 lambda start, count: step.train_examples(params, xs_dev, ys_dev, start, count),
-                 progress)
-    if trainer is not None:  # its work is done (_in_launches waited)
-        trainer.release()
+    try:
+        _in_launches(net, len(xs), min(bound, len(xs) // 100 if progress else len(xs)),
+                     lambda start, count: step.train_examples(params, xs_dev, ys_dev, start,
+                                                              count), progress)
+    finally:  # the loop is held on the network: it lets go of this call's data, even after
+        if trainer is not None:  # an error or Ctrl-C (work still queued keeps what it uses)
+            trainer.release()
     return net
 
 
@@ -520,10 +522,14 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
             order.set(permutation, async_=True)
         acc.set(np.zeros(3, dtype=device.dtype))
         if fused is not None:  # launches of bounded work; progress about 50 times
-            _in_launches(net, count, min(FUSED_WORK // net.flat["parameters"].size, count // 50),
-                         functools.partial(fused, xs_dev, ys_dev, optimizer=epoch_params,
-                                           order=order, acc=acc),
-                         None if progress is None else lambda done: progress(done, count))
+            try:
+                _in_launches(net, count, min(FUSED_WORK // net.flat["parameters"].size,
+                                             count // 50),
+                             functools.partial(fused, xs_dev, ys_dev, optimizer=epoch_params,
+                                               order=order, acc=acc),
+                             None if progress is None else lambda done: progress(done, count))
+            finally:  # this epoch's data let go of, as in train
+                fused.release()
         for index in range(steps if fused is None else 0):
             one_batch(index, epoch_params)
             if (index + 1) % QUEUED_STEPS == 0:  # wait for the marker QUEUED_STEPS steps back
@@ -544,8 +550,6 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
             stop = group.agree(stop, "on_epoch's stop")
         if stop:
             break
-    if fused is not None:  # the epochs' work is done (their sums were read)
-        fused.release()
     return history
 
 

@@ -1,6 +1,7 @@
 """The fused per-example loop against the layer-by-layer path and against numpy."""
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -436,7 +437,9 @@ def test_train_on_one_example_by_the_fused_loop(device, monkeypatch, name, in_ge
 def test_the_held_loop_lets_go_of_the_data(device, monkeypatch):
     """The fused per-example loop is held on the network from call to call; once
     train(per_example=True) or fit(batch_size=1) returns, its arguments hold none of the call's
-    data (the examples on the device, fit's order), so a dataset is freed with its call."""
+    data (the examples on the device, fit's order), so a dataset is freed with its call; also
+    when the call ends in an error (a callback's here; Ctrl-C's is another), which left them
+    held until the network's next such call."""
     import pyopencl.array as cl_array
 
     from grenade_py import execution, fit
@@ -445,12 +448,20 @@ def test_the_held_loop_lets_go_of_the_data(device, monkeypatch):
     upload = device.to_device
     monkeypatch.setattr(device, "to_device",
                         lambda array, *rest: made.append(upload(array, *rest)) or made[-1])
+
+    def fails(*args):
+        raise KeyError("stopped")
+
     for run in (lambda net, x, y: train(net, LP, x, y, per_example=True),
-                lambda net, x, y: fit(net, LP, x, y, batch_size=1, epochs=2, seed=1)):
+                lambda net, x, y: fit(net, LP, x, y, batch_size=1, epochs=2, seed=1),
+                lambda net, x, y: train(net, LP, x, y, per_example=True, progress=fails),
+                lambda net, x, y: fit(net, LP, x, y, batch_size=1, epochs=2, on_epoch=fails),
+                lambda net, x, y: fit(net, LP, x, y, batch_size=1, progress=fails)):
         net = build(device, "relu-logit-tanh")
         x, y = data(net, 50)
         made.clear()
-        run(net, x, y)
+        with contextlib.suppress(KeyError):
+            run(net, x, y)
         assert len(made) >= 2  # the examples went to the device...
         trainer = execution.steps(net, 1).fused(LP)
         assert trainer is not None

@@ -3,6 +3,7 @@ a step-by-step numpy transcription of Grenade's recurrent runner, finite differe
 hand-written float64 torch transcription of Grenade's cell."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -772,16 +773,30 @@ def test_a_large_call_holds_nothing_on_the_network(device: g.Device, monkeypatch
         assert "pending" not in net.held, options
 
 
-def test_the_held_window_loop_lets_go_of_a_corpus(device: g.Device) -> None:
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_held_window_loop_lets_go_of_a_corpus(device: g.Device, monkeypatch,
+                                                   fails: bool) -> None:
     """The fused window loop is held on the network; once SymbolCorpus.train returns, its
     arguments hold none of the corpus's buffers (its windows' io, the call's sums), so a
-    corpus dropped after training is freed."""
+    corpus dropped after training is freed; also when the call ends in an error after its
+    windows were queued (as Ctrl-C while it waits would), which left them held."""
     import pyopencl.array as cl_array
 
+    from grenade_py import recurrent_runner
+
+    if fails:
+        queue_windows = recurrent_runner.train_symbol_windows
+
+        def interrupted(*args):
+            queue_windows(*args)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(recurrent_runner, "train_symbol_windows", interrupted)
     net = g.RecurrentNetwork([g.LSTM(5, 4), g.FullyConnected(4, 5), g.Logit()],
                              input=g.D1(5), device=device, seed=2)
     corpus = SymbolCorpus(net, np.random.default_rng(3).integers(0, 5, size=100))
-    corpus.train(LP, np.arange(0, 80, 7), 9)
+    with contextlib.suppress(KeyboardInterrupt):
+        corpus.train(LP, np.arange(0, 80, 7), 9)
     trainer = net.held[("windows", LP.kind, "squared_error")]
     assert trainer is not None and corpus._window_fills
     theirs = [io for _, io, _ in corpus._window_fills.values()]
