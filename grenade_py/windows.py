@@ -232,6 +232,9 @@ def window_trainer(net: RecurrentNetwork, optimizer: Optimizer, loss: Loss
 
 #: Windows per launch of the fused window loop in SymbolCorpus.train.
 WINDOW_CHUNK = 256
+#: The chunk shapes (steps, windows) whose buffers and one-hot launch a corpus keeps, the most
+#: recently used (as `execution.steps` keeps a RecurrentNetwork's Steps).
+WINDOW_FILLS_KEPT = 32
 
 #: What train_symbol_windows keeps for a corpus, by (steps, windows): a chunk's layout, its io
 #: buffer and the launch making its one-hot rows there.
@@ -246,14 +249,20 @@ def train_symbol_windows(trainer: WindowTrainer, learning: Optimizer, codes: cl_
                          fills: SymbolFills) -> cl_array.Array:
     """SymbolCorpus.train in the fused window loop: the `count` windows of `steps` symbols of
     `codes` starting at `offsets`, WINDOW_CHUNK a launch, each chunk's one-hot rows made on the
-    device in the loop's layout (`fills` keeps those buffers for the corpus). Returns the
+    device in the loop's layout (`fills` keeps those of the corpus's last WINDOW_FILLS_KEPT
+    chunk shapes: a corpus trained on ever new window lengths and counts took memory without
+    bound). Returns the
     metrics' sums (loss, correct steps, steps with a target) on the device."""
     device, n = trainer.device, trainer.widths[0]
     sums = device.zeros((3,))
     pending: cl.Event | None = None
     for first in range(0, count, WINDOW_CHUNK):
         size = min(WINDOW_CHUNK, count - first)
-        if (steps, size) not in fills:
+        if (steps, size) in fills:  # the most recently used last
+            fills[steps, size] = fills.pop((steps, size))
+        else:
+            while len(fills) >= WINDOW_FILLS_KEPT:  # queued work keeps what it uses
+                del fills[next(iter(fills))]
             layout = trainer.layout(steps, size)
             io = device.zeros((layout.size,))
             rows = steps * size

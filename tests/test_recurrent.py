@@ -805,6 +805,29 @@ def test_the_held_window_loop_lets_go_of_a_corpus(device: g.Device, monkeypatch,
     assert any(a is trainer.sums for a in held)
 
 
+def test_a_corpus_keeps_the_buffers_of_its_last_window_shapes(device: g.Device,
+                                                              monkeypatch) -> None:
+    """SymbolCorpus.train's fused window loop keeps each chunk shape's (steps, windows) buffers
+    and one-hot launch for the corpus, at most WINDOW_FILLS_KEPT of them (a corpus trained on
+    ever new window lengths and counts kept every one); dropping the least recently used
+    changes nothing trained: the same weights and metrics as keeping them all."""
+    results = []
+    for kept in (2, 100):
+        monkeypatch.setattr(windows, "WINDOW_FILLS_KEPT", kept)
+        net = g.RecurrentNetwork([g.LSTM(5, 4), g.FullyConnected(4, 5), g.Logit()],
+                                 input=g.D1(5), device=device, seed=2)
+        corpus = SymbolCorpus(net, np.random.default_rng(3).integers(0, 5, size=200))
+        measured = [corpus.train(LP, np.arange(0, 9 * count, 9), steps)
+                    for steps, count in ((4, 3), (6, 3), (4, 5), (4, 3), (7, 2), (6, 3))]
+        assert len(corpus._window_fills) == min(kept, 4)
+        results.append((net.get_parameters(), measured))
+    (kept_few, few), (kept_all, all_) = results
+    assert few == all_
+    for a, b in zip(kept_few, kept_all, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
 def test_corpora_on_one_network_share_a_steps_metrics(device: g.Device) -> None:
     """Minibatch windows (batch 2, layer by layer) of two corpora on one network: they add up
     into the network's one sum buffer, so the Step they share keeps one set of metrics
