@@ -42,6 +42,12 @@ DENORMALS = {"float": ["-cl-denorms-are-zero"], "double": []}
 
 GEMM_FORMS = ("auto", "registers", "tiled")
 
+#: Programs a Device keeps besides the kernel library, the most recently asked for (each new
+#: architecture's fused loops are programs of their own: 120 networks built and dropped in turn
+#: left 240 kept, 1.7 MB of memory a network on PoCL; built again from the driver's cache on
+#: disk, one takes 30-50 ms there).
+PROGRAMS_KEPT = 32
+
 
 def compile_program(device: Device, source: str, options: list[str]) -> cl.Program:
     """`source` built for `device` with `options` alone, and kept by the driver where it caches
@@ -126,9 +132,10 @@ class Device:
         return self
 
     def build(self, source: str) -> cl.Program:
-        """Compile `source` (prefixed by the REAL prelude) once per device; cached by its text."""
+        """Compile `source` (prefixed by the REAL prelude) once per device; cached by its text,
+        the last PROGRAMS_KEPT asked for (what uses a program holds it)."""
         key = hashlib.sha1(source.encode()).hexdigest()
-        program = self._programs.get(key)
+        program = self._programs.pop(key, None)
         if program is None:
             prelude = "".join(f"#define REAL{w} {self.c_type}{w}\n" for w in (2, 4, 8))
             if self.narrow:  # one 256-bit register
@@ -141,9 +148,11 @@ class Device:
             program = compile_program(self, prelude + source, [
                 f"-DREAL={self.c_type}", "-cl-std=CL1.2", "-w",
                 *(DENORMALS[self.c_type] if flushes_denormals(self.cl_device) else [])])
-            self._programs[key] = program
             if self._library is None and source.startswith(kernel_source()):
                 self._library = program  # it holds every library kernel: no second build
+        self._programs[key] = program  # the most recently asked for last
+        while len(self._programs) > PROGRAMS_KEPT:
+            del self._programs[next(iter(self._programs))]
         return program
 
     @property

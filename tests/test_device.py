@@ -103,6 +103,32 @@ def test_programs_are_built_once(device):
     assert device.library is device.library
 
 
+def test_a_device_keeps_its_last_programs(monkeypatch):
+    """A Device keeps the PROGRAMS_KEPT programs last asked for, and the library (it kept
+    every program ever built: each architecture's fused loops, for as long as it lived); a
+    kernel of a program let go of still runs, and the program is built again when asked for."""
+    from grenade_py import device as device_module
+
+    monkeypatch.setattr(device_module, "PROGRAMS_KEPT", 2)
+    device = Device()
+    library = device.library
+    sources = [f"kernel void k(global REAL *x) {{ x[0] = {v}; }}" for v in (5, 6, 7)]
+    first = device.build(sources[0])
+    kernel = device.kernel("k", first)
+    device.build(sources[1])
+    assert device.build(sources[0]) is first  # asked for again: now the most recent
+    device.build(sources[2])  # lets go of sources[1]'s
+    assert len(device._programs) == 2 and device.build(sources[0]) is first
+    device.build(sources[1])
+    device.build(sources[2])  # lets go of the first
+    assert device.build(sources[0]) is not first  # built again
+    x = device.zeros((1,))
+    kernel.set_args(x.data)
+    cl.enqueue_nd_range_kernel(device.queue, kernel, (1,), None)
+    assert x.get()[0] == 5
+    assert device.library is library
+
+
 def test_kernel_sources_are_found():
     assert {"fully_connected.cl", "gemm.cl", "optimizers.cl"} <= {
         p.name for p in kernel_dir().glob("*.cl")}
