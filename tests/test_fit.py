@@ -271,6 +271,7 @@ def test_validation_cannot_disturb_training(device64, rng, monkeypatch):
     a, b = (feedforward_network(device64, seed=6) for _ in range(2))
     fit(a, LP, x, y, batch_size=8, epochs=3, seed=1)
     monkeypatch.setattr("grenade_py.execution.MAX_STEPS", 1)
+    monkeypatch.setattr("grenade_py.execution.STEPS_BYTES", 0)
     monkeypatch.setattr("grenade_py.runner.RUN_CHUNK", 3)
     fit(b, LP, x, y, batch_size=8, epochs=3, seed=1, validation=(x[:7], y[:7]))
     for pa, pb in zip(a.get_parameters(), b.get_parameters(), strict=True):
