@@ -251,8 +251,8 @@ def train_symbol_windows(trainer: WindowTrainer, learning: Optimizer, codes: cl_
     `codes` starting at `offsets`, WINDOW_CHUNK a launch, each chunk's one-hot rows made on the
     device in the loop's layout (`fills` keeps those of the corpus's last WINDOW_FILLS_KEPT
     chunk shapes: a corpus trained on ever new window lengths and counts took memory without
-    bound). Returns the
-    metrics' sums (loss, correct steps, steps with a target) on the device."""
+    bound). Returns the metrics' sums (loss, correct steps, steps with a target) on the
+    device."""
     device, n = trainer.device, trainer.widths[0]
     sums = device.zeros((3,))
     pending: cl.Event | None = None
