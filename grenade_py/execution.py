@@ -35,9 +35,10 @@ from grenade_py.recurrent_network import RecurrentNetwork
 #: trains on 26 sequence lengths); more, up to STEPS_KEPT, while all of them together hold at
 #: most STEPS_BYTES of buffers (run_net over 8 batch sizes in turn, each Step built anew when 4
 #: were kept: 1.9 ms a call, 0.5 with them held; train_sequences over up to 50 lengths a call:
-#: 36-62 ms, 6-8 with them held).
+#: 36-62 ms, 6-8 with them held). A Step's kernel objects take memory besides its buffers: 64
+#: Steps of a small MLP, 41 MiB of the process's on PoCL.
 MAX_STEPS, MAX_SEQUENCE_STEPS = 4, 32
-STEPS_KEPT, STEPS_BYTES = 128, 1 << 28
+STEPS_KEPT, STEPS_BYTES = 64, 1 << 28
 #: The ints per parameter array in the recurrent update kernels' table (UPDATE_ENTRY in
 #: recurrent.cl).
 UPDATE_ENTRY = 9
