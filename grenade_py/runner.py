@@ -272,18 +272,20 @@ def apply_update(net: Network, params: Optimizer, gradients: Gradients | None = 
 class Tapes:
     """What `run_network` keeps of a forward pass (Grenade's tapes): a Step of its own, whose
     buffers hold the pass (so several can be held at once) and the input's delta. Once the
-    tapes are dropped, the Step waits on the network (up to `kept`) for the next pass over as
-    many rows: a Step is buffers and kernel objects, whose making took 3-4x the time of an
-    MNIST MLP's forward and backward pass through them at batch 1 and 64."""
+    tapes are dropped, the Step waits on the network (up to `kept` of them, holding at most
+    `kept_bytes` of buffers) for the next pass over as many rows: a Step is buffers and kernel
+    objects, whose making took 3-4x the time of an MNIST MLP's forward and backward pass
+    through them at batch 1 and 64."""
 
-    kept = 8
+    kept, kept_bytes = 8, 1 << 28
 
     def __init__(self, step: Step) -> None:
         self.step = step
 
     def __del__(self) -> None:
         free = self.step.net.held.setdefault("free tapes", [])
-        if len(free) < self.kept:
+        if len(free) < self.kept and sum(
+                step.nbytes for step in free) + self.step.nbytes <= self.kept_bytes:
             free.append(self.step)
 
 

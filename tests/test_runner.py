@@ -216,11 +216,12 @@ def test_grenade_low_level_api(device64, rng):
         run_gradient(net, tapes1, np.ones((4, 2)))
 
 
-def test_dropped_tapes_serve_the_next_pass(device64, rng):
+def test_dropped_tapes_serve_the_next_pass(device64, rng, monkeypatch):
     """Tapes that are dropped leave their Step on the network (up to Tapes.kept) for the next
     run_network over as many rows, so a loop of run_network calls that does not pass `reuse`
     builds two Steps, not one a call (3-4x the pass's own time); tapes still held are never
-    taken, and the pass through a left Step gives what a new one gives."""
+    taken, the pass through a left Step gives what a new one gives, and no more than
+    Tapes.kept Steps of at most Tapes.kept_bytes wait."""
     from grenade_py import Tapes, run_gradient, run_network
 
     net = Network([FullyConnected(3, 4), Tanh(), FullyConnected(4, 2)], input=D1(3),
@@ -243,6 +244,11 @@ def test_dropped_tapes_serve_the_next_pass(device64, rng):
     many = [run_network(net, x)[0] for _ in range(Tapes.kept + 3)]
     del held, many
     assert len(net.held["free tapes"]) == Tapes.kept
+    small, big = run_network(net, x)[0], run_network(net, np.zeros((40, 3)))[0]
+    net.held["free tapes"].clear()
+    monkeypatch.setattr(Tapes, "kept_bytes", small.step.nbytes + big.step.nbytes - 1)
+    del small, big  # the second is more than the bytes left: let go of
+    assert [step.rows for step in net.held["free tapes"]] == [5]
 
 
 def test_low_level_api_on_device_arrays(device64, rng):
