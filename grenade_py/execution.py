@@ -192,6 +192,7 @@ class Step:
         self._sequence_update: dict[str, list[Launch]] = {}
         self._clip: dict[bool, list[Launch]] = {}
         self._metrics: dict[int, list[Launch]] = {}
+        self._gather: Launch | None = None
         self._factor_list: list[tuple[tuple[Any, ...], Factor, Layer]] | None = None
 
     def host_io(self, *arrays: np.ndarray) -> np.ndarray:
@@ -323,6 +324,21 @@ class Step:
             cl.enqueue_copy(queue, buffer(self.target), buffer(ys), byte_count=y_bytes,
                             src_offset=i * y_bytes)
             self.train(optimizer)
+
+    def gather(self, order: cl_array.Array | None, xs: cl_array.Array | None,
+               ys: cl_array.Array | None) -> Launch:
+        """The launch copying rows order[first ..] of xs (N, in) and ys (N, out) into `input`
+        and `target` (kernels/data.cl's gather_rows, a work-item per 64 values of a row;
+        `first` set per call), made on first use and kept, given these arrays (None lets go
+        of them: the Step is held on the network from call to call)."""
+        if self._gather is None:
+            widths = self.input.size // self.rows, self.target.size // self.rows
+            self._gather = self.net.device.launch(
+                "gather_rows", (self.rows * sum(-(-w // 64) for w in widths),), self.rows, 0,
+                order, widths[0], xs, self.input, widths[1], ys, self.target,
+                per_call={"first": 1, "order": 2, "xs": 4, "ys": 7})
+        self._gather.set_all({"order": order, "xs": xs, "ys": ys})
+        return self._gather
 
     def metrics(self, acc: cl_array.Array) -> list[Launch]:
         """The launches adding the summed loss of the rows with a target to acc[0], their

@@ -469,8 +469,8 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     xs_dev = device.to_device(xs.reshape(count, -1))
     ys_dev = device.to_device(ys.reshape(count, -1))
     order = cl_array.to_device(queue, np.arange(count, dtype=np.int32))
-    # The sums and their launches are held (`held_sums`); the gathers are this call's: they hold
-    # its data, which the device frees when it returns.
+    # The sums and their launches are held (`held_sums`), and the Steps' gathers, which let go of
+    # this call's data when it returns.
     acc = held_sums(net, "fit")
     if group is not None:  # every rank trains as rank 0 does, shuffled as rank 0 is
         group.check_same(precision=device.precision, data=(xs, ys), batch_size=batch_size,
@@ -499,13 +499,7 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
                 else ("the last batch of each epoch", "a batch_size that leaves more")
             raise ShapeError(f"{part}{which} has {n} example{'s' * (n > 1)} ({count} in batches "
                              f"of {batch_size}: choose {fix}), and {e}") from None
-    widths = xs_dev.shape[1], ys_dev.shape[1]
-    gathers = {  # inputs and targets, a work-item per 64 values of a row (kernels/data.cl)
-        n: device.launch("gather_rows", (n * sum(-(-w // 64) for w in widths),), n, 0, order,
-                         widths[0], xs_dev, step.input, widths[1], ys_dev, step.target,
-                         per_call={"first": 1})
-        for n, step in held.items()
-    }
+    gathers = {n: step.gather(order, xs_dev, ys_dev) for n, step in held.items()}
     metrics = {n: step.metrics(acc) for n, step in held.items()}
     # batch 1 (one process): Grenade's per-example steps, in the fused loop where it runs
     fused = held[1].fused(params) if batch_size == 1 and group is None else None
@@ -535,42 +529,45 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
 
     history: list[dict[str, Any]] = []
     queued: list[cl.Event] = []
-    for epoch in range(epochs):
-        start_time = time.perf_counter()
-        epoch_params = params.with_rate(rates[epoch])
-        if shuffle:  # the host array must live until the copy is done: the epoch's end
-            permutation = rng.permutation(count).astype(np.int32)
-            order.set(permutation, async_=True)
-        acc.set(np.zeros(3, dtype=device.dtype))
-        if fused is not None:  # launches of bounded work; progress about 50 times
-            try:
+    try:
+        for epoch in range(epochs):
+            start_time = time.perf_counter()
+            epoch_params = params.with_rate(rates[epoch])
+            if shuffle:  # the host array must live until the copy is done: the epoch's end
+                permutation = rng.permutation(count).astype(np.int32)
+                order.set(permutation, async_=True)
+            acc.set(np.zeros(3, dtype=device.dtype))
+            if fused is not None:  # launches of bounded work; progress about 50 times
                 _in_launches(net, count, min(FUSED_WORK // net.flat["parameters"].size,
                                              count // 50),
                              functools.partial(fused, xs_dev, ys_dev, optimizer=epoch_params,
                                                order=order, acc=acc),
                              None if progress is None else lambda done: progress(done, count))
-            finally:  # this epoch's data let go of, as in train
-                fused.release()
-        for index in range(steps if fused is None else 0):
-            one_batch(index, epoch_params)
-            if (index + 1) % QUEUED_STEPS == 0:  # wait for the marker QUEUED_STEPS steps back
-                queued.append(cl.enqueue_marker(queue))
-                if len(queued) > 1:
-                    queued.pop(0).wait()
-            if progress is not None and ((index + 1) % report == 0 or index + 1 == steps):
-                queue.finish()
-                progress(index + 1, steps)
-        totals = acc.get()  # waits for the epoch's last step
-        if group is not None:
-            totals = group.sum(totals)
-            group.share_states()
-        history.append(_epoch_record(net, first_epoch + epoch + 1, rates[epoch], totals, count,
-                                     time.perf_counter() - start_time, validation, chosen))
-        stop = on_epoch is not None and on_epoch(history[-1]) is False
-        if group is not None:
-            stop = group.agree(stop, "on_epoch's stop")
-        if stop:
-            break
+            for index in range(steps if fused is None else 0):
+                one_batch(index, epoch_params)
+                if (index + 1) % QUEUED_STEPS == 0:  # wait for the marker QUEUED_STEPS steps back
+                    queued.append(cl.enqueue_marker(queue))
+                    if len(queued) > 1:
+                        queued.pop(0).wait()
+                if progress is not None and ((index + 1) % report == 0 or index + 1 == steps):
+                    queue.finish()
+                    progress(index + 1, steps)
+            totals = acc.get()  # waits for the epoch's last step
+            if group is not None:
+                totals = group.sum(totals)
+                group.share_states()
+            history.append(_epoch_record(net, first_epoch + epoch + 1, rates[epoch], totals, count,
+                                         time.perf_counter() - start_time, validation, chosen))
+            stop = on_epoch is not None and on_epoch(history[-1]) is False
+            if group is not None:
+                stop = group.agree(stop, "on_epoch's stop")
+            if stop:
+                break
+    finally:  # the gathers and the fused loop are held: they let go of this call's data
+        for gather in gathers.values():
+            gather.set_all(dict.fromkeys(("order", "xs", "ys")))
+        if fused is not None:
+            fused.release()
     return history
 
 
