@@ -134,25 +134,23 @@ class Device:
     def build(self, source: str) -> cl.Program:
         """Compile `source` (prefixed by the REAL prelude) once per device; cached by its text,
         the last PROGRAMS_KEPT asked for (what uses a program holds it)."""
-        key = hashlib.sha1(source.encode()).hexdigest()
-        program = self._programs.pop(key, None)
-        if program is None:
-            prelude = "".join(f"#define REAL{w} {self.c_type}{w}\n" for w in (2, 4, 8))
-            if self.narrow:  # one 256-bit register
-                prelude += f"#define DOT_VW {32 // np.dtype(self.dtype).itemsize}\n"
-            prelude += (
-                "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n#define REAL_IS_DOUBLE 1\n"
-                if self.c_type == "double" else "")
-            # -w: on AVX2 PoCL's compiler notes each 16-lane vector argument's ABI (harmless),
-            # as "99 warnings generated." on stderr
-            program = compile_program(self, prelude + source, [
-                f"-DREAL={self.c_type}", "-cl-std=CL1.2", "-w",
-                *(DENORMALS[self.c_type] if flushes_denormals(self.cl_device) else [])])
-            if self._library is None and source.startswith(kernel_source()):
-                self._library = program  # it holds every library kernel: no second build
-        self._programs[key] = program  # the most recently asked for last
-        while len(self._programs) > PROGRAMS_KEPT:
-            del self._programs[next(iter(self._programs))]
+        return recent(self._programs, hashlib.sha1(source.encode()).hexdigest(),
+                      lambda: self._compile(source), PROGRAMS_KEPT)
+
+    def _compile(self, source: str) -> cl.Program:
+        prelude = "".join(f"#define REAL{w} {self.c_type}{w}\n" for w in (2, 4, 8))
+        if self.narrow:  # one 256-bit register
+            prelude += f"#define DOT_VW {32 // np.dtype(self.dtype).itemsize}\n"
+        prelude += (
+            "#pragma OPENCL EXTENSION cl_khr_fp64 : enable\n#define REAL_IS_DOUBLE 1\n"
+            if self.c_type == "double" else "")
+        # -w: on AVX2 PoCL's compiler notes each 16-lane vector argument's ABI (harmless), as
+        # "99 warnings generated." on stderr
+        program = compile_program(self, prelude + source, [
+            f"-DREAL={self.c_type}", "-cl-std=CL1.2", "-w",
+            *(DENORMALS[self.c_type] if flushes_denormals(self.cl_device) else [])])
+        if self._library is None and source.startswith(kernel_source()):
+            self._library = program  # it holds every library kernel: no second build
         return program
 
     @property
@@ -278,6 +276,21 @@ class Device:
 
 #: A kernel's work_group_size_hint attribute, as OpenCL reports it (its first size).
 _SIZE_HINT = re.compile(r"work_group_size_hint\(\s*(\d+)")
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def recent(kept: dict[K, V], key: K, make: Callable[[], V], limit: int) -> V:
+    """kept[key], made by `make()` if it is not there, now the most recently used (kept in
+    that order, the most recent last); past `limit` entries the least recently used are let
+    go of (whatever uses one holds it)."""
+    value = kept.pop(key) if key in kept else make()
+    kept[key] = value
+    while len(kept) > limit:
+        del kept[next(iter(kept))]
+    return value
 
 
 def _size(nbytes: int) -> str:

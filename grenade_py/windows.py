@@ -17,13 +17,14 @@ chooses it up to WINDOW_PARAMETERS parameters and logs the choice at debug level
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import Launch, buffer
+from grenade_py.device import Launch, buffer, recent
 from grenade_py.fused import BARRIER, build_loop, unrolled
 from grenade_py.layers import Layer
 from grenade_py.layers.base import WindowForm
@@ -256,23 +257,23 @@ def train_symbol_windows(trainer: WindowTrainer, learning: Optimizer, codes: cl_
     device, n = trainer.device, trainer.widths[0]
     sums = device.zeros((3,))
     pending: cl.Event | None = None
+
+    def chunk(size: int) -> tuple[Layout, cl_array.Array, Launch]:
+        """A chunk of `size` windows: its layout, io buffer and one-hot launch."""
+        layout = trainer.layout(steps, size)
+        io = device.zeros((layout.size,))
+        rows = steps * size
+        x, t, m, lengths = (flat_view(io, at, shape) for at, shape in zip(
+            layout.offsets, ((rows, n), (rows, n), (rows,), (size,)), strict=True))
+        lengths.fill(steps)
+        return layout, io, device.launch(
+            "one_hot_sequences", (rows,), steps, size, n, 0, every, codes, offsets, x, t, m,
+            per_call=ONE_HOT_PER_CALL)
+
     for first in range(0, count, WINDOW_CHUNK):
         size = min(WINDOW_CHUNK, count - first)
-        if (steps, size) in fills:  # the most recently used last
-            fills[steps, size] = fills.pop((steps, size))
-        else:
-            while len(fills) >= WINDOW_FILLS_KEPT:  # queued work keeps what it uses
-                del fills[next(iter(fills))]
-            layout = trainer.layout(steps, size)
-            io = device.zeros((layout.size,))
-            rows = steps * size
-            x, t, m, lengths = (flat_view(io, at, shape) for at, shape in zip(
-                layout.offsets, ((rows, n), (rows, n), (rows,), (size,)), strict=True))
-            lengths.fill(steps)
-            fills[steps, size] = (layout, io, device.launch(
-                "one_hot_sequences", (rows,), steps, size, n, 0, every, codes, offsets, x, t,
-                m, per_call=ONE_HOT_PER_CALL))
-        layout, io, fill = fills[steps, size]
+        layout, io, fill = recent(fills, (steps, size), functools.partial(chunk, size),
+                                  WINDOW_FILLS_KEPT)
         fill.set_all({"first": first, "every": every, "offsets": offsets})
         fill()
         trainer(io, layout, np.full(size, steps), learning, sums)
