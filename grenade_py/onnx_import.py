@@ -43,11 +43,13 @@ from grenade_py.onnx_export import _onnx
 from grenade_py.shapes import D1, D2, D3, Shape
 
 #: The ops of other exporters' models that become grenade_py layers (a Conv's zero padding a
-#: Pad before its Convolution, a ConvTranspose's a Crop after its Deconvolution; the rows a
-#: Conv's or MaxPool's windows leave out a Crop before it).
-FOREIGN_OPS = ("Gemm", "MatMul", "Add (a MatMul's bias)", "Relu", "Tanh", "Sigmoid", "Sin",
-               "Elu", "LeakyRelu", "Gelu (exact)", "Softmax", "Identity", "Dropout", "Flatten",
-               "Reshape", "Conv", "ConvTranspose", "MaxPool", "Pad", "BatchNormalization")
+#: Pad before its Convolution, a ConvTranspose's a Crop after its Deconvolution, and its
+#: output_padding past that padding a Pad; the rows a Conv's or MaxPool's windows leave out a
+#: Crop before it).
+FOREIGN_OPS = ("Gemm", "MatMul", "Add (a MatMul's bias)", "Mul by 1", "Relu", "Tanh", "Sigmoid",
+               "Sin", "Elu", "LeakyRelu", "Gelu (exact; or written out with Erf)", "Softmax",
+               "Identity", "Dropout", "Flatten", "Reshape", "Conv", "ConvTranspose", "MaxPool",
+               "Pad", "BatchNormalization")
 
 
 def _decimal(value: float) -> float:
@@ -121,6 +123,10 @@ class _Chain:
         inputs = [i for i in graph.input if i.name not in self.weights]
         if len(inputs) != 1 or len(graph.output) != 1:
             raise ModelFileError("only graphs of one input and one output are read")
+        #: The data's element type (a CastLike of a constant to it is a constant).
+        self.dtype = _onnx().helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type)
+        #: An exact GELU being read node by node (`gelu`): its input, and the parts read.
+        self.gelu_at: tuple[str, list[str]] | None = None
         dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim][1:]
         if not dims or not all(dims):
             raise ModelFileError("the input's sample axes need fixed sizes")
@@ -151,6 +157,13 @@ class _Chain:
             if all(name in self.weights for name in node.input if name):  # constants alone
                 self.fold(node)
                 continue
+            if node.op_type == "CastLike" and node.input[0] in self.weights:  # (PyTorch's
+                # dynamo exporter casts a convolution's zero bias so)
+                self.weights[node.output[0]] = self.weights[node.input[0]].astype(self.dtype)
+                continue
+            if self.gelu(node):
+                self.current, self.last = node.output[0], node.op_type
+                continue
             if node.op_type == "Shape" and node.input[0] == self.current:  # a constant too,
                 # the batch axis 1 (PyTorch's x.view(x.size(0), -1): a Reshape's target, whose
                 # batch entry the Reshape leaves out)
@@ -162,8 +175,44 @@ class _Chain:
                                      "one before it: only chains of layers are read")
             self.op(node, attrs)
             self.current, self.last = node.output[0], node.op_type
+        if self.gelu_at is not None:
+            raise ModelFileError("the graph ends inside what was read as a GELU")
         if self.current != self.graph.output[0].name:
             raise ModelFileError("the graph's output is not the end of its chain of nodes")
+
+    def scalar(self, name: str | None) -> float | None:
+        """The value of a constant of one element, else None."""
+        value = self.weights.get(name or "")
+        return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+    def gelu(self, node: Any) -> bool:
+        """Whether `node` is part of an exact GELU written out, x * 0.5 * (1 + erf(x / sqrt(2))),
+        as exporters write nn.GELU below ONNX's opset 20 (a Div by sqrt(2), Erf, Add 1, and a
+        Mul by x and one by 0.5 in either order): a Gelu once its last part is read."""
+        ins, op = list(node.input), node.op_type
+        if self.gelu_at is None:
+            if op == "Div" and ins[0] == self.current and len(ins) == 2 and \
+                    np.isclose(self.scalar(ins[1]) or 0, np.sqrt(2)):
+                self.gelu_at = (self.current, [])
+                return True
+            return False
+        x, parts = self.gelu_at
+        other = ins[1 - ins.index(self.current)] if len(ins) == 2 and self.current in ins else None
+        part = "Erf" if op == "Erf" and ins == [self.current] else \
+            "1" if op == "Add" and self.scalar(other) == 1 else \
+            "x" if op == "Mul" and other == x else \
+            "0.5" if op == "Mul" and self.scalar(other) == 0.5 else None
+        expected = ["Erf", "1"][len(parts):len(parts) + 1] or \
+            [name for name in ("x", "0.5") if name not in parts]
+        if part not in expected:
+            raise ModelFileError(f"node {node.name!r} ({op}) does not go on with what was read as "
+                                 "an exact GELU from a Div by sqrt(2): x * 0.5 * (1 + erf(x / "
+                                 "sqrt(2)))")
+        parts.append(cast(str, part))
+        if len(parts) == 4:
+            self.add(Gelu())
+            self.gelu_at = None
+        return True
 
     def fold(self, node: Any) -> None:
         """Compute a node of constants alone (a Constant, or the nodes giving a Pad its pads)
@@ -207,6 +256,8 @@ class _Chain:
             w = self.constant(node, 1).T
             self.add(FullyConnected(w.shape[1], w.shape[0]),
                      {"weights": w, "bias": np.zeros(w.shape[0])})
+        elif op in ("Mul", "Div") and len(node.input) == 2 and self.scalar(node.input[1]) == 1:
+            pass  # x * 1 (PyTorch's dynamo exporter scales an ELU's input and output so)
         elif op == "Add" and self.last == "MatMul" and len(node.input) == 2:
             self.values[-1]["bias"] = self.values[-1]["bias"] + self.constant(node, 1)
         elif op in ("Flatten", "Reshape"):
@@ -259,13 +310,16 @@ class _Chain:
         if any(d != 1 for d in attrs.get("dilations", [])) or attrs.get("group", 1) != 1 or \
                 attrs.get("ceil_mode", 0) or "output_shape" in attrs or \
                 attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or \
-                (node.op_type == "MaxPool" and any((top, left, bottom, right))) or \
-                extra[0] > bottom or extra[1] > right:
+                (node.op_type == "MaxPool" and any((top, left, bottom, right))):
             raise ModelFileError(f"{where}: only undilated, ungrouped windows are read, padded "
                                  "by zeros (a MaxPool's unpadded)")
-        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 2 and node.input[2]:
-            raise ModelFileError(f"{where} has a bias, which grenade_py's (Grenade's) "
-                                 "convolutions do not: export it without (bias=False)")
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 2 and node.input[2] \
+                and self.constant(node, 2).any():
+            raise ModelFileError(
+                f"{where} has a bias, which grenade_py's (Grenade's) convolutions do not: export "
+                "it without (bias=False; PyTorch's exporter also folds a BatchNorm after a "
+                "convolution into a bias, unless given do_constant_folding=False, or "
+                "optimize=False with dynamo=True)")
         strides = attrs.get("strides", [1, 1])
         weight = None if node.op_type == "MaxPool" else self.constant(node, 1)
         kh, kw = attrs["kernel_shape"] if weight is None else weight.shape[2:]
@@ -281,8 +335,12 @@ class _Chain:
         else:
             self.add(Deconvolution(weight.shape[0], weight.shape[1], kh, kw, *strides),
                      {"kernel": kernel})
-            if any((top, left, bottom - extra[0], right - extra[1])):
-                self.add(Crop(left, top, right - extra[1], bottom - extra[0]))
+            # output_padding: rows and cols kept at the end, past the end zeros
+            ends = (right - extra[1], bottom - extra[0])
+            if any((top, left, max(ends[0], 0), max(ends[1], 0))):
+                self.add(Crop(left, top, max(ends[0], 0), max(ends[1], 0)))
+            if min(ends) < 0:
+                self.add(Pad(0, 0, max(-ends[0], 0), max(-ends[1], 0)))
 
 
 def from_onnx(cls: Any, path: str | os.PathLike[str], device: Device | str | None = None

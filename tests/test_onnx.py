@@ -141,6 +141,21 @@ def torch_export(model, example, path: Path, dtype=None, **options) -> None:
                           input_names=["x"], dynamic_axes={"x": {0: "n"}}, **options)
 
 
+def dynamo_export(model, example, path: Path, dtype=None, **options) -> None:
+    """`model` exported as torch.onnx.export does by default (dynamo=True), quietly."""
+    torch = pytest.importorskip("torch", reason="PyTorch's exporter writes these models")
+    pytest.importorskip("onnxscript", reason="PyTorch's default ONNX exporter needs onnxscript "
+                                             "(pip install '.[test]')")
+    import contextlib
+    import io
+    import logging
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(example, dtype=dtype),), str(path), **options)
+
+
 def sgd_step(model, loss, rate: float) -> None:
     """Plain gradient descent on `model`'s parameters from `loss`."""
     import torch
@@ -200,6 +215,63 @@ def test_a_pytorch_gelu_imports(tmp_path):
     with pytest.raises(ModelFileError, match=r"\(Gelu\): only the exact \(erf\) GELU is read, "
                        r"not its 'tanh' approximation$"):
         g.Network.from_onnx(tmp_path / "tanh.onnx")
+
+
+def test_an_exact_gelu_written_out_imports(tmp_path):
+    """Below opset 20 exporters write nn.GELU as x * 0.5 * (1 + erf(x / sqrt(2))) (a Div, Erf,
+    Add and two Muls, in PyTorch's two exporters' two orders): a Gelu, whose network runs and
+    trains as PyTorch's in float64; nodes that start so and then do not go on, or a graph
+    that ends among them, are named."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the oracle here")
+    torch.manual_seed(5)
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(3, 6), nn.GELU(), nn.Linear(6, 2)).double()
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2))
+    for name, export in (("legacy", lambda path: torch_export(
+            model, (1, 3), path, torch.float64, opset_version=17)),
+            ("dynamo", lambda path: dynamo_export(model, (1, 3), path, torch.float64,
+                                                  opset_version=18))):
+        export(tmp_path / f"{name}.onnx")
+        model.zero_grad()  # (the last round's step left its gradients)
+        ops = [node.op_type for node in onnx.load(tmp_path / f"{name}.onnx").graph.node]
+        assert "Erf" in ops and "Gelu" not in ops
+        net = g.Network.from_onnx(tmp_path / f"{name}.onnx")
+        assert repr(net).startswith("Network '[FullyConnected 3 6, Gelu, FullyConnected 6 2]")
+        runs_and_trains_as_torch(net, model, x, y)
+    helper, real = onnx.helper, onnx.TensorProto.FLOAT
+    root = helper.make_tensor("root", real, [], [2 ** 0.5])
+    for nodes, message in (
+            ([helper.make_node("Div", ["x", "root"], ["a"]),
+              helper.make_node("Relu", ["a"], ["y"])],
+             r"node 'r' \(Relu\) does not go on with what was read as an exact GELU"),
+            ([helper.make_node("Div", ["x", "root"], ["y"])],
+             "the graph ends inside what was read as a GELU$")):
+        nodes[-1].name = "r"
+        onnx.save(helper.make_model(helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", real, ["n", 3])],
+            [helper.make_tensor_value_info("y", real, ["n", 3])], [root])), tmp_path / "cut")
+        with pytest.raises(ModelFileError, match=message):
+            g.Network.from_onnx(tmp_path / "cut")
+
+
+def test_an_output_padding_past_the_padding_imports_as_a_pad(tmp_path):
+    """A ConvTranspose2d whose output_padding reaches past its padding (PyTorch allows it up to
+    the stride) adds rows and cols of zeros at the end: a Deconvolution, a Crop of the padding
+    and a Pad of zeros, which runs and trains as PyTorch's in float64."""
+    torch = pytest.importorskip("torch", reason="PyTorch is the oracle here")
+    torch.manual_seed(7)
+    nn = torch.nn
+    model = nn.Sequential(nn.ConvTranspose2d(2, 3, 3, stride=(2, 3), padding=(1, 0),
+                                             output_padding=(1, 2), bias=False), nn.Tanh(),
+                          nn.Flatten(), nn.Linear(3 * 8 * 14, 2)).double()
+    torch_export(model, (1, 2, 4, 4), tmp_path / "out.onnx", torch.float64)
+    net = g.Network.from_onnx(tmp_path / "out.onnx")
+    assert repr(net).startswith("Network '[Deconvolution 2 3 3 3 2 3, Crop 0 1 0 0, Pad 0 0 2 0, "
+                                "Tanh, Reshape D1 336")
+    rng = np.random.default_rng(9)
+    x, y = rng.normal(size=(3, 2, 4, 4)), rng.normal(size=(3, 2))
+    runs_and_trains_as_torch(net, model, x, y)
 
 
 def test_a_pytorch_lenet_imports_runs_and_trains_on(tmp_path):
@@ -286,9 +358,12 @@ def test_pytorch_windows_that_leave_rows_out_import_as_crops(tmp_path):
 
 
 def test_a_pytorch_batch_norm_imports_with_its_running_statistics(tmp_path):
-    """BatchNormalization (exported without constant folding, which would fold it into the
-    convolution as a bias): BatchNorm with PyTorch's scale, shift, running statistics and eps
-    1e-5 (ONNX holds it in float32), so run_net in float64 is PyTorch's eval() output."""
+    """BatchNormalization, exported so that it is kept (without constant folding; under the
+    default dynamo exporter, unoptimised, which gives the convolution a zero bias, a CastLike
+    of zeros to the data's type, and writes the ELU between multiplications by 1): BatchNorm
+    with PyTorch's scale, shift, running statistics and eps 1e-5 (ONNX holds it in float32), so
+    run_net in float64 is PyTorch's eval() output. Folded into the convolution as a bias (the
+    exporters' default), it is refused saying how to keep it."""
     torch = pytest.importorskip("torch", reason="PyTorch is the oracle here")
     torch.manual_seed(4)
     nn = torch.nn
@@ -297,16 +372,24 @@ def test_a_pytorch_batch_norm_imports_with_its_running_statistics(tmp_path):
         for value in (norm.running_mean, norm.weight, norm.bias):
             value.copy_(torch.randn(3))
         norm.running_var.copy_(torch.rand(3) + 0.5)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3, bias=False), norm, nn.ReLU(), nn.Flatten(),
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, bias=False), norm, nn.ELU(), nn.Flatten(),
                           nn.Linear(27, 2)).double().eval()
-    torch_export(model, (1, 1, 5, 5), tmp_path / "bn.onnx", torch.float64,
+    torch_export(model, (1, 1, 5, 5), tmp_path / "legacy.onnx", torch.float64,
                  do_constant_folding=False)
-    net = g.Network.from_onnx(tmp_path / "bn.onnx")
-    assert [type(layer).__name__ for layer in net.layers] == [
-        "Convolution", "BatchNorm", "Relu", "Reshape", "FullyConnected"]
+    dynamo_export(model, (1, 1, 5, 5), tmp_path / "dynamo.onnx", torch.float64, optimize=False)
+    assert {"CastLike", "Mul"} <= {node.op_type
+                                   for node in onnx.load(tmp_path / "dynamo.onnx").graph.node}
     x = np.random.default_rng(6).normal(size=(3, 1, 5, 5))
-    np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
-                               rtol=1e-12, atol=1e-14)
+    for name in ("legacy", "dynamo"):
+        net = g.Network.from_onnx(tmp_path / f"{name}.onnx")
+        assert [type(layer).__name__ for layer in net.layers] == [
+            "Convolution", "BatchNorm", "Elu", "Reshape", "FullyConnected"]
+        np.testing.assert_allclose(g.run_net(net, x), model(torch.tensor(x)).detach().numpy(),
+                                   rtol=1e-12, atol=1e-14)
+    dynamo_export(model, (1, 1, 5, 5), tmp_path / "folded.onnx", torch.float64)
+    with pytest.raises(ModelFileError, match=r"\(Conv\) has a bias, .* into a bias, unless given "
+                       r"do_constant_folding=False, or optimize=False with dynamo=True\)$"):
+        g.Network.from_onnx(tmp_path / "folded.onnx")
 
 
 def test_what_cannot_be_read_is_named(tmp_path):
