@@ -7,7 +7,8 @@
    output for one sample (run_net): microseconds, a served model's latency; for a batch of 1,000
    (milliseconds); and a training step on one example from the host (train, as a Python loop
    over examples makes them).
-3. LeNet (Grenade's README network) for one MNIST epoch at batch 64, and its convolutions.
+3. LeNet (Grenade's README network) for one MNIST epoch at batch 64, and its convolutions;
+   a training step of a convnet whose planes are smaller than a vector (3x3 and 5x5 outputs).
 4. The FullyConnected GEMMs alone at 64x784x512 and 128x784x512, and 1024^3, against numpy's
    sgemm on the same products.
 5. Grenade's Shakespeare network (LSTM 40 80, LSTM 80 40, FC 40 40, Logit) on windows of 50
@@ -425,6 +426,45 @@ def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, s
     return rows
 
 
+def bench_small_planes(device: Device, repeats: int) -> list[tuple[str, float]]:
+    """Microseconds per training step (train on one batch of 64, Grenade's momentum rule, the
+    half squared error) of a convnet whose planes are smaller than a vector (7 x 7 x 16 in,
+    3 x 3 convolutions to 5 x 5 x 32 and 3 x 3 x 64, then FullyConnected 576 10: outputs of
+    fewer than 16 positions), interleaved with PyTorch's on the same architecture."""
+    net = Network([Convolution(16, 32, 3, 3, 1, 1), Relu(), Convolution(32, 64, 3, 3, 1, 1),
+                   Relu(), Reshape(D1(576)), FullyConnected(576, 10)], input=D3(7, 7, 16),
+                  device=device, seed=1)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(64, 16, 7, 7)).astype(np.float32)
+    y = rng.uniform(size=(64, 10)).astype(np.float32)
+
+    def ours() -> None:
+        for _ in range(SMALL_PLANE_STEPS):
+            train(net, MLP_LP, x, y)
+        device.queue.finish()
+
+    runs: dict[str, Callable[[], float | None]] = {"grenade_py": ours}
+    torch = _torch()
+    if torch is not None:
+        nn = torch.nn
+        model = nn.Sequential(nn.Conv2d(16, 32, 3, bias=False), nn.ReLU(),
+                              nn.Conv2d(32, 64, 3, bias=False), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(576, 10))
+        momenta = [torch.zeros_like(p) for p in model.parameters()]
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+        def theirs() -> None:
+            for _ in range(SMALL_PLANE_STEPS):
+                (0.5 * ((model(tx) - ty) ** 2).sum() / len(tx)).backward()
+                _torch_descend(torch, model, momenta, MLP_LP)
+
+        runs["pytorch"] = theirs
+    return [(name, seconds / SMALL_PLANE_STEPS * 1e6)
+            for name, seconds in interleaved(runs, repeats)]
+
+
+#: Training steps per timing of bench_small_planes.
+SMALL_PLANE_STEPS = 20
 #: LeNet steps per timing of bench_convolutions.
 CONV_STEPS = 10
 #: Launches of peak_fma per timing (~3 ms each here).
@@ -978,6 +1018,11 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
     convolutions = bench_convolutions(device, repeats)
     for name, value, unit in convolutions:
         say(f"   {name:42s} {value:9.1f} {unit}")
+    planes = bench_small_planes(device, repeats)
+    table.add("a convnet of 3x3 and 5x5 planes, training step at batch 64 (µs)", planes,
+              "{:.0f}")
+    say("   a convnet of planes under 16 positions (7x7x16 -> 5x5x32 -> 3x3x64), a training "
+        "step at batch 64: " + ", ".join(f"{name} {us:.0f} us" for name, us in planes))
     conv_rate = next(v for name, v, _ in convolutions if name.startswith("  its convolutions"))
     table.add("  LeNet's convolutions in its step (GFLOP/s)", [("grenade_py", conv_rate)],
               "{:.0f}")

@@ -195,6 +195,17 @@ NARROW: dict[str, Block] = {
 AMD_WIDE: dict[str, Block] = {"gemm_outer": (6, 1, 4, 4, 1), "gemm_panels": (4, 4, 1, 8),
                               "gemm_outer_update": (8, 1, 4, 4)}
 
+#: The untuned blocks on CPUs of 16-float vectors of a gemm_outer or conv_input_delta whose
+#: rows are narrower than one vector (N < VW: a convolution's output plane of fewer than 16
+#: positions, a FullyConnected layer of fewer inputs), whose columns then go into one vector
+#: lane by lane: more rows per work-item share each such load. On a 2-core AVX-512 EPYC (PoCL
+#: 3.1), over 11 gemm_outer shapes of such convolutions' forward passes and such layers' weight
+#: gradients and input deltas (3 rounds), 16x1 in (16, 4, 1) took 1.22x the time of each
+#: shape's fastest of 9 candidates (geometric mean), the AMD default 6x1 in (4, 4, 1) 1.74x
+#: (2-3.5x at the convolutions); conv_input_delta's 16x1 in (8,) 1.0-1.17x at 3 shapes of 4
+#: and 9 positions, its default 8x1 in (4,) 1.25-2.6x.
+NARROW_ROWS: dict[str, Block] = {"gemm_outer": (16, 1, 16, 4, 1), "conv_input_delta": (16, 1, 8)}
+
 #: The untuned blocks on GPUs where they differ from the first of FORMS: the tuner's most
 #: frequent choice on an NVIDIA H200 (OpenCL 3.0, CUDA 13.0) over the MNIST networks' launch
 #: shapes at batches 32 to 256 (x the summed time of the defaults before: FORMS' first, and
@@ -376,7 +387,8 @@ def default(device: Device, form: str, shape: Block) -> Block:
     is a gemm_dot_tiled (m, n, k, batches, chunks) whose `big_tiles` in its chunks are one or
     more per unit (as `gemm.k_splits` makes its parts); NARROW's on a CPU of 8-float vectors
     (gemm_panels, which runs on wider CPUs only, has none);
-    GPU's on a GPU; AMD_WIDE's on an AMD CPU of 16-float vectors (`amd_wide`);
+    GPU's on a GPU; NARROW_ROWS' on a CPU of 16-float vectors for a product narrower than one
+    of its vectors; AMD_WIDE's on an AMD CPU of 16-float vectors (`amd_wide`);
     else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one product of
     m n k >= LARGE and n >= WIDE, FEW_ROWS' rule for a CPU's gemm_dot of fewer rows, else the
     form's first."""
@@ -394,6 +406,9 @@ def default(device: Device, form: str, shape: Block) -> Block:
         return NARROW[form]
     if device.gpu and form in GPU:
         return GPU[form]
+    if not device.gpu and form in NARROW_ROWS and \
+            shape[1 if form == "gemm_outer" else 2] < 64 // np.dtype(device.dtype).itemsize:
+        return NARROW_ROWS[form]
     if form in AMD_WIDE and amd_wide(device):
         return AMD_WIDE[form]
     if form == "gemm_dot" and rest == [1] and n >= WIDE and m * n * k >= LARGE:

@@ -411,10 +411,10 @@ kernel void gemm_panels_$RMx$CV(int M, int columns, int K, global const REAL *A,
 // template $RM $CV: 16 1, 8 1, 12 1, 24 1, 6 2, 8 2, 12 2, 4 1, 6 1, 8 3, 6 4
 // The block of C = A B from row m0 and column n0 (GEMM_OUTER_SUMS): rows past the edge of A are
 // not stored, and a vector moved back stores only the columns from n0 on (the block's own);
-// only a product narrower than one vector goes scalar, with the same sums. Y, unless NULL: the
-// input of a Relu (laid out as C) whose input delta C then is (relu_backward_at(Y, A B)): a
-// FullyConnected layer's input delta through the Relu below it. (Also the product of
-// conv_input_delta.)
+// a product narrower than one vector has all its columns in one vector, with the same sums
+// (by fma, k in order). Y, unless NULL: the input of a Relu (laid out as C) whose input delta
+// C then is (relu_backward_at(Y, A B)): a FullyConnected layer's input delta through the Relu
+// below it. (Also the product of conv_input_delta.)
 void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const REAL *A,
                               int a_m, int a_k, global const REAL *B, int b_k, global REAL *C,
                               int c_m, global const REAL *Y) {
@@ -446,14 +446,31 @@ void gemm_outer_block_$RMx$CV(int m0, int n0, int M, int N, int K, global const 
                 for (int l = n0 - cols[0]; l < VW; ++l) row[l] = lanes[l];
             }
         }
-    } else {
-        global const REAL *a = A + (size_t)m0 * a_m;
-        for (int r = 0; r < min($RM, M - m0); ++r, a += a_m)
-            for (int n = n0; n < N; ++n) {
-                REAL s = 0;
-                for (int k = 0; k < K; ++k) s += a[(size_t)k * a_k] * B[(size_t)k * b_k + n];
-                const size_t at = (size_t)(m0 + r) * c_m + n;
-                C[at] = Y ? relu_backward_at(Y[at], s) : s;
+    } else {  // N < VW (n0 0): the row's N columns in one vector's lanes, lanes past N
+        // repeating the last column (loaded lane by lane: a vector load could run past B)
+        global const REAL *a[$RM];
+        #pragma unroll
+        for (int r = 0; r < $RM; ++r) a[r] = A + (size_t)min(m0 + r, M - 1) * a_m;
+        realv acc[$RM];
+        #pragma unroll
+        for (int r = 0; r < $RM; ++r) acc[r] = 0;
+        for (int k = 0; k < K; ++k) {
+            REAL lanes[VW];
+            #pragma unroll
+            for (int l = 0; l < VW; ++l) lanes[l] = B[(size_t)k * b_k + min(l, N - 1)];
+            const realv b = VLOAD(0, lanes);
+            #pragma unroll
+            for (int r = 0; r < $RM; ++r) acc[r] = fma((realv)(a[r][(size_t)k * a_k]), b, acc[r]);
+        }
+        #pragma unroll
+        for (int r = 0; r < $RM; ++r)
+            if (m0 + r < M) {
+                REAL sums[VW];
+                VSTORE(acc[r], 0, sums);
+                for (int n = 0; n < N; ++n) {
+                    const size_t at = (size_t)(m0 + r) * c_m + n;
+                    C[at] = Y ? relu_backward_at(Y[at], sums[n]) : sums[n];
+                }
             }
     }
 }

@@ -64,7 +64,7 @@ def test_bench_markdown_table(tmp_path):
     # on a CPU, one of the GEMMs' rates over numpy's in each round, by product)
     by_round = [row for row in table if "in the same round" in row]
     assert table[0] == "| | grenade_py | numpy | PyTorch (CPU) |" and \
-        len(table) == 2 + 23 + len(by_round)
+        len(table) == 2 + 24 + len(by_round)
     assert any("1024³" in row for row in by_round)
     for row in by_round:
         values = [float(v) for v in row.split("|")[2].split(",")]
