@@ -35,14 +35,26 @@ void conv_im2col_entry(global const REAL *from, int OH, int OW, int pitch, int s
 }
 
 // patches[s, r, i * OW + j] = x_s[rows[r] + i * pitch + j * sw]: x's patches copied out, for
-// shapes whose rows do not come in runs of 8 (the GEMMs then read them as whole vectors).
-// One work-item copies entry r's OH rows of one sample. global size (R, n)
+// shapes whose rows do not come in runs of 8 (the GEMMs then read them as whole vectors); with
+// `entry_major`, laid out as patches[r, s, i * OW + j] instead (each entry's positions over the
+// whole batch in one run). One work-item copies entry r's OH rows of one sample. global size
+// (R, n)
 kernel void conv_im2col(int n, int sample, int R, int OH, int OW, int pitch, int sw,
-                        global const REAL *rows, global const REAL *x, global REAL *patches) {
+                        int entry_major, global const REAL *rows, global const REAL *x,
+                        global REAL *patches) {
     const int r = get_global_id(0), s = get_global_id(1);
     if (r < R && s < n)
         conv_im2col_entry(x + (size_t)s * sample + (int)rows[r], OH, OW, pitch, sw,
-                          patches + ((size_t)s * R + r) * OH * OW);
+                          patches + (entry_major ? (size_t)r * n + s : (size_t)s * R + r) * OH * OW);
+}
+
+// out[f, s, p] = y[s, f, p]: the batch's (n, F, P) planes as (F, n, P), each filter's positions
+// over the whole batch in one run. global size (n F P)
+kernel void conv_filter_major(int n, int F, int P, global const REAL *y, global REAL *out) {
+    const size_t i = get_global_id(0);
+    if (i >= (size_t)n * F * P) return;
+    const int p = i % P, f = i / P % F, s = i / P / F;
+    out[((size_t)f * n + s) * P + p] = y[i];
 }
 
 // The implicit GEMMs (conv_forward, conv_kernel_gradient) never store the patches: for stride

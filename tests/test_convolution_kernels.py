@@ -1,7 +1,8 @@
 """The convolution's kernels against numpy, through the layer's own launches, in float32 and
 float64, at batches 1, 3 and 17 and at shapes that reach every path: runs of 8 columns (stride
 1, output rows a multiple of 8, including a last half vector), one load per lane (other widths,
-strides), filters and patch entries past the register blocks, rows wider than a vector."""
+strides), filters and patch entries past the register blocks, rows wider than a vector, planes
+of fewer positions than a vector (`Convolution.short_planes`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,6 +24,7 @@ SHAPES = {
     "strided": (2, 17, 19, 33, 2, 3, 3, 2),       # lanes gathered, both strides
     "row-stride": (2, 9, 7, 3, 3, 2, 2, 1),       # lanes gathered, stride down the rows only
     "wide": (2, 4, 40, 5, 2, 3, 1, 1),            # 40 columns: col2im over 3 vectors
+    "small-plane": (5, 3, 4, 7, 2, 2, 1, 1),      # 6 positions: patches entry-major, one dK
 }
 
 
@@ -56,6 +58,7 @@ def test_convolution_kernels_against_numpy(device, rng, name, n):
     c, h, w, f, kh, kw, sh, sw = SHAPES[name]
     net = Network([Convolution(c, f, kh, kw, sh, sw)], input=D3(h, w, c), device=device, seed=1)
     layer = net.layers[0]
+    assert layer.short_planes() or name != "small-plane" or device.gemm == "tiled"
     kernel = net.get_parameters()[0]["kernel"]
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     x, dy = rng.normal(size=(n, c, h, w)), rng.normal(size=(n, f, oh * ow))

@@ -12,7 +12,9 @@ conv_forward (y_s = K^T patches_s) and conv_kernel_gradient (dK = sum_s patches_
 GEMMs that gather x's patches (R = kh*kw*channels patch entries by positions) as they read them,
 where output rows come in whole vectors of 8 (stride 1, a multiple of 8 columns); other shapes
 copy the patches out (conv_im2col) for FullyConnected's GEMMs, a gather of single values costing
-more than the copy. The input delta's patches_s = K dy_s into a per-batch buffer, put back onto
+more than the copy (output planes of fewer positions than a vector: entry by entry over the
+whole batch, so that dK is one product whose sums run over every sample's positions, see
+`short_planes`). The input delta's patches_s = K dy_s into a per-batch buffer, put back onto
 dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in one launch,
 conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
 conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per
@@ -127,6 +129,17 @@ class Convolution(Layer):
         multiple of 8 outputs: whole vector loads); else they read them from an im2col copy."""
         return self.sw == 1 and self.geometry()[9] % 8 == 0
 
+    def short_planes(self) -> bool:
+        """Whether the patches are copied out entry-major, (R, n, positions), and the kernel
+        gradient is one product over the whole batch, dK = patches (R, n P) . dy (F, n P)^T
+        (dy laid out filter-major first, conv_filter_major): an output plane of fewer positions
+        than one of gemm_dot's vectors (DOT_VW), which the product of each sample's patches
+        and dy would take one at a time (the register-blocked GEMMs; GPUs take the chunks of
+        `kernel_chunks`)."""
+        *_, oh, ow = self.geometry()
+        return not self.implicit() and self.device.gemm == "registers" and oh * ow < (
+            32 if self.device.narrow else 64) // np.dtype(self.device.dtype).itemsize
+
     def scatters(self) -> bool:
         """Whether the input delta is conv_scatter_delta (stride 1, output rows of whole vectors
         of 8, the register-blocked GEMMs): then, the GEMMs implicit, no launch reads patches."""
@@ -145,6 +158,8 @@ class Convolution(Layer):
             wanted["patches"] = (n * (c * kh * kw * oh * ow + vector_width(self.device)),)
         if chunks > 1:  # the chunked kernel gradient's sums
             wanted["chunks"] = (chunks * c * kh * kw * f,)
+        if self.short_planes():  # dy filter-major
+            wanted["dy by filter"] = (f * n * oh * ow,)
         return wanted
 
     def kernel_chunks(self, n: int) -> int:
@@ -179,10 +194,12 @@ class Convolution(Layer):
         return n, c * h * w, c * kh * kw, f, oh * ow, ow, sh * w
 
     def im2col(self, n: int, x: cl_array.Array, buffers: Buffers) -> list[Launch]:
-        """x's patches copied into buffers["patches"] (n, R, positions)."""
+        """x's patches copied into buffers["patches"] (n, R, positions), or (R, n, positions)
+        where `short_planes`."""
         _, sample, r, _, p, ow, pitch = self._patch_args(n)
         return [self.device.launch("conv_im2col", (r, n), n, sample, r, p // ow, ow, pitch,
-                                   self.sw, buffers["rows"], x, buffers["patches"])]
+                                   self.sw, int(self.short_planes()), buffers["rows"], x,
+                                   buffers["patches"])]
 
     def convolve(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                  patched: bool = False) -> list[Launch]:
@@ -191,10 +208,11 @@ class Convolution(Layer):
         args = self._patch_args(n)
         _, _, r, f, p, *_ = args
         if not self.implicit():
+            short = self.short_planes()  # entry-major patches
             return ([] if patched else self.im2col(n, x, buffers)) + [
                 gemm_outer(self.device, f, p, r, self.parameters["kernel"], 1, f,
-                           buffers["patches"], y, batches=n, b_k=p, b_batch=r * p, c_m=p,
-                           c_batch=f * p)]
+                           buffers["patches"], y, batches=n, b_k=n * p if short else p,
+                           b_batch=p if short else r * p, c_m=p, c_batch=f * p)]
         return [blocks.launch(self.device, "conv_forward", (n, r, f, p), lambda block: (
             self.device.launch(blocks.kernel_name("conv_forward", block),
                                (-(-p // (block[1] * vector_width(self.device))),
@@ -211,6 +229,12 @@ class Convolution(Layer):
         chunks, dk = self.kernel_chunks(n), self.gradients["kernel"]
         per = -(-n // chunks)
         out = buffers["chunks"] if chunks > 1 else dk
+        if self.short_planes():
+            by_filter = buffers["dy by filter"]
+            return ([] if patched else self.im2col(n, x, buffers)) + [
+                self.device.launch("conv_filter_major", (n * f * p,), n, f, p, dy, by_filter),
+                gemm_dot(self.device, r, f, n * p, buffers["patches"], by_filter,
+                         buffers["zeros"], dk)]
         if not self.implicit():
             launches = ([] if patched else self.im2col(n, x, buffers)) + [
                 gemm_dot(self.device, r, f, p, buffers["patches"], dy, buffers["zeros"], out,
