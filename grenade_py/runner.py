@@ -21,6 +21,7 @@ from grenade_py.distributed import ends_the_job_on_error
 from grenade_py.errors import ShapeError
 from grenade_py.execution import Step, enqueue
 from grenade_py.fused import FusedTrainer, fused_runner, kernels_bits
+from grenade_py.layers import Convolution, Deconvolution
 from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer, optimizer
@@ -45,6 +46,22 @@ def run_chunk(net: Network) -> int:
         net.held["run_chunk"] = max(1, min(RUN_CHUNK, RUN_BYTES // (
             per_sample * np.dtype(net.device.dtype).itemsize)))
     return int(net.held["run_chunk"])
+
+
+def row_work(net: Network) -> int:
+    """About the multiply-adds of one row's forward pass (how long run_net waits, see
+    `waits.polls`): each layer's parameters, a convolution's kernel once for each position of
+    its output (a deconvolution's, of its input). Held on the network."""
+    if "row work" not in net.held:
+        work = 0
+        for _, layer, shape in net.nodes(net.input_shape):
+            if not layer.children(shape):
+                size = sum(math.prod(dims) for dims in layer.parameter_shapes().values())
+                if isinstance(layer, (Convolution, Deconvolution)):
+                    size *= math.prod(layer.geometry()[8:])
+                work += size
+        net.held["row work"] = max(1, work)
+    return int(net.held["row work"])
 
 
 #: run_net gives one sample of a network of at most this many parameters by one launch of
@@ -175,7 +192,7 @@ def run_net(net: Network, x: np.ndarray) -> np.ndarray:
         upload = cl.enqueue_copy(queue, buffer(step.input), chunk, is_blocking=False)
         step.forward(training=False)
         read(queue, out[start:start + len(chunk)], step.output,
-             polls(net.device, len(chunk), net.parameter_count))
+             polls(net.device, len(chunk), net.parameter_count, row_work(net)))
         del upload
     return out[0] if single else out
 

@@ -2,10 +2,10 @@
 small network on a CPU of several cores (`polls`), by polling.
 
 On PoCL 3.1 (a 2-core Ice Lake Xeon) a blocking wait returned ~60 us after its read was done:
-the host thread's wake-up. Polling takes a core while it waits, which one row's work of a small
-network leaves free (the fused one-sample loop is one work-group), and which a large network's
-GEMMs would want (`POLLED_PARAMETERS`). Used by run_net for one sample and run_recurrent for one
-step of one sequence.
+the host thread's wake-up. Polling takes a core while it waits, which a few rows' work of a
+small network leaves free (the fused one-sample loop is one work-group), and which a large
+network's GEMMs would want (`POLLED_PARAMETERS`, `POLLED_WORK`). Used by run_net and
+run_recurrent.
 """
 from __future__ import annotations
 
@@ -31,11 +31,21 @@ POLL_S = 0.002
 POLLED_PARAMETERS = 1 << 20
 
 
-def polls(device: Device, rows: int, parameters: int) -> bool:
-    """Whether a wait for `rows` rows' work of a network of `parameters` parameters on `device`
-    polls: one row, at most POLLED_PARAMETERS, a CPU device of two or more cores."""
-    return rows == 1 and parameters <= POLLED_PARAMETERS and not device.gpu and \
-        device.cl_device.max_compute_units > 1
+#: The most multiply-adds (rows x a row's) of work that is polled for: a few rows of a small
+#: network. run_net on a 2-core AVX-512 EPYC, blocking -> polling (us): MLPs 300-10 at 4, 16
+#: and 64 rows 57 -> 37, 64 -> 37, 82 -> 45; 784-100-10 at 4 and 16 81 -> 44, 107 -> 68;
+#: 784-512-10 at 4 116 -> 60 (1.6 M multiply-adds), but at 16 (6.5 M) 159 -> 174 and at 64
+#: 400 -> 580, the host's core taken from the GEMMs.
+POLLED_WORK = 1 << 22
+
+
+def polls(device: Device, rows: int, parameters: int, work: int | None = None) -> bool:
+    """Whether a wait for `rows` rows' work of a network of `parameters` parameters, `work`
+    multiply-adds a row (default: its parameters, a FullyConnected network's), on `device`
+    polls: at most POLLED_PARAMETERS, at most POLLED_WORK multiply-adds in all, a CPU device of
+    two or more cores."""
+    return parameters <= POLLED_PARAMETERS and rows * (work or parameters) <= POLLED_WORK and \
+        not device.gpu and device.cl_device.max_compute_units > 1
 
 
 def poll(event: cl.Event, seconds: float) -> None:

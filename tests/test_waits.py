@@ -7,9 +7,9 @@ import numpy as np
 import pyopencl as cl
 
 from grenade_py import RecurrentNetwork, run_recurrent
-from grenade_py.layers import LSTM, FullyConnected
-from grenade_py.shapes import D1
-from grenade_py.waits import POLLED_PARAMETERS, poll, polls, read
+from grenade_py.layers import LSTM, FullyConnected, Reshape
+from grenade_py.shapes import D1, D3
+from grenade_py.waits import POLLED_PARAMETERS, POLLED_WORK, poll, polls, read
 
 
 def test_poll_returns_when_the_event_completes_or_the_time_is_up(device):
@@ -35,8 +35,28 @@ def test_read_gives_the_array_polling_or_not(device, rng):
         np.testing.assert_array_equal(out, values)
     cpu = not device.gpu and device.cl_device.max_compute_units > 1
     assert polls(device, 1, POLLED_PARAMETERS) == cpu
-    assert not polls(device, 2, 1)
+    assert polls(device, POLLED_WORK // POLLED_PARAMETERS, POLLED_PARAMETERS) == cpu
+    assert not polls(device, POLLED_WORK // POLLED_PARAMETERS + 1, POLLED_PARAMETERS)
     assert not polls(device, 1, POLLED_PARAMETERS + 1)
+    assert polls(device, 2, 1000, POLLED_WORK // 2) == cpu  # a convnet's rows: their work
+    assert not polls(device, 3, 1000, POLLED_WORK // 2)
+
+
+def test_a_rows_work_counts_each_convolution_kernel_at_each_position(device):
+    """run_net's polling rule reads a row's multiply-adds: LeNet's, its convolutions' kernels
+    (250 and 4,000 values) at their 24 x 24 and 8 x 8 outputs, and its FullyConnected layers'
+    parameters; a Deconvolution's kernel at each position of its input; a nested network's
+    layers once."""
+    from grenade_py import Deconvolution, Network, Relu
+    from grenade_py.mnist import mnist_network
+    from grenade_py.runner import row_work
+
+    assert row_work(mnist_network("lenet", device, seed=1)) == \
+        250 * 24 * 24 + 4000 * 8 * 8 + 256 * 80 + 80 + 80 * 10 + 10
+    inner = Network([FullyConnected(48, 5), Relu()], input=D1(48), device=device)
+    net = Network([Deconvolution(2, 3, 2, 2, 1, 1), Reshape(D1(75)), FullyConnected(75, 48),
+                   inner], input=D3(4, 4, 2), device=device)
+    assert row_work(net) == 2 * 3 * 2 * 2 * 4 * 4 + 75 * 48 + 48 + 48 * 5 + 5
 
 
 def test_run_recurrent_on_one_step_the_same_polling_or_blocking(device, rng, monkeypatch):
