@@ -1018,14 +1018,14 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
     convolutions = bench_convolutions(device, repeats)
     for name, value, unit in convolutions:
         say(f"   {name:42s} {value:9.1f} {unit}")
+    conv_rate = next(v for name, v, _ in convolutions if name.startswith("  its convolutions"))
+    table.add("  LeNet's convolutions in its step (GFLOP/s)", [("grenade_py", conv_rate)],
+              "{:.0f}")
     planes = bench_small_planes(device, repeats)
     table.add("a convnet of 3x3 and 5x5 planes, training step at batch 64 (µs)", planes,
               "{:.0f}")
     say("   a convnet of planes under 16 positions (7x7x16 -> 5x5x32 -> 3x3x64), a training "
         "step at batch 64: " + ", ".join(f"{name} {us:.0f} us" for name, us in planes))
-    conv_rate = next(v for name, v, _ in convolutions if name.startswith("  its convolutions"))
-    table.add("  LeNet's convolutions in its step (GFLOP/s)", [("grenade_py", conv_rate)],
-              "{:.0f}")
 
     gemms = report_gemms(device, repeats, say)
     gemm_rate = next(v for name, v in gemms if name.startswith(
