@@ -21,12 +21,11 @@ from grenade_py.distributed import ends_the_job_on_error
 from grenade_py.errors import ShapeError
 from grenade_py.execution import Step, enqueue
 from grenade_py.fused import FusedTrainer, fused_runner, kernels_bits
-from grenade_py.layers import Convolution, Deconvolution
 from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer, optimizer
 from grenade_py.schedules import Schedule, schedule_rate
-from grenade_py.waits import polls, read
+from grenade_py.waits import polls, read, row_work
 
 log = logging.getLogger("grenade_py")
 
@@ -46,22 +45,6 @@ def run_chunk(net: Network) -> int:
         net.held["run_chunk"] = max(1, min(RUN_CHUNK, RUN_BYTES // (
             per_sample * np.dtype(net.device.dtype).itemsize)))
     return int(net.held["run_chunk"])
-
-
-def row_work(net: Network) -> int:
-    """About the multiply-adds of one row's forward pass (how long run_net waits, see
-    `waits.polls`): each layer's parameters, a convolution's kernel once for each position of
-    its output (a deconvolution's, of its input). Held on the network."""
-    if "row work" not in net.held:
-        work = 0
-        for _, layer, shape in net.nodes(net.input_shape):
-            if not layer.children(shape):
-                size = sum(math.prod(dims) for dims in layer.parameter_shapes().values())
-                if isinstance(layer, (Convolution, Deconvolution)):
-                    size *= math.prod(layer.geometry()[8:])
-                work += size
-        net.held["row work"] = max(1, work)
-    return int(net.held["row work"])
 
 
 #: run_net gives one sample of a network of at most this many parameters by one launch of

@@ -1,4 +1,4 @@
-"""Waiting for a device's result from the host: by a blocking wait, or, for one row's work of a
+"""Waiting for a device's result from the host: by a blocking wait, or, for a few rows' work of a
 small network on a CPU of several cores (`polls`), by polling.
 
 On PoCL 3.1 (a 2-core Ice Lake Xeon) a blocking wait returned ~60 us after its read was done:
@@ -9,14 +9,19 @@ run_recurrent.
 """
 from __future__ import annotations
 
+import math
 import time
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py.device import Device, buffer
+from grenade_py.layers import Convolution, Deconvolution
+
+if TYPE_CHECKING:
+    from grenade_py.network import Network
 
 #: How long `read` polls before it blocks, in seconds: longer than one row's work of a small
 #: network (the MNIST MLP's one-sample pass: 50-100 us).
@@ -46,6 +51,22 @@ def polls(device: Device, rows: int, parameters: int, work: int | None = None) -
     two or more cores."""
     return parameters <= POLLED_PARAMETERS and rows * (work or parameters) <= POLLED_WORK and \
         not device.gpu and device.cl_device.max_compute_units > 1
+
+
+def row_work(net: Network) -> int:
+    """About the multiply-adds of one row's forward pass of `net` (run_net's `polls` reads it):
+    each layer's parameters, a convolution's kernel once for each position of its output (a
+    deconvolution's, of its input). Held on the network."""
+    if "row work" not in net.held:
+        work = 0
+        for _, layer, shape in net.nodes(net.input_shape):
+            if not layer.children(shape):
+                size = sum(math.prod(dims) for dims in layer.parameter_shapes().values())
+                if isinstance(layer, (Convolution, Deconvolution)):
+                    size *= math.prod(layer.geometry()[8:])
+                work += size
+        net.held["row work"] = max(1, work)
+    return int(net.held["row work"])
 
 
 def poll(event: cl.Event, seconds: float) -> None:

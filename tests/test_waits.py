@@ -49,7 +49,7 @@ def test_a_rows_work_counts_each_convolution_kernel_at_each_position(device):
     layers once."""
     from grenade_py import Deconvolution, Network, Relu
     from grenade_py.mnist import mnist_network
-    from grenade_py.runner import row_work
+    from grenade_py.waits import row_work
 
     assert row_work(mnist_network("lenet", device, seed=1)) == \
         250 * 24 * 24 + 4000 * 8 * 8 + 256 * 80 + 80 + 80 * 10 + 10
