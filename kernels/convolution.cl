@@ -43,9 +43,10 @@ kernel void conv_im2col(int n, int sample, int R, int OH, int OW, int pitch, int
                         int entry_major, global const REAL *rows, global const REAL *x,
                         global REAL *patches) {
     const int r = get_global_id(0), s = get_global_id(1);
+    const size_t plane = entry_major ? (size_t)r * n + s : (size_t)s * R + r;
     if (r < R && s < n)
         conv_im2col_entry(x + (size_t)s * sample + (int)rows[r], OH, OW, pitch, sw,
-                          patches + (entry_major ? (size_t)r * n + s : (size_t)s * R + r) * OH * OW);
+                          patches + plane * OH * OW);
 }
 
 // out[f, s, p] = y[s, f, p]: the batch's (n, F, P) planes as (F, n, P), each filter's positions
