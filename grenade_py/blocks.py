@@ -206,6 +206,15 @@ AMD_WIDE: dict[str, Block] = {"gemm_outer": (6, 1, 4, 4, 1), "gemm_panels": (4, 
 #: and 9 positions, its default 8x1 in (4,) 1.25-2.6x.
 NARROW_ROWS: dict[str, Block] = {"gemm_outer": (16, 1, 16, 4, 1), "conv_input_delta": (16, 1, 8)}
 
+#: The untuned block on CPUs of 16-float vectors of a gemm_dot over a batch of products (a
+#: convolution's kernel gradient from its copied-out patches, summed over the samples): on a
+#: 2-core AVX-512 EPYC (PoCL 3.1), over 10 such shapes of convnets on 9 x 9 to 32 x 32 inputs,
+#: each at most 2.6x (geometric mean 1.77x) the fastest of 7 candidates under FORMS' first,
+#: 8x2 in (16, 4), 1.99x (1.26x) under 6x4 in (16, 4): a 28 x 28 plane's 288 x 64 x 784 over
+#: 64 samples 21.3 ms against 23.9 under 6x4 there, but 9.8 against 4.9 at 200 x 32 x 144
+#: over 256 and 2.0 against 1.1 at 27 x 32 x 900 over 64 (two rounds).
+BATCHED_DOT: Block = (6, 4, 16, 4)
+
 #: The untuned blocks on GPUs where they differ from the first of FORMS: the tuner's most
 #: frequent choice on an NVIDIA H200 (OpenCL 3.0, CUDA 13.0) over the MNIST networks' launch
 #: shapes at batches 32 to 256 (x the summed time of the defaults before: FORMS' first, and
@@ -388,7 +397,8 @@ def default(device: Device, form: str, shape: Block) -> Block:
     more per unit (as `gemm.k_splits` makes its parts); NARROW's on a CPU of 8-float vectors
     (gemm_panels, which runs on wider CPUs only, has none);
     GPU's on a GPU; NARROW_ROWS' on a CPU of 16-float vectors for a product narrower than one
-    of its vectors; AMD_WIDE's on an AMD CPU of 16-float vectors (`amd_wide`);
+    of its vectors, BATCHED_DOT there for a gemm_dot over a batch of products; AMD_WIDE's on an
+    AMD CPU of 16-float vectors (`amd_wide`);
     else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one product of
     m n k >= LARGE and n >= WIDE, FEW_ROWS' rule for a CPU's gemm_dot of fewer rows, else the
     form's first."""
@@ -409,6 +419,8 @@ def default(device: Device, form: str, shape: Block) -> Block:
     if not device.gpu and form in NARROW_ROWS and \
             shape[1 if form == "gemm_outer" else 2] < 64 // np.dtype(device.dtype).itemsize:
         return NARROW_ROWS[form]
+    if form == "gemm_dot" and not device.gpu and rest and rest[0] > 1:
+        return BATCHED_DOT
     if form in AMD_WIDE and amd_wide(device):
         return AMD_WIDE[form]
     if form == "gemm_dot" and rest == [1] and n >= WIDE and m * n * k >= LARGE:
