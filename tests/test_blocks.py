@@ -479,7 +479,17 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
     first = blocks.FORMS["gemm_dot"][0]
     assert blocks.block(device, "gemm_dot", (256, 512, 784, 1)) == first  # MNIST's, smaller
     assert blocks.block(device, "gemm_dot", (2**20, 10, 512, 1)) == first  # narrow outputs
-    assert blocks.block(device, "gemm_dot", (512, 512, 512, 8)) == first  # a sum of products
+    # a sum of products (a convolution's kernel gradient): BATCHED_DOT
+    assert blocks.block(device, "gemm_dot", (512, 512, 512, 8)) == blocks.BATCHED_DOT
+    # rows narrower than a vector (16 floats): NARROW_ROWS' blocks, for either form
+    assert blocks.block(device, "gemm_outer", (64, 15, 288, 32, 0)) == \
+        blocks.NARROW_ROWS["gemm_outer"]
+    assert blocks.block(device, "conv_input_delta", (32, 288, 9, 64)) == \
+        blocks.NARROW_ROWS["conv_input_delta"]
+    assert blocks.block(device, "gemm_outer", (64, 16, 288, 32, 0)) == \
+        blocks.FORMS["gemm_outer"][0]
+    assert blocks.block(device, "conv_input_delta", (32, 288, 16, 64)) == \
+        blocks.FORMS["conv_input_delta"][0]
     # fewer than FEW_ROWS rows: the block that pads them the least (the first rounds 10 to 16)
     assert blocks.block(device, "gemm_dot", (10, 512, 784, 1)) == (5, 2, 16, 4)
     assert blocks.block(device, "gemm_dot", (3, 512, 784, 1)) == (3, 2, 64, 1)  # one block
