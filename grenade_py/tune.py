@@ -1,11 +1,13 @@
 """`python -m grenade_py.tune`: choose the kernels' register blocks (on a GPU, the tiled GEMMs'
 tile shapes and the convolutions' blocks) for this device by timing them on the training steps
-of the MNIST networks (see grenade_py/blocks.py), and where FullyConnected weights take their
+of the MNIST networks or the user's own (`--network`; see grenade_py/blocks.py), and where
+FullyConnected weights take their
 step (blocks.CHOICES); later runs, in any process, use what it keeps in the user's cache
 folder."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import time
@@ -13,18 +15,22 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 
 from grenade_py import blocks
 from grenade_py.blocks import label, record_path
-from grenade_py.cli import device_options, open_device, user_errors
+from grenade_py.cli import device_options, given, open_device, user_errors
 from grenade_py.device import Device
+from grenade_py.errors import GrenadeError
 from grenade_py.execution import Step
 from grenade_py.layers.fully_connected import FullyConnected
 from grenade_py.losses import LOSSES
 from grenade_py.mnist import ARCHS, mnist_network
+from grenade_py.model_file import MAGIC
 from grenade_py.network import Network
 from grenade_py.optimizers import SGD
 
@@ -44,22 +50,62 @@ def training_sites(net: Network, n: int, loss: str = "cross_entropy"
     return step, sites
 
 
-def compile_part(archs: list[str], sizes: list[int], device_spec: str | None, precision: str,
-                 part: int, parts: int, device: Device | None = None) -> None:
-    """Compile this process's part of the candidates of the networks' training steps
-    (`blocks.compile_part`), on `device` or the one `device_spec` names."""
+def loss_for(net: Network) -> str:
+    """The loss a tuned training step takes: cross-entropy for a network ending in a Softmax
+    (at the logits, as MNIST's are trained), else squared error."""
+    try:
+        LOSSES["cross_entropy"].check(net)
+    except ValueError:
+        return "squared_error"
+    return "cross_entropy"
+
+
+def compile_part(specs: list[dict[str, Any]], sizes: list[int], device_spec: str | None,
+                 precision: str, part: int, parts: int, device: Device | None = None) -> None:
+    """Compile this process's part of the candidates of the training steps of the networks
+    `specs` describe (`blocks.compile_part`), on `device` or the one `device_spec` names."""
     device = device or open_device(device_spec, precision, announce=False)
     seen: set[tuple[str, blocks.Block]] = set()
-    for arch in archs:
+    for spec in specs:
         for n in sizes:
+            net = Network.from_spec(spec, device=device, seed=1)
             try:
-                _, sites = training_sites(mnist_network(arch, device, seed=1), n)
+                _, sites = training_sites(net, n, loss_for(net))
             except ValueError:  # a network that cannot train on n rows (tune_network says so)
                 continue
             blocks.compile_part(device, sites, part, parts, seen)
 
 
-def compile_ahead(archs: list[str], sizes: list[int], device_spec: str | None,
+def network_spec(path: str, device: Device) -> dict[str, Any]:
+    """The spec of the network in the file at `path`: a model file (Network.save, the CLIs'
+    --save) or a Network's spec in JSON (`Network.spec()`, the mnist CLI's --arch-file); a
+    usage error naming what is wrong."""
+    def bad(why: str) -> click.BadParameter:
+        return click.BadParameter(why, param_hint="--network")
+
+    try:
+        with open(path, "rb") as f:
+            model = f.read(len(MAGIC)) == MAGIC
+        if model:
+            return Network.load(path, device=device).spec()
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise bad(f"cannot read {path}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise bad(f"{path} is neither a model file nor a network's spec in JSON ({e})") from None
+    except GrenadeError as e:
+        raise bad(str(e)) from None
+    if not isinstance(spec, dict) or spec.get("type") != "Network":
+        raise bad(f"{path} must hold a Network's spec: {{\"type\": \"Network\", \"input\": ..., "
+                  "\"layers\": [...]}")
+    try:
+        Network.from_spec(spec, device=device, seed=1)
+    except (ValueError, GrenadeError) as e:
+        raise bad(f"{path}: {e}") from None
+    return spec
+
+
+def compile_ahead(specs: list[dict[str, Any]], sizes: list[int], device_spec: str | None,
                   device: Device) -> None:
     """On a CPU of several cores (PoCL compiles a kernel's work-group function for each
     work-group shape the first time it runs, one at a time in a process), compile the
@@ -70,9 +116,9 @@ def compile_ahead(archs: list[str], sizes: list[int], device_spec: str | None,
     if parts < 2:
         return
     with ProcessPoolExecutor(parts - 1, mp_context=get_context("spawn")) as pool:
-        others = [pool.submit(compile_part, archs, sizes, device_spec, device.precision, part,
+        others = [pool.submit(compile_part, specs, sizes, device_spec, device.precision, part,
                               parts) for part in range(1, parts)]
-        compile_part(archs, sizes, device_spec, device.precision, 0, parts, device)
+        compile_part(specs, sizes, device_spec, device.precision, 0, parts, device)
         for other in others:
             other.result()
 
@@ -196,22 +242,26 @@ def tune_choices(net: Network, n: int, tuned: list[blocks.Tuned], loss: str = "c
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--arch", "archs", default="mlp,lenet,bn", show_default=True,
               help="The MNIST architectures (python -m grenade_py.mnist --arch) whose training "
-                   "steps are tuned, comma-separated.")
+                   "steps are tuned, comma-separated (with --network: none unless given).")
+@click.option("--network", "files", multiple=True, type=click.Path(dir_okay=False),
+              help="A network of your own to tune: a model file (--save, Network.save) or its "
+                   "spec in JSON (Network.spec()); may be given more than once.")
 @click.option("--batch", "batches", default="32,64,128,256", show_default=True,
               help="The batch sizes, comma-separated.")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed rounds per candidate.")
 @device_options
-def main(archs: str, batches: str, repeats: int, device_spec: str | None,
-         precision: str) -> None:
+def main(archs: str, files: tuple[str, ...], batches: str, repeats: int,
+         device_spec: str | None, precision: str) -> None:
     """Time every register block of the GEMM and convolution kernels (on a GPU, every tile
     shape of the tiled GEMMs) on the training steps of the given networks and batch sizes, on
     this device, and keep the fastest for each launch shape in the user's cache folder, with
     whether each large FullyConnected layer's weights step in their gradient's GEMM or after
     it: later runs use them."""
-    names = [a.strip() for a in archs.split(",") if a.strip()]
+    names = [a.strip() for a in archs.split(",") if a.strip()] if given("archs") or not files \
+        else []
     unknown = [a for a in names if a not in ARCHS]
-    if unknown or not names:
+    if unknown or not (names or files):
         raise click.BadParameter(f"{', '.join(unknown) or 'none given'}: choose from "
                                  f"{', '.join(sorted(ARCHS))}", param_hint="--arch")
     try:
@@ -227,13 +277,17 @@ def main(archs: str, batches: str, repeats: int, device_spec: str | None,
         if problem:
             raise click.ClickException(f"cannot keep the tuned blocks ({problem}): set "
                                        "XDG_CACHE_HOME to a writable folder")
+        networks = {arch: mnist_network(arch, device, seed=1).spec() for arch in names} | {
+            Path(path).name: network_spec(path, device) for path in files}
         start = time.perf_counter()
-        compile_ahead(names, sizes, device_spec, device)
+        compile_ahead(list(networks.values()), sizes, device_spec, device)
         click.echo(f"{'network, batch, shape':24s} {'untuned':>42s} {'tuned':>42s}")
-        for arch in names:
+        for arch, spec in networks.items():
+            loss = loss_for(Network.from_spec(spec, device=device, seed=1))
             for n in sizes:
                 try:
-                    rows = tune_network(mnist_network(arch, device, seed=1), n, repeats=repeats)
+                    rows = tune_network(Network.from_spec(spec, device=device, seed=1), n, loss,
+                                        repeats=repeats)
                 except ValueError as e:  # a network that cannot train on n rows
                     click.echo(f"{arch} b{n}: skipped: {e}", err=True)
                     continue
@@ -243,8 +297,8 @@ def main(archs: str, batches: str, repeats: int, device_spec: str | None,
                                f"{row.default_s * 1e6:6.0f} us "
                                f"{label(row.form, row.best):>32s} "
                                f"{row.best_s * 1e6:6.0f} us {row.default_s / row.best_s:5.2f}x")
-                for c in tune_choices(mnist_network(arch, device, seed=1), n, rows,
-                                      repeats=repeats):
+                for c in tune_choices(Network.from_spec(spec, device=device, seed=1), n, rows,
+                                      loss, repeats=repeats):
                     where = f"{arch} b{n} {','.join(map(str, c.shape))}"
                     click.echo(f"{where:24s} {c.name:>21s}: a step {c.first_s * 1e6:6.0f} us "
                                f"with, {c.other_s * 1e6:6.0f} us without: "

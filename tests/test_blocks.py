@@ -17,12 +17,14 @@ from conftest import cache_env
 from grenade_py import (
     D1,
     D2,
+    D3,
     Convolution,
     FullyConnected,
     Network,
     Pooling,
     Relu,
     Reshape,
+    Softmax,
     blocks,
     fit,
 )
@@ -434,6 +436,35 @@ def test_the_tune_command(tmp_path):
                          timeout=300)
     assert one.returncode == 0 and "Traceback" not in one.stderr, one.stderr
     assert "bn b1: skipped: BatchNorm" in one.stderr and "bn b2 " in one.stdout
+
+
+def test_the_tune_command_tunes_a_users_networks(tmp_path):
+    """--network: a model file and a spec in JSON, tuned instead of the MNIST networks (with a
+    Softmax, under cross-entropy; without, squared error); a file that is neither, or a spec
+    that does not build, is a usage error naming it."""
+    env = cache_env(tmp_path)
+    convnet = Network([Convolution(3, 4, 3, 3, 1, 1), Relu(), Reshape(D1(36)),
+                       FullyConnected(36, 2)], input=D3(5, 5, 3), device=Device(), seed=1)
+    (tmp_path / "convnet.json").write_text(json.dumps(convnet.spec()))
+    Network([FullyConnected(20, 7), Relu(), FullyConnected(7, 3), Softmax()], input=D1(20),
+            device=Device(), seed=1).save(tmp_path / "mlp.gnpy")
+    run = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--network",
+                          str(tmp_path / "convnet.json"), "--network", str(tmp_path / "mlp.gnpy"),
+                          "--batch", "3", "--repeats", "1"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "convnet.json b3 4,9,27,3,0 " in run.stdout  # the convolution's forward
+    assert "mlp.gnpy b3 3,7,20,1 " in run.stdout and "mlp b3" not in run.stdout
+    (tmp_path / "bad.json").write_text('{"type": "Network", "input": "D1 3", "layers": '
+                                       '[{"type": "FullyConnected", "i": 4, "o": 2}]}')
+    (tmp_path / "noise").write_bytes(bytes(range(128, 256)))
+    for name, message in (("bad.json", "bad.json: layer 0 (FullyConnected 4 2) takes D1 4"),
+                          ("noise", "noise is neither a model file nor a network's spec")):
+        bad = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--network",
+                              str(tmp_path / name)], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+        assert message in bad.stderr
 
 
 def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
