@@ -50,12 +50,13 @@ kernel void conv_im2col(int n, int sample, int R, int OH, int OW, int pitch, int
 }
 
 // out[f, s, p] = y[s, f, p]: the batch's (n, F, P) planes as (F, n, P), each filter's positions
-// over the whole batch in one run. global size (n F P)
+// over the whole batch in one run. A work-item copies one plane. global size (F, n)
 kernel void conv_filter_major(int n, int F, int P, global const REAL *y, global REAL *out) {
-    const size_t i = get_global_id(0);
-    if (i >= (size_t)n * F * P) return;
-    const int p = i % P, f = i / P % F, s = i / P / F;
-    out[((size_t)f * n + s) * P + p] = y[i];
+    const int f = get_global_id(0), s = get_global_id(1);
+    if (f >= F || s >= n) return;
+    global const REAL *from = y + ((size_t)s * F + f) * P;
+    global REAL *to = out + ((size_t)f * n + s) * P;
+    for (int p = 0; p < P; ++p) to[p] = from[p];
 }
 
 // The implicit GEMMs (conv_forward, conv_kernel_gradient) never store the patches: for stride

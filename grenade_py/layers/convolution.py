@@ -232,7 +232,7 @@ class Convolution(Layer):
         if self.short_planes():
             by_filter = buffers["dy by filter"]
             return ([] if patched else self.im2col(n, x, buffers)) + [
-                self.device.launch("conv_filter_major", (n * f * p,), n, f, p, dy, by_filter),
+                self.device.launch("conv_filter_major", (f, n), n, f, p, dy, by_filter),
                 gemm_dot(self.device, r, f, n * p, buffers["patches"], by_filter,
                          buffers["zeros"], dk)]
         if not self.implicit():
