@@ -246,9 +246,12 @@ typedef int16 lanev;
 // last run, and never before the buffer (the run of entry b starts b (P - 1) after entry 0's).
 // `dx` the sample's (C, H, W).
 #define COL2IM_CHANNELS 4
-void conv_col2im_rows4(int c, int yy, int C, int H, int W, int kh, int kw, int OH, int OW,
-                       global const REAL *patches, global REAL *dx) {
-    const int P = OH * OW, a0 = max(0, yy - OH + 1), a1 = min(kh - 1, yy);
+// (`entry`: the values from one patch entry's positions to the next entry's, P; entry-major
+// patches, (R, n, P) from the sample's first, n P.)
+void conv_col2im_rows4_at(int c, int yy, int C, int H, int W, int kh, int kw, int OH, int OW,
+                          global const REAL *patches, size_t entry, global REAL *dx) {
+    const size_t P = entry;
+    const int a0 = max(0, yy - OH + 1), a1 = min(kh - 1, yy);
     global const REAL *plane[COL2IM_CHANNELS];
     #pragma unroll
     for (int k = 0; k < COL2IM_CHANNELS; ++k)
@@ -282,15 +285,22 @@ void conv_col2im_rows4(int c, int yy, int C, int H, int W, int kh, int kw, int O
     }
 }
 
-// Groups of COL2IM_CHANNELS channels by rows: global size (n ceil(C / 4) H).
+void conv_col2im_rows4(int c, int yy, int C, int H, int W, int kh, int kw, int OH, int OW,
+                       global const REAL *patches, global REAL *dx) {
+    conv_col2im_rows4_at(c, yy, C, H, W, kh, kw, OH, OW, patches, (size_t)OH * OW, dx);
+}
+
+// Groups of COL2IM_CHANNELS channels by rows: global size (n ceil(C / 4) H). `entry_major`:
+// patches (R, n, P), as conv_im2col writes them so, with VW values to spare after them.
 kernel void conv_col2im_rows(int n, int C, int H, int W, int kh, int kw, int OH, int OW,
-                             global const REAL *patches, global REAL *dx) {
+                             int entry_major, global const REAL *patches, global REAL *dx) {
     const int g = get_global_id(0), groups = (C + COL2IM_CHANNELS - 1) / COL2IM_CHANNELS;
     if (g >= n * groups * H) return;
     const int s = g / (groups * H), q = g % (groups * H);
-    conv_col2im_rows4(q / H * COL2IM_CHANNELS, q % H, C, H, W, kh, kw, OH, OW,
-                      patches + (size_t)s * C * kh * kw * OH * OW,
-                      dx + (size_t)s * C * H * W);
+    const size_t P = (size_t)OH * OW;
+    conv_col2im_rows4_at(q / H * COL2IM_CHANNELS, q % H, C, H, W, kh, kw, OH, OW,
+                         patches + (entry_major ? s * P : s * C * kh * kw * P),
+                         entry_major ? n * P : P, dx + (size_t)s * C * H * W);
 }
 
 // The input delta at stride 1 in one launch, a work-group per sample s: its patches K dy_s

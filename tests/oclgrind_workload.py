@@ -105,6 +105,14 @@ def main() -> None:
                              input=g.D2(7, 9), device=d, seed=1)
             g.fit(pair, g.SGD(0.01), rng.normal(size=(3, 7, 9)),
                   rng.normal(size=(3, *pair.output_shape.dims)), batch_size=3, epochs=1)
+            # Planes under a vector (registers: 3 x 3, and 2 x 2 in float64 too): patches
+            # entry-major, the kernel gradient and the input delta one product over the batch,
+            # the col2im rows from entry-major patches (loads before and past each run)
+            small = g.Network([g.Convolution(2, 3, 2, 2, 1, 1), g.Relu(),
+                               g.Convolution(3, 2, 2, 2, 1, 1), g.Reshape(),
+                               g.FullyConnected(8, 2)], input=g.D3(4, 4, 2), device=d, seed=1)
+            g.fit(small, g.SGD(0.01), rng.normal(size=(3, 2, 4, 4)), rng.normal(size=(3, 2)),
+                  batch_size=3, epochs=1)
             # Output rows of 8 and of 16 (registers: conv_scatter_delta, its last block part
             # filled, runs across rows, fewer channels than a work-item takes), the forward at
             # the narrow default (one vector of positions) and at 4 vectors (24 and 64

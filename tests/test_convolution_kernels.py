@@ -182,7 +182,8 @@ def test_the_one_launch_input_deltas_equal_the_two_launches(device, rng, name):
     """conv_input_delta (a work-group per sample) and, where output rows are whole vectors of 8,
     conv_scatter_delta (a work-item per sample and 2 or 3 channels, which the layer then
     takes) give the bits of gemm_outer's patches and conv_col2im_rows, the stride-1 input
-    delta's two launches on devices with tiled GEMMs."""
+    delta's two launches on devices with tiled GEMMs; so do, for planes under a vector, one
+    gemm_outer over the batch and conv_col2im_rows from entry-major patches."""
     if device.gemm != "registers":
         pytest.skip("the one-launch forms run with the register-blocked GEMMs")
     c, h, w, f, kh, kw, _, _ = SHAPES[name]
@@ -198,7 +199,7 @@ def test_the_one_launch_input_deltas_equal_the_two_launches(device, rng, name):
     enqueue([gemm_outer(device, r, oh * ow, f, kernel, f, 1, dy_d, patches, batches=n,
                         b_k=oh * ow, b_batch=f * oh * ow, c_batch=r * oh * ow),
              device.launch("conv_col2im_rows", (n * -(-c // COL2IM_CHANNELS) * h,), n, c, h,
-                           w, kh, kw, oh, ow, patches, two)])
+                           w, kh, kw, oh, ow, 0, patches, two)])
     block = blocks.block(device, "conv_input_delta", (n, r, oh * ow, f))
     one = device.zeros((n, c, h, w))
     device.launch(blocks.kernel_name("conv_input_delta", block), (block[2] * n,), c, h, w, kh,
@@ -207,7 +208,12 @@ def test_the_one_launch_input_deltas_equal_the_two_launches(device, rng, name):
     np.testing.assert_array_equal(one.get(), two.get())
     taken = device.zeros((n, c, h, w)) - 7  # every value written: none left from before
     launches = layer.input_delta(n, dy_d, taken, buffers)
-    assert [launch.kernel.function_name for launch in launches] == [
-        "conv_scatter_delta" if ow % 8 == 0 else blocks.kernel_name("conv_input_delta", block)]
+    names = [launch.kernel.function_name for launch in launches]
+    if layer.short_planes():  # one product over the batch, its col2im from entry-major patches
+        assert names[0] == "conv_filter_major" and names[1].startswith("gemm_outer_") and \
+            names[2:] == ["conv_col2im_rows"]
+    else:
+        assert names == ["conv_scatter_delta" if ow % 8 == 0 else
+                         blocks.kernel_name("conv_input_delta", block)]
     enqueue(launches)
     np.testing.assert_array_equal(taken.get(), two.get())

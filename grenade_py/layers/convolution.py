@@ -252,13 +252,22 @@ class Convolution(Layer):
         return launches
 
     def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array,
-                    buffers: Buffers) -> list[Launch]:
+                    buffers: Buffers, relaid: bool = False) -> list[Launch]:
         """dx = col2im(K dy): at stride 1 with the register-blocked GEMMs one launch, of
         conv_scatter_delta where output rows are whole vectors of 8, else of conv_input_delta
         at the tuned block through the patches buffer, which it overwrites (a work-group per
         sample: 1.2x faster than the two launches, gemm_outer then col2im, that the other
         cases take); the same bits all three ways."""
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
+        if self.short_planes() and sh == sw == 1:  # one product K dy over the batch (dy
+            # filter-major, as kernel_gradient leaves it where `relaid`), its col2im rows
+            p, by_filter = oh * ow, buffers["dy by filter"]
+            return ([] if relaid else [
+                self.device.launch("conv_filter_major", (f, n), n, f, p, dy, by_filter)]) + [
+                gemm_outer(self.device, c * kh * kw, n * p, f, self.parameters["kernel"], f, 1,
+                           by_filter, buffers["patches"]),
+                self.device.launch("conv_col2im_rows", (n * -(-c // COL2IM_CHANNELS) * h,), n,
+                                   c, h, w, kh, kw, oh, ow, 1, buffers["patches"], dx)]
         if self.scatters():
             per_item = 2 if self.device.narrow else 3  # SCATTER_CHANNELS in convolution.cl
             return [self.device.launch("conv_scatter_delta", (-(-c // per_item) * n,),
@@ -274,7 +283,7 @@ class Convolution(Layer):
                                       local=blocks.local("conv_input_delta", block)))]
         if sh == sw == 1:
             col2im = self.device.launch("conv_col2im_rows", (n * -(-c // COL2IM_CHANNELS) * h,),
-                                        n, c, h, w, kh, kw, oh, ow, patches, dx)
+                                        n, c, h, w, kh, kw, oh, ow, 0, patches, dx)
         else:
             col2im = self.device.launch("conv_col2im", (h * w, n * c), n, c, h, w, kh, kw, sh,
                                         sw, oh, ow, patches, dx)
@@ -290,7 +299,7 @@ class Convolution(Layer):
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
         launches = self.kernel_gradient(n, x, dy, buffers, patched=True)  # the forward's patches
         if dx is not None:  # then the patches are spent: dx's overwrite them
-            launches += self.input_delta(n, dy, dx, buffers)
+            launches += self.input_delta(n, dy, dx, buffers, relaid=self.short_planes())
         return launches
 
     def fused_args(self, i: int) -> list[tuple[str, cl_array.Array]]:
