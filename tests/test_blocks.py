@@ -50,12 +50,13 @@ def update_in_gemms(monkeypatch):
 
 
 def convnet(device: Device) -> Network:
-    """Every tunable form: both convolution GEMMs in runs (8 x 8 outputs) and gathered lanes,
-    the input delta's gemm_outer, FullyConnected's gemm_dot, gemm_panels (`update_in_gemms`),
-    gemm_outer and (17 inputs: at least a vector) gemm_outer_update."""
-    return Network([Convolution(1, 10, 5, 5, 1, 1), Pooling(2, 2, 2, 2), Relu(),
-                    Convolution(10, 3, 3, 3, 1, 1), Reshape(), FullyConnected(12, 17),
-                    Relu(), FullyConnected(17, 5)], input=D2(12, 12), device=device, seed=3)
+    """Every tunable form: both convolution GEMMs in runs (8 x 8 outputs) and gathered lanes
+    (6 x 6: more positions than a vector, so not one product over the batch), the input delta's
+    gemm_outer and conv_input_delta, FullyConnected's gemm_dot, gemm_panels
+    (`update_in_gemms`), gemm_outer and (17 inputs: at least a vector) gemm_outer_update."""
+    return Network([Convolution(1, 10, 5, 5, 1, 1), Relu(), Convolution(10, 3, 3, 3, 1, 1),
+                    Pooling(3, 3, 3, 3), Reshape(), FullyConnected(12, 17), Relu(),
+                    FullyConnected(17, 5)], input=D2(12, 12), device=device, seed=3)
 
 
 def paired(form: str, shift: int) -> list[blocks.Block]:
