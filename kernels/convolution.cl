@@ -49,13 +49,16 @@ kernel void conv_im2col(int n, int sample, int R, int OH, int OW, int pitch, int
                           patches + plane * OH * OW);
 }
 
-// out[f, s, p] = y[s, f, p]: the batch's (n, F, P) planes as (F, n, P), each filter's positions
-// over the whole batch in one run. A work-item copies one plane. global size (F, n)
-kernel void conv_filter_major(int n, int F, int P, global const REAL *y, global REAL *out) {
+// The batch's (n, F, P) planes laid out as (F, n, P), each filter's positions over the whole
+// batch in one run (`to_filter_major`), or back: to[f, s, p] = from[s, f, p], or to[s, f, p] =
+// from[f, s, p]. A work-item copies one plane. global size (F, n)
+kernel void conv_swap_planes(int n, int F, int P, int to_filter_major, global const REAL *from,
+                             global REAL *to) {
     const int f = get_global_id(0), s = get_global_id(1);
     if (f >= F || s >= n) return;
-    global const REAL *from = y + ((size_t)s * F + f) * P;
-    global REAL *to = out + ((size_t)f * n + s) * P;
+    const size_t sample_major = ((size_t)s * F + f) * P, filter_major = ((size_t)f * n + s) * P;
+    from += to_filter_major ? sample_major : filter_major;
+    to += to_filter_major ? filter_major : sample_major;
     for (int p = 0; p < P; ++p) to[p] = from[p];
 }
 

@@ -444,8 +444,8 @@ def test_the_tune_command_tunes_a_users_networks(tmp_path):
     Softmax, under cross-entropy; without, squared error); a file that is neither, or a spec
     that does not build, is a usage error naming it."""
     env = cache_env(tmp_path)
-    convnet = Network([Convolution(3, 4, 3, 3, 1, 1), Relu(), Reshape(D1(36)),
-                       FullyConnected(36, 2)], input=D3(5, 5, 3), device=Device(), seed=1)
+    convnet = Network([Convolution(3, 4, 3, 3, 1, 1), Relu(), Reshape(D1(64)),
+                       FullyConnected(64, 2)], input=D3(6, 6, 3), device=Device(), seed=1)
     (tmp_path / "convnet.json").write_text(json.dumps(convnet.spec()))
     Network([FullyConnected(20, 7), Relu(), FullyConnected(7, 3), Softmax()], input=D1(20),
             device=Device(), seed=1).save(tmp_path / "mlp.gnpy")
@@ -454,7 +454,7 @@ def test_the_tune_command_tunes_a_users_networks(tmp_path):
                           "--batch", "3", "--repeats", "1"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert "convnet.json b3 4,9,27,3,0 " in run.stdout  # the convolution's forward
+    assert "convnet.json b3 4,16,27,3,0 " in run.stdout  # the convolution's forward
     assert "mlp.gnpy b3 3,7,20,1 " in run.stdout and "mlp b3" not in run.stdout
     (tmp_path / "bad.json").write_text('{"type": "Network", "input": "D1 3", "layers": '
                                        '[{"type": "FullyConnected", "i": 4, "o": 2}]}')

@@ -210,7 +210,7 @@ def test_the_one_launch_input_deltas_equal_the_two_launches(device, rng, name):
     launches = layer.input_delta(n, dy_d, taken, buffers)
     names = [launch.kernel.function_name for launch in launches]
     if layer.short_planes():  # one product over the batch, its col2im from entry-major patches
-        assert names[0] == "conv_filter_major" and names[1].startswith("gemm_outer_") and \
+        assert names[0] == "conv_swap_planes" and names[1].startswith("gemm_outer_") and \
             names[2:] == ["conv_col2im_rows"]
     else:
         assert names == ["conv_scatter_delta" if ow % 8 == 0 else

@@ -130,11 +130,13 @@ class Convolution(Layer):
         return self.sw == 1 and self.geometry()[9] % 8 == 0
 
     def short_planes(self) -> bool:
-        """Whether the patches are copied out entry-major, (R, n, positions), and the kernel
-        gradient is one product over the whole batch, dK = patches (R, n P) . dy (F, n P)^T
-        (dy laid out filter-major first, conv_filter_major): an output plane of fewer positions
-        than one of gemm_dot's vectors (DOT_VW), which the product of each sample's patches
-        and dy would take one at a time (the register-blocked GEMMs; GPUs take the chunks of
+        """Whether the patches are copied out entry-major, (R, n, positions), and the GEMMs
+        are each one product over the whole batch: the forward pass K^T patches (R, n P) into
+        y filter-major (F, n P), laid out back (conv_swap_planes); the kernel gradient
+        patches (R, n P) . dy (F, n P)^T, dy laid out filter-major first; at stride 1 the
+        input delta K dy into the patches: an output plane of fewer positions than one of
+        gemm_dot's vectors (DOT_VW), whose products sample by sample would have a few terms
+        or columns each (the register-blocked GEMMs; GPUs take the chunks of
         `kernel_chunks`)."""
         *_, oh, ow = self.geometry()
         return not self.implicit() and self.device.gemm == "registers" and oh * ow < (
@@ -158,8 +160,8 @@ class Convolution(Layer):
             wanted["patches"] = (n * (c * kh * kw * oh * ow + vector_width(self.device)),)
         if chunks > 1:  # the chunked kernel gradient's sums
             wanted["chunks"] = (chunks * c * kh * kw * f,)
-        if self.short_planes():  # dy filter-major
-            wanted["dy by filter"] = (f * n * oh * ow,)
+        if self.short_planes():  # y or dy filter-major
+            wanted["by filter"] = (f * n * oh * ow,)
         return wanted
 
     def kernel_chunks(self, n: int) -> int:
@@ -179,7 +181,7 @@ class Convolution(Layer):
         """The forward pass needs the patch entries' offsets, and the patches where they are
         copied out."""
         return {k: v for k, v in self.batch_buffers(n).items()
-                if k == "rows" or k == "patches" and not self.implicit()}
+                if k == "rows" or k == "patches" and not self.implicit() or k == "by filter"}
 
     def setup(self, n: int, buffers: Buffers) -> list[Launch]:
         """The offsets of the patch entries in a sample, which the GEMMs or im2col read x
@@ -207,12 +209,17 @@ class Convolution(Layer):
         patches are in buffers["patches"] already (where they are copied out)."""
         args = self._patch_args(n)
         _, _, r, f, p, *_ = args
+        if self.short_planes():  # one product over the batch, y filter-major, laid out back
+            by_filter = buffers["by filter"]
+            return ([] if patched else self.im2col(n, x, buffers)) + [
+                gemm_outer(self.device, f, n * p, r, self.parameters["kernel"], 1, f,
+                           buffers["patches"], by_filter),
+                self.device.launch("conv_swap_planes", (f, n), n, f, p, 0, by_filter, y)]
         if not self.implicit():
-            short = self.short_planes()  # entry-major patches
             return ([] if patched else self.im2col(n, x, buffers)) + [
                 gemm_outer(self.device, f, p, r, self.parameters["kernel"], 1, f,
-                           buffers["patches"], y, batches=n, b_k=n * p if short else p,
-                           b_batch=p if short else r * p, c_m=p, c_batch=f * p)]
+                           buffers["patches"], y, batches=n, b_k=p, b_batch=r * p, c_m=p,
+                           c_batch=f * p)]
         return [blocks.launch(self.device, "conv_forward", (n, r, f, p), lambda block: (
             self.device.launch(blocks.kernel_name("conv_forward", block),
                                (-(-p // (block[1] * vector_width(self.device))),
@@ -230,9 +237,9 @@ class Convolution(Layer):
         per = -(-n // chunks)
         out = buffers["chunks"] if chunks > 1 else dk
         if self.short_planes():
-            by_filter = buffers["dy by filter"]
+            by_filter = buffers["by filter"]
             return ([] if patched else self.im2col(n, x, buffers)) + [
-                self.device.launch("conv_filter_major", (f, n), n, f, p, dy, by_filter),
+                self.device.launch("conv_swap_planes", (f, n), n, f, p, 1, dy, by_filter),
                 gemm_dot(self.device, r, f, n * p, buffers["patches"], by_filter,
                          buffers["zeros"], dk)]
         if not self.implicit():
@@ -261,9 +268,9 @@ class Convolution(Layer):
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         if self.short_planes() and sh == sw == 1:  # one product K dy over the batch (dy
             # filter-major, as kernel_gradient leaves it where `relaid`), its col2im rows
-            p, by_filter = oh * ow, buffers["dy by filter"]
+            p, by_filter = oh * ow, buffers["by filter"]
             return ([] if relaid else [
-                self.device.launch("conv_filter_major", (f, n), n, f, p, dy, by_filter)]) + [
+                self.device.launch("conv_swap_planes", (f, n), n, f, p, 1, dy, by_filter)]) + [
                 gemm_outer(self.device, c * kh * kw, n * p, f, self.parameters["kernel"], f, 1,
                            by_filter, buffers["patches"]),
                 self.device.launch("conv_col2im_rows", (n * -(-c // COL2IM_CHANNELS) * h,), n,
