@@ -31,6 +31,7 @@ from grenade_py.layers.fully_connected import FullyConnected
 from grenade_py.losses import LOSSES
 from grenade_py.mnist import ARCHS, mnist_network
 from grenade_py.model_file import MAGIC
+from grenade_py.model_file import read as read_model
 from grenade_py.network import Network
 from grenade_py.optimizers import SGD
 
@@ -87,6 +88,10 @@ def network_spec(path: str, device: Device) -> dict[str, Any]:
         with open(path, "rb") as f:
             model = f.read(len(MAGIC)) == MAGIC
         if model:
+            stored = read_model(path)[0].get("network")
+            if isinstance(stored, dict) and stored.get("type") == "RecurrentNetwork":
+                raise bad(f"{path} holds a RecurrentNetwork: the tuner times the training "
+                          "steps of feed-forward Networks")
             return Network.load(path, device=device).spec()
         spec = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:

@@ -18,10 +18,12 @@ from grenade_py import (
     D1,
     D2,
     D3,
+    LSTM,
     Convolution,
     FullyConnected,
     Network,
     Pooling,
+    RecurrentNetwork,
     Relu,
     Reshape,
     Softmax,
@@ -459,8 +461,12 @@ def test_the_tune_command_tunes_a_users_networks(tmp_path):
     (tmp_path / "bad.json").write_text('{"type": "Network", "input": "D1 3", "layers": '
                                        '[{"type": "FullyConnected", "i": 4, "o": 2}]}')
     (tmp_path / "noise").write_bytes(bytes(range(128, 256)))
+    RecurrentNetwork([LSTM(3, 4)], input=D1(3), device=Device(), seed=1).save(
+        tmp_path / "lstm.gnpy")
     for name, message in (("bad.json", "bad.json: layer 0 (FullyConnected 4 2) takes D1 4"),
-                          ("noise", "noise is neither a model file nor a network's spec")):
+                          ("noise", "noise is neither a model file nor a network's spec"),
+                          ("lstm.gnpy", "lstm.gnpy holds a RecurrentNetwork: the tuner times the "
+                                        "training steps of feed-forward Networks")):
         bad = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--network",
                               str(tmp_path / name)], capture_output=True, text=True, env=env,
                              timeout=300)
