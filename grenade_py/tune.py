@@ -1,9 +1,8 @@
 """`python -m grenade_py.tune`: choose the kernels' register blocks (on a GPU, the tiled GEMMs'
 tile shapes and the convolutions' blocks) for this device by timing them on the training steps
 of the MNIST networks or the user's own (`--network`; see grenade_py/blocks.py), and where
-FullyConnected weights take their
-step (blocks.CHOICES); later runs, in any process, use what it keeps in the user's cache
-folder."""
+FullyConnected weights take their step (blocks.CHOICES); later runs, in any process, use what
+it keeps in the user's cache folder."""
 from __future__ import annotations
 
 import contextlib
@@ -87,19 +86,18 @@ def network_spec(path: str, device: Device) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             model = f.read(len(MAGIC)) == MAGIC
-        if model:
-            stored = read_model(path)[0].get("network")
-            if isinstance(stored, dict) and stored.get("type") == "RecurrentNetwork":
-                raise bad(f"{path} holds a RecurrentNetwork: the tuner times the training "
-                          "steps of feed-forward Networks")
-            return Network.load(path, device=device).spec()
-        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+        # a model file's header holds its spec
+        spec = read_model(path)[0].get("network") if model else \
+            json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
         raise bad(f"cannot read {path}: {e.strerror or e}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise bad(f"{path} is neither a model file nor a network's spec in JSON ({e})") from None
     except GrenadeError as e:
         raise bad(str(e)) from None
+    if isinstance(spec, dict) and spec.get("type") == "RecurrentNetwork":
+        raise bad(f"{path} holds a RecurrentNetwork: the tuner times the training steps of "
+                  "feed-forward Networks")
     if not isinstance(spec, dict) or spec.get("type") != "Network":
         raise bad(f"{path} must hold a Network's spec: {{\"type\": \"Network\", \"input\": ..., "
                   "\"layers\": [...]}")
@@ -282,12 +280,12 @@ def main(archs: str, files: tuple[str, ...], batches: str, repeats: int,
         if problem:
             raise click.ClickException(f"cannot keep the tuned blocks ({problem}): set "
                                        "XDG_CACHE_HOME to a writable folder")
-        networks = {arch: mnist_network(arch, device, seed=1).spec() for arch in names} | {
-            Path(path).name: network_spec(path, device) for path in files}
+        networks = [(arch, mnist_network(arch, device, seed=1).spec()) for arch in names] + [
+            (path, network_spec(path, device)) for path in files]
         start = time.perf_counter()
-        compile_ahead(list(networks.values()), sizes, device_spec, device)
+        compile_ahead([spec for _, spec in networks], sizes, device_spec, device)
         click.echo(f"{'network, batch, shape':24s} {'untuned':>42s} {'tuned':>42s}")
-        for arch, spec in networks.items():
+        for arch, spec in networks:
             loss = loss_for(Network.from_spec(spec, device=device, seed=1))
             for n in sizes:
                 try:

@@ -18,7 +18,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py.device import Device, buffer
-from grenade_py.layers import Convolution, Deconvolution
+from grenade_py.layers import Convolution
 
 if TYPE_CHECKING:
     from grenade_py.network import Network
@@ -62,7 +62,8 @@ def row_work(net: Network) -> int:
         for _, layer, shape in net.nodes(net.input_shape):
             if not layer.children(shape):
                 size = sum(math.prod(dims) for dims in layer.parameter_shapes().values())
-                if isinstance(layer, (Convolution, Deconvolution)):
+                if isinstance(layer, Convolution):  # (a Deconvolution is one: geometry's
+                    # last two are then its input's plane)
                     size *= math.prod(layer.geometry()[8:])
                 work += size
         net.held["row work"] = max(1, work)

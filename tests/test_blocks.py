@@ -451,13 +451,17 @@ def test_the_tune_command_tunes_a_users_networks(tmp_path):
     (tmp_path / "convnet.json").write_text(json.dumps(convnet.spec()))
     Network([FullyConnected(20, 7), Relu(), FullyConnected(7, 3), Softmax()], input=D1(20),
             device=Device(), seed=1).save(tmp_path / "mlp.gnpy")
+    (tmp_path / "other").mkdir()  # a file of the same name elsewhere: tuned too, by its path
+    (tmp_path / "other" / "convnet.json").write_text(json.dumps(Network(
+        [FullyConnected(5, 3)], input=D1(5), device=Device()).spec()))
     run = subprocess.run([sys.executable, "-m", "grenade_py.tune", "--network",
                           str(tmp_path / "convnet.json"), "--network", str(tmp_path / "mlp.gnpy"),
-                          "--batch", "3", "--repeats", "1"], capture_output=True, text=True,
-                         env=env, timeout=300)
+                          "--network", str(tmp_path / "other" / "convnet.json"), "--batch", "3",
+                          "--repeats", "1"], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "convnet.json b3 4,16,27,3,0 " in run.stdout  # the convolution's forward
     assert "mlp.gnpy b3 3,7,20,1 " in run.stdout and "mlp b3" not in run.stdout
+    assert f"{tmp_path / 'other' / 'convnet.json'} b3 3,3,5,1 " in run.stdout
     (tmp_path / "bad.json").write_text('{"type": "Network", "input": "D1 3", "layers": '
                                        '[{"type": "FullyConnected", "i": 4, "o": 2}]}')
     (tmp_path / "noise").write_bytes(bytes(range(128, 256)))

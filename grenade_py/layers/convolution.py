@@ -13,15 +13,15 @@ GEMMs that gather x's patches (R = kh*kw*channels patch entries by positions) as
 where output rows come in whole vectors of 8 (stride 1, a multiple of 8 columns); other shapes
 copy the patches out (conv_im2col) for FullyConnected's GEMMs, a gather of single values costing
 more than the copy (output planes of fewer positions than a vector: entry by entry over the
-whole batch, so that dK is one product whose sums run over every sample's positions, see
-`short_planes`). The input delta's patches_s = K dy_s into a per-batch buffer, put back onto
-dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in one launch,
-conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
-conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per
-sample and 2 or 3 input channels), else gemm_outer and conv_col2im. y and dy stay
-(batch, F, positions). On GPUs the kernel gradient (either form) sums chunks of the batch apart
-and adds them up in order (`kernel_chunks`, gemm_sum_chunks): its R x F outputs alone are too
-few work-items there.
+whole batch, so that the forward pass, dK and the stride-1 input delta are each one product
+over every sample's positions, see `short_planes`). The input delta's patches_s = K dy_s into
+a per-batch buffer, put back onto dx by a gather (overlaps add up without atomics): at stride
+1 on CPUs both in one launch, conv_input_delta (a work-group per sample), or where output rows
+are whole vectors of 8 conv_scatter_delta (each patch entry's sums added onto dx as they are
+made, a work-item per sample and 2 or 3 input channels), else gemm_outer and conv_col2im. y
+and dy stay (batch, F, positions). On GPUs the kernel gradient (either form) sums chunks of the
+batch apart and adds them up in order (`kernel_chunks`, gemm_sum_chunks): its R x F outputs
+alone are too few work-items there.
 In the fused per-example loop: direct loops over one sample, in blocks of 2 filters x 4 rows
 x 8 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the kernel
 gradient, any number of rows, conv_direct_kernel_block; the input delta, at stride 1, either
@@ -264,7 +264,9 @@ class Convolution(Layer):
         conv_scatter_delta where output rows are whole vectors of 8, else of conv_input_delta
         at the tuned block through the patches buffer, which it overwrites (a work-group per
         sample: 1.2x faster than the two launches, gemm_outer then col2im, that the other
-        cases take); the same bits all three ways."""
+        cases take); the same bits all three ways. Planes under a vector (`short_planes`), at
+        stride 1: K dy over the whole batch into entry-major patches, then their col2im rows
+        (`relaid`: dy is filter-major already, as `kernel_gradient` leaves it), the same bits."""
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         if self.short_planes() and sh == sw == 1:  # one product K dy over the batch (dy
             # filter-major, as kernel_gradient leaves it where `relaid`), its col2im rows
