@@ -62,19 +62,35 @@ kernel void conv_swap_planes(int n, int F, int P, int to_filter_major, global co
     for (int p = 0; p < P; ++p) to[p] = from[p];
 }
 
-// The implicit GEMMs (conv_forward, conv_kernel_gradient) never store the patches: for stride
-// 1 along rows of a multiple of 8 outputs, each 8 outputs from a multiple of 8 are one run of
-// consecutive inputs, so a vector of `width` outputs p0 .. p0 + width - 1 of one patch entry
-// (VW, or the kernel gradient's DOT_VW) is width / 8 vector loads, or one of fewer than 8.
-// off[q]: where the run of outputs p0 + q starts, from the entry's first input (a run past P
-// repeats the last one; the callers neither store nor sum it).
-void conv_runs(int p0, int P, int OW, int pitch, int width, int *off) {
-    const int run = min(8, width);
+// The implicit GEMMs (conv_forward, conv_kernel_gradient) never store the patches: at stride
+// 1 along rows of at least 8 outputs, 8 outputs of a row side by side read one run of
+// consecutive inputs, so a vector of `width` outputs of one patch entry (VW, or the kernel
+// gradient's DOT_VW) is width / 8 vector loads, or one of fewer than 8. The outputs lie on a
+// grid whose rows are OW rounded up to 8 (OH of them), a run from each multiple of 8 (of
+// `width`, where fewer); a run reaching past its row's OW outputs is moved back onto the row's
+// last ones, its lanes before `from` repeating outputs of the run before it. For the runs q of
+// the `width` grid positions from row i, column j of the grid: off[q], where its inputs start
+// from the entry's first input; at[q], its first output (row OW + column); from[q], its first
+// lane of outputs of its own (`run`, none, for a run past the grid, which repeats the last).
+void conv_runs(int i, int j, int OH, int OW, int pitch, int width, int *off, int *at,
+               int *from) {
+    const int run = min(8, width), OW8 = (OW + 7) / 8 * 8;
     for (int q = 0; q < width; q += run) {
-        int p = min(p0 + q, P - run);
-        off[q] = p / OW * pitch + p % OW;
+        int row = i + (j + q) / OW8, col = (j + q) % OW8;
+        const int past = row >= OH;
+        if (past) {
+            row = OH - 1;
+            col = OW8 - run;
+        }
+        const int start = min(col, OW - run);
+        off[q] = row * pitch + start;
+        at[q] = row * OW + start;
+        from[q] = past ? run : col - start;
     }
 }
+
+// Grid positions of OH rows of OW outputs (see conv_runs).
+int conv_grid(int OH, int OW) { return OH * ((OW + 7) / 8 * 8); }
 
 realv conv_gather(global const REAL *from, const int *off) {
 #ifdef REAL_IS_DOUBLE
@@ -92,23 +108,37 @@ dotv conv_gather_dot(global const REAL *from, const int *off) {
 #endif
 }
 
-// y[s, f, p] = sum_r K[r, f] x_s[rows[r] + off(p)]: FM filters x PV vectors of VW positions
-// of one sample per work-item, K's rows broadcast as gemm_outer's A, each gathered vector used
-// by FM filters; a template as gemm.cl's GEMMs are (conv_forward_6x4, conv_forward_8x1, ...).
-// Where F >= FM, a block passing the last filter is moved back onto F - FM .. F - 1 and stores
-// only its own filters: K's FM values then lie at fixed offsets from one pointer (clamped
-// indexes, each in a register of its own, spilled at FM 10). Positions past P repeat the last
-// run (conv_runs) and are not stored. x (n, sample), y (n, F, P).
-// global size (ceil(P / (PV VW)), ceil(F / FM), n)
+// A vector of VW grid positions of y's plane `out`, run by run (conv_runs' at and from): the
+// whole of each run of outputs, those a run moved back repeats included (the same values this
+// work-item stored already), but for the work-item's first run (`first`) where it repeats
+// any: the caller stores its own lanes of that.
+void conv_store_runs(realv v, global REAL *out, const int *at, const int *from, int first) {
+#ifdef REAL_IS_DOUBLE
+    if (from[0] == 0 || !first && from[0] < 8) vstore8(v, 0, out + at[0]);
+#else
+    if (from[0] == 0 || !first && from[0] < 8) vstore8(v.lo, 0, out + at[0]);
+    if (from[8] < 8) vstore8(v.hi, 0, out + at[8]);
+#endif
+}
+
+// y[s, f, p] = sum_r K[r, f] x_s[rows[r] + off(p)]: FM filters x PV vectors of VW grid
+// positions (conv_runs) of one sample per work-item, K's rows broadcast as gemm_outer's A, each
+// gathered vector used by FM filters; a template as gemm.cl's GEMMs are (conv_forward_6x4,
+// conv_forward_8x1, ...). Where F >= FM, a block passing the last filter is moved back onto
+// F - FM .. F - 1 and stores only its own filters: K's FM values then lie at fixed offsets from
+// one pointer (clamped indexes, each in a register of its own, spilled at FM 10). x (n,
+// sample), y (n, F, P).
+// global size (ceil(conv_grid(OH, OW) / (PV VW)), ceil(F / FM), n)
 // template $FM $PV: 6 4, 12 2, 10 2, 8 2, 6 2, 5 2, 4 2, 12 1, 10 1, 8 1, 6 1, 5 1, 4 1
 kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW, int pitch,
                                  global const REAL *rows, global const REAL *K,
                                  global const REAL *x, global REAL *y) {
-    const int p0 = get_global_id(0) * $PV * VW, f0 = get_global_id(1) * $FM;
+    const int q0 = get_global_id(0) * $PV * VW, f0 = get_global_id(1) * $FM;
     const int s = get_global_id(2);
-    if (p0 >= P || f0 >= F || s >= n) return;
-    int off[$PV * VW];
-    conv_runs(p0, P, OW, pitch, $PV * VW, off);
+    if (q0 >= conv_grid(P / OW, OW) || f0 >= F || s >= n) return;
+    int off[$PV * VW], at[$PV * VW], from[$PV * VW];
+    const int OW8 = (OW + 7) / 8 * 8;
+    conv_runs(q0 / OW8, q0 % OW8, P / OW, OW, pitch, $PV * VW, off, at, from);
     x += (size_t)s * sample;
     const int fb = F >= $FM ? min(f0, F - $FM) : f0;
     int fs[$FM];
@@ -143,40 +173,67 @@ kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW,
                     acc[f][v] = fma((realv)(k[fs[f]]), b[v], acc[f][v]);
         }
     }
-    // Whole vectors of positions here; the one vector past P's last whole one (if any) after,
-    // lane by lane in a loop not unrolled: FM PV copies of that made PoCL's first launches of
-    // LeNet's and bn's 24 candidates take 10.5 s in all, against 6.0 s (the kernel's time at
-    // their shapes: 0.94-1.01x).
-    const int part = (P - p0) / VW;  // the vector holding P's last positions, if < PV
-    realv last[$FM];
+    REAL8 first[$FM];  // the first run, where it was moved back: its own lanes, after
     #pragma unroll
     for (int v = 0; v < $PV; ++v) {
-        const int q0 = p0 + v * VW;
-        global REAL *out = y + ((size_t)s * F + fb) * P + q0;
+        global REAL *out = y + ((size_t)s * F + fb) * P;
         #pragma unroll
         for (int f = 0; f < $FM; ++f, out += P) {
-            if (v == part) last[f] = acc[f][v];
-            if (fb + f >= f0 && fb + f < F && q0 + VW <= P) VSTORE(acc[f][v], 0, out);
+#ifdef REAL_IS_DOUBLE
+            if (v == 0) first[f] = acc[f][0];
+#else
+            if (v == 0) first[f] = acc[f][0].lo;
+#endif
+            if (fb + f >= f0 && fb + f < F)
+                conv_store_runs(acc[f][v], out, at + v * VW, from + v * VW, v == 0);
         }
     }
-    if (part >= $PV || p0 + part * VW >= P) return;
-    const int q0 = p0 + part * VW;
-    #pragma unroll 1
+    if (from[0] == 0) return;  // (in a loop not unrolled: FM PV copies of the lanes' loop
+    #pragma unroll 1           // doubled PoCL's first launches of the 24 candidates)
     for (int f = max(0, f0 - fb); f < min($FM, F - fb); ++f) {
-        global REAL *out = y + ((size_t)s * F + fb + f) * P + q0;
-        REAL lanes[VW];
-        VSTORE(last[f], 0, lanes);
-        for (int l = 0; l < P - q0; ++l) out[l] = lanes[l];
+        global REAL *out = y + ((size_t)s * F + fb + f) * P + at[0];
+        REAL lanes[8];
+        vstore8(first[f], 0, lanes);
+        for (int l = from[0]; l < 8; ++l) out[l] = lanes[l];
     }
 }
 // end template
 
+// Each lane of a dot vector's place in its run (conv_runs: runs of 8, or of DOT_VW where fewer).
+#if DOT_VW == 16
+#define DOT_LANE_IN_RUN (dotv)(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7)
+#elif DOT_VW == 8
+#define DOT_LANE_IN_RUN (dotv)(0, 1, 2, 3, 4, 5, 6, 7)
+#else
+#define DOT_LANE_IN_RUN (dotv)(0, 1, 2, 3)
+#endif
+
+// Whether a dot vector's runs (conv_runs' `from`) have lanes that repeat an output of the run
+// before, or lie past the grid.
+int conv_repeats(const int *from) {
+#if DOT_VW == 16
+    return from[0] | from[8];
+#else
+    return from[0];
+#endif
+}
+
+// `v` with those lanes set to 0.
+dotv conv_own_lanes(dotv v, const int *from) {
+#if DOT_VW == 16
+    const dotv first = (dotv)((float8)(from[0]), (float8)(from[8]));
+#else
+    const dotv first = (dotv)(from[0]);
+#endif
+    return select((dotv)0, v, isgreaterequal(DOT_LANE_IN_RUN, first));
+}
+
 // dK[r, f] = sum_s sum_p x_s[rows[r] + off(p)] dy[s, f, p]: RM patch entries x FN filters per
-// work-item, sample by sample (so the sum's order is fixed: no atomics). Whole vectors of
-// positions first (DOT_VW lanes, as gemm_dot's), then the last P % DOT_VW of each sample.
-// Over chunks of `per` samples (global id 2: chunk c, samples c per .. c per + per - 1, its
-// sums into dK + c R F; gemm_sum_chunks adds them up): where R F outputs are too few work-items
-// for a GPU. One chunk (per = n): dK itself.
+// work-item, sample by sample (so the sum's order is fixed: no atomics), over vectors of DOT_VW
+// grid positions (conv_runs), as gemm_dot's; dy's lanes that repeat outputs are 0. Over chunks
+// of `per` samples (global id 2: chunk c, samples c per .. c per + per - 1, its sums into dK +
+// c R F; gemm_sum_chunks adds them up): where R F outputs are too few work-items for a GPU. One
+// chunk (per = n): dK itself.
 // global size (ceil(F / FN), ceil(R / RM), ceil(n / per))
 // template $RM $FN: 5 4, 4 4, 2 8, 8 2, 5 2, 2 2, 4 1, 3 2, 4 3, 6 2, 3 4, 6 4, 8 3
 kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P, int OW,
@@ -200,34 +257,33 @@ kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P,
     for (int r = 0; r < $RM; ++r)
         #pragma unroll
         for (int f = 0; f < $FN; ++f) acc[r][f] = 0;
-    const int vectors = P / DOT_VW * DOT_VW;
-    for (int s = 0; s < n; ++s) {
-        global const REAL *xs = x + (size_t)s * sample;
-        for (int p0 = 0; p0 < vectors; p0 += DOT_VW) {
-            int off[DOT_VW];
-            conv_runs(p0, P, OW, pitch, DOT_VW, off);
-            global const REAL *d = dy + (size_t)s * F * P + p0;
+    const int OH = P / OW, OW8 = (OW + 7) / 8 * 8, grid = OH * OW8;
+    for (int q0 = 0; q0 < grid; q0 += DOT_VW) {  // the runs for every sample
+        int off[DOT_VW], pos[DOT_VW], from[DOT_VW];
+        conv_runs(q0 / OW8, q0 % OW8, OH, OW, pitch, DOT_VW, off, pos, from);
+        const int repeats = conv_repeats(from);
+        for (int s = 0; s < n; ++s) {
+            global const REAL *xs = x + (size_t)s * sample, *d = dy + (size_t)s * F * P;
             dotv a[$RM], b[$FN];
             #pragma unroll
             for (int r = 0; r < $RM; ++r) a[r] = conv_gather_dot(xs + at[r], off);
-            #pragma unroll
-            for (int f = 0; f < $FN; ++f) b[f] = DOT_VLOAD(0, d + (size_t)fs[f] * P);
+            if (repeats) {
+                #pragma unroll
+                for (int f = 0; f < $FN; ++f)
+                    b[f] = conv_own_lanes(conv_gather_dot(d + (size_t)fs[f] * P, pos), from);
+            } else {  // consecutive outputs
+                #pragma unroll
+                for (int f = 0; f < $FN; ++f) b[f] = DOT_VLOAD(0, d + (size_t)fs[f] * P + pos[0]);
+            }
             #pragma unroll
             for (int r = 0; r < $RM; ++r)
                 #pragma unroll
                 for (int f = 0; f < $FN; ++f) acc[r][f] = fma(a[r], b[f], acc[r][f]);
         }
     }
-    const int tail = vectors / OW * pitch + vectors % OW;  // the last P % DOT_VW outputs: a run
     for (int r = 0; r < min($RM, R - r0); ++r)
-        for (int f = 0; f < min($FN, F - f0); ++f) {
-            REAL sum = dot_hsum(acc[r][f]);
-            for (int s = 0; s < n; ++s)
-                for (int p = vectors; p < P; ++p)
-                    sum += x[(size_t)s * sample + at[r] + tail + p - vectors] *
-                           dy[((size_t)s * F + fs[f]) * P + p];
-            dK[(size_t)(r0 + r) * F + f0 + f] = sum;
-        }
+        for (int f = 0; f < min($FN, F - f0); ++f)
+            dK[(size_t)(r0 + r) * F + f0 + f] = dot_hsum(acc[r][f]);
 }
 // end template
 

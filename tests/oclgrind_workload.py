@@ -116,7 +116,9 @@ def main() -> None:
             # Output rows of 8 and of 16 (registers: conv_scatter_delta, its last block part
             # filled, runs across rows, fewer channels than a work-item takes), the forward at
             # the narrow default (one vector of positions) and at 4 vectors (24 and 64
-            # positions: a work-item's vectors past the last, and in part)
+            # positions: a work-item's vectors past the last, and in part); rows of 19 (the
+            # implicit GEMMs' last run of each row moved back: at 4 vectors a work-item's first
+            # run is one)
             chosen = blocks.default
             for forward in (None, (6, 4, 8, 1, 8)):
                 blocks.default = chosen if forward is None else (

@@ -1,8 +1,9 @@
 """The convolution's kernels against numpy, through the layer's own launches, in float32 and
 float64, at batches 1, 3 and 17 and at shapes that reach every path: runs of 8 columns (stride
-1, output rows a multiple of 8, including a last half vector), one load per lane (other widths,
-strides), filters and patch entries past the register blocks, rows wider than a vector, planes
-of fewer positions than a vector (`Convolution.short_planes`)."""
+1, output rows of 8 or more, including a last half vector and rows whose last run is moved
+back), one load per lane (rows of fewer than 8, column strides), filters and patch entries past
+the register blocks, rows wider than a vector, planes of fewer positions than a vector
+(`Convolution.short_planes`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,7 +24,10 @@ SHAPES = {
     "one-by-one": (1, 3, 3, 1, 1, 1, 1, 1),       # 9 positions, one of everything
     "strided": (2, 17, 19, 33, 2, 3, 3, 2),       # lanes gathered, both strides
     "row-stride": (2, 9, 7, 3, 3, 2, 2, 1),       # lanes gathered, stride down the rows only
-    "wide": (2, 4, 40, 5, 2, 3, 1, 1),            # 40 columns: col2im over 3 vectors
+    "wide": (2, 4, 40, 5, 2, 3, 1, 1),            # runs, 38 columns: the last moved back
+    "ragged": (3, 7, 13, 9, 3, 3, 1, 1),          # runs, rows of 11: one moved back each
+    "nine": (2, 3, 12, 5, 3, 4, 1, 1),            # runs, one row of 9, 9 positions
+    "ragged-strided": (2, 11, 14, 6, 3, 3, 2, 1), # runs, rows of 12 two input rows apart
     "small-plane": (5, 3, 4, 7, 2, 2, 1, 1),      # 6 positions: patches entry-major, one dK
 }
 
@@ -80,12 +84,13 @@ def test_convolution_kernels_against_numpy(device, rng, name, n):
                                **tolerance(device, f * kh * kw), err_msg="input delta")
 
 
-@pytest.mark.parametrize("name", ["half-vector", "lenet-2"])
+@pytest.mark.parametrize("name", ["half-vector", "lenet-2", "ragged", "wide"])
 def test_every_forward_block_against_numpy(device, rng, name):
     """Each conv_forward register block (FM filters x PV vectors of positions), in the first
     work-group shape, against numpy: 88 positions, the last work-item's vectors in part and
-    wholly past them at PV 2 and 4, and 17 filters, past every FM; 64 positions, 16 filters.
-    The same bits at every block."""
+    wholly past them at PV 2 and 4, and 17 filters, past every FM; 64 positions, 16 filters;
+    rows of 11 and 38 outputs, whose last runs are moved back (work-items starting on one at
+    some blocks). The same bits at every block."""
     c, h, w, f, kh, kw, _, _ = SHAPES[name]
     n, oh, ow = 3, h - kh + 1, w - kw + 1
     net = Network([Convolution(c, f, kh, kw, 1, 1)], input=D3(h, w, c), device=device, seed=1)
@@ -120,7 +125,8 @@ def test_the_kernel_gradient_in_chunks_of_the_batch(device, rng, name, form, chu
     """A GPU's form (Convolution.kernel_chunks > 1): the batch's samples in chunks, each summed
     apart, then added in order (gemm_sum_chunks); at batch 17 against numpy, and one chunk's
     sums (a batch of its samples alone) have the unchunked form's bits. Where the patches are
-    copied out ("strided", "wide"), gemm_dot sums the chunks, in both its forms."""
+    copied out ("strided"), gemm_dot sums the chunks, in both its forms; "wide"'s rows of 38
+    end in a run moved back."""
     from grenade_py.layers.convolution import Convolution as Layer
 
     if form == "tiled":

@@ -10,8 +10,9 @@ multiplies input x[c, i*sh + a, j*sw + b] — Grenade's K, so its model files ma
 Tape: the input, and its patches where they are copied out. Kernels (kernels/convolution.cl):
 conv_forward (y_s = K^T patches_s) and conv_kernel_gradient (dK = sum_s patches_s dy_s^T),
 GEMMs that gather x's patches (R = kh*kw*channels patch entries by positions) as they read them,
-where output rows come in whole vectors of 8 (stride 1, a multiple of 8 columns); other shapes
-copy the patches out (conv_im2col) for FullyConnected's GEMMs, a gather of single values costing
+at stride 1 along output rows of 8 or more columns (runs of 8; the last run of a row moved
+back onto its end where the row is not a multiple of 8); other shapes copy the patches out
+(conv_im2col) for FullyConnected's GEMMs, a gather of single values costing
 more than the copy (output planes of fewer positions than a vector: entry by entry over the
 whole batch, so that the forward pass, dK and the stride-1 input delta are each one product
 over every sample's positions, see `short_planes`). The input delta's patches_s = K dy_s into
@@ -125,9 +126,11 @@ class Convolution(Layer):
                 out_rows, out_cols]
 
     def implicit(self) -> bool:
-        """Whether the GEMMs gather the patches as they read them (stride 1 along rows of a
-        multiple of 8 outputs: whole vector loads); else they read them from an im2col copy."""
-        return self.sw == 1 and self.geometry()[9] % 8 == 0
+        """Whether the forward pass and the kernel gradient gather the patches as they read
+        them (stride 1 along rows of at least 8 outputs: runs of 8 inputs, the last of a row
+        moved back onto its end; see conv_runs in kernels/convolution.cl); else they read them
+        from an im2col copy."""
+        return self.sw == 1 and self.geometry()[9] >= 8
 
     def short_planes(self) -> bool:
         """Whether the patches are copied out entry-major, (R, n, positions), and the GEMMs
@@ -145,7 +148,8 @@ class Convolution(Layer):
     def scatters(self) -> bool:
         """Whether the input delta is conv_scatter_delta (stride 1, output rows of whole vectors
         of 8, the register-blocked GEMMs): then, the GEMMs implicit, no launch reads patches."""
-        return self.sh == 1 and self.implicit() and self.device.gemm == "registers"
+        return self.sh == 1 and self.implicit() and self.geometry()[9] % 8 == 0 and \
+            self.device.gemm == "registers"
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         c, h, w, f, kh, kw, _, _, oh, ow = self.geometry()
@@ -220,9 +224,10 @@ class Convolution(Layer):
                 gemm_outer(self.device, f, p, r, self.parameters["kernel"], 1, f,
                            buffers["patches"], y, batches=n, b_k=p, b_batch=r * p, c_m=p,
                            c_batch=f * p)]
+        grid = p // args[5] * -(-args[5] // 8) * 8  # conv_grid: rows of OW rounded up to 8
         return [blocks.launch(self.device, "conv_forward", (n, r, f, p), lambda block: (
             self.device.launch(blocks.kernel_name("conv_forward", block),
-                               (-(-p // (block[1] * vector_width(self.device))),
+                               (-(-grid // (block[1] * vector_width(self.device))),
                                 -(-f // block[0]), n),
                                *args, buffers["rows"], self.parameters["kernel"], x, y,
                                local=blocks.local("conv_forward", block))))]
