@@ -69,23 +69,20 @@ kernel void conv_swap_planes(int n, int F, int P, int to_filter_major, global co
 // grid whose rows are OW rounded up to 8 (OH of them), a run from each multiple of 8 (of
 // `width`, where fewer); a run reaching past its row's OW outputs is moved back onto the row's
 // last ones, its lanes before `from` repeating outputs of the run before it. For the runs q of
-// the `width` grid positions from row i, column j of the grid: off[q], where its inputs start
-// from the entry's first input; at[q], its first output (row OW + column); from[q], its first
-// lane of outputs of its own (`run`, none, for a run past the grid, which repeats the last).
-void conv_runs(int i, int j, int OH, int OW, int pitch, int width, int *off, int *at,
-               int *from) {
-    const int run = min(8, width), OW8 = (OW + 7) / 8 * 8;
+// the `width` grid positions from q0: off[q], where its inputs start from the entry's first
+// input; at[q], its first output (row OW + column); from[q], its first lane of outputs of its
+// own (`run`, none, for a run past the grid, which repeats the last).
+void conv_runs(int q0, int OH, int OW, int pitch, int width, int *off, int *at, int *from) {
+    const int run = min(8, width), OW8 = (OW + 7) / 8 * 8, Q = OH * OW8;
     for (int q = 0; q < width; q += run) {
-        int row = i + (j + q) / OW8, col = (j + q) % OW8;
-        const int past = row >= OH;
-        if (past) {
-            row = OH - 1;
-            col = OW8 - run;
-        }
-        const int start = min(col, OW - run);
+        // (a run of fewer than 8, the kernel gradient's in float64 on 256-bit CPUs: the part
+        // `part` lanes into one of 8, moved back with it)
+        const int g = min(q0 + q, Q - run), part = run < 8 ? g % 8 : 0;
+        const int row = g / OW8, col = g % OW8 - part;
+        const int back = col - min(col, OW - 8), start = col - back + part;
         off[q] = row * pitch + start;
         at[q] = row * OW + start;
-        from[q] = past ? run : col - start;
+        from[q] = q0 + q < Q ? max(0, back - part) : run;
     }
 }
 
@@ -116,6 +113,10 @@ void conv_store_runs(realv v, global REAL *out, const int *at, const int *from, 
 #ifdef REAL_IS_DOUBLE
     if (from[0] == 0 || !first && from[0] < 8) vstore8(v, 0, out + at[0]);
 #else
+    if ((from[0] | from[8]) == 0 && at[8] == at[0] + 8) {  // one run of 16
+        vstore16(v, 0, out + at[0]);
+        return;
+    }
     if (from[0] == 0 || !first && from[0] < 8) vstore8(v.lo, 0, out + at[0]);
     if (from[8] < 8) vstore8(v.hi, 0, out + at[8]);
 #endif
@@ -137,8 +138,7 @@ kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW,
     const int s = get_global_id(2);
     if (q0 >= conv_grid(P / OW, OW) || f0 >= F || s >= n) return;
     int off[$PV * VW], at[$PV * VW], from[$PV * VW];
-    const int OW8 = (OW + 7) / 8 * 8;
-    conv_runs(q0 / OW8, q0 % OW8, P / OW, OW, pitch, $PV * VW, off, at, from);
+    conv_runs(q0, P / OW, OW, pitch, $PV * VW, off, at, from);
     x += (size_t)s * sample;
     const int fb = F >= $FM ? min(f0, F - $FM) : f0;
     int fs[$FM];
@@ -199,41 +199,34 @@ kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW,
 }
 // end template
 
-// Each lane of a dot vector's place in its run (conv_runs: runs of 8, or of DOT_VW where fewer).
-#if DOT_VW == 16
-#define DOT_LANE_IN_RUN (dotv)(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7)
-#elif DOT_VW == 8
-#define DOT_LANE_IN_RUN (dotv)(0, 1, 2, 3, 4, 5, 6, 7)
-#else
-#define DOT_LANE_IN_RUN (dotv)(0, 1, 2, 3)
-#endif
-
-// Whether a dot vector's runs (conv_runs' `from`) have lanes that repeat an output of the run
-// before, or lie past the grid.
-int conv_repeats(const int *from) {
-#if DOT_VW == 16
-    return from[0] | from[8];
-#else
-    return from[0];
-#endif
-}
-
-// `v` with those lanes set to 0.
-dotv conv_own_lanes(dotv v, const int *from) {
-#if DOT_VW == 16
-    const dotv first = (dotv)((float8)(from[0]), (float8)(from[8]));
-#else
-    const dotv first = (dotv)(from[0]);
-#endif
-    return select((dotv)0, v, isgreaterequal(DOT_LANE_IN_RUN, first));
+// dy (n, F, P) laid out on the grid of conv_runs, (n, F, G) with G the grid's positions
+// rounded up to 16: each run's 8 lanes hold the outputs it reads the inputs of, 0 in the
+// lanes that repeat outputs of the run before and in those past the grid. A work-item copies
+// one plane. global size (F, n)
+kernel void conv_dy_runs(int n, int F, int P, int OW, global const REAL *dy,
+                         global REAL *runs) {
+    const int f = get_global_id(0), s = get_global_id(1);
+    if (f >= F || s >= n) return;
+    const int OH = P / OW, grid = conv_grid(OH, OW), G = (grid + 15) / 16 * 16;
+    global const REAL *from = dy + ((size_t)s * F + f) * P;
+    global REAL *to = runs + ((size_t)s * F + f) * G;
+    for (int q0 = 0; q0 < grid; q0 += 8) {
+        int off[8], at[8], own[8];
+        conv_runs(q0, OH, OW, OW, 8, off, at, own);
+        for (int l = 0; l < 8; ++l) to[q0 + l] = l < own[0] ? 0 : from[at[0] + l];
+    }
+    for (int q = grid; q < G; ++q) to[q] = 0;
 }
 
 // dK[r, f] = sum_s sum_p x_s[rows[r] + off(p)] dy[s, f, p]: RM patch entries x FN filters per
 // work-item, sample by sample (so the sum's order is fixed: no atomics), over vectors of DOT_VW
-// grid positions (conv_runs), as gemm_dot's; dy's lanes that repeat outputs are 0. Over chunks
-// of `per` samples (global id 2: chunk c, samples c per .. c per + per - 1, its sums into dK +
-// c R F; gemm_sum_chunks adds them up): where R F outputs are too few work-items for a GPU. One
-// chunk (per = n): dK itself.
+// grid positions (conv_runs), as gemm_dot's. dy (n, F, G) is laid out on the grid (see
+// conv_dy_runs; dy itself where output rows are whole runs and P a multiple of 16): its zeros
+// drop the lanes that repeat outputs and those past the grid (a mask in the loop, or a second
+// loop for such vectors, took LeNet's kernel gradients 1.2-4x the time). Over chunks of `per`
+// samples (global id 2: chunk c, samples c per .. c per + per - 1, its sums into dK + c R F;
+// gemm_sum_chunks adds them up): where R F outputs are too few work-items for a GPU. One chunk
+// (per = n): dK itself.
 // global size (ceil(F / FN), ceil(R / RM), ceil(n / per))
 // template $RM $FN: 5 4, 4 4, 2 8, 8 2, 5 2, 2 2, 4 1, 3 2, 4 3, 6 2, 3 4, 6 4, 8 3
 kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P, int OW,
@@ -242,10 +235,11 @@ kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P,
                                          global REAL *dK, int per) {
     const int f0 = get_global_id(0) * $FN, r0 = get_global_id(1) * $RM;
     if (f0 >= F || r0 >= R) return;
+    const int OH = P / OW, G = (conv_grid(OH, OW) + 15) / 16 * 16;
     const int first = get_global_id(2) * per;
     n = min(n - first, per);
     x += (size_t)first * sample;
-    dy += (size_t)first * F * P;
+    dy += (size_t)first * F * G;
     dK += (size_t)get_global_id(2) * R * F;
     int at[$RM], fs[$FN];
     #pragma unroll
@@ -257,24 +251,16 @@ kernel void conv_kernel_gradient_$RMx$FN(int n, int sample, int R, int F, int P,
     for (int r = 0; r < $RM; ++r)
         #pragma unroll
         for (int f = 0; f < $FN; ++f) acc[r][f] = 0;
-    const int OH = P / OW, OW8 = (OW + 7) / 8 * 8, grid = OH * OW8;
-    for (int q0 = 0; q0 < grid; q0 += DOT_VW) {  // the runs for every sample
-        int off[DOT_VW], pos[DOT_VW], from[DOT_VW];
-        conv_runs(q0 / OW8, q0 % OW8, OH, OW, pitch, DOT_VW, off, pos, from);
-        const int repeats = conv_repeats(from);
-        for (int s = 0; s < n; ++s) {
-            global const REAL *xs = x + (size_t)s * sample, *d = dy + (size_t)s * F * P;
+    for (int s = 0; s < n; ++s) {
+        global const REAL *xs = x + (size_t)s * sample, *d = dy + (size_t)s * F * G;
+        for (int q0 = 0; q0 < G; q0 += DOT_VW) {
+            int off[DOT_VW], pos[DOT_VW], own[DOT_VW];
+            conv_runs(q0, OH, OW, pitch, DOT_VW, off, pos, own);
             dotv a[$RM], b[$FN];
             #pragma unroll
             for (int r = 0; r < $RM; ++r) a[r] = conv_gather_dot(xs + at[r], off);
-            if (repeats) {
-                #pragma unroll
-                for (int f = 0; f < $FN; ++f)
-                    b[f] = conv_own_lanes(conv_gather_dot(d + (size_t)fs[f] * P, pos), from);
-            } else {  // consecutive outputs
-                #pragma unroll
-                for (int f = 0; f < $FN; ++f) b[f] = DOT_VLOAD(0, d + (size_t)fs[f] * P + pos[0]);
-            }
+            #pragma unroll
+            for (int f = 0; f < $FN; ++f) b[f] = DOT_VLOAD(0, d + (size_t)fs[f] * G + q0);
             #pragma unroll
             for (int r = 0; r < $RM; ++r)
                 #pragma unroll

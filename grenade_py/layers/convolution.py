@@ -11,7 +11,8 @@ Tape: the input, and its patches where they are copied out. Kernels (kernels/con
 conv_forward (y_s = K^T patches_s) and conv_kernel_gradient (dK = sum_s patches_s dy_s^T),
 GEMMs that gather x's patches (R = kh*kw*channels patch entries by positions) as they read them,
 at stride 1 along output rows of 8 or more columns (runs of 8; the last run of a row moved
-back onto its end where the row is not a multiple of 8); other shapes copy the patches out
+back onto its end where the row is not a multiple of 8, dK then reading dy laid out in the same
+runs, conv_dy_runs); other shapes copy the patches out
 (conv_im2col) for FullyConnected's GEMMs, a gather of single values costing
 more than the copy (output planes of fewer positions than a vector: entry by entry over the
 whole batch, so that the forward pass, dK and the stride-1 input delta are each one product
@@ -145,6 +146,18 @@ class Convolution(Layer):
         return not self.implicit() and self.device.gemm == "registers" and oh * ow < (
             32 if self.device.narrow else 64) // np.dtype(self.device.dtype).itemsize
 
+    def grid(self) -> int:
+        """The implicit GEMMs' positions (conv_grid in kernels/convolution.cl): output rows
+        rounded up to runs of 8."""
+        *_, oh, ow = self.geometry()
+        return oh * -(-ow // 8) * 8
+
+    def dy_runs(self) -> bool:
+        """Whether the implicit kernel gradient reads dy laid out on the grid, in positions
+        rounded up to 16 (conv_dy_runs): unless that is dy's own layout."""
+        *_, oh, ow = self.geometry()
+        return self.implicit() and (ow % 8 != 0 or oh * ow % 16 != 0)
+
     def scatters(self) -> bool:
         """Whether the input delta is conv_scatter_delta (stride 1, output rows of whole vectors
         of 8, the register-blocked GEMMs): then, the GEMMs implicit, no launch reads patches."""
@@ -166,6 +179,8 @@ class Convolution(Layer):
             wanted["chunks"] = (chunks * c * kh * kw * f,)
         if self.short_planes():  # y or dy filter-major
             wanted["by filter"] = (f * n * oh * ow,)
+        if self.dy_runs():
+            wanted["dy runs"] = (n * f * -(-self.grid() // 16) * 16,)
         return wanted
 
     def kernel_chunks(self, n: int) -> int:
@@ -224,7 +239,7 @@ class Convolution(Layer):
                 gemm_outer(self.device, f, p, r, self.parameters["kernel"], 1, f,
                            buffers["patches"], y, batches=n, b_k=p, b_batch=r * p, c_m=p,
                            c_batch=f * p)]
-        grid = p // args[5] * -(-args[5] // 8) * 8  # conv_grid: rows of OW rounded up to 8
+        grid = self.grid()
         return [blocks.launch(self.device, "conv_forward", (n, r, f, p), lambda block: (
             self.device.launch(blocks.kernel_name("conv_forward", block),
                                (-(-grid // (block[1] * vector_width(self.device))),
@@ -253,11 +268,16 @@ class Convolution(Layer):
                          batches=n, a_m=p, a_batch=r * p, b_n=p, b_batch=f * p,
                          chunks=chunks)]
         else:
-            launches = [blocks.launch(self.device, "conv_kernel_gradient", (n, r, f, p),
-                                      lambda block: self.device.launch(
+            launches = []
+            if self.dy_runs():
+                launches.append(self.device.launch("conv_dy_runs", (f, n), n, f, p, args[5], dy,
+                                                   buffers["dy runs"]))
+                dy = buffers["dy runs"]
+            launches.append(blocks.launch(self.device, "conv_kernel_gradient", (n, r, f, p),
+                                          lambda block: self.device.launch(
                 blocks.kernel_name("conv_kernel_gradient", block),
                 (-(-f // block[1]), -(-r // block[0]), -(-n // per)), *args, buffers["rows"],
-                x, dy, out, per, local=(*blocks.local("conv_kernel_gradient", block), 1)))]
+                x, dy, out, per, local=(*blocks.local("conv_kernel_gradient", block), 1))))
         if chunks > 1:
             launches.append(self.device.launch("gemm_sum_chunks", (r * f,), r * f, -(-n // per),
                                                out, dk))
