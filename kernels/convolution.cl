@@ -503,28 +503,12 @@ kernel void conv_scatter_delta(int n, int C, int H, int W, int kh, int kw, int O
         }
 }
 
-// Input (yy, xx) of one channel: the sum of the patch entries it went to, `plane` the
-// channel's (kh kw, OH OW) patch entries.
-REAL conv_col2im_at(int yy, int xx, int kh, int kw, int sh, int sw, int OH, int OW,
-                    global const REAL *plane) {
-    int4 range = windows_covering(yy, xx, kh, kw, sh, sw, OH, OW);
-    REAL acc = 0;
-    for (int i = range.x; i <= range.y; ++i) {
-        int a = yy - i * sh;
-        if (a >= kh) continue;
-        for (int j = range.z; j <= range.w; ++j) {
-            int b = xx - j * sw;
-            if (b < kw) acc += plane[(size_t)(a * kw + b) * OH * OW + i * OW + j];
-        }
-    }
-    return acc;
-}
-
-// Row yy of one channel, its columns x0, x0 + sw, ... (x0 < sw), 8 at a time: each lane
-// conv_col2im_at's sum, its terms in that order (windows' rows, then columns, ascending; the
-// kernel columns b of the phase, descending), a lane whose window does not exist adding an
-// exact zero. `plane` as conv_col2im_at's, with 8 values to spare after it (a load passes its
-// end by at most 7; none starts before it: b P >= b >= -j0). Stores to row[x0 + t sw].
+// Row yy of one channel, its columns x0, x0 + sw, ... (x0 < sw), 8 at a time: each lane the
+// sum of the patch entries its input went to, in the windows' order (rows, then columns,
+// ascending; the kernel columns b of the phase, descending), a lane whose window does not
+// exist adding an exact zero. `plane`: the channel's (kh kw, OH OW) patch entries, with 8
+// values to spare after it (a load passes its end by at most 7; none starts before it:
+// b P >= b >= -j0). Stores to row[x0 + t sw].
 #ifdef REAL_IS_DOUBLE
 #define CONV_MASK8(m) convert_long8(m)
 #else
@@ -554,14 +538,15 @@ void conv_col2im_phase(int yy, int x0, int W, int kh, int kw, int sh, int sw, in
 }
 
 // dx[s, c, yy, xx] = the sum of the patch entries that (yy, xx) went to; patches (n, R, P) as
-// conv_col2im_rows reads them.
-// global size (H * W, n * C)
+// conv_col2im_rows reads them, with 8 values to spare after them.
+// A work-item per row yy of a channel of a sample and phase x0 of its columns
+// (conv_col2im_phase). global size (sw H, n C)
 kernel void conv_col2im(int n, int C, int H, int W, int kh, int kw, int sh, int sw, int OH,
                         int OW, global const REAL *patches, global REAL *dx) {
-    int p = get_global_id(0), q = get_global_id(1);
-    if (p >= H * W || q >= n * C) return;
-    dx[((size_t)q * H + p / W) * W + p % W] = conv_col2im_at(
-        p / W, p % W, kh, kw, sh, sw, OH, OW, patches + (size_t)q * kh * kw * OH * OW);
+    const int q = get_global_id(0), g = get_global_id(1);
+    if (q >= sw * H || g >= n * C) return;
+    conv_col2im_phase(q / sw, q % sw, W, kh, kw, sh, sw, OH, OW,
+                      patches + (size_t)g * kh * kw * OH * OW, dx + ((size_t)g * H + q / sw) * W);
 }
 
 // -- One example by direct loops: the fused per-example loop (grenade_py.fused) --------------

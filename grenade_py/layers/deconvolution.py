@@ -28,7 +28,7 @@ class Deconvolution(Convolution):
     # In the fused per-example loop: the transposed Convolution's products through its
     # patches (c kh kw, positions), in s{i}, as the batched kernels compute them. Forward: the
     # patches K x (gemm_rows_product, four patch entries per lane), put back onto the output a
-    # row's phase of columns at a time (conv_col2im_phase: conv_col2im_at's sums, 8 side by
+    # row's phase of columns at a time (conv_col2im_phase: conv_col2im's sums, 8 side by
     # side). Backward: dy's patches copied out (conv_im2col_entry); the input delta K^T patches
     # (gemm_rows_product, four channels per lane); K's gradient, the patches times x
     # transposed (gemm_rows_product, four rows of K per lane: each entry summed over the
