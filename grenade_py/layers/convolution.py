@@ -9,21 +9,21 @@ Parameters: `kernel` K, (kernel_rows * kernel_cols * channels, filters): row c*k
 multiplies input x[c, i*sh + a, j*sw + b] — Grenade's K, so its model files map onto ours.
 Tape: the input, and its patches where they are copied out. Kernels (kernels/convolution.cl):
 conv_forward (y_s = K^T patches_s) and conv_kernel_gradient (dK = sum_s patches_s dy_s^T),
-GEMMs that gather x's patches (R = kh*kw*channels patch entries by positions) as they read them,
-at stride 1 along output rows of 8 or more columns (runs of 8; the last run of a row moved
-back onto its end where the row is not a multiple of 8, dK then reading dy laid out in the same
-runs, conv_dy_runs); other shapes copy the patches out
-(conv_im2col) for FullyConnected's GEMMs, a gather of single values costing
-more than the copy (output planes of fewer positions than a vector: entry by entry over the
-whole batch, so that the forward pass, dK and the stride-1 input delta are each one product
-over every sample's positions, see `short_planes`). The input delta's patches_s = K dy_s into
-a per-batch buffer, put back onto dx by a gather (overlaps add up without atomics): at stride
-1 on CPUs both in one launch, conv_input_delta (a work-group per sample), or where output rows
-are whole vectors of 8 conv_scatter_delta (each patch entry's sums added onto dx as they are
-made, a work-item per sample and 2 or 3 input channels), else gemm_outer and conv_col2im. y
-and dy stay (batch, F, positions). On GPUs the kernel gradient (either form) sums chunks of the
-batch apart and adds them up in order (`kernel_chunks`, gemm_sum_chunks): its R x F outputs
-alone are too few work-items there.
+GEMMs that gather x's patches (R = kh*kw*channels patch entries by positions) as they read
+them, at stride 1 along output rows of 8 or more columns (runs of 8; the last run of a row
+moved back onto its end where the row is not a multiple of 8, dK then reading dy laid out in
+the same runs, conv_dy_runs); other shapes copy the patches out (conv_im2col) for
+FullyConnected's GEMMs, a gather of single values costing more than the copy (output planes of
+fewer positions than a vector: entry by entry over the whole batch, so that the forward pass,
+dK and the stride-1 input delta are each one product over every sample's positions, see
+`short_planes`). The input delta's patches_s = K dy_s into a per-batch buffer, put back onto dx
+by a gather (overlaps add up without atomics): at stride 1 on CPUs both in one launch,
+conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
+conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per
+sample and 2 or 3 input channels), else gemm_outer and conv_col2im (a row's phase of columns, 8
+at a time). y and dy stay (batch, F, positions). On GPUs the kernel gradient (either form) sums
+chunks of the batch apart and adds them up in order (`kernel_chunks`, gemm_sum_chunks): its R x
+F outputs alone are too few work-items there.
 In the fused per-example loop: direct loops over one sample, in blocks of 2 filters x 4 rows
 x 8 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the kernel
 gradient, any number of rows, conv_direct_kernel_block; the input delta, at stride 1, either
