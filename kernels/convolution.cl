@@ -30,6 +30,8 @@ void conv_im2col_entry(global const REAL *from, int OH, int OW, int pitch, int s
         int j = 0;
         if (sw == 1)
             for (; j + 8 <= OW; j += 8) vstore8(vload8(0, from + j), 0, to + j);
+        else if (sw == 2)  // (its loads end before the row's last input that it copies)
+            for (; j + 9 <= OW; j += 8) vstore8(vload16(0, from + 2 * j).even, 0, to + j);
         for (; j < OW; ++j) to[j] = from[j * sw];
     }
 }

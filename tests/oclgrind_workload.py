@@ -150,6 +150,13 @@ def main() -> None:
               batch_size=3, epochs=1)
         g.train(shifts, g.SGD(0.01), rng.normal(size=(2, 7, 9)), rng.normal(size=(2, 2)),
                 per_example=True)
+        # im2col at column stride 2 a vector at a time (rows of 9: the last load ends one input
+        # before the row's last copied), from a layer's own buffer, its last row the buffer's
+        strided = g.Network([g.Convolution(1, 2, 1, 1, 1, 1), g.Convolution(2, 2, 3, 3, 1, 2),
+                             g.Reshape(), g.FullyConnected(18, 2)], input=g.D2(3, 19),
+                            device=d, seed=1)
+        g.fit(strided, g.SGD(0.01), rng.normal(size=(3, 3, 19)), rng.normal(size=(3, 2)),
+              batch_size=3, epochs=1)
         # The implicit GEMMs' runs of 8 columns (a last half vector in float32) and col2im's
         # vectors over rows of 8 and of 20 columns.
         for shape, layers in (((5, 12), [g.Convolution(1, 2, 3, 5, 1, 1),
