@@ -84,6 +84,21 @@ def test_convolution_kernels_against_numpy(device, rng, name, n):
                                **tolerance(device, f * kh * kw), err_msg="input delta")
 
 
+_narrow: dict[str, Device] = {}
+
+
+@pytest.mark.parametrize("name", ["lenet-2", "half-vector", "ragged", "nine", "strided"])
+def test_the_kernels_of_256_bit_vectors(device, rng, name):
+    """The forms that a CPU of 256-bit vectors (AVX2) builds, forced on this device (dot
+    products of 8 floats or 4 doubles, DOT_VW; a float64 run of 4 lies in the run of 8 that
+    holds it, moved back with it: conv_runs), against numpy."""
+    narrow = _narrow.get(device.precision)
+    if narrow is None:
+        narrow = _narrow[device.precision] = Device(precision=device.precision)
+        narrow.narrow = True  # before its kernels are built
+    test_convolution_kernels_against_numpy(narrow, rng, name, 3)
+
+
 @pytest.mark.parametrize("name", ["half-vector", "lenet-2", "ragged", "wide"])
 def test_every_forward_block_against_numpy(device, rng, name):
     """Each conv_forward register block (FM filters x PV vectors of positions), in the first
