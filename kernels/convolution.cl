@@ -505,22 +505,22 @@ kernel void conv_scatter_delta(int n, int C, int H, int W, int kh, int kw, int O
         }
 }
 
-// Row yy of one channel, its columns x0, x0 + sw, ... (x0 < sw), 8 at a time: each lane the
-// sum of the patch entries its input went to, in the windows' order (rows, then columns,
-// ascending; the kernel columns b of the phase, descending), a lane whose window does not
-// exist adding an exact zero. `plane`: the channel's (kh kw, OH OW) patch entries, with 8
-// values to spare after it (a load passes its end by at most 7; none starts before it:
-// b P >= b >= -j0). Stores to row[x0 + t sw].
+// Row yy of one channel, its columns x0, x0 + sw, ... (x0 < sw), 8 at a time, blocks `first`
+// .. `last` - 1 of them: each lane the sum of the patch entries its input went to, in the
+// windows' order (rows, then columns, ascending; the kernel columns b of the phase,
+// descending), a lane whose window does not exist adding an exact zero. `plane`: the
+// channel's (kh kw, OH OW) patch entries, with 8 values to spare after it (a load passes its
+// end by at most 7; none starts before it: b P >= b >= -j0). Stores to row[x0 + t sw].
 #ifdef REAL_IS_DOUBLE
 #define CONV_MASK8(m) convert_long8(m)
 #else
 #define CONV_MASK8(m) (m)
 #endif
-void conv_col2im_phase(int yy, int x0, int W, int kh, int kw, int sh, int sw, int OH, int OW,
-                       global const REAL *plane, global REAL *row) {
+void conv_col2im_blocks(int yy, int x0, int first, int last, int W, int kh, int kw, int sh,
+                        int sw, int OH, int OW, global const REAL *plane, global REAL *row) {
     const int P = OH * OW, i0 = max(0, (yy - kh + sh) / sh), i1 = min(OH - 1, yy / sh);
     const int top = x0 < kw ? x0 + (kw - 1 - x0) / sw * sw : -1;  // the phase's last column
-    for (int xs = x0; xs < W; xs += 8 * sw) {
+    for (int xs = x0 + first * 8 * sw; xs < min(W, x0 + last * 8 * sw); xs += 8 * sw) {
         REAL8 acc = 0;
         for (int i = i0; i <= i1; ++i) {
             const int a = yy - i * sh;
@@ -539,16 +539,26 @@ void conv_col2im_phase(int yy, int x0, int W, int kh, int kw, int sh, int sw, in
     }
 }
 
+// All of the row's phase x0.
+void conv_col2im_phase(int yy, int x0, int W, int kh, int kw, int sh, int sw, int OH, int OW,
+                       global const REAL *plane, global REAL *row) {
+    conv_col2im_blocks(yy, x0, 0, (W + 8 * sw - 1) / (8 * sw), W, kh, kw, sh, sw, OH, OW, plane,
+                       row);
+}
+
 // dx[s, c, yy, xx] = the sum of the patch entries that (yy, xx) went to; patches (n, R, P) as
-// conv_col2im_rows reads them, with 8 values to spare after them.
-// A work-item per row yy of a channel of a sample and phase x0 of its columns
-// (conv_col2im_phase). global size (sw H, n C)
+// conv_col2im_rows reads them, with 8 values to spare after them. A work-item per row yy of a
+// channel of a sample and phase x0 of its columns (conv_col2im_phase), or with `split` (GPUs,
+// whose work-items are many and narrow) per block of 8 of that phase's columns:
+// global size (sw H B, n C), B the blocks of a phase (1 unsplit).
 kernel void conv_col2im(int n, int C, int H, int W, int kh, int kw, int sh, int sw, int OH,
-                        int OW, global const REAL *patches, global REAL *dx) {
-    const int q = get_global_id(0), g = get_global_id(1);
+                        int OW, global const REAL *patches, global REAL *dx, int split) {
+    const int blocks = (W + 8 * sw - 1) / (8 * sw), B = split ? blocks : 1;
+    const int q = get_global_id(0) / B, b = get_global_id(0) % B, g = get_global_id(1);
     if (q >= sw * H || g >= n * C) return;
-    conv_col2im_phase(q / sw, q % sw, W, kh, kw, sh, sw, OH, OW,
-                      patches + (size_t)g * kh * kw * OH * OW, dx + ((size_t)g * H + q / sw) * W);
+    conv_col2im_blocks(q / sw, q % sw, split ? b : 0, split ? b + 1 : blocks, W, kh, kw, sh, sw,
+                       OH, OW, patches + (size_t)g * kh * kw * OH * OW,
+                       dx + ((size_t)g * H + q / sw) * W);
 }
 
 // -- One example by direct loops: the fused per-example loop (grenade_py.fused) --------------

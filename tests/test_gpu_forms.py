@@ -154,6 +154,21 @@ def test_minibatches_and_examples_of_a_convolutional_network(precision):
     both(run, precision)
 
 
+def test_strided_col2im_in_blocks_of_8_columns(precision):
+    """A GPU's conv_col2im, a work-item per 8 columns of a row's phase (rows of 19 at column
+    stride 2: two blocks each), under a stride-2 Deconvolution's forward pass and a stride-2
+    Convolution's input delta."""
+    def run(d: g.Device) -> list[np.ndarray]:
+        net = g.Network([g.Deconvolution(1, 2, 2, 3, 2, 2), g.Tanh(),
+                         g.Convolution(2, 2, 2, 3, 2, 2), g.Reshape(), g.FullyConnected(54, 3),
+                         g.Logit()], input=g.D2(3, 9), device=d, seed=1)
+        start, (x, y) = parameters(net), data(12, (3, 9), 3)
+        g.fit(net, g.SGD(0.05), x, y, batch_size=4, epochs=2, seed=3)
+        return trained(net, start, g.run_net(net, x))
+
+    both(run, precision)
+
+
 @pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
 def test_the_fused_per_example_loop_with_branches(loss, precision):
     def run(d: g.Device) -> list[np.ndarray]:

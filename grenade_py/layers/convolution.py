@@ -319,8 +319,11 @@ class Convolution(Layer):
             col2im = self.device.launch("conv_col2im_rows", (n * -(-c // COL2IM_CHANNELS) * h,),
                                         n, c, h, w, kh, kw, oh, ow, 0, patches, dx)
         else:
-            col2im = self.device.launch("conv_col2im", (sw * h, n * c), n, c, h, w, kh, kw, sh,
-                                        sw, oh, ow, patches, dx)
+            split = self.device.gpu  # a work-item per 8 columns of a row's phase on GPUs
+            col2im = self.device.launch("conv_col2im", (sw * h * (-(-w // (8 * sw)) if split
+                                                                   else 1), n * c),
+                                        n, c, h, w, kh, kw, sh, sw, oh, ow, patches, dx,
+                                        int(split))
         return [gemm_outer(self.device, c * kh * kw, p, f, self.parameters["kernel"], f, 1, dy,
                            patches, batches=n, b_k=p, b_batch=f * p, c_batch=c * kh * kw * p),
                 col2im]
