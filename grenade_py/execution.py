@@ -172,9 +172,10 @@ class Step:
                              for name, start, shape in self.io_layout}
         self.io = self.buffers.pop("input and targets")
         self.input, self.target, self.mask = (self.buffers[k] for k in ("a0", "target", "mask"))
-        self.acts = [self.buffers[f"a{k}"] for k in range(last + 1)]
+        self.acts = net.activations(self.input, self.buffers[f"a{last}"], self.buffers)
         self.deltas: list[cl_array.Array | None] = [
-            self.buffers.get(f"d{k}") for k in range(last + 1)]
+            self.buffers.get(f"d{k}") if k in (0, last) or inference else
+            net.boundary(self.buffers, "d", k) for k in range(last + 1)]
         self.output, self.delta = self.acts[-1], self.deltas[-1]
         if self.recurrent:
             self.buffers["ones"].fill(1)

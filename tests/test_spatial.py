@@ -228,3 +228,48 @@ def test_convolution_size_limit_comes_before_any_allocation(device, monkeypatch)
     monkeypatch.setattr(type(device), "zeros", allocate)
     with pytest.raises(ShapeError, match="under 2\\^24 values"):
         run_net(net, np.zeros((1, 4100, 4100)))
+
+
+def test_a_reshape_between_layers_shares_its_input_buffer(device64, monkeypatch):
+    """A Reshape between two layers' own boundaries launches nothing: its output is its
+    input's buffer (Series.base), two in a row too; as the first layer, or one of the last
+    two (whose boundaries take a loss's delta: cross entropy's at the logits), it copies.
+    Training and running give the bits of copies everywhere."""
+    from grenade_py import SGD, Softmax, execution, fit
+    from grenade_py.layers.series import Series
+
+    def networks() -> list[Network]:
+        return [Network([Reshape(), FullyConnected(42, 12), Tanh(), Reshape(D3(3, 4, 1)),
+                         Reshape(D2(3, 4)), Convolution(1, 2, 2, 2, 1, 1), Reshape(),
+                         FullyConnected(12, 3), Logit()], input=D2(6, 7), device=device64,
+                        seed=1),
+                Network([FullyConnected(4, 6), Reshape(D2(2, 3)), Reshape(D1(6)), Softmax()],
+                        input=D1(4), device=device64, seed=2)]
+
+    def train(nets: list[Network]) -> list[object]:
+        rng = np.random.default_rng(3)
+        out = []
+        for net, loss in zip(nets, ("squared_error", "cross_entropy"), strict=True):
+            x = rng.normal(size=(10, *net.input_shape.dims))
+            y = rng.uniform(size=(10, *net.output_shape.dims))
+            y /= y.sum(axis=1, keepdims=True)
+            step = execution.steps(net, 5, loss)
+            out.append(len(step.forward_launches(True) + step.backward_launches()))
+            fit(net, SGD(0.1), x, y, batch_size=5, epochs=3, seed=4, loss=loss)
+            out += [net.get_parameters(), back_propagate(net, x, y, loss=loss), run_net(net, x)]
+        return out
+
+    shared = networks()
+    assert [[net.base(k) for k in range(len(net.layers) + 1)] for net in shared] == [
+        [0, 1, 2, 3, 3, 3, 6, 6, 8, 9], [0, 1, 1, 3, 4]]
+    got = train(shared)
+    monkeypatch.setattr(Series, "base", lambda self, k: k)
+    want = train(networks())
+    assert (got[0], got[4]) == (want[0] - 3 * 2, want[4] - 2)  # forward and backward copies
+    for a, b in zip(got[1:4] + got[5:], want[1:4] + want[5:], strict=True):
+        for x, y in zip(*(v if isinstance(v, list) else [v] for v in (a, b)), strict=True):
+            if isinstance(x, dict):
+                for key in x:
+                    np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+            else:
+                np.testing.assert_array_equal(x, y)

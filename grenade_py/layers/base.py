@@ -83,6 +83,9 @@ class Layer:
     tape = "input"
     #: Whether the layer gives any input shape back unchanged (activations, Trivial).
     keeps_shape = False
+    #: Whether its output is its input's values under another shape (Reshape): between two
+    #: layers of a Series the two boundaries share one buffer (Series.base), with no copy.
+    renames = False
 
     def __init__(self) -> None:
         self._device: Device | None = None

@@ -4,7 +4,8 @@ channel-major layout; D3 <-> D2 only with one channel. Ports Grenade.Layers.Resh
 Grenade infers the output shape from the layers after it; so does `Reshape()` when the first of
 them that does not keep any shape (activations do) takes one shape (a FullyConnected i takes
 D1 i); otherwise give it: `Reshape(D3(28, 28, 1))`.
-Kernels: trivial_forward, trivial_backward (kernels/activations.cl), as Trivial.
+Kernels: trivial_forward, trivial_backward (kernels/activations.cl), as Trivial; none between
+two layers of a Series, where its output is its input's buffer (Series.base).
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from grenade_py.shapes import D2, D3, Shape, check_shape, parse_shape, size
 
 
 class Reshape(Trivial):
-    """Shape: S -> `target` with as many values; on the device a copy, as Trivial's."""
+    """Shape: S -> `target` with as many values; on the device a copy, as Trivial's, or none
+    (Series.base)."""
 
     keeps_shape = False
+    renames = True
 
     def __init__(self, target: Shape | None = None) -> None:
         super().__init__()

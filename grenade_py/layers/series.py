@@ -91,23 +91,38 @@ class Series(Layer):
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         return self.sequence_buffers(1, n)
 
+    def base(self, k: int) -> int:
+        """The boundary whose buffers boundary k's are: k, or below a Reshape (`renames`)
+        that is neither the first layer (its input is given, its delta may be none) nor one of
+        the last two (their boundaries take a loss's delta), the Reshape's input's; such a
+        Reshape launches nothing (forward_sequence, backward_below skip it)."""
+        while 2 <= k <= len(self.layers) - 2 and self.layers[k - 1].renames:
+            k -= 1
+        return k
+
+    def boundary(self, buffers: Buffers, kind: str, k: int) -> cl_array.Array:
+        """Buffer `kind` ("a" or "d") of boundary k, shaped as that boundary (see `base`)."""
+        at = buffers[f"{kind}{self.base(k)}"]
+        return at if self.base(k) == k else at.reshape(at.shape[0], *self.shapes[k].dims)
+
     def sequence_buffers(self, steps: int, batch: int) -> dict[str, tuple[int, ...]]:
         """The activations and deltas between the layers, over steps x batch rows, and the
         layers' own buffers (a recurrent layer's for the sequences), named `i.name`."""
         inner = {f"{kind}{k}": (steps * batch, *self.shapes[k].dims)
-                 for k in range(1, len(self.layers)) for kind in ("a", "d")}
+                 for k in range(1, len(self.layers)) if self.base(k) == k for kind in ("a", "d")}
         return inner | {f"{i}.{name}": shape for i, layer in enumerate(self.layers)
                         for name, shape in layer.sequence_buffers(steps, batch).items()}
 
     def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         """The activations between the layers (no deltas) and the layers' own."""
-        inner = {f"a{k}": (n, *self.shapes[k].dims) for k in range(1, len(self.layers))}
+        inner = {f"a{k}": (n, *self.shapes[k].dims) for k in range(1, len(self.layers))
+                 if self.base(k) == k}  # (a Reshape's output: its input's buffer)
         return inner | self.child_buffers(n, inference=True)
 
     def activations(self, x: cl_array.Array, y: cl_array.Array,
                     buffers: Buffers) -> list[cl_array.Array]:
         """The buffers at every boundary, x first and y last."""
-        return [x] + [buffers[f"a{k}"] for k in range(1, len(self.layers))] + [y]
+        return [x] + [self.boundary(buffers, "a", k) for k in range(1, len(self.layers))] + [y]
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
@@ -130,7 +145,7 @@ class Series(Layer):
             own = sub(buffers, str(i))
             if (fc := self.relu_fused(i, i + 1, rows)) is not None:
                 launches += fc.forward(rows, acts[i], acts[i + 1], own, training, acts[i + 2])
-            elif i == 0 or self.relu_fused(i - 1, i, rows) is None:
+            elif (i == 0 or self.relu_fused(i - 1, i, rows) is None) and self.base(i + 1) > i:
                 launches += layer.forward_sequence(steps, batch, acts[i], acts[i + 1], own,
                                                    training)
         return launches
@@ -150,7 +165,7 @@ class Series(Layer):
         """Every layer's per-row factors, named by path ("0.weights"); None if a layer has
         none."""
         acts = self.activations(x, y, buffers)
-        deltas = [buffers[f"d{k}"] for k in range(1, len(self.layers))] + [dy]
+        deltas = [self.boundary(buffers, "d", k) for k in range(1, len(self.layers))] + [dy]
         found = []
         for i, layer in enumerate(self.layers):
             factors = layer.factors(steps, batch, acts[i], acts[i + 1], deltas[i],
@@ -182,7 +197,7 @@ class Series(Layer):
         lowest = 0 if dx is not None else next(
             (i for i, layer in enumerate(self.layers[:top]) if layer.trainable()), top)
         deltas: list[cl_array.Array | None] = [dx] + [
-            buffers[f"d{k}"] for k in range(1, len(self.layers))] + [None]
+            self.boundary(buffers, "d", k) for k in range(1, len(self.layers))] + [None]
         deltas[top] = dy
         if dx is None and lowest < top:
             deltas[lowest] = None  # nothing below it wants its input's delta
@@ -197,7 +212,7 @@ class Series(Layer):
                 launches += fc.backward_sequence(steps, batch, acts[i], acts[i + 1], delta,
                                                  deltas[i - 1], own, gradients, acts[i - 1],
                                                  **steps_in)
-            elif i + 1 == top or fused[i + 1] is None:
+            elif (i + 1 == top or fused[i + 1] is None) and self.base(i + 1) > i:
                 launches += layer.backward_sequence(steps, batch, acts[i], acts[i + 1], delta,
                                                     deltas[i], own, gradients, **steps_in)
         return launches
