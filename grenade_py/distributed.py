@@ -42,9 +42,11 @@ import click
 import numpy as np
 import pyopencl as cl
 
-from grenade_py.device import Device
+from grenade_py.device import Device, Launch
+from grenade_py.execution import Step, update_of
 from grenade_py.layers import BatchNorm, Dropout
 from grenade_py.network import Network
+from grenade_py.optimizers import Optimizer
 
 log = logging.getLogger("grenade_py")
 
@@ -87,15 +89,49 @@ def rank_device(comm: Any, precision: str = "float32") -> Device:
     return Device(spec, precision=precision)
 
 
-class Group:
-    """The ranks of a communicator training one network: the check that every rank was given
-    the same fit, shards, the broadcast of the starting parameters, the per-step Allreduce of
-    the flat gradient buffer, and rank 0's BatchNorm statistics on every rank after each epoch."""
+class Alone:
+    """fit's hook for its work across processes, in one process: every batch whole, each step
+    by `Step.descend`, nothing to agree on or share. `Group` is its form over MPI ranks."""
+
+    #: How errors name this process's part of a batch (its start).
+    share = ""
+
+    def start(self, seed: int | None, **settings: Any) -> int | None:
+        """The seed to shuffle by, once the processes agree on `settings` (fit's)."""
+        return seed
+
+    def shard(self, n: int) -> tuple[int, int]:
+        """This process's rows [first, last) of a batch of n."""
+        return 0, n
+
+    def descend(self, step: Step | None, optimizer: Optimizer, n: int,
+                measure: list[Launch] | None) -> None:
+        """The optimiser's step on a batch of n rows whose forward pass `step` ran (over this
+        process's shard of them; None where that is empty), measured by `measure`."""
+        assert step is not None
+        step.descend(optimizer, 1.0 / n, measure)
+
+    def agree(self, value: Any, name: str) -> Any:
+        """`value`, as the processes agree on it."""
+        return value
+
+    def epoch_totals(self, totals: np.ndarray) -> np.ndarray:
+        """An epoch's sums (loss, correct, count) over the processes, once every process
+        holds the same layer states."""
+        return totals
+
+
+class Group(Alone):
+    """The ranks of a communicator training one network in `fit`: the check that every rank was
+    given the same fit, shards, the broadcast of the starting parameters, the per-step
+    Allreduce of the flat gradient buffer, and rank 0's BatchNorm statistics on every rank after
+    each epoch."""
 
     def __init__(self, comm: Any, net: Network) -> None:
         self.mpi = _mpi()
         self.comm, self.net = comm, net
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.share = f"this process's share (of {self.size}) of "
         gradients = net.flat["gradients"]
         self.host = np.empty(gradients.size + 1, dtype=gradients.dtype)  # + the example count
         layers = [layer for _, layer, _ in net.nodes(net.input_shape)]
@@ -110,6 +146,31 @@ class Group:
                         "statistics, as PyTorch's DistributedDataParallel does without "
                         "SyncBatchNorm: %d ranks do not reach one process's weights",
                         self.size)
+
+    def start(self, seed: int | None, **settings: Any) -> int | None:
+        """Rank 0's seed, once every rank's network and `settings` are rank 0's
+        (`check_same`), with rank 0's parameters and momentum (`broadcast`)."""
+        if settings["batch_size"] == 1:
+            raise ValueError("batch_size 1 is Grenade's per-example training, which is serial "
+                             "(each step needs the weights the last one left): give distributed "
+                             "training a larger global batch")
+        self.check_same(**settings)
+        seed = self.agree(seed, "seed")
+        self.broadcast()
+        return seed
+
+    def descend(self, step: Step | None, optimizer: Optimizer, n: int,
+                measure: list[Launch] | None) -> None:
+        """The shard's backward pass, the Allreduce of the gradients, and the update."""
+        rows = 0 if step is None else step.rows
+        if step is not None:
+            step.backward(1.0 / n, measure=measure)
+        self.allreduce_gradients(rows, n)
+        update_of(self.net)(optimizer)
+
+    def epoch_totals(self, totals: np.ndarray) -> np.ndarray:
+        self.share_states()
+        return self.sum(totals)
 
     def agree(self, value: Any, name: str) -> Any:
         """Rank 0's `value` on every rank; a rank whose own differed says so (logged)."""

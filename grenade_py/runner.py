@@ -17,14 +17,14 @@ import pyopencl.array as cl_array
 
 from grenade_py import execution, inputs
 from grenade_py.device import buffer, check_host_memory, opencl_errors
-from grenade_py.distributed import ends_the_job_on_error
+from grenade_py.distributed import Alone, Group, ends_the_job_on_error
 from grenade_py.errors import ShapeError
 from grenade_py.execution import Step, enqueue
 from grenade_py.fused import FusedTrainer, fused_runner, kernels_bits
 from grenade_py.losses import Loss, loss_named
 from grenade_py.network import Network
 from grenade_py.optimizers import Optimizer, optimizer
-from grenade_py.schedules import Schedule, schedule_rate
+from grenade_py.schedules import Schedule, epoch_optimizers
 from grenade_py.waits import polls, read, row_work
 
 log = logging.getLogger("grenade_py")
@@ -441,23 +441,8 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     batch_size = inputs.count(batch_size, "batch_size", 1)
     epochs = inputs.count(epochs, "epochs", 0)
     first_epoch = inputs.count(first_epoch, "first_epoch", 0)
-    rates = [schedule_rate(schedule, params.rate, first_epoch + epoch, first_epoch + epochs)
-             for epoch in range(epochs)]
-    for epoch, rate in enumerate(rates, start=first_epoch):  # fail now, not in a later epoch
-        try:
-            optimizer(params.with_rate(rate), net.device.dtype)
-        except ValueError as e:  # (params passed: a schedule's rate)
-            raise ValueError(f"schedule {schedule!r} gives epoch {epoch} the rate {rate!r}: "
-                             f"{e}") from None
-    group = None
-    if comm is not None:
-        from grenade_py.distributed import Group
-
-        if batch_size == 1:
-            raise ValueError("batch_size 1 is Grenade's per-example training, which is serial "
-                             "(each step needs the weights the last one left): give distributed "
-                             "training a larger global batch")
-        group = Group(comm, net)
+    per_epoch = epoch_optimizers(schedule, params, first_epoch, epochs, net.device.dtype)
+    group = Alone() if comm is None else Group(comm, net)
     if seed is not None:
         seed = inputs.count(seed, "seed", 0)
     xs, ys = inputs.examples(net, x, y, chosen)
@@ -465,6 +450,11 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise ValueError("validation must be a pair (x, y) of inputs and targets")
         validation = inputs.examples(net, *validation, chosen, "validation[0] validation[1]")
+    # Every rank trains as rank 0 does, shuffled as rank 0 is.
+    seed = group.start(seed, precision=net.device.precision, data=(xs, ys),
+                       batch_size=batch_size, epochs=epochs, first_epoch=first_epoch,
+                       shuffle=shuffle, loss=chosen.name, optimizer=params,
+                       rates=[p.rate for p in per_epoch])
     device, queue, count = net.device, net.device.queue, len(xs)
     xs_dev = device.to_device(xs.reshape(count, -1))
     ys_dev = device.to_device(ys.reshape(count, -1))
@@ -472,67 +462,38 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
     # The sums and their launches are held (`held_sums`), and the Steps' gathers, which let go of
     # this call's data when it returns.
     acc = held_sums(net, "fit")
-    if group is not None:  # every rank trains as rank 0 does, shuffled as rank 0 is
-        group.check_same(precision=device.precision, data=(xs, ys), batch_size=batch_size,
-                         epochs=epochs, first_epoch=first_epoch, shuffle=shuffle,
-                         loss=chosen.name, optimizer=params, rates=rates)
-        seed = group.agree(seed, "seed")
     rng = np.random.default_rng(seed)
     for _ in range(first_epoch if shuffle else 0):  # the orders of the epochs done
         rng.permutation(count)
     steps = -(-count // batch_size)
     report = max(1, steps // 50)
-    # This process's rows [first, last) of each batch size: all of them, or its shard.
-    shard = group.shard if group is not None else (lambda n: (0, n))
-    sizes = {shard(n)[1] - shard(n)[0]
-             for n in {min(batch_size, count), count - (steps - 1) * batch_size}}
-    held = {n: execution.steps(net, n, chosen) for n in sizes if n > 0}
-    every = shard(min(batch_size, count))
-    for n, step in held.items():  # a layer that cannot train on a batch says so before training
-        try:
-            step.forward_launches(True)
-        except ShapeError as e:
-            if group is None and n == every[1] - every[0]:
-                raise
-            part = "" if group is None else f"this process's share (of {group.size}) of "
-            which, fix = ("every batch", "a larger batch_size") if n == every[1] - every[0] \
-                else ("the last batch of each epoch", "a batch_size that leaves more")
-            raise ShapeError(f"{part}{which} has {n} example{'s' * (n > 1)} ({count} in batches "
-                             f"of {batch_size}: choose {fix}), and {e}") from None
+    # This process's rows of each batch size: all of them, or its shard; the first's, every batch's
+    sizes = [group.shard(n)[1] - group.shard(n)[0]
+             for n in (min(batch_size, count), count - (steps - 1) * batch_size)]
+    held = {n: _batch_step(net, n, chosen, n == sizes[0], count, batch_size, group.share)
+            for n in set(sizes) if n > 0}
     gathers = {n: step.gather(order, xs_dev, ys_dev) for n, step in held.items()}
     metrics = {n: step.metrics(acc) for n, step in held.items()}
     # batch 1 (one process): Grenade's per-example steps, in the fused loop where it runs
-    fused = held[1].fused(params) if batch_size == 1 and group is None else None
-    update = execution.update_of(net)
-    if group is not None:
-        group.broadcast()
+    fused = held[1].fused(params) if batch_size == 1 else None
 
     def one_batch(index: int, optimizer: Optimizer) -> None:
         """Batch `index` of the epoch's order (this process's shard of it): gathered on the
-        device, forward, backward and the optimiser's step, with the Allreduce between
-        backward and update where distributed."""
+        device, forward, then the optimiser's step (`group.descend`)."""
         n = min(batch_size, count - index * batch_size)
-        first, last = shard(n)
-        rows = last - first
-        if rows:
-            step = held[rows]
-            gathers[rows].set("first", index * batch_size + first)
-            gathers[rows]()
+        first, last = group.shard(n)
+        step = held.get(last - first)
+        if step is not None:
+            gathers[step.rows].set("first", index * batch_size + first)
+            gathers[step.rows]()
             step.forward(True, first)
-            if group is None:
-                step.descend(optimizer, 1.0 / n, metrics[rows])
-            else:
-                step.backward(1.0 / n, measure=metrics[rows])
-        if group is not None:
-            group.allreduce_gradients(rows, n)
-            update(optimizer)
+        group.descend(step, optimizer, n, metrics.get(last - first))
 
     history: list[dict[str, Any]] = []
     queued: list[cl.Event] = []
     try:
-        for epoch in range(epochs):
+        for epoch, epoch_params in enumerate(per_epoch):
             start_time = time.perf_counter()
-            epoch_params = params.with_rate(rates[epoch])
             if shuffle:  # the host array must live until the copy is done: the epoch's end
                 permutation = rng.permutation(count).astype(np.int32)
                 order.set(permutation, async_=True)
@@ -552,16 +513,12 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
                 if progress is not None and ((index + 1) % report == 0 or index + 1 == steps):
                     queue.finish()
                     progress(index + 1, steps)
-            totals = acc.get()  # waits for the epoch's last step
-            if group is not None:
-                totals = group.sum(totals)
-                group.share_states()
-            history.append(_epoch_record(net, first_epoch + epoch + 1, rates[epoch], totals, count,
-                                         time.perf_counter() - start_time, validation, chosen))
-            stop = on_epoch is not None and on_epoch(history[-1]) is False
-            if group is not None:
-                stop = group.agree(stop, "on_epoch's stop")
-            if stop:
+            totals = group.epoch_totals(acc.get())  # (the read waits for the epoch's last step)
+            history.append(_epoch_record(net, first_epoch + epoch + 1, epoch_params.rate, totals,
+                                         count, time.perf_counter() - start_time, validation,
+                                         chosen))
+            if group.agree(on_epoch is not None and on_epoch(history[-1]) is False,
+                           "on_epoch's stop"):
                 break
     finally:  # the gathers and the fused loop are held: they let go of this call's data
         for gather in gathers.values():
@@ -569,6 +526,24 @@ def fit(net: Network, params: Optimizer, x: np.ndarray, y: np.ndarray,
         if fused is not None:
             fused.release()
     return history
+
+
+def _batch_step(net: Network, n: int, loss: Loss, every: bool, count: int, batch_size: int,
+                share: str) -> Step:
+    """fit's Step for `n` rows (`every` batch's, else the last of each epoch's; `share`: how
+    errors name this process's part of a batch), its training pass built, so that a layer that
+    cannot train on n rows says so before training starts."""
+    step = execution.steps(net, n, loss)
+    try:
+        step.forward_launches(True)
+    except ShapeError as e:
+        if not share and every:
+            raise
+        which, fix = (("every batch", "a larger batch_size") if every else
+                      ("the last batch of each epoch", "a batch_size that leaves more"))
+        raise ShapeError(f"{share}{which} has {n} example{'s' * (n > 1)} ({count} in batches of "
+                         f"{batch_size}: choose {fix}), and {e}") from None
+    return step
 
 
 def _epoch_record(net: Network, epoch: int, rate: float, totals: np.ndarray, count: int,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
+from typing import Any
+
+from grenade_py.optimizers import Optimizer, optimizer
 
 #: A learning-rate schedule: a name ("constant", "step:EVERY:FACTOR", "exponential:FACTOR",
 #: "cosine") or a callable epoch -> rate (epochs counted from 0).
@@ -44,6 +47,22 @@ def schedule_rate(schedule: Schedule | None, rate: float, epoch: int, epochs: in
         raise ValueError(f"schedule {schedule!r} gives epoch {epoch} the rate {value!r}; "
                          "rates must be finite and > 0")
     return float(value)
+
+
+def epoch_optimizers(schedule: Schedule | None, params: Optimizer, first: int, epochs: int,
+                     dtype: Any) -> list[Optimizer]:
+    """`params` at the rate of each of epochs first .. first + epochs - 1 (of as many in all)
+    under `schedule`, each checked for precision `dtype` (`optimizers.optimizer`), so that a
+    run fails before its first epoch, not in a later one; ValueError naming the epoch."""
+    chosen = []
+    for epoch in range(first, first + epochs):
+        rate = schedule_rate(schedule, params.rate, epoch, first + epochs)
+        try:
+            chosen.append(optimizer(params.with_rate(rate), dtype))
+        except ValueError as e:
+            raise ValueError(f"schedule {schedule!r} gives epoch {epoch} the rate {rate!r}: "
+                             f"{e}") from None
+    return chosen
 
 
 def _power(factor: float, n: int) -> float:
