@@ -7,26 +7,22 @@ device is `grenade_py.platforms`'s; the library's source, `grenade_py.kernel_lib
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
 import hashlib
 import re
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
-from pyopencl.cache import create_built_program_from_source_cached
-from pyopencl.characterize import has_src_build_cache
 
 from grenade_py.errors import DeviceError, KernelBuildError
+from grenade_py.host_memory import host_available, huge_pages, size_text
 from grenade_py.kernel_library import kernel_source
 from grenade_py.platforms import (
     check_compiler,
     choose_cl_device,
+    compile_program,
     flushes_denormals,
     generic_cpu_note,
 )
@@ -47,33 +43,6 @@ GEMM_FORMS = ("auto", "registers", "tiled")
 #: in turn left 243 kept, and the process's memory grew from 161 to 543 MiB on PoCL; built again
 #: from the driver's cache on disk, one takes 30-50 ms there).
 PROGRAMS_KEPT = 32
-
-
-def compile_program(device: Device, source: str, options: list[str]) -> cl.Program:
-    """`source` built for `device` with `options` alone, and kept by the driver where it caches
-    builds itself (PoCL, NVIDIA's), else in pyopencl's binary cache; KernelBuildError with the
-    compiler's log if it fails. (pyopencl's Program.build adds `-I <its own headers>`, a path
-    inside the Python environment, to the options both caches key on: each new environment, a
-    fresh venv or a CI clone, compiled every kernel anew. PoCL 3.1, Zen 3: the library built
-    again with another -I path 5.1 s, from a second venv with the options alone 0.2 s.)"""
-    flags = " ".join(options).encode()
-    try:
-        if has_src_build_cache(device.cl_device):
-            program = cl._cl._Program(device.context, source)
-            program.build(flags, [device.cl_device])
-        else:
-            with warnings.catch_warnings():  # -w's notes still come as CompilerWarnings
-                warnings.simplefilter("ignore", cl.CompilerWarning)
-                program, _ = create_built_program_from_source_cached(
-                    device.context, source, flags, [device.cl_device])
-        return cl.Program(program)
-    except cl.Error as e:  # its text holds the build log
-        hint = ""
-        if "unknown target CPU" in str(e):
-            hint = ("\nThis PoCL's LLVM does not know this CPU. Install a newer PoCL (on "
-                    "Debian/Ubuntu: `apt install pocl-opencl-icd`) or pick another device "
-                    "(`python -m grenade_py.devices`).")
-        raise KernelBuildError(f"OpenCL build failed on {device.name}:\n{e}{hint}") from None
 
 
 class Device:
@@ -146,7 +115,7 @@ class Device:
             if self.c_type == "double" else "")
         # -w: on AVX2 PoCL's compiler notes each 16-lane vector argument's ABI (harmless), as
         # "99 warnings generated." on stderr
-        program = compile_program(self, prelude + source, [
+        program = compile_program(self.context, self.cl_device, prelude + source, [
             f"-DREAL={self.c_type}", "-cl-std=CL1.2", "-w",
             *(DENORMALS[self.c_type] if flushes_denormals(self.cl_device) else [])])
         if self._library is None and source.startswith(kernel_source()):
@@ -173,9 +142,9 @@ class Device:
         limit = self.max_alloc
         if nbytes > limit or nbytes // np.dtype(self.dtype).itemsize >= 2**31:
             raise DeviceError(
-                f"{what} need a buffer of {_size(nbytes)}, more than "
-                f"{self.cl_device.name.strip()} allows in one buffer ({_size(limit)}, and fewer "
-                f"than 2**31 values): use a smaller batch or layer")
+                f"{what} need a buffer of {size_text(nbytes)}, more than "
+                f"{self.cl_device.name.strip()} allows in one buffer ({size_text(limit)}, and "
+                f"fewer than 2**31 values): use a smaller batch or layer")
 
     @property
     def alignment(self) -> int:
@@ -202,8 +171,8 @@ class Device:
             self.check_allocation(f"{what} ({name})", nbytes)
         limit = self.memory()
         if sum(sizes.values()) > limit:
-            raise DeviceError(f"{what} need {_size(sum(sizes.values()))} of buffers in all, "
-                              f"more than the {_size(limit)} {self.cl_device.name.strip()} "
+            raise DeviceError(f"{what} need {size_text(sum(sizes.values()))} of buffers in all, "
+                              f"more than the {size_text(limit)} {self.cl_device.name.strip()} "
                               "has free: use a smaller batch or layer")
         return {name: self.zeros(shape) for name, shape in shapes.items()}
 
@@ -291,61 +260,6 @@ def recent(kept: dict[K, V], key: K, make: Callable[[], V], limit: int) -> V:
     while len(kept) > limit:
         del kept[next(iter(kept))]
     return value
-
-
-def _size(nbytes: int) -> str:
-    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes} bytes"
-
-
-_MEM_AVAILABLE = re.compile(rb"^MemAvailable:\s*(\d+) kB", re.MULTILINE)
-
-
-def host_available() -> int | None:
-    """Bytes of host memory available (Linux's MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo", "rb") as f:
-            found = _MEM_AVAILABLE.search(f.read())
-    except OSError:
-        return None
-    return int(found.group(1)) * 1024 if found else None
-
-
-#: check_host_memory leaves out requests below this many bytes (it reads /proc/meminfo:
-#: 15-50 us, a tenth of a one-sample run_net).
-HOST_CHECKED = 1 << 20
-
-
-def check_host_memory(what: str, nbytes: int) -> None:
-    """DeviceError, before anything is allocated, if `nbytes` (HOST_CHECKED or more) of host
-    memory for `what` are more than the host has available (a huge array would be granted,
-    then the process killed when it is filled)."""
-    if nbytes < HOST_CHECKED:
-        return
-    available = host_available()
-    if available is not None and nbytes > available:
-        raise DeviceError(f"{what} need {_size(nbytes)} of host memory, more than the "
-                          f"{_size(available)} available: use fewer samples at a time")
-
-
-def huge_pages(array: np.ndarray) -> None:
-    """Ask Linux to back the 2 MiB pages that lie wholly inside `array`'s memory with
-    transparent huge pages (madvise MADV_HUGEPAGE; numpy does so for its own large arrays),
-    before anything touches them: one page fault per 2 MiB instead of per 4 KiB. Advice only:
-    where it is refused or unknown, nothing changes."""
-    start = -(-array.ctypes.data // HUGE_PAGE) * HUGE_PAGE
-    end = (array.ctypes.data + array.nbytes) // HUGE_PAGE * HUGE_PAGE
-    if end > start and _LIBC is not None:
-        _LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_HUGEPAGE)
-
-
-#: Bytes in a transparent huge page on x86-64, and madvise's advice for them.
-HUGE_PAGE, _MADV_HUGEPAGE = 1 << 21, 14
-_LIBC: ctypes.CDLL | None
-try:
-    _LIBC = ctypes.CDLL(None)
-    _LIBC.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-except (OSError, AttributeError):
-    _LIBC = None
 
 
 def buffer(array: cl_array.Array) -> cl.Buffer:
@@ -440,25 +354,3 @@ class Launch:
         except cl.Error as e:
             raise DeviceError(f"OpenCL could not run {self.name} over {self.global_size}: "
                               f"{e}") from None
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def opencl_errors(func: F) -> F:
-    """Decorate a function so that an OpenCL error inside it is a DeviceError naming it."""
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with named_errors(f"{func.__name__.replace('_', ' ')}"):
-            return func(*args, **kwargs)
-
-    return cast(F, wrapper)
-
-
-@contextlib.contextmanager
-def named_errors(what: str) -> Iterator[None]:
-    """Turn an OpenCL error inside into a DeviceError saying what was being done."""
-    try:
-        yield
-    except cl.Error as e:
-        raise DeviceError(f"OpenCL failed to {what}: {e}") from None

@@ -81,7 +81,7 @@ def test_precision_sets_dtype(device):
 def test_build_error_carries_the_compiler_log(device, driver_caches, monkeypatch):
     """Both ways a program is built: with the options alone (a driver that caches builds), and
     through pyopencl's binary cache (one that may not)."""
-    monkeypatch.setattr("grenade_py.device.has_src_build_cache", lambda d: driver_caches)
+    monkeypatch.setattr("grenade_py.platforms.has_src_build_cache", lambda d: driver_caches)
     fresh = Device(precision=device.precision)
     program = fresh.build("kernel void works(global REAL *x) { x[0] = 3; }")
     assert program.kernel_names == "works"
@@ -328,10 +328,10 @@ def test_run_net_checks_host_memory_before_allocating_its_outputs(monkeypatch):
     (a 313 GiB array was granted, then the process killed as it filled)."""
     import numpy as np
 
-    from grenade_py import D1, DeviceError, Network, Reshape, Tanh, device, run_net
+    from grenade_py import D1, DeviceError, Network, Reshape, Tanh, host_memory, run_net
 
     net = Network([Reshape(D1(1000)), Tanh()], input=D1(1000), device=Device())
-    monkeypatch.setattr(device, "host_available", lambda: 1_000_000)
+    monkeypatch.setattr(host_memory, "host_available", lambda: 1_000_000)
     with pytest.raises(DeviceError, match=r"run_net's outputs for 300 samples need 1.1 MiB of "
                                           r"host memory, more than the 1000000 bytes available"):
         run_net(net, np.zeros((300, 1000)))
@@ -583,7 +583,7 @@ def test_uploads_convert_every_value(device, shape, gpu, monkeypatch):
 
 
 def test_huge_pages_are_asked_for_the_whole_pages_inside_the_array(monkeypatch):
-    from grenade_py import device as device_module
+    from grenade_py import host_memory as device_module
 
     asked = []
 
@@ -610,7 +610,7 @@ def test_huge_pages_are_asked_for_the_whole_pages_inside_the_array(monkeypatch):
 def test_host_available_reads_memavailable(monkeypatch, tmp_path):
     """MemAvailable in bytes, as /proc/meminfo gives it in kB; None where the file or the
     field is missing."""
-    from grenade_py import device
+    from grenade_py import host_memory as device
 
     real = open
     fake = tmp_path / "meminfo"
