@@ -7,9 +7,11 @@ device is `grenade_py.platforms`'s; the library's source, `grenade_py.kernel_lib
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -354,3 +356,25 @@ class Launch:
         except cl.Error as e:
             raise DeviceError(f"OpenCL could not run {self.name} over {self.global_size}: "
                               f"{e}") from None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def opencl_errors(func: F) -> F:
+    """Decorate a function so that an OpenCL error inside it is a DeviceError naming it."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with named_errors(f"{func.__name__.replace('_', ' ')}"):
+            return func(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+@contextlib.contextmanager
+def named_errors(what: str) -> Iterator[None]:
+    """Turn an OpenCL error inside into a DeviceError saying what was being done."""
+    try:
+        yield
+    except cl.Error as e:
+        raise DeviceError(f"OpenCL failed to {what}: {e}") from None

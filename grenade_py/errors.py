@@ -1,13 +1,4 @@
-"""The errors grenade_py raises, each one something a user can act on, and the wrappers that
-turn an OpenCL error into a DeviceError saying what was being done."""
-from __future__ import annotations
-
-import contextlib
-import functools
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
-
-import pyopencl as cl
+"""The errors grenade_py raises, each one something a user can act on."""
 
 
 class GrenadeError(Exception):
@@ -39,25 +30,3 @@ class ModelFileError(GrenadeError):
 
 class DataError(GrenadeError, ValueError):
     """A data file (e.g. MNIST IDX) is missing, truncated or not what its header says."""
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def opencl_errors(func: F) -> F:
-    """Decorate a function so that an OpenCL error inside it is a DeviceError naming it."""
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with named_errors(f"{func.__name__.replace('_', ' ')}"):
-            return func(*args, **kwargs)
-
-    return cast(F, wrapper)
-
-
-@contextlib.contextmanager
-def named_errors(what: str) -> Iterator[None]:
-    """Turn an OpenCL error inside into a DeviceError saying what was being done."""
-    try:
-        yield
-    except cl.Error as e:
-        raise DeviceError(f"OpenCL failed to {what}: {e}") from None

@@ -28,8 +28,8 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import buffer
-from grenade_py.errors import GrenadeError, named_errors
+from grenade_py.device import buffer, named_errors
+from grenade_py.errors import GrenadeError
 from grenade_py.fused import (
     BARRIER,
     LOOP_LOCALS,

@@ -16,8 +16,8 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from grenade_py.device import buffer
-from grenade_py.errors import GrenadeError, named_errors, opencl_errors
+from grenade_py.device import buffer, named_errors, opencl_errors
+from grenade_py.errors import GrenadeError
 from grenade_py.fused import MANY_LINE, build_loop, flat_place, fused_source, plan_loop, unrolled
 from grenade_py.inputs import ONE_DEVICE, examples
 from grenade_py.losses import SQUARED_ERROR, Loss, loss_named

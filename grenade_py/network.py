@@ -18,8 +18,8 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import network_file, onnx_export, onnx_import
-from grenade_py.device import Device
-from grenade_py.errors import ShapeError, named_errors
+from grenade_py.device import Device, named_errors
+from grenade_py.errors import ShapeError
 from grenade_py.layers import INITS, Layer, Series
 from grenade_py.network_file import ROLES
 from grenade_py.shapes import Shape, check_shape, count

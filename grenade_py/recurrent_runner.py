@@ -21,8 +21,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import inputs
-from grenade_py.device import Launch, buffer
-from grenade_py.errors import opencl_errors
+from grenade_py.device import Launch, buffer, opencl_errors
 from grenade_py.execution import Step, enqueue, sequence_steps
 from grenade_py.losses import Loss, loss_named
 from grenade_py.optimizers import Optimizer, optimizer

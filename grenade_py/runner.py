@@ -16,9 +16,9 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from grenade_py import execution, inputs
-from grenade_py.device import buffer
+from grenade_py.device import buffer, opencl_errors
 from grenade_py.distributed import Alone, Group, ends_the_job_on_error
-from grenade_py.errors import ShapeError, opencl_errors
+from grenade_py.errors import ShapeError
 from grenade_py.execution import Step, enqueue
 from grenade_py.fused import FusedTrainer, fused_runner, kernels_bits
 from grenade_py.host_memory import check_host_memory
