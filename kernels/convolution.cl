@@ -201,6 +201,64 @@ kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW,
 }
 // end template
 
+// y[s, f, p] = sum_r K[r, f] x_s[rows[r] + off(p)], off(p) = (p / OW) pitch + (p % OW) sw, the
+// other way round from conv_forward: PM positions of one sample x FV vectors of VW filters per
+// work-item, K's rows loaded as vectors (K is (R, F): a row's filters lie side by side) and each
+// input value broadcast, so that no vector of positions is gathered: any stride and plane size.
+// For planes whose rows do not come in runs of 8 (`Convolution.planes`), where the patches were
+// copied out before; the same sum in the same order as gemm_outer's over them, the same bits.
+// Needs F >= VW: a vector reaching past F is moved back onto F - VW .. F - 1 and stores only
+// the filters past the vectors before it. x (n, sample), y (n, F, P).
+// global size (ceil(P / PM), ceil(F / (FV VW)), n)
+// template $PM $FV: 3 4, 4 4, 4 2, 6 2, 8 2, 6 1, 8 1, 12 1, 16 1
+kernel void conv_forward_planes_$PMx$FV(int n, int sample, int R, int F, int P, int OW,
+                                        int pitch, int sw, global const REAL *rows,
+                                        global const REAL *K, global const REAL *x,
+                                        global REAL *y) {
+    const int p0 = get_global_id(0) * $PM, f0 = get_global_id(1) * $FV * VW;
+    const int s = get_global_id(2);
+    if (p0 >= P || f0 >= F || s >= n) return;
+    int off[$PM], fv[$FV];
+    #pragma unroll
+    for (int m = 0; m < $PM; ++m) {
+        const int p = min(p0 + m, P - 1);
+        off[m] = p / OW * pitch + p % OW * sw;
+    }
+    #pragma unroll
+    for (int v = 0; v < $FV; ++v) fv[v] = min(f0 + v * VW, F - VW);
+    x += (size_t)s * sample;
+    realv acc[$PM][$FV];
+    #pragma unroll
+    for (int m = 0; m < $PM; ++m)
+        #pragma unroll
+        for (int v = 0; v < $FV; ++v) acc[m][v] = 0;
+    for (int r = 0; r < R; ++r) {
+        global const REAL *xr = x + (int)rows[r], *k = K + (size_t)r * F;
+        realv kv[$FV];
+        #pragma unroll
+        for (int v = 0; v < $FV; ++v) kv[v] = VLOAD(0, k + fv[v]);
+        #pragma unroll
+        for (int m = 0; m < $PM; ++m) {
+            const realv b = (realv)(xr[off[m]]);
+            #pragma unroll
+            for (int v = 0; v < $FV; ++v) acc[m][v] = fma(b, kv[v], acc[m][v]);
+        }
+    }
+    y += (size_t)s * F * P;
+    #pragma unroll
+    for (int v = 0; v < $FV; ++v) {
+        REAL lanes[$PM][VW];
+        #pragma unroll
+        for (int m = 0; m < $PM; ++m) VSTORE(acc[m][v], 0, lanes[m]);
+        #pragma unroll 1
+        for (int l = max(0, f0 + v * VW - fv[v]); l < VW; ++l)
+            #pragma unroll
+            for (int m = 0; m < $PM; ++m)
+                if (p0 + m < P) y[(size_t)(fv[v] + l) * P + p0 + m] = lanes[m][l];
+    }
+}
+// end template
+
 // dy (n, F, P) laid out on the grid of conv_runs, (n, F, G) with G the grid's positions
 // rounded up to 16: each run's 8 lanes hold the outputs it reads the inputs of, 0 in the
 // lanes that repeat outputs of the run before and in those past the grid. A work-item copies

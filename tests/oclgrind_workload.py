@@ -131,6 +131,18 @@ def main() -> None:
                     g.fit(eights, g.SGD(0.01), rng.normal(size=(3, *shape)),
                           rng.normal(size=(3, *eights.output_shape.dims)), batch_size=3,
                           epochs=1)
+            # conv_forward_planes over rows of 4 and (stride 2) of 2, 17 and 16 filters: a
+            # last vector of filters moved back; at 4 vectors a work-item, vectors past F
+            for forward in (None, (3, 4, 1, 1, 1)):
+                blocks.default = chosen if forward is None else (
+                    lambda dev, form, shape, f=forward, before=chosen: f
+                    if form == "conv_forward_planes" else before(dev, form, shape))
+                planes = g.Network([g.Convolution(2, 17, 2, 2, 1, 1), g.Relu(),
+                                    g.Convolution(17, 16, 2, 2, 2, 2)], input=g.D3(5, 5, 2),
+                                   device=d, seed=1)
+                g.fit(planes, g.SGD(0.01), rng.normal(size=(3, 2, 5, 5)),
+                      rng.normal(size=(3, 16, 2, 2)), batch_size=3, epochs=1)
+                g.run_net(planes, rng.normal(size=(2, 2, 5, 5)))
             blocks.default = chosen
         conv = g.Network([g.Convolution(1, 3, 3, 3, 1, 1), g.BatchNorm(3), g.Relu(),
                           g.Pooling(2, 2, 2, 2), g.Convolution(3, 2, 2, 2, 1, 1),

@@ -53,12 +53,16 @@ def update_in_gemms(monkeypatch):
 
 def convnet(device: Device) -> Network:
     """Every tunable form: both convolution GEMMs in runs (8 x 8 outputs) and gathered lanes
-    (6 x 6: more positions than a vector, so not one product over the batch), the input delta's
-    gemm_outer and conv_input_delta, FullyConnected's gemm_dot, gemm_panels
-    (`update_in_gemms`), gemm_outer and (17 inputs: at least a vector) gemm_outer_update."""
-    return Network([Convolution(1, 10, 5, 5, 1, 1), Relu(), Convolution(10, 3, 3, 3, 1, 1),
-                    Pooling(3, 3, 3, 3), Reshape(), FullyConnected(12, 17), Relu(),
-                    FullyConnected(17, 5)], input=D2(12, 12), device=device, seed=3)
+    (6 x 6: more positions than a vector, so not one product over the batch; the forward
+    conv_forward_planes, 17 filters: a vector and one more), the input delta's gemm_outer and
+    conv_input_delta, FullyConnected's gemm_dot, gemm_panels (`update_in_gemms`), gemm_outer
+    and (17 inputs: at least a vector) gemm_outer_update. (A 1 x 1 convolution to 3 channels
+    keeps the first FullyConnected layer's inputs under a vector: its weights step after their
+    GEMM.)"""
+    return Network([Convolution(1, 10, 5, 5, 1, 1), Relu(), Convolution(10, 17, 3, 3, 1, 1),
+                    Pooling(3, 3, 3, 3), Convolution(17, 3, 1, 1, 1, 1), Reshape(),
+                    FullyConnected(12, 17), Relu(), FullyConnected(17, 5)], input=D2(12, 12),
+                   device=device, seed=3)
 
 
 def paired(form: str, shift: int) -> list[blocks.Block]:

@@ -29,6 +29,8 @@ SHAPES = {
     "nine": (2, 3, 12, 5, 3, 4, 1, 1),            # runs, one row of 9, 9 positions
     "ragged-strided": (2, 11, 14, 6, 3, 3, 2, 1), # runs, rows of 12 two input rows apart
     "small-plane": (5, 3, 4, 7, 2, 2, 1, 1),      # 6 positions: patches entry-major, one dK
+    "planes": (5, 7, 6, 19, 3, 2, 1, 1),          # rows of 5, 19 filters: conv_forward_planes
+    "planes-short": (4, 4, 5, 17, 2, 3, 1, 1),    # 9 positions, 17 filters: the same
 }
 
 
@@ -99,16 +101,13 @@ def test_the_kernels_of_256_bit_vectors(device, rng, name):
     test_convolution_kernels_against_numpy(narrow, rng, name, 3)
 
 
-@pytest.mark.parametrize("name", ["half-vector", "lenet-2", "ragged", "wide"])
-def test_every_forward_block_against_numpy(device, rng, name):
-    """Each conv_forward register block (FM filters x PV vectors of positions), in the first
-    work-group shape, against numpy: 88 positions, the last work-item's vectors in part and
-    wholly past them at PV 2 and 4, and 17 filters, past every FM; 64 positions, 16 filters;
-    rows of 11 and 38 outputs, whose last runs are moved back (work-items starting on one at
-    some blocks). The same bits at every block."""
-    c, h, w, f, kh, kw, _, _ = SHAPES[name]
-    n, oh, ow = 3, h - kh + 1, w - kw + 1
-    net = Network([Convolution(c, f, kh, kw, 1, 1)], input=D3(h, w, c), device=device, seed=1)
+def forward_sites(device, rng, name):
+    """A Convolution of SHAPES[name] over 3 samples of x, its forward pass run and built while
+    recording: the layer, its buffers, x and y on the device, the forward's form, its builder
+    at a given block, and numpy's y."""
+    c, h, w, f, kh, kw, sh, sw = SHAPES[name]
+    n, oh, ow = 3, (h - kh) // sh + 1, (w - kw) // sw + 1
+    net = Network([Convolution(c, f, kh, kw, sh, sw)], input=D3(h, w, c), device=device, seed=1)
     layer = net.layers[0]
     buffers = device.allocate("the test", layer.batch_buffers(n))
     x = rng.normal(size=(n, c, h, w))
@@ -116,16 +115,51 @@ def test_every_forward_block_against_numpy(device, rng, name):
     with blocks.recording() as sites:
         enqueue(layer.setup(n, buffers) + layer.convolve(n, x_d, y_d, buffers))
     (form, _, build, _), = sites
-    want = np.einsum("rf,srp->sfp", net.get_parameters()[0]["kernel"], patches(x, kh, kw, 1, 1))
+    want = np.einsum("rf,srp->sfp", net.get_parameters()[0]["kernel"], patches(x, kh, kw, sh, sw))
+    return layer, buffers, x_d, y_d, form, build, want
+
+
+@pytest.mark.parametrize("name", ["half-vector", "lenet-2", "ragged", "wide"])
+def test_every_forward_block_against_numpy(device, rng, name):
+    """Each conv_forward register block (FM filters x PV vectors of positions), in the first
+    work-group shape, against numpy: 88 positions, the last work-item's vectors in part and
+    wholly past them at PV 2 and 4, and 17 filters, past every FM; 64 positions, 16 filters;
+    rows of 11 and 38 outputs, whose last runs are moved back (work-items starting on one at
+    some blocks). The same bits at every block."""
+    layer, _, _, y_d, form, build, want = forward_sites(device, rng, name)
+    terms = layer.geometry()[0] * layer.kh * layer.kw
     results = []
     for registers in blocks.REGISTERS[form]:
         y_d.fill(7)  # every output written: none left from before
         enqueue([build(registers + blocks.LOCALS[form][0])])
         results.append(y_d.get())
-        np.testing.assert_allclose(results[-1], want, **tolerance(device, c * kh * kw),
+        np.testing.assert_allclose(results[-1], want, **tolerance(device, terms),
                                    err_msg=str(registers))
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
+
+
+@pytest.mark.parametrize("name", ["planes", "planes-short", "strided"])
+def test_every_planes_block_gives_the_bits_of_the_copied_patches(device, rng, name,
+                                                                 monkeypatch):
+    """conv_forward_planes (vectors of filters, x's values broadcast: `Convolution.planes`) at
+    each register block, in the first work-group shape: the bits of the patches copied out and
+    multiplied by gemm_outer (or, 9 positions, by the batch's one product), and near numpy's;
+    rows of 5, 3 and (both strides) 9 outputs, 19, 17 and 33 filters (a last vector of filters
+    moved back; at 4 vectors a work-item, vectors wholly past F)."""
+    if device.gemm == "tiled":
+        pytest.skip("the register-blocked GEMMs' form")
+    layer, buffers, x_d, y_d, form, build, want = forward_sites(device, rng, name)
+    assert layer.planes() and form == "conv_forward_planes"
+    monkeypatch.setattr(layer, "planes", lambda: False)
+    enqueue(layer.convolve(3, x_d, y_d, buffers))
+    copied = y_d.get()
+    np.testing.assert_allclose(copied, want, **tolerance(
+        device, layer.geometry()[0] * layer.kh * layer.kw))
+    for registers in blocks.REGISTERS[form]:
+        y_d.fill(7)  # every output written: none left from before
+        enqueue([build(registers + blocks.LOCALS[form][0])])
+        np.testing.assert_array_equal(y_d.get(), copied, err_msg=str(registers))
 
 
 _tiled: dict[str, Device] = {}

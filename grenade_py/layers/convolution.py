@@ -8,22 +8,23 @@ tile the input exactly are a ShapeError when the network is built.
 Parameters: `kernel` K, (kernel_rows * kernel_cols * channels, filters): row c*kh*kw + a*kw + b
 multiplies input x[c, i*sh + a, j*sw + b] — Grenade's K, so its model files map onto ours.
 Tape: the input, and its patches where they are copied out. Kernels (kernels/convolution.cl):
-conv_forward (y_s = K^T patches_s) and conv_kernel_gradient (dK = sum_s patches_s dy_s^T),
-GEMMs that gather x's patches (R = kh*kw*channels patch entries by positions) as they read
-them, at stride 1 along output rows of 8 or more columns (runs of 8; the last run of a row
-moved back onto its end where the row is not a multiple of 8, dK then reading dy laid out in
-the same runs, conv_dy_runs); other shapes copy the patches out (conv_im2col) for
-FullyConnected's GEMMs, a gather of single values costing more than the copy (output planes of
-fewer positions than a vector: entry by entry over the whole batch, so that the forward pass,
-dK and the stride-1 input delta are each one product over every sample's positions, see
-`short_planes`). The input delta's patches_s = K dy_s into a per-batch buffer, put back onto dx
-by a gather (overlaps add up without atomics): at stride 1 on CPUs both in one launch,
-conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
-conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per
-sample and 2 or 3 input channels), else gemm_outer and conv_col2im (a row's phase of columns, 8
-at a time). y and dy stay (batch, F, positions). On GPUs the kernel gradient (either form) sums
-chunks of the batch apart and adds them up in order (`kernel_chunks`, gemm_sum_chunks): its R x
-F outputs alone are too few work-items there.
+conv_forward (y_s = K^T patches_s) and conv_kernel_gradient (dK = sum_s patches_s dy_s^T), GEMMs
+that gather x's patches (R = kh*kw*channels patch entries by positions) as they read them, at
+stride 1 along output rows of 8 or more columns (runs of 8; the last run of a row moved back onto
+its end where the row is not a multiple of 8, dK then reading dy laid out in the same runs,
+conv_dy_runs); other shapes copy the patches out (conv_im2col) for FullyConnected's GEMMs, a gather
+of single values costing more than the copy (output planes of fewer positions than a vector: entry
+by entry over the whole batch, so that the forward pass, dK and the stride-1 input delta are each
+one product over every sample's positions, see `short_planes`). Those shapes' forward pass, on
+CPUs, of 16 filters or more (8 in float64), is conv_forward_planes: vectors of filters times x's
+values broadcast, no patches (`planes`). The input delta's patches_s = K dy_s into a per-batch
+buffer, put back onto dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in
+one launch, conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
+conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per sample
+and 2 or 3 input channels), else gemm_outer and conv_col2im (a row's phase of columns, 8 at a
+time). y and dy stay (batch, F, positions). On GPUs the kernel gradient (either form) sums chunks
+of the batch apart and adds them up in order (`kernel_chunks`, gemm_sum_chunks): its R x F outputs
+alone are too few work-items there.
 In the fused per-example loop: direct loops over one sample, in blocks of 2 filters x 4 rows
 x 8 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the kernel
 gradient, any number of rows, conv_direct_kernel_block; the input delta, at stride 1, either
@@ -146,6 +147,17 @@ class Convolution(Layer):
         return not self.implicit() and self.device.gemm == "registers" and oh * ow < (
             32 if self.device.narrow else 64) // np.dtype(self.device.dtype).itemsize
 
+    def planes(self) -> bool:
+        """Whether the forward pass is conv_forward_planes (vectors of VW filters, each input
+        value broadcast: no patches copied out, the bits of the copy's GEMM): where the patches
+        are otherwise copied out (not `implicit`), with the register-blocked GEMMs, and F >= VW
+        filters. Against the copy and gemm_outer (or `short_planes`' product) at 11 such
+        shapes (4 x 4 to 7 x 7 planes, 9 x 9 at stride 2, 8 to 128 channels, 16 to 128
+        filters, batches 16 to 256): 0.42-0.69x its time on a 2-core AVX-512 EPYC (PoCL 3.1),
+        in float32 and float64."""
+        return not self.implicit() and self.device.gemm == "registers" and \
+            self.filters >= vector_width(self.device)
+
     def grid(self) -> int:
         """The implicit GEMMs' positions (conv_grid in kernels/convolution.cl): output rows
         rounded up to runs of 8."""
@@ -199,8 +211,9 @@ class Convolution(Layer):
     def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         """The forward pass needs the patch entries' offsets, and the patches where they are
         copied out."""
+        copies = not self.implicit() and not self.planes()
         return {k: v for k, v in self.batch_buffers(n).items()
-                if k == "rows" or k == "patches" and not self.implicit() or k == "by filter"}
+                if k == "rows" or k in ("patches", "by filter") and copies}
 
     def setup(self, n: int, buffers: Buffers) -> list[Launch]:
         """The offsets of the patch entries in a sample, which the GEMMs or im2col read x
@@ -228,6 +241,14 @@ class Convolution(Layer):
         patches are in buffers["patches"] already (where they are copied out)."""
         args = self._patch_args(n)
         _, _, r, f, p, *_ = args
+        if self.planes():
+            return [blocks.launch(self.device, "conv_forward_planes", (n, r, f, p), lambda block: (
+                self.device.launch(blocks.kernel_name("conv_forward_planes", block),
+                                   (-(-p // block[0]),
+                                    -(-f // (block[1] * vector_width(self.device))), n),
+                                   *args, self.sw, buffers["rows"],
+                                   self.parameters["kernel"], x, y,
+                                   local=blocks.local("conv_forward_planes", block))))]
         if self.short_planes():  # one product over the batch, y filter-major, laid out back
             by_filter = buffers["by filter"]
             return ([] if patched else self.im2col(n, x, buffers)) + [
@@ -334,7 +355,8 @@ class Convolution(Layer):
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        launches = self.kernel_gradient(n, x, dy, buffers, patched=True)  # the forward's patches
+        # the forward's patches, where it copied them out
+        launches = self.kernel_gradient(n, x, dy, buffers, patched=not self.planes())
         if dx is not None:  # then the patches are spent: dx's overwrite them
             launches += self.input_delta(n, dy, dx, buffers, relaid=self.short_planes())
         return launches
