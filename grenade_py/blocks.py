@@ -103,6 +103,8 @@ REGISTERS: dict[str, tuple[Block, ...]] = {
     "conv_input_delta": ((8, 1), (6, 2), (12, 1), (16, 1), (4, 1), (6, 1)),
     "conv_forward_planes": ((3, 4), (4, 4), (4, 2), (6, 2), (8, 2), (6, 1), (8, 1), (12, 1),
                             (16, 1)),
+    "conv_kernel_gradient_planes": ((5, 4), (3, 4), (4, 4), (2, 4), (6, 2), (8, 2), (4, 2),
+                                    (12, 1), (8, 1), (6, 1)),
     "gemm_dot_tiled": TILES,
     "gemm_outer_tiled": TILES,
 }
@@ -130,6 +132,7 @@ LOCALS: dict[str, tuple[Block, ...]] = {
     "conv_kernel_gradient": ((1, 1), (64, 1), (4, 4)),
     "conv_input_delta": ((4,), (8,), (2,)),
     "conv_forward_planes": ((1, 1, 1), (64, 1, 1)),
+    "conv_kernel_gradient_planes": ((1, 1), (4, 1)),
     "gemm_dot_tiled": ((),),
     "gemm_outer_tiled": ((),),
 }
@@ -185,7 +188,8 @@ SMALL_RM = (8, 6, 5, 4, 3, 2)
 NARROW: dict[str, Block] = {
     "gemm_dot": (4, 3, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (6, 1, 16, 1, 4),
     "conv_kernel_gradient": (5, 2, 1, 1), "conv_input_delta": (4, 1, 4),
-    "gemm_outer_update": (6, 1, 16, 1), "conv_forward_planes": (6, 1, 1, 1, 1)}
+    "gemm_outer_update": (6, 1, 16, 1), "conv_forward_planes": (6, 1, 1, 1, 1),
+    "conv_kernel_gradient_planes": (6, 1, 1, 1)}
 
 #: The untuned blocks on AMD CPUs of 16-float vectors (Zen 4: PoCL's "skylake-avx512" on an
 #: AMD EPYC) where they differ from the first of FORMS (the other wide CPUs' defaults): the
@@ -228,12 +232,15 @@ BATCHED_DOT: Block = (6, 4, 16, 4)
 GPU: dict[str, Block] = {"conv_forward": (4, 1, 64, 1, 1), "conv_kernel_gradient": (3, 2, 4, 4),
                          "gemm_outer_tiled": (32, 64, 16, 4, 4)}
 
-#: The untuned conv_forward_planes of 1, 2 and 4 or more vectors of filters (F / VW) on CPUs
-#: of 16-float vectors: the tuner's usual choice, each in one work-item groups. On a 2-core
-#: AVX-512 EPYC (PoCL 3.1) the fastest at F = 64 and 128 were 3x4 or 4x4 (3 x 4 = 12
-#: accumulators; 6 shapes), at F = 32 4x2, 6x1 or 8x2 (4 shapes), at F = 16 16x1 or 6x1; each
-#: other block there 1.05-2x the fastest's time.
-PLANES: tuple[Block, ...] = ((6, 1, 1, 1, 1), (4, 2, 1, 1, 1), (3, 4, 1, 1, 1))
+#: The untuned conv_forward_planes and conv_kernel_gradient_planes of 1, 2 and 4 or more
+#: vectors of filters (F / VW) on CPUs of 16-float vectors, each in one work-item groups. On a
+#: 2-core AVX-512 EPYC (PoCL 3.1), the fastest forward at F = 64 and 128 was 3x4 or 4x4 (6
+#: shapes), at F = 32 4x2, 6x1 or 8x2 (4 shapes), at F = 16 16x1 or 6x1; the fastest kernel
+#: gradient at F = 64 and 128 5x4 or 3x4 (6 shapes, both precisions), at F = 32 6x2 or 8x2 (4),
+#: at F = 16 12x1; each other block there 1.05-3x the fastest's time.
+PLANES: dict[str, tuple[Block, ...]] = {
+    "conv_forward_planes": ((6, 1, 1, 1, 1), (4, 2, 1, 1, 1), (3, 4, 1, 1, 1)),
+    "conv_kernel_gradient_planes": ((12, 1, 1, 1), (6, 2, 1, 1), (5, 4, 1, 1))}
 
 #: On CPUs of 16-float vectors (AVX-512), the fewest accumulator vectors of the blocks the
 #: tuner times of these forms. On a 2-core AVX-512 Xeon, in two tunings of the MNIST networks
@@ -431,9 +438,9 @@ def default(device: Device, form: str, shape: Block) -> Block:
         return NARROW_ROWS[form]
     if form == "gemm_dot" and not device.gpu and rest and rest[0] > 1:
         return BATCHED_DOT
-    if form == "conv_forward_planes":
+    if form in PLANES:
         vectors = k // (64 // np.dtype(device.dtype).itemsize)  # (shape: n, R, F, P)
-        return PLANES[min(vectors, 4) // 2]
+        return PLANES[form][min(vectors, 4) // 2]
     if form in AMD_WIDE and amd_wide(device):
         return AMD_WIDE[form]
     if form == "gemm_dot" and rest == [1] and n >= WIDE and m * n * k >= LARGE:

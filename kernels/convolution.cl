@@ -259,6 +259,74 @@ kernel void conv_forward_planes_$PMx$FV(int n, int sample, int R, int F, int P, 
 }
 // end template
 
+// dy (n, F, P) laid out positions-major, (n, P, F): each position's filters side by side, as
+// conv_kernel_gradient_planes loads them. A work-item copies one position of one sample.
+// global size (P, n)
+kernel void conv_dy_positions(int n, int F, int P, global const REAL *dy, global REAL *to) {
+    const int p = get_global_id(0), s = get_global_id(1);
+    if (p >= P || s >= n) return;
+    dy += (size_t)s * F * P + p;
+    to += ((size_t)s * P + p) * F;
+    for (int f = 0; f < F; ++f) to[f] = dy[(size_t)f * P];
+}
+
+// dK[r, f] = sum_s sum_p x_s[rows[r] + off(p)] dy_s[f, p] (off as conv_forward_planes'), for
+// the shapes of conv_forward_planes, from dy laid out positions-major (conv_dy_positions): RM
+// patch entries x FV vectors of VW filters per work-item, dy's rows loaded as vectors and each
+// input value broadcast, summed over the samples, then the positions, in order: no patches.
+// Needs F >= VW, a last vector moved back as there. dK (R, F), K's layout.
+// global size (ceil(F / (FV VW)), ceil(R / RM))
+// template $RM $FV: 5 4, 3 4, 4 4, 2 4, 6 2, 8 2, 4 2, 12 1, 8 1, 6 1
+kernel void conv_kernel_gradient_planes_$RMx$FV(int n, int sample, int R, int F, int P, int OW,
+                                                int pitch, int sw, global const REAL *rows,
+                                                global const REAL *x, global const REAL *dyp,
+                                                global REAL *dk) {
+    const int f0 = get_global_id(0) * $FV * VW, r0 = get_global_id(1) * $RM;
+    if (r0 >= R || f0 >= F) return;
+    int at[$RM], fv[$FV];
+    #pragma unroll
+    for (int m = 0; m < $RM; ++m) at[m] = (int)rows[min(r0 + m, R - 1)];
+    #pragma unroll
+    for (int v = 0; v < $FV; ++v) fv[v] = min(f0 + v * VW, F - VW);
+    realv acc[$RM][$FV];
+    #pragma unroll
+    for (int m = 0; m < $RM; ++m)
+        #pragma unroll
+        for (int v = 0; v < $FV; ++v) acc[m][v] = 0;
+    for (int s = 0; s < n; ++s) {
+        global const REAL *xs = x + (size_t)s * sample, *d = dyp + (size_t)s * P * F;
+        for (int p = 0; p < P; ++p, d += F) {
+            const int off = p / OW * pitch + p % OW * sw;
+            realv dv[$FV];
+            #pragma unroll
+            for (int v = 0; v < $FV; ++v) dv[v] = VLOAD(0, d + fv[v]);
+            #pragma unroll
+            for (int m = 0; m < $RM; ++m) {
+                const realv b = (realv)(xs[at[m] + off]);
+                #pragma unroll
+                for (int v = 0; v < $FV; ++v) acc[m][v] = fma(b, dv[v], acc[m][v]);
+            }
+        }
+    }
+    #pragma unroll
+    for (int m = 0; m < $RM; ++m) {
+        if (r0 + m >= R) break;
+        global REAL *out = dk + (size_t)(r0 + m) * F;
+        #pragma unroll
+        for (int v = 0; v < $FV; ++v) {
+            const int own = f0 + v * VW - fv[v];  // lanes before it: the vector before's
+            if (own == 0) {
+                VSTORE(acc[m][v], 0, out + fv[v]);
+            } else if (own < VW) {
+                REAL lanes[VW];
+                VSTORE(acc[m][v], 0, lanes);
+                for (int l = own; l < VW; ++l) out[fv[v] + l] = lanes[l];
+            }
+        }
+    }
+}
+// end template
+
 // dy (n, F, P) laid out on the grid of conv_runs, (n, F, G) with G the grid's positions
 // rounded up to 16: each run's 8 lanes hold the outputs it reads the inputs of, 0 in the
 // lanes that repeat outputs of the run before and in those past the grid. A work-item copies

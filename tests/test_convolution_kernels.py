@@ -162,6 +162,37 @@ def test_every_planes_block_gives_the_bits_of_the_copied_patches(device, rng, na
         np.testing.assert_array_equal(y_d.get(), copied, err_msg=str(registers))
 
 
+@pytest.mark.parametrize("name", ["planes", "planes-short", "strided"])
+def test_every_planes_kernel_gradient_block_against_numpy(device, rng, name):
+    """conv_kernel_gradient_planes (dy laid out positions-major, vectors of filters, x's values
+    broadcast) at each register block, in the first work-group shape, against numpy, at the
+    shapes of the forward's test: the same bits at every block (each sums over the samples,
+    then the positions, in order)."""
+    if device.gemm == "tiled":
+        pytest.skip("the register-blocked GEMMs' form")
+    c, h, w, f, kh, kw, sh, sw = SHAPES[name]
+    n, oh, ow = 17, (h - kh) // sh + 1, (w - kw) // sw + 1
+    net = Network([Convolution(c, f, kh, kw, sh, sw)], input=D3(h, w, c), device=device, seed=1)
+    layer = net.layers[0]
+    buffers = device.allocate("the test", layer.batch_buffers(n))
+    x, dy = rng.normal(size=(n, c, h, w)), rng.normal(size=(n, f, oh * ow))
+    x_d, dy_d = device.to_device(x), device.to_device(dy)
+    with blocks.recording() as sites:  # (dy laid out as the blocks below read it)
+        enqueue(layer.setup(n, buffers) + layer.kernel_gradient(n, x_d, dy_d, buffers))
+    (form, _, build, _), = sites
+    assert form == "conv_kernel_gradient_planes"
+    want = np.einsum("srp,sfp->rf", patches(x, kh, kw, sh, sw), dy)
+    results = []
+    for registers in blocks.REGISTERS[form]:
+        layer.gradients["kernel"].fill(7)  # every output written: none left from before
+        enqueue([build(registers + blocks.LOCALS[form][0])])
+        results.append(layer.gradients["kernel"].get())
+        np.testing.assert_allclose(results[-1], want, **tolerance(device, n * oh * ow),
+                                   err_msg=str(registers))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+
+
 _tiled: dict[str, Device] = {}
 
 
@@ -182,6 +213,7 @@ def test_the_kernel_gradient_in_chunks_of_the_batch(device, rng, name, form, chu
         device = _tiled.setdefault(device.precision,
                                    Device(precision=device.precision, gemm="tiled"))
     monkeypatch.setattr(Layer, "kernel_chunks", lambda self, n: min(n, chunks))
+    monkeypatch.setattr(Layer, "planes", lambda self: False)  # a CPU's form: no chunks
     c, h, w, f, kh, kw, sh, sw = SHAPES[name]
     net = Network([Convolution(c, f, kh, kw, sh, sw)], input=D3(h, w, c), device=device, seed=1)
     layer, n = net.layers[0], 17

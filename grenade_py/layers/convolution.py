@@ -15,11 +15,12 @@ its end where the row is not a multiple of 8, dK then reading dy laid out in the
 conv_dy_runs); other shapes copy the patches out (conv_im2col) for FullyConnected's GEMMs, a gather
 of single values costing more than the copy (output planes of fewer positions than a vector: entry
 by entry over the whole batch, so that the forward pass, dK and the stride-1 input delta are each
-one product over every sample's positions, see `short_planes`). Those shapes' forward pass, on
-CPUs, of 16 filters or more (8 in float64), is conv_forward_planes: vectors of filters times x's
-values broadcast, no patches (`planes`). The input delta's patches_s = K dy_s into a per-batch
-buffer, put back onto dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in
-one launch, conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
+one product over every sample's positions, see `short_planes`). Those shapes' forward pass and
+kernel gradient, on CPUs, of 16 filters or more (8 in float64), copy nothing: conv_forward_planes
+and conv_kernel_gradient_planes hold vectors of filters (K's rows, dy laid out positions-major) and
+broadcast x's values (`planes`). The input delta's patches_s = K dy_s into a per-batch buffer, put
+back onto dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in one launch,
+conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
 conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per sample
 and 2 or 3 input channels), else gemm_outer and conv_col2im (a row's phase of columns, 8 at a
 time). y and dy stay (batch, F, positions). On GPUs the kernel gradient (either form) sums chunks
@@ -148,15 +149,17 @@ class Convolution(Layer):
             32 if self.device.narrow else 64) // np.dtype(self.device.dtype).itemsize
 
     def planes(self) -> bool:
-        """Whether the forward pass is conv_forward_planes (vectors of VW filters, each input
-        value broadcast: no patches copied out, the bits of the copy's GEMM): where the patches
-        are otherwise copied out (not `implicit`), with the register-blocked GEMMs, and F >= VW
-        filters. Against the copy and gemm_outer (or `short_planes`' product) at 11 such
-        shapes (4 x 4 to 7 x 7 planes, 9 x 9 at stride 2, 8 to 128 channels, 16 to 128
-        filters, batches 16 to 256): 0.42-0.69x its time on a 2-core AVX-512 EPYC (PoCL 3.1),
-        in float32 and float64."""
-        return not self.implicit() and self.device.gemm == "registers" and \
-            self.filters >= vector_width(self.device)
+        """Whether the forward pass and the kernel gradient are conv_forward_planes and
+        conv_kernel_gradient_planes (vectors of VW filters, each input value broadcast: no
+        patches copied out; the forward the bits of the copy's GEMM, the kernel gradient summed
+        in another order): on CPUs, where the patches are otherwise copied out (not
+        `implicit`), with the register-blocked GEMMs, and F >= VW filters. On a 2-core AVX-512
+        EPYC (PoCL 3.1), against the copy and its GEMMs (or `short_planes`' products) at 4 x 4
+        to 7 x 7 planes and 9 x 9 at stride 2, 8 to 128 channels, 16 to 128 filters, batches
+        16 to 256: the forward 0.42-0.69x its time (11 shapes), the kernel gradient with dy's
+        layout 0.37-0.78x (9), both precisions."""
+        return not self.implicit() and not self.device.gpu and \
+            self.device.gemm == "registers" and self.filters >= vector_width(self.device)
 
     def grid(self) -> int:
         """The implicit GEMMs' positions (conv_grid in kernels/convolution.cl): output rows
@@ -191,6 +194,8 @@ class Convolution(Layer):
             wanted["chunks"] = (chunks * c * kh * kw * f,)
         if self.short_planes():  # y or dy filter-major
             wanted["by filter"] = (f * n * oh * ow,)
+        if self.planes():  # dy positions-major
+            wanted["dy positions"] = (n * oh * ow * f,)
         if self.dy_runs():
             wanted["dy runs"] = (n * f * -(-self.grid() // 16) * 16,)
         return wanted
@@ -277,6 +282,15 @@ class Convolution(Layer):
         chunks, dk = self.kernel_chunks(n), self.gradients["kernel"]
         per = -(-n // chunks)
         out = buffers["chunks"] if chunks > 1 else dk
+        if self.planes():
+            return [self.device.launch("conv_dy_positions", (p, n), n, f, p, dy,
+                                       buffers["dy positions"]),
+                    blocks.launch(self.device, "conv_kernel_gradient_planes", (n, r, f, p),
+                                  lambda block: self.device.launch(
+                        blocks.kernel_name("conv_kernel_gradient_planes", block),
+                        (-(-f // (block[1] * vector_width(self.device))), -(-r // block[0])),
+                        *args, self.sw, buffers["rows"], x, buffers["dy positions"], dk,
+                        local=blocks.local("conv_kernel_gradient_planes", block)))]
         if self.short_planes():
             by_filter = buffers["by filter"]
             return ([] if patched else self.im2col(n, x, buffers)) + [
@@ -355,10 +369,10 @@ class Convolution(Layer):
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
-        # the forward's patches, where it copied them out
-        launches = self.kernel_gradient(n, x, dy, buffers, patched=not self.planes())
+        launches = self.kernel_gradient(n, x, dy, buffers, patched=True)  # the forward's patches
         if dx is not None:  # then the patches are spent: dx's overwrite them
-            launches += self.input_delta(n, dy, dx, buffers, relaid=self.short_planes())
+            launches += self.input_delta(n, dy, dx, buffers,
+                                         relaid=self.short_planes() and not self.planes())
         return launches
 
     def fused_args(self, i: int) -> list[tuple[str, cl_array.Array]]:
