@@ -260,14 +260,25 @@ kernel void conv_forward_planes_$PMx$FV(int n, int sample, int R, int F, int P, 
 // end template
 
 // dy (n, F, P) laid out positions-major, (n, P, F): each position's filters side by side, as
-// conv_kernel_gradient_planes loads them. A work-item copies one position of one sample.
-// global size (P, n)
+// conv_kernel_gradient_planes loads them. A work-item copies 8 positions of one sample, a
+// vector of each filter's at a time (0.6-0.7x the time of a position's filters at a time).
+// global size (ceil(P / 8), n)
 kernel void conv_dy_positions(int n, int F, int P, global const REAL *dy, global REAL *to) {
-    const int p = get_global_id(0), s = get_global_id(1);
-    if (p >= P || s >= n) return;
-    dy += (size_t)s * F * P + p;
-    to += ((size_t)s * P + p) * F;
-    for (int f = 0; f < F; ++f) to[f] = dy[(size_t)f * P];
+    const int p0 = get_global_id(0) * 8, s = get_global_id(1);
+    if (p0 >= P || s >= n) return;
+    dy += (size_t)s * F * P + p0;
+    to += ((size_t)s * P + p0) * F;
+    if (p0 + 8 > P) {
+        for (int p = 0; p < P - p0; ++p)
+            for (int f = 0; f < F; ++f) to[(size_t)p * F + f] = dy[(size_t)f * P + p];
+        return;
+    }
+    for (int f = 0; f < F; ++f) {
+        REAL lanes[8];
+        vstore8(vload8(0, dy + (size_t)f * P), 0, lanes);
+        #pragma unroll
+        for (int p = 0; p < 8; ++p) to[(size_t)p * F + f] = lanes[p];
+    }
 }
 
 // dK[r, f] = sum_s sum_p x_s[rows[r] + off(p)] dy_s[f, p] (off as conv_forward_planes'), for

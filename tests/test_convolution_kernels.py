@@ -31,7 +31,7 @@ SHAPES = {
     "small-plane": (5, 3, 4, 7, 2, 2, 1, 1),      # 6 positions: patches entry-major, one dK
     "planes": (5, 7, 6, 19, 3, 2, 1, 1),          # rows of 5, 19 filters: conv_forward_planes
     "planes-short": (4, 4, 5, 17, 2, 3, 1, 1),    # 9 positions, 17 filters: the same
-    "ragged-planes": (8, 5, 12, 17, 3, 3, 1, 1),  # runs, rows of 10, 72 entries: the same forward
+    "ragged-planes": (8, 5, 12, 17, 3, 3, 1, 1),  # runs, rows of 10, 72 entries: planes too
 }
 
 
@@ -142,17 +142,17 @@ def test_every_forward_block_against_numpy(device, rng, name):
 
 @pytest.mark.parametrize("name", ["planes", "planes-short", "strided", "ragged-planes"])
 def test_every_planes_block_gives_the_bits_of_the_other_forms(device, rng, name, monkeypatch):
-    """conv_forward_planes (vectors of filters, x's values broadcast:
-    `Convolution.forward_planes`) at each register block, in the first work-group shape: the
-    bits of the patches copied out and multiplied by gemm_outer (or, 9 positions, by the
-    batch's one product), or of conv_forward's runs (rows of 10), and near numpy's; rows of 5,
-    3, (both strides) 9 and 10 outputs, 19, 17, 33 and 17 filters (a last vector of filters
-    moved back; at 4 vectors a work-item, vectors wholly past F)."""
+    """conv_forward_planes (vectors of filters, x's values broadcast: `Convolution.planes`)
+    at each register block, in the first work-group shape: the bits of the patches copied out
+    and multiplied by gemm_outer (or, 9 positions, by the batch's one product), or of
+    conv_forward's runs (rows of 10), and near numpy's; rows of 5, 3, (both strides) 9 and 10
+    outputs, 19, 17, 33 and 17 filters (a last vector of filters moved back; at 4 vectors a
+    work-item, vectors wholly past F)."""
     if device.gemm == "tiled":
         pytest.skip("the register-blocked GEMMs' form")
     layer, buffers, x_d, y_d, form, build, want = forward_sites(device, rng, name)
-    assert form == "conv_forward_planes" and layer.planes() != layer.implicit()
-    monkeypatch.setattr(layer, "forward_planes", lambda: False)
+    assert form == "conv_forward_planes" and layer.planes()
+    monkeypatch.setattr(layer, "planes", lambda: False)
     enqueue(layer.convolve(3, x_d, y_d, buffers))
     copied = y_d.get()
     np.testing.assert_allclose(copied, want, **tolerance(
@@ -163,7 +163,7 @@ def test_every_planes_block_gives_the_bits_of_the_other_forms(device, rng, name,
         np.testing.assert_array_equal(y_d.get(), copied, err_msg=str(registers))
 
 
-@pytest.mark.parametrize("name", ["planes", "planes-short", "strided"])
+@pytest.mark.parametrize("name", ["planes", "planes-short", "strided", "ragged-planes"])
 def test_every_planes_kernel_gradient_block_against_numpy(device, rng, name):
     """conv_kernel_gradient_planes (dy laid out positions-major, vectors of filters, x's values
     broadcast) at each register block, in the first work-group shape, against numpy, at the

@@ -18,15 +18,15 @@ by entry over the whole batch, so that the forward pass, dK and the stride-1 inp
 one product over every sample's positions, see `short_planes`). Those shapes' forward pass and
 kernel gradient, on CPUs, of 16 filters or more (8 in float64), copy nothing: conv_forward_planes
 and conv_kernel_gradient_planes hold vectors of filters (K's rows, dy laid out positions-major) and
-broadcast x's values (`planes`); so does the forward pass of implicit GEMMs whose rows are not
-whole runs of 8, from 64 patch entries (`forward_planes`; the same bits). The input delta's
-patches_s = K dy_s into a per-batch buffer, put back onto dx by a gather (overlaps add up without
-atomics): at stride 1 on CPUs both in one launch, conv_input_delta (a work-group per sample), or
-where output rows are whole vectors of 8 conv_scatter_delta (each patch entry's sums added onto dx
-as they are made, a work-item per sample and 2 or 3 input channels), else gemm_outer and
-conv_col2im (a row's phase of columns, 8 at a time). y and dy stay (batch, F, positions). On GPUs
-the kernel gradient (either form) sums chunks of the batch apart and adds them up in order
-(`kernel_chunks`, gemm_sum_chunks): its R x F outputs alone are too few work-items there.
+broadcast x's values (`planes`); so do those of the implicit GEMMs whose rows are not whole runs of
+8, from 64 patch entries. The input delta's patches_s = K dy_s into a per-batch buffer, put back
+onto dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in one launch,
+conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
+conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per sample
+and 2 or 3 input channels), else gemm_outer and conv_col2im (a row's phase of columns, 8 at a
+time). y and dy stay (batch, F, positions). On GPUs the kernel gradient (either form) sums chunks
+of the batch apart and adds them up in order (`kernel_chunks`, gemm_sum_chunks): its R x F outputs
+alone are too few work-items there.
 In the fused per-example loop: direct loops over one sample, in blocks of 2 filters x 4 rows
 x 8 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the kernel
 gradient, any number of rows, conv_direct_kernel_block; the input delta, at stride 1, either
@@ -55,8 +55,8 @@ from grenade_py.shapes import D2, D3, Shape
 
 #: Input channels per work-item of the stride-1 col2im (COL2IM_CHANNELS in convolution.cl).
 COL2IM_CHANNELS = 4
-#: The patch entries (C kh kw) from which an implicit GEMM's forward pass over rows that are
-#: not whole runs of 8 is conv_forward_planes (`Convolution.forward_planes`).
+#: The patch entries (C kh kw) from which the implicit GEMMs over rows that are not whole runs
+#: of 8 are the planes forms instead (`Convolution.planes`).
 PLANES_ENTRIES = 64
 #: On a GPU the kernel gradient splits the batch into chunks until its R x F outputs
 #: times the chunks reach this many (see `kernel_chunks`).
@@ -155,23 +155,17 @@ class Convolution(Layer):
     def planes(self) -> bool:
         """Whether the forward pass and the kernel gradient are conv_forward_planes and
         conv_kernel_gradient_planes (vectors of VW filters, each input value broadcast: no
-        patches copied out; the forward the bits of the copy's GEMM, the kernel gradient summed
-        in another order): on CPUs, where the patches are otherwise copied out (not
-        `implicit`), with the register-blocked GEMMs, and F >= VW filters. On a 2-core AVX-512
-        EPYC (PoCL 3.1), against the copy and its GEMMs (or `short_planes`' products) at 4 x 4
-        to 7 x 7 planes and 9 x 9 at stride 2, 8 to 128 channels, 16 to 128 filters, batches
-        16 to 256: the forward 0.42-0.69x its time (11 shapes), the kernel gradient with dy's
-        layout 0.37-0.78x (9), both precisions."""
-        return not self.implicit() and self.forward_planes()
-
-    def forward_planes(self) -> bool:
-        """Whether the forward pass is conv_forward_planes: where `planes`, and (on CPUs, F >=
-        VW filters, the register-blocked GEMMs) where conv_forward's rows are not whole runs
-        of 8 (a run moved back repeats outputs) and the patches have PLANES_ENTRIES entries or
-        more; the same bits either way. Against conv_forward at 12 such shapes (rows of 9 to
-        26 outputs, 27 to 576 entries, 16 to 64 filters; 2-core AVX-512 EPYC): 0.43-0.88x its
-        time from 100 entries, 0.71-1.05x at 72, 1.09x at 27; at rows of 8 and 16,
-        1.04-1.22x."""
+        patches; the forward the bits of the other forms, the kernel gradient summed in another
+        order): on CPUs, with F >= VW filters and the register-blocked GEMMs, where the patches
+        are otherwise copied out (not `implicit`), and where the implicit GEMMs' rows are not
+        whole runs of 8 (a run moved back repeats outputs) and the patches have PLANES_ENTRIES
+        entries or more. On a 2-core AVX-512 EPYC (PoCL 3.1), against the copy and its GEMMs
+        (or `short_planes`' products) at 4 x 4 to 7 x 7 planes and 9 x 9 at stride 2, 8 to 128
+        channels, 16 to 128 filters, batches 16 to 256: the forward 0.42-0.69x its time (11
+        shapes), the kernel gradient with dy's layout 0.37-0.78x (9), both precisions; against
+        the implicit GEMMs at rows of 9 to 26 outputs: the forward 0.43-0.88x from 100 entries,
+        0.71-1.05x at 72, 1.09x at 27 (12 shapes), the kernel gradient 0.65-0.92x from 72 (5);
+        at rows of 8 and 16 the forward 1.04-1.22x."""
         *_, oh, ow = self.geometry()
         return not self.device.gpu and self.device.gemm == "registers" and \
             self.filters >= vector_width(self.device) and (not self.implicit() or (
@@ -187,7 +181,7 @@ class Convolution(Layer):
         """Whether the implicit kernel gradient reads dy laid out on the grid, in positions
         rounded up to 16 (conv_dy_runs): unless that is dy's own layout."""
         *_, oh, ow = self.geometry()
-        return self.implicit() and (ow % 8 != 0 or oh * ow % 16 != 0)
+        return self.implicit() and not self.planes() and (ow % 8 != 0 or oh * ow % 16 != 0)
 
     def scatters(self) -> bool:
         """Whether the input delta is conv_scatter_delta (stride 1, output rows of whole vectors
@@ -262,7 +256,7 @@ class Convolution(Layer):
         patches are in buffers["patches"] already (where they are copied out)."""
         args = self._patch_args(n)
         _, _, r, f, p, *_ = args
-        if self.forward_planes():
+        if self.planes():
             return [blocks.launch(self.device, "conv_forward_planes", (n, r, f, p), lambda block: (
                 self.device.launch(blocks.kernel_name("conv_forward_planes", block),
                                    (-(-p // block[0]),
@@ -299,7 +293,7 @@ class Convolution(Layer):
         per = -(-n // chunks)
         out = buffers["chunks"] if chunks > 1 else dk
         if self.planes():
-            return [self.device.launch("conv_dy_positions", (p, n), n, f, p, dy,
+            return [self.device.launch("conv_dy_positions", (-(-p // 8), n), n, f, p, dy,
                                        buffers["dy positions"]),
                     blocks.launch(self.device, "conv_kernel_gradient_planes", (n, r, f, p),
                                   lambda block: self.device.launch(
