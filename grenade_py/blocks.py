@@ -10,9 +10,11 @@ RM rows x CV vectors, gemm_outer_update (a FullyConnected weight gradient that s
 weights: `Step.descend`) in the same blocks, conv_forward in FM filters x PV vectors of
 positions, conv_kernel_gradient in RM patch entries x FN filters,
 conv_input_delta (a stride-1 convolution's input delta where output rows are not whole vectors
-of 8: gemm_outer's blocks, then col2im) in RM rows x CV vectors; each runs in a few work-group
-shapes. The local-memory tiled GEMMs of GPUs (kernels/gemm_tiled.cl:
-gemm_dot_tiled, gemm_outer_tiled) come in several tile shapes (TILES), each its own work-group.
+of 8: gemm_outer's blocks, then col2im) in RM rows x CV vectors, conv_forward_planes and
+conv_kernel_gradient_planes (`Convolution.planes`) in PM positions or RM patch entries x FV
+vectors of filters; each runs in a few work-group shapes. The local-memory tiled GEMMs of GPUs
+(kernels/gemm_tiled.cl: gemm_dot_tiled, gemm_outer_tiled) come in several tile shapes (TILES),
+each its own work-group.
 A candidate is a block and a shape; all give the same bits (they change which work-item
 computes an output, not the order of its sum), so tuning changes speed only.
 
