@@ -104,6 +104,14 @@ NETWORKS = {
     "lenet-like": (D2(12, 12), lambda: [
         Convolution(1, 4, 3, 3, 1, 1), Pooling(2, 2, 2, 2), Relu(), Convolution(4, 3, 3, 3, 1, 1),
         Reshape(), FullyConnected(27, 5), Logit()]),
+    # Convolution.planes by the transposed convolution's shape: a Deconvolution of 9 inputs
+    # (that convolution's filters: a vector and one more in float64) takes the planes forms
+    # backwards, after a Convolution of 9 filters over rows of 4 that takes them too; one of 2
+    # inputs and 9 outputs does not
+    "deconv-planes": (D3(5, 5, 2), lambda: [
+        Convolution(2, 9, 2, 2, 1, 1), Tanh(), Deconvolution(9, 3, 3, 3, 2, 2), Elu()]),
+    "deconv-few-inputs": (D3(4, 4, 1), lambda: [
+        Convolution(1, 2, 2, 2, 1, 1), Tanh(), Deconvolution(2, 9, 2, 2, 1, 1), Tanh()]),
 }
 
 
@@ -116,6 +124,15 @@ def test_spatial_layers_against_torch(device64, name, n):
     rng = np.random.default_rng(n)
     x = rng.normal(size=(n, *shape.dims))
     torch_check(net, x, rng.normal(size=(n, *net.output_shape.dims)))
+
+
+def test_a_deconvolution_takes_the_planes_forms_by_its_transposed_shape(device64):
+    """The planes forms need the transposed convolution's filters (a Deconvolution's inputs) to
+    fill a vector: "deconv-planes" takes them, "deconv-few-inputs" (2 inputs, 9 outputs) not."""
+    takes = {name: [layer.planes() for layer in Network(
+        NETWORKS[name][1](), input=NETWORKS[name][0], device=device64).layers
+        if isinstance(layer, Convolution)] for name in ("deconv-planes", "deconv-few-inputs")}
+    assert takes == {"deconv-planes": [True, True], "deconv-few-inputs": [False, False]}
 
 
 @pytest.mark.parametrize("name", NETWORKS)

@@ -166,10 +166,10 @@ class Convolution(Layer):
         the implicit GEMMs at rows of 9 to 26 outputs: the forward 0.43-0.88x from 100 entries,
         0.71-1.05x at 72, 1.09x at 27 (12 shapes), the kernel gradient 0.65-0.92x from 72 (5);
         at rows of 8 and 16 the forward 1.04-1.22x."""
-        *_, oh, ow = self.geometry()
+        c, _, _, f, kh, kw, _, _, _, ow = self.geometry()  # (a Deconvolution's: transposed)
         return not self.device.gpu and self.device.gemm == "registers" and \
-            self.filters >= vector_width(self.device) and (not self.implicit() or (
-                ow % 8 != 0 and self.channels * self.kh * self.kw >= PLANES_ENTRIES))
+            f >= vector_width(self.device) and (not self.implicit() or (
+                ow % 8 != 0 and c * kh * kw >= PLANES_ENTRIES))
 
     def grid(self) -> int:
         """The implicit GEMMs' positions (conv_grid in kernels/convolution.cl): output rows
