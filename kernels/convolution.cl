@@ -201,14 +201,24 @@ kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW,
 }
 // end template
 
+// VW values of a row of `count` (filters) from `at` on: one vector load where the row holds VW
+// values from there; a layer of fewer filters than VW (at 0) its `count` values, then zeros.
+realv conv_filters_vector(global const REAL *row, int at, int count) {
+    if (count >= VW) return VLOAD(0, row + at);
+    REAL lanes[VW];
+    for (int l = 0; l < VW; ++l) lanes[l] = l < count ? row[l] : 0;
+    return VLOAD(0, lanes);
+}
+
 // y[s, f, p] = sum_r K[r, f] x_s[rows[r] + off(p)], off(p) = (p / OW) pitch + (p % OW) sw, the
 // other way round from conv_forward: PM positions of one sample x FV vectors of VW filters per
 // work-item, K's rows loaded as vectors (K is (R, F): a row's filters lie side by side) and each
 // input value broadcast, so that no vector of positions is gathered: any stride and plane size.
 // For planes whose rows do not come in runs of 8 (`Convolution.planes`), where the patches were
 // copied out before; the same sum in the same order as gemm_outer's over them, the same bits.
-// Needs F >= VW: a vector reaching past F is moved back onto F - VW .. F - 1 and stores only
-// the filters past the vectors before it. x (n, sample), y (n, F, P).
+// A vector reaching past F is moved back onto F - VW .. F - 1 and stores only the filters past
+// the vectors before it; fewer filters than VW take one vector, K's values past F zeros
+// (conv_filters_vector) and not stored. x (n, sample), y (n, F, P).
 // global size (ceil(P / PM), ceil(F / (FV VW)), n)
 // template $PM $FV: 3 4, 4 4, 4 2, 6 2, 8 2, 6 1, 8 1, 12 1, 16 1
 kernel void conv_forward_planes_$PMx$FV(int n, int sample, int R, int F, int P, int OW,
@@ -225,7 +235,7 @@ kernel void conv_forward_planes_$PMx$FV(int n, int sample, int R, int F, int P, 
         off[m] = p / OW * pitch + p % OW * sw;
     }
     #pragma unroll
-    for (int v = 0; v < $FV; ++v) fv[v] = min(f0 + v * VW, F - VW);
+    for (int v = 0; v < $FV; ++v) fv[v] = max(0, min(f0 + v * VW, F - VW));
     x += (size_t)s * sample;
     realv acc[$PM][$FV];
     #pragma unroll
@@ -236,7 +246,7 @@ kernel void conv_forward_planes_$PMx$FV(int n, int sample, int R, int F, int P, 
         global const REAL *xr = x + (int)rows[r], *k = K + (size_t)r * F;
         realv kv[$FV];
         #pragma unroll
-        for (int v = 0; v < $FV; ++v) kv[v] = VLOAD(0, k + fv[v]);
+        for (int v = 0; v < $FV; ++v) kv[v] = conv_filters_vector(k, fv[v], F);
         #pragma unroll
         for (int m = 0; m < $PM; ++m) {
             const realv b = (realv)(xr[off[m]]);
@@ -251,7 +261,7 @@ kernel void conv_forward_planes_$PMx$FV(int n, int sample, int R, int F, int P, 
         #pragma unroll
         for (int m = 0; m < $PM; ++m) VSTORE(acc[m][v], 0, lanes[m]);
         #pragma unroll 1
-        for (int l = max(0, f0 + v * VW - fv[v]); l < VW; ++l)
+        for (int l = max(0, f0 + v * VW - fv[v]); l < min(VW, F - fv[v]); ++l)
             #pragma unroll
             for (int m = 0; m < $PM; ++m)
                 if (p0 + m < P) y[(size_t)(fv[v] + l) * P + p0 + m] = lanes[m][l];
@@ -285,7 +295,9 @@ kernel void conv_dy_positions(int n, int F, int P, global const REAL *dy, global
 // the shapes of conv_forward_planes, from dy laid out positions-major (conv_dy_positions): RM
 // patch entries x FV vectors of VW filters per work-item, dy's rows loaded as vectors and each
 // input value broadcast, summed over the samples, then the positions, in order: no patches.
-// Needs F >= VW, a last vector moved back as there. dK (R, F), K's layout.
+// A last vector moved back as there; fewer filters than VW: one vector reading on into the
+// next position's (`dyp` has VW values to spare after its last), its lanes past F not stored.
+// dK (R, F), K's layout.
 // global size (ceil(F / (FV VW)), ceil(R / RM))
 // template $RM $FV: 5 4, 3 4, 4 4, 2 4, 6 2, 8 2, 4 2, 12 1, 8 1, 6 1
 kernel void conv_kernel_gradient_planes_$RMx$FV(int n, int sample, int R, int F, int P, int OW,
@@ -298,7 +310,7 @@ kernel void conv_kernel_gradient_planes_$RMx$FV(int n, int sample, int R, int F,
     #pragma unroll
     for (int m = 0; m < $RM; ++m) at[m] = (int)rows[min(r0 + m, R - 1)];
     #pragma unroll
-    for (int v = 0; v < $FV; ++v) fv[v] = min(f0 + v * VW, F - VW);
+    for (int v = 0; v < $FV; ++v) fv[v] = max(0, min(f0 + v * VW, F - VW));
     realv acc[$RM][$FV];
     #pragma unroll
     for (int m = 0; m < $RM; ++m)
@@ -326,12 +338,12 @@ kernel void conv_kernel_gradient_planes_$RMx$FV(int n, int sample, int R, int F,
         #pragma unroll
         for (int v = 0; v < $FV; ++v) {
             const int own = f0 + v * VW - fv[v];  // lanes before it: the vector before's
-            if (own == 0) {
+            if (own == 0 && F >= VW) {
                 VSTORE(acc[m][v], 0, out + fv[v]);
             } else if (own < VW) {
                 REAL lanes[VW];
                 VSTORE(acc[m][v], 0, lanes);
-                for (int l = own; l < VW; ++l) out[fv[v] + l] = lanes[l];
+                for (int l = own; l < min(VW, F - fv[v]); ++l) out[fv[v] + l] = lanes[l];
             }
         }
     }

@@ -144,6 +144,14 @@ def main() -> None:
                       rng.normal(size=(3, 16, 2, 2)), batch_size=3, epochs=1)
                 g.run_net(planes, rng.normal(size=(2, 2, 5, 5)))
             blocks.default = chosen
+            # ... of fewer filters than a vector (9: float32's, 5: float64's; one vector, part
+            # empty): K's rows read to their last value, K the flat buffer's last values (32 x 9
+            # floats, 16 x 5 doubles: whole alignment units), dy's positions on into its spare
+            for channels, filters in ((8, 9), (4, 5)):
+                few = g.Network([g.Convolution(channels, filters, 2, 2, 1, 1)],
+                                input=g.D3(3, 3, channels), device=d, seed=1)
+                g.fit(few, g.SGD(0.01), rng.normal(size=(3, channels, 3, 3)),
+                      rng.normal(size=(3, filters, 2, 2)), batch_size=3, epochs=1)
         conv = g.Network([g.Convolution(1, 3, 3, 3, 1, 1), g.BatchNorm(3), g.Relu(),
                           g.Pooling(2, 2, 2, 2), g.Convolution(3, 2, 2, 2, 1, 1),
                           g.Deconvolution(2, 2, 2, 2, 1, 1), g.Pooling(2, 2, 1, 1), g.Reshape(),

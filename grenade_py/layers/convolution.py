@@ -16,7 +16,7 @@ conv_dy_runs); other shapes copy the patches out (conv_im2col) for FullyConnecte
 of single values costing more than the copy (output planes of fewer positions than a vector: entry
 by entry over the whole batch, so that the forward pass, dK and the stride-1 input delta are each
 one product over every sample's positions, see `short_planes`). Those shapes' forward pass and
-kernel gradient, on CPUs, of 16 filters or more (8 in float64), copy nothing: conv_forward_planes
+kernel gradient, on CPUs, of 8 filters or more (4 in float64), copy nothing: conv_forward_planes
 and conv_kernel_gradient_planes hold vectors of filters (K's rows, dy laid out positions-major) and
 broadcast x's values (`planes`); so do those of the implicit GEMMs whose rows are not whole runs of
 8, from 64 patch entries. The input delta's patches_s = K dy_s into a per-batch buffer, put back
@@ -156,19 +156,22 @@ class Convolution(Layer):
         """Whether the forward pass and the kernel gradient are conv_forward_planes and
         conv_kernel_gradient_planes (vectors of VW filters, each input value broadcast: no
         patches; the forward the bits of the other forms, the kernel gradient summed in another
-        order): on CPUs, with F >= VW filters and the register-blocked GEMMs, where the patches
-        are otherwise copied out (not `implicit`), and where the implicit GEMMs' rows are not
-        whole runs of 8 (a run moved back repeats outputs) and the patches have PLANES_ENTRIES
-        entries or more. On a 2-core AVX-512 EPYC (PoCL 3.1), against the copy and its GEMMs
-        (or `short_planes`' products) at 4 x 4 to 7 x 7 planes and 9 x 9 at stride 2, 8 to 128
-        channels, 16 to 128 filters, batches 16 to 256: the forward 0.42-0.69x its time (11
-        shapes), the kernel gradient with dy's layout 0.37-0.78x (9), both precisions; against
-        the implicit GEMMs at rows of 9 to 26 outputs: the forward 0.43-0.88x from 100 entries,
-        0.71-1.05x at 72, 1.09x at 27 (12 shapes), the kernel gradient 0.65-0.92x from 72 (5);
-        at rows of 8 and 16 the forward 1.04-1.22x."""
+        order): on CPUs, with F >= VW / 2 filters (fewer than VW: one vector, part empty) and
+        the register-blocked GEMMs, where the patches are otherwise copied out (not
+        `implicit`), and where the implicit GEMMs' rows are not whole runs of 8 (a run moved
+        back repeats outputs) and the patches have PLANES_ENTRIES entries or more. On a 2-core
+        AVX-512 EPYC (PoCL 3.1), against the copy and its GEMMs (or `short_planes`' products)
+        at 4 x 4 to 7 x 7 planes and 9 x 9 at stride 2, 8 to 128 channels, 16 to 128 filters,
+        batches 16 to 256: the forward 0.42-0.69x its time (11 shapes), the kernel gradient
+        with dy's layout 0.37-0.78x (9), both precisions; against the implicit GEMMs at rows
+        of 9 to 26 outputs: the forward 0.43-0.88x from 100 entries, 0.71-1.05x at 72, 1.09x
+        at 27 (12 shapes), the kernel gradient 0.65-0.92x from 72 (5); at rows of 8 and 16 the
+        forward 1.04-1.22x. Networks of layers of VW / 2 filters (8 in float32, 4 in float64;
+        6 networks) trained in 0.80-1.05x the copy's time, ran in 0.48-0.92x; at VW / 4 (4 in
+        float32) training took 1.24x."""
         c, _, _, f, kh, kw, _, _, _, ow = self.geometry()  # (a Deconvolution's: transposed)
         return not self.device.gpu and self.device.gemm == "registers" and \
-            f >= vector_width(self.device) and (not self.implicit() or (
+            2 * f >= vector_width(self.device) and (not self.implicit() or (
                 ow % 8 != 0 and c * kh * kw >= PLANES_ENTRIES))
 
     def grid(self) -> int:
@@ -205,7 +208,7 @@ class Convolution(Layer):
         if self.short_planes():  # y or dy filter-major
             wanted["by filter"] = (f * n * oh * ow,)
         if self.planes():  # dy positions-major
-            wanted["dy positions"] = (n * oh * ow * f,)
+            wanted["dy positions"] = (n * oh * ow * f + vector_width(self.device),)
         if self.dy_runs():
             wanted["dy runs"] = (n * f * -(-self.grid() // 16) * 16,)
         return wanted
