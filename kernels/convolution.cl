@@ -214,8 +214,9 @@ realv conv_filters_vector(global const REAL *row, int at, int count) {
 // other way round from conv_forward: PM positions of one sample x FV vectors of VW filters per
 // work-item, K's rows loaded as vectors (K is (R, F): a row's filters lie side by side) and each
 // input value broadcast, so that no vector of positions is gathered: any stride and plane size.
-// For planes whose rows do not come in runs of 8 (`Convolution.planes`), where the patches were
-// copied out before; the same sum in the same order as gemm_outer's over them, the same bits.
+// For the shapes of `Convolution.planes` (patches copied out before, or rows of conv_forward
+// that are not whole runs of 8): the same sums in the same order as gemm_outer's over copied
+// patches and conv_forward's, the same bits.
 // A vector reaching past F is moved back onto F - VW .. F - 1 and stores only the filters past
 // the vectors before it; fewer filters than VW take one vector, K's values past F zeros
 // (conv_filters_vector) and not stored. x (n, sample), y (n, F, P).
