@@ -190,8 +190,7 @@ SMALL_RM = (8, 6, 5, 4, 3, 2)
 NARROW: dict[str, Block] = {
     "gemm_dot": (4, 3, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (6, 1, 16, 1, 4),
     "conv_kernel_gradient": (5, 2, 1, 1), "conv_input_delta": (4, 1, 4),
-    "gemm_outer_update": (6, 1, 16, 1), "conv_forward_planes": (6, 1, 1, 1, 1),
-    "conv_kernel_gradient_planes": (6, 1, 1, 1)}
+    "gemm_outer_update": (6, 1, 16, 1)}
 
 #: The untuned blocks on AMD CPUs of 16-float vectors (Zen 4: PoCL's "skylake-avx512" on an
 #: AMD EPYC) where they differ from the first of FORMS (the other wide CPUs' defaults): the
@@ -243,6 +242,15 @@ GPU: dict[str, Block] = {"conv_forward": (4, 1, 64, 1, 1), "conv_kernel_gradient
 PLANES: dict[str, tuple[Block, ...]] = {
     "conv_forward_planes": ((6, 1, 1, 1, 1), (4, 2, 1, 1, 1), (3, 4, 1, 1, 1)),
     "conv_kernel_gradient_planes": ((12, 1, 1, 1), (6, 2, 1, 1), (5, 4, 1, 1))}
+#: PLANES' blocks on CPUs of 8-float vectors (`narrow`), where a vector of 16 filters takes two
+#: registers. On a 2-core AMD EPYC without AVX-512 (PoCL 3.1), at 8 shapes of 4 x 4 to 9 x 9
+#: planes, 8 to 128 filters (medians of 11 rounds taking turns): the forward's 6x1 was the
+#: fastest block or within 1.17x of it at every shape; the kernel gradient's 4x2 within 1.04x
+#: (float32) and 1.11x (float64) of the fastest from 2 vectors of filters, 8x1 within 1.07x at
+#: one, where the 6x1 that both took before ran 1.09-1.36x the fastest's time.
+NARROW_PLANES: dict[str, tuple[Block, ...]] = {
+    "conv_forward_planes": ((6, 1, 1, 1, 1),) * 3,
+    "conv_kernel_gradient_planes": ((8, 1, 1, 1), (4, 2, 1, 1), (4, 2, 1, 1))}
 
 #: On CPUs of 16-float vectors (AVX-512), the fewest accumulator vectors of the blocks the
 #: tuner times of these forms. On a 2-core AVX-512 Xeon, in two tunings of the MNIST networks
@@ -431,6 +439,9 @@ def default(device: Device, form: str, shape: Block) -> Block:
             return BIG_TILE
         first = (GPU[form],) if device.gpu and form in GPU else ()
         return next((b for b in first + FORMS[form] if fits(device, b)), SMALLEST_TILE)
+    if form in PLANES:
+        vectors = k // (64 // np.dtype(device.dtype).itemsize)  # (shape: n, R, F, P)
+        return (NARROW_PLANES if narrow(device) else PLANES)[form][min(vectors, 4) // 2]
     if narrow(device) and form in NARROW:
         return NARROW[form]
     if device.gpu and form in GPU:
@@ -440,9 +451,6 @@ def default(device: Device, form: str, shape: Block) -> Block:
         return NARROW_ROWS[form]
     if form == "gemm_dot" and not device.gpu and rest and rest[0] > 1:
         return BATCHED_DOT
-    if form in PLANES:
-        vectors = k // (64 // np.dtype(device.dtype).itemsize)  # (shape: n, R, F, P)
-        return PLANES[form][min(vectors, 4) // 2]
     if form in AMD_WIDE and amd_wide(device):
         return AMD_WIDE[form]
     if form == "gemm_dot" and rest == [1] and n >= WIDE and m * n * k >= LARGE:
