@@ -144,13 +144,16 @@ class Convolution(Layer):
         are each one product over the whole batch: the forward pass K^T patches (R, n P) into
         y filter-major (F, n P), laid out back (conv_swap_planes); the kernel gradient
         patches (R, n P) . dy (F, n P)^T, dy laid out filter-major first; at stride 1 the
-        input delta K dy into the patches: an output plane of fewer positions than one of
-        gemm_dot's vectors (DOT_VW), whose products sample by sample would have a few terms
-        or columns each (the register-blocked GEMMs; GPUs take the chunks of
-        `kernel_chunks`)."""
+        input delta K dy into the patches: an output plane of fewer positions than one of the
+        GEMMs' vectors (VW), whose products sample by sample would have a few terms or columns
+        each (the register-blocked GEMMs; GPUs take the chunks of `kernel_chunks`). On CPUs of
+        8-float vectors too: there, at 3 x 3 planes of 16 to 128 filters (float32), the input
+        delta took 0.20-0.64x conv_input_delta's time (4 shapes), and networks whose second
+        convolution gave such planes trained in 0.64-0.86x the time (3); at 4 x 4 and 5 x 5
+        planes it took 1.0-1.54x (6 shapes), which the rule leaves out."""
         *_, oh, ow = self.geometry()
-        return not self.implicit() and self.device.gemm == "registers" and oh * ow < (
-            32 if self.device.narrow else 64) // np.dtype(self.device.dtype).itemsize
+        return not self.implicit() and self.device.gemm == "registers" and \
+            oh * ow < vector_width(self.device)
 
     def planes(self) -> bool:
         """Whether the forward pass and the kernel gradient are conv_forward_planes and
