@@ -145,6 +145,9 @@ class Step:
                   net.sequence_buffers(steps, batch) | {f"a{last}": out, f"d{last}": out})
         if input_delta:
             wanted["d0"] = (rows, *shapes[0].dims)
+        elif not inference and (lowest := net.lowest(self.top)) < self.top:
+            for name in net.layers[lowest].delta_buffers():  # (no input delta computed there)
+                wanted.pop(f"{lowest}.{name}", None)
         if self.recurrent:
             wanted["ones"] = (rows,)
         # The input, targets and mask: one buffer, so that one copy fills them.

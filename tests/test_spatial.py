@@ -290,3 +290,39 @@ def test_a_reshape_between_layers_shares_its_input_buffer(device64, monkeypatch)
                     np.testing.assert_array_equal(x[key], y[key], err_msg=key)
             else:
                 np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("first", ["implicit", "planes"])
+def test_a_first_convolution_keeps_no_patches_for_an_input_delta_it_never_computes(
+        device, first):
+    """A training Step's lowest layer with parameters computes no input delta, so a
+    Convolution there whose forward pass and kernel gradient read no patches (implicit GEMMs
+    over ragged rows, or the planes forms) holds no patches buffer: only run_network's Steps,
+    which give the input's delta, do. The weights train to the same bits either way, and the
+    second convolution, whose input delta runs, keeps its own."""
+    from grenade_py import SGD, execution
+
+    h, c = (11, 2) if first == "implicit" else (7, 16)  # rows of 9; planes under a vector
+
+    def network() -> Network:
+        return Network([Convolution(c, 16, 3, 3, 1, 1), Relu(), Convolution(16, 8, 3, 3, 1, 1),
+                        Reshape(), FullyConnected(8 * (h - 4) ** 2, 3)],
+                       input=D3(h, h, c), device=device, seed=1)
+
+    lean, full = network(), network()
+    layer = lean.layers[0]
+    assert layer.implicit() == (first == "implicit") and (layer.implicit() or layer.planes())
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(6, c, h, h)), rng.normal(size=(6, 3))
+    steps = [execution.steps(lean, 6), execution.Step(full, 6, input_delta=True)]
+    assert "0.patches" not in steps[0].buffers and "0.patches" in steps[1].buffers
+    assert "2.patches" in steps[0].buffers or lean.layers[2].scatters()
+    assert steps[0].nbytes < steps[1].nbytes - steps[1].buffers["d0"].nbytes
+    for step in steps:
+        for _ in range(3):
+            step.input.set(x.astype(device.dtype))
+            step.target.set(y.astype(device.dtype))
+            step.train(SGD(0.05))
+    for ours, theirs in zip(lean.get_parameters(), full.get_parameters(), strict=True):
+        for key in ours:
+            np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)

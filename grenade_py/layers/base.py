@@ -225,6 +225,11 @@ class Layer:
         None, the input delta dx from the output delta dy."""
         raise NotImplementedError
 
+    def delta_buffers(self) -> set[str]:
+        """The names of the `batch_buffers` that only the input delta uses: a Step whose
+        lowest layer with parameters computes none leaves them out of that layer's."""
+        return set()
+
     def sequence_buffers(self, steps: int, batch: int) -> dict[str, tuple[int, ...]]:
         """The buffers for `batch` sequences of `steps` (rows time-major): a feed-forward
         layer's for steps x batch rows; a recurrent layer's hold its states too."""

@@ -229,6 +229,12 @@ class Convolution(Layer):
         c, _, _, f, kh, kw, *_ = self.geometry()
         return max(1, min(n, SPLIT_OUTPUTS // (c * kh * kw * f)))
 
+    def delta_buffers(self) -> set[str]:
+        """The patches (and dy filter-major), where the forward pass and the kernel gradient
+        read none: the implicit GEMMs' and the planes forms' (a first layer's otherwise unused
+        buffer, as large as its input times kh kw)."""
+        return {"patches", "by filter"} if self.implicit() or self.planes() else set()
+
     def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         """The forward pass needs the patch entries' offsets, and the patches where they are
         copied out."""

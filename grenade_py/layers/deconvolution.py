@@ -85,6 +85,9 @@ class Deconvolution(Convolution):
         """The forward pass is the transposed Convolution's input delta: its patches."""
         return self.batch_buffers(n)
 
+    def delta_buffers(self) -> set[str]:
+        return set()  # (the forward pass is the transposed Convolution's input delta)
+
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:
         return self.input_delta(n, x, y, buffers)

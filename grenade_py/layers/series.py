@@ -175,6 +175,11 @@ class Series(Layer):
             found += [dataclasses.replace(f, name=f"{i}.{f.name}") for f in factors]
         return found
 
+    def lowest(self, top: int) -> int:
+        """The lowest layer below `top` with parameters (top if none): without an input
+        delta, the backward pass starts there, and computes none for it (`backward_below`)."""
+        return next((i for i, layer in enumerate(self.layers[:top]) if layer.trainable()), top)
+
     def update_fused(self, top: int, rows: int) -> list[FullyConnected]:
         """The layers below `top` whose weights take the optimiser's step in their gradient's
         GEMM over `rows` rows (`backward_below`'s `stepped`; FullyConnected.update_fused)."""
@@ -194,8 +199,7 @@ class Series(Layer):
         `update_fused`) step their weights in their gradients' GEMMs (the values set per
         call)."""
         acts = self.activations(x, y, buffers)
-        lowest = 0 if dx is not None else next(
-            (i for i, layer in enumerate(self.layers[:top]) if layer.trainable()), top)
+        lowest = 0 if dx is not None else self.lowest(top)
         deltas: list[cl_array.Array | None] = [dx] + [
             self.boundary(buffers, "d", k) for k in range(1, len(self.layers))] + [None]
         deltas[top] = dy
