@@ -423,8 +423,9 @@ def default(device: Device, form: str, shape: Block) -> Block:
     tile shape that `fits` (on a GPU, GPU's first; else the smallest), BIG_TILE on a GPU where
     it fits and the product (m, n, ...) is at least BIG_TILE_WAVES of them per compute unit, or
     is a gemm_dot_tiled (m, n, k, batches, chunks) whose `big_tiles` in its chunks are one or
-    more per unit (as `gemm.k_splits` makes its parts); NARROW's on a CPU of 8-float vectors
-    (gemm_panels, which runs on wider CPUs only, has none);
+    more per unit (as `gemm.k_splits` makes its parts); the planes forms' by their vectors of
+    filters (PLANES', or NARROW_PLANES' on a CPU of 8-float vectors); NARROW's on a CPU of
+    8-float vectors (gemm_panels, which runs on wider CPUs only, has none);
     GPU's on a GPU; NARROW_ROWS' on a CPU of 16-float vectors for a product narrower than one
     of its vectors, BATCHED_DOT there for a gemm_dot over a batch of products; AMD_WIDE's on an
     AMD CPU of 16-float vectors (`amd_wide`);
