@@ -135,6 +135,26 @@ def test_a_deconvolution_takes_the_planes_forms_by_its_transposed_shape(device64
     assert takes == {"deconv-planes": [True, True], "deconv-few-inputs": [False, False]}
 
 
+def test_part_empty_vectors_of_filters_take_the_planes_forms_only_over_copied_patches(device):
+    """With fewer filters than a vector (VW / 2 or more), a convolution takes the planes forms
+    where its patches would be copied out (output rows under 8), not where the implicit GEMMs
+    run over rows that are not whole runs of 8; those take them from a whole vector on."""
+    from grenade_py.gemm import vector_width
+    if device.gemm != "registers":
+        pytest.skip("the planes forms are the register-blocked GEMMs' (CPUs)")
+    vw = vector_width(device)
+
+    def takes(h: int, filters: int) -> tuple[bool, bool]:
+        layer = Network([Convolution(8, filters, 3, 3, 1, 1)], input=D3(h, h, 8),
+                        device=device).layers[0]
+        return layer.implicit(), layer.planes()
+
+    # rows of 14 (ragged, 72 patch entries) and rows of 5 (patches copied out)
+    assert takes(16, vw // 2) == takes(16, vw - 1) == (True, False)
+    assert takes(16, vw) == (True, True)
+    assert takes(7, vw // 2) == (False, True)
+
+
 @pytest.mark.parametrize("name", NETWORKS)
 def test_spatial_backward_against_finite_differences(device64, name):
     shape, layers = NETWORKS[name]
