@@ -524,8 +524,11 @@ kernel void conv_input_delta_$RMx$CV(int C, int H, int W, int kh, int kw, int OH
 }
 // end template
 
-// The input delta at stride 1 where output rows are whole vectors of 8 (OW % 8 == 0), without
-// the patches buffer: a work-item per (sample s, SCATTER_CHANNELS input channels c), global
+// The input delta at stride 1 of the implicit GEMMs (output rows of 8 or more), without
+// the patches buffer, from dy on the grid of conv_runs (each row's runs of 8, the last moved
+// back onto the row's end with zeros in the lanes it repeats: conv_dy_runs' layout, G values a
+// plane; dy itself, G = P, where rows are whole runs): a work-item per (sample s,
+// SCATTER_CHANNELS input channels c), global
 // size (ceil(C / SCATTER_CHANNELS) n), in work-groups of one (the fastest of 1, 4 and 16 at
 // most shapes tried). For each kernel offset (a, b) in order, the patch entries r = (c, a, b)'s
 // sums over the filters, in order, of K[r, f] dy_s[f] (SCATTER_VECTORS vectors of
@@ -579,12 +582,12 @@ scatv scatter_runs(global const REAL *from, int first, int last) {
 }
 
 kernel void conv_scatter_delta(int n, int C, int H, int W, int kh, int kw, int OH, int OW,
-                               int F, global const REAL *K, global const REAL *dy,
+                               int F, int G, global const REAL *K, global const REAL *dy,
                                global REAL *dx) {
     const int groups = (C + SCATTER_CHANNELS - 1) / SCATTER_CHANNELS;
     const int c0 = get_global_id(0) % groups * SCATTER_CHANNELS, s = get_global_id(0) / groups;
     if (s >= n) return;
-    const int P = OH * OW, across = OW / 8, units = OH * across, per = SCATTER_LANES / 8;
+    const int across = (OW + 7) / 8, units = OH * across, per = SCATTER_LANES / 8;
     const int block = SCATTER_VECTORS * per;  // runs of 8 a block of sums covers
     global REAL *planes[SCATTER_CHANNELS];
     int cs[SCATTER_CHANNELS];
@@ -595,7 +598,7 @@ kernel void conv_scatter_delta(int n, int C, int H, int W, int kh, int kw, int O
     }
     for (int e = 0; e < min(SCATTER_CHANNELS, C - c0); ++e)
         for (int q = 0; q < H * W; ++q) planes[e][q] = 0;
-    global const REAL *d = dy + (size_t)s * F * P;
+    global const REAL *d = dy + (size_t)s * F * G;
     for (int a = 0; a < kh; ++a)
         for (int b = 0; b < kw; ++b) {
             global const REAL *k[SCATTER_CHANNELS];
@@ -615,7 +618,7 @@ kernel void conv_scatter_delta(int n, int C, int H, int W, int kh, int kw, int O
                         scatv g[SCATTER_VECTORS];
                         #pragma unroll
                         for (int v = 0; v < SCATTER_VECTORS; ++v)
-                            g[v] = SCATTER_LOAD(v, du + (size_t)f * P);
+                            g[v] = SCATTER_LOAD(v, du + (size_t)f * G);
                         #pragma unroll
                         for (int e = 0; e < SCATTER_CHANNELS; ++e)
                             #pragma unroll
@@ -627,7 +630,7 @@ kernel void conv_scatter_delta(int n, int C, int H, int W, int kh, int kw, int O
                         scatv g[SCATTER_VECTORS];
                         #pragma unroll
                         for (int v = 0; v < SCATTER_VECTORS; ++v)
-                            g[v] = scatter_runs(du + (size_t)f * P, v * per, full - 1);
+                            g[v] = scatter_runs(du + (size_t)f * G, v * per, full - 1);
                         #pragma unroll
                         for (int e = 0; e < SCATTER_CHANNELS; ++e)
                             #pragma unroll
@@ -643,12 +646,12 @@ kernel void conv_scatter_delta(int n, int C, int H, int W, int kh, int kw, int O
                     for (int v = 0; v < SCATTER_VECTORS; ++v)
                         #pragma unroll
                         for (int q = 0; q < per; ++q) {
-                            global REAL *row = planes[e] + (i + a) * W + j + b;
-                            if (v * per + q < full)
+                            global REAL *row = planes[e] + (i + a) * W + min(j, OW - 8) + b;
+                            if (v * per + q < full)  // (a run moved back adds 0 where it repeats)
                                 vstore8(vload8(0, row) + SCATTER_RUN(t[e][v], q), 0, row);
                             j += 8;
-                            i += j == OW;
-                            j = j == OW ? 0 : j;
+                            i += j == across * 8;
+                            j = j == across * 8 ? 0 : j;
                         }
                 }
             }

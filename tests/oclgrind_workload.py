@@ -118,14 +118,16 @@ def main() -> None:
             # the narrow default (one vector of positions) and at 4 vectors (24 and 64
             # positions: a work-item's vectors past the last, and in part); rows of 19 (the
             # implicit GEMMs' last run of each row moved back: at 4 vectors a work-item's first
-            # run is one)
+            # run is one); rows of 20 (conv_scatter_delta from dy on the grid, its runs moved
+            # back onto each row's end)
             chosen = blocks.default
             for forward in (None, (6, 4, 8, 1, 8)):
                 blocks.default = chosen if forward is None else (
                     lambda dev, form, shape, f=forward, before=chosen: f
                     if form == "conv_forward" else before(dev, form, shape))
                 for shape, second in (((5, 12), g.Convolution(2, 3, 2, 3, 1, 1)),
-                                      ((6, 21), g.Convolution(2, 2, 2, 4, 1, 1))):
+                                      ((6, 21), g.Convolution(2, 2, 2, 4, 1, 1)),
+                                      ((5, 24), g.Convolution(2, 3, 2, 3, 1, 1))):
                     eights = g.Network([g.Convolution(1, 2, 2, 3, 1, 1), second],
                                        input=g.D2(*shape), device=d, seed=1)
                     g.fit(eights, g.SGD(0.01), rng.normal(size=(3, *shape)),

@@ -14,7 +14,7 @@ from grenade_py import D3, Convolution, Network, blocks
 from grenade_py.device import Device
 from grenade_py.execution import enqueue
 from grenade_py.gemm import gemm_outer, vector_width
-from grenade_py.layers.convolution import COL2IM_CHANNELS
+from grenade_py.layers.convolution import COL2IM_CHANNELS, SCATTER_ROWS
 
 # channels, rows, cols, filters, kernel rows, kernel cols, stride rows, stride cols
 SHAPES = {
@@ -27,6 +27,7 @@ SHAPES = {
     "wide": (2, 4, 40, 5, 2, 3, 1, 1),            # runs, 38 columns: the last moved back
     "ragged": (3, 7, 13, 9, 3, 3, 1, 1),          # runs, rows of 11: one moved back each
     "nine": (2, 3, 12, 5, 3, 4, 1, 1),            # runs, one row of 9, 9 positions
+    "fourteen": (5, 9, 16, 10, 3, 3, 1, 1),       # runs, rows of 14: the scatter on the grid
     "ragged-strided": (2, 11, 14, 6, 3, 3, 2, 1), # runs, rows of 12 two input rows apart
     "small-plane": (5, 3, 4, 7, 2, 2, 1, 1),      # 6 positions: patches entry-major, one dK
     "planes": (5, 7, 6, 19, 3, 2, 1, 1),          # rows of 5, 19 filters: conv_forward_planes
@@ -273,11 +274,12 @@ def test_training_with_the_kernel_gradient_in_chunks(device64, rng, monkeypatch)
 
 @pytest.mark.parametrize("name", [k for k, v in SHAPES.items() if v[6] == v[7] == 1])
 def test_the_one_launch_input_deltas_equal_the_two_launches(device, rng, name):
-    """conv_input_delta (a work-group per sample) and, where output rows are whole vectors of 8,
+    """conv_input_delta (a work-group per sample) and, where the GEMMs are implicit,
     conv_scatter_delta (a work-item per sample and 2 or 3 channels, which the layer then
-    takes) give the bits of gemm_outer's patches and conv_col2im_rows, the stride-1 input
-    delta's two launches on devices with tiled GEMMs; so do, for planes under a vector, one
-    gemm_outer over the batch and conv_col2im_rows from entry-major patches."""
+    takes; over rows that are not whole runs of 8 from dy laid out on their grid, as the
+    kernel gradient leaves it) give the bits of gemm_outer's patches and conv_col2im_rows, the
+    stride-1 input delta's two launches on devices with tiled GEMMs; so do, for planes under a
+    vector, one gemm_outer over the batch and conv_col2im_rows from entry-major patches."""
     if device.gemm != "registers":
         pytest.skip("the one-launch forms run with the register-blocked GEMMs")
     c, h, w, f, kh, kw, _, _ = SHAPES[name]
@@ -286,7 +288,9 @@ def test_the_one_launch_input_deltas_equal_the_two_launches(device, rng, name):
     layer, r = net.layers[0], c * kh * kw
     kernel = layer.parameters["kernel"]
     buffers = device.allocate("the test", layer.batch_buffers(n))
-    assert ("patches" in buffers) == (ow % 8 != 0)  # conv_scatter_delta's layers have none
+    assert layer.scatters() == (layer.implicit() and (ow % 8 == 0 or ow >= SCATTER_ROWS and
+                                                      not layer.planes()))
+    assert ("patches" in buffers) != layer.scatters()  # conv_scatter_delta's layers have none
     dy_d = device.to_device(rng.normal(size=(n, f, oh * ow)))
     patches = device.zeros((n * (r * oh * ow + vector_width(device)),))
     two = device.zeros((n, c, h, w))
@@ -306,8 +310,15 @@ def test_the_one_launch_input_deltas_equal_the_two_launches(device, rng, name):
     if layer.short_planes():  # one product over the batch, its col2im from entry-major patches
         assert names[0] == "conv_swap_planes" and names[1].startswith("gemm_outer_") and \
             names[2:] == ["conv_col2im_rows"]
+    elif layer.scatters():
+        assert names == ["conv_dy_runs"] * (ow % 8 != 0) + ["conv_scatter_delta"]
     else:
-        assert names == ["conv_scatter_delta" if ow % 8 == 0 else
-                         blocks.kernel_name("conv_input_delta", block)]
+        assert names == [blocks.kernel_name("conv_input_delta", block)]
     enqueue(launches)
     np.testing.assert_array_equal(taken.get(), two.get())
+    if layer.scatters():  # after the kernel gradient, from the dy it laid out
+        x_d = device.to_device(rng.normal(size=(n, c, h, w)))
+        after = device.zeros((n, c, h, w)) - 7
+        enqueue(layer.kernel_gradient(n, x_d, dy_d, buffers) +
+                layer.input_delta(n, dy_d, after, buffers, relaid=True))
+        np.testing.assert_array_equal(after.get(), two.get())

@@ -21,9 +21,10 @@ and conv_kernel_gradient_planes hold vectors of filters (K's rows, dy laid out p
 broadcast x's values (`planes`); so do those of the implicit GEMMs whose rows are not whole runs of
 8, from 64 patch entries. The input delta's patches_s = K dy_s into a per-batch buffer, put back
 onto dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in one launch,
-conv_input_delta (a work-group per sample), or where output rows are whole vectors of 8
-conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per sample
-and 2 or 3 input channels), else gemm_outer and conv_col2im (a row's phase of columns, 8 at a
+conv_input_delta (a work-group per sample), or where the GEMMs are implicit conv_scatter_delta
+(each patch entry's sums added onto dx as they are made, a work-item per sample and 2 or 3 input
+channels; from dy on the grid of runs where rows are not whole runs of 8), else gemm_outer and
+conv_col2im (a row's phase of columns, 8 at a
 time). y and dy stay (batch, F, positions). On GPUs the kernel gradient (either form) sums chunks
 of the batch apart and adds them up in order (`kernel_chunks`, gemm_sum_chunks): its R x F outputs
 alone are too few work-items there.
@@ -58,6 +59,12 @@ COL2IM_CHANNELS = 4
 #: The patch entries (C kh kw) from which the implicit GEMMs over rows that are not whole runs
 #: of 8 are the planes forms instead (`Convolution.planes`).
 PLANES_ENTRIES = 64
+#: The output rows, not whole runs of 8, from which the implicit GEMMs' input delta is
+#: conv_scatter_delta from dy laid out on the grid (`Convolution.scatters`). On a 2-core AVX2
+#: EPYC (PoCL 3.1), against conv_input_delta, the scatter alone (the kernel gradient lays dy
+#: out): at rows of 9 to 13 1.04-1.39x its time (10 shapes, both precisions); at 14 0.73-1.18x
+#: in float32 (4), 0.52-0.61x in float64 (2); at 17 to 33 0.60-1.04x (9), 0.49x in float64.
+SCATTER_ROWS = 14
 #: On a GPU the kernel gradient splits the batch into chunks until its R x F outputs
 #: times the chunks reach this many (see `kernel_chunks`).
 SPLIT_OUTPUTS = 1 << 16
@@ -196,10 +203,13 @@ class Convolution(Layer):
         return self.implicit() and not self.planes() and (ow % 8 != 0 or oh * ow % 16 != 0)
 
     def scatters(self) -> bool:
-        """Whether the input delta is conv_scatter_delta (stride 1, output rows of whole vectors
-        of 8, the register-blocked GEMMs): then, the GEMMs implicit, no launch reads patches."""
-        return self.sh == 1 and self.implicit() and self.geometry()[9] % 8 == 0 and \
-            self.device.gemm == "registers"
+        """Whether the input delta is conv_scatter_delta (stride 1, the implicit GEMMs, the
+        register-blocked GEMMs; where rows are not whole runs of 8, rows of SCATTER_ROWS or
+        more, not the planes forms, whose kernel gradient lays dy out otherwise): then no
+        launch reads patches."""
+        ow = self.geometry()[9]
+        return self.sh == 1 and self.implicit() and self.device.gemm == "registers" and (
+            ow % 8 == 0 or ow >= SCATTER_ROWS and self.dy_runs())
 
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         c, h, w, f, kh, kw, _, _, oh, ow = self.geometry()
@@ -349,12 +359,13 @@ class Convolution(Layer):
     def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array,
                     buffers: Buffers, relaid: bool = False) -> list[Launch]:
         """dx = col2im(K dy): at stride 1 with the register-blocked GEMMs one launch, of
-        conv_scatter_delta where output rows are whole vectors of 8, else of conv_input_delta
-        at the tuned block through the patches buffer, which it overwrites (a work-group per
-        sample: 1.2x faster than the two launches, gemm_outer then col2im, that the other
-        cases take); the same bits all three ways. Planes under a vector (`short_planes`), at
-        stride 1: K dy over the whole batch into entry-major patches, then their col2im rows
-        (`relaid`: dy is filter-major already, as `kernel_gradient` leaves it), the same bits."""
+        conv_scatter_delta where the GEMMs are implicit (`scatters`; where rows are not whole
+        runs of 8, from dy laid out on their grid), else of conv_input_delta at the tuned block
+        through the patches buffer, which it overwrites (a work-group per sample: 1.2x faster
+        than the two launches, gemm_outer then col2im, that the other cases take); the same
+        bits all three ways. Planes under a vector (`short_planes`), at stride 1: K dy over the
+        whole batch into entry-major patches, then their col2im rows, the same bits. `relaid`:
+        dy is laid out already as `kernel_gradient` leaves it (filter-major, or on the grid)."""
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         if self.short_planes() and sh == sw == 1:  # one product K dy over the batch (dy
             # filter-major, as kernel_gradient leaves it where `relaid`), its col2im rows
@@ -367,9 +378,14 @@ class Convolution(Layer):
                                    c, h, w, kh, kw, oh, ow, 1, buffers["patches"], dx)]
         if self.scatters():
             per_item = 2 if self.device.narrow else 3  # SCATTER_CHANNELS in convolution.cl
-            return [self.device.launch("conv_scatter_delta", (-(-c // per_item) * n,),
-                                       n, c, h, w, kh, kw, oh, ow, f, self.parameters["kernel"],
-                                       dy, dx, local=(1,))]
+            on_grid, plane = [], oh * ow
+            if ow % 8:  # dy on the grid of runs (as the kernel gradient lays it out)
+                on_grid = [] if relaid else [self.device.launch(
+                    "conv_dy_runs", (f, n), n, f, plane, ow, dy, buffers["dy runs"])]
+                dy, plane = buffers["dy runs"], -(-self.grid() // 16) * 16
+            return on_grid + [self.device.launch(
+                "conv_scatter_delta", (-(-c // per_item) * n,), n, c, h, w, kh, kw, oh, ow, f,
+                plane, self.parameters["kernel"], dy, dx, local=(1,))]
         p, patches = oh * ow, buffers["patches"]
         if sh == sw == 1 and self.device.gemm == "registers":
             return [blocks.launch(self.device, "conv_input_delta", (n, c * kh * kw, p, f),
@@ -399,8 +415,7 @@ class Convolution(Layer):
                  dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
         launches = self.kernel_gradient(n, x, dy, buffers, patched=True)  # the forward's patches
         if dx is not None:  # then the patches are spent: dx's overwrite them
-            launches += self.input_delta(n, dy, dx, buffers,
-                                         relaid=self.short_planes() and not self.planes())
+            launches += self.input_delta(n, dy, dx, buffers, relaid=not self.planes())
         return launches
 
     def fused_args(self, i: int) -> list[tuple[str, cl_array.Array]]:
