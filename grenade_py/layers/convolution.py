@@ -62,7 +62,7 @@ PLANES_ENTRIES = 64
 #: The output rows, not whole runs of 8, from which the implicit GEMMs' input delta is
 #: conv_scatter_delta from dy laid out on the grid (`Convolution.scatters`). On a 2-core AVX2
 #: EPYC (PoCL 3.1), against conv_input_delta, the scatter alone (the kernel gradient lays dy
-#: out): at rows of 9 to 13 1.04-1.39x its time (10 shapes, both precisions); at 14 0.73-1.18x
+#: out): at rows of 9 to 13 1.04-1.39x its time (11 shapes, both precisions); at 14 0.73-1.18x
 #: in float32 (4), 0.52-0.61x in float64 (2); at 17 to 33 0.60-1.04x (9), 0.49x in float64.
 SCATTER_ROWS = 14
 #: On a GPU the kernel gradient splits the batch into chunks until its R x F outputs
