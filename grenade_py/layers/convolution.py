@@ -19,15 +19,15 @@ one product over every sample's positions, see `short_planes`). Those shapes' fo
 kernel gradient, on CPUs, of 8 filters or more (4 in float64), copy nothing: conv_forward_planes
 and conv_kernel_gradient_planes hold vectors of filters (K's rows, dy laid out positions-major) and
 broadcast x's values (`planes`); so do those of the implicit GEMMs whose rows are not whole runs of
-8, from 64 patch entries. The input delta's patches_s = K dy_s into a per-batch buffer, put back
-onto dx by a gather (overlaps add up without atomics): at stride 1 on CPUs both in one launch,
-conv_input_delta (a work-group per sample), or where the GEMMs are implicit conv_scatter_delta
-(each patch entry's sums added onto dx as they are made, a work-item per sample and 2 or 3 input
-channels; from dy on the grid of runs where rows are not whole runs of 8), else gemm_outer and
-conv_col2im (a row's phase of columns, 8 at a
-time). y and dy stay (batch, F, positions). On GPUs the kernel gradient (either form) sums chunks
-of the batch apart and adds them up in order (`kernel_chunks`, gemm_sum_chunks): its R x F outputs
-alone are too few work-items there.
+8, from 64 patch entries and 16 filters (8 in float64). The input delta's patches_s = K dy_s into a
+per-batch buffer, put back onto dx by a gather (overlaps add up without atomics): at stride 1 on
+CPUs both in one launch, conv_input_delta (a work-group per sample), or where the GEMMs are implicit
+conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per sample
+and 2 or 3 input channels; from dy on the grid of runs where rows are not whole runs of 8), else
+gemm_outer and conv_col2im (a row's phase of columns, 8 at a time). y and dy stay (batch, F,
+positions). On GPUs the kernel gradient (either form) sums chunks of the batch apart and adds them
+up in order (`kernel_chunks`, gemm_sum_chunks): its R x F outputs alone are too few work-items
+there.
 In the fused per-example loop: direct loops over one sample, in blocks of 2 filters x 4 rows
 x 8 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the kernel
 gradient, any number of rows, conv_direct_kernel_block; the input delta, at stride 1, either
