@@ -23,11 +23,11 @@ broadcast x's values (`planes`); so do those of the implicit GEMMs whose rows ar
 per-batch buffer, put back onto dx by a gather (overlaps add up without atomics): at stride 1 on
 CPUs both in one launch, conv_input_delta (a work-group per sample), or where the GEMMs are implicit
 conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per sample
-and 2 or 3 input channels; from dy on the grid of runs where rows are not whole runs of 8), else
-gemm_outer and conv_col2im (a row's phase of columns, 8 at a time). y and dy stay (batch, F,
-positions). On GPUs the kernel gradient (either form) sums chunks of the batch apart and adds them
-up in order (`kernel_chunks`, gemm_sum_chunks): its R x F outputs alone are too few work-items
-there.
+and 2 or 3 input channels; from dy on the grid of runs where rows are not whole runs of 8: from
+SCATTER_ROWS outputs), else gemm_outer and conv_col2im (a row's phase of columns, 8 at a time). y
+and dy stay (batch, F, positions). On GPUs the kernel gradient (either form) sums chunks of the
+batch apart and adds them up in order (`kernel_chunks`, gemm_sum_chunks): its R x F outputs alone
+are too few work-items there.
 In the fused per-example loop: direct loops over one sample, in blocks of 2 filters x 4 rows
 x 8 columns where rows have 8 or more outputs, 4 or more rows (conv_direct_block; the kernel
 gradient, any number of rows, conv_direct_kernel_block; the input delta, at stride 1, either
