@@ -112,6 +112,10 @@ NETWORKS = {
         Convolution(2, 9, 2, 2, 1, 1), Tanh(), Deconvolution(9, 3, 3, 3, 2, 2), Elu()]),
     "deconv-few-inputs": (D3(4, 4, 1), lambda: [
         Convolution(1, 2, 2, 2, 1, 1), Tanh(), Deconvolution(2, 9, 2, 2, 1, 1), Tanh()]),
+    # a Deconvolution whose forward pass is conv_scatter_delta over rows of 14 (not whole runs
+    # of 8), from its input laid out on the grid of runs
+    "deconv-ragged": (D3(5, 16, 2), lambda: [
+        Convolution(2, 3, 2, 3, 1, 1), Tanh(), Deconvolution(3, 2, 2, 3, 1, 1), Elu()]),
 }
 
 
