@@ -165,24 +165,24 @@ class Convolution(Layer):
     def planes(self) -> bool:
         """Whether the forward pass and the kernel gradient are conv_forward_planes and
         conv_kernel_gradient_planes (vectors of VW filters, each input value broadcast: no
-        patches; the forward the bits of the other forms, the kernel gradient summed in another
-        order): on CPUs, with the register-blocked GEMMs, where the patches are otherwise
-        copied out (not `implicit`) and F >= VW / 2 filters (fewer than VW: one vector, part
-        empty), and where the implicit GEMMs' rows are not whole runs of 8 (a run moved back
-        repeats outputs), the patches have PLANES_ENTRIES entries or more and F >= VW (whole
-        vectors: at part-empty ones the implicit forms ran faster; on a 2-core AVX2 EPYC,
-        networks with such layers of 5 to 12 filters, Grenade's inception among them, trained
-        in 0.55-0.97x the time with the implicit forms, ran in 0.48-0.94x: 4 in float32, 2 in
-        float64). On a 2-core
-        AVX-512 EPYC (PoCL 3.1), against the copy and its GEMMs (or `short_planes`' products)
-        at 4 x 4 to 7 x 7 planes and 9 x 9 at stride 2, 8 to 128 channels, 16 to 128 filters,
-        batches 16 to 256: the forward 0.42-0.69x its time (11 shapes), the kernel gradient
-        with dy's layout 0.37-0.78x (9), both precisions; against the implicit GEMMs at rows
-        of 9 to 26 outputs: the forward 0.43-0.88x from 100 entries, 0.71-1.05x at 72, 1.09x
-        at 27 (12 shapes), the kernel gradient 0.65-0.92x from 72 (5); at rows of 8 and 16 the
-        forward 1.04-1.22x. Networks of layers of VW / 2 filters (8 in float32, 4 in float64;
-        6 networks) trained in 0.80-1.05x the copy's time, ran in 0.48-0.92x; at VW / 4 (4 in
-        float32) training took 1.24x."""
+        patches; the forward the bits of the other forms, the kernel gradient summed in
+        another order): on CPUs, with the register-blocked GEMMs, where the patches are
+        otherwise copied out (not `implicit`) and F >= VW / 2 filters (fewer than VW: one
+        vector, part empty), and where the implicit GEMMs' rows are not whole runs of 8 (a
+        run moved back repeats outputs), the patches have PLANES_ENTRIES entries or more and
+        F >= VW (whole vectors: at part-empty ones the implicit forms ran faster; on a
+        2-core AVX2 EPYC, networks with such layers of 5 to 12 filters, Grenade's inception
+        among them, trained in 0.55-0.97x the time with the implicit forms, ran in
+        0.48-0.94x: 4 in float32, 2 in float64). On a 2-core AVX-512 EPYC (PoCL 3.1),
+        against the copy and its GEMMs (or `short_planes`' products) at 4 x 4 to 7 x 7
+        planes and 9 x 9 at stride 2, 8 to 128 channels, 16 to 128 filters, batches 16 to
+        256: the forward 0.42-0.69x its time (11 shapes), the kernel gradient with dy's
+        layout 0.37-0.78x (9), both precisions; against the implicit GEMMs at rows of 9 to
+        26 outputs: the forward 0.43-0.88x from 100 entries, 0.71-1.05x at 72, 1.09x at 27
+        (12 shapes), the kernel gradient 0.65-0.92x from 72 (5); at rows of 8 and 16 the
+        forward 1.04-1.22x. Networks of layers of VW / 2 filters (8 in float32, 4 in
+        float64; 6 networks) trained in 0.80-1.05x the copy's time, ran in 0.48-0.92x; at VW
+        / 4 (4 in float32) training took 1.24x."""
         c, _, _, f, kh, kw, _, _, _, ow = self.geometry()  # (a Deconvolution's: transposed)
         if self.device.gpu or self.device.gemm != "registers":
             return False
