@@ -196,6 +196,11 @@ class Convolution(Layer):
         *_, oh, ow = self.geometry()
         return oh * -(-ow // 8) * 8
 
+    def runs_plane(self) -> int:
+        """The values of a plane of dy laid out on the grid (conv_dy_runs' G): the grid's
+        positions rounded up to 16."""
+        return -(-self.grid() // 16) * 16
+
     def dy_runs(self) -> bool:
         """Whether the implicit kernel gradient reads dy laid out on the grid, in positions
         rounded up to 16 (conv_dy_runs): unless that is dy's own layout."""
@@ -229,7 +234,7 @@ class Convolution(Layer):
         if self.planes():  # dy positions-major
             wanted["dy positions"] = (n * oh * ow * f + vector_width(self.device),)
         if self.dy_runs():
-            wanted["dy runs"] = (n * f * -(-self.grid() // 16) * 16,)
+            wanted["dy runs"] = (n * f * self.runs_plane(),)
         return wanted
 
     def kernel_chunks(self, n: int) -> int:
@@ -382,7 +387,7 @@ class Convolution(Layer):
             if ow % 8:  # dy on the grid of runs (as the kernel gradient lays it out)
                 on_grid = [] if relaid else [self.device.launch(
                     "conv_dy_runs", (f, n), n, f, plane, ow, dy, buffers["dy runs"])]
-                dy, plane = buffers["dy runs"], -(-self.grid() // 16) * 16
+                dy, plane = buffers["dy runs"], self.runs_plane()
             return on_grid + [self.device.launch(
                 "conv_scatter_delta", (-(-c // per_item) * n,), n, c, h, w, kh, kw, oh, ow, f,
                 plane, self.parameters["kernel"], dy, dx, local=(1,))]
