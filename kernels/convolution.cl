@@ -22,6 +22,18 @@ kernel void conv_row_offsets(int C, int H, int W, int kh, int kw, global REAL *r
     if (r < C * kh * kw) rows[r] = ((r / (kh * kw)) * H + r / kw % kh) * W + r % kw;
 }
 
+// The kernel of the input delta as a convolution (Convolution.flips): F channels to C filters,
+// each plane turned half round: flipped[((f kh + a) kw + b) C + c] = K[((c kh + kh - 1 - a) kw +
+// kw - 1 - b) F + f]. A work-item per row of K. global size (C kh kw)
+kernel void conv_flip_kernel(int C, int kh, int kw, int F, global const REAL *K,
+                             global REAL *flipped) {
+    const int r = get_global_id(0);
+    if (r >= C * kh * kw) return;
+    const int c = r / (kh * kw), turned = kh * kw - 1 - r % (kh * kw);
+    for (int f = 0; f < F; ++f)
+        flipped[((size_t)f * kh * kw + turned) * C + c] = K[(size_t)r * F + f];
+}
+
 // One patch entry's OH x OW values, from its first input `from` on (rows `pitch` apart,
 // columns sw apart), into `to`.
 void conv_im2col_entry(global const REAL *from, int OH, int OW, int pitch, int sw,

@@ -33,6 +33,7 @@ SHAPES = {
     "planes": (5, 7, 6, 19, 3, 2, 1, 1),          # rows of 5, 19 filters: conv_forward_planes
     "planes-short": (4, 4, 5, 17, 2, 3, 1, 1),    # 9 positions, 17 filters: the same
     "ragged-planes": (8, 5, 12, 17, 3, 3, 1, 1),  # runs, rows of 10, 72 entries: planes too
+    "turned": (7, 6, 19, 9, 3, 5, 1, 1),          # runs, rows of 15, 7 channels: dx turned
     "few-filters": (3, 6, 6, 9, 3, 3, 1, 1),      # 9 filters: one part-empty vector (float32)
     "fewer-filters": (3, 6, 7, 5, 2, 3, 2, 1),    # 5 filters: the same in float64, row stride 2
 }
@@ -279,7 +280,9 @@ def test_the_one_launch_input_deltas_equal_the_two_launches(device, rng, name):
     takes; over rows that are not whole runs of 8 from dy laid out on their grid, as the
     kernel gradient leaves it) give the bits of gemm_outer's patches and conv_col2im_rows, the
     stride-1 input delta's two launches on devices with tiled GEMMs; so do, for planes under a
-    vector, one gemm_outer over the batch and conv_col2im_rows from entry-major patches."""
+    vector, one gemm_outer over the batch and conv_col2im_rows from entry-major patches. The
+    turned convolution's forward pass (`flips`), which sums in another order, gives them to
+    rounding."""
     if device.gemm != "registers":
         pytest.skip("the one-launch forms run with the register-blocked GEMMs")
     c, h, w, f, kh, kw, _, _ = SHAPES[name]
@@ -288,9 +291,11 @@ def test_the_one_launch_input_deltas_equal_the_two_launches(device, rng, name):
     layer, r = net.layers[0], c * kh * kw
     kernel = layer.parameters["kernel"]
     buffers = device.allocate("the test", layer.batch_buffers(n))
+    enqueue(layer.setup(n, buffers))
     assert layer.scatters() == (layer.implicit() and (ow % 8 == 0 or ow >= SCATTER_ROWS and
                                                       not layer.planes()))
-    assert ("patches" in buffers) != layer.scatters()  # conv_scatter_delta's layers have none
+    # conv_scatter_delta's layers have none, nor the turned convolution's
+    assert ("patches" in buffers) != (layer.scatters() or layer.flips())
     dy_d = device.to_device(rng.normal(size=(n, f, oh * ow)))
     patches = device.zeros((n * (r * oh * ow + vector_width(device)),))
     two = device.zeros((n, c, h, w))
@@ -310,6 +315,12 @@ def test_the_one_launch_input_deltas_equal_the_two_launches(device, rng, name):
     if layer.short_planes():  # one product over the batch, its col2im from entry-major patches
         assert names[0] == "conv_swap_planes" and names[1].startswith("gemm_outer_") and \
             names[2:] == ["conv_col2im_rows"]
+    elif layer.flips():
+        assert names[:2] == ["conv_flip_kernel", "shift_planes"] and len(names) == 3 and \
+            names[2].startswith("conv_forward")
+        enqueue(launches)
+        np.testing.assert_allclose(taken.get(), two.get(), **tolerance(device, r))
+        return
     elif layer.scatters():
         assert names == ["conv_dy_runs"] * (ow % 8 != 0) + ["conv_scatter_delta"]
     else:

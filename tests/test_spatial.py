@@ -116,6 +116,11 @@ NETWORKS = {
     # of 8), from its input laid out on the grid of runs
     "deconv-ragged": (D3(5, 16, 2), lambda: [
         Convolution(2, 3, 2, 3, 1, 1), Tanh(), Deconvolution(3, 2, 2, 3, 1, 1), Elu()]),
+    # a Convolution of 7 channels whose input delta, and a Deconvolution of 6 outputs whose
+    # forward pass, are the turned convolution's forward pass over rows of 15
+    "turned": (D3(4, 19, 2), lambda: [
+        Convolution(2, 7, 1, 3, 1, 1), Tanh(), Convolution(7, 3, 2, 3, 1, 1), Elu(),
+        Deconvolution(3, 6, 2, 3, 1, 1), Tanh()]),
 }
 
 
@@ -157,6 +162,27 @@ def test_part_empty_vectors_of_filters_take_the_planes_forms_only_over_copied_pa
     assert takes(16, vw // 2) == takes(16, vw - 1) == (True, False)
     assert takes(16, vw) == (True, True)
     assert takes(7, vw // 2) == (False, True)
+
+
+def test_the_input_delta_is_the_turned_convolution_from_six_channels_over_ragged_rows(
+        device):
+    """Convolution.flips: stride 1, rows of 8 or more that are not whole runs of 8, and
+    FLIP_CHANNELS input channels or more (a Deconvolution's outputs); "turned" takes it twice."""
+    from grenade_py.layers.convolution import FLIP_CHANNELS
+    if device.gemm != "registers":
+        pytest.skip("the turned convolution is the register-blocked GEMMs' (CPUs)")
+
+    def flips(channels: int, cols: int, stride: int = 1) -> bool:
+        return Network([Convolution(channels, 3, 3, 3, stride, 1)], input=D3(
+            3 + 4 * stride, cols, channels), device=device).layers[0].flips()
+
+    assert flips(FLIP_CHANNELS, 16) and flips(FLIP_CHANNELS, 11)  # rows of 14 and 9
+    assert not flips(FLIP_CHANNELS - 1, 16)  # too few channels
+    assert not flips(FLIP_CHANNELS, 18) and not flips(FLIP_CHANNELS, 9)  # 16: runs; 7: no runs
+    assert not flips(FLIP_CHANNELS, 16, stride=2)
+    net = Network(NETWORKS["turned"][1](), input=NETWORKS["turned"][0], device=device)
+    assert [layer.flips() for layer in net.layers if isinstance(layer, Convolution)] == [
+        False, True, True]
 
 
 @pytest.mark.parametrize("name", NETWORKS)

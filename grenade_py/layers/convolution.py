@@ -24,8 +24,10 @@ per-batch buffer, put back onto dx by a gather (overlaps add up without atomics)
 CPUs both in one launch, conv_input_delta (a work-group per sample), or where the GEMMs are implicit
 conv_scatter_delta (each patch entry's sums added onto dx as they are made, a work-item per sample
 and 2 or 3 input channels; from dy on the grid of runs where rows are not whole runs of 8: from
-SCATTER_ROWS outputs), else gemm_outer and conv_col2im (a row's phase of columns, 8 at a time). y
-and dy stay (batch, F, positions). On GPUs the kernel gradient (either form) sums chunks of the
+SCATTER_ROWS outputs), else gemm_outer and conv_col2im (a row's phase of columns, 8 at a time).
+Where those rows have FLIP_CHANNELS input channels or more, the input delta is instead the forward
+pass of the turned convolution, K turned over dy padded all round (`flips`). y and dy stay
+(batch, F, positions). On GPUs the kernel gradient (either form) sums chunks of the
 batch apart and adds them up in order (`kernel_chunks`, gemm_sum_chunks): its R x F outputs alone
 are too few work-items there.
 In the fused per-example loop: direct loops over one sample, in blocks of 2 filters x 4 rows
@@ -65,6 +67,9 @@ PLANES_ENTRIES = 64
 #: out): at rows of 9 to 13 1.04-1.39x its time (11 shapes, both precisions); at 14 0.73-1.18x
 #: in float32 (4), 0.52-0.61x in float64 (2); at 17 to 33 0.60-1.04x (9), 0.49x in float64.
 SCATTER_ROWS = 14
+#: The input channels from which the input delta over rows that are not whole runs of 8 is
+#: the turned convolution's forward pass (`Convolution.flips`).
+FLIP_CHANNELS = 6
 #: On a GPU the kernel gradient splits the batch into chunks until its R x F outputs
 #: times the chunks reach this many (see `kernel_chunks`).
 SPLIT_OUTPUTS = 1 << 16
@@ -216,6 +221,32 @@ class Convolution(Layer):
         return self.sh == 1 and self.implicit() and self.device.gemm == "registers" and (
             ow % 8 == 0 or ow >= SCATTER_ROWS and self.dy_runs())
 
+    def flips(self) -> bool:
+        """Whether the input delta is the forward pass of the convolution `turned` (one launch
+        each: K turned, dy padded, then the implicit GEMM): at stride 1 with the
+        register-blocked GEMMs, where the implicit GEMMs' rows are not whole runs of 8 and
+        there are FLIP_CHANNELS input channels or more (the turned convolution's filters).
+        On a 2-core AVX-512 EPYC (PoCL 3.1), two-convolution networks whose second layer is
+        such trained in 0.70-1.01x the time of conv_scatter_delta's or conv_input_delta's in
+        float32 (13 shapes, 6 to 24 channels, 4 to 32 filters, rows of 9 to 28), 0.67-0.94x in
+        float64 (7), and Grenade's inception network in 0.84x and 0.88x (float32), 0.81x
+        (float64); at 4 channels 1.20x, at 1 channel 1.42x, over rows of whole runs (the
+        scatter's own grid) 1.03-1.31x (7 shapes)."""
+        c, *_, ow = self.geometry()
+        return self.sh == 1 and self.implicit() and ow % 8 != 0 and c >= FLIP_CHANNELS and \
+            self.device.gemm == "registers" and not self.short_planes()
+
+    def turned(self, kernel: cl_array.Array | None = None) -> Convolution:
+        """The input delta as a convolution: F channels to C filters over dy padded all round
+        by the kernel's size less one (kernels/reshape.cl's shift_planes, into "dy padded"),
+        its kernel K with every plane turned half round (conv_flip_kernel, into `kernel`)."""
+        c, h, w, f, kh, kw, *_ = self.geometry()
+        turned = Convolution(f, c, kh, kw, 1, 1)
+        turned.bind(self.device, D3(h + kh - 1, w + kw - 1, f), None)
+        if kernel is not None:
+            turned.parameters["kernel"] = kernel
+        return turned
+
     def batch_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         c, h, w, f, kh, kw, _, _, oh, ow = self.geometry()
         if c * h * w >= 2**24:  # the offsets are exact in float32: checked before allocating
@@ -225,7 +256,10 @@ class Convolution(Layer):
         # they are copied out
         chunks = self.kernel_chunks(n)
         wanted: dict[str, tuple[int, ...]] = {"rows": (c * kh * kw,), "zeros": (f,)}
-        if not self.scatters():
+        if self.flips():
+            wanted |= {"dy padded": (n * f * (h + kh - 1) * (w + kw - 1),),
+                       "turned": (c * kh * kw * f,), "turned rows": (f * kh * kw,)}
+        elif not self.scatters():
             wanted["patches"] = (n * (c * kh * kw * oh * ow + vector_width(self.device)),)
         if chunks > 1:  # the chunked kernel gradient's sums
             wanted["chunks"] = (chunks * c * kh * kw * f,)
@@ -253,8 +287,9 @@ class Convolution(Layer):
     def delta_buffers(self) -> set[str]:
         """The patches (and dy filter-major), where the forward pass and the kernel gradient
         read none: the implicit GEMMs' and the planes forms' (a first layer's otherwise unused
-        buffer, as large as its input times kh kw)."""
-        return {"patches", "by filter"} if self.implicit() or self.planes() else set()
+        buffer, as large as its input times kh kw); the turned convolution's dy and kernel."""
+        return {"patches", "by filter", "dy padded", "turned"} if self.implicit() or \
+            self.planes() else {"dy padded", "turned"}
 
     def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         """The forward pass needs the patch entries' offsets, and the patches where they are
@@ -268,7 +303,9 @@ class Convolution(Layer):
         through."""
         c, h, w, _, kh, kw, _, _, _, _ = self.geometry()
         return [self.device.launch("conv_row_offsets", (c * kh * kw,), c, h, w, kh, kw,
-                                   buffers["rows"])]
+                                   buffers["rows"])] + (
+            self.turned().setup(n, {"rows": buffers["turned rows"]})
+            if "turned rows" in buffers else [])
 
     def _patch_args(self, n: int) -> tuple[int, ...]:
         """n, sample, R, F, P, OW, pitch: the implicit GEMMs' shape arguments."""
@@ -372,6 +409,14 @@ class Convolution(Layer):
         whole batch into entry-major patches, then their col2im rows, the same bits. `relaid`:
         dy is laid out already as `kernel_gradient` leaves it (filter-major, or on the grid)."""
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
+        if self.flips():
+            return [self.device.launch("conv_flip_kernel", (c * kh * kw,), c, kh, kw, f,
+                                       self.parameters["kernel"], buffers["turned"]),
+                    self.device.launch("shift_planes", (n * f * (h + kh - 1),), n * f, oh, ow,
+                                       h + kh - 1, w + kw - 1, kh - 1, kw - 1, dy,
+                                       buffers["dy padded"]),
+                    *self.turned(buffers["turned"]).convolve(n, buffers["dy padded"], dx, {
+                        "rows": buffers["turned rows"]})]
         if self.short_planes() and sh == sw == 1:  # one product K dy over the batch (dy
             # filter-major, as kernel_gradient leaves it where `relaid`), its col2im rows
             p, by_filter = oh * ow, buffers["by filter"]
