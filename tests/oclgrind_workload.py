@@ -105,12 +105,13 @@ def main() -> None:
                              input=g.D2(7, 9), device=d, seed=1)
             g.fit(pair, g.SGD(0.01), rng.normal(size=(3, 7, 9)),
                   rng.normal(size=(3, *pair.output_shape.dims)), batch_size=3, epochs=1)
-            # The input delta of 6 channels over rows of 9, and a Deconvolution's forward pass
+            # The input delta of 6 channels over rows of 12, and a Deconvolution's forward pass
             # of 6 outputs over them, as the turned convolution (registers: K turned, dy
-            # padded, the implicit forward over rows of 11 and 13)
-            turned = g.Network([g.Convolution(1, 6, 1, 3, 1, 1), g.Convolution(6, 2, 2, 3, 1, 1),
-                                g.Deconvolution(2, 6, 2, 3, 1, 1)], input=g.D2(4, 13),
-                               device=d, seed=1)
+            # padded, the implicit forward over rows of 11 and 14), the first the delta of its
+            # Pad's input (dy padded by less, cut at the bottom)
+            turned = g.Network([g.Convolution(1, 6, 1, 3, 1, 1), g.Pad(1, 0, 2, 2),
+                                g.Convolution(6, 2, 2, 3, 1, 1), g.Deconvolution(2, 6, 2, 3, 1, 1)],
+                               input=g.D2(4, 13), device=d, seed=1)
             g.fit(turned, g.SGD(0.01), rng.normal(size=(3, 4, 13)),
                   rng.normal(size=(3, *turned.output_shape.dims)), batch_size=3, epochs=1)
             # Planes under a vector (registers: 3 x 3, and 2 x 2 in float64 too): patches

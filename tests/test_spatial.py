@@ -121,6 +121,11 @@ NETWORKS = {
     "turned": (D3(4, 19, 2), lambda: [
         Convolution(2, 7, 1, 3, 1, 1), Tanh(), Convolution(7, 3, 2, 3, 1, 1), Elu(),
         Deconvolution(3, 6, 2, 3, 1, 1), Tanh()]),
+    # the same after a Pad, whose input's delta it gives (the Pad's backward pass left out):
+    # padding under the kernel's size less one (top), and over it (left, bottom: dy cut)
+    "pad-turned": (D3(5, 12, 2), lambda: [
+        Convolution(2, 6, 1, 2, 1, 1), Tanh(), Pad(4, 1, 0, 3), Convolution(6, 3, 3, 4, 1, 1),
+        Elu()]),
 }
 
 
@@ -167,7 +172,8 @@ def test_part_empty_vectors_of_filters_take_the_planes_forms_only_over_copied_pa
 def test_the_input_delta_is_the_turned_convolution_from_six_channels_over_ragged_rows(
         device):
     """Convolution.flips: stride 1, rows of 8 or more that are not whole runs of 8, and
-    FLIP_CHANNELS input channels or more (a Deconvolution's outputs); "turned" takes it twice."""
+    FLIP_CHANNELS input channels or more (a Deconvolution's outputs); "turned" takes it twice,
+    "pad-turned" once, in place of its Pad's backward pass."""
     from grenade_py.layers.convolution import FLIP_CHANNELS
     if device.gemm != "registers":
         pytest.skip("the turned convolution is the register-blocked GEMMs' (CPUs)")
@@ -183,6 +189,12 @@ def test_the_input_delta_is_the_turned_convolution_from_six_channels_over_ragged
     net = Network(NETWORKS["turned"][1](), input=NETWORKS["turned"][0], device=device)
     assert [layer.flips() for layer in net.layers if isinstance(layer, Convolution)] == [
         False, True, True]
+    # after a Pad, the Convolution gives the Pad's input's delta: one shift_planes backwards,
+    # the turned convolution's padding of dy, none of the Pad's
+    from grenade_py.execution import Step
+    net = Network(NETWORKS["pad-turned"][1](), input=NETWORKS["pad-turned"][0], device=device)
+    names = [launch.kernel.function_name for launch in Step(net, 3).backward_launches()]
+    assert net.layers[3].flips() and names.count("shift_planes") == 1
 
 
 @pytest.mark.parametrize("name", NETWORKS)

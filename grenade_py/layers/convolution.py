@@ -53,7 +53,7 @@ from grenade_py.errors import ShapeError
 from grenade_py.gemm import gemm_dot, gemm_outer, rows_product, vector_width
 from grenade_py.layers.arguments import chosen_init, initial_values, positive_ints
 from grenade_py.layers.base import Buffers, Layer
-from grenade_py.layers.pad import fused_shift
+from grenade_py.layers.pad import Pad, fused_shift
 from grenade_py.shapes import D2, D3, Shape
 
 #: Input channels per work-item of the stride-1 col2im (COL2IM_CHANNELS in convolution.cl).
@@ -236,11 +236,16 @@ class Convolution(Layer):
         return self.sh == 1 and self.implicit() and ow % 8 != 0 and c >= FLIP_CHANNELS and \
             self.device.gemm == "registers" and not self.short_planes()
 
-    def turned(self, kernel: cl_array.Array | None = None) -> Convolution:
+    def turned(self, kernel: cl_array.Array | None = None,
+               below: Pad | None = None) -> Convolution:
         """The input delta as a convolution: F channels to C filters over dy padded all round
         by the kernel's size less one (kernels/reshape.cl's shift_planes, into "dy padded"),
-        its kernel K with every plane turned half round (conv_flip_kernel, into `kernel`)."""
+        its kernel K with every plane turned half round (conv_flip_kernel, into `kernel`).
+        With the Pad `below` (the layer before), the delta of that Pad's input alone: dy
+        padded by that much less."""
         c, h, w, f, kh, kw, *_ = self.geometry()
+        if below is not None:
+            _, h, w = planes(below.in_shape)
         turned = Convolution(f, c, kh, kw, 1, 1)
         turned.bind(self.device, D3(h + kh - 1, w + kw - 1, f), None)
         if kernel is not None:
@@ -288,8 +293,8 @@ class Convolution(Layer):
         """The patches (and dy filter-major), where the forward pass and the kernel gradient
         read none: the implicit GEMMs' and the planes forms' (a first layer's otherwise unused
         buffer, as large as its input times kh kw); the turned convolution's dy and kernel."""
-        return {"patches", "by filter", "dy padded", "turned"} if self.implicit() or \
-            self.planes() else {"dy padded", "turned"}
+        turned = {"dy padded", "turned", "turned rows"}
+        return turned | {"patches", "by filter"} if self.implicit() or self.planes() else turned
 
     def inference_buffers(self, n: int) -> dict[str, tuple[int, ...]]:
         """The forward pass needs the patch entries' offsets, and the patches where they are
@@ -303,9 +308,7 @@ class Convolution(Layer):
         through."""
         c, h, w, _, kh, kw, _, _, _, _ = self.geometry()
         return [self.device.launch("conv_row_offsets", (c * kh * kw,), c, h, w, kh, kw,
-                                   buffers["rows"])] + (
-            self.turned().setup(n, {"rows": buffers["turned rows"]})
-            if "turned rows" in buffers else [])
+                                   buffers["rows"])]
 
     def _patch_args(self, n: int) -> tuple[int, ...]:
         """n, sample, R, F, P, OW, pitch: the implicit GEMMs' shape arguments."""
@@ -399,7 +402,8 @@ class Convolution(Layer):
         return launches
 
     def input_delta(self, n: int, dy: cl_array.Array, dx: cl_array.Array,
-                    buffers: Buffers, relaid: bool = False) -> list[Launch]:
+                    buffers: Buffers, relaid: bool = False, below: Pad | None = None
+                    ) -> list[Launch]:
         """dx = col2im(K dy): at stride 1 with the register-blocked GEMMs one launch, of
         conv_scatter_delta where the GEMMs are implicit (`scatters`; where rows are not whole
         runs of 8, from dy laid out on their grid), else of conv_input_delta at the tuned block
@@ -407,16 +411,21 @@ class Convolution(Layer):
         than the two launches, gemm_outer then col2im, that the other cases take); the same
         bits all three ways. Planes under a vector (`short_planes`), at stride 1: K dy over the
         whole batch into entry-major patches, then their col2im rows, the same bits. `relaid`:
-        dy is laid out already as `kernel_gradient` leaves it (filter-major, or on the grid)."""
+        dy is laid out already as `kernel_gradient` leaves it (filter-major, or on the grid).
+        `below`: where the layer `flips`, the Pad before it, whose input's delta dx then is
+        (the Pad's backward pass left out; see Series.backward_below)."""
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
         if self.flips():
-            return [self.device.launch("conv_flip_kernel", (c * kh * kw,), c, kh, kw, f,
+            turned, rows = self.turned(buffers["turned"], below), buffers["turned rows"]
+            top, left = (0, 0) if below is None else (below.top, below.left)
+            _, th, tw = planes(turned.in_shape)
+            return [self.device.launch("conv_row_offsets", (f * kh * kw,), f, th, tw, kh, kw,
+                                       rows),
+                    self.device.launch("conv_flip_kernel", (c * kh * kw,), c, kh, kw, f,
                                        self.parameters["kernel"], buffers["turned"]),
-                    self.device.launch("shift_planes", (n * f * (h + kh - 1),), n * f, oh, ow,
-                                       h + kh - 1, w + kw - 1, kh - 1, kw - 1, dy,
-                                       buffers["dy padded"]),
-                    *self.turned(buffers["turned"]).convolve(n, buffers["dy padded"], dx, {
-                        "rows": buffers["turned rows"]})]
+                    self.device.launch("shift_planes", (n * f * th,), n * f, oh, ow, th, tw,
+                                       kh - 1 - top, kw - 1 - left, dy, buffers["dy padded"]),
+                    *turned.convolve(n, buffers["dy padded"], dx, {"rows": rows})]
         if self.short_planes() and sh == sw == 1:  # one product K dy over the batch (dy
             # filter-major, as kernel_gradient leaves it where `relaid`), its col2im rows
             p, by_filter = oh * ow, buffers["by filter"]
@@ -462,10 +471,13 @@ class Convolution(Layer):
         return self.convolve(n, x, y, buffers)
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
-                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
+                 dx: cl_array.Array | None, buffers: Buffers, below: Pad | None = None
+                 ) -> list[Launch]:
+        """`below`: as for `input_delta`."""
         launches = self.kernel_gradient(n, x, dy, buffers, patched=True)  # the forward's patches
         if dx is not None:  # then the patches are spent: dx's overwrite them
-            launches += self.input_delta(n, dy, dx, buffers, relaid=not self.planes())
+            launches += self.input_delta(n, dy, dx, buffers, relaid=not self.planes(),
+                                         below=below)
         return launches
 
     def fused_args(self, i: int) -> list[tuple[str, cl_array.Array]]:

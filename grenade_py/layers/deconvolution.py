@@ -20,6 +20,7 @@ from grenade_py.gemm import rows_product
 from grenade_py.layers.arguments import initial_values
 from grenade_py.layers.base import Buffers
 from grenade_py.layers.convolution import Convolution, planes
+from grenade_py.layers.pad import Pad
 
 
 class Deconvolution(Convolution):
@@ -93,7 +94,10 @@ class Deconvolution(Convolution):
         return self.input_delta(n, x, y, buffers)
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
-                 dx: cl_array.Array | None, buffers: Buffers) -> list[Launch]:
+                 dx: cl_array.Array | None, buffers: Buffers, below: Pad | None = None
+                 ) -> list[Launch]:
+        """(`below` is never given: the input delta is the transposed convolution's forward
+        pass, which takes the Pad's backward pass in no part.)"""
         launches = self.kernel_gradient(n, dy, x, buffers)  # copies dy's patches out, if any
         if dx is not None:
             launches += self.convolve(n, dy, dx, buffers, patched=True)

@@ -15,7 +15,9 @@ import pyopencl.array as cl_array
 from grenade_py.device import Device, Launch
 from grenade_py.errors import ShapeError
 from grenade_py.layers.base import Buffers, Factor, Layer, sub
+from grenade_py.layers.convolution import Convolution
 from grenade_py.layers.fully_connected import FullyConnected
+from grenade_py.layers.pad import Pad
 from grenade_py.layers.relu import Relu
 from grenade_py.shapes import Shape, size
 
@@ -137,6 +139,15 @@ class Series(Layer):
             isinstance(layer, FullyConnected) and layer.relu_fused(rows)
         return cast(FullyConnected, layer) if fused else None
 
+    def pad_fused(self, i: int) -> Convolution | None:
+        """Layer i if it is a Convolution after a Pad whose input delta it computes as the
+        turned convolution (`Convolution.flips`): then it gives the Pad's input's delta, the
+        Pad's backward pass left out (`backward_below`), else None."""
+        layer = self.layers[i]
+        fused = type(layer) is Convolution and i > 0 and type(self.layers[i - 1]) is Pad and \
+            layer.flips()
+        return cast(Convolution, layer) if fused else None
+
     def forward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                          buffers: Buffers, training: bool) -> list[Launch]:
         acts, rows = self.activations(x, y, buffers), steps * batch
@@ -195,7 +206,8 @@ class Series(Layer):
         cross entropy starts at the logits); `gradients` as in Layer.backward_sequence. Without
         `dx`, the layers below the lowest with parameters are left out, and that one computes
         no input delta (as the fused loop does). A Relu below a FullyConnected layer that runs
-        it (`relu_fused`) runs in that layer's input delta. The layers `stepped` (of
+        it (`relu_fused`) runs in that layer's input delta; a Pad below a Convolution that
+        gives the Pad's input delta (`pad_fused`) runs none. The layers `stepped` (of
         `update_fused`) step their weights in their gradients' GEMMs (the values set per
         call)."""
         acts = self.activations(x, y, buffers)
@@ -206,16 +218,21 @@ class Series(Layer):
         if dx is None and lowest < top:
             deltas[lowest] = None  # nothing below it wants its input's delta
         launches, rows = [], steps * batch
-        fused = [self.relu_fused(i, i - 1, rows) if i > lowest else None for i in range(top)]
+        fused: list[Layer | None] = [self.relu_fused(i, i - 1, rows) or self.pad_fused(i)
+                                     if i > lowest else None for i in range(top)]
         updated = {id(layer) for layer in stepped}
         for i in reversed(range(lowest, top)):
-            delta, own, fc, layer = deltas[i + 1], sub(buffers, str(i)), fused[i], self.layers[i]
+            delta, own, joint, layer = (deltas[i + 1], sub(buffers, str(i)), fused[i],
+                                        self.layers[i])
             assert delta is not None  # only dx may be None
             steps_in = {"update": True} if id(layer) in updated else {}
-            if fc is not None:  # its input delta through the Relu below
-                launches += fc.backward_sequence(steps, batch, acts[i], acts[i + 1], delta,
-                                                 deltas[i - 1], own, gradients, acts[i - 1],
-                                                 **steps_in)
+            if isinstance(joint, Convolution):  # the Pad's input delta
+                launches += joint.backward(rows, acts[i], acts[i + 1], delta, deltas[i - 1],
+                                           own, below=cast(Pad, self.layers[i - 1]))
+            elif isinstance(joint, FullyConnected):  # its input delta through the Relu below
+                launches += joint.backward_sequence(steps, batch, acts[i], acts[i + 1], delta,
+                                                    deltas[i - 1], own, gradients, acts[i - 1],
+                                                    **steps_in)
             elif (i + 1 == top or fused[i + 1] is None) and self.base(i + 1) > i:
                 launches += layer.backward_sequence(steps, batch, acts[i], acts[i + 1], delta,
                                                     deltas[i], own, gradients, **steps_in)
