@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -426,11 +427,43 @@ def bench_convolutions(device: Device, repeats: int) -> list[tuple[str, float, s
     return rows
 
 
+def _steps_against_torch(device: Device, net: Network, x: np.ndarray, y: np.ndarray,
+                         loss: str, model: Callable[[Any], Any] | None, repeats: int
+                         ) -> list[tuple[str, float]]:
+    """Microseconds per training step (train on the batch (x, y), Grenade's momentum rule
+    MLP_LP, `loss`: "squared_error", the half squared error averaged over the batch, or
+    "cross_entropy" at the logits), interleaved with PyTorch's on the same architecture,
+    `model(torch)` (without the Softmax), where PyTorch is installed."""
+    def ours() -> None:
+        for _ in range(BATCH_STEPS):
+            train(net, MLP_LP, x, y, loss=loss)
+        device.queue.finish()
+
+    runs: dict[str, Callable[[], float | None]] = {"grenade_py": ours}
+    torch = _torch()
+    if torch is not None and model is not None:
+        built = model(torch)
+        momenta = [torch.zeros_like(p) for p in built.parameters()]
+        tx, ty = torch.from_numpy(x).reshape(len(x), -1, *x.shape[-2:]), torch.from_numpy(y)
+
+        def measured(out):
+            if loss == "cross_entropy":
+                return torch.nn.functional.cross_entropy(out, ty.argmax(1))
+            return 0.5 * ((out - ty) ** 2).sum() / len(tx)
+
+        def theirs() -> None:
+            for _ in range(BATCH_STEPS):
+                measured(built(tx)).backward()
+                _torch_descend(torch, built, momenta, MLP_LP)
+
+        runs["pytorch"] = theirs
+    return [(name, seconds / BATCH_STEPS * 1e6) for name, seconds in interleaved(runs, repeats)]
+
+
 def bench_small_planes(device: Device, repeats: int) -> list[tuple[str, float]]:
-    """Microseconds per training step (train on one batch of 64, Grenade's momentum rule, the
-    half squared error) of a convnet whose planes are smaller than a vector (7 x 7 x 16 in,
-    3 x 3 convolutions to 5 x 5 x 32 and 3 x 3 x 64, then FullyConnected 576 10: outputs of
-    fewer than 16 positions), interleaved with PyTorch's on the same architecture."""
+    """Microseconds per training step at batch 64 (`_steps_against_torch`, squared error) of a
+    convnet whose planes are smaller than a vector (7 x 7 x 16 in, 3 x 3 convolutions to 5 x 5
+    x 32 and 3 x 3 x 64, then FullyConnected 576 10: outputs of fewer than 16 positions)."""
     net = Network([Convolution(16, 32, 3, 3, 1, 1), Relu(), Convolution(32, 64, 3, 3, 1, 1),
                    Relu(), Reshape(D1(576)), FullyConnected(576, 10)], input=D3(7, 7, 16),
                   device=device, seed=1)
@@ -438,33 +471,49 @@ def bench_small_planes(device: Device, repeats: int) -> list[tuple[str, float]]:
     x = rng.uniform(size=(64, 16, 7, 7)).astype(np.float32)
     y = rng.uniform(size=(64, 10)).astype(np.float32)
 
-    def ours() -> None:
-        for _ in range(SMALL_PLANE_STEPS):
-            train(net, MLP_LP, x, y)
-        device.queue.finish()
-
-    runs: dict[str, Callable[[], float | None]] = {"grenade_py": ours}
-    torch = _torch()
-    if torch is not None:
+    def model(torch):
         nn = torch.nn
-        model = nn.Sequential(nn.Conv2d(16, 32, 3, bias=False), nn.ReLU(),
-                              nn.Conv2d(32, 64, 3, bias=False), nn.ReLU(), nn.Flatten(),
-                              nn.Linear(576, 10))
-        momenta = [torch.zeros_like(p) for p in model.parameters()]
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        return nn.Sequential(nn.Conv2d(16, 32, 3, bias=False), nn.ReLU(),
+                             nn.Conv2d(32, 64, 3, bias=False), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(576, 10))
 
-        def theirs() -> None:
-            for _ in range(SMALL_PLANE_STEPS):
-                (0.5 * ((model(tx) - ty) ** 2).sum() / len(tx)).backward()
-                _torch_descend(torch, model, momenta, MLP_LP)
-
-        runs["pytorch"] = theirs
-    return [(name, seconds / SMALL_PLANE_STEPS * 1e6)
-            for name, seconds in interleaved(runs, repeats)]
+    return _steps_against_torch(device, net, x, y, "squared_error", model, repeats)
 
 
-#: Training steps per timing of bench_small_planes.
-SMALL_PLANE_STEPS = 20
+def bench_inception(device: Device, repeats: int) -> list[tuple[str, float]]:
+    """Microseconds per training step at batch 64 (`_steps_against_torch`, cross-entropy) of
+    the network of Grenade's mnist.hs (`mnist_network("inception")`: two Concats of padded
+    3 x 3 and 5 x 5 convolutions, pooling, two FullyConnected layers) on 28 x 28 images."""
+    net = mnist_network("inception", device, seed=1)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(64, 28, 28)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 64)]
+
+    def model(torch):
+        nn = torch.nn
+
+        class Concat(nn.Module):
+            def __init__(self, *branches):
+                super().__init__()
+                self.branches = nn.ModuleList(branches)
+
+            def forward(self, x):
+                return torch.cat([branch(x) for branch in self.branches], 1)
+
+        def mini(channels: int, chx: int, chy: int):
+            return Concat(nn.Conv2d(channels, chx, 3, padding=1, bias=False),
+                          nn.Conv2d(channels, chy, 5, padding=2, bias=False))
+
+        return nn.Sequential(Concat(nn.Identity(), mini(1, 5, 9)), nn.MaxPool2d(2), nn.ReLU(),
+                             Concat(nn.Conv2d(15, 3, 1, bias=False), mini(15, 5, 10)),
+                             nn.ZeroPad2d(-1), nn.MaxPool2d(3), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(288, 80), nn.Sigmoid(), nn.Linear(80, 10))
+
+    return _steps_against_torch(device, net, x, y, "cross_entropy", model, repeats)
+
+
+#: Training steps per timing of bench_small_planes and bench_inception.
+BATCH_STEPS = 20
 #: LeNet steps per timing of bench_convolutions.
 CONV_STEPS = 10
 #: Launches of peak_fma per timing (~3 ms each here).
@@ -1026,6 +1075,11 @@ def run_all(data_dir: str | None, device_spec: str | None, examples: int, epoch_
               "{:.0f}")
     say("   a convnet of planes under 16 positions (7x7x16 -> 5x5x32 -> 3x3x64), a training "
         "step at batch 64: " + ", ".join(f"{name} {us:.0f} us" for name, us in planes))
+    inception = bench_inception(device, repeats)
+    table.add("Grenade's mnist.hs network (Inception blocks), training step at batch 64 (µs)",
+              inception, "{:.0f}")
+    say("   the network of Grenade's mnist.hs, a training step at batch 64: " +
+        ", ".join(f"{name} {us:.0f} us" for name, us in inception))
 
     gemms = report_gemms(device, repeats, say)
     gemm_rate = next(v for name, v in gemms if name.startswith(

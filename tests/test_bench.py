@@ -31,7 +31,8 @@ def test_bench_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for section in ("1. feedforward", "2. MNIST", "one sample's output", "samples' output",
-                    "3. LeNet", "us/example", "4. GEMMs", "of peak",
+                    "3. LeNet", "us/example", "mnist.hs, a training step", "4. GEMMs",
+                    "of peak",
                     "measured FMA peak", "tiled 1024^3", f"1024^3, tuned ({large}",
                     "of the rate of gemm_dot", "of the measured peak (their kernels alone",
                     "5. Shakespeare", "Grenade's semantics", "chars/s",
@@ -64,7 +65,7 @@ def test_bench_markdown_table(tmp_path):
     # on a CPU, one of the GEMMs' rates over numpy's in each round, by product)
     by_round = [row for row in table if "in the same round" in row]
     assert table[0] == "| | grenade_py | numpy | PyTorch (CPU) |" and \
-        len(table) == 2 + 24 + len(by_round)
+        len(table) == 2 + 25 + len(by_round)
     assert any("1024³" in row for row in by_round)
     for row in by_round:
         values = [float(v) for v in row.split("|")[2].split(",")]
