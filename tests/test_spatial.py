@@ -186,6 +186,11 @@ def test_the_input_delta_is_the_turned_convolution_from_six_channels_over_ragged
     assert not flips(FLIP_CHANNELS - 1, 16)  # too few channels
     assert not flips(FLIP_CHANNELS, 18) and not flips(FLIP_CHANNELS, 9)  # 16: runs; 7: no runs
     assert not flips(FLIP_CHANNELS, 16, stride=2)
+    # dy padded all round, of 2^24 values or more a sample (offsets inexact in float32)
+    assert not Network([Convolution(FLIP_CHANNELS, 256, 3, 3, 1, 1)], input=D3(
+        254, 254, FLIP_CHANNELS), device=device).layers[0].flips()
+    assert Network([Convolution(FLIP_CHANNELS, 255, 3, 3, 1, 1)], input=D3(
+        254, 254, FLIP_CHANNELS), device=device).layers[0].flips()
     net = Network(NETWORKS["turned"][1](), input=NETWORKS["turned"][0], device=device)
     assert [layer.flips() for layer in net.layers if isinstance(layer, Convolution)] == [
         False, True, True]

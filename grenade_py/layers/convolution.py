@@ -232,9 +232,10 @@ class Convolution(Layer):
         float64 (7), and Grenade's inception network in 0.84x and 0.88x (float32), 0.81x
         (float64); at 4 channels 1.20x, at 1 channel 1.42x, over rows of whole runs (the
         scatter's own grid) 1.03-1.31x (7 shapes)."""
-        c, *_, ow = self.geometry()
+        c, h, w, f, kh, kw, *_, ow = self.geometry()
         return self.sh == 1 and self.implicit() and ow % 8 != 0 and c >= FLIP_CHANNELS and \
-            self.device.gemm == "registers" and not self.short_planes()
+            self.device.gemm == "registers" and not self.short_planes() and \
+            f * (h + kh - 1) * (w + kw - 1) < 2**24  # (dy padded: offsets exact in float32)
 
     def turned(self, kernel: cl_array.Array | None = None,
                below: Pad | None = None) -> Convolution:
