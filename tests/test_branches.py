@@ -194,6 +194,60 @@ def test_random_networks_against_numpy(device64, seed):
     np.testing.assert_allclose(run_net(net, x), ref.forward(x)[-1], rtol=1e-10, atol=1e-11)
 
 
+NESTED = {
+    # a Trivial beside a Concat, whose branches' outputs are joined straight into the outer rows
+    "trivial-nested": (D1(3), lambda: [
+        FullyConnected(3, 4), Concat(Trivial(), Concat(FullyConnected(4, 2), [
+            Tanh(), FullyConnected(4, 3)])), Tanh(), FullyConnected(9, 2)]),
+    # two nested Concats, Trivials on both sides of the inner ones
+    "nested-both": (D1(3), lambda: [
+        FullyConnected(3, 5), Concat(Concat(Trivial(), FullyConnected(5, 3)),
+                                     Concat(Logit(), Trivial())), FullyConnected(18, 2)]),
+    # channels, three levels deep, first in the network (no input delta wanted)
+    "channels-first": (D3(2, 3, 2), lambda: [
+        Concat(Relu(), Concat(BatchNorm(2), Concat(Trivial(), Tanh()))), BatchNorm(8),
+        Tanh()]),
+    # the same after a layer with parameters: every branch's input delta wanted
+    "channels-deep": (D3(2, 3, 2), lambda: [
+        BatchNorm(2), Concat(Relu(), Concat(Tanh(), Concat(Trivial(), Logit()))),
+        BatchNorm(8)]),
+}
+
+
+@pytest.mark.parametrize("name", NESTED)
+def test_nested_concats_join_in_place_and_equal_numpy(device64, name):
+    """A Concat whose branch is a Concat (or a Trivial) joins that branch's output straight
+    into its rows, and splits its delta straight out of them (no buffers of their own): the
+    outputs, gradients and a train step equal the numpy transcription; the gradients finite
+    differences too (but through a BatchNorm)."""
+    shape, layers = NESTED[name]
+    rng = np.random.default_rng(7)
+    net = Network(layers(), input=shape, device=device64, seed=2, init="grenade")
+    ref = reference(net)
+    x = rng.normal(size=(3, *shape.dims))
+    y = rng.normal(size=(3, *net.output_shape.dims))
+    np.testing.assert_allclose(run_net(net, x), ref.forward(x)[-1], rtol=1e-11, atol=1e-12)
+    grads, expected = back_propagate(net, x, y), ref.gradients(x, y)
+    numeric = None if "BatchNorm" in repr(net.layers) else numeric_gradients(
+        net, lambda n: 0.5 * np.sum((run_net(n, x) - y) ** 2) / 3)
+    for index, (got, want) in enumerate(zip(grads, expected, strict=True)):
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-10, atol=1e-12)
+            if numeric is not None:
+                np.testing.assert_allclose(got[key], numeric[index][key], rtol=1e-5, atol=1e-7)
+    train(net, LP, x, y)
+    ref.train(x, y, LP)
+    for got, want in zip(net.get_parameters(), ref.parameters, strict=True):
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-10, atol=1e-12)
+    joins = [(path, layer) for path, layer, _ in net.nodes(shape) if isinstance(layer, Concat)]
+    buffers = execution.steps(net, 3).buffers
+    for path, layer in joins:
+        for key, branch in (("a", layer.a), ("b", layer.b)):
+            own = f"{path}.y{key}" in buffers
+            assert own == (type(branch) not in (Concat, Trivial)), (path, key)
+
+
 def test_random_network_through_fit_and_a_model_file(device64, tmp_path):
     rng = np.random.default_rng(99)
     layers = [FullyConnected(3, 4), Concat([Tanh(), FullyConnected(4, 2)],

@@ -121,11 +121,25 @@ def test_concat_and_split_rows(device, rng, wa, wb, n):
     a, b = rng.normal(size=(n, wa)), rng.normal(size=(n, wb))
     y = device.zeros((n, wa + wb)) - 7  # every value written: none left from before
     size = (n * -(-(wa + wb) // 8),)
-    run(device, "concat_rows", size, n, wa, wb, device.to_device(a), device.to_device(b), y)
+    run(device, "concat_rows", size, n, wa, wb, wa + wb, 0, device.to_device(a),
+        device.to_device(b), y)
     np.testing.assert_array_equal(y.get(), np.concatenate([a, b], axis=1).astype(device.dtype))
     # the parts in rows of their own, with a row's worth to spare after them: nothing spills
     a_d, b_d = device.zeros((n + 1, wa)) - 7, device.zeros((n + 1, wb)) - 7
-    run(device, "split_rows", size, n, wa, wb, y, a_d, b_d)
+    run(device, "split_rows", size, n, wa, wb, wa + wb, 0, y, a_d, b_d)
     np.testing.assert_array_equal(a_d.get()[:n], a.astype(device.dtype))
     np.testing.assert_array_equal(b_d.get()[:n], b.astype(device.dtype))
     assert (a_d.get()[n] == -7).all() and (b_d.get()[n] == -7).all()
+    # at columns 3 .. of rows of wa + wb + 5 (a nested Concat's part of its parent's), the
+    # columns around them untouched; then a alone (wb 0)
+    wide = device.zeros((n, wa + wb + 5)) - 7
+    run(device, "concat_rows", size, n, wa, wb, wa + wb + 5, 3, device.to_device(a),
+        device.to_device(b), wide)
+    want = np.full((n, wa + wb + 5), -7.0)
+    want[:, 3:3 + wa + wb] = np.concatenate([a, b], axis=1)
+    np.testing.assert_array_equal(wide.get(), want.astype(device.dtype))
+    run(device, "split_rows", size, n, wa, wb, wa + wb + 5, 3, wide, a_d, b_d)
+    np.testing.assert_array_equal(b_d.get()[:n], b.astype(device.dtype))
+    alone = device.zeros((n, wa)) - 7
+    run(device, "split_rows", (n * -(-wa // 8),), n, wa, 0, wa + wb + 5, 3, wide, alone, alone)
+    np.testing.assert_array_equal(alone.get(), a.astype(device.dtype))

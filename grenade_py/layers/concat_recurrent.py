@@ -71,14 +71,15 @@ class ConcatRecurrent(RecurrentLayer, Branches):
                 if isinstance(part, RecurrentLayer) else part.forward(rows, x, out, own, training)
         (_, _, wa), (_, _, wb) = self._parts()
         return launches + [self.device.launch("concat_rows", streaming_size(wa + wb, rows), rows,
-                                              wa, wb, buffers["ya"], buffers["yb"], y)]
+                                              wa, wb, wa + wb, 0, buffers["ya"], buffers["yb"],
+                                              y)]
 
     def backward_sequence(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                           dy: cl_array.Array, dx: cl_array.Array | None, buffers: Buffers,
                           gradients: bool = True) -> list[Launch]:
         rows, (_, _, wa), (_, _, wb) = steps * batch, *self._parts()
         launches = [self.device.launch("split_rows", streaming_size(wa + wb, rows), rows, wa, wb,
-                                       dy, buffers["dya"], buffers["dyb"])]
+                                       wa + wb, 0, dy, buffers["dya"], buffers["dyb"])]
         into = {"a": dx, "b": None if dx is None else buffers["dxb"]}
         for key, part, _ in self._parts():
             out, delta, own = buffers[f"y{key}"], buffers[f"dy{key}"], sub(buffers, key)
