@@ -157,6 +157,23 @@ def _out(layers, shape):
 SHAPES = [D1(3), D1(1), D2(2, 3), D3(2, 3, 2)]
 
 
+def outputs_and_gradients_match(net, ref, x, y):
+    """run_net and back_propagate on (x, y) equal the numpy transcription `ref`; the gradients
+    equal finite differences too (but through a BatchNorm, whose training pass normalises by
+    the batch's statistics where run_net uses the running ones)."""
+    np.testing.assert_allclose(run_net(net, x), ref.forward(x)[-1], rtol=1e-11, atol=1e-12)
+    normalised = any(isinstance(layer, BatchNorm) for _, layer, _ in net.nodes(net.input_shape))
+    numeric = None if normalised else numeric_gradients(
+        net, lambda n: 0.5 * np.sum((run_net(n, x) - y) ** 2) / len(x))
+    for index, (got, want) in enumerate(zip(back_propagate(net, x, y), ref.gradients(x, y),
+                                            strict=True)):
+        assert set(got) == set(want)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-12)
+            if numeric is not None:
+                np.testing.assert_allclose(got[name], numeric[index][name], rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("seed", range(16))
 def test_random_networks_against_numpy(device64, seed):
     """run_net, back_propagate, a batched train step and per-example training of random
@@ -172,18 +189,7 @@ def test_random_networks_against_numpy(device64, seed):
     ref = reference(net)
     x = rng.normal(size=(4, *shape.dims))
     y = rng.normal(size=(4, *net.output_shape.dims))
-    np.testing.assert_allclose(run_net(net, x), ref.forward(x)[-1], rtol=1e-11, atol=1e-12)
-    normalised = any(isinstance(layer, BatchNorm) for _, layer, _ in net.nodes(shape))
-    numeric = None if normalised else numeric_gradients(
-        net, lambda n: 0.5 * np.sum((run_net(n, x) - y) ** 2) / 4)
-    grads = back_propagate(net, x, y)
-    expected = ref.gradients(x, y)
-    for index, (got, want) in enumerate(zip(grads, expected, strict=True)):
-        assert set(got) == set(want)
-        for name in want:
-            np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-12)
-            if numeric is not None:
-                np.testing.assert_allclose(got[name], numeric[index][name], rtol=1e-5, atol=1e-7)
+    outputs_and_gradients_match(net, ref, x, y)
     train(net, LP, x, y)
     ref.train(x, y, LP)
     train(net, LP, x, y, per_example=True)
@@ -226,15 +232,7 @@ def test_nested_concats_join_in_place_and_equal_numpy(device64, name):
     ref = reference(net)
     x = rng.normal(size=(3, *shape.dims))
     y = rng.normal(size=(3, *net.output_shape.dims))
-    np.testing.assert_allclose(run_net(net, x), ref.forward(x)[-1], rtol=1e-11, atol=1e-12)
-    grads, expected = back_propagate(net, x, y), ref.gradients(x, y)
-    numeric = None if "BatchNorm" in repr(net.layers) else numeric_gradients(
-        net, lambda n: 0.5 * np.sum((run_net(n, x) - y) ** 2) / 3)
-    for index, (got, want) in enumerate(zip(grads, expected, strict=True)):
-        for key in want:
-            np.testing.assert_allclose(got[key], want[key], rtol=1e-10, atol=1e-12)
-            if numeric is not None:
-                np.testing.assert_allclose(got[key], numeric[index][key], rtol=1e-5, atol=1e-7)
+    outputs_and_gradients_match(net, ref, x, y)
     train(net, LP, x, y)
     ref.train(x, y, LP)
     for got, want in zip(net.get_parameters(), ref.parameters, strict=True):
