@@ -114,6 +114,13 @@ def main() -> None:
                                input=g.D2(4, 13), device=d, seed=1)
             g.fit(turned, g.SGD(0.01), rng.normal(size=(3, 4, 13)),
                   rng.normal(size=(3, *turned.output_shape.dims)), batch_size=3, epochs=1)
+            # A Concat nested in a Concat beside a Trivial: each joined into columns 30 .. and
+            # 75 .. of rows of 105 (concat_rows/split_rows at a column, runs across the joins)
+            nested = g.Network([g.Convolution(1, 2, 1, 1, 1, 1), g.Concat(g.Trivial(), g.Concat(
+                [g.Pad(1, 1, 1, 1), g.Convolution(2, 3, 3, 3, 1, 1)], g.Tanh())), g.Reshape(),
+                g.FullyConnected(105, 2)], input=g.D2(3, 5), device=d, seed=1)
+            g.fit(nested, g.SGD(0.01), rng.normal(size=(3, 3, 5)), rng.normal(size=(3, 2)),
+                  batch_size=3, epochs=1)
             # Planes under a vector (registers: 3 x 3, and 2 x 2 in float64 too): patches
             # entry-major, the kernel gradient and the input delta one product over the batch,
             # the col2im rows from entry-major patches (loads before and past each run)
