@@ -15,6 +15,9 @@ REAL relu_backward_at(REAL x, REAL dy) { return x > 0 ? dy : (REAL)0; }  // slop
 // forward's gemm_panels, the input delta's gemm_outer).
 realv relu_forward_v(realv x) { return select((realv)0, x, isgreater(x, (realv)0)); }
 realv relu_backward_v(realv x, realv dy) { return select((realv)0, dy, isgreater(x, (realv)0)); }
+// The same over a run of 8 (BatchNorm's kernels, a Relu after it in their launches).
+REAL8 relu_forward8(REAL8 x) { return select((REAL8)0, x, isgreater(x, (REAL8)0)); }
+REAL8 relu_backward8(REAL8 x, REAL8 dy) { return select((REAL8)0, dy, isgreater(x, (REAL8)0)); }
 
 REAL logit_forward_at(REAL x) { return 1 / (1 + exp(-x)); }
 REAL logit_backward_at(REAL y, REAL dy) { return y * (1 - y) * dy; }

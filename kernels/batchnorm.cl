@@ -141,20 +141,25 @@ kernel void batchnorm_feature_statistics(int N, int C, REAL eps, REAL momentum,
 }
 
 // y = a x + b, with a = affine[c] and b = affine[C + c] per channel: the training forward pass
-// (batchnorm_statistics' scale and shift).
+// (batchnorm_statistics' scale and shift); with `relu` (not NULL), a Relu's output after it too.
 STREAMING kernel void batchnorm_normalise(int N, int C, int P, global const REAL *x,
-                                          global const REAL *affine, global REAL *y) {
+                                          global const REAL *affine, global REAL *y,
+                                          global REAL *relu) {
     int c, n;
     const long at = batchnorm_element_run(N, C, P, &c, &n);
     if (at < 0) return;
     if (n == 8) {
-        vstore8(batchnorm_run_of(affine, c, P) * vload8(0, x + at) +
-                batchnorm_run_of(affine + C, c, P), 0, y + at);
+        const REAL8 v = batchnorm_run_of(affine, c, P) * vload8(0, x + at) +
+                        batchnorm_run_of(affine + C, c, P);
+        vstore8(v, 0, y + at);
+        if (relu) vstore8(relu_forward8(v), 0, relu + at);
         return;
     }
-    for (int q = 0; q < n; ++q)
+    for (int q = 0; q < n; ++q) {
         y[at + q] = batchnorm_value_of(affine, c, P, q) * x[at + q] +
                     batchnorm_value_of(affine + C, c, P, q);
+        if (relu) relu[at + q] = relu_forward_at(y[at + q]);
+    }
 }
 
 // Inference: y = gamma (x - running mean) / sqrt(running var + eps) + beta.
@@ -178,6 +183,16 @@ STREAMING kernel void batchnorm_inference(int N, int C, int P, REAL eps, global 
                     batchnorm_value_of(beta, c, P, q);
 }
 
+// The delta at the layer's output: dy, or with `relu` (not NULL: the layer's output, a Relu's
+// input, the Relu after it in the backward kernels' launches) the Relu's input delta from dy.
+REAL batchnorm_delta(global const REAL *dy, global const REAL *relu, size_t at) {
+    return relu ? relu_backward_at(relu[at], dy[at]) : dy[at];
+}
+
+REAL8 batchnorm_delta8(global const REAL *dy, global const REAL *relu, size_t at) {
+    return relu ? relu_backward8(vload8(0, relu + at), vload8(0, dy + at)) : vload8(0, dy + at);
+}
+
 // Channel c's gradients from its sums over `count` values of dy and dy x^ (mean m, inv_std s):
 // dbeta, dgamma, and the input delta's coefficients (see batchnorm_backward_statistics).
 void batchnorm_keep_gradients(int C, int c, int count, REAL sum_dy, REAL sum_dy_xhat, REAL m,
@@ -197,8 +212,8 @@ void batchnorm_keep_gradients(int C, int c, int count, REAL sum_dy, REAL sum_dy_
 kernel void batchnorm_backward_statistics(int N, int C, int P, global const REAL *x,
                                           global const REAL *mean, global const REAL *inv_std,
                                           global const REAL *gamma, global const REAL *dy,
-                                          global REAL *dgamma, global REAL *dbeta,
-                                          global REAL *coefficients) {
+                                          global const REAL *relu, global REAL *dgamma,
+                                          global REAL *dbeta, global REAL *coefficients) {
     local REAL part[BATCHNORM_LANES];
     const int c = get_group_id(0), lid = get_local_id(0), runs = N * ((P + 7) / 8);
     const int count = N * P;
@@ -209,13 +224,14 @@ kernel void batchnorm_backward_statistics(int N, int C, int P, global const REAL
         int n;
         const size_t at = batchnorm_channel_run(C, P, c, j, &n);
         if (n == 8) {
-            const REAL8 d = vload8(0, dy + at);
+            const REAL8 d = batchnorm_delta8(dy, relu, at);
             dy8 += d;
             dy_xhat8 += d * ((vload8(0, x + at) - m) * s);
         } else {
             for (int q = 0; q < n; ++q) {
-                sum_dy += dy[at + q];
-                sum_dy_xhat += dy[at + q] * ((x[at + q] - m) * s);
+                const REAL d = batchnorm_delta(dy, relu, at + q);
+                sum_dy += d;
+                sum_dy_xhat += d * ((x[at + q] - m) * s);
             }
         }
     }
@@ -231,7 +247,8 @@ kernel void batchnorm_feature_backward_statistics(int N, int C, global const REA
                                                   global const REAL *mean,
                                                   global const REAL *inv_std,
                                                   global const REAL *gamma,
-                                                  global const REAL *dy, global REAL *dgamma,
+                                                  global const REAL *dy,
+                                                  global const REAL *relu, global REAL *dgamma,
                                                   global REAL *dbeta,
                                                   global REAL *coefficients) {
     const int c = get_global_id(0);
@@ -240,8 +257,9 @@ kernel void batchnorm_feature_backward_statistics(int N, int C, global const REA
     REAL sum_dy = 0, sum_dy_xhat = 0;
     for (int n = 0; n < N; ++n) {
         const size_t at = (size_t)n * C + c;
-        sum_dy += dy[at];
-        sum_dy_xhat += dy[at] * ((x[at] - m) * s);
+        const REAL d = batchnorm_delta(dy, relu, at);
+        sum_dy += d;
+        sum_dy_xhat += d * ((x[at] - m) * s);
     }
     batchnorm_keep_gradients(C, c, N, sum_dy, sum_dy_xhat, m, s, gamma, dgamma, dbeta,
                              coefficients);
@@ -249,7 +267,7 @@ kernel void batchnorm_feature_backward_statistics(int N, int C, global const REA
 
 // dx = a dy + b x + d with batchnorm_backward_statistics' coefficients.
 STREAMING kernel void batchnorm_backward_input(int N, int C, int P, global const REAL *x,
-                                               global const REAL *dy,
+                                               global const REAL *dy, global const REAL *relu,
                                                global const REAL *coefficients,
                                                global REAL *dx) {
     int c, n;
@@ -257,12 +275,12 @@ STREAMING kernel void batchnorm_backward_input(int N, int C, int P, global const
     const long at = batchnorm_element_run(N, C, P, &c, &n);
     if (at < 0) return;
     if (n == 8) {
-        vstore8(batchnorm_run_of(a, c, P) * vload8(0, dy + at) +
+        vstore8(batchnorm_run_of(a, c, P) * batchnorm_delta8(dy, relu, at) +
                 batchnorm_run_of(b, c, P) * vload8(0, x + at) + batchnorm_run_of(d, c, P), 0,
                 dx + at);
         return;
     }
     for (int q = 0; q < n; ++q)
-        dx[at + q] = batchnorm_value_of(a, c, P, q) * dy[at + q] +
+        dx[at + q] = batchnorm_value_of(a, c, P, q) * batchnorm_delta(dy, relu, at + q) +
                      batchnorm_value_of(b, c, P, q) * x[at + q] + batchnorm_value_of(d, c, P, q);
 }

@@ -114,6 +114,13 @@ def main() -> None:
                                input=g.D2(4, 13), device=d, seed=1)
             g.fit(turned, g.SGD(0.01), rng.normal(size=(3, 4, 13)),
                   rng.normal(size=(3, *turned.output_shape.dims)), batch_size=3, epochs=1)
+            # A Relu after a BatchNorm in its launches: over planes of 15 (a run of 8 and one of
+            # 7) and over 9 features (the feature kernels; a run of 8 and one of 1), the last
+            normed = g.Network([g.Convolution(1, 3, 1, 1, 1, 1), g.BatchNorm(3), g.Relu(),
+                                g.Reshape(), g.FullyConnected(45, 9), g.BatchNorm(9), g.Relu()],
+                               input=g.D2(3, 5), device=d, seed=1)
+            g.fit(normed, g.SGD(0.01), rng.normal(size=(3, 3, 5)), rng.normal(size=(3, 9)),
+                  batch_size=3, epochs=1)
             # A Concat nested in a Concat beside a Trivial: each joined into columns 30 .. and
             # 75 .. of rows of 105 (concat_rows/split_rows at a column, runs across the joins)
             nested = g.Network([g.Convolution(1, 2, 1, 1, 1, 1), g.Concat(g.Trivial(), g.Concat(

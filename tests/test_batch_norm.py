@@ -105,6 +105,63 @@ def test_backward_against_finite_differences(device64, rng):
             np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-8)
 
 
+RELU_AFTER = {
+    "channels": (g.D3(5, 10, 2), lambda: [
+        g.Convolution(2, 3, 3, 3, 1, 1), g.BatchNorm(3), g.Relu(), g.Reshape(),
+        g.FullyConnected(72, 2)]),
+    # the FullyConnected layer after the Relu runs its backward pass instead
+    "features": (g.D1(3), lambda: [
+        g.FullyConnected(3, 5), g.BatchNorm(5), g.Relu(), g.FullyConnected(5, 2)]),
+    "last": (g.D1(3), lambda: [g.FullyConnected(3, 4), g.BatchNorm(4), g.Relu()]),
+    "first": (g.D1(3), lambda: [g.BatchNorm(3), g.Relu(), g.FullyConnected(3, 2)]),
+}
+
+
+@pytest.mark.parametrize("name", RELU_AFTER)
+def test_a_relu_after_it_runs_in_its_launches(device, rng, name, monkeypatch):
+    """A Relu after a BatchNorm runs in its launches (Series.relu_fused): its output in
+    batchnorm_normalise, its backward pass in the backward kernels (unless the layer after the
+    Relu runs that): the outputs, gradients and a step's weights to the bit of the Relu's own
+    kernels; the gradients equal finite differences (float64)."""
+    from grenade_py.layers.series import Series
+
+    shape, layers = RELU_AFTER[name]
+    x, y = rng.normal(size=(6, *shape.dims)), rng.normal(size=(6, 2 if name != "last" else 4))
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(Series, "relu_fused", lambda self, i, relu, rows, kept=(
+                Series.relu_fused): None if type(self.layers[i]) is g.BatchNorm else kept(
+                self, i, relu, rows))
+        net = g.Network(layers(), input=shape, device=device, seed=3)
+        names = [launch.kernel.function_name for launch in
+                 g.execution.steps(net, 6).forward_launches(True)]
+        assert ("relu_forward" in names) != fused
+        _, out = g.run_network(net, x)
+        grads = g.back_propagate(net, x, y)
+        backward = [launch.kernel.function_name for launch in
+                    g.execution.steps(net, 6).backward_launches()]
+        g.train(net, g.SGD(0.05), x, y)
+        results.append((out, grads, net.get_parameters(), backward))
+    (out, grads, after, backward), (out_apart, grads_apart, after_apart, _) = results
+    assert "relu_backward" not in backward
+    np.testing.assert_array_equal(out, out_apart)
+    for got, want in zip(grads + after, grads_apart + after_apart, strict=True):
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+    if device.precision == "float64":
+        monkeypatch.undo()
+        net = g.Network(layers(), input=shape, device=device, seed=3)
+
+        def loss(n):  # the training forward pass: batch statistics
+            return 0.5 * np.sum((g.run_network(n, x)[1] - y) ** 2) / len(x)
+
+        numeric = numeric_gradients(net, loss)
+        for got, want in zip(g.back_propagate(net, x, y), numeric, strict=True):
+            for key in want:
+                np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-7)
+
+
 def test_model_files_keep_the_running_statistics(device64, rng, tmp_path):
     net = g.Network([g.Convolution(1, 3, 3, 3, 1, 1), g.BatchNorm(3), g.Relu()],
                     input=g.D2(6, 6), device=device64, seed=1)

@@ -15,6 +15,7 @@ import pyopencl.array as cl_array
 from grenade_py.device import Device, Launch
 from grenade_py.errors import ShapeError
 from grenade_py.layers.base import Buffers, Factor, Layer, sub
+from grenade_py.layers.batch_norm import BatchNorm
 from grenade_py.layers.convolution import Convolution
 from grenade_py.layers.fully_connected import FullyConnected
 from grenade_py.layers.pad import Pad
@@ -130,14 +131,17 @@ class Series(Layer):
                 training: bool) -> list[Launch]:
         return self.forward_sequence(1, n, x, y, buffers, training)
 
-    def relu_fused(self, i: int, relu: int, rows: int) -> FullyConnected | None:
-        """Layer i if it is a FullyConnected layer that runs the Relu at index `relu` (the
-        next layer or the one before) in its launches over `rows` rows (see
-        FullyConnected.relu_fused), else None."""
+    def relu_fused(self, i: int, relu: int, rows: int) -> FullyConnected | BatchNorm | None:
+        """Layer i if it runs the Relu at index `relu` in its launches over `rows` rows: a
+        FullyConnected layer, the next layer's or the one before's (FullyConnected.relu_fused);
+        a BatchNorm, the next layer's (its backward pass too, in `backward_below`, unless the
+        layer after that runs it); else None."""
         layer = self.layers[i]
-        fused = 0 <= relu < len(self.layers) and type(self.layers[relu]) is Relu and \
-            isinstance(layer, FullyConnected) and layer.relu_fused(rows)
-        return cast(FullyConnected, layer) if fused else None
+        if not (0 <= relu < len(self.layers) and type(self.layers[relu]) is Relu):
+            return None
+        if isinstance(layer, FullyConnected) and layer.relu_fused(rows):
+            return layer
+        return layer if type(layer) is BatchNorm and relu == i + 1 else None
 
     def pad_fused(self, i: int) -> Convolution | None:
         """Layer i if it is a Convolution after a Pad whose input delta it computes as the
@@ -206,8 +210,10 @@ class Series(Layer):
         cross entropy starts at the logits); `gradients` as in Layer.backward_sequence. Without
         `dx`, the layers below the lowest with parameters are left out, and that one computes
         no input delta (as the fused loop does). A Relu below a FullyConnected layer that runs
-        it (`relu_fused`) runs in that layer's input delta; a Pad below a Convolution that
-        gives the Pad's input delta (`pad_fused`) runs none. The layers `stepped` (of
+        it (`relu_fused`) runs in that layer's input delta, and one above a BatchNorm (unless
+        a FullyConnected layer above it runs it) in the BatchNorm's backward kernels; a Pad
+        below a Convolution that gives the Pad's input delta (`pad_fused`) runs none. The
+        layers `stepped` (of
         `update_fused`) step their weights in their gradients' GEMMs (the values set per
         call)."""
         acts = self.activations(x, y, buffers)
@@ -219,14 +225,24 @@ class Series(Layer):
             deltas[lowest] = None  # nothing below it wants its input's delta
         launches, rows = [], steps * batch
         fused: list[Layer | None] = [self.relu_fused(i, i - 1, rows) or self.pad_fused(i)
-                                     if i > lowest else None for i in range(top)]
+                                     if lowest < i < top else None for i in range(top + 1)]
+        above = [i + 1 < top and fused[i + 2] is None and
+                 isinstance(self.relu_fused(i, i + 1, rows), BatchNorm) for i in range(top)]
         updated = {id(layer) for layer in stepped}
         for i in reversed(range(lowest, top)):
             delta, own, joint, layer = (deltas[i + 1], sub(buffers, str(i)), fused[i],
                                         self.layers[i])
             assert delta is not None  # only dx may be None
             steps_in = {"update": True} if id(layer) in updated else {}
-            if isinstance(joint, Convolution):  # the Pad's input delta
+            if i > 0 and above[i - 1]:
+                continue  # a Relu that the BatchNorm below runs backwards
+            if above[i]:  # from the Relu's output delta
+                relu_delta = deltas[i + 2]
+                assert relu_delta is not None
+                launches += cast(BatchNorm, layer).backward(rows, acts[i], acts[i + 1],
+                                                            relu_delta, deltas[i], own,
+                                                            relu_above=True)
+            elif isinstance(joint, Convolution):  # the Pad's input delta
                 launches += joint.backward(rows, acts[i], acts[i + 1], delta, deltas[i - 1],
                                            own, below=cast(Pad, self.layers[i - 1]))
             elif isinstance(joint, FullyConnected):  # its input delta through the Relu below
