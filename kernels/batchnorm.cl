@@ -141,7 +141,8 @@ kernel void batchnorm_feature_statistics(int N, int C, REAL eps, REAL momentum,
 }
 
 // y = a x + b, with a = affine[c] and b = affine[C + c] per channel: the training forward pass
-// (batchnorm_statistics' scale and shift); with `relu` (not NULL), a Relu's output after it too.
+// (batchnorm_statistics' scale and shift); with `relu` (not NULL), a Relu's output after it
+// instead (y NULL).
 STREAMING kernel void batchnorm_normalise(int N, int C, int P, global const REAL *x,
                                           global const REAL *affine, global REAL *y,
                                           global REAL *relu) {
@@ -151,14 +152,15 @@ STREAMING kernel void batchnorm_normalise(int N, int C, int P, global const REAL
     if (n == 8) {
         const REAL8 v = batchnorm_run_of(affine, c, P) * vload8(0, x + at) +
                         batchnorm_run_of(affine + C, c, P);
-        vstore8(v, 0, y + at);
         if (relu) vstore8(relu_forward8(v), 0, relu + at);
+        else vstore8(v, 0, y + at);
         return;
     }
     for (int q = 0; q < n; ++q) {
-        y[at + q] = batchnorm_value_of(affine, c, P, q) * x[at + q] +
-                    batchnorm_value_of(affine + C, c, P, q);
-        if (relu) relu[at + q] = relu_forward_at(y[at + q]);
+        const REAL v = batchnorm_value_of(affine, c, P, q) * x[at + q] +
+                       batchnorm_value_of(affine + C, c, P, q);
+        if (relu) relu[at + q] = relu_forward_at(v);
+        else y[at + q] = v;
     }
 }
 
@@ -183,8 +185,9 @@ STREAMING kernel void batchnorm_inference(int N, int C, int P, REAL eps, global 
                     batchnorm_value_of(beta, c, P, q);
 }
 
-// The delta at the layer's output: dy, or with `relu` (not NULL: the layer's output, a Relu's
-// input, the Relu after it in the backward kernels' launches) the Relu's input delta from dy.
+// The delta at the layer's output: dy, or with `relu` (not NULL: the output of a Relu after the
+// layer, which runs in the backward kernels' launches) the Relu's input delta from dy (the
+// Relu's output has its input's sign).
 REAL batchnorm_delta(global const REAL *dy, global const REAL *relu, size_t at) {
     return relu ? relu_backward_at(relu[at], dy[at]) : dy[at];
 }

@@ -9,12 +9,12 @@ PyTorch does); in `run_net`/`evaluate` by the running ones. The running statisti
 mean 0, variance 1) are the layer's state, saved in model files; no optimiser touches them.
 Tape: the input, with each channel's batch mean and 1 / sqrt(var + eps). Kernels:
 kernels/batchnorm.cl. A Relu after it runs in its launches while training (Series.relu_fused):
-batchnorm_normalise writes the Relu's output too, the backward kernels mask dy by the layer's
-output; the same bits as the Relu's own kernels. The bn recipe's training step (MNIST's `bn`
-architecture, batch 64) took 0.93-0.96x the time (float32; 0.96x in float64) on a 2-core
-AVX-512 EPYC. A D1 BatchNorm cannot train on one row at a time (each feature's variance over one
-row is 0): per-example training of it is an error saying so; a D3 one normalises over the
-image's positions, so it can.
+batchnorm_normalise writes the Relu's output instead of its own, the backward kernels mask dy
+by it; the same bits as the Relu's own kernels. The bn recipe's training step (MNIST's `bn`
+architecture, batch 64) took 0.94x the time in float32, 0.91x in float64, on a 2-core AVX-512
+EPYC (writing both outputs, 0.93-0.96x). A D1 BatchNorm cannot train on one row at a time
+(each feature's variance over one row is 0): per-example training of it is an error saying so;
+a D3 one normalises over the image's positions, so it can.
 """
 from __future__ import annotations
 
@@ -116,7 +116,8 @@ class BatchNorm(Layer):
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool, relu: cl_array.Array | None = None) -> list[Launch]:
-        """With `relu`, the output of a Relu after this layer too (Series.relu_fused)."""
+        """With `relu`, the output of a Relu after this layer (Series.relu_fused): while
+        training, instead of y (the backward passes mask by the Relu's output)."""
         c, p = self._geometry()
         device, real, g = self.device, self.device.dtype, self.parameters
         assert self.running is not None
@@ -136,18 +137,18 @@ class BatchNorm(Layer):
                 device.launch("batchnorm_statistics", (LANES * c,), n, c, p, *statistics,
                               local=(LANES,)),
                 device.launch("batchnorm_normalise", self._elements(n), n, c, p, x,
-                              buffers["affine"], y, relu)]
+                              buffers["affine"], y if relu is None else None, relu)]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
-                 dx: cl_array.Array | None, buffers: Buffers, relu_above: bool = False
+                 dx: cl_array.Array | None, buffers: Buffers, relu: cl_array.Array | None = None
                  ) -> list[Launch]:
-        """With `relu_above`, dy is the delta at the output of a Relu after this layer, whose
-        backward pass these launches take (its input, y, masking dy; Series.backward_below)."""
+        """With `relu`, the output of a Relu after this layer, dy is the delta at that output,
+        and these launches take the Relu's backward pass too (masking dy by its output;
+        Series.backward_below)."""
         c, p = self._geometry()
         device, grads = self.device, self.gradients
         assert self.running is not None
-        mask = y if relu_above else None
-        sums = (x, buffers["mean"], buffers["inv_std"], self.parameters["gamma"], dy, mask,
+        sums = (x, buffers["mean"], buffers["inv_std"], self.parameters["gamma"], dy, relu,
                 grads["gamma"], grads["beta"], buffers["coefficients"])
         launches = [device.launch("batchnorm_feature_backward_statistics", (c,), n, c, *sums)
                     if p == 1 else
@@ -155,5 +156,5 @@ class BatchNorm(Layer):
                                   local=(LANES,))]
         if dx is not None:
             launches.append(device.launch("batchnorm_backward_input", self._elements(n), n, c, p,
-                                          x, dy, mask, buffers["coefficients"], dx))
+                                          x, dy, relu, buffers["coefficients"], dx))
         return launches

@@ -187,8 +187,8 @@ class FullyConnected(Dense):
                     buffers: Buffers, relu: cl_array.Array | None = None) -> list[Launch]:
         """The launches writing dx = dy W (n rows), none if dx is None: one gemm_outer, or
         from W's column strips copied into `panels` (of `buffers`) where
-        `gemm.outer_panel_size` says. With `relu` (where `relu_fused`), the input of a Relu
-        before this layer, whose input delta dx then is."""
+        `gemm.outer_panel_size` says. With `relu` (where `relu_fused`), the input or the output
+        of a Relu before this layer (the same sign), whose input delta dx then is."""
         assert relu is None or self.relu_fused(n), "the Relu runs in batches' GEMMs only"
         w, device = self.parameters["weights"], self.device
         if dx is None:

@@ -241,14 +241,14 @@ class Series(Layer):
                 assert relu_delta is not None
                 launches += cast(BatchNorm, layer).backward(rows, acts[i], acts[i + 1],
                                                             relu_delta, deltas[i], own,
-                                                            relu_above=True)
+                                                            relu=acts[i + 2])
             elif isinstance(joint, Convolution):  # the Pad's input delta
                 launches += joint.backward(rows, acts[i], acts[i + 1], delta, deltas[i - 1],
                                            own, below=cast(Pad, self.layers[i - 1]))
             elif isinstance(joint, FullyConnected):  # its input delta through the Relu below
                 launches += joint.backward_sequence(steps, batch, acts[i], acts[i + 1], delta,
-                                                    deltas[i - 1], own, gradients, acts[i - 1],
-                                                    **steps_in)
+                                                    deltas[i - 1], own, gradients, acts[i],
+                                                    **steps_in)  # (masked by the Relu's output)
             elif (i + 1 == top or fused[i + 1] is None) and self.base(i + 1) > i:
                 launches += layer.backward_sequence(steps, batch, acts[i], acts[i + 1], delta,
                                                     deltas[i], own, gradients, **steps_in)
