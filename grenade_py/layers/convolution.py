@@ -309,7 +309,15 @@ class Convolution(Layer):
         through."""
         c, h, w, _, kh, kw, _, _, _, _ = self.geometry()
         return [self.device.launch("conv_row_offsets", (c * kh * kw,), c, h, w, kh, kw,
-                                   buffers["rows"])]
+                                   buffers["rows"])] + self.turned_offsets(buffers)
+
+    def turned_offsets(self, buffers: Buffers, below: Pad | None = None) -> list[Launch]:
+        """The turned convolution's patch offsets (`turned`, with `below`), where the layer
+        keeps them ("turned rows": it `flips`, and computes an input delta): a Series sets
+        them again for a Pad before the layer (Series.setup)."""
+        if "turned rows" not in buffers:
+            return []
+        return self.turned(below=below).setup(0, {"rows": buffers["turned rows"]})
 
     def _patch_args(self, n: int) -> tuple[int, ...]:
         """n, sample, R, F, P, OW, pitch: the implicit GEMMs' shape arguments."""
@@ -416,17 +424,16 @@ class Convolution(Layer):
         `below`: where the layer `flips`, the Pad before it, whose input's delta dx then is
         (the Pad's backward pass left out; see Series.backward_below)."""
         c, h, w, f, kh, kw, sh, sw, oh, ow = self.geometry()
-        if self.flips():
-            turned, rows = self.turned(buffers["turned"], below), buffers["turned rows"]
+        if self.flips():  # (the offsets in "turned rows" are set up for `below`)
+            turned = self.turned(buffers["turned"], below)
             top, left = (0, 0) if below is None else (below.top, below.left)
             _, th, tw = planes(turned.in_shape)
-            return [self.device.launch("conv_row_offsets", (f * kh * kw,), f, th, tw, kh, kw,
-                                       rows),
-                    self.device.launch("conv_flip_kernel", (c * kh * kw,), c, kh, kw, f,
+            return [self.device.launch("conv_flip_kernel", (c * kh * kw,), c, kh, kw, f,
                                        self.parameters["kernel"], buffers["turned"]),
                     self.device.launch("shift_planes", (n * f * th,), n * f, oh, ow, th, tw,
                                        kh - 1 - top, kw - 1 - left, dy, buffers["dy padded"]),
-                    *turned.convolve(n, buffers["dy padded"], dx, {"rows": rows})]
+                    *turned.convolve(n, buffers["dy padded"], dx,
+                                     {"rows": buffers["turned rows"]})]
         if self.short_planes() and sh == sw == 1:  # one product K dy over the batch (dy
             # filter-major, as kernel_gradient leaves it where `relaid`), its col2im rows
             p, by_filter = oh * ow, buffers["by filter"]

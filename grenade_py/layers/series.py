@@ -143,6 +143,14 @@ class Series(Layer):
             return layer
         return layer if type(layer) is BatchNorm and relu == i + 1 else None
 
+    def setup(self, n: int, buffers: Buffers) -> list[Launch]:
+        """The layers' setups; a Convolution's after a Pad (`pad_fused`) takes the turned
+        convolution's offsets over that Pad's input."""
+        return super().setup(n, buffers) + [
+            launch for i in range(len(self.layers)) if (conv := self.pad_fused(i)) is not None
+            for launch in conv.turned_offsets(sub(buffers, str(i)),
+                                              cast(Pad, self.layers[i - 1]))]
+
     def pad_fused(self, i: int) -> Convolution | None:
         """Layer i if it is a Convolution after a Pad whose input delta it computes as the
         turned convolution (`Convolution.flips`): then it gives the Pad's input's delta, the
