@@ -157,6 +157,13 @@ def _out(layers, shape):
 SHAPES = [D1(3), D1(1), D2(2, 3), D3(2, 3, 2)]
 
 
+def parameters_match(net, ref):
+    """The network's parameters equal the numpy transcription's (after the same training)."""
+    for got, want in zip(net.get_parameters(), ref.parameters, strict=True):
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-12)
+
+
 def outputs_and_gradients_match(net, ref, x, y):
     """run_net and back_propagate on (x, y) equal the numpy transcription `ref`; the gradients
     equal finite differences too (but through a BatchNorm, whose training pass normalises by
@@ -194,9 +201,7 @@ def test_random_networks_against_numpy(device64, seed):
     ref.train(x, y, LP)
     train(net, LP, x, y, per_example=True)
     ref.train_per_example(x, y, LP)
-    for got, want in zip(net.get_parameters(), ref.parameters, strict=True):
-        for name in want:
-            np.testing.assert_allclose(got[name], want[name], rtol=1e-10, atol=1e-12)
+    parameters_match(net, ref)
     np.testing.assert_allclose(run_net(net, x), ref.forward(x)[-1], rtol=1e-10, atol=1e-11)
 
 
@@ -235,9 +240,7 @@ def test_nested_concats_join_in_place_and_equal_numpy(device64, name):
     outputs_and_gradients_match(net, ref, x, y)
     train(net, LP, x, y)
     ref.train(x, y, LP)
-    for got, want in zip(net.get_parameters(), ref.parameters, strict=True):
-        for key in want:
-            np.testing.assert_allclose(got[key], want[key], rtol=1e-10, atol=1e-12)
+    parameters_match(net, ref)
     joins = [(path, layer) for path, layer, _ in net.nodes(shape) if isinstance(layer, Concat)]
     buffers = execution.steps(net, 3).buffers
     for path, layer in joins:
