@@ -303,6 +303,34 @@ def test_two_by_two_pooling_kernels_against_numpy(device, out_cols):
     np.testing.assert_allclose(dx, want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("geometry", [  # (kh, kw, sh, sw), planes (rows, cols)
+    ((3, 3, 3, 3), (12, 12)), ((3, 2, 3, 2), (9, 18)), ((2, 2, 3, 3), (8, 11)),  # rows, cols left
+    ((1, 3, 2, 3), (5, 3)), ((3, 3, 1, 1), (5, 7)), ((2, 3, 1, 2), (3, 9)), ((1, 1, 1, 1), (1, 1))])
+def test_pooling_kernels_against_numpy(device, geometry):
+    """pool_forward, pool_backward_cells (windows apart, with inputs past the last window and
+    between windows) and pool_backward (overlapping) on values with many ties: the first
+    greatest in row-major window order picked, dy added into each input for every window that
+    picked it, 0 elsewhere."""
+    (kh, kw, sh, sw), (rows, cols) = geometry
+    rng = np.random.default_rng(rows * cols)
+    n, c = 3, 2
+    net = Network([Pooling(kh, kw, sh, sw)], input=D3(rows, cols, c), device=device)
+    out_rows, out_cols = (rows - kh) // sh + 1, (cols - kw) // sw + 1
+    x = rng.integers(0, 3, size=(n, c, rows, cols)).astype(np.float64)
+    tapes, y = run_network(net, x)
+    dy = rng.normal(size=y.shape)
+    want_y, want_dx = np.empty(y.shape), np.zeros(x.shape)
+    for i, j in np.ndindex(out_rows, out_cols):
+        window = x[..., i * sh:i * sh + kh, j * sw:j * sw + kw].reshape(n, c, -1)
+        want_y[..., i, j] = window.max(axis=-1)
+        a, b = np.divmod(window.argmax(axis=-1), kw)  # numpy: the first greatest
+        for s, q in np.ndindex(n, c):
+            want_dx[s, q, i * sh + a[s, q], j * sw + b[s, q]] += dy[s, q, i, j]
+    np.testing.assert_array_equal(y, want_y)
+    _, dx = run_gradient(net, tapes, dy)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-6, atol=1e-12)
+
+
 def test_convolution_size_limit_comes_before_any_allocation(device, monkeypatch):
     net = Network([Convolution(1, 1, 1, 1, 1, 1)], input=D2(4100, 4100), device=device)
 

@@ -3,11 +3,12 @@
 Shape: D2 or D3 rows cols channels -> out_rows out_cols (channels), exact fit as Convolution:
 (out_rows - 1) * stride_rows = rows - kernel_rows. The first strictly greatest value in
 row-major window order wins a tie; windows that overlap (stride < kernel) add their gradients.
-Tape: the input's picked offsets, a per-batch buffer. Kernels: pool_forward_rows, and
-pool_backward (a gather, for overlapping windows) or pool_backward_cells (windows apart); for
+Tape: the input's picked offsets, a per-batch buffer. Kernels: pool_forward (an output per
+work-item), and pool_backward (a gather, for overlapping windows) or pool_backward_cells
+(windows apart: an input row per work-item); for
 2 x 2 windows every 2, pool2_forward and pool2_backward, vectorised by hand
 (kernels/pooling.cl). In the fused per-example loop: those kernels' row functions, chosen as
-the kernels are (pool2_forward_row, pool_forward_row; pool2_backward_row,
+the kernels are (pool2_forward_row, pool_forward_at; pool2_backward_row,
 pool_backward_cells_row, pool_backward_at), the picked offsets in the loop's own memory.
 """
 from __future__ import annotations
@@ -66,7 +67,7 @@ class Pooling(Layer):
         if self.halves():
             return [self.device.launch("pool2_forward", (count * g[6],), count, g[6], g[7], x,
                                        y, buffers["picked"])]
-        return [self.device.launch("pool_forward_rows", (count * g[6],), count, *g, x, y,
+        return [self.device.launch("pool_forward", (count * g[6] * g[7],), count, *g, x, y,
                                    buffers["picked"])]
 
     def backward(self, n: int, x: cl_array.Array, y: cl_array.Array, dy: cl_array.Array,
@@ -78,7 +79,7 @@ class Pooling(Layer):
             return [self.device.launch("pool2_backward", (count * g[6],), count, g[6], g[7],
                                        buffers["picked"], dy, dx)]
         if self.sh >= self.kh and self.sw >= self.kw:  # windows apart: scatter each one's cell
-            return [self.device.launch("pool_backward_cells", (count * g[6],), count, *g,
+            return [self.device.launch("pool_backward_cells", (count * g[0],), count, *g,
                                        buffers["picked"], dy, dx)]
         return [self.device.launch("pool_backward", (g[0] * g[1], count), count, *g,
                                    buffers["picked"], dy, dx)]
@@ -92,8 +93,8 @@ class Pooling(Layer):
         if self.halves():
             return (f"for (int g = lid; g < {rows}; g += nl) "
                     f"pool2_forward_row(g, {g[7]}, a{i}, a{i + 1}, s{i});")
-        return (f"for (int g = lid; g < {rows}; g += nl) "
-                f"pool_forward_row(g, {shape}, a{i}, a{i + 1}, s{i});")
+        return (f"for (int o = lid; o < {rows * g[7]}; o += nl) "
+                f"pool_forward_at(o, {shape}, a{i}, a{i + 1}, s{i});")
 
     def fused_backward(self, i: int, input_delta: bool) -> str:
         # As `backward` chooses: by hand for 2 x 2, each window's cells where they are apart,
@@ -106,7 +107,7 @@ class Pooling(Layer):
             return (f"for (int g = lid; g < {channels * rows}; g += nl) "
                     f"pool2_backward_row(g, {g[7]}, s{i}, d{i + 1}, d{i});")
         if self.sh >= self.kh and self.sw >= self.kw:
-            return (f"for (int g = lid; g < {channels * rows}; g += nl) "
+            return (f"for (int g = lid; g < {channels * g[0]}; g += nl) "
                     f"pool_backward_cells_row(g, {shape}, s{i}, d{i + 1}, d{i});")
         area = g[0] * g[1]
         return (f"for (int p = lid; p < {channels * area}; p += nl) d{i}[p] = "
