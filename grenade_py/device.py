@@ -265,8 +265,29 @@ def recent(kept: dict[K, V], key: K, make: Callable[[], V], limit: int) -> V:
 
 
 def buffer(array: cl_array.Array) -> cl.Buffer:
-    """The OpenCL buffer behind a device array (pyopencl's stubs type `.data` as optional)."""
+    """The OpenCL buffer behind a device array (pyopencl's stubs type `.data` as optional),
+    which must be contiguous from the buffer's start (see `rows` for views of rows)."""
+    if not array.flags.c_contiguous:
+        raise ValueError("a kernel that reads contiguous arrays was given a view of rows")
     return cast(cl.Buffer, array.data)
+
+
+def rows(array: cl_array.Array) -> tuple[cl.Buffer, int, int]:
+    """The buffer behind `array`, the index of its first value there and the values from one
+    row (along axis 0) to the next: a contiguous array's, or a view of some columns of a wider
+    buffer's rows (`columns`), for the kernels that take such (a Concat's branch writing its
+    output in place)."""
+    size = array.dtype.itemsize
+    return cast(cl.Buffer, array.base_data), array.offset // size, array.strides[0] // size
+
+
+def columns(array: cl_array.Array, wy: int, at: int, width: int) -> cl_array.Array:
+    """Columns at .. at + width - 1 of the rows of `array`'s buffer taken as rows of wy
+    values (as many rows as `array` has), as a view (rows, width)."""
+    data, first, _ = rows(array)
+    return cl_array.Array(array.queue, (array.shape[0], width), array.dtype,
+                          strides=(wy * array.dtype.itemsize, array.dtype.itemsize), data=data,
+                          offset=(first + at) * array.dtype.itemsize)
 
 
 def _arg(value: Any) -> Any:

@@ -142,12 +142,12 @@ void conv_store_runs(realv v, global REAL *out, const int *at, const int *from, 
 // conv_forward_8x1, ...). Where F >= FM, a block passing the last filter is moved back onto
 // F - FM .. F - 1 and stores only its own filters: K's FM values then lie at fixed offsets from
 // one pointer (clamped indexes, each in a register of its own, spilled at FM 10). x (n,
-// sample), y (n, F, P).
+// sample), y (n, F, P), its sample s from y0 + s ys on (ys F P, or a Concat's rows).
 // global size (ceil(conv_grid(OH, OW) / (PV VW)), ceil(F / FM), n)
 // template $FM $PV: 6 4, 12 2, 10 2, 8 2, 6 2, 5 2, 4 2, 12 1, 10 1, 8 1, 6 1, 5 1, 4 1
 kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW, int pitch,
                                  global const REAL *rows, global const REAL *K,
-                                 global const REAL *x, global REAL *y) {
+                                 global const REAL *x, global REAL *y, int y0, int ys) {
     const int q0 = get_global_id(0) * $PV * VW, f0 = get_global_id(1) * $FM;
     const int s = get_global_id(2);
     if (q0 >= conv_grid(P / OW, OW) || f0 >= F || s >= n) return;
@@ -190,7 +190,7 @@ kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW,
     REAL8 first[$FM];  // the first run, where it was moved back: its own lanes, after
     #pragma unroll
     for (int v = 0; v < $PV; ++v) {
-        global REAL *out = y + ((size_t)s * F + fb) * P;
+        global REAL *out = y + y0 + (size_t)s * ys + (size_t)fb * P;
         #pragma unroll
         for (int f = 0; f < $FM; ++f, out += P) {
 #ifdef REAL_IS_DOUBLE
@@ -205,7 +205,7 @@ kernel void conv_forward_$FMx$PV(int n, int sample, int R, int F, int P, int OW,
     if (from[0] == 0) return;  // (in a loop not unrolled: FM PV copies of the lanes' loop
     #pragma unroll 1           // doubled PoCL's first launches of the 24 candidates)
     for (int f = max(0, f0 - fb); f < min($FM, F - fb); ++f) {
-        global REAL *out = y + ((size_t)s * F + fb + f) * P + at[0];
+        global REAL *out = y + y0 + (size_t)s * ys + (size_t)(fb + f) * P + at[0];
         REAL lanes[8];
         vstore8(first[f], 0, lanes);
         for (int l = from[0]; l < 8; ++l) out[l] = lanes[l];
@@ -365,14 +365,14 @@ kernel void conv_kernel_gradient_planes_$RMx$FV(int n, int sample, int R, int F,
 
 // dy (n, F, P) laid out on the grid of conv_runs, (n, F, G) with G the grid's positions
 // rounded up to 16: each run's 8 lanes hold the outputs it reads the inputs of, 0 in the
-// lanes that repeat outputs of the run before and in those past the grid. A work-item copies
-// one plane. global size (F, n)
-kernel void conv_dy_runs(int n, int F, int P, int OW, global const REAL *dy,
+// lanes that repeat outputs of the run before and in those past the grid. dy's sample s from
+// d0 + s ds on (ds F P, or a Concat's rows). A work-item copies one plane. global size (F, n)
+kernel void conv_dy_runs(int n, int F, int P, int OW, global const REAL *dy, int d0, int ds,
                          global REAL *runs) {
     const int f = get_global_id(0), s = get_global_id(1);
     if (f >= F || s >= n) return;
     const int OH = P / OW, grid = conv_grid(OH, OW), G = (grid + 15) / 16 * 16;
-    global const REAL *from = dy + ((size_t)s * F + f) * P;
+    global const REAL *from = dy + d0 + (size_t)s * ds + (size_t)f * P;
     global REAL *to = runs + ((size_t)s * F + f) * G;
     for (int q0 = 0; q0 < grid; q0 += 8) {
         int off[8], at[8], own[8];

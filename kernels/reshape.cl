@@ -18,10 +18,16 @@ void shift_row(int p, int i, int h, int w, int ow, int top, int left, global con
 }
 
 // A work-item per destination row, global size (planes oh): row q is plane q / oh's row q % oh.
+// Source plane p lies at src0 + (p / per) stride + (p % per) h w: planes one after another
+// (per 1, stride h w), or `per` planes of each sample's row of `stride` values (a Concat's rows).
 // (Over (oh, planes) in work-groups of (64, 1), each half or more empty at oh 12..32: up to
 // 2x the time at InceptionMini's Pads and Crops, though about the same at others.)
 kernel void shift_planes(int planes, int h, int w, int oh, int ow, int top, int left,
-                         global const REAL *src, global REAL *dst) {
-    const int q = get_global_id(0);
-    if (q < planes * oh) shift_row(q / oh, q % oh, h, w, ow, top, left, src, dst + (size_t)q * ow);
+                         global const REAL *src, int src0, int per, int stride,
+                         global REAL *dst) {
+    const int q = get_global_id(0), p = q / oh;
+    if (q < planes * oh)
+        shift_row(0, q % oh, h, w, ow, top, left,
+                  src + src0 + (size_t)(p / per) * stride + (size_t)(p % per) * h * w,
+                  dst + (size_t)q * ow);
 }

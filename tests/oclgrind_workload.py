@@ -128,6 +128,16 @@ def main() -> None:
                 g.FullyConnected(105, 2)], input=g.D2(3, 5), device=d, seed=1)
             g.fit(nested, g.SGD(0.01), rng.normal(size=(3, 3, 5)), rng.normal(size=(3, 2)),
                   batch_size=3, epochs=1)
+            # Convolutions writing into a Concat's rows and reading their deltas there
+            # (registers: joins_rows): the turned convolution's dy padded from columns 28 ..
+            # of rows of 140 (after a Pad too), conv_dy_runs' from columns 0 .. of rows of 98
+            joined = g.Network([g.Convolution(1, 6, 1, 1, 1, 1), g.Concat(
+                g.Convolution(6, 2, 1, 1, 1, 1),
+                [g.Pad(1, 1, 1, 1), g.Convolution(6, 3, 3, 3, 1, 1)]),
+                g.Concat(g.Convolution(5, 2, 1, 1, 1, 1), g.Tanh()), g.Reshape(),
+                g.FullyConnected(196, 2)], input=g.D2(2, 14), device=d, seed=1)
+            g.fit(joined, g.SGD(0.01), rng.normal(size=(3, 2, 14)), rng.normal(size=(3, 2)),
+                  batch_size=3, epochs=1)
             # Planes under a vector (registers: 3 x 3, and 2 x 2 in float64 too): patches
             # entry-major, the kernel gradient and the input delta one product over the batch,
             # the col2im rows from entry-major patches (loads before and past each run)

@@ -11,6 +11,7 @@ from grenade_py import (
     D1,
     D2,
     D3,
+    Concat,
     Convolution,
     Crop,
     Deconvolution,
@@ -24,6 +25,7 @@ from grenade_py import (
     Reshape,
     ShapeError,
     Tanh,
+    Trivial,
     back_propagate,
     run_gradient,
     run_net,
@@ -43,6 +45,15 @@ def torch_layer(layer, x, p):
     """`layer` applied to the torch batch x (N, C, H, W) or (N, features), with its parameters
     p (torch tensors); the transcription of each layer's documented maths."""
     kind = type(layer).__name__
+    if kind in ("Concat", "Series"):  # (branch a's channels first)
+        children = [("a", layer.a), ("b", layer.b)] if kind == "Concat" else list(
+            enumerate(layer.layers))
+        outs = []
+        for key, child in children:
+            mine = {k[len(f"{key}."):]: v for k, v in p.items() if k.startswith(f"{key}.")}
+            outs.append(torch_layer(child, x if kind == "Concat" or not outs else outs[-1],
+                                    mine))
+        return torch.cat(outs, dim=1) if kind == "Concat" else outs[-1]
     if kind == "Convolution":
         w = p["kernel"].T.reshape(layer.filters, layer.channels, layer.kh, layer.kw)
         return F.conv2d(x, w, stride=(layer.sh, layer.sw))
@@ -61,7 +72,7 @@ def torch_layer(layer, x, p):
     if kind == "FullyConnected":
         return x @ p["weights"].T + p["bias"]
     return {"Elu": F.elu, "Relu": torch.relu, "Tanh": torch.tanh,
-            "Logit": torch.sigmoid}[kind](x)
+            "Logit": torch.sigmoid, "Trivial": lambda v: v}[kind](x)
 
 
 def as_planes(shape, x):
@@ -126,6 +137,20 @@ NETWORKS = {
     "pad-turned": (D3(5, 12, 2), lambda: [
         Convolution(2, 6, 1, 2, 1, 1), Tanh(), Pad(4, 1, 0, 3), Convolution(6, 3, 3, 4, 1, 1),
         Elu()]),
+    # Concats of convolutions that write their outputs into the Concat's rows, and read their
+    # deltas there (`joins_rows`), as in Grenade's mnist.hs: first in the network (kernel
+    # gradients alone) beside a Trivial, then with input deltas by the turned convolution
+    # (beside one after a Pad, which gives the Pad's input's delta)
+    "concat-rows": (D3(3, 14, 1), lambda: [
+        Concat(Trivial(), Concat([Pad(1, 1, 1, 1), Convolution(1, 2, 3, 3, 1, 1)],
+                                 [Pad(2, 2, 2, 2), Convolution(1, 3, 5, 5, 1, 1)])), Relu(),
+        Concat(Convolution(6, 2, 1, 1, 1, 1), [Pad(1, 1, 1, 1), Convolution(6, 3, 3, 3, 1, 1)]),
+        Tanh()]),
+    # input deltas by conv_scatter_delta (2 channels, rows of 14) beside a branch of its own
+    # buffers (ending in a Tanh)
+    "concat-rows-scatter": (D3(2, 15, 2), lambda: [
+        Tanh(), Concat([Pad(1, 0, 0, 0), Convolution(2, 3, 1, 3, 1, 1)],
+                       [Convolution(2, 2, 1, 2, 1, 1), Tanh()]), Elu()]),
 }
 
 
@@ -200,6 +225,31 @@ def test_the_input_delta_is_the_turned_convolution_from_six_channels_over_ragged
     net = Network(NETWORKS["pad-turned"][1](), input=NETWORKS["pad-turned"][0], device=device)
     names = [launch.kernel.function_name for launch in Step(net, 3).backward_launches()]
     assert net.layers[3].flips() and names.count("shift_planes") == 1
+
+
+def test_convolutions_write_into_a_concats_rows(device):
+    """A Concat's branch ending in a Convolution that `joins_rows` has no output or delta
+    buffers of its own: no concat_rows or split_rows copies them ("concat-rows": only the
+    Trivial's input is copied in; "concat-rows-scatter": only the Tanh branch's output and
+    delta are copied)."""
+    from grenade_py import execution
+    if device.gemm != "registers":
+        pytest.skip("the turned convolution and the scatter are the register-blocked GEMMs'")
+    for name, joins, copies in (("concat-rows", [True] * 4, (1, 0)),
+                                ("concat-rows-scatter", [True, False], (1, 1))):
+        shape, layers = NETWORKS[name]
+        net = Network(layers(), input=shape, device=device)
+        branches = [(path, key, branch) for path, layer, _ in net.nodes(shape)
+                    if isinstance(layer, Concat) for key, branch in (("a", layer.a),
+                                                                     ("b", layer.b))
+                    if not isinstance(branch, Concat) and branch.label() != "Trivial"]
+        assert [branch.joins_rows() for *_, branch in branches] == joins, name
+        step = execution.steps(net, 3)
+        assert all((f"{path}.y{key}" in step.buffers) != branch.joins_rows()
+                   for path, key, branch in branches)
+        names = [launch.kernel.function_name for launch in
+                 step.forward_launches(True) + step.backward_launches()]
+        assert (names.count("concat_rows"), names.count("split_rows")) == copies, name
 
 
 @pytest.mark.parametrize("name", NETWORKS)

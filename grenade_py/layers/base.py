@@ -225,6 +225,14 @@ class Layer:
         None, the input delta dx from the output delta dy."""
         raise NotImplementedError
 
+    def joins_rows(self) -> bool:
+        """Whether `forward` may be given as y, and `backward` as y and dy, a view of some
+        columns of a wider buffer's rows (`device.columns`; a Concat joins such a branch's
+        output in place, and its delta is read there): the layer's launches that write y or
+        read dy then take their rows' layout (`device.rows`). Otherwise they are buffers of
+        their own."""
+        return False
+
     def delta_buffers(self) -> set[str]:
         """The names of the `batch_buffers` that only the input delta uses: a Step whose
         lowest layer with parameters computes none leaves them out of that layer's."""

@@ -48,7 +48,7 @@ import numpy as np
 import pyopencl.array as cl_array
 
 from grenade_py import blocks
-from grenade_py.device import Launch
+from grenade_py.device import Launch, rows
 from grenade_py.errors import ShapeError
 from grenade_py.gemm import gemm_dot, gemm_outer, rows_product, vector_width
 from grenade_py.layers.arguments import chosen_init, initial_values, positive_ints
@@ -237,6 +237,15 @@ class Convolution(Layer):
             self.device.gemm == "registers" and not self.short_planes() and \
             f * (h + kh - 1) * (w + kw - 1) < 2**24  # (dy padded: offsets exact in float32)
 
+    def joins_rows(self) -> bool:
+        """Whether y and dy may be a Concat's columns (`Layer.joins_rows`): where the forward
+        pass is the implicit GEMM, the kernel gradient reads dy laid out on its grid
+        (`dy_runs`) and the input delta reads that or dy padded (`scatters`, `flips`): the
+        launches reading dy or writing y then take any rows (conv_forward, conv_dy_runs,
+        shift_planes). Not a Deconvolution, whose forward pass is an input delta."""
+        return type(self) is Convolution and self.implicit() and not self.planes() and \
+            self.dy_runs() and (self.scatters() or self.flips())
+
     def turned(self, kernel: cl_array.Array | None = None,
                below: Pad | None = None) -> Convolution:
         """The input delta as a convolution: F channels to C filters over dy padded all round
@@ -362,7 +371,7 @@ class Convolution(Layer):
             self.device.launch(blocks.kernel_name("conv_forward", block),
                                (-(-grid // (block[1] * vector_width(self.device))),
                                 -(-f // block[0]), n),
-                               *args, buffers["rows"], self.parameters["kernel"], x, y,
+                               *args, buffers["rows"], self.parameters["kernel"], x, *rows(y),
                                local=blocks.local("conv_forward", block))))]
 
     def kernel_gradient(self, n: int, x: cl_array.Array, dy: cl_array.Array, buffers: Buffers,
@@ -397,8 +406,8 @@ class Convolution(Layer):
         else:
             launches = []
             if self.dy_runs():
-                launches.append(self.device.launch("conv_dy_runs", (f, n), n, f, p, args[5], dy,
-                                                   buffers["dy runs"]))
+                launches.append(self.device.launch("conv_dy_runs", (f, n), n, f, p, args[5],
+                                                   *rows(dy), buffers["dy runs"]))
                 dy = buffers["dy runs"]
             launches.append(blocks.launch(self.device, "conv_kernel_gradient", (n, r, f, p),
                                           lambda block: self.device.launch(
@@ -431,7 +440,8 @@ class Convolution(Layer):
             return [self.device.launch("conv_flip_kernel", (c * kh * kw,), c, kh, kw, f,
                                        self.parameters["kernel"], buffers["turned"]),
                     self.device.launch("shift_planes", (n * f * th,), n * f, oh, ow, th, tw,
-                                       kh - 1 - top, kw - 1 - left, dy, buffers["dy padded"]),
+                                       kh - 1 - top, kw - 1 - left, *rows(dy)[:2], f,
+                                       rows(dy)[2], buffers["dy padded"]),
                     *turned.convolve(n, buffers["dy padded"], dx,
                                      {"rows": buffers["turned rows"]})]
         if self.short_planes() and sh == sw == 1:  # one product K dy over the batch (dy
@@ -448,7 +458,7 @@ class Convolution(Layer):
             on_grid, plane = [], oh * ow
             if ow % 8:  # dy on the grid of runs (as the kernel gradient lays it out)
                 on_grid = [] if relaid else [self.device.launch(
-                    "conv_dy_runs", (f, n), n, f, plane, ow, dy, buffers["dy runs"])]
+                    "conv_dy_runs", (f, n), n, f, plane, ow, *rows(dy), buffers["dy runs"])]
                 dy, plane = buffers["dy runs"], self.runs_plane()
             return on_grid + [self.device.launch(
                 "conv_scatter_delta", (-(-c // per_item) * n,), n, c, h, w, kh, kw, oh, ow, f,

@@ -76,7 +76,7 @@ class Pad(Layer):
         planes, h, w = _planes(src_shape)
         _, oh, ow = _planes(dst_shape)
         return self.device.launch("shift_planes", (n * planes * oh,), n * planes, h, w, oh, ow,
-                                  sign * self.top, sign * self.left, src, dst)
+                                  sign * self.top, sign * self.left, src, 0, 1, h * w, dst)
 
     def forward(self, n: int, x: cl_array.Array, y: cl_array.Array, buffers: Buffers,
                 training: bool) -> list[Launch]:

@@ -131,6 +131,10 @@ class Series(Layer):
                 training: bool) -> list[Launch]:
         return self.forward_sequence(1, n, x, y, buffers, training)
 
+    def joins_rows(self) -> bool:
+        """As the last layer's, which writes y and reads dy (`Layer.joins_rows`)."""
+        return self.layers[-1].joins_rows()
+
     def relu_fused(self, i: int, relu: int, rows: int) -> FullyConnected | BatchNorm | None:
         """Layer i if it runs the Relu at index `relu` in its launches over `rows` rows: a
         FullyConnected layer, the next layer's or the one before's (FullyConnected.relu_fused);
