@@ -225,6 +225,22 @@ NARROW_ROWS: dict[str, Block] = {"gemm_outer": (16, 1, 16, 4, 1), "conv_input_de
 #: over 256 and 2.0 against 1.1 at 27 x 32 x 900 over 64 (two rounds).
 BATCHED_DOT: Block = (6, 4, 16, 4)
 
+#: The untuned conv_forward blocks on AMD CPUs of 16-float vectors (`amd_wide`): the one
+#: whose filter blocks cost least for the layer's F filters, at ceil(F / FM) blocks of FM
+#: filters each costing FM + GATHER_COST (a block's filters past F are computed and dropped;
+#: each block gathers its own positions), where FORMS' first, 6x4, computes 6 filters at F = 3
+#: and 12 at F = 9 or 10. The kernel gradient's likewise: 8x3 where F fills blocks of 3 filters
+#: better than blocks of 4, else 6x4 (both in one work-item groups). On a 2-core EPYC (Zen 4,
+#: PoCL 3.1), over the 36 conv_forward and 30 conv_kernel_gradient launch shapes of LeNet, bn
+#: and inception at batches 32, 64 and 128 (5 rounds each, float32), these took a geometric
+#: mean 1.10x and 1.05x the time of each shape's fastest block (at most 1.71x and 1.38x), the
+#: blocks before 1.28x and 1.24x (at most 1.70x and 1.75x); the inception network's training
+#: steps took 0.93-0.95x the time at those batches (float32; float64 0.97-1.01x), LeNet's and
+#: bn's 0.96-1.02x, the same bits.
+FILTER_BLOCKS: tuple[Block, ...] = ((12, 1, 16, 1, 4), (10, 1, 16, 1, 4), (8, 1, 16, 1, 4),
+                                    (6, 4, 8, 1, 8), (5, 1, 16, 1, 4), (4, 1, 16, 1, 4))
+GATHER_COST = 2
+
 #: The untuned blocks on GPUs where they differ from the first of FORMS: the tuner's most
 #: frequent choice on an NVIDIA H200 (OpenCL 3.0, CUDA 13.0) over the MNIST networks' launch
 #: shapes at batches 32 to 256 (x the summed time of the defaults before: FORMS' first, and
@@ -293,7 +309,8 @@ def candidates(device: Device, form: str) -> tuple[Block, ...]:
     32-256 the fastest forward and input delta blocks held 4 to 10 accumulators, and over the
     MNIST networks' 17 gemm_dot shapes and LeNet's 8 kernel gradients (in 8 lanes) every
     fastest block 6 to 12. On CPUs of 16-float vectors, the blocks of fewer than WIDE_LEAST
-    accumulator vectors are left out (but for the form's first, the untuned default). A form
+    accumulator vectors are left out (but for the untuned defaults: the form's first, and on
+    AMD's the FILTER_BLOCKS of conv_forward). A form
     none of whose blocks a narrow CPU holds (gemm_panels, which runs there only where a test
     forces it) keeps its first. The tiled forms' tile shapes: those the device's limits allow
     (`fits`)."""
@@ -302,8 +319,9 @@ def candidates(device: Device, form: str) -> tuple[Block, ...]:
     width = len(REGISTERS[form][0])
     if not narrow(device):
         least = 1 if device.gpu else WIDE_LEAST.get(form, 1)
+        own = FILTER_BLOCKS if form == "conv_forward" and amd_wide(device) else ()
         return tuple(b for b in FORMS[form]
-                     if math.prod(b[:width]) >= least or b == FORMS[form][0])
+                     if math.prod(b[:width]) >= least or b == FORMS[form][0] or b in own)
     low, high = (6, 12) if form in DOT_FORMS else (1, 10)
     return tuple(b for b in FORMS[form] if low <= math.prod(b[:width]) <= high) or \
         FORMS[form][:1]
@@ -458,6 +476,10 @@ def default(device: Device, form: str, shape: Block) -> Block:
         return AMD_WIDE[form]
     if form == "gemm_dot" and rest == [1] and n >= WIDE and m * n * k >= LARGE:
         return WIDE_DEFAULT
+    if form == "conv_forward" and amd_wide(device):
+        return min(FILTER_BLOCKS, key=lambda b: (-(-k // b[0]) * (b[0] + GATHER_COST), -b[0]))
+    if form == "conv_kernel_gradient" and amd_wide(device):
+        return (8, 3, 1, 1) if -(-k // 3) * 3 < -(-k // 4) * 4 else (6, 4, 1, 1)
     if form == "gemm_dot" and not device.gpu and m < FEW_ROWS:
         rows = min((r for r in SMALL_RM if -(-m // r) <= 4), key=lambda r: (-(-m // r) * r, -r))
         return (rows, 2, 64, 1) if rows == m else (rows, 2, 16, 4)

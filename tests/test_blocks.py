@@ -343,6 +343,7 @@ def test_a_tiled_device_tunes_its_tile_shapes(tmp_path, monkeypatch):
         (32, 64, 16, 4, 4)
     assert all(b in blocks.FORMS[form] for form, b in blocks.GPU.items())
     monkeypatch.setattr(device, "gpu", False)
+    monkeypatch.setattr(blocks, "amd_wide", lambda d: False)  # an Intel CPU's
     assert blocks.default(device, "conv_forward", (64, 25, 10, 576)) == \
         blocks.FORMS["conv_forward"][0]
     monkeypatch.setattr(device, "gpu", True)
@@ -504,6 +505,7 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
     # test forcing the panels on (`update_in_gemms`) still has a block to tune.
     assert blocks.candidates(device, "gemm_panels") == blocks.FORMS["gemm_panels"][:1]
     monkeypatch.setattr(blocks, "narrow", lambda d: False)
+    monkeypatch.setattr(blocks, "amd_wide", lambda d: False)  # an Intel CPU's (AMD's: below)
     for form, registers in blocks.REGISTERS.items():
         if form in blocks.TILED_FORMS:
             continue
@@ -518,7 +520,6 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
     assert all(blocks.candidates(device, form) == blocks.FORMS[form] for form in blocks.FORMS
                if form not in blocks.TILED_FORMS)
     monkeypatch.setattr(device, "gpu", False)
-    monkeypatch.setattr(blocks, "amd_wide", lambda d: False)  # an Intel CPU's (AMD's: below)
     assert blocks.WIDE_DEFAULT in blocks.FORMS["gemm_dot"]
     assert blocks.block(device, "gemm_dot", (1024, 1024, 1024, 1)) == blocks.WIDE_DEFAULT
     assert blocks.block(device, "gemm_dot", (2048, blocks.WIDE, 256, 1)) == blocks.WIDE_DEFAULT
@@ -566,6 +567,18 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
     for form, chosen in blocks.AMD_WIDE.items():
         assert chosen in blocks.candidates(device, form) and chosen != blocks.FORMS[form][0]
         assert blocks.block(device, form, shapes[form]) == chosen
+    # and the convolutions' blocks by their F filters: the forward's of the fewest blocks of
+    # FM + GATHER_COST (FILTER_BLOCKS, which the tuner tries), the kernel gradient's of blocks
+    # of 3 filters where they fit F better than blocks of 4
+    for filters, fm in ((1, 4), (3, 4), (5, 5), (6, 6), (9, 10), (10, 10), (12, 12), (15, 8),
+                        (16, 8), (24, 12)):
+        chosen = blocks.block(device, "conv_forward", (64, 25, filters, 196))
+        assert chosen in blocks.candidates(device, "conv_forward") and chosen[0] == fm, filters
+    assert set(blocks.FILTER_BLOCKS) <= set(blocks.candidates(device, "conv_forward"))
+    for filters, fn in ((1, 3), (3, 3), (5, 3), (9, 3), (10, 4), (16, 4), (24, 4)):
+        chosen = blocks.block(device, "conv_kernel_gradient", (64, 25, filters, 196))
+        assert chosen in blocks.candidates(device, "conv_kernel_gradient") and \
+            chosen[1] == fn, filters
 
 
 def test_amd_wide_is_an_amd_cpu_of_16_float_vectors():
