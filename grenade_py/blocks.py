@@ -234,9 +234,10 @@ BATCHED_DOT: Block = (6, 4, 16, 4)
 #: PoCL 3.1), over the 36 conv_forward and 30 conv_kernel_gradient launch shapes of LeNet, bn
 #: and inception at batches 32, 64 and 128 (5 rounds each, float32), these took a geometric
 #: mean 1.10x and 1.05x the time of each shape's fastest block (at most 1.71x and 1.38x), the
-#: blocks before 1.28x and 1.24x (at most 1.70x and 1.75x); the inception network's training
-#: steps took 0.93-0.95x the time at those batches (float32; float64 0.97-1.01x), LeNet's and
-#: bn's 0.96-1.02x, the same bits.
+#: blocks before 1.28x and 1.24x (at most 1.70x and 1.75x). Training steps, taking turns with
+#: the blocks before: inception's 0.88-0.92x the time at those batches (float32; 0.95x and
+#: 0.99x in float64 at 64 and 128), LeNet's 0.93-0.98x (1.01x and 0.92x), bn's 0.96-1.04x
+#: (0.96-1.05x), the same bits.
 FILTER_BLOCKS: tuple[Block, ...] = ((12, 1, 16, 1, 4), (10, 1, 16, 1, 4), (8, 1, 16, 1, 4),
                                     (6, 4, 8, 1, 8), (5, 1, 16, 1, 4), (4, 1, 16, 1, 4))
 GATHER_COST = 2
@@ -446,7 +447,8 @@ def default(device: Device, form: str, shape: Block) -> Block:
     8-float vectors (gemm_panels, which runs on wider CPUs only, has none);
     GPU's on a GPU; NARROW_ROWS' on a CPU of 16-float vectors for a product narrower than one
     of its vectors, BATCHED_DOT there for a gemm_dot over a batch of products; AMD_WIDE's on an
-    AMD CPU of 16-float vectors (`amd_wide`);
+    AMD CPU of 16-float vectors (`amd_wide`), and there the convolution's forward and kernel
+    gradient blocks by its filters (FILTER_BLOCKS);
     else WIDE_DEFAULT for a gemm_dot (m, n, k, batches) of one product of
     m n k >= LARGE and n >= WIDE, FEW_ROWS' rule for a CPU's gemm_dot of fewer rows, else the
     form's first."""
