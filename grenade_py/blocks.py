@@ -241,6 +241,11 @@ BATCHED_DOT: Block = (6, 4, 16, 4)
 FILTER_BLOCKS: tuple[Block, ...] = ((12, 1, 16, 1, 4), (10, 1, 16, 1, 4), (8, 1, 16, 1, 4),
                                     (6, 4, 8, 1, 8), (5, 1, 16, 1, 4), (4, 1, 16, 1, 4))
 GATHER_COST = 2
+#: The conv_forward register blocks the tuner leaves out there: over those 36 shapes the
+#: fastest of the other candidates was as fast (a geometric mean 1.016x each shape's fastest
+#: of all 39 with them or without), and `python -m grenade_py.tune`'s first run compiled
+#: FILTER_BLOCKS' three more in 31.5 s against 27.3 before them.
+AMD_LEFT_OUT: tuple[tuple[int, ...], ...] = ((6, 2), (12, 2))
 
 #: The untuned blocks on GPUs where they differ from the first of FORMS: the tuner's most
 #: frequent choice on an NVIDIA H200 (OpenCL 3.0, CUDA 13.0) over the MNIST networks' launch
@@ -311,7 +316,7 @@ def candidates(device: Device, form: str) -> tuple[Block, ...]:
     MNIST networks' 17 gemm_dot shapes and LeNet's 8 kernel gradients (in 8 lanes) every
     fastest block 6 to 12. On CPUs of 16-float vectors, the blocks of fewer than WIDE_LEAST
     accumulator vectors are left out (but for the untuned defaults: the form's first, and on
-    AMD's the FILTER_BLOCKS of conv_forward). A form
+    AMD's the FILTER_BLOCKS of conv_forward), and on AMD's conv_forward's AMD_LEFT_OUT. A form
     none of whose blocks a narrow CPU holds (gemm_panels, which runs there only where a test
     forces it) keeps its first. The tiled forms' tile shapes: those the device's limits allow
     (`fits`)."""
@@ -320,9 +325,10 @@ def candidates(device: Device, form: str) -> tuple[Block, ...]:
     width = len(REGISTERS[form][0])
     if not narrow(device):
         least = 1 if device.gpu else WIDE_LEAST.get(form, 1)
-        own = FILTER_BLOCKS if form == "conv_forward" and amd_wide(device) else ()
-        return tuple(b for b in FORMS[form]
-                     if math.prod(b[:width]) >= least or b == FORMS[form][0] or b in own)
+        own, out = (FILTER_BLOCKS, AMD_LEFT_OUT) if form == "conv_forward" and \
+            amd_wide(device) else ((), ())
+        return tuple(b for b in FORMS[form] if b[:width] not in out and (
+            math.prod(b[:width]) >= least or b == FORMS[form][0] or b in own))
     low, high = (6, 12) if form in DOT_FORMS else (1, 10)
     return tuple(b for b in FORMS[form] if low <= math.prod(b[:width]) <= high) or \
         FORMS[form][:1]

@@ -574,7 +574,9 @@ def test_untuned_large_gemms_take_the_wide_default(tmp_path, monkeypatch):
                         (16, 8), (24, 12)):
         chosen = blocks.block(device, "conv_forward", (64, 25, filters, 196))
         assert chosen in blocks.candidates(device, "conv_forward") and chosen[0] == fm, filters
-    assert set(blocks.FILTER_BLOCKS) <= set(blocks.candidates(device, "conv_forward"))
+    tried = blocks.candidates(device, "conv_forward")
+    assert set(blocks.FILTER_BLOCKS) <= set(tried)
+    assert not any(b[:2] in blocks.AMD_LEFT_OUT for b in tried)
     for filters, fn in ((1, 3), (3, 3), (5, 3), (9, 3), (10, 4), (16, 4), (24, 4)):
         chosen = blocks.block(device, "conv_kernel_gradient", (64, 25, filters, 196))
         assert chosen in blocks.candidates(device, "conv_kernel_gradient") and \
