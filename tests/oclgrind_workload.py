@@ -195,6 +195,13 @@ def main() -> None:
         g.fit(conv, g.SGD(0.01), rng.normal(size=(5, 8, 8)), rng.normal(size=(5, 2)),
               batch_size=5, epochs=1)
         g.run_net(conv, rng.normal(size=(2, 8, 8)))
+        # Pooling windows apart, not 2 x 2 every 2 (pool_forward, pool_backward_cells): rows
+        # and columns no window covers, between windows and past the last
+        spaced = g.Network([g.Convolution(1, 1, 1, 1, 1, 1), g.Pooling(2, 2, 3, 3), g.Reshape(),
+                            g.FullyConnected(12, 2)],
+                           input=g.D3(8, 11, 1), device=d, seed=1)
+        g.fit(spaced, g.SGD(0.01), rng.normal(size=(3, 1, 8, 11)), rng.normal(size=(3, 2)),
+              batch_size=3, epochs=1)
         # Pad and Crop's row kernel; a strided convolution through im2col and col2im; one
         # example at a time layer by layer (Dropout has no fused form): FullyConnected's
         # one-row kernels.

@@ -181,6 +181,18 @@ def outputs_and_gradients_match(net, ref, x, y):
                 np.testing.assert_allclose(got[name], numeric[index][name], rtol=1e-5, atol=1e-7)
 
 
+def matches_numpy_and_trains(net, rng, rows):
+    """`outputs_and_gradients_match` on `rows` random samples and targets, then a batched
+    train step of the network and of its numpy transcription; returns (transcription, x, y)."""
+    ref = reference(net)
+    x = rng.normal(size=(rows, *net.input_shape.dims))
+    y = rng.normal(size=(rows, *net.output_shape.dims))
+    outputs_and_gradients_match(net, ref, x, y)
+    train(net, LP, x, y)
+    ref.train(x, y, LP)
+    return ref, x, y
+
+
 @pytest.mark.parametrize("seed", range(16))
 def test_random_networks_against_numpy(device64, seed):
     """run_net, back_propagate, a batched train step and per-example training of random
@@ -193,12 +205,7 @@ def test_random_networks_against_numpy(device64, seed):
     shape = SHAPES[seed % len(SHAPES)]
     net = Network(random_layers(rng, shape), input=shape, device=device64, seed=seed,
                   init="grenade")
-    ref = reference(net)
-    x = rng.normal(size=(4, *shape.dims))
-    y = rng.normal(size=(4, *net.output_shape.dims))
-    outputs_and_gradients_match(net, ref, x, y)
-    train(net, LP, x, y)
-    ref.train(x, y, LP)
+    ref, x, y = matches_numpy_and_trains(net, rng, 4)
     train(net, LP, x, y, per_example=True)
     ref.train_per_example(x, y, LP)
     parameters_match(net, ref)
@@ -234,12 +241,7 @@ def test_nested_concats_join_in_place_and_equal_numpy(device64, name):
     shape, layers = NESTED[name]
     rng = np.random.default_rng(7)
     net = Network(layers(), input=shape, device=device64, seed=2, init="grenade")
-    ref = reference(net)
-    x = rng.normal(size=(3, *shape.dims))
-    y = rng.normal(size=(3, *net.output_shape.dims))
-    outputs_and_gradients_match(net, ref, x, y)
-    train(net, LP, x, y)
-    ref.train(x, y, LP)
+    ref, _, _ = matches_numpy_and_trains(net, rng, 3)
     parameters_match(net, ref)
     joins = [(path, layer) for path, layer, _ in net.nodes(shape) if isinstance(layer, Concat)]
     buffers = execution.steps(net, 3).buffers

@@ -97,13 +97,19 @@ class Branches(Layer):
                           buffers: Buffers) -> list[Launch]:
         """Both branches' backward passes; dx = a's input delta + b's."""
         dxb = None if dx is None else buffers["dxb"]
-        launches = (self.a.backward(n, x, buffers["ya"], dya, dx, sub(buffers, "a"))
-                    + self.b.backward(n, x, buffers["yb"], dyb, dxb, sub(buffers, "b")))
-        if dx is not None:
-            count = n * size(self.in_shape)
-            launches.append(self.device.launch("add_values", streaming_size(count), count, dx,
-                                               dxb, dx))
-        return launches
+        return (self.a.backward(n, x, buffers["ya"], dya, dx, sub(buffers, "a"))
+                + self.b.backward(n, x, buffers["yb"], dyb, dxb, sub(buffers, "b"))
+                + self.summed_delta(n, dx, buffers))
+
+    def summed_delta(self, rows: int, dx: cl_array.Array | None,
+                     buffers: Buffers) -> list[Launch]:
+        """dx += buffers["dxb"] over `rows` rows (branch a's input delta is in dx, b's in
+        dxb); none without dx."""
+        if dx is None:
+            return []
+        count = rows * size(self.in_shape)
+        return [self.device.launch("add_values", streaming_size(count), count, dx,
+                                   buffers["dxb"], dx)]
 
 
 class Merge(Branches):
@@ -251,8 +257,4 @@ class Concat(Branches):
             elif type(layer) is not Trivial:
                 launches += layer.backward(n, x, buffers[f"y{key}"], buffers[f"dy{key}"],
                                            into[key], sub(buffers, key))
-        if dx is not None:
-            count = n * size(self.in_shape)
-            launches.append(self.device.launch("add_values", streaming_size(count), count, dx,
-                                               buffers["dxb"], dx))
-        return launches
+        return launches + self.summed_delta(n, dx, buffers)

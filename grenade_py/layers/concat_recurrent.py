@@ -85,11 +85,7 @@ class ConcatRecurrent(RecurrentLayer, Branches):
             out, delta, own = buffers[f"y{key}"], buffers[f"dy{key}"], sub(buffers, key)
             launches += part.backward_sequence(steps, batch, x, out, delta, into[key], own,
                                                gradients)
-        if dx is not None:
-            count = rows * size(self.in_shape)
-            launches.append(self.device.launch("add_values", streaming_size(count), count, dx,
-                                               buffers["dxb"], dx))
-        return launches
+        return launches + self.summed_delta(rows, dx, buffers)
 
     def factors(self, steps: int, batch: int, x: cl_array.Array, y: cl_array.Array,
                 dy: cl_array.Array, buffers: Buffers) -> list[Factor] | None:

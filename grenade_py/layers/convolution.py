@@ -436,12 +436,12 @@ class Convolution(Layer):
         if self.flips():  # (the offsets in "turned rows" are set up for `below`)
             turned = self.turned(buffers["turned"], below)
             top, left = (0, 0) if below is None else (below.top, below.left)
-            _, th, tw = planes(turned.in_shape)
+            (_, th, tw), (data, first, stride) = planes(turned.in_shape), rows(dy)
             return [self.device.launch("conv_flip_kernel", (c * kh * kw,), c, kh, kw, f,
                                        self.parameters["kernel"], buffers["turned"]),
                     self.device.launch("shift_planes", (n * f * th,), n * f, oh, ow, th, tw,
-                                       kh - 1 - top, kw - 1 - left, *rows(dy)[:2], f,
-                                       rows(dy)[2], buffers["dy padded"]),
+                                       kh - 1 - top, kw - 1 - left, data, first, f, stride,
+                                       buffers["dy padded"]),
                     *turned.convolve(n, buffers["dy padded"], dx,
                                      {"rows": buffers["turned rows"]})]
         if self.short_planes() and sh == sw == 1:  # one product K dy over the batch (dy
