@@ -122,3 +122,64 @@ def test_the_clock_estimate_is_left_out_where_the_driver_reports_no_clock():
     assert peak_gflops(device(0)) == (0.0, "AMD EPYC reports no clock")
     estimate, how = peak_gflops(device(2450))
     assert estimate == 2.45 * 2 * 16 * 2 and how.startswith("2.45 GHz x 2 units x 16 lanes")
+
+
+def _git_checkout() -> bool:
+    """Whether the tests run in a git checkout with git at hand (bench_against needs both)."""
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+                              capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+def test_bench_against_imports_a_commit_beside_this_tree(tmp_path):
+    """`bench_against`'s copy of a commit is a package of its own (its name replaced
+    throughout, its kernels beside it), and HEAD's copy trains the MLP to this tree's bits
+    wherever the tree's grenade_py/ and kernels/ are HEAD's (a clean checkout, as in CI)."""
+    import re
+
+    import numpy as np
+    import pytest
+
+    import grenade_py
+    from grenade_py import bench_against
+
+    if not _git_checkout():
+        pytest.skip("bench_against takes a commit from git: not a git checkout here")
+    then = bench_against.import_commit("HEAD", ROOT, tmp_path)
+    try:
+        assert Path(then.__file__).parent == tmp_path / bench_against.THEN
+        assert then.Device is not grenade_py.Device
+        kernel_library = sys.modules[f"{bench_against.THEN}.kernel_library"]
+        assert kernel_library.kernel_dir() == tmp_path / "kernels"
+        named = [p for p in (tmp_path / bench_against.THEN).rglob("*.py")
+                 if re.search(r"\bgrenade_py\b", p.read_text())]
+        assert not named
+        rng = np.random.default_rng(0)
+        data = (rng.random((128, 784), dtype=np.float32), np.eye(10)[rng.integers(0, 10, 128)])
+        [line] = bench_against.compare(then, "HEAD", ["mlp32"], 1, data)
+        assert line.startswith("mlp32: this tree ") and "x by round; same weights: " in line
+        clean = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--",
+                                "grenade_py", "kernels"]).returncode == 0
+        assert line.endswith("yes") or not clean, line
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in [m for m in sys.modules if m.split(".")[0] == bench_against.THEN]:
+            del sys.modules[name]
+
+
+def test_bench_against_says_what_it_cannot_compare(tmp_path):
+    """A figure it does not know, a commit git does not have (or no git): one line, no
+    traceback."""
+    import shutil
+
+    missing = "git could not give 'no-such-commit'" if shutil.which("git") else "needs git"
+    for args, said in ((["HEAD", "--figures", "mlp32,gan"], "gan: choose from mlp32"),
+                       (["no-such-commit", "--repo", str(ROOT), "--figures", "mlp32",
+                         "--examples", "64"], missing)):
+        result = subprocess.run([sys.executable, "-m", "grenade_py.bench_against", *args],
+                                cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode in (1, 2) and said in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr and not result.stdout
