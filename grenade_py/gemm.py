@@ -144,8 +144,8 @@ def gemm_forward(device: Device, m: int, n: int, k: int, a: cl_array.Array,
     if panels is not None:
         panel = 4 * vector_width(device)
         assert splits == 1 and panels.size >= _blocks(n, panel) * panel * k
-        return [device.launch("gemm_pack_panels", (_blocks(k, panel // 4), _blocks(n, panel)),
-                              n, k, b, k, panels, local=(16, 1)),
+        return [device.launch("gemm_pack_panels", (panel, _blocks(k, panel // 4),
+                                                    _blocks(n, panel)), n, k, b, k, panels),
                 blocks.launch(device, "gemm_panels", (m, n, k), lambda block: device.launch(
                     blocks.kernel_name("gemm_panels", block),
                     (_blocks(n, panel) * 4 // block[1], _blocks(m, block[0])), m, n, k, a, k,

@@ -308,6 +308,29 @@ def test_every_panel_block_sums_as_gemm_outer(device, rng, monkeypatch):
                                           err_msg=what)
 
 
+@pytest.mark.parametrize("n", [1, 3, 17, 257])
+def test_pack_panels_lays_w_out_as_gemm_panels_reads_it(device, rng, n):
+    """gemm_pack_panels: Bp[(p K + k) PANEL + w] = B[min(p PANEL + w, N - 1), k] over whole
+    panels (the rows past N repeat the last), k below, at and past a vector; nothing written
+    past the panels."""
+    device = _form_device(device.precision, "registers")
+    vw = vector_width(device)
+    panel = 4 * vw
+    count = -(-n // panel)
+    for k in (1, vw - 1, vw, 2 * vw + 3):
+        b = rng.normal(size=(n, k))
+        size = count * panel * k
+        out = device.to_device(np.full(size + panel, np.nan))
+        launches = gemm_forward(device, 1, n, k, device.zeros((1, k)), device.to_device(b),
+                                device.zeros((n,)), device.zeros((1, n)), panels=out)
+        run(device, launches[0])
+        got = out.get()
+        rows = b[np.minimum(np.arange(count * panel), n - 1)].astype(device.dtype)
+        want = rows.reshape(count, panel, k).transpose(0, 2, 1).ravel()
+        np.testing.assert_array_equal(got[:size], want, err_msg=f"{n}x{k}")
+        assert np.isnan(got[size:]).all(), f"{n}x{k}: written past the panels"
+
+
 def test_a_batch_of_panel_rows_runs_from_panels(device, rng):
     """FullyConnected's forward over PANEL_ROWS rows and 257 outputs runs from panels of W on a
     CPU of 16-float vectors (`panel_size`), with numpy's values; fewer rows or outputs, and

@@ -108,20 +108,21 @@ class FullyConnected(Dense):
         if n == 1:
             return [device.launch("fc_forward", (self.o, n), n, self.i, self.o,
                                   p["weights"], p["bias"], x, y)]
-        # In dot form, as W is stored, but from PANEL_ROWS rows and blocks.WIDE outputs on CPUs
-        # of 16-float vectors (gemm.panel_size): there W is packed into k-major panels of 4 VW
-        # rows (gemm_pack_panels, VW x VW blocks transposed in registers), then gemm_panels
-        # sums from them. Taking turns in one process on a 2-core AVX-512 Xeon (PoCL
-        # "skylake-avx512"), float32, packing included, against gemm_dot's tuned block: 1024^3
-        # 0.81x the time (264 GFLOP/s against 215), 4096 / 1024 / 512 / 256 x 512 x 784 0.79x /
-        # 0.83x / 0.89x / 1.03x (inside MNIST's training steps the panels gain at 256 rows:
-        # see gemm.PANEL_ROWS); float64 0.77-0.91x; at 10 outputs 1.8-2.5x (a panel mostly
+        # In dot form, as W is stored, but from PANEL_ROWS rows and blocks.WIDE outputs on CPUs of
+        # 16-float vectors (gemm.panel_size): there W is packed into k-major panels of 4 VW rows
+        # (gemm_pack_panels), then gemm_panels sums from them. Taking turns in one process on a
+        # 2-core AVX-512 Xeon (PoCL "skylake-avx512"), float32, packing included, against gemm_dot's
+        # tuned block: 1024^3 0.81x the time (264 GFLOP/s against 215), 4096 / 1024 / 512 / 256 x
+        # 512 x 784 0.79x / 0.83x / 0.89x / 1.03x (inside MNIST's training steps the panels gain at
+        # 256 rows: see gemm.PANEL_ROWS); float64 0.77-0.91x; at 10 outputs 1.8-2.5x (a panel mostly
         # padding).
         # MNIST's evaluate over 10k samples, profiled: the first layer's products 33.8-35.6 ms
         # against 41.5-41.7, the packing 1.3-1.8 ms. (A packing moving values one at a time,
-        # 1.1 ms at 1024^2 against 0.32-0.40 now, had left the panels at 0.94-1.08x gemm_dot's
-        # rate.) The outer form on transposed operands, y^T = W x^T, ran at 272-294 GFLOP/s at
-        # 64..256 x 784 x 512 (fastest block) against gemm_dot's 215-242, but with the
+        # 1.1 ms at 1024^2 against 0.32-0.40 for VW x VW blocks transposed in registers, had
+        # left the panels at 0.94-1.08x gemm_dot's rate; on a 2-core EPYC the packing now
+        # stores each panel row's values one at a time, 0.67-0.79x the transposes' time.) The
+        # outer form on transposed operands, y^T = W x^T, ran at 272-294 GFLOP/s at 64..256 x
+        # 784 x 512 (fastest block) against gemm_dot's 215-242, but with the
         # transposes of x and y it took 1.04-1.10x gemm_dot's time (chains of launches,
         # medians of 7). Inside MNIST's batch-256 step on a 2-core AVX-512 EPYC the packing
         # takes 190-330 us (W, just stepped, comes from L3; 100-140 alone), and neither way of
