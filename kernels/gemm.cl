@@ -307,7 +307,7 @@ kernel void gemm_sum_chunks(int count, int chunks, global const REAL *partial,
 // dimension 0 (PoCL's vectors) store each k's row of the panel together. On a 2-core AVX-512
 // EPYC (PoCL 3.1), taking turns, 0.67-0.79x the time (float32) and 0.54-0.76x (float64) of VW x
 // VW blocks transposed in registers by shuffles (512 x 784: 105 us against 133; 1024^2: 230
-// against 341), at 300 x 784 to 65 x 17 too.
+// against 341; 300 x 784: 66 against 86); alike at 100 x 37 and 65 x 17 (4-10 us).
 kernel void gemm_pack_panels(int N, int K, global const REAL *B, int b_n, global REAL *Bp) {
     const int w = get_global_id(0), k0 = get_global_id(1) * VW, p = get_global_id(2);
     if (w >= PANEL || k0 >= K) return;
