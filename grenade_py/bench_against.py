@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import importlib
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -33,7 +31,7 @@ import click
 import numpy as np
 
 import grenade_py
-from grenade_py.bench import mnist_data
+from grenade_py.bench import interleaved, mnist_data
 from grenade_py.cli import user_errors
 from grenade_py.errors import DataError
 
@@ -69,7 +67,7 @@ def import_commit(rev: str, repo: Path, folder: Path) -> ModuleType:
 
 
 def _workload(g: Any, figure: str, data: tuple[np.ndarray, np.ndarray]
-              ) -> tuple[Callable[[], object], Any]:
+              ) -> tuple[Callable[[], float | None], Any]:
     """One run of `figure` in package `g` (this tree's or the commit's): (the run, the network
     it trains). An epoch's run gives fit's own seconds for it (not the call's upload of the
     images, which a run of many epochs pays once)."""
@@ -115,22 +113,14 @@ def _adam_epoch(data: tuple[np.ndarray, np.ndarray]) -> Callable[[], float]:
                                   loss="cross_entropy")[0]["seconds"]
 
 
-def taking_turns(runs: dict[str, Callable[[], object]], rounds: int
+def taking_turns(runs: dict[str, Callable[[], float | None]], rounds: int
                  ) -> tuple[dict[str, float], float]:
-    """Each run's median seconds over `rounds` rounds (after one untimed), the runs taking turns
-    (each round starting with the other), and the median over the rounds of the first's time
-    over the second's. A run that returns a number gives its own seconds."""
-    names = list(runs)
-    for run in runs.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for turn in range(rounds):
-        for name in names[turn % 2:] + names[:turn % 2]:
-            start = time.perf_counter()
-            own = runs[name]()
-            times[name].append(own if isinstance(own, float) else time.perf_counter() - start)
-    ratio = statistics.median(a / b for a, b in zip(*times.values(), strict=True))
-    return {name: statistics.median(t) for name, t in times.items()}, ratio
+    """Each run's median seconds over `rounds` rounds after an untimed one, the two taking turns
+    (`bench.interleaved`), and the median over the rounds of the first's time over the
+    second's."""
+    ratios: dict[str, float] = {}
+    medians = dict(interleaved(runs, rounds, ratios=ratios))
+    return medians, next(iter(ratios.values()))
 
 
 def same_weights(a: Any, b: Any) -> bool:
