@@ -31,9 +31,10 @@ import click
 import numpy as np
 
 import grenade_py
-from grenade_py.bench import interleaved, mnist_data
+from grenade_py.bench import _fit_epoch, interleaved, mnist_data
 from grenade_py.cli import user_errors
 from grenade_py.errors import DataError
+from grenade_py.mnist import mnist_network
 
 #: The name the commit's package is imported under.
 THEN = "grenade_then"
@@ -105,14 +106,6 @@ def _workload(g: Any, figure: str, data: tuple[np.ndarray, np.ndarray]
     return windows, net
 
 
-def _adam_epoch(data: tuple[np.ndarray, np.ndarray]) -> Callable[[], float]:
-    """A run of an Adam epoch of this tree's MLP at batch 64, giving fit's seconds for it."""
-    net = importlib.import_module("grenade_py.mnist").mnist_network("mlp", grenade_py.Device(),
-                                                                     seed=1)
-    return lambda: grenade_py.fit(net, grenade_py.Adam(1e-3), *data, batch_size=64, seed=0,
-                                  loss="cross_entropy")[0]["seconds"]
-
-
 def taking_turns(runs: dict[str, Callable[[], float | None]], rounds: int
                  ) -> tuple[dict[str, float], float]:
     """Each run's median seconds over `rounds` rounds after an untimed one, the two taking turns
@@ -135,7 +128,9 @@ def compare(then: ModuleType, rev: str, figures: list[str], rounds: int,
     lines = []
     for figure in figures:
         if figure == "adam":
-            medians, ratio = taking_turns({"Adam": _adam_epoch(data),
+            adam = _fit_epoch(mnist_network("mlp", grenade_py.Device(), seed=1),
+                              grenade_py.Adam(1e-3), *data, 64)
+            medians, ratio = taking_turns({"Adam": adam,
                                            "SGD": _workload(grenade_py, "mlp64", data)[0]},
                                           rounds)
             lines.append(f"adam: an Adam epoch {medians['Adam'] * 1e3:.1f} ms, an SGD epoch "

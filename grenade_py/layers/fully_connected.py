@@ -117,23 +117,22 @@ class FullyConnected(Dense):
         # 256 rows: see gemm.PANEL_ROWS); float64 0.77-0.91x; at 10 outputs 1.8-2.5x (a panel mostly
         # padding).
         # MNIST's evaluate over 10k samples, profiled: the first layer's products 33.8-35.6 ms
-        # against 41.5-41.7, the packing 1.3-1.8 ms. (A packing moving values one at a time,
-        # 1.1 ms at 1024^2 against 0.32-0.40 for VW x VW blocks transposed in registers, had
-        # left the panels at 0.94-1.08x gemm_dot's rate; on a 2-core EPYC the packing now
-        # stores each panel row's values one at a time, 0.67-0.79x the transposes' time.) The
-        # outer form on transposed operands, y^T = W x^T, ran at 272-294 GFLOP/s at 64..256 x
-        # 784 x 512 (fastest block) against gemm_dot's 215-242, but with the
-        # transposes of x and y it took 1.04-1.10x gemm_dot's time (chains of launches,
-        # medians of 7). Inside MNIST's batch-256 step on a 2-core AVX-512 EPYC the packing
-        # takes 190-330 us (W, just stepped, comes from L3; 100-140 alone), and neither way of
-        # avoiding its pass paid: the weights' step (gemm_outer_update) storing W's panels too
-        # took ~300 us longer (scalar or transposed-vector stores alike), epochs 1.03-1.04x;
-        # each gemm_panels work-group packing its own panel first took as long as both
-        # launches; gemm_dot from W in place, 1.00x. Nor would W kept transposed, (i, o): on a
-        # 2-core AVX2 EPYC (each at its fastest block, taking turns) y = x W^T as gemm_outer
-        # from it took 3,566 us at 256 x 512 x 784 against gemm_dot's 2,943, and dW^T = x^T dy
-        # stepping the weights (x read through its strides) 4,057 against dW's 3,410 (each
-        # with gemm_transpose_sums' launch).
+        # against 41.5-41.7, the packing 1.3-1.8 ms. (A packing moving values one at a time, 1.1 ms
+        # at 1024^2 against 0.32-0.40 for VW x VW blocks transposed in registers, had left the
+        # panels at 0.94-1.08x gemm_dot's rate; on a 2-core EPYC the packing now stores each panel
+        # row's values one at a time, 0.67-0.79x the transposes' time.) The outer form on transposed
+        # operands, y^T = W x^T, ran at 272-294 GFLOP/s at 64..256 x 784 x 512 (fastest block)
+        # against gemm_dot's 215-242, but with the transposes of x and y it took 1.04-1.10x
+        # gemm_dot's time (chains of launches, medians of 7). Inside MNIST's batch-256 step on a
+        # 2-core AVX-512 EPYC the packing takes 190-330 us (W, just stepped, comes from L3; 100-140
+        # alone), and neither way of avoiding its pass paid: the weights' step (gemm_outer_update)
+        # storing W's panels too took ~300 us longer (scalar or transposed-vector stores alike),
+        # epochs 1.03-1.04x; each gemm_panels work-group packing its own panel first took as long as
+        # both launches; gemm_dot from W in place, 1.00x. Nor would W kept transposed, (i, o): on a
+        # 2-core AVX2 EPYC (each at its fastest block, taking turns) y = x W^T as gemm_outer from it
+        # took 3,566 us at 256 x 512 x 784 against gemm_dot's 2,943, and dW^T = x^T dy stepping the
+        # weights (x read through its strides) 4,057 against dW's 3,410 (each with
+        # gemm_transpose_sums' launch).
         return gemm_forward(device, n, self.o, self.i, x, p["weights"], p["bias"], y,
                             k_splits(device, n, self.o, self.i), buffers.get("parts"), relu,
                             buffers["panels"] if panel_size(device, n, self.o, self.i) else None)

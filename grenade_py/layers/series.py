@@ -225,9 +225,8 @@ class Series(Layer):
         it (`relu_fused`) runs in that layer's input delta, and one above a BatchNorm (unless
         a FullyConnected layer above it runs it) in the BatchNorm's backward kernels; a Pad
         below a Convolution that gives the Pad's input delta (`pad_fused`) runs none. The
-        layers `stepped` (of
-        `update_fused`) step their weights in their gradients' GEMMs (the values set per
-        call)."""
+        layers `stepped` (of `update_fused`) step their weights in their gradients' GEMMs (the
+        values set per call)."""
         acts = self.activations(x, y, buffers)
         lowest = 0 if dx is not None else self.lowest(top)
         deltas: list[cl_array.Array | None] = [dx] + [
